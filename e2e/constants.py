@@ -1,0 +1,26 @@
+"""Every protocol limit in one place. SPEC.md §Limits quotes these values."""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Frame format version written first in every frame.
+FRAME_VERSION: Final = 1
+
+#: Largest encoded frame accepted; checked before any decoding.
+MAX_FRAME_BYTES: Final = 272 * 1024
+#: Largest plaintext encrypt accepts.
+MAX_PLAINTEXT_BYTES: Final = 256 * 1024
+#: Largest encoded prekey bundle accepted.
+MAX_BUNDLE_BYTES: Final = 8 * 1024
+#: Largest serialized session state accepted.
+MAX_STATE_BYTES: Final = 1024 * 1024
+
+#: Most message keys one received message may make us skip in one chain.
+MAX_SKIP: Final = 1000
+#: Most skipped message keys stored per session; the oldest are evicted first.
+MAX_STORED_SKIPPED: Final = 2000
+#: Most receiving chains (remote ratchet keys) whose skipped keys are kept.
+MAX_RECEIVER_CHAINS: Final = 5
+#: Largest message counter; a chain longer than this must ratchet first.
+MAX_COUNTER: Final = 2**32 - 1

@@ -1,0 +1,112 @@
+"""The one error hierarchy of e2e.
+
+Every public decode, decrypt, agreement and store path raises only subclasses of
+:class:`E2EError`, whatever its input. Messages never contain key material.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "E2EError",
+    "DecodeError",
+    "LimitExceeded",
+    "UnsupportedVersion",
+    "UnknownSuite",
+    "InvalidKey",
+    "InvalidSignature",
+    "KeyAgreementError",
+    "NonContributory",
+    "UnknownPrekey",
+    "PrekeyReused",
+    "SuiteMismatch",
+    "DecryptError",
+    "AuthenticationFailed",
+    "DuplicateMessage",
+    "TooManySkipped",
+    "StateError",
+    "StoreError",
+    "PolicyError",
+]
+
+
+class E2EError(Exception):
+    """Base class of every error e2e raises on bad input or misuse."""
+
+
+class DecodeError(E2EError):
+    """Bytes that are not a well-formed, canonical object of the expected shape."""
+
+
+class LimitExceeded(DecodeError):
+    """Input larger, deeper or further ahead than a limit in :mod:`e2e.constants` allows."""
+
+
+class UnsupportedVersion(DecodeError):
+    """A frame, bundle or state whose version this implementation does not speak."""
+
+
+class UnknownSuite(DecodeError):
+    """A ciphersuite id that is not registered in :mod:`e2e.suite`."""
+
+
+class InvalidKey(E2EError):
+    """A key of the wrong type or length, or a public key that is not acceptable."""
+
+
+class InvalidSignature(E2EError):
+    """An XEdDSA signature that does not verify."""
+
+
+class KeyAgreementError(E2EError):
+    """X3DH / PQXDH could not complete."""
+
+
+class NonContributory(KeyAgreementError):
+    """A Diffie-Hellman output was all zeros: a low-order (non-contributory) point."""
+
+
+class UnknownPrekey(KeyAgreementError):
+    """An initial message names a prekey the responder does not hold."""
+
+
+class PrekeyReused(KeyAgreementError):
+    """A one-time prekey used twice, or a last-resort KEM prekey reused with the same base key."""
+
+
+class SuiteMismatch(KeyAgreementError):
+    """The suite of a frame or bundle differs from the one the session or policy requires."""
+
+
+class DecryptError(E2EError):
+    """A message could not be decrypted; the session state is unchanged."""
+
+
+class AuthenticationFailed(DecryptError):
+    """A header or body failed authentication (tampered, wrong key, wrong AD)."""
+
+
+class DuplicateMessage(DecryptError):
+    """A message that was already decrypted (a replay)."""
+
+
+class TooManySkipped(DecryptError):
+    """A message further ahead than MAX_SKIP, or from too many receiving chains."""
+
+
+class StateError(E2EError):
+    """Serialized session state that is malformed or of an unknown schema version."""
+
+
+class StoreError(E2EError):
+    """A store record that is missing, corrupted, tampered or under a wrong storage key.
+
+    ``record`` names the record (table and id), never its contents.
+    """
+
+    def __init__(self, message: str, record: str = "") -> None:
+        super().__init__(f"{message} ({record})" if record else message)
+        self.record = record
+
+
+class PolicyError(E2EError):
+    """A send the relay's metadata policy refuses (window closed, blocked, no contact...)."""
