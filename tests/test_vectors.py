@@ -1,0 +1,68 @@
+"""Every case of every vectors/*.json, run through its registered verifier."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from e2e.vectors import Case, iter_cases, verify_case
+
+VECTORS = Path(__file__).resolve().parent.parent / "vectors"
+CASES = list(iter_cases(VECTORS))
+
+
+def test_vectors_exist() -> None:
+    assert CASES, f"no vector cases found in {VECTORS}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_vector(case: Case) -> None:
+    verify_case(case)
+
+
+def _flip_hex_digit(value: str) -> str:
+    first = "1" if value[0] == "0" else "0"
+    return first + value[1:]
+
+
+# (file, expected-output field, extra condition on the case) for the corruption check.
+_CORRUPTIBLE = [
+    ("x25519.json", "shared", {"protocol": "accept", "result": "valid"}),
+    ("hkdf_sha256.json", "okm", {"result": "valid"}),
+    ("hmac_sha256.json", "tag", {"result": "valid"}),
+    ("aes_gcm.json", "tag", {"result": "valid"}),
+    ("aes_cbc_pkcs5.json", "ct", {"result": "valid"}),
+    ("mlkem1024.json", "ek", {"kind": "keygen"}),
+    ("mlkem1024.json", "K", {"kind": "decaps", "result": "valid"}),
+    ("libsignal_kdf.json", "next_chain_key", {"kind": "chain_step"}),
+    ("libsignal_kdf.json", "mac_key", {"kind": "message_keys"}),
+    ("libsignal_kdf.json", "next_root_key", {"kind": "root_step"}),
+    ("libsignal_kdf.json", "expected_chain_key", {"kind": "ratcheting_session"}),
+    ("libsignal_kdf.json", "shared", {"kind": "agreement"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("file", "field", "where"), _CORRUPTIBLE, ids=[f"{f}:{k}" for f, k, _ in _CORRUPTIBLE]
+)
+def test_corrupted_vector_fails(file: str, field: str, where: dict[str, str]) -> None:
+    """One flipped hex digit in an expected output must make the verifier fail."""
+    original = next(
+        (
+            case
+            for case in CASES
+            if case.file == file
+            and field in case.data
+            and all(case.data.get(k) == v for k, v in where.items())
+        ),
+        None,
+    )
+    assert original is not None, f"no case in {file} with field {field!r} and {where}"
+    verify_case(original)  # the untouched case passes ...
+    data = copy.deepcopy(original.data)
+    data[field] = _flip_hex_digit(str(data[field]))
+    corrupted = Case(original.file, original.concept, original.index, data)
+    with pytest.raises(AssertionError):  # ... and the corrupted copy does not
+        verify_case(corrupted)
