@@ -1,0 +1,252 @@
+"""Canonical CBOR frames and their strict decoder (SPEC.md §5).
+
+Every wire object is one CBOR map with small unsigned-integer keys and only unsigned
+integers or byte strings as values, in RFC 8949 core deterministic encoding. Key 0 is the
+frame version and key 1 the suite id, so they are the first bytes after the map head.
+
+The decoder checks the size before anything else, decodes with cbor2 (tags refused,
+nesting capped), then checks the exact key set, every value's type and length, and that
+re-encoding reproduces the input byte for byte - which rejects indefinite lengths,
+duplicate or unsorted keys and non-shortest integers. Authentication always covers the
+bytes as received (``MessageFrame.ad_prefix``), never a re-encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+import cbor2
+
+from e2e.constants import FRAME_VERSION, MAX_FRAME_BYTES
+from e2e.errors import DecodeError, LimitExceeded, UnsupportedVersion
+from e2e.keys import KEM_CIPHERTEXT_LEN, X25519_LEN
+from e2e.suite import Suite, get_suite
+
+__all__ = [
+    "K",
+    "T",
+    "Field",
+    "PrekeyFields",
+    "MessageFrame",
+    "decode_map",
+    "encode_map",
+    "decode_message",
+    "encode_message",
+    "HEADER_LEN",
+    "SEALED_HEADER_LEN",
+]
+
+
+class K:
+    """Map keys shared by every frame kind."""
+
+    VERSION: Final = 0
+    SUITE: Final = 1
+    TYPE: Final = 2
+    IDENTITY: Final = 3
+    BASE_KEY: Final = 4
+    SPK_ID: Final = 5
+    OPK_ID: Final = 6
+    KEM_ID: Final = 7
+    KEM_CT: Final = 8
+    HEADER: Final = 9
+    BODY: Final = 10
+    SPK: Final = 11
+    SPK_SIG: Final = 12
+    OPK: Final = 13
+    KEM_PK: Final = 14
+    KEM_SIG: Final = 15
+
+
+class T:
+    """Frame types (key 2)."""
+
+    MESSAGE: Final = 1
+    PREKEY_MESSAGE: Final = 2
+    BUNDLE: Final = 3
+
+
+#: Plaintext header: ratchet public key (32) | PN (u32 big-endian) | N (u32 big-endian).
+HEADER_LEN: Final = 40
+#: Encrypted header (suite 2): nonce (12) | commitment (32) | ciphertext (40) | tag (16).
+SEALED_HEADER_LEN: Final = 100
+_MAX_ID: Final = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """Shape of one map value: ``int`` in [0, max_int], or ``bytes`` of ``size`` (None: any)."""
+
+    kind: type
+    size: int | None = None
+    required: bool = True
+    max_int: int = _MAX_ID
+
+
+def _reject_tag(decoder: Any, tag: Any) -> Any:
+    raise DecodeError("CBOR tags are not allowed")
+
+
+def encode_map(fields: Mapping[int, int | bytes]) -> bytes:
+    """Deterministic encoding of a map of small int keys (given in ascending order)."""
+    return cbor2.dumps(fields)
+
+
+def decode_map(
+    raw: object,
+    schema: Mapping[int, Field],
+    what: str,
+    max_bytes: int = MAX_FRAME_BYTES,
+    version: int = FRAME_VERSION,
+) -> dict[int, Any]:
+    """Strictly decode ``raw`` as a map of exactly ``schema``'s shape; :class:`DecodeError`."""
+    if type(raw) is not bytes:
+        raise DecodeError(f"{what} must be bytes")
+    if len(raw) > max_bytes:
+        raise LimitExceeded(f"{what} larger than {max_bytes} bytes")
+    if not raw or not 0xA0 <= raw[0] <= 0xB7:
+        raise DecodeError(f"{what} is not a small CBOR map")
+    try:
+        obj = cbor2.loads(raw, tag_hook=_reject_tag)
+    except DecodeError:
+        raise
+    except Exception:  # cbor2 raises several types on malformed input; all mean the same
+        raise DecodeError(f"{what} is not well-formed CBOR") from None
+    if type(obj) is not dict:
+        raise DecodeError(f"{what} is not a CBOR map")
+    if type(obj.get(K.VERSION)) is not int:
+        raise DecodeError(f"{what} has no version")
+    if obj[K.VERSION] != version:
+        raise UnsupportedVersion(f"{what} version {obj[K.VERSION]} is not supported")
+    for key, value in obj.items():
+        spec = schema.get(key) if type(key) is int else None
+        if spec is None:
+            raise DecodeError(f"{what} has an unexpected key")
+        if value.__class__ is not spec.kind:
+            raise DecodeError(f"{what} field {key} has the wrong type")
+        if spec.kind is int:
+            if not 0 <= value <= spec.max_int:
+                raise DecodeError(f"{what} field {key} is out of range")
+        elif spec.size is not None and len(value) != spec.size:
+            raise DecodeError(f"{what} field {key} has the wrong length")
+    for key, spec in schema.items():
+        if spec.required and key not in obj:
+            raise DecodeError(f"{what} lacks field {key}")
+    if encode_map(dict(sorted(obj.items()))) != raw:
+        raise DecodeError(f"{what} is not canonical CBOR")
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class PrekeyFields:
+    """What an initial (prekey) message adds: the X3DH / PQXDH parameters of the initiator."""
+
+    identity_key: bytes
+    base_key: bytes
+    spk_id: int
+    opk_id: int | None
+    kem_id: int | None
+    kem_ciphertext: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFrame:
+    """A decoded message frame, holding the bytes as received."""
+
+    suite: Suite
+    header: bytes
+    body: bytes
+    prekey: PrekeyFields | None
+    raw: bytes
+
+    @property
+    def ad_prefix(self) -> bytes:
+        """Every received byte before the body's content: authenticated as AD."""
+        return self.raw[: len(self.raw) - len(self.body)]
+
+
+_COMMON: Final = {
+    K.VERSION: Field(int),
+    K.SUITE: Field(int),
+    K.TYPE: Field(int),
+    K.HEADER: Field(bytes),
+    K.BODY: Field(bytes),
+}
+_PREKEY: Final = {
+    **_COMMON,
+    K.IDENTITY: Field(bytes, X25519_LEN, required=False),
+    K.BASE_KEY: Field(bytes, X25519_LEN, required=False),
+    K.SPK_ID: Field(int, required=False),
+    K.OPK_ID: Field(int, required=False),
+    K.KEM_ID: Field(int, required=False),
+    K.KEM_CT: Field(bytes, KEM_CIPHERTEXT_LEN, required=False),
+}
+
+
+def decode_message(raw: object) -> MessageFrame:
+    """Decode a message or prekey-message frame; raises only :class:`DecodeError` subclasses."""
+    # One schema covers both types; the type then decides which fields must be there.
+    obj = decode_map(raw, _PREKEY, "message frame")
+    assert type(raw) is bytes
+    suite = get_suite(obj[K.SUITE])
+    ftype = obj[K.TYPE]
+    header = obj[K.HEADER]
+    want = SEALED_HEADER_LEN if suite.header_encryption else HEADER_LEN
+    if len(header) != want:
+        raise DecodeError("message header has the wrong length")
+    prekey = None
+    if ftype == T.MESSAGE:
+        if len(obj) != len(_COMMON):
+            raise DecodeError("message frame carries prekey fields")
+    elif ftype == T.PREKEY_MESSAGE:
+        if K.IDENTITY not in obj or K.BASE_KEY not in obj or K.SPK_ID not in obj:
+            raise DecodeError("prekey message lacks its key agreement fields")
+        has_kem = K.KEM_ID in obj
+        if has_kem != (K.KEM_CT in obj) or has_kem != suite.pq:
+            raise DecodeError("prekey message KEM fields do not match its suite")
+        prekey = PrekeyFields(
+            obj[K.IDENTITY],
+            obj[K.BASE_KEY],
+            obj[K.SPK_ID],
+            obj.get(K.OPK_ID),
+            obj.get(K.KEM_ID),
+            obj.get(K.KEM_CT),
+        )
+    else:
+        raise DecodeError("unknown frame type")
+    return MessageFrame(suite, header, obj[K.BODY], prekey, raw)
+
+
+def encode_message(
+    suite: Suite,
+    header: bytes,
+    prekey: PrekeyFields | None,
+    body_len: int,
+    seal_body: Callable[[bytes], bytes],
+) -> bytes:
+    """Encode a frame whose body is ``seal_body(ad_prefix)`` of exactly ``body_len`` bytes."""
+    fields: dict[int, int | bytes] = {
+        K.VERSION: FRAME_VERSION,
+        K.SUITE: suite.id,
+        K.TYPE: T.MESSAGE if prekey is None else T.PREKEY_MESSAGE,
+    }
+    if prekey is not None:
+        fields[K.IDENTITY] = prekey.identity_key
+        fields[K.BASE_KEY] = prekey.base_key
+        fields[K.SPK_ID] = prekey.spk_id
+        if prekey.opk_id is not None:
+            fields[K.OPK_ID] = prekey.opk_id
+        if prekey.kem_id is not None and prekey.kem_ciphertext is not None:
+            fields[K.KEM_ID] = prekey.kem_id
+            fields[K.KEM_CT] = prekey.kem_ciphertext
+    fields[K.HEADER] = header
+    # Encode with a placeholder body of the right length: its head is then exact, and the
+    # prefix before the body's content is what the receiver will authenticate.
+    fields[K.BODY] = bytes(body_len)
+    prefix = encode_map(fields)[:-body_len] if body_len else encode_map(fields)
+    body = seal_body(prefix)
+    if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
+        raise AssertionError("sealed body length differs from its prediction")
+    return prefix + body

@@ -1,0 +1,33 @@
+"""The Double Ratchet message header (SPEC.md §4.4)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from e2e.errors import AuthenticationFailed
+
+__all__ = ["Header"]
+
+_PACK = struct.Struct(">32sII")
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Sender's current ratchet public key, previous chain length PN and message number N."""
+
+    dh: bytes
+    pn: int
+    n: int
+
+    def encode(self) -> bytes:
+        """dh (32) | PN (u32 big-endian) | N (u32 big-endian): 40 bytes."""
+        return _PACK.pack(self.dh, self.pn, self.n)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Header:
+        # Only ever called on 40 authenticated-or-length-checked bytes.
+        if len(data) != _PACK.size:
+            raise AuthenticationFailed("header has the wrong length")
+        dh, pn, n = _PACK.unpack(data)
+        return cls(dh, pn, n)

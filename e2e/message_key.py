@@ -1,0 +1,131 @@
+"""Message keys: expansion of a message key seed and the per-suite AEAD (SPEC.md §4.3).
+
+Suite 1 (libsignal): HKDF-SHA256(IKM = seed, salt = 32 zero bytes, info = "WhisperMessageKeys",
+L = 80) -> AES-256 key (32) | HMAC key (32) | CBC IV (16); body = AES-256-CBC-PKCS7(pt) then
+HMAC-SHA256(mac key, AD | ct) truncated to 8 bytes.
+
+Suite 2 (default): a key-committing AEAD. For a 32-byte key K and label L,
+HKDF-Expand-SHA512(K, L, 64) -> AES-256-GCM key (32) | commitment (32); the sealed output is
+commitment | GCM ciphertext | 16-byte tag. Opening checks the commitment first, so a
+ciphertext opens under at most one key (HMAC-SHA512 is collision resistant).
+"""
+
+from __future__ import annotations
+
+import hmac as _hmac
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from e2e.errors import AuthenticationFailed
+from e2e.suite import Suite
+
+__all__ = [
+    "expand_message_key",
+    "committing_keys",
+    "seal",
+    "open_",
+    "seal_header",
+    "open_header",
+    "HEADER_LABEL",
+    "GCM_ZERO_NONCE",
+]
+
+_SHA256 = hashes.SHA256()
+_SHA512 = hashes.SHA512()
+HEADER_LABEL = b"E2E_HeaderKeys"
+#: Each suite-2 message key is used for exactly one message, so its GCM nonce is fixed.
+GCM_ZERO_NONCE = bytes(12)
+_COMMIT_LEN = 32
+_GCM_TAG = 16
+_HEADER_NONCE = 12
+
+
+def committing_keys(key: bytes, label: bytes) -> tuple[bytes, bytes]:
+    """HKDF-Expand-SHA512(key, label, 64) split into (AES-256-GCM key, commitment).
+
+    With L = 64 = HashLen, HKDF-Expand is exactly one HMAC-SHA512(key, label | 0x01).
+    """
+    h = hmac.HMAC(key, _SHA512)
+    h.update(label + b"\x01")
+    out = h.finalize()
+    return out[:32], out[32:]
+
+
+def expand_message_key(suite: Suite, seed: bytes) -> bytes:
+    """The suite's expansion of a message key seed (80 bytes for suite 1, 64 for suite 2)."""
+    if suite.pq:
+        enc, commit = committing_keys(seed, suite.message_info)
+        return enc + commit
+    return HKDF(_SHA256, 80, None, suite.message_info).derive(seed)
+
+
+def seal(suite: Suite, seed: bytes, ad: bytes, plaintext: bytes) -> bytes:
+    """Encrypt a message body under the message key ``seed`` with associated data ``ad``."""
+    if suite.pq:
+        enc, commit = committing_keys(seed, suite.message_info)
+        return commit + AESGCM(enc).encrypt(GCM_ZERO_NONCE, plaintext, ad)
+    keys = expand_message_key(suite, seed)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(plaintext) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).encryptor()
+    ct = encryptor.update(padded) + encryptor.finalize()
+    mac = hmac.HMAC(keys[32:64], _SHA256)
+    mac.update(ad)
+    mac.update(ct)
+    return ct + mac.finalize()[: suite.tag_len]
+
+
+def open_(suite: Suite, seed: bytes, ad: bytes, sealed: bytes) -> bytes:
+    """Decrypt a body sealed by :func:`seal`; :class:`AuthenticationFailed` if it fails."""
+    if suite.pq:
+        if len(sealed) < _COMMIT_LEN + _GCM_TAG:
+            raise AuthenticationFailed("message body too short")
+        enc, commit = committing_keys(seed, suite.message_info)
+        if not _hmac.compare_digest(commit, sealed[:_COMMIT_LEN]):
+            raise AuthenticationFailed("message key commitment mismatch")
+        try:
+            return AESGCM(enc).decrypt(GCM_ZERO_NONCE, sealed[_COMMIT_LEN:], ad)
+        except InvalidTag:
+            raise AuthenticationFailed("message body failed authentication") from None
+    tag_len = suite.tag_len
+    body_len = len(sealed) - tag_len
+    if body_len < 16 or body_len % 16:
+        raise AuthenticationFailed("message body has an impossible length")
+    keys = expand_message_key(suite, seed)
+    ct = sealed[:body_len]
+    mac = hmac.HMAC(keys[32:64], _SHA256)
+    mac.update(ad)
+    mac.update(ct)
+    if not _hmac.compare_digest(mac.finalize()[:tag_len], sealed[body_len:]):
+        raise AuthenticationFailed("message body failed authentication")
+    decryptor = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).decryptor()
+    padded = decryptor.update(ct) + decryptor.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    try:
+        plain: bytes = unpadder.update(padded) + unpadder.finalize()
+        return plain
+    except ValueError:  # authenticated but badly padded: only the peer can do this
+        raise AuthenticationFailed("message body has bad padding") from None
+
+
+def seal_header(header_key: bytes, nonce: bytes, ad: bytes, header: bytes) -> bytes:
+    """Encrypt a header: nonce (12) | commitment (32) | GCM ciphertext and tag."""
+    enc, commit = committing_keys(header_key, HEADER_LABEL)
+    return nonce + commit + AESGCM(enc).encrypt(nonce, header, ad)
+
+
+def open_header(header_key: bytes, ad: bytes, sealed: bytes) -> bytes | None:
+    """Decrypt a header sealed by :func:`seal_header`; None when it is not under ``header_key``."""
+    enc, commit = committing_keys(header_key, HEADER_LABEL)
+    if not _hmac.compare_digest(commit, sealed[_HEADER_NONCE : _HEADER_NONCE + _COMMIT_LEN]):
+        return None
+    try:
+        return AESGCM(enc).decrypt(
+            sealed[:_HEADER_NONCE], sealed[_HEADER_NONCE + _COMMIT_LEN :], ad
+        )
+    except InvalidTag:
+        return None
