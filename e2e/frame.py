@@ -129,7 +129,7 @@ def decode_map(
         if spec.kind is int:
             if not 0 <= value <= spec.max_int:
                 raise DecodeError(f"{what} field {key} is out of range")
-        elif spec.size is not None and len(value) != spec.size:
+        elif spec.size is not None and len(value) != spec.size:  # type: ignore[arg-type]
             raise DecodeError(f"{what} field {key} has the wrong length")
     for key, spec in schema.items():
         if spec.required and key not in obj:

@@ -218,7 +218,10 @@ class Ratchet:
                 if key is not None:
                     plain = open_header(key, self.ad, data)
                     if plain is not None:
-                        return Header.decode(plain), chain
+                        header = Header.decode(plain)
+                        if chain == "current" and header.dh != self.dhr:
+                            raise AuthenticationFailed("header names another ratchet key")
+                        return header, chain
             for _, old_key in reversed(self.old_chains):
                 if old_key is not None:
                     plain = open_header(old_key, self.ad, data)
@@ -226,7 +229,7 @@ class Ratchet:
                         return Header.decode(plain), "old"
             raise AuthenticationFailed("header does not decrypt under any header key")
         header = Header.decode(data)
-        if header.dh == self.dhr:
+        if header.dh == self.dhr and self.ckr is not None:
             return header, "current"
         if any(header.dh == dh for dh, _ in self.old_chains):
             return header, "old"
@@ -252,8 +255,6 @@ class Ratchet:
         new_skipped = []
         if self.ckr is not None and self.dhr is not None:
             self._skip(self.ckr, self.nr, header.pn, self.dhr, new_skipped)
-        elif header.pn > MAX_SKIP:
-            raise TooManySkipped("previous chain length beyond MAX_SKIP")
         if header.n > MAX_SKIP:
             raise TooManySkipped("message number beyond MAX_SKIP")
         rk, ckr, nhkr = root_step(suite, self.rk, self.dhs.exchange(header.dh))
@@ -294,7 +295,7 @@ class Ratchet:
         if plan.ratchet is not None:
             assert plan.new_chain is not None
             dhs, rk, cks, nhkr, nhks = plan.ratchet
-            if self.dhr is not None:
+            if self.dhr is not None and self.ckr is not None:
                 self.old_chains.append((self.dhr, self.hkr))
             self.pn = self.ns
             self.ns = 0

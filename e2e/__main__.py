@@ -1,0 +1,48 @@
+"""Command line: ``python -m e2e demo | vectors verify [DIR] | bench [--peers]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _default_vectors_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "vectors"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m e2e")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="customers and a business talk through a relay", add_help=False)
+    vec = sub.add_parser("vectors", help="known-answer vectors")
+    vec_sub = vec.add_subparsers(dest="action", required=True)
+    verify = vec_sub.add_parser("verify", help="verify every vector file in DIR")
+    verify.add_argument("dir", nargs="?", type=Path, default=None)
+    sub.add_parser("bench", help="benchmarks against the primitive floor", add_help=False)
+    ns, rest = parser.parse_known_args(args)
+
+    if ns.command == "demo":
+        from e2e import demo
+
+        return demo.main(rest)
+    if ns.command == "bench":
+        from e2e import bench
+
+        return bench.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    from e2e.vectors import verify_dir
+
+    directory = ns.dir or _default_vectors_dir()
+    if not directory.is_dir():
+        print(f"no such directory: {directory}", file=sys.stderr)
+        return 2
+    passed, failed = verify_dir(directory)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
