@@ -1,0 +1,307 @@
+"""Regenerate the protocol's own vectors from vectors/reference.py (SPEC.md §11).
+
+    python vectors/generate.py [OUT_DIR]
+
+All randomness comes from ``DRng(seed)`` with the seeds written into each case, except ML-KEM
+encapsulation, which ``cryptography`` cannot run with fixed randomness: its (SS, CT) are
+recorded in the case. Running this again therefore changes only the KEM values (and what
+depends on them); the package must verify any output of this script.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from cryptography.hazmat.primitives.asymmetric import mlkem
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference as ref  # noqa: E402
+
+SOURCE = (
+    "vectors/generate.py from vectors/reference.py, an implementation of SPEC.md that shares "
+    "no code with the e2e package; seeds in each case"
+)
+
+
+def h(b: bytes | None) -> str | None:
+    return None if b is None else b.hex()
+
+
+def write(out: Path, name: str, concept: str, cases: list[dict[str, Any]]) -> None:
+    doc = {"concept": concept, "source": SOURCE, "cases": cases}
+    (out / name).write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"{name}: {len(cases)} cases")
+
+
+# --- kdf.json ------------------------------------------------------------------------------
+
+
+def kdf_cases() -> list[dict[str, Any]]:
+    rng = ref.DRng(b"kdf")
+    cases: list[dict[str, Any]] = []
+    for suite in (1, 2):
+        for i in range(3):
+            rk, dh_out = rng(32), rng(32)
+            rk2, ck, nhk = ref.kdf_rk(suite, rk, dh_out)
+            cases.append({"name": f"root_step/s{suite}/{i}", "kind": "root_step", "suite": suite,
+                          "rk": h(rk), "dh": h(dh_out), "next_rk": h(rk2), "ck": h(ck),
+                          "nhk": h(nhk)})  # fmt: skip
+    ck = rng(32)
+    for i in range(5):
+        nxt, mks = ref.kdf_ck(ck)
+        cases.append({"name": f"chain_step/{i}", "kind": "chain_step", "ck": h(ck),
+                      "next_ck": h(nxt), "mks": h(mks)})  # fmt: skip
+        ck = nxt
+    for suite in (1, 2):
+        for n in (0, 1, 15, 16, 33, 300):
+            mks, ad, pt = rng(32), rng(66 + n % 7), rng(n)
+            cases.append({"name": f"body/s{suite}/{n}", "kind": "body", "suite": suite,
+                          "mks": h(mks), "ad": h(ad), "plaintext": h(pt),
+                          "body": h(ref.seal_body(suite, mks, ad, pt))})  # fmt: skip
+    for i in range(3):
+        hk, nonce, ad = rng(32), rng(12), rng(66)
+        header = rng(32) + ref.u32(i) + ref.u32(7 * i)
+        cases.append({"name": f"header/{i}", "kind": "header", "hk": h(hk), "nonce": h(nonce),
+                      "ad": h(ad), "header": h(header),
+                      "sealed": h(ref.seal_header(hk, nonce, header, ad))})  # fmt: skip
+    for suite in (1, 2):
+        for n_dh in (3, 4):
+            dhs = rng(32 * n_dh)
+            ss = rng(32) if suite == 2 else None
+            binding = rng(1 + 33 * 3 + 1569 + 1568) if suite == 2 else b""
+            out = ref.agreement(suite, dhs, ss, binding)
+            cases.append({"name": f"agreement_kdf/s{suite}/{n_dh}dh", "kind": "agreement_kdf",
+                          "suite": suite, "dhs": h(dhs), "ss": h(ss), "binding": h(binding),
+                          "sk": h(out[0]), "hka": h(out[1]) if len(out) > 1 else None,
+                          "hkb": h(out[2]) if len(out) > 1 else None})  # fmt: skip
+    return cases
+
+
+# --- agreement.json and transcripts.json share the set-up -----------------------------------
+
+
+def setup(suite: int, seed: bytes, with_opk: bool) -> dict[str, Any]:
+    """Keys of both parties, Bob's bundle, and the agreement as SPEC §2-§3 compute it."""
+    rng = ref.DRng(seed + b"/keys")
+    ik_a, ik_b, spk, opk = rng(32), rng(32), rng(32), rng(32)
+    kem_seed = rng(64)
+    pub = ref.x25519_public
+    spk_sig = ref.xeddsa_sign(ik_b, ref.spk_signed_bytes(suite, pub(spk)), rng(64))
+    kem_pk = kem_sig = ss = ct = None
+    if suite == 2:
+        kem_priv, kem_pk = ref.kem_pair_from_seed(kem_seed)
+        kem_sig = ref.xeddsa_sign(ik_b, ref.kem_signed_bytes(suite, kem_pk), rng(64))
+        ss, ct = mlkem.MLKEM1024PublicKey.from_public_bytes(kem_pk).encapsulate()
+        assert kem_priv.decapsulate(ct) == ss
+    bundle = ref.bundle_bytes(
+        suite, pub(ik_b), 7, pub(spk), spk_sig, 9 if with_opk else None,
+        pub(opk) if with_opk else None, 11 if suite == 2 else None, kem_pk, kem_sig,
+    )  # fmt: skip
+    rng_a = ref.DRng(seed + b"/alice")
+    ek = rng_a(32)
+    dhs = dh1 = ref.dh(ik_a, pub(spk))
+    dhs = dh1 + ref.dh(ek, pub(ik_b)) + ref.dh(ek, pub(spk))
+    if with_opk:
+        dhs += ref.dh(ek, pub(opk))
+    binding = b""
+    if suite == 2:
+        assert kem_pk is not None and ct is not None
+        binding = ref.pq_binding(pub(ik_a), pub(ik_b), pub(spk), kem_pk, ct)
+    sk = ref.agreement(suite, dhs, ss, binding)
+    ad = ref.encode_ec(pub(ik_a)) + ref.encode_ec(pub(ik_b))
+    return {
+        "suite": suite, "seed": seed.decode(), "ik_a": ik_a, "ik_b": ik_b, "spk": spk,
+        "opk": opk if with_opk else None, "kem_seed": kem_seed if suite == 2 else None,
+        "spk_id": 7, "opk_id": 9 if with_opk else None, "kem_id": 11 if suite == 2 else None,
+        "bundle": bundle, "ek": ek, "ss": ss, "ct": ct, "sk": sk, "ad": ad, "rng_a": rng_a,
+    }  # fmt: skip
+
+
+def setup_json(s: dict[str, Any]) -> dict[str, Any]:
+    keys = ("ik_a", "ik_b", "spk", "opk", "kem_seed", "bundle", "ss", "ct")
+    out = {k: h(s[k]) for k in keys}
+    out.update(suite=s["suite"], seed=s["seed"], spk_id=s["spk_id"], opk_id=s["opk_id"],
+               kem_id=s["kem_id"])  # fmt: skip
+    return out
+
+
+def agreement_cases() -> list[dict[str, Any]]:
+    cases = []
+    for suite in (1, 2):
+        for with_opk in (True, False):
+            s = setup(suite, f"agreement/s{suite}/opk={with_opk}".encode(), with_opk)
+            case = {"name": f"s{suite}/opk={with_opk}", "setup": setup_json(s),
+                    "ek": h(s["ek"]), "sk": h(s["sk"][0]), "ad": h(s["ad"]),
+                    "hka": h(s["sk"][1]) if suite == 2 else None,
+                    "hkb": h(s["sk"][2]) if suite == 2 else None, "error": None,
+                    "allowed": [suite]}  # fmt: skip
+            cases.append(case)
+    # Negative cases: the same set-up with one thing wrong, and the error SPEC §3 names.
+    base = setup(2, b"agreement/negative", True)
+    bundle = cbor2.loads(base["bundle"])
+
+    def variant(name: str, error: str, allowed: list[int] | None = None, **change: Any) -> None:
+        b = dict(bundle)
+        for k, v in change.items():
+            key = int(k[1:])
+            if v is None:
+                b.pop(key, None)
+            else:
+                b[key] = v
+        sj = setup_json(base)
+        sj["bundle"] = ref.cbor_map(b).hex()
+        cases.append({"name": name, "setup": sj, "ek": h(base["ek"]), "error": error,
+                      "allowed": allowed})  # fmt: skip
+
+    sig = bytearray(bundle[12])
+    sig[5] ^= 1
+    variant("bad SPK signature", "InvalidSignature", k12=bytes(sig))
+    ksig = bytearray(bundle[15])
+    ksig[40] ^= 0x10
+    variant("bad KEM prekey signature", "InvalidSignature", k15=bytes(ksig))
+    low_order = bytes.fromhex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")
+    variant("low-order one-time prekey", "NonContributory", k13=low_order)
+    variant("one-time prekey of 31 bytes", "DecodeError", k13=bundle[13][:31])
+    variant("KEM prekey of wrong length", "DecodeError", k14=bundle[14][:-1])
+    variant("relabelled to suite 1 with KEM fields", "DecodeError", allowed=[1, 2], k1=1)
+    variant("stripped to suite 1 (downgrade)", "InvalidSignature", allowed=[1, 2], k1=1, k7=None,
+            k14=None, k15=None)  # fmt: skip
+    variant("suite 1 bundle not allowed by default", "SuiteMismatch", k1=1, k7=None, k14=None,
+            k15=None)  # fmt: skip
+    variant("unknown suite", "UnknownSuite", k1=9)
+    variant("frame version 2", "UnsupportedVersion", k0=2)
+    return cases
+
+
+# --- transcripts.json ----------------------------------------------------------------------
+
+SCRIPT: list[tuple[Any, ...]] = [
+    ("send", "a", "a0", b"Hello, I ordered a blue bike on Monday."),
+    ("send", "a", "a1", b""),
+    ("send", "a", "a2", b"Order number 8841-XQ."),
+    ("recv", "b", "a1"),
+    ("recv", "b", "a0"),
+    ("replay", "b", "a0", "DuplicateMessage"),
+    ("send", "b", "b0", b"Thanks! Let me check order 8841-XQ."),
+    ("send", "b", "b1", b"It ships tomorrow." * 20),
+    ("recv", "a", "b1"),
+    ("tamper", "a", "b0", "AuthenticationFailed"),
+    ("recv", "a", "b0"),
+    ("send", "a", "a3", b"Great, thank you"),
+    ("recv", "b", "a3"),
+    ("recv", "b", "a2"),
+    ("replay", "b", "a2", "DuplicateMessage"),
+    ("send", "b", "b2", bytes(range(16))),
+    ("send", "a", "a4", b"crossing message from Alice"),
+    ("recv", "a", "b2"),
+    ("recv", "b", "a4"),
+    ("send", "a", "a5", b"x" * 300),
+    ("recv", "b", "a5"),
+    ("send", "b", "b3", b"bye"),
+    ("recv", "a", "b3"),
+]
+
+
+def transcript_cases() -> list[dict[str, Any]]:
+    cases = []
+    for suite in (1, 2):
+        for with_opk in (True, False):
+            name = f"s{suite}/opk={with_opk}"
+            s = setup(suite, f"transcript/{name}".encode(), with_opk)
+            pub = ref.x25519_public
+            alice = ref.Party.alice(suite, s["ad"], s["sk"], pub(s["spk"]), s["rng_a"])
+            alice.prekey = {3: pub(s["ik_a"]), 4: pub(s["ek"]), 5: 7}
+            if with_opk:
+                alice.prekey[6] = 9
+            if suite == 2:
+                alice.prekey[7], alice.prekey[8] = 11, s["ct"]
+            bob = ref.Party.bob(suite, s["ad"], s["sk"], (s["spk"], pub(s["spk"])),
+                                ref.DRng(f"transcript/{name}".encode() + b"/bob"))  # fmt: skip
+            parties = {"a": alice, "b": bob}
+            frames: dict[str, bytes] = {}
+            events: list[dict[str, Any]] = []
+            for op, who, label, *rest in SCRIPT:
+                if op == "send":
+                    frames[label] = parties[who].encrypt(rest[0])
+                    events.append({"op": "send", "party": who, "label": label,
+                                   "plaintext": h(rest[0]), "frame": h(frames[label])})  # fmt: skip
+                elif op == "recv":
+                    pt = parties[who].decrypt(frames[label])
+                    events.append({"op": "recv", "party": who, "label": label,
+                                   "plaintext": h(pt)})  # fmt: skip
+                else:
+                    frame = frames[label]
+                    if op == "tamper":
+                        frame = frame[:-1] + bytes([frame[-1] ^ 1])
+                    events.append({"op": op, "party": who, "label": label, "frame": h(frame),
+                                   "error": rest[0]})  # fmt: skip
+            cases.append({"name": name, "setup": setup_json(s), "events": events})
+    return cases
+
+
+# --- frames.json ---------------------------------------------------------------------------
+
+
+def frame_cases() -> list[dict[str, Any]]:
+    """Strict-decoding cases: raw bytes and the error SPEC §5.3 requires (None: accepted)."""
+    good = {0: 1, 1: 2, 2: 1, 9: bytes(100), 10: bytes(64)}
+    enc = ref.cbor_map
+    cases: list[dict[str, Any]] = []
+
+    def case(name: str, raw: bytes, error: str | None, pad: int = 0) -> None:
+        c: dict[str, Any] = {"name": name, "raw": raw.hex(), "error": error}
+        if pad:
+            c["zero_pad"] = pad  # raw is followed by this many zero bytes
+        cases.append(c)
+
+    case("minimal suite-2 message frame", enc(good), None)
+    case("suite-1 message frame", enc({**good, 1: 1, 9: bytes(40), 10: bytes(24)}), None)
+    case("empty input", b"", "DecodeError")
+    case("not a map", cbor2.dumps([1, 2]), "DecodeError")
+    case("extra key", enc({**good, 11: b"x"}), "DecodeError")
+    case("missing body", enc({k: v for k, v in good.items() if k != 10}), "DecodeError")
+    case("unsorted keys", cbor2.dumps({1: 2, 0: 1, 2: 1, 9: bytes(100), 10: bytes(64)}),
+         "DecodeError")  # fmt: skip
+    dup = bytearray(enc(good))
+    dup[0] += 1
+    case("duplicate key", bytes(dup) + b"\x00\x01", "DecodeError")
+    nonshort = enc(good).replace(b"\x00\x01\x01\x02", b"\x00\x18\x01\x01\x02", 1)
+    case("non-shortest integer", nonshort, "DecodeError")
+    indef = b"\xbf" + enc(good)[1:] + b"\xff"
+    case("indefinite-length map", indef, "DecodeError")
+    case("text instead of bytes", cbor2.dumps({0: 1, 1: 2, 2: 1, 9: "x" * 100, 10: bytes(64)}),
+         "DecodeError")  # fmt: skip
+    case("negative integer", cbor2.dumps({0: 1, 1: 2, 2: -1, 9: bytes(100), 10: bytes(64)}),
+         "DecodeError")  # fmt: skip
+    case("float", cbor2.dumps({0: 1, 1: 2, 2: 1.0, 9: bytes(100), 10: bytes(64)}), "DecodeError")
+    case("bool", cbor2.dumps({0: 1, 1: 2, 2: True, 9: bytes(100), 10: bytes(64)}), "DecodeError")
+    case("tag", cbor2.dumps({0: 1, 1: 2, 2: 1, 9: cbor2.CBORTag(24, bytes(100)),
+                             10: bytes(64)}), "DecodeError")  # fmt: skip
+    case("header of 99 bytes", enc({**good, 9: bytes(99)}), "DecodeError")
+    case("version 2", enc({**good, 0: 2}), "UnsupportedVersion")
+    case("unknown suite 3", enc({**good, 1: 3}), "UnknownSuite")
+    case("unknown type 9", enc({**good, 2: 9}), "DecodeError")
+    case("message with prekey fields", enc({**good, 3: bytes(32)}), "DecodeError")
+    case("prekey message without KEM in suite 2",
+         enc({**good, 2: 2, 3: bytes(32), 4: bytes(32), 5: 1}), "DecodeError")  # fmt: skip
+    case("nested 500 deep", b"\xa1\x00" + b"\x81" * 500 + b"\x00", "DecodeError")
+    case("oversize", b"\xa5", "LimitExceeded", pad=278_528)
+    case("truncated", enc(good)[:-1], "DecodeError")
+    case("trailing byte", enc(good) + b"\x00", "DecodeError")
+    return cases
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    write(out, "kdf.json", "kdf", kdf_cases())
+    write(out, "agreement.json", "agreement", agreement_cases())
+    write(out, "frames.json", "frame", frame_cases())
+    write(out, "transcripts.json", "transcript", transcript_cases())
+
+
+if __name__ == "__main__":
+    main()

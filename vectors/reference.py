@@ -1,0 +1,386 @@
+"""A second, deliberately plain implementation of SPEC.md, used only to make vectors.
+
+It imports nothing from ``e2e``: it is written from SPEC.md alone (sections named in the
+comments), with ``cryptography`` for HKDF/HMAC/AES/ML-KEM, ``nacl`` for X25519, ``cbor2`` for
+encoding and Python integers for XEdDSA. It favours being obviously like the text over speed
+or input checking; it is not part of the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import cbor2
+import nacl.bindings
+from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.primitives.asymmetric import mlkem
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+# --- §0 notation ---------------------------------------------------------------------------
+
+
+class DRng:
+    """RNG(n): the next n bytes of SHA-256(seed | u64(counter)) blocks (SPEC §11)."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed, self.counter, self.buf = seed, 0, b""
+
+    def __call__(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self.buf += hashlib.sha256(self.seed + self.counter.to_bytes(8, "big")).digest()
+            self.counter += 1
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+
+def hkdf(salt: bytes, ikm: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(hashes.SHA256(), length, salt, info).derive(ikm)
+
+
+def hmac256(key: bytes, msg: bytes) -> bytes:
+    h = hmac.HMAC(key, hashes.SHA256())
+    h.update(msg)
+    return h.finalize()
+
+
+def hmac512(key: bytes, msg: bytes) -> bytes:
+    h = hmac.HMAC(key, hashes.SHA512())
+    h.update(msg)
+    return h.finalize()
+
+
+def x25519_public(priv: bytes) -> bytes:
+    return nacl.bindings.crypto_scalarmult_base(priv)
+
+
+def dh(priv: bytes, pub: bytes) -> bytes:
+    out = nacl.bindings.crypto_scalarmult(priv, pub)
+    assert out != bytes(32)
+    return out
+
+
+def u32(n: int) -> bytes:
+    return struct.pack(">I", n)
+
+
+# --- §1 suites -----------------------------------------------------------------------------
+
+SUITES: dict[int, dict[str, Any]] = {
+    1: dict(pq=False, he=False, agree=b"WhisperText", root=b"WhisperRatchet",
+            msg=b"WhisperMessageKeys", tag=8),
+    2: dict(pq=True, he=True, agree=b"E2E_PQXDH_X25519_SHA-256_ML-KEM-1024",
+            root=b"E2E_Ratchet_HE", msg=b"E2E_MessageKeys", tag=16),
+}  # fmt: skip
+HEADER_INFO = b"E2E_HeaderKeys"
+
+# --- §2 keys, XEdDSA, signed bytes --------------------------------------------------------
+
+
+def encode_ec(pk: bytes) -> bytes:
+    return b"\x05" + pk
+
+
+def encode_kem(pk: bytes) -> bytes:
+    return b"\x0a" + pk
+
+
+P = 2**255 - 19
+Q = 2**252 + 27742317777372353535851937790883648493
+D = -121665 * pow(121666, -1, P) % P
+
+
+def _recover_x(y: int, sign: int) -> int:
+    xx = (y * y - 1) * pow(D * y * y + 1, -1, P) % P
+    x = pow(xx, (P + 3) // 8, P)
+    if (x * x - xx) % P:
+        x = x * pow(2, (P - 1) // 4, P) % P
+    if x & 1 != sign:
+        x = P - x
+    return x
+
+
+_BY = 4 * pow(5, -1, P) % P
+_B = (_recover_x(_BY, 0), _BY, 1, _recover_x(_BY, 0) * _BY % P)
+
+
+def _add(p1: tuple[int, ...], p2: tuple[int, ...]) -> tuple[int, ...]:
+    x1, y1, z1, t1 = p1
+    x2, y2, z2, t2 = p2
+    a, b = (y1 - x1) * (y2 - x2) % P, (y1 + x1) * (y2 + x2) % P
+    c, dd = 2 * t1 * t2 * D % P, 2 * z1 * z2 % P
+    e, f, g, h = b - a, dd - c, dd + c, b + a
+    return (e * f % P, g * h % P, f * g % P, e * h % P)
+
+
+def _mul(n: int, pt: tuple[int, ...]) -> tuple[int, ...]:
+    acc: tuple[int, ...] = (0, 1, 1, 0)
+    while n:
+        if n & 1:
+            acc = _add(acc, pt)
+        pt, n = _add(pt, pt), n >> 1
+    return acc
+
+
+def _enc(pt: tuple[int, ...]) -> tuple[bytes, int]:
+    x, y, z, _ = pt
+    zi = pow(z, -1, P)
+    x, y = x * zi % P, y * zi % P
+    return (y | (x & 1) << 255).to_bytes(32, "little"), x & 1
+
+
+def _h(*parts: bytes) -> int:
+    return int.from_bytes(hashlib.sha512(b"".join(parts)).digest(), "little") % Q
+
+
+def xeddsa_sign(k_bytes: bytes, msg: bytes, z: bytes) -> bytes:
+    """SPEC §2.2 Sign."""
+    k = int.from_bytes(k_bytes, "little")
+    k = (k & ~7 & ~(1 << 255)) | (1 << 254)
+    _, sign = _enc(_mul(k, _B))
+    a = (-k) % Q if sign else k % Q
+    big_a, _ = _enc(_mul(a, _B))
+    r = _h((2**256 - 2).to_bytes(32, "little"), a.to_bytes(32, "little"), msg, z)
+    big_r, _ = _enc(_mul(r, _B))
+    s = (r + _h(big_r, big_a, msg) * a) % Q
+    return big_r + s.to_bytes(32, "little")
+
+
+def spk_signed_bytes(suite: int, spk: bytes) -> bytes:
+    if suite == 1:
+        return encode_ec(spk)
+    return b"E2E_PQXDH_v1" + bytes([suite]) + encode_ec(spk)
+
+
+def kem_signed_bytes(suite: int, kem_pk: bytes) -> bytes:
+    return b"E2E_PQXDH_v1" + bytes([suite]) + encode_kem(kem_pk)
+
+
+# --- §5.1 CBOR ---------------------------------------------------------------------------
+
+
+def cbor_map(fields: dict[int, int | bytes]) -> bytes:
+    return cbor2.dumps(dict(sorted(fields.items())))
+
+
+def bundle_bytes(suite: int, ik: bytes, spk_id: int, spk: bytes, spk_sig: bytes,
+                 opk_id: int | None, opk: bytes | None, kem_id: int | None,
+                 kem_pk: bytes | None, kem_sig: bytes | None) -> bytes:  # fmt: skip
+    """SPEC §2.4."""
+    f: dict[int, int | bytes] = {0: 1, 1: suite, 2: 3, 3: ik, 5: spk_id, 11: spk, 12: spk_sig}
+    if opk is not None and opk_id is not None:
+        f[6], f[13] = opk_id, opk
+    if kem_pk is not None and kem_id is not None and kem_sig is not None:
+        f[7], f[14], f[15] = kem_id, kem_pk, kem_sig
+    return cbor_map(f)
+
+
+# --- §3 agreement --------------------------------------------------------------------------
+
+
+def agreement(suite: int, dhs: bytes, ss: bytes | None, binding: bytes) -> tuple[bytes, ...]:
+    s = SUITES[suite]
+    if s["pq"]:
+        assert ss is not None
+        okm = hkdf(bytes(32), b"\xff" * 32 + dhs + ss, s["agree"] + binding, 96)
+        return okm[:32], okm[32:64], okm[64:]
+    return (hkdf(bytes(32), b"\xff" * 32 + dhs, s["agree"], 32),)
+
+
+def pq_binding(ik_a: bytes, ik_b: bytes, spk: bytes, kem_pk: bytes, ct: bytes) -> bytes:
+    return encode_ec(ik_a) + encode_ec(ik_b) + encode_ec(spk) + encode_kem(kem_pk) + ct
+
+
+# --- §4 ratchet KDFs and AEADs --------------------------------------------------------------
+
+
+def kdf_rk(suite: int, rk: bytes, dh_out: bytes) -> tuple[bytes, bytes, bytes | None]:
+    s = SUITES[suite]
+    okm = hkdf(rk, dh_out, s["root"], 96 if s["he"] else 64)
+    return okm[:32], okm[32:64], (okm[64:96] if s["he"] else None)
+
+
+def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
+    """Returns (CK', MKS)."""
+    return hmac256(ck, b"\x02"), hmac256(ck, b"\x01")
+
+
+def caead_keys(key: bytes, label: bytes) -> tuple[bytes, bytes]:
+    s = hmac512(key, label + b"\x01")
+    return s[:32], s[32:]
+
+
+def seal_body(suite: int, mks: bytes, ad: bytes, pt: bytes) -> bytes:
+    s = SUITES[suite]
+    if s["pq"]:
+        ek, c = caead_keys(mks, s["msg"])
+        return c + AESGCM(ek).encrypt(bytes(12), pt, ad)
+    k = hkdf(bytes(32), mks, s["msg"], 80)
+    p = padding.PKCS7(128).padder()
+    padded = p.update(pt) + p.finalize()
+    e = Cipher(algorithms.AES(k[:32]), modes.CBC(k[64:80])).encryptor()
+    ct = e.update(padded) + e.finalize()
+    return ct + hmac256(k[32:64], ad + ct)[:8]
+
+
+def open_body(suite: int, mks: bytes, ad: bytes, body: bytes) -> bytes:
+    s = SUITES[suite]
+    if s["pq"]:
+        ek, c = caead_keys(mks, s["msg"])
+        assert body[:32] == c
+        return AESGCM(ek).decrypt(bytes(12), body[32:], ad)
+    k = hkdf(bytes(32), mks, s["msg"], 80)
+    ct, tag = body[:-8], body[-8:]
+    assert hmac256(k[32:64], ad + ct)[:8] == tag
+    d = Cipher(algorithms.AES(k[:32]), modes.CBC(k[64:80])).decryptor()
+    u = padding.PKCS7(128).unpadder()
+    return u.update(d.update(ct) + d.finalize()) + u.finalize()
+
+
+def body_len(suite: int, n: int) -> int:
+    return n + 48 if SUITES[suite]["pq"] else 16 * (n // 16 + 1) + 8
+
+
+def seal_header(hk: bytes, nonce: bytes, header: bytes, ad: bytes) -> bytes:
+    ek, c = caead_keys(hk, HEADER_INFO)
+    return nonce + c + AESGCM(ek).encrypt(nonce, header, ad)
+
+
+def open_header(hk: bytes | None, hdr: bytes, ad: bytes) -> bytes | None:
+    if hk is None:
+        return None
+    ek, c = caead_keys(hk, HEADER_INFO)
+    if hdr[12:44] != c:
+        return None
+    try:
+        return AESGCM(ek).decrypt(hdr[:12], hdr[44:], ad)
+    except Exception:
+        return None
+
+
+# --- §4.5 / §5.2 the ratchet and its frames --------------------------------------------------
+
+
+class Party:
+    """One end's Double Ratchet state, exactly the variables SPEC §4.5 names."""
+
+    def __init__(self, suite: int, ad: bytes, rng: Callable[[int], bytes]) -> None:
+        self.suite, self.AD, self.rng = suite, ad, rng
+        self.DHs: tuple[bytes, bytes] = (b"", b"")
+        self.DHr: bytes | None = None
+        self.RK = b""
+        self.CKs: bytes | None = None
+        self.CKr: bytes | None = None
+        self.Ns = self.Nr = self.PN = 0
+        self.HKs: bytes | None = None
+        self.HKr: bytes | None = None
+        self.NHKs: bytes | None = None
+        self.NHKr: bytes | None = None
+        self.SKIPPED: dict[tuple[bytes, int], bytes] = {}
+        self.OLD: list[tuple[bytes, bytes | None]] = []
+        self.prekey: dict[int, int | bytes] | None = None
+
+    def keypair(self) -> tuple[bytes, bytes]:
+        priv = self.rng(32)
+        return priv, x25519_public(priv)
+
+    @classmethod
+    def alice(cls, suite: int, ad: bytes, sk: tuple[bytes, ...], spk_b: bytes,
+              rng: Callable[[int], bytes]) -> Party:  # fmt: skip
+        a = cls(suite, ad, rng)
+        a.DHs = a.keypair()
+        a.DHr = spk_b
+        a.RK, a.CKs, a.NHKs = kdf_rk(suite, sk[0], dh(a.DHs[0], spk_b))
+        if SUITES[suite]["he"]:
+            a.HKs, a.NHKr = sk[1], sk[2]
+        return a
+
+    @classmethod
+    def bob(cls, suite: int, ad: bytes, sk: tuple[bytes, ...], spk_pair: tuple[bytes, bytes],
+            rng: Callable[[int], bytes]) -> Party:  # fmt: skip
+        b = cls(suite, ad, rng)
+        b.DHs, b.RK = spk_pair, sk[0]
+        if SUITES[suite]["he"]:
+            b.NHKs, b.NHKr = sk[2], sk[1]
+        return b
+
+    def encrypt(self, pt: bytes) -> bytes:
+        assert self.CKs is not None
+        self.CKs, mks = kdf_ck(self.CKs)
+        header = self.DHs[1] + u32(self.PN) + u32(self.Ns)
+        if SUITES[self.suite]["he"]:
+            assert self.HKs is not None
+            header = seal_header(self.HKs, self.rng(12), header, self.AD)
+        fields: dict[int, int | bytes] = {0: 1, 1: self.suite, 2: 1 if self.prekey is None else 2}
+        fields.update(self.prekey or {})
+        fields[9] = header
+        n = body_len(self.suite, len(pt))
+        fields[10] = bytes(n)
+        prefix = cbor_map(fields)[:-n]
+        self.Ns += 1
+        return prefix + seal_body(self.suite, mks, self.AD + prefix, pt)
+
+    def decrypt(self, frame: bytes) -> bytes:
+        """Raises on failure; the vector generator only calls it on valid frames."""
+        f = cbor2.loads(frame)
+        assert cbor_map(f) == frame
+        hdr, body = f[9], f[10]
+        prefix = frame[: len(frame) - len(body)]
+        if SUITES[self.suite]["he"]:
+            chain = None
+            for key, name in [(self.HKr, "cur"), (self.NHKr, "next")] + [
+                (k, "old") for _, k in reversed(self.OLD)
+            ]:
+                plain = open_header(key, hdr, self.AD)
+                if plain is not None:
+                    chain = name
+                    break
+            assert chain is not None and plain is not None
+        else:
+            plain = hdr
+        dh_pub, pn, n = plain[:32], struct.unpack(">I", plain[32:36])[0], struct.unpack(
+            ">I", plain[36:40])[0]  # fmt: skip
+        if (dh_pub, n) in self.SKIPPED:
+            pt = open_body(self.suite, self.SKIPPED[(dh_pub, n)], self.AD + prefix, body)
+            del self.SKIPPED[(dh_pub, n)]
+            self.prekey = None
+            return pt
+        if dh_pub != self.DHr or self.CKr is None:
+            self._skip(pn)
+            if self.DHr is not None and self.CKr is not None:
+                self.OLD.append((self.DHr, self.HKr))
+            self.PN, self.Ns, self.Nr = self.Ns, 0, 0
+            self.HKs, self.HKr = self.NHKs, self.NHKr
+            self.DHr = dh_pub
+            self.RK, self.CKr, self.NHKr = kdf_rk(self.suite, self.RK, dh(self.DHs[0], dh_pub))
+            self.DHs = self.keypair()
+            self.RK, self.CKs, self.NHKs = kdf_rk(self.suite, self.RK, dh(self.DHs[0], dh_pub))
+        self._skip(n)
+        assert self.CKr is not None
+        self.CKr, mks = kdf_ck(self.CKr)
+        self.Nr += 1
+        pt = open_body(self.suite, mks, self.AD + prefix, body)
+        while len(self.OLD) >= 5:
+            old_dh, _ = self.OLD.pop(0)
+            for k in [k for k in self.SKIPPED if k[0] == old_dh]:
+                del self.SKIPPED[k]
+        self.prekey = None
+        return pt
+
+    def _skip(self, until: int) -> None:
+        if self.CKr is None:
+            return
+        assert self.DHr is not None
+        while self.Nr < until:
+            self.CKr, mks = kdf_ck(self.CKr)
+            self.SKIPPED[(self.DHr, self.Nr)] = mks
+            self.Nr += 1
+
+
+def kem_pair_from_seed(seed: bytes) -> tuple[Any, bytes]:
+    k = mlkem.MLKEM1024PrivateKey.from_seed_bytes(seed)
+    return k, k.public_key().public_bytes_raw()
