@@ -216,8 +216,12 @@ def verify_transcript(case: dict[str, Any]) -> None:
             assert session is not None
             before = session.to_bytes()
             bad = _b(event["frame"])
-            _expect_error(event["error"], lambda s=session, f=bad: s.decrypt(f))
+            _expect_error(event["error"], _decrypting(session, bad))
             assert session.to_bytes() == before, "a rejected frame changed the state"
+
+
+def _decrypting(session: Session, frame: bytes) -> Callable[[], bytes]:
+    return lambda: session.decrypt(frame)
 
 
 def _transcript_frame(case: dict[str, Any], label: str) -> bytes:
