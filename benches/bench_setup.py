@@ -1,0 +1,31 @@
+"""X3DH (suite 1) and PQXDH (suite 2) session set-up with the first message, and floors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benches.conftest import run_case
+from benches.workloads import cases, established
+
+CASES = [c for c in cases() if c[0] == "setup"]
+
+
+@pytest.mark.parametrize("kind", ["e2e", "floor"])
+@pytest.mark.parametrize(("workload", "suite", "size"), CASES, ids=lambda v: str(v))
+def test_setup(benchmark: Any, workload: str, suite: int, size: str, kind: str) -> None:
+    run_case(benchmark, workload, suite, size, kind)
+
+
+@pytest.mark.parametrize("suite", [2, 1], ids=["pq", "signal"])
+def test_idle_state(benchmark: Any, suite: int) -> None:
+    """Serialize an idle established session; records its size for check_ratios."""
+    alice, bob = established(suite)
+    name = "pq" if suite == 2 else "signal"
+    benchmark.group = f"{name}-state"
+    benchmark.extra_info["state_bytes"] = {
+        f"{name}-idle-initiator": len(alice.to_bytes()),
+        f"{name}-idle-responder": len(bob.to_bytes()),
+    }
+    benchmark(alice.to_bytes)
