@@ -1,0 +1,473 @@
+"""Double Ratchet: ordering, DH ratchet steps, skipped keys and their limits, replays, and
+state that stays byte-identical through every rejected message."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from helpers import Pair, byte_flips, edit_frame, expect_unchanged, frame_fields, handshake, setup
+from hypothesis import given
+from hypothesis import strategies as st
+
+from e2e.constants import MAX_PLAINTEXT_BYTES, MAX_SKIP
+from e2e.errors import (
+    AuthenticationFailed,
+    DecodeError,
+    DecryptError,
+    DuplicateMessage,
+    E2EError,
+    LimitExceeded,
+    StateError,
+    TooManySkipped,
+)
+from e2e.frame import K, T
+from e2e.keys import KeyPair
+from e2e.ratchet import Ratchet
+from e2e.session import Session
+from e2e.suite import PQ, SIGNAL, Suite
+
+Limits = Callable[..., None]
+
+
+def sessions(pair: Pair) -> tuple[Session, Session]:
+    assert pair.bob is not None
+    return pair.alice, pair.bob
+
+
+def ratchet_key(session: Session) -> bytes:
+    return session.ratchet.dhs.public
+
+
+# --- in order, many DH steps ------------------------------------------------------------
+
+
+def test_in_order_ping_pong_ratchets_every_turn(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    seen_keys: set[bytes] = set()
+    for turn in range(30):
+        sender, receiver = (alice, bob) if turn % 2 else (bob, alice)
+        seen_keys.add(ratchet_key(sender))
+        for i in range(turn % 4 + 1):
+            msg = b"turn %d msg %d" % (turn, i)
+            assert receiver.decrypt(sender.encrypt(msg)) == msg
+    # Every turn after a reply used a fresh ratchet key: one DH step per direction change.
+    assert len(seen_keys) == 30
+
+
+def test_plaintext_headers_show_ratchet_keys_and_counters() -> None:
+    """Suite 1: the header is dh | PN | N in clear; check the values the ratchet writes."""
+    alice, bob = sessions(handshake(SIGNAL))
+    # Alice ratcheted on Bob's answer in the handshake: a fresh chain, N from 0.
+    frames = [alice.encrypt(b"x") for _ in range(3)]
+    headers = [frame_fields(f)[K.HEADER] for f in frames]
+    dh = headers[0][:32]
+    assert dh == ratchet_key(alice)
+    assert [h[:32] for h in headers] == [dh] * 3
+    assert [int.from_bytes(h[36:40], "big") for h in headers] == [0, 1, 2]
+    assert [int.from_bytes(h[32:36], "big") for h in headers] == [1, 1, 1]  # PN: m0's chain
+    for f in frames[:2]:
+        bob.decrypt(f)
+    alice.decrypt(bob.encrypt(b"back"))
+    # After a round trip Alice's next message carries a new key and PN = previous length.
+    nxt = frame_fields(alice.encrypt(b"z"))[K.HEADER]
+    assert nxt[:32] != dh
+    assert int.from_bytes(nxt[32:36], "big") == 3
+    assert int.from_bytes(nxt[36:40], "big") == 0
+
+
+def test_encrypted_headers_hide_everything() -> None:
+    alice, bob = sessions(handshake(PQ))
+    a, b = alice.encrypt(b"x"), alice.encrypt(b"x")
+    ha, hb = frame_fields(a)[K.HEADER], frame_fields(b)[K.HEADER]
+    assert len(ha) == len(hb) == 100
+    assert ratchet_key(alice) not in ha and ha[:12] != hb[:12]
+    assert bob.decrypt(b) == b"x" and bob.decrypt(a) == b"x"
+
+
+def test_initiator_attaches_prekey_fields_until_it_hears_back(suite: Suite) -> None:
+    pair = setup(suite)
+    frames = [pair.alice.encrypt(b"%d" % i) for i in range(3)]
+    assert all(frame_fields(f)[K.TYPE] == T.PREKEY_MESSAGE for f in frames)
+    bob, pt = pair.respond(frames[2])  # the third arrives first
+    assert pt == b"2"
+    assert bob.decrypt(frames[0]) == b"0" and bob.decrypt(frames[1]) == b"1"
+    assert pair.alice.encrypt(b"still")[:8] == frames[0][:8]  # not answered yet: type 2
+    pair.alice.decrypt(bob.encrypt(b"answer"))
+    plain = pair.alice.encrypt(b"now plain")
+    assert frame_fields(plain)[K.TYPE] == T.MESSAGE
+    assert bob.decrypt(plain) == b"now plain"
+
+
+def test_responder_cannot_send_before_it_has_received(suite: Suite) -> None:
+    ratchet = Ratchet.responder(suite, bytes(66), os.urandom(32), KeyPair.generate(), None, None)
+    if suite.header_encryption:
+        ratchet = Ratchet.responder(
+            suite, bytes(66), os.urandom(32), KeyPair.generate(), os.urandom(32), os.urandom(32)
+        )
+    with pytest.raises(StateError):
+        ratchet.encrypt(b"too early")
+
+
+def test_plaintext_size_limit(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    expect_unchanged(alice, lambda: alice.encrypt(bytes(MAX_PLAINTEXT_BYTES + 1)), LimitExceeded)
+    assert bob.decrypt(alice.encrypt(b"")) == b""
+    big = os.urandom(MAX_PLAINTEXT_BYTES)
+    assert bob.decrypt(alice.encrypt(big)) == big
+
+
+# --- out of order (hypothesis) ----------------------------------------------------------
+
+
+@given(data=st.data())
+def test_random_permutation_within_a_chain(suite: Suite, data: st.DataObject) -> None:
+    alice, bob = sessions(handshake(suite))
+    n = data.draw(st.integers(1, 25))
+    frames = [alice.encrypt(b"m%d" % i) for i in range(n)]
+    order = data.draw(st.permutations(range(n)))
+    for i in order:
+        assert bob.decrypt(frames[i]) == b"m%d" % i
+    for i in order[:3]:  # and each of them only once
+        expect_unchanged(bob, lambda i=i: bob.decrypt(frames[i]), DuplicateMessage)
+
+
+# Actions: (0, who) = ``who`` sends a message; (1, who, pick) = deliver one of the messages in
+# flight *to* ``who``, chosen by ``pick``. Bob has already answered once, so both can send.
+_ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just(0), st.integers(0, 1)),
+        st.tuples(st.just(1), st.integers(0, 1), st.integers(0, 2**16)),
+    ),
+    max_size=60,
+)
+
+
+@given(actions=_ACTIONS, tail_seed=st.randoms(use_true_random=False))
+def test_random_schedule_across_dh_steps(
+    suite: Suite, limits: Limits, actions: list[tuple[int, ...]], tail_seed: object
+) -> None:
+    """Arbitrary interleavings of sends and out-of-order deliveries in both directions.
+
+    Receiving-chain eviction is tested on its own below; here it is lifted so that every
+    message must decrypt exactly once, whatever the order.
+    """
+    limits(MAX_RECEIVER_CHAINS=10_000)
+    pair = handshake(suite)
+    parties = sessions(pair)
+    in_flight: list[list[tuple[bytes, bytes]]] = [[], []]  # messages *to* alice, to bob
+    counter = 0
+    delivered = 0
+
+    def deliver(to: int, index: int) -> None:
+        nonlocal delivered
+        frame, expected = in_flight[to].pop(index)
+        assert parties[to].decrypt(frame) == expected
+        delivered += 1
+
+    for action in actions:
+        if action[0] == 0:
+            sender = action[1]
+            msg = b"%d:%d" % (sender, counter)
+            counter += 1
+            in_flight[1 - sender].append((parties[sender].encrypt(msg), msg))
+        elif in_flight[action[1]]:
+            deliver(action[1], action[2] % len(in_flight[action[1]]))
+    rnd = tail_seed
+    for to in (0, 1):
+        while in_flight[to]:
+            deliver(to, rnd.randrange(len(in_flight[to])))  # type: ignore[attr-defined]
+    assert delivered == counter
+    # The session still works both ways afterwards.
+    alice, bob = parties
+    assert bob.decrypt(alice.encrypt(b"end")) == b"end"
+    assert alice.decrypt(bob.encrypt(b"end")) == b"end"
+
+
+def test_out_of_order_across_dh_steps_both_directions(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    held_for_bob: list[tuple[bytes, bytes]] = []
+    held_for_alice: list[tuple[bytes, bytes]] = []
+    for rnd in range(4):
+        # Each side sends 3, one of which is delivered now and two held back.
+        for i in range(3):
+            msg = b"a%d.%d" % (rnd, i)
+            held_for_bob.append((alice.encrypt(msg), msg))
+        f, m = held_for_bob.pop(-2)
+        assert bob.decrypt(f) == m
+        for i in range(3):
+            msg = b"b%d.%d" % (rnd, i)
+            held_for_alice.append((bob.encrypt(msg), msg))
+        f, m = held_for_alice.pop(-1)
+        assert alice.decrypt(f) == m
+    # Now the late ones, newest first, across four chains per direction.
+    for f, m in reversed(held_for_bob):
+        assert bob.decrypt(f) == m
+    for f, m in reversed(held_for_alice):
+        assert alice.decrypt(f) == m
+
+
+# --- skipped keys and their limits ------------------------------------------------------
+
+
+def test_too_many_skipped_default_limit(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    frames = [alice.encrypt(b"%d" % i) for i in range(MAX_SKIP + 2)]
+    # Alice ratcheted on Bob's answer: a chain Bob has not seen, so N counts from 0.
+    expect_unchanged(bob, lambda: bob.decrypt(frames[MAX_SKIP + 1]), TooManySkipped)
+    assert bob.decrypt(frames[MAX_SKIP]) == b"%d" % MAX_SKIP  # exactly MAX_SKIP skipped
+    assert bob.decrypt(frames[MAX_SKIP + 1]) == b"%d" % (MAX_SKIP + 1)
+    assert bob.decrypt(frames[3]) == b"3"
+
+
+def test_too_many_skipped_in_current_chain(suite: Suite, limits: Limits) -> None:
+    limits(MAX_SKIP=5)
+    alice, bob = sessions(handshake(suite))
+    frames = [alice.encrypt(b"%d" % i) for i in range(8)]
+    expect_unchanged(bob, lambda: bob.decrypt(frames[6]), TooManySkipped)
+    expect_unchanged(bob, lambda: bob.decrypt(frames[7]), TooManySkipped)
+    assert bob.decrypt(frames[5]) == b"5"  # skips 0..4: exactly 5
+    assert bob.decrypt(frames[7]) == b"7"
+    for i in (0, 6, 4, 1, 2, 3):
+        assert bob.decrypt(frames[i]) == b"%d" % i
+
+
+def test_too_many_skipped_on_a_new_chain(suite: Suite, limits: Limits) -> None:
+    limits(MAX_SKIP=5)
+    alice, bob = sessions(handshake(suite))
+    alice.decrypt(bob.encrypt(b"new chain please"))
+    frames = [alice.encrypt(b"%d" % i) for i in range(7)]  # a chain Bob has not seen
+    expect_unchanged(bob, lambda: bob.decrypt(frames[6]), TooManySkipped)
+    assert bob.decrypt(frames[5]) == b"5"
+    assert bob.decrypt(frames[0]) == b"0"
+
+
+def test_too_many_skipped_in_the_previous_chain(suite: Suite, limits: Limits) -> None:
+    """A new chain whose PN says Bob missed more than MAX_SKIP of the previous one."""
+    limits(MAX_SKIP=5)
+    alice, bob = sessions(handshake(suite))
+    old = [alice.encrypt(b"old%d" % i) for i in range(7)]  # Bob is at nr = 1 of this chain
+    alice.decrypt(bob.encrypt(b"reply"))  # reply with Bob's current chain: Alice ratchets
+    new = alice.encrypt(b"new")  # PN = 8: Bob would skip 1..7 = 7 > 5
+    expect_unchanged(bob, lambda: bob.decrypt(new), TooManySkipped)
+    assert bob.decrypt(old[4]) == b"old4"  # now nr = 6, 2 left to skip
+    assert bob.decrypt(new) == b"new"
+    for i in (6, 5, 0, 3):
+        assert bob.decrypt(old[i]) == b"old%d" % i
+
+
+def test_stored_skipped_keys_bounded_oldest_evicted_first(suite: Suite, limits: Limits) -> None:
+    limits(MAX_SKIP=10, MAX_STORED_SKIPPED=6)
+    alice, bob = sessions(handshake(suite))
+    frames = [alice.encrypt(b"%d" % i) for i in range(11)]
+    assert bob.decrypt(frames[10]) == b"10"  # skips 0..9 (ten keys): keeps 4..9
+    assert len(bob.ratchet.skipped) == 6
+    for i in (0, 1, 2, 3):  # evicted, oldest first: a replay as far as Bob can tell
+        expect_unchanged(bob, lambda i=i: bob.decrypt(frames[i]), DuplicateMessage)
+    for i in (9, 4, 7):
+        assert bob.decrypt(frames[i]) == b"%d" % i
+    assert len(bob.ratchet.skipped) == 3
+    # Eviction across chains: the older chain's keys go first.
+    alice.decrypt(bob.encrypt(b"turn"))
+    later = [alice.encrypt(b"L%d" % i) for i in range(6)]
+    assert bob.decrypt(later[5]) == b"L5"  # 5 new skipped keys (0..4) + 3 old = 8 > 6
+    assert len(bob.ratchet.skipped) == 6
+    expect_unchanged(bob, lambda: bob.decrypt(frames[5]), DuplicateMessage)  # oldest two go
+    expect_unchanged(bob, lambda: bob.decrypt(frames[6]), DuplicateMessage)
+    assert bob.decrypt(frames[8]) == b"8"
+    for i in range(5):
+        assert bob.decrypt(later[i]) == b"L%d" % i
+    assert len(bob.ratchet.skipped) == 0
+
+
+@given(data=st.data())
+def test_skipped_store_never_exceeds_limit(
+    suite: Suite, limits: Limits, data: st.DataObject
+) -> None:
+    limits(MAX_SKIP=8, MAX_STORED_SKIPPED=5, MAX_RECEIVER_CHAINS=3)
+    alice, bob = sessions(handshake(suite))
+    for _ in range(data.draw(st.integers(1, 6))):
+        n = data.draw(st.integers(1, 9))
+        frames = [alice.encrypt(b"x") for _ in range(n)]
+        for i in data.draw(st.lists(st.integers(0, n - 1), max_size=4, unique=True)):
+            before = bob.to_bytes()
+            try:
+                bob.decrypt(frames[i])
+            except (TooManySkipped, DuplicateMessage):  # too far ahead / key evicted
+                assert bob.to_bytes() == before
+            assert len(bob.ratchet.skipped) <= 5
+            assert len(bob.ratchet.old_chains) < 3
+        alice.decrypt(bob.encrypt(b"turn"))
+
+
+def test_receiving_chains_bounded(suite: Suite, limits: Limits) -> None:
+    limits(MAX_RECEIVER_CHAINS=3)
+    alice, bob = sessions(handshake(suite))
+    late: list[bytes] = []
+    for chain in range(6):
+        # Alice ratchets (after Bob's reply), sends two; Bob gets only the second.
+        alice.decrypt(bob.encrypt(b"reply %d" % chain))
+        first, second = alice.encrypt(b"c%d.0" % chain), alice.encrypt(b"c%d.1" % chain)
+        assert bob.decrypt(second) == b"c%d.1" % chain
+        late.append(first)
+        assert len(bob.ratchet.old_chains) <= 2
+    # The current chain and the two before it keep their skipped keys; older ones are gone.
+    for chain in range(3):
+        expect_unchanged(bob, lambda chain=chain: bob.decrypt(late[chain]), DecryptError)
+    for chain in (5, 3, 4):
+        assert bob.decrypt(late[chain]) == b"c%d.0" % chain
+
+
+# --- replays ---------------------------------------------------------------------------
+
+
+def test_replay_in_chain(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    f = alice.encrypt(b"once")
+    assert bob.decrypt(f) == b"once"
+    expect_unchanged(bob, lambda: bob.decrypt(f), DuplicateMessage)
+    g = alice.encrypt(b"next")
+    assert bob.decrypt(g) == b"next"
+    expect_unchanged(bob, lambda: bob.decrypt(f), DuplicateMessage)
+
+
+def test_replay_of_skipped_then_used(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    f0, f1 = alice.encrypt(b"0"), alice.encrypt(b"1")
+    assert bob.decrypt(f1) == b"1"
+    assert bob.decrypt(f0) == b"0"
+    expect_unchanged(bob, lambda: bob.decrypt(f0), DuplicateMessage)
+    expect_unchanged(bob, lambda: bob.decrypt(f1), DuplicateMessage)
+
+
+def test_replay_from_an_old_chain(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    f = alice.encrypt(b"old chain")
+    assert bob.decrypt(f) == b"old chain"
+    for _ in range(3):  # several DH steps later
+        alice.decrypt(bob.encrypt(b"r"))
+        bob.decrypt(alice.encrypt(b"s"))
+    expect_unchanged(bob, lambda: bob.decrypt(f), DuplicateMessage)
+
+
+def test_replay_of_the_first_prekey_message(suite: Suite) -> None:
+    pair = setup(suite)
+    first = pair.alice.encrypt(b"first")
+    bob, _ = pair.respond(first)
+    expect_unchanged(bob, lambda: bob.decrypt(first), DuplicateMessage)
+    pair.alice.decrypt(bob.encrypt(b"answer"))
+    bob.decrypt(pair.alice.encrypt(b"after"))
+    expect_unchanged(bob, lambda: bob.decrypt(first), DuplicateMessage)
+
+
+def test_replay_to_the_initiator(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    f = bob.encrypt(b"to alice")
+    assert alice.decrypt(f) == b"to alice"
+    expect_unchanged(alice, lambda: alice.decrypt(f), DuplicateMessage)
+
+
+# --- a failed decrypt changes nothing ----------------------------------------------------
+
+
+def _scenarios(suite: Suite) -> dict[str, tuple[Session, bytes, bytes]]:
+    """(receiver, frame, plaintext) for a message of each kind of receive path."""
+    out: dict[str, tuple[Session, bytes, bytes]] = {}
+    alice, bob = sessions(handshake(suite))
+    out["current-chain"] = (bob, alice.encrypt(b"current"), b"current")
+    a2, b2 = sessions(handshake(suite))
+    a2.decrypt(b2.encrypt(b"ratchet"))
+    out["new-chain"] = (b2, a2.encrypt(b"new chain"), b"new chain")
+    a3, b3 = sessions(handshake(suite))
+    skipped = a3.encrypt(b"skipped")
+    b3.decrypt(a3.encrypt(b"later"))
+    out["skipped-key"] = (b3, skipped, b"skipped")
+    a4, b4 = sessions(handshake(suite))
+    out["to-initiator"] = (a4, b4.encrypt(b"to alice"), b"to alice")
+    pair = setup(suite)
+    first = pair.alice.encrypt(b"p0")
+    second = pair.alice.encrypt(b"p1")
+    b5, _ = pair.respond(first)
+    out["prekey-message"] = (b5, second, b"p1")
+    return out
+
+
+SCENARIOS = ["current-chain", "new-chain", "skipped-key", "to-initiator", "prekey-message"]
+
+
+@pytest.mark.parametrize("kind", SCENARIOS)
+def test_every_single_byte_flip_is_rejected_without_state_change(suite: Suite, kind: str) -> None:
+    receiver, frame, plaintext = _scenarios(suite)[kind]
+    before = receiver.to_bytes()
+    positions = range(len(frame))
+    if len(frame) > 400:  # the PQ prekey message: every byte around the KEM ciphertext
+        positions = [*range(0, 200), *range(len(frame) - 250, len(frame)), 1000, 1500]
+    for i, bad in byte_flips(frame, positions):
+        with pytest.raises(E2EError):
+            receiver.decrypt(bad)
+        assert receiver.to_bytes() == before, f"flip at byte {i} changed the state"
+    assert receiver.decrypt(frame) == plaintext
+
+
+@pytest.mark.parametrize("kind", SCENARIOS)
+def test_truncated_and_extended_frames_rejected(suite: Suite, kind: str) -> None:
+    receiver, frame, plaintext = _scenarios(suite)[kind]
+    for cut in {0, 1, 5, 40, len(frame) // 2, len(frame) - 17, len(frame) - 1}:
+        expect_unchanged(receiver, lambda cut=cut: receiver.decrypt(frame[:cut]), DecodeError)
+    expect_unchanged(receiver, lambda: receiver.decrypt(frame + b"\x00"), DecodeError)
+    body = frame_fields(frame)[K.BODY]
+    for shorter in (body[:-1], body[:-16], body[:16], b""):
+        expect_unchanged(receiver, lambda b=shorter: receiver.decrypt(edit_frame(frame, body=b)))
+    assert receiver.decrypt(frame) == plaintext
+
+
+@pytest.mark.parametrize("kind", SCENARIOS)
+def test_body_and_header_tamper_are_authentication_failures(suite: Suite, kind: str) -> None:
+    receiver, frame, plaintext = _scenarios(suite)[kind]
+    fields = frame_fields(frame)
+    body, header = fields[K.BODY], fields[K.HEADER]
+    for i in (0, len(body) // 2, len(body) - 1):
+        flipped = body[:i] + bytes([body[i] ^ 0x80]) + body[i + 1 :]
+        expect_unchanged(
+            receiver, lambda b=flipped: receiver.decrypt(edit_frame(frame, body=b)),
+            AuthenticationFailed,
+        )  # fmt: skip
+    if suite.header_encryption:  # nonce, commitment, ciphertext, tag: all authenticated
+        for i in (0, 11, 12, 43, 44, 83, 84, 99):
+            flipped = header[:i] + bytes([header[i] ^ 0x04]) + header[i + 1 :]
+            expect_unchanged(
+                receiver, lambda h=flipped: receiver.decrypt(edit_frame(frame, header=h)),
+                AuthenticationFailed,
+            )  # fmt: skip
+    assert receiver.decrypt(frame) == plaintext
+
+
+def test_message_of_another_session(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    carol, dave = sessions(handshake(suite))
+    foreign = carol.encrypt(b"for dave")
+    expect_unchanged(bob, lambda: bob.decrypt(foreign), DecryptError)
+    foreign_reply = dave.encrypt(b"for carol")
+    expect_unchanged(alice, lambda: alice.decrypt(foreign_reply), DecryptError)
+    # A prekey message of another session is refused before any decryption.
+    pair = setup(suite)
+    other_first = pair.alice.encrypt(b"x")
+    expect_unchanged(bob, lambda: bob.decrypt(other_first), StateError)
+    assert dave.decrypt(foreign) == b"for dave"
+    assert bob.decrypt(alice.encrypt(b"mine")) == b"mine"
+
+
+def test_frame_of_the_other_suite(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    other = PQ if suite is SIGNAL else SIGNAL
+    o_alice, _ = sessions(handshake(other))
+    expect_unchanged(bob, lambda: bob.decrypt(o_alice.encrypt(b"x")), DecryptError)
+    assert bob.decrypt(alice.encrypt(b"ok")) == b"ok"
+
+
+def test_own_message_reflected_back(suite: Suite) -> None:
+    alice, bob = sessions(handshake(suite))
+    own = alice.encrypt(b"mine")
+    expect_unchanged(alice, lambda: alice.decrypt(own), DecryptError)
+    assert bob.decrypt(own) == b"mine"
