@@ -1,0 +1,182 @@
+"""Relay policy: refusal errors, the price table and the per-chat policy state (SPEC.md §8).
+
+Every refused send raises a subclass of :class:`~e2e.errors.PolicyError` naming the reason;
+the relay stores nothing for a refused batch. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Final
+
+from e2e.errors import AuthenticationFailed, DecodeError, PolicyError
+
+__all__ = [
+    "MessageClass",
+    "WINDOW_SECONDS",
+    "PriceTable",
+    "PolicyConfig",
+    "ChatState",
+    "WindowClosed",
+    "NoPriorContact",
+    "Blocked",
+    "Limited",
+    "NotOptedIn",
+    "NotAllowed",
+    "StaleDeviceList",
+    "DuplicateSubmission",
+    "UnknownAccount",
+    "ReportRejected",
+    "EnvelopeMismatch",
+    "FrankingMismatch",
+    "UntrustedDevice",
+]
+
+#: A customer message opens (or resets) a service window of this many seconds.
+WINDOW_SECONDS: Final = 24 * 3600
+
+
+class MessageClass(IntEnum):
+    """The message class the relay's policy and billing act on (envelope key 1)."""
+
+    SERVICE = 1
+    TEMPLATE = 2
+    MARKETING = 3
+
+
+# -- refusals (the relay) ------------------------------------------------------------------
+
+
+class WindowClosed(PolicyError):
+    """A free-form (service) business message outside the customer's 24 h window."""
+
+
+class NoPriorContact(PolicyError):
+    """A business message to a customer who never wrote to this business."""
+
+
+class Blocked(PolicyError):
+    """The customer blocked this business."""
+
+
+class Limited(PolicyError):
+    """The customer limited this business to important messages (no marketing, few templates)."""
+
+
+class NotOptedIn(PolicyError):
+    """A marketing message to a customer who did not opt in to this business's marketing."""
+
+
+class NotAllowed(PolicyError):
+    """A send between roles that may not talk (customer to customer, business to business)."""
+
+
+class UnknownAccount(PolicyError):
+    """An account or device the relay does not know."""
+
+
+class StaleDeviceList(PolicyError):
+    """A batch that does not cover exactly the current devices; refresh and retry."""
+
+    def __init__(self, missing: list[tuple[bytes, int]], extra: list[tuple[bytes, int]]) -> None:
+        super().__init__(f"device list changed: {len(missing)} missing, {len(extra)} extra")
+        self.missing = missing
+        self.extra = extra
+
+
+class DuplicateSubmission(PolicyError):
+    """A batch whose message id the relay has already accepted from this sender."""
+
+
+class ReportRejected(PolicyError):
+    """A spam report whose franking does not verify (or that names another chat)."""
+
+
+# -- refusals (a receiving device) --------------------------------------------------------
+
+
+class EnvelopeMismatch(DecodeError):
+    """The envelope's routing metadata differs from what the sender put inside the E2E frame."""
+
+
+class FrankingMismatch(AuthenticationFailed):
+    """The envelope's franking commitment does not match the decrypted message."""
+
+
+class UntrustedDevice(AuthenticationFailed):
+    """A device whose identity key is not certified by its account's pinned identity key."""
+
+
+# -- configuration and state -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTable:
+    """What the relay bills a business per message (one logical message, any number of
+    device copies), in integer units of the platform's currency."""
+
+    service: int = 0
+    template: int = 40
+    template_in_window: int = 0
+    marketing: int = 80
+
+    def price(self, cls: MessageClass, in_window: bool) -> int:
+        if cls is MessageClass.SERVICE:
+            return self.service
+        if cls is MessageClass.TEMPLATE:
+            return self.template_in_window if in_window else self.template
+        return self.marketing
+
+    @staticmethod
+    def line(cls: MessageClass, in_window: bool) -> str:
+        if cls is MessageClass.TEMPLATE:
+            return "template (in window)" if in_window else "template (outside window)"
+        return cls.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    prices: PriceTable = field(default_factory=PriceTable)
+    window_seconds: int = WINDOW_SECONDS
+    #: Templates per rolling window a limited business may still send.
+    limited_templates: int = 2
+
+
+@dataclass(slots=True)
+class ChatState:
+    """What the relay keeps per (business, customer) chat: metadata only."""
+
+    last_customer_message: int | None = None
+    blocked: bool = False
+    limited: bool = False
+    opted_in: bool = False
+    template_times: list[int] = field(default_factory=list)
+    spam_reports: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def window_open(self, now: int, config: PolicyConfig) -> bool:
+        last = self.last_customer_message
+        return last is not None and now - last < config.window_seconds
+
+    def check_business_send(self, cls: MessageClass, now: int, config: PolicyConfig) -> bool:
+        """Raise the refusal for a business message of class ``cls``; else return in_window."""
+        if self.last_customer_message is None:
+            raise NoPriorContact("the customer has not written to this business")
+        if self.blocked:
+            raise Blocked("the customer blocked this business")
+        in_window = self.window_open(now, config)
+        if cls is MessageClass.SERVICE:
+            if not in_window:
+                raise WindowClosed("free-form messages only within 24 h of the customer's last")
+        elif cls is MessageClass.TEMPLATE:
+            if self.limited:
+                recent = [t for t in self.template_times if now - t < config.window_seconds]
+                if len(recent) >= config.limited_templates:
+                    raise Limited("the customer limited this business: template quota used")
+        else:
+            if self.limited:
+                raise Limited("the customer limited this business: no marketing")
+            if not self.opted_in:
+                raise NotOptedIn("the customer did not opt in to marketing")
+        return in_window

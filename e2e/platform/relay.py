@@ -1,0 +1,448 @@
+"""The relay: prekey directory, mailboxes, routing, metadata policy and billing (SPEC.md §8).
+
+The relay never holds a key that opens an E2E frame. It sees envelopes (routing metadata
+around opaque frames), device certificates and prekey bundles (public keys), and customer
+controls. Every byte it receives and every record it stores is appended to
+:attr:`Relay.recorder`, so tests can scan all of it.
+
+Clock: the relay asks ``clock()`` for the time in whole seconds (inject a
+:class:`ManualClock` in tests and the demo).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from e2e.errors import DecodeError, E2EError, InvalidSignature
+from e2e.frame import encode_map
+from e2e.platform.directory import DeviceCertificate
+from e2e.platform.envelope import Delivery, Envelope, check_account
+from e2e.platform.franking import MAX_REPORTED, Report, VerifiedMessage, relay_tag, verify_item
+from e2e.platform.policy import (
+    ChatState,
+    DuplicateSubmission,
+    MessageClass,
+    NotAllowed,
+    PolicyConfig,
+    PriceTable,
+    ReportRejected,
+    StaleDeviceList,
+    UnknownAccount,
+)
+from e2e.prekeys import PrekeyBundle
+
+__all__ = [
+    "Clock",
+    "ManualClock",
+    "system_clock",
+    "Recorder",
+    "Receipt",
+    "BillLine",
+    "Bill",
+    "Relay",
+    "AdSink",
+]
+
+Clock = Callable[[], int]
+Kind = Literal["customer", "business"]
+_KINDS: Final = ("customer", "business")
+
+
+def system_clock() -> int:
+    return int(time.time())
+
+
+class ManualClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start: int = 1_767_225_600) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, seconds: int) -> None:
+        self.now += seconds
+
+
+@dataclass(slots=True)
+class Recorder:
+    """Every byte a party received or stored, in order, with the channel it came on."""
+
+    records: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def __call__(self, channel: str, data: bytes) -> None:
+        self.records.append((channel, bytes(data)))
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(len(d) for _, d in self.records)
+
+    def channels(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ch, _ in self.records:
+            out[ch] = out.get(ch, 0) + 1
+        return out
+
+
+class AdSink:
+    """What the relay shares with: anything with ``receive(bytes)``."""
+
+    def receive(self, data: bytes) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    message_id: bytes
+    received_at: int
+    copies: int
+    price: int
+
+
+@dataclass(frozen=True, slots=True)
+class BillLine:
+    item: str
+    count: int
+    unit_price: int
+
+    @property
+    def amount(self) -> int:
+        return self.count * self.unit_price
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    business: bytes
+    lines: tuple[BillLine, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+@dataclass(slots=True)
+class _Account:
+    kind: Kind
+    identity: bytes
+    devices: dict[int, DeviceCertificate] = field(default_factory=dict)
+
+
+def _encode_chat(
+    business: bytes, customer: bytes, chat: ChatState, now: int, cfg: PolicyConfig
+) -> bytes:
+    return encode_map(
+        {
+            0: 1,
+            1: business,
+            2: customer,
+            3: int(chat.opted_in),
+            4: int(chat.window_open(now, cfg)),
+            5: int(chat.blocked),
+            6: int(chat.limited),
+            7: chat.counts.get("customer", 0),
+            8: chat.counts.get("business", 0),
+            9: chat.spam_reports,
+        }
+    )
+
+
+class Relay:
+    """An in-memory relay. Methods take what a device would send over the wire (bytes) and
+    the authenticated address of the calling device."""
+
+    def __init__(
+        self,
+        config: PolicyConfig | None = None,
+        clock: Clock = system_clock,
+        ad_service: AdSink | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        self.config = config or PolicyConfig()
+        self.clock = clock
+        self.ad_service = ad_service
+        self.recorder = Recorder()
+        self._frank_key = rng(32)
+        self._accounts: dict[bytes, _Account] = {}
+        self._bundles: dict[tuple[bytes, int], list[bytes]] = {}
+        self._last_resort: dict[tuple[bytes, int], bytes] = {}
+        self._mailboxes: dict[tuple[bytes, int], dict[int, bytes]] = {}
+        self._next_seq = 1
+        self._seen_ids: set[tuple[bytes, bytes]] = set()
+        self._chats: dict[tuple[bytes, bytes], ChatState] = {}
+        self._billing: dict[bytes, dict[tuple[MessageClass, bool], int]] = {}
+        self.reports: list[tuple[bytes, bytes, tuple[VerifiedMessage, ...]]] = []
+        self.refusals: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Relay({len(self._accounts)} accounts)"
+
+    # -- directory -------------------------------------------------------------------------
+
+    def register_account(self, name: bytes, kind: Kind, identity: bytes) -> None:
+        self.recorder(
+            "recv:account", encode_map({0: 1, 1: name, 2: _KINDS.index(kind), 3: identity})
+        )
+        check_account(name)
+        if name in self._accounts:
+            raise UnknownAccount("account name already taken")
+        self._accounts[name] = _Account(kind, identity)
+        self.recorder("store:account", name + identity)
+
+    def _account(self, name: bytes) -> _Account:
+        acct = self._accounts.get(name)
+        if acct is None:
+            raise UnknownAccount("unknown account")
+        return acct
+
+    def register_device(self, certificate: bytes) -> None:
+        self.recorder("recv:device", certificate)
+        cert = DeviceCertificate.from_bytes(certificate)
+        acct = self._account(cert.account)
+        cert.verify(acct.identity)
+        acct.devices[cert.device_id] = cert
+        self._mailboxes.setdefault((cert.account, cert.device_id), {})
+        self.recorder("store:device", certificate)
+
+    def remove_device(self, account: bytes, device_id: int) -> None:
+        self.recorder("recv:remove-device", encode_map({0: 1, 1: account, 2: device_id}))
+        acct = self._account(account)
+        if acct.devices.pop(device_id, None) is None:
+            raise UnknownAccount("unknown device")
+        self._bundles.pop((account, device_id), None)
+        self._last_resort.pop((account, device_id), None)
+        self._mailboxes.pop((account, device_id), None)
+
+    def upload_prekeys(
+        self, account: bytes, device_id: int, one_time: list[bytes], last_resort: bytes
+    ) -> None:
+        """Publish bundles: each one-time bundle is handed out once, then the last-resort one."""
+        for raw in [*one_time, last_resort]:
+            self.recorder("recv:bundle", raw)
+        cert = self._device(account, device_id)
+        for raw in [*one_time, last_resort]:
+            bundle = PrekeyBundle.from_bytes(raw)
+            if not hmac.compare_digest(bundle.identity_key, cert.identity):
+                raise InvalidSignature("bundle identity differs from the certified device key")
+            bundle.verify()
+        self._bundles.setdefault((account, device_id), []).extend(one_time)
+        self._last_resort[(account, device_id)] = last_resort
+        for raw in [*one_time, last_resort]:
+            self.recorder("store:bundle", raw)
+
+    def _device(self, account: bytes, device_id: int) -> DeviceCertificate:
+        cert = self._account(account).devices.get(device_id)
+        if cert is None:
+            raise UnknownAccount("unknown device")
+        return cert
+
+    def fetch_devices(self, account: bytes) -> tuple[bytes, list[bytes]]:
+        """The account's identity key and its device certificates."""
+        acct = self._account(account)
+        return acct.identity, [c.to_bytes() for _, c in sorted(acct.devices.items())]
+
+    def fetch_bundle(self, account: bytes, device_id: int) -> bytes:
+        self._device(account, device_id)
+        pool = self._bundles.get((account, device_id))
+        if pool:
+            return pool.pop(0)
+        return self._last_resort[(account, device_id)]
+
+    def kind(self, account: bytes) -> Kind:
+        return self._account(account).kind
+
+    # -- messages --------------------------------------------------------------------------
+
+    def _refuse(self, exc: E2EError) -> E2EError:
+        name = type(exc).__name__
+        self.refusals[name] = self.refusals.get(name, 0) + 1
+        return exc
+
+    def submit(self, sender: tuple[bytes, int], envelopes: list[bytes]) -> Receipt:
+        """Accept one logical message as a batch of device copies, or refuse all of it.
+
+        Raises a :class:`~e2e.errors.PolicyError` subclass (or a DecodeError for malformed
+        envelopes); a refused batch stores nothing.
+        """
+        for raw in envelopes:
+            self.recorder("recv:envelope", raw)
+        try:
+            return self._submit(sender, envelopes)
+        except E2EError as exc:
+            raise self._refuse(exc) from None
+
+    def _submit(self, sender: tuple[bytes, int], envelopes: list[bytes]) -> Receipt:
+        if not envelopes:
+            raise DecodeError("empty batch")
+        envs = [Envelope.from_bytes(raw) for raw in envelopes]
+        first = envs[0]
+        for env in envs:
+            if env.sender != sender:
+                raise NotAllowed("envelope sender differs from the authenticated device")
+            if (env.message_id, env.cls, env.to_account) != (
+                first.message_id,
+                first.cls,
+                first.to_account,
+            ) or env.commitment != first.commitment:
+                raise DecodeError("batch copies disagree on their message metadata")
+        self._device(*sender)
+        src = self._account(sender[0])
+        dst = self._account(first.to_account)
+        if src.kind == dst.kind:
+            raise NotAllowed(f"a {src.kind} cannot message a {dst.kind}")
+        if src.kind == "customer" and first.cls is not MessageClass.SERVICE:
+            raise NotAllowed("customers send service messages only")
+        given = [env.dest for env in envs]
+        want = {(first.to_account, d) for d in dst.devices} | {
+            (sender[0], d) for d in src.devices if d != sender[1]
+        }
+        if len(set(given)) != len(given) or set(given) != want:
+            missing = sorted(want - set(given))
+            extra = sorted(set(given) - want)
+            raise StaleDeviceList(missing, extra)
+        if (sender[0], first.message_id) in self._seen_ids:
+            raise DuplicateSubmission("message id already used by this sender")
+        now = self.clock()
+        if src.kind == "business":
+            business, customer = sender[0], first.to_account
+        else:
+            business, customer = first.to_account, sender[0]
+        chat = self._chats.get((business, customer)) or ChatState()
+        price = 0
+        if src.kind == "business":
+            in_window = chat.check_business_send(first.cls, now, self.config)
+            price = self.config.prices.price(first.cls, in_window)
+            bill = self._billing.setdefault(business, {})
+            bill[(first.cls, in_window)] = bill.get((first.cls, in_window), 0) + 1
+            if first.cls is MessageClass.TEMPLATE:
+                chat.template_times = [
+                    t for t in chat.template_times if now - t < self.config.window_seconds
+                ] + [now]
+            chat.counts["business"] = chat.counts.get("business", 0) + 1
+        else:
+            chat.last_customer_message = now
+            chat.counts["customer"] = chat.counts.get("customer", 0) + 1
+        self._chats[(business, customer)] = chat
+        self._seen_ids.add((sender[0], first.message_id))
+        for env, raw in zip(envs, envelopes, strict=True):
+            seq = self._next_seq
+            self._next_seq += 1
+            tag = relay_tag(self._frank_key, env, now)
+            stored = Delivery(raw, now, tag, seq).to_bytes()
+            self._mailboxes[env.dest][seq] = stored
+            self.recorder("store:mailbox", stored)
+        self._share(business, customer, chat, now)
+        return Receipt(first.message_id, now, len(envs), price)
+
+    def fetch(self, device: tuple[bytes, int]) -> list[bytes]:
+        """Every delivery waiting for ``device``, oldest first (kept until acknowledged)."""
+        box = self._mailboxes.get(device)
+        if box is None:
+            raise UnknownAccount("unknown device")
+        return list(box.values())
+
+    def ack(self, device: tuple[bytes, int], seqs: list[int]) -> None:
+        box = self._mailboxes.get(device)
+        if box is None:
+            raise UnknownAccount("unknown device")
+        for seq in seqs:
+            box.pop(seq, None)
+
+    def pending(self) -> int:
+        return sum(len(b) for b in self._mailboxes.values())
+
+    # -- customer controls -----------------------------------------------------------------
+
+    def _control(self, op: int, customer: bytes, business: bytes, on: bool) -> ChatState:
+        self.recorder(
+            "recv:control", encode_map({0: 1, 1: op, 2: customer, 3: business, 4: int(on)})
+        )
+        if self._account(customer).kind != "customer" or self._account(business).kind != "business":
+            raise NotAllowed("controls are a customer's, over a business")
+        chat = self._chats.setdefault((business, customer), ChatState())
+        return chat
+
+    def block(self, customer: bytes, business: bytes, on: bool = True) -> None:
+        chat = self._control(1, customer, business, on)
+        chat.blocked = on
+        self._share(business, customer, chat, self.clock())
+
+    def limit(self, customer: bytes, business: bytes, on: bool = True) -> None:
+        chat = self._control(2, customer, business, on)
+        chat.limited = on
+        self._share(business, customer, chat, self.clock())
+
+    def opt_in(self, customer: bytes, business: bytes, on: bool = True) -> None:
+        chat = self._control(3, customer, business, on)
+        chat.opted_in = on
+        self._share(business, customer, chat, self.clock())
+
+    def report(
+        self, reporter: bytes, report: bytes, block: bool = True
+    ) -> tuple[VerifiedMessage, ...]:
+        """Verify a spam report (every revealed message must verify) and record it."""
+        self.recorder("recv:report", report)
+        try:
+            parsed = Report.from_bytes(report)
+            if parsed.reporter != reporter:
+                raise ReportRejected("report signed for another customer")
+            chat = self._control(4, reporter, parsed.business, block)
+            if len(parsed.items) > MAX_REPORTED:
+                raise ReportRejected("too many reported messages")
+            verified = tuple(
+                verify_item(self._frank_key, item, reporter, parsed.business)
+                for item in parsed.items
+            )
+            if len({v.message_id for v in verified}) != len(verified):
+                raise ReportRejected("a message reported twice")
+        except E2EError as exc:
+            raise self._refuse(exc) from None
+        chat.spam_reports += 1
+        if block:
+            chat.blocked = True
+        self.reports.append((reporter, parsed.business, verified))
+        self.recorder("store:report", report)
+        self._share(parsed.business, reporter, chat, self.clock())
+        return verified
+
+    # -- billing and sharing ---------------------------------------------------------------
+
+    def bill(self, business: bytes) -> Bill:
+        prices: PriceTable = self.config.prices
+        lines = [
+            BillLine(PriceTable.line(cls, inw), count, prices.price(cls, inw))
+            for (cls, inw), count in sorted(self._billing.get(business, {}).items())
+        ]
+        return Bill(business, tuple(lines))
+
+    def window_open(self, business: bytes, customer: bytes) -> bool:
+        chat = self._chats.get((business, customer))
+        return chat is not None and chat.window_open(self.clock(), self.config)
+
+    def _share(self, business: bytes, customer: bytes, chat: ChatState, now: int) -> None:
+        data = _encode_chat(business, customer, chat, now, self.config)
+        self.recorder("store:chat", data)
+        if self.ad_service is not None:
+            self.ad_service.receive(data)
+
+    def stored_bytes(self) -> list[bytes]:
+        """Everything the relay holds right now, serialized (for scanning)."""
+        out: list[bytes] = []
+        for name, acct in self._accounts.items():
+            out.append(name + acct.identity)
+            out.extend(c.to_bytes() for c in acct.devices.values())
+        for pool in self._bundles.values():
+            out.extend(pool)
+        out.extend(self._last_resort.values())
+        for box in self._mailboxes.values():
+            out.extend(box.values())
+        now = self.clock()
+        for (b, c), chat in self._chats.items():
+            out.append(_encode_chat(b, c, chat, now, self.config))
+        out.extend(sender + mid for sender, mid in self._seen_ids)
+        return out
