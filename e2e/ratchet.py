@@ -50,13 +50,13 @@ def sealed_body_len(suite: Suite, plaintext_len: int) -> int:
     return (plaintext_len // 16 + 1) * 16 + suite.tag_len
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class _Recv:
     """Result of planning a receive: what to assign once the body authenticates."""
 
     seed: bytes
     skipped_key: tuple[bytes, int] | None = None
-    new_chain: tuple[bytes, bytes, bytes, bytes | None, bytes | None] | None = None
+    new_dhr: bytes | None = None
     ratchet: tuple[KeyPair, bytes, bytes, bytes | None, bytes | None] | None = None
     ckr: bytes | None = None
     nr: int = 0
@@ -268,7 +268,7 @@ class Ratchet:
             ckr=ckr,
             nr=nr + 1,
             new_skipped=new_skipped,
-            new_chain=(header.dh, b"", b"", None, None),
+            new_dhr=header.dh,
         )
 
     @staticmethod
@@ -293,13 +293,12 @@ class Ratchet:
             return
         skipped = self.skipped
         if plan.ratchet is not None:
-            assert plan.new_chain is not None
             dhs, rk, cks, nhkr, nhks = plan.ratchet
             if self.dhr is not None and self.ckr is not None:
                 self.old_chains.append((self.dhr, self.hkr))
             self.pn = self.ns
             self.ns = 0
-            self.dhr = plan.new_chain[0]
+            self.dhr = plan.new_dhr
             self.hks = self.nhks
             self.hkr = self.nhkr
             self.nhkr = nhkr
