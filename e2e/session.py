@@ -256,7 +256,7 @@ class Session:
             not he and any(k in obj for k in (_S.HKS, _S.HKR))
         ):
             raise StateError("invalid session state: header keys do not match the suite")
-        if (_S.CKR in obj) != (_S.DHR in obj) or (_S.PENDING_SPK_ID in obj) != (
+        if (_S.CKR in obj and _S.DHR not in obj) or (_S.PENDING_SPK_ID in obj) != (
             _S.PENDING_KEM_ID in obj if suite.pq else _S.PENDING_SPK_ID in obj
         ):
             raise StateError("invalid session state: inconsistent fields")
