@@ -1,0 +1,302 @@
+"""Key and session storage (SPEC.md §Storage).
+
+Interfaces (``typing.Protocol``) for what a device keeps, three implementations that pass one
+conformance suite, and the ordering helpers that make a crash lose nothing:
+
+* :class:`~e2e.store.memory.MemoryStore`: in-process, for tests and short-lived tools;
+* :class:`~e2e.store.sqlite.SqliteStore`: the embedded default, one file (WAL,
+  ``synchronous=FULL``, ``BEGIN IMMEDIATE``);
+* :class:`~e2e.store.postgres.PostgresStore`: backends on many machines (psycopg 3), with a
+  row lock so two workers never advance one session at the same time.
+
+Every record is sealed at rest (:mod:`e2e.store.atrest`). All work happens in a transaction::
+
+    with store.transaction() as tx:            # commits at exit, rolls back on an exception
+        plaintext = tx.decrypt(addr, frame)    # loads, decrypts, saves the advanced state
+        tx.app_put(f"inbox/{n}", plaintext)    # the application's write, same transaction
+
+    frame = encrypt_and_store(store, addr, b"hi")   # state is durable before frame exists
+
+A store never hands out a fresh session in place of a record it could not read: a missing,
+corrupted or tampered record, or a wrong storage key, raises :class:`~e2e.errors.StoreError`
+naming the record.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
+
+from e2e.errors import PolicyError, StoreError
+from e2e.keys import KemKeyPair, KeyPair
+from e2e.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey
+from e2e.suite import DEFAULT, Suite
+
+if TYPE_CHECKING:
+    from e2e.session import Session
+
+__all__ = [
+    "Address",
+    "TrustResult",
+    "Direction",
+    "UntrustedIdentity",
+    "MAX_ARCHIVED_SESSIONS",
+    "IdentityKeyStore",
+    "OneTimePrekeyStore",
+    "SignedPrekeyStore",
+    "KemPrekeyStore",
+    "SessionStore",
+    "AppDataStore",
+    "StoreTransaction",
+    "Store",
+    "Dated",
+    "encrypt_and_store",
+    "decrypt_and_store",
+    "set_fault_hook",
+]
+
+#: Previous sessions kept per address besides the current one (oldest dropped first).
+MAX_ARCHIVED_SESSIONS: Final = 5
+_MAX_NAME_BYTES: Final = 512
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Address:
+    """A peer device: (user or business id, device id)."""
+
+    name: str
+    device: int
+
+    def __post_init__(self) -> None:
+        if type(self.name) is not str or not self.name:
+            raise StoreError("address name must be a non-empty str")
+        try:
+            size = len(self.name.encode())
+        except UnicodeEncodeError:
+            raise StoreError("address name is not valid Unicode") from None
+        if size > _MAX_NAME_BYTES or "\x00" in self.name:
+            raise StoreError("address name too long or contains NUL")
+        if type(self.device) is not int or not 0 <= self.device < 2**31:
+            raise StoreError("address device id must be an int in [0, 2^31)")
+
+    @property
+    def record_id(self) -> str:
+        """``name|device``: unambiguous because the device part is digits only."""
+        return f"{self.name}|{self.device}"
+
+
+class TrustResult(enum.Enum):
+    """What :meth:`IdentityKeyStore.save_identity` found."""
+
+    NEW = "new"
+    UNCHANGED = "unchanged"
+    REPLACED = "replaced"
+
+
+class Direction(enum.Enum):
+    SENDING = "sending"
+    RECEIVING = "receiving"
+
+
+class UntrustedIdentity(PolicyError):
+    """The peer's identity key differs from the trusted one: the application must decide
+    (``approve_identity``) before sending to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dated(Generic[_T]):
+    """A stored prekey with the time (Unix seconds) it was created."""
+
+    item: _T
+    created: int
+
+
+class IdentityKeyStore(Protocol):
+    """Our identity key pair, and the peers' identity keys with trust decisions.
+
+    * ``save_identity``: no key before -> NEW (trusted on first use); the same key ->
+      UNCHANGED; another key -> REPLACED, stored but not trusted for sending until
+      ``approve_identity``.
+    * ``is_trusted(RECEIVING)``: an unknown address or the stored key.
+    * ``is_trusted(SENDING)``: an unknown address, or the stored key if it was not replaced
+      since it was last approved.
+    """
+
+    def local_identity(self) -> KeyPair: ...
+
+    def set_local_identity(self, pair: KeyPair) -> None: ...
+
+    def get_identity(self, addr: Address) -> bytes | None: ...
+
+    def save_identity(self, addr: Address, key: bytes) -> TrustResult: ...
+
+    def approve_identity(self, addr: Address, key: bytes) -> None: ...
+
+    def is_trusted(self, addr: Address, key: bytes, direction: Direction) -> bool: ...
+
+
+class OneTimePrekeyStore(Protocol):
+    """One-time X25519 prekeys. Ids come from one counter shared by every prekey kind and are
+    never reused; a used prekey leaves a tombstone so it is refused as reused."""
+
+    def add_one_time_prekey(self, pair: KeyPair) -> OneTimePrekey: ...
+
+    def load_one_time_prekey(self, prekey_id: int) -> OneTimePrekey: ...
+
+    def mark_one_time_prekey_used(self, prekey_id: int) -> None: ...
+
+    def one_time_prekeys(self) -> list[OneTimePrekey]: ...
+
+
+class SignedPrekeyStore(Protocol):
+    def add_signed_prekey(
+        self, pair: KeyPair, signature: bytes, created: int
+    ) -> Dated[SignedPrekey]: ...
+
+    def load_signed_prekey(self, prekey_id: int) -> Dated[SignedPrekey]: ...
+
+    def signed_prekeys(self) -> list[Dated[SignedPrekey]]: ...
+
+    def remove_signed_prekey(self, prekey_id: int) -> None: ...
+
+
+class KemPrekeyStore(Protocol):
+    """ML-KEM prekeys: one-time ones are used once; a last-resort one once per base key."""
+
+    def add_kem_prekey(
+        self, pair: KemKeyPair, signature: bytes, last_resort: bool, created: int
+    ) -> Dated[KemPrekey]: ...
+
+    def load_kem_prekey(
+        self, prekey_id: int, base_key: bytes | None = None
+    ) -> Dated[KemPrekey]: ...
+
+    def mark_kem_prekey_used(self, prekey_id: int, base_key: bytes) -> None: ...
+
+    def kem_prekeys(self) -> list[Dated[KemPrekey]]: ...
+
+    def remove_kem_prekey(self, prekey_id: int) -> None: ...
+
+
+class SessionStore(Protocol):
+    """The current session per address plus up to :data:`MAX_ARCHIVED_SESSIONS` previous ones
+    (newest first), so simultaneous initiation and re-setup resolve."""
+
+    def load_session(self, addr: Address) -> Session | None: ...
+
+    def save_session(self, addr: Address, session: Session) -> None: ...
+
+    def promote_session(self, addr: Address, session: Session) -> None: ...
+
+    def archived_sessions(self, addr: Address) -> list[Session]: ...
+
+    def delete_session(self, addr: Address) -> None: ...
+
+    def device_ids(self, name: str) -> list[int]: ...
+
+
+class AppDataStore(Protocol):
+    """Application records (sealed like the rest) written in the store's transactions."""
+
+    def app_get(self, key: str) -> bytes | None: ...
+
+    def app_put(self, key: str, value: bytes) -> None: ...
+
+    def app_delete(self, key: str) -> None: ...
+
+    def app_keys(self, prefix: str = "") -> list[str]: ...
+
+
+class StoreTransaction(
+    IdentityKeyStore,
+    OneTimePrekeyStore,
+    SignedPrekeyStore,
+    KemPrekeyStore,
+    SessionStore,
+    AppDataStore,
+    Protocol,
+):
+    """Everything a store holds, inside one transaction, plus the session operations that
+    load, use and save a session in it."""
+
+    def encrypt(self, addr: Address, plaintext: bytes) -> bytes: ...
+
+    def decrypt(
+        self,
+        addr: Address,
+        frame: bytes,
+        *,
+        allowed_suites: Collection[Suite] = (DEFAULT,),
+        accept_replaced_identity: bool = True,
+    ) -> bytes: ...
+
+    def initiate(
+        self,
+        addr: Address,
+        bundle: PrekeyBundle | bytes,
+        *,
+        allowed_suites: Collection[Suite] = (DEFAULT,),
+    ) -> Session: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractContextManager[StoreTransaction]: ...
+
+    def close(self) -> None: ...
+
+
+# -- fault points (crash tests) ---------------------------------------------------------
+
+_fault_hook: Callable[[str], None] | None = None
+
+
+def set_fault_hook(hook: Callable[[str], None] | None) -> None:
+    """Install a callable run at each named fault point (crash tests only)."""
+    global _fault_hook
+    _fault_hook = hook
+
+
+def fault_point(name: str) -> None:
+    hook = _fault_hook
+    if hook is not None:
+        hook(name)
+
+
+# -- ordering helpers -------------------------------------------------------------------
+
+
+def encrypt_and_store(store: Store, addr: Address, plaintext: bytes) -> bytes:
+    """Encrypt for ``addr`` and commit the advanced session *before* returning the frame.
+
+    A crash before the commit leaves no frame anywhere and the old state, so the counter is
+    used again only for a message that was never sent; after the commit the frame may be
+    sent (or, if the application also queued it in the same transaction, re-sent).
+    """
+    with store.transaction() as tx:
+        frame = tx.encrypt(addr, plaintext)
+        fault_point("after_encrypt_before_commit")
+    fault_point("after_commit_before_send")
+    return frame
+
+
+def decrypt_and_store(
+    store: Store,
+    addr: Address,
+    frame: bytes,
+    on_plaintext: Callable[[StoreTransaction, bytes], None] | None = None,
+    *,
+    allowed_suites: Collection[Suite] = (DEFAULT,),
+) -> bytes:
+    """Decrypt ``frame`` and commit the new state together with whatever ``on_plaintext``
+    writes in the same transaction. Acknowledge the frame only after this returns."""
+    with store.transaction() as tx:
+        plaintext = tx.decrypt(addr, frame, allowed_suites=allowed_suites)
+        if on_plaintext is not None:
+            on_plaintext(tx, plaintext)
+        fault_point("after_decrypt_before_commit")
+    fault_point("after_commit_before_ack")
+    return plaintext

@@ -1,0 +1,540 @@
+"""The store logic shared by every backend, over five raw record operations.
+
+A backend provides a transaction class with ``_get``, ``_put``, ``_delete``, ``_scan`` and
+``_lock`` on (kind, id) -> bytes rows; everything else -- sealing, record formats, trust
+decisions, prekey bookkeeping, the session archive -- lives here, so the conformance suite
+tests one behaviour over all backends.
+
+Record plaintexts (all integers big-endian):
+
+=========  ==========================  ==============================================
+kind       id                          plaintext
+=========  ==========================  ==============================================
+meta       keycheck                    b"e2e-store-key-check"
+meta       next_id                     u64: the next prekey id (shared by all kinds)
+local      identity                    secret (32) | public (32)
+identity   name|device                 flags (1: bit 0 approved for sending) | key (32)
+session    name|device                 Session.to_bytes()
+archive    name|device                 count (1) | count x (u32 length | Session bytes)
+opk        decimal id                  0x00 | secret (32) | public (32), or 0x01 (used)
+spk        decimal id                  created (u64) | secret | public | signature (64)
+kem        decimal id                  flags (1: bit 0 last resort, bit 1 used) |
+                                       created (u64) | seed (64) | signature (64)
+kemuse     kem id|base key hex         empty: a last-resort KEM prekey used with it
+spkuse     spk id|base key hex         empty: a session set up with this base key
+app        application key             application bytes
+=========  ==========================  ==============================================
+
+The ``kdf`` row of kind ``meta`` (scrypt salt and costs) is the one row kept in clear.
+"""
+
+from __future__ import annotations
+
+import hmac
+import struct
+from collections.abc import Collection
+from typing import Final
+
+from e2e.errors import (
+    DecryptError,
+    DuplicateMessage,
+    E2EError,
+    PrekeyReused,
+    StateError,
+    StoreError,
+    UnknownPrekey,
+)
+from e2e.frame import decode_message
+from e2e.keys import KemKeyPair, KeyPair
+from e2e.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey
+from e2e.session import Session
+from e2e.store import (
+    MAX_ARCHIVED_SESSIONS,
+    Address,
+    Dated,
+    Direction,
+    TrustResult,
+    UntrustedIdentity,
+)
+from e2e.store.atrest import StorageKey
+from e2e.suite import DEFAULT, Suite
+
+__all__ = ["BaseTransaction", "StorePrekeys", "KEYCHECK", "check_key"]
+
+KEYCHECK: Final = b"e2e-store-key-check"
+_MAX_ID: Final = 2**63 - 1
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+_APPROVED: Final = 1
+_LAST_RESORT: Final = 1
+_USED: Final = 2
+_MAX_APP_KEY: Final = 1024
+
+
+def _prekey_id(prekey_id: object) -> str:
+    if type(prekey_id) is not int or not 0 <= prekey_id <= _MAX_ID:
+        raise UnknownPrekey("prekey id out of range")
+    return str(prekey_id)
+
+
+def _check_key32(key: object, what: str) -> bytes:
+    if type(key) is not bytes or len(key) != 32:
+        raise StoreError(f"{what} must be 32 bytes")
+    return key
+
+
+class BaseTransaction:
+    """One open transaction of a store. Backends implement the five raw operations."""
+
+    def __init__(self, key: StorageKey) -> None:
+        self._key = key
+
+    # -- raw operations (backend) ------------------------------------------------------
+
+    def _get(self, kind: str, record_id: str) -> bytes | None:
+        raise NotImplementedError
+
+    def _put(self, kind: str, record_id: str, value: bytes) -> None:
+        raise NotImplementedError
+
+    def _delete(self, kind: str, record_id: str) -> None:
+        raise NotImplementedError
+
+    def _scan(self, kind: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        """Rows of ``kind`` whose id starts with ``prefix``, sorted by id (code points)."""
+        raise NotImplementedError
+
+    def _lock(self, kind: str, record_id: str) -> None:
+        """Hold (kind, id) exclusively until the transaction ends, even if no row exists."""
+        raise NotImplementedError
+
+    # -- sealed records ------------------------------------------------------------------
+
+    def _read(self, kind: str, record_id: str) -> bytes | None:
+        raw = self._get(kind, record_id)
+        return None if raw is None else self._key.open(kind, record_id, raw)
+
+    def _write(self, kind: str, record_id: str, plaintext: bytes) -> None:
+        self._put(kind, record_id, self._key.seal(kind, record_id, plaintext))
+
+    def _read_all(self, kind: str, prefix: str = "") -> list[tuple[str, bytes]]:
+        return [(i, self._key.open(kind, i, raw)) for i, raw in self._scan(kind, prefix)]
+
+    def _next_id(self) -> int:
+        raw = self._read("meta", "next_id")
+        if raw is None:
+            value = 1
+        elif len(raw) != 8:
+            raise StoreError("malformed record", "meta/next_id")
+        else:
+            value = _U64.unpack(raw)[0]
+        if value >= _MAX_ID:
+            raise StoreError("prekey ids exhausted", "meta/next_id")
+        self._write("meta", "next_id", _U64.pack(value + 1))
+        return value
+
+    # -- identity ------------------------------------------------------------------------
+
+    def local_identity(self) -> KeyPair:
+        raw = self._read("local", "identity")
+        if raw is None:
+            raise StoreError("no local identity", "local/identity")
+        if len(raw) != 64:
+            raise StoreError("malformed record", "local/identity")
+        return KeyPair.from_stored(raw[:32], raw[32:])
+
+    def set_local_identity(self, pair: KeyPair) -> None:
+        self._write("local", "identity", pair.private_bytes() + pair.public)
+
+    def _identity(self, addr: Address) -> tuple[int, bytes] | None:
+        raw = self._read("identity", addr.record_id)
+        if raw is None:
+            return None
+        if len(raw) != 33 or raw[0] & ~_APPROVED:
+            raise StoreError("malformed record", f"identity/{addr.record_id}")
+        return raw[0], raw[1:]
+
+    def get_identity(self, addr: Address) -> bytes | None:
+        found = self._identity(addr)
+        return None if found is None else found[1]
+
+    def save_identity(self, addr: Address, key: bytes) -> TrustResult:
+        key = _check_key32(key, "identity key")
+        found = self._identity(addr)
+        if found is None:
+            self._write("identity", addr.record_id, bytes([_APPROVED]) + key)
+            return TrustResult.NEW
+        if hmac.compare_digest(found[1], key):
+            return TrustResult.UNCHANGED
+        self._write("identity", addr.record_id, bytes([0]) + key)
+        return TrustResult.REPLACED
+
+    def approve_identity(self, addr: Address, key: bytes) -> None:
+        self._write("identity", addr.record_id, bytes([_APPROVED]) + _check_key32(key, "key"))
+
+    def is_trusted(self, addr: Address, key: bytes, direction: Direction) -> bool:
+        key = _check_key32(key, "identity key")
+        found = self._identity(addr)
+        if found is None:
+            return True
+        if not hmac.compare_digest(found[1], key):
+            return False
+        return direction is Direction.RECEIVING or bool(found[0] & _APPROVED)
+
+    # -- one-time prekeys ------------------------------------------------------------------
+
+    def add_one_time_prekey(self, pair: KeyPair) -> OneTimePrekey:
+        pid = self._next_id()
+        self._write("opk", str(pid), b"\x00" + pair.private_bytes() + pair.public)
+        return OneTimePrekey(pid, pair)
+
+    def _opk(self, rid: str, raw: bytes) -> OneTimePrekey | None:
+        if raw == b"\x01":
+            return None
+        if len(raw) != 65 or raw[0] != 0:
+            raise StoreError("malformed record", f"opk/{rid}")
+        return OneTimePrekey(int(rid), KeyPair.from_stored(raw[1:33], raw[33:]))
+
+    def load_one_time_prekey(self, prekey_id: int) -> OneTimePrekey:
+        rid = _prekey_id(prekey_id)
+        raw = self._read("opk", rid)
+        if raw is None:
+            raise UnknownPrekey("unknown one-time prekey id")
+        opk = self._opk(rid, raw)
+        if opk is None:
+            raise PrekeyReused("one-time prekey already used")
+        return opk
+
+    def mark_one_time_prekey_used(self, prekey_id: int) -> None:
+        self.load_one_time_prekey(prekey_id)
+        self._write("opk", _prekey_id(prekey_id), b"\x01")
+
+    def one_time_prekeys(self) -> list[OneTimePrekey]:
+        found = (self._opk(rid, raw) for rid, raw in self._read_all("opk"))
+        return sorted((p for p in found if p is not None), key=lambda p: p.id)
+
+    # -- signed prekeys --------------------------------------------------------------------
+
+    def add_signed_prekey(
+        self, pair: KeyPair, signature: bytes, created: int
+    ) -> Dated[SignedPrekey]:
+        if type(signature) is not bytes or len(signature) != 64:
+            raise StoreError("a prekey signature is 64 bytes")
+        pid = self._next_id()
+        self._write(
+            "spk",
+            str(pid),
+            _U64.pack(created) + pair.private_bytes() + pair.public + signature,
+        )
+        return Dated(SignedPrekey(pid, pair, signature), created)
+
+    def _spk(self, rid: str, raw: bytes) -> Dated[SignedPrekey]:
+        if len(raw) != 8 + 32 + 32 + 64:
+            raise StoreError("malformed record", f"spk/{rid}")
+        pair = KeyPair.from_stored(raw[8:40], raw[40:72])
+        return Dated(SignedPrekey(int(rid), pair, raw[72:]), _U64.unpack(raw[:8])[0])
+
+    def load_signed_prekey(self, prekey_id: int) -> Dated[SignedPrekey]:
+        rid = _prekey_id(prekey_id)
+        raw = self._read("spk", rid)
+        if raw is None:
+            raise UnknownPrekey("unknown signed prekey id")
+        return self._spk(rid, raw)
+
+    def signed_prekeys(self) -> list[Dated[SignedPrekey]]:
+        return sorted(
+            (self._spk(rid, raw) for rid, raw in self._read_all("spk")), key=lambda d: d.item.id
+        )
+
+    def remove_signed_prekey(self, prekey_id: int) -> None:
+        rid = _prekey_id(prekey_id)
+        self._delete("spk", rid)
+        for use, _ in self._scan("spkuse", rid + "|"):
+            self._delete("spkuse", use)
+
+    # -- KEM prekeys -----------------------------------------------------------------------
+
+    def add_kem_prekey(
+        self, pair: KemKeyPair, signature: bytes, last_resort: bool, created: int
+    ) -> Dated[KemPrekey]:
+        if type(signature) is not bytes or len(signature) != 64:
+            raise StoreError("a prekey signature is 64 bytes")
+        pid = self._next_id()
+        flags = _LAST_RESORT if last_resort else 0
+        self._write("kem", str(pid), bytes([flags]) + _U64.pack(created) + pair.seed() + signature)
+        return Dated(KemPrekey(pid, pair, signature, last_resort), created)
+
+    def _kem(self, rid: str, raw: bytes) -> Dated[KemPrekey] | None:
+        if raw == bytes([_USED]):
+            return None
+        if len(raw) != 1 + 8 + 64 + 64 or raw[0] & ~_LAST_RESORT:
+            raise StoreError("malformed record", f"kem/{rid}")
+        try:
+            pair = KemKeyPair.from_seed(raw[9:73])
+        except E2EError:
+            raise StoreError("malformed record", f"kem/{rid}") from None
+        prekey = KemPrekey(int(rid), pair, raw[73:], bool(raw[0] & _LAST_RESORT))
+        return Dated(prekey, _U64.unpack(raw[1:9])[0])
+
+    def load_kem_prekey(self, prekey_id: int, base_key: bytes | None = None) -> Dated[KemPrekey]:
+        """The KEM prekey ``prekey_id``; with ``base_key``, :class:`PrekeyReused` if it was
+        already used (one-time) or already used with that base key (last resort)."""
+        rid = _prekey_id(prekey_id)
+        raw = self._read("kem", rid)
+        if raw is None:
+            raise UnknownPrekey("unknown KEM prekey id")
+        found = self._kem(rid, raw)
+        if found is None:
+            raise PrekeyReused("KEM prekey already used")
+        if (
+            base_key is not None
+            and found.item.last_resort
+            and self._get("kemuse", f"{rid}|{base_key.hex()}") is not None
+        ):
+            raise PrekeyReused("KEM prekey already used")
+        return found
+
+    def mark_kem_prekey_used(self, prekey_id: int, base_key: bytes) -> None:
+        rid = _prekey_id(prekey_id)
+        found = self.load_kem_prekey(prekey_id, base_key)
+        if found.item.last_resort:
+            self._write("kemuse", f"{rid}|{base_key.hex()}", b"")
+        else:
+            self._write("kem", rid, bytes([_USED]))
+
+    def kem_prekeys(self) -> list[Dated[KemPrekey]]:
+        found = (self._kem(rid, raw) for rid, raw in self._read_all("kem"))
+        return sorted((k for k in found if k is not None), key=lambda d: d.item.id)
+
+    def remove_kem_prekey(self, prekey_id: int) -> None:
+        rid = _prekey_id(prekey_id)
+        self._delete("kem", rid)
+        for use, _ in self._scan("kemuse", rid + "|"):
+            self._delete("kemuse", use)
+
+    # -- sessions --------------------------------------------------------------------------
+
+    @staticmethod
+    def _session(name: str, data: bytes) -> Session:
+        try:
+            return Session.from_bytes(data)
+        except E2EError:
+            raise StoreError("session state is invalid", name) from None
+
+    def load_session(self, addr: Address) -> Session | None:
+        rid = addr.record_id
+        self._lock("session", rid)
+        raw = self._read("session", rid)
+        return None if raw is None else self._session(f"session/{rid}", raw)
+
+    def save_session(self, addr: Address, session: Session) -> None:
+        self._write("session", addr.record_id, session.to_bytes())
+
+    def _archive(self, addr: Address) -> list[bytes]:
+        rid = addr.record_id
+        raw = self._read("archive", rid)
+        if raw is None:
+            return []
+        out: list[bytes] = []
+        pos = 1
+        try:
+            for _ in range(raw[0]):
+                (size,) = _U32.unpack_from(raw, pos)
+                out.append(raw[pos + 4 : pos + 4 + size])
+                pos += 4 + size
+                if pos > len(raw):
+                    raise ValueError
+        except (struct.error, IndexError, ValueError):
+            raise StoreError("malformed record", f"archive/{rid}") from None
+        if pos != len(raw) or len(out) > MAX_ARCHIVED_SESSIONS:
+            raise StoreError("malformed record", f"archive/{rid}")
+        return out
+
+    def _set_archive(self, addr: Address, states: list[bytes]) -> None:
+        states = states[:MAX_ARCHIVED_SESSIONS]
+        if not states:
+            self._delete("archive", addr.record_id)
+            return
+        body = b"".join(_U32.pack(len(s)) + s for s in states)
+        self._write("archive", addr.record_id, bytes([len(states)]) + body)
+
+    def archived_sessions(self, addr: Address) -> list[Session]:
+        name = f"archive/{addr.record_id}"
+        return [self._session(name, s) for s in self._archive(addr)]
+
+    def promote_session(self, addr: Address, session: Session) -> None:
+        """Make ``session`` current; the current one (if any) becomes the newest archived."""
+        rid = addr.record_id
+        self._lock("session", rid)
+        current = self._read("session", rid)
+        if current is not None:
+            self._session(f"session/{rid}", current)  # refuse to archive a bad record
+            self._set_archive(addr, [current, *self._archive(addr)])
+        self.save_session(addr, session)
+
+    def delete_session(self, addr: Address) -> None:
+        self._lock("session", addr.record_id)
+        self._delete("session", addr.record_id)
+        self._delete("archive", addr.record_id)
+
+    def device_ids(self, name: str) -> list[int]:
+        Address(name, 0)  # validates the name
+        out = []
+        for rid, _ in self._scan("session", name + "|"):
+            tail = rid[len(name) + 1 :]
+            if tail.isdigit() and tail.isascii():
+                out.append(int(tail))
+        return sorted(out)
+
+    # -- application data ------------------------------------------------------------------
+
+    @staticmethod
+    def _app_key(key: object) -> str:
+        if type(key) is not str or not key or len(key.encode(errors="replace")) > _MAX_APP_KEY:
+            raise StoreError("application key must be a non-empty str of at most 1 KiB")
+        if "\x00" in key:
+            raise StoreError("application key contains NUL")
+        return key
+
+    def app_get(self, key: str) -> bytes | None:
+        return self._read("app", self._app_key(key))
+
+    def app_put(self, key: str, value: bytes) -> None:
+        if not isinstance(value, bytes):
+            raise StoreError("application value must be bytes")
+        self._write("app", self._app_key(key), value)
+
+    def app_delete(self, key: str) -> None:
+        self._delete("app", self._app_key(key))
+
+    def app_keys(self, prefix: str = "") -> list[str]:
+        return [rid for rid, _ in self._scan("app", prefix)]
+
+    # -- session operations ------------------------------------------------------------------
+
+    def encrypt(self, addr: Address, plaintext: bytes) -> bytes:
+        """Encrypt with the current session and save it, in this transaction."""
+        session = self.load_session(addr)
+        if session is None:
+            raise StoreError("no session", f"session/{addr.record_id}")
+        if not self.is_trusted(addr, session.remote_identity, Direction.SENDING):
+            raise UntrustedIdentity("the peer's identity key changed: approve it first")
+        frame = session.encrypt(plaintext)
+        self.save_session(addr, session)
+        return frame
+
+    def decrypt(
+        self,
+        addr: Address,
+        frame: bytes,
+        *,
+        allowed_suites: Collection[Suite] = (DEFAULT,),
+        accept_replaced_identity: bool = True,
+    ) -> bytes:
+        """Decrypt with the current session, else an archived one (which then becomes
+        current), else -- for a prekey message of a new session -- set one up with the stored
+        prekeys. On any error nothing is written."""
+        parsed = decode_message(frame)
+        rid = addr.record_id
+        self._lock("session", rid)
+        current_raw = self._read("session", rid)
+        error: E2EError | None = None
+        if current_raw is not None:
+            current = self._session(f"session/{rid}", current_raw)
+            try:
+                plaintext = current.decrypt(frame)
+            except DuplicateMessage:
+                raise
+            except (DecryptError, StateError) as exc:
+                error = exc
+            else:
+                self.save_session(addr, current)
+                return plaintext
+        archive = self._archive(addr)
+        name = f"archive/{rid}"
+        for i, state in enumerate(archive):
+            old = self._session(name, state)
+            try:
+                plaintext = old.decrypt(frame)
+            except (DecryptError, StateError):
+                continue
+            rest = archive[:i] + archive[i + 1 :]
+            self._set_archive(addr, ([current_raw] if current_raw else []) + rest)
+            self.save_session(addr, old)
+            return plaintext
+        pre = parsed.prekey
+        if pre is None:
+            raise error or DecryptError("no session with this address")
+        if any(
+            hmac.compare_digest(self._session(name, s).base_key, pre.base_key)
+            for s in ([current_raw] if current_raw else []) + archive
+        ):
+            raise error or DecryptError("message of a known session does not decrypt")
+        if self._get("spkuse", f"{pre.spk_id}|{pre.base_key.hex()}") is not None:
+            raise PrekeyReused("a session was already set up with this base key")
+        if not accept_replaced_identity and not self.is_trusted(
+            addr, pre.identity_key, Direction.RECEIVING
+        ):
+            raise UntrustedIdentity("the peer's identity key changed")
+        session, plaintext = Session.respond(
+            self.local_identity(), StorePrekeys(self), frame, allowed_suites=allowed_suites
+        )
+        self._write("spkuse", f"{pre.spk_id}|{pre.base_key.hex()}", b"")
+        self.save_identity(addr, session.remote_identity)
+        self.promote_session(addr, session)
+        return plaintext
+
+    def initiate(
+        self,
+        addr: Address,
+        bundle: PrekeyBundle | bytes,
+        *,
+        allowed_suites: Collection[Suite] = (DEFAULT,),
+    ) -> Session:
+        """Start a session with ``addr`` from its bundle; it becomes the current session."""
+        if not isinstance(bundle, PrekeyBundle):
+            bundle = PrekeyBundle.from_bytes(bundle)
+        if not self.is_trusted(addr, bundle.identity_key, Direction.SENDING):
+            raise UntrustedIdentity("the peer's identity key changed: approve it first")
+        session = Session.initiate(self.local_identity(), bundle, allowed_suites=allowed_suites)
+        self.save_identity(addr, session.remote_identity)
+        self.promote_session(addr, session)
+        return session
+
+
+class StorePrekeys:
+    """A :class:`~e2e.prekeys.PrekeySource` over a store transaction, for ``Session.respond``."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: BaseTransaction) -> None:
+        self._tx = tx
+
+    def signed_prekey(self, spk_id: int) -> KeyPair:
+        return self._tx.load_signed_prekey(spk_id).item.pair
+
+    def one_time_prekey(self, opk_id: int) -> KeyPair:
+        return self._tx.load_one_time_prekey(opk_id).pair
+
+    def kem_prekey(self, kem_id: int, base_key: bytes) -> KemKeyPair:
+        return self._tx.load_kem_prekey(kem_id, base_key).item.pair
+
+    def mark_used(self, opk_id: int | None, kem_id: int | None, base_key: bytes) -> None:
+        if opk_id is not None:
+            self._tx.mark_one_time_prekey_used(opk_id)
+        if kem_id is not None:
+            self._tx.mark_kem_prekey_used(kem_id, base_key)
+
+
+def check_key(tx: BaseTransaction) -> None:
+    """Create the key-check record, or verify it: a wrong key raises :class:`StoreError`."""
+    found = tx._get("meta", "keycheck")
+    if found is None:
+        tx._write("meta", "keycheck", KEYCHECK)
+        return
+    try:
+        value = tx._read("meta", "keycheck")
+    except StoreError:
+        raise StoreError("wrong storage key or passphrase", "meta/keycheck") from None
+    if value is None or not hmac.compare_digest(value, KEYCHECK):
+        raise StoreError("wrong storage key or passphrase", "meta/keycheck")

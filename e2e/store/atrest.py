@@ -1,0 +1,158 @@
+"""Encryption of store records at rest (SPEC.md §Storage).
+
+Every record value is sealed under the storage key before it reaches a backend:
+
+    record = FORMAT (1 byte, 0x01) | salt (16 random bytes) | AES-256-GCM(k, nonce, pt, ad) | tag
+    k      = HMAC-SHA256(storage key, "e2e-store-record-v1" | salt)
+    nonce  = 12 zero bytes (every k seals exactly one value)
+    ad     = "e2e-store-v1" | u8 len(kind) | kind | u16 len(id) | id | u16 schema version
+
+A fresh key per write lifts AES-GCM's 2^32-messages-per-key limit for random nonces (a
+backend with millions of sessions writes far more than that); the 128-bit salt makes a key
+collision negligible (q^2 / 2^129 for q writes). The AD binds the table (kind) and the
+record id, so a row copied under another id, or into another table, fails authentication.
+
+The storage key is either 32 raw bytes or derived from a passphrase with scrypt
+(cryptography's :class:`Scrypt`); the salt and cost parameters are kept beside the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from e2e.errors import StoreError
+
+__all__ = [
+    "StorageKey",
+    "RECORD_SCHEMA",
+    "RECORD_FORMAT",
+    "RECORD_OVERHEAD",
+    "SCRYPT_N",
+    "KdfParams",
+    "record_ad",
+]
+
+#: Schema version of record plaintexts, bound into every record's AD.
+RECORD_SCHEMA: Final = 1
+#: First byte of every sealed record.
+RECORD_FORMAT: Final = 1
+_SALT_LEN: Final = 16
+_TAG_LEN: Final = 16
+#: Bytes a sealed record adds to its plaintext.
+RECORD_OVERHEAD: Final = 1 + _SALT_LEN + _TAG_LEN
+_NONCE: Final = bytes(12)
+_AD_LABEL: Final = b"e2e-store-v1"
+_KEY_LABEL: Final = b"e2e-store-record-v1"
+#: Default scrypt cost (2^17 x 8 x 1: 128 MiB, about a third of a second).
+SCRYPT_N: Final = 2**17
+_KDF_FORMAT: Final = 1
+
+
+def record_ad(kind: str, record_id: str, schema: int = RECORD_SCHEMA) -> bytes:
+    """The associated data binding a record to its table, id and schema version."""
+    k = kind.encode()
+    i = record_id.encode()
+    if len(k) > 0xFF or len(i) > 0xFFFF:
+        raise StoreError("record name too long", f"{kind[:32]}/{record_id[:64]}")
+    return (
+        _AD_LABEL + bytes([len(k)]) + k + struct.pack(">H", len(i)) + i + struct.pack(">H", schema)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """scrypt parameters stored (in clear) beside the data: format | n | r | p | salt."""
+
+    salt: bytes
+    n: int = SCRYPT_N
+    r: int = 8
+    p: int = 1
+
+    def to_bytes(self) -> bytes:
+        return struct.pack(">BIHH", _KDF_FORMAT, self.n, self.r, self.p) + self.salt
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KdfParams:
+        if len(data) != 9 + _SALT_LEN or data[0] != _KDF_FORMAT:
+            raise StoreError("malformed key derivation parameters", "meta/kdf")
+        _, n, r, p = struct.unpack(">BIHH", data[:9])
+        if n < 2 or n & (n - 1) or n > 2**22 or not 1 <= r <= 32 or not 1 <= p <= 16:
+            raise StoreError("key derivation parameters out of range", "meta/kdf")
+        return cls(data[9:], n, r, p)
+
+    @classmethod
+    def generate(cls, n: int = SCRYPT_N) -> KdfParams:
+        return cls(os.urandom(_SALT_LEN), n)
+
+
+class StorageKey:
+    """The key that seals store records. Never printed; compare with :meth:`same_as`."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes) -> None:
+        if type(key) is not bytes or len(key) != 32:
+            raise StoreError("a storage key is 32 bytes")
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> StorageKey:
+        return cls(os.urandom(32))
+
+    @classmethod
+    def from_passphrase(cls, passphrase: str | bytes, params: KdfParams) -> StorageKey:
+        """scrypt(passphrase, salt, n, r, p) -> 32 bytes."""
+        secret = passphrase.encode() if isinstance(passphrase, str) else passphrase
+        if not secret:
+            raise StoreError("empty passphrase")
+        try:
+            key = Scrypt(salt=params.salt, length=32, n=params.n, r=params.r, p=params.p).derive(
+                secret
+            )
+        except (ValueError, MemoryError):
+            raise StoreError("scrypt failed for these parameters", "meta/kdf") from None
+        return cls(key)
+
+    def __repr__(self) -> str:
+        return "StorageKey(<secret>)"
+
+    def same_as(self, other: StorageKey) -> bool:
+        return hmac.compare_digest(self._key, other._key)
+
+    def _record_key(self, salt: bytes) -> AESGCM:
+        return AESGCM(hmac.new(self._key, _KEY_LABEL + salt, hashlib.sha256).digest())
+
+    def seal(self, kind: str, record_id: str, plaintext: bytes) -> bytes:
+        """Seal one record value for (kind, record_id)."""
+        salt = os.urandom(_SALT_LEN)
+        ct = self._record_key(salt).encrypt(_NONCE, plaintext, record_ad(kind, record_id))
+        return bytes([RECORD_FORMAT]) + salt + ct
+
+    def open(self, kind: str, record_id: str, sealed: object) -> bytes:
+        """Open a record; :class:`StoreError` naming it if it is malformed or fails to
+        authenticate (tampered, moved from another id, or a wrong storage key)."""
+        name = f"{kind}/{record_id}"
+        if isinstance(sealed, memoryview | bytearray):
+            sealed = bytes(sealed)
+        if type(sealed) is not bytes or len(sealed) < RECORD_OVERHEAD:
+            raise StoreError("record is truncated or not bytes", name)
+        if sealed[0] != RECORD_FORMAT:
+            raise StoreError("record has an unknown format", name)
+        salt = sealed[1 : 1 + _SALT_LEN]
+        try:
+            return self._record_key(salt).decrypt(
+                _NONCE, sealed[1 + _SALT_LEN :], record_ad(kind, record_id)
+            )
+        except InvalidTag:
+            raise StoreError(
+                "record failed authentication (tampered, moved, or wrong storage key)", name
+            ) from None
