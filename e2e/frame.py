@@ -9,6 +9,10 @@ nesting capped), then checks the exact key set, every value's type and length, a
 re-encoding reproduces the input byte for byte - which rejects indefinite lengths,
 duplicate or unsorted keys and non-shortest integers. Authentication always covers the
 bytes as received (``MessageFrame.ad_prefix``), never a re-encoding.
+
+Normal messages (the per-message hot path) are first matched against their exact canonical
+layout, built from the same items; only a byte-for-byte match is accepted there, and
+everything else goes through the strict path above.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import cbor2
 from e2e.constants import FRAME_VERSION, MAX_FRAME_BYTES
 from e2e.errors import DecodeError, LimitExceeded, UnsupportedVersion
 from e2e.keys import KEM_CIPHERTEXT_LEN, X25519_LEN
-from e2e.suite import Suite, get_suite
+from e2e.suite import SUITES, Suite, get_suite
 
 __all__ = [
     "K",
@@ -185,8 +189,73 @@ _PREKEY: Final = {
 }
 
 
+def _bytes_head(n: int) -> bytes:
+    """The shortest CBOR head of a byte string of ``n`` bytes (RFC 8949 §4.2.1)."""
+    if n < 24:
+        return bytes((0x40 | n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x5a" + n.to_bytes(4, "big")
+    return b"\x5b" + n.to_bytes(8, "big")
+
+
+#: Length of a byte string head by its first byte (major type 2, definite lengths only).
+_BYTES_HEAD_LEN: Final = {**{0x40 + n: 1 for n in range(24)}, 0x58: 2, 0x59: 3, 0x5A: 5, 0x5B: 9}
+_BODY_KEY: Final = bytes((K.BODY,))
+
+
+def _message_head(suite: Suite) -> bytes:
+    """Canonical bytes of a normal message frame up to its header's content:
+    map(5) {0: FRAME_VERSION, 1: suite id, 2: MESSAGE, 9: bytes(header length) ..."""
+    items = (K.VERSION, FRAME_VERSION, K.SUITE, suite.id, K.TYPE, T.MESSAGE, K.HEADER)
+    header_len = SEALED_HEADER_LEN if suite.header_encryption else HEADER_LEN
+    return b"\xa5" + b"".join(cbor2.dumps(i) for i in items) + _bytes_head(header_len)
+
+
+#: For each suite, the canonical head of its normal message frames -> (suite, header length).
+_MESSAGE_HEADS: Final = {
+    _message_head(s): (s, SEALED_HEADER_LEN if s.header_encryption else HEADER_LEN)
+    for s in SUITES.values()
+}
+_MESSAGE_HEAD_LEN: Final = 10
+assert all(len(head) == _MESSAGE_HEAD_LEN for head in _MESSAGE_HEADS)
+
+
+def _decode_plain_message(raw: bytes) -> MessageFrame | None:
+    """The hot path: a normal message frame matched against its exact canonical layout.
+
+    Accepts ``raw`` only if it is byte for byte the canonical encoding of
+    {0: FRAME_VERSION, 1: suite, 2: MESSAGE, 9: header, 10: body} with the suite's header
+    length - then the strict path would return the very same frame. Anything else
+    (prekey messages, every malformed or non-canonical input) returns None, and the strict
+    path decides.
+    """
+    layout = _MESSAGE_HEADS.get(raw[:_MESSAGE_HEAD_LEN])
+    if layout is None:
+        return None
+    suite, header_len = layout
+    body_key = _MESSAGE_HEAD_LEN + header_len
+    if raw[body_key : body_key + 1] != _BODY_KEY:
+        return None
+    head_len = _BYTES_HEAD_LEN.get(raw[body_key + 1]) if len(raw) > body_key + 1 else None
+    if head_len is None:
+        return None
+    body_start = body_key + 1 + head_len
+    body_len = len(raw) - body_start
+    if body_len < 0 or raw[body_key + 1 : body_start] != _bytes_head(body_len):
+        return None
+    return MessageFrame(suite, raw[_MESSAGE_HEAD_LEN:body_key], raw[body_start:], None, raw)
+
+
 def decode_message(raw: object) -> MessageFrame:
     """Decode a message or prekey-message frame; raises only :class:`DecodeError` subclasses."""
+    if type(raw) is bytes and len(raw) <= MAX_FRAME_BYTES:
+        frame = _decode_plain_message(raw)
+        if frame is not None:
+            return frame
     # One schema covers both types; the type then decides which fields must be there.
     obj = decode_map(raw, _PREKEY, "message frame")
     assert type(raw) is bytes
@@ -227,6 +296,11 @@ def encode_message(
     seal_body: Callable[[bytes], bytes],
 ) -> bytes:
     """Encode a frame whose body is ``seal_body(ad_prefix)`` of exactly ``body_len`` bytes."""
+    if prekey is None:
+        head = _message_head_of(suite, len(header))
+        if head is not None:  # the hot path: the same bytes as encode_map below
+            prefix = head + header + _BODY_KEY + _bytes_head(body_len)
+            return prefix + _sealed(seal_body, prefix, body_len)
     fields: dict[int, int | bytes] = {
         K.VERSION: FRAME_VERSION,
         K.SUITE: suite.id,
@@ -246,7 +320,20 @@ def encode_message(
     # prefix before the body's content is what the receiver will authenticate.
     fields[K.BODY] = bytes(body_len)
     prefix = encode_map(fields)[:-body_len] if body_len else encode_map(fields)
+    return prefix + _sealed(seal_body, prefix, body_len)
+
+
+_HEADS_BY_SUITE: Final = {suite.id: (head, n) for head, (suite, n) in _MESSAGE_HEADS.items()}
+
+
+def _message_head_of(suite: Suite, header_len: int) -> bytes | None:
+    """The canonical head of a normal message of ``suite`` if the header length is right."""
+    head, want = _HEADS_BY_SUITE[suite.id]
+    return head if header_len == want else None
+
+
+def _sealed(seal_body: Callable[[bytes], bytes], prefix: bytes, body_len: int) -> bytes:
     body = seal_body(prefix)
     if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
         raise AssertionError("sealed body length differs from its prediction")
-    return prefix + body
+    return body
