@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from e2e.errors import AuthenticationFailed
 
-__all__ = ["Header"]
+__all__ = ["Header", "encode_header"]
 
 _PACK = struct.Struct(">32sII")
 
@@ -31,3 +31,8 @@ class Header:
             raise AuthenticationFailed("header has the wrong length")
         dh, pn, n = _PACK.unpack(data)
         return cls(dh, pn, n)
+
+
+def encode_header(dh: bytes, pn: int, n: int) -> bytes:
+    """``Header(dh, pn, n).encode()`` without building the object (the sending hot path)."""
+    return _PACK.pack(dh, pn, n)

@@ -31,7 +31,7 @@ from e2e.errors import (
     TooManySkipped,
 )
 from e2e.frame import MessageFrame, PrekeyFields, encode_message
-from e2e.header import Header
+from e2e.header import Header, encode_header
 from e2e.keys import KeyPair, Rng
 from e2e.message_key import open_, open_header, seal, seal_header
 from e2e.root_key import root_step
@@ -181,10 +181,10 @@ class Ratchet:
             raise LimitExceeded("sending chain exhausted; a DH ratchet step is needed")
         suite = self.suite
         next_ck, seed = chain_step(cks)
-        header = Header(self.dhs.public, self.pn, self.ns).encode()
-        if self.hks is not None:
-            header = seal_header(self.hks, self.rng(_HEADER_NONCE_LEN), self.ad, header)
+        header = encode_header(self.dhs.public, self.pn, self.ns)
         ad = self.ad
+        if self.hks is not None:
+            header = seal_header(self.hks, self.rng(_HEADER_NONCE_LEN), ad, header)
         frame = encode_message(
             suite,
             header,
@@ -214,14 +214,18 @@ class Ratchet:
         Returns the header and which chain it belongs to: "current", "next" or "old".
         """
         if self.suite.header_encryption:
-            for key, chain in ((self.hkr, "current"), (self.nhkr, "next")):
-                if key is not None:
-                    plain = open_header(key, self.ad, data)
-                    if plain is not None:
-                        header = Header.decode(plain)
-                        if chain == "current" and header.dh != self.dhr:
-                            raise AuthenticationFailed("header names another ratchet key")
-                        return header, chain
+            ad = self.ad
+            if self.hkr is not None:
+                plain = open_header(self.hkr, ad, data)
+                if plain is not None:
+                    header = Header.decode(plain)
+                    if header.dh != self.dhr:
+                        raise AuthenticationFailed("header names another ratchet key")
+                    return header, "current"
+            if self.nhkr is not None:
+                plain = open_header(self.nhkr, ad, data)
+                if plain is not None:
+                    return Header.decode(plain), "next"
             for _, old_key in reversed(self.old_chains):
                 if old_key is not None:
                     plain = open_header(old_key, self.ad, data)
@@ -243,11 +247,13 @@ class Ratchet:
         if chain == "old":
             raise DuplicateMessage("message already decrypted (or its key was discarded)")
         if chain == "current":
-            if header.n < self.nr:
+            ckr, nr = self.ckr, self.nr
+            if header.n < nr:
                 raise DuplicateMessage("message already decrypted (or its key was discarded)")
-            assert self.ckr is not None
+            assert ckr is not None
             new_skipped: list[tuple[tuple[bytes, int], bytes]] = []
-            ckr, nr = self._skip(self.ckr, self.nr, header.n, header.dh, new_skipped)
+            if header.n > nr:
+                ckr, nr = self._skip(ckr, nr, header.n, header.dh, new_skipped)
             ckr, seed = chain_step(ckr)
             return _Recv(seed, ckr=ckr, nr=nr + 1, new_skipped=new_skipped)
         # A new remote ratchet key: one DH ratchet step (two root-key steps).
