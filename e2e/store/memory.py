@@ -64,11 +64,15 @@ class _MemoryTransaction(BaseTransaction):
 class MemoryStore:
     """A store in a dict. ``rows`` is exposed for tests (tampering) and nothing else."""
 
-    def __init__(self, key: StorageKey | bytes | None = None) -> None:
+    def __init__(
+        self, key: StorageKey | bytes | None = None, *, rows: dict[_Key, bytes] | None = None
+    ) -> None:
+        """A new store, or -- with ``rows`` of another MemoryStore -- the same data reopened
+        (the key check then verifies ``key``)."""
         if key is None:
             key = StorageKey.generate()
         self._key = key if isinstance(key, StorageKey) else StorageKey(key)
-        self.rows: dict[_Key, bytes] = {}
+        self.rows: dict[_Key, bytes] = {} if rows is None else rows
         self._mutex = threading.Lock()
         self._owner: int | None = None
         self._closed = False

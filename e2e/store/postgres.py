@@ -120,6 +120,7 @@ class PostgresStore:
             raise StoreError("give exactly one of a storage key and a passphrase")
         self.schema = schema
         self._owner: int | None = None
+        self._mutex = threading.Lock()
         self._table = sql.Identifier(schema, "e2e_records")
         try:
             self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
@@ -185,8 +186,12 @@ class PostgresStore:
 
     @contextmanager
     def _begin(self) -> Iterator[_PgTransaction]:
-        if self._owner is not None:
-            raise StoreError("nested transaction or store shared between threads")
+        if self._owner == threading.get_ident():
+            raise StoreError("nested transaction")
+        with self._mutex:
+            yield from self._locked_begin()
+
+    def _locked_begin(self) -> Iterator[_PgTransaction]:
         self._owner = threading.get_ident()
         try:
             with self._conn.transaction():

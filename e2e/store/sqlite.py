@@ -113,8 +113,11 @@ class SqliteStore:
             raise StoreError("give exactly one of a storage key and a passphrase")
         self.path = os.fspath(path)
         self._owner: int | None = None
+        self._mutex = threading.Lock()
         try:
-            self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database: {type(exc).__name__}", "sqlite") from None
         try:
@@ -179,8 +182,12 @@ class SqliteStore:
 
     @contextmanager
     def _begin(self) -> Iterator[_SqliteTransaction]:
-        if self._owner is not None:
-            raise StoreError("nested transaction or store shared between threads")
+        if self._owner == threading.get_ident():
+            raise StoreError("nested transaction")
+        with self._mutex:
+            yield from self._locked_begin()
+
+    def _locked_begin(self) -> Iterator[_SqliteTransaction]:
         c = self._conn
         self._owner = threading.get_ident()
         try:
