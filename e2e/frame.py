@@ -98,6 +98,37 @@ def encode_map(fields: Mapping[int, int | bytes]) -> bytes:
     return cbor2.dumps(fields)
 
 
+def _check_flat(raw: bytes, what: str) -> None:
+    """Before any decoding: ``raw`` is one map of exactly its items, each an unsigned
+    integer or a definite-length byte string (nesting depth 1, nothing truncated).
+
+    This walks only the item heads (at most 2 * 23 of them), so a nested, indefinite,
+    truncated or overlong input costs no decoder work at all.
+    """
+    end = len(raw)
+    pos = 1
+    for _ in range(2 * (raw[0] & 0x1F)):
+        if pos >= end:
+            raise DecodeError(f"{what} is truncated")
+        head = raw[pos]
+        major, info = head >> 5, head & 0x1F
+        pos += 1
+        if major > 2 or major == 1 or info > 27:  # only uint (0) and bytes (2), definite
+            raise DecodeError(f"{what} holds an item that is not an integer or byte string")
+        if info < 24:
+            arg = info
+        else:
+            size = 1 << (info - 24)
+            arg = int.from_bytes(raw[pos : pos + size], "big")
+            pos += size
+        if major == 2:
+            pos += arg
+        if pos > end:
+            raise DecodeError(f"{what} is truncated")
+    if pos != end:
+        raise DecodeError(f"{what} has trailing bytes")
+
+
 def decode_map(
     raw: object,
     schema: Mapping[int, Field],
@@ -112,6 +143,7 @@ def decode_map(
         raise LimitExceeded(f"{what} larger than {max_bytes} bytes")
     if not raw or not 0xA0 <= raw[0] <= 0xB7:
         raise DecodeError(f"{what} is not a small CBOR map")
+    _check_flat(raw, what)
     try:
         obj = cbor2.loads(raw, tag_hook=_reject_tag)
     except DecodeError:

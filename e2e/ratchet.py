@@ -259,10 +259,10 @@ class Ratchet:
         # A new remote ratchet key: one DH ratchet step (two root-key steps).
         suite = self.suite
         new_skipped = []
+        if header.n > MAX_SKIP:  # checked before any skipping or DH: no work for it
+            raise TooManySkipped("message number beyond MAX_SKIP")
         if self.ckr is not None and self.dhr is not None:
             self._skip(self.ckr, self.nr, header.pn, self.dhr, new_skipped)
-        if header.n > MAX_SKIP:
-            raise TooManySkipped("message number beyond MAX_SKIP")
         rk, ckr, nhkr = root_step(suite, self.rk, self.dhs.exchange(header.dh))
         dhs = KeyPair.generate(self.rng)
         rk, cks, nhks = root_step(suite, rk, dhs.exchange(header.dh))
