@@ -58,6 +58,7 @@ separate tests at the end pin down its exact, bounded consequence.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -81,6 +82,7 @@ from e2e import (
     KeyPair,
     LocalPrekeys,
     Session,
+    Suite,
     TooManySkipped,
 )
 
@@ -376,24 +378,29 @@ class Parties(RuleBasedStateMachine):
             assert s.to_bytes() == saved
 
 
-Parties.TestCase.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+# E2E_SM_EXAMPLES lowers the example count (mutation runs use 25).
+Parties.TestCase.settings = settings(
+    max_examples=int(os.environ.get("E2E_SM_EXAMPLES", "150")),
+    stateful_step_count=60,
+    deadline=None,
+)
 TestParties = Parties.TestCase
 
 
 # -- the cloned sender, outside the machine ------------------------------------------------
 
 
-def _pair(suite: object) -> tuple[Session, Session]:
+def _pair(suite: Suite) -> tuple[Session, Session]:
     ai, bi = KeyPair.generate(), KeyPair.generate()
-    keys = LocalPrekeys.generate(bi, suite, one_time=1)  # type: ignore[arg-type]
-    alice = Session.initiate(ai, keys.bundle().to_bytes(), allowed_suites=(suite,))  # type: ignore[arg-type]
-    bob, _ = Session.respond(bi, keys, alice.encrypt(b"hello"), allowed_suites=(suite,))  # type: ignore[arg-type]
+    keys = LocalPrekeys.generate(bi, suite, one_time=1)
+    alice = Session.initiate(ai, keys.bundle().to_bytes(), allowed_suites=(suite,))
+    bob, _ = Session.respond(bi, keys, alice.encrypt(b"hello"), allowed_suites=(suite,))
     alice.decrypt(bob.encrypt(b"hi"))
     return alice, bob
 
 
 @pytest.mark.parametrize("suite", [SIGNAL, PQ], ids=["SIGNAL", "PQ"])
-def test_cloned_sender_after_delivery_is_a_duplicate(suite: object) -> None:
+def test_cloned_sender_after_delivery_is_a_duplicate(suite: Suite) -> None:
     """A sender rolled back re-sends in a slot the receiver already consumed: refused."""
     alice, bob = _pair(suite)
     old = alice.to_bytes()
@@ -406,7 +413,7 @@ def test_cloned_sender_after_delivery_is_a_duplicate(suite: object) -> None:
 
 
 @pytest.mark.parametrize("suite", [SIGNAL, PQ], ids=["SIGNAL", "PQ"])
-def test_cloned_sender_first_delivery_wins_the_slot(suite: object) -> None:
+def test_cloned_sender_first_delivery_wins_the_slot(suite: Suite) -> None:
     """Two messages in one slot (the key reuse a clone causes): exactly one decrypts.
 
     The protocol cannot tell a clone from the original; what it guarantees is that one
