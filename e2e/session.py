@@ -256,9 +256,18 @@ class Session:
             not he and any(k in obj for k in (_S.HKS, _S.HKR))
         ):
             raise StateError("invalid session state: header keys do not match the suite")
-        if (_S.CKR in obj and _S.DHR not in obj) or (_S.PENDING_SPK_ID in obj) != (
-            _S.PENDING_KEM_ID in obj if suite.pq else _S.PENDING_SPK_ID in obj
-        ):
+        if he and ((_S.CKS in obj and _S.HKS not in obj) or (_S.CKR in obj and _S.HKR not in obj)):
+            # Without its header key a chain would send (or expect) plaintext headers.
+            raise StateError("invalid session state: a chain lacks its header key")
+        if _S.PENDING_SPK_ID in obj:  # the KEM fields are there exactly for a PQ suite
+            bad_pending = any(
+                (k in obj) != suite.pq for k in (_S.PENDING_KEM_ID, _S.PENDING_KEM_CT)
+            )
+        else:
+            bad_pending = any(
+                k in obj for k in (_S.PENDING_OPK_ID, _S.PENDING_KEM_ID, _S.PENDING_KEM_CT)
+            )
+        if (_S.CKR in obj and _S.DHR not in obj) or bad_pending:
             raise StateError("invalid session state: inconsistent fields")
         rec = 64 if he else 32
         chains_raw: bytes = obj.get(_S.OLD_CHAINS, b"")

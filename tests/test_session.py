@@ -174,6 +174,34 @@ def test_state_field_checks(states: dict[str, bytes]) -> None:
                 Session.from_bytes(reencode(variant))
 
 
+def test_state_without_a_chain_header_key_is_refused() -> None:
+    """Suite 2: a sending chain without its header key would put the ratchet key and counters
+    in clear on the wire; a receiving chain without one is inconsistent too."""
+    pair = handshake(PQ)
+    assert pair.bob is not None
+    for session, drop in ((pair.alice, 12), (pair.bob, 12), (pair.alice, 13), (pair.bob, 13)):
+        fields = cbor2.loads(session.to_bytes())
+        assert drop in fields
+        with pytest.raises(StateError):
+            Session.from_bytes(reencode({k: v for k, v in fields.items() if k != drop}))
+
+
+@pytest.mark.parametrize("suite_", [SIGNAL, PQ], ids=SUITE_IDS)
+def test_state_with_inconsistent_pending_fields_is_refused(suite_: Suite) -> None:
+    """Pending X3DH fields: KEM id and ciphertext exactly for suite 2, nothing without SPK id."""
+    fields = cbor2.loads(setup(suite_).alice.to_bytes())
+    assert 21 in fields and (23 in fields) == (24 in fields) == suite_.pq
+    variants: list[dict[int, Any]] = [{k: v for k, v in fields.items() if k != 21}]
+    if suite_.pq:
+        variants += [{k: v for k, v in fields.items() if k != drop} for drop in (23, 24)]
+    else:
+        variants += [{**fields, 23: 5}, {**fields, 24: bytes(1568)}]
+    for variant in variants:
+        with pytest.raises(StateError):
+            Session.from_bytes(reencode(variant))
+    Session.from_bytes(reencode(fields))
+
+
 def test_too_many_skipped_records_in_state(states: dict[str, bytes]) -> None:
     from e2e.constants import MAX_STORED_SKIPPED
 
