@@ -363,9 +363,13 @@ def test_truncated_and_garbage(suite: Suite, valid: dict[str, bytes]) -> None:
     for junk in (b"", b"\x00", b"\xa0", b"\xa1", b"\xa1\x00", b"\xb7", b"\xff", b"\x80"):
         assert_rejected("message", junk)
         assert_rejected("bundle", junk)
-    # A byte string that claims to be 2^63 bytes long.
-    huge = b"\xa1\x00\x5b" + struct.pack(">Q", 2**63)
-    assert_rejected("message", huge)
+    # Items that claim to be enormous: nothing is allocated up front, all are DecodeErrors.
+    for major in (0x5B, 0x7B, 0x9B, 0xBB):  # bytes, text, array, map with 8-byte lengths
+        for n in (2**32, 2**63, 2**64 - 1):
+            huge = b"\xa1\x00" + bytes([major]) + struct.pack(">Q", n)
+            for kind in KINDS:
+                assert_rejected(kind, huge)
+                assert_rejected(kind, with_value(valid[kind], K.TYPE, huge[2:]))
 
 
 @pytest.mark.parametrize("value", [bytearray(b"\xa0"), memoryview(b"\xa0"), "a0", None, 5, [1]])

@@ -207,6 +207,28 @@ def test_wrong_length_x25519_keys(field: str, size: int, suite: Suite) -> None:
         initiate(keys, bad.to_bytes(), suite)
 
 
+@pytest.mark.parametrize("field", ["identity_key", "spk", "opk", "kem_pk"])
+def test_wrong_key_types_in_a_bundle_object(field: str, suite: Suite) -> None:
+    """Hand-built bundle objects with keys that are not bytes: InvalidKey, never a crash."""
+    if field == "kem_pk" and not suite.pq:
+        pytest.skip("suite 1 has no KEM prekey")
+    keys = LocalPrekeys.generate(KeyPair.generate(), suite)
+    size = KEM_PUBLIC_LEN if field == "kem_pk" else 32
+    for value in ("a" * size, bytearray(size), memoryview(bytes(size)), size, [0] * size):
+        with pytest.raises(InvalidKey):
+            initiate(keys, replace(keys.bundle(), **{field: value}), suite)
+
+
+def test_kem_key_where_an_ec_key_belongs_and_vice_versa() -> None:
+    keys = LocalPrekeys.generate(KeyPair.generate(), PQ)
+    bundle = keys.bundle()
+    assert bundle.kem_pk is not None
+    with pytest.raises(InvalidKey):
+        initiate(keys, replace(bundle, spk=bundle.kem_pk), PQ)
+    with pytest.raises(InvalidKey):
+        initiate(keys, signed_bundle(keys, kem_pk=bundle.spk), PQ)
+
+
 @pytest.mark.parametrize("size", [0, 32, KEM_PUBLIC_LEN - 1, KEM_PUBLIC_LEN + 1])
 def test_wrong_length_kem_key(size: int) -> None:
     keys = LocalPrekeys.generate(KeyPair.generate(), PQ)
