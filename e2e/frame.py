@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import cbor2
 
@@ -187,9 +187,11 @@ class PrekeyFields:
     kem_ciphertext: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class MessageFrame:
-    """A decoded message frame, holding the bytes as received."""
+class MessageFrame(NamedTuple):
+    """A decoded message frame, holding the bytes as received.
+
+    An immutable named tuple: built for every received message, so it is cheap to build.
+    """
 
     suite: Suite
     header: bytes

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from e2e.errors import AuthenticationFailed
 
@@ -12,9 +12,11 @@ __all__ = ["Header", "encode_header"]
 _PACK = struct.Struct(">32sII")
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """Sender's current ratchet public key, previous chain length PN and message number N."""
+class Header(NamedTuple):
+    """Sender's current ratchet public key, previous chain length PN and message number N.
+
+    An immutable named tuple: decoded on every received message, so it is cheap to build.
+    """
 
     dh: bytes
     pn: int
@@ -29,8 +31,7 @@ class Header:
         # Only ever called on 40 authenticated-or-length-checked bytes.
         if len(data) != _PACK.size:
             raise AuthenticationFailed("header has the wrong length")
-        dh, pn, n = _PACK.unpack(data)
-        return cls(dh, pn, n)
+        return cls._make(_PACK.unpack(data))
 
 
 def encode_header(dh: bytes, pn: int, n: int) -> bytes:
