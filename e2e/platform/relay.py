@@ -276,6 +276,54 @@ class Relay:
         except E2EError as exc:
             raise self._refuse(exc) from None
 
+    def precheck(
+        self,
+        sender: tuple[bytes, int],
+        cls: MessageClass,
+        to_account: bytes,
+        dests: list[tuple[bytes, int]],
+    ) -> None:
+        """Raise the refusal :meth:`submit` would raise for this send, changing nothing.
+
+        Devices call it before encrypting, so a refused send does not consume message keys.
+        """
+        try:
+            self._check(sender, cls, to_account, dests)
+        except E2EError as exc:
+            raise self._refuse(exc) from None
+
+    def _check(
+        self,
+        sender: tuple[bytes, int],
+        cls: MessageClass,
+        to_account: bytes,
+        given: list[tuple[bytes, int]],
+    ) -> tuple[Kind, bytes, bytes, ChatState, bool, int]:
+        self._device(*sender)
+        src = self._account(sender[0])
+        dst = self._account(to_account)
+        if src.kind == dst.kind:
+            raise NotAllowed(f"a {src.kind} cannot message a {dst.kind}")
+        if src.kind == "customer" and cls is not MessageClass.SERVICE:
+            raise NotAllowed("customers send service messages only")
+        want = {(to_account, d) for d in dst.devices} | {
+            (sender[0], d) for d in src.devices if d != sender[1]
+        }
+        if len(set(given)) != len(given) or set(given) != want:
+            missing = sorted(want - set(given))
+            extra = sorted(set(given) - want)
+            raise StaleDeviceList(missing, extra)
+        now = self.clock()
+        if src.kind == "business":
+            business, customer = sender[0], to_account
+        else:
+            business, customer = to_account, sender[0]
+        chat = self._chats.get((business, customer)) or ChatState()
+        in_window = False
+        if src.kind == "business":
+            in_window = chat.check_business_send(cls, now, self.config)
+        return src.kind, business, customer, chat, in_window, now
+
     def _submit(self, sender: tuple[bytes, int], envelopes: list[bytes]) -> Receipt:
         if not envelopes:
             raise DecodeError("empty batch")
@@ -290,32 +338,14 @@ class Relay:
                 first.to_account,
             ) or env.commitment != first.commitment:
                 raise DecodeError("batch copies disagree on their message metadata")
-        self._device(*sender)
-        src = self._account(sender[0])
-        dst = self._account(first.to_account)
-        if src.kind == dst.kind:
-            raise NotAllowed(f"a {src.kind} cannot message a {dst.kind}")
-        if src.kind == "customer" and first.cls is not MessageClass.SERVICE:
-            raise NotAllowed("customers send service messages only")
-        given = [env.dest for env in envs]
-        want = {(first.to_account, d) for d in dst.devices} | {
-            (sender[0], d) for d in src.devices if d != sender[1]
-        }
-        if len(set(given)) != len(given) or set(given) != want:
-            missing = sorted(want - set(given))
-            extra = sorted(set(given) - want)
-            raise StaleDeviceList(missing, extra)
+        kind, business, customer, chat, in_window, now = self._check(
+            sender, first.cls, first.to_account, [env.dest for env in envs]
+        )
         if (sender[0], first.message_id) in self._seen_ids:
             raise DuplicateSubmission("message id already used by this sender")
-        now = self.clock()
-        if src.kind == "business":
-            business, customer = sender[0], first.to_account
-        else:
-            business, customer = first.to_account, sender[0]
-        chat = self._chats.get((business, customer)) or ChatState()
+        src = self._account(sender[0])
         price = 0
         if src.kind == "business":
-            in_window = chat.check_business_send(first.cls, now, self.config)
             price = self.config.prices.price(first.cls, in_window)
             bill = self._billing.setdefault(business, {})
             bill[(first.cls, in_window)] = bill.get((first.cls, in_window), 0) + 1

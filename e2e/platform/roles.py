@@ -221,36 +221,33 @@ class Device:
         """Send one message to every device of ``to_account`` and to our other devices."""
         body = text.encode() if isinstance(text, str) else text
         for attempt in range(3):
-            message_id = self.rng(MESSAGE_ID_LEN)
-            fk = self.rng(FRANKING_KEY_LEN)
-            inner = Inner(cls, self.account.name, to_account, message_id, fk, body)
-            padded = inner.to_padded()
-            commitment = commit(fk, cls, self.account.name, to_account, message_id, body)
             dests = self._dests(to_account)
-            saved = {d: [_clone(s) for s in self.sessions.get(d, [])] for d in dests}
             try:
+                self.relay.precheck(self.addr, cls, to_account, dests)
+                message_id = self.rng(MESSAGE_ID_LEN)
+                fk = self.rng(FRANKING_KEY_LEN)
+                inner = Inner(cls, self.account.name, to_account, message_id, fk, body)
+                padded = inner.to_padded()
+                commitment = commit(fk, cls, self.account.name, to_account, message_id, body)
                 envs = []
                 for dest in dests:
+                    # Once a frame is made its message key is spent: a refused send below
+                    # does not roll the session back (that would reuse the key).
                     frame = self._session_for(dest).encrypt(padded)
                     env = Envelope(
                         cls, self.account.name, self.device_id, to_account, dest[0], dest[1],
                         message_id, commitment, frame,
                     )  # fmt: skip
                     envs.append(env.to_bytes())
+                for dest in dests:
+                    self._persist(dest)
                 receipt = self.relay.submit(self.addr, envs)
-            except E2EError as exc:
-                for dest, copies in saved.items():
-                    if copies:
-                        self.sessions[dest] = copies
-                    else:
-                        self.sessions.pop(dest, None)
-                if isinstance(exc, StaleDeviceList) and attempt < 2:
-                    self.refresh(to_account)
-                    self.refresh(self.account.name)
-                    continue
-                raise
-            for dest in dests:
-                self._persist(dest)
+            except StaleDeviceList:
+                if attempt == 2:
+                    raise
+                self.refresh(to_account)
+                self.refresh(self.account.name)
+                continue
             self.seen.add((self.account.name, message_id))
             self._remember(
                 Message(
