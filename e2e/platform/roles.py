@@ -53,8 +53,9 @@ from e2e.suite import DEFAULT, Suite
 __all__ = ["Message", "Device", "Account", "Customer", "Business", "SessionSink"]
 
 Addr = tuple[bytes, int]
-#: Called with (device, peer address, that peer's sessions serialized) after every change.
-SessionSink = Callable[["Device", Addr, list[bytes]], None]
+#: Called with (device, peer address, that peer's sessions, current first) after every change
+#: (an empty list: the peer device is gone). Persist them here, e.g. in an e2e.store.
+SessionSink = Callable[["Device", Addr, list[Session]], None]
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -192,7 +193,7 @@ class Device:
 
     def _persist(self, addr: Addr) -> None:
         if self.session_sink is not None:
-            self.session_sink(self, addr, [s.to_bytes() for s in self.sessions.get(addr, [])])
+            self.session_sink(self, addr, list(self.sessions.get(addr, [])))
 
     # -- sending --------------------------------------------------------------------------
 
