@@ -24,7 +24,7 @@ settings.register_profile(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-settings.register_profile("e2e-long", max_examples=2000, deadline=None)
+settings.register_profile("e2e-long", parent=settings.get_profile("e2e"), max_examples=2000)
 settings.load_profile(os.environ.get("E2E_HYPOTHESIS_PROFILE", "e2e"))
 
 
