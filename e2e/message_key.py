@@ -42,6 +42,8 @@ GCM_ZERO_NONCE = bytes(12)
 _COMMIT_LEN = 32
 _GCM_TAG = 16
 _HEADER_NONCE = 12
+#: HKDF-Expand's info for the header AEAD keys: label | 0x01 (see committing_keys).
+_HEADER_INFO = HEADER_LABEL + b"\x01"
 
 
 def committing_keys(key: bytes, label: bytes) -> tuple[bytes, bytes]:
@@ -66,8 +68,11 @@ def expand_message_key(suite: Suite, seed: bytes) -> bytes:
 def seal(suite: Suite, seed: bytes, ad: bytes, plaintext: bytes) -> bytes:
     """Encrypt a message body under the message key ``seed`` with associated data ``ad``."""
     if suite.pq:
-        enc, commit = committing_keys(seed, suite.message_info)
-        return commit + AESGCM(enc).encrypt(GCM_ZERO_NONCE, plaintext, ad)
+        # committing_keys(seed, suite.message_info), inlined on the per-message path
+        h = hmac.HMAC(seed, _SHA512)
+        h.update(suite.message_info + b"\x01")
+        keys = h.finalize()
+        return keys[32:] + AESGCM(keys[:32]).encrypt(GCM_ZERO_NONCE, plaintext, ad)
     keys = expand_message_key(suite, seed)
     padder = padding.PKCS7(128).padder()
     padded = padder.update(plaintext) + padder.finalize()
@@ -84,11 +89,13 @@ def open_(suite: Suite, seed: bytes, ad: bytes, sealed: bytes) -> bytes:
     if suite.pq:
         if len(sealed) < _COMMIT_LEN + _GCM_TAG:
             raise AuthenticationFailed("message body too short")
-        enc, commit = committing_keys(seed, suite.message_info)
-        if not _hmac.compare_digest(commit, sealed[:_COMMIT_LEN]):
+        h = hmac.HMAC(seed, _SHA512)  # committing_keys(seed, suite.message_info), inlined
+        h.update(suite.message_info + b"\x01")
+        keys = h.finalize()
+        if not _hmac.compare_digest(keys[32:], sealed[:_COMMIT_LEN]):
             raise AuthenticationFailed("message key commitment mismatch")
         try:
-            return AESGCM(enc).decrypt(GCM_ZERO_NONCE, sealed[_COMMIT_LEN:], ad)
+            return AESGCM(keys[:32]).decrypt(GCM_ZERO_NONCE, sealed[_COMMIT_LEN:], ad)
         except InvalidTag:
             raise AuthenticationFailed("message body failed authentication") from None
     tag_len = suite.tag_len
@@ -114,17 +121,21 @@ def open_(suite: Suite, seed: bytes, ad: bytes, sealed: bytes) -> bytes:
 
 def seal_header(header_key: bytes, nonce: bytes, ad: bytes, header: bytes) -> bytes:
     """Encrypt a header: nonce (12) | commitment (32) | GCM ciphertext and tag."""
-    enc, commit = committing_keys(header_key, HEADER_LABEL)
-    return nonce + commit + AESGCM(enc).encrypt(nonce, header, ad)
+    h = hmac.HMAC(header_key, _SHA512)  # committing_keys(header_key, HEADER_LABEL), inlined
+    h.update(_HEADER_INFO)
+    keys = h.finalize()
+    return nonce + keys[32:] + AESGCM(keys[:32]).encrypt(nonce, header, ad)
 
 
 def open_header(header_key: bytes, ad: bytes, sealed: bytes) -> bytes | None:
     """Decrypt a header sealed by :func:`seal_header`; None when it is not under ``header_key``."""
-    enc, commit = committing_keys(header_key, HEADER_LABEL)
-    if not _hmac.compare_digest(commit, sealed[_HEADER_NONCE : _HEADER_NONCE + _COMMIT_LEN]):
+    h = hmac.HMAC(header_key, _SHA512)  # committing_keys(header_key, HEADER_LABEL), inlined
+    h.update(_HEADER_INFO)
+    keys = h.finalize()
+    if not _hmac.compare_digest(keys[32:], sealed[_HEADER_NONCE : _HEADER_NONCE + _COMMIT_LEN]):
         return None
     try:
-        return AESGCM(enc).decrypt(
+        return AESGCM(keys[:32]).decrypt(
             sealed[:_HEADER_NONCE], sealed[_HEADER_NONCE + _COMMIT_LEN :], ad
         )
     except InvalidTag:
