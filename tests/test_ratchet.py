@@ -6,12 +6,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import cbor2
 import pytest
-from helpers import Pair, byte_flips, edit_frame, expect_unchanged, frame_fields, handshake, setup
+from helpers import (
+    Pair,
+    byte_flips,
+    edit_frame,
+    expect_unchanged,
+    frame_fields,
+    handshake,
+    reencode,
+    setup,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2e.constants import MAX_PLAINTEXT_BYTES, MAX_SKIP
+from e2e.constants import MAX_COUNTER, MAX_PLAINTEXT_BYTES, MAX_SKIP
 from e2e.errors import (
     AuthenticationFailed,
     DecodeError,
@@ -471,3 +481,17 @@ def test_own_message_reflected_back(suite: Suite) -> None:
     own = alice.encrypt(b"mine")
     expect_unchanged(alice, lambda: alice.decrypt(own), DecryptError)
     assert bob.decrypt(own) == b"mine"
+
+
+def test_sending_counter_limit(suite: Suite) -> None:
+    """A chain at MAX_COUNTER must ratchet first: encrypt refuses, state unchanged."""
+    alice, bob = sessions(handshake(suite))
+    fields = cbor2.loads(alice.to_bytes())
+    fields[9] = MAX_COUNTER - 1  # NS
+    near = Session.from_bytes(reencode(fields))
+    frame = near.encrypt(b"last")
+    if suite is SIGNAL:
+        assert frame_fields(frame)[K.HEADER][36:40] == b"\xff\xff\xff\xfe"
+    expect_unchanged(near, lambda: near.encrypt(b"one too many"), LimitExceeded)
+    # Bob cannot follow a jump of four billion messages either.
+    expect_unchanged(bob, lambda: bob.decrypt(frame), TooManySkipped)
