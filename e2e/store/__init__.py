@@ -37,6 +37,11 @@ from e2e.suite import DEFAULT, Suite
 
 if TYPE_CHECKING:
     from e2e.session import Session
+    from e2e.store._core import StorePrekeys
+    from e2e.store.atrest import StorageKey
+    from e2e.store.memory import MemoryStore
+    from e2e.store.postgres import PostgresStore
+    from e2e.store.sqlite import SqliteStore
 
 __all__ = [
     "Address",
@@ -56,6 +61,11 @@ __all__ = [
     "encrypt_and_store",
     "decrypt_and_store",
     "set_fault_hook",
+    "MemoryStore",
+    "SqliteStore",
+    "PostgresStore",
+    "StorageKey",
+    "StorePrekeys",
 ]
 
 #: Previous sessions kept per address besides the current one (oldest dropped first).
@@ -300,3 +310,22 @@ def decrypt_and_store(
         fault_point("after_decrypt_before_commit")
     fault_point("after_commit_before_ack")
     return plaintext
+
+
+_LAZY: Final = {
+    "MemoryStore": "e2e.store.memory",
+    "SqliteStore": "e2e.store.sqlite",
+    "PostgresStore": "e2e.store.postgres",
+    "StorageKey": "e2e.store.atrest",
+    "StorePrekeys": "e2e.store._core",
+}
+
+
+def __getattr__(name: str) -> object:
+    """The implementations, imported on first use (they import this module)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'e2e.store' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -53,6 +53,7 @@ from e2e.store import (
     Address,
     Dated,
     Direction,
+    StoreTransaction,
     TrustResult,
     UntrustedIdentity,
 )
@@ -75,6 +76,12 @@ def _prekey_id(prekey_id: object) -> str:
     if type(prekey_id) is not int or not 0 <= prekey_id <= _MAX_ID:
         raise UnknownPrekey("prekey id out of range")
     return str(prekey_id)
+
+
+def _check_time(created: object) -> int:
+    if type(created) is not int or not 0 <= created < 2**63:
+        raise StoreError("a creation time is an int of Unix seconds")
+    return created
 
 
 def _check_key32(key: object, what: str) -> bytes:
@@ -220,6 +227,7 @@ class BaseTransaction:
     ) -> Dated[SignedPrekey]:
         if type(signature) is not bytes or len(signature) != 64:
             raise StoreError("a prekey signature is 64 bytes")
+        _check_time(created)
         pid = self._next_id()
         self._write(
             "spk",
@@ -259,6 +267,7 @@ class BaseTransaction:
     ) -> Dated[KemPrekey]:
         if type(signature) is not bytes or len(signature) != 64:
             raise StoreError("a prekey signature is 64 bytes")
+        _check_time(created)
         pid = self._next_id()
         flags = _LAST_RESORT if last_resort else 0
         self._write("kem", str(pid), bytes([flags]) + _U64.pack(created) + pair.seed() + signature)
@@ -280,6 +289,8 @@ class BaseTransaction:
         """The KEM prekey ``prekey_id``; with ``base_key``, :class:`PrekeyReused` if it was
         already used (one-time) or already used with that base key (last resort)."""
         rid = _prekey_id(prekey_id)
+        if base_key is not None:
+            _check_key32(base_key, "base key")
         raw = self._read("kem", rid)
         if raw is None:
             raise UnknownPrekey("unknown KEM prekey id")
@@ -400,7 +411,7 @@ class BaseTransaction:
         return self._read("app", self._app_key(key))
 
     def app_put(self, key: str, value: bytes) -> None:
-        if not isinstance(value, bytes):
+        if type(value) is not bytes:
             raise StoreError("application value must be bytes")
         self._write("app", self._app_key(key), value)
 
@@ -507,7 +518,7 @@ class StorePrekeys:
 
     __slots__ = ("_tx",)
 
-    def __init__(self, tx: BaseTransaction) -> None:
+    def __init__(self, tx: StoreTransaction) -> None:
         self._tx = tx
 
     def signed_prekey(self, spk_id: int) -> KeyPair:

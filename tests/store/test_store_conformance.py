@@ -534,3 +534,34 @@ def test_no_secret_in_repr(backend: Any) -> None:
     assert backend.key._key.hex() not in text
     assert repr(backend.key) == "StorageKey(<secret>)"
     assert backend.key.same_as(backend.key)
+
+
+@pytest.mark.parametrize("suite", SUITES)
+def test_session_respond_against_store_prekeys(store: Store, suite: Any) -> None:
+    bob_id = setup_device(store, suite, one_time=1)
+    alice = Session.initiate(KeyPair.generate(), get_bundle(store, suite), allowed_suites=(suite,))
+    first = alice.encrypt(b"direct")
+    with store.transaction() as tx:
+        bob, pt = Session.respond(bob_id, StorePrekeys(tx), first, allowed_suites=(suite,))
+        assert pt == b"direct"
+        assert tx.one_time_prekeys() == []
+    with pytest.raises(PrekeyReused), store.transaction() as tx:
+        Session.respond(bob_id, StorePrekeys(tx), first, allowed_suites=(suite,))
+    assert alice.decrypt(bob.encrypt(b"ok")) == b"ok"
+
+
+def test_misuse_gives_store_errors(store: Store) -> None:
+    with store.transaction() as tx:
+        for bad in (-1, 2**63, "0", 1.5):
+            with pytest.raises(StoreError):
+                tx.add_signed_prekey(KeyPair.generate(), bytes(64), bad)
+        with pytest.raises(StoreError):
+            tx.add_kem_prekey(KemKeyPair.generate(), bytes(64), True, -5)
+        with pytest.raises(StoreError):
+            tx.load_kem_prekey(1, b"short")
+        with pytest.raises(StoreError):
+            tx.app_put("k", bytearray(b"x"))  # type: ignore[arg-type]
+        with pytest.raises(StoreError):
+            tx.device_ids("")
+        with pytest.raises(UnknownPrekey):
+            tx.load_signed_prekey("1")  # type: ignore[arg-type]
