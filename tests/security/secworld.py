@@ -35,9 +35,18 @@ class KeyCapture:
     """Every secret the ratchet derives or uses, captured at the KDF/AEAD boundary."""
 
     secrets: set[bytes] = field(default_factory=set)
-    #: Chain keys already stepped and message keys that opened a message. (A key sealed for a
-    #: frame that never arrived stays, as a skipped key, with its receiver: not "used".)
-    used: set[bytes] = field(default_factory=set)
+    #: Per device: chain keys it stepped and message keys that opened a message for it. (A
+    #: key its peer used for a frame this device never got is not "used" by this device.)
+    used_by: dict[object, set[bytes]] = field(default_factory=dict)
+    #: The device the current operation runs on (set by the workload around each call).
+    holder: object = None
+
+    @property
+    def used(self) -> set[bytes]:
+        return set().union(*self.used_by.values()) if self.used_by else set()
+
+    def _used(self, key: bytes) -> None:
+        self.used_by.setdefault(self.holder, set()).add(key)
 
     @contextmanager
     def active(self) -> Iterator[KeyCapture]:
@@ -54,7 +63,7 @@ class KeyCapture:
         def chain_step(ck: bytes) -> tuple[bytes, bytes]:
             out = orig[0](ck)
             add(ck)
-            self.used.add(ck)
+            self._used(ck)
             add(out[0])
             add(out[1])
             return out
@@ -85,7 +94,7 @@ class KeyCapture:
             add(seed)
             add(committing_keys(seed, suite.message_info)[0])
             out = orig[5](suite, seed, ad, sealed)
-            self.used.add(seed)
+            self._used(seed)
             return out
 
         ratchet_mod.chain_step = chain_step  # type: ignore[assignment]
@@ -167,6 +176,7 @@ class World:
     redeliveries: int = 0
     errors: list[str] = field(default_factory=list)
     removed: set[tuple[bytes, int]] = field(default_factory=set)
+    cap: KeyCapture | None = None
     device_changes: dict[int, Callable[[World], None]] = field(default_factory=dict)
 
     def devices(self) -> list[Device]:
@@ -229,6 +239,8 @@ def body(rng: random.Random, n: int) -> bytes:
 
 
 def deliver(world: World, dev: Device, faults: bool) -> None:
+    if world.cap is not None:
+        world.cap.holder = dev.addr
     """One mailbox fetch with faults: drops (left for redelivery), reordering, redelivery of
     already-processed copies, and rare permanent loss."""
     rng = world.rng
@@ -284,6 +296,8 @@ def run(world: World, messages: int = 10_000) -> None:
                 else MessageClass.MARKETING
             )
         text = body(rng, n)
+        if world.cap is not None:
+            world.cap.holder = sender.addr
         try:
             receipt = sender.send(to, text, cls)
         except PolicyError as exc:

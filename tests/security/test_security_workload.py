@@ -9,6 +9,7 @@ every byte they receive or store; the assertions scan those recordings.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -27,10 +28,26 @@ from e2e.suite import PQ
 MESSAGES = 10_000
 
 
+@dataclass
+class Scanned:
+    """The run, and one scan of every relay / ad-service record for every needle at once."""
+
+    w: sw.World
+    cap: sw.KeyCapture
+    verified: tuple[Any, ...]
+    plain: set[bytes]
+    shown: set[bytes]
+    secret: set[bytes]
+    n_secrets: int
+    relay_hits: set[bytes]
+    ad_hits: set[bytes]
+
+
 @pytest.fixture(scope="module")
-def world() -> Any:
+def world() -> Scanned:
     w = sw.build(seed=20261126)
     cap = sw.KeyCapture()
+    w.cap = cap
     with cap.active():
         sw.run(w, MESSAGES)
     # A reporting customer reveals the last messages of one chat: the positive control.
@@ -38,7 +55,29 @@ def world() -> Any:
         (c, b) for c, b in w.customers if any(not m.outgoing for m in c.device.conversation(b.name))
     )
     verified = reporter.report_spam(business)
-    return w, cap, verified
+    revealed = {v.body for v in verified}
+    shown = {win for text in revealed for win in sw.windows(text)}
+    plain: set[bytes] = set()
+    for text in w.bodies:
+        if text not in revealed:
+            plain.update(sw.windows(text))
+    plain -= shown  # 8-byte pieces the reporter revealed may recur in other texts
+    secrets = set(cap.secrets)
+    for dev in w.devices():
+        secrets |= sw.device_secrets(dev)
+    secret = sw.secret_needles(secrets)
+    needles = plain | shown | secret
+    return Scanned(
+        w,
+        cap,
+        verified,
+        plain,
+        shown,
+        secret,
+        len(secrets),
+        sw.scan(relay_records(w), needles),
+        sw.scan(ad_records(w), needles),
+    )
 
 
 def relay_records(w: sw.World) -> list[bytes]:
@@ -49,8 +88,8 @@ def ad_records(w: sw.World) -> list[bytes]:
     return [d for _, d in w.ads.recorder.records]
 
 
-def test_workload_shape_and_delivery(world: Any) -> None:
-    w, _, _ = world
+def test_workload_shape_and_delivery(world: Scanned) -> None:
+    w = world.w
     assert len(w.businesses) >= 3 and len(w.customers) >= 60
     assert sum(len(c.devices) > 1 for c, _ in w.customers) >= 10
     assert len(w.sent) >= MESSAGES
@@ -72,36 +111,24 @@ def test_workload_shape_and_delivery(world: Any) -> None:
     assert delivered > 2 * MESSAGES
 
 
-def test_no_plaintext_in_relay_or_ad_records(world: Any) -> None:
-    w, _, verified = world
-    revealed = {v.body for v in verified}
-    shown = {win for text in revealed for win in sw.windows(text)}
-    needles: set[bytes] = set()
-    for text in w.bodies:
-        if text not in revealed:
-            needles.update(sw.windows(text))
-    needles -= shown  # 8-byte pieces the reporter revealed may recur in other texts
-    assert len(needles) > 10_000
-    assert sw.scan(relay_records(w), needles) == set()
-    assert sw.scan(ad_records(w), needles) == set()
+def test_no_plaintext_in_relay_or_ad_records(world: Scanned) -> None:
+    assert len(world.plain) > 10_000
+    assert world.relay_hits & world.plain == set()
+    assert world.ad_hits & world.plain == set()
     # Positive control: the scan does find the texts the reporter chose to reveal.
-    for text in revealed:
-        assert sw.scan(relay_records(w), set(sw.windows(text))), text
+    assert world.verified
+    for v in world.verified:
+        assert set(sw.windows(v.body)) & world.relay_hits, v.body
 
 
-def test_no_secret_in_relay_or_ad_records(world: Any) -> None:
-    w, cap, _ = world
-    secrets = set(cap.secrets)
-    for dev in w.devices():
-        secrets |= sw.device_secrets(dev)
-    assert len(secrets) > 50_000
-    needles = sw.secret_needles(secrets)
-    assert sw.scan(relay_records(w), needles) == set()
-    assert sw.scan(ad_records(w), needles) == set()
+def test_no_secret_in_relay_or_ad_records(world: Scanned) -> None:
+    assert world.n_secrets > 50_000
+    assert world.relay_hits & world.secret == set()
+    assert world.ad_hits & world.secret == set()
 
 
-def test_ad_service_holds_only_chat_metadata(world: Any) -> None:
-    w, _, _ = world
+def test_ad_service_holds_only_chat_metadata(world: Scanned) -> None:
+    w = world.w
     records = ad_records(w)
     assert records
     assert all(len(r) < 200 for r in records)
@@ -113,10 +140,10 @@ def test_ad_service_holds_only_chat_metadata(world: Any) -> None:
             assert view is not None and view.opted_in and not view.blocked and not view.limited
 
 
-def test_relay_cannot_decrypt_with_everything_it_holds(world: Any) -> None:
+def test_relay_cannot_decrypt_with_everything_it_holds(world: Scanned) -> None:
     """Every 32-byte value the relay holds about a message (public keys from the directory,
     frame and envelope fields, its own franking key) fails as header key and message key."""
-    w, _, _ = world
+    w = world.w
     rng = random.Random(7)
     directory: list[bytes] = [w.relay._frank_key]
     identities: dict[tuple[bytes, int], bytes] = {}
@@ -148,13 +175,16 @@ def test_relay_cannot_decrypt_with_everything_it_holds(world: Any) -> None:
     assert tried > 10_000
 
 
-def test_used_keys_absent_from_serialized_state(world: Any) -> None:
-    """Forward secrecy at rest: no chain key already stepped and no message key already
-    used appears in any serialized session of any device."""
-    w, cap, _ = world
-    used = cap.used
-    assert len(used) > 20_000
-    needles = sw.secret_needles(used)
-    states = [s.to_bytes() for dev in w.devices() for ss in dev.sessions.values() for s in ss]
-    assert len(states) > 200
-    assert sw.scan(states, needles) == set()
+def test_used_keys_absent_from_serialized_state(world: Scanned) -> None:
+    """Forward secrecy at rest: no chain key a device already stepped and no message key that
+    already opened a message for it appears in any of its serialized sessions."""
+    w = world.w
+    cap = world.cap
+    assert sum(len(v) for v in cap.used_by.values()) > 20_000
+    checked = 0
+    for dev in w.devices():
+        used = cap.used_by.get(dev.addr, set())
+        states = [s.to_bytes() for ss in dev.sessions.values() for s in ss]
+        checked += len(states)
+        assert sw.scan(states, sw.secret_needles(used)) == set(), dev
+    assert checked > 200
