@@ -442,13 +442,15 @@ class BaseTransaction:
         allowed_suites: Collection[Suite] = (DEFAULT,),
         accept_replaced_identity: bool = True,
     ) -> bytes:
-        """Decrypt with the current session, else an archived one (which then becomes
-        current), else -- for a prekey message of a new session -- set one up with the stored
-        prekeys. On any error nothing is written."""
+        """Decrypt with the current session, else an archived one (which then becomes current,
+        unless it belongs to another identity key than the current one: a late message of the
+        peer's previous install), else -- for a prekey message of a new session -- set one up
+        with the stored prekeys. On any error nothing is written."""
         parsed = decode_message(frame)
         rid = addr.record_id
         self._lock("session", rid)
         current_raw = self._read("session", rid)
+        current: Session | None = None
         error: E2EError | None = None
         if current_raw is not None:
             current = self._session(f"session/{rid}", current_raw)
@@ -467,11 +469,20 @@ class BaseTransaction:
             old = self._session(name, state)
             try:
                 plaintext = old.decrypt(frame)
+            except DuplicateMessage as exc:
+                error = exc  # the most telling answer: this message was already read
+                continue
             except (DecryptError, StateError):
                 continue
+            if current is not None and not hmac.compare_digest(
+                current.remote_identity, old.remote_identity
+            ):
+                # a late message of the peer's previous install: keep the current session
+                self._set_archive(addr, archive[:i] + [old.to_bytes()] + archive[i + 1 :])
+                return plaintext
             rest = archive[:i] + archive[i + 1 :]
             self._set_archive(addr, ([current_raw] if current_raw else []) + rest)
-            self.save_session(addr, old)
+            self.save_session(addr, old)  # simultaneous initiation: the peer uses this one
             return plaintext
         pre = parsed.prekey
         if pre is None:

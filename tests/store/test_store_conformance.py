@@ -391,11 +391,19 @@ def test_re_setup_keeps_late_messages_decryptable(backend: Any) -> None:
         tx.approve_identity(ALICE, ident)
     reply = encrypt_and_store(b, ALICE, b"welcome back")
     assert decrypt_and_store(a2, BOB, reply) == b"welcome back"
-    # the late message of the old session decrypts through the archive and is promoted
+    # the late message of the old install decrypts through the archive; the new install's
+    # session stays current, so replies still go to it
     assert decrypt_and_store(b, ALICE, late) == b"late, old session"
     with b.transaction() as tx:
         cur = tx.load_session(ALICE)
-        assert cur is not None and cur.remote_identity != ident
+        assert cur is not None and cur.remote_identity == ident
+        assert len(tx.archived_sessions(ALICE)) == 1
+    before = rows(b)
+    with pytest.raises(DecryptError), b.transaction() as tx:
+        tx.decrypt(ALICE, late)  # a replay of it is refused and changes nothing
+    assert rows(b) == before
+    reply = encrypt_and_store(b, ALICE, b"still you")
+    assert decrypt_and_store(a2, BOB, reply) == b"still you"
 
 
 def test_initiate_refuses_replaced_identity(store: Store) -> None:
