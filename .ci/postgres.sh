@@ -8,14 +8,14 @@ e2e_pg_setup() {
         return 0
     fi
     local bindir=""
-    bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+    bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
     if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
         echo "postgres.sh: installing postgresql from Debian packages" >&2
         export DEBIAN_FRONTEND=noninteractive
         apt-get install -y -qq postgresql >/dev/null 2>&1 ||
             { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq postgresql >/dev/null; } ||
             { echo "postgres.sh: apt-get install postgresql failed" >&2; return 1; }
-        bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+        bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
     fi
     local port
     port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')" || return 1
@@ -41,7 +41,7 @@ e2e_pg_setup() {
 e2e_pg_stop() {
     if [ -n "${E2E_PG_DIR:-}" ] && [ -d "$E2E_PG_DIR/data" ]; then
         local bindir
-        bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+        bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
         if [ "$(id -u)" = 0 ]; then
             runuser -u postgres -- "$bindir/pg_ctl" -D "$E2E_PG_DIR/data" -m immediate stop >/dev/null 2>&1
         else
