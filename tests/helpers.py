@@ -33,6 +33,7 @@ __all__ = [
     "signed_bundle",
     "expect_unchanged",
     "body_offset",
+    "byte_flips",
 ]
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
