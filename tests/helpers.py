@@ -27,6 +27,7 @@ __all__ = [
     "setup",
     "handshake",
     "prekeys_snapshot",
+    "clone_prekeys",
     "frame_fields",
     "reencode",
     "edit_frame",
@@ -106,6 +107,21 @@ def prekeys_snapshot(keys: LocalPrekeys) -> tuple[Any, ...]:
         sorted(keys.used_one_time),
         sorted(keys.used_kem),
         sorted(keys.last_resort_uses),
+        keys.next_id,
+    )
+
+
+def clone_prekeys(keys: LocalPrekeys) -> LocalPrekeys:
+    """An independent copy (fresh containers; the key objects themselves are immutable)."""
+    return LocalPrekeys(
+        keys.identity,
+        keys.suite,
+        dict(keys.signed),
+        dict(keys.one_time),
+        dict(keys.kem),
+        set(keys.used_one_time),
+        set(keys.used_kem),
+        set(keys.last_resort_uses),
         keys.next_id,
     )
 
