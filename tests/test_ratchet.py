@@ -495,3 +495,50 @@ def test_sending_counter_limit(suite: Suite) -> None:
     expect_unchanged(near, lambda: near.encrypt(b"one too many"), LimitExceeded)
     # Bob cannot follow a jump of four billion messages either.
     expect_unchanged(bob, lambda: bob.decrypt(frame), TooManySkipped)
+
+
+@given(actions=_ACTIONS, replays=st.lists(st.integers(0, 2**16), max_size=10))
+def test_random_schedule_under_tight_limits(
+    suite: Suite, limits: Limits, actions: list[tuple[int, ...]], replays: list[int]
+) -> None:
+    """With tiny limits some messages must be refused; whatever happens, a message decrypts
+    at most once and to its own plaintext, and every refusal leaves the state as it was.
+    (A peer that ran far ahead may stay undecryptable: that is the limit doing its job.)"""
+    limits(MAX_SKIP=4, MAX_STORED_SKIPPED=3, MAX_RECEIVER_CHAINS=2)
+    parties = sessions(handshake(suite))
+    in_flight: list[list[tuple[bytes, bytes]]] = [[], []]
+    seen: list[list[tuple[bytes, bytes]]] = [[], []]
+    accepted: set[bytes] = set()
+    counter = 0
+
+    def deliver(to: int, frame: bytes, expected: bytes) -> None:
+        session = parties[to]
+        before = session.to_bytes()
+        try:
+            plaintext = session.decrypt(frame)
+        except DecryptError:
+            assert session.to_bytes() == before
+            return
+        assert plaintext == expected and expected not in accepted
+        accepted.add(expected)
+
+    for action in actions:
+        if action[0] == 0:
+            sender = action[1]
+            msg = b"%d:%d" % (sender, counter)
+            counter += 1
+            in_flight[1 - sender].append((parties[sender].encrypt(msg), msg))
+        elif in_flight[action[1]]:
+            to = action[1]
+            frame, msg = in_flight[to].pop(action[2] % len(in_flight[to]))
+            seen[to].append((frame, msg))
+            deliver(to, frame, msg)
+    for to in (0, 1):
+        for frame, msg in in_flight[to]:
+            seen[to].append((frame, msg))
+            deliver(to, frame, msg)
+    for r in replays:  # messages delivered again: never a second plaintext
+        to = r % 2
+        if seen[to]:
+            frame, msg = seen[to][r % len(seen[to])]
+            deliver(to, frame, msg)  # may succeed only if it was refused before
