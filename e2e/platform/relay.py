@@ -20,6 +20,7 @@ from typing import Final, Literal
 
 from e2e.errors import DecodeError, E2EError, InvalidSignature
 from e2e.frame import encode_map
+from e2e.keys import check_x25519_public
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, check_account
 from e2e.platform.franking import MAX_REPORTED, Report, VerifiedMessage, relay_tag, verify_item
@@ -185,10 +186,13 @@ class Relay:
     # -- directory -------------------------------------------------------------------------
 
     def register_account(self, name: bytes, kind: Kind, identity: bytes) -> None:
+        if kind not in _KINDS:
+            raise NotAllowed("an account is a customer or a business")
         self.recorder(
             "recv:account", encode_map({0: 1, 1: name, 2: _KINDS.index(kind), 3: identity})
         )
         check_account(name)
+        check_x25519_public(identity)
         if name in self._accounts:
             raise UnknownAccount("account name already taken")
         self._accounts[name] = _Account(kind, identity)
@@ -251,7 +255,10 @@ class Relay:
         pool = self._bundles.get((account, device_id))
         if pool:
             return pool.pop(0)
-        return self._last_resort[(account, device_id)]
+        last = self._last_resort.get((account, device_id))
+        if last is None:
+            raise UnknownAccount("device has not published prekeys")
+        return last
 
     def kind(self, account: bytes) -> Kind:
         return self._account(account).kind
