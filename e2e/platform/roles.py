@@ -27,7 +27,7 @@ from e2e.errors import (
     PolicyError,
     StateError,
 )
-from e2e.frame import decode_message
+from e2e.frame import PrekeyFields, decode_message
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import (
@@ -328,13 +328,11 @@ class Device:
         self,
         peer: Addr,
         identity: bytes,
-        prekey: object,
+        prekey: PrekeyFields | None,
         sessions: list[Session],
         frame: bytes,
     ) -> tuple[Session, bytes, bool]:
-        from e2e.frame import PrekeyFields
-
-        if isinstance(prekey, PrekeyFields):
+        if prekey is not None:
             for s in sessions:
                 if s.base_key == prekey.base_key and s.remote_identity == prekey.identity_key:
                     return s, s.decrypt(frame), False
