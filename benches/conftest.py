@@ -30,8 +30,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
 
 def rounds_for(workload: str) -> int:
     if workload == "setup":
-        return 40 if QUICK else 300
-    return 400 if QUICK else 3000
+        return 150 if QUICK else 500
+    return 1500 if QUICK else 5000
 
 
 def run_case(benchmark: Any, workload: str, suite: int, size: str, kind: str) -> None:
