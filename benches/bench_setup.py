@@ -8,6 +8,8 @@ import pytest
 
 from benches.conftest import run_case
 from benches.workloads import cases, established
+from e2e import KeyPair, LocalPrekeys, Session
+from e2e.suite import get_suite
 
 CASES = [c for c in cases() if c[0] == "setup"]
 
@@ -23,9 +25,15 @@ def test_idle_state(benchmark: Any, suite: int) -> None:
     """Serialize an idle established session; records its size for check_ratios."""
     alice, bob = established(suite)
     name = "pq" if suite == 2 else "signal"
+    keys = LocalPrekeys.generate(KeyPair.generate(), get_suite(suite), one_time=1)
+    waiting = Session.initiate(
+        KeyPair.generate(), keys.bundle().to_bytes(), allowed_suites=(get_suite(suite),)
+    )
+    waiting.encrypt(b"hi")  # sent, no reply yet: it still holds its prekey fields
     benchmark.group = f"{name}-state"
     benchmark.extra_info["state_bytes"] = {
         f"{name}-idle-initiator": len(alice.to_bytes()),
         f"{name}-idle-responder": len(bob.to_bytes()),
+        f"{name}-initiator-awaiting-reply": len(waiting.to_bytes()),
     }
     benchmark(alice.to_bytes)
