@@ -136,7 +136,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
 
 
 @pytest.mark.parametrize("kind", ["e2e", "floor"])
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_store_message(benchmark: Any, prepared: Any, backend: str, kind: str) -> None:
     """One received message: BEGIN, load the session, decrypt, save, COMMIT."""
     p: Prepared = prepared(backend, kind)

@@ -494,9 +494,8 @@ class BaseTransaction:
             raise error or DecryptError("message of a known session does not decrypt")
         if self._get("spkuse", f"{pre.spk_id}|{pre.base_key.hex()}") is not None:
             raise PrekeyReused("a session was already set up with this base key")
-        if not accept_replaced_identity and not self.is_trusted(
-            addr, pre.identity_key, Direction.RECEIVING
-        ):
+        trusted = self.is_trusted(addr, pre.identity_key, Direction.RECEIVING)  # reads first
+        if not trusted and not accept_replaced_identity:
             raise UntrustedIdentity("the peer's identity key changed")
         session, plaintext = Session.respond(
             self.local_identity(), StorePrekeys(self), frame, allowed_suites=allowed_suites
@@ -519,8 +518,8 @@ class BaseTransaction:
         if not self.is_trusted(addr, bundle.identity_key, Direction.SENDING):
             raise UntrustedIdentity("the peer's identity key changed: approve it first")
         session = Session.initiate(self.local_identity(), bundle, allowed_suites=allowed_suites)
+        self.promote_session(addr, session)  # checks the current record before any write
         self.save_identity(addr, session.remote_identity)
-        self.promote_session(addr, session)
         return session
 
 

@@ -91,7 +91,15 @@ def PostgresStore_(*args: Any, **kwargs: Any) -> Store:
     return PostgresStore(*args, **kwargs)
 
 
-BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.pg)]
+BACKENDS = ["memory", "sqlite", "postgres"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the PostgreSQL cases ``pg`` (so ``-m pg`` / ``-m "not pg"`` select them)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("backend") == "postgres":
+            item.add_marker(pytest.mark.pg)
 
 
 @pytest.fixture(params=BACKENDS)
