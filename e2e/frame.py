@@ -38,6 +38,7 @@ __all__ = [
     "encode_map",
     "decode_message",
     "encode_message",
+    "message_prefix",
     "HEADER_LEN",
     "SEALED_HEADER_LEN",
 ]
@@ -330,11 +331,22 @@ def encode_message(
     seal_body: Callable[[bytes], bytes],
 ) -> bytes:
     """Encode a frame whose body is ``seal_body(ad_prefix)`` of exactly ``body_len`` bytes."""
+    prefix = message_prefix(suite, header, prekey, body_len)
+    body = seal_body(prefix)
+    if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
+        raise AssertionError("sealed body length differs from its prediction")
+    return prefix + body
+
+
+def message_prefix(
+    suite: Suite, header: bytes, prekey: PrekeyFields | None, body_len: int
+) -> bytes:
+    """The frame's bytes before its body's content (its AD prefix) for a body of
+    ``body_len`` bytes; the frame is this prefix followed by the body."""
     if prekey is None:
-        head = _message_head_of(suite, len(header))
-        if head is not None:  # the hot path: the same bytes as encode_map below
-            prefix = head + header + _BODY_KEY + _bytes_head(body_len)
-            return prefix + _sealed(seal_body, prefix, body_len)
+        head, header_len = _HEADS_BY_SUITE[suite.id]
+        if len(header) == header_len:  # the hot path: the same bytes as encode_map below
+            return head + header + _BODY_KEY + _bytes_head(body_len)
     fields: dict[int, int | bytes] = {
         K.VERSION: FRAME_VERSION,
         K.SUITE: suite.id,
@@ -353,21 +365,8 @@ def encode_message(
     # Encode with a placeholder body of the right length: its head is then exact, and the
     # prefix before the body's content is what the receiver will authenticate.
     fields[K.BODY] = bytes(body_len)
-    prefix = encode_map(fields)[:-body_len] if body_len else encode_map(fields)
-    return prefix + _sealed(seal_body, prefix, body_len)
+    prefix = encode_map(fields)
+    return prefix[:-body_len] if body_len else prefix
 
 
 _HEADS_BY_SUITE: Final = {suite.id: (head, n) for head, (suite, n) in _MESSAGE_HEADS.items()}
-
-
-def _message_head_of(suite: Suite, header_len: int) -> bytes | None:
-    """The canonical head of a normal message of ``suite`` if the header length is right."""
-    head, want = _HEADS_BY_SUITE[suite.id]
-    return head if header_len == want else None
-
-
-def _sealed(seal_body: Callable[[bytes], bytes], prefix: bytes, body_len: int) -> bytes:
-    body = seal_body(prefix)
-    if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
-        raise AssertionError("sealed body length differs from its prediction")
-    return body

@@ -30,7 +30,7 @@ from e2e.errors import (
     StateError,
     TooManySkipped,
 )
-from e2e.frame import MessageFrame, PrekeyFields, encode_message
+from e2e.frame import MessageFrame, PrekeyFields, message_prefix
 from e2e.header import Header, encode_header
 from e2e.keys import KeyPair, Rng
 from e2e.message_key import open_, open_header, seal, seal_header
@@ -185,16 +185,14 @@ class Ratchet:
         ad = self.ad
         if self.hks is not None:
             header = seal_header(self.hks, self.rng(_HEADER_NONCE_LEN), ad, header)
-        frame = encode_message(
-            suite,
-            header,
-            prekey,
-            sealed_body_len(suite, len(plaintext)),
-            lambda prefix: seal(suite, seed, ad + prefix, plaintext),
-        )
+        body_len = sealed_body_len(suite, len(plaintext))
+        prefix = message_prefix(suite, header, prekey, body_len)
+        body = seal(suite, seed, ad + prefix, plaintext)
+        if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
+            raise AssertionError("sealed body length differs from its prediction")
         self.cks = next_ck
         self.ns += 1
-        return frame
+        return prefix + body
 
     # -- receiving ---------------------------------------------------------------------
 
