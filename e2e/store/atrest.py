@@ -82,10 +82,12 @@ class KdfParams:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KdfParams:
+        """Decode and bound the costs (at most 1 GiB of scrypt memory: a tampered row must
+        not make opening the store exhaust the machine)."""
         if len(data) != 9 + _SALT_LEN or data[0] != _KDF_FORMAT:
             raise StoreError("malformed key derivation parameters", "meta/kdf")
         _, n, r, p = struct.unpack(">BIHH", data[:9])
-        if n < 2 or n & (n - 1) or n > 2**22 or not 1 <= r <= 32 or not 1 <= p <= 16:
+        if n < 2 or n & (n - 1) or not 1 <= r <= 32 or not 1 <= p <= 16 or 128 * r * n > 2**30:
             raise StoreError("key derivation parameters out of range", "meta/kdf")
         return cls(data[9:], n, r, p)
 

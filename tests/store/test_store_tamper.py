@@ -3,6 +3,7 @@ never a fresh session, and leave every row as it was."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,6 @@ def test_sqlite_open_errors(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "x.db")
     store = SqliteStore(tmp_path / "p.db", passphrase="pw", scrypt_n=2**10)
     store.close()
-    import sqlite3
-
     conn = sqlite3.connect(tmp_path / "p.db")
     conn.execute("UPDATE records SET value = x'00' WHERE kind = 'meta' AND id = 'kdf'")
     conn.commit()
@@ -195,6 +194,22 @@ def test_sqlite_open_errors(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as e:
         SqliteStore(tmp_path / "p.db", passphrase="pw")
     assert e.value.record == "meta/kdf"
+
+
+def test_sqlite_durability_settings(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "d.db", StorageKey.generate())
+    conn = store._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    store.close()
+    conn = sqlite3.connect(tmp_path / "d.db")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError) as e:
+        SqliteStore(tmp_path / "d.db", StorageKey.generate())
+    assert e.value.record == "sqlite"
 
 
 def test_sqlite_file_holds_no_secret(tmp_path: Path) -> None:
@@ -242,9 +257,10 @@ def test_kdf_params() -> None:
     for bad in [b"", p.to_bytes()[:-1], b"\x02" + p.to_bytes()[1:]]:
         with pytest.raises(StoreError):
             KdfParams.from_bytes(bad)
-    for n in (3, 2**23):
+    for n, r in ((3, 8), (2**21, 8), (2**20, 16)):
         with pytest.raises(StoreError):
-            KdfParams.from_bytes(KdfParams(p.salt, n).to_bytes())
+            KdfParams.from_bytes(KdfParams(p.salt, n, r).to_bytes())
+    assert KdfParams.from_bytes(KdfParams(p.salt, 2**20, 8).to_bytes()).n == 2**20
     k1 = StorageKey.from_passphrase("pw", p)
     assert k1.same_as(StorageKey.from_passphrase(b"pw", p))
     assert not k1.same_as(StorageKey.from_passphrase("pw2", p))
