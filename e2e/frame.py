@@ -164,7 +164,7 @@ def decode_map(
         if value.__class__ is not spec.kind:
             raise DecodeError(f"{what} field {key} has the wrong type")
         if spec.kind is int:
-            if not 0 <= value <= spec.max_int:
+            if not 0 <= value <= spec.max_int:  # type: ignore[operator]
                 raise DecodeError(f"{what} field {key} is out of range")
         elif spec.size is not None and len(value) != spec.size:  # type: ignore[arg-type]
             raise DecodeError(f"{what} field {key} has the wrong length")
