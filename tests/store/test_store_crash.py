@@ -32,7 +32,14 @@ from e2e import SIGNAL
 from e2e.errors import StateError
 from e2e.frame import decode_message
 from e2e.header import Header
-from e2e.store import Address, StoreTransaction, set_fault_hook, upkeep
+from e2e.store import (
+    Address,
+    StoreTransaction,
+    decrypt_and_store,
+    encrypt_and_store,
+    set_fault_hook,
+    upkeep,
+)
 from e2e.store.atrest import StorageKey
 from e2e.store.sqlite import SqliteStore
 
@@ -347,3 +354,39 @@ def test_wire_helpers(tmp_path: Path) -> None:
     send_wire(w, 1, b"zz")
     with pytest.raises(AssertionError):
         read_wire(w)
+
+
+def test_two_processes_never_advance_one_session_concurrently(
+    template: Path, workdir: Path
+) -> None:
+    """BEGIN IMMEDIATE serializes processes sharing one file: no counter is used twice."""
+    for m in "ab":
+        shutil.copyfile(template / f"{m}.db", workdir / f"{m}.db")
+    pids = []
+    for w in range(3):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 0
+            try:
+                store = SqliteStore(workdir / "a.db", KEY)
+                for n in range(8):
+                    frame = encrypt_and_store(store, B, b"w%d-%d" % (w, n))
+                    send_wire(workdir / f"out{w}", n, frame)
+                store.close()
+            except BaseException:
+                (workdir / f"err{w}").write_text(traceback.format_exc())
+                code = 1
+            os._exit(code)
+        pids.append(pid)
+    for pid in pids:
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, [
+            p.read_text() for p in workdir.glob("err*")
+        ]
+    frames = [f for w in range(3) for _, f in read_wire(workdir / f"out{w}")]
+    keys = {(h.dh, h.n) for h in (Header.decode(decode_message(f).header) for f in frames)}
+    assert len(frames) == len(keys) == 24
+    bob = SqliteStore(workdir / "b.db", KEY)
+    got = {decrypt_and_store(bob, A, f, allowed_suites=(SIGNAL,)) for f in frames}
+    assert len(got) == 24
+    bob.close()
