@@ -142,13 +142,19 @@ class BaseTransaction:
 
     # -- identity ------------------------------------------------------------------------
 
-    def local_identity(self) -> KeyPair:
+    def get_local_identity(self) -> KeyPair | None:
         raw = self._read("local", "identity")
         if raw is None:
-            raise StoreError("no local identity", "local/identity")
+            return None
         if len(raw) != 64:
             raise StoreError("malformed record", "local/identity")
         return KeyPair.from_stored(raw[:32], raw[32:])
+
+    def local_identity(self) -> KeyPair:
+        pair = self.get_local_identity()
+        if pair is None:
+            raise StoreError("no local identity", "local/identity")
+        return pair
 
     def set_local_identity(self, pair: KeyPair) -> None:
         self._write("local", "identity", pair.private_bytes() + pair.public)

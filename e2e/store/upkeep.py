@@ -66,11 +66,9 @@ class Rotated:
 
 def ensure_identity(tx: StoreTransaction, rng: Rng = os.urandom) -> KeyPair:
     """The stored identity key pair, generated and stored on first use."""
-    try:
-        return tx.local_identity()
-    except StoreError as exc:
-        if exc.record != "local/identity" or "no local identity" not in str(exc):
-            raise
+    found = tx.get_local_identity()
+    if found is not None:
+        return found
     pair = KeyPair.generate(rng)
     tx.set_local_identity(pair)
     return pair

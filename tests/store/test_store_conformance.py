@@ -96,6 +96,9 @@ def test_local_identity(backend: Any) -> None:
     with store.transaction() as tx, pytest.raises(StoreError) as e:
         tx.local_identity()
     assert e.value.record == "local/identity"
+    with store.transaction() as tx:
+        assert tx.get_local_identity() is None
+        assert upkeep.ensure_identity(tx).public == tx.local_identity().public
     pair = KeyPair.generate()
     with store.transaction() as tx:
         tx.set_local_identity(pair)
