@@ -31,6 +31,7 @@ __all__ = [
     "encode_kem",
     "check_x25519_public",
     "check_kem_public",
+    "parse_kem_public",
     "dh",
     "kem_encapsulate",
 ]
@@ -55,14 +56,20 @@ def check_x25519_public(key: object) -> bytes:
     return key
 
 
-def check_kem_public(key: object) -> bytes:
-    """Return ``key`` if it is an ML-KEM-1024 encapsulation key, else raise :class:`InvalidKey`."""
+def parse_kem_public(key: object) -> mlkem.MLKEM1024PublicKey:
+    """Parse an ML-KEM-1024 encapsulation key (FIPS 203 checks), else :class:`InvalidKey`."""
     if type(key) is not bytes or len(key) != KEM_PUBLIC_LEN:
         raise InvalidKey("ML-KEM-1024 public key must be 1568 bytes")
     try:
-        mlkem.MLKEM1024PublicKey.from_public_bytes(key)
+        return mlkem.MLKEM1024PublicKey.from_public_bytes(key)
     except ValueError:
         raise InvalidKey("ML-KEM-1024 public key is malformed") from None
+
+
+def check_kem_public(key: object) -> bytes:
+    """Return ``key`` if it is an ML-KEM-1024 encapsulation key, else raise :class:`InvalidKey`."""
+    parse_kem_public(key)
+    assert type(key) is bytes
     return key
 
 
@@ -163,6 +170,5 @@ class KemKeyPair:
 
 def kem_encapsulate(public: bytes) -> tuple[bytes, bytes]:
     """Encapsulate to ``public``: returns (shared secret, ciphertext)."""
-    key = mlkem.MLKEM1024PublicKey.from_public_bytes(check_kem_public(public))
-    ss, ct = key.encapsulate()
+    ss, ct = parse_kem_public(public).encapsulate()
     return ss, ct
