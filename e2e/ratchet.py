@@ -350,4 +350,6 @@ class Ratchet:
         out: dict[tuple[bytes, int], bytes] = {}
         for dh, n, seed in _SKIPPED_REC.iter_unpack(data):
             out[(dh, n)] = seed
+        if len(out) * size != len(data):  # a repeated (dh, N): not a state we wrote
+            raise StateError("skipped-key records are malformed")
         return out

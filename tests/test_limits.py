@@ -237,10 +237,23 @@ def test_oversize_state_refused_before_decoding(loads: Counter) -> None:
 def test_state_with_too_many_skipped_keys_refused() -> None:
     _, bob, _, _ = _pair(SIGNAL)
     obj = cbor2.loads(bob.to_bytes())
-    record = bytes(32) + bytes(4) + bytes(32)
-    obj[16] = record * MAX_STORED_SKIPPED
-    Session.from_bytes(cbor2.dumps(dict(sorted(obj.items()))))
-    obj[16] = record * (MAX_STORED_SKIPPED + 1)
+
+    def records(count: int) -> bytes:
+        return b"".join(bytes(32) + n.to_bytes(4, "big") + bytes(32) for n in range(count))
+
+    obj[16] = records(MAX_STORED_SKIPPED)
+    raw = cbor2.dumps(dict(sorted(obj.items())))
+    assert Session.from_bytes(raw).to_bytes() == raw
+    obj[16] = records(MAX_STORED_SKIPPED + 1)
+    with pytest.raises(StateError):
+        Session.from_bytes(cbor2.dumps(dict(sorted(obj.items()))))
+
+
+def test_state_with_a_repeated_skipped_key_refused() -> None:
+    """Found by fuzz_state: a repeated (dh, N) record loaded and then re-serialized shorter."""
+    _, bob, _, _ = _pair(SIGNAL)
+    obj = cbor2.loads(bob.to_bytes())
+    obj[16] = (bytes(32) + bytes(4) + bytes(32)) * 2
     with pytest.raises(StateError):
         Session.from_bytes(cbor2.dumps(dict(sorted(obj.items()))))
 
