@@ -82,6 +82,29 @@ class PrekeyBundle:
     kem_pk: bytes | None = None
     kem_signature: bytes | None = None
 
+    @classmethod
+    def from_keys(
+        cls,
+        suite: Suite,
+        identity_key: bytes,
+        spk: SignedPrekey,
+        opk: OneTimePrekey | None,
+        kem: KemPrekey | None,
+    ) -> PrekeyBundle:
+        """The bundle publishing these (already signed) prekeys."""
+        return cls(
+            suite,
+            identity_key,
+            spk.id,
+            spk.pair.public,
+            spk.signature,
+            opk.id if opk else None,
+            opk.pair.public if opk else None,
+            kem.id if kem else None,
+            kem.pair.public if kem else None,
+            kem.signature if kem else None,
+        )
+
     def verify(self) -> None:
         """Raise :class:`~e2e.errors.InvalidSignature` unless every signature verifies."""
         xeddsa.verify(
@@ -255,18 +278,7 @@ class LocalPrekeys:
             resort = [k for k in self.kem.values() if k.last_resort]
             pool = (fresh if use_one_time else []) + resort + fresh
             kem = pool[0] if pool else None
-        return PrekeyBundle(
-            self.suite,
-            self.identity.public,
-            spk.id,
-            spk.pair.public,
-            spk.signature,
-            opk.id if opk else None,
-            opk.pair.public if opk else None,
-            kem.id if kem else None,
-            kem.pair.public if kem else None,
-            kem.signature if kem else None,
-        )
+        return PrekeyBundle.from_keys(self.suite, self.identity.public, spk, opk, kem)
 
     # PrekeySource
     def signed_prekey(self, spk_id: int) -> KeyPair:

@@ -165,15 +165,4 @@ def bundle(tx: StoreTransaction, suite: Suite, *, use_one_time: bool = True) -> 
             kem = resort[-1]
         else:
             raise StoreError("no KEM prekey: run rotate() first", "kem")
-    return PrekeyBundle(
-        suite,
-        identity.public,
-        spk.id,
-        spk.pair.public,
-        spk.signature,
-        opk.id if opk else None,
-        opk.pair.public if opk else None,
-        kem.id if kem else None,
-        kem.pair.public if kem else None,
-        kem.signature if kem else None,
-    )
+    return PrekeyBundle.from_keys(suite, identity.public, spk, opk, kem)
