@@ -34,6 +34,7 @@ from e2e import (
 )
 from e2e.constants import (
     MAX_BUNDLE_BYTES,
+    MAX_COUNTER,
     MAX_FRAME_BYTES,
     MAX_PLAINTEXT_BYTES,
     MAX_RECEIVER_CHAINS,
@@ -41,7 +42,7 @@ from e2e.constants import (
     MAX_STATE_BYTES,
     MAX_STORED_SKIPPED,
 )
-from e2e.frame import SEALED_HEADER_LEN, decode_message
+from e2e.frame import SEALED_HEADER_LEN, Field, decode_map, decode_message
 
 SUITES = [SIGNAL, PQ]
 IDS = ["SIGNAL", "PQ"]
@@ -393,3 +394,47 @@ def test_frames_are_not_reencoded_for_authentication() -> None:
         mp.setattr(cbor2, "loads", counted)
         bob.decrypt(frame)
     assert calls == [1]
+
+
+# -- boundaries pinned by mutation testing (mutation/REPORT.md) --------------------------------
+
+
+def test_sending_counter_stops_at_max_counter() -> None:
+    """Ns may reach MAX_COUNTER (N = MAX_COUNTER - 1 is the last message sent), no further."""
+    alice, _, _, _ = _pair(SIGNAL)
+    obj = cbor2.loads(alice.to_bytes())
+    obj[9] = MAX_COUNTER - 1  # NS
+    s = Session.from_bytes(cbor2.dumps(dict(sorted(obj.items()))))
+    s.encrypt(b"last")
+    assert s.ratchet.ns == MAX_COUNTER
+    before = s.to_bytes()
+    with pytest.raises(LimitExceeded):
+        s.encrypt(b"one too many")
+    assert s.to_bytes() == before
+    assert Session.from_bytes(before).ratchet.ns == MAX_COUNTER
+
+
+def test_largest_id_is_accepted_and_one_more_is_not() -> None:
+    schema = {0: Field(int), 5: Field(int)}
+    assert decode_map(cbor2.dumps({0: 1, 5: 2**32 - 1}), schema, "t")[5] == 2**32 - 1
+    with pytest.raises(DecodeError):
+        decode_map(cbor2.dumps({0: 1, 5: 2**32}), schema, "t")
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        (b"\xa0", 1),  # the empty map: a map head, so it reaches the decoder (no version)
+        (cbor2.dumps({i: 0 for i in range(23)}), 1),  # 23 entries: the largest small map
+        (cbor2.dumps({i: 0 for i in range(24)}), 0),  # 24 entries: a two-byte head
+        (b"\xa1\x00\x61a", 0),  # a text string value
+        (b"\xa1\x00\x1c" + bytes(16), 0),  # reserved additional information 28
+        (b"\xa1\x00\x1d" + bytes(32), 0),  # reserved additional information 29
+    ],
+)
+def test_map_head_and_item_kinds_checked_before_decoding(
+    raw: bytes, decoded: int, loads: Counter
+) -> None:
+    with pytest.raises(DecodeError):
+        decode_map(raw, {0: Field(int)}, "t")
+    assert loads.calls == decoded
