@@ -428,6 +428,11 @@ def test_largest_id_is_accepted_and_one_more_is_not() -> None:
         (cbor2.dumps({i: 0 for i in range(23)}), 1),  # 23 entries: the largest small map
         (cbor2.dumps({i: 0 for i in range(24)}), 0),  # 24 entries: a two-byte head
         (b"\xa1\x00\x61a", 0),  # a text string value
+        (b"\xa1\x00\x60", 0),  # an empty text string value
+        (
+            cbor2.dumps({0: 2**40}),
+            1,
+        ),  # an 8-byte integer is well-formed: the range check refuses it
         (b"\xa1\x00\x1c" + bytes(16), 0),  # reserved additional information 28
         (b"\xa1\x00\x1d" + bytes(32), 0),  # reserved additional information 29
     ],
