@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -123,6 +124,20 @@ class StorageKey:
         except (ValueError, MemoryError):
             raise StoreError("scrypt failed for these parameters", "meta/kdf") from None
         return cls(key)
+
+    @classmethod
+    def resolve(
+        cls,
+        key: StorageKey | bytes | None,
+        passphrase: str | bytes | None,
+        kdf_params: Callable[[], KdfParams],
+    ) -> StorageKey:
+        """The store's key from a passphrase (``kdf_params`` reads or creates the store's
+        scrypt parameters) or else from ``key`` (raw 32 bytes or a StorageKey). The stores
+        check that exactly one was given before they open anything."""
+        if passphrase is not None:
+            return cls.from_passphrase(passphrase, kdf_params())
+        return key if isinstance(key, StorageKey) else cls(key)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return "StorageKey(<secret>)"

@@ -128,10 +128,7 @@ class PostgresStore:
             raise StoreError(f"cannot connect: {type(exc).__name__}", "postgres") from None
         try:
             self._setup()
-            if passphrase is not None:
-                self._key = StorageKey.from_passphrase(passphrase, self._kdf_params(scrypt_n))
-            else:
-                self._key = key if isinstance(key, StorageKey) else StorageKey(key)  # type: ignore[arg-type]
+            self._key = StorageKey.resolve(key, passphrase, lambda: self._kdf_params(scrypt_n))
             with self._begin() as tx:
                 check_key(tx)
         except BaseException:

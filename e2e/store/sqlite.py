@@ -122,11 +122,7 @@ class SqliteStore:
             raise StoreError(f"cannot open the database: {type(exc).__name__}", "sqlite") from None
         try:
             self._setup()
-            if passphrase is not None:
-                params = self._kdf_params(scrypt_n)
-                self._key = StorageKey.from_passphrase(passphrase, params)
-            else:
-                self._key = key if isinstance(key, StorageKey) else StorageKey(key)  # type: ignore[arg-type]
+            self._key = StorageKey.resolve(key, passphrase, lambda: self._kdf_params(scrypt_n))
             with self._begin() as tx:
                 check_key(tx)
         except BaseException:
