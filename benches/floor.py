@@ -9,15 +9,17 @@ Per message, e2e makes these calls (read from e2e/ratchet.py and e2e/message_key
 
 PQ suite (suite 2), sender (``Ratchet.encrypt``):
   chain_step: HMAC-SHA256(ck) once, ``copy()``, two updates, two finalizes;
-  header: HMAC-SHA512(hks, "E2E_HeaderKeys" 0x01) split, os.urandom(12),
-  AESGCM(key).encrypt(nonce, header 40 B, AD 66 B);
+  header: os.urandom(12), then the cached AEAD of hks encrypts (nonce, header 40 B, AD 66 B)
+  (a header key's AEAD, HMAC-SHA512(hk, "E2E_HeaderKeys" 0x01) split into an AESGCM key and
+  a commitment, is derived once per chain, when that key is first used);
   body: HMAC-SHA512(seed, "E2E_MessageKeys" 0x01) split, AESGCM(key).encrypt(zero nonce,
   plaintext, AD 66 B + frame prefix).
 PQ suite, receiver in its current chain (``Ratchet.decrypt``):
-  header: HMAC-SHA512(hkr) split, compare_digest(commitment), AESGCM decrypt;
+  header: compare_digest(hkr's commitment), its cached AEAD decrypts;
   chain_step; body: HMAC-SHA512 split, compare_digest(commitment), AESGCM decrypt.
-PQ receiver of a new ratchet key (ping-pong): the header first fails under hkr (split and
-  compare_digest only), then opens under nhkr; then X25519(dhs, remote), HKDF-SHA256 (96 B),
+PQ receiver of a new ratchet key (ping-pong): the header first fails under hkr's cached AEAD
+  (compare_digest only), then opens under nhkr's, derived now (the sender derived its
+  new hks AEAD too); then X25519(dhs, remote), HKDF-SHA256 (96 B),
   os.urandom(32) + X25519 base (new dhs), X25519(new dhs, remote), HKDF-SHA256 (96 B),
   chain_step and the body as above.
 SIGNAL suite (suite 1): plaintext header; body = HKDF-SHA256 (80 B) of the seed, PKCS7 pad,
@@ -83,11 +85,28 @@ def _body_ad(suite: int, size: int) -> bytes:
 # -- the PQ suite's per-message pieces -----------------------------------------------------
 
 
-def _pq_keys() -> dict[str, bytes]:
-    return {"ck": os.urandom(32), "hk": os.urandom(32), "other_hk": os.urandom(32)}
+def _pq_keys() -> dict[str, Any]:
+    hk, other_hk = os.urandom(32), os.urandom(32)
+    return {
+        "ck": os.urandom(32),
+        "hk": hk,
+        "other_hk": other_hk,
+        "hc": _pq_header_cipher(hk),
+        "other_hc": _pq_header_cipher(other_hk),
+    }
 
 
-def _pq_seal(ck: bytes, hk: bytes, ad: bytes, body_ad: bytes, pt: bytes) -> tuple[bytes, bytes]:
+def _pq_header_cipher(hk: bytes) -> tuple[AESGCM, bytes]:
+    """A header key's AEAD and commitment: derived once per chain (e2e caches it likewise)."""
+    h = hmac.HMAC(hk, _SHA512)
+    h.update(_HEADER_LABEL)
+    out = h.finalize()
+    return AESGCM(out[:32]), out[32:]
+
+
+def _pq_seal(
+    ck: bytes, hc: tuple[AESGCM, bytes], ad: bytes, body_ad: bytes, pt: bytes
+) -> tuple[bytes, bytes]:
     """Sender: chain step, sealed header, sealed body. Returns (sealed header, sealed body)."""
     h = hmac.HMAC(ck, _SHA256)
     h2 = h.copy()
@@ -95,24 +114,18 @@ def _pq_seal(ck: bytes, hk: bytes, ad: bytes, body_ad: bytes, pt: bytes) -> tupl
     h2.update(b"\x02")
     h2.finalize()
     seed = h.finalize()
-    h = hmac.HMAC(hk, _SHA512)
-    h.update(_HEADER_LABEL)
-    out = h.finalize()
     nonce = os.urandom(12)
-    sealed_header = nonce + out[32:] + AESGCM(out[:32]).encrypt(nonce, _HEADER, ad)
+    sealed_header = nonce + hc[1] + hc[0].encrypt(nonce, _HEADER, ad)
     h = hmac.HMAC(seed, _SHA512)
     h.update(_MSG_LABEL)
     out = h.finalize()
     return sealed_header, out[32:] + AESGCM(out[:32]).encrypt(_ZERO_NONCE, pt, body_ad)
 
 
-def _pq_open_header(hk: bytes, ad: bytes, sealed: bytes) -> bytes | None:
-    h = hmac.HMAC(hk, _SHA512)
-    h.update(_HEADER_LABEL)
-    out = h.finalize()
-    if not _hmac.compare_digest(out[32:], sealed[12:44]):
+def _pq_open_header(hc: tuple[AESGCM, bytes], ad: bytes, sealed: bytes) -> bytes | None:
+    if not _hmac.compare_digest(hc[1], sealed[12:44]):
         return None
-    return AESGCM(out[:32]).decrypt(sealed[:12], sealed[44:], ad)
+    return hc[0].decrypt(sealed[:12], sealed[44:], ad)
 
 
 def _pq_open_body(ck: bytes, body_ad: bytes, sealed: bytes) -> bytes:
@@ -177,7 +190,7 @@ def encrypt(suite: int, size: int) -> tuple[Setup, Target]:
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
     if suite == 2:
-        return _no_setup, lambda: _pq_seal(k["ck"], k["hk"], _AD, body_ad, pt)
+        return _no_setup, lambda: _pq_seal(k["ck"], k["hc"], _AD, body_ad, pt)
     return _no_setup, lambda: _signal_seal(k["ck"], body_ad, pt)
 
 
@@ -187,10 +200,10 @@ def decrypt(suite: int, size: int) -> tuple[Setup, Target]:
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
     if suite == 2:
-        hdr, body = _pq_seal(k["ck"], k["hk"], _AD, body_ad, pt)
+        hdr, body = _pq_seal(k["ck"], k["hc"], _AD, body_ad, pt)
 
         def pq_target() -> None:
-            _pq_open_header(k["hk"], _AD, hdr)
+            _pq_open_header(k["hc"], _AD, hdr)
             _pq_open_body(k["ck"], body_ad, body)
 
         return _no_setup, pq_target
@@ -203,12 +216,12 @@ def oneway(suite: int, size: int) -> tuple[Setup, Target]:
     pt = os.urandom(size)
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
-    ck, hk = k["ck"], k["hk"]
+    ck, hc = k["ck"], k["hc"]
     if suite == 2:
 
         def pq_target() -> None:
-            hdr, body = _pq_seal(ck, hk, _AD, body_ad, pt)
-            _pq_open_header(hk, _AD, hdr)
+            hdr, body = _pq_seal(ck, hc, _AD, body_ad, pt)
+            _pq_open_header(hc, _AD, hdr)
             _pq_open_body(ck, body_ad, body)
 
         return _no_setup, pq_target
@@ -221,7 +234,7 @@ def out_of_order(suite: int, size: int) -> tuple[Setup, Target]:
     pt = os.urandom(size)
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
-    ck, hk = k["ck"], k["hk"]
+    ck, hc = k["ck"], k["hc"]
 
     def chain_step() -> bytes:
         h = hmac.HMAC(ck, _SHA256)
@@ -233,13 +246,13 @@ def out_of_order(suite: int, size: int) -> tuple[Setup, Target]:
 
     if suite == 2:
         # Every body is sealed under chain_step(ck)'s seed, so the stored seed opens it too.
-        hdr, body = _pq_seal(ck, hk, _AD, body_ad, pt)
+        hdr, body = _pq_seal(ck, hc, _AD, body_ad, pt)
 
         def pq_target() -> None:
-            _pq_open_header(hk, _AD, hdr)
+            _pq_open_header(hc, _AD, hdr)
             seed = chain_step()  # the skipped message's seed, stored
             _pq_open_body(ck, body_ad, body)
-            _pq_open_header(hk, _AD, hdr)
+            _pq_open_header(hc, _AD, hdr)
             h = hmac.HMAC(seed, _SHA512)
             h.update(_MSG_LABEL)
             out = h.finalize()
@@ -283,16 +296,19 @@ def ping_pong(suite: int, size: int) -> tuple[Setup, Target]:
     pt = os.urandom(size)
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
-    ck, hk, other_hk, rk = k["ck"], k["hk"], k["other_hk"], os.urandom(32)
+    ck, hk, other_hc, rk = k["ck"], k["hk"], k["other_hc"], os.urandom(32)
     secret = os.urandom(32)
     remote = _nacl.crypto_scalarmult_base(os.urandom(32))
     if suite == 2:
 
         def pq_target() -> None:
-            hdr, body = _pq_seal(ck, hk, _AD, body_ad, pt)
-            if _pq_open_header(other_hk, _AD, hdr) is not None:  # the current header key
+            # Every message starts a chain: its sender derives the new header key's AEAD
+            # once, and so does the receiver, after the header fails (commitment compare
+            # only) under its current header key's cached AEAD.
+            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), _AD, body_ad, pt)
+            if _pq_open_header(other_hc, _AD, hdr) is not None:
                 raise AssertionError("floor: header opened under the wrong key")
-            _pq_open_header(hk, _AD, hdr)  # the next header key
+            _pq_open_header(_pq_header_cipher(hk), _AD, hdr)  # the next header key
             _dh_step(2, rk, secret, remote)
             _pq_open_body(ck, body_ad, body)
 
@@ -353,7 +369,7 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
         info_rk, length = (_ROOT_INFO_PQ, 96) if suite == 2 else (_ROOT_INFO_SIGNAL, 64)
         HKDF(_SHA256, length, ck, info_rk).derive(scalarmult(dhs_a, spk_pub))
         if suite == 2:
-            hdr, body = _pq_seal(ck, hk, _AD, body_ad, pt)
+            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), _AD, body_ad, pt)
         else:
             body = _signal_seal(ck, body_ad, pt)
         # responder: agree, open the first message (one DH ratchet step)
@@ -366,7 +382,7 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
         if suite == 2:
             ss = kem.decapsulate(ct)
             HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
-            _pq_open_header(hk, _AD, hdr)
+            _pq_open_header(_pq_header_cipher(hk), _AD, hdr)
             _dh_step(2, ck, spk, ek_pub)
             _pq_open_body(ck, body_ad, body)
         else:

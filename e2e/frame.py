@@ -198,12 +198,13 @@ class MessageFrame(NamedTuple):
     header: bytes
     body: bytes
     prekey: PrekeyFields | None
-    raw: bytes
+    #: Every received byte before the body's content: authenticated as AD.
+    ad_prefix: bytes
 
     @property
-    def ad_prefix(self) -> bytes:
-        """Every received byte before the body's content: authenticated as AD."""
-        return self.raw[: len(self.raw) - len(self.body)]
+    def raw(self) -> bytes:
+        """The frame as received: ``ad_prefix`` followed by ``body``."""
+        return self.ad_prefix + self.body
 
 
 _COMMON: Final = {
@@ -259,6 +260,13 @@ _MESSAGE_HEAD_LEN: Final = 10
 assert all(len(head) == _MESSAGE_HEAD_LEN for head in _MESSAGE_HEADS)
 
 
+#: The same heads -> (suite, offset of the body key K.BODY, right after the header).
+_FAST_LAYOUTS: Final = {h: (s, _MESSAGE_HEAD_LEN + n) for h, (s, n) in _MESSAGE_HEADS.items()}
+_BODY_KEY_BYTE: Final = _BODY_KEY[0]
+#: ``tuple.__new__``: builds the hot path's MessageFrame without NamedTuple's Python __new__.
+_new_frame: Final = tuple.__new__
+
+
 def _decode_plain_message(raw: bytes) -> MessageFrame | None:
     """The hot path: a normal message frame matched against its exact canonical layout.
 
@@ -268,21 +276,24 @@ def _decode_plain_message(raw: bytes) -> MessageFrame | None:
     (prekey messages, every malformed or non-canonical input) returns None, and the strict
     path decides.
     """
-    layout = _MESSAGE_HEADS.get(raw[:_MESSAGE_HEAD_LEN])
+    layout = _FAST_LAYOUTS.get(raw[:_MESSAGE_HEAD_LEN])
     if layout is None:
         return None
-    suite, header_len = layout
-    body_key = _MESSAGE_HEAD_LEN + header_len
-    if raw[body_key : body_key + 1] != _BODY_KEY:
+    suite, body_key = layout
+    start = body_key + 1
+    if len(raw) <= start or raw[body_key] != _BODY_KEY_BYTE:
         return None
-    head_len = _BYTES_HEAD_LEN.get(raw[body_key + 1]) if len(raw) > body_key + 1 else None
+    head_len = _BYTES_HEAD_LEN.get(raw[start])
     if head_len is None:
         return None
-    body_start = body_key + 1 + head_len
+    body_start = start + head_len
     body_len = len(raw) - body_start
-    if body_len < 0 or raw[body_key + 1 : body_start] != _bytes_head(body_len):
+    if body_len < 0 or raw[start:body_start] != _bytes_head(body_len):
         return None
-    return MessageFrame(suite, raw[_MESSAGE_HEAD_LEN:body_key], raw[body_start:], None, raw)
+    return _new_frame(
+        MessageFrame,
+        (suite, raw[_MESSAGE_HEAD_LEN:body_key], raw[body_start:], None, raw[:body_start]),
+    )
 
 
 def decode_message(raw: object) -> MessageFrame:
@@ -320,7 +331,8 @@ def decode_message(raw: object) -> MessageFrame:
         )
     else:
         raise DecodeError("unknown frame type")
-    return MessageFrame(suite, header, obj[K.BODY], prekey, raw)
+    body = obj[K.BODY]
+    return MessageFrame(suite, header, body, prekey, raw[: len(raw) - len(body)])
 
 
 def encode_message(

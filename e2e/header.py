@@ -7,9 +7,10 @@ from typing import NamedTuple
 
 from e2e.errors import AuthenticationFailed
 
-__all__ = ["Header", "encode_header"]
+__all__ = ["Header", "encode_header", "HEADER_STRUCT"]
 
-_PACK = struct.Struct(">32sII")
+#: dh (32) | PN (u32 big-endian) | N (u32 big-endian).
+HEADER_STRUCT = _PACK = struct.Struct(">32sII")
 
 
 class Header(NamedTuple):

@@ -30,6 +30,7 @@ __all__ = [
     "open_",
     "seal_header",
     "open_header",
+    "HeaderCipher",
     "HEADER_LABEL",
     "GCM_ZERO_NONCE",
 ]
@@ -42,6 +43,7 @@ GCM_ZERO_NONCE = bytes(12)
 _COMMIT_LEN = 32
 _GCM_TAG = 16
 _HEADER_NONCE = 12
+_HEADER_COMMIT_END = _HEADER_NONCE + _COMMIT_LEN
 #: HKDF-Expand's info for the header AEAD keys: label | 0x01 (see committing_keys).
 _HEADER_INFO = HEADER_LABEL + b"\x01"
 
@@ -119,24 +121,49 @@ def open_(suite: Suite, seed: bytes, ad: bytes, sealed: bytes) -> bytes:
         raise AuthenticationFailed("message body has bad padding") from None
 
 
+class HeaderCipher:
+    """The AEAD of one header key, derived once and reused for every header of its chain.
+
+    ``HKDF-Expand-SHA512(header key, HEADER_LABEL, 64)`` -> AES-256-GCM key | commitment, as in
+    :func:`committing_keys`; a header key is fixed for a whole chain, so the ratchet keeps one
+    of these per current header key instead of re-deriving per message.
+    """
+
+    __slots__ = ("key", "_aead", "_commit")
+
+    def __init__(self, key: bytes) -> None:
+        h = hmac.HMAC(key, _SHA512)  # committing_keys(key, HEADER_LABEL), inlined
+        h.update(_HEADER_INFO)
+        out = h.finalize()
+        #: The header key this cipher was derived from (the ratchet's cache tag).
+        self.key = key
+        self._aead = AESGCM(out[:32])
+        self._commit = out[32:]
+
+    def __repr__(self) -> str:
+        return "HeaderCipher(<secret>)"
+
+    def seal(self, nonce: bytes, ad: bytes, header: bytes) -> bytes:
+        """nonce (12) | commitment (32) | GCM ciphertext and tag of ``header``."""
+        return nonce + self._commit + self._aead.encrypt(nonce, header, ad)
+
+    def open(self, ad: bytes, sealed: bytes) -> bytes | None:
+        """The header sealed by :meth:`seal`; None when it is not under this key."""
+        if not _hmac.compare_digest(
+            self._commit, sealed[_HEADER_NONCE : _HEADER_NONCE + _COMMIT_LEN]
+        ):
+            return None
+        try:
+            return self._aead.decrypt(sealed[:_HEADER_NONCE], sealed[_HEADER_COMMIT_END:], ad)
+        except InvalidTag:
+            return None
+
+
 def seal_header(header_key: bytes, nonce: bytes, ad: bytes, header: bytes) -> bytes:
     """Encrypt a header: nonce (12) | commitment (32) | GCM ciphertext and tag."""
-    h = hmac.HMAC(header_key, _SHA512)  # committing_keys(header_key, HEADER_LABEL), inlined
-    h.update(_HEADER_INFO)
-    keys = h.finalize()
-    return nonce + keys[32:] + AESGCM(keys[:32]).encrypt(nonce, header, ad)
+    return HeaderCipher(header_key).seal(nonce, ad, header)
 
 
 def open_header(header_key: bytes, ad: bytes, sealed: bytes) -> bytes | None:
     """Decrypt a header sealed by :func:`seal_header`; None when it is not under ``header_key``."""
-    h = hmac.HMAC(header_key, _SHA512)  # committing_keys(header_key, HEADER_LABEL), inlined
-    h.update(_HEADER_INFO)
-    keys = h.finalize()
-    if not _hmac.compare_digest(keys[32:], sealed[_HEADER_NONCE : _HEADER_NONCE + _COMMIT_LEN]):
-        return None
-    try:
-        return AESGCM(keys[:32]).decrypt(
-            sealed[:_HEADER_NONCE], sealed[_HEADER_NONCE + _COMMIT_LEN :], ad
-        )
-    except InvalidTag:
-        return None
+    return HeaderCipher(header_key).open(ad, sealed)

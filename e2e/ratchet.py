@@ -31,22 +31,30 @@ from e2e.errors import (
     TooManySkipped,
 )
 from e2e.frame import MessageFrame, PrekeyFields, message_prefix
-from e2e.header import Header, encode_header
+from e2e.header import HEADER_STRUCT, Header
 from e2e.keys import KeyPair, Rng
-from e2e.message_key import open_, open_header, seal, seal_header
+from e2e.message_key import HeaderCipher, open_, seal
 from e2e.root_key import root_step
 from e2e.suite import Suite
 
 __all__ = ["Ratchet", "sealed_body_len"]
 
+#: Builds a header key's AEAD (a module attribute so tests can observe every header key used).
+header_cipher = HeaderCipher
+
 _HEADER_NONCE_LEN = 12
+_HEADER_LEN = HEADER_STRUCT.size
+_unpack_header = HEADER_STRUCT.unpack
+_pack_header = HEADER_STRUCT.pack
+#: A suite-2 body is commitment (32) | ciphertext | GCM tag (16).
+_PQ_BODY_EXTRA = 32 + 16
 _SKIPPED_REC = struct.Struct(">32sI32s")
 
 
 def sealed_body_len(suite: Suite, plaintext_len: int) -> int:
     """Exact length of a sealed body for a plaintext of ``plaintext_len`` bytes."""
     if suite.pq:
-        return 32 + plaintext_len + 16
+        return plaintext_len + _PQ_BODY_EXTRA
     return (plaintext_len // 16 + 1) * 16 + suite.tag_len
 
 
@@ -84,6 +92,9 @@ class Ratchet:
         "skipped",
         "old_chains",
         "rng",
+        "_hks_cipher",
+        "_hkr_cipher",
+        "_nhkr_cipher",
     )
 
     def __init__(
@@ -125,6 +136,11 @@ class Ratchet:
         #: Earlier receiving chains, oldest first: (remote ratchet key, header key or None).
         self.old_chains: list[tuple[bytes, bytes | None]] = old_chains or []
         self.rng = rng
+        # Derived AEADs of hks, hkr and nhkr: a cache, not state (never saved). Each is used
+        # only while its .key is the very object in the matching field, else rebuilt.
+        self._hks_cipher: HeaderCipher | None = None
+        self._hkr_cipher: HeaderCipher | None = None
+        self._nhkr_cipher: HeaderCipher | None = None
 
     def __repr__(self) -> str:
         return f"Ratchet(suite={self.suite.id}, ns={self.ns}, nr={self.nr})"
@@ -175,23 +191,29 @@ class Ratchet:
         cks = self.cks
         if cks is None:
             raise StateError("this session cannot send before it has received a message")
-        if len(plaintext) > MAX_PLAINTEXT_BYTES:
+        size = len(plaintext)
+        if size > MAX_PLAINTEXT_BYTES:
             raise LimitExceeded("plaintext larger than MAX_PLAINTEXT_BYTES")
-        if self.ns >= MAX_COUNTER:
+        ns = self.ns
+        if ns >= MAX_COUNTER:
             raise LimitExceeded("sending chain exhausted; a DH ratchet step is needed")
         suite = self.suite
         next_ck, seed = chain_step(cks)
-        header = encode_header(self.dhs.public, self.pn, self.ns)
+        header = _pack_header(self.dhs.public, self.pn, ns)
         ad = self.ad
-        if self.hks is not None:
-            header = seal_header(self.hks, self.rng(_HEADER_NONCE_LEN), ad, header)
-        body_len = sealed_body_len(suite, len(plaintext))
+        hks = self.hks
+        if hks is not None:
+            cipher = self._hks_cipher
+            if cipher is None or cipher.key is not hks:
+                cipher = self._hks_cipher = header_cipher(hks)
+            header = cipher.seal(self.rng(_HEADER_NONCE_LEN), ad, header)
+        body_len = size + _PQ_BODY_EXTRA if suite.pq else sealed_body_len(suite, size)
         prefix = message_prefix(suite, header, prekey, body_len)
         body = seal(suite, seed, ad + prefix, plaintext)
         if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
             raise AssertionError("sealed body length differs from its prediction")
         self.cks = next_ck
-        self.ns += 1
+        self.ns = ns + 1
         return prefix + body
 
     # -- receiving ---------------------------------------------------------------------
@@ -200,12 +222,24 @@ class Ratchet:
         """Open ``frame``; on any error the state is left exactly as it was."""
         if frame.suite is not self.suite:
             raise AuthenticationFailed("frame suite differs from the session's")
-        header, chain = self._read_header(frame.header)
         ckr = self.ckr
+        cipher = self._hkr_cipher
+        if cipher is not None and cipher.key is self.hkr and ckr is not None:
+            # The common case first: the header opens under the current header key and
+            # names the next message of the current receiving chain. No key is skipped,
+            # stored or taken from the store (stored keys of this chain are all below nr),
+            # so _plan/_apply would only advance the chain. Same result, cheaper.
+            plain = cipher.open(self.ad, frame.header)
+            if plain is not None and len(plain) == _HEADER_LEN:
+                dh, _, n = _unpack_header(plain)
+                if n == self.nr and dh == self.dhr:
+                    ckr, seed = chain_step(ckr)
+                    plaintext = open_(self.suite, seed, self.ad + frame.ad_prefix, frame.body)
+                    self.ckr = ckr
+                    self.nr = n + 1
+                    return plaintext
+        header, chain = self._read_header(frame.header)
         if chain == "current" and header.n == self.nr and ckr is not None:
-            # The common case, the next message of the current receiving chain: no key is
-            # skipped, stored or taken from the store (stored keys of this chain are all
-            # below nr), so _plan/_apply would only advance the chain. Same result, cheaper.
             ckr, seed = chain_step(ckr)
             plaintext = open_(self.suite, seed, self.ad + frame.ad_prefix, frame.body)
             self.ckr = ckr
@@ -223,20 +257,28 @@ class Ratchet:
         """
         if self.suite.header_encryption:
             ad = self.ad
-            if self.hkr is not None:
-                plain = open_header(self.hkr, ad, data)
+            hkr = self.hkr
+            if hkr is not None:
+                cipher = self._hkr_cipher
+                if cipher is None or cipher.key is not hkr:
+                    cipher = self._hkr_cipher = header_cipher(hkr)
+                plain = cipher.open(ad, data)
                 if plain is not None:
                     header = Header.decode(plain)
                     if header.dh != self.dhr:
                         raise AuthenticationFailed("header names another ratchet key")
                     return header, "current"
-            if self.nhkr is not None:
-                plain = open_header(self.nhkr, ad, data)
+            nhkr = self.nhkr
+            if nhkr is not None:
+                cipher = self._nhkr_cipher
+                if cipher is None or cipher.key is not nhkr:
+                    cipher = self._nhkr_cipher = header_cipher(nhkr)
+                plain = cipher.open(ad, data)
                 if plain is not None:
                     return Header.decode(plain), "next"
             for _, old_key in reversed(self.old_chains):
                 if old_key is not None:
-                    plain = open_header(old_key, self.ad, data)
+                    plain = header_cipher(old_key).open(ad, data)
                     if plain is not None:
                         return Header.decode(plain), "old"
             raise AuthenticationFailed("header does not decrypt under any header key")
@@ -316,6 +358,7 @@ class Ratchet:
             self.hks = self.nhks
             self.hkr = self.nhkr
             self.nhkr = nhkr
+            self._hkr_cipher, self._nhkr_cipher = self._nhkr_cipher, None
             self.nhks = nhks
             self.dhs = dhs
             self.rk = rk

@@ -33,7 +33,9 @@ from e2e.errors import (
     TooManySkipped,
 )
 from e2e.frame import K, T
+from e2e.header import Header
 from e2e.keys import KeyPair
+from e2e.message_key import HeaderCipher
 from e2e.ratchet import Ratchet
 from e2e.session import Session
 from e2e.suite import PQ, SIGNAL, Suite
@@ -542,3 +544,78 @@ def test_random_schedule_under_tight_limits(
         if seen[to]:
             frame, msg = seen[to][r % len(seen[to])]
             deliver(to, frame, msg)  # may succeed only if it was refused before
+
+
+# --- header keys: one AEAD derivation per chain, and what the cache must never change -------
+
+
+def _count_header_ciphers(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record every header key whose AEAD the ratchet derives from now on."""
+    import e2e.ratchet as ratchet_mod
+
+    built: list[bytes] = []
+    real = ratchet_mod.header_cipher
+
+    def counting(key: bytes) -> HeaderCipher:
+        built.append(key)
+        return real(key)
+
+    monkeypatch.setattr(ratchet_mod, "header_cipher", counting)
+    return built
+
+
+def test_header_key_aead_is_derived_once_per_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = sessions(handshake(PQ))
+    built = _count_header_ciphers(monkeypatch)
+    for i in range(20):  # one new sending chain of Alice's
+        assert bob.decrypt(alice.encrypt(b"m%d" % i)) == b"m%d" % i
+    # Alice derives her new hks once; Bob derives it once as his next header key, fails the
+    # current one by its cached commitment, and keeps the derived AEAD for the rest of the chain.
+    assert built == [alice.ratchet.hks, alice.ratchet.hks]
+    assert bob.ratchet.hkr == alice.ratchet.hks
+
+
+def test_ping_pong_derives_two_header_aeads_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = sessions(handshake(PQ))
+    built = _count_header_ciphers(monkeypatch)
+    for turn in range(10):  # Bob answered last, so Alice starts: every message is a new chain
+        sender, receiver = (bob, alice) if turn % 2 else (alice, bob)
+        assert receiver.decrypt(sender.encrypt(b"turn")) == b"turn"
+        assert built[-2:] == [sender.ratchet.hks, sender.ratchet.hks]
+    assert len(built) == 20
+
+
+def test_restored_session_rebuilds_its_header_aeads(monkeypatch: pytest.MonkeyPatch) -> None:
+    alice, bob = sessions(handshake(PQ))
+    bob.decrypt(alice.encrypt(b"warm"))
+    built = _count_header_ciphers(monkeypatch)
+    bob2 = Session.from_bytes(bob.to_bytes())
+    alice2 = Session.from_bytes(alice.to_bytes())
+    assert bob2.decrypt(alice2.encrypt(b"after restore")) == b"after restore"
+    assert built == [alice.ratchet.hks, alice.ratchet.hks]  # fresh objects: no stale cache
+    assert bob.decrypt(alice.encrypt(b"old objects")) == b"old objects"
+
+
+def _forged_in_current_chain(alice: Session, bob: Session, dh: bytes, n: int) -> bytes:
+    """A frame whose header is sealed under Bob's current header key (only Alice holds it)
+    and names ``dh`` and ``n``; its body is Alice's genuine next body."""
+    real = alice.encrypt(b"genuine")
+    fields = frame_fields(real)
+    header = Header(dh, alice.ratchet.pn, n).encode()
+    assert bob.ratchet.hkr is not None
+    fields[K.HEADER] = HeaderCipher(bob.ratchet.hkr).seal(os.urandom(12), bob.ratchet.ad, header)
+    return reencode(fields)
+
+
+def test_header_under_current_key_naming_another_ratchet_key_is_rejected() -> None:
+    alice, bob = sessions(handshake(PQ))
+    bob.decrypt(alice.encrypt(b"warm"))  # Bob's current header key's AEAD is cached now
+    other = KeyPair.generate().public
+    for n in (bob.ratchet.nr, bob.ratchet.nr + 1):  # the common case, and one skipping ahead
+        forged = _forged_in_current_chain(alice, bob, other, n)
+        exc = expect_unchanged(bob, lambda f=forged: bob.decrypt(f), AuthenticationFailed)
+        assert "another ratchet key" in str(exc)
+    # A genuine header under the current key, with its body tampered: nothing changes either.
+    fields = frame_fields(alice.encrypt(b"next"))
+    fields[K.BODY] = bytes([fields[K.BODY][0] ^ 1]) + fields[K.BODY][1:]
+    expect_unchanged(bob, lambda: bob.decrypt(reencode(fields)), AuthenticationFailed)

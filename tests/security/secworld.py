@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import e2e.ratchet as ratchet_mod
 from e2e.errors import DuplicateMessage, E2EError, PolicyError
-from e2e.message_key import committing_keys
+from e2e.message_key import HEADER_LABEL, committing_keys
 from e2e.platform import (
     AdService,
     Business,
@@ -53,8 +53,7 @@ class KeyCapture:
         orig = (
             ratchet_mod.chain_step,
             ratchet_mod.root_step,
-            ratchet_mod.seal_header,
-            ratchet_mod.open_header,
+            ratchet_mod.header_cipher,
             ratchet_mod.seal,
             ratchet_mod.open_,
         )
@@ -77,30 +76,27 @@ class KeyCapture:
                     add(v)
             return out
 
-        def seal_header(key, nonce, ad, header):  # type: ignore[no-untyped-def]
+        def header_cipher(key):  # type: ignore[no-untyped-def]
+            # Every header key the ratchet uses passes through here (its AEAD is then cached).
             add(key)
-            return orig[2](key, nonce, ad, header)
-
-        def open_header(key, ad, sealed):  # type: ignore[no-untyped-def]
-            add(key)
-            return orig[3](key, ad, sealed)
+            add(committing_keys(key, HEADER_LABEL)[0])
+            return orig[2](key)
 
         def seal(suite, seed, ad, pt):  # type: ignore[no-untyped-def]
             add(seed)
             add(committing_keys(seed, suite.message_info)[0])
-            return orig[4](suite, seed, ad, pt)
+            return orig[3](suite, seed, ad, pt)
 
         def open_(suite, seed, ad, sealed):  # type: ignore[no-untyped-def]
             add(seed)
             add(committing_keys(seed, suite.message_info)[0])
-            out = orig[5](suite, seed, ad, sealed)
+            out = orig[4](suite, seed, ad, sealed)
             self._used(seed)
             return out
 
         ratchet_mod.chain_step = chain_step  # type: ignore[assignment]
         ratchet_mod.root_step = root_step  # type: ignore[assignment]
-        ratchet_mod.seal_header = seal_header  # type: ignore[assignment]
-        ratchet_mod.open_header = open_header  # type: ignore[assignment]
+        ratchet_mod.header_cipher = header_cipher
         ratchet_mod.seal = seal  # type: ignore[assignment]
         ratchet_mod.open_ = open_  # type: ignore[assignment]
         try:
@@ -109,8 +105,7 @@ class KeyCapture:
             (
                 ratchet_mod.chain_step,
                 ratchet_mod.root_step,
-                ratchet_mod.seal_header,
-                ratchet_mod.open_header,
+                ratchet_mod.header_cipher,
                 ratchet_mod.seal,
                 ratchet_mod.open_,
             ) = orig
