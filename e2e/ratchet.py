@@ -224,21 +224,29 @@ class Ratchet:
             raise AuthenticationFailed("frame suite differs from the session's")
         ckr = self.ckr
         cipher = self._hkr_cipher
-        if cipher is not None and cipher.key is self.hkr and ckr is not None:
-            # The common case first: the header opens under the current header key and
-            # names the next message of the current receiving chain. No key is skipped,
-            # stored or taken from the store (stored keys of this chain are all below nr),
-            # so _plan/_apply would only advance the chain. Same result, cheaper.
+        if cipher is not None and cipher.key is self.hkr:
+            # The header opens under the current header key's cached AEAD, most often.
             plain = cipher.open(self.ad, frame.header)
-            if plain is not None and len(plain) == _HEADER_LEN:
-                dh, _, n = _unpack_header(plain)
-                if n == self.nr and dh == self.dhr:
+            if plain is not None:
+                if len(plain) != _HEADER_LEN:
+                    raise AuthenticationFailed("header has the wrong length")
+                dh, pn, n = _unpack_header(plain)
+                if dh != self.dhr:
+                    raise AuthenticationFailed("header names another ratchet key")
+                if n == self.nr and ckr is not None:
+                    # The next message of the current receiving chain: no key is skipped,
+                    # stored or taken from the store (stored keys of this chain are all below
+                    # nr), so _plan/_apply would only advance the chain. Same result, cheaper.
                     ckr, seed = chain_step(ckr)
                     plaintext = open_(self.suite, seed, self.ad + frame.ad_prefix, frame.body)
                     self.ckr = ckr
                     self.nr = n + 1
                     return plaintext
-        header, chain = self._read_header(frame.header)
+                header, chain = Header(dh, pn, n), "current"
+            else:
+                header, chain = self._read_header(frame.header, skip_current=True)
+        else:
+            header, chain = self._read_header(frame.header)
         if chain == "current" and header.n == self.nr and ckr is not None:
             ckr, seed = chain_step(ckr)
             plaintext = open_(self.suite, seed, self.ad + frame.ad_prefix, frame.body)
@@ -250,15 +258,16 @@ class Ratchet:
         self._apply(plan)
         return plaintext
 
-    def _read_header(self, data: bytes) -> tuple[Header, str]:
+    def _read_header(self, data: bytes, skip_current: bool = False) -> tuple[Header, str]:
         """Decode (and with header encryption, decrypt) a header.
 
         Returns the header and which chain it belongs to: "current", "next" or "old".
+        ``skip_current``: the caller has already tried the current header key.
         """
         if self.suite.header_encryption:
             ad = self.ad
             hkr = self.hkr
-            if hkr is not None:
+            if hkr is not None and not skip_current:
                 cipher = self._hkr_cipher
                 if cipher is None or cipher.key is not hkr:
                     cipher = self._hkr_cipher = header_cipher(hkr)
