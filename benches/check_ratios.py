@@ -29,19 +29,23 @@ def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, Any]:
 Times = dict[str, dict[str, float]]
 
 
-def collect(report: dict[str, Any], stat: str) -> tuple[Times, dict[str, int]]:
-    """(case -> {"e2e": seconds per message, "floor": ...}, state name -> bytes)."""
+def collect(report: dict[str, Any], stat: str) -> tuple[Times, dict[str, int], Times]:
+    """(case -> {"e2e": seconds per message, "floor": ...}, state name -> bytes,
+    provider case -> {"chosen": seconds per call, "other": ...})."""
     times: dict[str, dict[str, float]] = {}
     sizes: dict[str, int] = {}
+    providers: dict[str, dict[str, float]] = {}
     for bench in report["benchmarks"]:
         info = bench.get("extra_info", {})
         for name, value in info.get("state_bytes", {}).items():
             sizes[name] = int(value)
+        if "provider_case" in info:
+            providers.setdefault(info["provider_case"], {})[info["kind"]] = bench["stats"][stat]
         if "case" not in info:
             continue
         per_message = bench["stats"][stat] / info.get("messages", 1)
         times.setdefault(info["case"], {})[info["kind"]] = per_message
-    return times, sizes
+    return times, sizes, providers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bounds = load_bounds(args.bounds)
     stat = bounds.get("stat", "median")
-    times, sizes = collect(json.loads(args.json.read_text()), stat)
+    times, sizes, providers = collect(json.loads(args.json.read_text()), stat)
     ratio_bounds: dict[str, float] = bounds["ratios"]
     failures: list[str] = []
 
@@ -98,10 +102,49 @@ def main(argv: list[str] | None = None) -> int:
         if name not in bounds.get("state_bytes", {}):
             print(f"serialized {name}: {size} bytes (not bounded)")
 
+    failures += check_providers(providers, bounds.get("providers", {}), args.markdown)
+
     for failure in failures:
         print(f"FAIL {failure}", file=sys.stderr)
-    print(f"{len(rows) - sum(1 for r in rows if not r[5])} within bounds, {len(failures)} failed")
+    within = len(rows) - sum(1 for r in rows if not r[5]) + len(providers)
+    within -= sum(1 for f in failures if f.startswith("provider-"))
+    print(f"{within} within bounds, {len(failures)} failed")
     return 1 if failures else 0
+
+
+def check_providers(providers: Times, bounds: dict[str, float], markdown: bool) -> list[str]:
+    """Print e2e's provider choice per operation against the other library's; return failures.
+
+    A provider case may be missing (skipped where the other library cannot run it), but one
+    that ran must have a bound and keep chosen / other within it.
+    """
+    failures = []
+    if providers:
+        if markdown:
+            print("\n| operation | chosen µs | other µs | chosen / other | bound |")
+            print("|---|---:|---:|---:|---:|")
+        else:
+            print(
+                f"\n{'operation':28} {'chosen us':>10} {'other us':>10} {'ratio':>6} {'bound':>6}"
+            )
+    for case in sorted(providers):
+        pair = providers[case]
+        if "chosen" not in pair or "other" not in pair:
+            failures.append(f"{case}: chosen or other result missing")
+            continue
+        ratio = pair["chosen"] / pair["other"]
+        bound = bounds.get(case)
+        if bound is None:
+            failures.append(f"{case}: no bound in bounds.json")
+        elif ratio > bound:
+            failures.append(f"{case}: chosen / other {ratio:.2f} > bound {bound}")
+        chosen, other = pair["chosen"] * 1e6, pair["other"] * 1e6
+        b = "" if bound is None else f"{bound:.2f}"
+        if markdown:
+            print(f"| {case} | {chosen:.1f} | {other:.1f} | {ratio:.2f} | ≤ {b} |")
+        else:
+            print(f"{case:28} {chosen:10.1f} {other:10.1f} {ratio:6.2f} {b:>6}")
+    return failures
 
 
 _WORKLOAD_ORDER = [

@@ -91,3 +91,34 @@ def test_peers_table_reports_a_peer_that_failed() -> None:
     assert len(lines) == 2 + len(peers.WORKLOADS)
     assert all("install failed: no wheel" in line for line in lines[2:])
     assert all("5.0 (0.50×)" in line for line in lines[2:])
+
+
+def _provider(case: str, kind: str, median: float) -> dict[str, Any]:
+    return {"stats": {"median": median}, "extra_info": {"provider_case": case, "kind": kind}}
+
+
+def test_provider_choice_bound(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = [_bench("pq-oneway-256B", "e2e", 25e-6), _bench("pq-oneway-256B", "floor", 20e-6)]
+    bounds = {**BOUNDS, "providers": {"provider-x25519_dh": 1.0}}
+    faster = [_provider("provider-x25519_dh", "chosen", 30e-6)]
+    faster.append(_provider("provider-x25519_dh", "other", 40e-6))
+    assert _run(tmp_path, base + faster, bounds) == 0
+    assert "0.75" in capsys.readouterr().out
+    slower = [_provider("provider-x25519_dh", "chosen", 44e-6), faster[1]]
+    assert _run(tmp_path, base + slower, bounds) == 1  # the other library became faster
+    assert _run(tmp_path, base + faster, BOUNDS) == 1  # a provider case without a bound
+    assert _run(tmp_path, base + faster[:1], bounds) == 1  # half a pair
+    assert _run(tmp_path, base, bounds) == 0  # skipped here (library unavailable): not a failure
+
+
+def test_every_provider_case_is_bounded_and_names_where_e2e_uses_it() -> None:
+    from benches.providers import CHOICES, case_name
+
+    bounds = check_ratios.load_bounds()["providers"]
+    assert sorted(bounds) == sorted(case_name(n) for n in CHOICES)
+    root = _PATH.parent.parent
+    for choice in CHOICES.values():
+        source = (root / choice.used_in).read_text()
+        assert choice.call in source, f"{choice.name}: {choice.used_in} no longer makes the call"
+        imports = {"PyNaCl": "nacl", "cryptography": "from cryptography"}[choice.chosen]
+        assert imports in source, f"{choice.name}: {choice.used_in} does not use {choice.chosen}"
