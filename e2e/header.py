@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from e2e.errors import AuthenticationFailed
 
-__all__ = ["Header", "encode_header", "HEADER_STRUCT"]
+__all__ = ["Header", "encode_header", "decode_header", "HEADER_STRUCT"]
 
 #: dh (32) | PN (u32 big-endian) | N (u32 big-endian).
 HEADER_STRUCT = _PACK = struct.Struct(">32sII")
@@ -29,12 +29,21 @@ class Header(NamedTuple):
 
     @classmethod
     def decode(cls, data: bytes) -> Header:
-        # Only ever called on 40 authenticated-or-length-checked bytes.
-        if len(data) != _PACK.size:
-            raise AuthenticationFailed("header has the wrong length")
-        return cls._make(_PACK.unpack(data))
+        return cls._make(decode_header(data))
 
 
 def encode_header(dh: bytes, pn: int, n: int) -> bytes:
     """``Header(dh, pn, n).encode()`` without building the object (the sending hot path)."""
     return _PACK.pack(dh, pn, n)
+
+
+def decode_header(data: bytes) -> tuple[bytes, int, int]:
+    """(dh, PN, N) of an encoded header, without building a :class:`Header` (the receiving
+    hot path). Only ever called on authenticated or length-checked bytes."""
+    if len(data) != _SIZE:
+        raise AuthenticationFailed("header has the wrong length")
+    return _unpack(data)
+
+
+_SIZE = _PACK.size
+_unpack = _PACK.unpack

@@ -31,7 +31,7 @@ from e2e.errors import (
     TooManySkipped,
 )
 from e2e.frame import MessageFrame, PrekeyFields, message_prefix
-from e2e.header import HEADER_STRUCT, Header
+from e2e.header import HEADER_STRUCT, Header, decode_header
 from e2e.keys import KeyPair, Rng
 from e2e.message_key import HeaderCipher, open_, seal
 from e2e.root_key import root_step
@@ -43,9 +43,9 @@ __all__ = ["Ratchet", "sealed_body_len"]
 header_cipher = HeaderCipher
 
 _HEADER_NONCE_LEN = 12
-_HEADER_LEN = HEADER_STRUCT.size
-_unpack_header = HEADER_STRUCT.unpack
 _pack_header = HEADER_STRUCT.pack
+_unpack_header = HEADER_STRUCT.unpack
+_HEADER_LEN = HEADER_STRUCT.size
 #: A suite-2 body is commitment (32) | ciphertext | GCM tag (16).
 _PQ_BODY_EXTRA = 32 + 16
 _SKIPPED_REC = struct.Struct(">32sI32s")
@@ -222,61 +222,42 @@ class Ratchet:
         """Open ``frame``; on any error the state is left exactly as it was."""
         if frame.suite is not self.suite:
             raise AuthenticationFailed("frame suite differs from the session's")
+        dh, pn, n, chain = self._read_header(frame.header)
         ckr = self.ckr
-        cipher = self._hkr_cipher
-        if cipher is not None and cipher.key is self.hkr:
-            # The header opens under the current header key's cached AEAD, most often.
-            plain = cipher.open(self.ad, frame.header)
-            if plain is not None:
-                if len(plain) != _HEADER_LEN:
-                    raise AuthenticationFailed("header has the wrong length")
-                dh, pn, n = _unpack_header(plain)
-                if dh != self.dhr:
-                    raise AuthenticationFailed("header names another ratchet key")
-                if n == self.nr and ckr is not None:
-                    # The next message of the current receiving chain: no key is skipped,
-                    # stored or taken from the store (stored keys of this chain are all below
-                    # nr), so _plan/_apply would only advance the chain. Same result, cheaper.
-                    ckr, seed = chain_step(ckr)
-                    plaintext = open_(self.suite, seed, self.ad + frame.ad_prefix, frame.body)
-                    self.ckr = ckr
-                    self.nr = n + 1
-                    return plaintext
-                header, chain = Header(dh, pn, n), "current"
-            else:
-                header, chain = self._read_header(frame.header, skip_current=True)
-        else:
-            header, chain = self._read_header(frame.header)
-        if chain == "current" and header.n == self.nr and ckr is not None:
+        if chain == "current" and n == self.nr and ckr is not None:
+            # The common case, the next message of the current receiving chain: no key is
+            # skipped, stored or taken from the store (stored keys of this chain are all
+            # below nr), so _plan/_apply would only advance the chain. Same result, cheaper.
             ckr, seed = chain_step(ckr)
             plaintext = open_(self.suite, seed, self.ad + frame.ad_prefix, frame.body)
             self.ckr = ckr
-            self.nr += 1
+            self.nr = n + 1
             return plaintext
-        plan = self._plan(header, chain)
+        plan = self._plan(Header(dh, pn, n), chain)
         plaintext = open_(self.suite, plan.seed, self.ad + frame.ad_prefix, frame.body)
         self._apply(plan)
         return plaintext
 
-    def _read_header(self, data: bytes, skip_current: bool = False) -> tuple[Header, str]:
+    def _read_header(self, data: bytes) -> tuple[bytes, int, int, str]:
         """Decode (and with header encryption, decrypt) a header.
 
-        Returns the header and which chain it belongs to: "current", "next" or "old".
-        ``skip_current``: the caller has already tried the current header key.
+        Returns its (DH, PN, N) and which chain it belongs to: "current", "next" or "old".
         """
         if self.suite.header_encryption:
             ad = self.ad
             hkr = self.hkr
-            if hkr is not None and not skip_current:
+            if hkr is not None:  # the current chain's key first: most messages are there
                 cipher = self._hkr_cipher
                 if cipher is None or cipher.key is not hkr:
                     cipher = self._hkr_cipher = header_cipher(hkr)
                 plain = cipher.open(ad, data)
                 if plain is not None:
-                    header = Header.decode(plain)
-                    if header.dh != self.dhr:
+                    if len(plain) != _HEADER_LEN:  # decode_header, inlined for the hot path
+                        raise AuthenticationFailed("header has the wrong length")
+                    dh, pn, n = _unpack_header(plain)
+                    if dh != self.dhr:
                         raise AuthenticationFailed("header names another ratchet key")
-                    return header, "current"
+                    return dh, pn, n, "current"
             nhkr = self.nhkr
             if nhkr is not None:
                 cipher = self._nhkr_cipher
@@ -284,19 +265,19 @@ class Ratchet:
                     cipher = self._nhkr_cipher = header_cipher(nhkr)
                 plain = cipher.open(ad, data)
                 if plain is not None:
-                    return Header.decode(plain), "next"
+                    return (*decode_header(plain), "next")
             for _, old_key in reversed(self.old_chains):
                 if old_key is not None:
                     plain = header_cipher(old_key).open(ad, data)
                     if plain is not None:
-                        return Header.decode(plain), "old"
+                        return (*decode_header(plain), "old")
             raise AuthenticationFailed("header does not decrypt under any header key")
-        header = Header.decode(data)
-        if header.dh == self.dhr and self.ckr is not None:
-            return header, "current"
-        if any(header.dh == dh for dh, _ in self.old_chains):
-            return header, "old"
-        return header, "next"
+        dh, pn, n = decode_header(data)
+        if dh == self.dhr and self.ckr is not None:
+            return dh, pn, n, "current"
+        if any(dh == old for old, _ in self.old_chains):
+            return dh, pn, n, "old"
+        return dh, pn, n, "next"
 
     def _plan(self, header: Header, chain: str) -> _Recv:
         key = (header.dh, header.n)
