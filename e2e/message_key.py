@@ -149,9 +149,7 @@ class HeaderCipher:
 
     def open(self, ad: bytes, sealed: bytes) -> bytes | None:
         """The header sealed by :meth:`seal`; None when it is not under this key."""
-        if not _hmac.compare_digest(
-            self._commit, sealed[_HEADER_NONCE : _HEADER_NONCE + _COMMIT_LEN]
-        ):
+        if not _hmac.compare_digest(self._commit, sealed[_HEADER_NONCE:_HEADER_COMMIT_END]):
             return None
         try:
             return self._aead.decrypt(sealed[:_HEADER_NONCE], sealed[_HEADER_COMMIT_END:], ad)

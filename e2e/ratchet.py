@@ -31,7 +31,7 @@ from e2e.errors import (
     TooManySkipped,
 )
 from e2e.frame import MessageFrame, PrekeyFields, message_prefix
-from e2e.header import HEADER_STRUCT, Header, decode_header
+from e2e.header import HEADER_STRUCT, Header, decode_header, encode_header
 from e2e.keys import KeyPair, Rng
 from e2e.message_key import HeaderCipher, open_, seal
 from e2e.root_key import root_step
@@ -43,18 +43,15 @@ __all__ = ["Ratchet", "sealed_body_len"]
 header_cipher = HeaderCipher
 
 _HEADER_NONCE_LEN = 12
-_pack_header = HEADER_STRUCT.pack
 _unpack_header = HEADER_STRUCT.unpack
 _HEADER_LEN = HEADER_STRUCT.size
-#: A suite-2 body is commitment (32) | ciphertext | GCM tag (16).
-_PQ_BODY_EXTRA = 32 + 16
 _SKIPPED_REC = struct.Struct(">32sI32s")
 
 
 def sealed_body_len(suite: Suite, plaintext_len: int) -> int:
     """Exact length of a sealed body for a plaintext of ``plaintext_len`` bytes."""
     if suite.pq:
-        return plaintext_len + _PQ_BODY_EXTRA
+        return 32 + plaintext_len + 16
     return (plaintext_len // 16 + 1) * 16 + suite.tag_len
 
 
@@ -199,7 +196,7 @@ class Ratchet:
             raise LimitExceeded("sending chain exhausted; a DH ratchet step is needed")
         suite = self.suite
         next_ck, seed = chain_step(cks)
-        header = _pack_header(self.dhs.public, self.pn, ns)
+        header = encode_header(self.dhs.public, self.pn, ns)
         ad = self.ad
         hks = self.hks
         if hks is not None:
@@ -207,7 +204,7 @@ class Ratchet:
             if cipher is None or cipher.key is not hks:
                 cipher = self._hks_cipher = header_cipher(hks)
             header = cipher.seal(self.rng(_HEADER_NONCE_LEN), ad, header)
-        body_len = size + _PQ_BODY_EXTRA if suite.pq else sealed_body_len(suite, size)
+        body_len = sealed_body_len(suite, size)
         prefix = message_prefix(suite, header, prekey, body_len)
         body = seal(suite, seed, ad + prefix, plaintext)
         if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
