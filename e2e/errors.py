@@ -26,6 +26,15 @@ __all__ = [
     "StateError",
     "StoreError",
     "PolicyError",
+    "FingerprintVersionMismatch",
+    "KeyTransparencyError",
+    "InvalidProof",
+    "LogForked",
+    "LogRolledBack",
+    "StaleProof",
+    "KeyMismatch",
+    "CertificateError",
+    "KeyChangePending",
 ]
 
 
@@ -110,3 +119,46 @@ class StoreError(E2EError):
 
 class PolicyError(E2EError):
     """A send the relay's metadata policy refuses (window closed, blocked, no contact...)."""
+
+
+class FingerprintVersionMismatch(UnsupportedVersion):
+    """A scanned safety-number code of another fingerprint version than ours."""
+
+
+class KeyTransparencyError(E2EError):
+    """The key directory did not prove what it claimed: an account key or device list that
+    is not in the log, a log that forked or went back, a proof against an old head.
+
+    Raised before anything is encrypted to the key in question."""
+
+
+class InvalidProof(KeyTransparencyError):
+    """An inclusion or consistency proof, or a signed tree head, that does not verify."""
+
+
+class LogForked(KeyTransparencyError):
+    """Two signed tree heads that no append-only log can both have produced (a split view)."""
+
+
+class LogRolledBack(KeyTransparencyError):
+    """A signed tree head smaller or older than one already seen."""
+
+
+class StaleProof(KeyTransparencyError):
+    """A proof against a tree head older than the newest this client has seen, or an entry
+    that a later entry of the same account supersedes."""
+
+
+class KeyMismatch(KeyTransparencyError):
+    """The log's entry for an account differs from what was served or from what the account
+    itself published (a substituted key or a rogue device)."""
+
+
+class CertificateError(E2EError):
+    """A platform certificate that does not verify under the pinned platform key, or that
+    names another account or key."""
+
+
+class KeyChangePending(E2EError):
+    """A send to an account whose key changed and whose change the application has not
+    accepted yet."""

@@ -41,6 +41,9 @@ _CORRUPTIBLE = [
     ("libsignal_kdf.json", "next_root_key", {"kind": "root_step"}),
     ("libsignal_kdf.json", "expected_chain_key", {"kind": "ratcheting_session"}),
     ("libsignal_kdf.json", "shared", {"kind": "agreement"}),
+    ("fingerprint.json", "scannable", {"name": "customer-business"}),
+    ("fingerprint.json", "displayable", {"name": "iterations-1024"}),
+    ("fingerprint.json", "scannable_remote_view", {"name": "utf8-names"}),
 ]
 
 

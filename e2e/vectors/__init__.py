@@ -52,7 +52,13 @@ class Case:
 
 def _load_verifiers() -> None:
     # Imported for their @verifier registrations.
-    from e2e.vectors import libsignal_vectors, primitives, protocol, xeddsa_vectors  # noqa: F401
+    from e2e.vectors import (  # noqa: F401
+        fingerprint_vectors,
+        libsignal_vectors,
+        primitives,
+        protocol,
+        xeddsa_vectors,
+    )
 
 
 def iter_cases(directory: Path) -> Iterator[Case]:
