@@ -44,6 +44,8 @@ _CORRUPTIBLE = [
     ("fingerprint.json", "scannable", {"name": "customer-business"}),
     ("fingerprint.json", "displayable", {"name": "iterations-1024"}),
     ("fingerprint.json", "scannable_remote_view", {"name": "utf8-names"}),
+    ("merkle.json", "root", {"name": "inclusion/1/happy-path.json"}),
+    ("merkle.json", "root2", {"name": "consistency/3/happy-path.json"}),
 ]
 
 
