@@ -232,12 +232,17 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
         view.check_head(fork.head(300), fork.consistency)
     # ... or a larger one that does not extend what we saw.
     fork.publish(b"carol", EVE, [])
+    fresh = LogView(log.signer.public)
+    fresh.check_head(new, log.consistency)
     with pytest.raises(LogForked):
-        view.check_head(fork.head(300), fork.consistency)
+        fresh.check_head(fork.head(300), fork.consistency)
     assert view.heads == heads
     # A head signed by another key is not the log's.
+    assert view.forked
     with pytest.raises(InvalidProof):
-        view.check_head(KeyLog(LogSigner(), log.entries).head(300), log.consistency)
+        LogView(log.signer.public).check_head(
+            KeyLog(LogSigner(), log.entries).head(300), log.consistency
+        )
     # A peer's older head (gossip) is accepted once proven consistent.
     view2 = LogView(log.signer.public)
     view2.check_head(new, log.consistency)
@@ -248,7 +253,7 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
 def test_audit_finds_a_substituted_key_and_a_rogue_device() -> None:
     log, view = _log()
     _fresh(view, log)
-    mine = {devices_hash(CERTS)}
+    mine = {1: devices_hash(CERTS)}
     view.audit(b"acme", ACME, mine, log.entries_since(0, len(log.entries)))
     assert view.audited == 2
     log.publish(b"acme", ACME, [*CERTS, b"rogue"])
@@ -262,7 +267,7 @@ def test_audit_finds_a_substituted_key_and_a_rogue_device() -> None:
         view.audit(
             b"acme",
             ACME,
-            mine | {devices_hash([*CERTS, b"rogue"])},
+            {**mine, 2: devices_hash([*CERTS, b"rogue"])},
             log.entries_since(2, len(log.entries)),
         )
     # A monitor that is shown only part of the log notices the gap.
@@ -275,3 +280,33 @@ def test_log_restores_from_its_leaves() -> None:
     again = KeyLog(log.signer, log.entries)
     assert again.tree.root() == log.tree.root()
     assert again.lookup(b"acme", 2) == log.lookup(b"acme", 2)
+
+
+def test_served_state_must_equal_the_logged_state() -> None:
+    log, view = _log()
+    head = _fresh(view, log)
+    raw, proof = log.lookup(b"acme", head.size)
+    view.check_served(b"acme", ACME, CERTS, raw, proof, head)
+    with pytest.raises(KeyMismatch):
+        view.check_served(b"acme", EVE, CERTS, raw, proof, head)
+    with pytest.raises(KeyMismatch):
+        view.check_served(b"acme", ACME, [*CERTS, b"rogue"], raw, proof, head)
+
+
+def test_a_fork_is_sticky_and_the_view_persists() -> None:
+    log, view = _log()
+    _fresh(view, log)
+    again = LogView.from_bytes(view.to_bytes())
+    assert again == view
+    fork = KeyLog(log.signer)
+    fork.publish(b"alice", EVE, [])
+    fork.publish(b"acme", EVE, [])
+    with pytest.raises(LogForked):
+        view.check_head(fork.head(500), fork.consistency)
+    # Even the honest log is refused from now on: the relay was caught.
+    with pytest.raises(LogForked):
+        view.check_head(log.head(600), log.consistency)
+    assert LogView.from_bytes(view.to_bytes()).forked
+    for bad in (b"", b"\x02" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
+        with pytest.raises(DecodeError):
+            LogView.from_bytes(bad)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -568,6 +568,16 @@ class LogView:
     heads: list[SignedTreeHead] = field(default_factory=list)
     versions: dict[bytes, int] = field(default_factory=dict)
     audited: int = 0
+    #: Set once a fork was proven; every later check then raises :class:`LogForked`.
+    forked: bool = False
+
+    def _fork(self, why: str) -> LogForked:
+        self.forked = True
+        return LogForked(why)
+
+    def _check_not_forked(self) -> None:
+        if self.forked:
+            raise LogForked("this log was caught showing a split view; refusing it")
 
     @property
     def latest(self) -> SignedTreeHead | None:
@@ -593,6 +603,7 @@ class LogView:
         :class:`LogForked` for another root at a size already seen or a proof that fails
         (a split view or a rewritten log), :class:`LogRolledBack` for a head smaller than
         the newest seen unless ``allow_older`` (heads gossiped by peers may be older)."""
+        self._check_not_forked()
         head.verify(self.log_key)
         latest = self.latest
         if latest is not None and head.size < latest.size and not allow_older:
@@ -600,7 +611,7 @@ class LogView:
         for seen in self.heads:
             if seen.size == head.size:
                 if not hmac.compare_digest(seen.root, head.root):
-                    raise LogForked("two signed tree heads of one size with different roots")
+                    raise self._fork("two signed tree heads of one size with different roots")
                 return
         if latest is not None and head.size > latest.size:
             if head.head.timestamp < latest.head.timestamp:
@@ -612,7 +623,7 @@ class LogView:
             if above is not None and head.size > 0:
                 prove(head.size, above.size).verify(head, above)
         except InvalidProof as exc:
-            raise LogForked(f"tree heads are not consistent: {exc}") from None
+            raise self._fork(f"tree heads are not consistent: {exc}") from None
         self.heads.append(head)
         self.heads.sort(key=lambda h: h.size)
 
@@ -623,6 +634,7 @@ class LogView:
         head: a proof against an older head is :class:`StaleProof`). An entry older than
         one already seen for that account is :class:`StaleProof`; another account's entry
         is :class:`KeyMismatch`."""
+        self._check_not_forked()
         latest = self.latest
         if latest is None or (head.size, head.root) != (latest.size, latest.root):
             raise StaleProof("inclusion proof is not against the newest tree head")
@@ -639,15 +651,17 @@ class LogView:
         self,
         account: bytes,
         identity: bytes,
-        device_lists: Collection[bytes],
+        published: Mapping[int, bytes],
         entries: Sequence[tuple[bytes, InclusionProof]],
     ) -> None:
         """Monitor our own account: ``entries`` are all leaves from :attr:`audited` to the
         newest head's size with their proofs. Every entry naming ``account`` must carry our
-        ``identity`` key and the hash (:func:`devices_hash`) of a device list we certified
-        (``device_lists``). Raises :class:`KeyMismatch` for any other (a substituted key or
-        a rogue device) and :class:`InvalidProof` for a gap or a bad proof; on error
-        :attr:`audited` stays where it was."""
+        ``identity`` key and, for its version, the hash (:func:`devices_hash`) of the device
+        list we certified as that version (``published``: version -> devices hash). Raises
+        :class:`KeyMismatch` for any other (a substituted key, a rogue or re-added device)
+        and :class:`InvalidProof` for a gap or a bad proof; on error :attr:`audited` stays
+        where it was."""
+        self._check_not_forked()
         latest = self.latest
         if latest is None:
             raise StaleProof("no tree head to audit against")
@@ -662,8 +676,75 @@ class LogView:
                 continue
             if not hmac.compare_digest(entry.identity, identity):
                 raise KeyMismatch("the log holds an account key this account never had")
-            if entry.devices not in device_lists:
+            want = published.get(entry.version)
+            if want is None or not hmac.compare_digest(want, entry.devices):
                 raise KeyMismatch("the log holds a device list this account never certified")
         if expected != latest.size:
             raise InvalidProof("audited entries do not reach the newest tree head")
         self.audited = expected
+
+    def check_served(
+        self,
+        account: bytes,
+        identity: bytes,
+        certificates: Sequence[bytes],
+        raw: bytes,
+        proof: InclusionProof,
+        head: SignedTreeHead,
+    ) -> DirectoryEntry:
+        """:meth:`check_entry`, then the account key and device certificates the relay
+        served must be exactly the logged ones (:class:`KeyMismatch` otherwise)."""
+        entry = self.check_entry(account, raw, proof, head)
+        if not hmac.compare_digest(entry.identity, identity):
+            raise KeyMismatch("served account key is not the one in the log")
+        if entry.device_count != len(certificates) or not hmac.compare_digest(
+            entry.devices, devices_hash(certificates)
+        ):
+            raise KeyMismatch("served device list is not the one in the log")
+        return entry
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """``u8(1) | log key | u8(forked) | u64(audited) | u32(#heads) | (u16(len) |
+        head)* | u32(#accounts) | (u8(len) | account | u64(version))*``."""
+        out = bytearray(b"\x01" + self.log_key + bytes([int(self.forked)]))
+        out += self.audited.to_bytes(8, "big") + len(self.heads).to_bytes(4, "big")
+        for h in self.heads:
+            raw = h.to_bytes()
+            out += len(raw).to_bytes(2, "big") + raw
+        out += len(self.versions).to_bytes(4, "big")
+        for name, version in sorted(self.versions.items()):
+            out += bytes([len(name)]) + name + version.to_bytes(8, "big")
+        return bytes(out)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> LogView:
+        """Inverse of :meth:`to_bytes`; :class:`DecodeError` for anything else."""
+        pos = 0
+
+        def take(n: int) -> bytes:
+            nonlocal pos
+            if n < 0 or pos + n > len(raw):
+                raise DecodeError("log view record is truncated")
+            pos += n
+            return raw[pos - n : pos]
+
+        if type(raw) is not bytes or take(1) != b"\x01":
+            raise DecodeError("log view record of an unknown version")
+        key = take(32)
+        forked = take(1)[0]
+        if forked > 1:
+            raise DecodeError("log view record is malformed")
+        audited = int.from_bytes(take(8), "big")
+        heads = [
+            SignedTreeHead.from_bytes(take(int.from_bytes(take(2), "big")))
+            for _ in range(int.from_bytes(take(4), "big"))
+        ]
+        versions: dict[bytes, int] = {}
+        for _ in range(int.from_bytes(take(4), "big")):
+            name = check_account(take(take(1)[0]))
+            versions[name] = int.from_bytes(take(8), "big")
+        if pos != len(raw) or [h.size for h in heads] != sorted({h.size for h in heads}):
+            raise DecodeError("log view record is malformed")
+        return cls(key, heads, versions, audited, bool(forked))
