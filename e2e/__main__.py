@@ -1,4 +1,4 @@
-"""Command line: ``python -m e2e demo | vectors verify [DIR] | bench [--peers]``."""
+"""Command line: ``python -m e2e demo | vectors verify [DIR] | bench [--peers] | relay serve``."""
 
 from __future__ import annotations
 
@@ -21,12 +21,17 @@ def main(argv: list[str] | None = None) -> int:
     verify = vec_sub.add_parser("verify", help="verify every vector file in DIR")
     verify.add_argument("dir", nargs="?", type=Path, default=None)
     sub.add_parser("bench", help="benchmarks against the primitive floor", add_help=False)
+    sub.add_parser("relay", help="serve the relay (relay serve --db ...)", add_help=False)
     ns, rest = parser.parse_known_args(args)
 
     if ns.command == "demo":
         from e2e import demo
 
         return demo.main(rest)
+    if ns.command == "relay":
+        from e2e.relay import serve
+
+        return serve.main(rest)
     if ns.command == "bench":
         from e2e import bench
 

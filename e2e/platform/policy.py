@@ -17,6 +17,8 @@ __all__ = [
     "WINDOW_SECONDS",
     "PriceTable",
     "PolicyConfig",
+    "Tier",
+    "billed_price",
     "ChatState",
     "WindowClosed",
     "NoPriorContact",
@@ -133,6 +135,19 @@ class PriceTable:
         if cls is MessageClass.TEMPLATE:
             return "template (in window)" if in_window else "template (outside window)"
         return cls.name.lower()
+
+
+class Tier(IntEnum):
+    """A business's billing tier: small businesses on the free tier are never charged; API-tier
+    businesses pay the price table (so only for what falls outside the 24 h window)."""
+
+    FREE = 0
+    API = 1
+
+
+def billed_price(prices: PriceTable, tier: Tier, cls: MessageClass, in_window: bool) -> int:
+    """What one accepted business message costs its sender on ``tier``."""
+    return 0 if tier is Tier.FREE else prices.price(cls, in_window)
 
 
 @dataclass(frozen=True, slots=True)

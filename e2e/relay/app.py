@@ -1,0 +1,373 @@
+"""The relay as an ASGI application (SPEC.md §10.7).
+
+:func:`create_app` returns a plain ASGI callable (HTTP and lifespan) that any ASGI server can
+serve (``python -m e2e relay serve`` uses uvicorn) and any ASGI application can mount under a
+path prefix (the relay routes on ``scope["path"]`` with ``scope["root_path"]`` removed).
+
+Per request: the body is read up to the size cap (413), decoded strictly (400), the device
+signature checked (401/403), the device's rate limit applied (429), and then the handler runs
+with the nonce check inside one store transaction on a worker thread. A refused request commits
+nothing. Logging goes to the ``e2e.relay`` logger: method, path, status, time and refusal
+codes, never a body, key or header value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final
+
+from e2e.errors import DecodeError, E2EError, LimitExceeded
+from e2e.platform import wire
+from e2e.platform.wire import (
+    CONTENT_TYPE,
+    MAX_REQUEST_BYTES,
+    Fetch,
+    Mailbox,
+    NoSuchEndpoint,
+    Ok,
+    Path,
+    RateLimited,
+    WireError,
+    parse_auth,
+)
+from e2e.relay.service import RelayService
+from e2e.relay.store import Tx
+
+__all__ = ["create_app", "RelayApp", "RateLimit", "Tap"]
+
+log = logging.getLogger("e2e.relay")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+#: An optional tap: called with (channel, bytes) for every request body received and every
+#: response body sent. Off (None) by default; the proof suite turns it on.
+Tap = Callable[[str, bytes], None]
+
+_NO_AUTH: Final = 0
+_DEVICE: Final = 1
+_CERT: Final = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    body: type[Any]
+    handler: str
+    auth: int
+
+
+_ROUTES: Final = {
+    Path.ACCOUNT_REGISTER: _Route(wire.RegisterAccount, "register_account", _NO_AUTH),
+    Path.DEVICE_REGISTER: _Route(wire.RegisterDevice, "register_device", _CERT),
+    Path.DEVICE_REMOVE: _Route(wire.RemoveDevice, "remove_device", _DEVICE),
+    Path.DEVICE_LIST: _Route(wire.ListDevices, "list_devices", _DEVICE),
+    Path.PREKEY_UPLOAD: _Route(wire.UploadPrekeys, "upload_prekeys", _DEVICE),
+    Path.PREKEY_COUNT: _Route(wire.CountPrekeys, "count_prekeys", _DEVICE),
+    Path.PREKEY_CLAIM: _Route(wire.ClaimPrekey, "claim_prekey", _DEVICE),
+    Path.MESSAGE_PRECHECK: _Route(wire.Precheck, "precheck", _DEVICE),
+    Path.MESSAGE_SUBMIT: _Route(wire.Submit, "submit", _DEVICE),
+    Path.MAILBOX_FETCH: _Route(wire.Fetch, "fetch", _DEVICE),
+    Path.MAILBOX_ACK: _Route(wire.Ack, "ack", _DEVICE),
+    Path.CHAT_CONTROL: _Route(wire.Control, "control", _DEVICE),
+    Path.CHAT_WINDOW: _Route(wire.WindowQuery, "window", _DEVICE),
+    Path.REPORT: _Route(wire.SubmitReport, "report", _DEVICE),
+    Path.BILL: _Route(wire.BillQuery, "bill", _DEVICE),
+}
+
+
+class RateLimit:
+    """A token bucket per device: ``rate`` requests per second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[tuple[bytes, int], tuple[float, float]] = {}
+
+    def take(self, key: tuple[bytes, int], now: float) -> bool:
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > 100_000:  # bounded: forget idle devices
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+        return True
+
+
+class RelayApp:
+    """The ASGI application. One per process; it owns its worker threads."""
+
+    def __init__(
+        self,
+        service: RelayService,
+        *,
+        max_body: int = MAX_REQUEST_BYTES,
+        rate_limit: RateLimit | None = None,
+        tap: Tap | None = None,
+        workers: int = 8,
+        purge_seconds: float = 60.0,
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.max_body = max_body
+        self.rate_limit = rate_limit or RateLimit(200.0, 400.0)
+        self.tap = tap
+        self.purge_seconds = purge_seconds
+        self.counters: Counter[str] = Counter()
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[tuple[bytes, int], asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._loop is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        self.store.listen(self._wake_threadsafe)
+        self._tasks.append(self._loop.create_task(self._upkeep()))
+        log.info("relay started")
+
+    async def _upkeep(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_seconds)
+            try:
+                await self._run(lambda: self.service.purge())
+                await self._run(self.service.refresh_franking_keys)
+            except E2EError as exc:
+                log.warning("upkeep failed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._executor.shutdown(wait=True)
+        self.store.close()
+        log.info("relay stopped")
+
+    def _wake_threadsafe(self, account: bytes, device_id: int) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake, account, device_id)
+
+    def _wake(self, account: bytes, device_id: int) -> None:
+        event = self._waiters.get((account, device_id))
+        if event is not None:
+            event.set()
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # pragma: no cover - websockets are not served
+            return
+        self._start()
+        started = time.perf_counter()
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        method = scope.get("method", "")
+        status, body, ctype = await self._handle(scope, receive, method, path)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", ctype.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        if self.tap is not None:
+            self.tap(f"send:{path}", body)
+        log.debug("%s %s %d %.1fms", method, path, status, (time.perf_counter() - started) * 1e3)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body:
+                        raise LimitExceeded("request body too large")
+                except ValueError:
+                    raise DecodeError("bad content-length") from None
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise DecodeError("client went away")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise LimitExceeded("request body too large")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    def _refused(self, exc: E2EError, path: str) -> tuple[int, bytes, str]:
+        status, err = WireError.of(exc)
+        self.counters[f"refused:{err.code}"] += 1
+        log.info("refused %s %d %s", path, status, err.code)
+        return status, err.to_bytes(), CONTENT_TYPE
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, method: str, path: str
+    ) -> tuple[int, bytes, str]:
+        try:
+            if method == "GET" and path == Path.HEALTH:
+                await self._run(self.store.ping)
+                return 200, Ok().to_bytes(), CONTENT_TYPE
+            if method == "GET" and path == Path.METRICS:
+                text = await self._run(self.metrics_text)
+                return 200, text.encode(), "text/plain; version=0.0.4"
+            if method == "POST" and path == Path.NOOP:
+                await self._read_body(scope, receive)
+                return 200, Ok().to_bytes(), CONTENT_TYPE
+            route = _ROUTES.get(path)
+            if route is None:
+                raise NoSuchEndpoint("no such endpoint")
+            if method != "POST":
+                raise NoSuchEndpoint("method not allowed")
+            body = await self._read_body(scope, receive)
+            if self.tap is not None:
+                self.tap(f"recv:{path}", body)
+            header = None
+            for name, value in scope.get("headers", []):
+                if name == b"authorization":
+                    header = value.decode("latin-1")
+            out = await self._dispatch(route, method, path, body, header)
+            return 200, out, CONTENT_TYPE
+        except E2EError as exc:
+            return self._refused(exc, path)
+        except Exception:
+            self.counters["error:internal"] += 1
+            log.exception("internal error on %s", path)
+            return 500, WireError("internal", "internal error").to_bytes(), CONTENT_TYPE
+
+    async def _dispatch(
+        self, route: _Route, method: str, path: str, body: bytes, header: str | None
+    ) -> bytes:
+        service = self.service
+        handler = getattr(service, route.handler)
+        if route.auth == _NO_AUTH:
+            req = route.body.from_bytes(body)
+            result = await self._run(lambda: self.store.run(lambda tx: handler(tx, req)))
+            self.counters[f"accepted:{route.handler}"] += 1
+            return bytes(result.to_bytes())
+        token = parse_auth(header)
+        service.check_time(token)
+        expected: bytes | None
+        if route.auth == _CERT:
+            # The key to check is the one the certificate in the body vouches for.
+            req = route.body.from_bytes(body)
+            identity = service.certificate_of(req).identity
+            expected = None
+            await self._run(lambda: token.verify(identity, method, path, body))
+        else:
+            # Authenticate before decoding: an unauthenticated body is never parsed.
+            identity = await self._run(lambda: service.identity_of(token))
+            expected = identity
+            await self._run(lambda: token.verify(identity, method, path, body))
+            req = route.body.from_bytes(body)
+        caller = (token.account, token.device_id)
+        if not self.rate_limit.take(caller, time.monotonic()):
+            raise RateLimited("device rate limit exceeded")
+
+        def step(tx: Tx) -> Any:
+            service.consume_nonce(tx, token, expected)
+            return handler(tx, caller, req)
+
+        result = await self._run(lambda: self.store.run(step))
+        if isinstance(req, Fetch) and isinstance(result, Mailbox):
+            result = await self._long_poll(req, caller, result)
+        self.counters[f"accepted:{route.handler}"] += 1
+        if route.handler == "submit":
+            self.counters["messages_accepted"] += 1
+        return bytes(result.to_bytes())
+
+    async def _long_poll(self, req: Fetch, caller: tuple[bytes, int], first: Mailbox) -> Mailbox:
+        """Hold an empty fetch until mail arrives or its wait ends (push by long-poll)."""
+        if first.deliveries or req.wait_ms <= 0:
+            return first
+        deadline = time.monotonic() + req.wait_ms / 1000
+        event = self._waiters.setdefault(caller, asyncio.Event())
+        result = first
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return result
+                event.clear()
+                # A bounded wait: wake-ups from processes that cannot notify are seen by a poll.
+                poll = left if self.store.cross_process_wakeups else min(left, 0.5)
+                try:
+                    await asyncio.wait_for(event.wait(), poll)
+                except TimeoutError:
+                    if self.store.cross_process_wakeups:
+                        return result
+                result = await self._run(
+                    lambda: self.store.run(lambda tx: self.service.fetch(tx, caller, req))
+                )
+                assert isinstance(result, Mailbox)
+                if result.deliveries:
+                    return result
+        finally:
+            if not event.is_set() and self._waiters.get(caller) is event:
+                self._waiters.pop(caller, None)
+
+    def metrics_text(self) -> str:
+        """Counters in Prometheus text format: accepted by endpoint, refused by code, queue."""
+        depth = self.store.run(lambda tx: tx.count_mail())
+        lines = ["# TYPE e2e_relay_requests_total counter"]
+        for key, value in sorted(self.counters.items()):
+            kind, _, label = key.partition(":")
+            if kind == "accepted":
+                lines.append(f'e2e_relay_requests_total{{endpoint="{label}"}} {value}')
+        lines.append("# TYPE e2e_relay_refused_total counter")
+        for key, value in sorted(self.counters.items()):
+            kind, _, label = key.partition(":")
+            if kind == "refused":
+                lines.append(f'e2e_relay_refused_total{{code="{label}"}} {value}')
+        lines.append("# TYPE e2e_relay_messages_accepted_total counter")
+        lines.append(f"e2e_relay_messages_accepted_total {self.counters['messages_accepted']}")
+        lines.append("# TYPE e2e_relay_internal_errors_total counter")
+        lines.append(f"e2e_relay_internal_errors_total {self.counters['error:internal']}")
+        lines.append("# TYPE e2e_relay_queue_depth gauge")
+        lines.append(f"e2e_relay_queue_depth {depth}")
+        return "\n".join(lines) + "\n"
+
+
+def create_app(db: str, **kwargs: Any) -> RelayApp:
+    """A relay app on the store at ``db`` (a SQLite path or a PostgreSQL DSN)."""
+    from e2e.relay.store import open_store
+
+    service_kw = {k: kwargs.pop(k) for k in ("config", "clock", "share") if k in kwargs}
+    return RelayApp(RelayService(open_store(db), **service_kw), **kwargs)

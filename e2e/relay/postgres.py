@@ -1,0 +1,137 @@
+"""PostgreSQL relay store: several relay processes on one database (SPEC.md §10.8).
+
+Every transaction runs at SERIALIZABLE isolation and is retried (a bounded number of times) when
+PostgreSQL reports a serialization failure or deadlock, so each policy decision, prekey claim
+and ledger line is the outcome of a serial order of requests, whichever process served them. A
+one-time prekey is claimed with ``UPDATE ... WHERE ... FOR UPDATE SKIP LOCKED ... RETURNING``,
+so concurrent claims take different prekeys. New mail is announced with ``NOTIFY e2e_mail``
+inside the delivering transaction (sent on commit); each relay process ``LISTEN``s on one
+connection and wakes its waiting fetches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from e2e.errors import StoreError
+from e2e.relay.store import SCHEMA, RelayStore, SqlTx, Tx
+
+__all__ = ["PostgresRelayStore"]
+
+T = TypeVar("T")
+CHANNEL: Final = "e2e_mail"
+_RETRIES: Final = 30
+_LOCK_ID: Final = 0x6532655F72656C61  # advisory lock serializing schema creation
+
+
+class _PgTx(SqlTx):
+    def claim_prekey(self, account: bytes, device_id: int) -> bytes | None:
+        row = self.fetchone(
+            "UPDATE prekeys SET claimed = 1 WHERE (account, device_id, prekey_id) ="
+            " (SELECT account, device_id, prekey_id FROM prekeys WHERE account = ?"
+            " AND device_id = ? AND claimed = 0 ORDER BY prekey_id LIMIT 1"
+            " FOR UPDATE SKIP LOCKED) RETURNING bundle",
+            (account, device_id),
+        )
+        return None if row is None else bytes(row[0])
+
+    def insert_mail(self, account: bytes, device_id: int, envelope: bytes, received_at: int,
+                    tag: bytes) -> int:  # fmt: skip
+        row = self.fetchone(
+            "INSERT INTO mailbox (account, device_id, envelope, received_at, tag)"
+            " VALUES (?, ?, ?, ?, ?) RETURNING seq",
+            (account, device_id, envelope, received_at, tag),
+        )
+        assert row is not None
+        return int(row[0])
+
+    def notify(self, account: bytes, device_id: int) -> None:
+        self.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{account.hex()}:{device_id}"))
+
+
+class PostgresRelayStore(RelayStore):
+    """Relay state in PostgreSQL, through a connection pool."""
+
+    cross_process_wakeups = True
+
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8) -> None:
+        self.dsn = dsn
+        try:
+            self.pool = ConnectionPool(
+                dsn, min_size=min_size, max_size=max_size, open=True, timeout=30,
+                kwargs={"autocommit": False},
+            )  # fmt: skip
+            with self.pool.connection() as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+                for stmt in SCHEMA.format(serial="BIGSERIAL PRIMARY KEY").split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt.replace("BLOB", "BYTEA"))
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
+        self._listener: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Tx]:
+        with self.pool.connection() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            with conn.cursor() as cur:
+                yield _PgTx(cur, "%s")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        try:
+            with self._tx() as tx:
+                yield tx
+        except psycopg.Error as exc:
+            raise StoreError(f"relay database error: {type(exc).__name__}") from None
+
+    def run(self, fn: Callable[[Tx], T]) -> T:
+        for _ in range(_RETRIES):
+            try:
+                with self._tx() as tx:
+                    return fn(tx)
+            except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected):
+                continue
+            except psycopg.Error as exc:
+                raise StoreError(f"relay database error: {type(exc).__name__}") from None
+        raise StoreError("relay database kept conflicting")
+
+    def listen(self, wake: Callable[[bytes, int], None]) -> None:
+        if self._listener is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    with psycopg.connect(self.dsn, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {CHANNEL}")
+                        while not self._stop.is_set():
+                            for note in conn.notifies(timeout=1.0):
+                                _deliver(wake, note.payload)
+                except psycopg.Error:
+                    self._stop.wait(1.0)
+
+        self._listener = threading.Thread(target=loop, name="relay-listen", daemon=True)
+        self._listener.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
+        self.pool.close()
+
+
+def _deliver(wake: Callable[[bytes, int], None], payload: Any) -> None:
+    account, _, device = str(payload).partition(":")
+    try:
+        wake(bytes.fromhex(account), int(device))
+    except ValueError:
+        return

@@ -1,0 +1,87 @@
+"""``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--host H] [--port N]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import struct
+import sys
+import threading
+from typing import BinaryIO
+
+__all__ = ["main"]
+
+
+class FileTap:
+    """A tap writing ``u16 channel length | channel | u32 length | bytes`` records to a file."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def __call__(self, channel: str, data: bytes) -> None:
+        name = channel.encode()
+        with self.lock:
+            self.out.write(struct.pack(">H", len(name)) + name + struct.pack(">I", len(data)))
+            self.out.write(data)
+            self.out.flush()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e relay")
+    sub = parser.add_subparsers(dest="action", required=True)
+    serve = sub.add_parser("serve", help="serve the relay over HTTP (uvicorn)")
+    serve.add_argument("--db", required=True, help="SQLite file path or postgresql:// DSN")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--rate", type=float, default=200.0, help="requests/s per device")
+    serve.add_argument("--burst", type=float, default=400.0, help="burst per device")
+    serve.add_argument("--workers", type=int, default=8, help="store worker threads")
+    serve.add_argument("--tap", default=None, help="record all traffic to this file (tests)")
+    serve.add_argument("--log-level", default="info")
+    rotate = sub.add_parser("rotate-franking-key", help="make a new current franking key")
+    rotate.add_argument("--db", required=True)
+    ns = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=ns.log_level.upper() if ns.action == "serve" else "INFO",
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    from e2e.errors import E2EError
+    from e2e.relay.app import RateLimit, RelayApp
+    from e2e.relay.service import RelayService
+    from e2e.relay.store import open_store
+
+    try:
+        service = RelayService(open_store(ns.db))
+    except E2EError as exc:
+        print(f"cannot open the relay store: {exc}", file=sys.stderr)
+        return 2
+    if ns.action == "rotate-franking-key":
+        key_id = service.rotate_franking_key()
+        service.store.close()
+        print(f"franking key {key_id} is now current")
+        return 0
+
+    import uvicorn
+
+    tap_file = open(ns.tap, "ab") if ns.tap else None  # noqa: SIM115 - lives as long as the server
+    app = RelayApp(
+        service,
+        rate_limit=RateLimit(ns.rate, ns.burst),
+        tap=FileTap(tap_file) if tap_file else None,
+        workers=ns.workers,
+    )
+    config = uvicorn.Config(
+        app,
+        host=ns.host,
+        port=ns.port,
+        log_level=ns.log_level,
+        access_log=False,
+        lifespan="on",
+        http="h11",
+    )
+    uvicorn.Server(config).run()
+    if tap_file is not None:
+        tap_file.close()
+    return 0

@@ -1,0 +1,481 @@
+"""What the relay does with each request, as functions of records in one transaction
+(SPEC.md §10.7, §10.8).
+
+:class:`RelayService` holds no conversation state of its own: every decision reads the records
+it needs through a :class:`~e2e.relay.store.Tx`, applies the pure rules of
+:mod:`e2e.platform.policy`, and writes the outcome in the same transaction. A refused request
+raises a typed error before anything is committed, so it changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Final
+
+from e2e.errors import DecodeError, E2EError, InvalidSignature
+from e2e.keys import check_x25519_public
+from e2e.platform.directory import DeviceCertificate
+from e2e.platform.envelope import Delivery, Envelope, check_account
+from e2e.platform.franking import MAX_REPORTED, Report, VerifiedMessage, relay_tag, verify_item
+from e2e.platform.policy import (
+    ChatState,
+    DuplicateSubmission,
+    MessageClass,
+    NotAllowed,
+    PolicyConfig,
+    ReportRejected,
+    StaleDeviceList,
+    Tier,
+    UnknownAccount,
+    billed_price,
+)
+from e2e.platform.wire import (
+    AUTH_SKEW,
+    Ack,
+    AuthToken,
+    BillLines,
+    ClaimedPrekey,
+    ClaimPrekey,
+    Conflict,
+    Control,
+    DeviceList,
+    Fetch,
+    Forbidden,
+    ListDevices,
+    Mailbox,
+    Ok,
+    Precheck,
+    PrekeyCount,
+    Receipt,
+    RegisterAccount,
+    RegisterDevice,
+    RemoveDevice,
+    ReportVerdict,
+    Submit,
+    SubmitReport,
+    Unauthenticated,
+    UploadPrekeys,
+    WindowQuery,
+    WindowState,
+)
+from e2e.prekeys import PrekeyBundle
+from e2e.relay.store import Account, FrankingKey, RelayStore, SeenSubmission, Tx
+
+__all__ = ["RelayService", "Caller", "CUSTOMER", "BUSINESS", "encode_chat"]
+
+Caller = tuple[bytes, int]
+CUSTOMER: Final = 0
+BUSINESS: Final = 1
+#: How long a message id is remembered for de-duplication (bounded retention).
+DEDUP_SECONDS: Final = 7 * 24 * 3600
+#: A new franking key is made when the newest is this old; keys older than
+#: FRANKING_RETIRE_SECONDS are retired (erased): reports must come within that time.
+FRANKING_ROTATE_SECONDS: Final = 30 * 24 * 3600
+FRANKING_RETIRE_SECONDS: Final = 180 * 24 * 3600
+
+
+def encode_chat(business: bytes, customer: bytes, chat: ChatState, now: int,
+                cfg: PolicyConfig) -> bytes:  # fmt: skip
+    """The per-chat record shared with the ad service (SPEC §10.5)."""
+    from e2e.frame import encode_map
+
+    return encode_map(
+        {
+            0: 1,
+            1: business,
+            2: customer,
+            3: int(chat.opted_in),
+            4: int(chat.window_open(now, cfg)),
+            5: int(chat.blocked),
+            6: int(chat.limited),
+            7: chat.counts.get("customer", 0),
+            8: chat.counts.get("business", 0),
+            9: chat.spam_reports,
+        }
+    )
+
+
+class RelayService:
+    """The relay's request handlers over one :class:`RelayStore`. Thread-safe."""
+
+    def __init__(
+        self,
+        store: RelayStore,
+        config: PolicyConfig | None = None,
+        clock: Callable[[], int] = lambda: int(time.time()),
+        rng: Callable[[int], bytes] = os.urandom,
+        share: Callable[[bytes], None] | None = None,
+        dedup_seconds: int = DEDUP_SECONDS,
+    ) -> None:
+        self.store = store
+        self.config = config or PolicyConfig()
+        self.clock = clock
+        self.rng = rng
+        self.share = share
+        self.dedup_seconds = dedup_seconds
+        self._keys: list[FrankingKey] = []
+        self._keys_lock = threading.Lock()
+        self.refresh_franking_keys()
+
+    # -- franking keys -------------------------------------------------------------------
+
+    def refresh_franking_keys(self) -> None:
+        """Load the franking keys; make a new one if there is none or the newest is old;
+        retire the ones past their retention."""
+
+        def step(tx: Tx) -> list[FrankingKey]:
+            now = self.clock()
+            keys = tx.franking_keys()
+            for key in keys:
+                if now - key.created >= FRANKING_RETIRE_SECONDS:
+                    tx.retire_franking_key(key.key_id, now)
+            keys = [k for k in keys if now - k.created < FRANKING_RETIRE_SECONDS]
+            if not keys or now - keys[0].created >= FRANKING_ROTATE_SECONDS:
+                key = FrankingKey(tx.max_franking_key_id() + 1, self.rng(32), now)
+                tx.insert_franking_key(key)
+                keys.insert(0, key)
+            return keys
+
+        keys = self.store.run(step)
+        with self._keys_lock:
+            self._keys = keys
+
+    def rotate_franking_key(self) -> int:
+        """Make a new current franking key now; its key id."""
+
+        def step(tx: Tx) -> int:
+            key = FrankingKey(tx.max_franking_key_id() + 1, self.rng(32), self.clock())
+            tx.insert_franking_key(key)
+            return key.key_id
+
+        key_id = self.store.run(step)
+        self.refresh_franking_keys()
+        return key_id
+
+    def _current_key(self) -> bytes:
+        with self._keys_lock:
+            return self._keys[0].secret
+
+    # -- authentication ------------------------------------------------------------------
+
+    def identity_of(self, token: AuthToken) -> bytes:
+        """The registered identity key of the token's device (401 if none)."""
+        ident = self.store.run(lambda tx: tx.device_identity(token.account, token.device_id))
+        if ident is None:
+            raise Unauthenticated("unknown device")
+        return ident
+
+    def check_time(self, token: AuthToken) -> None:
+        if abs(token.timestamp - self.clock()) > AUTH_SKEW:
+            raise Unauthenticated("request time outside the allowed skew")
+
+    def consume_nonce(self, tx: Tx, token: AuthToken, identity: bytes | None) -> None:
+        """Inside the request's transaction: the device still has ``identity`` and the nonce
+        is fresh (else 401, a replay)."""
+        if identity is not None:
+            current = tx.device_identity(token.account, token.device_id)
+            if current is None or not hmac.compare_digest(current, identity):
+                raise Unauthenticated("device changed during the request")
+        if not tx.use_nonce(
+            token.account, token.device_id, token.nonce, token.timestamp + AUTH_SKEW + 1
+        ):
+            raise Unauthenticated("request replayed")
+
+    # -- handlers (each runs inside one transaction) -------------------------------------
+
+    @staticmethod
+    def _account(tx: Tx, name: bytes) -> Account:
+        acct = tx.account(name)
+        if acct is None:
+            raise UnknownAccount("unknown account")
+        return acct
+
+    def register_account(self, tx: Tx, req: RegisterAccount) -> Ok:
+        check_account(req.name)
+        check_x25519_public(req.identity)
+        if req.kind == CUSTOMER and req.tier != Tier.FREE:
+            raise DecodeError("a customer account has no billing tier")
+        req.verify()
+        acct = tx.account(req.name)
+        if acct is not None:
+            if (acct.kind, acct.tier) == (req.kind, req.tier) and hmac.compare_digest(
+                acct.identity, req.identity
+            ):
+                return Ok()  # a retried registration
+            raise Conflict("account name already taken")
+        tx.insert_account(Account(req.name, req.kind, req.tier, req.identity))
+        return Ok()
+
+    @staticmethod
+    def certificate_of(req: RegisterDevice) -> DeviceCertificate:
+        return DeviceCertificate.from_bytes(req.certificate)
+
+    def register_device(self, tx: Tx, caller: Caller, req: RegisterDevice) -> Ok:
+        cert = DeviceCertificate.from_bytes(req.certificate)
+        if (cert.account, cert.device_id) != caller:
+            raise Forbidden("certificate of another device")
+        acct = self._account(tx, cert.account)
+        cert.verify(acct.identity)
+        tx.put_device(cert.account, cert.device_id, req.certificate, cert.identity)
+        return Ok()
+
+    def remove_device(self, tx: Tx, caller: Caller, req: RemoveDevice) -> Ok:
+        if tx.device_identity(caller[0], req.device_id) is None:
+            raise UnknownAccount("unknown device")
+        tx.delete_device(caller[0], req.device_id)
+        return Ok()
+
+    def list_devices(self, tx: Tx, caller: Caller, req: ListDevices) -> DeviceList:
+        acct = self._account(tx, req.account)
+        certs = tuple(c for c, _ in tx.devices(req.account).values())
+        return DeviceList(acct.identity, acct.kind, certs)
+
+    def upload_prekeys(self, tx: Tx, caller: Caller, req: UploadPrekeys) -> PrekeyCount:
+        identity = tx.device_identity(*caller)
+        if identity is None:
+            raise Unauthenticated("unknown device")
+        parsed: list[tuple[int, bytes]] = []
+        for raw in req.one_time:
+            bundle = self._bundle(raw, identity)
+            if bundle.opk_id is None:
+                raise DecodeError("a one-time bundle without a one-time prekey id")
+            parsed.append((bundle.opk_id, raw))
+        if len({i for i, _ in parsed}) != len(parsed):
+            raise DecodeError("one-time prekey id uploaded twice in one request")
+        if req.last_resort is not None:
+            if self._bundle(req.last_resort, identity).opk_id is not None:
+                raise DecodeError("a last-resort bundle carries a one-time prekey")
+        tx.insert_prekeys(caller[0], caller[1], parsed)
+        if req.last_resort is not None:
+            tx.set_last_resort(caller[0], caller[1], req.last_resort)
+        return self.count_prekeys(tx, caller)
+
+    @staticmethod
+    def _bundle(raw: bytes, identity: bytes) -> PrekeyBundle:
+        bundle = PrekeyBundle.from_bytes(raw)
+        if not hmac.compare_digest(bundle.identity_key, identity):
+            raise InvalidSignature("bundle identity differs from the certified device key")
+        bundle.verify()
+        return bundle
+
+    def count_prekeys(self, tx: Tx, caller: Caller, req: object = None) -> PrekeyCount:
+        return PrekeyCount(tx.count_prekeys(*caller), tx.last_resort(*caller) is not None)
+
+    def claim_prekey(self, tx: Tx, caller: Caller, req: ClaimPrekey) -> ClaimedPrekey:
+        if tx.device_identity(req.account, req.device_id) is None:
+            raise UnknownAccount("unknown device")
+        bundle = tx.claim_prekey(req.account, req.device_id)
+        if bundle is not None:
+            return ClaimedPrekey(bundle, True)
+        last = tx.last_resort(req.account, req.device_id)
+        if last is None:
+            raise UnknownAccount("device has not published prekeys")
+        return ClaimedPrekey(last, False)
+
+    def _check(
+        self, tx: Tx, sender: Caller, cls: MessageClass, to_account: bytes,
+        given: list[tuple[bytes, int]],
+    ) -> tuple[Account, bytes, bytes, ChatState, bool, int]:  # fmt: skip
+        if tx.device_identity(*sender) is None:
+            raise UnknownAccount("unknown device")
+        src = self._account(tx, sender[0])
+        dst = self._account(tx, to_account)
+        if src.kind == dst.kind:
+            raise NotAllowed("customers write to businesses and businesses to customers")
+        if src.kind == CUSTOMER and cls is not MessageClass.SERVICE:
+            raise NotAllowed("customers send service messages only")
+        want = {(to_account, d) for d in tx.devices(to_account)} | {
+            (sender[0], d) for d in tx.devices(sender[0]) if d != sender[1]
+        }
+        if len(set(given)) != len(given) or set(given) != want:
+            raise StaleDeviceList(sorted(want - set(given)), sorted(set(given) - want))
+        now = self.clock()
+        if src.kind == BUSINESS:
+            business, customer = sender[0], to_account
+        else:
+            business, customer = to_account, sender[0]
+        chat = tx.chat(business, customer) or ChatState()
+        in_window = False
+        if src.kind == BUSINESS:
+            in_window = chat.check_business_send(cls, now, self.config)
+        return src, business, customer, chat, in_window, now
+
+    def precheck(self, tx: Tx, caller: Caller, req: Precheck) -> Ok:
+        cls = _message_class(req.cls)
+        self._check(tx, caller, cls, check_account(req.to_account), req.dests)
+        return Ok()
+
+    def submit(self, tx: Tx, caller: Caller, req: Submit) -> Receipt:
+        if not req.envelopes:
+            raise DecodeError("empty batch")
+        envs = [Envelope.from_bytes(raw) for raw in req.envelopes]
+        first = envs[0]
+        for env in envs:
+            if env.sender != caller:
+                raise Forbidden("envelope sender differs from the authenticated device")
+            if (env.message_id, env.cls, env.to_account) != (
+                first.message_id, first.cls, first.to_account,
+            ) or env.commitment != first.commitment:  # fmt: skip
+                raise DecodeError("batch copies disagree on their message metadata")
+        digest = hashlib.sha256(req.to_bytes()).digest()
+        seen = tx.seen(caller[0], first.message_id)
+        if seen is not None:
+            if hmac.compare_digest(seen.digest, digest):
+                # A retry of an accepted submission: the same receipt, nothing stored again.
+                return Receipt(first.message_id, seen.received_at, seen.copies, seen.price)
+            raise DuplicateSubmission("message id already used by this sender")
+        src, business, customer, chat, in_window, now = self._check(
+            tx, caller, first.cls, first.to_account, [env.dest for env in envs]
+        )
+        price = 0
+        if src.kind == BUSINESS:
+            price = billed_price(self.config.prices, Tier(src.tier), first.cls, in_window)
+            tx.insert_bill(business, first.message_id, int(first.cls), in_window, price, now)
+            if first.cls is MessageClass.TEMPLATE:
+                chat.template_times = [
+                    t for t in chat.template_times if now - t < self.config.window_seconds
+                ] + [now]
+            chat.counts["business"] = chat.counts.get("business", 0) + 1
+        else:
+            chat.last_customer_message = now
+            chat.counts["customer"] = chat.counts.get("customer", 0) + 1
+        tx.put_chat(business, customer, chat)
+        key = self._current_key()
+        for env, raw in zip(envs, req.envelopes, strict=True):
+            tx.insert_mail(env.dest_account, env.dest_device, raw, now, relay_tag(key, env, now))
+            tx.notify(env.dest_account, env.dest_device)
+        tx.insert_seen(
+            caller[0],
+            first.message_id,
+            SeenSubmission(digest, now, len(envs), price),
+            now + self.dedup_seconds,
+        )
+        self._share(business, customer, chat, now)
+        return Receipt(first.message_id, now, len(envs), price)
+
+    def fetch(self, tx: Tx, caller: Caller, req: Fetch) -> Mailbox:
+        if (req.account, req.device_id) != caller:
+            raise Forbidden("another device's mailbox")
+        mail = tx.fetch_mail(req.account, req.device_id, req.limit)
+        out = tuple(Delivery(m.envelope, m.received_at, m.tag, m.seq).to_bytes() for m in mail)
+        more = 0
+        if len(mail) == req.limit:
+            more = tx.count_mail(req.account, req.device_id) - len(mail)
+        return Mailbox(out, more)
+
+    def ack(self, tx: Tx, caller: Caller, req: Ack) -> Ok:
+        if (req.account, req.device_id) != caller:
+            raise Forbidden("another device's mailbox")
+        tx.ack(req.account, req.device_id, req.seqs)
+        return Ok()
+
+    def control(self, tx: Tx, caller: Caller, req: Control) -> Ok:
+        customer = self._account(tx, caller[0])
+        business = self._account(tx, req.business)
+        if customer.kind != CUSTOMER or business.kind != BUSINESS:
+            raise NotAllowed("controls are a customer's, over a business")
+        chat = tx.chat(req.business, caller[0]) or ChatState()
+        if req.op == Control.BLOCK:
+            chat.blocked = req.on
+        elif req.op == Control.LIMIT:
+            chat.limited = req.on
+        else:
+            chat.opted_in = req.on
+        tx.put_chat(req.business, caller[0], chat)
+        self._share(req.business, caller[0], chat, self.clock())
+        return Ok()
+
+    def window(self, tx: Tx, caller: Caller, req: WindowQuery) -> WindowState:
+        me = self._account(tx, caller[0])
+        if me.kind == BUSINESS:
+            chat = tx.chat(caller[0], req.peer)
+        else:
+            chat = tx.chat(req.peer, caller[0])
+        return WindowState(chat is not None and chat.window_open(self.clock(), self.config))
+
+    def report(self, tx: Tx, caller: Caller, req: SubmitReport) -> ReportVerdict:
+        try:
+            parsed = Report.from_bytes(req.report)
+        except ReportRejected:
+            raise
+        except E2EError:
+            raise ReportRejected("report is malformed") from None
+        if parsed.reporter != caller[0]:
+            raise ReportRejected("report signed for another customer")
+        customer = self._account(tx, caller[0])
+        business = self._account(tx, parsed.business)
+        if customer.kind != CUSTOMER or business.kind != BUSINESS:
+            raise NotAllowed("reports are a customer's, over a business")
+        if len(parsed.items) > MAX_REPORTED:
+            raise ReportRejected("too many reported messages")
+        verified = tuple(self._verify(item, caller[0], parsed.business) for item in parsed.items)
+        if len({v.message_id for v in verified}) != len(verified):
+            raise ReportRejected("a message reported twice")
+        now = self.clock()
+        chat = tx.chat(parsed.business, caller[0]) or ChatState()
+        chat.spam_reports += 1
+        if req.block:
+            chat.blocked = True
+        tx.put_chat(parsed.business, caller[0], chat)
+        tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
+        self._share(parsed.business, caller[0], chat, now)
+        return ReportVerdict(
+            tuple(v.message_id for v in verified),
+            tuple(v.received_at for v in verified),
+            tuple(int(v.cls) for v in verified),
+        )
+
+    def _verify(self, item: object, reporter: bytes, business: bytes) -> VerifiedMessage:
+        from e2e.platform.franking import ReportItem
+
+        assert isinstance(item, ReportItem)
+        with self._keys_lock:
+            keys = list(self._keys)
+        last: E2EError = ReportRejected("no franking key")
+        for attempt in range(2):
+            for key in keys:
+                try:
+                    return verify_item(key.secret, item, reporter, business)
+                except ReportRejected as exc:
+                    last = exc
+            if attempt == 0:
+                # Another relay process may have made a newer key since we loaded ours.
+                self.refresh_franking_keys()
+                with self._keys_lock:
+                    if [k.key_id for k in self._keys] == [k.key_id for k in keys]:
+                        break
+                    keys = list(self._keys)
+        raise last
+
+    def bill(self, tx: Tx, caller: Caller, req: object = None) -> BillLines:
+        acct = self._account(tx, caller[0])
+        if acct.kind != BUSINESS:
+            raise NotAllowed("only businesses have bills")
+        lines = tx.bill(caller[0])
+        return BillLines(
+            acct.tier,
+            tuple(r[0] for r in lines),
+            tuple(r[1] for r in lines),
+            tuple(r[2] for r in lines),
+            tuple(r[3] for r in lines),
+        )
+
+    def _share(self, business: bytes, customer: bytes, chat: ChatState, now: int) -> None:
+        if self.share is not None:
+            self.share(encode_chat(business, customer, chat, now, self.config))
+
+    def purge(self) -> None:
+        now = self.clock()
+        self.store.run(lambda tx: tx.purge(now))
+
+
+def _message_class(value: int) -> MessageClass:
+    try:
+        return MessageClass(value)
+    except ValueError:
+        raise DecodeError("unknown message class") from None

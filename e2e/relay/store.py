@@ -1,0 +1,433 @@
+"""The relay store: everything the relay keeps, behind one transactional interface
+(SPEC.md §10.8).
+
+:class:`RelayStore` opens transactions; a :class:`Tx` reads and writes records. Every request
+the relay serves runs its decision and its writes inside one transaction, so a refused request
+(the transaction rolls back) leaves every record as it was, and on PostgreSQL several relay
+processes share one database without lost updates (SERIALIZABLE, retried on conflict).
+
+The SQL is shared by both backends (:mod:`e2e.relay.sqlite`, :mod:`e2e.relay.postgres`); a
+backend supplies connections, the placeholder style and the one-time prekey claim statement.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from e2e.platform.policy import ChatState
+
+__all__ = [
+    "SCHEMA",
+    "Account",
+    "Mail",
+    "SeenSubmission",
+    "FrankingKey",
+    "Tx",
+    "SqlTx",
+    "RelayStore",
+    "open_store",
+]
+
+T = TypeVar("T")
+
+#: The relay's tables (portable SQL: SQLite 3.35+ and PostgreSQL 13+). BLOB is BYTEA on PG.
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS relay_meta (
+    key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    name BLOB PRIMARY KEY, kind INTEGER NOT NULL, tier INTEGER NOT NULL,
+    identity BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    account BLOB NOT NULL, device_id BIGINT NOT NULL, certificate BLOB NOT NULL,
+    identity BLOB NOT NULL, PRIMARY KEY (account, device_id));
+CREATE TABLE IF NOT EXISTS prekeys (
+    account BLOB NOT NULL, device_id BIGINT NOT NULL, prekey_id BIGINT NOT NULL,
+    bundle BLOB NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (account, device_id, prekey_id));
+CREATE TABLE IF NOT EXISTS last_resort (
+    account BLOB NOT NULL, device_id BIGINT NOT NULL, bundle BLOB NOT NULL,
+    PRIMARY KEY (account, device_id));
+CREATE TABLE IF NOT EXISTS mailbox (
+    seq {serial}, account BLOB NOT NULL, device_id BIGINT NOT NULL,
+    envelope BLOB NOT NULL, received_at BIGINT NOT NULL, tag BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS mailbox_by_device ON mailbox (account, device_id, seq);
+CREATE TABLE IF NOT EXISTS submissions (
+    sender BLOB NOT NULL, message_id BLOB NOT NULL, digest BLOB NOT NULL,
+    received_at BIGINT NOT NULL, copies INTEGER NOT NULL, price BIGINT NOT NULL,
+    expires BIGINT NOT NULL, PRIMARY KEY (sender, message_id));
+CREATE INDEX IF NOT EXISTS submissions_by_expiry ON submissions (expires);
+CREATE TABLE IF NOT EXISTS chats (
+    business BLOB NOT NULL, customer BLOB NOT NULL, last_customer_message BIGINT,
+    blocked INTEGER NOT NULL, limited INTEGER NOT NULL, opted_in INTEGER NOT NULL,
+    template_times TEXT NOT NULL, spam_reports BIGINT NOT NULL,
+    customer_count BIGINT NOT NULL, business_count BIGINT NOT NULL,
+    PRIMARY KEY (business, customer));
+CREATE TABLE IF NOT EXISTS billing (
+    line {serial}, business BLOB NOT NULL, message_id BLOB NOT NULL, cls INTEGER NOT NULL,
+    in_window INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,
+    UNIQUE (business, message_id));
+CREATE TABLE IF NOT EXISTS reports (
+    id {serial}, reporter BLOB NOT NULL, business BLOB NOT NULL, at BIGINT NOT NULL,
+    messages INTEGER NOT NULL, report BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS franking_keys (
+    key_id BIGINT PRIMARY KEY, secret BLOB, created BIGINT NOT NULL, retired BIGINT);
+CREATE TABLE IF NOT EXISTS auth_nonces (
+    account BLOB NOT NULL, device_id BIGINT NOT NULL, nonce BLOB NOT NULL,
+    expires BIGINT NOT NULL, PRIMARY KEY (account, device_id, nonce));
+CREATE INDEX IF NOT EXISTS auth_nonces_by_expiry ON auth_nonces (expires);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: bytes
+    kind: int
+    tier: int
+    identity: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Mail:
+    seq: int
+    envelope: bytes
+    received_at: int
+    tag: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SeenSubmission:
+    digest: bytes
+    received_at: int
+    copies: int
+    price: int
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class FrankingKey:
+    key_id: int
+    secret: bytes
+    created: int
+
+    def __repr__(self) -> str:
+        return f"FrankingKey(id={self.key_id})"
+
+
+def _times(text: str) -> list[int]:
+    return [int(t) for t in text.split(",") if t]
+
+
+class Tx(abc.ABC):
+    """One transaction's view of the relay's records."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    @abc.abstractmethod
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    @abc.abstractmethod
+    def claim_prekey(self, account: bytes, device_id: int) -> bytes | None:
+        """Mark the lowest unclaimed one-time prekey of the device claimed; its bundle."""
+
+    @abc.abstractmethod
+    def insert_mail(self, account: bytes, device_id: int, envelope: bytes, received_at: int,
+                    tag: bytes) -> int:  # fmt: skip
+        """Append a delivery; its mailbox sequence number (increasing per store)."""
+
+    def notify(self, account: bytes, device_id: int) -> None:  # noqa: B027 - optional hook
+        """Wake the waiters on this device's mailbox once the transaction commits."""
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    # -- accounts and devices ------------------------------------------------------------
+
+    def account(self, name: bytes) -> Account | None:
+        row = self.fetchone("SELECT kind, tier, identity FROM accounts WHERE name = ?", (name,))
+        return None if row is None else Account(name, row[0], row[1], bytes(row[2]))
+
+    def insert_account(self, acct: Account) -> None:
+        self.execute(
+            "INSERT INTO accounts (name, kind, tier, identity) VALUES (?, ?, ?, ?)",
+            (acct.name, acct.kind, acct.tier, acct.identity),
+        )
+
+    def devices(self, account: bytes) -> dict[int, tuple[bytes, bytes]]:
+        rows = self.fetchall(
+            "SELECT device_id, certificate, identity FROM devices WHERE account = ?"
+            " ORDER BY device_id",
+            (account,),
+        )
+        return {r[0]: (bytes(r[1]), bytes(r[2])) for r in rows}
+
+    def device_identity(self, account: bytes, device_id: int) -> bytes | None:
+        row = self.fetchone(
+            "SELECT identity FROM devices WHERE account = ? AND device_id = ?",
+            (account, device_id),
+        )
+        return None if row is None else bytes(row[0])
+
+    def put_device(self, account: bytes, device_id: int, certificate: bytes,
+                   identity: bytes) -> None:  # fmt: skip
+        self.execute(
+            "INSERT INTO devices (account, device_id, certificate, identity) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (account, device_id) DO UPDATE SET certificate = excluded.certificate,"
+            " identity = excluded.identity",
+            (account, device_id, certificate, identity),
+        )
+
+    def delete_device(self, account: bytes, device_id: int) -> None:
+        for table in ("devices", "prekeys", "last_resort", "mailbox"):
+            self.execute(
+                f"DELETE FROM {table} WHERE account = ? AND device_id = ?",  # noqa: S608
+                (account, device_id),
+            )
+
+    # -- prekeys -------------------------------------------------------------------------
+
+    def insert_prekeys(self, account: bytes, device_id: int,
+                       bundles: Iterable[tuple[int, bytes]]) -> None:  # fmt: skip
+        for prekey_id, bundle in bundles:
+            self.execute(
+                "INSERT INTO prekeys (account, device_id, prekey_id, bundle) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (account, device_id, prekey_id) DO NOTHING",
+                (account, device_id, prekey_id, bundle),
+            )
+
+    def set_last_resort(self, account: bytes, device_id: int, bundle: bytes) -> None:
+        self.execute(
+            "INSERT INTO last_resort (account, device_id, bundle) VALUES (?, ?, ?)"
+            " ON CONFLICT (account, device_id) DO UPDATE SET bundle = excluded.bundle",
+            (account, device_id, bundle),
+        )
+
+    def last_resort(self, account: bytes, device_id: int) -> bytes | None:
+        row = self.fetchone(
+            "SELECT bundle FROM last_resort WHERE account = ? AND device_id = ?",
+            (account, device_id),
+        )
+        return None if row is None else bytes(row[0])
+
+    def count_prekeys(self, account: bytes, device_id: int) -> int:
+        row = self.fetchone(
+            "SELECT COUNT(*) FROM prekeys WHERE account = ? AND device_id = ? AND claimed = 0",
+            (account, device_id),
+        )
+        return int(row[0]) if row else 0
+
+    # -- submissions and mailboxes -------------------------------------------------------
+
+    def seen(self, sender: bytes, message_id: bytes) -> SeenSubmission | None:
+        row = self.fetchone(
+            "SELECT digest, received_at, copies, price FROM submissions"
+            " WHERE sender = ? AND message_id = ?",
+            (sender, message_id),
+        )
+        return None if row is None else SeenSubmission(bytes(row[0]), row[1], row[2], row[3])
+
+    def insert_seen(self, sender: bytes, message_id: bytes, seen: SeenSubmission,
+                    expires: int) -> None:  # fmt: skip
+        self.execute(
+            "INSERT INTO submissions (sender, message_id, digest, received_at, copies, price,"
+            " expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (sender, message_id, seen.digest, seen.received_at, seen.copies, seen.price, expires),
+        )
+
+    def fetch_mail(self, account: bytes, device_id: int, limit: int) -> list[Mail]:
+        rows = self.fetchall(
+            "SELECT seq, envelope, received_at, tag FROM mailbox WHERE account = ?"
+            " AND device_id = ? ORDER BY seq LIMIT ?",
+            (account, device_id, limit),
+        )
+        return [Mail(r[0], bytes(r[1]), r[2], bytes(r[3])) for r in rows]
+
+    def count_mail(self, account: bytes | None = None, device_id: int = 0) -> int:
+        if account is None:
+            row = self.fetchone("SELECT COUNT(*) FROM mailbox")
+        else:
+            row = self.fetchone(
+                "SELECT COUNT(*) FROM mailbox WHERE account = ? AND device_id = ?",
+                (account, device_id),
+            )
+        return int(row[0]) if row else 0
+
+    def ack(self, account: bytes, device_id: int, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self.execute(
+                "DELETE FROM mailbox WHERE account = ? AND device_id = ? AND seq = ?",
+                (account, device_id, seq),
+            )
+
+    # -- chats, billing, reports ---------------------------------------------------------
+
+    def chat(self, business: bytes, customer: bytes) -> ChatState | None:
+        row = self.fetchone(
+            "SELECT last_customer_message, blocked, limited, opted_in, template_times,"
+            " spam_reports, customer_count, business_count FROM chats"
+            " WHERE business = ? AND customer = ?",
+            (business, customer),
+        )
+        if row is None:
+            return None
+        return ChatState(
+            last_customer_message=row[0],
+            blocked=bool(row[1]),
+            limited=bool(row[2]),
+            opted_in=bool(row[3]),
+            template_times=_times(row[4]),
+            spam_reports=row[5],
+            counts={"customer": row[6], "business": row[7]},
+        )
+
+    def put_chat(self, business: bytes, customer: bytes, chat: ChatState) -> None:
+        self.execute(
+            "INSERT INTO chats (business, customer, last_customer_message, blocked, limited,"
+            " opted_in, template_times, spam_reports, customer_count, business_count)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (business, customer) DO UPDATE"
+            " SET last_customer_message = excluded.last_customer_message,"
+            " blocked = excluded.blocked, limited = excluded.limited,"
+            " opted_in = excluded.opted_in, template_times = excluded.template_times,"
+            " spam_reports = excluded.spam_reports, customer_count = excluded.customer_count,"
+            " business_count = excluded.business_count",
+            (
+                business,
+                customer,
+                chat.last_customer_message,
+                int(chat.blocked),
+                int(chat.limited),
+                int(chat.opted_in),
+                ",".join(str(t) for t in chat.template_times),
+                chat.spam_reports,
+                chat.counts.get("customer", 0),
+                chat.counts.get("business", 0),
+            ),
+        )
+
+    def insert_bill(self, business: bytes, message_id: bytes, cls: int, in_window: bool,
+                    price: int, at: int) -> None:  # fmt: skip
+        self.execute(
+            "INSERT INTO billing (business, message_id, cls, in_window, price, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (business, message_id, cls, int(in_window), price, at),
+        )
+
+    def bill(self, business: bytes) -> list[tuple[int, int, int, int]]:
+        """(class, in window, count, unit price) per line, ascending."""
+        rows = self.fetchall(
+            "SELECT cls, in_window, COUNT(*), price FROM billing WHERE business = ?"
+            " GROUP BY cls, in_window, price ORDER BY cls, in_window, price",
+            (business,),
+        )
+        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+    def insert_report(self, reporter: bytes, business: bytes, at: int, messages: int,
+                      report: bytes) -> None:  # fmt: skip
+        self.execute(
+            "INSERT INTO reports (reporter, business, at, messages, report) VALUES (?, ?, ?, ?, ?)",
+            (reporter, business, at, messages, report),
+        )
+
+    # -- franking keys, nonces, retention ------------------------------------------------
+
+    def franking_keys(self) -> list[FrankingKey]:
+        """Keys not retired, newest first."""
+        rows = self.fetchall(
+            "SELECT key_id, secret, created FROM franking_keys WHERE retired IS NULL"
+            " ORDER BY key_id DESC"
+        )
+        return [FrankingKey(r[0], bytes(r[1]), r[2]) for r in rows]
+
+    def insert_franking_key(self, key: FrankingKey) -> None:
+        self.execute(
+            "INSERT INTO franking_keys (key_id, secret, created) VALUES (?, ?, ?)",
+            (key.key_id, key.secret, key.created),
+        )
+
+    def retire_franking_key(self, key_id: int, now: int) -> None:
+        """Retired keys are erased: reports on messages tagged with them no longer verify."""
+        self.execute(
+            "UPDATE franking_keys SET retired = ?, secret = NULL WHERE key_id = ?",
+            (now, key_id),
+        )
+
+    def max_franking_key_id(self) -> int:
+        row = self.fetchone("SELECT MAX(key_id) FROM franking_keys")
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def use_nonce(self, account: bytes, device_id: int, nonce: bytes, expires: int) -> bool:
+        """Record a request nonce; False if it was already used (a replay)."""
+        row = self.fetchone(
+            "SELECT 1 FROM auth_nonces WHERE account = ? AND device_id = ? AND nonce = ?",
+            (account, device_id, nonce),
+        )
+        if row is not None:
+            return False
+        self.execute(
+            "INSERT INTO auth_nonces (account, device_id, nonce, expires) VALUES (?, ?, ?, ?)",
+            (account, device_id, nonce, expires),
+        )
+        return True
+
+    def purge(self, now: int) -> None:
+        """Drop expired nonces and de-duplication records."""
+        self.execute("DELETE FROM auth_nonces WHERE expires < ?", (now,))
+        self.execute("DELETE FROM submissions WHERE expires < ?", (now,))
+
+
+class SqlTx(Tx):
+    """A :class:`Tx` over a DB-API cursor; ``?`` placeholders become ``paramstyle``."""
+
+    def __init__(self, cursor: Any, placeholder: str = "?") -> None:
+        self.cur = cursor
+        self.placeholder = placeholder
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.cur.execute(self._sql(sql), tuple(params))
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.cur.execute(self._sql(sql), tuple(params))
+        return list(self.cur.fetchall())
+
+
+class RelayStore(abc.ABC):
+    """A relay store backend."""
+
+    #: True if waiters in other processes are woken by the database itself.
+    cross_process_wakeups: bool = False
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A read-write transaction: committed durably on normal exit, rolled back on error."""
+
+    def run(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one transaction, retrying it when the database reports a conflict."""
+        with self.transaction() as tx:
+            return fn(tx)
+
+    def listen(self, wake: Callable[[bytes, int], None]) -> None:  # noqa: B027
+        """Call ``wake(account, device)`` when another process delivers mail (if it can)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def ping(self) -> None:
+        self.run(lambda tx: tx.fetchone("SELECT 1"))
+
+
+def open_store(db: str) -> RelayStore:
+    """A SQLite store for a path, a PostgreSQL store for a ``postgresql://`` DSN."""
+    if db.startswith(("postgresql://", "postgres://")) or "dbname=" in db:
+        from e2e.relay.postgres import PostgresRelayStore
+
+        return PostgresRelayStore(db)
+    from e2e.relay.sqlite import SqliteRelayStore
+
+    return SqliteRelayStore(db)

@@ -1,0 +1,56 @@
+"""Fixtures of the relay tests: a relay server process on SQLite and on PostgreSQL.
+
+PostgreSQL needs E2E_PG_DSN (``source .ci/postgres.sh``); under CI=true a missing cluster
+fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from relayhelp import RelayProcess, fresh_pg_db  # noqa: E402
+
+
+def _pg_or_skip() -> str:
+    dsn = os.environ.get("E2E_PG_DSN", "")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("E2E_PG_DSN is not set under CI: .ci/run must source .ci/postgres.sh")
+        pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
+    return dsn
+
+
+@pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
+def relay_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh relay database: a SQLite file, or a new database on the PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "relay.db")
+    return fresh_pg_db(_pg_or_skip())
+
+
+@pytest.fixture
+def pg_db() -> str:
+    return fresh_pg_db(_pg_or_skip())
+
+
+@pytest.fixture
+def relay(relay_db: str, tmp_path: Path) -> Iterator[RelayProcess]:
+    proc = RelayProcess(relay_db, log_path=tmp_path / "relay.log").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+def client(relay: RelayProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=relay.url, timeout=30.0) as c:
+        yield c

@@ -1,0 +1,283 @@
+"""Test helpers: start ``python -m e2e relay serve`` as a separate process, and a small
+synchronous wire client (httpx) that signs requests as a device.
+
+The client sends envelopes around opaque frames: the relay never opens a frame, so the relay
+tests need no sessions (the proof suite in tests/security does the end-to-end part).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from e2e.keys import KeyPair
+from e2e.platform import wire
+from e2e.platform.directory import DeviceCertificate
+from e2e.platform.envelope import Envelope
+from e2e.platform.franking import commit
+from e2e.platform.policy import MessageClass
+from e2e.prekeys import LocalPrekeys, PrekeyBundle
+from e2e.suite import DEFAULT
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RelayProcess:
+    """One relay server process on a loopback port."""
+
+    db: str
+    port: int = 0
+    extra: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> RelayProcess:
+        if not self.port:
+            self.port = free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "e2e",
+            "relay",
+            "serve",
+            "--db",
+            self.db,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.extra,
+        ]
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"relay exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + wire.Path.HEALTH, timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("relay did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """kill -9: no shutdown of any kind."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+
+class WireFailure(Exception):
+    def __init__(self, status: int, err: wire.WireError) -> None:
+        super().__init__(f"{status} {err.code}: {err.message}")
+        self.status = status
+        self.code = err.code
+        self.error = err
+
+
+@dataclass
+class Acct:
+    name: bytes
+    kind: int
+    tier: int = 0
+    identity: KeyPair = field(default_factory=KeyPair.generate)
+
+
+class Dev:
+    """One device speaking the wire API."""
+
+    def __init__(self, client: httpx.Client, acct: Acct, device_id: int, one_time: int = 4) -> None:
+        self.http = client
+        self.acct = acct
+        self.device_id = device_id
+        self.identity = KeyPair.generate()
+        self.prekeys = LocalPrekeys.generate(self.identity, DEFAULT, one_time)
+        self.clock_skew = 0
+
+    @property
+    def addr(self) -> tuple[bytes, int]:
+        return (self.acct.name, self.device_id)
+
+    def certificate(self) -> bytes:
+        return DeviceCertificate.issue(
+            self.acct.identity, self.acct.name, self.device_id, self.identity.public
+        ).to_bytes()
+
+    def sign(self, path: str, body: bytes, timestamp: int | None = None) -> str:
+        ts = int(time.time()) + self.clock_skew if timestamp is None else timestamp
+        return wire.sign_request(
+            self.identity, self.acct.name, self.device_id, "POST", path, body, ts
+        )
+
+    def raw(self, path: str, body: bytes, auth: str | None = "sign") -> httpx.Response:
+        headers = {"content-type": wire.CONTENT_TYPE}
+        if auth == "sign":
+            headers["authorization"] = self.sign(path, body)
+        elif auth is not None:
+            headers["authorization"] = auth
+        return self.http.post(path, content=body, headers=headers)
+
+    def call(
+        self, path: str, req: Any, resp: type[Any] = wire.Ok, auth: str | None = "sign"
+    ) -> Any:
+        r = self.raw(path, req.to_bytes(), auth)
+        if r.status_code != 200:
+            raise WireFailure(r.status_code, wire.WireError.from_bytes(r.content))
+        return resp.from_bytes(r.content)
+
+    # -- the API ------------------------------------------------------------------------
+
+    def register_account(self) -> None:
+        a = self.acct
+        self.call(
+            wire.Path.ACCOUNT_REGISTER,
+            wire.RegisterAccount.create(a.name, a.kind, a.identity, a.tier),
+            auth=None,
+        )
+
+    def register(self) -> None:
+        self.call(wire.Path.DEVICE_REGISTER, wire.RegisterDevice(self.certificate()))
+
+    def bundles(self) -> tuple[list[bytes], bytes]:
+        pk = self.prekeys
+        spk = pk.signed[max(pk.signed)]
+        fresh_kem = [k for k in pk.kem.values() if not k.last_resort]
+        one = [
+            PrekeyBundle(
+                DEFAULT,
+                self.identity.public,
+                spk.id,
+                spk.pair.public,
+                spk.signature,
+                opk.id,
+                opk.pair.public,
+                kem.id,
+                kem.pair.public,
+                kem.signature,
+            ).to_bytes()
+            for opk, kem in zip(pk.one_time.values(), fresh_kem, strict=False)
+        ]
+        return one, pk.bundle(use_one_time=False).to_bytes()
+
+    def upload(self) -> wire.PrekeyCount:
+        one, last = self.bundles()
+        return self.call(
+            wire.Path.PREKEY_UPLOAD, wire.UploadPrekeys(tuple(one), last), wire.PrekeyCount
+        )
+
+    def devices(self, account: bytes) -> wire.DeviceList:
+        return self.call(wire.Path.DEVICE_LIST, wire.ListDevices(account), wire.DeviceList)
+
+    def claim(self, account: bytes, device_id: int) -> wire.ClaimedPrekey:
+        return self.call(
+            wire.Path.PREKEY_CLAIM, wire.ClaimPrekey(account, device_id), wire.ClaimedPrekey
+        )
+
+    def envelopes(
+        self,
+        to: bytes,
+        dests: list[tuple[bytes, int]],
+        cls: MessageClass,
+        message_id: bytes | None = None,
+        body: bytes = b"hi",
+    ) -> list[bytes]:
+        mid = message_id or os.urandom(16)
+        fk = os.urandom(32)
+        c = commit(fk, cls, self.acct.name, to, mid, body)
+        return [
+            Envelope(
+                cls,
+                self.acct.name,
+                self.device_id,
+                to,
+                d[0],
+                d[1],
+                mid,
+                c,
+                b"opaque-frame:" + os.urandom(24),
+            ).to_bytes()
+            for d in dests
+        ]
+
+    def submit(self, envs: list[bytes]) -> wire.Receipt:
+        return self.call(wire.Path.MESSAGE_SUBMIT, wire.Submit(tuple(envs)), wire.Receipt)
+
+    def fetch(self, wait_ms: int = 0) -> wire.Mailbox:
+        return self.call(
+            wire.Path.MAILBOX_FETCH,
+            wire.Fetch(self.acct.name, self.device_id, wait_ms),
+            wire.Mailbox,
+        )
+
+    def ack(self, seqs: list[int]) -> None:
+        self.call(wire.Path.MAILBOX_ACK, wire.Ack(self.acct.name, self.device_id, tuple(seqs)))
+
+    def control(self, op: int, business: bytes, on: bool = True) -> None:
+        self.call(wire.Path.CHAT_CONTROL, wire.Control(op, business, on))
+
+    def bill(self) -> wire.BillLines:
+        return self.call(wire.Path.BILL, wire.BillQuery(), wire.BillLines)
+
+
+def new_device(
+    client: httpx.Client, name: bytes, kind: int, tier: int = 0, one_time: int = 4
+) -> Dev:
+    dev = Dev(client, Acct(name, kind, tier), 1, one_time)
+    dev.register_account()
+    dev.register()
+    dev.upload()
+    return dev
+
+
+def pg_dsn() -> str | None:
+    return os.environ.get("E2E_PG_DSN")
+
+
+def fresh_pg_db(dsn: str) -> str:
+    """A new empty database on the test cluster; its DSN."""
+    import uuid
+
+    import psycopg
+
+    name = "relay_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = name
+    return make_conninfo(**params)  # type: ignore[arg-type]
