@@ -1,0 +1,201 @@
+"""libsignal prekey bundles and the responder's prekeys (SPEC.md §15.2).
+
+A libsignal bundle carries a registration id, a device id, an optional one-time prekey, a
+signed prekey with an XEdDSA signature over its serialized form (0x05 || key) and, for
+version 4, a Kyber-1024 prekey with an XEdDSA signature over 0x08 || key, all under the
+identity key. :class:`LibsignalPrekeys` is an in-memory :class:`~e2e.prekeys.PrekeySource`
+that makes such bundles from e2e key pairs (Kyber keys are generated as ML-KEM-1024, see
+:mod:`e2e.libsignal.kyber`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from e2e import xeddsa
+from e2e.errors import InvalidKey, PrekeyReused, UnknownPrekey
+from e2e.keys import KemKeyPair, KeyPair, Rng
+from e2e.libsignal.kyber import parse_public, serialize_public
+from e2e.libsignal.wire import parse_ec, serialize_ec
+from e2e.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
+
+__all__ = ["LibsignalBundle", "LibsignalPrekeys"]
+
+
+@dataclass(frozen=True, slots=True)
+class LibsignalBundle:
+    """A libsignal PreKeyBundle; every key is in libsignal's serialized form (type byte first)."""
+
+    registration_id: int
+    device_id: int
+    prekey_id: int | None
+    prekey: bytes | None
+    signed_prekey_id: int
+    signed_prekey: bytes
+    signed_prekey_signature: bytes
+    identity_key: bytes
+    kyber_prekey_id: int | None = None
+    kyber_prekey: bytes | None = None
+    kyber_prekey_signature: bytes | None = None
+
+    def verify(self) -> None:
+        """Check key shapes and both signatures: InvalidKey or InvalidSignature otherwise."""
+        identity = parse_ec(self.identity_key)
+        parse_ec(self.signed_prekey)
+        if self.prekey is not None:
+            parse_ec(self.prekey)
+        if (self.prekey is None) != (self.prekey_id is None):
+            raise InvalidKey("bundle has a one-time prekey without id or an id without key")
+        xeddsa.verify(identity, self.signed_prekey, self.signed_prekey_signature)
+        if self.kyber_prekey is not None:
+            if self.kyber_prekey_id is None or self.kyber_prekey_signature is None:
+                raise InvalidKey("bundle's Kyber prekey has no id or signature")
+            parse_public(self.kyber_prekey)
+            xeddsa.verify(identity, self.kyber_prekey, self.kyber_prekey_signature)
+
+    def to_json(self) -> dict[str, object]:
+        """The bundle as a JSON object (hex bytes), the shape the interop harness speaks."""
+        out: dict[str, object] = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            out[name] = value.hex() if isinstance(value, bytes) else value
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, object]) -> LibsignalBundle:
+        """The inverse of :meth:`to_json`."""
+        values: dict[str, object] = {}
+        for name in cls.__slots__:
+            value = obj.get(name)
+            values[name] = bytes.fromhex(value) if isinstance(value, str) else value
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True, repr=False)
+class LibsignalPrekeys:
+    """An in-memory responder key set: identity, registration id and prekeys by id.
+
+    Lookups never consume; :meth:`mark_used` removes a one-time prekey and retires a one-time
+    Kyber prekey (a last-resort Kyber prekey is only refused again with the same base key).
+    """
+
+    identity: KeyPair
+    registration_id: int
+    signed: dict[int, SignedPrekey] = field(default_factory=dict)
+    one_time: dict[int, OneTimePrekey] = field(default_factory=dict)
+    kem: dict[int, KemPrekey] = field(default_factory=dict)
+    used_one_time: set[int] = field(default_factory=set)
+    used_kem: set[int] = field(default_factory=set)
+    last_resort_uses: set[tuple[int, bytes]] = field(default_factory=set)
+    next_id: int = 1
+
+    def __repr__(self) -> str:
+        return f"LibsignalPrekeys(registration_id={self.registration_id})"
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id - 1
+
+    @classmethod
+    def generate(
+        cls,
+        identity: KeyPair,
+        registration_id: int,
+        one_time: int = 5,
+        kyber: bool = True,
+        rng: Rng = os.urandom,
+    ) -> LibsignalPrekeys:
+        """A signed prekey, ``one_time`` one-time prekeys and (``kyber``) as many one-time
+        Kyber prekeys plus a last-resort one."""
+        keys = cls(identity, registration_id)
+        keys.add_signed_prekey(rng)
+        for _ in range(one_time):
+            keys.add_one_time_prekey(rng)
+        if kyber:
+            for _ in range(one_time):
+                keys.add_kyber_prekey(False, rng)
+            keys.add_kyber_prekey(True, rng)
+        return keys
+
+    def add_signed_prekey(self, rng: Rng = os.urandom) -> SignedPrekey:
+        pair = KeyPair.generate(rng)
+        sig = xeddsa.sign(self.identity.private_bytes(), serialize_ec(pair.public), rng(64))
+        spk = SignedPrekey(self._id(), pair, sig)
+        self.signed[spk.id] = spk
+        return spk
+
+    def add_one_time_prekey(self, rng: Rng = os.urandom) -> OneTimePrekey:
+        opk = OneTimePrekey(self._id(), KeyPair.generate(rng))
+        self.one_time[opk.id] = opk
+        return opk
+
+    def add_kyber_prekey(self, last_resort: bool, rng: Rng = os.urandom) -> KemPrekey:
+        pair = KemKeyPair.generate(rng)
+        msg = serialize_public(pair.public)
+        sig = xeddsa.sign(self.identity.private_bytes(), msg, rng(64))
+        kem = KemPrekey(self._id(), pair, sig, last_resort)
+        self.kem[kem.id] = kem
+        return kem
+
+    def bundle(self, kyber: bool = True, use_one_time: bool = True) -> LibsignalBundle:
+        """A bundle: the newest signed prekey, an unused one-time prekey if any, and (``kyber``)
+        an unused one-time Kyber prekey or else the last-resort one."""
+        spk = self.signed[max(self.signed)]
+        opk = next(iter(self.one_time.values()), None) if use_one_time else None
+        kem: KemPrekey | None = None
+        if kyber:
+            fresh = [k for k in self.kem.values() if not k.last_resort]
+            resort = [k for k in self.kem.values() if k.last_resort]
+            pool = (fresh if use_one_time else []) + resort + fresh
+            if not pool:
+                raise InvalidKey("no Kyber prekey left")
+            kem = pool[0]
+        return LibsignalBundle(
+            registration_id=self.registration_id,
+            device_id=1,
+            prekey_id=opk.id if opk else None,
+            prekey=serialize_ec(opk.pair.public) if opk else None,
+            signed_prekey_id=spk.id,
+            signed_prekey=serialize_ec(spk.pair.public),
+            signed_prekey_signature=spk.signature,
+            identity_key=serialize_ec(self.identity.public),
+            kyber_prekey_id=kem.id if kem else None,
+            kyber_prekey=serialize_public(kem.pair.public) if kem else None,
+            kyber_prekey_signature=kem.signature if kem else None,
+        )
+
+    # e2e.prekeys.PrekeySource
+    def signed_prekey(self, spk_id: int) -> KeyPair:
+        spk = self.signed.get(spk_id)
+        if spk is None:
+            raise UnknownPrekey("unknown signed prekey id")
+        return spk.pair
+
+    def one_time_prekey(self, opk_id: int) -> KeyPair:
+        if opk_id in self.used_one_time:
+            raise PrekeyReused("one-time prekey already used")
+        opk = self.one_time.get(opk_id)
+        if opk is None:
+            raise UnknownPrekey("unknown one-time prekey id")
+        return opk.pair
+
+    def kem_prekey(self, kem_id: int, base_key: bytes) -> KemKeyPair:
+        if kem_id in self.used_kem or (kem_id, base_key) in self.last_resort_uses:
+            raise PrekeyReused("Kyber prekey already used")
+        kem = self.kem.get(kem_id)
+        if kem is None:
+            raise UnknownPrekey("unknown Kyber prekey id")
+        return kem.pair
+
+    def mark_used(self, opk_id: int | None, kem_id: int | None, base_key: bytes) -> None:
+        if opk_id is not None:
+            self.used_one_time.add(opk_id)
+            self.one_time.pop(opk_id, None)
+        if kem_id is not None:
+            kem = self.kem.get(kem_id)
+            if kem is not None and kem.last_resort:
+                self.last_resort_uses.add((kem_id, base_key))
+            else:
+                self.used_kem.add(kem_id)
+                self.kem.pop(kem_id, None)

@@ -1,0 +1,277 @@
+// Interoperability harness: drives the official libsignal client library from pytest.
+//
+// Usage: node harness.js <package>   (package: "libsignal-072" or "libsignal-090", see package.json)
+//
+// Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
+// Bytes travel as lowercase hex. Every reply is {"ok": true, ...} or {"ok": false, "error": "..."}.
+// Parties, their keys and their sessions live in memory stores inside this process only.
+// libsignal is AGPL-3.0: this program is a test-time tool and is never part of the e2e package.
+'use strict';
+
+const readline = require('readline');
+
+const pkg = process.argv[2];
+if (pkg !== 'libsignal-072' && pkg !== 'libsignal-090') {
+  process.stderr.write('usage: node harness.js libsignal-072|libsignal-090\n');
+  process.exit(2);
+}
+const S = require(pkg);
+
+const hex = (b) => Buffer.from(b).toString('hex');
+const unhex = (s) => Buffer.from(s, 'hex');
+const keyOf = (address) => `${address.name()}.${address.deviceId()}`;
+const sameKey = (a, b) => Buffer.from(a.serialize()).equals(Buffer.from(b.serialize()));
+
+class Identities extends S.IdentityKeyStore {
+  constructor(pair, regId) {
+    super();
+    this.pair = pair;
+    this.regId = regId;
+    this.known = new Map();
+  }
+  async getIdentityKey() { return this.pair.privateKey; }
+  async getLocalRegistrationId() { return this.regId; }
+  async saveIdentity(address, key) {
+    const k = keyOf(address);
+    const old = this.known.get(k);
+    this.known.set(k, key);
+    return old !== undefined && !sameKey(old, key) ? 1 : 0;
+  }
+  async isTrustedIdentity(address, key) {
+    const old = this.known.get(keyOf(address));
+    return old === undefined || sameKey(old, key);
+  }
+  async getIdentity(address) { return this.known.get(keyOf(address)) || null; }
+}
+
+class Sessions extends S.SessionStore {
+  constructor() { super(); this.map = new Map(); }
+  async saveSession(address, record) { this.map.set(keyOf(address), record.serialize()); }
+  async getSession(address) {
+    const raw = this.map.get(keyOf(address));
+    return raw === undefined ? null : S.SessionRecord.deserialize(raw);
+  }
+  async getExistingSessions(addresses) {
+    return addresses.map((a) => this.map.get(keyOf(a))).filter((r) => r !== undefined)
+      .map((r) => S.SessionRecord.deserialize(r));
+  }
+}
+
+class PreKeys extends S.PreKeyStore {
+  constructor() { super(); this.map = new Map(); }
+  async savePreKey(id, record) { this.map.set(id, record.serialize()); }
+  async getPreKey(id) {
+    const raw = this.map.get(id);
+    if (raw === undefined) throw new Error(`no prekey ${id}`);
+    return S.PreKeyRecord.deserialize(raw);
+  }
+  async removePreKey(id) { this.map.delete(id); }
+}
+
+class SignedPreKeys extends S.SignedPreKeyStore {
+  constructor() { super(); this.map = new Map(); }
+  async saveSignedPreKey(id, record) { this.map.set(id, record.serialize()); }
+  async getSignedPreKey(id) {
+    const raw = this.map.get(id);
+    if (raw === undefined) throw new Error(`no signed prekey ${id}`);
+    return S.SignedPreKeyRecord.deserialize(raw);
+  }
+}
+
+class KyberPreKeys extends S.KyberPreKeyStore {
+  constructor() { super(); this.map = new Map(); this.used = []; }
+  async saveKyberPreKey(id, record) { this.map.set(id, record.serialize()); }
+  async getKyberPreKey(id) {
+    const raw = this.map.get(id);
+    if (raw === undefined) throw new Error(`no kyber prekey ${id}`);
+    return S.KyberPreKeyRecord.deserialize(raw);
+  }
+  async markKyberPreKeyUsed(id) { this.used.push(id); }
+}
+
+const parties = new Map();
+
+function party(name) {
+  const p = parties.get(name);
+  if (p === undefined) throw new Error(`unknown party ${name}`);
+  return p;
+}
+
+function bundleJson(p, b) {
+  return {
+    registration_id: b.registration_id,
+    device_id: 1,
+    prekey_id: b.prekey_id,
+    prekey: b.prekey === null ? null : hex(b.prekey.serialize()),
+    signed_prekey_id: b.signed_prekey_id,
+    signed_prekey: hex(b.signed_prekey.serialize()),
+    signed_prekey_signature: hex(b.signed_prekey_signature),
+    identity_key: hex(p.pair.publicKey.serialize()),
+    kyber_prekey_id: b.kyber_prekey_id,
+    kyber_prekey: b.kyber_prekey === null ? null : hex(b.kyber_prekey.serialize()),
+    kyber_prekey_signature: b.kyber_signature === null ? null : hex(b.kyber_signature),
+  };
+}
+
+const commands = {
+  async version() {
+    return { version: require(`${pkg}/package.json`).version };
+  },
+
+  // A new party with a fresh identity key pair and registration id.
+  async init({ party: name, registration_id: regId }) {
+    const pair = S.IdentityKeyPair.generate();
+    const p = {
+      pair,
+      regId,
+      identities: new Identities(pair, regId),
+      sessions: new Sessions(),
+      prekeys: new PreKeys(),
+      signed: new SignedPreKeys(),
+      kyber: new KyberPreKeys(),
+    };
+    parties.set(name, p);
+    return { identity_key: hex(pair.publicKey.serialize()) };
+  },
+
+  // Generate and store a prekey bundle: a signed prekey, a Kyber-1024 prekey (unless
+  // kyber=false) and a one-time prekey (unless one_time=false). Returns its public fields.
+  async bundle({ party: name, prekey_id: preId, signed_prekey_id: spkId, kyber_prekey_id: kId,
+                 one_time: oneTime = true, kyber = true }) {
+    const p = party(name);
+    const spk = S.PrivateKey.generate();
+    const spkSig = p.pair.privateKey.sign(spk.getPublicKey().serialize());
+    await p.signed.saveSignedPreKey(spkId,
+      S.SignedPreKeyRecord.new(spkId, Date.now(), spk.getPublicKey(), spk, spkSig));
+    let prekey = null;
+    if (oneTime) {
+      const opk = S.PrivateKey.generate();
+      await p.prekeys.savePreKey(preId, S.PreKeyRecord.new(preId, opk.getPublicKey(), opk));
+      prekey = opk.getPublicKey();
+    }
+    let kyberPk = null;
+    let kyberSig = null;
+    if (kyber) {
+      const kp = S.KEMKeyPair.generate();
+      kyberPk = kp.getPublicKey();
+      kyberSig = p.pair.privateKey.sign(kyberPk.serialize());
+      await p.kyber.saveKyberPreKey(kId, S.KyberPreKeyRecord.new(kId, Date.now(), kp, kyberSig));
+    }
+    return bundleJson(p, {
+      registration_id: p.regId,
+      prekey_id: oneTime ? preId : null,
+      prekey,
+      signed_prekey_id: spkId,
+      signed_prekey: spk.getPublicKey(),
+      signed_prekey_signature: spkSig,
+      kyber_prekey_id: kyber ? kId : null,
+      kyber_prekey: kyberPk,
+      kyber_signature: kyberSig,
+    });
+  },
+
+  // Start a session with `peer` from a bundle (e.g. one published by e2e).
+  async process_bundle({ party: name, peer, bundle: b }) {
+    const p = party(name);
+    const args = [
+      b.registration_id, b.device_id,
+      b.prekey_id, b.prekey === null ? null : S.PublicKey.deserialize(unhex(b.prekey)),
+      b.signed_prekey_id, S.PublicKey.deserialize(unhex(b.signed_prekey)),
+      unhex(b.signed_prekey_signature), S.PublicKey.deserialize(unhex(b.identity_key)),
+    ];
+    if (b.kyber_prekey !== null) {
+      args.push(b.kyber_prekey_id, S.KEMPublicKey.deserialize(unhex(b.kyber_prekey)),
+        unhex(b.kyber_prekey_signature));
+    }
+    const bundle = S.PreKeyBundle.new(...args);
+    await S.processPreKeyBundle(bundle, S.ProtocolAddress.new(peer, 1), p.sessions, p.identities);
+    return {};
+  },
+
+  // Encrypt each plaintext; with records=true each reply also carries the session record
+  // right after that message.
+  async encrypt({ party: name, peer, plaintexts, records = false }) {
+    const p = party(name);
+    const address = S.ProtocolAddress.new(peer, 1);
+    const out = [];
+    for (const pt of plaintexts) {
+      const m = await S.signalEncrypt(unhex(pt), address, p.sessions, p.identities);
+      const item = { type: m.type(), body: hex(m.serialize()) };
+      if (records) item.record = hex(p.sessions.map.get(keyOf(address)));
+      out.push(item);
+    }
+    return { messages: out };
+  },
+
+  // Decrypt a list of {type, body}; each result is {plaintext} or {error}.
+  async decrypt({ party: name, peer, messages, records = false }) {
+    const p = party(name);
+    const address = S.ProtocolAddress.new(peer, 1);
+    const out = [];
+    for (const { type, body } of messages) {
+      try {
+        let pt;
+        if (type === S.CiphertextMessageType.PreKey) {
+          pt = await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(unhex(body)), address,
+            p.sessions, p.identities, p.prekeys, p.signed, p.kyber);
+        } else {
+          pt = await S.signalDecrypt(S.SignalMessage.deserialize(unhex(body)), address,
+            p.sessions, p.identities);
+        }
+        const item = { plaintext: hex(pt) };
+        if (records) item.record = hex(p.sessions.map.get(keyOf(address)));
+        out.push(item);
+      } catch (e) {
+        out.push({ error: String(e && e.message ? e.message : e) });
+      }
+    }
+    return { results: out };
+  },
+
+  // The serialized SessionRecord (libsignal's storage.proto RecordStructure) for `peer`.
+  async session({ party: name, peer }) {
+    const p = party(name);
+    const raw = p.sessions.map.get(`${peer}.1`);
+    return { record: raw === undefined ? null : hex(raw) };
+  },
+
+  async prekeys({ party: name }) {
+    const p = party(name);
+    return { one_time: [...p.prekeys.map.keys()], kyber_used: p.kyber.used };
+  },
+
+  // Time `rounds` of encrypt+decrypt between two harness parties with established sessions,
+  // for the benchmark table: returns nanoseconds for the whole loop.
+  async bench({ a, b, plaintext, count, pingpong }) {
+    const pa = party(a);
+    const pb = party(b);
+    const addrA = S.ProtocolAddress.new(a, 1);
+    const addrB = S.ProtocolAddress.new(b, 1);
+    const pt = unhex(plaintext);
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < count; i++) {
+      const [sp, rp, raddr, saddr] = pingpong && i % 2 ? [pb, pa, addrB, addrA] : [pa, pb, addrA, addrB];
+      const m = await S.signalEncrypt(pt, saddr, sp.sessions, sp.identities);
+      await S.signalDecrypt(S.SignalMessage.deserialize(m.serialize()), raddr, rp.sessions,
+        rp.identities);
+    }
+    return { ns: Number(process.hrtime.bigint() - start) };
+  },
+};
+
+const rl = readline.createInterface({ input: process.stdin, terminal: false });
+let queue = Promise.resolve();
+rl.on('line', (line) => {
+  queue = queue.then(async () => {
+    let reply;
+    try {
+      const req = JSON.parse(line);
+      const fn = commands[req.cmd];
+      if (fn === undefined) throw new Error(`unknown command ${req.cmd}`);
+      reply = { ok: true, ...(await fn(req)) };
+    } catch (e) {
+      reply = { ok: false, error: String(e && e.message ? e.message : e) };
+    }
+    process.stdout.write(`${JSON.stringify(reply)}\n`);
+  });
+});
