@@ -12,7 +12,6 @@ from benches.workloads import cases
 CASES = [c for c in cases() if c[0] in ("frame_encode", "frame_decode")]
 
 
-@pytest.mark.parametrize("kind", ["e2e", "floor"])
 @pytest.mark.parametrize(("workload", "suite", "size"), CASES, ids=lambda v: str(v))
-def test_frame(benchmark: Any, workload: str, suite: int, size: str, kind: str) -> None:
-    run_case(benchmark, workload, suite, size, kind)
+def test_frame(benchmark: Any, workload: str, suite: int, size: str) -> None:
+    run_case(benchmark, workload, suite, size)

@@ -13,7 +13,6 @@ MESSAGE_WORKLOADS = ("encrypt", "decrypt", "oneway", "out_of_order", "ping_pong"
 CASES = [c for c in cases() if c[0] in MESSAGE_WORKLOADS]
 
 
-@pytest.mark.parametrize("kind", ["e2e", "floor"])
 @pytest.mark.parametrize(("workload", "suite", "size"), CASES, ids=lambda v: str(v))
-def test_message(benchmark: Any, workload: str, suite: int, size: str, kind: str) -> None:
-    run_case(benchmark, workload, suite, size, kind)
+def test_message(benchmark: Any, workload: str, suite: int, size: str) -> None:
+    run_case(benchmark, workload, suite, size)

@@ -14,10 +14,9 @@ from e2e.suite import get_suite
 CASES = [c for c in cases() if c[0] == "setup"]
 
 
-@pytest.mark.parametrize("kind", ["e2e", "floor"])
 @pytest.mark.parametrize(("workload", "suite", "size"), CASES, ids=lambda v: str(v))
-def test_setup(benchmark: Any, workload: str, suite: int, size: str, kind: str) -> None:
-    run_case(benchmark, workload, suite, size, kind)
+def test_setup(benchmark: Any, workload: str, suite: int, size: str) -> None:
+    run_case(benchmark, workload, suite, size)
 
 
 @pytest.mark.parametrize("suite", [2, 1], ids=["pq", "signal"])

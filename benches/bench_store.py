@@ -1,10 +1,11 @@
 """Store benchmarks: load + decrypt + save (+ commit) of one message, with 1k and with 100k
 sessions stored, for the SQLite and the PostgreSQL store; bytes per idle session.
 
-Each case "<backend>-store-msg" pairs the 100k-session store (kind "e2e") with the
-1k-session one (kind "floor"), so benches/check_ratios.py reports the per-message ratio
-between the two sizes (target <= 1.3). The stored sessions are copies of one serialized,
-established PQ session, each sealed at rest under its own id, as a real store holds them.
+Each case "<backend>-store-msg" measures the 100k-session store (side A, shown as "e2e")
+and the 1k-session one (side B, "floor") in interleaved rounds (benches/interleave.py), so
+benches/check_ratios.py decides on the per-round ratio between the two sizes (target <= 1.3).
+The stored sessions are copies of one serialized, established PQ session, each sealed at rest
+under its own id, as a real store holds them; every round decrypts for randomly picked peers.
 
     pytest benches/bench_store.py --benchmark-only --benchmark-json=bench.json
     python benches/check_ratios.py bench.json
@@ -23,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from benches.conftest import QUICK
+from benches.conftest import BOUNDS, run_pair
+from benches.interleave import Side
 from benches.workloads import established
 from e2e import PQ
 from e2e.store import Address, Store
@@ -31,19 +33,19 @@ from e2e.store.atrest import StorageKey
 from e2e.store.sqlite import SqliteStore
 
 SIZES = {"floor": 1_000, "e2e": 100_000}
-ROUNDS = 150 if QUICK else 440
-WARMUP = 30
+#: Frames Alice sends in order; every stored copy of Bob's session can take each once.
+FRAMES = 40
+#: Peers picked (at random across the store) to receive them.
+PICKS = 5_000
 _KEY = StorageKey(bytes(range(32)))
 
 
 @dataclass
 class Prepared:
     store: Store
-    #: (peer, frame): each round decrypts for another peer, picked at random across the store;
-    #: ``timed`` for the rounds measured on this store, ``other`` for the untimed messages this
-    #: store gets while the other size is measured.
-    timed: Iterator[tuple[Address, bytes]]
-    other: Iterator[tuple[Address, bytes]]
+    #: (peer, frame) pairs to receive, endless for the case's time cap: each pass sends the
+    #: next frame to every picked peer, so no frame is ever received twice by one session.
+    work: Iterator[tuple[Address, bytes]]
     idle_bytes: float
 
 
@@ -51,23 +53,20 @@ def _addr(i: int) -> Address:
     return Address(f"peer-{i:06d}", 1)
 
 
-def _sessions(n: int) -> tuple[list[tuple[Address, bytes]], list[tuple[str, bytes]]]:
-    """n sealed copies of Bob's established session, and the rounds' work: Alice's next frame
-    decrypts under every copy, so each round can take a different peer."""
+def _sessions(n: int) -> tuple[Iterator[tuple[Address, bytes]], list[tuple[str, bytes]]]:
+    """The rows of n sealed copies of Bob's established session, and the rounds' work."""
     alice, bob = established(PQ.id)
-    frame = alice.encrypt(b"m" * 64)
+    frames = [alice.encrypt(b"m" * 64) for _ in range(FRAMES)]
     state = bob.to_bytes()
     rows = [(_addr(i).record_id, _KEY.seal("session", _addr(i).record_id, state)) for i in range(n)]
-    per = ROUNDS + WARMUP + 1
-    picks = random.Random(n).sample(range(n), min(n, 2 * per))
-    return [(_addr(i), frame) for i in picks], rows
+    picks = [_addr(i) for i in random.Random(n).sample(range(n), min(n, PICKS))]
 
+    def work() -> Iterator[tuple[Address, bytes]]:
+        for frame in frames:
+            for peer in picks:
+                yield peer, frame
 
-def _split(
-    work: list[tuple[Address, bytes]],
-) -> tuple[Iterator[tuple[Address, bytes]], Iterator[tuple[Address, bytes]]]:
-    half = len(work) // 2
-    return iter(work[:half]), iter(work[half:])
+    return work(), rows
 
 
 def _receive(store: Store, peer: Address, frame: bytes) -> None:
@@ -93,7 +92,7 @@ def prepare_sqlite(path: Path, n: int) -> Prepared:
         conn.executemany("INSERT INTO records (kind, id, value) VALUES ('session', ?, ?)", rows)
     idle = (_sqlite_bytes(conn) - base) / n
     conn.close()
-    return Prepared(SqliteStore(path, _KEY), *_split(work), idle)
+    return Prepared(SqliteStore(path, _KEY), work, idle)
 
 
 def _sqlite_bytes(conn: sqlite3.Connection) -> int:
@@ -123,7 +122,7 @@ def prepare_postgres(dsn: str, schema: str, n: int) -> Prepared:
             pass
         size = conn.execute(f"SELECT pg_total_relation_size('{table}')").fetchone()
         assert size is not None
-    return Prepared(PostgresStore(dsn, _KEY, schema=schema), *_split(work), size[0] / n)
+    return Prepared(PostgresStore(dsn, _KEY, schema=schema), work, size[0] / n)
 
 
 @pytest.fixture(scope="module")
@@ -155,34 +154,22 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str
                 conn.execute(f'DROP SCHEMA "{s}" CASCADE')
 
 
-@pytest.mark.parametrize("kind", ["e2e", "floor"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_store_message(benchmark: Any, prepared: Any, backend: str, kind: str) -> None:
-    """One received message: BEGIN, load the session, decrypt, save, COMMIT.
-
-    Every round also receives one untimed message on the store of the other size, so the
-    two measurements interleave and share the machine's conditions (load, caches, WAL).
-    """
-    p: Prepared = prepared(backend, kind)
-    q: Prepared = prepared(backend, "floor" if kind == "e2e" else "e2e")
-
-    def setup() -> tuple[tuple[Store, Address, bytes], dict[str, Any]]:
-        _receive(q.store, *next(q.other))
-        return (p.store, *next(p.timed)), {}
-
+def test_store_message(benchmark: Any, prepared: Any, backend: str) -> None:
+    """One received message: BEGIN, load the session, decrypt, save, COMMIT; the 100k-session
+    store (A) and the 1k-session store (B) in interleaved rounds."""
+    big: Prepared = prepared(backend, "e2e")
+    small: Prepared = prepared(backend, "floor")
     case = f"{backend}-store-msg"
-    benchmark.group = case
-    benchmark.extra_info.update(
-        case=case,
-        kind=kind,
-        messages=1,
-        sessions=SIZES[kind],
-        state_bytes={f"{backend}-stored-idle-session-{SIZES[kind] // 1000}k": round(p.idle_bytes)},
-    )
-    benchmark.pedantic(
-        _receive,
-        setup=setup,
-        rounds=ROUNDS,
-        warmup_rounds=WARMUP,
-        iterations=1,
-    )
+    sides = [
+        Side(lambda p=p: (p.store, *next(p.work)), _receive, wall=True)  # type: ignore[misc]
+        for p in (big, small)
+    ]
+    run_pair(
+        benchmark, case, sides[0], sides[1], BOUNDS["ratios"].get(case), case=case, messages=1,
+        sessions=[SIZES["e2e"], SIZES["floor"]], sides=["100k sessions", "1k sessions"],
+        state_bytes={
+            f"{backend}-stored-idle-session-{SIZES[k] // 1000}k": round(p.idle_bytes)
+            for k, p in (("e2e", big), ("floor", small))
+        },
+    )  # fmt: skip

@@ -1,24 +1,43 @@
-"""Check each workload's ratio to its floor from one pytest-benchmark run.
+"""Check each workload's ratio to its floor from one interleaved pytest-benchmark run.
 
     pytest benches/ --benchmark-only --benchmark-json=bench.json
     python benches/check_ratios.py bench.json [--markdown]
 
-Reads the JSON that run wrote, pairs every e2e workload with its floor measured in the
-SAME run (never a stored baseline), prints a table of per-message times and ratios, and
-exits 1 when a ratio passes its bound in benches/bounds.json, when a bounded workload is
-missing from the run, or when a serialized idle session is larger than its bound.
-Absolute times are printed, never checked.
+Every case of benches/ measures two things in alternating rounds in one process (a workload
+and its floor, a 100k-session store and a 1k-session one, e2e's provider choice and the other
+library) and writes the per-round times of both sides into the benchmark's ``extra_info``
+(see benches/interleave.py). This script takes the ratio of each round pair, and decides on
+the MEDIAN of those ratios with a distribution-free confidence interval (order statistics of
+the binomial, :func:`median_ci`):
+
+* the whole interval lies above the bound: FAIL;
+* the whole interval lies at or below the bound: pass;
+* the interval straddles the bound: the harness has already measured more rounds (up to its
+  time cap); if it still straddles, the case PASSES WITH A WARNING. A gate that cannot tell
+  is not allowed to block a landing; a real regression moves the whole interval.
+
+It also exits 1 when a bounded case is missing from the run or when a serialized idle session
+is larger than its bound. Absolute times are printed, never checked.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BOUNDS_FILE = Path(__file__).with_name("bounds.json")
+
+#: Two-sided confidence of the interval around the median ratio. A case whose true median
+#: ratio sits at its bound fails (interval wholly above) with probability <= 0.5 %.
+CONFIDENCE = 0.99
+
+PASS, FAIL, MORE, WARN = "pass", "FAIL", "more", "pass (warning: straddles the bound)"
 
 
 def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, Any]:
@@ -26,68 +45,152 @@ def load_bounds(path: Path = BOUNDS_FILE) -> dict[str, Any]:
     return bounds
 
 
-Times = dict[str, dict[str, float]]
+def median_ci(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(low, median, high): the sample median and a distribution-free confidence interval for
+    the population median, [x_(k), x_(n+1-k)] of the sorted sample with the largest k such
+    that P(Binomial(n, 1/2) < k) <= (1 - confidence) / 2. With too few values for that
+    confidence the interval is the whole sample range (and wider than any bound can decide).
+    """
+    if not values:
+        raise ValueError("no values")
+    xs = sorted(values)
+    n = len(xs)
+    tail = (1.0 - confidence) / 2.0
+    k, cumulative = 0, 0.0
+    while k < n:
+        # P(X = k), in logs: 2**n overflows a float beyond n = 1023
+        p = math.exp(
+            math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+        )
+        if cumulative + p > tail:
+            break
+        cumulative += p
+        k += 1
+    # k = number of order statistics that may be cut from each end; 1-indexed x_(k) = xs[k-1]
+    if k == 0:
+        return -math.inf, statistics.median(xs), math.inf
+    return xs[k - 1], statistics.median(xs), xs[n - k]
 
 
-def collect(report: dict[str, Any], stat: str) -> tuple[Times, dict[str, int], Times]:
-    """(case -> {"e2e": seconds per message, "floor": ...}, state name -> bytes,
-    provider case -> {"chosen": seconds per call, "other": ...})."""
-    times: dict[str, dict[str, float]] = {}
+@dataclass(frozen=True)
+class Decision:
+    verdict: str  # PASS, FAIL, MORE or WARN
+    low: float
+    median: float
+    high: float
+
+
+def decide(
+    ratios: list[float], bound: float | None, final: bool, confidence: float = CONFIDENCE
+) -> Decision:
+    """The gate's rule on per-round ratios: FAIL when the interval lies wholly above the bound,
+    PASS when wholly at or below it (or unbounded), otherwise MORE rounds, or at the cap
+    (``final``) WARN, which passes."""
+    low, median, high = median_ci(ratios, confidence)
+    if bound is None or high <= bound:
+        return Decision(PASS, low, median, high)
+    if low > bound:
+        return Decision(FAIL, low, median, high)
+    return Decision(WARN if final else MORE, low, median, high)
+
+
+@dataclass(frozen=True)
+class Row:
+    case: str
+    a_us: float  # median per-message time of side A (e2e / 100k store / chosen provider)
+    b_us: float  # the same for side B (floor / 1k store / other provider)
+    decision: Decision
+    rounds: int
+    bound: float | None
+
+
+def ratios_of(info: dict[str, Any]) -> tuple[list[float], list[float], list[float]]:
+    """(A seconds per message per round, B ..., A/B per round) from a case's extra_info."""
+    a = [float(x) for x in info["a"]]
+    b = [float(x) for x in info["b"]]
+    if len(a) != len(b) or not a:
+        raise ValueError("unpaired rounds")
+    return a, b, [x / y for x, y in zip(a, b, strict=True)]
+
+
+def evaluate(info: dict[str, Any], bound: float | None) -> Row:
+    a, b, ratios = ratios_of(info)
+    name = info.get("case") or info["provider_case"]
+    d = decide(ratios, bound, final=True)
+    return Row(name, statistics.median(a) * 1e6, statistics.median(b) * 1e6, d, len(a), bound)
+
+
+def collect(report: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int], list[Any]]:
+    """(workload cases' extra_info, state name -> bytes, provider cases' extra_info)."""
+    cases, providers = [], []
     sizes: dict[str, int] = {}
-    providers: dict[str, dict[str, float]] = {}
     for bench in report["benchmarks"]:
         info = bench.get("extra_info", {})
         for name, value in info.get("state_bytes", {}).items():
             sizes[name] = int(value)
-        if "provider_case" in info:
-            providers.setdefault(info["provider_case"], {})[info["kind"]] = bench["stats"][stat]
-        if "case" not in info:
-            continue
-        per_message = bench["stats"][stat] / info.get("messages", 1)
-        times.setdefault(info["case"], {})[info["kind"]] = per_message
-    return times, sizes, providers
+        if "case" in info:
+            cases.append(info)
+        elif "provider_case" in info:
+            providers.append(info)
+    return cases, sizes, providers
+
+
+def _fmt_row(row: Row, markdown: bool) -> str:
+    d = row.decision
+    ci = f"{d.low:.2f}–{d.high:.2f}" if math.isfinite(d.low) else "n/a"
+    verdict = {PASS: "ok", FAIL: "FAIL", WARN: "warn"}.get(d.verdict, d.verdict)
+    if markdown:
+        b = "" if row.bound is None else f"≤ {row.bound}"
+        mark = {"ok": "", "FAIL": " ✗", "warn": " (?)"}[verdict]
+        return (
+            f"| {row.case} | {row.a_us:.1f} | {row.b_us:.1f} | {d.median:.2f}{mark} | {ci} "
+            f"| {row.rounds} | {b} |"
+        )
+    b = "" if row.bound is None else f"{row.bound:.2f}"
+    return (
+        f"{row.case:28} {row.a_us:10.1f} {row.b_us:10.1f} {d.median:6.2f} {ci:>11} "
+        f"{row.rounds:6d} {b:>6} {verdict}"
+    )
+
+
+def _header(first: str, a: str, b: str, markdown: bool) -> list[str]:
+    if markdown:
+        return [
+            f"| {first} | {a} | {b} | median ratio | 99 % CI | rounds | bound |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+    return [f"{first:28} {a:>10} {b:>10} {'ratio':>6} {'99% CI':>11} {'rounds':>6} {'bound':>6}"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="pytest-benchmark --benchmark-json output")
     parser.add_argument("--bounds", type=Path, default=BOUNDS_FILE)
-    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
     args = parser.parse_args(argv)
     bounds = load_bounds(args.bounds)
-    stat = bounds.get("stat", "median")
-    times, sizes, providers = collect(json.loads(args.json.read_text()), stat)
+    cases, sizes, providers = collect(json.loads(args.json.read_text()))
     ratio_bounds: dict[str, float] = bounds["ratios"]
     failures: list[str] = []
+    warnings: list[str] = []
 
-    rows = []
-    for case in sorted(times, key=_order):
-        pair = times[case]
-        if "e2e" not in pair or "floor" not in pair:
-            failures.append(f"{case}: e2e or floor result missing")
-            continue
-        ratio = pair["e2e"] / pair["floor"]
-        bound = ratio_bounds.get(case)
-        ok = bound is None or ratio <= bound
-        if not ok:
-            failures.append(f"{case}: ratio {ratio:.2f} > bound {bound}")
-        rows.append((case, pair["e2e"] * 1e6, pair["floor"] * 1e6, ratio, bound, ok))
+    rows: list[Row] = []
+    for info in cases:
+        try:
+            rows.append(evaluate(info, ratio_bounds.get(info["case"])))
+        except (KeyError, ValueError) as exc:
+            failures.append(f"{info['case']}: no paired rounds ({exc})")
+    rows.sort(key=lambda r: _order(r.case))
+    seen = {r.case for r in rows}
     for case in ratio_bounds:
-        if case not in times:
+        if case not in seen:
             failures.append(f"{case}: bounded but not in this run")
 
-    if args.markdown:
-        print("| workload | e2e µs/msg | floor µs/msg | ratio | bound |")
-        print("|---|---:|---:|---:|---:|")
-        for case, e2e, fl, ratio, bound, ok in rows:
-            b = "" if bound is None else f"≤ {bound}"
-            print(f"| {case} | {e2e:.1f} | {fl:.1f} | {ratio:.2f}{'' if ok else ' ✗'} | {b} |")
-    else:
-        print(f"{'workload':28} {'e2e us':>10} {'floor us':>10} {'ratio':>6} {'bound':>6}")
-        for case, e2e, fl, ratio, bound, ok in rows:
-            b = "" if bound is None else f"{bound:.2f}"
-            mark = "" if ok else "  FAIL"
-            print(f"{case:28} {e2e:10.1f} {fl:10.1f} {ratio:6.2f} {b:>6}{mark}")
+    print("\n".join(_header("workload", "e2e µs/msg", "floor µs/msg", args.markdown)))
+    for row in rows:
+        print(_fmt_row(row, args.markdown))
+    failures += [_failure(r) for r in rows if r.decision.verdict == FAIL]
+    warnings += [_warning(r) for r in rows if r.decision.verdict == WARN]
 
     for name, limit in bounds.get("state_bytes", {}).items():
         size = sizes.get(name)
@@ -102,55 +205,68 @@ def main(argv: list[str] | None = None) -> int:
         if name not in bounds.get("state_bytes", {}):
             print(f"serialized {name}: {size} bytes (not bounded)")
 
-    provider_failures = check_providers(providers, bounds.get("providers", {}), args.markdown)
-    failures += provider_failures
+    p_rows, p_failures = check_providers(providers, bounds.get("providers", {}), args.markdown)
+    failures += p_failures
+    warnings += [_warning(r) for r in p_rows if r.decision.verdict == WARN]
 
+    for warning in warnings:
+        print(f"WARNING {warning}", file=sys.stderr)
     for failure in failures:
         print(f"FAIL {failure}", file=sys.stderr)
-    # at most one failure per provider case
-    within = sum(1 for r in rows if r[5]) + len(providers) - len(provider_failures)
-    print(f"{within} within bounds, {len(failures)} failed")
+    within = sum(1 for r in rows + p_rows if r.decision.verdict != FAIL)
+    print(f"{within} within bounds ({len(warnings)} with a warning), {len(failures)} failed")
     return 1 if failures else 0
 
 
-def check_providers(providers: Times, bounds: dict[str, float], markdown: bool) -> list[str]:
-    """Print e2e's provider choice per operation against the other library's; return failures.
+def _failure(row: Row) -> str:
+    d = row.decision
+    return (
+        f"{row.case}: median ratio {d.median:.2f}, 99 % interval {d.low:.2f}–{d.high:.2f} "
+        f"lies above the bound {row.bound} ({row.rounds} rounds)"
+    )
+
+
+def _warning(row: Row) -> str:
+    d = row.decision
+    return (
+        f"{row.case}: median ratio {d.median:.2f}, 99 % interval {d.low:.2f}–{d.high:.2f} "
+        f"straddles the bound {row.bound} after {row.rounds} rounds: passed, undecided"
+    )
+
+
+def check_providers(
+    providers: list[dict[str, Any]], bounds: dict[str, float], markdown: bool
+) -> tuple[list[Row], list[str]]:
+    """Print e2e's provider choice per operation against the other library's (A = chosen,
+    B = other); return the rows and the failures.
 
     A provider case may be missing (skipped where the other library cannot run it), but one
     that ran must have a bound and keep chosen / other within it.
     """
-    failures = []
-    if providers:
-        if markdown:
-            print("\n| operation | chosen µs | other µs | chosen / other | bound |")
-            print("|---|---:|---:|---:|---:|")
-        else:
-            print(
-                f"\n{'operation':28} {'chosen us':>10} {'other us':>10} {'ratio':>6} {'bound':>6}"
-            )
-    for case in sorted(providers):
-        pair = providers[case]
-        if "chosen" not in pair or "other" not in pair:
-            failures.append(f"{case}: chosen or other result missing")
-            continue
-        ratio = pair["chosen"] / pair["other"]
+    rows: list[Row] = []
+    failures: list[str] = []
+    for info in providers:
+        case = info["provider_case"]
         bound = bounds.get(case)
         if bound is None:
             failures.append(f"{case}: no bound in bounds.json")
-        elif ratio > bound:
-            failures.append(f"{case}: chosen / other {ratio:.2f} > bound {bound}")
-        chosen, other = pair["chosen"] * 1e6, pair["other"] * 1e6
-        b = "" if bound is None else f"{bound:.2f}"
-        if markdown:
-            print(f"| {case} | {chosen:.1f} | {other:.1f} | {ratio:.2f} | ≤ {b} |")
-        else:
-            print(f"{case:28} {chosen:10.1f} {other:10.1f} {ratio:6.2f} {b:>6}")
-    return failures
+        try:
+            rows.append(evaluate(info, bound))
+        except (KeyError, ValueError) as exc:
+            failures.append(f"{case}: no paired rounds ({exc})")
+    rows.sort(key=lambda r: r.case)
+    if rows:
+        print()
+        print("\n".join(_header("operation", "chosen µs", "other µs", markdown)))
+    for row in rows:
+        print(_fmt_row(row, markdown))
+    failures += [_failure(r) for r in rows if r.decision.verdict == FAIL]
+    return rows, failures
 
 
 _WORKLOAD_ORDER = [
     "oneway", "encrypt", "decrypt", "out_of_order", "ping_pong", "setup",
-    "frame_encode", "frame_decode", "state",
+    "frame_encode", "frame_decode", "store", "state",
 ]  # fmt: skip
 
 

@@ -1,21 +1,23 @@
-"""pytest-benchmark set-up for benches/: collects bench_*.py and runs each case with
-``benchmark.pedantic`` (setup untimed, one call per round).
+"""pytest-benchmark set-up for benches/: collects bench_*.py; every case is one benchmark that
+measures its two sides in interleaved rounds (benches/interleave.py) and stores the rounds in
+``extra_info`` for benches/check_ratios.py.
 
-E2E_BENCH_QUICK=1 runs short rounds (CI); the ratios to the floor stay comparable because
-each workload and its floor run the same number of rounds in the same run.
+E2E_BENCH_QUICK=1 gives each case a shorter time budget (CI); the rule that decides is the same.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benches import interleave
+from benches.check_ratios import load_bounds
 from benches.workloads import SIZES, WORKLOADS, case_name
 
-QUICK = os.environ.get("E2E_BENCH_QUICK", "") not in ("", "0")
+QUICK = interleave.QUICK
+BOUNDS = load_bounds()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -28,28 +30,39 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
     return None
 
 
-def rounds_for(workload: str) -> int:
-    if workload == "setup":
-        return 150 if QUICK else 500
-    # Even quick rounds last ~30 ms per case at 256 B, so a short burst of load on a shared
-    # machine cannot move a median on its own.
-    return 4000 if QUICK else 10000
-
-
-def run_case(benchmark: Any, workload: str, suite: int, size: str, kind: str) -> None:
-    """Benchmark ``kind`` ("e2e" or "floor") of one case and label it for check_ratios."""
-    w = WORKLOADS[workload]
-    factory = w.e2e if kind == "e2e" else w.floor
-    setup, target = factory(suite, SIZES[size])
-    rounds = rounds_for(workload)
-    benchmark.group = case_name(workload, suite, size)
-    benchmark.extra_info.update(
-        case=case_name(workload, suite, size), kind=kind, messages=w.messages
-    )
+def run_pair(
+    benchmark: Any,
+    name: str,
+    a: interleave.Side,
+    b: interleave.Side,
+    bound: float | None,
+    per_message: int = 1,
+    **info: Any,
+) -> interleave.Result:
+    """Benchmark one case: pytest-benchmark times the whole interleaved measurement (one
+    round); the per-round times of both sides, the median ratio, its interval and the verdict
+    go into ``extra_info``."""
+    out: list[interleave.Result] = []
+    inject = interleave.injection(name)
+    benchmark.group = name
     benchmark.pedantic(
-        target,
-        setup=lambda: (setup(), {}),
-        rounds=rounds,
-        warmup_rounds=max(10, rounds // 20),
+        lambda: out.append(interleave.measure(a, b, bound, inject=inject)),
+        rounds=1,
         iterations=1,
     )
+    result = out[0]
+    benchmark.extra_info.update(info)
+    benchmark.extra_info.update(result.info(per_message), bound=bound)
+    return result
+
+
+def run_case(benchmark: Any, workload: str, suite: int, size: str) -> None:
+    """One workload against its floor, interleaved; labelled for check_ratios."""
+    w = WORKLOADS[workload]
+    name = case_name(workload, suite, size)
+    a = interleave.side(*w.e2e(suite, SIZES[size]))
+    b = interleave.side(*w.floor(suite, SIZES[size]))
+    run_pair(
+        benchmark, name, a, b, BOUNDS["ratios"].get(name), w.messages, case=name,
+        messages=w.messages, sides=["e2e", "floor"],
+    )  # fmt: skip
