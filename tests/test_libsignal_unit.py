@@ -149,3 +149,31 @@ def test_store_integration_round_trip_and_rollback() -> None:
         decrypt_and_store(sa, addr_b, t, bad)
     with sa.transaction() as tx:
         assert load_record(tx, addr_b).to_bytes() == before
+
+
+def test_recorded_libsignal_vectors_detect_corruption() -> None:
+    import copy
+    import json
+    from pathlib import Path
+
+    from e2e.errors import E2EError
+    from e2e.vectors.libsignal_wire_vectors import verify_libsignal_wire
+
+    doc = json.loads((Path(__file__).parent.parent / "vectors/libsignal_wire.json").read_text())
+    assert {c["libsignal_client"] for c in doc["cases"]} == {"0.72.1", "0.90.0"}
+    case = next(c for c in doc["cases"] if c["session_version"] == 4)
+    verify_libsignal_wire(case)
+    first_e2e = next(i for i, s in enumerate(case["steps"]) if s["from"] == "e2e")
+    for i, field, exc in (
+        (0, "plaintext", AssertionError),  # libsignal's plaintext
+        (0, "message", E2EError),  # libsignal's message bytes
+        (first_e2e, "message", AssertionError),  # e2e must reproduce its message exactly
+    ):
+        bad = copy.deepcopy(case)
+        value = bad["steps"][i][field]
+        pos = len(value) - 4
+        bad["steps"][i][field] = (
+            value[:pos] + ("0" if value[pos] != "0" else "1") + value[pos + 1 :]
+        )
+        with pytest.raises(exc):
+            verify_libsignal_wire(bad)

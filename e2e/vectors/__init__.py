@@ -55,6 +55,7 @@ def _load_verifiers() -> None:
     from e2e.vectors import (  # noqa: F401
         fingerprint_vectors,
         libsignal_vectors,
+        libsignal_wire_vectors,
         merkle_vectors,
         primitives,
         protocol,
