@@ -6,6 +6,7 @@ import pytest
 
 from e2e.errors import (
     DecodeError,
+    DecryptError,
     DuplicateMessage,
     InvalidSignature,
     StateError,
@@ -177,3 +178,28 @@ def test_recorded_libsignal_vectors_detect_corruption() -> None:
         )
         with pytest.raises(exc):
             verify_libsignal_wire(bad)
+
+
+def test_archived_state_has_a_smaller_jump_bound() -> None:
+    from e2e.libsignal.session import MAX_ARCHIVED_JUMP
+
+    alice_id, bob_id = KeyPair.generate(), KeyPair.generate()
+    bob = SessionRecord()
+    senders = []
+    for _ in range(2):
+        keys = LibsignalPrekeys.generate(bob_id, 2, one_time=1)
+        alice = SessionRecord(initiate(alice_id, 1, keys.bundle()))
+        bob.decrypt(*alice.encrypt(b"hi"), prekeys=keys, local_identity=bob_id)
+        bob.encrypt(b"ack")  # bob answers in this session ...
+        senders.append(alice)
+    first = senders[0]
+    assert first.current is not None
+    first.current.pending = None  # ... as if its answer had arrived: plain SignalMessages now
+    msgs = [first.encrypt(b"%d" % i) for i in range(MAX_ARCHIVED_JUMP + 3)]
+    before = bob.to_bytes()
+    with pytest.raises(DecryptError):  # the current state fails its MAC, the archived one
+        bob.decrypt(*msgs[MAX_ARCHIVED_JUMP + 1])  # refuses the jump (index 1, counter 10)
+    assert bob.to_bytes() == before
+    assert bob.decrypt(*msgs[MAX_ARCHIVED_JUMP]).plaintext == b"%d" % MAX_ARCHIVED_JUMP
+    assert bob.current is not None and bob.current.remote_identity == alice_id.public
+    assert len(bob.previous) == 1  # the archived state was promoted

@@ -22,8 +22,9 @@ invalid ciphertext differs from Kyber's, and such a secret only ever fails a MAC
 
 from __future__ import annotations
 
-import hashlib
 from typing import Final
+
+from cryptography.hazmat.primitives import hashes
 
 from e2e.errors import DecodeError, InvalidKey
 from e2e.keys import KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KemKeyPair, kem_encapsulate
@@ -48,7 +49,11 @@ KYBER1024_CIPHERTEXT_LEN: Final = 1 + KEM_CIPHERTEXT_LEN
 
 def kyber_secret(mlkem_secret: bytes, ciphertext: bytes) -> bytes:
     """SHAKE-256(ML-KEM secret || SHA3-256(ciphertext)) truncated to 32 bytes."""
-    return hashlib.shake_256(mlkem_secret + hashlib.sha3_256(ciphertext).digest()).digest(32)
+    h = hashes.Hash(hashes.SHA3_256())
+    h.update(ciphertext)
+    shake = hashes.Hash(hashes.SHAKE256(32))
+    shake.update(mlkem_secret + h.finalize())
+    return shake.finalize()
 
 
 def serialize_public(raw_public: bytes) -> bytes:

@@ -62,6 +62,7 @@ from e2e.suite import SIGNAL
 
 __all__ = [
     "MAX_JUMP",
+    "MAX_ARCHIVED_JUMP",
     "MAX_SKIPPED_KEYS",
     "MAX_RECEIVER_CHAINS",
     "MAX_PREVIOUS_STATES",
@@ -75,17 +76,20 @@ __all__ = [
     "derive_initial_keys",
 ]
 
-#: Most messages one received message may skip ahead in a chain. The counter is only
-#: authenticated by the MAC, which needs the skipped chain walked first, so this bounds the
-#: work a forged message can cause (libsignal allows 25 000).
-MAX_JUMP: Final = 128
+#: Most messages one received message may skip ahead in a chain of the current state. The
+#: counter is only authenticated by the MAC, which needs the skipped chain walked first, so
+#: this bounds the work a forged message can cause (libsignal allows 25 000).
+MAX_JUMP: Final = 64
+#: The same bound for an archived state (tried after the current one failed).
+MAX_ARCHIVED_JUMP: Final = 8
 #: Most skipped message keys kept per session state (oldest evicted first; libsignal: 2000
 #: per chain).
 MAX_SKIPPED_KEYS: Final = 2000
 #: Receiving chains kept per state (libsignal's value).
 MAX_RECEIVER_CHAINS: Final = 5
-#: Archived states kept and tried per record (libsignal keeps 40; each costs a trial).
-MAX_PREVIOUS_STATES: Final = 2
+#: Archived states kept and tried per record (libsignal keeps 40; each costs a trial). One
+#: is what simultaneous initiation needs.
+MAX_PREVIOUS_STATES: Final = 1
 PQXDH_INFO: Final = b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024"
 X3DH_INFO: Final = b"WhisperText"
 _STATE_SCHEMA: Final = 1
@@ -152,7 +156,7 @@ class Decrypted:
         return "Decrypted(<plaintext>)"
 
 
-@dataclass(slots=True, repr=False)
+@dataclass(slots=True, repr=False, eq=False)
 class SessionState:
     """One libsignal session (libsignal's SessionStructure, our own serialization)."""
 
@@ -223,8 +227,13 @@ class SessionState:
                 return chain
         return None
 
-    def try_decrypt(self, msg: SignalMessage, rng: Rng = os.urandom) -> bytes:
-        """Decrypt ``msg`` with this state, changing the state only on success."""
+    def try_decrypt(
+        self, msg: SignalMessage, rng: Rng = os.urandom, max_jump: int = MAX_JUMP
+    ) -> bytes:
+        """Decrypt ``msg`` with this state, changing the state only on success.
+
+        ``max_jump`` bounds how far ahead of its chain ``msg`` may be (before any work).
+        """
         if msg.version != self.version:
             raise UnsupportedVersion("message version differs from the session's")
         chain = self._receiver(msg.ratchet_key)
@@ -244,7 +253,7 @@ class SessionState:
                 SIGNAL, self.root_key, self.sender_key.exchange(msg.ratchet_key)
             )[:2]
             index = 0
-        if counter - index > MAX_JUMP:
+        if counter - index > max_jump:
             raise TooManySkipped("message is further ahead than MAX_JUMP")
         walked: list[bytes] = []
         while index < counter:
@@ -449,10 +458,10 @@ class SessionRecord:
             pkm = parse_prekey_message(data)
             if pkm.version not in allowed_versions:
                 raise UnsupportedVersion(f"libsignal version {pkm.version} is not allowed here")
-            for i, state in enumerate(self._states()):
+            for state in self._states():
                 if state.version == pkm.version and state.base_key == pkm.base_key:
-                    plaintext = self._try(state, pkm.message, rng)
-                    self._promote_index(i)
+                    plaintext = state.try_decrypt(pkm.message, rng)
+                    self._make_current(state)
                     return Decrypted(plaintext, None)
             if prekeys is None or local_identity is None:
                 raise KeyAgreementError("a new session needs the local prekeys and identity")
@@ -467,30 +476,26 @@ class SessionRecord:
             raise DecodeError("unknown libsignal message type")
         msg = parse_signal_message(data)
         failure: DecryptError | None = None
-        for i, state in enumerate(self._states()):
+        for state in self._states():
             try:
-                plaintext = self._try(state, msg, rng)
+                jump = MAX_JUMP if state is self.current else MAX_ARCHIVED_JUMP
+                plaintext = state.try_decrypt(msg, rng, jump)
             except DuplicateMessage:
                 raise
             except (DecryptError, UnsupportedVersion) as e:
                 failure = failure or (e if isinstance(e, DecryptError) else None)
                 continue
-            self._promote_index(i)
+            self._make_current(state)
             return Decrypted(plaintext, None)
         raise failure or AuthenticationFailed("no session state decrypts this message")
-
-    @staticmethod
-    def _try(state: SessionState, msg: SignalMessage, rng: Rng) -> bytes:
-        return state.try_decrypt(msg, rng)
 
     def _states(self) -> list[SessionState]:
         return ([self.current] if self.current is not None else []) + list(self.previous)
 
-    def _promote_index(self, i: int) -> None:
-        if self.current is None or i == 0:
-            return
-        state = self.previous.pop(i - 1)
-        self.promote(state)
+    def _make_current(self, state: SessionState) -> None:
+        if state is not self.current:
+            self.previous = [s for s in self.previous if s is not state]
+            self.promote(state)
 
     def to_bytes(self) -> bytes:
         """Canonical CBOR: [schema, current or null, [previous...]]."""

@@ -46,14 +46,15 @@ class Identities extends S.IdentityKeyStore {
 
 class Sessions extends S.SessionStore {
   constructor() { super(); this.map = new Map(); }
-  async saveSession(address, record) { this.map.set(keyOf(address), record.serialize()); }
-  async getSession(address) {
-    const raw = this.map.get(keyOf(address));
-    return raw === undefined ? null : S.SessionRecord.deserialize(raw);
-  }
+  // Records are kept as libsignal's own objects (as its in-memory test stores do).
+  async saveSession(address, record) { this.map.set(keyOf(address), record); }
+  async getSession(address) { return this.map.get(keyOf(address)) || null; }
   async getExistingSessions(addresses) {
-    return addresses.map((a) => this.map.get(keyOf(a))).filter((r) => r !== undefined)
-      .map((r) => S.SessionRecord.deserialize(r));
+    return addresses.map((a) => this.map.get(keyOf(a))).filter((r) => r !== undefined);
+  }
+  serialized(key) {
+    const r = this.map.get(key);
+    return r === undefined ? undefined : r.serialize();
   }
 }
 
@@ -197,7 +198,7 @@ const commands = {
     for (const pt of plaintexts) {
       const m = await S.signalEncrypt(unhex(pt), address, p.sessions, p.identities);
       const item = { type: m.type(), body: hex(m.serialize()) };
-      if (records) item.record = hex(p.sessions.map.get(keyOf(address)));
+      if (records) item.record = hex(p.sessions.serialized(keyOf(address)));
       out.push(item);
     }
     return { messages: out };
@@ -219,7 +220,7 @@ const commands = {
             p.sessions, p.identities);
         }
         const item = { plaintext: hex(pt) };
-        if (records) item.record = hex(p.sessions.map.get(keyOf(address)));
+        if (records) item.record = hex(p.sessions.serialized(keyOf(address)));
         out.push(item);
       } catch (e) {
         out.push({ error: String(e && e.message ? e.message : e) });
@@ -231,7 +232,7 @@ const commands = {
   // The serialized SessionRecord (libsignal's storage.proto RecordStructure) for `peer`.
   async session({ party: name, peer }) {
     const p = party(name);
-    const raw = p.sessions.map.get(`${peer}.1`);
+    const raw = p.sessions.serialized(`${peer}.1`);
     return { record: raw === undefined ? null : hex(raw) };
   },
 
@@ -239,24 +240,87 @@ const commands = {
     const p = party(name);
     return { one_time: [...p.prekeys.map.keys()], kyber_used: p.kyber.used };
   },
+};
 
-  // Time `rounds` of encrypt+decrypt between two harness parties with established sessions,
-  // for the benchmark table: returns nanoseconds for the whole loop.
-  async bench({ a, b, plaintext, count, pingpong }) {
-    const pa = party(a);
-    const pb = party(b);
-    const addrA = S.ProtocolAddress.new(a, 1);
-    const addrB = S.ProtocolAddress.new(b, 1);
-    const pt = unhex(plaintext);
-    const start = process.hrtime.bigint();
+// -- benchmark workloads (benches/libsignal_peer.py) -----------------------------------------
+
+async function benchPair(tag) {
+  const a = `bench-a-${tag}`;
+  const b = `bench-b-${tag}`;
+  await commands.init({ party: a, registration_id: 101 });
+  await commands.init({ party: b, registration_id: 202 });
+  const bundle = await commands.bundle({ party: b, prekey_id: 1, signed_prekey_id: 2, kyber_prekey_id: 3 });
+  await commands.process_bundle({ party: a, peer: b, bundle });
+  const pa = party(a);
+  const pb = party(b);
+  const addrA = S.ProtocolAddress.new(a, 1);
+  const addrB = S.ProtocolAddress.new(b, 1);
+  const first = await S.signalEncrypt(Buffer.from('hi'), addrB, pa.sessions, pa.identities);
+  await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(first.serialize()), addrA,
+    pb.sessions, pb.identities, pb.prekeys, pb.signed, pb.kyber);
+  const back = await S.signalEncrypt(Buffer.from('hello'), addrA, pb.sessions, pb.identities);
+  await S.signalDecrypt(S.SignalMessage.deserialize(back.serialize()), addrB, pa.sessions, pa.identities);
+  return { pa, pb, addrA, addrB };
+}
+
+const wire = (m) => m.serialize();
+let benchTag = 0;
+
+// Per-call nanoseconds of `count` calls of one workload; setup work is untimed, as in benches/.
+commands.bench_workload = async ({ workload, size, count }) => {
+  const pt = Buffer.alloc(size, 7);
+  const times = [];
+  const clock = () => process.hrtime.bigint();
+  if (workload === 'setup') {
     for (let i = 0; i < count; i++) {
-      const [sp, rp, raddr, saddr] = pingpong && i % 2 ? [pb, pa, addrB, addrA] : [pa, pb, addrA, addrB];
-      const m = await S.signalEncrypt(pt, saddr, sp.sessions, sp.identities);
-      await S.signalDecrypt(S.SignalMessage.deserialize(m.serialize()), raddr, rp.sessions,
-        rp.identities);
+      const tag = `s${benchTag++}`;
+      await commands.init({ party: `sa-${tag}`, registration_id: 11 });
+      await commands.init({ party: `sb-${tag}`, registration_id: 22 });
+      const bundle = await commands.bundle({ party: `sb-${tag}`, prekey_id: 1, signed_prekey_id: 2, kyber_prekey_id: 3 });
+      const pa = party(`sa-${tag}`);
+      const pb = party(`sb-${tag}`);
+      const args = [bundle.registration_id, 1, bundle.prekey_id, S.PublicKey.deserialize(unhex(bundle.prekey)),
+        bundle.signed_prekey_id, S.PublicKey.deserialize(unhex(bundle.signed_prekey)),
+        unhex(bundle.signed_prekey_signature), S.PublicKey.deserialize(unhex(bundle.identity_key)),
+        bundle.kyber_prekey_id, S.KEMPublicKey.deserialize(unhex(bundle.kyber_prekey)),
+        unhex(bundle.kyber_prekey_signature)];
+      const addrA = S.ProtocolAddress.new(`sa-${tag}`, 1);
+      const addrB = S.ProtocolAddress.new(`sb-${tag}`, 1);
+      const start = clock();
+      await S.processPreKeyBundle(S.PreKeyBundle.new(...args), addrB, pa.sessions, pa.identities);
+      const m = await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities);
+      await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(wire(m)), addrA, pb.sessions,
+        pb.identities, pb.prekeys, pb.signed, pb.kyber);
+      times.push(Number(clock() - start));
+      parties.delete(`sa-${tag}`);
+      parties.delete(`sb-${tag}`);
     }
-    return { ns: Number(process.hrtime.bigint() - start) };
-  },
+    return { ns: times };
+  }
+  const { pa, pb, addrA, addrB } = await benchPair(benchTag++);
+  const turn = [[pa, addrB, pb, addrA], [pb, addrA, pa, addrB]];
+  for (let i = 0; i < count; i++) {
+    if (workload === 'encrypt') {
+      const start = clock();
+      wire(await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities));
+      times.push(Number(clock() - start));
+    } else if (workload === 'decrypt') {
+      const body = wire(await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities));
+      const start = clock();
+      await S.signalDecrypt(S.SignalMessage.deserialize(body), addrA, pb.sessions, pb.identities);
+      times.push(Number(clock() - start));
+    } else if (workload === 'oneway' || workload === 'ping_pong') {
+      const [sp, saddr, rp, raddr] = turn[0];
+      const start = clock();
+      const body = wire(await S.signalEncrypt(pt, saddr, sp.sessions, sp.identities));
+      await S.signalDecrypt(S.SignalMessage.deserialize(body), raddr, rp.sessions, rp.identities);
+      times.push(Number(clock() - start));
+      if (workload === 'ping_pong') turn.reverse();
+    } else {
+      throw new Error(`unknown workload ${workload}`);
+    }
+  }
+  return { ns: times };
 };
 
 const rl = readline.createInterface({ input: process.stdin, terminal: false });
