@@ -1,4 +1,9 @@
-"""Command line: ``python -m e2e demo | vectors verify [DIR] | bench [--peers] | relay serve``."""
+"""Command line: ``python -m e2e [--version] demo | vectors verify [DIR] | bench [--peers] |
+relay serve``.
+
+``vectors verify`` without DIR checks the vectors of a source checkout (``vectors/`` beside the
+package) when there is one, else the copy packaged in the wheel (``e2e/_vectors``).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,23 @@ import sys
 from pathlib import Path
 
 
-def _default_vectors_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "vectors"
+def _has_vectors(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.glob("*.json"))
+
+
+def default_vectors_dir() -> Path:
+    """The checkout's ``vectors/`` if present, else the vectors packaged with the wheel."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "vectors"
+    return checkout if _has_vectors(checkout) else here / "_vectors"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="python -m e2e")
+    from e2e import __version__
+
+    parser.add_argument("--version", action="version", version=f"e2e {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="customers and a business talk through a relay", add_help=False)
     vec = sub.add_parser("vectors", help="known-answer vectors")
@@ -40,11 +55,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     from e2e.vectors import verify_dir
 
-    directory = ns.dir or _default_vectors_dir()
+    directory = ns.dir or default_vectors_dir()
     if not directory.is_dir():
         print(f"no such directory: {directory}", file=sys.stderr)
         return 2
+    if not _has_vectors(directory):
+        print(
+            f"no vector file (*.json) in {directory}: pass the directory holding the vectors, "
+            "e.g. `python -m e2e vectors verify vectors/` in a checkout",
+            file=sys.stderr,
+        )
+        return 2
     passed, failed = verify_dir(directory)
+    if passed + failed == 0:
+        print(
+            f"no vector cases in {directory}: its *.json files are not e2e vector files "
+            '(a JSON object with "concept" and "cases")',
+            file=sys.stderr,
+        )
+        return 2
     print(f"{passed} passed, {failed} failed")
     return 1 if failed or not passed else 0
 
