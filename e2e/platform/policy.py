@@ -14,6 +14,8 @@ from e2e.errors import AuthenticationFailed, DecodeError, PolicyError
 
 __all__ = [
     "MessageClass",
+    "opens_window",
+    "billable",
     "WINDOW_SECONDS",
     "PriceTable",
     "PolicyConfig",
@@ -45,6 +47,20 @@ class MessageClass(IntEnum):
     SERVICE = 1
     TEMPLATE = 2
     MARKETING = 3
+    #: Delivered/read receipts: never billed, never open or reset the 24 h window, never
+    #: refused by it (see :func:`opens_window`, :func:`billable`).
+    RECEIPT = 4
+
+
+def opens_window(cls: MessageClass) -> bool:
+    """True if a customer's message of class ``cls`` opens (or resets) the 24 h window:
+    every class but :attr:`MessageClass.RECEIPT`."""
+    return cls is not MessageClass.RECEIPT
+
+
+def billable(cls: MessageClass) -> bool:
+    """True if a business message of class ``cls`` is a line on the bill (receipts are not)."""
+    return cls is not MessageClass.RECEIPT
 
 
 # -- refusals (the relay) ------------------------------------------------------------------
@@ -126,6 +142,8 @@ class PriceTable:
     def price(self, cls: MessageClass, in_window: bool) -> int:
         if cls is MessageClass.SERVICE:
             return self.service
+        if cls is MessageClass.RECEIPT:
+            return 0
         if cls is MessageClass.TEMPLATE:
             return self.template_in_window if in_window else self.template
         return self.marketing
@@ -181,6 +199,8 @@ class ChatState:
         if self.blocked:
             raise Blocked("the customer blocked this business")
         in_window = self.window_open(now, config)
+        if cls is MessageClass.RECEIPT:
+            return in_window  # receipts are never refused by the window
         if cls is MessageClass.SERVICE:
             if not in_window:
                 raise WindowClosed("free-form messages only within 24 h of the customer's last")

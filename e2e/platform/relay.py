@@ -34,6 +34,8 @@ from e2e.platform.policy import (
     ReportRejected,
     StaleDeviceList,
     UnknownAccount,
+    billable,
+    opens_window,
 )
 from e2e.prekeys import PrekeyBundle
 
@@ -172,6 +174,12 @@ class Relay:
         self._accounts: dict[bytes, _Account] = {}
         self._bundles: dict[tuple[bytes, int], list[bytes]] = {}
         self._last_resort: dict[tuple[bytes, int], bytes] = {}
+        #: One-time prekey ids ever published per device: a re-upload of one is ignored.
+        self._published: dict[tuple[bytes, int], set[int]] = {}
+        #: Business-side devices of each (business, customer) chat, set by the business.
+        self._routes: dict[tuple[bytes, bytes], frozenset[int]] = {}
+        #: Devices of a business that receive every chat (an archive, a supervisor).
+        self._designated: dict[bytes, frozenset[int]] = {}
         self._mailboxes: dict[tuple[bytes, int], dict[int, bytes]] = {}
         self._next_seq = 1
         self._seen_ids: set[tuple[bytes, bytes]] = set()
@@ -234,7 +242,14 @@ class Relay:
             if not hmac.compare_digest(bundle.identity_key, cert.identity):
                 raise InvalidSignature("bundle identity differs from the certified device key")
             bundle.verify()
-        self._bundles.setdefault((account, device_id), []).extend(one_time)
+        seen = self._published.setdefault((account, device_id), set())
+        pool = self._bundles.setdefault((account, device_id), [])
+        for raw in one_time:
+            opk_id = PrekeyBundle.from_bytes(raw).opk_id
+            if opk_id is None or opk_id in seen:
+                continue  # idempotent: a retried upload never republishes a prekey
+            seen.add(opk_id)
+            pool.append(raw)
         self._last_resort[(account, device_id)] = last_resort
         for raw in [*one_time, last_resort]:
             self.recorder("store:bundle", raw)
@@ -245,10 +260,50 @@ class Relay:
             raise UnknownAccount("unknown device")
         return cert
 
-    def fetch_devices(self, account: bytes) -> tuple[bytes, list[bytes]]:
-        """The account's identity key and its device certificates."""
+    def fetch_devices(self, account: bytes, chat: bytes | None = None) -> tuple[bytes, list[bytes]]:
+        """The account's identity key and its device certificates; with ``chat`` (the peer
+        of a business), only the business devices that receive that chat."""
         acct = self._account(account)
-        return acct.identity, [c.to_bytes() for _, c in sorted(acct.devices.items())]
+        ids = sorted(acct.devices)
+        if chat is not None and acct.kind == "business":
+            ids = sorted(self._chat_devices(account, chat))
+        return acct.identity, [acct.devices[d].to_bytes() for d in ids]
+
+    def prekey_count(self, account: bytes, device_id: int) -> int:
+        """One-time bundles of the device still waiting to be handed out."""
+        self._device(account, device_id)
+        return len(self._bundles.get((account, device_id), []))
+
+    def _chat_devices(self, business: bytes, customer: bytes) -> set[int]:
+        acct = self._account(business)
+        route = self._routes.get((business, customer))
+        if route is None:
+            return set(acct.devices)
+        return {d for d in route | self._designated.get(business, frozenset()) if d in acct.devices}
+
+    def set_route(self, sender: tuple[bytes, int], customer: bytes, device_ids: list[int]) -> None:
+        """Assign the chat with ``customer`` to these devices of the sender's business
+        (each must be a registered, hence certified, device); an empty list removes it."""
+        acct = self._account(sender[0])
+        self._device(*sender)
+        if acct.kind != "business" or self._account(customer).kind != "customer":
+            raise NotAllowed("a business routes its chats with customers")
+        for d in device_ids:
+            self._device(sender[0], d)
+        if device_ids:
+            self._routes[(sender[0], customer)] = frozenset(device_ids)
+        else:
+            self._routes.pop((sender[0], customer), None)
+
+    def set_designated(self, sender: tuple[bytes, int], device_ids: list[int]) -> None:
+        """Devices of the sender's business that receive every routed chat."""
+        acct = self._account(sender[0])
+        self._device(*sender)
+        if acct.kind != "business":
+            raise NotAllowed("only a business designates devices")
+        for d in device_ids:
+            self._device(sender[0], d)
+        self._designated[sender[0]] = frozenset(device_ids)
 
     def fetch_bundle(self, account: bytes, device_id: int) -> bytes:
         self._device(account, device_id)
@@ -311,11 +366,17 @@ class Relay:
         dst = self._account(to_account)
         if src.kind == dst.kind:
             raise NotAllowed(f"a {src.kind} cannot message a {dst.kind}")
-        if src.kind == "customer" and cls is not MessageClass.SERVICE:
-            raise NotAllowed("customers send service messages only")
-        want = {(to_account, d) for d in dst.devices} | {
-            (sender[0], d) for d in src.devices if d != sender[1]
-        }
+        if src.kind == "customer" and cls not in (MessageClass.SERVICE, MessageClass.RECEIPT):
+            raise NotAllowed("customers send service messages and receipts only")
+        if src.kind == "business":
+            own = self._chat_devices(sender[0], to_account)
+            if sender[1] not in own:
+                raise NotAllowed("this device is not assigned to the chat")
+            peer = set(dst.devices)
+        else:
+            own = set(src.devices)
+            peer = self._chat_devices(to_account, sender[0])
+        want = {(to_account, d) for d in peer} | {(sender[0], d) for d in own if d != sender[1]}
         if len(set(given)) != len(given) or set(given) != want:
             missing = sorted(want - set(given))
             extra = sorted(set(given) - want)
@@ -354,15 +415,17 @@ class Relay:
         price = 0
         if src.kind == "business":
             price = self.config.prices.price(first.cls, in_window)
-            bill = self._billing.setdefault(business, {})
-            bill[(first.cls, in_window)] = bill.get((first.cls, in_window), 0) + 1
+            if billable(first.cls):
+                bill = self._billing.setdefault(business, {})
+                bill[(first.cls, in_window)] = bill.get((first.cls, in_window), 0) + 1
             if first.cls is MessageClass.TEMPLATE:
                 chat.template_times = [
                     t for t in chat.template_times if now - t < self.config.window_seconds
                 ] + [now]
             chat.counts["business"] = chat.counts.get("business", 0) + 1
         else:
-            chat.last_customer_message = now
+            if opens_window(first.cls):
+                chat.last_customer_message = now
             chat.counts["customer"] = chat.counts.get("customer", 0) + 1
         self._chats[(business, customer)] = chat
         self._seen_ids.add((sender[0], first.message_id))

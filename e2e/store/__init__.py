@@ -76,7 +76,8 @@ _T = TypeVar("_T")
 
 @dataclass(frozen=True, slots=True, order=True)
 class Address:
-    """A peer device: (user or business id, device id)."""
+    """A device: (user or business id, device id). The one address type of the store, the
+    client and -- through :attr:`wire` / :meth:`from_wire` -- the platform's envelopes."""
 
     name: str
     device: int
@@ -97,6 +98,26 @@ class Address:
     def record_id(self) -> str:
         """``name|device``: unambiguous because the device part is digits only."""
         return f"{self.name}|{self.device}"
+
+    @property
+    def account(self) -> bytes:
+        """The name as the platform's account id (its UTF-8 bytes, SPEC.md §10)."""
+        return self.name.encode()
+
+    @property
+    def wire(self) -> tuple[bytes, int]:
+        """``(account, device)`` as the platform's envelopes carry it."""
+        return (self.name.encode(), self.device)
+
+    @classmethod
+    def from_wire(cls, account: bytes, device: int) -> Address:
+        """The address of a platform device ``(account, device)``; :class:`StoreError` if
+        the account id is not UTF-8."""
+        try:
+            name = account.decode()
+        except (UnicodeDecodeError, AttributeError):
+            raise StoreError("account id is not UTF-8") from None
+        return cls(name, device)
 
 
 class TrustResult(enum.Enum):

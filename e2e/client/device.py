@@ -1,0 +1,503 @@
+"""The asyncio client: one device whose whole state lives in its store (SPEC.md §10.7).
+
+Every store transaction, every key generation and every signature runs on the client's own
+worker thread (one per client, so a device's steps keep their order); the event loop only
+moves bytes. The relay is reached through a :class:`~e2e.client.transport.Transport`.
+
+Sending seals the message for every destination device and commits the advanced sessions
+with an outbox entry before anything leaves; the entry is dropped once the relay accepts
+the batch. A device reopened after a crash resubmits what is in its outbox (the relay
+answers a message id it already accepted with ``DuplicateSubmission``, taken as accepted).
+Receiving opens each delivery in one transaction (history, seen id, new session state) and
+acknowledges it only after that commits; a redelivered message is recognised and acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from e2e.client import state
+from e2e.client.state import DeviceListHook, Message, NeedDevices, Outgoing, Profile
+from e2e.client.transport import Accepted, Connector, Transport
+from e2e.errors import DuplicateMessage, E2EError, PolicyError, StateError
+from e2e.keys import KeyPair, Rng
+from e2e.platform.directory import DeviceCertificate
+from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
+from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
+from e2e.platform.policy import DuplicateSubmission, MessageClass, StaleDeviceList
+from e2e.store import Address, Store, StoreTransaction, upkeep
+from e2e.suite import DEFAULT, Suite
+
+__all__ = ["Client", "StoreOpener"]
+
+_T = TypeVar("_T")
+#: A store, or a function that opens one (run off the event loop: scrypt is slow).
+StoreOpener = Store | Callable[[], Store]
+
+
+class Client:
+    """One device (a customer's phone, a business agent) on its own store.
+
+    Make one with :meth:`create_account` (a new account and its first device),
+    :meth:`add_device` (on the device holding the account key) or :meth:`open` (a store a
+    client set up before). Not for concurrent use from several tasks at once.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        profile: Profile,
+        pool: concurrent.futures.ThreadPoolExecutor,
+        *,
+        rng: Rng = os.urandom,
+        hook: DeviceListHook | None = None,
+        auto_receipts: bool = True,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.profile = profile
+        self._pool = pool
+        self.rng = rng
+        self.hook = hook
+        self.auto_receipts = auto_receipts
+        #: Errors of deliveries that could not be accepted, by error name.
+        self.errors: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"Client({self.profile.account}/{self.profile.device})"
+
+    @property
+    def addr(self) -> Address:
+        """This device's address."""
+        return self.profile.addr
+
+    # -- running off the loop ---------------------------------------------------------------
+
+    @staticmethod
+    def _new_pool() -> concurrent.futures.ThreadPoolExecutor:
+        return concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="e2e-client")
+
+    async def _off(self, fn: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def _tx(self, fn: Callable[[StoreTransaction], _T]) -> _T:
+        """Run ``fn`` in one store transaction on the worker thread."""
+
+        def run() -> _T:
+            with self.store.transaction() as tx:
+                return fn(tx)
+
+        return await self._off(run)
+
+    @staticmethod
+    async def _open_store(pool: concurrent.futures.ThreadPoolExecutor, store: StoreOpener) -> Store:
+        if callable(store) and not hasattr(store, "transaction"):
+            return await asyncio.get_running_loop().run_in_executor(pool, store)
+        return store  # type: ignore[return-value]
+
+    # -- making clients -----------------------------------------------------------------------
+
+    @classmethod
+    async def create_account(
+        cls,
+        store: StoreOpener,
+        connect: Connector,
+        name: str,
+        kind: str,
+        *,
+        suite: Suite = DEFAULT,
+        prekeys: int = 20,
+        rng: Rng = os.urandom,
+        hook: DeviceListHook | None = None,
+        auto_receipts: bool = True,
+    ) -> Client:
+        """A new account ``name`` (``customer`` or ``business``) with this store as its
+        first device (device 1), which keeps the account key and certifies later devices."""
+        pool = cls._new_pool()
+        st = await cls._open_store(pool, store)
+
+        def setup(tx: StoreTransaction) -> tuple[Profile, KeyPair]:
+            ident = upkeep.ensure_identity(tx, rng)
+            account = KeyPair.generate(rng)
+            profile = Profile(name, 1, kind, suite)
+            cert = DeviceCertificate.issue(account, name.encode(), 1, ident.public, rng)
+            state.create_profile(tx, profile, account.public, cert)
+            state.store_account_key(tx, account, 2)
+            return profile, ident
+
+        def run() -> tuple[Profile, KeyPair]:
+            with st.transaction() as tx:
+                return setup(tx)
+
+        profile, ident = await asyncio.get_running_loop().run_in_executor(pool, run)
+        client = cls(st, connect(profile.addr, ident), profile, pool, rng=rng, hook=hook,
+                     auto_receipts=auto_receipts)  # fmt: skip
+        await client.resume(prekeys=prekeys)
+        return client
+
+    async def add_device(
+        self,
+        store: StoreOpener,
+        connect: Connector,
+        *,
+        prekeys: int = 20,
+        hook: DeviceListHook | None = None,
+        auto_receipts: bool = True,
+    ) -> Client:
+        """A new device of this account on ``store``, certified by this device's account
+        key (this must be the device holding it)."""
+        pool = self._new_pool()
+        st = await self._open_store(pool, store)
+
+        def new_identity() -> bytes:
+            with st.transaction() as tx:
+                return upkeep.ensure_identity(tx, self.rng).public
+
+        ident_pub = await asyncio.get_running_loop().run_in_executor(pool, new_identity)
+
+        def certify(tx: StoreTransaction) -> tuple[bytes, int, bytes]:
+            acct = state.account_key(tx)
+            if acct is None:
+                raise StateError("this device does not hold the account key")
+            device_id = state.allocate_device_id(tx)
+            cert = DeviceCertificate.issue(
+                acct, self.profile.account.encode(), device_id, ident_pub, self.rng
+            )
+            return acct.public, device_id, cert.to_bytes()
+
+        acct_pub, device_id, cert_raw = await self._tx(certify)
+        profile = Profile(self.profile.account, device_id, self.profile.kind, self.profile.suite)
+
+        def adopt() -> KeyPair:
+            with st.transaction() as tx:
+                cert = DeviceCertificate.from_bytes(cert_raw)
+                state.create_profile(tx, profile, acct_pub, cert)
+                state.mark_registered(tx, "account")
+                return tx.local_identity()
+
+        ident = await asyncio.get_running_loop().run_in_executor(pool, adopt)
+        client = Client(st, connect(profile.addr, ident), profile, pool, rng=self.rng,
+                        hook=hook, auto_receipts=auto_receipts)  # fmt: skip
+        await client.resume(prekeys=prekeys)
+        return client
+
+    @classmethod
+    async def open(
+        cls,
+        store: StoreOpener,
+        connect: Connector,
+        *,
+        rng: Rng = os.urandom,
+        hook: DeviceListHook | None = None,
+        auto_receipts: bool = True,
+        prekeys: int = 20,
+    ) -> Client:
+        """Reopen the device a client set up in ``store``: finish any registration or
+        prekey upload that was cut short and resubmit the outbox."""
+        pool = cls._new_pool()
+        st = await cls._open_store(pool, store)
+
+        def load() -> tuple[Profile, KeyPair]:
+            with st.transaction() as tx:
+                profile = state.load_profile(tx)
+                if profile is None:
+                    raise StateError("no client device in this store")
+                return profile, tx.local_identity()
+
+        profile, ident = await asyncio.get_running_loop().run_in_executor(pool, load)
+        client = cls(st, connect(profile.addr, ident), profile, pool, rng=rng, hook=hook,
+                     auto_receipts=auto_receipts)  # fmt: skip
+        await client.resume(prekeys=prekeys)
+        return client
+
+    async def resume(self, *, prekeys: int = 20) -> None:
+        """Register what the relay has not acknowledged, top up prekeys, flush the outbox."""
+
+        def todo(tx: StoreTransaction) -> tuple[bool, bool, bytes, bytes | None]:
+            acct = state.account_key(tx)
+            return (
+                state.registered(tx, "account"),
+                state.registered(tx, "device"),
+                state.certificate(tx),
+                acct.public if acct is not None else None,
+            )
+
+        has_account, has_device, cert, acct_pub = await self._tx(todo)
+        if not has_account:
+            if acct_pub is None:
+                raise StateError("account not registered and its key is not here")
+            await self.transport.register_account(self.profile.kind, acct_pub)
+            await self._tx(lambda tx: state.mark_registered(tx, "account"))
+        if not has_device:
+            await self.transport.register_device(cert)
+            await self._tx(lambda tx: state.mark_registered(tx, "device"))
+        await self.upkeep(low=prekeys, target=prekeys)
+        for out in await self._tx(state.outbox):
+            await self._deliver(out)
+
+    async def aclose(self) -> None:
+        """Close the transport, the worker thread and the store."""
+        await self.transport.aclose()
+        await self._off(self.store.close)
+        self._pool.shutdown(wait=True)
+
+    # -- prekeys ----------------------------------------------------------------------------
+
+    async def upkeep(self, *, low: int = 10, target: int = 20) -> int:
+        """If the relay holds fewer than ``low`` one-time bundles of this device, generate
+        enough for ``target`` and upload them with any not yet published; rotate signed
+        prekeys when due. Returns the relay's count after. Never publishes a prekey twice.
+        """
+        count = await self.transport.prekey_count()
+        add = target - count if count < low else 0
+        suite = self.profile.suite
+
+        def prepare(tx: StoreTransaction) -> state.PrekeyUpload:
+            state.forget_published(tx)
+            unpublished = state.prepare_prekeys(tx, suite, rng=self.rng)
+            extra = max(0, add - len(unpublished.one_time))
+            if extra:
+                return state.prepare_prekeys(tx, suite, add=extra, rng=self.rng)
+            return unpublished
+
+        batch = await self._tx(prepare)
+        count = await self.transport.upload_prekeys(batch.one_time, batch.last_resort)
+        if batch.ids:
+            await self._tx(lambda tx: state.mark_published(tx, batch.ids))
+        return count
+
+    # -- trust --------------------------------------------------------------------------------
+
+    async def pin(self, account: str, identity: bytes) -> None:
+        """Pin ``account``'s identity key (verified out of band)."""
+        await self._tx(lambda tx: state.pin(tx, account, identity))
+
+    async def pinned(self, account: str) -> bytes | None:
+        """The pinned identity key of ``account``."""
+        return await self._tx(lambda tx: state.pinned(tx, account))
+
+    async def account_identity(self) -> bytes:
+        """This account's identity key (what a peer pins)."""
+        key = await self.pinned(self.profile.account)
+        assert key is not None  # noqa: S101 - pinned at creation
+        return key
+
+    async def refresh(self, account: str, chat: str | None = None) -> dict[int, bytes]:
+        """Fetch ``account``'s device list (with ``chat``: the devices routed that chat)
+        and accept it through :func:`~e2e.client.state.accept_device_list`."""
+        identity, certs = await self.transport.fetch_devices(account, chat)
+        return await self._tx(
+            lambda tx: state.accept_device_list(
+                tx, account, identity, certs, chat=chat, hook=self.hook
+            )  # fmt: skip
+        )
+
+    async def _destinations(self, to: str) -> list[Address]:
+        me = self.profile.account
+
+        def cached(tx: StoreTransaction) -> tuple[list[int] | None, list[int] | None]:
+            return state.route(tx, to, me), state.route(tx, me, to)
+
+        peer, own = await self._tx(cached)
+        if peer is None:
+            peer = sorted(await self.refresh(to, me))
+        if own is None:
+            own = sorted(await self.refresh(me, to))
+        return [Address(to, d) for d in peer] + [
+            Address(me, d) for d in own if d != self.profile.device
+        ]
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def send(
+        self, to: str, text: str | bytes, cls: MessageClass = MessageClass.SERVICE
+    ) -> Message:
+        """Send one message to ``to``'s devices for this chat and our other devices.
+
+        Raises the relay's refusal (a :class:`~e2e.errors.PolicyError`); the message is
+        then not kept. Message keys spent on a refused batch are never used again."""
+        body = text.encode() if isinstance(text, str) else text
+        message_id = self.rng(MESSAGE_ID_LEN)
+        fk = self.rng(FRANKING_KEY_LEN)
+        out = await self._seal(to, cls, message_id, fk, body)
+        return await self._deliver(out)
+
+    async def _seal(
+        self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes
+    ) -> Outgoing:
+        dests = await self._destinations(to)
+        await self._ensure_sessions(dests)
+        return await self._tx(
+            lambda tx: state.seal(tx, self.profile, to, cls, message_id, fk, body, dests)
+        )
+
+    async def _ensure_sessions(self, dests: list[Address]) -> None:
+        missing = await self._tx(lambda tx: state.needs_session(tx, dests))
+        if not missing:
+            return
+        bundles = await asyncio.gather(*(self.transport.fetch_bundle(d) for d in missing))
+
+        def start(tx: StoreTransaction) -> None:
+            for dest, raw in zip(missing, bundles, strict=True):
+                state.start_session(tx, self.profile, dest, raw)
+
+        await self._tx(start)
+
+    async def _deliver(self, out: Outgoing) -> Message:
+        for attempt in range(4):
+            try:
+                accepted = await self.transport.submit(list(out.envelopes))
+            except DuplicateSubmission:
+                accepted = Accepted(out.message_id, int(time.time()), len(out.envelopes), 0)
+            except StaleDeviceList:
+                if attempt == 3:
+                    await self._tx(
+                        functools.partial(state.drop_outgoing, message_id=out.message_id)
+                    )
+                    raise
+                me = self.profile.account
+                await self.refresh(out.to, me)
+                await self.refresh(me, out.to)
+                out = await self._seal(out.to, out.cls, out.message_id, out.franking_key, out.body)
+                continue
+            except PolicyError:
+                await self._drop(out)
+                raise
+            at = accepted.received_at
+            return await self._tx(
+                functools.partial(state.sent, profile=self.profile, out=out, received_at=at)
+            )
+        raise PolicyError("device list kept changing")  # pragma: no cover
+
+    async def _drop(self, out: Outgoing) -> None:
+        await self._tx(functools.partial(state.drop_outgoing, message_id=out.message_id))
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def sync(
+        self, *, on_error: Callable[[bytes, E2EError], None] | None = None
+    ) -> list[Message]:
+        """Fetch, open and acknowledge everything waiting; send delivered receipts.
+
+        Redelivered messages are acknowledged and skipped. A delivery that cannot be
+        accepted is acknowledged, counted in :attr:`errors` and passed to ``on_error``."""
+        raws = await self.transport.fetch()
+        out: list[Message] = []
+        acks: list[int] = []
+        for raw in raws:
+            try:
+                seq = Delivery.from_bytes(raw).seq
+            except E2EError as exc:
+                self._count(exc, raw, on_error)
+                continue
+            try:
+                out.append(await self._open(raw))
+            except DuplicateMessage:
+                pass
+            except E2EError as exc:
+                self._count(exc, raw, on_error)
+            acks.append(seq)
+        if acks:
+            await self.transport.ack(acks)
+        if self.auto_receipts:
+            await self._receipts(out, state.ReceiptStatus.DELIVERED)
+        return out
+
+    def _count(
+        self, exc: E2EError, raw: bytes, on_error: Callable[[bytes, E2EError], None] | None
+    ) -> None:
+        name = type(exc).__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
+        if on_error is not None:
+            on_error(raw, exc)
+
+    async def _open(self, raw: bytes) -> Message:
+        for attempt in range(3):
+            try:
+                return await self._tx(lambda tx: state.open_delivery(tx, self.profile, raw))
+            except NeedDevices as need:
+                if attempt == 0:
+                    await self.refresh(need.account, self.profile.account)
+                elif attempt == 1:
+                    await self.refresh(need.account)
+                else:
+                    raise
+        raise StateError("unreachable")  # pragma: no cover
+
+    async def _receipts(self, messages: Sequence[Message], kind: int) -> None:
+        by_peer: dict[str, list[bytes]] = {}
+        for m in messages:
+            if not m.outgoing and m.cls is not MessageClass.RECEIPT:
+                by_peer.setdefault(m.conversation, []).append(m.message_id)
+        for peer, ids in by_peer.items():
+            try:
+                await self.send(peer, state.receipt_body(kind, ids), MessageClass.RECEIPT)
+            except PolicyError:
+                pass  # a receipt refused (the customer blocked us): nothing to tell
+
+    async def mark_read(self, conversation: str, message_ids: list[bytes]) -> None:
+        """Send a read receipt for these messages of ``conversation``."""
+        await self.send(
+            conversation, state.receipt_body(state.ReceiptStatus.READ, message_ids),
+            MessageClass.RECEIPT,
+        )  # fmt: skip
+
+    # -- reading state --------------------------------------------------------------------------
+
+    async def history(self, conversation: str) -> list[Message]:
+        """The stored messages of a conversation, oldest first."""
+        return await self._tx(lambda tx: state.history(tx, conversation))
+
+    async def conversations(self) -> list[str]:
+        """The accounts this device has messages with."""
+        return await self._tx(state.conversations)
+
+    async def receipt_status(self, message_id: bytes) -> dict[str, int]:
+        """{account: :class:`~e2e.client.state.ReceiptStatus`} of one of our messages."""
+        return await self._tx(lambda tx: state.receipt_status(tx, message_id))
+
+    async def pending(self) -> list[Outgoing]:
+        """Sealed messages the relay has not acknowledged yet."""
+        return await self._tx(state.outbox)
+
+    # -- business: routing ----------------------------------------------------------------------
+
+    async def assign(self, customer: str, devices: list[int]) -> None:
+        """(Business) route the chat with ``customer`` to these agent devices (plus the
+        designated ones); an empty list routes it to every device again."""
+        await self.transport.set_route(customer, devices)
+
+    async def designate(self, devices: list[int]) -> None:
+        """(Business) devices that receive every routed chat, e.g. an archive."""
+        await self.transport.set_designated(devices)
+
+    # -- customer: controls ---------------------------------------------------------------------
+
+    async def block(self, business: str, on: bool = True) -> None:
+        """(Customer) block ``business``."""
+        await self.transport.control("block", business, on)
+
+    async def limit(self, business: str, on: bool = True) -> None:
+        """(Customer) limit ``business`` to important messages."""
+        await self.transport.control("limit", business, on)
+
+    async def opt_in(self, business: str, on: bool = True) -> None:
+        """(Customer) opt in to ``business``'s marketing."""
+        await self.transport.control("opt_in", business, on)
+
+    async def report_spam(self, business: str, block: bool = True) -> int:
+        """(Customer) reveal the last (at most 5) messages ``business`` sent and report
+        them; returns how many the relay verified."""
+        received = [m for m in await self.history(business) if not m.outgoing and m.delivery][
+            -MAX_REPORTED:
+        ]
+        items = tuple(ReportItem(m.delivery, m.franking_key, m.body) for m in received)
+        report = Report(self.profile.account.encode(), business.encode(), items)
+        return await self.transport.report(report.to_bytes(), block)

@@ -1,0 +1,678 @@
+"""A client device's whole state as records of its :mod:`e2e.store` (SPEC.md §10.7).
+
+Everything here is synchronous and runs inside one store transaction, so a step either
+commits completely or leaves the store exactly as it was. The async client
+(:mod:`e2e.client.device`) runs these functions off the event loop.
+
+Records (application records of the store, sealed like every other record; values are
+canonical CBOR maps with small integer keys unless noted):
+
+==============================  ===============================================================
+key                             value
+==============================  ===============================================================
+``c/profile``                   {0: account, 1: device id, 2: kind, 3: suite id}
+``c/cert``                      this device's certificate (DeviceCertificate bytes)
+``c/account-key``               the account identity key pair (secret | public), on the one
+                                device that issues certificates (the account's first device)
+``c/next-device``               u64: the next device id the account key hands out
+``c/reg/<what>``                empty: ``account`` / ``device`` registration acknowledged
+``c/pin/<account>``             32 bytes: the pinned account identity key
+``c/devices/<account>``         {device id: identity key} of certified devices
+``c/route/<account>/<chat>``    [device ids]: the devices of a business that receive ``chat``
+``c/pub/<prekey id>``           empty: this one-time (X25519 or KEM) prekey was accepted by the
+                                relay, never uploaded again
+``c/seen/<account>/<id hex>``   empty: a message id of that sender already processed
+``c/msg/<conv>/<t>/<n>/<id>``   a :class:`Message` (``t``: 12-digit relay time, ``n``: 12-digit
+                                local count, so a prefix scan is in time, then arrival order)
+``c/seq``                       u64: the next local count
+``c/out/<id hex>``              an outgoing message not yet acknowledged by the relay:
+                                {0: to, 1: class, 2: franking key, 3: body, 4: [envelopes]}
+``c/status/<id hex>``           {account: receipt status} for one of our messages
+==============================  ===============================================================
+
+Account names in keys are percent-encoded (``quote(name, safe="")``), so no name can
+reach into another's records.
+
+One trust model: an account identity key is pinned (on first use, or out of band with
+:func:`pin`); a device is trusted only with a certificate that verifies under its account's
+pinned key. :func:`accept_device_list` is the one place a fetched device list enters the
+store; it records each certified device key as the store's approved identity for that
+address, so the store's own per-device checks (``initiate``, ``encrypt``) agree with the
+certificates.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Final
+from urllib.parse import quote, unquote
+
+import cbor2
+
+from e2e.errors import (
+    DecodeError,
+    DuplicateMessage,
+    StateError,
+    StoreError,
+)
+from e2e.frame import decode_message
+from e2e.keys import KeyPair, Rng
+from e2e.platform.directory import DeviceCertificate
+from e2e.platform.envelope import Delivery, Envelope, Inner
+from e2e.platform.franking import commit
+from e2e.platform.policy import EnvelopeMismatch, FrankingMismatch, MessageClass, UntrustedDevice
+from e2e.prekeys import PrekeyBundle
+from e2e.store import Address, StoreTransaction, upkeep
+from e2e.suite import DEFAULT, Suite, get_suite
+
+__all__ = [
+    "Profile",
+    "Message",
+    "ReceiptStatus",
+    "DeviceListHook",
+    "Outgoing",
+    "load_profile",
+    "create_profile",
+    "accept_device_list",
+    "pin",
+    "pinned",
+    "certified_devices",
+    "route",
+    "prepare_prekeys",
+    "mark_published",
+    "seal",
+    "open_delivery",
+    "history",
+    "receipt_status",
+]
+
+_KINDS: Final = ("customer", "business")
+_ACCOUNT_KEY: Final = "c/account-key"
+
+
+class ReceiptStatus:
+    """Receipt kinds, carried in a receipt's body and kept per message (higher wins)."""
+
+    SENT: Final = 0
+    DELIVERED: Final = 1
+    READ: Final = 2
+
+
+def _dump(obj: object) -> bytes:
+    return cbor2.dumps(obj, canonical=True)
+
+
+def _load(raw: bytes, what: str) -> Any:
+    try:
+        return cbor2.loads(raw)
+    except Exception:  # any decoder failure is a malformed record
+        raise StoreError("malformed record", what) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Who this device is: its account, device id, the account kind and the suite it uses."""
+
+    account: str
+    device: int
+    kind: str
+    suite: Suite = DEFAULT
+
+    @property
+    def addr(self) -> Address:
+        """This device's address."""
+        return Address(self.account, self.device)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Message:
+    """One message as a device holds it (received, or sent by this account).
+
+    ``conversation`` is the other account; ``outgoing`` is True for messages of our own
+    account (sent here or on another of our devices). ``delivery`` and ``franking_key`` are
+    what a spam report reveals (received messages only)."""
+
+    conversation: str
+    sender: Address
+    cls: MessageClass
+    message_id: bytes
+    body: bytes
+    time: int
+    outgoing: bool
+    delivery: bytes = b""
+    franking_key: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"Message({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
+
+    @property
+    def text(self) -> str:
+        """The body as text (replacement characters for invalid UTF-8)."""
+        return self.body.decode(errors="replace")
+
+    def to_record(self) -> bytes:
+        """The ``c/msg/...`` record value."""
+        return _dump(
+            {
+                0: self.conversation,
+                1: self.sender.name,
+                2: self.sender.device,
+                3: int(self.cls),
+                4: self.message_id,
+                5: self.body,
+                6: self.time,
+                7: self.outgoing,
+                8: self.delivery,
+                9: self.franking_key,
+            }
+        )
+
+    @classmethod
+    def from_record(cls, raw: bytes, what: str) -> Message:
+        """Inverse of :meth:`to_record`; :class:`StoreError` naming ``what`` if malformed."""
+        obj = _load(raw, what)
+        try:
+            return cls(
+                obj[0],
+                Address(obj[1], obj[2]),
+                MessageClass(obj[3]),
+                obj[4],
+                obj[5],
+                obj[6],
+                obj[7],
+                obj[8],
+                obj[9],
+            )
+        except (KeyError, TypeError, ValueError, StoreError):
+            raise StoreError("malformed record", what) from None
+
+
+def _q(name: str) -> str:
+    """An account name as one record-key segment (percent-encoded, no ``/``)."""
+    return quote(name, safe="")
+
+
+def _msg_key(tx: StoreTransaction, conversation: str, time: int, message_id: bytes) -> str:
+    raw = tx.app_get("c/seq")
+    seq = 0 if raw is None else int.from_bytes(raw, "big")
+    tx.app_put("c/seq", (seq + 1).to_bytes(8, "big"))
+    return f"c/msg/{_q(conversation)}/{time:012d}/{seq:012d}/{message_id.hex()}"
+
+
+#: Called with (account, account identity key, certificates) before a fetched device list is
+#: accepted; raise an :class:`~e2e.errors.E2EError` to refuse it (key transparency hooks here).
+DeviceListHook = Callable[[str, bytes, list[bytes]], None]
+
+
+# -- profile and identity ------------------------------------------------------------------
+
+
+def load_profile(tx: StoreTransaction) -> Profile | None:
+    """The stored profile, or None for a store no client has set up."""
+    raw = tx.app_get("c/profile")
+    if raw is None:
+        return None
+    obj = _load(raw, "app/c/profile")
+    try:
+        return Profile(obj[0], obj[1], obj[2], get_suite(obj[3]))
+    except (KeyError, TypeError, ValueError, DecodeError):
+        raise StoreError("malformed record", "app/c/profile") from None
+
+
+def create_profile(
+    tx: StoreTransaction,
+    profile: Profile,
+    account_identity: bytes,
+    certificate: DeviceCertificate,
+) -> None:
+    """Record who this device is, its certificate, and pin its own account key."""
+    if profile.kind not in _KINDS:
+        raise StateError("an account is a customer or a business")
+    if load_profile(tx) is not None:
+        raise StateError("this store already belongs to a device")
+    ident = tx.local_identity()
+    if not hmac.compare_digest(certificate.identity, ident.public):
+        raise StateError("certificate is for another device key")
+    certificate.verify(account_identity)
+    tx.app_put("c/profile", _dump({0: profile.account, 1: profile.device, 2: profile.kind,
+                                    3: profile.suite.id}))  # fmt: skip
+    tx.app_put("c/cert", certificate.to_bytes())
+    pin(tx, profile.account, account_identity)
+    devices = certified_devices(tx, profile.account)
+    devices[profile.device] = ident.public
+    _put_devices(tx, profile.account, devices)
+
+
+def store_account_key(tx: StoreTransaction, pair: KeyPair, next_device: int) -> None:
+    """Keep the account identity key (on the device that certifies the others)."""
+    tx.app_put(_ACCOUNT_KEY, pair.private_bytes() + pair.public)
+    tx.app_put("c/next-device", next_device.to_bytes(8, "big"))
+
+
+def account_key(tx: StoreTransaction) -> KeyPair | None:
+    """The account identity key pair if this device holds it."""
+    raw = tx.app_get(_ACCOUNT_KEY)
+    if raw is None:
+        return None
+    if len(raw) != 64:
+        raise StoreError("malformed record", "app/" + _ACCOUNT_KEY)
+    return KeyPair.from_stored(raw[:32], raw[32:])
+
+
+def allocate_device_id(tx: StoreTransaction) -> int:
+    """The next device id of the account (only on the device holding the account key)."""
+    raw = tx.app_get("c/next-device")
+    if raw is None or len(raw) != 8:
+        raise StateError("this device does not hold the account key")
+    value = int.from_bytes(raw, "big")
+    tx.app_put("c/next-device", (value + 1).to_bytes(8, "big"))
+    return value
+
+
+def certificate(tx: StoreTransaction) -> bytes:
+    """This device's certificate."""
+    raw = tx.app_get("c/cert")
+    if raw is None:
+        raise StoreError("no certificate", "app/c/cert")
+    return raw
+
+
+def registered(tx: StoreTransaction, what: str) -> bool:
+    """True once the relay acknowledged registering ``what`` (account / device)."""
+    return tx.app_get(f"c/reg/{what}") is not None
+
+
+def mark_registered(tx: StoreTransaction, what: str) -> None:
+    """Record that the relay acknowledged registering ``what``."""
+    tx.app_put(f"c/reg/{what}", b"")
+
+
+# -- trust: pins and certified device lists ---------------------------------------------------
+
+
+def pinned(tx: StoreTransaction, account: str) -> bytes | None:
+    """The pinned identity key of ``account``, if any."""
+    raw = tx.app_get(f"c/pin/{_q(account)}")
+    if raw is not None and len(raw) != 32:
+        raise StoreError("malformed record", f"app/c/pin/{_q(account)}")
+    return raw
+
+
+def pin(tx: StoreTransaction, account: str, identity: bytes) -> None:
+    """Pin ``account``'s identity key (verified out of band, or on first use).
+
+    A different key than the one pinned raises :class:`UntrustedDevice`; re-pinning to a new
+    key is a deliberate act: :func:`unpin` first."""
+    if type(identity) is not bytes or len(identity) != 32:
+        raise StoreError("an account identity key is 32 bytes")
+    found = pinned(tx, account)
+    if found is not None:
+        if not hmac.compare_digest(found, identity):
+            raise UntrustedDevice("account identity key differs from the pinned one")
+        return
+    tx.app_put(f"c/pin/{_q(account)}", identity)
+
+
+def unpin(tx: StoreTransaction, account: str) -> None:
+    """Forget ``account``'s pin and certified devices (before trusting a new account key)."""
+    tx.app_delete(f"c/pin/{_q(account)}")
+    tx.app_delete(f"c/devices/{_q(account)}")
+
+
+def certified_devices(tx: StoreTransaction, account: str) -> dict[int, bytes]:
+    """The certified devices of ``account`` this device knows: {device id: identity key}."""
+    raw = tx.app_get(f"c/devices/{_q(account)}")
+    if raw is None:
+        return {}
+    obj = _load(raw, f"app/c/devices/{_q(account)}")
+    if not isinstance(obj, dict):
+        raise StoreError("malformed record", f"app/c/devices/{_q(account)}")
+    return dict(obj)
+
+
+def _put_devices(tx: StoreTransaction, account: str, devices: dict[int, bytes]) -> None:
+    tx.app_put(f"c/devices/{_q(account)}", _dump(devices))
+
+
+def route(tx: StoreTransaction, account: str, chat: str) -> list[int] | None:
+    """The cached devices of business ``account`` that receive ``chat``, if fetched."""
+    raw = tx.app_get(f"c/route/{_q(account)}/{_q(chat)}")
+    if raw is None:
+        return None
+    obj = _load(raw, f"app/c/route/{_q(account)}/{_q(chat)}")
+    if not isinstance(obj, list):
+        raise StoreError("malformed record", f"app/c/route/{_q(account)}/{_q(chat)}")
+    return list(obj)
+
+
+def accept_device_list(
+    tx: StoreTransaction,
+    account: str,
+    identity: bytes,
+    certificates: list[bytes],
+    *,
+    chat: str | None = None,
+    hook: DeviceListHook | None = None,
+) -> dict[int, bytes]:
+    """THE place a device list fetched from the relay is accepted. Returns {id: key}.
+
+    ``identity`` must equal the pinned account key (pinned here on first use); every
+    certificate must name ``account`` and verify under it. ``hook`` (key transparency) may
+    refuse the list first. A full list (``chat`` None) replaces the certified devices and
+    deletes the sessions of devices no longer in it; a chat's list (a business's routing for
+    ``chat``) adds its devices and records them as that chat's route. Each certified device
+    key becomes the store's approved identity for its address.
+    """
+    if hook is not None:
+        hook(account, identity, list(certificates))
+    pin(tx, account, identity)
+    listed: dict[int, bytes] = {}
+    for raw in certificates:
+        cert = DeviceCertificate.from_bytes(raw)
+        if cert.account != account.encode():
+            raise UntrustedDevice("certificate of another account")
+        cert.verify(identity)
+        if cert.device_id in listed:
+            raise UntrustedDevice("device listed twice")
+        listed[cert.device_id] = cert.identity
+    known = certified_devices(tx, account)
+    if chat is None:
+        for gone in set(known) - set(listed):
+            tx.delete_session(Address(account, gone))
+        devices = listed
+    else:
+        devices = {**known, **listed}
+        tx.app_put(f"c/route/{_q(account)}/{_q(chat)}", _dump(sorted(listed)))
+    for device_id, key in listed.items():
+        addr = Address(account, device_id)
+        old = known.get(device_id)
+        if old is not None and not hmac.compare_digest(old, key):
+            tx.delete_session(addr)  # a re-installed device: its old sessions are void
+        tx.approve_identity(addr, key)
+    _put_devices(tx, account, devices)
+    return listed
+
+
+def device_key(tx: StoreTransaction, addr: Address) -> bytes | None:
+    """The certified identity key of ``addr``, if known."""
+    return certified_devices(tx, addr.name).get(addr.device)
+
+
+# -- prekeys -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PrekeyUpload:
+    """Bundles to upload: one per unpublished one-time prekey, plus the last-resort one."""
+
+    one_time: list[bytes]
+    last_resort: bytes
+    ids: list[int]
+
+
+def prepare_prekeys(
+    tx: StoreTransaction,
+    suite: Suite,
+    *,
+    add: int = 0,
+    now: int | None = None,
+    rng: Rng = os.urandom,
+) -> PrekeyUpload:
+    """Rotate the signed / last-resort prekeys if due, add ``add`` new one-time prekeys, and
+    return the bundles of every unused one-time prekey not yet marked published.
+
+    The same unpublished prekeys come back until :func:`mark_published` records them, so an
+    upload whose answer was lost is repeated with the same ids (the relay ignores ids it
+    has seen) and a prekey is never published twice.
+    """
+    upkeep.rotate(tx, suite, now=now, rng=rng)
+    if add:
+        have = len(tx.one_time_prekeys())
+        upkeep.replenish(tx, suite, target=have + add, now=now, rng=rng)
+    identity = tx.local_identity().public
+    spk = tx.signed_prekeys()[-1].item
+    published = {int(k.rsplit("/", 1)[1]) for k in tx.app_keys("c/pub/")}
+    opks = [p for p in tx.one_time_prekeys() if p.id not in published]
+    kems = tx.kem_prekeys()
+    fresh = [k.item for k in kems if not k.item.last_resort and k.item.id not in published]
+    resort = [k.item for k in kems if k.item.last_resort]
+    bundles: list[bytes] = []
+    ids: list[int] = []
+    for i, opk in enumerate(opks):
+        kem = fresh[i] if i < len(fresh) else None
+        if suite.pq and kem is None:
+            break
+        bundles.append(PrekeyBundle.from_keys(suite, identity, spk, opk, kem).to_bytes())
+        ids.append(opk.id)
+        if kem is not None:
+            ids.append(kem.id)
+    last = PrekeyBundle.from_keys(suite, identity, spk, None, resort[-1] if resort else None)
+    return PrekeyUpload(bundles, last.to_bytes(), ids)
+
+
+def mark_published(tx: StoreTransaction, ids: list[int]) -> None:
+    """Record that the relay accepted these prekey ids."""
+    for pid in ids:
+        tx.app_put(f"c/pub/{pid}", b"")
+
+
+def forget_published(tx: StoreTransaction) -> int:
+    """Drop published marks of prekeys that are gone (used or removed). Returns how many."""
+    live = {p.id for p in tx.one_time_prekeys()} | {k.item.id for k in tx.kem_prekeys()}
+    n = 0
+    for key in tx.app_keys("c/pub/"):
+        if int(key.rsplit("/", 1)[1]) not in live:
+            tx.app_delete(key)
+            n += 1
+    return n
+
+
+# -- sending -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Outgoing:
+    """A sealed outgoing message, kept in ``c/out/`` until the relay acknowledges it."""
+
+    to: str
+    cls: MessageClass
+    message_id: bytes
+    franking_key: bytes
+    body: bytes
+    envelopes: tuple[bytes, ...]
+
+    def __repr__(self) -> str:
+        return f"Outgoing({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.envelopes)})"
+
+    def to_record(self) -> bytes:
+        """The ``c/out/...`` record value."""
+        return _dump({0: self.to, 1: int(self.cls), 2: self.franking_key, 3: self.body,
+                      4: list(self.envelopes), 5: self.message_id})  # fmt: skip
+
+    @classmethod
+    def from_record(cls, raw: bytes, what: str) -> Outgoing:
+        """Inverse of :meth:`to_record`."""
+        obj = _load(raw, what)
+        try:
+            return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]))
+        except (KeyError, TypeError, ValueError):
+            raise StoreError("malformed record", what) from None
+
+
+def outbox(tx: StoreTransaction) -> list[Outgoing]:
+    """Outgoing messages sealed but not yet acknowledged by the relay."""
+    return [Outgoing.from_record(tx.app_get(k) or b"", "app/" + k) for k in tx.app_keys("c/out/")]
+
+
+def seal(
+    tx: StoreTransaction,
+    profile: Profile,
+    to: str,
+    cls: MessageClass,
+    message_id: bytes,
+    franking_key: bytes,
+    body: bytes,
+    dests: list[Address],
+) -> Outgoing:
+    """Encrypt one logical message for every destination and commit the advanced sessions
+    together with the outbox entry, before any byte leaves (SPEC.md §9.4).
+
+    Every destination must have a session (:func:`needs_session`). Each frame spends a
+    message key for good: a refused send is sealed again, never rolled back.
+    """
+    me = profile.account.encode()
+    padded = Inner(cls, me, to.encode(), message_id, franking_key, body).to_padded()
+    commitment = commit(franking_key, cls, me, to.encode(), message_id, body)
+    envs: list[bytes] = []
+    for dest in dests:
+        frame = tx.encrypt(dest, padded)
+        env = Envelope(cls, me, profile.device, to.encode(), dest.account, dest.device,
+                       message_id, commitment, frame)  # fmt: skip
+        envs.append(env.to_bytes())
+    out = Outgoing(to, cls, message_id, franking_key, body, tuple(envs))
+    tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
+    return out
+
+
+def needs_session(tx: StoreTransaction, dests: list[Address]) -> list[Address]:
+    """The destinations without a current session."""
+    return [d for d in dests if tx.load_session(d) is None]
+
+
+def start_session(
+    tx: StoreTransaction, profile: Profile, dest: Address, bundle_bytes: bytes
+) -> None:
+    """Set up a session with ``dest`` from a fetched bundle, whose identity key must be the
+    certified key of that device."""
+    bundle = PrekeyBundle.from_bytes(bundle_bytes)
+    key = device_key(tx, dest)
+    if key is None or not hmac.compare_digest(bundle.identity_key, key):
+        raise UntrustedDevice("bundle identity differs from the certified device key")
+    tx.initiate(dest, bundle, allowed_suites=(profile.suite,))
+
+
+def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int) -> Message:
+    """The relay accepted ``out``: drop it from the outbox, add it to the history."""
+    tx.app_delete(f"c/out/{out.message_id.hex()}")
+    tx.app_put(f"c/seen/{_q(profile.account)}/{out.message_id.hex()}", b"")
+    msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True)
+    if out.cls is not MessageClass.RECEIPT:
+        tx.app_put(_msg_key(tx, out.to, received_at, out.message_id), msg.to_record())
+    return msg
+
+
+def drop_outgoing(tx: StoreTransaction, message_id: bytes) -> None:
+    """Forget an outbox entry (the relay refused it for good)."""
+    tx.app_delete(f"c/out/{message_id.hex()}")
+
+
+# -- receiving -----------------------------------------------------------------------------
+
+
+class NeedDevices(StateError):
+    """The sender's device is not (yet) in this device's certified list: refresh it."""
+
+    def __init__(self, account: str) -> None:
+        super().__init__("sender device not in the certified device list")
+        self.account = account
+
+
+def receipt_body(kind: int, message_ids: list[bytes]) -> bytes:
+    """The body of a receipt message: {0: kind, 1: [message ids]}."""
+    return _dump({0: kind, 1: list(message_ids)})
+
+
+def _parse_receipt(body: bytes) -> tuple[int, list[bytes]]:
+    try:
+        obj = cbor2.loads(body)
+        kind, ids = obj[0], obj[1]
+    except Exception:
+        raise DecodeError("malformed receipt") from None
+    if kind not in (ReceiptStatus.DELIVERED, ReceiptStatus.READ) or not isinstance(ids, list):
+        raise DecodeError("malformed receipt")
+    if len(ids) > 1000 or not all(type(i) is bytes and len(i) == 16 for i in ids):
+        raise DecodeError("malformed receipt")
+    return kind, ids
+
+
+def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message:
+    """Open one delivery: decrypt, check it against its envelope and franking commitment,
+    record it (history or receipt status) and its id, all in this transaction.
+
+    Raises (and, the transaction rolling back, changes nothing): :class:`NeedDevices` if
+    the sender is not a known certified device, :class:`DuplicateMessage` if already
+    processed, or the E2EError that makes it unacceptable.
+    """
+    delivery = Delivery.from_bytes(raw)
+    env = delivery.open_envelope()
+    if env.dest != profile.addr.wire:
+        raise EnvelopeMismatch("delivery addressed to another device")
+    sender = Address.from_wire(*env.sender)
+    identity = device_key(tx, sender)
+    if identity is None:
+        raise NeedDevices(sender.name)
+    seen_key = f"c/seen/{_q(sender.name)}/{env.message_id.hex()}"
+    if tx.app_get(seen_key) is not None:
+        raise DuplicateMessage("message id already received")
+    parsed = decode_message(env.frame)
+    if parsed.prekey is not None and not hmac.compare_digest(parsed.prekey.identity_key, identity):
+        raise UntrustedDevice("prekey message identity is not the sender's device key")
+    plaintext = tx.decrypt(sender, env.frame, allowed_suites=(profile.suite,))
+    current = tx.load_session(sender)
+    if current is None or not hmac.compare_digest(current.remote_identity, identity):
+        raise UntrustedDevice("session is not with the sender's certified device key")
+    inner = Inner.from_padded(plaintext)
+    if not inner.matches(env):
+        raise EnvelopeMismatch("envelope metadata differs from the sealed metadata")
+    expected = commit(inner.franking_key, inner.cls, inner.from_account, inner.to_account,
+                      inner.message_id, inner.body)  # fmt: skip
+    if not hmac.compare_digest(expected, env.commitment):
+        raise FrankingMismatch("franking commitment does not match the message")
+    tx.app_put(seen_key, b"")
+    own = inner.from_account == profile.account.encode()
+    conversation = (inner.to_account if own else inner.from_account).decode()
+    msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,
+                  delivery.received_at, own, raw, inner.franking_key)  # fmt: skip
+    if inner.cls is MessageClass.RECEIPT:
+        kind, ids = _parse_receipt(inner.body)
+        if not own:
+            for mid in ids:
+                _raise_status(tx, mid, sender.name, kind)
+    else:
+        key = _msg_key(tx, conversation, delivery.received_at, inner.message_id)
+        tx.app_put(key, msg.to_record())
+    return msg
+
+
+def _raise_status(tx: StoreTransaction, message_id: bytes, by: str, kind: int) -> None:
+    key = f"c/status/{message_id.hex()}"
+    raw = tx.app_get(key)
+    status: dict[str, int] = {} if raw is None else dict(_load(raw, "app/" + key))
+    if status.get(by, ReceiptStatus.SENT) < kind:
+        status[by] = kind
+        tx.app_put(key, _dump(status))
+
+
+def receipt_status(tx: StoreTransaction, message_id: bytes) -> dict[str, int]:
+    """{account: highest receipt kind} for one of our messages."""
+    raw = tx.app_get(f"c/status/{message_id.hex()}")
+    return {} if raw is None else dict(_load(raw, f"app/c/status/{message_id.hex()}"))
+
+
+def history(tx: StoreTransaction, conversation: str) -> list[Message]:
+    """Every stored message of a conversation, oldest first."""
+    prefix = f"c/msg/{_q(conversation)}/"
+    return [Message.from_record(tx.app_get(k) or b"", "app/" + k) for k in tx.app_keys(prefix)]
+
+
+def conversations(tx: StoreTransaction) -> list[str]:
+    """The accounts this device has messages with."""
+    return sorted({unquote(k.split("/")[2]) for k in tx.app_keys("c/msg/")})
+
+
+def with_time(msg: Message, time: int) -> Message:
+    """``msg`` at another time (a helper for callers re-dating a local message)."""
+    return replace(msg, time=time)

@@ -1,0 +1,57 @@
+"""Fixtures for the client tests: stores on SQLite or PostgreSQL, an in-process relay."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.platform.relay import ManualClock, Relay
+from e2e.store import Store
+
+StoreFactory = Callable[[str], Callable[[], Store]]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """``stores(name)`` -> an opener of that device's store (the same data every call)."""
+    keys: dict[str, bytes] = {}
+    if request.param == "sqlite":
+        from e2e.store.sqlite import SqliteStore
+
+        def factory(name: str) -> Callable[[], Store]:
+            key = keys.setdefault(name, os.urandom(32))
+            return lambda: SqliteStore(tmp_path / f"{name}.db", key)
+
+        yield factory
+        return
+    dsn = os.environ.get("E2E_PG_DSN")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("E2E_PG_DSN not set under CI")
+        pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
+    from e2e.store.postgres import PostgresStore
+
+    run = uuid.uuid4().hex[:8]
+
+    def pg_factory(name: str) -> Callable[[], Store]:
+        key = keys.setdefault(name, os.urandom(32))
+        schema = f"client_{run}_{name.replace('-', '_')}"
+        return lambda: PostgresStore(dsn, key, schema=schema)
+
+    yield pg_factory
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for (name,) in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"client_{run}_%",)
+        ).fetchall():
+            conn.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture
+def relay() -> Relay:
+    return Relay(clock=ManualClock())
