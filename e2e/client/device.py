@@ -113,20 +113,22 @@ class Client:
         kind: str,
         *,
         suite: Suite = DEFAULT,
+        tier: int = 0,
         prekeys: int = 20,
         rng: Rng = os.urandom,
         hook: DeviceListHook | None = None,
         auto_receipts: bool = True,
     ) -> Client:
-        """A new account ``name`` (``customer`` or ``business``) with this store as its
-        first device (device 1), which keeps the account key and certifies later devices."""
+        """A new account ``name`` (``customer`` or ``business``, billing ``tier`` 0 free or
+        1 API) with this store as its first device (device 1), which keeps the account key
+        and certifies later devices."""
         pool = cls._new_pool()
         st = await cls._open_store(pool, store)
 
         def setup(tx: StoreTransaction) -> tuple[Profile, KeyPair]:
             ident = upkeep.ensure_identity(tx, rng)
             account = KeyPair.generate(rng)
-            profile = Profile(name, 1, kind, suite)
+            profile = Profile(name, 1, kind, suite, tier)
             cert = DeviceCertificate.issue(account, name.encode(), 1, ident.public, rng)
             state.create_profile(tx, profile, account.public, cert)
             state.store_account_key(tx, account, 2)
@@ -173,7 +175,8 @@ class Client:
             return acct.public, device_id, cert.to_bytes()
 
         acct_pub, device_id, cert_raw = await self._tx(certify)
-        profile = Profile(self.profile.account, device_id, self.profile.kind, self.profile.suite)
+        p = self.profile
+        profile = Profile(p.account, device_id, p.kind, p.suite, p.tier)
 
         def adopt() -> KeyPair:
             with st.transaction() as tx:
@@ -220,20 +223,19 @@ class Client:
     async def resume(self, *, prekeys: int = 20) -> None:
         """Register what the relay has not acknowledged, top up prekeys, flush the outbox."""
 
-        def todo(tx: StoreTransaction) -> tuple[bool, bool, bytes, bytes | None]:
-            acct = state.account_key(tx)
+        def todo(tx: StoreTransaction) -> tuple[bool, bool, bytes, KeyPair | None]:
             return (
                 state.registered(tx, "account"),
                 state.registered(tx, "device"),
                 state.certificate(tx),
-                acct.public if acct is not None else None,
+                state.account_key(tx),
             )
 
-        has_account, has_device, cert, acct_pub = await self._tx(todo)
+        has_account, has_device, cert, acct = await self._tx(todo)
         if not has_account:
-            if acct_pub is None:
+            if acct is None:
                 raise StateError("account not registered and its key is not here")
-            await self.transport.register_account(self.profile.kind, acct_pub)
+            await self.transport.register_account(self.profile.kind, acct, self.profile.tier)
             await self._tx(lambda tx: state.mark_registered(tx, "account"))
         if not has_device:
             await self.transport.register_device(cert)

@@ -10,7 +10,7 @@ canonical CBOR maps with small integer keys unless noted):
 ==============================  ===============================================================
 key                             value
 ==============================  ===============================================================
-``c/profile``                   {0: account, 1: device id, 2: kind, 3: suite id}
+``c/profile``                   {0: account, 1: device id, 2: kind, 3: suite id, 4: tier}
 ``c/cert``                      this device's certificate (DeviceCertificate bytes)
 ``c/account-key``               the account identity key pair (secret | public), on the one
                                 device that issues certificates (the account's first device)
@@ -120,6 +120,8 @@ class Profile:
     device: int
     kind: str
     suite: Suite = DEFAULT
+    #: Billing tier the account registers with (0 free, 1 API; customers 0).
+    tier: int = 0
 
     @property
     def addr(self) -> Address:
@@ -217,7 +219,7 @@ def load_profile(tx: StoreTransaction) -> Profile | None:
         return None
     obj = _load(raw, "app/c/profile")
     try:
-        return Profile(obj[0], obj[1], obj[2], get_suite(obj[3]))
+        return Profile(obj[0], obj[1], obj[2], get_suite(obj[3]), obj.get(4, 0))
     except (KeyError, TypeError, ValueError, DecodeError):
         raise StoreError("malformed record", "app/c/profile") from None
 
@@ -238,7 +240,7 @@ def create_profile(
         raise StateError("certificate is for another device key")
     certificate.verify(account_identity)
     tx.app_put("c/profile", _dump({0: profile.account, 1: profile.device, 2: profile.kind,
-                                    3: profile.suite.id}))  # fmt: skip
+                                    3: profile.suite.id, 4: profile.tier}))  # fmt: skip
     tx.app_put("c/cert", certificate.to_bytes())
     pin(tx, profile.account, account_identity)
     devices = certified_devices(tx, profile.account)

@@ -45,8 +45,9 @@ class Accepted:
 class Transport(Protocol):
     """The relay as one device sees it (every call is authenticated as that device)."""
 
-    async def register_account(self, kind: str, identity: bytes) -> None:
-        """Create this device's account with its identity key (idempotent)."""
+    async def register_account(self, kind: str, identity: KeyPair, tier: int = 0) -> None:
+        """Create this device's account with its identity key, signing the registration
+        with it (idempotent for the same key). ``tier``: 0 free, 1 API (businesses)."""
         ...
 
     async def register_device(self, certificate: bytes) -> None:
@@ -149,13 +150,15 @@ class LocalTransport:
             self.after(name)
         return out
 
-    async def register_account(self, kind: str, identity: bytes) -> None:
+    async def register_account(self, kind: str, identity: KeyPair, tier: int = 0) -> None:
+        public = identity.public
+
         def run() -> None:
             try:
-                self._relay.register_account(self.addr.account, kind, identity)  # type: ignore[arg-type]
+                self._relay.register_account(self.addr.account, kind, public)  # type: ignore[arg-type]
             except UnknownAccount:
                 have, _ = self._relay.fetch_devices(self.addr.account)
-                if not hmac.compare_digest(have, identity):
+                if not hmac.compare_digest(have, public):
                     raise
                 # the same account key again: a retried registration
 
