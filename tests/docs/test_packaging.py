@@ -33,13 +33,12 @@ def test_metadata_complete() -> None:
     assert {"Homepage", "Source", "Issues"} <= set(project["urls"])
 
 
-def test_every_vector_file_is_packaged_in_the_wheel() -> None:
+def test_the_vectors_directory_is_packaged_in_the_wheel() -> None:
     tool = _pyproject()["tool"]
     assert isinstance(tool, dict)
     included = tool["hatch"]["build"]["targets"]["wheel"]["force-include"]
-    on_disk = {f"vectors/{p.name}" for p in (ROOT / "vectors").glob("*.json")}
-    assert on_disk and set(included) == on_disk
-    assert all(included[k] == "e2e/_vectors/" + k.split("/")[1] for k in on_disk)
+    assert included == {"vectors": "e2e/_vectors"}
+    assert any((ROOT / "vectors").glob("*.json"))
 
 
 def test_version_flag() -> None:
