@@ -133,7 +133,7 @@ class LocalRelay:
         self._pool.shutdown(wait=True)
 
 
-class LocalTransport:
+class LocalTransport(Transport):
     """:class:`Transport` of one device over a :class:`LocalRelay`."""
 
     def __init__(self, local: LocalRelay, addr: Address) -> None:
