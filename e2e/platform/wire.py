@@ -94,6 +94,8 @@ __all__ = [
     "RegisterDevice",
     "RemoveDevice",
     "ListDevices",
+    "Route",
+    "Designate",
     "DeviceList",
     "UploadPrekeys",
     "PrekeyCount",
@@ -145,6 +147,10 @@ class Path:
     DEVICE_REGISTER: Final = "/v1/devices/register"
     DEVICE_REMOVE: Final = "/v1/devices/remove"
     DEVICE_LIST: Final = "/v1/devices/list"
+    #: (Business) the devices that receive one customer's chat (SPEC §10.10).
+    CHAT_ROUTE: Final = "/v1/chats/route"
+    #: (Business) devices that receive every routed chat, such as an archive.
+    DEVICE_DESIGNATE: Final = "/v1/devices/designate"
     PREKEY_UPLOAD: Final = "/v1/prekeys/upload"
     PREKEY_COUNT: Final = "/v1/prekeys/count"
     PREKEY_CLAIM: Final = "/v1/prekeys/claim"
@@ -510,18 +516,60 @@ class RemoveDevice(_Body):
 
 @dataclass(frozen=True, slots=True)
 class ListDevices(_Body):
-    """``{1: account}``."""
+    """``{1: account, 2?: chat}``. With ``chat`` (a customer) and ``account`` a business, only
+    the business devices that receive that chat: its route plus the designated devices, or
+    every device if the chat has no route (SPEC §10.10)."""
 
     WHAT: ClassVar[str] = "device list query"
-    SCHEMA: ClassVar[Mapping[int, F]] = {1: _acct()}
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: _acct(), 2: _acct(required=False)}
     account: bytes
+    chat: bytes | None = None
 
     def _fields(self) -> dict[int, Any]:
-        return {1: self.account}
+        return {1: self.account, 2: self.chat}
 
     @classmethod
     def _build(cls, obj: dict[int, Any]) -> ListDevices:
-        return cls(obj[1])
+        return cls(obj[1], obj.get(2))
+
+
+@dataclass(frozen=True, slots=True)
+class Route(_Body):
+    """``{1: customer, 2: [device ids]}``: (a business device) the devices of the caller's
+    business that receive the chat with ``customer``; an empty list removes the route."""
+
+    WHAT: ClassVar[str] = "chat route"
+    SCHEMA: ClassVar[Mapping[int, F]] = {
+        1: _acct(),
+        2: F(int, array=True, count=MAX_BATCH, max_int=2**32 - 1),
+    }
+    customer: bytes
+    devices: tuple[int, ...]
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.customer, 2: self.devices}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> Route:
+        return cls(obj[1], tuple(obj[2]))
+
+
+@dataclass(frozen=True, slots=True)
+class Designate(_Body):
+    """``{1: [device ids]}``: (a business device) devices of the caller's business that
+    receive every routed chat (an archive, a supervisor); replaces the previous set."""
+
+    WHAT: ClassVar[str] = "designated devices"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(int, array=True, count=MAX_BATCH,
+                                             max_int=2**32 - 1)}  # fmt: skip
+    devices: tuple[int, ...]
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.devices}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> Designate:
+        return cls(tuple(obj[1]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,8 @@ _ROUTES: Final = {
     Path.DEVICE_REGISTER: _Route(wire.RegisterDevice, "register_device", _CERT),
     Path.DEVICE_REMOVE: _Route(wire.RemoveDevice, "remove_device", _DEVICE),
     Path.DEVICE_LIST: _Route(wire.ListDevices, "list_devices", _DEVICE),
+    Path.CHAT_ROUTE: _Route(wire.Route, "set_route", _DEVICE),
+    Path.DEVICE_DESIGNATE: _Route(wire.Designate, "designate", _DEVICE),
     Path.PREKEY_UPLOAD: _Route(wire.UploadPrekeys, "upload_prekeys", _DEVICE),
     Path.PREKEY_COUNT: _Route(wire.CountPrekeys, "count_prekeys", _DEVICE),
     Path.PREKEY_CLAIM: _Route(wire.ClaimPrekey, "claim_prekey", _DEVICE),

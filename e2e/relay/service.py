@@ -14,7 +14,7 @@ import hmac
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from e2e.errors import DecodeError, E2EError, InvalidSignature
@@ -32,7 +32,9 @@ from e2e.platform.policy import (
     StaleDeviceList,
     Tier,
     UnknownAccount,
+    billable,
     billed_price,
+    opens_window,
 )
 from e2e.platform.wire import (
     AUTH_SKEW,
@@ -43,6 +45,7 @@ from e2e.platform.wire import (
     ClaimPrekey,
     Conflict,
     Control,
+    Designate,
     DeviceList,
     Fetch,
     Forbidden,
@@ -56,6 +59,7 @@ from e2e.platform.wire import (
     RegisterDevice,
     RemoveDevice,
     ReportVerdict,
+    Route,
     Submit,
     SubmitReport,
     Unauthenticated,
@@ -232,8 +236,41 @@ class RelayService:
 
     def list_devices(self, tx: Tx, caller: Caller, req: ListDevices) -> DeviceList:
         acct = self._account(tx, req.account)
-        certs = tuple(c for c, _ in tx.devices(req.account).values())
+        devices = tx.devices(req.account)
+        if req.chat is not None and acct.kind == BUSINESS:
+            keep = self._chat_devices(tx, req.account, req.chat, set(devices))
+            devices = {d: v for d, v in devices.items() if d in keep}
+        certs = tuple(c for c, _ in devices.values())
         return DeviceList(acct.identity, acct.kind, certs)
+
+    @staticmethod
+    def _chat_devices(tx: Tx, business: bytes, customer: bytes, devices: set[int]) -> set[int]:
+        """The business side of a chat: its route plus the designated devices (every
+        device if the chat has no route), registered devices only."""
+        route = tx.route(business, customer)
+        if not route:
+            return devices
+        return (route | tx.designated(business)) & devices
+
+    def _business_caller(self, tx: Tx, caller: Caller, devices: Sequence[int]) -> None:
+        if self._account(tx, caller[0]).kind != BUSINESS:
+            raise NotAllowed("only a business routes its chats")
+        registered = tx.devices(caller[0])
+        for d in devices:
+            if d not in registered:  # registered = certified by the account key
+                raise UnknownAccount("unknown device")
+
+    def set_route(self, tx: Tx, caller: Caller, req: Route) -> Ok:
+        self._business_caller(tx, caller, req.devices)
+        if self._account(tx, check_account(req.customer)).kind != CUSTOMER:
+            raise NotAllowed("a business routes chats with customers")
+        tx.set_route(caller[0], req.customer, req.devices)
+        return Ok()
+
+    def designate(self, tx: Tx, caller: Caller, req: Designate) -> Ok:
+        self._business_caller(tx, caller, req.devices)
+        tx.set_designated(caller[0], req.devices)
+        return Ok()
 
     def upload_prekeys(self, tx: Tx, caller: Caller, req: UploadPrekeys) -> PrekeyCount:
         identity = tx.device_identity(*caller)
@@ -287,11 +324,17 @@ class RelayService:
         dst = self._account(tx, to_account)
         if src.kind == dst.kind:
             raise NotAllowed("customers write to businesses and businesses to customers")
-        if src.kind == CUSTOMER and cls is not MessageClass.SERVICE:
-            raise NotAllowed("customers send service messages only")
-        want = {(to_account, d) for d in tx.devices(to_account)} | {
-            (sender[0], d) for d in tx.devices(sender[0]) if d != sender[1]
-        }
+        if src.kind == CUSTOMER and cls not in (MessageClass.SERVICE, MessageClass.RECEIPT):
+            raise NotAllowed("customers send service messages and receipts only")
+        if src.kind == BUSINESS:
+            own = self._chat_devices(tx, sender[0], to_account, set(tx.devices(sender[0])))
+            if sender[1] not in own:
+                raise NotAllowed("this device is not assigned to the chat")
+            peer = set(tx.devices(to_account))
+        else:
+            own = set(tx.devices(sender[0]))
+            peer = self._chat_devices(tx, to_account, sender[0], set(tx.devices(to_account)))
+        want = {(to_account, d) for d in peer} | {(sender[0], d) for d in own if d != sender[1]}
         if len(set(given)) != len(given) or set(given) != want:
             raise StaleDeviceList(sorted(want - set(given)), sorted(set(given) - want))
         now = self.clock()
@@ -335,14 +378,16 @@ class RelayService:
         price = 0
         if src.kind == BUSINESS:
             price = billed_price(self.config.prices, Tier(src.tier), first.cls, in_window)
-            tx.insert_bill(business, first.message_id, int(first.cls), in_window, price, now)
+            if billable(first.cls):
+                tx.insert_bill(business, first.message_id, int(first.cls), in_window, price, now)
             if first.cls is MessageClass.TEMPLATE:
                 chat.template_times = [
                     t for t in chat.template_times if now - t < self.config.window_seconds
                 ] + [now]
             chat.counts["business"] = chat.counts.get("business", 0) + 1
         else:
-            chat.last_customer_message = now
+            if opens_window(first.cls):
+                chat.last_customer_message = now
             chat.counts["customer"] = chat.counts.get("customer", 0) + 1
         tx.put_chat(business, customer, chat)
         key = self._current_key()

@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS billing (
 CREATE TABLE IF NOT EXISTS reports (
     id {serial}, reporter BLOB NOT NULL, business BLOB NOT NULL, at BIGINT NOT NULL,
     messages INTEGER NOT NULL, report BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS routes (
+    business BLOB NOT NULL, customer BLOB NOT NULL, device_id BIGINT NOT NULL,
+    PRIMARY KEY (business, customer, device_id));
+CREATE TABLE IF NOT EXISTS designated (
+    business BLOB NOT NULL, device_id BIGINT NOT NULL, PRIMARY KEY (business, device_id));
 CREATE TABLE IF NOT EXISTS franking_keys (
     key_id BIGINT PRIMARY KEY, secret BLOB, created BIGINT NOT NULL, retired BIGINT);
 CREATE TABLE IF NOT EXISTS auth_nonces (
@@ -186,6 +191,40 @@ class Tx(abc.ABC):
             self.execute(
                 f"DELETE FROM {table} WHERE account = ? AND device_id = ?",  # noqa: S608
                 (account, device_id),
+            )
+        for table in ("routes", "designated"):
+            self.execute(
+                f"DELETE FROM {table} WHERE business = ? AND device_id = ?",  # noqa: S608
+                (account, device_id),
+            )
+
+    # -- business routing (SPEC §10.10) --------------------------------------------------
+
+    def route(self, business: bytes, customer: bytes) -> set[int]:
+        """The devices assigned the chat (empty: no route)."""
+        rows = self.fetchall(
+            "SELECT device_id FROM routes WHERE business = ? AND customer = ?",
+            (business, customer),
+        )
+        return {r[0] for r in rows}
+
+    def set_route(self, business: bytes, customer: bytes, devices: Iterable[int]) -> None:
+        self.execute("DELETE FROM routes WHERE business = ? AND customer = ?", (business, customer))
+        for d in sorted(set(devices)):
+            self.execute(
+                "INSERT INTO routes (business, customer, device_id) VALUES (?, ?, ?)",
+                (business, customer, d),
+            )
+
+    def designated(self, business: bytes) -> set[int]:
+        rows = self.fetchall("SELECT device_id FROM designated WHERE business = ?", (business,))
+        return {r[0] for r in rows}
+
+    def set_designated(self, business: bytes, devices: Iterable[int]) -> None:
+        self.execute("DELETE FROM designated WHERE business = ?", (business,))
+        for d in sorted(set(devices)):
+            self.execute(
+                "INSERT INTO designated (business, device_id) VALUES (?, ?)", (business, d)
             )
 
     # -- prekeys -------------------------------------------------------------------------
