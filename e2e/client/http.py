@@ -1,0 +1,195 @@
+"""The client side of the relay's wire API (SPEC.md §10.7) over HTTP, with httpx.
+
+:class:`HttpRelay` holds one connection pool for every device of a process;
+:meth:`HttpRelay.connect` is a :data:`~e2e.client.transport.Connector`. Each request body is
+a :mod:`e2e.platform.wire` body, signed as the device (``authorization: E2E-Device ...``);
+an error answer is raised as the typed error its code names (``StaleDeviceList`` with its
+missing and extra devices, ``WindowClosed``, ...). Mailbox fetches may long-poll
+(``wait_ms``): the relay answers as soon as mail arrives.
+
+Retries: a request that fails in transport (connection refused or reset, timeout) is retried
+with the same body -- every operation of the API is idempotent for a repeated body (SPEC
+§10.7) -- up to ``retries`` times with a short back-off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import httpx
+
+from e2e.client.transport import Accepted, Transport
+from e2e.errors import E2EError
+from e2e.keys import KeyPair, Rng
+from e2e.platform import wire
+from e2e.platform.wire import Path
+from e2e.store import Address
+
+__all__ = ["HttpRelay", "HttpTransport", "WireFailure"]
+
+_B = TypeVar("_B")
+_KINDS: Final = {"customer": 0, "business": 1}
+_CONTROL: Final = {"block": wire.Control.BLOCK, "limit": wire.Control.LIMIT,
+                   "opt_in": wire.Control.OPT_IN}  # fmt: skip
+
+
+class WireFailure(E2EError):
+    """The relay could not be reached or answered something that is not the API's."""
+
+
+class HttpRelay:
+    """A relay service at ``base_url`` (``http://127.0.0.1:8080``), shared by devices."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        rng: Rng = os.urandom,
+        clock: Callable[[], int] = lambda: int(time.time()),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.retries = retries
+        self.rng = rng
+        #: Unix seconds for request signatures (the relay allows a few minutes of skew).
+        self.clock = clock
+        self._timeout = timeout
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The shared connection pool (made on first use, inside the running loop)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(self._timeout, read=self._timeout + wire.MAX_WAIT_MS / 1e3),
+                transport=self._transport,
+                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            )
+        return self._http
+
+    def connect(self, addr: Address, identity: KeyPair) -> Transport:
+        """The transport of device ``addr`` signing with ``identity``."""
+        return HttpTransport(self, addr, identity)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+class HttpTransport(Transport):
+    """:class:`~e2e.client.transport.Transport` of one device over :class:`HttpRelay`."""
+
+    def __init__(self, relay: HttpRelay, addr: Address, identity: KeyPair) -> None:
+        self._relay = relay
+        self.addr = addr
+        self._identity = identity
+        #: Long-poll wait of :meth:`fetch` in milliseconds (0: answer at once).
+        self.wait_ms = 0
+        #: The account key pair, needed only to register the account.
+        self.account_key: KeyPair | None = None
+
+    async def _post(self, path: str, body: Any, resp: type[_B], *, auth: bool = True) -> _B:
+        raw = body.to_bytes()
+        last: Exception | None = None
+        for attempt in range(self._relay.retries + 1):
+            headers = {"content-type": wire.CONTENT_TYPE}
+            if auth:
+                headers["authorization"] = wire.sign_request(
+                    self._identity, self.addr.account, self.addr.device, "POST", path, raw,
+                    self._relay.clock(), self._relay.rng,
+                )  # fmt: skip
+            try:
+                r = await self._relay.http.post(path, content=raw, headers=headers)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                last = exc
+                await asyncio.sleep(0.05 * (attempt + 1))
+                continue
+            if r.status_code == 200:
+                return resp.from_bytes(r.content)  # type: ignore[attr-defined,no-any-return]
+            try:
+                err = wire.WireError.from_bytes(r.content)
+            except E2EError:
+                raise WireFailure(f"relay answered {r.status_code} without an error body") from None
+            raise err.to_error()
+        raise WireFailure(f"relay unreachable: {type(last).__name__}")
+
+    async def register_account(self, kind: str, identity: KeyPair, tier: int = 0) -> None:
+        req = wire.RegisterAccount.create(
+            self.addr.account, _KINDS[kind], identity, tier, self._relay.rng
+        )
+        await self._post(Path.ACCOUNT_REGISTER, req, wire.Ok, auth=False)
+
+    async def register_device(self, certificate: bytes) -> None:
+        await self._post(Path.DEVICE_REGISTER, wire.RegisterDevice(certificate), wire.Ok)
+
+    async def upload_prekeys(self, one_time: list[bytes], last_resort: bytes) -> int:
+        count = 0
+        step = wire.MAX_PREKEYS_PER_UPLOAD
+        for i in range(0, max(len(one_time), 1), step):
+            req = wire.UploadPrekeys(tuple(one_time[i : i + step]), last_resort)
+            count = (await self._post(Path.PREKEY_UPLOAD, req, wire.PrekeyCount)).one_time
+        return count
+
+    async def prekey_count(self) -> int:
+        return (await self._post(Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)).one_time
+
+    async def fetch_devices(
+        self, account: str, chat: str | None = None
+    ) -> tuple[bytes, list[bytes]]:
+        req = wire.ListDevices(account.encode(), None if chat is None else chat.encode())
+        got = await self._post(Path.DEVICE_LIST, req, wire.DeviceList)
+        return got.identity, list(got.certificates)
+
+    async def fetch_bundle(self, device: Address) -> bytes:
+        req = wire.ClaimPrekey(device.account, device.device)
+        return (await self._post(Path.PREKEY_CLAIM, req, wire.ClaimedPrekey)).bundle
+
+    async def submit(self, envelopes: list[bytes]) -> Accepted:
+        r = await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
+        return Accepted(r.message_id, r.received_at, r.copies, r.price)
+
+    async def fetch(self) -> list[bytes]:
+        req = wire.Fetch(self.addr.account, self.addr.device, self.wait_ms)
+        return list((await self._post(Path.MAILBOX_FETCH, req, wire.Mailbox)).deliveries)
+
+    async def ack(self, seqs: list[int]) -> None:
+        step = wire.MAX_FETCH
+        for i in range(0, len(seqs), step):
+            req = wire.Ack(self.addr.account, self.addr.device, tuple(seqs[i : i + step]))
+            await self._post(Path.MAILBOX_ACK, req, wire.Ok)
+
+    async def set_route(self, customer: str, devices: list[int]) -> None:
+        await self._post(Path.CHAT_ROUTE, wire.Route(customer.encode(), tuple(devices)), wire.Ok)
+
+    async def set_designated(self, devices: list[int]) -> None:
+        await self._post(Path.DEVICE_DESIGNATE, wire.Designate(tuple(devices)), wire.Ok)
+
+    async def control(self, op: str, business: str, on: bool) -> None:
+        await self._post(Path.CHAT_CONTROL, wire.Control(_CONTROL[op], business.encode(), on),
+                         wire.Ok)  # fmt: skip
+
+    async def report(self, report: bytes, block: bool) -> int:
+        got = await self._post(Path.REPORT, wire.SubmitReport(report, block), wire.ReportVerdict)
+        return len(got.message_ids)
+
+    async def bill(self) -> wire.BillLines:
+        """(Business) the caller's billing summary."""
+        return await self._post(Path.BILL, wire.BillQuery(), wire.BillLines)
+
+    async def window_open(self, peer: str) -> bool:
+        """Is the 24 h window of this account's chat with ``peer`` open?"""
+        got = await self._post(Path.CHAT_WINDOW, wire.WindowQuery(peer.encode()), wire.WindowState)
+        return got.open
+
+    async def aclose(self) -> None:
+        return None
