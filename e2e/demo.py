@@ -1,217 +1,368 @@
-"""``python -m e2e demo``: a customer and a business talk through a relay.
+"""``python -m e2e demo``: a customer and a business talk through the relay service over HTTP.
 
-Prints what each end sees, what the relay and the ad service see, the business's bill, and a
-proof summary of checks run right now on this run's recordings. Sessions are persisted in an
-embedded SQLite store (one sealed database per device, in a temporary directory).
+Starts the relay service (embedded SQLite) on a loopback port and runs every device as an
+:class:`~e2e.client.Client` on its own sealed SQLite store, talking to the relay over HTTP.
+The business routes the chat to one agent (plus an archive device), restarts that agent
+mid-conversation, then reassigns the chat. Prints what each end sees, what the relay and the
+ad service saw, the bill, and a proof summary of checks run now on this run's recordings.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import os
-import random
+import socket
+import sqlite3
 import tempfile
+import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+from e2e.client import Client, ReceiptStatus, state
+from e2e.client.http import HttpRelay, HttpTransport
 from e2e.errors import DuplicateMessage, E2EError, PolicyError
-from e2e.platform import (
-    AdService,
-    Business,
-    Customer,
-    Delivery,
-    Device,
-    ManualClock,
-    MessageClass,
-    Relay,
-)
-from e2e.platform.envelope import Envelope
-from e2e.session import Session
+from e2e.platform import wire
+from e2e.platform.adservice import AdService
+from e2e.platform.envelope import Delivery, Envelope
+from e2e.platform.policy import MessageClass
+from e2e.platform.relay import ManualClock, Recorder
+from e2e.store import Store
+from e2e.store.sqlite import SqliteStore
 from e2e.suite import DEFAULT
 
 __all__ = ["main"]
 
 _HOUR = 3600
 _START = 1_767_225_600  # the demo clock starts at 2026-01-01 00:00 UTC
+_SHOP = "acme-shop"
+_ALICE = "alice"
 
 
-def _name(addr: tuple[bytes, int]) -> str:
-    return f"{addr[0].decode()}/{addr[1]}"
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def _relay_line(raw: bytes) -> str:
-    d = Delivery.from_bytes(raw)
-    env = Envelope.from_bytes(d.envelope)
-    return (
-        f"{env.cls.name.lower():<9} {_name(env.sender):>13} -> {_name(env.dest):<13} "
-        f"frame {len(env.frame):>4} B  id {env.message_id.hex()[:8]}  "
-        f"+{(d.received_at - _START) // _HOUR}h"
-    )
+class RelayServer:
+    """The relay service (ASGI app on uvicorn) on a loopback port, in a background thread,
+    with the demo's clock, its ad-service share and a tap recording every body."""
 
+    def __init__(self, db: str, clock: Callable[[], int], share: Callable[[bytes], None]) -> None:
+        import uvicorn
 
-class _Stores:
-    """One SQLite store per device; every session change is committed to it."""
+        from e2e.relay.app import RateLimit, create_app
 
-    def __init__(self, directory: str) -> None:
-        from e2e.store import Address
-        from e2e.store.sqlite import SqliteStore
+        self.db = db
+        self.tap = Recorder()
+        self.app = create_app(db, clock=clock, share=share, tap=self.tap,
+                              rate_limit=RateLimit(10_000.0, 10_000.0))  # fmt: skip
+        self.port = _free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on", http="h11", access_log=False)  # fmt: skip
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="relay", daemon=True)
 
-        self._address = Address
-        self._open = SqliteStore
-        self.directory = directory
-        self.stores: dict[tuple[bytes, int], object] = {}
-        self.writes = 0
+    @property
+    def url(self) -> str:
+        """The service's base URL."""
+        return f"http://127.0.0.1:{self.port}"
 
-    def __call__(self, device: Device, addr: tuple[bytes, int], sessions: list[Session]) -> None:
-        store = self.stores.get(device.addr)
-        if store is None:
-            path = os.path.join(self.directory, f"{_name(device.addr).replace('/', '-')}.sqlite")
-            store = self._open(path, os.urandom(32))
-            self.stores[device.addr] = store
-        with store.transaction() as tx:  # type: ignore[attr-defined]
-            peer = self._address(addr[0].decode(), addr[1])
-            if sessions:
-                tx.save_session(peer, sessions[0])
-            else:
-                tx.delete_session(peer)
-        self.writes += 1
+    def start(self) -> RelayServer:
+        """Start serving; returns once the server accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("relay service did not start")
+            time.sleep(0.02)
+        return self
 
-    def reload_matches(self, devices: list[Device]) -> tuple[int, int]:
-        """(sessions read back from the SQLite files equal to memory, sessions compared)."""
-        same = total = 0
-        for dev in devices:
-            store = self.stores.get(dev.addr)
-            if store is None:
-                continue
-            with store.transaction() as tx:  # type: ignore[attr-defined]
-                for addr, sessions in dev.sessions.items():
-                    loaded = tx.load_session(self._address(addr[0].decode(), addr[1]))
-                    total += 1
-                    same += loaded is not None and loaded.to_bytes() == sessions[0].to_bytes()
-        return same, total
+    def stop(self) -> None:
+        """Stop serving (the app closes its store at lifespan shutdown)."""
+        self.server.should_exit = True
+        self.thread.join(20)
 
-    def close(self) -> None:
-        for store in self.stores.values():
-            store.close()  # type: ignore[attr-defined]
-
-
-def _sink(directory: str) -> tuple[Callable[..., None] | None, str]:
-    try:
-        stores = _Stores(directory)
-    except ImportError:  # pragma: no cover - the store package is part of e2e
-        return None, "in memory"
-    return stores, "SQLite (one sealed file per device)"
+    def stored_bytes(self) -> list[bytes]:
+        """The relay's database files, raw."""
+        out = []
+        for suffix in ("", "-wal"):
+            p = Path(self.db + suffix)
+            if p.exists():
+                out.append(p.read_bytes())
+        return out
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e demo")
-    parser.add_argument("--seed", type=int, default=None, help="seed the delivery shuffling")
-    args = parser.parse_args(argv)
-    shuffle = random.Random(args.seed)
+    parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="e2e-demo-") as tmp:
-        sink, where = _sink(tmp)
+        return asyncio.run(_Demo(tmp).run())
+
+
+def _addr(a: Any) -> str:
+    return f"{a.name}/{a.device}"
+
+
+class _Demo:
+    def __init__(self, tmp: str) -> None:
+        self.tmp = tmp
+        self.clock = ManualClock(_START)
+        self.ads = AdService()
+        self.keys: dict[str, bytes] = {}
+        self.texts: list[bytes] = []
+        self.devices: dict[str, Client] = {}
+        self.failures = 0
+
+    def store(self, name: str) -> Callable[[], Store]:
+        key = self.keys.setdefault(name, os.urandom(32))
+        path = os.path.join(self.tmp, f"{name}.sqlite")
+        return lambda: SqliteStore(path, key)
+
+    async def send(self, dev: Client, to: str, text: str,
+                   cls: MessageClass = MessageClass.SERVICE) -> bool:  # fmt: skip
+        label = f"-- {_addr(dev.addr):<12} [{cls.name.lower()}] {text!r}"
         try:
-            return _run(shuffle, sink, where)
-        finally:
-            if isinstance(sink, _Stores):
-                sink.close()
-
-
-def _run(shuffle: random.Random, sink: Callable[..., None] | None, where: str) -> int:
-    clock = ManualClock(_START)
-    ads = AdService()
-    relay = Relay(clock=clock, ad_service=ads)
-    shop = Business("acme-shop", relay, session_sink=sink)
-    agent1, agent2 = shop.add_device(), shop.add_device()
-    alice = Customer("alice", relay, session_sink=sink)
-    phone, laptop = alice.add_device(), alice.add_device()
-    alice.pin(shop)
-    texts: list[bytes] = []
-    seen_by_relay: list[str] = []
-
-    def pump(devices: list[Device], reorder: bool = False) -> None:
-        for dev in devices:
-            batch = relay.fetch(dev.addr)
-            if reorder:
-                shuffle.shuffle(batch)
-            for raw in batch:
-                seen_by_relay.append(_relay_line(raw))
-                msg = dev.receive(raw)
-                relay.ack(dev.addr, [Delivery.from_bytes(raw).seq])
-                who = (
-                    "me (other device)"
-                    if msg.outgoing
-                    else _name((msg.from_account, msg.from_device))
-                )
-                print(f"   {_name(dev.addr):<12} sees [{msg.cls.name.lower()}] from {who}: "
-                      f"{msg.body.decode()!r}")  # fmt: skip
-
-    def send(dev: Device, to: bytes, text: str, cls: MessageClass = MessageClass.SERVICE) -> bool:
-        try:
-            receipt = dev.send(to, text, cls)
+            msg = await dev.send(to, text, cls)
         except PolicyError as exc:
-            print(f"-- {_name(dev.addr)} [{cls.name.lower()}] {text!r}")
-            print(f"   refused by the relay: {type(exc).__name__}: {exc}")
+            print(label)
+            print(f"   refused by the relay: {type(exc).__name__}")
             return False
-        texts.append(text.encode())
-        price = f", billed {receipt.price}" if receipt.price else ""
-        print(
-            f"-- {_name(dev.addr)} [{cls.name.lower()}] {text!r} ({receipt.copies} copies{price})"
-        )
+        self.texts.append(text.encode())
+        print(f"{label} at +{(msg.time - _START) // _HOUR}h")
         return True
 
-    print(f"e2e demo: suite {DEFAULT.name}; sessions stored {where}")
-    print("   acme-shop: agents 1 and 2; alice: devices 1 (phone) and 2 (laptop)\n")
+    async def pump(self, *names: str) -> None:
+        for name in names:
+            dev = self.devices[name]
+            for m in await dev.sync():
+                if m.cls is MessageClass.RECEIPT:
+                    continue
+                who = "me (other device)" if m.outgoing else _addr(m.sender)
+                print(f"   {_addr(dev.addr):<12} sees [{m.cls.name.lower()}] from {who}: "
+                      f"{m.text!r}")  # fmt: skip
 
-    send(agent1, b"alice", "Hello! Want our newsletter?", MessageClass.TEMPLATE)
-    send(phone, b"acme-shop", "Hi, my order #4417 has not arrived.")
-    pump([agent1, agent2, laptop])
-    print("\n   agent 1 answers three times; the relay hands them to the phone out of order:")
-    send(agent1, b"alice", "Sorry about that, let me check.")
-    send(agent1, b"alice", "It left the depot this morning.")
-    send(agent1, b"alice", "Expected tomorrow before noon.")
-    pump([phone], reorder=True)
-    pump([agent2, laptop])
-    print("\n   25 hours later, the 24 h service window is closed:")
-    clock.advance(25 * _HOUR)
-    send(agent2, b"alice", "Anything else?")
-    send(agent2, b"alice", "Your order #4417 was delivered.", MessageClass.TEMPLATE)
-    send(agent2, b"alice", "SALE: 30% off everything!", MessageClass.MARKETING)
-    alice.opt_in(shop)
-    print("   alice opts in to acme-shop marketing")
-    send(agent2, b"alice", "SALE: 30% off everything!", MessageClass.MARKETING)
-    alice.add_device()
-    print("   alice adds device 3 (a tablet); the next send is re-fanned to it")
-    send(agent2, b"alice", "SALE: last day!", MessageClass.MARKETING)
-    pump([phone, laptop, alice.devices[3], agent1])
-    verified = alice.report_spam(shop)
-    print(f"\n   alice reports spam: the relay verified {len(verified)} revealed messages "
-          f"(franking) and blocked acme-shop")  # fmt: skip
-    send(agent1, b"alice", "Please come back!", MessageClass.TEMPLATE)
+    def check(self, ok: bool, what: str) -> None:
+        self.failures += not ok
+        print(f"   [{'ok' if ok else 'FAIL'}] {what}")
 
-    print("\nWhat the relay saw (each delivered copy; it never sees a text or a key):")
-    shown = seen_by_relay if len(seen_by_relay) <= 8 else seen_by_relay[:5] + seen_by_relay[-3:]
-    for i, line in enumerate(shown):
-        if i == 5 and len(seen_by_relay) > 8:
-            print(f"   ... {len(seen_by_relay) - 8} more")
-        print(f"   {line}")
-    print("   (1937 B frames still carry the PQXDH set-up, ML-KEM ciphertext included, until the")
-    print("   peer device answers; every text above fits the 128-byte padding bucket: 289 B)")
-    print(f"   refusals: {dict(sorted(relay.refusals.items()))}")
-    print("\nWhat the ad service saw (chat metadata only):")
-    view = ads.view(shop.name, alice.name)
-    assert view is not None
-    print(f"   acme-shop/alice: opted_in={view.opted_in} window_open={view.window_open} "
-          f"blocked={view.blocked} limited={view.limited} in={view.customer_messages} "
-          f"out={view.business_messages} reports={view.spam_reports}")  # fmt: skip
-    print(f"   marketing audience of acme-shop: {[c.decode() for c in ads.audience(shop.name)]}")
-    bill = relay.bill(shop.name)
-    print("\nBill for acme-shop:")
-    for item in bill.lines:
-        print(f"   {item.item:<28} {item.count:>3} x {item.unit_price:>3} = {item.amount:>5}")
-    print(f"   {'total':<28} {bill.total:>17}")
+    async def run(self) -> int:
+        started = time.monotonic()
+        relay = RelayServer(os.path.join(self.tmp, "relay.sqlite"), self.clock,
+                            self.ads.receive).start()  # fmt: skip
+        net = HttpRelay(relay.url, clock=self.clock)
+        try:
+            return await self._script(relay, net, started)
+        finally:
+            for dev in self.devices.values():
+                await dev.aclose()
+            await net.aclose()
+            relay.stop()
 
-    return _proof(relay, ads, [agent1, agent2, phone, laptop, alice.devices[3]], texts,
-                  {v.body for v in verified}, sink)  # fmt: skip
+    async def _script(self, relay: RelayServer, net: HttpRelay, started: float) -> int:
+        c = net.connect
+        d = self.devices
+        print(f"e2e demo: suite {DEFAULT.name}; relay service at {relay.url} (SQLite); every "
+              f"device an async client over HTTP on its own sealed SQLite store")  # fmt: skip
+        d["shop1"] = await Client.create_account(self.store("shop1"), c, _SHOP, "business",
+                                                 tier=1)  # fmt: skip
+        d["shop2"] = await d["shop1"].add_device(self.store("shop2"), c)
+        d["shop3"] = await d["shop1"].add_device(self.store("shop3"), c)
+        d["phone"] = await Client.create_account(self.store("phone"), c, _ALICE, "customer")
+        d["laptop"] = await d["phone"].add_device(self.store("laptop"), c)
+        await d["phone"].pin(_SHOP, await d["shop1"].account_identity())  # a verified QR code
+        await d["shop1"].designate([1])
+        await d["shop1"].assign(_ALICE, [2])
+        print("   acme-shop: device 1 (archive, designated), agents 2 and 3; the chat with alice")
+        print("   is assigned to agent 2. alice: device 1 (phone) and 2 (laptop)\n")
+
+        await self.send(d["shop2"], _ALICE, "Hello! Want our newsletter?", MessageClass.TEMPLATE)
+        await self.send(d["phone"], _SHOP, "Hi, my order #4417 never arrived.")
+        await self.pump("shop2", "shop1", "shop3", "laptop")
+        await self.send(d["shop2"], _ALICE, "Sorry about that, let me check.")
+        await self.pump("phone", "laptop", "shop1")
+
+        print("\n   agent 2 restarts mid-conversation; alice writes while it is down:")
+        before = [m.body for m in await d["shop2"].history(_ALICE)]
+        await d["shop2"].aclose()
+        del d["shop2"]
+        await self.send(d["phone"], _SHOP, "Any news? I need it by Friday.")
+        d["shop2"] = await Client.open(self.store("shop2"), c)
+        await self.pump("shop2")
+        await self.send(d["shop2"], _ALICE, "It left the depot this morning.")
+        after = [m.body for m in await d["shop2"].history(_ALICE)]
+        await self.pump("phone", "laptop", "shop1")
+
+        print("\n   acme-shop reassigns the chat to agent 3 (alice's cached route goes stale):")
+        await d["shop1"].assign(_ALICE, [3])
+        await self.send(d["phone"], _SHOP, "Can I change the delivery address?")
+        await self.pump("shop3", "shop2", "shop1")
+        print("   (agent 2 got nothing: it is no longer assigned)")
+        await self.send(d["shop3"], _ALICE, "Done: the new address is on the parcel.")
+        await self.send(d["shop2"], _ALICE, "(agent 2, no longer assigned)")
+        await self.pump("phone", "laptop")
+        last = (await d["shop3"].history(_ALICE))[-1]
+        await d["phone"].mark_read(_SHOP, [last.message_id])
+        await self.pump("shop3")
+        status = await d["shop3"].receipt_status(last.message_id)
+        print(f"   receipts for agent 3's last message: {_status(status)}")
+
+        print("\n   25 hours later, the 24 h service window is closed:")
+        self.clock.advance(25 * _HOUR)
+        await self.send(d["shop3"], _ALICE, "Anything else?")
+        await self.send(d["shop3"], _ALICE, "Your order #4417 was delivered.",
+                        MessageClass.TEMPLATE)  # fmt: skip
+        await self.pump("phone", "laptop")  # alice's delivered receipts: they do not reopen it
+        t = d["shop3"].transport
+        assert isinstance(t, HttpTransport)
+        print(f"   window open after alice's receipts: {await t.window_open(_ALICE)}")
+        await self.send(d["shop3"], _ALICE, "SALE: 30% off everything!", MessageClass.MARKETING)
+        await d["phone"].opt_in(_SHOP)
+        print("   alice opts in to acme-shop marketing")
+        await self.send(d["shop3"], _ALICE, "SALE: 30% off everything!", MessageClass.MARKETING)
+        await self.pump("phone", "laptop", "shop1", "shop3")
+        verified = await d["phone"].report_spam(_SHOP)
+        print(f"\n   alice reports spam: the relay verified {verified} revealed messages "
+              f"(franking) and blocked acme-shop")  # fmt: skip
+        await self.send(d["shop3"], _ALICE, "Please come back!", MessageClass.TEMPLATE)
+        revealed = [m.body for m in await d["phone"].history(_SHOP) if not m.outgoing][-verified:]
+
+        self._relay_view(relay)
+        await self._business_view(t)
+        await self._proof(relay, before, after, set(revealed))
+        print(f"\nran in {time.monotonic() - started:.1f} s")
+        print("\nall checks passed" if self.failures == 0 else f"\n{self.failures} checks FAILED")
+        return 0 if self.failures == 0 else 1
+
+    def _relay_view(self, relay: RelayServer) -> None:
+        print("\nWhat the relay saw (each submitted copy; it never sees a text or a key):")
+        lines = []
+        for channel, body in relay.tap.records:
+            if channel != f"recv:{wire.Path.MESSAGE_SUBMIT}":
+                continue
+            for raw in wire.Submit.from_bytes(body).envelopes:
+                env = Envelope.from_bytes(raw)
+                lines.append(
+                    f"{env.cls.name.lower():<9} {env.from_account.decode()}/{env.from_device:<3}"
+                    f"-> {env.dest_account.decode()}/{env.dest_device:<3} frame "
+                    f"{len(env.frame):>4} B  id {env.message_id.hex()[:8]}"
+                )
+        shown = lines if len(lines) <= 8 else lines[:5] + lines[-3:]
+        for i, line in enumerate(shown):
+            if i == 5 and len(lines) > 8:
+                print(f"   ... {len(lines) - 8} more")
+            print(f"   {line}")
+        print(f"   {len(relay.tap.records)} request and response bodies in all")
+
+    async def _business_view(self, t: HttpTransport) -> None:
+        print("\nWhat the ad service saw (chat metadata only):")
+        view = self.ads.view(_SHOP.encode(), _ALICE.encode())
+        if view is not None:
+            print(f"   acme-shop/alice: opted_in={view.opted_in} window_open={view.window_open} "
+                  f"blocked={view.blocked} limited={view.limited} in={view.customer_messages} "
+                  f"out={view.business_messages} reports={view.spam_reports}")  # fmt: skip
+        bill = await t.bill()
+        print("\nBill for acme-shop (receipts are never billed):")
+        for cls, inw, count, price in zip(bill.classes, bill.in_window, bill.counts,
+                                          bill.unit_prices, strict=True):  # fmt: skip
+            name = MessageClass(cls).name.lower() + (" (in window)" if inw else "")
+            print(f"   {name:<28} {count:>3} x {price:>3} = {count * price:>5}")
+        print(f"   {'total':<28} {bill.total:>17}")
+
+    async def _proof(self, relay: RelayServer, before: list[bytes], after: list[bytes],
+                     revealed: set[bytes]) -> None:  # fmt: skip
+        print("\nProof summary (checked now, on this run):")
+        d = self.devices
+        recs = [b for _, b in relay.tap.records] + relay.stored_bytes()
+        ad_recs = [b for _, b in self.ads.recorder.records]
+        shown = set().union(*(_windows(t) for t in revealed)) if revealed else set()
+        private = set().union(*(_windows(t) for t in self.texts if t not in revealed)) - shown
+        hits = _hits(recs, private) + _hits(ad_recs, private)
+        size = sum(len(r) for r in recs)
+        self.check(hits == 0, f"{len(recs)} relay records and files ({size} B) and {len(ad_recs)} "
+                   f"ad-service records scanned for every 8-byte piece of the unreported "
+                   f"texts: {hits} hits")  # fmt: skip
+        found = sum(_hits(recs, _windows(t)) > 0 for t in revealed)
+        self.check(found == len(revealed) > 0,
+                   f"control: the {len(revealed)} texts alice revealed in her report are found: "
+                   f"{found}")  # fmt: skip
+        secrets: set[bytes] = set()
+        for dev in d.values():
+
+            def grab(tx: Any) -> list[bytes]:
+                out = [tx.local_identity().private_bytes()]
+                acct = state.account_key(tx)
+                if acct is not None:
+                    out.append(acct.private_bytes())
+                out += [p.pair.private_bytes() for p in tx.one_time_prekeys()]
+                out += [p.item.pair.private_bytes() for p in tx.signed_prekeys()]
+                return out
+
+            secrets |= set(await dev._tx(grab))
+        pieces = {s[i : i + 8] for s in secrets for i in range(0, len(s) - 7, 8)}
+        s_hits = _hits(recs, pieces) + _hits(ad_recs, pieces)
+        self.check(s_hits == 0, f"{len(secrets)} private keys of the devices and accounts: "
+                   f"{s_hits} relay records hold any")  # fmt: skip
+        ok = after[: len(before)] == before and len(after) == len(before) + 2
+        self.check(ok, f"agent 2 restarted from its SQLite store: {len(before)} messages "
+                   f"before, {len(after)} after (the one sent while it was down, and its "
+                   f"reply)")  # fmt: skip
+        dupes = 0
+        for dev in d.values():
+            for peer in await dev.conversations():
+                ids = [m.message_id for m in await dev.history(peer)]
+                dupes += len(ids) - len(set(ids))
+        self.check(dupes == 0, "no device holds any message twice")
+        await self._tamper()
+
+    async def _tamper(self) -> None:
+        d = self.devices
+        phone, laptop = d["phone"], d["laptop"]
+        self.clock.advance(0)
+        sent = await phone.send(_SHOP, "one more question")
+        self.texts.append(b"one more question")
+        raw = (await laptop.transport.fetch())[-1]
+        dl = Delivery.from_bytes(raw)
+        db = os.path.join(self.tmp, "laptop.sqlite")
+        before = _rows(db)
+        rejected = 0
+        for i in range(len(dl.envelope)):
+            forged = bytearray(dl.envelope)
+            forged[i] ^= 0x01
+            bad = Delivery(bytes(forged), dl.received_at, dl.tag, dl.seq).to_bytes()
+            try:
+                await laptop._tx(functools.partial(_open, laptop.profile, bad))
+            except E2EError:
+                rejected += 1
+        self.check(rejected == len(dl.envelope) and _rows(db) == before,
+                   f"every byte of one envelope flipped: {rejected}/{len(dl.envelope)} rejected, "
+                   f"the laptop's store byte-identical")  # fmt: skip
+        got = await laptop._tx(functools.partial(_open, laptop.profile, raw))
+        try:
+            await laptop._tx(functools.partial(_open, laptop.profile, raw))
+            replay = False
+        except DuplicateMessage:
+            replay = True
+        self.check(got.message_id == sent.message_id and replay,
+                   "the genuine copy then opens once; its replay is rejected")  # fmt: skip
+
+
+def _open(profile: state.Profile, raw: bytes, tx: Any) -> state.Message:
+    return state.open_delivery(tx, profile, raw)
+
+
+def _status(status: dict[str, int]) -> str:
+    names = {ReceiptStatus.DELIVERED: "delivered", ReceiptStatus.READ: "read"}
+    return ", ".join(f"{k}: {names.get(v, v)}" for k, v in sorted(status.items())) or "none"
+
+
+def _rows(db: str) -> list[tuple[str, str, bytes]]:
+    with sqlite3.connect(db) as conn:
+        return list(conn.execute("SELECT kind, id, value FROM records ORDER BY kind, id"))
 
 
 def _windows(data: bytes) -> set[bytes]:
@@ -220,96 +371,3 @@ def _windows(data: bytes) -> set[bytes]:
 
 def _hits(records: list[bytes], needles: set[bytes]) -> int:
     return sum(not needles.isdisjoint(r[i : i + 8] for i in range(len(r) - 7)) for r in records)
-
-
-def _proof(
-    relay: Relay,
-    ads: AdService,
-    devices: list[Device],
-    texts: list[bytes],
-    revealed: set[bytes],
-    sink: Callable[..., None] | None,
-) -> int:
-    print("\nProof summary (checked now, on this run):")
-    failures = 0
-
-    def check(ok: bool, what: str) -> None:
-        nonlocal failures
-        failures += not ok
-        print(f"   [{'ok' if ok else 'FAIL'}] {what}")
-
-    relay_recs = [d for _, d in relay.recorder.records] + relay.stored_bytes()
-    ad_recs = [d for _, d in ads.recorder.records]
-    shown = set().union(*(_windows(t) for t in revealed)) if revealed else set()
-    private = set().union(*(_windows(t) for t in texts if t not in revealed)) - shown
-    r_hits, a_hits = _hits(relay_recs, private), _hits(ad_recs, private)
-    check(r_hits == 0 and a_hits == 0,
-          f"{len(relay_recs)} relay records ({relay.recorder.total_bytes} B) and {len(ad_recs)} "
-          f"ad-service records scanned for every 8-byte piece of the unreported texts: "
-          f"{r_hits + a_hits} hits")  # fmt: skip
-    found = sum(_hits(relay_recs, _windows(t)) > 0 for t in revealed)
-    check(
-        found == len(revealed),
-        f"control: the {len(revealed)} texts alice revealed in her report are found: {found}",
-    )
-    secrets: set[bytes] = set()
-    for dev in devices:
-        secrets |= {dev.identity.private_bytes(), dev.account.identity.private_bytes()}
-        secrets |= {p.pair.private_bytes() for p in dev.prekeys.signed.values()}
-        secrets |= {p.pair.private_bytes() for p in dev.prekeys.one_time.values()}
-        for sessions in dev.sessions.values():
-            for s in sessions:
-                r = s.ratchet
-                secrets |= {k for k in (r.rk, r.cks, r.ckr, r.hks, r.hkr, r.nhks, r.nhkr) if k}
-                secrets.add(r.dhs.private_bytes())
-    pieces = {s[i : i + 8] for s in secrets for i in range(0, len(s) - 7, 8)}
-    s_hits = _hits(relay_recs, pieces) + _hits(ad_recs, pieces)
-    check(
-        s_hits == 0,
-        f"{len(secrets)} private keys and root/chain/header keys: {s_hits} records hold any",
-    )
-    # Tamper and replay, on a fresh copy delivered to the laptop.
-    phone, laptop = devices[2], devices[3]
-    relay.clock.advance(0)  # type: ignore[attr-defined]
-    sent = phone.send(b"acme-shop", "one more question")
-    texts.append(b"one more question")
-    raw = relay.fetch(laptop.addr)[-1]
-    d = Delivery.from_bytes(raw)
-    before = [s.to_bytes() for ss in laptop.sessions.values() for s in ss]
-    rejected = 0
-    for i in range(len(d.envelope)):
-        forged = bytearray(d.envelope)
-        forged[i] ^= 0x01
-        try:
-            laptop.receive(Delivery(bytes(forged), d.received_at, d.tag, d.seq).to_bytes())
-        except E2EError:
-            rejected += 1
-    after = [s.to_bytes() for ss in laptop.sessions.values() for s in ss]
-    check(rejected == len(d.envelope) and before == after,
-          f"every byte of one envelope flipped: {rejected}/{len(d.envelope)} rejected, "
-          f"laptop state byte-identical")  # fmt: skip
-    ok = laptop.receive(raw).message_id == sent.message_id
-    try:
-        laptop.receive(raw)
-        replay = False
-    except DuplicateMessage:
-        replay = True
-    check(ok and replay, "the genuine copy then opens once; its replay is rejected")
-    other = relay.fetch(devices[0].addr)[-1]
-    env = Envelope.from_bytes(Delivery.from_bytes(other).envelope)
-    moved = Envelope(env.cls, env.from_account, env.from_device, env.to_account,
-                     devices[1].addr[0], devices[1].addr[1], env.message_id, env.commitment,
-                     env.frame)  # fmt: skip
-    try:
-        devices[1].receive(Delivery(moved.to_bytes(), 0, bytes(32), 0).to_bytes())
-        moved_ok = False
-    except E2EError:
-        moved_ok = True
-    check(moved_ok, "a copy re-addressed to another agent device does not open there")
-    if isinstance(sink, _Stores):
-        same, total = sink.reload_matches(devices)
-        check(total > 0 and same == total,
-              f"{sink.writes} session commits to {len(sink.stores)} sealed SQLite files; "
-              f"{same}/{total} sessions read back equal the live ones")  # fmt: skip
-    print("\nall checks passed" if failures == 0 else f"\n{failures} checks FAILED")
-    return 0 if failures == 0 else 1
