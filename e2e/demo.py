@@ -34,7 +34,7 @@ from e2e.store import Store
 from e2e.store.sqlite import SqliteStore
 from e2e.suite import DEFAULT
 
-__all__ = ["main"]
+__all__ = ["main", "RelayServer"]
 
 _HOUR = 3600
 _START = 1_767_225_600  # the demo clock starts at 2026-01-01 00:00 UTC
@@ -52,16 +52,23 @@ class RelayServer:
     """The relay service (ASGI app on uvicorn) on a loopback port, in a background thread,
     with the demo's clock, its ad-service share and a tap recording every body."""
 
-    def __init__(self, db: str, clock: Callable[[], int], share: Callable[[bytes], None]) -> None:
+    def __init__(
+        self,
+        db: str,
+        clock: Callable[[], int] | None = None,
+        share: Callable[[bytes], None] | None = None,
+        port: int = 0,
+    ) -> None:
         import uvicorn
 
         from e2e.relay.app import RateLimit, create_app
 
         self.db = db
         self.tap = Recorder()
-        self.app = create_app(db, clock=clock, share=share, tap=self.tap,
-                              rate_limit=RateLimit(10_000.0, 10_000.0))  # fmt: skip
-        self.port = _free_port()
+        extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+        self.app = create_app(db, share=share, tap=self.tap,
+                              rate_limit=RateLimit(10_000.0, 10_000.0), **extra)  # fmt: skip
+        self.port = port or _free_port()
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on", http="h11", access_log=False)  # fmt: skip
         self.server = uvicorn.Server(config)

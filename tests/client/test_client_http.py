@@ -1,0 +1,122 @@
+"""The client over HTTP against the relay service: every party -- each device and the relay
+itself -- restarted mid-conversation, on SQLite and on PostgreSQL, loses and duplicates
+nothing; routing over the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.client import Client
+from e2e.client.http import HttpRelay
+from e2e.demo import RelayServer
+from e2e.platform.policy import MessageClass, NotAllowed
+
+StoreFactory = Callable[[str], Any]
+
+
+@pytest.fixture
+def relay_db(stores: StoreFactory, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The relay's database: a SQLite file, or a fresh PostgreSQL database for the pg case."""
+    if "postgres" not in request.node.name:
+        yield str(tmp_path / "relay.sqlite")
+        return
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    dsn = os.environ["E2E_PG_DSN"]
+    name = "relay_client_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = name
+    yield make_conninfo(**params)  # type: ignore[arg-type]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def test_every_party_restarts_over_http(stores: StoreFactory, relay_db: str) -> None:
+    async def run() -> None:
+        server = RelayServer(relay_db).start()
+        net = HttpRelay(server.url)
+        c = net.connect
+        clients: dict[str, Client] = {}
+        clients["phone"] = await Client.create_account(stores("phone"), c, "carol", "customer")
+        clients["laptop"] = await clients["phone"].add_device(stores("laptop"), c)
+        clients["admin"] = await Client.create_account(stores("admin"), c, "acme", "business")
+        clients["agent"] = await clients["admin"].add_device(stores("agent"), c)
+        await clients["admin"].designate([1])
+        await clients["admin"].assign("carol", [2])
+        expected: list[bytes] = []
+        for rnd, name in enumerate(["relay", *clients, "relay"]):
+            if name == "relay":
+                server.stop()
+                server = RelayServer(relay_db, port=server.port).start()
+            else:
+                await clients[name].aclose()
+                clients[name] = await Client.open(stores(name), c)
+            text = f"customer {rnd} after {name} restarted".encode()
+            await clients["phone"].send("acme", text)
+            expected.append(text)
+            for other in clients.values():
+                await other.sync()
+            reply = f"agent {rnd}".encode()
+            await clients["agent"].send("carol", reply)
+            expected.append(reply)
+            for other in clients.values():
+                await other.sync()
+        for name in ("phone", "laptop"):
+            assert [m.body for m in await clients[name].history("acme")] == expected
+        for name in ("admin", "agent"):
+            assert [m.body for m in await clients[name].history("carol")] == expected
+        for client in clients.values():
+            await client.sync()
+            assert client.errors == {}
+            assert await client.pending() == []
+        for client in clients.values():
+            await client.aclose()
+        await net.aclose()
+        server.stop()
+
+    asyncio.run(run())
+
+
+def test_routing_over_http(tmp_path: Path) -> None:
+    from e2e.store import MemoryStore
+
+    async def run() -> None:
+        server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+        net = HttpRelay(server.url)
+        c = net.connect
+        admin = await Client.create_account(MemoryStore(), c, "acme", "business")
+        agents = [await admin.add_device(MemoryStore(), c) for _ in range(3)]
+        carol = await Client.create_account(MemoryStore(), c, "carol", "customer")
+        await admin.designate([1])
+        await admin.assign("carol", [agents[0].profile.device])
+
+        async def got(client: Client) -> list[bytes]:
+            return [m.body for m in await client.sync() if m.cls is not MessageClass.RECEIPT]
+
+        await carol.send("acme", "hello")
+        assert await got(agents[0]) == [b"hello"]
+        assert await got(admin) == [b"hello"]
+        assert await got(agents[1]) == [] and await got(agents[2]) == []
+        with pytest.raises(NotAllowed):
+            await agents[1].send("carol", "not mine")
+        await admin.assign("carol", [agents[2].profile.device])
+        await carol.send("acme", "again")
+        assert await got(agents[2]) == [b"again"]
+        assert await got(agents[0]) == []
+        for client in (admin, *agents, carol):
+            assert client.errors == {}
+            await client.aclose()
+        await net.aclose()
+        server.stop()
+
+    asyncio.run(run())
