@@ -155,14 +155,17 @@ def _batch(s: Side, n: int, how: Timing) -> float:
     return sum(times) / len(times)
 
 
-def _calibrate(s: Side, how: Timing) -> float:
-    """Seconds per call of ``s`` once warm: the fastest of five batches of at least ~1 ms
-    (the fastest, so a slow moment during calibration cannot change the batch size much)."""
-    _batch(s, 3, how)
+Batch = Callable[[int, "Timing"], float]
+
+
+def _calibrate(batch: Batch, how: Timing) -> float:
+    """Seconds per call once warm: the fastest of five batches of at least ~1 ms (the fastest,
+    so a slow moment during calibration cannot change the batch size much)."""
+    batch(3, how)
     n = 1
-    while _batch(s, n, how) * n < 0.001 and n < 4096:
+    while batch(n, how) * n < 0.001 and n < 4096:
         n *= 4
-    return min(_batch(s, n, how) for _ in range(5))
+    return min(batch(n, how) for _ in range(5))
 
 
 def measure(
@@ -178,28 +181,40 @@ def measure(
     if inject > 1.0:
         a = Side(a.setup, slowed(a.target, inject), a.wall)
     how = Timing(loop=a.setup is None and b.setup is None, cpu=not (a.wall or b.wall))
+    result = measure_batches(
+        lambda n, h: _batch(a, n, h), lambda n, h: _batch(b, n, h), how, bound, budget, cap
+    )
+    result.injected = inject
+    return result
+
+
+def measure_batches(
+    batch_a: Batch, batch_b: Batch, how: Timing, bound: float | None, budget: float, cap: float
+) -> Result:
+    """:func:`measure` on two batch functions (``batch(n, how)`` -> seconds per call), so one
+    side may run in another process (benches/peers.py)."""
     clock = time.perf_counter
     began = clock()
-    per_call = max(_calibrate(a, how), _calibrate(b, how))
+    per_call = max(_calibrate(batch_a, how), _calibrate(batch_b, how))
     if how.cpu and not how.loop and per_call >= CPU_CLOCK_CALLS:
         how = Timing(loop=False, cpu=True, cpu_per_call=True)
     n = max(1, min(10_000, round(BATCH_SECONDS / max(per_call, 1e-9))))
     if how.cpu and not how.loop and not how.cpu_per_call:
         n = max(n, 5)  # enough calls for a batch median
-    result = Result(batch=n, injected=inject, timing=_describe(how))
+    result = Result(batch=n, timing=_describe(how))
     for _ in range(WARMUP_PAIRS // 2):
-        _batch(a, n, how)
-        _batch(b, n, how)
+        batch_a(n, how)
+        batch_b(n, how)
     stop = clock() + budget
     deadline = began + cap
     pair = 0
     while True:
         if pair % 2 == 0:
-            ta = _batch(a, n, how)
-            tb = _batch(b, n, how)
+            ta = batch_a(n, how)
+            tb = batch_b(n, how)
         else:
-            tb = _batch(b, n, how)
-            ta = _batch(a, n, how)
+            tb = batch_b(n, how)
+            ta = batch_a(n, how)
         result.a.append(ta)
         result.b.append(tb)
         pair += 1
@@ -224,4 +239,7 @@ def _describe(how: Timing) -> str:
     return "per call, wall clock" + (", preempted calls left out" if how.cpu else "")
 
 
-__all__ = ["FAIL", "MORE", "PASS", "WARN", "Result", "Side", "injection", "measure", "side"]
+__all__ = [
+    "FAIL", "MORE", "PASS", "WARN", "Result", "Side", "Timing", "injection", "measure",
+    "measure_batches", "side",
+]  # fmt: skip

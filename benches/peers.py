@@ -1,24 +1,40 @@
-"""e2e against other Python Double Ratchet implementations, on the same workloads.
+"""e2e against other Double Ratchet implementations, measured side by side.
 
-    python benches/peers.py [--rounds N] [--venv DIR]      (or: python -m e2e bench --peers)
+    python benches/peers.py [--seconds S] [--venv DIR] [--json FILE] [--markdown]
+    (or: python -m e2e bench --peers)
 
-Creates (once) its own virtual environment under the user cache directory (or ``--venv``,
-or $E2E_PEERS_VENV), pip-installs each peer there, runs the peers' workloads in that
-interpreter (this file with ``--inside PEER``, which never imports e2e) and e2e's in this
-one, and prints one table of median microseconds per call with each peer's time as a
-multiple of e2e's. A peer that fails to install or to run is reported as such in the table.
+Peers (PyPI names): vodozemac (the Python bindings of Matrix's Rust Olm: X3DH-like 3DH and
+Double Ratchet, its own wire format), DoubleRatchet (python-doubleratchet by Syndace: a Double
+Ratchet only, asynchronous API, no wire format, no X3DH) and python-axolotl (the classic Python
+port of libsignal-protocol-java: X3DH and Double Ratchet, protobuf wire format; needs
+protobuf < 4).
 
-Peers (PyPI names): DoubleRatchet (python-doubleratchet by Syndace: a Double Ratchet only,
-asynchronous API, no wire format, no X3DH), python-axolotl (the classic Python port of
-libsignal-protocol-java: X3DH and Double Ratchet, protobuf wire format; needs
-protobuf < 4), vodozemac (the Python bindings of Matrix's Rust Olm: X3DH-like 3DH and
-Double Ratchet, its own wire format).
+How they are measured (the method of benches/interleave.py, as for the floors): e2e's workload
+(PQ suite, 256 B) is side A and the peer's the same workload is side B, in interleaved round
+pairs (A B, B A, ...), fresh untimed setup per call where one is needed; the table gives the
+median of the per-round ratios e2e / peer (below 1: e2e is faster), its interquartile range
+and its 99 % interval.
 
-Workloads (256-byte payloads, timed like benches/: setup untimed, one call per round):
-encrypt, decrypt (in order), oneway (encrypt then decrypt), ping_pong (the parties take
-turns, so each message is a DH ratchet step) and setup (key agreement with the first
-message and its acceptance; python-doubleratchet: the Double Ratchet's initial message
-only).
+* vodozemac and python-doubleratchet are installed *beside e2e*: one venv (under the user cache
+  directory, or ``--venv``, or $E2E_PEERS_VENV) holds them and e2e's own dependencies at the
+  versions this interpreter has; this file runs there with ``--beside`` and imports e2e from
+  the source tree, so both sides run in ONE process.
+* python-axolotl needs protobuf < 4, so it gets a venv of its own and runs in a *worker
+  process* (this file with ``--worker python-axolotl``); the process measuring e2e sends it
+  one batch at a time and runs e2e's batches in between, so the two still alternate batch by
+  batch. The worker protocol is one JSON object per line on stdin/stdout:
+  it first prints ``{"ready": {workload: needs_setup}}``; then for each
+  ``{"workload": W, "n": N, "how": [loop, cpu, cpu_per_call]}`` it runs one batch of N calls
+  timed as benches/interleave.py's ``_batch`` does and prints ``{"t": seconds_per_call}``.
+  **Another peer in another runtime** (e.g. libsignal's native implementation through node)
+  plugs in as a :class:`Peer` with a ``command`` that speaks the same protocol.
+
+A peer that fails to install or to run is reported as such in the table.
+
+Workloads (256-byte payloads): encrypt, decrypt (in order), oneway (encrypt then decrypt),
+ping_pong (the parties take turns, so each message is a DH ratchet step) and setup (key
+agreement with the first message and its acceptance; python-doubleratchet: the Double
+Ratchet's initial message only).
 """
 
 from __future__ import annotations
@@ -32,41 +48,53 @@ import sys
 import time
 import venv
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-PEERS: dict[str, list[str]] = {
-    "python-doubleratchet": ["DoubleRatchet==1.3.0"],
-    "python-axolotl": ["python-axolotl==0.2.3", "protobuf<4"],
-    "vodozemac": ["vodozemac==0.10.0"],
-}
+_HERE = Path(__file__).resolve()
+_ROOT = _HERE.parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from benches import interleave  # noqa: E402  (stdlib only: importable in every peer venv)
+from benches.check_ratios import median_ci  # noqa: E402
+
 WORKLOADS = ["oneway", "encrypt", "decrypt", "ping_pong", "setup"]
 SIZE = 256
-_HERE = Path(__file__).resolve()
 
 Setup = Callable[[], tuple[Any, ...]]
 Target = Callable[..., object]
 
 
-def _measure(setup: Setup, target: Target, rounds: int, warmup: int = 20) -> float:
-    """Median seconds of one ``target(*setup())`` call, setup untimed (as benches/ does)."""
-    times: list[float] = []
-    clock = time.perf_counter
-    for i in range(warmup + rounds):
-        args = setup()
-        start = clock()
-        target(*args)
-        elapsed = clock() - start
-        if i >= warmup:
-            times.append(elapsed)
-    return statistics.median(times)
+@dataclass(frozen=True)
+class Peer:
+    """A peer implementation: what to pip-install, and where it runs.
+
+    ``venv`` "beside": installed beside e2e and measured in e2e's process. Any other name: a
+    venv of that name and a worker process (this file with ``--worker``), unless ``command``
+    gives another worker (any runtime speaking the protocol in the module docstring; its
+    ``requirements`` are then installed by whoever provides the command).
+    """
+
+    requirements: tuple[str, ...]
+    venv: str
+    command: tuple[str, ...] | None = None
+    note: str = ""
+
+
+PEERS: dict[str, Peer] = {
+    "vodozemac": Peer(("vodozemac==0.10.0",), "beside"),
+    "python-doubleratchet": Peer(("DoubleRatchet==1.3.0",), "beside"),
+    "python-axolotl": Peer(("python-axolotl==0.2.3", "protobuf<4"), "axolotl"),
+}
 
 
 def _no_setup() -> tuple[()]:
     return ()
 
 
-# -- peers (run inside the peers' venv) -----------------------------------------------------
+# -- the peers' workloads (each function runs where its library is installed) -----------------
 
 
 def _vodozemac() -> dict[str, tuple[Setup, Target]]:
@@ -354,16 +382,119 @@ _PEER_WORKLOADS: dict[str, Callable[[], dict[str, tuple[Setup, Target]]]] = {
 }
 
 
-def inside(peer: str, rounds: int) -> dict[str, float]:
-    """Run one peer's workloads (in the peers' venv); median microseconds per call."""
-    out: dict[str, float] = {}
-    for name, (setup, target) in _PEER_WORKLOADS[peer]().items():
-        n = max(20, rounds // 10) if name == "setup" else rounds
-        out[name] = _measure(setup, target, n) * 1e6
+# -- e2e's side and the measurement (in the beside venv, which can import e2e) -----------------
+
+
+def _e2e_workloads() -> dict[str, tuple[Setup, Target]]:
+    from benches.workloads import WORKLOADS as E2E
+
+    return {w: E2E[w].e2e(2, SIZE) for w in WORKLOADS}
+
+
+class Worker:
+    """A peer in its own interpreter (or runtime), driven one batch at a time."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        self.ready: dict[str, bool] = self._read()["ready"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker exited ({self.proc.wait()})")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    def batch(self, workload: str) -> interleave.Batch:
+        def run(n: int, how: interleave.Timing) -> float:
+            assert self.proc.stdin is not None
+            how_ = [how.loop, how.cpu, how.cpu_per_call]
+            self.proc.stdin.write(json.dumps({"workload": workload, "n": n, "how": how_}) + "\n")
+            self.proc.stdin.flush()
+            return float(self._read()["t"])
+
+        return run
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _summary(result: interleave.Result) -> dict[str, Any]:
+    ratios = sorted(x / y for x, y in zip(result.a, result.b, strict=True))
+    low, median, high = median_ci(ratios)
+    q = statistics.quantiles(ratios, n=4)
+    return {
+        "e2e_us": statistics.median(result.a) * 1e6,
+        "peer_us": statistics.median(result.b) * 1e6,
+        "ratio": median,
+        "iqr": [q[0], q[2]],
+        "ci": [low, high],
+        "rounds": len(ratios),
+        "range": [ratios[0], ratios[-1]],
+        "timing": result.timing,
+    }
+
+
+def beside(peers: list[str], workers: dict[str, list[str]], seconds: float) -> dict[str, Any]:
+    """Measure e2e against each peer: in-process peers directly, worker peers through their
+    worker; {peer: {workload: summary} or "failure"}."""
+    ours = _e2e_workloads()
+    out: dict[str, Any] = {}
+    for name in peers:
+        try:
+            theirs = _PEER_WORKLOADS[name]()
+            out[name] = {}
+            for w in WORKLOADS:
+                r = interleave.measure(
+                    interleave.side(*ours[w]), interleave.side(*theirs[w]), None,
+                    budget=seconds, cap=seconds,
+                )  # fmt: skip
+                out[name][w] = _summary(r)
+        except Exception as exc:  # noqa: BLE001 - a peer that cannot run is reported
+            out[name] = f"run failed: {exc.__class__.__name__}: {str(exc)[:60]}"
+    for name, command in workers.items():
+        try:
+            worker = Worker(command)
+        except Exception as exc:  # noqa: BLE001
+            out[name] = f"worker failed: {exc.__class__.__name__}: {str(exc)[:60]}"
+            continue
+        try:
+            out[name] = {}
+            for w in WORKLOADS:
+                mine = interleave.side(*ours[w])
+                how = interleave.Timing(loop=mine.setup is None and not worker.ready[w], cpu=True)
+                r = interleave.measure_batches(
+                    lambda n, h, s=mine: interleave._batch(s, n, h),  # type: ignore[misc]
+                    worker.batch(w), how, None, seconds, seconds,
+                )  # fmt: skip
+                out[name][w] = _summary(r)
+        except Exception as exc:  # noqa: BLE001
+            out[name] = f"run failed: {exc.__class__.__name__}: {str(exc)[:60]}"
+        finally:
+            worker.close()
     return out
 
 
-# -- driver (runs in the e2e environment) -------------------------------------------------
+def worker_main(peer: str, stdin: IO[str], stdout: IO[str]) -> None:
+    """The worker side of the protocol (see the module docstring)."""
+    sides = {w: interleave.side(*f) for w, f in _PEER_WORKLOADS[peer]().items()}
+    stdout.write(json.dumps({"ready": {w: s.setup is not None for w, s in sides.items()}}) + "\n")
+    stdout.flush()
+    for line in stdin:
+        msg = json.loads(line)
+        loop, cpu, per_call = msg["how"]
+        how = interleave.Timing(loop=loop, cpu=cpu, cpu_per_call=per_call)
+        t = interleave._batch(sides[msg["workload"]], int(msg["n"]), how)
+        stdout.write(json.dumps({"t": t}) + "\n")
+        stdout.flush()
+
+
+# -- driver (any interpreter with e2e's dependencies) ----------------------------------------
 
 
 def default_venv() -> Path:
@@ -373,104 +504,110 @@ def default_venv() -> Path:
     return cache / "e2e-bench-peers" / f"py{sys.version_info.major}{sys.version_info.minor}"
 
 
-def ensure_venv(path: Path) -> Path:
+def _pins() -> list[str]:
+    """e2e's dependencies at the versions this interpreter runs, for the beside venv."""
+    from importlib.metadata import version
+
+    return [f"{d}=={version(d)}" for d in ("cryptography", "pynacl", "cbor2")]
+
+
+def ensure_venv(path: Path, requirements: list[str]) -> Path | str:
+    """A venv at ``path`` with ``requirements``: its python, or why not."""
     python = path / "bin" / "python"
-    if not python.exists():
-        venv.EnvBuilder(with_pip=True, clear=True).create(path)
-    return python
-
-
-def install(python: Path, peer: str) -> str | None:
-    """pip-install a peer; None on success, else the last line of pip's complaint."""
-    cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PEERS[peer]]
+    stamp = path / "requirements.txt"
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+        if not python.exists():
+            venv.EnvBuilder(with_pip=True, clear=True).create(path)
+        if stamp.exists() and stamp.read_text() == "\n".join(requirements):
+            return python
+        cmd = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+        done = subprocess.run(
+            cmd + requirements, capture_output=True, text=True, timeout=900, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"install failed: {exc.__class__.__name__}"
     if done.returncode != 0:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         return "install failed: " + (lines[-1][:80] if lines else f"pip exit {done.returncode}")
-    return None
+    stamp.write_text("\n".join(requirements))
+    return python
 
 
-def run_peer(python: Path, peer: str, rounds: int) -> dict[str, float] | str:
-    cmd = [str(python), str(_HERE), "--inside", peer, "--rounds", str(rounds)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"run failed: {exc.__class__.__name__}"
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        return "run failed: " + (lines[-1][:80] if lines else f"exit {done.returncode}")
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
-
-
-def measure_e2e(rounds: int) -> dict[str, dict[str, float]]:
-    """e2e's medians (µs) per suite name for the peer workloads, in this interpreter."""
-    sys.path.insert(0, str(_HERE.parent.parent))
-    from benches.workloads import SUITE_NAMES, WORKLOADS
-
-    out: dict[str, dict[str, float]] = {}
-    for suite, name in sorted(SUITE_NAMES.items(), reverse=True):
-        out[name] = {}
-        for workload in WORKLOADS_ORDER:
-            setup, target = WORKLOADS[workload].e2e(suite, SIZE)
-            n = max(20, rounds // 10) if workload == "setup" else rounds
-            out[name][workload] = _measure(setup, target, n) * 1e6
-    return out
-
-
-WORKLOADS_ORDER = WORKLOADS
-
-
-def table(e2e: dict[str, dict[str, float]], peers: dict[str, dict[str, float] | str]) -> str:
-    """One Markdown table: µs per call; a peer's '×' is its time over e2e's PQ suite."""
-    heads = ["workload (256 B)", "e2e PQ µs", "e2e SIGNAL µs"] + [
-        f"{p} µs (× e2e PQ)" for p in peers
-    ]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" + "---:|" * (len(heads) - 1)]
-    for workload in WORKLOADS:
-        ours = e2e["pq"][workload]
-        cells = [workload, f"{ours:.1f}", f"{e2e['signal'][workload]:.1f}"]
-        for result in peers.values():
+def table(results: dict[str, Any]) -> str:
+    """One Markdown table: per workload, e2e's µs and each peer's, and the median per-round
+    ratio e2e / peer with its interquartile range."""
+    heads = ["workload (256 B)"]
+    for peer in results:
+        heads += [f"e2e µs / {peer} µs", f"e2e ÷ {peer}: median [IQR] (99 % CI)"]
+    lines = ["| " + " | ".join(heads) + " |", "|---" + "|---:" * (len(heads) - 1) + "|"]
+    for w in WORKLOADS:
+        cells = [w]
+        for result in results.values():
             if isinstance(result, str):
-                cells.append(result)
-            elif workload in result:
-                cells.append(f"{result[workload]:.1f} ({result[workload] / ours:.2f}×)")
-            else:
-                cells.append("n/a")
+                cells += [result, ""]
+                continue
+            r = result[w]
+            cells.append(f"{r['e2e_us']:.1f} / {r['peer_us']:.1f}")
+            cells.append(
+                f"**{r['ratio']:.2f}** [{r['iqr'][0]:.2f}–{r['iqr'][1]:.2f}] "
+                f"({r['ci'][0]:.2f}–{r['ci'][1]:.2f})"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3000)
-    parser.add_argument("--venv", type=Path, default=None)
-    parser.add_argument("--inside", choices=sorted(PEERS), help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per row")
+    parser.add_argument("--venv", type=Path, default=None, help="directory of the peers' venvs")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
+    parser.add_argument("--only", nargs="*", default=None, help="these peers only")
+    parser.add_argument("--worker", choices=sorted(PEERS), help=argparse.SUPPRESS)
+    parser.add_argument("--beside", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.inside:
-        print(json.dumps(inside(args.inside, args.rounds)))
+    if args.worker:
+        worker_main(args.worker, sys.stdin, sys.stdout)
         return 0
-    path = args.venv or default_venv()
-    results: dict[str, dict[str, float] | str] = {}
-    try:
-        python = ensure_venv(path)
-    except Exception as exc:  # no venv, no peers: say so, still measure e2e
-        python = None
-        results = {p: f"no venv: {exc.__class__.__name__}" for p in PEERS}
-    if python is not None:
-        for peer in PEERS:
-            print(f"installing and running {peer} ...", file=sys.stderr, flush=True)
-            failure = install(python, peer)
-            results[peer] = failure if failure else run_peer(python, peer, args.rounds)
-    print("measuring e2e ...", file=sys.stderr, flush=True)
-    ours = measure_e2e(args.rounds)
-    print(table(ours, results))
+    if args.beside is not None:
+        print(json.dumps(beside(args.beside, json.loads(args.workers), args.seconds)))
+        return 0
+
+    base = args.venv or default_venv()
+    chosen = args.only or list(PEERS)
+    results: dict[str, Any] = {}
+    in_process = [p for p in chosen if PEERS[p].venv == "beside"]
+    requirements = _pins() + [r for p in in_process for r in PEERS[p].requirements]
+    print("preparing the peers' venvs ...", file=sys.stderr, flush=True)
+    python = ensure_venv(base / "beside", requirements)
+    if isinstance(python, str):
+        print(python, file=sys.stderr)
+        return 1
+    workers: dict[str, list[str]] = {}
+    for p in chosen:
+        peer = PEERS[p]
+        if peer.venv == "beside":
+            continue
+        if peer.command:
+            workers[p] = list(peer.command)
+            continue
+        own = ensure_venv(base / peer.venv, list(peer.requirements))
+        if isinstance(own, str):
+            results[p] = own
+        else:
+            workers[p] = [str(own), str(_HERE), "--worker", p]
+    print("measuring, interleaved ...", file=sys.stderr, flush=True)
+    cmd = [str(python), str(_HERE), "--seconds", str(args.seconds), "--beside", *in_process]
+    done = subprocess.run(
+        [*cmd, "--workers", json.dumps(workers)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        print(done.stderr[-2000:], file=sys.stderr)
+        return 1
+    results = {**json.loads(done.stdout), **results}
+    print(table(results))
     if args.json:
-        args.json.write_text(json.dumps({"e2e": ours, "peers": results}, indent=2))
+        args.json.write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -4,8 +4,9 @@ Runs every workload of benches/workloads.py and its floor (benches/floor.py) in 
 rounds (benches/interleave.py, the method CI uses) and prints median microseconds per message,
 the median per-round ratio to the floor with its 99 % interval, and the verdict against the
 bound written in benches/bounds.json. ``--peers`` instead runs
-benches/peers.py: python-doubleratchet, python-axolotl and vodozemac's Python bindings on
-the same workloads, installed into a venv of their own.
+benches/peers.py: e2e against vodozemac's Python bindings and python-doubleratchet (installed
+beside e2e in a venv of their own, measured in one process) and python-axolotl (in its own
+interpreter, alternating batches), interleaved the same way.
 
 The benchmarks live in the source tree (benches/), not in the installed package, so this
 command needs a checkout. CI checks the ratios with pytest-benchmark and
@@ -37,7 +38,6 @@ def _benches(name: str) -> ModuleType:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e bench", description=__doc__)
     parser.add_argument("--peers", action="store_true", help="compare with other libraries")
-    parser.add_argument("--rounds", type=int, default=2000, help="timed calls per peer workload")
     parser.add_argument(
         "--seconds", type=float, default=2.0, help="measuring time per case before deciding"
     )
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.peers:
             peers = _benches("peers")
-            result: int = peers.main(["--rounds", str(args.rounds)])
+            result: int = peers.main(["--seconds", str(args.seconds)])
             return result
         workloads = _benches("workloads")
     except FileNotFoundError as exc:

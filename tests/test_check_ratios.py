@@ -128,18 +128,22 @@ def test_state_size_bound(tmp_path: Path) -> None:
     assert _run(tmp_path, benches, {**BOUNDS, "state_bytes": {"pq-other": 4096}}) == 1
 
 
-def test_peers_table_reports_a_peer_that_failed() -> None:
+def test_peers_table_reports_ratios_and_a_peer_that_failed() -> None:
     spec = importlib.util.spec_from_file_location("peers", _PATH.with_name("peers.py"))
     assert spec is not None and spec.loader is not None
     peers: Any = importlib.util.module_from_spec(spec)
+    sys.modules["peers"] = peers
     spec.loader.exec_module(peers)
-    ours = {s: {w: 10.0 for w in peers.WORKLOADS} for s in ("pq", "signal")}
-    fast = {w: 5.0 for w in peers.WORKLOADS}
-    table = peers.table(ours, {"vodozemac": fast, "python-axolotl": "install failed: no wheel"})
-    lines = table.splitlines()
+    row = {
+        "e2e_us": 10.0, "peer_us": 20.0, "ratio": 0.5, "iqr": [0.45, 0.55], "ci": [0.48, 0.52],
+    }  # fmt: skip
+    results = {"vodozemac": {w: row for w in peers.WORKLOADS}, "python-axolotl": "no wheel"}
+    lines = peers.table(results).splitlines()
     assert len(lines) == 2 + len(peers.WORKLOADS)
-    assert all("install failed: no wheel" in line for line in lines[2:])
-    assert all("5.0 (0.50×)" in line for line in lines[2:])
+    assert all("no wheel" in line for line in lines[2:])
+    assert all(
+        "10.0 / 20.0" in line and "**0.50** [0.45–0.55] (0.48–0.52)" in line for line in lines[2:]
+    )
 
 
 def _provider(case: str, ratios: list[float]) -> dict[str, Any]:
