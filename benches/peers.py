@@ -562,12 +562,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=None, help="directory of the peers' venvs")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--only", nargs="*", default=None, help="these peers only")
+    parser.add_argument(
+        "--gap", action="store_true", help="where e2e's one-way time goes, next to vodozemac's"
+    )
+    parser.add_argument("--gap-inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=sorted(PEERS), help=argparse.SUPPRESS)
     parser.add_argument("--beside", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--workers", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker_main(args.worker, sys.stdin, sys.stdout)
+        return 0
+    if args.gap_inside:
+        from benches import gap
+
+        rows = gap.run(args.seconds)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        print(gap.table(rows))
+        print()
+        print(gap.counts_table(gap.call_counts()))
         return 0
     if args.beside is not None:
         print(json.dumps(beside(args.beside, json.loads(args.workers), args.seconds)))
@@ -583,6 +597,11 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(python, str):
         print(python, file=sys.stderr)
         return 1
+    if args.gap:
+        cmd = [str(python), str(_HERE), "--gap-inside", "--seconds", str(args.seconds)]
+        if args.json:
+            cmd += ["--json", str(args.json)]
+        return subprocess.run(cmd, check=False).returncode
     workers: dict[str, list[str]] = {}
     for p in chosen:
         peer = PEERS[p]
