@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from e2e.client import Client, LocalRelay  # noqa: E402
+from e2e.client.http import HttpRelay  # noqa: E402
 from e2e.platform.relay import ManualClock, Relay  # noqa: E402
 from e2e.store import MemoryStore  # noqa: E402
 from e2e.store.sqlite import SqliteStore  # noqa: E402
@@ -68,9 +71,79 @@ class LagProbe:
         return statistics.quantiles(self.lags, n=100)[98] * 1000
 
 
-async def loop_lag(n: int, directory: str, connect_factory: object | None = None) -> LagProbe:
+class RelayProcess:
+    """``python -m e2e relay serve`` on a loopback port, as its own process."""
+
+    def __init__(self, db: str) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "e2e", "relay", "serve", "--db", db, "--port",
+             str(self.port), "--log-level", "warning", "--rate", "100000", "--burst", "100000"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        import httpx
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("relay did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+class StepCpu:
+    """Measures the CPU time the event-loop thread spends in each loop step (callback), the
+    blocking work the code itself does on the loop, independent of how busy the machine is
+    (wall-clock lag also counts the time the OS gives other processes)."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self._orig = asyncio.events.Handle._run
+
+    def __enter__(self) -> StepCpu:
+        orig, steps = self._orig, self.steps
+
+        def _run(handle: asyncio.events.Handle) -> None:
+            t = time.thread_time()
+            orig(handle)
+            steps.append(time.thread_time() - t)
+
+        asyncio.events.Handle._run = _run  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.events.Handle._run = self._orig  # type: ignore[method-assign]
+
+    @property
+    def worst_ms(self) -> float:
+        return max(self.steps) * 1000
+
+
+async def loop_lag(
+    n: int,
+    directory: str,
+    url: str | None = None,
+    cpu: StepCpu | None = None,
+    freeze: bool = False,
+) -> LagProbe:
     local = LocalRelay(Relay(clock=ManualClock()))
     connect = local.connect
+    net = None
+    if url is not None:
+        net = HttpRelay(url)
+        connect = net.connect
     biz = await Client.create_account(
         lambda: SqliteStore(os.path.join(directory, "agent.db"), os.urandom(32)),
         connect, "acme", "business",
@@ -79,16 +152,25 @@ async def loop_lag(n: int, directory: str, connect_factory: object | None = None
         lambda: SqliteStore(os.path.join(directory, "carol.db"), os.urandom(32)),
         connect, "carol", "customer",
     )  # fmt: skip
+    if freeze:
+        gc.collect()
+        gc.freeze()  # start-up objects out of the collector's way: no long gen-2 pauses
     probe = LagProbe()
     probe.start()
+    if cpu is not None:
+        cpu.__enter__()
     for i in range(n // 2):
         await cust.send("acme", f"question {i}")
         await biz.sync()
         await biz.send("carol", f"answer {i}")
         await cust.sync()
+    if cpu is not None:
+        cpu.__exit__()
     await probe.stop()
     await biz.aclose()
     await cust.aclose()
+    if net is not None:
+        await net.aclose()
     local.close()
     return probe
 
@@ -122,13 +204,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lag", type=int, default=1000, help="messages for the loop-lag probe")
     ap.add_argument("--agents", default="2,50,200")
+    ap.add_argument("--http", action="store_true", help="loop lag against the relay service")
+    ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up")
     ns = ap.parse_args(argv)
     if ns.lag:
         with tempfile.TemporaryDirectory() as d:
-            probe = asyncio.run(loop_lag(ns.lag, d))
+            relay = RelayProcess(os.path.join(d, "relay.db")) if ns.http else None
+            cpu = StepCpu()
+            try:
+                probe = asyncio.run(loop_lag(ns.lag, d, relay.url if relay else None, cpu,
+                                             ns.gc_freeze))  # fmt: skip
+            finally:
+                if relay is not None:
+                    relay.stop()
+        where = "relay service over HTTP" if ns.http else "in-process relay thread"
+        where += ", gc.freeze()" if ns.gc_freeze else ""
         print(
-            f"loop lag over {ns.lag} messages (SQLite stores): worst {probe.worst_ms:.2f} ms, "
-            f"p99 {probe.p99_ms:.2f} ms, {len(probe.lags)} probes"
+            f"loop lag over {ns.lag} messages ({where}, SQLite stores): worst "
+            f"{probe.worst_ms:.2f} ms, p99 {probe.p99_ms:.2f} ms, {len(probe.lags)} probes; "
+            f"CPU time of the longest loop step {cpu.worst_ms:.2f} ms over {len(cpu.steps)} steps "
+            f"({sum(t > 0.010 for t in cpu.steps)} over 10 ms)"
         )
     rows = []
     for a in [int(x) for x in ns.agents.split(",") if x]:

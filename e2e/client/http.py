@@ -63,16 +63,26 @@ class HttpRelay:
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
 
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The shared connection pool (made on first use, inside the running loop)."""
+    async def http(self) -> httpx.AsyncClient:
+        """The shared connection pool, made on first use off the event loop (building its
+        TLS context alone takes tens of milliseconds of CPU)."""
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                base_url=self.base_url,
-                timeout=httpx.Timeout(self._timeout, read=self._timeout + wire.MAX_WAIT_MS / 1e3),
-                transport=self._transport,
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-            )
+
+            def make() -> httpx.AsyncClient:
+                return httpx.AsyncClient(
+                    base_url=self.base_url,
+                    timeout=httpx.Timeout(
+                        self._timeout, read=self._timeout + wire.MAX_WAIT_MS / 1e3
+                    ),
+                    transport=self._transport,
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                )
+
+            made = await asyncio.get_running_loop().run_in_executor(None, make)
+            if self._http is None:
+                self._http = made
+            else:  # another task made one meanwhile
+                await made.aclose()
         return self._http
 
     def connect(self, addr: Address, identity: KeyPair) -> Transport:
@@ -109,7 +119,8 @@ class HttpTransport(Transport):
                     self._relay.clock(), self._relay.rng,
                 )  # fmt: skip
             try:
-                r = await self._relay.http.post(path, content=raw, headers=headers)
+                http = await self._relay.http()
+                r = await http.post(path, content=raw, headers=headers)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 last = exc
                 await asyncio.sleep(0.05 * (attempt + 1))
