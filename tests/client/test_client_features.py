@@ -254,3 +254,37 @@ def test_a_store_of_another_device_is_refused() -> None:
         local.close()
 
     asyncio.run(run())
+
+
+def test_steady_state_cost_does_not_grow_with_unassigned_agents() -> None:
+    """Counted, not timed: a steady-state customer message makes the same relay calls and
+    the same number of copies whether the business has 2 or 30 agents."""
+
+    async def run(agents: int) -> tuple[list[str], int, list[str], int]:
+        relay = Relay(clock=ManualClock())
+        local = LocalRelay(relay)
+        c = local.connect
+        admin = await Client.create_account(_mem(), c, "acme", "business", prekeys=1)
+        devs = [await admin.add_device(_mem(), c, prekeys=1) for _ in range(agents)]
+        carol = await Client.create_account(_mem(), c, "carol", "customer", auto_receipts=False)
+        await admin.designate([1])
+        await admin.assign("carol", [devs[-1].profile.device])
+        calls: list[str] = []
+        carol.transport.after = calls.append  # type: ignore[attr-defined]
+        before = relay.pending()
+        await carol.send("acme", "first")
+        first_calls, first_copies = list(calls), relay.pending() - before
+        calls.clear()
+        before = relay.pending()
+        await carol.send("acme", "steady")
+        steady_calls, steady_copies = list(calls), relay.pending() - before
+        for d in [admin, *devs, carol]:
+            await d.aclose()
+        local.close()
+        return first_calls, first_copies, steady_calls, steady_copies
+
+    small, large = asyncio.run(run(2)), asyncio.run(run(30))
+    assert small == large
+    first_calls, first_copies, steady_calls, steady_copies = small
+    assert steady_calls == ["submit"] and steady_copies == 2  # the agent and the archive
+    assert first_calls.count("fetch_bundle") == 2 and first_copies == 2
