@@ -105,6 +105,7 @@ class RelayServer:
 
 
 def main(argv: list[str]) -> int:
+    """Run the demo; 0 if every check of its proof summary passed."""
     parser = argparse.ArgumentParser(prog="python -m e2e demo")
     parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="e2e-demo-") as tmp:

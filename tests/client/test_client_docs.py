@@ -7,7 +7,14 @@ import inspect
 
 import pytest
 
-MODULES = ["e2e.client", "e2e.client.state", "e2e.client.device", "e2e.client.transport"]
+MODULES = [
+    "e2e.client",
+    "e2e.client.state",
+    "e2e.client.device",
+    "e2e.client.transport",
+    "e2e.client.http",
+    "e2e.demo",
+]
 
 
 @pytest.mark.parametrize("module", MODULES)
