@@ -120,3 +120,56 @@ def test_routing_over_http(tmp_path: Path) -> None:
         server.stop()
 
     asyncio.run(run())
+
+
+def test_lost_prekey_upload_answer_over_http_loses_nothing(tmp_path: Path) -> None:
+    """The relay stores an upload but its answer is lost; the client retries the same
+    prekey ids. Then more first messages than prekeys arrive: none fails as PrekeyReused."""
+    import httpx
+
+    from e2e.store import MemoryStore
+
+    class LoseOneUploadAnswer(httpx.AsyncHTTPTransport):
+        lost = 0
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            response = await super().handle_async_request(request)
+            if request.url.path == "/v1/prekeys/upload" and self.lost == 1:
+                self.lost = 2
+                await response.aclose()
+                raise httpx.ReadError("connection reset after the relay committed")
+            return response
+
+    async def run() -> None:
+        server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+        lossy = LoseOneUploadAnswer()
+        net = HttpRelay(server.url, transport=lossy, retries=0)
+        plain = HttpRelay(server.url)
+        agent = await Client.create_account(MemoryStore(), net.connect, "acme", "business",
+                                            prekeys=3)  # fmt: skip
+        customers = [
+            await Client.create_account(MemoryStore(), plain.connect, f"c{i}", "customer")
+            for i in range(3)
+        ]
+        for c in customers:  # drain the agent's three one-time prekeys
+            await c.send("acme", f"hi from {c.profile.account}")
+        lossy.lost = 1
+        with pytest.raises(Exception):  # noqa: B017 - the transport error, as the client sees it
+            await agent.upkeep(low=2, target=4)
+        assert await agent.upkeep(low=2, target=4) == 4  # the retry: same ids, nothing doubled
+        late = [
+            await Client.create_account(MemoryStore(), plain.connect, f"d{i}", "customer")
+            for i in range(6)
+        ]
+        for c in late:
+            await c.send("acme", f"hello from {c.profile.account}")
+        got = await agent.sync()
+        assert len([m for m in got if m.cls is MessageClass.SERVICE]) == 9
+        assert agent.errors == {}
+        for client in (agent, *customers, *late):
+            await client.aclose()
+        await net.aclose()
+        await plain.aclose()
+        server.stop()
+
+    asyncio.run(run())
