@@ -9,16 +9,22 @@ Per message, e2e makes these calls (read from e2e/ratchet.py and e2e/message_key
 
 PQ suite (suite 2), sender (``Ratchet.encrypt``):
   chain_step: HMAC-SHA256(ck) once, ``copy()``, two updates, two finalizes;
-  header: os.urandom(12), then the cached AEAD of hks encrypts (nonce, header 40 B, AD 66 B)
-  (a header key's AEAD, HMAC-SHA512(hk, "E2E_HeaderKeys" 0x01) split into an AESGCM key and
-  a commitment, is derived once per chain, when that key is first used);
-  body: HMAC-SHA512(seed, "E2E_MessageKeys" 0x01) split, AESGCM(key).encrypt(zero nonce,
-  plaintext, AD 66 B + frame prefix).
+  header: os.urandom(12), the commitment HMAC-SHA256(commit key, nonce) from the cached
+  keyed HMAC (``copy()``, update, finalize), then the cached AEAD of hks encrypts (nonce,
+  header 40 B, AD below) (a header key's AEAD and keyed HMAC, from HMAC-SHA512(hk,
+  "E2E_HeaderKeys" 0x01) split into an AESGCM key and a commitment key, are derived once per
+  chain, when that key is first used);
+  body (sealed before the header): os.urandom(16) (R), HMAC-SHA512(seed,
+  "E2E_MessageKeys" | R | 0x01) split, AESGCM(key).encrypt(zero nonce, plaintext,
+  AD 66 B + frame prefix); the header is then
+  encrypted with AD = that body AD | the sealed body (one concatenation).
 PQ suite, receiver in its current chain (``Ratchet.decrypt``):
-  header: compare_digest(hkr's commitment), its cached AEAD decrypts;
+  header: the commitment HMAC as above, compare_digest, the cached AEAD decrypts with
+  AD = body AD | body (one concatenation per frame);
   chain_step; body: HMAC-SHA512 split, compare_digest(commitment), AESGCM decrypt.
 PQ receiver of a new ratchet key (ping-pong): the header first fails under hkr's cached AEAD
-  (compare_digest only), then opens under nhkr's, derived now (the sender derived its
+  (commitment HMAC and compare_digest only), then opens under nhkr's, derived now (the
+  sender derived its
   new hks AEAD too); then X25519(dhs, remote), HKDF-SHA256 (96 B),
   os.urandom(32) + X25519 base (new dhs), X25519(new dhs, remote), HKDF-SHA256 (96 B),
   chain_step and the body as above.
@@ -49,7 +55,7 @@ Target = Callable[..., object]
 _SHA256 = hashes.SHA256()
 _SHA512 = hashes.SHA512()
 _HEADER_LABEL = b"E2E_HeaderKeys\x01"
-_MSG_LABEL = b"E2E_MessageKeys\x01"
+_MSG_PREFIX = b"E2E_MessageKeys"
 _ROOT_INFO_PQ = b"E2E_Ratchet_HE"
 _ROOT_INFO_SIGNAL = b"WhisperRatchet"
 _MSG_INFO_SIGNAL = b"WhisperMessageKeys"
@@ -70,7 +76,7 @@ def _no_setup() -> tuple[()]:
 def _body_ad(suite: int, size: int) -> bytes:
     """AD | frame prefix of a normal message, the same length as e2e's."""
     header_head = 2 + (100 if suite == 2 else 40)
-    if size + (32 + 16 if suite == 2 else 0) < 24:
+    if size + (16 + 32 + 16 if suite == 2 else 0) < 24:
         body_head = 1
     elif size < 256 - 64:
         body_head = 2
@@ -96,18 +102,26 @@ def _pq_keys() -> dict[str, Any]:
     }
 
 
-def _pq_header_cipher(hk: bytes) -> tuple[AESGCM, bytes]:
-    """A header key's AEAD and commitment: derived once per chain (e2e caches it likewise)."""
+def _pq_header_cipher(hk: bytes) -> tuple[AESGCM, hmac.HMAC]:
+    """A header key's AEAD and keyed commitment HMAC: derived once per chain (e2e caches
+    them likewise)."""
     h = hmac.HMAC(hk, _SHA512)
     h.update(_HEADER_LABEL)
     out = h.finalize()
-    return AESGCM(out[:32]), out[32:]
+    return AESGCM(out[:32]), hmac.HMAC(out[32:], _SHA256)
+
+
+def _pq_commit(hc: tuple[AESGCM, hmac.HMAC], nonce: bytes) -> bytes:
+    h = hc[1].copy()
+    h.update(nonce)
+    return h.finalize()
 
 
 def _pq_seal(
-    ck: bytes, hc: tuple[AESGCM, bytes], ad: bytes, body_ad: bytes, pt: bytes
+    ck: bytes, hc: tuple[AESGCM, hmac.HMAC], body_ad: bytes, pt: bytes
 ) -> tuple[bytes, bytes]:
-    """Sender: chain step, sealed header, sealed body. Returns (sealed header, sealed body)."""
+    """Sender: chain step, sealed body, then the header sealed over AD | prefix | body.
+    Returns (sealed header, sealed body)."""
     h = hmac.HMAC(ck, _SHA256)
     h2 = h.copy()
     h.update(b"\x01")
@@ -115,17 +129,30 @@ def _pq_seal(
     h2.finalize()
     seed = h.finalize()
     nonce = os.urandom(12)
-    sealed_header = nonce + hc[1] + hc[0].encrypt(nonce, _HEADER, ad)
+    r = os.urandom(16)
     h = hmac.HMAC(seed, _SHA512)
-    h.update(_MSG_LABEL)
+    h.update(_MSG_PREFIX + r + b"\x01")
     out = h.finalize()
-    return sealed_header, out[32:] + AESGCM(out[:32]).encrypt(_ZERO_NONCE, pt, body_ad)
+    body = r + out[32:] + AESGCM(out[:32]).encrypt(_ZERO_NONCE, pt, body_ad)
+    commitment = _pq_commit(hc, nonce)
+    return nonce + commitment + hc[0].encrypt(nonce, _HEADER, body_ad + body), body
 
 
-def _pq_open_header(hc: tuple[AESGCM, bytes], ad: bytes, sealed: bytes) -> bytes | None:
-    if not _hmac.compare_digest(hc[1], sealed[12:44]):
+def _pq_open_header(hc: tuple[AESGCM, hmac.HMAC], ad: bytes, sealed: bytes) -> bytes | None:
+    nonce = sealed[:12]
+    if not _hmac.compare_digest(_pq_commit(hc, nonce), sealed[12:44]):
         return None
-    return hc[0].decrypt(sealed[:12], sealed[44:], ad)
+    return hc[0].decrypt(nonce, sealed[44:], ad)
+
+
+def _pq_open_sealed(seed: bytes, body_ad: bytes, sealed: bytes) -> bytes:
+    """Open a body under a message key seed: HMAC-SHA512 split, commitment, AESGCM."""
+    h = hmac.HMAC(seed, _SHA512)
+    h.update(_MSG_PREFIX + sealed[:16] + b"\x01")
+    out = h.finalize()
+    if not _hmac.compare_digest(out[32:], sealed[16:48]):
+        raise AssertionError("floor: commitment mismatch")
+    return AESGCM(out[:32]).decrypt(_ZERO_NONCE, sealed[48:], body_ad)
 
 
 def _pq_open_body(ck: bytes, body_ad: bytes, sealed: bytes) -> bytes:
@@ -134,12 +161,7 @@ def _pq_open_body(ck: bytes, body_ad: bytes, sealed: bytes) -> bytes:
     h.update(b"\x01")
     h2.update(b"\x02")
     h2.finalize()
-    h = hmac.HMAC(h.finalize(), _SHA512)
-    h.update(_MSG_LABEL)
-    out = h.finalize()
-    if not _hmac.compare_digest(out[32:], sealed[:32]):
-        raise AssertionError("floor: commitment mismatch")
-    return AESGCM(out[:32]).decrypt(_ZERO_NONCE, sealed[32:], body_ad)
+    return _pq_open_sealed(h.finalize(), body_ad, sealed)
 
 
 # -- the SIGNAL suite's per-message pieces -------------------------------------------------
@@ -190,7 +212,7 @@ def encrypt(suite: int, size: int) -> tuple[Setup, Target]:
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
     if suite == 2:
-        return _no_setup, lambda: _pq_seal(k["ck"], k["hc"], _AD, body_ad, pt)
+        return _no_setup, lambda: _pq_seal(k["ck"], k["hc"], body_ad, pt)
     return _no_setup, lambda: _signal_seal(k["ck"], body_ad, pt)
 
 
@@ -200,10 +222,10 @@ def decrypt(suite: int, size: int) -> tuple[Setup, Target]:
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
     if suite == 2:
-        hdr, body = _pq_seal(k["ck"], k["hc"], _AD, body_ad, pt)
+        hdr, body = _pq_seal(k["ck"], k["hc"], body_ad, pt)
 
         def pq_target() -> None:
-            _pq_open_header(k["hc"], _AD, hdr)
+            _pq_open_header(k["hc"], body_ad + body, hdr)
             _pq_open_body(k["ck"], body_ad, body)
 
         return _no_setup, pq_target
@@ -220,8 +242,8 @@ def oneway(suite: int, size: int) -> tuple[Setup, Target]:
     if suite == 2:
 
         def pq_target() -> None:
-            hdr, body = _pq_seal(ck, hc, _AD, body_ad, pt)
-            _pq_open_header(hc, _AD, hdr)
+            hdr, body = _pq_seal(ck, hc, body_ad, pt)
+            _pq_open_header(hc, body_ad + body, hdr)
             _pq_open_body(ck, body_ad, body)
 
         return _no_setup, pq_target
@@ -246,19 +268,14 @@ def out_of_order(suite: int, size: int) -> tuple[Setup, Target]:
 
     if suite == 2:
         # Every body is sealed under chain_step(ck)'s seed, so the stored seed opens it too.
-        hdr, body = _pq_seal(ck, hc, _AD, body_ad, pt)
+        hdr, body = _pq_seal(ck, hc, body_ad, pt)
 
         def pq_target() -> None:
-            _pq_open_header(hc, _AD, hdr)
+            _pq_open_header(hc, body_ad + body, hdr)
             seed = chain_step()  # the skipped message's seed, stored
             _pq_open_body(ck, body_ad, body)
-            _pq_open_header(hc, _AD, hdr)
-            h = hmac.HMAC(seed, _SHA512)
-            h.update(_MSG_LABEL)
-            out = h.finalize()
-            if not _hmac.compare_digest(out[32:], body[:32]):
-                raise AssertionError("floor: commitment mismatch")
-            AESGCM(out[:32]).decrypt(_ZERO_NONCE, body[32:], body_ad)
+            _pq_open_header(hc, body_ad + body, hdr)
+            _pq_open_sealed(seed, body_ad, body)
 
         return _no_setup, pq_target
     sealed = _signal_seal(ck, body_ad, pt)
@@ -305,10 +322,11 @@ def ping_pong(suite: int, size: int) -> tuple[Setup, Target]:
             # Every message starts a chain: its sender derives the new header key's AEAD
             # once, and so does the receiver, after the header fails (commitment compare
             # only) under its current header key's cached AEAD.
-            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), _AD, body_ad, pt)
-            if _pq_open_header(other_hc, _AD, hdr) is not None:
+            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
+            hdr_ad = body_ad + body
+            if _pq_open_header(other_hc, hdr_ad, hdr) is not None:
                 raise AssertionError("floor: header opened under the wrong key")
-            _pq_open_header(_pq_header_cipher(hk), _AD, hdr)  # the next header key
+            _pq_open_header(_pq_header_cipher(hk), hdr_ad, hdr)  # the next header key
             _dh_step(2, rk, secret, remote)
             _pq_open_body(ck, body_ad, body)
 
@@ -369,7 +387,7 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
         info_rk, length = (_ROOT_INFO_PQ, 96) if suite == 2 else (_ROOT_INFO_SIGNAL, 64)
         HKDF(_SHA256, length, ck, info_rk).derive(scalarmult(dhs_a, spk_pub))
         if suite == 2:
-            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), _AD, body_ad, pt)
+            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
         else:
             body = _signal_seal(ck, body_ad, pt)
         # responder: agree, open the first message (one DH ratchet step)
@@ -382,7 +400,7 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
         if suite == 2:
             ss = kem.decapsulate(ct)
             HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
-            _pq_open_header(_pq_header_cipher(hk), _AD, hdr)
+            _pq_open_header(_pq_header_cipher(hk), body_ad + body, hdr)
             _dh_step(2, ck, spk, ek_pub)
             _pq_open_body(ck, body_ad, body)
         else:
@@ -402,13 +420,13 @@ def _prekey_body_ad(suite: int, size: int) -> bytes:
 def frame_encode(suite: int, size: int) -> tuple[Setup, Target]:
     """cbor2.dumps of a message frame's map."""
     fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100 if suite == 2 else 40)}
-    fields[10] = os.urandom(size + 48 if suite == 2 else (size // 16 + 1) * 16 + 8)
+    fields[10] = os.urandom(size + 64 if suite == 2 else (size // 16 + 1) * 16 + 8)
     return _no_setup, lambda: cbor2.dumps(fields)
 
 
 def frame_decode(suite: int, size: int) -> tuple[Setup, Target]:
     """cbor2.loads of a message frame."""
     fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100 if suite == 2 else 40)}
-    fields[10] = os.urandom(size + 48 if suite == 2 else (size // 16 + 1) * 16 + 8)
+    fields[10] = os.urandom(size + 64 if suite == 2 else (size // 16 + 1) * 16 + 8)
     raw = cbor2.dumps(fields)
     return _no_setup, lambda: cbor2.loads(raw)

@@ -24,6 +24,7 @@ __all__ = [
     "DuplicateMessage",
     "TooManySkipped",
     "StateError",
+    "RatchetStepRequired",
     "StoreError",
     "PolicyError",
     "FingerprintVersionMismatch",
@@ -99,11 +100,17 @@ class DuplicateMessage(DecryptError):
 
 
 class TooManySkipped(DecryptError):
-    """A message further ahead than MAX_SKIP, or from too many receiving chains."""
+    """A message further ahead than its frame's skip budget (MAX_SKIP, or MAX_SKIP_CLEAR_HEADER
+    for clear headers), or from too many receiving chains."""
 
 
 class StateError(E2EError):
     """Serialized session state that is malformed or of an unknown schema version."""
+
+
+class RatchetStepRequired(StateError):
+    """The session was restored from a state not proven fresh (SPEC.md §6.5): it may not
+    send until it has received a message that made a DH ratchet step."""
 
 
 class StoreError(E2EError):

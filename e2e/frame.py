@@ -39,6 +39,7 @@ __all__ = [
     "decode_message",
     "encode_message",
     "message_prefix",
+    "blank_header",
     "HEADER_LEN",
     "SEALED_HEADER_LEN",
 ]
@@ -382,3 +383,20 @@ def message_prefix(
 
 
 _HEADS_BY_SUITE: Final = {suite.id: (head, n) for head, (suite, n) in _MESSAGE_HEADS.items()}
+
+#: The sealed header's stand-in while the body is sealed (SPEC.md §5.2).
+BLANK_SEALED_HEADER: Final = bytes(SEALED_HEADER_LEN)
+
+
+def header_end(prefix_len: int, body_len: int) -> int:
+    """Offset just past the header's value in a frame prefix of ``prefix_len`` bytes whose
+    body has ``body_len`` bytes: the header field is always followed by the body key (one
+    byte) and the body's byte-string head (SPEC.md §5.2)."""
+    return prefix_len - 1 - len(_bytes_head(body_len))
+
+
+def blank_header(prefix: bytes, body_len: int) -> bytes:
+    """``prefix`` with its sealed header's 100 bytes replaced by zeros: the frame prefix a
+    suite-2 body is sealed with, since the header itself authenticates the body (§5.2)."""
+    end = header_end(len(prefix), body_len)
+    return prefix[: end - SEALED_HEADER_LEN] + BLANK_SEALED_HEADER + prefix[end:]

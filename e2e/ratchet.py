@@ -6,7 +6,14 @@ rejected message leaves the state byte-identical. ``encrypt`` advances the sendi
 caller persists the state before the frame leaves (see e2e.store).
 
 Skipped message keys are kept per (remote ratchet key, N), oldest first, at most
-MAX_STORED_SKIPPED of them, from at most MAX_RECEIVER_CHAINS receiving chains.
+MAX_STORED_SKIPPED of them, from at most MAX_RECEIVER_CHAINS receiving chains, and none more
+than MAX_SKIPPED_AGE messages behind its chain (SPEC.md §4.6).
+
+Bounded work before authentication (SPEC.md §4.5): with encrypted headers (suite 2) the
+header authenticates the whole frame before any key is derived; with clear headers (suite 1)
+one frame derives at most MAX_SKIP_CLEAR_HEADER + 1 message keys and one X25519 before its
+body is checked. Either way the receiver's new ratchet key pair and sending chain are made
+only after the body authenticates.
 """
 
 from __future__ import annotations
@@ -21,19 +28,30 @@ from e2e.constants import (
     MAX_PLAINTEXT_BYTES,
     MAX_RECEIVER_CHAINS,
     MAX_SKIP,
+    MAX_SKIP_CLEAR_HEADER,
+    MAX_SKIPPED_AGE,
     MAX_STORED_SKIPPED,
 )
 from e2e.errors import (
     AuthenticationFailed,
     DuplicateMessage,
     LimitExceeded,
+    RatchetStepRequired,
     StateError,
     TooManySkipped,
 )
-from e2e.frame import MessageFrame, PrekeyFields, message_prefix
+from e2e.frame import (
+    BLANK_SEALED_HEADER,
+    SEALED_HEADER_LEN,
+    MessageFrame,
+    PrekeyFields,
+    blank_header,
+    header_end,
+    message_prefix,
+)
 from e2e.header import HEADER_STRUCT, Header, decode_header, encode_header
 from e2e.keys import KeyPair, Rng
-from e2e.message_key import HeaderCipher, open_, seal
+from e2e.message_key import BODY_NONCE_LEN, HEADER_NONCE_LEN, HeaderCipher, open_, seal
 from e2e.root_key import root_step
 from e2e.suite import Suite
 
@@ -42,7 +60,10 @@ __all__ = ["Ratchet", "sealed_body_len"]
 #: Builds a header key's AEAD (a module attribute so tests can observe every header key used).
 header_cipher = HeaderCipher
 
-_HEADER_NONCE_LEN = 12
+_HEADER_NONCE_LEN = HEADER_NONCE_LEN
+_BODY_NONCE_LEN = BODY_NONCE_LEN
+#: sealed body = R (16) | commitment (32) | GCM ciphertext | tag (16), suite 2.
+_PQ_BODY_OVERHEAD = BODY_NONCE_LEN + 32 + 16
 _unpack_header = HEADER_STRUCT.unpack
 _HEADER_LEN = HEADER_STRUCT.size
 _SKIPPED_REC = struct.Struct(">32sI32s")
@@ -51,7 +72,7 @@ _SKIPPED_REC = struct.Struct(">32sI32s")
 def sealed_body_len(suite: Suite, plaintext_len: int) -> int:
     """Exact length of a sealed body for a plaintext of ``plaintext_len`` bytes."""
     if suite.pq:
-        return 32 + plaintext_len + 16
+        return plaintext_len + _PQ_BODY_OVERHEAD
     return (plaintext_len // 16 + 1) * 16 + suite.tag_len
 
 
@@ -62,7 +83,9 @@ class _Recv:
     seed: bytes
     skipped_key: tuple[bytes, int] | None = None
     new_dhr: bytes | None = None
-    ratchet: tuple[KeyPair, bytes, bytes, bytes | None, bytes | None] | None = None
+    #: For a DH ratchet step: (root key after the receiving step, new next header key).
+    #: The sending half (new key pair, second root step) is made only after authentication.
+    ratchet: tuple[bytes, bytes | None] | None = None
     ckr: bytes | None = None
     nr: int = 0
     new_skipped: list[tuple[tuple[bytes, int], bytes]] | None = None
@@ -88,10 +111,12 @@ class Ratchet:
         "nhkr",
         "skipped",
         "old_chains",
+        "must_ratchet",
         "rng",
         "_hks_cipher",
         "_hkr_cipher",
         "_nhkr_cipher",
+        "_expire_due",
     )
 
     def __init__(
@@ -113,6 +138,7 @@ class Ratchet:
         skipped: dict[tuple[bytes, int], bytes] | None = None,
         old_chains: list[tuple[bytes, bytes | None]] | None = None,
         rng: Rng = os.urandom,
+        must_ratchet: bool = False,
     ) -> None:
         self.suite = suite
         self.ad = ad
@@ -132,12 +158,17 @@ class Ratchet:
         self.skipped: dict[tuple[bytes, int], bytes] = skipped if skipped is not None else {}
         #: Earlier receiving chains, oldest first: (remote ratchet key, header key or None).
         self.old_chains: list[tuple[bytes, bytes | None]] = old_chains or []
+        #: Set when the state was restored without proof of freshness (SPEC.md §6.5): no
+        #: sending until a received message has made a DH ratchet step (a new sending chain).
+        self.must_ratchet = must_ratchet
         self.rng = rng
         # Derived AEADs of hks, hkr and nhkr: a cache, not state (never saved). Each is used
         # only while its .key is the very object in the matching field, else rebuilt.
         self._hks_cipher: HeaderCipher | None = None
         self._hkr_cipher: HeaderCipher | None = None
         self._nhkr_cipher: HeaderCipher | None = None
+        # Also a cache: the nr from which _expire_skipped has work (-1: not known yet).
+        self._expire_due = -1
 
     def __repr__(self) -> str:
         return f"Ratchet(suite={self.suite.id}, ns={self.ns}, nr={self.nr})"
@@ -188,6 +219,11 @@ class Ratchet:
         cks = self.cks
         if cks is None:
             raise StateError("this session cannot send before it has received a message")
+        if self.must_ratchet:
+            raise RatchetStepRequired(
+                "session restored from a state not proven fresh: it sends again after it has "
+                "received a message with a new ratchet key"
+            )
         size = len(plaintext)
         if size > MAX_PLAINTEXT_BYTES:
             raise LimitExceeded("plaintext larger than MAX_PLAINTEXT_BYTES")
@@ -198,15 +234,25 @@ class Ratchet:
         next_ck, seed = chain_step(cks)
         header = encode_header(self.dhs.public, self.pn, ns)
         ad = self.ad
+        body_len = sealed_body_len(suite, size)
         hks = self.hks
         if hks is not None:
+            # Suite 2 (SPEC.md §5.2): the body is sealed with the header blanked, under a
+            # fresh R (a rolled-back state never reuses a GCM key); then the header is sealed
+            # with a fresh nonce over AD | blanked prefix | body, so it authenticates the body.
             cipher = self._hks_cipher
             if cipher is None or cipher.key is not hks:
                 cipher = self._hks_cipher = header_cipher(hks)
-            header = cipher.seal(self.rng(_HEADER_NONCE_LEN), ad, header)
-        body_len = sealed_body_len(suite, size)
-        prefix = message_prefix(suite, header, prekey, body_len)
-        body = seal(suite, seed, ad + prefix, plaintext)
+            nonce = self.rng(_HEADER_NONCE_LEN)
+            blank = message_prefix(suite, BLANK_SEALED_HEADER, prekey, body_len)
+            body_ad = ad + blank
+            body = seal(suite, seed, body_ad, plaintext, self.rng(_BODY_NONCE_LEN))
+            end = header_end(len(blank), body_len)
+            header = cipher.seal(nonce, body_ad + body, header)
+            prefix = blank[: end - SEALED_HEADER_LEN] + header + blank[end:]
+        else:
+            prefix = message_prefix(suite, header, prekey, body_len)
+            body = seal(suite, seed, ad + prefix, plaintext)
         if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
             raise AssertionError("sealed body length differs from its prediction")
         self.cks = next_ck
@@ -219,29 +265,39 @@ class Ratchet:
         """Open ``frame``; on any error the state is left exactly as it was."""
         if frame.suite is not self.suite:
             raise AuthenticationFailed("frame suite differs from the session's")
-        dh, pn, n, chain = self._read_header(frame.header)
+        body = frame.body
+        if self.suite.header_encryption:
+            # The body was sealed with the header blanked; the header authenticates
+            # AD | blanked prefix | body, so a frame that is not the peer's exactly as sent
+            # is refused here, before any chain step or DH (SPEC.md §5.2).
+            body_ad = self.ad + blank_header(frame.ad_prefix, len(body))
+            dh, pn, n, chain = self._read_header(frame.header, body_ad + body)
+        else:
+            body_ad = self.ad + frame.ad_prefix
+            dh, pn, n, chain = self._read_header(frame.header, b"")
         ckr = self.ckr
         if chain == "current" and n == self.nr and ckr is not None:
             # The common case, the next message of the current receiving chain: no key is
             # skipped, stored or taken from the store (stored keys of this chain are all
             # below nr), so _plan/_apply would only advance the chain. Same result, cheaper.
             ckr, seed = chain_step(ckr)
-            plaintext = open_(self.suite, seed, self.ad + frame.ad_prefix, frame.body)
+            plaintext = open_(self.suite, seed, body_ad, body)
             self.ckr = ckr
             self.nr = n + 1
+            if n >= self._expire_due:
+                self._expire_skipped()
             return plaintext
         plan = self._plan(Header(dh, pn, n), chain)
-        plaintext = open_(self.suite, plan.seed, self.ad + frame.ad_prefix, frame.body)
+        plaintext = open_(self.suite, plan.seed, body_ad, body)
         self._apply(plan)
         return plaintext
 
-    def _read_header(self, data: bytes) -> tuple[bytes, int, int, str]:
-        """Decode (and with header encryption, decrypt) a header.
+    def _read_header(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, str]:
+        """Decode (and with header encryption, decrypt under associated data ``ad``) a header.
 
         Returns its (DH, PN, N) and which chain it belongs to: "current", "next" or "old".
         """
         if self.suite.header_encryption:
-            ad = self.ad
             hkr = self.hkr
             if hkr is not None:  # the current chain's key first: most messages are there
                 cipher = self._hkr_cipher
@@ -283,6 +339,9 @@ class Ratchet:
             return _Recv(seed, skipped_key=key)
         if chain == "old":
             raise DuplicateMessage("message already decrypted (or its key was discarded)")
+        # The frame's budget of derivations before it authenticates: a suite-2 header has
+        # already authenticated the whole frame; a clear (suite-1) header proves nothing.
+        budget = MAX_SKIP if self.suite.header_encryption else MAX_SKIP_CLEAR_HEADER
         if chain == "current":
             ckr, nr = self.ckr, self.nr
             if header.n < nr:
@@ -290,24 +349,27 @@ class Ratchet:
             assert ckr is not None
             new_skipped: list[tuple[tuple[bytes, int], bytes]] = []
             if header.n > nr:
-                ckr, nr = self._skip(ckr, nr, header.n, header.dh, new_skipped)
+                ckr, nr = self._skip(ckr, nr, header.n, header.dh, new_skipped, budget)
             ckr, seed = chain_step(ckr)
             return _Recv(seed, ckr=ckr, nr=nr + 1, new_skipped=new_skipped)
-        # A new remote ratchet key: one DH ratchet step (two root-key steps).
+        # A new remote ratchet key: the receiving half of a DH ratchet step. The sending half
+        # (a new key pair, a second DH and root step) waits until the body authenticates.
         suite = self.suite
         new_skipped = []
-        if header.n > MAX_SKIP:  # checked before any skipping or DH: no work for it
-            raise TooManySkipped("message number beyond MAX_SKIP")
+        if header.n > budget:  # checked before any skipping or DH: no work for it
+            raise TooManySkipped("message number beyond the frame's skip budget")
         if self.ckr is not None and self.dhr is not None:
-            self._skip(self.ckr, self.nr, header.pn, self.dhr, new_skipped)
+            # Keys of the current chain up to PN, within what is left of this frame's budget;
+            # the chain's later keys (if any) are abandoned: those messages are lost.
+            until = min(header.pn, self.nr + budget - header.n)
+            if until > self.nr:
+                self._skip(self.ckr, self.nr, until, self.dhr, new_skipped, budget)
         rk, ckr, nhkr = root_step(suite, self.rk, self.dhs.exchange(header.dh))
-        dhs = KeyPair.generate(self.rng)
-        rk, cks, nhks = root_step(suite, rk, dhs.exchange(header.dh))
-        ckr, nr = self._skip(ckr, 0, header.n, header.dh, new_skipped)
+        ckr, nr = self._skip(ckr, 0, header.n, header.dh, new_skipped, budget)
         ckr, seed = chain_step(ckr)
         return _Recv(
             seed,
-            ratchet=(dhs, rk, cks, nhkr, nhks),
+            ratchet=(rk, nhkr),
             ckr=ckr,
             nr=nr + 1,
             new_skipped=new_skipped,
@@ -321,9 +383,10 @@ class Ratchet:
         until: int,
         dh: bytes,
         out: list[tuple[tuple[bytes, int], bytes]],
+        budget: int,
     ) -> tuple[bytes, int]:
-        if until - n > MAX_SKIP:
-            raise TooManySkipped("message is further ahead than MAX_SKIP")
+        if until - n > budget:
+            raise TooManySkipped("message is further ahead than the frame's skip budget")
         while n < until:
             ck, seed = chain_step(ck)
             out.append(((dh, n), seed))
@@ -336,7 +399,10 @@ class Ratchet:
             return
         skipped = self.skipped
         if plan.ratchet is not None:
-            dhs, rk, cks, nhkr, nhks = plan.ratchet
+            rk, nhkr = plan.ratchet
+            assert plan.new_dhr is not None
+            dhs = KeyPair.generate(self.rng)  # the sending half, now that the body is genuine
+            rk, cks, nhks = root_step(self.suite, rk, dhs.exchange(plan.new_dhr))
             if self.dhr is not None and self.ckr is not None:
                 self.old_chains.append((self.dhr, self.hkr))
             self.pn = self.ns
@@ -350,6 +416,7 @@ class Ratchet:
             self.dhs = dhs
             self.rk = rk
             self.cks = cks
+            self.must_ratchet = False  # a new sending chain no older state has seen
         assert plan.new_skipped is not None
         for key, seed in plan.new_skipped:
             skipped[key] = seed
@@ -357,8 +424,28 @@ class Ratchet:
         self.nr = plan.nr
         if len(self.old_chains) >= MAX_RECEIVER_CHAINS:
             self._drop_chains(len(self.old_chains) - MAX_RECEIVER_CHAINS + 1)
+        self._expire_skipped()
         while len(skipped) > MAX_STORED_SKIPPED:
             del skipped[next(iter(skipped))]
+
+    def _expire_skipped(self) -> None:
+        """Drop the current chain's skipped keys more than MAX_SKIPPED_AGE behind ``nr``.
+
+        Keys of one chain are stored in increasing N, so this stops at the first young one.
+        """
+        dhr, limit = self.dhr, self.nr - MAX_SKIPPED_AGE
+        skipped = self.skipped
+        expired = []
+        due = 2**63  # no key of the current chain: nothing will expire until it changes
+        for key in skipped:
+            if key[0] == dhr:
+                if key[1] >= limit:
+                    due = key[1] + MAX_SKIPPED_AGE  # expires once nr exceeds this
+                    break
+                expired.append(key)
+        for key in expired:
+            del skipped[key]
+        self._expire_due = due
 
     def _drop_chains(self, count: int) -> None:
         dropped = {dh for dh, _ in self.old_chains[:count]}

@@ -8,6 +8,12 @@
 Every method either succeeds or raises an :class:`~e2e.errors.E2EError` subclass leaving the
 session (and, for ``respond``, the prekey source) exactly as it was. ``to_bytes`` /
 ``from_bytes`` serialize the whole state; see SPEC.md §6.3 for the compatibility rule.
+
+Restored state (SPEC.md §6.5): a loader that cannot prove the state it read is the newest one
+(a store that detected a rollback, a backup restore) passes ``fresh=False`` to ``from_bytes``
+or calls :meth:`Session.require_ratchet_step`; the session then refuses to ``encrypt``
+(:class:`~e2e.errors.RatchetStepRequired`) until it has decrypted a message that made a DH
+ratchet step, which gives it a sending chain no older copy of the state has.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from collections.abc import Collection
 from typing import Any, Final
 
 from e2e.constants import MAX_STATE_BYTES
-from e2e.errors import DecodeError, E2EError, StateError
+from e2e.errors import DecodeError, E2EError, StateError, UnsupportedVersion
 from e2e.frame import Field, PrekeyFields, decode_map, decode_message, encode_map
 from e2e.keys import KeyPair, Rng, kem_encapsulate
 from e2e.prekeys import PrekeyBundle, PrekeySource
@@ -28,7 +34,8 @@ from e2e.x3dh import KemEncapsulate, initiate, respond
 __all__ = ["Session", "STATE_SCHEMA"]
 
 #: Schema version of serialized state. Readers accept every version up to their own.
-STATE_SCHEMA: Final = 1
+#: Schema 2 added key 25 (must ratchet before sending); schema 1 is read as "fresh".
+STATE_SCHEMA: Final = 2
 
 
 class _S:
@@ -57,6 +64,7 @@ class _S:
     PENDING_OPK_ID = 22
     PENDING_KEM_ID = 23
     PENDING_KEM_CT = 24
+    MUST_RATCHET = 25
 
 
 def _opt(kind: type, size: int | None = None) -> Field:
@@ -89,7 +97,10 @@ _STATE_SCHEMA: Final = {
     _S.PENDING_OPK_ID: _opt(int),
     _S.PENDING_KEM_ID: _opt(int),
     _S.PENDING_KEM_CT: _opt(bytes, 1568),
+    _S.MUST_RATCHET: Field(int, required=False, max_int=1),
 }
+#: Schema 1: the same keys but 25.
+_STATE_SCHEMA_1: Final = {k: v for k, v in _STATE_SCHEMA.items() if k != _S.MUST_RATCHET}
 
 
 class Session:
@@ -120,6 +131,19 @@ class Session:
     @property
     def suite(self) -> Suite:
         return self.ratchet.suite
+
+    @property
+    def needs_ratchet_step(self) -> bool:
+        """True while this restored session may not send (SPEC.md §6.5)."""
+        return self.ratchet.must_ratchet
+
+    def require_ratchet_step(self) -> None:
+        """Refuse to send until a received message has made a DH ratchet step.
+
+        For a loader that learns only after loading that the state it read may be older than
+        the newest one written (SPEC.md §6.5); the flag is saved with the state.
+        """
+        self.ratchet.must_ratchet = True
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -234,6 +258,7 @@ class Session:
             _S.LOCAL_IDENTITY: self.local_identity,
             _S.REMOTE_IDENTITY: self.remote_identity,
             _S.BASE_KEY: self.base_key,
+            _S.MUST_RATCHET: 1 if r.must_ratchet else None,
         }
         p = self.pending
         if p is not None:
@@ -244,10 +269,20 @@ class Session:
         return encode_map({k: v for k, v in f.items() if v is not None})
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, rng: Rng = os.urandom) -> Session:
-        """Load state written by :meth:`to_bytes`; :class:`StateError` if it is not valid."""
+    def from_bytes(cls, data: bytes, *, fresh: bool = True, rng: Rng = os.urandom) -> Session:
+        """Load state written by :meth:`to_bytes`; :class:`StateError` if it is not valid.
+
+        ``fresh=False`` says the caller cannot prove this is the newest state written for the
+        session (SPEC.md §6.5): the session will not send until it has made a DH ratchet
+        step on receiving. A state saved while that was pending stays so whatever ``fresh``.
+        """
         try:
-            obj = decode_map(data, _STATE_SCHEMA, "session state", MAX_STATE_BYTES, STATE_SCHEMA)
+            try:
+                obj = decode_map(
+                    data, _STATE_SCHEMA, "session state", MAX_STATE_BYTES, STATE_SCHEMA
+                )
+            except UnsupportedVersion:  # schema 1, migrated: no key 25 (fresh)
+                obj = decode_map(data, _STATE_SCHEMA_1, "session state", MAX_STATE_BYTES, 1)
             suite = get_suite(obj[_S.SUITE])
         except E2EError as exc:
             raise StateError(f"invalid session state: {exc}") from None
@@ -267,7 +302,7 @@ class Session:
             bad_pending = any(
                 k in obj for k in (_S.PENDING_OPK_ID, _S.PENDING_KEM_ID, _S.PENDING_KEM_CT)
             )
-        if (_S.CKR in obj and _S.DHR not in obj) or bad_pending:
+        if (_S.CKR in obj and _S.DHR not in obj) or bad_pending or obj.get(_S.MUST_RATCHET) == 0:
             raise StateError("invalid session state: inconsistent fields")
         rec = 64 if he else 32
         chains_raw: bytes = obj.get(_S.OLD_CHAINS, b"")
@@ -295,6 +330,7 @@ class Session:
             skipped=Ratchet.skipped_from_bytes(obj.get(_S.SKIPPED, b"")),
             old_chains=old_chains,
             rng=rng,
+            must_ratchet=not fresh or _S.MUST_RATCHET in obj,
         )
         pending = None
         if _S.PENDING_SPK_ID in obj:

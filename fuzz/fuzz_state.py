@@ -1,8 +1,9 @@
 """Fuzz target: loading serialized session state (``Session.from_bytes``) and using it.
 
 Invariants: loading raises only StateError; an accepted state re-serializes to exactly its
-bytes; the loaded session then encrypts and decrypts the fixture frames raising only
-E2EError, and every rejected frame leaves its state byte-identical.
+bytes (a schema-1 state: to its bytes with the schema number raised, SPEC.md §6.3); the
+loaded session then encrypts and decrypts the fixture frames raising only E2EError, and
+every rejected frame leaves its state byte-identical.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__file__)))
 
 from e2e import E2EError, Session, StateError
+from e2e.session import STATE_SCHEMA
 from fuzz._harness import main
 from fuzz.fuzz_decrypt import _FIXTURE
 
@@ -26,6 +28,8 @@ def test_one_input(data: bytes) -> None:
         return
     except E2EError as exc:
         raise AssertionError(f"from_bytes raised {type(exc).__name__}, not StateError") from None
+    if data[1:3] == b"\x00\x01":  # schema 1, migrated on load and written as the current one
+        data = data[:2] + bytes([STATE_SCHEMA]) + data[3:]
     assert session.to_bytes() == data, "accepted state does not re-serialize to its bytes"
     repr(session)
     try:

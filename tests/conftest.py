@@ -35,12 +35,19 @@ def suite(request: pytest.FixtureRequest) -> Suite:
     return s
 
 
-LIMITS = ("MAX_SKIP", "MAX_STORED_SKIPPED", "MAX_RECEIVER_CHAINS")
+LIMITS = (
+    "MAX_SKIP",
+    "MAX_SKIP_CLEAR_HEADER",
+    "MAX_SKIPPED_AGE",
+    "MAX_STORED_SKIPPED",
+    "MAX_RECEIVER_CHAINS",
+)
 
 
 @pytest.fixture
 def limits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Set ratchet limits to small values: ``limits(MAX_SKIP=5, ...)``.
+    """Set ratchet limits to small values: ``limits(MAX_SKIP=5, ...)`` (MAX_SKIP also sets
+    MAX_SKIP_CLEAR_HEADER, the suite-1 budget, unless that is given too).
 
     ratchet.py imports the constants by name, so both e2e.constants and every module that
     holds a copy are patched.
@@ -49,6 +56,8 @@ def limits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     import e2e.ratchet
 
     def set_limits(**values: int) -> None:
+        if "MAX_SKIP" in values:  # one skip budget for both suites unless told otherwise
+            values.setdefault("MAX_SKIP_CLEAR_HEADER", values["MAX_SKIP"])
         for name, value in values.items():
             assert name in LIMITS, name
             monkeypatch.setattr(e2e.constants, name, value)

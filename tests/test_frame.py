@@ -30,7 +30,7 @@ from e2e.errors import (
 from e2e.frame import HEADER_LEN, SEALED_HEADER_LEN, K, T, decode_message
 from e2e.keys import KeyPair
 from e2e.prekeys import LocalPrekeys, PrekeyBundle
-from e2e.session import Session
+from e2e.session import STATE_SCHEMA, Session
 from e2e.suite import SIGNAL, Suite
 
 # --- a tiny CBOR writer that can also write what the protocol must refuse ------------------
@@ -123,7 +123,7 @@ def test_version_first_suite_second(suite: Suite, valid: dict[str, bytes], kind:
 
 def test_state_has_schema_first_suite_second(suite: Suite) -> None:
     raw = handshake(suite).alice.to_bytes()
-    assert raw[1:3] == b"\x00\x01" and raw[3:5] == bytes([1, suite.id])
+    assert raw[1:3] == bytes([0, STATE_SCHEMA]) and raw[3:5] == bytes([1, suite.id])
 
 
 def test_ad_prefix_is_everything_before_the_body(suite: Suite, valid: dict[str, bytes]) -> None:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
-from helpers import frame_fields, handshake
+from helpers import frame_fields, handshake, reencode
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -104,11 +104,11 @@ def test_chain_step(ck: bytes) -> None:
     assert next_ck == _hmac(hashes.SHA256(), ck, b"\x02")
 
 
-@given(seed=keys32)
-def test_expand_message_key(suite: Suite, seed: bytes) -> None:
-    out = expand_message_key(suite, seed)
-    if suite.pq:
-        assert out == ref_hkdf_expand(seed, b"E2E_MessageKeys", 64, hashes.SHA512)
+@given(seed=keys32, r=st.binary(min_size=16, max_size=16))
+def test_expand_message_key(suite: Suite, seed: bytes, r: bytes) -> None:
+    out = expand_message_key(suite, seed, r)
+    if suite.pq:  # the body's random value R is part of the HKDF info
+        assert out == ref_hkdf_expand(seed, b"E2E_MessageKeys" + r, 64, hashes.SHA512)
     else:  # libsignal: salt = 32 zero bytes (as no salt), "WhisperMessageKeys", 80 bytes
         assert out == ref_hkdf(seed, bytes(32), b"WhisperMessageKeys", 80)
 
@@ -227,10 +227,10 @@ def test_pqxdh_kem_secret_is_the_decapsulated_one() -> None:
 # --- the AEADs, recomputed ----------------------------------------------------------------
 
 
-def ref_seal(suite: Suite, seed: bytes, ad: bytes, pt: bytes) -> bytes:
+def ref_seal(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes = b"") -> bytes:
     if suite.pq:
-        out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys\x01")
-        return out[32:] + AESGCM(out[:32]).encrypt(bytes(12), pt, ad)
+        out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys" + r + b"\x01")
+        return r + out[32:] + AESGCM(out[:32]).encrypt(bytes(12), pt, ad)
     keys = ref_hkdf(seed, None, b"WhisperMessageKeys", 80)
     padder = padding.PKCS7(128).padder()
     enc = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:])).encryptor()
@@ -238,11 +238,23 @@ def ref_seal(suite: Suite, seed: bytes, ad: bytes, pt: bytes) -> bytes:
     return ct + _hmac(hashes.SHA256(), keys[32:64], ad + ct)[:8]
 
 
-@given(seed=keys32, ad=st.binary(max_size=80), pt=st.binary(max_size=70))
-def test_seal_and_open(suite: Suite, seed: bytes, ad: bytes, pt: bytes) -> None:
-    sealed = seal(suite, seed, ad, pt)
-    assert sealed == ref_seal(suite, seed, ad, pt)
+@given(
+    seed=keys32,
+    ad=st.binary(max_size=80),
+    pt=st.binary(max_size=70),
+    r=st.binary(min_size=16, max_size=16),
+)
+def test_seal_and_open(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes) -> None:
+    r = r if suite.pq else b""
+    sealed = seal(suite, seed, ad, pt, r)
+    assert sealed == ref_seal(suite, seed, ad, pt, r)
     assert open_(suite, seed, ad, sealed) == pt
+
+
+def test_pq_seal_requires_a_16_byte_random_value() -> None:
+    for bad in (b"", bytes(12), bytes(17)):
+        with pytest.raises(ValueError):
+            seal(PQ, bytes(32), b"", b"x", bad)
 
 
 @given(key=keys32, nonce=st.binary(min_size=12, max_size=12), ad=st.binary(max_size=70))
@@ -251,7 +263,8 @@ def test_header_seal_and_open(key: bytes, nonce: bytes, ad: bytes) -> None:
     sealed = seal_header(key, nonce, ad, header)
     out = _hmac(hashes.SHA512(), key, HEADER_LABEL + b"\x01")
     assert HEADER_LABEL == b"E2E_HeaderKeys"
-    assert sealed == nonce + out[32:] + AESGCM(out[:32]).encrypt(nonce, header, ad)
+    commitment = _hmac(hashes.SHA256(), out[32:], nonce)  # per header, over its nonce
+    assert sealed == nonce + commitment + AESGCM(out[:32]).encrypt(nonce, header, ad)
     assert len(sealed) == 100
     assert open_header(key, ad, sealed) == header
     assert open_header(os.urandom(32), ad, sealed) is None
@@ -271,9 +284,20 @@ def test_session_message_recomputed_from_chain_key(suite: Suite) -> None:
     ad = _ec(pair.alice_id.public) + _ec(pair.bob_id.public) + prefix
     assert alice.ratchet.cks == _hmac(hashes.SHA256(), ck, b"\x02")
     if suite.pq:
-        out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys\x01")
-        assert body[:32] == out[32:]
-        assert AESGCM(out[:32]).decrypt(bytes(12), body[32:], ad) == b"recompute me"
+        # The body is sealed with the header's 100 bytes blanked (SPEC.md §5.2)...
+        fields = frame_fields(frame)
+        header = fields[K.HEADER]
+        blank = reencode({**fields, K.HEADER: bytes(100)})[: len(prefix)]
+        ad0 = ad[:66] + blank
+        r = body[:16]
+        out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys" + r + b"\x01")
+        assert body[16:48] == out[32:]
+        assert AESGCM(out[:32]).decrypt(bytes(12), body[48:], ad0) == b"recompute me"
+        # ...and the header authenticates AD | blanked prefix | body.
+        hk = pair.alice.ratchet.hks
+        assert hk is not None
+        assert open_header(hk, ad0 + body, header) is not None
+        assert open_header(hk, ad0 + body[:-1] + bytes([body[-1] ^ 1]), header) is None
     else:
         assert body == ref_seal(suite, seed, ad, b"recompute me")
 
@@ -282,17 +306,17 @@ def test_session_message_recomputed_from_chain_key(suite: Suite) -> None:
 
 
 def test_commitment_only_corruption_is_rejected() -> None:
-    seed, ad = os.urandom(32), b"ad"
-    sealed = seal(PQ, seed, ad, b"payload")
-    enc, _ = committing_keys(seed, PQ.message_info)
+    seed, ad, r = os.urandom(32), b"ad", os.urandom(16)
+    sealed = seal(PQ, seed, ad, b"payload", r)
+    enc, _ = committing_keys(seed, PQ.message_info + r)
     # The GCM part alone verifies...
-    assert AESGCM(enc).decrypt(bytes(12), sealed[32:], ad) == b"payload"
+    assert AESGCM(enc).decrypt(bytes(12), sealed[48:], ad) == b"payload"
     # ...but with any commitment byte changed the whole thing does not open.
-    for i in (0, 13, 31):
+    for i in (16, 29, 47):
         bad = sealed[:i] + bytes([sealed[i] ^ 0x20]) + sealed[i + 1 :]
         with pytest.raises(AuthenticationFailed):
             open_(PQ, seed, ad, bad)
-    for short in (b"", sealed[:47]):
+    for short in (b"", sealed[:63]):
         with pytest.raises(AuthenticationFailed):
             open_(PQ, seed, ad, short)
 
@@ -326,7 +350,7 @@ def test_wrong_key_rejected_even_if_gcm_would_verify(monkeypatch: pytest.MonkeyP
     """With a GCM that accepts anything, only the commitment stands between a ciphertext and
     a second key: it must reject, before GCM is even asked."""
     seed, other, ad = os.urandom(32), os.urandom(32), b"ad"
-    sealed = seal(PQ, seed, ad, b"real")
+    sealed = seal(PQ, seed, ad, b"real", os.urandom(16))
     header = seal_header(seed, os.urandom(12), ad, bytes(40))
     monkeypatch.setattr(message_key, "AESGCM", _ForgingGCM)
     _ForgingGCM.calls.clear()
@@ -336,9 +360,10 @@ def test_wrong_key_rejected_even_if_gcm_would_verify(monkeypatch: pytest.MonkeyP
     with pytest.raises(AuthenticationFailed):
         open_(PQ, other, ad, sealed)
     assert open_header(other, ad, header) is None
-    bad = bytes([sealed[0] ^ 1]) + sealed[1:]
-    with pytest.raises(AuthenticationFailed):
-        open_(PQ, seed, ad, bad)
+    for i in (0, 16):  # R (changes the derived key) or the commitment
+        bad = sealed[:i] + bytes([sealed[i] ^ 1]) + sealed[i + 1 :]
+        with pytest.raises(AuthenticationFailed):
+            open_(PQ, seed, ad, bad)
     assert _ForgingGCM.calls == []  # the commitment was checked first, every time
 
 

@@ -20,6 +20,7 @@ import e2e.ratchet
 from e2e import (
     PQ,
     SIGNAL,
+    AuthenticationFailed,
     DecodeError,
     DuplicateMessage,
     E2EError,
@@ -39,6 +40,8 @@ from e2e.constants import (
     MAX_PLAINTEXT_BYTES,
     MAX_RECEIVER_CHAINS,
     MAX_SKIP,
+    MAX_SKIP_CLEAR_HEADER,
+    MAX_SKIPPED_AGE,
     MAX_STATE_BYTES,
     MAX_STORED_SKIPPED,
 )
@@ -262,6 +265,11 @@ def test_state_with_a_repeated_skipped_key_refused() -> None:
 # -- skip distance ---------------------------------------------------------------------------
 
 
+def _budget(suite: Suite) -> int:
+    """Most keys one frame may make the receiver derive in ``suite`` (SPEC.md §4.5)."""
+    return MAX_SKIP if suite.header_encryption else MAX_SKIP_CLEAR_HEADER
+
+
 def _sends(session: Session, count: int) -> list[bytes]:
     return [session.encrypt(b"%d" % i) for i in range(count)]
 
@@ -275,7 +283,7 @@ def long_chain() -> dict[str, tuple[bytes, bytes, list[bytes]]]:
     for suite in SUITES:
         alice, bob, _, _ = _pair(suite)
         alice_state, bob_state = alice.to_bytes(), bob.to_bytes()
-        out[suite.name] = (alice_state, bob_state, _sends(alice, MAX_SKIP + 2))
+        out[suite.name] = (alice_state, bob_state, _sends(alice, _budget(suite) + 2))
     return out
 
 
@@ -285,8 +293,9 @@ def test_skip_of_exactly_max_skip_is_accepted(
 ) -> None:
     _, bob_state, frames = long_chain[suite.name]
     bob = Session.from_bytes(bob_state)
-    assert bob.decrypt(frames[MAX_SKIP]) == b"%d" % MAX_SKIP
-    assert len(bob.ratchet.skipped) == MAX_SKIP
+    budget = _budget(suite)
+    assert bob.decrypt(frames[budget]) == b"%d" % budget
+    assert len(bob.ratchet.skipped) == budget
     assert bob.decrypt(frames[0]) == b"0"
 
 
@@ -297,7 +306,7 @@ def test_skip_beyond_max_skip_refused_before_work(
     _, bob_state, frames = long_chain[suite.name]
     bob = Session.from_bytes(bob_state)
     with pytest.raises(TooManySkipped):
-        bob.decrypt(frames[MAX_SKIP + 1])
+        bob.decrypt(frames[_budget(suite) + 1])
     assert work.calls == 0
     assert bob.to_bytes() == bob_state
 
@@ -308,29 +317,46 @@ def test_new_chain_too_far_ahead_refused_before_work(suite: Suite, work: Work) -
     alice, bob, _, _ = _pair(suite)
     _sends(alice, 5)  # Bob misses them: the old chain has 5 keys to skip
     alice.decrypt(bob.encrypt(b"reply"))
-    frames = _sends(alice, MAX_SKIP + 2)
+    budget = _budget(suite)
+    frames = _sends(alice, budget + 2)
     before = bob.to_bytes()
     work.reset()
     with pytest.raises(TooManySkipped):
         bob.decrypt(frames[-1])
     assert work.calls == 0
     assert bob.to_bytes() == before
-    assert bob.decrypt(frames[MAX_SKIP]) == b"%d" % MAX_SKIP  # the boundary still works
+    assert bob.decrypt(frames[budget]) == b"%d" % budget  # the boundary still works
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=IDS)
-def test_previous_chain_too_long_refused_before_work(suite: Suite, work: Work) -> None:
-    """PN - Nr > MAX_SKIP: refused before any chain step or DH."""
+@pytest.mark.parametrize("n", [0, 5])
+def test_previous_chain_beyond_the_frame_budget_is_abandoned(
+    suite: Suite, n: int, work: Work
+) -> None:
+    """A new chain's frame derives at most budget + 1 keys and one X25519 before its body
+    authenticates (suite 2: none at all, its header authenticates the frame first); the
+    previous chain's keys are stored only up to Nr + budget - N, the rest are abandoned
+    (those messages are lost), and the frame itself is accepted."""
+    budget = _budget(suite)
     alice, bob, _, _ = _pair(suite)
-    _sends(alice, MAX_SKIP + 1)  # PN = MAX_SKIP + 2 for Alice's next chain; Bob has Nr = 1
+    missed = _sends(alice, budget + 3)  # N = 1 .. budget + 3; Bob has Nr = 1
     alice.decrypt(bob.encrypt(b"reply"))
-    frame = alice.encrypt(b"new chain")
+    frames = _sends(alice, n + 1)
+    forged = frames[n][:-1] + bytes([frames[n][-1] ^ 1])
     before = bob.to_bytes()
     work.reset()
-    with pytest.raises(TooManySkipped):
-        bob.decrypt(frame)
-    assert work.calls == 0
+    with pytest.raises(AuthenticationFailed):
+        bob.decrypt(forged)
+    assert work.calls == (0 if suite.header_encryption else budget + 1 + 1)
     assert bob.to_bytes() == before
+    work.reset()
+    assert bob.decrypt(frames[n]) == b"%d" % n
+    assert work.calls == budget + 1 + 2  # chain steps of both chains; two X25519 once genuine
+    kept = budget - n  # old-chain keys N = 1 .. budget - n
+    assert len(bob.ratchet.skipped) == kept + n
+    assert bob.decrypt(missed[kept - 1]) == b"%d" % (kept - 1)
+    with pytest.raises(DuplicateMessage):  # abandoned: beyond the frame's budget
+        bob.decrypt(missed[kept])
 
 
 def test_previous_chain_of_exactly_max_skip_is_accepted() -> None:
@@ -345,22 +371,49 @@ def test_previous_chain_of_exactly_max_skip_is_accepted() -> None:
 # -- stored keys and chains stay bounded -------------------------------------------------------
 
 
+_STEP = min(MAX_SKIP, 32)
+
+
+def _skip_through(alice: Session, bob: Session, count: int) -> list[bytes]:
+    """Alice sends ``count`` frames; Bob receives every (_STEP + 1)-th one, so he stores
+    _STEP skipped keys per frame received. Returns the frames."""
+    frames = _sends(alice, count)
+    for i in range(_STEP, count, _STEP + 1):
+        bob.decrypt(frames[i])
+    return frames
+
+
 def test_stored_skipped_keys_are_capped_oldest_first() -> None:
     alice, bob, _, _ = _pair(SIGNAL)
+    per_chain = (_STEP + 1) * 27  # 27 * 32 = 864 keys per chain, 3 chains > 2000
     chains: list[list[bytes]] = []
-    for _ in range(3):  # three chains of MAX_SKIP skipped keys each: 3000 > 2000
-        frames = _sends(alice, MAX_SKIP + 1)
-        bob.decrypt(frames[-1])
-        chains.append(frames)
+    for _ in range(3):
+        chains.append(_skip_through(alice, bob, per_chain))
         alice.decrypt(bob.encrypt(b"turn"))
     assert len(bob.ratchet.skipped) == MAX_STORED_SKIPPED
     with pytest.raises(DuplicateMessage):  # evicted: the very oldest skipped key
         bob.decrypt(chains[0][0])
-    dropped = 3 * MAX_SKIP - MAX_STORED_SKIPPED
-    with pytest.raises(DuplicateMessage):  # the last evicted one
-        bob.decrypt(chains[dropped // MAX_SKIP][dropped % MAX_SKIP - 1])
-    assert bob.decrypt(chains[dropped // MAX_SKIP][dropped % MAX_SKIP]) is not None
-    assert bob.decrypt(chains[2][MAX_SKIP - 1]) == b"%d" % (MAX_SKIP - 1)
+    assert bob.decrypt(chains[2][0]) == b"0"  # the newest chain's keys are all there
+    assert bob.decrypt(chains[2][per_chain - 2]) == b"%d" % (per_chain - 2)
+
+
+@pytest.mark.parametrize("suite", SUITES, ids=IDS)
+def test_skipped_keys_expire_after_max_skipped_age(suite: Suite) -> None:
+    """A skipped key more than MAX_SKIPPED_AGE messages behind its chain is dropped, also
+    when the later messages all arrive in order (the per-message fast path)."""
+    alice, bob, _, _ = _pair(suite)
+    frames = _sends(alice, MAX_SKIPPED_AGE + 3)  # N = 1 .. ; Bob has Nr = 1
+    bob.decrypt(frames[2])  # skips N = 1, 2 (frames 0, 1)
+    for frame in frames[3:MAX_SKIPPED_AGE]:  # up to N = AGE: Nr = AGE + 1
+        bob.decrypt(frame)
+    assert len(bob.ratchet.skipped) == 2  # N = 1 is exactly AGE behind: kept
+    bob.decrypt(frames[MAX_SKIPPED_AGE])  # Nr = AGE + 2: N = 1 is too old
+    assert [n for _, n in bob.ratchet.skipped] == [2]
+    bob.decrypt(frames[MAX_SKIPPED_AGE + 1])  # Nr = AGE + 3: N = 2 too
+    assert len(bob.ratchet.skipped) == 0
+    for old in frames[:2]:
+        with pytest.raises(DuplicateMessage):
+            bob.decrypt(old)
 
 
 @pytest.mark.parametrize("suite", SUITES, ids=IDS)

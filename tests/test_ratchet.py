@@ -21,7 +21,7 @@ from helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2e.constants import MAX_COUNTER, MAX_PLAINTEXT_BYTES, MAX_SKIP
+from e2e.constants import MAX_COUNTER, MAX_PLAINTEXT_BYTES, MAX_SKIP, MAX_SKIP_CLEAR_HEADER
 from e2e.errors import (
     AuthenticationFailed,
     DecodeError,
@@ -224,12 +224,13 @@ def test_out_of_order_across_dh_steps_both_directions(suite: Suite) -> None:
 
 
 def test_too_many_skipped_default_limit(suite: Suite) -> None:
+    budget = MAX_SKIP if suite.header_encryption else MAX_SKIP_CLEAR_HEADER
     alice, bob = sessions(handshake(suite))
-    frames = [alice.encrypt(b"%d" % i) for i in range(MAX_SKIP + 2)]
+    frames = [alice.encrypt(b"%d" % i) for i in range(budget + 2)]
     # Alice ratcheted on Bob's answer: a chain Bob has not seen, so N counts from 0.
-    expect_unchanged(bob, lambda: bob.decrypt(frames[MAX_SKIP + 1]), TooManySkipped)
-    assert bob.decrypt(frames[MAX_SKIP]) == b"%d" % MAX_SKIP  # exactly MAX_SKIP skipped
-    assert bob.decrypt(frames[MAX_SKIP + 1]) == b"%d" % (MAX_SKIP + 1)
+    expect_unchanged(bob, lambda: bob.decrypt(frames[budget + 1]), TooManySkipped)
+    assert bob.decrypt(frames[budget]) == b"%d" % budget  # exactly the budget skipped
+    assert bob.decrypt(frames[budget + 1]) == b"%d" % (budget + 1)
     assert bob.decrypt(frames[3]) == b"3"
 
 
@@ -255,14 +256,28 @@ def test_too_many_skipped_on_a_new_chain(suite: Suite, limits: Limits) -> None:
     assert bob.decrypt(frames[0]) == b"0"
 
 
-def test_too_many_skipped_in_the_previous_chain(suite: Suite, limits: Limits) -> None:
-    """A new chain whose PN says Bob missed more than MAX_SKIP of the previous one."""
+def test_previous_chain_beyond_the_budget_is_abandoned(suite: Suite, limits: Limits) -> None:
+    """A new chain whose PN says Bob missed more than the budget of the previous one: the
+    frame is accepted, the previous chain's keys beyond the budget are never derived."""
     limits(MAX_SKIP=5)
     alice, bob = sessions(handshake(suite))
-    old = [alice.encrypt(b"old%d" % i) for i in range(7)]  # Bob is at nr = 1 of this chain
-    alice.decrypt(bob.encrypt(b"reply"))  # reply with Bob's current chain: Alice ratchets
-    new = alice.encrypt(b"new")  # PN = 8: Bob would skip 1..7 = 7 > 5
-    expect_unchanged(bob, lambda: bob.decrypt(new), TooManySkipped)
+    old = [alice.encrypt(b"old%d" % i) for i in range(8)]  # a chain new to Bob: N = 0..7
+    assert bob.decrypt(old[0]) == b"old0"  # Bob ratchets: nr = 1 of this chain
+    alice.decrypt(bob.encrypt(b"reply"))  # Bob's new chain: Alice ratchets
+    new = alice.encrypt(b"new")  # N = 0, PN = 8: Bob skips 1..5 (the budget), 6 and 7 lost
+    assert bob.decrypt(new) == b"new"
+    for i in (7, 6):
+        expect_unchanged(bob, lambda i=i: bob.decrypt(old[i]), DuplicateMessage)
+    for i in (5, 1, 4, 2, 3):
+        assert bob.decrypt(old[i]) == b"old%d" % i
+
+
+def test_previous_chain_within_the_budget_after_catching_up(suite: Suite, limits: Limits) -> None:
+    limits(MAX_SKIP=5)
+    alice, bob = sessions(handshake(suite))
+    old = [alice.encrypt(b"old%d" % i) for i in range(7)]
+    alice.decrypt(bob.encrypt(b"reply"))
+    new = alice.encrypt(b"new")
     assert bob.decrypt(old[4]) == b"old4"  # now nr = 6, 2 left to skip
     assert bob.decrypt(new) == b"new"
     for i in (6, 5, 0, 3):
@@ -603,7 +618,10 @@ def _forged_in_current_chain(alice: Session, bob: Session, dh: bytes, n: int) ->
     fields = frame_fields(real)
     header = Header(dh, alice.ratchet.pn, n).encode()
     assert bob.ratchet.hkr is not None
-    fields[K.HEADER] = HeaderCipher(bob.ratchet.hkr).seal(os.urandom(12), bob.ratchet.ad, header)
+    body = fields[K.BODY]
+    blank = reencode({**fields, K.HEADER: bytes(100)})[: len(real) - len(body)]
+    hdr_ad = bob.ratchet.ad + blank + body  # what a header authenticates (SPEC.md §5.2)
+    fields[K.HEADER] = HeaderCipher(bob.ratchet.hkr).seal(os.urandom(12), hdr_ad, header)
     return reencode(fields)
 
 

@@ -4,9 +4,10 @@ A hypothesis ``RuleBasedStateMachine`` drives Alice (initiator) and Bob (respond
 session, for suite 1 and suite 2, through: send, burst (many sends), deliver the oldest
 undelivered message, deliver any message ever sent (reorder, delayed delivery, replay),
 drop, tamper, snapshot, restore, crash-and-reload and a ping-pong of fresh messages.
-The ratchet limits are patched to small values (MAX_SKIP=6, MAX_STORED_SKIPPED=8,
-MAX_RECEIVER_CHAINS=3) so that skipping too far, evicting stored keys and dropping old
-receiving chains all happen within a few dozen steps.
+The ratchet limits are patched to small values (MAX_SKIP = MAX_SKIP_CLEAR_HEADER = 6,
+MAX_STORED_SKIPPED=8, MAX_RECEIVER_CHAINS=3, MAX_SKIPPED_AGE=10) so that skipping too far,
+evicting stored keys, expiring old keys and dropping old receiving chains all happen within
+a few dozen steps.
 
 The model
 ---------
@@ -28,8 +29,9 @@ Delivering a message's exact bytes must then give:
 * current chain with N < Nr, or a retained old chain -> DuplicateMessage (a replay, or a
   key discarded by eviction);
 * a dropped chain -> some DecryptError;
-* an unseen ratchet key -> a DH ratchet step and decryption, unless PN - Nr > MAX_SKIP or
-  N > MAX_SKIP: TooManySkipped.
+* an unseen ratchet key -> a DH ratchet step and decryption, unless N > MAX_SKIP:
+  TooManySkipped; the previous chain's keys are stored only up to the frame's budget
+  (Nr + MAX_SKIP - N), the rest are abandoned (DuplicateMessage later).
 
 So every untampered message within the limits decrypts exactly once, to its plaintext;
 every rejection (all tampered frames included) raises an E2EError and leaves the
@@ -87,7 +89,13 @@ from e2e import (
     TooManySkipped,
 )
 
-SMALL_LIMITS = {"MAX_SKIP": 6, "MAX_STORED_SKIPPED": 8, "MAX_RECEIVER_CHAINS": 3}
+SMALL_LIMITS = {
+    "MAX_SKIP": 6,
+    "MAX_SKIP_CLEAR_HEADER": 6,
+    "MAX_STORED_SKIPPED": 8,
+    "MAX_RECEIVER_CHAINS": 3,
+    "MAX_SKIPPED_AGE": 10,
+}
 
 Slot = tuple[bytes, int]
 
@@ -184,7 +192,7 @@ class Parties(RuleBasedStateMachine):
             return DUP
         if dh in m.dropped:
             return FAIL
-        if (msg.pn - m.nr if m.chains else 0) > max_skip or n > max_skip:
+        if n > max_skip:
             return TOO_FAR
         return OK
 
@@ -197,7 +205,8 @@ class Parties(RuleBasedStateMachine):
             return
         if not m.chains or dh != m.chains[-1]:  # a new chain: DH ratchet step
             if m.chains:
-                for i in range(m.nr, msg.pn):
+                budget_end = m.nr + self.limits["MAX_SKIP"] - n
+                for i in range(m.nr, min(msg.pn, budget_end)):
                     m.skipped[(m.chains[-1], i)] = None
             m.chains.append(dh)
             m.nr = 0
@@ -212,6 +221,8 @@ class Parties(RuleBasedStateMachine):
             m.dropped.update(gone)
             m.chains = m.chains[-keep:]
             m.skipped = {k: v for k, v in m.skipped.items() if k[0] not in gone}
+        age = self.limits["MAX_SKIPPED_AGE"]
+        m.skipped = {k: v for k, v in m.skipped.items() if k[0] != dh or k[1] + age >= m.nr}
         while len(m.skipped) > self.limits["MAX_STORED_SKIPPED"]:
             del m.skipped[next(iter(m.skipped))]
 

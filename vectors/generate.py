@@ -59,9 +59,10 @@ def kdf_cases() -> list[dict[str, Any]]:
     for suite in (1, 2):
         for n in (0, 1, 15, 16, 33, 300):
             mks, ad, pt = rng(32), rng(66 + n % 7), rng(n)
+            r = rng(16) if suite == 2 else b""
             cases.append({"name": f"body/s{suite}/{n}", "kind": "body", "suite": suite,
-                          "mks": h(mks), "ad": h(ad), "plaintext": h(pt),
-                          "body": h(ref.seal_body(suite, mks, ad, pt))})  # fmt: skip
+                          "mks": h(mks), "ad": h(ad), "plaintext": h(pt), "nonce": h(r),
+                          "body": h(ref.seal_body(suite, mks, ad, pt, r))})  # fmt: skip
     for i in range(3):
         hk, nonce, ad = rng(32), rng(12), rng(66)
         header = rng(32) + ref.u32(i) + ref.u32(7 * i)

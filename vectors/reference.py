@@ -77,6 +77,8 @@ SUITES: dict[int, dict[str, Any]] = {
             root=b"E2E_Ratchet_HE", msg=b"E2E_MessageKeys", tag=16),
 }  # fmt: skip
 HEADER_INFO = b"E2E_HeaderKeys"
+MAX_SKIP = {1: 32, 2: 1000}  # §7: MAX_SKIP_CLEAR_HEADER (suite 1), MAX_SKIP (suite 2)
+MAX_SKIPPED_AGE = 2000  # §7
 
 # --- §2 keys, XEdDSA, signed bytes --------------------------------------------------------
 
@@ -214,11 +216,13 @@ def caead_keys(key: bytes, label: bytes) -> tuple[bytes, bytes]:
     return s[:32], s[32:]
 
 
-def seal_body(suite: int, mks: bytes, ad: bytes, pt: bytes) -> bytes:
+def seal_body(suite: int, mks: bytes, ad: bytes, pt: bytes, r: bytes = b"") -> bytes:
+    """§4.3; suite 2 takes R = RNG(16)."""
     s = SUITES[suite]
     if s["pq"]:
-        ek, c = caead_keys(mks, s["msg"])
-        return c + AESGCM(ek).encrypt(bytes(12), pt, ad)
+        assert len(r) == 16
+        ek, c = caead_keys(mks, s["msg"] + r)
+        return r + c + AESGCM(ek).encrypt(bytes(12), pt, ad)
     k = hkdf(bytes(32), mks, s["msg"], 80)
     p = padding.PKCS7(128).padder()
     padded = p.update(pt) + p.finalize()
@@ -230,9 +234,10 @@ def seal_body(suite: int, mks: bytes, ad: bytes, pt: bytes) -> bytes:
 def open_body(suite: int, mks: bytes, ad: bytes, body: bytes) -> bytes:
     s = SUITES[suite]
     if s["pq"]:
-        ek, c = caead_keys(mks, s["msg"])
-        assert body[:32] == c
-        return AESGCM(ek).decrypt(bytes(12), body[32:], ad)
+        r = body[:16]
+        ek, c = caead_keys(mks, s["msg"] + r)
+        assert body[16:48] == c
+        return AESGCM(ek).decrypt(bytes(12), body[48:], ad)
     k = hkdf(bytes(32), mks, s["msg"], 80)
     ct, tag = body[:-8], body[-8:]
     assert hmac256(k[32:64], ad + ct)[:8] == tag
@@ -242,19 +247,20 @@ def open_body(suite: int, mks: bytes, ad: bytes, body: bytes) -> bytes:
 
 
 def body_len(suite: int, n: int) -> int:
-    return n + 48 if SUITES[suite]["pq"] else 16 * (n // 16 + 1) + 8
+    return n + 64 if SUITES[suite]["pq"] else 16 * (n // 16 + 1) + 8
 
 
 def seal_header(hk: bytes, nonce: bytes, header: bytes, ad: bytes) -> bytes:
-    ek, c = caead_keys(hk, HEADER_INFO)
-    return nonce + c + AESGCM(ek).encrypt(nonce, header, ad)
+    """§4.4: nonce | HMAC-SHA256(commit key, nonce) | GCM(EK, nonce, header, AD)."""
+    ek, ck = caead_keys(hk, HEADER_INFO)
+    return nonce + hmac256(ck, nonce) + AESGCM(ek).encrypt(nonce, header, ad)
 
 
 def open_header(hk: bytes | None, hdr: bytes, ad: bytes) -> bytes | None:
     if hk is None:
         return None
-    ek, c = caead_keys(hk, HEADER_INFO)
-    if hdr[12:44] != c:
+    ek, ck = caead_keys(hk, HEADER_INFO)
+    if hdr[12:44] != hmac256(ck, hdr[:12]):
         return None
     try:
         return AESGCM(ek).decrypt(hdr[:12], hdr[44:], ad)
@@ -312,17 +318,24 @@ class Party:
         assert self.CKs is not None
         self.CKs, mks = kdf_ck(self.CKs)
         header = self.DHs[1] + u32(self.PN) + u32(self.Ns)
-        if SUITES[self.suite]["he"]:
-            assert self.HKs is not None
-            header = seal_header(self.HKs, self.rng(12), header, self.AD)
         fields: dict[int, int | bytes] = {0: 1, 1: self.suite, 2: 1 if self.prekey is None else 2}
         fields.update(self.prekey or {})
-        fields[9] = header
         n = body_len(self.suite, len(pt))
         fields[10] = bytes(n)
-        prefix = cbor_map(fields)[:-n]
         self.Ns += 1
-        return prefix + seal_body(self.suite, mks, self.AD + prefix, pt)
+        if not SUITES[self.suite]["he"]:
+            fields[9] = header
+            prefix = cbor_map(fields)[:-n]
+            return prefix + seal_body(self.suite, mks, self.AD + prefix, pt)
+        # §5.2 suite 2: nonce = RNG(12), R = RNG(16); body under the blanked prefix, then the
+        # header over AD | blanked prefix | body.
+        assert self.HKs is not None
+        nonce, r = self.rng(12), self.rng(16)
+        fields[9] = bytes(100)
+        blank = cbor_map(fields)[:-n]
+        body = seal_body(self.suite, mks, self.AD + blank, pt, r)
+        fields[9] = seal_header(self.HKs, nonce, header, self.AD + blank + body)
+        return cbor_map(fields)[:-n] + body
 
     def decrypt(self, frame: bytes) -> bytes:
         """Raises on failure; the vector generator only calls it on valid frames."""
@@ -331,11 +344,12 @@ class Party:
         hdr, body = f[9], f[10]
         prefix = frame[: len(frame) - len(body)]
         if SUITES[self.suite]["he"]:
+            prefix = cbor_map({**f, 9: bytes(100)})[: len(frame) - len(body)]  # §5.2 blanked
             chain = None
             for key, name in [(self.HKr, "cur"), (self.NHKr, "next")] + [
                 (k, "old") for _, k in reversed(self.OLD)
             ]:
-                plain = open_header(key, hdr, self.AD)
+                plain = open_header(key, hdr, self.AD + prefix + body)
                 if plain is not None:
                     chain = name
                     break
@@ -350,7 +364,9 @@ class Party:
             self.prekey = None
             return pt
         if dh_pub != self.DHr or self.CKr is None:
-            self._skip(pn)
+            budget = MAX_SKIP[self.suite]
+            assert n <= budget
+            self._skip(min(pn, self.Nr + budget - n))  # §4.5 step 5: the frame's budget
             if self.DHr is not None and self.CKr is not None:
                 self.OLD.append((self.DHr, self.HKr))
             self.PN, self.Ns, self.Nr = self.Ns, 0, 0
@@ -359,6 +375,7 @@ class Party:
             self.RK, self.CKr, self.NHKr = kdf_rk(self.suite, self.RK, dh(self.DHs[0], dh_pub))
             self.DHs = self.keypair()
             self.RK, self.CKs, self.NHKs = kdf_rk(self.suite, self.RK, dh(self.DHs[0], dh_pub))
+        assert n - self.Nr <= MAX_SKIP[self.suite]
         self._skip(n)
         assert self.CKr is not None
         self.CKr, mks = kdf_ck(self.CKr)
@@ -368,6 +385,10 @@ class Party:
             old_dh, _ = self.OLD.pop(0)
             for k in [k for k in self.SKIPPED if k[0] == old_dh]:
                 del self.SKIPPED[k]
+        for k in [k for k in self.SKIPPED if k[0] == self.DHr and k[1] + MAX_SKIPPED_AGE < self.Nr]:
+            del self.SKIPPED[k]  # §4.6 age
+        while len(self.SKIPPED) > 2000:
+            del self.SKIPPED[next(iter(self.SKIPPED))]
         self.prekey = None
         return pt
 

@@ -84,7 +84,7 @@ def verify_kdf(case: dict[str, Any]) -> None:
     elif kind == "body":
         suite = get_suite(case["suite"])
         mks, ad, pt = _b(case["mks"]), _b(case["ad"]), _b(case["plaintext"])
-        _eq("sealed body", seal(suite, mks, ad, pt), case["body"])
+        _eq("sealed body", seal(suite, mks, ad, pt, _b(case["nonce"])), case["body"])
         _eq("opened body", open_(suite, mks, ad, _b(case["body"])), case["plaintext"])
     elif kind == "header":
         hk, ad = _b(case["hk"]), _b(case["ad"])

@@ -80,16 +80,18 @@ class KeyCapture:
             # Every header key the ratchet uses passes through here (its AEAD is then cached).
             add(key)
             add(committing_keys(key, HEADER_LABEL)[0])
+            add(committing_keys(key, HEADER_LABEL)[1])  # the commitment key
             return orig[2](key)
 
-        def seal(suite, seed, ad, pt):  # type: ignore[no-untyped-def]
+        def seal(suite, seed, ad, pt, nonce=b""):  # type: ignore[no-untyped-def]
             add(seed)
-            add(committing_keys(seed, suite.message_info)[0])
-            return orig[3](suite, seed, ad, pt)
+            add(committing_keys(seed, suite.message_info + nonce)[0])
+            return orig[3](suite, seed, ad, pt, nonce)
 
         def open_(suite, seed, ad, sealed):  # type: ignore[no-untyped-def]
             add(seed)
-            add(committing_keys(seed, suite.message_info)[0])
+            nonce = sealed[:16] if suite.pq else b""  # the body's R (SPEC.md §4.3)
+            add(committing_keys(seed, suite.message_info + nonce)[0])
             out = orig[4](suite, seed, ad, sealed)
             self._used(seed)
             return out
