@@ -310,3 +310,34 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
     for bad in (b"", b"\x02" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
         with pytest.raises(DecodeError):
             LogView.from_bytes(bad)
+
+
+def test_peer_heads_catch_a_split_view() -> None:
+    log, alice = _log()
+    _fresh(alice, log)
+    bob = LogView(log.signer.public)
+    _fresh(bob, log)
+    # The relay forks the log for bob only: each side's view is internally consistent.
+    fork = KeyLog(log.signer, log.entries)
+    fork.publish(b"acme", EVE, CERTS)
+    log.publish(b"carol", ALICE, [])
+    log.publish(b"dave", ALICE, [])
+    alice.check_head(log.head(200), log.consistency)
+    bob.check_head(fork.head(200), fork.consistency)
+    # Same tree size is not needed: alice's size-4 head against bob's size-3 head.
+    bob.check_peer(bob.gossip(), fork.consistency, lambda: None)  # his own head is fine
+    with pytest.raises(LogForked):
+        bob.check_peer(alice.gossip(), fork.consistency, lambda: None)
+    with pytest.raises(LogForked):
+        alice.check_peer(_gossip_of(fork, 3), log.consistency, lambda: None)
+    # An honest, older or newer peer head passes.
+    carol = LogView(log.signer.public)
+    carol.check_head(log.head(100), log.consistency)
+    carol.check_peer(_gossip_of(log, 2), log.consistency, lambda: None)
+    carol.check_peer(_gossip_of(log, 4), log.consistency, lambda: None)
+    with pytest.raises(DecodeError):
+        carol.check_peer(b"short", log.consistency, lambda: None)
+
+
+def _gossip_of(log: KeyLog, size: int) -> bytes:
+    return size.to_bytes(8, "big") + log.tree.root(size)

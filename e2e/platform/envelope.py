@@ -45,6 +45,8 @@ MAX_ACCOUNT_LEN: Final = 64
 MESSAGE_ID_LEN: Final = 16
 FRANKING_KEY_LEN: Final = 32
 TAG_LEN: Final = 32
+#: Length of the optional log head an inner message carries: u64 size | 32-byte root.
+LOG_HEAD_LEN: Final = 40
 #: Padded plaintext sizes: powers of two from 128 bytes to MAX_PLAINTEXT_BYTES.
 PAD_BUCKETS: Final = tuple(128 << i for i in range(12) if 128 << i <= MAX_PLAINTEXT_BYTES)
 #: Largest text an inner message carries (its encoding and padding must fit the top bucket).
@@ -224,6 +226,7 @@ class _I:
     MESSAGE_ID = 4
     FRANKING_KEY = 5
     BODY = 6
+    LOG_HEAD = 7
 
 
 _INNER_SCHEMA: Final = {
@@ -234,6 +237,7 @@ _INNER_SCHEMA: Final = {
     _I.MESSAGE_ID: Field(bytes, MESSAGE_ID_LEN),
     _I.FRANKING_KEY: Field(bytes, FRANKING_KEY_LEN),
     _I.BODY: Field(bytes),
+    _I.LOG_HEAD: Field(bytes, LOG_HEAD_LEN, required=False),
 }
 
 
@@ -247,6 +251,9 @@ class Inner:
     message_id: bytes
     franking_key: bytes
     body: bytes
+    #: The sender's newest key-transparency log head, ``u64(size) | root`` (SPEC §13.4),
+    #: or empty; omitted from the encoding when empty.
+    log_head: bytes = b""
 
     def __repr__(self) -> str:
         return f"Inner(cls={self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
@@ -254,19 +261,18 @@ class Inner:
     def to_padded(self) -> bytes:
         if len(self.body) > MAX_BODY_BYTES:
             raise LimitExceeded("message text larger than MAX_BODY_BYTES")
-        return pad(
-            encode_map(
-                {
-                    _I.VERSION: ENVELOPE_VERSION,
-                    _I.CLASS: int(self.cls),
-                    _I.FROM_ACCOUNT: self.from_account,
-                    _I.TO_ACCOUNT: self.to_account,
-                    _I.MESSAGE_ID: self.message_id,
-                    _I.FRANKING_KEY: self.franking_key,
-                    _I.BODY: self.body,
-                }
-            )
-        )
+        fields: dict[int, int | bytes] = {
+            _I.VERSION: ENVELOPE_VERSION,
+            _I.CLASS: int(self.cls),
+            _I.FROM_ACCOUNT: self.from_account,
+            _I.TO_ACCOUNT: self.to_account,
+            _I.MESSAGE_ID: self.message_id,
+            _I.FRANKING_KEY: self.franking_key,
+            _I.BODY: self.body,
+        }
+        if self.log_head:
+            fields[_I.LOG_HEAD] = self.log_head
+        return pad(encode_map(fields))
 
     @classmethod
     def from_padded(cls, data: bytes) -> Inner:
@@ -278,6 +284,7 @@ class Inner:
             obj[_I.MESSAGE_ID],
             obj[_I.FRANKING_KEY],
             obj[_I.BODY],
+            obj.get(_I.LOG_HEAD, b""),
         )
 
     def matches(self, env: Envelope) -> bool:

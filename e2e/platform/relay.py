@@ -37,6 +37,7 @@ from e2e.platform.policy import (
     billable,
     opens_window,
 )
+from e2e.platform.transparency import DirectoryEntry, KeyLog, LogSigner
 from e2e.prekeys import PrekeyBundle
 
 __all__ = [
@@ -165,6 +166,7 @@ class Relay:
         clock: Clock = system_clock,
         ad_service: AdSink | None = None,
         rng: Callable[[int], bytes] = os.urandom,
+        log_key: bytes | None = None,
     ) -> None:
         self.config = config or PolicyConfig()
         self.clock = clock
@@ -187,13 +189,17 @@ class Relay:
         self._billing: dict[bytes, dict[tuple[MessageClass, bool], int]] = {}
         self.reports: list[tuple[bytes, bytes, tuple[VerifiedMessage, ...]]] = []
         self.refusals: dict[str, int] = {}
+        #: The key directory (SPEC §13.4): every account key and device list, logged.
+        self.key_log = KeyLog(LogSigner(log_key))
+        self._business_certs: dict[bytes, bytes] = {}
 
     def __repr__(self) -> str:
         return f"Relay({len(self._accounts)} accounts)"
 
     # -- directory -------------------------------------------------------------------------
 
-    def register_account(self, name: bytes, kind: Kind, identity: bytes) -> None:
+    def register_account(self, name: bytes, kind: Kind, identity: bytes) -> int:
+        """Create an account; returns the version of its first key-directory entry."""
         if kind not in _KINDS:
             raise NotAllowed("an account is a customer or a business")
         self.recorder(
@@ -205,6 +211,15 @@ class Relay:
             raise UnknownAccount("account name already taken")
         self._accounts[name] = _Account(kind, identity)
         self.recorder("store:account", name + identity)
+        return self._log_account(name)
+
+    def _log_account(self, name: bytes) -> int:
+        """Append the account's current key and device list to the key directory."""
+        acct = self._accounts[name]
+        certs = [c.to_bytes() for _, c in sorted(acct.devices.items())]
+        index = self.key_log.publish(name, acct.identity, certs)
+        self.recorder("store:log", self.key_log.entries[index])
+        return DirectoryEntry.from_bytes(self.key_log.entries[index]).version
 
     def _account(self, name: bytes) -> _Account:
         acct = self._accounts.get(name)
@@ -212,7 +227,8 @@ class Relay:
             raise UnknownAccount("unknown account")
         return acct
 
-    def register_device(self, certificate: bytes) -> None:
+    def register_device(self, certificate: bytes) -> int:
+        """Add a certified device; returns the account's new key-directory version."""
         self.recorder("recv:device", certificate)
         cert = DeviceCertificate.from_bytes(certificate)
         acct = self._account(cert.account)
@@ -220,8 +236,10 @@ class Relay:
         acct.devices[cert.device_id] = cert
         self._mailboxes.setdefault((cert.account, cert.device_id), {})
         self.recorder("store:device", certificate)
+        return self._log_account(cert.account)
 
-    def remove_device(self, account: bytes, device_id: int) -> None:
+    def remove_device(self, account: bytes, device_id: int) -> int:
+        """Remove a device; returns the account's new key-directory version."""
         self.recorder("recv:remove-device", encode_map({0: 1, 1: account, 2: device_id}))
         acct = self._account(account)
         if acct.devices.pop(device_id, None) is None:
@@ -229,6 +247,38 @@ class Relay:
         self._bundles.pop((account, device_id), None)
         self._last_resort.pop((account, device_id), None)
         self._mailboxes.pop((account, device_id), None)
+        return self._log_account(account)
+
+    # -- key directory (SPEC §13.4) --------------------------------------------------------
+
+    @property
+    def log_public_key(self) -> bytes:
+        """The Ed25519 key clients pin to check tree heads."""
+        return self.key_log.signer.public
+
+    def log_head(self) -> bytes:
+        """The log's newest signed tree head, signed now."""
+        return self.key_log.head(self.clock()).to_bytes()
+
+    def log_lookup(self, account: bytes, size: int) -> tuple[bytes, bytes]:
+        """``account``'s newest entry in the tree of ``size`` leaves and its inclusion proof."""
+        raw, proof = self.key_log.lookup(account, size)
+        return raw, proof.to_bytes()
+
+    def log_consistency(self, size1: int, size2: int) -> bytes:
+        return self.key_log.consistency(size1, size2).to_bytes()
+
+    def log_entries(self, start: int, size: int) -> list[tuple[bytes, bytes]]:
+        """Entries ``start .. size-1`` with inclusion proofs in the tree of ``size`` (monitors)."""
+        return [(raw, p.to_bytes()) for raw, p in self.key_log.entries_since(start, size)]
+
+    def set_business_certificate(self, account: bytes, certificate: bytes) -> None:
+        """Store the platform's certificate for a business (the relay only hands it out)."""
+        self._account(account)
+        self._business_certs[account] = certificate
+
+    def business_certificate(self, account: bytes) -> bytes | None:
+        return self._business_certs.get(account)
 
     def upload_prekeys(
         self, account: bytes, device_id: int, one_time: list[bytes], last_resort: bytes

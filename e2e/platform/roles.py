@@ -21,14 +21,18 @@ from dataclasses import dataclass
 
 from e2e.errors import (
     AuthenticationFailed,
+    CertificateError,
     DecodeError,
     DuplicateMessage,
     E2EError,
+    KeyChangePending,
     PolicyError,
     StateError,
 )
+from e2e.fingerprint import SafetyNumber, safety_number
 from e2e.frame import PrekeyFields, decode_message
 from e2e.keys import KeyPair, Rng
+from e2e.platform.certificates import BusinessIdentity, KeyChange, KeyChanges, verify_business
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import (
     FRANKING_KEY_LEN,
@@ -46,6 +50,14 @@ from e2e.platform.policy import (
     UntrustedDevice,
 )
 from e2e.platform.relay import Receipt, Relay
+from e2e.platform.transparency import (
+    ConsistencyProof,
+    DirectoryEntry,
+    InclusionProof,
+    LogView,
+    SignedTreeHead,
+    devices_hash,
+)
 from e2e.prekeys import LocalPrekeys, PrekeyBundle
 from e2e.session import Session
 from e2e.suite import DEFAULT, Suite
@@ -113,6 +125,8 @@ class Device:
         self.seen: set[tuple[bytes, bytes]] = set()
         self.session_sink = session_sink
         self.errors: dict[str, int] = {}
+        #: The log head we last carried to each account.
+        self._gossiped: dict[bytes, bytes] = {}
 
     def __repr__(self) -> str:
         return f"Device({self.account.name.decode(errors='replace')}/{self.device_id})"
@@ -131,7 +145,8 @@ class Device:
         cert = DeviceCertificate.issue(
             self.account.identity, self.account.name, self.device_id, self.identity.public, self.rng
         )
-        self.relay.register_device(cert.to_bytes())
+        self.account.certificates[self.device_id] = cert.to_bytes()
+        self.account.published_version(self.relay.register_device(cert.to_bytes()))
         self.upload_prekeys()
 
     def upload_prekeys(self) -> None:
@@ -163,9 +178,9 @@ class Device:
     def refresh(self, account: bytes) -> dict[int, bytes]:
         """Fetch and verify ``account``'s device list; drop sessions of removed devices."""
         identity, certs = self.relay.fetch_devices(account)
-        pinned = self.account.pinned.setdefault(account, identity)
-        if not hmac.compare_digest(pinned, identity):
-            raise UntrustedDevice("account identity key differs from the pinned one")
+        # Nothing served is used before the key directory proves it (SPEC §13.4).
+        self.account.verify_directory(account, identity, certs)
+        pinned = self.account.trust(account, identity)
         devices: dict[int, bytes] = {}
         for raw in certs:
             cert = DeviceCertificate.from_bytes(raw)
@@ -221,13 +236,20 @@ class Device:
     ) -> Receipt:
         """Send one message to every device of ``to_account`` and to our other devices."""
         body = text.encode() if isinstance(text, str) else text
+        self.account.key_changes.check_send(to_account)
         for attempt in range(3):
             dests = self._dests(to_account)
             try:
                 self.relay.precheck(self.addr, cls, to_account, dests)
                 message_id = self.rng(MESSAGE_ID_LEN)
                 fk = self.rng(FRANKING_KEY_LEN)
-                inner = Inner(cls, self.account.name, to_account, message_id, fk, body)
+                # Our newest log head rides along whenever it changed since our last
+                # message to this account (SPEC §13.4: split views show up at the peer).
+                gossip = self.account.log.gossip()
+                carry = b"" if self._gossiped.get(to_account) == gossip else gossip
+                inner = Inner(
+                    cls, self.account.name, to_account, message_id, fk, body, carry
+                )  # fmt: skip
                 padded = inner.to_padded()
                 commitment = commit(fk, cls, self.account.name, to_account, message_id, body)
                 envs = []
@@ -250,6 +272,7 @@ class Device:
                 self.refresh(self.account.name)
                 continue
             self.seen.add((self.account.name, message_id))
+            self._gossiped[to_account] = gossip
             self._remember(
                 Message(
                     to_account,
@@ -300,6 +323,8 @@ class Device:
             )  # fmt: skip
             if not hmac.compare_digest(expected, env.commitment):
                 raise FrankingMismatch("franking commitment does not match the message")
+            if inner.log_head:
+                self.account.check_peer_head(inner.log_head)
         except E2EError as exc:
             self.sessions[peer] = saved
             if not saved:
@@ -396,6 +421,9 @@ class Account:
         *,
         rng: Rng = os.urandom,
         session_sink: SessionSink | None = None,
+        log_key: bytes | None = None,
+        platform_key: bytes | None = None,
+        on_key_change: Callable[[KeyChange], None] | None = None,
     ) -> None:
         self.name = _check_text(name)
         self.relay = relay
@@ -406,7 +434,18 @@ class Account:
         self.pinned: dict[bytes, bytes] = {self.name: self.identity.public}
         self.session_sink = session_sink
         self._next_device = 1
-        relay.register_account(self.name, self.kind, self.identity.public)  # type: ignore[arg-type]
+        #: The key directory as this account saw it; the log key is pinned here (shipped
+        #: with the application; by default the relay's at creation time).
+        self.log = LogView(relay.log_public_key if log_key is None else log_key)
+        #: Platform key that certifies businesses (None: nothing shows as verified).
+        self.platform_key = platform_key
+        self.key_changes = KeyChanges(on_change=on_key_change)
+        #: Our own device certificates and, per directory version, our device-list hash.
+        self.certificates: dict[int, bytes] = {}
+        self.published: dict[int, bytes] = {}
+        self.published_version(
+            relay.register_account(self.name, self.kind, self.identity.public)  # type: ignore[arg-type]
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name.decode(errors='replace')})"
@@ -426,12 +465,103 @@ class Account:
         return device
 
     def remove_device(self, device_id: int) -> None:
-        self.relay.remove_device(self.name, device_id)
+        self.certificates.pop(device_id, None)
+        self.published_version(self.relay.remove_device(self.name, device_id))
         del self.devices[device_id]
 
     def pin(self, other: Account) -> None:
         """Trust ``other``'s identity key as verified out of band (a QR scan, a green tick)."""
         self.pinned[other.name] = other.identity.public
+        self.key_changes.trusted[other.name] = other.identity.public
+
+    # -- keys users can check (SPEC §13) ---------------------------------------------------
+
+    def published_version(self, version: int) -> None:
+        """Record that directory ``version`` of our account is our current device list."""
+        self.published[version] = devices_hash(
+            [self.certificates[d] for d in sorted(self.certificates)]
+        )
+
+    def _consistency(self, size1: int, size2: int) -> ConsistencyProof:
+        return ConsistencyProof.from_bytes(self.relay.log_consistency(size1, size2))
+
+    def log_head(self) -> SignedTreeHead:
+        """Fetch the relay's newest tree head and accept it only if it is signed by the
+        pinned log key and consistent with every head seen before."""
+        head = SignedTreeHead.from_bytes(self.relay.log_head())
+        self.log.check_head(head, self._consistency)
+        return head
+
+    def verify_directory(
+        self, account: bytes, identity: bytes, certificates: list[bytes]
+    ) -> DirectoryEntry:
+        """Prove that ``identity`` and ``certificates`` (as the relay served them) are
+        ``account``'s newest logged state; a :class:`~e2e.errors.KeyTransparencyError`
+        otherwise, before anything is encrypted to them."""
+        head = self.log_head()
+        raw, proof = self.relay.log_lookup(account, head.size)
+        return self.log.check_served(
+            account, identity, certificates, raw, InclusionProof.from_bytes(proof), head
+        )
+
+    def trust(self, account: bytes, identity: bytes) -> bytes:
+        """The identity key to use for ``account`` once the directory proved ``identity``:
+        the first one is trusted; a different one is a key change the application must
+        accept first (:class:`~e2e.errors.KeyChangePending`)."""
+        pinned = self.pinned.get(account)
+        if pinned is None:
+            self.pinned[account] = identity
+            self.key_changes.observe(account, identity)
+            return identity
+        if not hmac.compare_digest(pinned, identity):
+            if account == self.name:
+                raise UntrustedDevice("our own account key differs in the directory")
+            self.key_changes.observe(account, identity)
+            raise KeyChangePending("the account key changed; the application must accept it")
+        return pinned
+
+    def accept_key_change(self, account: bytes) -> None:
+        """The application accepts ``account``'s new key: drop what was pinned and trust it."""
+        change = self.key_changes.pending.get(account)
+        if change is None:
+            return
+        self.key_changes.accept(account)
+        self.pinned[account] = change.new
+        for device in self.devices.values():
+            device.peers.pop(account, None)
+
+    def monitor(self) -> None:
+        """Audit every log entry since the last audit: one under our name that we did not
+        publish raises :class:`~e2e.errors.KeyMismatch` (a substituted key, a rogue device)."""
+        head = self.log_head()
+        entries = [
+            (raw, InclusionProof.from_bytes(p))
+            for raw, p in self.relay.log_entries(self.log.audited, head.size)
+        ]
+        self.log.audit(self.name, self.identity.public, self.published, entries)
+
+    def check_peer_head(self, gossip: bytes) -> None:
+        """A peer's log head from inside an end-to-end message: :class:`LogForked` if the
+        relay showed the two of us different logs."""
+        self.log.check_peer(gossip, self._consistency, self.log_head)
+
+    def safety_number(self, other: bytes) -> SafetyNumber:
+        """The safety number with ``other`` (its key as pinned) to compare out of band."""
+        key = self.pinned.get(other)
+        if key is None:
+            raise UntrustedDevice("no verified key for this account yet")
+        return safety_number(self.name, self.identity.public, other, key)
+
+    def business_identity(self, other: bytes, now: int) -> BusinessIdentity:
+        """Verified (with its certified name) or unverified; :class:`CertificateError` for a
+        certificate that does not check out."""
+        key = self.pinned.get(other)
+        if key is None:
+            raise UntrustedDevice("no verified key for this account yet")
+        if self.platform_key is None:
+            raise CertificateError("no platform key pinned")
+        cert = self.relay.business_certificate(other)
+        return verify_business(cert, self.platform_key, other, key, now)
 
     @property
     def device(self) -> Device:

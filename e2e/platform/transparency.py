@@ -627,6 +627,53 @@ class LogView:
         self.heads.append(head)
         self.heads.sort(key=lambda h: h.size)
 
+    def gossip(self) -> bytes:
+        """What our messages carry (SPEC §13.4): ``u64(size) | root`` of the newest head we
+        accepted, or empty before the first."""
+        latest = self.latest
+        if latest is None:
+            return b""
+        return latest.size.to_bytes(8, "big") + latest.root
+
+    def check_peer(
+        self, gossip: bytes, prove: ConsistencyFetcher, refresh: Callable[[], object]
+    ) -> None:
+        """Compare a peer's log head (from inside an end-to-end message) with ours: same
+        size needs the same root; otherwise the relay must prove the smaller consistent with
+        the larger (``refresh()`` first fetches and checks the relay's newest head when the
+        peer saw a larger log than we did). Anything else means the relay showed the two
+        of us different logs: :class:`LogForked` (sticky)."""
+        self._check_not_forked()
+        if len(gossip) != 8 + HASH_LEN:
+            raise DecodeError("peer log head must be 40 bytes")
+        size, root = int.from_bytes(gossip[:8], "big"), gossip[8:]
+        if size == 0 or size > _MAX_SIZE:
+            raise DecodeError("peer log head size out of range")
+        latest = self.latest
+        if latest is None or size > latest.size:
+            refresh()
+            latest = self.latest
+        if latest is None:
+            return
+        for seen in self.heads:
+            if seen.size == size:
+                if not hmac.compare_digest(seen.root, root):
+                    raise self._fork("a peer saw another root at a size we saw")
+                return
+        try:
+            if size < latest.size:
+                proof = prove(size, latest.size)
+                if (proof.size1, proof.size2) != (size, latest.size):
+                    raise InvalidProof("consistency proof for other sizes")
+                verify_consistency(size, latest.size, proof.path, root, latest.root)
+            else:
+                proof = prove(latest.size, size)
+                if (proof.size1, proof.size2) != (latest.size, size):
+                    raise InvalidProof("consistency proof for other sizes")
+                verify_consistency(latest.size, size, proof.path, latest.root, root)
+        except InvalidProof as exc:
+            raise self._fork(f"a peer's log head is not consistent with ours: {exc}") from None
+
     def check_entry(
         self, account: bytes, raw: bytes, proof: InclusionProof, head: SignedTreeHead
     ) -> DirectoryEntry:
@@ -638,6 +685,8 @@ class LogView:
         latest = self.latest
         if latest is None or (head.size, head.root) != (latest.size, latest.root):
             raise StaleProof("inclusion proof is not against the newest tree head")
+        if proof.size < head.size:
+            raise StaleProof("inclusion proof against an older tree than the newest head")
         entry = DirectoryEntry.from_bytes(raw)
         if entry.account != account:
             raise KeyMismatch("log entry of another account")

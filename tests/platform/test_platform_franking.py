@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from e2e.errors import E2EError, InvalidSignature
+from e2e.errors import E2EError, InvalidSignature, KeyChangePending, KeyMismatch
 from e2e.keys import KeyPair
 from e2e.platform import (
     Business,
@@ -20,7 +20,6 @@ from e2e.platform import (
     MessageClass,
     Relay,
     ReportRejected,
-    UntrustedDevice,
 )
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Envelope
@@ -123,13 +122,20 @@ def test_rogue_device_and_changed_identity_are_refused() -> None:
     fake = DeviceCertificate.issue(KeyPair.generate(), b"shop", 9, rogue.public)
     with pytest.raises(InvalidSignature):
         relay.register_device(fake.to_bytes())
-    # A relay that inserts the rogue device anyway is caught by the pinned identity.
+    # A relay that inserts the rogue device anyway is caught by the key directory (the
+    # served list is not the logged one) and, if it logs it too, by the pinned identity.
     relay._accounts[b"shop"].devices[9] = fake
+    with pytest.raises(KeyMismatch):
+        alice.device.refresh(b"shop")
+    relay._log_account(b"shop")
     with pytest.raises(InvalidSignature):
         alice.device.refresh(b"shop")
     del relay._accounts[b"shop"].devices[9]
     relay._accounts[b"shop"].identity = KeyPair.generate().public
-    with pytest.raises(UntrustedDevice):
+    with pytest.raises(KeyMismatch):
+        alice.device.refresh(b"shop")
+    relay._log_account(b"shop")
+    with pytest.raises(KeyChangePending):
         alice.device.refresh(b"shop")
 
 
