@@ -508,6 +508,11 @@ class KeyLog:
     def __repr__(self) -> str:
         return f"KeyLog({len(self.entries)} entries)"
 
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Append already-made entries (e.g. read back from a store), in order."""
+        for raw in leaves:
+            self._add(raw)
+
     def _add(self, raw: bytes) -> int:
         entry = DirectoryEntry.from_bytes(raw)
         index = self.tree.append(raw)
@@ -547,13 +552,17 @@ class KeyLog:
     def consistency(self, size1: int, size2: int) -> ConsistencyProof:
         return ConsistencyProof(size1, size2, tuple(self.tree.consistency_proof(size1, size2)))
 
-    def entries_since(self, start: int, size: int) -> list[tuple[bytes, InclusionProof]]:
-        """Entries ``start .. size-1`` with their inclusion proofs (for monitors)."""
-        if not 0 <= start <= size <= len(self.entries):
+    def entries_since(
+        self, start: int, size: int, end: int | None = None
+    ) -> list[tuple[bytes, InclusionProof]]:
+        """Entries ``start .. end-1`` (default ``size-1``) with their inclusion proofs in
+        the tree of ``size`` leaves (for monitors)."""
+        end = size if end is None else end
+        if not 0 <= start <= end <= size <= len(self.entries):
             raise InvalidProof("range outside the log")
         return [
             (self.entries[i], InclusionProof(i, size, tuple(self.tree.inclusion_proof(i, size))))
-            for i in range(start, size)
+            for i in range(start, end)
         ]
 
 

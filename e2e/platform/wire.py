@@ -116,6 +116,15 @@ __all__ = [
     "BillQuery",
     "BillLines",
     "account_signature_message",
+    "MAX_LOG_ENTRIES",
+    "LogHeadQuery",
+    "LogHead",
+    "LogLookup",
+    "LogEntry",
+    "LogConsistencyQuery",
+    "LogConsistency",
+    "LogEntriesQuery",
+    "LogEntries",
 ]
 
 WIRE_VERSION: Final = 1
@@ -137,6 +146,12 @@ MAX_BUNDLE_BYTES: Final = 4096
 MAX_FETCH: Final = 256
 #: Longest a fetch waits for new mail (long-poll push), in milliseconds.
 MAX_WAIT_MS: Final = 25_000
+#: Most key-log entries one /v1/log/entries answer carries (a monitor pages through).
+MAX_LOG_ENTRIES: Final = 256
+#: Largest signed tree head, directory entry and proof (SPEC §13.2, §13.4).
+_MAX_HEAD: Final = 256
+_MAX_ENTRY: Final = 512
+_MAX_PROOF: Final = 8192
 _MAX_U63: Final = 2**63 - 1
 
 
@@ -162,6 +177,11 @@ class Path:
     CHAT_WINDOW: Final = "/v1/chats/window"
     REPORT: Final = "/v1/reports/submit"
     BILL: Final = "/v1/billing/summary"
+    #: Key directory (SPEC §13.4): signed tree head, proofs, entries for monitors.
+    LOG_HEAD: Final = "/v1/log/head"
+    LOG_LOOKUP: Final = "/v1/log/lookup"
+    LOG_CONSISTENCY: Final = "/v1/log/consistency"
+    LOG_ENTRIES: Final = "/v1/log/entries"
     #: GET, unauthenticated: 200 with an empty Ok body once the store answers.
     HEALTH: Final = "/v1/health"
     #: GET, unauthenticated: text counters (Prometheus text format).
@@ -1121,3 +1141,147 @@ def parse_auth(header: str | None) -> AuthToken:
     except (E2EError, ValueError):
         raise Unauthenticated("malformed authorization header") from None
     return AuthToken(obj[1], obj[2], obj[3], obj[4], obj[5])
+
+
+# -- key directory (SPEC §13.4) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogHeadQuery(_Body):
+    """``{}``: the key log's newest signed tree head."""
+
+    WHAT: ClassVar[str] = "log head query"
+    SCHEMA: ClassVar[Mapping[int, F]] = {}
+
+    def _fields(self) -> dict[int, Any]:
+        return {}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogHeadQuery:
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead(_Body):
+    """``{1: signed tree head (SPEC §13.2 wire form), 2: the log's Ed25519 public key}``.
+    The key is informational: a client checks heads against the key it pinned, never
+    against this field."""
+
+    WHAT: ClassVar[str] = "log head"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(bytes, 1, _MAX_HEAD), 2: F(bytes, 32, 32)}
+    head: bytes
+    log_key: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.head, 2: self.log_key}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogHead:
+        return cls(obj[1], obj[2])
+
+
+@dataclass(frozen=True, slots=True)
+class LogLookup(_Body):
+    """``{1: account, 2: tree size}``: the account's newest entry within that many leaves."""
+
+    WHAT: ClassVar[str] = "log lookup"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: _acct(), 2: F(int)}
+    account: bytes
+    size: int
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.account, 2: self.size}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogLookup:
+        return cls(obj[1], obj[2])
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry(_Body):
+    """``{1: directory entry, 2: inclusion proof}``."""
+
+    WHAT: ClassVar[str] = "log entry"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(bytes, 1, _MAX_ENTRY), 2: F(bytes, 1, _MAX_PROOF)}
+    entry: bytes
+    proof: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.entry, 2: self.proof}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogEntry:
+        return cls(obj[1], obj[2])
+
+
+@dataclass(frozen=True, slots=True)
+class LogConsistencyQuery(_Body):
+    """``{1: size1, 2: size2}``."""
+
+    WHAT: ClassVar[str] = "log consistency query"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(int), 2: F(int)}
+    size1: int
+    size2: int
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.size1, 2: self.size2}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogConsistencyQuery:
+        return cls(obj[1], obj[2])
+
+
+@dataclass(frozen=True, slots=True)
+class LogConsistency(_Body):
+    """``{1: consistency proof}``."""
+
+    WHAT: ClassVar[str] = "log consistency"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(bytes, 1, _MAX_PROOF)}
+    proof: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.proof}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogConsistency:
+        return cls(obj[1])
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntriesQuery(_Body):
+    """``{1: start, 2: tree size}``: entries from ``start`` (at most MAX_LOG_ENTRIES) with
+    inclusion proofs in the tree of ``size`` leaves."""
+
+    WHAT: ClassVar[str] = "log entries query"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(int), 2: F(int)}
+    start: int
+    size: int
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.start, 2: self.size}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogEntriesQuery:
+        return cls(obj[1], obj[2])
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntries(_Body):
+    """``{1: [entries], 2: [inclusion proofs]}``, equally long, in log order."""
+
+    WHAT: ClassVar[str] = "log entries"
+    SCHEMA: ClassVar[Mapping[int, F]] = {
+        1: F(bytes, 1, _MAX_ENTRY, array=True, count=MAX_LOG_ENTRIES),
+        2: F(bytes, 1, _MAX_PROOF, array=True, count=MAX_LOG_ENTRIES),
+    }
+    entries: tuple[bytes, ...]
+    proofs: tuple[bytes, ...]
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.entries, 2: self.proofs}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> LogEntries:
+        if len(obj[1]) != len(obj[2]):
+            raise DecodeError("log entries: entry and proof arrays differ in length")
+        return cls(tuple(obj[1]), tuple(obj[2]))

@@ -81,6 +81,10 @@ _ROUTES: Final = {
     Path.CHAT_WINDOW: _Route(wire.WindowQuery, "window", _DEVICE),
     Path.REPORT: _Route(wire.SubmitReport, "report", _DEVICE),
     Path.BILL: _Route(wire.BillQuery, "bill", _DEVICE),
+    Path.LOG_HEAD: _Route(wire.LogHeadQuery, "log_head", _DEVICE),
+    Path.LOG_LOOKUP: _Route(wire.LogLookup, "log_lookup", _DEVICE),
+    Path.LOG_CONSISTENCY: _Route(wire.LogConsistencyQuery, "log_consistency", _DEVICE),
+    Path.LOG_ENTRIES: _Route(wire.LogEntriesQuery, "log_entries", _DEVICE),
 }
 
 

@@ -36,8 +36,16 @@ from e2e.platform.policy import (
     billed_price,
     opens_window,
 )
+from e2e.platform.transparency import (
+    DirectoryEntry,
+    KeyLog,
+    LogSigner,
+    TreeHead,
+    devices_hash,
+)
 from e2e.platform.wire import (
     AUTH_SKEW,
+    MAX_LOG_ENTRIES,
     Ack,
     AuthToken,
     BillLines,
@@ -50,6 +58,13 @@ from e2e.platform.wire import (
     Fetch,
     Forbidden,
     ListDevices,
+    LogConsistency,
+    LogConsistencyQuery,
+    LogEntries,
+    LogEntriesQuery,
+    LogEntry,
+    LogHead,
+    LogLookup,
     Mailbox,
     Ok,
     Precheck,
@@ -115,6 +130,7 @@ class RelayService:
         rng: Callable[[int], bytes] = os.urandom,
         share: Callable[[bytes], None] | None = None,
         dedup_seconds: int = DEDUP_SECONDS,
+        log_key: bytes | None = None,
     ) -> None:
         self.store = store
         self.config = config or PolicyConfig()
@@ -125,6 +141,77 @@ class RelayService:
         self._keys: list[FrankingKey] = []
         self._keys_lock = threading.Lock()
         self.refresh_franking_keys()
+        self._log = KeyLog(LogSigner(self._log_secret(log_key)))
+        self._log_lock = threading.Lock()
+
+    # -- key directory (SPEC §13.4) ------------------------------------------------------
+
+    def _log_secret(self, given: bytes | None) -> bytes:
+        """The log key: ``given``, else the stored one, else a new one (stored)."""
+        if given is not None:
+            return given
+
+        def step(tx: Tx) -> bytes:
+            secret = tx.log_secret()
+            if secret is None:
+                tx.set_log_secret(LogSigner().private_bytes())
+                secret = tx.log_secret()
+            assert secret is not None  # noqa: S101 - just written in this transaction
+            return secret
+
+        return self.store.run(step)
+
+    @property
+    def log_public_key(self) -> bytes:
+        """The Ed25519 key clients pin to check tree heads."""
+        return self._log.signer.public
+
+    def _log_account(self, tx: Tx, name: bytes, identity: bytes) -> None:
+        """Append the account's current key and device list to the key log (same tx)."""
+        certs = [c for c, _ in tx.devices(name).values()]
+        version = tx.log_version(name) + 1
+        entry = DirectoryEntry(name, version, identity, devices_hash(certs), len(certs))
+        tx.append_log(name, version, entry.to_bytes())
+
+    def _synced_log(self, tx: Tx) -> tuple[KeyLog, int]:
+        """The cached log, caught up with this transaction's view, and that view's size.
+        Call with ``_log_lock`` held; only committed entries ever reach the cache."""
+        size = tx.log_size()
+        have = len(self._log.entries)
+        if have < size:
+            self._log.extend(tx.log_entries(have, size))
+        return self._log, size
+
+    def log_head(self, tx: Tx, caller: Caller, req: object = None) -> LogHead:
+        with self._log_lock:
+            log, size = self._synced_log(tx)
+            head = log.signer.sign(TreeHead(size, log.tree.root(size), self.clock()))
+        return LogHead(head.to_bytes(), self.log_public_key)
+
+    def log_lookup(self, tx: Tx, caller: Caller, req: LogLookup) -> LogEntry:
+        with self._log_lock:
+            log, size = self._synced_log(tx)
+            if not 0 < req.size <= size:
+                raise DecodeError("tree size beyond the log")
+            raw, proof = log.lookup(req.account, req.size)
+        return LogEntry(raw, proof.to_bytes())
+
+    def log_consistency(self, tx: Tx, caller: Caller, req: LogConsistencyQuery) -> LogConsistency:
+        with self._log_lock:
+            log, size = self._synced_log(tx)
+            if not 0 < req.size1 <= req.size2 <= size:
+                raise DecodeError("consistency proof needs 0 < size1 <= size2 <= log size")
+            proof = log.consistency(req.size1, req.size2)
+        return LogConsistency(proof.to_bytes())
+
+    def log_entries(self, tx: Tx, caller: Caller, req: LogEntriesQuery) -> LogEntries:
+        with self._log_lock:
+            log, size = self._synced_log(tx)
+            if not 0 <= req.start <= req.size <= size:
+                raise DecodeError("entries outside the log")
+            end = min(req.size, req.start + MAX_LOG_ENTRIES)
+            got = log.entries_since(req.start, req.size, end)
+        return LogEntries(tuple(r for r, _ in got), tuple(p.to_bytes() for _, p in got))
 
     # -- franking keys -------------------------------------------------------------------
 
@@ -213,6 +300,7 @@ class RelayService:
                 return Ok()  # a retried registration
             raise Conflict("account name already taken")
         tx.insert_account(Account(req.name, req.kind, req.tier, req.identity))
+        self._log_account(tx, req.name, req.identity)
         return Ok()
 
     @staticmethod
@@ -226,12 +314,14 @@ class RelayService:
         acct = self._account(tx, cert.account)
         cert.verify(acct.identity)
         tx.put_device(cert.account, cert.device_id, req.certificate, cert.identity)
+        self._log_account(tx, cert.account, acct.identity)
         return Ok()
 
     def remove_device(self, tx: Tx, caller: Caller, req: RemoveDevice) -> Ok:
         if tx.device_identity(caller[0], req.device_id) is None:
             raise UnknownAccount("unknown device")
         tx.delete_device(caller[0], req.device_id)
+        self._log_account(tx, caller[0], self._account(tx, caller[0]).identity)
         return Ok()
 
     def list_devices(self, tx: Tx, caller: Caller, req: ListDevices) -> DeviceList:

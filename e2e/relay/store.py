@@ -80,6 +80,11 @@ CREATE TABLE IF NOT EXISTS designated (
     business BLOB NOT NULL, device_id BIGINT NOT NULL, PRIMARY KEY (business, device_id));
 CREATE TABLE IF NOT EXISTS franking_keys (
     key_id BIGINT PRIMARY KEY, secret BLOB, created BIGINT NOT NULL, retired BIGINT);
+CREATE TABLE IF NOT EXISTS key_log (
+    idx BIGINT PRIMARY KEY, account BLOB NOT NULL, version BIGINT NOT NULL,
+    entry BLOB NOT NULL, UNIQUE (account, version));
+CREATE TABLE IF NOT EXISTS log_keys (
+    id INTEGER PRIMARY KEY, secret BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_nonces (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, nonce BLOB NOT NULL,
     expires BIGINT NOT NULL, PRIMARY KEY (account, device_id, nonce));
@@ -411,6 +416,43 @@ class Tx(abc.ABC):
             (account, device_id, nonce, expires),
         )
         return True
+
+    # -- key directory (SPEC §13.4) ------------------------------------------------------
+
+    def log_size(self) -> int:
+        row = self.fetchone("SELECT COUNT(*) FROM key_log")
+        return int(row[0]) if row else 0
+
+    def log_entries(self, start: int, end: int) -> list[bytes]:
+        """Entries ``start .. end-1`` of the key log, in order."""
+        rows = self.fetchall(
+            "SELECT entry FROM key_log WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def log_version(self, account: bytes) -> int:
+        """The account's newest key-log version (0: none)."""
+        row = self.fetchone("SELECT MAX(version) FROM key_log WHERE account = ?", (account,))
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def append_log(self, account: bytes, version: int, entry: bytes) -> int:
+        """Append one entry; its index."""
+        idx = self.log_size()
+        self.execute(
+            "INSERT INTO key_log (idx, account, version, entry) VALUES (?, ?, ?, ?)",
+            (idx, account, version, entry),
+        )
+        return idx
+
+    def log_secret(self) -> bytes | None:
+        row = self.fetchone("SELECT secret FROM log_keys WHERE id = 1")
+        return None if row is None else bytes(row[0])
+
+    def set_log_secret(self, secret: bytes) -> None:
+        self.execute(
+            "INSERT INTO log_keys (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+            (secret,),
+        )
 
     def purge(self, now: int) -> None:
         """Drop expired nonces and de-duplication records."""
