@@ -119,6 +119,20 @@ const commands = {
     return { version: require(`${pkg}/package.json`).version };
   },
 
+  // Safety numbers (e2e/fingerprint.py cross-check): libsignal's displayable and scannable
+  // fingerprints for two identifiers and 33-byte identity keys, and its compare of two codes.
+  async fingerprint({ iterations, version, local_id: lid, local_key: lkey, remote_id: rid,
+                      remote_key: rkey, scanned }) {
+    const fp = S.Fingerprint.new(iterations, version, unhex(lid),
+      S.PublicKey.deserialize(unhex(lkey)), unhex(rid), S.PublicKey.deserialize(unhex(rkey)));
+    const scan = fp.scannableFingerprint();
+    const out = { displayable: fp.displayableFingerprint().toString(), scannable: hex(scan.toBuffer()) };
+    if (scanned !== undefined) {
+      out.matches = scan.compare(S.ScannableFingerprint._fromBuffer(unhex(scanned)));
+    }
+    return out;
+  },
+
   // A new party with a fresh identity key pair and registration id.
   async init({ party: name, registration_id: regId }) {
     const pair = S.IdentityKeyPair.generate();
