@@ -1,0 +1,109 @@
+"""Key transparency: what proving a key costs a device (SPEC §13.4).
+
+Reported, not bounded: a first message to an account verifies one signed tree head (with a
+consistency proof from the previous head) and one inclusion proof, and hashes the served
+device list; a device-list change costs the same again. Each is compared with the first
+message itself (PQXDH set-up plus one encryption, suite 2) measured in the same run: the
+``ratio_to_first_message`` in each result's extra info.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from e2e import KeyPair, LocalPrekeys, Session
+from e2e.platform.directory import DeviceCertificate
+from e2e.platform.transparency import InclusionProof, KeyLog, LogSigner, LogView
+from e2e.suite import get_suite
+
+ACCOUNTS = 1024
+_first: dict[str, float] = {}
+
+
+def _world() -> tuple[KeyLog, bytes, list[bytes], list[KeyPair]]:
+    log = KeyLog(LogSigner())
+    for i in range(ACCOUNTS - 1):
+        log.publish(f"c{i:05d}".encode(), KeyPair.generate().public, [])
+    shop = KeyPair.generate()
+    agents = [KeyPair.generate() for _ in range(3)]
+    certs = [
+        DeviceCertificate.issue(shop, b"shop", i + 1, a.public).to_bytes()
+        for i, a in enumerate(agents)
+    ]
+    log.publish(b"shop", shop.public, certs)
+    return log, shop.public, certs, agents
+
+
+def test_first_message(benchmark: Any) -> None:
+    suite = get_suite(2)
+    keys = LocalPrekeys.generate(KeyPair.generate(), suite, one_time=1)
+    bundle = keys.bundle().to_bytes()
+    me = KeyPair.generate()
+
+    def first() -> None:
+        Session.initiate(me, bundle, allowed_suites=(suite,)).encrypt(b"hello")
+
+    benchmark.group = "kt"
+    benchmark(first)
+    _first["s"] = benchmark.stats.stats.mean
+
+
+def _ratio(benchmark: Any) -> None:
+    if "s" in _first:
+        benchmark.extra_info["ratio_to_first_message"] = round(
+            benchmark.stats.stats.mean / _first["s"], 3
+        )
+
+
+@pytest.mark.parametrize("change", [False, True], ids=["first-contact", "device-list-change"])
+def test_prove_account(benchmark: Any, change: bool) -> None:
+    """Accept the relay's newest head (signature + consistency proof from the last head we
+    saw) and prove the account's key and device list in it."""
+    log, identity, certs, _ = _world()
+    old = log.head(100)
+    if change:
+        certs = certs[:2]
+        log.publish(b"shop", identity, certs)
+    head = log.head(200)
+    raw, proof = log.lookup(b"shop", head.size)
+    wire = proof.to_bytes()
+
+    def setup() -> tuple[tuple[LogView], dict[str, Any]]:
+        view = LogView(log.signer.public)
+        view.check_head(old, log.consistency)
+        return (view,), {}
+
+    def prove(view: LogView) -> None:
+        view.check_head(head, log.consistency)
+        view.check_served(b"shop", identity, certs, raw, InclusionProof.from_bytes(wire), head)
+
+    benchmark.group = "kt"
+    benchmark.extra_info["log_entries"] = len(log.entries)
+    benchmark.pedantic(prove, setup=setup, rounds=200)
+    _ratio(benchmark)
+
+
+def test_monitor_one_entry(benchmark: Any) -> None:
+    """An account's monitor, per new log entry: one inclusion proof and one decode."""
+    log, identity, certs, _ = _world()
+    head = log.head(100)
+    entries = log.entries_since(len(log.entries) - 64, len(log.entries))
+
+    def setup() -> tuple[tuple[LogView], dict[str, Any]]:
+        view = LogView(log.signer.public)
+        view.check_head(head, log.consistency)
+        view.audited = len(log.entries) - 64
+        return (view,), {}
+
+    from e2e.platform.transparency import devices_hash
+
+    published = {1: devices_hash(certs)}
+
+    def audit(view: LogView) -> None:
+        view.audit(b"shop", identity, published, entries)
+
+    benchmark.group = "kt"
+    benchmark.extra_info["entries_per_call"] = 64
+    benchmark.pedantic(audit, setup=setup, rounds=50)
