@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import hmac
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -25,18 +26,34 @@ from typing import TypeVar
 from e2e.client import state
 from e2e.client.state import DeviceListHook, Message, NeedDevices, Outgoing, Profile
 from e2e.client.transport import Accepted, Connector, Transport
-from e2e.errors import DuplicateMessage, E2EError, PolicyError, StateError
+from e2e.errors import (
+    DuplicateMessage,
+    E2EError,
+    InvalidProof,
+    KeyMismatch,
+    KeyTransparencyError,
+    PolicyError,
+    StateError,
+)
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
 from e2e.platform.policy import DuplicateSubmission, MessageClass, StaleDeviceList
+from e2e.platform.transparency import (
+    ConsistencyProof,
+    InclusionProof,
+    LogView,
+    SignedTreeHead,
+)
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
 __all__ = ["Client", "StoreOpener"]
 
 _T = TypeVar("_T")
+#: Store record of this device's view of the key log (SPEC §13.4).
+_LOG = "c/keylog"
 #: A store, or a function that opens one (run off the event loop: scrypt is slow).
 StoreOpener = Store | Callable[[], Store]
 
@@ -291,10 +308,101 @@ class Client:
         assert key is not None  # noqa: S101 - pinned at creation
         return key
 
+    # -- key directory (SPEC §13.4) ------------------------------------------------------------
+
+    async def pin_log_key(self, log_key: bytes) -> None:
+        """Pin the relay's key-log key (shipped with the application). From then on every
+        device list is proven against the log before it is used, and the view of the log
+        (every head seen) is kept in this device's store."""
+
+        def run(tx: StoreTransaction) -> None:
+            raw = tx.app_get(_LOG)
+            if raw is not None:
+                if not hmac.compare_digest(LogView.from_bytes(raw).log_key, log_key):
+                    raise KeyTransparencyError("another log key is pinned on this device")
+                return
+            tx.app_put(_LOG, LogView(log_key).to_bytes())
+
+        await self._tx(run)
+
+    async def log_view(self) -> LogView | None:
+        """This device's view of the key log (None: no log key pinned)."""
+        raw = await self._tx(lambda tx: tx.app_get(_LOG))
+        return None if raw is None else LogView.from_bytes(raw)
+
+    async def _save_view(self, view: LogView) -> None:
+        raw = view.to_bytes()
+        await self._tx(lambda tx: tx.app_put(_LOG, raw))
+
+    async def _accept_head(self, view: LogView) -> SignedTreeHead:
+        head = SignedTreeHead.from_bytes(await self.transport.log_head())
+        proofs: dict[tuple[int, int], ConsistencyProof] = {}
+        for a, b in view.proofs_needed(head.size):
+            proofs[(a, b)] = ConsistencyProof.from_bytes(await self.transport.log_consistency(a, b))
+
+        def prove(a: int, b: int) -> ConsistencyProof:
+            got = proofs.get((a, b))
+            if got is None:
+                raise InvalidProof("consistency proof not available")
+            return got
+
+        view.check_head(head, prove)
+        return head
+
+    async def verify_directory(
+        self, account: str, identity: bytes, certificates: list[bytes]
+    ) -> None:
+        """Prove ``account``'s key and full device list (as the relay served them) in the
+        key log; a :class:`~e2e.errors.KeyTransparencyError` before anything is encrypted
+        to them. Does nothing while no log key is pinned."""
+        view = await self.log_view()
+        if view is None:
+            return
+        try:
+            head = await self._accept_head(view)
+            raw, proof = await self.transport.log_lookup(account, head.size)
+            view.check_served(
+                account.encode(), identity, certificates, raw,
+                InclusionProof.from_bytes(proof), head,
+            )  # fmt: skip
+        finally:
+            await self._save_view(view)  # accepted heads, and a proven fork, are kept
+
+    async def monitor(self) -> int:
+        """Audit every key-log entry since the last audit: one under our account with
+        another account key raises :class:`~e2e.errors.KeyMismatch`. Returns the number of
+        entries audited."""
+        view = await self.log_view()
+        if view is None:
+            raise KeyTransparencyError("no log key pinned")
+        me = await self.account_identity()
+        try:
+            head = await self._accept_head(view)
+            got: list[tuple[bytes, InclusionProof]] = []
+            while view.audited + len(got) < head.size:
+                page = await self.transport.log_entries(view.audited + len(got), head.size)
+                if not page:
+                    raise InvalidProof("the relay returned no entries")
+                got += [(e, InclusionProof.from_bytes(p)) for e, p in page]
+            before = view.audited
+            view.audit(self.profile.account.encode(), me, None, got)
+            return view.audited - before
+        finally:
+            await self._save_view(view)
+
     async def refresh(self, account: str, chat: str | None = None) -> dict[int, bytes]:
-        """Fetch ``account``'s device list (with ``chat``: the devices routed that chat)
-        and accept it through :func:`~e2e.client.state.accept_device_list`."""
+        """Fetch ``account``'s device list (with ``chat``: the devices routed that chat),
+        prove it in the key log when a log key is pinned, and accept it through
+        :func:`~e2e.client.state.accept_device_list`."""
         identity, certs = await self.transport.fetch_devices(account, chat)
+        if chat is None:
+            await self.verify_directory(account, identity, certs)
+        elif await self.log_view() is not None:
+            # A chat's routed devices must be a part of the account's proven full list.
+            full_identity, full = await self.transport.fetch_devices(account, None)
+            await self.verify_directory(account, full_identity, full)
+            if not hmac.compare_digest(full_identity, identity) or not set(certs) <= set(full):
+                raise KeyMismatch("routed devices are not in the account's logged device list")
         return await self._tx(
             lambda tx: state.accept_device_list(
                 tx, account, identity, certs, chat=chat, hook=self.hook

@@ -165,6 +165,23 @@ class HttpTransport(Transport):
         req = wire.ClaimPrekey(device.account, device.device)
         return (await self._post(Path.PREKEY_CLAIM, req, wire.ClaimedPrekey)).bundle
 
+    async def log_head(self) -> bytes:
+        return (await self._post(Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)).head
+
+    async def log_lookup(self, account: str, size: int) -> tuple[bytes, bytes]:
+        got = await self._post(
+            Path.LOG_LOOKUP, wire.LogLookup(account.encode(), size), wire.LogEntry
+        )
+        return got.entry, got.proof
+
+    async def log_consistency(self, size1: int, size2: int) -> bytes:
+        req = wire.LogConsistencyQuery(size1, size2)
+        return (await self._post(Path.LOG_CONSISTENCY, req, wire.LogConsistency)).proof
+
+    async def log_entries(self, start: int, size: int) -> list[tuple[bytes, bytes]]:
+        got = await self._post(Path.LOG_ENTRIES, wire.LogEntriesQuery(start, size), wire.LogEntries)
+        return list(zip(got.entries, got.proofs, strict=True))
+
     async def submit(self, envelopes: list[bytes]) -> Accepted:
         r = await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
         return Accepted(r.message_id, r.received_at, r.copies, r.price)

@@ -106,6 +106,24 @@ class Transport(Protocol):
         """Release connections."""
         ...
 
+    # -- key directory (SPEC §13.4) ---------------------------------------------------------
+
+    async def log_head(self) -> bytes:
+        """The key log's newest signed tree head (wire bytes)."""
+        ...
+
+    async def log_lookup(self, account: str, size: int) -> tuple[bytes, bytes]:
+        """``account``'s newest log entry within ``size`` leaves and its inclusion proof."""
+        ...
+
+    async def log_consistency(self, size1: int, size2: int) -> bytes:
+        """A consistency proof between two tree sizes."""
+        ...
+
+    async def log_entries(self, start: int, size: int) -> list[tuple[bytes, bytes]]:
+        """Log entries from ``start`` (a page) with inclusion proofs in the tree of ``size``."""
+        ...
+
 
 #: Makes the transport of one device from its address and identity key pair (the key
 #: authenticates its requests where the wire API asks for it).
@@ -187,6 +205,22 @@ class LocalTransport(Transport):
 
     async def fetch_bundle(self, device: Address) -> bytes:
         return await self._call("fetch_bundle", lambda: self._relay.fetch_bundle(*device.wire))
+
+    async def log_head(self) -> bytes:
+        return await self._call("log_head", self._relay.log_head)
+
+    async def log_lookup(self, account: str, size: int) -> tuple[bytes, bytes]:
+        return await self._call(
+            "log_lookup", lambda: self._relay.log_lookup(account.encode(), size)
+        )
+
+    async def log_consistency(self, size1: int, size2: int) -> bytes:
+        return await self._call(
+            "log_consistency", lambda: self._relay.log_consistency(size1, size2)
+        )
+
+    async def log_entries(self, start: int, size: int) -> list[tuple[bytes, bytes]]:
+        return await self._call("log_entries", lambda: self._relay.log_entries(start, size))
 
     async def submit(self, envelopes: list[bytes]) -> Accepted:
         r = await self._call("submit", lambda: self._relay.submit(self.addr.wire, envelopes))

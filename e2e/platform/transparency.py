@@ -597,6 +597,19 @@ class LogView:
         above = [h for h in self.heads if h.size > size]
         return (below[-1] if below else None), (above[0] if above else None)
 
+    def proofs_needed(self, size: int) -> list[tuple[int, int]]:
+        """The consistency proofs :meth:`check_head` will ask for to accept a head of
+        ``size`` (fetch them first when the relay is reached asynchronously)."""
+        if any(h.size == size for h in self.heads):
+            return []
+        below, above = self._neighbours(size)
+        out = []
+        if below is not None and below.size > 0:
+            out.append((below.size, size))
+        if above is not None and size > 0:
+            out.append((size, above.size))
+        return out
+
     def check_head(
         self,
         head: SignedTreeHead,
@@ -709,7 +722,7 @@ class LogView:
         self,
         account: bytes,
         identity: bytes,
-        published: Mapping[int, bytes],
+        published: Mapping[int, bytes] | None,
         entries: Sequence[tuple[bytes, InclusionProof]],
     ) -> None:
         """Monitor our own account: ``entries`` are all leaves from :attr:`audited` to the
@@ -734,6 +747,8 @@ class LogView:
                 continue
             if not hmac.compare_digest(entry.identity, identity):
                 raise KeyMismatch("the log holds an account key this account never had")
+            if published is None:  # an account that does not track its versions
+                continue
             want = published.get(entry.version)
             if want is None or not hmac.compare_digest(want, entry.devices):
                 raise KeyMismatch("the log holds a device list this account never certified")
