@@ -24,9 +24,12 @@ from typing import Any
 
 from e2e.client import Client, ReceiptStatus, state
 from e2e.client.http import HttpRelay, HttpTransport
-from e2e.errors import DuplicateMessage, E2EError, PolicyError
+from e2e.errors import DuplicateMessage, E2EError, KeyTransparencyError, PolicyError
+from e2e.fingerprint import safety_number
+from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.adservice import AdService
+from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope
 from e2e.platform.policy import MessageClass
 from e2e.platform.relay import ManualClock, Recorder
@@ -183,6 +186,8 @@ class _Demo:
         d["phone"] = await Client.create_account(self.store("phone"), c, _ALICE, "customer")
         d["laptop"] = await d["phone"].add_device(self.store("laptop"), c)
         await d["phone"].pin(_SHOP, await d["shop1"].account_identity())  # a verified QR code
+        for dev in d.values():  # the key-log key ships with the application (SPEC §13.4)
+            await dev.pin_log_key(relay.app.service.log_public_key)
         await d["shop1"].designate([1])
         await d["shop1"].assign(_ALICE, [2])
         print("   acme-shop: device 1 (archive, designated), agents 2 and 3; the chat with alice")
@@ -242,9 +247,70 @@ class _Demo:
         self._relay_view(relay)
         await self._business_view(t)
         await self._proof(relay, before, after, set(revealed))
+        await self._keys(relay, net)
         print(f"\nran in {time.monotonic() - started:.1f} s")
         print("\nall checks passed" if self.failures == 0 else f"\n{self.failures} checks FAILED")
         return 0 if self.failures == 0 else 1
+
+    async def _keys(self, relay: RelayServer, net: HttpRelay) -> None:
+        """Safety numbers and the key directory (SPEC §13)."""
+        print("\nKeys you can check (safety numbers, the key directory):")
+        d = self.devices
+        alice_key, shop_key = (
+            await d["phone"].account_identity(),
+            await d["shop1"].account_identity(),
+        )
+        seen_by_alice, seen_by_shop = (
+            await d["phone"].pinned(_SHOP),
+            await d["shop3"].pinned(_ALICE),
+        )
+        assert seen_by_alice is not None and seen_by_shop is not None
+        mine = safety_number(_ALICE.encode(), alice_key, _SHOP.encode(), seen_by_alice)
+        theirs = safety_number(_SHOP.encode(), shop_key, _ALICE.encode(), seen_by_shop)
+        print(f"   safety number alice <-> acme-shop: {mine.grouped()}")
+        self.check(mine.display == theirs.display
+                   and mine.scannable.compare(theirs.scannable.to_bytes()),
+                   "acme-shop's screen shows the same number; its QR code scans as a "
+                   "match")  # fmt: skip
+        audited = await d["shop1"].monitor()
+        await d["phone"].monitor()
+        view = await d["phone"].log_view()
+        self.check(view is not None and view.latest is not None,
+                   f"every device list was proven in the key log before use; acme-shop "
+                   f"audited {audited} log entries: none under its name it did not "
+                   f"publish")  # fmt: skip
+        # A relay that hands a newcomer its own key for acme-shop (the attack of issue 14).
+        bob = await Client.create_account(self.store("bob"), net.connect, "bob", "customer")
+        self.devices["bob"] = bob
+        await bob.pin_log_key(relay.app.service.log_public_key)
+        eve = KeyPair.generate()
+        fake = DeviceCertificate.issue(eve, _SHOP.encode(), 1, KeyPair.generate().public)
+        honest = bob.transport
+
+        class Substituting:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(honest, name)
+
+            async def fetch_devices(self, account: str, chat: str | None = None) -> Any:
+                if account == _SHOP:
+                    return eve.public, [fake.to_bytes()]
+                return await honest.fetch_devices(account, chat)
+
+        bob.transport = Substituting()
+        submitted = len(relay.tap.records)
+        try:
+            await bob.send(_SHOP, "my card number is 4111 1111 1111 1111")
+            caught = "not caught"
+        except KeyTransparencyError as exc:
+            caught = type(exc).__name__
+        finally:
+            bob.transport = honest
+        sent = [
+            d for ch, d in relay.tap.records[submitted:] if ch.endswith(wire.Path.MESSAGE_SUBMIT)
+        ]
+        self.check(caught == "KeyMismatch" and not sent,
+                   f"the relay hands bob its own key for acme-shop: refused ({caught}) before "
+                   f"anything was encrypted")  # fmt: skip
 
     def _relay_view(self, relay: RelayServer) -> None:
         print("\nWhat the relay saw (each submitted copy; it never sees a text or a key):")
