@@ -67,6 +67,8 @@ HEAD_LABEL: Final = b"E2E_TREE_HEAD_v1"
 ENTRY_LABEL: Final = b"E2E_KT_ENTRY_v1"
 DEVICES_LABEL: Final = b"E2E_KT_DEVICES_v1"
 LOG_VERSION: Final = 1
+#: Relay processes' clocks may differ this much (s): a larger head may be this much older.
+HEAD_SKEW: Final = 300
 #: A proof longer than this many hashes cannot belong to a tree of at most 2**63 leaves.
 MAX_PROOF_HASHES: Final = 128
 _MAX_SIZE: Final = 2**63 - 1
@@ -636,8 +638,8 @@ class LogView:
                     raise self._fork("two signed tree heads of one size with different roots")
                 return
         if latest is not None and head.size > latest.size:
-            if head.head.timestamp < latest.head.timestamp:
-                raise LogRolledBack("larger tree head with an older timestamp")
+            if head.head.timestamp + HEAD_SKEW < latest.head.timestamp:
+                raise LogRolledBack("larger tree head with a much older timestamp")
         below, above = self._neighbours(head.size)
         try:
             if below is not None and below.size > 0:
