@@ -341,3 +341,12 @@ def test_peer_heads_catch_a_split_view() -> None:
 
 def _gossip_of(log: KeyLog, size: int) -> bytes:
     return size.to_bytes(8, "big") + log.tree.root(size)
+
+
+def test_a_larger_head_from_the_past_is_a_rollback_beyond_the_skew() -> None:
+    log, view = _log()
+    _fresh(view, log, 10_000)
+    log.publish(b"bob", EVE, [])
+    with pytest.raises(LogRolledBack):
+        view.check_head(log.head(10_000 - 301), log.consistency)
+    view.check_head(log.head(10_000 - 300), log.consistency)  # within the skew: accepted
