@@ -306,6 +306,9 @@ class RelayApp:
         caller = (token.account, token.device_id)
         if not self.rate_limit.take(caller, time.monotonic()):
             raise RateLimited("device rate limit exceeded")
+        if route.handler == "report":
+            # Keys another relay process made since we loaded ours must verify too.
+            await self._run(service.refresh_franking_keys)
 
         def step(tx: Tx) -> Any:
             service.consume_nonce(tx, token, expected)

@@ -23,7 +23,7 @@ from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Envelope
-from e2e.platform.franking import commit
+from e2e.platform.franking import Report, ReportItem, commit
 from e2e.platform.policy import MessageClass
 from e2e.prekeys import LocalPrekeys, PrekeyBundle
 from e2e.suite import DEFAULT
@@ -127,6 +127,7 @@ class Dev:
         self.identity = KeyPair.generate()
         self.prekeys = LocalPrekeys.generate(self.identity, DEFAULT, one_time)
         self.clock_skew = 0
+        self.sent: dict[bytes, tuple[bytes, bytes]] = {}
 
     @property
     def addr(self) -> tuple[bytes, int]:
@@ -215,9 +216,12 @@ class Dev:
         message_id: bytes | None = None,
         body: bytes = b"hi",
     ) -> list[bytes]:
+        """Envelopes of one message around opaque frames; its franking key and text are kept
+        in ``self.sent`` (the relay never sees them) so a receiver can report it."""
         mid = message_id or os.urandom(16)
         fk = os.urandom(32)
         c = commit(fk, cls, self.acct.name, to, mid, body)
+        self.sent[mid] = (fk, body)
         return [
             Envelope(
                 cls,
@@ -229,7 +233,7 @@ class Dev:
                 mid,
                 c,
                 b"opaque-frame:" + os.urandom(24),
-            ).to_bytes()
+            ).to_bytes()  # fmt: skip
             for d in dests
         ]
 
@@ -248,6 +252,13 @@ class Dev:
 
     def control(self, op: int, business: bytes, on: bool = True) -> None:
         self.call(wire.Path.CHAT_CONTROL, wire.Control(op, business, on))
+
+    def report(self, business: bytes, items: list[tuple[bytes, bytes, bytes]],
+               block: bool = True) -> wire.ReportVerdict:  # fmt: skip
+        """Report (delivery, franking key, text) items received from ``business``."""
+        rep = Report(self.acct.name, business, tuple(ReportItem(*i) for i in items))
+        return self.call(wire.Path.REPORT, wire.SubmitReport(rep.to_bytes(), block),
+                         wire.ReportVerdict)  # fmt: skip
 
     def bill(self) -> wire.BillLines:
         return self.call(wire.Path.BILL, wire.BillQuery(), wire.BillLines)
