@@ -128,6 +128,13 @@ class RelayApp:
         self.tap = tap
         self.purge_seconds = purge_seconds
         self.counters: Counter[str] = Counter()
+        #: Seconds spent per phase of authenticated requests (worker time, summed).
+        self.timers: dict[str, float] = {
+            "lookup": 0.0,
+            "verify": 0.0,
+            "decode": 0.0,
+            "transaction": 0.0,
+        }
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[tuple[bytes, int], asyncio.Event] = {}
@@ -299,10 +306,16 @@ class RelayApp:
             await self._run(lambda: token.verify(identity, method, path, body))
         else:
             # Authenticate before decoding: an unauthenticated body is never parsed.
+            t0 = time.perf_counter()
             identity = await self._run(lambda: service.identity_of(token))
+            t1 = time.perf_counter()
             expected = identity
             await self._run(lambda: token.verify(identity, method, path, body))
+            t2 = time.perf_counter()
             req = route.body.from_bytes(body)
+            self.timers["lookup"] += t1 - t0
+            self.timers["verify"] += t2 - t1
+            self.timers["decode"] += time.perf_counter() - t2
         caller = (token.account, token.device_id)
         if not self.rate_limit.take(caller, time.monotonic()):
             raise RateLimited("device rate limit exceeded")
@@ -314,7 +327,9 @@ class RelayApp:
             service.consume_nonce(tx, token, expected)
             return handler(tx, caller, req)
 
+        t3 = time.perf_counter()
         result = await self._run(lambda: self.store.run(step))
+        self.timers["transaction"] += time.perf_counter() - t3
         if isinstance(req, Fetch) and isinstance(result, Mailbox):
             result = await self._long_poll(req, caller, result)
         self.counters[f"accepted:{route.handler}"] += 1
@@ -343,7 +358,7 @@ class RelayApp:
                     if self.store.cross_process_wakeups:
                         return result
                 result = await self._run(
-                    lambda: self.store.run(lambda tx: self.service.fetch(tx, caller, req))
+                    lambda: self.store.read(lambda tx: self.service.fetch(tx, caller, req))
                 )
                 assert isinstance(result, Mailbox)
                 if result.deliveries:
@@ -354,7 +369,7 @@ class RelayApp:
 
     def metrics_text(self) -> str:
         """Counters in Prometheus text format: accepted by endpoint, refused by code, queue."""
-        depth = self.store.run(lambda tx: tx.count_mail())
+        depth = self.store.read(lambda tx: tx.count_mail())
         lines = ["# TYPE e2e_relay_requests_total counter"]
         for key, value in sorted(self.counters.items()):
             kind, _, label = key.partition(":")
@@ -369,6 +384,9 @@ class RelayApp:
         lines.append(f"e2e_relay_messages_accepted_total {self.counters['messages_accepted']}")
         lines.append("# TYPE e2e_relay_internal_errors_total counter")
         lines.append(f"e2e_relay_internal_errors_total {self.counters['error:internal']}")
+        lines.append("# TYPE e2e_relay_seconds_total counter")
+        for phase, seconds in sorted(self.timers.items()):
+            lines.append(f'e2e_relay_seconds_total{{phase="{phase}"}} {seconds:.6f}')
         lines.append("# TYPE e2e_relay_queue_depth gauge")
         lines.append(f"e2e_relay_queue_depth {depth}")
         return "\n".join(lines) + "\n"

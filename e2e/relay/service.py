@@ -256,7 +256,7 @@ class RelayService:
 
     def identity_of(self, token: AuthToken) -> bytes:
         """The registered identity key of the token's device (401 if none)."""
-        ident = self.store.run(lambda tx: tx.device_identity(token.account, token.device_id))
+        ident = self.store.read(lambda tx: tx.device_identity(token.account, token.device_id))
         if ident is None:
             raise Unauthenticated("unknown device")
         return ident

@@ -1,23 +1,34 @@
-"""SQLite relay store: one file, durable commits (SPEC.md §10.8).
+"""SQLite relay store: one file, durable commits, group commit (SPEC.md §10.8).
 
 WAL journal with ``synchronous=FULL``: a commit is on disk before the relay answers. Writers
 take the database lock at the start of each transaction (``BEGIN IMMEDIATE``), so a policy
 decision and its writes are one serial step even with several relay processes on one file
-(they wait up to ``busy_timeout`` for each other). Mail wake-ups do not cross processes here;
-waiters in other processes see new mail at their next poll.
+(they wait up to ``busy_timeout`` for each other).
+
+Group commit: one writer thread runs the queued requests of a process, each in its own
+``SAVEPOINT`` (a refused request rolls back to it and leaves no trace), inside one transaction,
+and commits them together with one fsync; only then does any of them get its answer. Mail
+wake-ups do not cross processes here; waiters in other processes see new mail at their next poll.
 """
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
+from typing import Any, Final, TypeVar
 
 from e2e.errors import StoreError
 from e2e.relay.store import SCHEMA, RelayStore, SqlTx, Tx
 
 __all__ = ["SqliteRelayStore"]
+
+T = TypeVar("T")
+#: Most requests committed together.
+MAX_GROUP: Final = 64
 
 
 class _SqliteTx(SqlTx):
@@ -37,8 +48,9 @@ class _SqliteTx(SqlTx):
         )
         return None if row is None else bytes(row[0])
 
-    def insert_mail(self, account: bytes, device_id: int, envelope: bytes, received_at: int,
-                    tag: bytes) -> int:  # fmt: skip
+    def insert_mail(
+        self, account: bytes, device_id: int, envelope: bytes, received_at: int, tag: bytes
+    ) -> int:
         row = self.fetchone(
             "INSERT INTO mailbox (account, device_id, envelope, received_at, tag)"
             " VALUES (?, ?, ?, ?, ?) RETURNING seq",
@@ -48,8 +60,11 @@ class _SqliteTx(SqlTx):
         return int(row[0])
 
 
+_Job = tuple[Callable[[Tx], Any], "Future[Any]"]
+
+
 class SqliteRelayStore(RelayStore):
-    """The embedded default. One connection per process, used by one thread at a time."""
+    """The embedded default. One connection per process, used by one writer thread."""
 
     def __init__(self, path: str, busy_timeout_ms: int = 30_000) -> None:
         self.path = path
@@ -69,12 +84,42 @@ class SqliteRelayStore(RelayStore):
             raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
         self._lock = threading.Lock()
         self._wake: Callable[[bytes, int], None] | None = None
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="relay-sqlite", daemon=True)
+        self._writer.start()
+
+        self._readers = threading.local()
+        self._all_readers: list[sqlite3.Connection] = []
 
     def listen(self, wake: Callable[[bytes, int], None]) -> None:
         self._wake = wake
 
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run a read-only ``fn`` on this thread's reader connection (WAL: readers do not wait
+        for the writer, and see only committed data)."""
+        conn: sqlite3.Connection | None = getattr(self._readers, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA query_only = 1")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
+            self._readers.conn = conn
+            with self._lock:
+                self._all_readers.append(conn)
+        cur = conn.cursor()
+        try:
+            cur.execute("BEGIN")
+            try:
+                return fn(_SqliteTx(cur))
+            finally:
+                cur.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreError(f"relay database error: {type(exc).__name__}") from None
+
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        """A transaction of its own (not grouped): for maintenance and tests."""
         with self._lock:
             cur = self._conn.cursor()
             try:
@@ -95,11 +140,90 @@ class SqliteRelayStore(RelayStore):
             except sqlite3.Error as exc:
                 self._conn.execute("ROLLBACK")
                 raise StoreError(f"relay commit failed: {type(exc).__name__}") from None
+        self._woke(tx.woken)
+
+    def _woke(self, woken: list[tuple[bytes, int]]) -> None:
         wake = self._wake
         if wake is not None:
-            for account, device_id in tx.woken:
+            for account, device_id in woken:
                 wake(account, device_id)
 
+    def run(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in its own savepoint of the next group transaction; its result once
+        that transaction is durably committed (or its error, having changed nothing)."""
+        fut: Future[Any] = Future()
+        self._queue.put((fn, fut))
+        result: T = fut.result()
+        return result
+
+    def _write_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            while len(jobs) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                jobs.append(nxt)
+            self._run_group(jobs)
+
+    def _run_group(self, jobs: list[_Job]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        woken: list[tuple[bytes, int]] = []
+        with self._lock:
+            cur = self._conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                err = StoreError(f"relay database busy: {type(exc).__name__}")
+                for _, fut in jobs:
+                    fut.set_exception(err)
+                return
+            for fn, _ in jobs:
+                tx = _SqliteTx(cur)
+                try:
+                    cur.execute("SAVEPOINT req")
+                    result = fn(tx)
+                    cur.execute("RELEASE req")
+                    outcomes.append((True, result))
+                    woken += tx.woken
+                except BaseException as exc:  # handed to the caller below
+                    try:
+                        cur.execute("ROLLBACK TO req")
+                        cur.execute("RELEASE req")
+                    except sqlite3.Error:
+                        pass
+                    if isinstance(exc, sqlite3.Error):
+                        exc = StoreError(f"relay database error: {type(exc).__name__}")
+                    outcomes.append((False, exc))
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                err = StoreError(f"relay commit failed: {type(exc).__name__}")
+                for _, fut in jobs:
+                    fut.set_exception(err)
+                return
+        for (_, fut), (ok, value) in zip(jobs, outcomes, strict=True):
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        self._woke(woken)
+
     def close(self) -> None:
+        self._queue.put(None)
+        self._writer.join(timeout=10)
         with self._lock:
             self._conn.close()
+            for conn in self._all_readers:
+                conn.close()

@@ -493,6 +493,10 @@ class RelayStore(abc.ABC):
         with self.transaction() as tx:
             return fn(tx)
 
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run a read-only ``fn`` (it must not write); by default as :meth:`run`."""
+        return self.run(fn)
+
     def listen(self, wake: Callable[[bytes, int], None]) -> None:  # noqa: B027
         """Call ``wake(account, device)`` when another process delivers mail (if it can)."""
 
@@ -500,7 +504,7 @@ class RelayStore(abc.ABC):
     def close(self) -> None: ...
 
     def ping(self) -> None:
-        self.run(lambda tx: tx.fetchone("SELECT 1"))
+        self.read(lambda tx: tx.fetchone("SELECT 1"))
 
 
 def open_store(db: str) -> RelayStore:

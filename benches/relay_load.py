@@ -1,0 +1,170 @@
+"""Load bench of the relay service over HTTP on localhost (not part of the ratio gate).
+
+    python benches/relay_load.py [--clients 100] [--seconds 8] [--procs 1 2]
+                                 [--sqlite] [--pg-dsn DSN]
+
+For each backend (SQLite file; PostgreSQL if a DSN is given: use a cluster with durable
+commits, i.e. without fsync=off) and each number of relay processes, it starts the relay(s)
+with ``python -m e2e relay serve``, registers one business and ``clients`` customer devices,
+then runs ``clients`` concurrent HTTP clients (one asyncio process, httpx) for ``seconds``:
+
+* ``noop``: ``POST /v1/noop`` with a body of the same size (same server stack, no store);
+* ``submit``: ``POST /v1/messages/submit`` of a signed one-copy service message.
+
+Requests and signatures are made before the timed part, so the client process spends its time
+on HTTP only. It prints accepted requests/s, p50 and p99 latency, the submit/no-op throughput
+ratio, and the relay's own split of server time (from its metrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "relay"))
+
+from relayhelp import Dev, RelayProcess, fresh_pg_db, new_device  # noqa: E402
+
+from e2e.platform import wire  # noqa: E402
+from e2e.platform.policy import MessageClass  # noqa: E402
+
+
+async def _drive(
+    urls: list[str], jobs: list[tuple[str, bytes, dict[str, str]]], clients: int, seconds: float
+) -> tuple[int, list[float], int]:
+    """Run the jobs with ``clients`` concurrent workers until time is up; (ok, latencies, bad)."""
+    lat: list[float] = []
+    ok = bad = 0
+    it = iter(jobs)
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    pools = [httpx.AsyncClient(base_url=u, limits=limits, timeout=60) for u in urls]
+
+    async def worker(i: int) -> None:
+        nonlocal ok, bad
+        pool = pools[i % len(pools)]
+        while time.perf_counter() < deadline:
+            try:
+                path, body, headers = next(it)
+            except StopIteration:
+                return
+            t = time.perf_counter()
+            r = await pool.post(path, content=body, headers=headers)
+            lat.append(time.perf_counter() - t)
+            if r.status_code == 200:
+                ok += 1
+            else:
+                bad += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    for p in pools:
+        await p.aclose()
+    return int(ok / elapsed), lat, bad
+
+
+def _pct(lat: list[float], q: float) -> float:
+    if not lat:
+        return float("nan")
+    return statistics.quantiles(lat, n=100)[int(q) - 1] * 1000
+
+
+def run_case(
+    db: str, procs: int, clients: int, seconds: float, per_client: int
+) -> dict[str, float]:
+    relays = [
+        RelayProcess(db, extra=["--rate", "100000", "--burst", "100000", "--log-level", "warning"])
+        for _ in range(procs)
+    ]
+    for r in relays:
+        r.start()
+    try:
+        urls = [r.url for r in relays]
+        with httpx.Client(base_url=urls[0], timeout=60) as c:
+            biz = new_device(c, b"shop", 1)
+            custs: list[Dev] = [new_device(c, b"c%d" % i, 0, one_time=1) for i in range(clients)]
+        submit_jobs: list[tuple[str, bytes, dict[str, str]]] = []
+        noop_jobs: list[tuple[str, bytes, dict[str, str]]] = []
+        path = wire.Path.MESSAGE_SUBMIT
+        for _ in range(per_client):
+            for cust in custs:
+                envs = cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE, body=b"x" * 100)
+                body = wire.Submit(tuple(envs)).to_bytes()
+                headers = {
+                    "content-type": wire.CONTENT_TYPE,
+                    "authorization": cust.sign(path, body),
+                }
+                submit_jobs.append((path, body, headers))
+                noop_jobs.append((wire.Path.NOOP, body, {"content-type": wire.CONTENT_TYPE}))
+        out: dict[str, float] = {}
+        for name, jobs in (("noop", noop_jobs), ("submit", submit_jobs), ("noop2", noop_jobs)):
+            rate, lat, bad = asyncio.run(_drive(urls, jobs, clients, seconds))
+            out[f"{name}_rps"] = rate
+            out[f"{name}_p50"] = _pct(lat, 50)
+            out[f"{name}_p99"] = _pct(lat, 99)
+            out[f"{name}_bad"] = bad
+        metrics = httpx.get(urls[0] + wire.Path.METRICS).text
+        served = 1.0
+        for line in metrics.splitlines():
+            if line.startswith('e2e_relay_requests_total{endpoint="submit"}'):
+                served = max(float(line.split()[-1]), 1.0)
+        for line in metrics.splitlines():
+            if line.startswith("e2e_relay_seconds_total"):
+                phase = line.split('"')[1]
+                out[f"t_{phase}"] = float(line.split()[-1]) / served
+        return out
+    finally:
+        for r in relays:
+            r.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--pg-dsn", default=os.environ.get("E2E_BENCH_PG_DSN"))
+    ap.add_argument("--no-sqlite", action="store_true")
+    ns = ap.parse_args()
+    per_client = 60
+    backends: list[tuple[str, str]] = []
+    tmp = tempfile.mkdtemp(prefix="relay-bench-")
+    if not ns.no_sqlite:
+        backends.append(("sqlite", ""))
+    if ns.pg_dsn:
+        backends.append(("postgresql", ns.pg_dsn))
+    print(
+        f"{'backend':<11} {'procs':>5} {'clients':>7} | {'no-op/s':>8} {'p50':>6} {'p99':>6} |"
+        f" {'submit/s':>8} {'p50':>6} {'p99':>6} | {'ratio':>5} | server time per submit"
+    )
+    for name, dsn in backends:
+        for procs in ns.procs:
+            db = fresh_pg_db(dsn) if dsn else str(Path(tmp) / f"relay-{procs}.db")
+            r = run_case(db, procs, ns.clients, ns.seconds, per_client)
+            noop = max(r["noop_rps"], r["noop2_rps"])
+            split = ", ".join(
+                f"{k[2:]} {v * 1000:.2f} ms"
+                for k, v in sorted(r.items()) if k.startswith("t_")
+            )  # fmt: skip
+            print(
+                f"{name:<11} {procs:>5} {ns.clients:>7} | {noop:>8.0f} {r['noop_p50']:>6.1f} "
+                f"{r['noop_p99']:>6.1f} | {r['submit_rps']:>8.0f} {r['submit_p50']:>6.1f} "
+                f"{r['submit_p99']:>6.1f} | {r['submit_rps'] / noop:>5.2f} | {split}"
+                + (f"  (refused: {r['submit_bad']:.0f})" if r["submit_bad"] else "")
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
