@@ -92,7 +92,7 @@ def test_kill_9_under_load(relay_db: str, tmp_path: Path) -> None:
             t.start()
         rnd = random.Random(7)
         for _ in range(ITERS):
-            time.sleep(rnd.uniform(0.15, 0.4))
+            time.sleep(rnd.uniform(0.1, 0.25))
             proc.kill()
             proc.start()
         time.sleep(0.3)
