@@ -361,3 +361,28 @@ def test_tampered_messages_are_rejected_by_both_sides(libsignal: Harness) -> Non
         bad[-1] ^= 0x80
         me.decrypt(other, (t, bytes(bad)))
     assert me.decrypt(other, (t, body)) == b"from libsignal"
+
+
+def test_sessions_with_libsignal_live_in_an_e2e_store(libsignal: Harness, tmp_path) -> None:  # noqa: ANN001
+    """The e2e side keeps its libsignal session in a SQLite store, reopened between messages."""
+    from e2e.libsignal.store import decrypt_and_store, encrypt_and_store
+    from e2e.store import Address, SqliteStore, StorageKey
+
+    me = Peer(4)
+    other = new_party(libsignal)
+    libsignal.call("process_bundle", party=other, peer="e2e", bundle=me.bundle().to_json())
+    key, addr, path = StorageKey.generate(), Address(other, 1), tmp_path / "e2e.db"
+    for i in range(20):
+        store = SqliteStore(path, key)
+        try:
+            for t, body in libsignal.encrypt(other, "e2e", b"in %d" % i, b"in %d'" % i):
+                out = decrypt_and_store(
+                    store, addr, t, body, prekeys=me.prekeys, local_identity=me.identity
+                )
+                if out.prekeys_used is not None:
+                    u = out.prekeys_used
+                    me.prekeys.mark_used(u.prekey_id, u.kyber_prekey_id, u.base_key)
+            reply = encrypt_and_store(store, addr, b"out %d" % i)
+        finally:
+            store.close()
+        assert libsignal.decrypt(other, "e2e", reply) == [b"out %d" % i]
