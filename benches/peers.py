@@ -87,6 +87,13 @@ PEERS: dict[str, Peer] = {
     "vodozemac": Peer(("vodozemac==0.10.0",), "beside"),
     "python-doubleratchet": Peer(("DoubleRatchet==1.3.0",), "beside"),
     "python-axolotl": Peer(("python-axolotl==0.2.3", "protobuf<4"), "axolotl"),
+    # libsignal's native implementation through its Node binding: tests/interop/harness.js in
+    # worker mode (installed by `cd tests/interop && npm ci`; AGPL-3.0, a measuring tool only).
+    "libsignal-0.90-node": Peer(
+        ("@signalapp/libsignal-client@0.90.0",),
+        "node",
+        command=("node", str(_ROOT / "tests/interop/harness.js"), "libsignal-090", "--worker"),
+    ),
 }
 
 

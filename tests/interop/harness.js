@@ -337,19 +337,124 @@ commands.bench_workload = async ({ workload, size, count }) => {
   return { ns: times };
 };
 
-const rl = readline.createInterface({ input: process.stdin, terminal: false });
-let queue = Promise.resolve();
-rl.on('line', (line) => {
-  queue = queue.then(async () => {
-    let reply;
-    try {
-      const req = JSON.parse(line);
-      const fn = commands[req.cmd];
-      if (fn === undefined) throw new Error(`unknown command ${req.cmd}`);
-      reply = { ok: true, ...(await fn(req)) };
-    } catch (e) {
-      reply = { ok: false, error: String(e && e.message ? e.message : e) };
-    }
-    process.stdout.write(`${JSON.stringify(reply)}\n`);
+
+// -- worker mode for benches/peers.py (its module docstring defines the protocol) --------------
+//   node harness.js libsignal-090 --worker
+// prints {"ready": {workload: needs_setup}}, then answers each
+// {"workload": W, "n": N, "how": [loop, cpu, cpu_per_call]} with {"t": seconds per call},
+// timing a batch as benches/interleave.py's _batch does.
+
+const PREEMPTED = 0.0002;
+const wallNow = () => Number(process.hrtime.bigint()) / 1e9;
+
+async function workerSides() {
+  const pt = Buffer.alloc(256, 7);
+  const one = async (tag) => {
+    const { pa, pb, addrA, addrB } = await benchPair(tag);
+    return {
+      send: async (from) => {
+        const [sp, saddr] = from === 'a' ? [pa, addrB] : [pb, addrA];
+        return wire(await S.signalEncrypt(pt, saddr, sp.sessions, sp.identities));
+      },
+      recv: async (to, body) => {
+        const [rp, raddr] = to === 'b' ? [pb, addrA] : [pa, addrB];
+        await S.signalDecrypt(S.SignalMessage.deserialize(body), raddr, rp.sessions, rp.identities);
+      },
+    };
+  };
+  const enc = await one('w-enc');
+  const dec = await one('w-dec');
+  const ow = await one('w-ow');
+  const pp = await one('w-pp');
+  let turn = ['a', 'b'];
+  let last = null;
+  return {
+    encrypt: { setup: null, target: async () => { await enc.send('a'); } },
+    decrypt: { setup: async () => [await dec.send('a')], target: async (body) => { await dec.recv('b', body); } },
+    oneway: { setup: null, target: async () => { await ow.recv('b', await ow.send('a')); } },
+    ping_pong: {
+      setup: null,
+      target: async () => {
+        const [from, to] = turn;
+        await pp.recv(to, await pp.send(from));
+        turn = [to, from];
+      },
+    },
+    setup: {
+      setup: async () => {
+        if (last !== null) { parties.delete(last[0]); parties.delete(last[1]); }
+        const tag = `ws${benchTag++}`;
+        const a = `a-${tag}`;
+        const b = `b-${tag}`;
+        await commands.init({ party: a, registration_id: 11 });
+        await commands.init({ party: b, registration_id: 22 });
+        const bundle = await commands.bundle({ party: b, prekey_id: 1, signed_prekey_id: 2, kyber_prekey_id: 3 });
+        last = [a, b];
+        const args = [bundle.registration_id, 1, bundle.prekey_id,
+          S.PublicKey.deserialize(unhex(bundle.prekey)), bundle.signed_prekey_id,
+          S.PublicKey.deserialize(unhex(bundle.signed_prekey)), unhex(bundle.signed_prekey_signature),
+          S.PublicKey.deserialize(unhex(bundle.identity_key)), bundle.kyber_prekey_id,
+          S.KEMPublicKey.deserialize(unhex(bundle.kyber_prekey)), unhex(bundle.kyber_prekey_signature)];
+        return [party(a), party(b), S.ProtocolAddress.new(a, 1), S.ProtocolAddress.new(b, 1), args];
+      },
+      target: async (pa, pb, addrA, addrB, args) => {
+        await S.processPreKeyBundle(S.PreKeyBundle.new(...args), addrB, pa.sessions, pa.identities);
+        const m = await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities);
+        await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(wire(m)), addrA, pb.sessions,
+          pb.identities, pb.prekeys, pb.signed, pb.kyber);
+      },
+    },
+  };
+}
+
+// node has no thread CPU clock, and a process CPU clock would also count libsignal's own
+// threads, so every call is timed on the wall clock; where the caller asks for CPU time, the
+// calls that lost the CPU (PREEMPTED slower than the batch's median) are left out instead.
+async function workerBatch(side, n, [loop, cpu, cpuPerCall]) {
+  let times = [];
+  for (let i = 0; i < n; i++) {
+    const args = side.setup ? await side.setup() : [];
+    const start = wallNow();
+    await side.target(...args);
+    times.push(wallNow() - start);
+  }
+  if ((cpu || cpuPerCall || loop) && n >= 3) {
+    const limit = [...times].sort((x, y) => x - y)[Math.floor(n / 2)] + PREEMPTED;
+    times = times.filter((t) => t <= limit);
+  }
+  return times.reduce((x, y) => x + y, 0) / times.length;
+}
+
+async function workerMain() {
+  const sides = await workerSides();
+  const ready = {};
+  for (const [w, side] of Object.entries(sides)) ready[w] = side.setup !== null;
+  process.stdout.write(`${JSON.stringify({ ready })}\n`);
+  const lines = readline.createInterface({ input: process.stdin, terminal: false });
+  for await (const line of lines) {
+    const msg = JSON.parse(line);
+    const t = await workerBatch(sides[msg.workload], msg.n, msg.how);
+    process.stdout.write(`${JSON.stringify({ t })}\n`);
+  }
+}
+
+if (process.argv[3] === '--worker') {
+  workerMain().catch((e) => { process.stderr.write(`${e && e.stack ? e.stack : e}\n`); process.exit(1); });
+} else {
+  const rl = readline.createInterface({ input: process.stdin, terminal: false });
+  let queue = Promise.resolve();
+  rl.on('line', (line) => {
+    queue = queue.then(async () => {
+      let reply;
+      try {
+        const req = JSON.parse(line);
+        const fn = commands[req.cmd];
+        if (fn === undefined) throw new Error(`unknown command ${req.cmd}`);
+        reply = { ok: true, ...(await fn(req)) };
+      } catch (e) {
+        reply = { ok: false, error: String(e && e.message ? e.message : e) };
+      }
+      process.stdout.write(`${JSON.stringify(reply)}\n`);
+    });
   });
-});
+}
