@@ -108,10 +108,11 @@ def summary(clean: list[dict[str, Any]], injected: list[dict[str, Any]], factor:
         if not seen:
             continue
         med = statistics.median(seen)
-        caught = sum(1 for r in injected if case in r["failed"])
+        ran = [r for r in injected if case in r["ratios"]]
+        caught = sum(1 for r in ran if case in r["failed"])
         lines.append(
             f"| {case} | {bounded[case]} | {med:.2f} ({min(seen):.2f}-{max(seen):.2f}) "
-            f"| {bounded[case] / med:.2f} | {caught}/{len(injected)} |"
+            f"| {bounded[case] / med:.2f} | {f'{caught}/{len(ran)}' if ran else 'not run'} |"
         )
     return "\n".join(lines)
 
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inject", type=float, default=1.3, help="slowdown factor of side A")
     parser.add_argument("--only", default="", help="inject only cases containing this")
     parser.add_argument("--no-store", action="store_true", help="skip the store rows")
+    parser.add_argument(
+        "--injected-k", default="", help="injected runs: only the cases pytest -k selects"
+    )
     parser.add_argument("--out", type=Path, default=None, help="write every run as JSON")
     args = parser.parse_args(argv)
     select = ["--deselect", "benches/bench_store.py"] if args.no_store else []
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"clean {i + 1}: rc {clean[-1]['rc']} {clean[-1]['failed']}", flush=True)
         if i < injected_runs:
             env = {"E2E_BENCH_INJECT": str(args.inject), "E2E_BENCH_INJECT_CASE": args.only}
-            injected.append(run_step(env, select))
+            extra = ["-k", args.injected_k] if args.injected_k else []
+            injected.append(run_step(env, select + extra))
             print(f"injected {i + 1}: rc {injected[-1]['rc']} {injected[-1]['failed']}", flush=True)
         if args.out:
             args.out.write_text(json.dumps({"clean": clean, "injected": injected}, indent=1))

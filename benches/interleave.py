@@ -22,6 +22,7 @@ each call's own measured time. Nothing sets it outside that proof.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from collections.abc import Callable
@@ -40,6 +41,23 @@ CAP = 3.2 if QUICK else 12.0
 BATCH_SECONDS = 0.0005
 MIN_PAIRS = 24
 WARMUP_PAIRS = 4
+
+
+def steady_allocator() -> None:
+    """Keep freed memory at the top of the heap instead of handing it back to the kernel
+    (glibc: M_TRIM_THRESHOLD 64 MiB, M_TOP_PAD 1 MiB). With glibc's defaults, whether a 64 KiB
+    buffer page-faults depends on the heap's history: pq-decrypt-64KiB's ratio measured
+    1.22-1.39 after the other cases had run in the process and 1.50-1.62 when it ran first,
+    and 1.27-1.34 either way with these settings. Elsewhere (no glibc) this does nothing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    mallopt(-2, 1 << 20)  # M_TOP_PAD
+
+
+steady_allocator()
 
 
 @dataclass(frozen=True)
