@@ -16,9 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cbor2
+
 from benches import floor
-from e2e import PQ, SIGNAL, KeyPair, LocalPrekeys, Session
-from e2e.frame import decode_message, encode_message
+from e2e import PQ, SIGNAL, E2EError, KeyPair, LocalPrekeys, Session
+from e2e.constants import MAX_SKIP, MAX_SKIP_CLEAR_HEADER
+from e2e.frame import K, decode_message, encode_message
 from e2e.ratchet import sealed_body_len
 from e2e.suite import get_suite
 
@@ -125,6 +128,72 @@ def frame_decode(suite_id: int, size: int) -> tuple[Setup, Target]:
     return _no_setup, lambda: decode_message(raw)
 
 
+# -- hostile input (issue 11): frames the receiver rejects, timed against a normal decrypt --------
+#
+# These run e2e on both sides: side A rejects a hostile frame, side B is the ``decrypt``
+# workload above (an in-order message of the same suite and size). Their ratio is what a
+# rejected frame costs in normal decrypts; benches/bounds.json bounds it at 10 (SPEC.md §12).
+# A rejected frame leaves the state exactly as it was, so one frame is replayed every call.
+
+
+def _with_old_chains(suite: int) -> tuple[Session, Session]:
+    """After enough turns that Bob holds the most old receiving chains (MAX_RECEIVER_CHAINS
+    - 1): the most header keys a suite-2 header is tried under before it is refused."""
+    alice, bob = established(suite)
+    for _ in range(6):
+        bob.decrypt(alice.encrypt(b"turn"))
+        alice.decrypt(bob.encrypt(b"turn"))
+    return alice, bob
+
+
+def _rejected(session: Session, raw: bytes) -> Target:
+    def target() -> None:
+        try:
+            session.decrypt(raw)
+        except E2EError:
+            return
+        raise AssertionError("a hostile frame was accepted")
+
+    return target
+
+
+def _with_header(raw: bytes, header: bytes) -> bytes:
+    fields = cbor2.loads(raw)
+    fields[K.HEADER] = header
+    return bytes(cbor2.dumps(dict(sorted(fields.items()))))
+
+
+def hostile_forged_header(suite: int, size: int) -> tuple[Setup, Target]:
+    """A header no key of the receiver opens. Suite 2: random sealed-header bytes, tried
+    under the current, next and every old chain's header key. Suite 1 (clear headers): a new
+    random ratchet key with N = 0, so one X25519 and one chain step before the MAC fails."""
+    alice, bob = _with_old_chains(suite)
+    raw = alice.encrypt(os.urandom(size))
+    header = os.urandom(100) if suite == PQ.id else os.urandom(32) + bytes(8)
+    return _no_setup, _rejected(bob, _with_header(raw, header))
+
+
+def hostile_forged_body(suite: int, size: int) -> tuple[Setup, Target]:
+    """The peer's genuine next frame (a new chain: a DH ratchet step) with one body byte
+    changed. Suite 2 refuses it at the header, which authenticates the body."""
+    alice, bob = established(suite)
+    raw = alice.encrypt(os.urandom(size))
+    return _no_setup, _rejected(bob, raw[:-1] + bytes([raw[-1] ^ 1]))
+
+
+def hostile_max_skip(suite: int, size: int) -> tuple[Setup, Target]:
+    """The costliest frame to reject. Suite 1: a forged new-chain header whose N is the
+    whole budget (MAX_SKIP_CLEAR_HEADER chain steps and one X25519 before the MAC fails).
+    Suite 2: the peer's genuine frame MAX_SKIP messages ahead with its body changed."""
+    alice, bob = established(suite)
+    if suite == PQ.id:
+        raw = [alice.encrypt(os.urandom(size)) for _ in range(MAX_SKIP + 1)][-1]
+        return _no_setup, _rejected(bob, raw[:-1] + bytes([raw[-1] ^ 1]))
+    raw = alice.encrypt(os.urandom(size))
+    header = os.urandom(32) + bytes(4) + MAX_SKIP_CLEAR_HEADER.to_bytes(4, "big")
+    return _no_setup, _rejected(bob, _with_header(raw, header))
+
+
 @dataclass(frozen=True)
 class Workload:
     """One workload: e2e's factory, its floor's, and the payload sizes it runs at."""
@@ -148,8 +217,15 @@ WORKLOADS: dict[str, Workload] = {
         Workload("setup", session_setup, floor.session_setup, ("256B",)),
         Workload("frame_encode", frame_encode, floor.frame_encode, ("256B", "64KiB")),
         Workload("frame_decode", frame_decode, floor.frame_decode, ("256B", "64KiB")),
+        # side B is e2e's own normal decrypt, not a floor (see "hostile input" above)
+        Workload("hostile_forged_header", hostile_forged_header, decrypt, ("256B",)),
+        Workload("hostile_forged_body", hostile_forged_body, decrypt, ("256B",)),
+        Workload("hostile_max_skip", hostile_max_skip, decrypt, ("256B",)),
     )
 }
+
+#: Workloads whose side B is e2e's normal decrypt rather than a floor.
+HOSTILE = ("hostile_forged_header", "hostile_forged_body", "hostile_max_skip")
 
 
 def case_name(workload: str, suite: int, size: str) -> str:

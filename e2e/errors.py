@@ -25,6 +25,7 @@ __all__ = [
     "TooManySkipped",
     "StateError",
     "RatchetStepRequired",
+    "RandomSourceRefused",
     "StoreError",
     "PolicyError",
     "FingerprintVersionMismatch",
@@ -111,6 +112,10 @@ class StateError(E2EError):
 class RatchetStepRequired(StateError):
     """The session was restored from a state not proven fresh (SPEC.md §6.5): it may not
     send until it has received a message that made a DH ratchet step."""
+
+
+class RandomSourceRefused(E2EError):
+    """A random source other than ``os.urandom`` was passed outside a test (e2e._testing)."""
 
 
 class StoreError(E2EError):

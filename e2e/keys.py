@@ -15,7 +15,8 @@ import nacl.bindings as _nacl
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from nacl.exceptions import CryptoError as _CryptoError
 
-from e2e.errors import InvalidKey, NonContributory
+from e2e import _testing
+from e2e.errors import InvalidKey, NonContributory, RandomSourceRefused
 
 __all__ = [
     "Rng",
@@ -34,10 +35,28 @@ __all__ = [
     "parse_kem_public",
     "dh",
     "kem_encapsulate",
+    "checked_rng",
+    "require_injection_allowed",
 ]
 
-#: A source of random bytes: ``rng(n)`` returns n bytes. ``os.urandom`` outside of vectors.
+#: A source of random bytes: ``rng(n)`` returns n bytes. ``os.urandom`` outside of tests and
+#: vectors: any other source is refused unless e2e._testing allows it (:func:`checked_rng`).
 Rng = Callable[[int], bytes]
+
+
+def checked_rng(rng: Rng) -> Rng:
+    """``rng`` itself if it is ``os.urandom`` or the private test hook allows injection;
+    else :class:`RandomSourceRefused` (an application must not pass its own generator)."""
+    if rng is not os.urandom:
+        require_injection_allowed()
+    return rng
+
+
+def require_injection_allowed() -> None:
+    """:class:`RandomSourceRefused` unless e2e._testing allows injected randomness."""
+    if not _testing.injection_allowed():
+        raise RandomSourceRefused("e2e draws its randomness from os.urandom only")
+
 
 X25519_LEN = 32
 KEM_PUBLIC_LEN = 1568
@@ -97,7 +116,7 @@ class KeyPair:
 
     @classmethod
     def generate(cls, rng: Rng = os.urandom) -> KeyPair:
-        return cls.from_private_bytes(rng(32))
+        return cls.from_private_bytes(checked_rng(rng)(32))
 
     @classmethod
     def from_private_bytes(cls, data: bytes) -> KeyPair:
@@ -143,7 +162,7 @@ class KemKeyPair:
 
     @classmethod
     def generate(cls, rng: Rng = os.urandom) -> KemKeyPair:
-        return cls.from_seed(rng(KEM_SEED_LEN))
+        return cls.from_seed(checked_rng(rng)(KEM_SEED_LEN))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> KemKeyPair:

@@ -50,7 +50,7 @@ from e2e.frame import (
     message_prefix,
 )
 from e2e.header import HEADER_STRUCT, Header, decode_header, encode_header
-from e2e.keys import KeyPair, Rng
+from e2e.keys import KeyPair, Rng, checked_rng
 from e2e.message_key import BODY_NONCE_LEN, HEADER_NONCE_LEN, HeaderCipher, open_, seal
 from e2e.root_key import root_step
 from e2e.suite import Suite
@@ -161,7 +161,7 @@ class Ratchet:
         #: Set when the state was restored without proof of freshness (SPEC.md §6.5): no
         #: sending until a received message has made a DH ratchet step (a new sending chain).
         self.must_ratchet = must_ratchet
-        self.rng = rng
+        self.rng = checked_rng(rng)  # os.urandom unless a test allowed another (e2e._testing)
         # Derived AEADs of hks, hkr and nhkr: a cache, not state (never saved). Each is used
         # only while its .key is the very object in the matching field, else rebuilt.
         self._hks_cipher: HeaderCipher | None = None

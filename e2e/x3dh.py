@@ -26,6 +26,7 @@ from e2e.keys import (
     encode_ec,
     encode_kem,
     kem_encapsulate,
+    require_injection_allowed,
 )
 from e2e.prekeys import PrekeyBundle, PrekeySource
 from e2e.suite import DEFAULT, Suite
@@ -130,6 +131,8 @@ def initiate(
             # signatures have verified.
             raise InvalidKey("ML-KEM-1024 public key must be 1568 bytes")
     bundle.verify()
+    if encapsulate is not kem_encapsulate:  # fixed KEM randomness: vectors and tests only
+        require_injection_allowed()
     ek = KeyPair.generate(rng)
     dhs = identity.exchange(spk) + ek.exchange(ik_b) + ek.exchange(spk)
     if bundle.opk is not None:

@@ -14,7 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e import PQ, SIGNAL, E2EError, KeyPair, LocalPrekeys, Suite
+from e2e import PQ, SIGNAL, E2EError, KeyPair, LocalPrekeys, Suite, _testing
+
+# The fixtures are made from fixed keys (DetRng): allowed in the harness only (e2e/_testing.py).
+_testing.allow_injected_rng()
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"

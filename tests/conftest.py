@@ -14,7 +14,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import SUITE_IDS, SUITES  # noqa: E402
 
+from e2e import _testing  # noqa: E402
 from e2e.suite import Suite  # noqa: E402
+
+# Tests inject deterministic random sources (seeded workloads, fixed keys); the library refuses
+# them everywhere else (SPEC.md §11, e2e/_testing.py).
+_testing.allow_injected_rng()
 
 # Modest example counts keep the whole protocol suite well under a minute; no deadlines
 # (the machine is shared, timing is not what these tests assert).

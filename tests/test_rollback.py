@@ -251,3 +251,35 @@ def test_require_ratchet_step_after_loading() -> None:
     state = pair.alice.to_bytes()
     assert Session.from_bytes(state).needs_ratchet_step
     assert not Session.from_bytes(handshake(PQ).alice.to_bytes()).needs_ratchet_step
+
+
+# -- randomness comes from os.urandom unless a test allows another source ----------------------
+
+
+def test_injected_random_source_refused_outside_tests() -> None:
+    """The public API refuses a caller's own (possibly non-cryptographic) generator; only
+    the private hook e2e._testing, used by tests and the vector verifier, allows it."""
+    import random
+
+    from e2e import KeyPair, LocalPrekeys, RandomSourceRefused, _testing
+    from e2e.keys import KemKeyPair
+
+    weak = random.Random(1).randbytes
+    pair = handshake(PQ)
+    bundle = LocalPrekeys.generate(pair.bob_id, PQ, one_time=1).bundle().to_bytes()
+    state = pair.alice.to_bytes()
+    with _testing.injected_rng(False):
+        for call in (
+            lambda: KeyPair.generate(weak),
+            lambda: KemKeyPair.generate(weak),
+            lambda: LocalPrekeys.generate(pair.bob_id, PQ, one_time=1, rng=weak),
+            lambda: Session.initiate(pair.alice_id, bundle, rng=weak),
+            lambda: Session.initiate(pair.alice_id, bundle, encapsulate=lambda pk: (b"", b"")),
+            lambda: Session.from_bytes(state, rng=weak),
+        ):
+            with pytest.raises(RandomSourceRefused):
+                call()
+        assert Session.from_bytes(state, rng=os.urandom).encrypt(b"ok")  # the default is fine
+        KeyPair.generate()
+    with _testing.injected_rng():
+        assert len(KeyPair.generate(weak).public) == 32

@@ -23,9 +23,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from interop.harness import Harness  # noqa: E402
 
+from e2e import _testing  # noqa: E402
 from e2e.keys import KeyPair  # noqa: E402
 from e2e.libsignal import LibsignalPrekeys, SessionRecord  # noqa: E402
 from e2e.vectors.libsignal_wire_vectors import ShakeRng  # noqa: E402
+
+_testing.allow_injected_rng()  # the recorded keys come from fixed seeds (e2e/_testing.py)
 
 CASES = [("libsignal-072", 3), ("libsignal-072", 4), ("libsignal-090", 4)]
 # (sender, number of messages, indexes delivered in this order; missing ones are dropped)
