@@ -27,11 +27,13 @@ from e2e.client import state
 from e2e.client.state import DeviceListHook, Message, NeedDevices, Outgoing, Profile
 from e2e.client.transport import Accepted, Connector, Transport
 from e2e.errors import (
+    DecodeError,
     DuplicateMessage,
     E2EError,
     InvalidProof,
     KeyMismatch,
     KeyTransparencyError,
+    LogForked,
     PolicyError,
     StateError,
 )
@@ -54,6 +56,8 @@ __all__ = ["Client", "StoreOpener"]
 _T = TypeVar("_T")
 #: Store record of this device's view of the key log (SPEC §13.4).
 _LOG = "c/keylog"
+#: Store records of the log head last carried to each account.
+_GOSSIP = "c/gossip/"
 #: A store, or a function that opens one (run off the event loop: scrypt is slow).
 StoreOpener = Store | Callable[[], Store]
 
@@ -442,11 +446,67 @@ class Client:
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes
     ) -> Outgoing:
+        view = await self.log_view()
+        if view is not None and view.forked:
+            raise LogForked("the relay was caught showing a split view of the key log")
+        gossip = b"" if view is None else view.gossip()
         dests = await self._destinations(to)
         await self._ensure_sessions(dests)
-        return await self._tx(
-            lambda tx: state.seal(tx, self.profile, to, cls, message_id, fk, body, dests)
-        )
+        mark = f"{_GOSSIP}{to}"
+
+        def seal(tx: StoreTransaction) -> Outgoing:
+            # Our newest log head rides along when it changed since our last message to
+            # this account (SPEC §13.4): a split view shows up at the peer.
+            carry = b"" if tx.app_get(mark) == gossip else gossip
+            if carry:
+                tx.app_put(mark, carry)
+            return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry)
+
+        return await self._tx(seal)
+
+    async def _check_peer_heads(self) -> None:
+        """Compare the log heads received messages carried with our view of the log;
+        :class:`~e2e.errors.LogForked` (kept in the store) if the relay showed us and a
+        peer different logs."""
+        keys = await self._tx(lambda tx: tx.app_keys(state.PEER_HEADS))
+        if not keys:
+            return
+        view = await self.log_view()
+        try:
+            for key in keys:
+                gossip = bytes.fromhex(key[len(state.PEER_HEADS) :])
+                if view is not None:
+                    await self._check_peer(view, gossip)
+                await self._tx(functools.partial(_forget, key=key))
+        finally:
+            if view is not None:
+                await self._save_view(view)
+
+    async def _check_peer(self, view: LogView, gossip: bytes) -> None:
+        if len(gossip) != 40:
+            raise InvalidProof("a peer's log head must be 40 bytes")
+        size = int.from_bytes(gossip[:8], "big")
+        latest = view.latest
+        if latest is None or size > latest.size:
+            await self._accept_head(view)
+            latest = view.latest
+        proofs: dict[tuple[int, int], ConsistencyProof] = {}
+        if latest is not None and size != latest.size and size > 0:
+            pair = (size, latest.size) if size < latest.size else (latest.size, size)
+            if not any(h.size == size for h in view.heads):
+                try:
+                    raw = await self.transport.log_consistency(*pair)
+                    proofs[pair] = ConsistencyProof.from_bytes(raw)
+                except (DecodeError, KeyTransparencyError):
+                    pass  # the relay cannot join the two heads: check_peer finds the fork
+
+        def prove(a: int, b: int) -> ConsistencyProof:
+            got = proofs.get((a, b))
+            if got is None:
+                raise InvalidProof("consistency proof not available")
+            return got
+
+        view.check_peer(gossip, prove, lambda: None)
 
     async def _ensure_sessions(self, dests: list[Address]) -> None:
         missing = await self._tx(lambda tx: state.needs_session(tx, dests))
@@ -516,6 +576,7 @@ class Client:
             acks.append(seq)
         if acks:
             await self.transport.ack(acks)
+        await self._check_peer_heads()
         if self.auto_receipts:
             await self._receipts(out, state.ReceiptStatus.DELIVERED)
         return out
@@ -611,3 +672,7 @@ class Client:
         items = tuple(ReportItem(m.delivery, m.franking_key, m.body) for m in received)
         report = Report(self.profile.account.encode(), business.encode(), items)
         return await self.transport.report(report.to_bytes(), block)
+
+
+def _forget(tx: StoreTransaction, key: str) -> None:
+    tx.app_delete(key)

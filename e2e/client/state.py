@@ -509,6 +509,10 @@ def outbox(tx: StoreTransaction) -> list[Outgoing]:
     return [Outgoing.from_record(tx.app_get(k) or b"", "app/" + k) for k in tx.app_keys("c/out/")]
 
 
+#: Store records of log heads carried by received messages, still to be compared with ours.
+PEER_HEADS = "c/peerhead/"
+
+
 def seal(
     tx: StoreTransaction,
     profile: Profile,
@@ -518,6 +522,7 @@ def seal(
     franking_key: bytes,
     body: bytes,
     dests: list[Address],
+    log_head: bytes = b"",
 ) -> Outgoing:
     """Encrypt one logical message for every destination and commit the advanced sessions
     together with the outbox entry, before any byte leaves (SPEC.md §9.4).
@@ -526,7 +531,7 @@ def seal(
     message key for good: a refused send is sealed again, never rolled back.
     """
     me = profile.account.encode()
-    padded = Inner(cls, me, to.encode(), message_id, franking_key, body).to_padded()
+    padded = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head).to_padded()
     commitment = commit(franking_key, cls, me, to.encode(), message_id, body)
     envs: list[bytes] = []
     for dest in dests:
@@ -634,6 +639,8 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     if not hmac.compare_digest(expected, env.commitment):
         raise FrankingMismatch("franking commitment does not match the message")
     tx.app_put(seen_key, b"")
+    if inner.log_head:  # the sender's key-log head: checked after this batch (SPEC §13.4)
+        tx.app_put(PEER_HEADS + inner.log_head.hex(), b"")
     own = inner.from_account == profile.account.encode()
     conversation = (inner.to_account if own else inner.from_account).decode()
     msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,

@@ -133,3 +133,58 @@ def test_over_http_against_the_relay_service(tmp_path: Any, stores: Any) -> None
             server.stop()
 
     asyncio.run(run())
+
+
+def test_split_view_caught_through_a_peer_head(relay: Relay, stores: Any) -> None:
+    """The relay shows carol a forked log in which acme has the relay's key; the bank, on
+    the honest log, writes to carol: its message carries its log head, carol's client finds
+    the two logs cannot both be right and refuses to send anything after that."""
+    from e2e.errors import LogForked
+
+    async def run() -> None:
+        local, phone, admin, agent = await _world(relay, stores)
+        bank = await Client.create_account(stores("bank"), local.connect, "bank", "business")
+        await bank.pin_log_key(relay.log_public_key)
+        await phone.send("bank", "hi")  # carol accepts a head of the honest log
+        await bank.sync()
+        fork = KeyLog(relay.key_log.signer, relay.key_log.entries)
+        eve, dev = KeyPair.generate(), KeyPair.generate()
+        fake = DeviceCertificate.issue(eve, b"acme", 1, dev.public).to_bytes()
+        fork.publish(b"acme", eve.public, [fake])
+        honest = phone.transport
+
+        class Forked:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(honest, name)
+
+            async def log_head(self) -> bytes:
+                return fork.head(relay.clock()).to_bytes()
+
+            async def log_lookup(self, account: str, size: int) -> tuple[bytes, bytes]:
+                raw, proof = fork.lookup(account.encode(), size)
+                return raw, proof.to_bytes()
+
+            async def log_consistency(self, a: int, b: int) -> bytes:
+                return fork.consistency(a, b).to_bytes()
+
+            async def fetch_devices(self, account: str, chat: Any = None) -> Any:
+                if account == "acme":
+                    return eve.public, [fake]
+                return await honest.fetch_devices(account, chat)
+
+        phone.transport = Forked()
+        dave = await Client.create_account(stores("dave"), local.connect, "dave", "customer")
+        await bank.refresh("carol")  # the bank accepts the honest log's newest head
+        await bank.send("carol", "your statement is ready")  # ... and carries it
+        with pytest.raises(LogForked):
+            await phone.sync()
+        before = _sent(relay)
+        with pytest.raises(LogForked):
+            await phone.send("acme", SECRET)
+        assert _sent(relay) == before
+        assert all(SECRET not in d for _, d in relay.recorder.records)
+        for client in (phone, admin, agent, bank, dave):
+            await client.aclose()
+        local.close()
+
+    asyncio.run(run())
