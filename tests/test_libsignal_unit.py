@@ -203,3 +203,21 @@ def test_archived_state_has_a_smaller_jump_bound() -> None:
     assert bob.decrypt(*msgs[MAX_ARCHIVED_JUMP]).plaintext == b"%d" % MAX_ARCHIVED_JUMP
     assert bob.current is not None and bob.current.remote_identity == alice_id.public
     assert len(bob.previous) == 1  # the archived state was promoted
+
+
+def test_libsignal_generated_bundles_verify_and_a_flipped_signature_does_not() -> None:
+    import json
+    from pathlib import Path
+
+    from e2e.libsignal import LibsignalBundle
+
+    doc = json.loads((Path(__file__).parent.parent / "vectors/libsignal_wire.json").read_text())
+    bundles = [c["bundle"] for c in doc["cases"] if c.get("kind") == "bundle"]
+    assert len(bundles) == 4
+    for raw in bundles:
+        LibsignalBundle.from_json(raw).verify()
+        for field in ("signed_prekey_signature", "kyber_prekey_signature"):
+            bad = dict(raw)
+            bad[field] = ("0" if raw[field][0] != "0" else "1") + raw[field][1:]
+            with pytest.raises(InvalidSignature):
+                LibsignalBundle.from_json(bad).verify()

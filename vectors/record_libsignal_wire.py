@@ -130,6 +130,32 @@ def record(package: str, version: int) -> dict[str, object]:
     }
 
 
+def record_bundle(package: str, one_time: bool) -> dict[str, object]:
+    """A prekey bundle made and signed by libsignal itself."""
+    h = Harness(package)
+    try:
+        lib_version = h.call("version")["version"]
+        h.call("init", party="bob", registration_id=2424)
+        bundle = h.call(
+            "bundle",
+            party="bob",
+            prekey_id=31,
+            signed_prekey_id=32,
+            kyber_prekey_id=33,
+            one_time=one_time,
+        )
+    finally:
+        h.close()
+    bundle.pop("ok", None)
+    return {
+        "name": f"{package.replace('libsignal-', 'libsignal ')} bundle"
+        + ("" if one_time else " without one-time prekey"),
+        "kind": "bundle",
+        "libsignal_client": lib_version,
+        "bundle": bundle,
+    }
+
+
 def main() -> None:
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     doc = {
@@ -140,9 +166,11 @@ def main() -> None:
             "tests/interop/harness.js from vectors/record_libsignal_wire.py: libsignal "
             "(alice) processes e2e's bundle and every 'libsignal' message is libsignal's own "
             "output; every 'e2e' message was accepted by libsignal when recorded. e2e's keys "
-            "are derived from SHAKE-256 of a fixed label."
+            "are derived from SHAKE-256 of a fixed label. 'bundle' cases are prekey bundles "
+            "libsignal generated and signed (XEdDSA over 0x05||SPK and 0x08||Kyber key)."
         ),
-        "cases": [record(p, v) for p, v in CASES],
+        "cases": [record(p, v) for p, v in CASES]
+        + [record_bundle(p, o) for p in ("libsignal-072", "libsignal-090") for o in (True, False)],
     }
     json.dump(doc, sys.stdout, indent=1)
     sys.stdout.write("\n")

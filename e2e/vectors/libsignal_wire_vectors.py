@@ -8,6 +8,8 @@ responder, whose keys are given in the case:
   one-time prekey (id, private key) and, for version 4, a Kyber-1024 prekey (id, its
   64-byte ML-KEM seed, signature); ``bundle``: the public bundle e2e published from them;
 * ``rng``: the seed of e2e's randomness (its new ratchet key pairs) as a SHAKE-256 stream;
+* ``kind`` "bundle" cases instead hold a prekey bundle libsignal generated and signed, which
+  must parse and verify;
 * ``steps``: in order, ``{"from": "libsignal", "type", "message", "plaintext"}`` (produced by
   libsignal: e2e must decrypt it to ``plaintext``) and ``{"from": "e2e", ...}`` (produced by
   e2e at recording time and accepted by libsignal: e2e must reproduce ``message`` byte for
@@ -71,6 +73,13 @@ def bob_prekeys(bob: dict[str, Any]) -> LibsignalPrekeys:
 
 @verifier("libsignal_wire")
 def verify_libsignal_wire(case: dict[str, Any]) -> None:
+    if case.get("kind") == "bundle":
+        # A bundle libsignal generated: our parser and XEdDSA accept its keys and signatures.
+        bundle = LibsignalBundle.from_json(case["bundle"])
+        bundle.verify()
+        if bundle.kyber_prekey is None or (bundle.prekey is None) != (bundle.prekey_id is None):
+            raise AssertionError("libsignal bundle lacks a Kyber prekey or has half a prekey")
+        return
     keys = bob_prekeys(case["bob"])
     version = case["session_version"]
     bundle = LibsignalBundle.from_json(case["bundle"])
