@@ -552,13 +552,18 @@ class Client:
     # -- receiving ----------------------------------------------------------------------------
 
     async def sync(
-        self, *, on_error: Callable[[bytes, E2EError], None] | None = None
+        self,
+        *,
+        wait_ms: int = 0,
+        on_error: Callable[[bytes, E2EError], None] | None = None,
     ) -> list[Message]:
         """Fetch, open and acknowledge everything waiting; send delivered receipts.
 
-        Redelivered messages are acknowledged and skipped. A delivery that cannot be
-        accepted is acknowledged, counted in :attr:`errors` and passed to ``on_error``."""
-        raws = await self.transport.fetch()
+        With ``wait_ms`` and nothing waiting, the relay service holds the fetch until mail
+        arrives (push by long-poll) or the wait ends. Redelivered messages are acknowledged
+        and skipped. A delivery that cannot be accepted is acknowledged, counted in
+        :attr:`errors` and passed to ``on_error``."""
+        raws = await self.transport.fetch(wait_ms)
         out: list[Message] = []
         acks: list[int] = []
         for raw in raws:

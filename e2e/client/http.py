@@ -103,8 +103,6 @@ class HttpTransport(Transport):
         self._relay = relay
         self.addr = addr
         self._identity = identity
-        #: Long-poll wait of :meth:`fetch` in milliseconds (0: answer at once).
-        self.wait_ms = 0
         #: The account key pair, needed only to register the account.
         self.account_key: KeyPair | None = None
 
@@ -186,8 +184,8 @@ class HttpTransport(Transport):
         r = await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
         return Accepted(r.message_id, r.received_at, r.copies, r.price)
 
-    async def fetch(self) -> list[bytes]:
-        req = wire.Fetch(self.addr.account, self.addr.device, self.wait_ms)
+    async def fetch(self, wait_ms: int = 0) -> list[bytes]:
+        req = wire.Fetch(self.addr.account, self.addr.device, min(wait_ms, wire.MAX_WAIT_MS))
         return list((await self._post(Path.MAILBOX_FETCH, req, wire.Mailbox)).deliveries)
 
     async def ack(self, seqs: list[int]) -> None:

@@ -78,8 +78,9 @@ class Transport(Protocol):
         """Hand one logical message (all its device copies) to the relay."""
         ...
 
-    async def fetch(self) -> list[bytes]:
-        """Every delivery waiting for this device, oldest first."""
+    async def fetch(self, wait_ms: int = 0) -> list[bytes]:
+        """Every delivery waiting for this device, oldest first; with ``wait_ms``, a relay
+        that can push holds the request until mail arrives or the wait ends."""
         ...
 
     async def ack(self, seqs: list[int]) -> None:
@@ -226,7 +227,7 @@ class LocalTransport(Transport):
         r = await self._call("submit", lambda: self._relay.submit(self.addr.wire, envelopes))
         return Accepted(r.message_id, r.received_at, r.copies, r.price)
 
-    async def fetch(self) -> list[bytes]:
+    async def fetch(self, wait_ms: int = 0) -> list[bytes]:
         return await self._call("fetch", lambda: self._relay.fetch(self.addr.wire))
 
     async def ack(self, seqs: list[int]) -> None:

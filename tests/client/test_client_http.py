@@ -173,3 +173,29 @@ def test_lost_prekey_upload_answer_over_http_loses_nothing(tmp_path: Path) -> No
         server.stop()
 
     asyncio.run(run())
+
+
+def test_sync_with_a_wait_is_pushed_the_message(tmp_path: Path) -> None:
+    import time
+
+    from e2e.store import MemoryStore
+
+    async def run() -> None:
+        server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+        net = HttpRelay(server.url)
+        agent = await Client.create_account(MemoryStore(), net.connect, "acme", "business")
+        carol = await Client.create_account(MemoryStore(), net.connect, "carol", "customer")
+        started = time.monotonic()
+        waiting = asyncio.ensure_future(agent.sync(wait_ms=20_000))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # held by the relay: nothing to deliver yet
+        await carol.send("acme", "push me")
+        got = await asyncio.wait_for(waiting, 15)
+        assert [m.body for m in got] == [b"push me"]
+        assert time.monotonic() - started < 15  # answered on arrival, not at the end of the wait
+        for client in (agent, carol):
+            await client.aclose()
+        await net.aclose()
+        server.stop()
+
+    asyncio.run(run())
