@@ -1,0 +1,94 @@
+"""kill -9 of a business agent process mid-conversation, twice: reopened from its SQLite
+store it continues; the customer gets every message exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2e.client import Client
+from e2e.client.http import HttpRelay
+from e2e.demo import RelayServer
+from e2e.platform.policy import MessageClass
+from e2e.store.sqlite import SqliteStore
+
+pytestmark = pytest.mark.crash
+
+AGENT = r"""
+import asyncio, sys
+from e2e.client import Client
+from e2e.client.http import HttpRelay
+from e2e.store.sqlite import SqliteStore
+
+async def main() -> None:
+    url, path, key, total = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+    net = HttpRelay(url)
+    agent = await Client.open(lambda: SqliteStore(path, key), net.connect)
+    done = sum(1 for m in await agent.history("carol") if m.outgoing and m.body != b"hi")
+    print(f"resumed {done}", flush=True)
+    for i in range(done, total):
+        await agent.send("carol", f"m{i:03d}")
+        print(f"sent {i}", flush=True)
+    await agent.aclose()
+    await net.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_agent_killed_twice_mid_conversation_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    total = 40
+    key = os.urandom(32)
+    path = str(tmp_path / "agent.sqlite")
+    server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+
+    async def setup() -> None:
+        net = HttpRelay(server.url)
+        agent = await Client.create_account(lambda: SqliteStore(path, key), net.connect,
+                                            "acme", "business")  # fmt: skip
+        carol = await Client.create_account(
+            lambda: SqliteStore(str(tmp_path / "carol.sqlite"), key), net.connect,
+            "carol", "customer", auto_receipts=False,
+        )  # fmt: skip
+        await carol.send("acme", "hi")
+        await agent.sync()
+        await agent.aclose()
+        await carol.aclose()
+        await net.aclose()
+
+    asyncio.run(setup())
+    cmd = [sys.executable, "-c", AGENT, server.url, path, key.hex(), str(total)]
+    for kill_after in (7, 19):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("sent ") and int(line.split()[1]) >= kill_after:
+                os.kill(proc.pid, signal.SIGKILL)  # mid-send of the next message
+                break
+        proc.wait(60)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+
+    async def check() -> list[bytes]:
+        net = HttpRelay(server.url)
+        carol = await Client.open(lambda: SqliteStore(str(tmp_path / "carol.sqlite"), key),
+                                  net.connect, auto_receipts=False)  # fmt: skip
+        got = []
+        for _ in range(10):
+            got += [m.body for m in await carol.sync() if m.cls is MessageClass.SERVICE]
+            if len(got) >= total:
+                break
+        assert carol.errors == {}
+        await carol.aclose()
+        await net.aclose()
+        return got
+
+    got = asyncio.run(check())
+    server.stop()
+    assert got == [f"m{i:03d}".encode() for i in range(total)]
