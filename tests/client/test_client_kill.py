@@ -1,5 +1,5 @@
-"""kill -9 of a business agent process mid-conversation, twice: reopened from its SQLite
-store it continues; the customer gets every message exactly once."""
+"""kill -9 of a business agent process mid-conversation, twice: reopened from its SQLite or
+PostgreSQL store it continues; the customer gets every message exactly once."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +18,28 @@ from e2e.client import Client
 from e2e.client.http import HttpRelay
 from e2e.demo import RelayServer
 from e2e.platform.policy import MessageClass
+from e2e.store import Store
 from e2e.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.crash
 
 AGENT = r"""
-import asyncio, sys
+import asyncio, os, sys
 from e2e.client import Client
 from e2e.client.http import HttpRelay
-from e2e.store.sqlite import SqliteStore
+
+def opener(spec, key):
+    kind, _, where = spec.partition(":")
+    if kind == "sqlite":
+        from e2e.store.sqlite import SqliteStore
+        return lambda: SqliteStore(where, key)
+    from e2e.store.postgres import PostgresStore
+    return lambda: PostgresStore(os.environ["E2E_PG_DSN"], key, schema=where)
 
 async def main() -> None:
-    url, path, key, total = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4])
+    url, spec, key, total = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4])
     net = HttpRelay(url)
-    agent = await Client.open(lambda: SqliteStore(path, key), net.connect)
+    agent = await Client.open(opener(spec, key), net.connect)
     done = sum(1 for m in await agent.history("carol") if m.outgoing and m.body != b"hi")
     print(f"resumed {done}", flush=True)
     for i in range(done, total):
@@ -42,15 +52,44 @@ asyncio.run(main())
 """
 
 
-def test_agent_killed_twice_mid_conversation_loses_and_repeats_nothing(tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.pg)])
+def agent_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where the agent keeps its state: ``sqlite:<path>`` or ``pg:<schema>``."""
+    if request.param == "sqlite":
+        yield f"sqlite:{tmp_path / 'agent.sqlite'}"
+        return
+    dsn = os.environ.get("E2E_PG_DSN")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("E2E_PG_DSN not set under CI")
+        pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
+    schema = f"client_kill_{uuid.uuid4().hex[:8]}"
+    yield f"pg:{schema}"
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _opener(spec: str, key: bytes) -> Callable[[], Store]:
+    kind, _, where = spec.partition(":")
+    if kind == "sqlite":
+        return lambda: SqliteStore(where, key)
+    from e2e.store.postgres import PostgresStore
+
+    return lambda: PostgresStore(os.environ["E2E_PG_DSN"], key, schema=where)
+
+
+def test_agent_killed_twice_mid_conversation_loses_and_repeats_nothing(
+    tmp_path: Path, agent_store: str
+) -> None:
     total = 40
     key = os.urandom(32)
-    path = str(tmp_path / "agent.sqlite")
     server = RelayServer(str(tmp_path / "relay.sqlite")).start()
 
     async def setup() -> None:
         net = HttpRelay(server.url)
-        agent = await Client.create_account(lambda: SqliteStore(path, key), net.connect,
+        agent = await Client.create_account(_opener(agent_store, key), net.connect,
                                             "acme", "business")  # fmt: skip
         carol = await Client.create_account(
             lambda: SqliteStore(str(tmp_path / "carol.sqlite"), key), net.connect,
@@ -63,7 +102,7 @@ def test_agent_killed_twice_mid_conversation_loses_and_repeats_nothing(tmp_path:
         await net.aclose()
 
     asyncio.run(setup())
-    cmd = [sys.executable, "-c", AGENT, server.url, path, key.hex(), str(total)]
+    cmd = [sys.executable, "-c", AGENT, server.url, agent_store, key.hex(), str(total)]
     for kill_after in (7, 19):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
