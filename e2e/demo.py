@@ -15,15 +15,15 @@ import functools
 import os
 import socket
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2e.client import Client, ReceiptStatus, state
-from e2e.client.http import HttpRelay, HttpTransport
 from e2e.errors import DuplicateMessage, E2EError, KeyTransparencyError, PolicyError
 from e2e.fingerprint import safety_number
 from e2e.keys import KeyPair
@@ -36,6 +36,9 @@ from e2e.platform.relay import ManualClock, Recorder
 from e2e.store import Store
 from e2e.store.sqlite import SqliteStore
 from e2e.suite import DEFAULT
+
+if TYPE_CHECKING:  # the HTTP client needs httpx (the 'client' extra)
+    from e2e.client.http import HttpRelay, HttpTransport
 
 __all__ = ["main", "RelayServer"]
 
@@ -111,6 +114,12 @@ def main(argv: list[str]) -> int:
     """Run the demo; 0 if every check of its proof summary passed."""
     parser = argparse.ArgumentParser(prog="python -m e2e demo")
     parser.parse_args(argv)
+    try:
+        import httpx  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        print(f"the demo needs {exc.name}: pip install 'e2e[relay,client]'", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="e2e-demo-") as tmp:
         return asyncio.run(_Demo(tmp).run())
 
@@ -165,6 +174,8 @@ class _Demo:
         started = time.monotonic()
         relay = RelayServer(os.path.join(self.tmp, "relay.sqlite"), self.clock,
                             self.ads.receive).start()  # fmt: skip
+        from e2e.client.http import HttpRelay
+
         net = HttpRelay(relay.url, clock=self.clock)
         try:
             return await self._script(relay, net, started)
@@ -230,6 +241,8 @@ class _Demo:
         await self.send(d["shop3"], _ALICE, "Your order #4417 was delivered.",
                         MessageClass.TEMPLATE)  # fmt: skip
         await self.pump("phone", "laptop")  # alice's delivered receipts: they do not reopen it
+        from e2e.client.http import HttpTransport
+
         t = d["shop3"].transport
         assert isinstance(t, HttpTransport)
         print(f"   window open after alice's receipts: {await t.window_open(_ALICE)}")
