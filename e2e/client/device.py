@@ -435,9 +435,14 @@ class Client:
     ) -> Message:
         """Send one message to ``to``'s devices for this chat and our other devices.
 
-        Raises the relay's refusal (a :class:`~e2e.errors.PolicyError`); the message is
-        then not kept. Message keys spent on a refused batch are never used again."""
+        Messages left in the outbox by an earlier failed send go first. Raises the relay's
+        refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept. If the
+        relay cannot be reached the message stays in the outbox (:meth:`pending`) and is
+        submitted again by the next send or :meth:`open`. Message keys spent on a refused
+        batch are never used again."""
         body = text.encode() if isinstance(text, str) else text
+        for earlier in await self._tx(state.outbox):  # left by a failed send: keep the order
+            await self._deliver(earlier)
         message_id = self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
         out = await self._seal(to, cls, message_id, fk, body)
@@ -451,6 +456,8 @@ class Client:
             raise LogForked("the relay was caught showing a split view of the key log")
         gossip = b"" if view is None else view.gossip()
         dests = await self._destinations(to)
+        if not dests:
+            raise StateError("no device to send to in this chat")
         await self._ensure_sessions(dests)
         mark = f"{_GOSSIP}{to}"
 
@@ -537,7 +544,9 @@ class Client:
                 await self.refresh(me, out.to)
                 out = await self._seal(out.to, out.cls, out.message_id, out.franking_key, out.body)
                 continue
-            except PolicyError:
+            except (PolicyError, DecodeError):
+                # refused for good: forget it. Anything else (the relay unreachable, a rate
+                # limit) keeps it in the outbox, resubmitted by the next send or reopen.
                 await self._drop(out)
                 raise
             at = accepted.received_at

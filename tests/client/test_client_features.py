@@ -288,3 +288,30 @@ def test_steady_state_cost_does_not_grow_with_unassigned_agents() -> None:
     first_calls, first_copies, steady_calls, steady_copies = small
     assert steady_calls == ["submit"] and steady_copies == 2  # the agent and the archive
     assert first_calls.count("fetch_bundle") == 2 and first_copies == 2
+
+
+def test_a_send_the_relay_never_got_goes_first_on_the_next_send() -> None:
+    async def run() -> None:
+        local = LocalRelay(Relay(clock=ManualClock()))
+        biz = await Client.create_account(_mem(), local.connect, "acme", "business")
+        carol = await Client.create_account(_mem(), local.connect, "carol", "customer")
+        real = carol.transport.submit
+
+        async def down(envelopes: list[bytes]):  # type: ignore[no-untyped-def]
+            raise ConnectionError("relay unreachable")
+
+        carol.transport.submit = down  # type: ignore[method-assign]
+        with pytest.raises(ConnectionError):
+            await carol.send("acme", "first, while the relay is down")
+        assert [o.body for o in await carol.pending()] == [b"first, while the relay is down"]
+        carol.transport.submit = real  # type: ignore[method-assign]
+        await carol.send("acme", "second")
+        assert await carol.pending() == []
+        got = [m.body for m in await biz.sync()]
+        assert got == [b"first, while the relay is down", b"second"]
+        assert [m.body for m in await carol.history("acme")] == got
+        for c in (biz, carol):
+            await c.aclose()
+        local.close()
+
+    asyncio.run(run())
