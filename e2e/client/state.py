@@ -530,6 +530,7 @@ def seal(
     Every destination must have a session (:func:`needs_session`). Each frame spends a
     message key for good: a refused send is sealed again, never rolled back.
     """
+    tx.app_lock(f"c/out/{message_id.hex()}")
     me = profile.account.encode()
     padded = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head).to_padded()
     commitment = commit(franking_key, cls, me, to.encode(), message_id, body)
@@ -562,10 +563,15 @@ def start_session(
 
 
 def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int) -> Message:
-    """The relay accepted ``out``: drop it from the outbox, add it to the history."""
-    tx.app_delete(f"c/out/{out.message_id.hex()}")
-    tx.app_put(f"c/seen/{_q(profile.account)}/{out.message_id.hex()}", b"")
+    """The relay accepted ``out``: drop it from the outbox, add it to the history -- once,
+    even if another process sharing this store submitted the same outbox entry."""
+    tx.app_lock(f"c/out/{out.message_id.hex()}")
+    seen = f"c/seen/{_q(profile.account)}/{out.message_id.hex()}"
     msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True)
+    if tx.app_get(seen) is not None:
+        return msg  # recorded already
+    tx.app_delete(f"c/out/{out.message_id.hex()}")
+    tx.app_put(seen, b"")
     if out.cls is not MessageClass.RECEIPT:
         tx.app_put(_msg_key(tx, out.to, received_at, out.message_id), msg.to_record())
     return msg
@@ -622,6 +628,7 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     if identity is None:
         raise NeedDevices(sender.name)
     seen_key = f"c/seen/{_q(sender.name)}/{env.message_id.hex()}"
+    tx.app_lock(seen_key)  # another process opening the same delivery waits, then sees it
     if tx.app_get(seen_key) is not None:
         raise DuplicateMessage("message id already received")
     parsed = decode_message(env.frame)

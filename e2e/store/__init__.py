@@ -243,6 +243,12 @@ class AppDataStore(Protocol):
 
     def app_keys(self, prefix: str = "") -> list[str]: ...
 
+    def app_lock(self, key: str) -> None:
+        """Hold ``key`` exclusively until the transaction ends, whether or not a record
+        exists: another process's transaction locking the same key waits (PostgreSQL; the
+        embedded stores serialize whole transactions already)."""
+        ...
+
 
 class StoreTransaction(
     IdentityKeyStore,

@@ -427,6 +427,9 @@ class BaseTransaction:
     def app_keys(self, prefix: str = "") -> list[str]:
         return [rid for rid, _ in self._scan("app", prefix)]
 
+    def app_lock(self, key: str) -> None:
+        self._lock("app", self._app_key(key))
+
     # -- session operations ------------------------------------------------------------------
 
     def encrypt(self, addr: Address, plaintext: bytes) -> bytes:

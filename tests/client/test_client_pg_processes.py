@@ -92,3 +92,119 @@ def test_two_processes_on_one_agent_store_never_reuse_a_message_key() -> None:
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+WORKER_CLIENT = r"""
+import asyncio, os, sys, time
+from e2e.client import Client
+from e2e.client.http import HttpRelay
+from e2e.store.postgres import PostgresStore
+
+async def main() -> None:
+    url, key, schema, tag = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
+    net = HttpRelay(url)
+    store = lambda: PostgresStore(os.environ["E2E_PG_DSN"], key, schema=schema)
+    agent = await Client.open(store, net.connect, auto_receipts=False)
+    deadline = time.monotonic() + 60
+    replied = 0
+    while time.monotonic() < deadline:
+        got = await agent.sync(wait_ms=300)
+        for m in got:
+            if not m.outgoing and m.body.startswith(b"q"):
+                await agent.send("carol", b"re " + m.body + b" by " + tag.encode())
+                replied += 1
+        if any(m.body == b"stop" for m in got) or os.path.exists(sys.argv[5]):
+            break
+    print(replied, sum(agent.errors.values()), flush=True)
+    await agent.aclose()
+    await net.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_two_client_processes_share_one_agent_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two processes run the same agent device (one PostgreSQL store) against the relay
+    service, both fetching and answering: every question is answered once, every answer
+    opens at the customer (no message key used twice), no message is held twice."""
+    dsn = os.environ.get("E2E_PG_DSN")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("E2E_PG_DSN not set under CI")
+        pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
+    from e2e.client.http import HttpRelay
+    from e2e.demo import RelayServer
+    from e2e.platform.policy import MessageClass
+    from e2e.store.postgres import PostgresStore
+
+    key = os.urandom(32)
+    schema = f"client_two_{uuid.uuid4().hex[:8]}"
+    server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+    stop = tmp_path / "stop"
+    questions = 30
+
+    procs: list[subprocess.Popen[str]] = []
+
+    async def converse() -> list[bytes]:
+        net = HttpRelay(server.url)
+        agent = await Client.create_account(
+            lambda: PostgresStore(dsn, key, schema=schema), net.connect, "acme", "business"
+        )
+        await agent.aclose()
+        carol = await Client.create_account(MemoryStore(), net.connect, "carol", "customer",
+                                            auto_receipts=False)  # fmt: skip
+        procs.extend(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    WORKER_CLIENT,
+                    server.url,
+                    key.hex(),
+                    schema,
+                    f"p{k}",
+                    str(stop),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for k in range(2)
+        )
+        answers: list[bytes] = []
+        for i in range(questions):
+            await carol.send("acme", f"q{i:02d}")
+            answers += [m.body for m in await carol.sync() if m.cls is MessageClass.SERVICE]
+        for _ in range(100):
+            if len(answers) >= questions:
+                break
+            answers += [m.body for m in await carol.sync(wait_ms=500)]
+        stop.write_text("done")
+        assert carol.errors == {}
+        await carol.aclose()
+        await net.aclose()
+        return answers
+
+    answers = asyncio.run(converse())
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    server.stop()
+    replied = [int(o.split()[0]) for o in outs]
+    assert sum(replied) == questions, outs
+    assert sorted(a.split(b" by ")[0] for a in answers) == [
+        f"re q{i:02d}".encode() for i in range(questions)
+    ]
+
+    async def agent_history() -> list[bytes]:
+        from e2e.client import state
+
+        store = PostgresStore(dsn, key, schema=schema)
+        with store.transaction() as tx:
+            out = [m.body for m in state.history(tx, "carol")]
+        store.close()
+        return out
+
+    hist = asyncio.run(agent_history())
+    assert len(hist) == len(set(hist)) == 2 * questions, sorted(hist)  # each once
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
