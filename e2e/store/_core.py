@@ -128,6 +128,7 @@ class BaseTransaction:
         return [(i, self._key.open(kind, i, raw)) for i, raw in self._scan(kind, prefix)]
 
     def _next_id(self) -> int:
+        self._lock("meta", "next_id")  # two processes on one store never take the same id
         raw = self._read("meta", "next_id")
         if raw is None:
             value = 1
