@@ -13,7 +13,7 @@ import pytest
 from e2e.client import Client, LocalRelay, state
 from e2e.platform.envelope import Delivery, Envelope
 from e2e.platform.relay import ManualClock, Relay
-from e2e.store import Address, MemoryStore
+from e2e.store import Address, MemoryStore, upkeep
 
 pytestmark = pytest.mark.pg
 
@@ -204,6 +204,47 @@ def test_two_client_processes_share_one_agent_store(tmp_path) -> None:  # type: 
 
     hist = asyncio.run(agent_history())
     assert len(hist) == len(set(hist)) == 2 * questions, sorted(hist)  # each once
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+PREKEY_WORKER = r"""
+import os, sys
+from e2e import PQ
+from e2e.store import upkeep
+from e2e.store.postgres import PostgresStore
+
+store = PostgresStore(os.environ["E2E_PG_DSN"], bytes.fromhex(sys.argv[1]), schema=sys.argv[2])
+for _ in range(40):
+    with store.transaction() as tx:
+        tx.add_one_time_prekey(upkeep.KeyPair.generate())
+store.close()
+"""
+
+
+def test_two_processes_never_take_the_same_prekey_id() -> None:
+    dsn = os.environ.get("E2E_PG_DSN")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("E2E_PG_DSN not set under CI")
+        pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
+    from e2e.store.postgres import PostgresStore
+
+    key = os.urandom(32)
+    schema = f"client_ids_{uuid.uuid4().hex[:8]}"
+    store = PostgresStore(dsn, key, schema=schema)
+    with store.transaction() as tx:
+        upkeep.ensure_identity(tx)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PREKEY_WORKER, key.hex(), schema]) for _ in range(2)
+    ]
+    for p in procs:
+        assert p.wait(300) == 0
+    with store.transaction() as tx:
+        assert len(tx.one_time_prekeys()) == 80  # no id taken twice (one would overwrite)
+    store.close()
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
