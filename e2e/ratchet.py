@@ -434,6 +434,9 @@ class Ratchet:
         Keys of one chain are stored in increasing N, so this stops at the first young one.
         """
         dhr, limit = self.dhr, self.nr - MAX_SKIPPED_AGE
+        if limit <= 0:  # no key can be that old yet: the earliest is N = 0, due at nr > AGE
+            self._expire_due = MAX_SKIPPED_AGE
+            return
         skipped = self.skipped
         expired = []
         due = 2**63  # no key of the current chain: nothing will expire until it changes
