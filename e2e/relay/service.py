@@ -313,6 +313,9 @@ class RelayService:
             raise Forbidden("certificate of another device")
         acct = self._account(tx, cert.account)
         cert.verify(acct.identity)
+        held = tx.devices(cert.account).get(cert.device_id)
+        if held is not None and held[0] == req.certificate:
+            return Ok()  # a retried registration: nothing changed, nothing to log
         tx.put_device(cert.account, cert.device_id, req.certificate, cert.identity)
         self._log_account(tx, cert.account, acct.identity)
         return Ok()

@@ -139,3 +139,18 @@ def test_the_log_survives_a_restart(relay_db: str, tmp_path: object) -> None:
             assert c.view.latest.size == before.size + 2
     finally:
         proc.stop()
+
+
+def test_a_retried_device_registration_logs_nothing(client: httpx.Client) -> None:
+    dev = new_device(client, b"alice", CUSTOMER)
+    cert = dev.devices(b"alice").certificates[0]
+    size = SignedTreeHead.from_bytes(
+        dev.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead).head
+    ).size
+    dev.call(wire.Path.DEVICE_REGISTER, wire.RegisterDevice(cert))  # the same certificate
+    again = SignedTreeHead.from_bytes(
+        dev.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead).head
+    ).size
+    assert again == size == 2
+    dev.register()  # a new certificate (fresh signature) for the device is a change
+    assert Client(dev, _log_key(dev)).verify(b"alice") == 3
