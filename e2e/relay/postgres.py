@@ -1,16 +1,21 @@
 """PostgreSQL relay store: several relay processes on one database (SPEC.md §10.8).
 
-Every transaction runs at SERIALIZABLE isolation and is retried (a bounded number of times) when
-PostgreSQL reports a serialization failure or deadlock, so each policy decision, prekey claim
-and ledger line is the outcome of a serial order of requests, whichever process served them. A
-one-time prekey is claimed with ``UPDATE ... WHERE ... FOR UPDATE SKIP LOCKED ... RETURNING``,
-so concurrent claims take different prekeys. New mail is announced with ``NOTIFY e2e_mail``
+Transactions run at READ COMMITTED. Every decision on a chat (a submission's policy check, a
+control, a report) first takes a transaction-scoped advisory lock on that chat
+(``pg_advisory_xact_lock`` of the first 8 bytes of SHA-256(business | 0x00 | customer)), so
+decisions on one chat are serial across all relay processes and each reads the state the
+previous one committed. Uniqueness does the rest: a second accepted submission of one message
+id, a replayed nonce or a second ledger line for a message hits a primary or unique key, and
+the transaction is retried (bounded), then sees the first one's outcome. A one-time prekey is
+claimed with ``UPDATE ... WHERE ... = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so
+concurrent claims take different prekeys. New mail is announced with ``NOTIFY e2e_mail``
 inside the delivering transaction (sent on commit); each relay process ``LISTEN``s on one
 connection and wakes its waiting fetches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +60,11 @@ class _PgTx(SqlTx):
     def notify(self, account: bytes, device_id: int) -> None:
         self.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{account.hex()}:{device_id}"))
 
+    def lock_chat(self, business: bytes, customer: bytes) -> None:
+        digest = hashlib.sha256(business + b"\x00" + customer).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
 
 class PostgresRelayStore(RelayStore):
     """Relay state in PostgreSQL, through a connection pool."""
@@ -81,7 +91,6 @@ class PostgresRelayStore(RelayStore):
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
         with self.pool.connection() as conn:
-            conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
             with conn.cursor() as cur:
                 yield _PgTx(cur, "%s")
 
@@ -98,7 +107,11 @@ class PostgresRelayStore(RelayStore):
             try:
                 with self._tx() as tx:
                     return fn(tx)
-            except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected):
+            except (
+                pg_errors.SerializationFailure,
+                pg_errors.DeadlockDetected,
+                pg_errors.UniqueViolation,
+            ):
                 continue
             except psycopg.Error as exc:
                 raise StoreError(f"relay database error: {type(exc).__name__}") from None

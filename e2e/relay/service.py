@@ -435,6 +435,7 @@ class RelayService:
             business, customer = sender[0], to_account
         else:
             business, customer = to_account, sender[0]
+        tx.lock_chat(business, customer)
         chat = tx.chat(business, customer) or ChatState()
         in_window = False
         if src.kind == BUSINESS:
@@ -517,6 +518,7 @@ class RelayService:
         business = self._account(tx, req.business)
         if customer.kind != CUSTOMER or business.kind != BUSINESS:
             raise NotAllowed("controls are a customer's, over a business")
+        tx.lock_chat(req.business, caller[0])
         chat = tx.chat(req.business, caller[0]) or ChatState()
         if req.op == Control.BLOCK:
             chat.blocked = req.on
@@ -557,6 +559,7 @@ class RelayService:
         if len({v.message_id for v in verified}) != len(verified):
             raise ReportRejected("a message reported twice")
         now = self.clock()
+        tx.lock_chat(parsed.business, caller[0])
         chat = tx.chat(parsed.business, caller[0]) or ChatState()
         chat.spam_reports += 1
         if req.block:

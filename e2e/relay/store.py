@@ -4,7 +4,8 @@
 :class:`RelayStore` opens transactions; a :class:`Tx` reads and writes records. Every request
 the relay serves runs its decision and its writes inside one transaction, so a refused request
 (the transaction rolls back) leaves every record as it was, and on PostgreSQL several relay
-processes share one database without lost updates (SERIALIZABLE, retried on conflict).
+processes share one database without lost updates (per-chat decision locks and unique keys,
+retried on conflict).
 
 The SQL is shared by both backends (:mod:`e2e.relay.sqlite`, :mod:`e2e.relay.postgres`); a
 backend supplies connections, the placeholder style and the one-time prekey claim statement.
@@ -147,6 +148,11 @@ class Tx(abc.ABC):
     def insert_mail(self, account: bytes, device_id: int, envelope: bytes, received_at: int,
                     tag: bytes) -> int:  # fmt: skip
         """Append a delivery; its mailbox sequence number (increasing per store)."""
+
+    def lock_chat(self, business: bytes, customer: bytes) -> None:  # noqa: B027 - optional
+        """Hold the chat's decision lock until the transaction ends (every decision on a chat
+        takes it first, so decisions on one chat are serial). A no-op where every write
+        transaction is serial anyway (SQLite)."""
 
     def notify(self, account: bytes, device_id: int) -> None:  # noqa: B027 - optional hook
         """Wake the waiters on this device's mailbox once the transaction commits."""
