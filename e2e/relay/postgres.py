@@ -9,7 +9,7 @@ id, a replayed nonce or a second ledger line for a message hits a primary or uni
 the transaction is retried (bounded), then sees the first one's outcome. A one-time prekey is
 claimed with ``UPDATE ... WHERE ... = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so
 concurrent claims take different prekeys. New mail is announced with ``NOTIFY e2e_mail``
-inside the delivering transaction (sent on commit); each relay process ``LISTEN``s on one
+right after the delivering transaction commits; each relay process ``LISTEN``s on one
 connection and wakes its waiting fetches.
 """
 
@@ -57,8 +57,15 @@ class _PgTx(SqlTx):
         assert row is not None
         return int(row[0])
 
+    def __init__(self, cursor: Any, placeholder: str = "%s") -> None:
+        super().__init__(cursor, placeholder)
+        self.woken: set[str] = set()
+
     def notify(self, account: bytes, device_id: int) -> None:
-        self.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{account.hex()}:{device_id}"))
+        # Sent after the commit, in a transaction of its own: a NOTIFY inside the delivering
+        # transaction would hold PostgreSQL's notification queue lock across its WAL flush,
+        # making every delivering commit in the cluster serial.
+        self.woken.add(f"{account.hex()}:{device_id}")
 
     def lock_chat(self, business: bytes, customer: bytes) -> None:
         digest = hashlib.sha256(business + b"\x00" + customer).digest()
@@ -92,7 +99,16 @@ class PostgresRelayStore(RelayStore):
     def _tx(self) -> Iterator[Tx]:
         with self.pool.connection() as conn:
             with conn.cursor() as cur:
-                yield _PgTx(cur, "%s")
+                tx = _PgTx(cur, "%s")
+                yield tx
+            conn.commit()
+            if tx.woken:
+                # After the commit: a waiter woken now finds the mail. (A crash right here
+                # only delays it: the waiter's long-poll ends, and its next fetch finds it.)
+                conn.execute(
+                    "SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(tx.woken))
+                )
+                conn.commit()
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
