@@ -27,6 +27,8 @@ __all__ = [
     "RatchetStepRequired",
     "RandomSourceRefused",
     "StoreError",
+    "WeakKdfParameters",
+    "RollbackDetected",
     "PolicyError",
     "FingerprintVersionMismatch",
     "KeyTransparencyError",
@@ -127,6 +129,17 @@ class StoreError(E2EError):
     def __init__(self, message: str, record: str = "") -> None:
         super().__init__(f"{message} ({record})" if record else message)
         self.record = record
+
+
+class WeakKdfParameters(StoreError):
+    """A store created from a passphrase with scrypt costs below the floor
+    (:data:`e2e.store.atrest.SCRYPT_MIN_N`, r >= 8)."""
+
+
+class RollbackDetected(StoreError):
+    """Stored state older than the store's sealed epoch says it is: a record put back from an
+    older copy, a record deleted behind the store's back, or a whole database restored from an
+    earlier state (SPEC.md §9.4). Nothing is written; the application decides how to recover."""
 
 
 class PolicyError(E2EError):

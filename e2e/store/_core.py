@@ -115,6 +115,12 @@ class BaseTransaction:
         """Hold (kind, id) exclusively until the transaction ends, even if no row exists."""
         raise NotImplementedError
 
+    def _insert_new(self, kind: str, record_id: str, value: bytes) -> bool:
+        """Insert the row only if (kind, id) has none, atomically: False if a row exists or
+        another open transaction is inserting it and then commits (the caller waits for it).
+        Of concurrent transactions claiming one id, exactly one gets True."""
+        raise NotImplementedError
+
     # -- sealed records ------------------------------------------------------------------
 
     def _read(self, kind: str, record_id: str) -> bytes | None:
@@ -502,17 +508,23 @@ class BaseTransaction:
             for s in ([current_raw] if current_raw else []) + archive
         ):
             raise error or DecryptError("message of a known session does not decrypt")
-        if self._get("spkuse", f"{pre.spk_id}|{pre.base_key.hex()}") is not None:
+        use = f"{pre.spk_id}|{pre.base_key.hex()}"
+        # the replay guard claims its row atomically: of two workers handling one initial
+        # message, one inserts the row and the other waits for its commit and is refused
+        if not self._insert_new("spkuse", use, self._key.seal("spkuse", use, b"")):
             raise PrekeyReused("a session was already set up with this base key")
-        trusted = self.is_trusted(addr, pre.identity_key, Direction.RECEIVING)  # reads first
-        if not trusted and not accept_replaced_identity:
-            raise UntrustedIdentity("the peer's identity key changed")
-        session, plaintext = Session.respond(
-            self.local_identity(), StorePrekeys(self), frame, allowed_suites=allowed_suites
-        )
-        self._write("spkuse", f"{pre.spk_id}|{pre.base_key.hex()}", b"")
-        self.save_identity(addr, session.remote_identity)
-        self.promote_session(addr, session)
+        try:
+            trusted = self.is_trusted(addr, pre.identity_key, Direction.RECEIVING)
+            if not trusted and not accept_replaced_identity:
+                raise UntrustedIdentity("the peer's identity key changed")
+            session, plaintext = Session.respond(
+                self.local_identity(), StorePrekeys(self), frame, allowed_suites=allowed_suites
+            )
+            self.save_identity(addr, session.remote_identity)
+            self.promote_session(addr, session)
+        except BaseException:
+            self._delete("spkuse", use)  # a refused message leaves no claim behind
+            raise
         return plaintext
 
     def initiate(

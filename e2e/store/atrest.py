@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from e2e.errors import StoreError
+from e2e.errors import StoreError, WeakKdfParameters
 
 __all__ = [
     "StorageKey",
@@ -38,6 +38,8 @@ __all__ = [
     "RECORD_FORMAT",
     "RECORD_OVERHEAD",
     "SCRYPT_N",
+    "SCRYPT_MIN_N",
+    "SCRYPT_MIN_R",
     "KdfParams",
     "record_ad",
 ]
@@ -55,6 +57,20 @@ _AD_LABEL: Final = b"e2e-store-v1"
 _KEY_LABEL: Final = b"e2e-store-record-v1"
 #: Default scrypt cost (2^17 x 8 x 1: 128 MiB, about a third of a second).
 SCRYPT_N: Final = 2**17
+#: The floor for a store created from a passphrase: scrypt n >= 2^17 and r >= 8 (128 MiB),
+#: the minimum current password-storage guidance gives for scrypt. Creating a store with less
+#: raises :class:`~e2e.errors.WeakKdfParameters`.
+SCRYPT_MIN_N: Final = 2**17
+SCRYPT_MIN_R: Final = 8
+_scrypt_floor: int = SCRYPT_MIN_N
+
+
+def _set_scrypt_floor(n: int) -> int:
+    """Test hook only: lower the n floor (tests create stores with n = 2^10 for speed).
+    Returns the previous floor so a fixture can restore it."""
+    global _scrypt_floor
+    previous, _scrypt_floor = _scrypt_floor, n
+    return previous
 _KDF_FORMAT: Final = 1
 
 
@@ -93,8 +109,20 @@ class KdfParams:
         return cls(data[9:], n, r, p)
 
     @classmethod
-    def generate(cls, n: int = SCRYPT_N) -> KdfParams:
-        return cls(os.urandom(_SALT_LEN), n)
+    def generate(cls, n: int = SCRYPT_N, r: int = 8, p: int = 1) -> KdfParams:
+        """Fresh parameters for a new store: :class:`~e2e.errors.WeakKdfParameters` if the
+        costs are below the floor (n >= :data:`SCRYPT_MIN_N`, r >= :data:`SCRYPT_MIN_R`), or
+        :class:`StoreError` if they are out of range."""
+        if type(n) is not int or type(r) is not int or type(p) is not int:
+            raise StoreError("scrypt costs are ints", "meta/kdf")
+        if n < _scrypt_floor or r < SCRYPT_MIN_R:
+            raise WeakKdfParameters(
+                f"scrypt costs below the floor (n >= 2^{_scrypt_floor.bit_length() - 1}, "
+                f"r >= {SCRYPT_MIN_R})",
+                "meta/kdf",
+            )
+        params = cls(os.urandom(_SALT_LEN), n, r, p)
+        return cls.from_bytes(params.to_bytes())  # the same range checks as a stored row
 
 
 class StorageKey:

@@ -52,6 +52,12 @@ class _MemoryTransaction(BaseTransaction):
     def _lock(self, kind: str, record_id: str) -> None:
         pass  # the whole store is locked for the transaction
 
+    def _insert_new(self, kind: str, record_id: str, value: bytes) -> bool:
+        if self._get(kind, record_id) is not None:
+            return False
+        self._put(kind, record_id, value)
+        return True
+
     def _commit(self) -> None:
         for k, v in self._writes.items():
             if v is None:

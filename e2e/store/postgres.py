@@ -84,6 +84,16 @@ class _PgTransaction(BaseTransaction):
             ).fetchall()
         return [(i, _blob(v, kind, i)) for i, v in rows if i.startswith(prefix)]
 
+    def _insert_new(self, kind: str, record_id: str, value: bytes) -> bool:
+        row = self.connection.execute(
+            sql.SQL(
+                "INSERT INTO {} (kind, id, value) VALUES (%s, %s, %s) "
+                "ON CONFLICT (kind, id) DO NOTHING RETURNING 1"
+            ).format(self._t),
+            (kind, record_id, value),
+        ).fetchone()
+        return row is not None
+
     def _lock(self, kind: str, record_id: str) -> None:
         if (kind, record_id) in self._locked:
             return

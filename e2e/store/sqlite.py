@@ -90,6 +90,13 @@ class _SqliteTransaction(BaseTransaction):
     def _lock(self, kind: str, record_id: str) -> None:
         pass  # BEGIN IMMEDIATE already holds the database's write lock
 
+    def _insert_new(self, kind: str, record_id: str, value: bytes) -> bool:
+        cur = self.connection.execute(
+            "INSERT INTO records (kind, id, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (kind, record_id, value),
+        )
+        return cur.rowcount == 1
+
 
 def _blob(value: object, kind: str, record_id: str) -> bytes:
     if not isinstance(value, bytes):

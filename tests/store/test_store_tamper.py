@@ -175,6 +175,27 @@ def test_passphrase(backend: Any) -> None:
         tx.local_identity()
 
 
+def test_scrypt_floor_on_creation(tmp_path: Path) -> None:
+    """A store cannot be created from a passphrase with scrypt costs below the floor."""
+    from e2e.errors import WeakKdfParameters
+    from e2e.store import atrest
+
+    previous = atrest._set_scrypt_floor(atrest.SCRYPT_MIN_N)
+    try:
+        for n in (2**10, 2**14, atrest.SCRYPT_MIN_N // 2):
+            with pytest.raises(WeakKdfParameters) as e:
+                SqliteStore(tmp_path / "weak.db", passphrase="pw", scrypt_n=n)
+            assert e.value.record == "meta/kdf"
+        with pytest.raises(WeakKdfParameters):
+            atrest.KdfParams.generate(atrest.SCRYPT_MIN_N, r=4)
+        assert atrest.KdfParams.generate().n >= atrest.SCRYPT_MIN_N
+    finally:
+        atrest._set_scrypt_floor(previous)
+    conn = sqlite3.connect(tmp_path / "weak.db")  # nothing was kept from the refused creations
+    assert conn.execute("SELECT count(*) FROM records WHERE id = 'kdf'").fetchone()[0] == 0
+    conn.close()
+
+
 def test_sqlite_open_errors(tmp_path: Path) -> None:
     key = StorageKey.generate()
     junk = tmp_path / "junk.db"
