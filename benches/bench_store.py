@@ -56,11 +56,12 @@ def _addr(i: int) -> Address:
 
 
 def _sessions(n: int) -> tuple[Iterator[tuple[Address, bytes]], list[tuple[str, bytes]]]:
-    """The rows of n sealed copies of Bob's established session, and the rounds' work."""
+    """The states of n copies of Bob's established session (the store seals them), and the
+    rounds' work."""
     alice, bob = established(PQ.id)
     frames = [alice.encrypt(b"m" * 64) for _ in range(FRAMES)]
     state = bob.to_bytes()
-    rows = [(_addr(i).record_id, _KEY.seal("session", _addr(i).record_id, state)) for i in range(n)]
+    rows = [(_addr(i).record_id, state) for i in range(n)]
     picks = [_addr(i) for i in random.Random(n).sample(range(n), min(n, PICKS))]
 
     def work() -> Iterator[tuple[Address, bytes]]:
@@ -69,6 +70,14 @@ def _sessions(n: int) -> tuple[Iterator[tuple[Address, bytes]], list[tuple[str, 
                 yield peer, frame
 
     return work(), rows
+
+
+def _load(store: Store, rows: list[tuple[str, bytes]]) -> None:
+    """The sessions written by the store itself (sealed at a version, in its sealed epoch),
+    in one transaction."""
+    with store.transaction() as tx:
+        for rid, state in rows:
+            tx._write("session", rid, state)  # type: ignore[attr-defined]
 
 
 def _receive(store: Store, peer: Address, frame: bytes) -> None:
@@ -90,8 +99,9 @@ def prepare_sqlite(path: Path, n: int) -> Prepared:
     SqliteStore(path, _KEY).close()
     conn = sqlite3.connect(path)
     base = _sqlite_bytes(conn)
-    with conn:
-        conn.executemany("INSERT INTO records (kind, id, value) VALUES ('session', ?, ?)", rows)
+    store = SqliteStore(path, _KEY)
+    _load(store, rows)
+    store.close()
     idle = (_sqlite_bytes(conn) - base) / n
     conn.close()
     return Prepared(SqliteStore(path, _KEY), work, idle)
@@ -111,12 +121,11 @@ def prepare_postgres(dsn: str, schema: str, n: int) -> Prepared:
     from e2e.store.postgres import PostgresStore
 
     work, rows = _sessions(n)
-    PostgresStore(dsn, _KEY, schema=schema).close()
+    store = PostgresStore(dsn, _KEY, schema=schema)
+    _load(store, rows)
+    store.close()
     table = f'"{schema}".e2e_records'
     with psycopg.connect(dsn, autocommit=True) as conn:
-        with conn.cursor() as cur, cur.copy(f"COPY {table} (kind, id, value) FROM STDIN") as cp:
-            for rid, value in rows:
-                cp.write_row(("session", rid, value))
         conn.execute(f"VACUUM ANALYZE {table}")
         try:  # flush the load's dirty pages now, not during the timed rounds
             conn.execute("CHECKPOINT")

@@ -139,7 +139,7 @@ class WeakKdfParameters(StoreError):
 class RollbackDetected(StoreError):
     """Stored state older than the store's sealed epoch says it is: a record put back from an
     older copy, a record deleted behind the store's back, or a whole database restored from an
-    earlier state (SPEC.md §9.4). Nothing is written; the application decides how to recover."""
+    earlier state (SPEC.md §9.7). Nothing is written; the application decides how to recover."""
 
 
 class PolicyError(E2EError):

@@ -4,14 +4,18 @@ message that travels inside the E2E frame (SPEC.md §8.1).
 All three are canonical CBOR maps (the strict :func:`e2e.frame.decode_map` rules: exact key
 set, exact types, shortest encodings, re-encoding must reproduce the input).
 
-* :class:`Envelope` (sender to relay): routing metadata only - message class, sender account
-  and device, the logical recipient account, the destination account and device, a random
-  message id, the franking commitment - around the opaque E2E frame.
+* :class:`Envelope` (sender to relay): routing metadata only - message class (and template
+  id for a template), sender account and device, the logical recipient account, the
+  destination account and device, a random message id, the franking commitment - around the
+  opaque E2E frame.
 * :class:`Delivery` (relay to a device): the envelope as received, the relay's receive time,
   the relay's franking tag and a mailbox sequence number.
-* :class:`Inner` (inside the E2E frame): the class, accounts and message id again (checked
-  against the envelope on receipt), the franking key and the text; padded to a bucket so the
-  relay sees only the bucket size.
+* :class:`Inner` (inside the E2E frame): the class, template id, accounts and message id
+  again (checked against the envelope on receipt), the franking key and the text; padded to a
+  bucket so the relay sees only the bucket size. The class and template id are thus
+  authenticated end to end and committed to by the franking commitment, so the recipient can
+  check them against the content (:func:`e2e.platform.policy.check_class`) and report a
+  misdeclared class in a way the relay can verify (:mod:`e2e.platform.franking`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ __all__ = [
     "TAG_LEN",
     "PAD_BUCKETS",
     "MAX_BODY_BYTES",
+    "MAX_TEMPLATE_ID_LEN",
     "Envelope",
     "Delivery",
     "Inner",
@@ -54,6 +59,8 @@ MAX_BODY_BYTES: Final = PAD_BUCKETS[-1] - 512
 #: Largest envelope / delivery accepted (a top-bucket frame plus metadata).
 MAX_ENVELOPE_BYTES: Final = MAX_PLAINTEXT_BYTES + 4096
 _PAD_MARK: Final = 0x80
+#: A template id is 1 to 32 bytes.
+MAX_TEMPLATE_ID_LEN: Final = 32
 
 
 def check_account(name: object) -> bytes:
@@ -61,6 +68,15 @@ def check_account(name: object) -> bytes:
     if type(name) is not bytes or not 1 <= len(name) <= MAX_ACCOUNT_LEN:
         raise DecodeError("account id must be 1 to 64 bytes")
     return name
+
+
+def check_template_id(value: object) -> bytes | None:
+    """None, or a template id of 1 to 32 bytes."""
+    if value is None:
+        return None
+    if type(value) is not bytes or not 1 <= len(value) <= MAX_TEMPLATE_ID_LEN:
+        raise DecodeError("template id must be 1 to 32 bytes")
+    return value
 
 
 def _cls(value: int) -> MessageClass:
@@ -99,6 +115,7 @@ class _E:
     MESSAGE_ID = 7
     COMMITMENT = 8
     FRAME = 9
+    TEMPLATE_ID = 10
 
 
 _ENVELOPE_SCHEMA: Final = {
@@ -112,6 +129,7 @@ _ENVELOPE_SCHEMA: Final = {
     _E.MESSAGE_ID: Field(bytes, MESSAGE_ID_LEN),
     _E.COMMITMENT: Field(bytes, TAG_LEN),
     _E.FRAME: Field(bytes),
+    _E.TEMPLATE_ID: Field(bytes, required=False),
 }
 
 
@@ -128,6 +146,7 @@ class Envelope:
     message_id: bytes
     commitment: bytes
     frame: bytes
+    template_id: bytes | None = None
 
     @property
     def dest(self) -> tuple[bytes, int]:
@@ -138,20 +157,21 @@ class Envelope:
         return (self.from_account, self.from_device)
 
     def to_bytes(self) -> bytes:
-        return encode_map(
-            {
-                _E.VERSION: ENVELOPE_VERSION,
-                _E.CLASS: int(self.cls),
-                _E.FROM_ACCOUNT: self.from_account,
-                _E.FROM_DEVICE: self.from_device,
-                _E.TO_ACCOUNT: self.to_account,
-                _E.DEST_ACCOUNT: self.dest_account,
-                _E.DEST_DEVICE: self.dest_device,
-                _E.MESSAGE_ID: self.message_id,
-                _E.COMMITMENT: self.commitment,
-                _E.FRAME: self.frame,
-            }
-        )
+        fields: dict[int, int | bytes] = {
+            _E.VERSION: ENVELOPE_VERSION,
+            _E.CLASS: int(self.cls),
+            _E.FROM_ACCOUNT: self.from_account,
+            _E.FROM_DEVICE: self.from_device,
+            _E.TO_ACCOUNT: self.to_account,
+            _E.DEST_ACCOUNT: self.dest_account,
+            _E.DEST_DEVICE: self.dest_device,
+            _E.MESSAGE_ID: self.message_id,
+            _E.COMMITMENT: self.commitment,
+            _E.FRAME: self.frame,
+        }
+        if self.template_id is not None:
+            fields[_E.TEMPLATE_ID] = check_template_id(self.template_id) or b""
+        return encode_map(fields)
 
     @classmethod
     def from_bytes(cls, raw: object) -> Envelope:
@@ -166,6 +186,7 @@ class Envelope:
             obj[_E.MESSAGE_ID],
             obj[_E.COMMITMENT],
             obj[_E.FRAME],
+            check_template_id(obj.get(_E.TEMPLATE_ID)),
         )
 
 
@@ -227,6 +248,7 @@ class _I:
     FRANKING_KEY = 5
     BODY = 6
     LOG_HEAD = 7
+    TEMPLATE_ID = 8
 
 
 _INNER_SCHEMA: Final = {
@@ -238,6 +260,7 @@ _INNER_SCHEMA: Final = {
     _I.FRANKING_KEY: Field(bytes, FRANKING_KEY_LEN),
     _I.BODY: Field(bytes),
     _I.LOG_HEAD: Field(bytes, LOG_HEAD_LEN, required=False),
+    _I.TEMPLATE_ID: Field(bytes, required=False),
 }
 
 
@@ -254,6 +277,7 @@ class Inner:
     #: The sender's newest key-transparency log head, ``u64(size) | root`` (SPEC §13.4),
     #: or empty; omitted from the encoding when empty.
     log_head: bytes = b""
+    template_id: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Inner(cls={self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
@@ -272,6 +296,8 @@ class Inner:
         }
         if self.log_head:
             fields[_I.LOG_HEAD] = self.log_head
+        if self.template_id is not None:
+            fields[_I.TEMPLATE_ID] = check_template_id(self.template_id) or b""
         return pad(encode_map(fields))
 
     @classmethod
@@ -285,12 +311,14 @@ class Inner:
             obj[_I.FRANKING_KEY],
             obj[_I.BODY],
             obj.get(_I.LOG_HEAD, b""),
+            check_template_id(obj.get(_I.TEMPLATE_ID)),
         )
 
     def matches(self, env: Envelope) -> bool:
         """True if the sender's metadata inside the frame equals the envelope's."""
         return (
             self.cls is env.cls
+            and self.template_id == env.template_id
             and self.from_account == env.from_account
             and self.to_account == env.to_account
             and self.message_id == env.message_id

@@ -4,7 +4,8 @@ The sender draws a fresh 32-byte franking key ``fk`` per message, puts it inside
 plaintext, and puts a commitment in the envelope::
 
     commitment = HMAC-SHA256(fk, "E2E_FRANK_COMMIT_v1" | ctx | text)
-    ctx        = CBOR {0: 1, 1: class, 2: from account, 3: to account, 4: message id}
+    ctx        = CBOR {0: 1, 1: class, 2: from account, 3: to account, 4: message id
+                       [, 5: template id]}
 
 HMAC-SHA256 keyed by a random key is a committing MAC: finding a second (fk', text') with
 the same commitment would need an HMAC-SHA256 collision. At delivery the relay binds the
@@ -12,18 +13,25 @@ commitment to the routing metadata and its receive time with a key only it holds
 
     tag = HMAC-SHA256(relay key, "E2E_FRANK_TAG_v1" | CBOR {0: 1, 1: commitment,
           2: from account, 3: from device, 4: to account, 5: dest account, 6: dest device,
-          7: message id, 8: class, 9: receive time})
+          7: message id, 8: class, 9: receive time [, 10: template id]})
 
 The receiving device checks the commitment against what it decrypted (else the message is
 refused: a business cannot send unreportable messages). To report, the customer reveals
 the delivery record, ``fk`` and the text of each reported message; the relay checks its tag
 (so the metadata and commitment are what it really routed) and the commitment (so the text is
 what the sender really committed to). It learns nothing about messages not reported.
+
+A *class report* (:func:`verify_class_report`) uses the same opening for one message whose
+content does not fit its declared class: the relay learns from its own tag and the commitment
+that the business really declared this class (and template id) for this text, and runs the
+same pure rule as the device (:func:`e2e.platform.policy.check_class`) to confirm the
+mismatch before it penalizes the business.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Final
@@ -38,7 +46,13 @@ from e2e.platform.envelope import (
     Envelope,
     check_account,
 )
-from e2e.platform.policy import MessageClass, ReportRejected
+from e2e.platform.policy import (
+    ClassCheck,
+    MessageClass,
+    ReportRejected,
+    Template,
+    check_class,
+)
 
 __all__ = [
     "COMMIT_LABEL",
@@ -50,6 +64,7 @@ __all__ = [
     "Report",
     "VerifiedMessage",
     "verify_item",
+    "verify_class_report",
 ]
 
 COMMIT_LABEL: Final = b"E2E_FRANK_COMMIT_v1"
@@ -58,8 +73,19 @@ TAG_LABEL: Final = b"E2E_FRANK_TAG_v1"
 MAX_REPORTED: Final = 5
 
 
-def _context(cls: MessageClass, from_account: bytes, to_account: bytes, message_id: bytes) -> bytes:
-    return encode_map({0: 1, 1: int(cls), 2: from_account, 3: to_account, 4: message_id})
+def _context(
+    cls: MessageClass,
+    from_account: bytes,
+    to_account: bytes,
+    message_id: bytes,
+    template_id: bytes | None,
+) -> bytes:
+    fields: dict[int, int | bytes] = {
+        0: 1, 1: int(cls), 2: from_account, 3: to_account, 4: message_id
+    }  # fmt: skip
+    if template_id is not None:
+        fields[5] = template_id
+    return encode_map(fields)
 
 
 def commit(
@@ -69,28 +95,31 @@ def commit(
     to_account: bytes,
     message_id: bytes,
     body: bytes,
+    template_id: bytes | None = None,
 ) -> bytes:
-    """The sender's franking commitment to ``body`` and its context."""
-    ctx = _context(cls, from_account, to_account, message_id)
+    """The sender's franking commitment to ``body`` and its context (class, template id,
+    accounts, message id)."""
+    ctx = _context(cls, from_account, to_account, message_id, template_id)
     return hmac.new(franking_key, COMMIT_LABEL + ctx + body, sha256).digest()
 
 
 def relay_tag(key: bytes, env: Envelope, received_at: int) -> bytes:
     """The relay's franking tag over the commitment and the routing metadata."""
-    meta = encode_map(
-        {
-            0: 1,
-            1: env.commitment,
-            2: env.from_account,
-            3: env.from_device,
-            4: env.to_account,
-            5: env.dest_account,
-            6: env.dest_device,
-            7: env.message_id,
-            8: int(env.cls),
-            9: received_at,
-        }
-    )
+    fields: dict[int, int | bytes] = {
+        0: 1,
+        1: env.commitment,
+        2: env.from_account,
+        3: env.from_device,
+        4: env.to_account,
+        5: env.dest_account,
+        6: env.dest_device,
+        7: env.message_id,
+        8: int(env.cls),
+        9: received_at,
+    }
+    if env.template_id is not None:
+        fields[10] = env.template_id
+    meta = encode_map(fields)
     return hmac.new(key, TAG_LABEL + meta, sha256).digest()
 
 
@@ -171,6 +200,7 @@ class VerifiedMessage:
     received_at: int
     message_id: bytes
     body: bytes
+    template_id: bytes | None = None
 
 
 def verify_item(key: bytes, item: ReportItem, reporter: bytes, business: bytes) -> VerifiedMessage:
@@ -187,10 +217,35 @@ def verify_item(key: bytes, item: ReportItem, reporter: bytes, business: bytes) 
     if not hmac.compare_digest(relay_tag(key, env, delivery.received_at), delivery.tag):
         raise ReportRejected("franking tag does not verify: not a message the relay routed")
     expected = commit(
-        item.franking_key, env.cls, env.from_account, env.to_account, env.message_id, item.body
-    )
+        item.franking_key, env.cls, env.from_account, env.to_account, env.message_id, item.body,
+        env.template_id,
+    )  # fmt: skip
     if not hmac.compare_digest(expected, env.commitment):
         raise ReportRejected("franking commitment does not open to the revealed text")
     return VerifiedMessage(
-        env.from_account, env.from_device, env.cls, delivery.received_at, env.message_id, item.body
-    )
+        env.from_account, env.from_device, env.cls, delivery.received_at, env.message_id,
+        item.body, env.template_id,
+    )  # fmt: skip
+
+
+def verify_class_report(
+    key: bytes,
+    item: ReportItem,
+    reporter: bytes,
+    business: bytes,
+    templates: Mapping[bytes, Template],
+    classify: Callable[[bytes], MessageClass | None] | None = None,
+) -> tuple[VerifiedMessage, ClassCheck]:
+    """Verify a report that one message's content does not fit its declared class.
+
+    The franking is verified as for a spam report (:func:`verify_item`: the relay routed this
+    message, declared as this class and template id, and the business committed to this
+    text); then :func:`~e2e.platform.policy.check_class` with the business's registered
+    ``templates`` (and the relay's optional ``classify``) must confirm the mismatch, else
+    :class:`ReportRejected`. Returns the verified message and the verdict (its ``content`` is
+    the class the business should have declared)."""
+    verified = verify_item(key, item, reporter, business)
+    verdict = check_class(verified.cls, verified.template_id, verified.body, templates, classify)
+    if verdict.ok:
+        raise ReportRejected("the reported message's content fits its declared class")
+    return verified, verdict

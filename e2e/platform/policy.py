@@ -6,6 +6,9 @@ the relay stores nothing for a refused batch. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
@@ -35,6 +38,10 @@ __all__ = [
     "EnvelopeMismatch",
     "FrankingMismatch",
     "UntrustedDevice",
+    "MisdeclaredClass",
+    "Template",
+    "ClassCheck",
+    "check_class",
 ]
 
 #: A customer message opens (or resets) a service window of this many seconds.
@@ -124,6 +131,92 @@ class FrankingMismatch(AuthenticationFailed):
 
 class UntrustedDevice(AuthenticationFailed):
     """A device whose identity key is not certified by its account's pinned identity key."""
+
+
+class MisdeclaredClass(PolicyError):
+    """A business message whose content belongs to a dearer class than the one it declared
+    (e.g. a registered marketing text sent as a free service message), or whose template id
+    names a template of another class or text."""
+
+
+# -- the class a message's content has (a pure rule, run by devices and by the relay) --------
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A business's registered template: its id, the class it is billed as (TEMPLATE or
+    MARKETING) and the SHA-256 of its text. Registered with the platform, which approves the
+    class, and fetched by devices like the directory."""
+
+    template_id: bytes
+    cls: MessageClass
+    text_hash: bytes
+
+    @classmethod
+    def of(cls, template_id: bytes, klass: MessageClass, text: bytes) -> Template:
+        return cls(template_id, klass, hashlib.sha256(text).digest())
+
+
+@dataclass(frozen=True, slots=True)
+class ClassCheck:
+    """The verdict of :func:`check_class`: ``content`` is the class the content has; ``ok`` is
+    False if the message declared a cheaper class than that (``underdeclared``) or named a
+    template that does not fit."""
+
+    declared: MessageClass
+    content: MessageClass
+    ok: bool
+    reason: str = ""
+
+    @property
+    def underdeclared(self) -> bool:
+        return self.content > self.declared
+
+
+def check_class(
+    declared: MessageClass,
+    template_id: bytes | None,
+    body: bytes,
+    templates: Mapping[bytes, Template],
+    classify: Callable[[bytes], MessageClass | None] | None = None,
+) -> ClassCheck:
+    """The class a business message's content has, against the one it declared.
+
+    ``templates`` are the sending business's registered templates by id; ``classify`` is an
+    optional application classifier for free text (None: no opinion). The content's class is
+
+    * with a template id: that template's class; the id must be registered, its text must be
+      ``body`` and its class the declared one (else not ok);
+    * without: the class of a registered template whose text is ``body`` (a template sent as
+      free text), else the classifier's answer, else SERVICE.
+
+    Not ok if the content's class is dearer than the declared one (the enum is ordered by
+    price: SERVICE < TEMPLATE < MARKETING); declaring a dearer class than needed is allowed.
+    A pure function of its arguments: the device runs it on what it decrypted, the relay on
+    what a report revealed and its franking verified, and both reach the same verdict.
+    """
+    digest = hashlib.sha256(body).digest()
+    if template_id is not None:
+        found = templates.get(template_id)
+        if found is None:
+            return ClassCheck(declared, declared, False, "unknown template id")
+        if not hmac.compare_digest(found.text_hash, digest):
+            return ClassCheck(declared, found.cls, False, "text is not the template's")
+        if found.cls is not declared:
+            return ClassCheck(declared, found.cls, False, "template registered as another class")
+        return ClassCheck(declared, found.cls, True)
+    content = MessageClass.SERVICE
+    for t in templates.values():
+        if hmac.compare_digest(t.text_hash, digest) and t.cls > content:
+            content = t.cls
+    if content is MessageClass.SERVICE and classify is not None:
+        guess = classify(body)
+        if guess is not None:
+            content = MessageClass(guess)
+    if content > declared:
+        return ClassCheck(declared, content, False, f"{content.name.lower()} content declared "
+                          f"as {declared.name.lower()}")  # fmt: skip
+    return ClassCheck(declared, content, True)
 
 
 # -- configuration and state -----------------------------------------------------------------

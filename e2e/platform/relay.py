@@ -22,17 +22,28 @@ from e2e.errors import DecodeError, E2EError, InvalidSignature
 from e2e.frame import encode_map
 from e2e.keys import check_x25519_public
 from e2e.platform.directory import DeviceCertificate
-from e2e.platform.envelope import Delivery, Envelope, check_account
-from e2e.platform.franking import MAX_REPORTED, Report, VerifiedMessage, relay_tag, verify_item
+from e2e.platform.envelope import Delivery, Envelope, check_account, check_template_id
+from e2e.platform.franking import (
+    MAX_REPORTED,
+    Report,
+    ReportItem,
+    VerifiedMessage,
+    relay_tag,
+    verify_class_report,
+    verify_item,
+)
 from e2e.platform.policy import (
     ChatState,
+    ClassCheck,
     DuplicateSubmission,
     MessageClass,
+    MisdeclaredClass,
     NotAllowed,
     PolicyConfig,
     PriceTable,
     ReportRejected,
     StaleDeviceList,
+    Template,
     UnknownAccount,
     billable,
     opens_window,
@@ -192,6 +203,10 @@ class Relay:
         #: The key directory (SPEC §13.4): every account key and device list, logged.
         self.key_log = KeyLog(LogSigner(log_key))
         self._business_certs: dict[bytes, bytes] = {}
+        self._templates: dict[bytes, dict[bytes, Template]] = {}
+        #: (business) -> (declared, content) -> confirmed misdeclared messages
+        self._penalties: dict[bytes, dict[tuple[MessageClass, MessageClass], int]] = {}
+        self._class_reported: set[tuple[bytes, bytes]] = set()
 
     def __repr__(self) -> str:
         return f"Relay({len(self._accounts)} accounts)"
@@ -388,6 +403,28 @@ class Relay:
         except E2EError as exc:
             raise self._refuse(exc) from None
 
+    # -- templates -------------------------------------------------------------------------
+
+    def register_template(
+        self, business: bytes, template_id: bytes, cls: MessageClass, text: bytes
+    ) -> Template:
+        """Register (approve) one of ``business``'s templates with its class (TEMPLATE or
+        MARKETING). Devices fetch them with :meth:`templates` to check message classes."""
+        check_template_id(template_id)
+        if self._account(business).kind != "business":
+            raise NotAllowed("only businesses register templates")
+        if cls is MessageClass.SERVICE:
+            raise NotAllowed("a template is a template or a marketing message")
+        found = self._templates.setdefault(business, {})
+        if template_id in found:
+            raise NotAllowed("template id already registered")
+        found[template_id] = Template.of(template_id, cls, text)
+        return found[template_id]
+
+    def templates(self, business: bytes) -> dict[bytes, Template]:
+        """The registered templates of ``business`` by id (public, like the directory)."""
+        return dict(self._templates.get(business, {}))
+
     def precheck(
         self,
         sender: tuple[bytes, int],
@@ -450,12 +487,17 @@ class Relay:
         for env in envs:
             if env.sender != sender:
                 raise NotAllowed("envelope sender differs from the authenticated device")
-            if (env.message_id, env.cls, env.to_account) != (
+            if (env.message_id, env.cls, env.to_account, env.template_id) != (
                 first.message_id,
                 first.cls,
                 first.to_account,
+                first.template_id,
             ) or env.commitment != first.commitment:
                 raise DecodeError("batch copies disagree on their message metadata")
+        if first.template_id is not None:
+            found = self._templates.get(sender[0], {}).get(first.template_id)
+            if found is None or found.cls is not first.cls:
+                raise MisdeclaredClass("template id not registered for this class")
         kind, business, customer, chat, in_window, now = self._check(
             sender, first.cls, first.to_account, [env.dest for env in envs]
         )
@@ -560,6 +602,33 @@ class Relay:
         self._share(parsed.business, reporter, chat, self.clock())
         return verified
 
+    def report_class(self, reporter: bytes, item: bytes) -> ClassCheck:
+        """Verify a customer's report that one message's content does not fit its declared
+        class (:func:`~e2e.platform.franking.verify_class_report`: the relay's own franking
+        tag and the commitment prove what the business declared for this text, and the
+        business's registered templates confirm the mismatch); penalize the business: a bill
+        line at the full price of the class it should have declared, once per message."""
+        self.recorder("recv:class-report", item)
+        try:
+            parsed = ReportItem.from_bytes(item)
+            delivery = Delivery.from_bytes(parsed.delivery)
+            business = delivery.open_envelope().from_account
+            self._control(5, reporter, business, False)
+            verified, verdict = verify_class_report(
+                self._frank_key, parsed, reporter, business, self.templates(business)
+            )
+            if (business, verified.message_id) in self._class_reported:
+                raise ReportRejected("message already reported for its class")
+        except E2EError as exc:
+            raise self._refuse(exc) from None
+        self._class_reported.add((business, verified.message_id))
+        pen = self._penalties.setdefault(business, {})
+        pen[(verdict.declared, verdict.content)] = (
+            pen.get((verdict.declared, verdict.content), 0) + 1
+        )
+        self.recorder("store:class-report", item)
+        return verdict
+
     # -- billing and sharing ---------------------------------------------------------------
 
     def bill(self, business: bytes) -> Bill:
@@ -568,6 +637,9 @@ class Relay:
             BillLine(PriceTable.line(cls, inw), count, prices.price(cls, inw))
             for (cls, inw), count in sorted(self._billing.get(business, {}).items())
         ]
+        for (declared, content), count in sorted(self._penalties.get(business, {}).items()):
+            item = f"penalty: {content.name.lower()} declared as {declared.name.lower()}"
+            lines.append(BillLine(item, count, prices.price(content, False)))
         return Bill(business, tuple(lines))
 
     def window_open(self, business: bytes, customer: bytes) -> bool:

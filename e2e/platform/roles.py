@@ -43,11 +43,13 @@ from e2e.platform.envelope import (
 )
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem, VerifiedMessage, commit
 from e2e.platform.policy import (
+    ClassCheck,
     EnvelopeMismatch,
     FrankingMismatch,
     MessageClass,
     StaleDeviceList,
     UntrustedDevice,
+    check_class,
 )
 from e2e.platform.relay import Receipt, Relay
 from e2e.platform.transparency import (
@@ -84,9 +86,17 @@ class Message:
     outgoing: bool
     delivery: bytes = b""
     franking_key: bytes = b""
+    template_id: bytes | None = None
+    #: For a business message: the device's check of its declared class against its content
+    #: (flagged, not refused, so the customer can see it and report it).
+    class_check: ClassCheck | None = None
 
     def __repr__(self) -> str:
         return f"Message({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
+
+    @property
+    def misdeclared(self) -> bool:
+        return self.class_check is not None and not self.class_check.ok
 
 
 def _clone(session: Session) -> Session:
@@ -127,6 +137,8 @@ class Device:
         self.errors: dict[str, int] = {}
         #: The log head we last carried to each account.
         self._gossiped: dict[bytes, bytes] = {}
+        #: Optional classifier of free text for :func:`check_class` (None: no opinion).
+        self.classify: Callable[[bytes], MessageClass | None] | None = None
 
     def __repr__(self) -> str:
         return f"Device({self.account.name.decode(errors='replace')}/{self.device_id})"
@@ -232,9 +244,14 @@ class Device:
         return session
 
     def send(
-        self, to_account: bytes, text: str | bytes, cls: MessageClass = MessageClass.SERVICE
+        self,
+        to_account: bytes,
+        text: str | bytes,
+        cls: MessageClass = MessageClass.SERVICE,
+        template_id: bytes | None = None,
     ) -> Receipt:
-        """Send one message to every device of ``to_account`` and to our other devices."""
+        """Send one message to every device of ``to_account`` and to our other devices; the
+        class and template id travel inside the frame and in the franking commitment."""
         body = text.encode() if isinstance(text, str) else text
         self.account.key_changes.check_send(to_account)
         for attempt in range(3):
@@ -248,10 +265,13 @@ class Device:
                 gossip = self.account.log.gossip()
                 carry = b"" if self._gossiped.get(to_account) == gossip else gossip
                 inner = Inner(
-                    cls, self.account.name, to_account, message_id, fk, body, carry
+                    cls, self.account.name, to_account, message_id, fk, body, carry,
+                    template_id=template_id,
                 )  # fmt: skip
                 padded = inner.to_padded()
-                commitment = commit(fk, cls, self.account.name, to_account, message_id, body)
+                commitment = commit(
+                    fk, cls, self.account.name, to_account, message_id, body, template_id
+                )
                 envs = []
                 for dest in dests:
                     # Once a frame is made its message key is spent: a refused send below
@@ -259,7 +279,7 @@ class Device:
                     frame = self._session_for(dest).encrypt(padded)
                     env = Envelope(
                         cls, self.account.name, self.device_id, to_account, dest[0], dest[1],
-                        message_id, commitment, frame,
+                        message_id, commitment, frame, template_id,
                     )  # fmt: skip
                     envs.append(env.to_bytes())
                 for dest in dests:
@@ -319,7 +339,7 @@ class Device:
                 raise DuplicateMessage("message id already received")
             expected = commit(
                 inner.franking_key, inner.cls, inner.from_account, inner.to_account,
-                inner.message_id, inner.body,
+                inner.message_id, inner.body, inner.template_id,
             )  # fmt: skip
             if not hmac.compare_digest(expected, env.commitment):
                 raise FrankingMismatch("franking commitment does not match the message")
@@ -341,10 +361,16 @@ class Device:
         self._persist(peer)
         self.seen.add((inner.from_account, inner.message_id))
         own = inner.from_account == self.account.name
+        verdict = None
+        if not own and self.relay.kind(inner.from_account) == "business":
+            verdict = check_class(
+                inner.cls, inner.template_id, inner.body,
+                self.relay.templates(inner.from_account), self.classify,
+            )  # fmt: skip
         msg = Message(
             inner.to_account if own else inner.from_account,
             inner.from_account, env.from_device, inner.cls, inner.message_id, inner.body,
-            delivery.received_at, own, raw, inner.franking_key,
+            delivery.received_at, own, raw, inner.franking_key, inner.template_id, verdict,
         )  # fmt: skip
         self._remember(msg)
         return msg
@@ -580,6 +606,12 @@ class Customer(Account):
 
     def opt_in(self, business: Account, on: bool = True) -> None:
         self.relay.opt_in(self.name, business.name, on)
+
+    def report_class(self, message: Message) -> ClassCheck:
+        """Report a received business message flagged as misdeclared: reveal it (delivery
+        record, franking key, text) so the relay can verify and penalize the business."""
+        item = ReportItem(message.delivery, message.franking_key, message.body)
+        return self.relay.report_class(self.name, item.to_bytes())
 
     def report_spam(
         self, business: Account, device: Device | None = None, block: bool = True

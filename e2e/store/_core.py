@@ -12,6 +12,7 @@ kind       id                          plaintext
 =========  ==========================  ==============================================
 meta       keycheck                    b"e2e-store-key-check"
 meta       next_id                     u64: the next prekey id (shared by all kinds)
+meta       epoch                       u64 epoch | u64 restored_at | accumulator (32)
 local      identity                    secret (32) | public (32)
 identity   name|device                 flags (1: bit 0 approved for sending) | key (32)
 session    name|device                 Session.to_bytes()
@@ -26,6 +27,10 @@ app        application key             application bytes
 =========  ==========================  ==============================================
 
 The ``kdf`` row of kind ``meta`` (scrypt salt and costs) is the one row kept in clear.
+
+Writes are buffered in the transaction (reads see them) and sealed at commit, all with the
+version ``epoch + 1``, together with the new sealed epoch (:mod:`e2e.store.freshness`): the
+only lock a write transaction takes on shared state is the epoch's, at its very end.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from e2e.errors import (
     DuplicateMessage,
     E2EError,
     PrekeyReused,
+    RollbackDetected,
     StateError,
     StoreError,
     UnknownPrekey,
@@ -57,10 +63,11 @@ from e2e.store import (
     TrustResult,
     UntrustedIdentity,
 )
-from e2e.store.atrest import StorageKey
+from e2e.store.atrest import StorageKey, record_header
+from e2e.store.freshness import EPOCH_RECORD, Freshness
 from e2e.suite import DEFAULT, Suite
 
-__all__ = ["BaseTransaction", "StorePrekeys", "KEYCHECK", "check_key"]
+__all__ = ["BaseTransaction", "StorePrekeys", "KEYCHECK", "check_key", "open_checks"]
 
 KEYCHECK: Final = b"e2e-store-key-check"
 _MAX_ID: Final = 2**63 - 1
@@ -91,10 +98,22 @@ def _check_key32(key: object, what: str) -> bytes:
 
 
 class BaseTransaction:
-    """One open transaction of a store. Backends implement the five raw operations."""
+    """One open transaction of a store. Backends implement the raw operations; this class
+    buffers sealed-record writes and applies them, with the new epoch, in
+    :meth:`_prepare_commit` (called by the backend right before COMMIT) and
+    :meth:`_committed` (right after)."""
 
-    def __init__(self, key: StorageKey) -> None:
+    #: True if a transaction holds the whole store (rows read are current until the commit).
+    _serialized = True
+
+    def __init__(self, key: StorageKey, fresh: Freshness) -> None:
         self._key = key
+        self._fresh = fresh
+        self._pending: dict[tuple[str, str], bytes | None] = {}
+        self._raw_seen: dict[tuple[str, str], bytes | None] = {}
+        self._claimed: set[tuple[str, str]] = set()
+        self._done: tuple[int, int] | None = None
+        self._force: tuple[int, int, int] | None = None
 
     # -- raw operations (backend) ------------------------------------------------------
 
@@ -121,17 +140,120 @@ class BaseTransaction:
         Of concurrent transactions claiming one id, exactly one gets True."""
         raise NotImplementedError
 
+    def _lock_epoch(self) -> None:
+        """Hold the epoch record until the transaction ends (taken at commit, last)."""
+        raise NotImplementedError
+
+    def _headers(self) -> list[tuple[str, str, bytes]]:
+        """(kind, id, first 25 bytes of the value) of every row but meta/kdf and meta/epoch."""
+        raise NotImplementedError
+
     # -- sealed records ------------------------------------------------------------------
 
-    def _read(self, kind: str, record_id: str) -> bytes | None:
+    def _read_v(self, kind: str, record_id: str) -> tuple[int | None, bytes | None]:
+        """(version, plaintext) of a record, (None, value) for one written in this
+        transaction, (None, None) if there is none; :class:`RollbackDetected` if the row is
+        older than what this store object saw of it."""
+        key = (kind, record_id)
+        if key in self._pending:
+            return None, self._pending[key]
         raw = self._get(kind, record_id)
-        return None if raw is None else self._key.open(kind, record_id, raw)
+        self._raw_seen[key] = raw
+        if raw is None:
+            self._fresh.check(kind, record_id, None)
+            return None, None
+        version, plain = self._key.open_versioned(kind, record_id, raw)
+        self._fresh.check(kind, record_id, version)
+        self._fresh.note(kind, record_id, version, True)
+        return version, plain
+
+    def _read(self, kind: str, record_id: str) -> bytes | None:
+        return self._read_v(kind, record_id)[1]
 
     def _write(self, kind: str, record_id: str, plaintext: bytes) -> None:
-        self._put(kind, record_id, self._key.seal(kind, record_id, plaintext))
+        self._pending[(kind, record_id)] = bytes(plaintext)
+
+    def _remove(self, kind: str, record_id: str) -> None:
+        self._pending[(kind, record_id)] = None
+
+    def _claim(self, kind: str, record_id: str, plaintext: bytes) -> bool:
+        """Create a record that must not exist yet, atomically across workers (the replay
+        guard): False if it exists or a concurrent transaction created it first."""
+        if self._read(kind, record_id) is not None:
+            return False
+        if not self._insert_new(kind, record_id, b"\x00"):  # sealed at commit
+            return False
+        self._claimed.add((kind, record_id))
+        self._write(kind, record_id, plaintext)
+        return True
+
+    def _ids(self, kind: str, prefix: str = "") -> list[str]:
+        found = {i for i, _ in self._scan(kind, prefix)}
+        for (k, i), v in self._pending.items():
+            if k == kind and i.startswith(prefix):
+                if v is None:
+                    found.discard(i)
+                else:
+                    found.add(i)
+        return sorted(found)
 
     def _read_all(self, kind: str, prefix: str = "") -> list[tuple[str, bytes]]:
-        return [(i, self._key.open(kind, i, raw)) for i, raw in self._scan(kind, prefix)]
+        out: dict[str, bytes] = {}
+        for i, raw in self._scan(kind, prefix):
+            version, plain = self._key.open_versioned(kind, i, raw)
+            self._fresh.check(kind, i, version)
+            out[i] = plain
+        for (k, i), v in self._pending.items():
+            if k == kind and i.startswith(prefix):
+                if v is None:
+                    out.pop(i, None)
+                else:
+                    out[i] = v
+        return sorted(out.items())
+
+    # -- commit ------------------------------------------------------------------------
+
+    def _prepare_commit(self) -> None:
+        """Seal the buffered writes at version epoch + 1 and write the new sealed epoch,
+        under the epoch lock; nothing if the transaction wrote nothing."""
+        if not self._pending and self._force is None:
+            return
+        self._lock_epoch()
+        fresh, key = self._fresh, self._key
+        epoch, restored, acc = fresh.parse_epoch(self._get(*EPOCH_RECORD))
+        kept = None if self._force is not None else fresh.kept()
+        if kept is not None and epoch < kept:
+            raise RollbackDetected("the store's epoch is behind the one kept outside", "epoch")
+        if self._force is not None:  # accept the rows as they are (open_checks)
+            epoch, restored, acc = self._force
+        version = epoch + 1
+        for (kind, rid), plain in self._pending.items():
+            if (kind, rid) in self._claimed:
+                old: bytes | None = None
+            elif self._serialized and (kind, rid) in self._raw_seen:
+                old = self._raw_seen[(kind, rid)]
+            else:
+                old = self._get(kind, rid)
+            if old is not None:
+                acc ^= key.accumulator_entry(kind, rid, *record_header(kind, rid, old))
+            if plain is None:
+                if old is not None or (kind, rid) in self._claimed:
+                    self._delete(kind, rid)
+                continue
+            sealed = key.seal(kind, rid, plain, version)
+            acc ^= key.accumulator_entry(kind, rid, *record_header(kind, rid, sealed))
+            self._put(kind, rid, sealed)
+        self._put(*EPOCH_RECORD, fresh.seal_epoch(version, restored, acc))
+        self._done = (version, restored)
+
+    def _committed(self) -> None:
+        """After COMMIT: remember the written versions and advance the epoch keeper."""
+        if self._done is None:
+            return
+        version, restored = self._done
+        for (kind, rid), plain in self._pending.items():
+            self._fresh.note(kind, rid, version, plain is not None)
+        self._fresh.committed(version, restored)
 
     def _next_id(self) -> int:
         self._lock("meta", "next_id")  # two processes on one store never take the same id
@@ -269,9 +391,9 @@ class BaseTransaction:
 
     def remove_signed_prekey(self, prekey_id: int) -> None:
         rid = _prekey_id(prekey_id)
-        self._delete("spk", rid)
-        for use, _ in self._scan("spkuse", rid + "|"):
-            self._delete("spkuse", use)
+        self._remove("spk", rid)
+        for use in self._ids("spkuse", rid + "|"):
+            self._remove("spkuse", use)
 
     # -- KEM prekeys -----------------------------------------------------------------------
 
@@ -313,7 +435,7 @@ class BaseTransaction:
         if (
             base_key is not None
             and found.item.last_resort
-            and self._get("kemuse", f"{rid}|{base_key.hex()}") is not None
+            and self._read("kemuse", f"{rid}|{base_key.hex()}") is not None
         ):
             raise PrekeyReused("KEM prekey already used")
         return found
@@ -332,9 +454,9 @@ class BaseTransaction:
 
     def remove_kem_prekey(self, prekey_id: int) -> None:
         rid = _prekey_id(prekey_id)
-        self._delete("kem", rid)
-        for use, _ in self._scan("kemuse", rid + "|"):
-            self._delete("kemuse", use)
+        self._remove("kem", rid)
+        for use in self._ids("kemuse", rid + "|"):
+            self._remove("kemuse", use)
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -345,10 +467,22 @@ class BaseTransaction:
         except E2EError:
             raise StoreError("session state is invalid", name) from None
 
+    def _restored(self, version: int | None) -> bool:
+        """A record written at or before the store's restore point (SPEC.md §9.7)."""
+        return version is not None and version <= self._fresh.restored_at
+
+    def _session_state(self, rid: str) -> bytes | None:
+        """The stored state of the current session, marked as needing a fresh ratchet step
+        (SPEC.md §6.5) if it was stored before the store's restore point."""
+        version, raw = self._read_v("session", rid)
+        if raw is not None and self._restored(version):
+            raw = _mark_restored(self._session(f"session/{rid}", raw)).to_bytes()
+        return raw
+
     def load_session(self, addr: Address) -> Session | None:
         rid = addr.record_id
         self._lock("session", rid)
-        raw = self._read("session", rid)
+        raw = self._session_state(rid)
         return None if raw is None else self._session(f"session/{rid}", raw)
 
     def save_session(self, addr: Address, session: Session) -> None:
@@ -356,7 +490,7 @@ class BaseTransaction:
 
     def _archive(self, addr: Address) -> list[bytes]:
         rid = addr.record_id
-        raw = self._read("archive", rid)
+        version, raw = self._read_v("archive", rid)
         if raw is None:
             return []
         out: list[bytes] = []
@@ -372,12 +506,15 @@ class BaseTransaction:
             raise StoreError("malformed record", f"archive/{rid}") from None
         if pos != len(raw) or len(out) > MAX_ARCHIVED_SESSIONS:
             raise StoreError("malformed record", f"archive/{rid}")
+        if self._restored(version):
+            name = f"archive/{rid}"
+            out = [_mark_restored(self._session(name, state)).to_bytes() for state in out]
         return out
 
     def _set_archive(self, addr: Address, states: list[bytes]) -> None:
         states = states[:MAX_ARCHIVED_SESSIONS]
         if not states:
-            self._delete("archive", addr.record_id)
+            self._remove("archive", addr.record_id)
             return
         body = b"".join(_U32.pack(len(s)) + s for s in states)
         self._write("archive", addr.record_id, bytes([len(states)]) + body)
@@ -398,13 +535,13 @@ class BaseTransaction:
 
     def delete_session(self, addr: Address) -> None:
         self._lock("session", addr.record_id)
-        self._delete("session", addr.record_id)
-        self._delete("archive", addr.record_id)
+        self._remove("session", addr.record_id)
+        self._remove("archive", addr.record_id)
 
     def device_ids(self, name: str) -> list[int]:
         Address(name, 0)  # validates the name
         out = []
-        for rid, _ in self._scan("session", name + "|"):
+        for rid in self._ids("session", name + "|"):
             tail = rid[len(name) + 1 :]
             if tail.isdigit() and tail.isascii():
                 out.append(int(tail))
@@ -429,10 +566,10 @@ class BaseTransaction:
         self._write("app", self._app_key(key), value)
 
     def app_delete(self, key: str) -> None:
-        self._delete("app", self._app_key(key))
+        self._remove("app", self._app_key(key))
 
     def app_keys(self, prefix: str = "") -> list[str]:
-        return [rid for rid, _ in self._scan("app", prefix)]
+        return self._ids("app", prefix)
 
     def app_lock(self, key: str) -> None:
         self._lock("app", self._app_key(key))
@@ -465,7 +602,7 @@ class BaseTransaction:
         parsed = decode_message(frame)
         rid = addr.record_id
         self._lock("session", rid)
-        current_raw = self._read("session", rid)
+        current_raw = self._session_state(rid)
         current: Session | None = None
         error: E2EError | None = None
         if current_raw is not None:
@@ -511,7 +648,7 @@ class BaseTransaction:
         use = f"{pre.spk_id}|{pre.base_key.hex()}"
         # the replay guard claims its row atomically: of two workers handling one initial
         # message, one inserts the row and the other waits for its commit and is refused
-        if not self._insert_new("spkuse", use, self._key.seal("spkuse", use, b"")):
+        if not self._claim("spkuse", use, b""):
             raise PrekeyReused("a session was already set up with this base key")
         try:
             trusted = self.is_trusted(addr, pre.identity_key, Direction.RECEIVING)
@@ -523,7 +660,7 @@ class BaseTransaction:
             self.save_identity(addr, session.remote_identity)
             self.promote_session(addr, session)
         except BaseException:
-            self._delete("spkuse", use)  # a refused message leaves no claim behind
+            self._remove("spkuse", use)  # a refused message leaves no claim behind
             raise
         return plaintext
 
@@ -567,6 +704,52 @@ class StorePrekeys:
             self._tx.mark_one_time_prekey_used(opk_id)
         if kem_id is not None:
             self._tx.mark_kem_prekey_used(kem_id, base_key)
+
+
+def _mark_restored(session: Session) -> Session:
+    """Make ``session`` refuse to send until a fresh DH ratchet step (SPEC.md §6.5)."""
+    mark = getattr(session, "require_ratchet_step", None)
+    if mark is not None:
+        mark()
+    return session
+
+
+def open_checks(tx: BaseTransaction, *, accept_restore: bool = False) -> None:
+    """Run when a store object opens: verify the storage key, then the sealed epoch against
+    the epoch keeper and against every row (SPEC.md §9.7). :class:`RollbackDetected` if the
+    database is behind its keeper, or a record was rolled back, deleted or added behind the
+    store's back. With ``accept_restore`` (a restore the application made on purpose), or
+    when the keeper cannot answer, the rows are accepted as they are and every session
+    stored so far is marked restored; the epoch moves past everything seen."""
+    check_key(tx)
+    fresh = tx._fresh
+    epoch, restored, acc = fresh.parse_epoch(tx._get(*EPOCH_RECORD))
+    try:
+        kept = fresh.keeper.load()
+        unavailable = False
+    except StoreError:
+        kept, unavailable = None, True
+    computed = 0
+    newest = 0
+    entry = tx._key.accumulator_entry
+    for kind, rid, head in tx._headers():
+        version, salt = record_header(kind, rid, head)
+        newest = max(newest, version)
+        computed ^= entry(kind, rid, version, salt)
+    problem = ""
+    if kept is not None and epoch < kept:
+        problem = "the store's epoch is behind the one kept outside: the database was restored"
+    elif not hmac.compare_digest(computed.to_bytes(32, "big"), acc.to_bytes(32, "big")):
+        problem = "stored records differ from the sealed set: a record was put back or deleted"
+    elif newest > epoch:
+        problem = "a record is newer than the store's epoch"
+    if problem and not accept_restore:
+        raise RollbackDetected(problem, "meta/epoch")
+    fresh.seen = epoch
+    fresh.restored_at = restored
+    if problem or (unavailable and epoch > 0):
+        top = max(epoch, kept or 0, newest)
+        tx._force = (top, top, computed)
 
 
 def check_key(tx: BaseTransaction) -> None:

@@ -13,8 +13,9 @@ from contextlib import AbstractContextManager, contextmanager
 
 from e2e.errors import StoreError
 from e2e.store import StoreTransaction
-from e2e.store._core import BaseTransaction, check_key
+from e2e.store._core import BaseTransaction, open_checks
 from e2e.store.atrest import StorageKey
+from e2e.store.freshness import EpochKeeper, Freshness, MemoryEpochKeeper
 
 __all__ = ["MemoryStore"]
 
@@ -22,8 +23,8 @@ _Key = tuple[str, str]
 
 
 class _MemoryTransaction(BaseTransaction):
-    def __init__(self, key: StorageKey, rows: dict[_Key, bytes]) -> None:
-        super().__init__(key)
+    def __init__(self, key: StorageKey, fresh: Freshness, rows: dict[_Key, bytes]) -> None:
+        super().__init__(key, fresh)
         self._rows = rows
         self._writes: dict[_Key, bytes | None] = {}
 
@@ -58,32 +59,51 @@ class _MemoryTransaction(BaseTransaction):
         self._put(kind, record_id, value)
         return True
 
+    def _lock_epoch(self) -> None:
+        pass
+
+    def _headers(self) -> list[tuple[str, str, bytes]]:
+        skip = {("meta", "kdf"), ("meta", "epoch")}
+        return [(k, i, v[:25]) for (k, i), v in self._rows.items() if (k, i) not in skip]
+
     def _commit(self) -> None:
+        self._prepare_commit()
         for k, v in self._writes.items():
             if v is None:
                 self._rows.pop(k, None)
             else:
                 self._rows[k] = v
         self._writes.clear()
+        self._committed()
 
 
 class MemoryStore:
     """A store in a dict. ``rows`` is exposed for tests (tampering) and nothing else."""
 
     def __init__(
-        self, key: StorageKey | bytes | None = None, *, rows: dict[_Key, bytes] | None = None
+        self,
+        key: StorageKey | bytes | None = None,
+        *,
+        rows: dict[_Key, bytes] | None = None,
+        keeper: EpochKeeper | None = None,
+        accept_restore: bool = False,
     ) -> None:
         """A new store, or -- with ``rows`` of another MemoryStore -- the same data reopened
-        (the key check then verifies ``key``)."""
+        (the key check then verifies ``key``). ``keeper`` keeps the epoch outside the rows
+        (default: a new :class:`MemoryEpochKeeper`; pass the first store's ``keeper`` when
+        reopening its rows to have a rollback of them detected). ``accept_restore``: see
+        :func:`e2e.store._core.open_checks`."""
         if key is None:
             key = StorageKey.generate()
         self._key = key if isinstance(key, StorageKey) else StorageKey(key)
         self.rows: dict[_Key, bytes] = {} if rows is None else rows
+        self.keeper: EpochKeeper = MemoryEpochKeeper() if keeper is None else keeper
+        self._fresh = Freshness(self._key, self.keeper)
         self._mutex = threading.Lock()
         self._owner: int | None = None
         self._closed = False
         with self._begin() as tx:
-            check_key(tx)
+            open_checks(tx, accept_restore=accept_restore)
 
     def __repr__(self) -> str:
         return f"MemoryStore(rows={len(self.rows)})"
@@ -97,7 +117,7 @@ class MemoryStore:
         with self._mutex:
             self._owner = threading.get_ident()
             try:
-                tx = _MemoryTransaction(self._key, self.rows)
+                tx = _MemoryTransaction(self._key, self._fresh, self.rows)
                 yield tx
                 tx._commit()
             finally:

@@ -23,8 +23,9 @@ from typing import Any
 
 from e2e.errors import StoreError
 from e2e.store import StoreTransaction, fault_point
-from e2e.store._core import BaseTransaction, check_key
+from e2e.store._core import BaseTransaction, open_checks
 from e2e.store.atrest import SCRYPT_N, KdfParams, StorageKey
+from e2e.store.freshness import EpochKeeper, Freshness, NoEpochKeeper
 from e2e.store.sqlite import prefix_range
 
 try:
@@ -37,8 +38,10 @@ __all__ = ["PostgresStore"]
 
 
 class _PgTransaction(BaseTransaction):
-    def __init__(self, key: StorageKey, conn: Any, table: Any) -> None:
-        super().__init__(key)
+    _serialized = False  # rows read without a lock may change until the epoch lock is held
+
+    def __init__(self, key: StorageKey, fresh: Freshness, conn: Any, table: Any) -> None:
+        super().__init__(key, fresh)
         self.connection = conn
         self._t = table
         self._locked: set[tuple[str, str]] = set()
@@ -94,6 +97,18 @@ class _PgTransaction(BaseTransaction):
         ).fetchone()
         return row is not None
 
+    def _lock_epoch(self) -> None:
+        self.connection.execute("SELECT pg_advisory_xact_lock(hashtextextended('meta/epoch', 0))")
+
+    def _headers(self) -> list[tuple[str, str, bytes]]:
+        rows = self.connection.execute(
+            sql.SQL(
+                "SELECT kind, id, substring(value from 1 for 25) FROM {} "
+                "WHERE NOT (kind = 'meta' AND id IN ('kdf', 'epoch'))"
+            ).format(self._t)
+        ).fetchall()
+        return [(k, i, _blob(v, k, i)) for k, i, v in rows]
+
     def _lock(self, kind: str, record_id: str) -> None:
         if (kind, record_id) in self._locked:
             return
@@ -123,12 +138,20 @@ class PostgresStore:
         schema: str = "public",
         scrypt_n: int = SCRYPT_N,
         connect_timeout: int = 30,
+        keeper: EpochKeeper | None = None,
+        accept_restore: bool = False,
     ) -> None:
+        """Open (or create) the store in ``schema``. ``keeper`` keeps the store's epoch
+        outside the database; the default (:class:`NoEpochKeeper`) keeps none, so a restore
+        of the whole database is not detected (a record rolled back or deleted still is):
+        give a keeper on another service to detect it. ``accept_restore``: see
+        :class:`~e2e.store.sqlite.SqliteStore`."""
         if psycopg is None:  # pragma: no cover
             raise StoreError("psycopg 3 is not installed (pip install 'e2e[pg]')")
         if (key is None) == (passphrase is None):
             raise StoreError("give exactly one of a storage key and a passphrase")
         self.schema = schema
+        self.keeper: EpochKeeper = NoEpochKeeper() if keeper is None else keeper
         self._owner: int | None = None
         self._mutex = threading.Lock()
         self._table = sql.Identifier(schema, "e2e_records")
@@ -139,8 +162,9 @@ class PostgresStore:
         try:
             self._setup()
             self._key = StorageKey.resolve(key, passphrase, lambda: self._kdf_params(scrypt_n))
+            self._fresh = Freshness(self._key, self.keeper)
             with self._begin() as tx:
-                check_key(tx)
+                open_checks(tx, accept_restore=accept_restore)
         except BaseException:
             self._conn.close()
             raise
@@ -202,8 +226,11 @@ class PostgresStore:
         self._owner = threading.get_ident()
         try:
             with self._conn.transaction():
-                yield _PgTransaction(self._key, self._conn, self._table)
+                tx = _PgTransaction(self._key, self._fresh, self._conn, self._table)
+                yield tx
+                tx._prepare_commit()
                 fault_point("before_commit")
+            tx._committed()
         except psycopg.Error as exc:
             raise StoreError(f"database error: {type(exc).__name__}", "postgres") from None
         finally:

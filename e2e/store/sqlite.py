@@ -23,8 +23,9 @@ from typing import Final
 
 from e2e.errors import StoreError
 from e2e.store import StoreTransaction, fault_point
-from e2e.store._core import BaseTransaction, check_key
+from e2e.store._core import BaseTransaction, open_checks
 from e2e.store.atrest import SCRYPT_N, KdfParams, StorageKey
+from e2e.store.freshness import EpochKeeper, FileEpochKeeper, Freshness
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
@@ -51,8 +52,8 @@ def prefix_range(prefix: str) -> tuple[str, str | None]:
 
 
 class _SqliteTransaction(BaseTransaction):
-    def __init__(self, key: StorageKey, conn: sqlite3.Connection) -> None:
-        super().__init__(key)
+    def __init__(self, key: StorageKey, fresh: Freshness, conn: sqlite3.Connection) -> None:
+        super().__init__(key, fresh)
         self.connection = conn
 
     def _get(self, kind: str, record_id: str) -> bytes | None:
@@ -90,6 +91,16 @@ class _SqliteTransaction(BaseTransaction):
     def _lock(self, kind: str, record_id: str) -> None:
         pass  # BEGIN IMMEDIATE already holds the database's write lock
 
+    def _lock_epoch(self) -> None:
+        pass  # the same write lock
+
+    def _headers(self) -> list[tuple[str, str, bytes]]:
+        rows = self.connection.execute(
+            "SELECT kind, id, substr(value, 1, 25) FROM records "
+            "WHERE NOT (kind = 'meta' AND id IN ('kdf', 'epoch'))"
+        ).fetchall()
+        return [(str(k), str(i), _blob(v, str(k), str(i))) for k, i, v in rows]
+
     def _insert_new(self, kind: str, record_id: str, value: bytes) -> bool:
         cur = self.connection.execute(
             "INSERT INTO records (kind, id, value) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
@@ -115,10 +126,20 @@ class SqliteStore:
         passphrase: str | bytes | None = None,
         scrypt_n: int = SCRYPT_N,
         timeout: float = 30.0,
+        keeper: EpochKeeper | None = None,
+        accept_restore: bool = False,
     ) -> None:
+        """Open (or create) the store at ``path``. ``keeper`` keeps the store's epoch outside
+        the database (default: a :class:`FileEpochKeeper` at ``<path>-epoch``); opening a
+        database behind its keeper, or with a record rolled back or deleted, raises
+        :class:`~e2e.errors.RollbackDetected` unless ``accept_restore`` (a backup restored on
+        purpose: its sessions must then take a fresh ratchet step before they send)."""
         if (key is None) == (passphrase is None):
             raise StoreError("give exactly one of a storage key and a passphrase")
         self.path = os.fspath(path)
+        self.keeper: EpochKeeper = (
+            FileEpochKeeper(self.path + "-epoch") if keeper is None else keeper
+        )
         self._owner: int | None = None
         self._mutex = threading.Lock()
         try:
@@ -130,10 +151,11 @@ class SqliteStore:
         try:
             self._setup()
             self._key = StorageKey.resolve(key, passphrase, lambda: self._kdf_params(scrypt_n))
+            self._fresh = Freshness(self._key, self.keeper)
             with self._begin() as tx:
-                check_key(tx)
+                open_checks(tx, accept_restore=accept_restore)
         except BaseException:
-            self._conn.close()
+            self.close()
             raise
 
     def __repr__(self) -> str:
@@ -199,9 +221,12 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot begin: {exc.__class__.__name__}", "sqlite") from None
             try:
-                yield _SqliteTransaction(self._key, c)
+                tx = _SqliteTransaction(self._key, self._fresh, c)
+                yield tx
+                tx._prepare_commit()
                 fault_point("before_commit")
                 c.execute("COMMIT")
+                tx._committed()
             except sqlite3.Error as exc:
                 _rollback(c)
                 raise StoreError(f"database error: {type(exc).__name__}", "sqlite") from None
@@ -217,6 +242,8 @@ class SqliteStore:
 
     def close(self) -> None:
         self._conn.close()
+        if isinstance(self.keeper, FileEpochKeeper):
+            self.keeper.close()
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

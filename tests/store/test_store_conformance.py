@@ -195,7 +195,7 @@ def test_kem_prekeys(store: Store) -> None:
         tx.remove_kem_prekey(last.item.id)
         with pytest.raises(UnknownPrekey):
             tx.load_kem_prekey(last.item.id, base2)
-        assert tx._scan("kemuse") == []  # type: ignore[attr-defined]
+        assert tx._ids("kemuse") == []  # type: ignore[attr-defined]
 
 
 def test_store_prekeys_is_a_prekey_source(store: Store) -> None:
@@ -244,7 +244,7 @@ def test_replenish_and_rotate_with_grace(store: Store, suite: Any) -> None:
         third = upkeep.rotate(tx, suite, now=T0 + 10 * day, grace=3 * day)
         assert third.removed_signed == [first.signed.item.id]
         assert third.removed_kem == ([first.last_resort.item.id] if first.last_resort else [])
-        assert tx._scan("spkuse") == []  # type: ignore[attr-defined]
+        assert tx._ids("spkuse") == []  # type: ignore[attr-defined]
     alice2 = Session.initiate(KeyPair.generate(), old_bundle, allowed_suites=(suite,))
     before = rows(store)
     with pytest.raises(UnknownPrekey), store.transaction() as tx:

@@ -13,7 +13,7 @@ from test_store_conformance import ALICE, BOB, get_bundle, pair_up, rows, setup_
 from e2e import PQ, KeyPair, Session
 from e2e.errors import StoreError
 from e2e.store import Address, Direction, decrypt_and_store, encrypt_and_store
-from e2e.store.atrest import RECORD_OVERHEAD, KdfParams, StorageKey, record_ad
+from e2e.store.atrest import RECORD_OVERHEAD, KdfParams, StorageKey, record_ad, record_header
 from e2e.store.sqlite import SqliteStore
 
 CAROL = Address("carol", 2)
@@ -254,8 +254,14 @@ def test_sqlite_file_holds_no_secret(tmp_path: Path) -> None:
 def test_record_sealing() -> None:
     key = StorageKey(bytes(range(32)))
     sealed = key.seal("session", "bob|1", b"state")
-    assert len(sealed) == len(b"state") + RECORD_OVERHEAD and sealed[0] == 1
+    assert len(sealed) == len(b"state") + RECORD_OVERHEAD and sealed[0] == 2
     assert key.open("session", "bob|1", sealed) == b"state"
+    v7 = key.seal("session", "bob|1", b"state", 7)
+    assert key.open_versioned("session", "bob|1", v7) == (7, b"state")
+    assert record_header("session", "bob|1", v7) == (7, v7[9:25])
+    for forged in (v7[:8] + b"\x08" + v7[9:], v7[:1] + b"\x01" + v7[2:]):  # version in the AD
+        with pytest.raises(StoreError):
+            key.open("session", "bob|1", forged)
     assert key.open("session", "bob|1", memoryview(sealed)) == b"state"
     assert key.seal("session", "bob|1", b"state") != sealed  # a fresh salt each time
     for kind, rid in [("session", "bob|2"), ("archive", "bob|1"), ("sessio", "nbob|1")]:
@@ -268,6 +274,7 @@ def test_record_sealing() -> None:
         StorageKey(bytes(32)).open("session", "bob|1", sealed)
     assert record_ad("ab", "c") != record_ad("a", "bc")
     assert record_ad("s", "x", 1) != record_ad("s", "x", 2)
+    assert record_ad("s", "x", 0, 1) != record_ad("s", "x", 0, 2)
     with pytest.raises(StoreError):
         record_ad("s", "x" * 70000)
 
