@@ -199,3 +199,64 @@ def test_store_message(benchmark: Any, prepared: Any, backend: str) -> None:
             for k, p in (("e2e", big), ("floor", small))
         },
     )  # fmt: skip
+
+
+# -- skipped keys held: the state written per message stays small ----------------------
+
+
+def _skipped_case(path: Path, held: bool) -> tuple[Store, Callable[[], bytes], int]:
+    """Bob's SQLite store with 2,000 skipped keys held (or none), a maker of Alice's next
+    in-order frame, and the sealed bytes one such message writes."""
+    from e2e.constants import MAX_SKIP
+    from e2e.store import decrypt_and_store, encrypt_and_store, upkeep
+    from e2e.store.memory import MemoryStore
+
+    alice_addr, bob_addr = Address("alice", 1), Address("bob", 1)
+    alice, bob = MemoryStore(), SqliteStore(path, _KEY)
+    for s in (alice, bob):
+        with s.transaction() as tx:
+            upkeep.ensure_identity(tx)
+            upkeep.rotate(tx, PQ, now=1_700_000_000)
+            upkeep.replenish(tx, PQ, target=1, now=1_700_000_000)
+    with bob.transaction() as tx:
+        bundle = upkeep.bundle(tx, PQ).to_bytes()
+    with alice.transaction() as tx:
+        tx.initiate(bob_addr, bundle, allowed_suites=(PQ,))
+    first = encrypt_and_store(alice, bob_addr, b"hi")
+    decrypt_and_store(bob, alice_addr, first, allowed_suites=(PQ,))
+    if held:  # the peer skips MAX_SKIP counters twice
+        for _ in range(2):
+            frames = [encrypt_and_store(alice, bob_addr, b"s") for _ in range(MAX_SKIP + 1)]
+            decrypt_and_store(bob, alice_addr, frames[-1], allowed_suites=(PQ,))
+    probe = encrypt_and_store(alice, bob_addr, b"m" * 64)
+    with bob.transaction() as tx:
+        tx.decrypt(alice_addr, probe, allowed_suites=(PQ,))
+        measured = tx
+    return (
+        bob,
+        lambda: encrypt_and_store(alice, bob_addr, b"m" * 64),
+        measured.bytes_written,  # type: ignore[attr-defined]
+    )
+
+
+def test_store_message_with_skipped_keys_held(benchmark: Any, tmp_path: Path) -> None:
+    """One in-order message on SQLite with 2,000 skipped keys held (A) and with none (B);
+    state_bytes: the sealed bytes that message writes (session row, changed skip records,
+    epoch), bounded so a return to rewriting every held key fails."""
+    peer = Address("alice", 1)
+    cases = [_skipped_case(tmp_path / f"{k}.db", k == "held") for k in ("held", "none")]
+    sides = [
+        Side(lambda c=c: (c[0], peer, c[1]()), _receive, wall=True)  # type: ignore[misc]
+        for c in cases
+    ]
+    case = "sqlite-skipped-msg"
+    run_pair(
+        benchmark, case, sides[0], sides[1], BOUNDS["ratios"].get(case), case=case, messages=1,
+        sides=["2,000 skipped keys held", "none held"],
+        state_bytes={
+            "sqlite-written-per-msg-2000-skipped": cases[0][2],
+            "sqlite-written-per-msg-0-skipped": cases[1][2],
+        },
+    )  # fmt: skip
+    for c in cases:
+        c[0].close()
