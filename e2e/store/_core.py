@@ -176,12 +176,15 @@ class BaseTransaction:
         raw = self._get(kind, record_id)
         self._raw_seen[key] = raw
         if raw is None:
-            self._fresh.check(kind, record_id, None)
+            self._fresh.check(kind, record_id, None, self._epoch_now)
             return None, None
         version, plain = self._key.open_versioned(kind, record_id, raw)
-        self._fresh.check(kind, record_id, version)
+        self._fresh.check(kind, record_id, version, self._epoch_now)
         self._fresh.note(kind, record_id, version, True)
         return version, plain
+
+    def _epoch_now(self) -> int:
+        return self._fresh.parse_epoch(self._get(*EPOCH_RECORD))[0]
 
     def _read(self, kind: str, record_id: str) -> bytes | None:
         return self._read_v(kind, record_id)[1]
@@ -217,7 +220,7 @@ class BaseTransaction:
         out: dict[str, bytes] = {}
         for i, raw in self._scan(kind, prefix):
             version, plain = self._key.open_versioned(kind, i, raw)
-            self._fresh.check(kind, i, version)
+            self._fresh.check(kind, i, version, self._epoch_now)
             out[i] = plain
         for (k, i), v in self._pending.items():
             if k == kind and i.startswith(prefix):
@@ -271,7 +274,7 @@ class BaseTransaction:
             return
         version, restored = self._done
         for (kind, rid), plain in self._pending.items():
-            self._fresh.note(kind, rid, version, plain is not None)
+            self._fresh.note(kind, rid, version, plain is not None, version)
         self._fresh.committed(version, restored)
 
     def _next_id(self) -> int:
@@ -862,6 +865,7 @@ def open_checks(tx: BaseTransaction, *, accept_restore: bool = False) -> None:
     stored so far is marked restored; the epoch moves past everything seen."""
     check_key(tx)
     fresh = tx._fresh
+    tx._lock_epoch()  # no commit between reading the epoch and the rows (PostgreSQL)
     epoch, restored, acc = fresh.parse_epoch(tx._get(*EPOCH_RECORD))
     try:
         kept = fresh.keeper.load()

@@ -32,6 +32,7 @@ import fcntl
 import os
 import struct
 import threading
+from collections.abc import Callable
 from typing import Final, Protocol
 
 from e2e.errors import RollbackDetected, StoreError
@@ -190,7 +191,8 @@ class Freshness:
         self.keeper = keeper
         self.seen = 0
         self.restored_at = 0
-        self._versions: dict[tuple[str, str], tuple[int, bool]] = {}
+        #: (kind, id) -> (version, present, epoch this object had seen when it noted it)
+        self._versions: dict[tuple[str, str], tuple[int, bool, int]] = {}
         self._raw: bytes | None = None
         self._value: tuple[int, int, int] = (0, 0, 0)
 
@@ -241,25 +243,32 @@ class Freshness:
 
     # -- record versions ---------------------------------------------------------------
 
-    def check(self, kind: str, rid: str, version: int | None) -> None:
+    def check(self, kind: str, rid: str, version: int | None, epoch_now: Callable[[], int]) -> None:
         """:class:`RollbackDetected` if the row read (``version``, or None for no row) is
-        older than what this object saw of it: a lower version, a missing row it saw, or a
-        row again at or below the version that deleted it."""
+        older than what this object saw of it: a lower version, or a row again at or below
+        the version that deleted it (no writer ever does either); or a missing row it saw,
+        if no transaction has committed since (``epoch_now()``, read only then, is still the
+        epoch it had seen): with a commit in between, another store object may have deleted
+        it, and the row is forgotten."""
         known = self._versions.get((kind, rid))
         if known is None:
             return
-        seen, present = known
+        seen, present, at = known
         if version is None:
             if present:
-                raise RollbackDetected("a stored record is missing", f"{kind}/{rid}")
+                if epoch_now() <= at:
+                    raise RollbackDetected("a stored record is missing", f"{kind}/{rid}")
+                del self._versions[(kind, rid)]
         elif version < seen or (not present and version <= seen):
             raise RollbackDetected("a stored record is older than its last write", f"{kind}/{rid}")
 
-    def note(self, kind: str, rid: str, version: int, present: bool) -> None:
+    def note(self, kind: str, rid: str, version: int, present: bool, at: int = -1) -> None:
+        """Remember a record's version (``at``: the epoch this object knows it at; default
+        the last one it saw committed)."""
         versions = self._versions
         key = (kind, rid)
         if key in versions:
             del versions[key]  # re-insert: the dict's order is the order of last use
         elif len(versions) >= MAX_REMEMBERED:
             del versions[next(iter(versions))]
-        versions[key] = (version, present)
+        versions[key] = (version, present, self.seen if at < 0 else at)

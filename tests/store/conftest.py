@@ -102,16 +102,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.pg)
 
 
-@pytest.fixture(autouse=True)
-def fast_scrypt() -> Iterator[None]:
-    """Store tests create passphrase stores with scrypt n = 2^10 (the private floor hook)."""
-    from e2e.store import atrest
-
-    previous = atrest._set_scrypt_floor(2**10)
-    yield
-    atrest._set_scrypt_floor(previous)
-
-
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     b = Backend(request.param, tmp_path)

@@ -243,3 +243,31 @@ def test_accept_restore_marks_sessions(tmp_path: Path) -> None:
         assert s.needs_ratchet_step  # type: ignore[attr-defined]
     b.close()
     assert Address("x", 1)
+
+
+def test_changes_by_another_store_object_are_not_rollbacks(backend: Any) -> None:
+    """Two store objects (two workers or processes) on the same data: a record one of them
+    deleted or rewrote is not a rollback for the other, which saw the older state."""
+    if backend.kind == "memory":
+        keeper = MemoryEpochKeeper()
+        w1 = MemoryStore(backend.key, rows=backend.rows, keeper=keeper)
+        w2 = MemoryStore(backend.key, rows=backend.rows, keeper=keeper)
+    else:
+        w1, w2 = backend.open(name="w"), backend.open(name="w")
+    with w1.transaction() as tx:
+        tx.app_put("x", b"1")
+    with w2.transaction() as tx:
+        assert tx.app_get("x") == b"1"
+    with w1.transaction() as tx:
+        tx.app_delete("x")
+        tx.app_put("y", b"2")
+    with w2.transaction() as tx:
+        assert tx.app_get("x") is None
+        assert tx.app_get("y") == b"2"
+    with w1.transaction() as tx:
+        tx.app_put("x", b"3")
+    with w2.transaction() as tx:
+        assert tx.app_get("x") == b"3"
+        tx.app_put("y", b"4")
+    with w1.transaction() as tx:
+        assert tx.app_get("y") == b"4"
