@@ -323,6 +323,9 @@ def test_crash_recovery(template: Path, workdir: Path) -> None:
         root.mkdir()
         for m in "ab":
             shutil.copyfile(template / f"{m}.db", root / f"{m}.db")
+            # with its epoch keeper: a database copied without it is one whose freshness
+            # cannot be proven, whose sessions must ratchet before they send (SPEC.md §9.7)
+            shutil.copyfile(template / f"{m}.db-epoch", root / f"{m}.db-epoch")
         last = ""
         for _ in range(rng.randint(1, 3)):  # one to three crashes, then the restart checks
             for _ in range(4):  # a child that never reached its fault point just goes on
