@@ -365,6 +365,7 @@ def test_two_processes_never_advance_one_session_concurrently(
     """BEGIN IMMEDIATE serializes processes sharing one file: no counter is used twice."""
     for m in "ab":
         shutil.copyfile(template / f"{m}.db", workdir / f"{m}.db")
+        shutil.copyfile(template / f"{m}.db-epoch", workdir / f"{m}.db-epoch")
     pids = []
     for w in range(3):
         pid = os.fork()
