@@ -64,7 +64,8 @@ def test_skipped_keys_as_records_match_an_in_memory_session(backend: Any) -> Non
     nxt = frames[2 * MAX_SKIP + 2]
     got, written_2000 = receive(b, nxt)
     assert got == reference_result(ref, nxt)
-    assert written_2000 < written_0 + 1024, (written_0, written_2000)
+    # (at most the session row and a skip record or two: keys used, aged out or added)
+    assert written_2000 < written_0 + 2 * 6 * 1024, (written_0, written_2000)
     # out-of-order delivery of held keys, a replay, a forgery, and eviction of the oldest
     # by a further skip: the same answer as the in-memory session, and the same state
     forged = frames[5][:-1] + bytes([frames[5][-1] ^ 1])
