@@ -850,9 +850,7 @@ class StorePrekeys:
 
 def _mark_restored(session: Session) -> Session:
     """Make ``session`` refuse to send until a fresh DH ratchet step (SPEC.md §6.5)."""
-    mark = getattr(session, "require_ratchet_step", None)
-    if mark is not None:
-        mark()
+    session.require_ratchet_step()
     return session
 
 

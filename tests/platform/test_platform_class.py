@@ -106,7 +106,7 @@ def test_class_and_template_id_are_bound_in_frame_and_commitment() -> None:
     base = commit(fk, S, b"shop", b"alice", mid, PROMO)
     assert commit(fk, M, b"shop", b"alice", mid, PROMO) != base
     assert commit(fk, S, b"shop", b"alice", mid, PROMO, b"promo-1") != base
-    inner = Inner(M, b"shop", b"alice", mid, fk, PROMO, b"promo-1")
+    inner = Inner(M, b"shop", b"alice", mid, fk, PROMO, template_id=b"promo-1")
     assert Inner.from_padded(inner.to_padded()) == inner
     env = Envelope(M, b"shop", 1, b"alice", b"alice", 1, mid, base, b"f", b"promo-1")
     assert Envelope.from_bytes(env.to_bytes()) == env
