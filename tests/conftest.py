@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,17 +31,6 @@ settings.register_profile(
 )
 settings.register_profile("e2e-long", parent=settings.get_profile("e2e"), max_examples=2000)
 settings.load_profile(os.environ.get("E2E_HYPOTHESIS_PROFILE", "e2e"))
-
-
-@pytest.fixture(autouse=True)
-def fast_scrypt() -> Iterator[None]:
-    """Tests create passphrase stores with scrypt n as low as 2^10, through the private hook
-    that lowers the creation floor (SPEC.md §9.2); the floor test raises it again."""
-    from e2e.store import atrest
-
-    previous = atrest._set_scrypt_floor(2**10)
-    yield
-    atrest._set_scrypt_floor(previous)
 
 
 @pytest.fixture(params=SUITES, ids=SUITE_IDS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -15,6 +16,17 @@ from e2e.platform.policy import MessageClass, NotAllowed, WindowClosed
 from e2e.platform.relay import ManualClock, Relay
 from e2e.store import MemoryStore, Store, StoreTransaction
 from e2e.store.sqlite import SqliteStore
+
+
+@pytest.fixture(autouse=True)
+def fast_scrypt() -> Iterator[None]:
+    """This module creates passphrase stores with scrypt n as low as 2^10, through the
+    private hook that lowers the creation floor (SPEC.md §9.2)."""
+    from e2e.store import atrest
+
+    previous = atrest._set_scrypt_floor(2**10)
+    yield
+    atrest._set_scrypt_floor(previous)
 
 
 def _mem() -> MemoryStore:

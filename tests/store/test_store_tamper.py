@@ -4,6 +4,7 @@ never a fresh session, and leave every row as it was."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,17 @@ from e2e.store.atrest import RECORD_OVERHEAD, KdfParams, StorageKey, record_ad, 
 from e2e.store.sqlite import SqliteStore
 
 CAROL = Address("carol", 2)
+
+
+@pytest.fixture(autouse=True)
+def fast_scrypt() -> Iterator[None]:
+    """This module creates passphrase stores with scrypt n as low as 2^10, through the
+    private hook that lowers the creation floor (SPEC.md §9.2)."""
+    from e2e.store import atrest
+
+    previous = atrest._set_scrypt_floor(2**10)
+    yield
+    atrest._set_scrypt_floor(previous)
 
 
 def put_raw(store: Any, kind: str, rid: str, value: bytes) -> None:
