@@ -6,7 +6,6 @@ fails instead of skipping.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from relayhelp import RelayProcess, fresh_pg_db  # noqa: E402
-
-
-def _pg_or_skip() -> str:
-    dsn = os.environ.get("E2E_PG_DSN", "")
-    if not dsn:
-        if os.environ.get("CI") == "true":
-            pytest.fail("E2E_PG_DSN is not set under CI: .ci/run must source .ci/postgres.sh")
-        pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
-    return dsn
+from relayhelp import pg_or_skip as _pg_or_skip  # noqa: E402
 
 
 @pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])

@@ -278,6 +278,18 @@ def pg_dsn() -> str | None:
     return os.environ.get("E2E_PG_DSN")
 
 
+def pg_or_skip() -> str:
+    """The test cluster's DSN; skips without one, but fails under CI=true."""
+    import pytest
+
+    dsn = os.environ.get("E2E_PG_DSN", "")
+    if not dsn:
+        if os.environ.get("CI") == "true":
+            pytest.fail("E2E_PG_DSN is not set under CI: .ci/run must source .ci/postgres.sh")
+        pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
+    return dsn
+
+
 def fresh_pg_db(dsn: str) -> str:
     """A new empty database on the test cluster; its DSN."""
     import uuid
