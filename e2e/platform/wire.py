@@ -46,7 +46,13 @@ from e2e.errors import (
     UnsupportedVersion,
 )
 from e2e.keys import X25519_LEN, KeyPair
-from e2e.platform.envelope import MAX_ENVELOPE_BYTES, MESSAGE_ID_LEN, check_account
+from e2e.platform.envelope import (
+    MAX_BODY_BYTES,
+    MAX_ENVELOPE_BYTES,
+    MAX_TEMPLATE_ID_LEN,
+    MESSAGE_ID_LEN,
+    check_account,
+)
 from e2e.platform.policy import (
     Blocked,
     DuplicateSubmission,
@@ -177,6 +183,10 @@ class Path:
     CHAT_WINDOW: Final = "/v1/chats/window"
     REPORT: Final = "/v1/reports/submit"
     BILL: Final = "/v1/billing/summary"
+    #: (Business) register a template's class and text (SPEC §10.4).
+    TEMPLATE_REGISTER: Final = "/v1/templates/register"
+    #: (Customer) report one message whose content does not fit its declared class.
+    CLASS_REPORT: Final = "/v1/reports/class"
     #: Key directory (SPEC §13.4): signed tree head, proofs, entries for monitors.
     LOG_HEAD: Final = "/v1/log/head"
     LOG_LOOKUP: Final = "/v1/log/lookup"
@@ -955,6 +965,71 @@ class ReportVerdict(_Body):
 
 
 @dataclass(frozen=True, slots=True)
+class RegisterTemplate(_Body):
+    """``{1: template id (1..32 bytes), 2: class (TEMPLATE or MARKETING), 3: text}``; the
+    caller must be a device of the business. The relay keeps the text's SHA-256."""
+
+    WHAT: ClassVar[str] = "template registration"
+    SCHEMA: ClassVar[Mapping[int, F]] = {
+        1: F(bytes, 1, MAX_TEMPLATE_ID_LEN),
+        2: F(int, max_int=255),
+        3: F(bytes, 0, MAX_BODY_BYTES),
+    }
+    template_id: bytes
+    cls: int
+    text: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.template_id, 2: self.cls, 3: self.text}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> RegisterTemplate:
+        return cls(obj[1], obj[2], obj[3])
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitClassReport(_Body):
+    """``{1: one report item (SPEC §10.4: delivery record, franking key, text)}``; the caller
+    must be a device of the customer the message was delivered to."""
+
+    WHAT: ClassVar[str] = "class report"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(bytes, 1, MAX_ENVELOPE_BYTES + 4096)}
+    item: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.item}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> SubmitClassReport:
+        return cls(obj[1])
+
+
+@dataclass(frozen=True, slots=True)
+class ClassVerdict(_Body):
+    """``{1: message id, 2: declared class, 3: class of the content, 4: penalty unit price}``:
+    the verified mismatch and the penalty line the business was billed."""
+
+    WHAT: ClassVar[str] = "class verdict"
+    SCHEMA: ClassVar[Mapping[int, F]] = {
+        1: F(bytes, MESSAGE_ID_LEN, MESSAGE_ID_LEN),
+        2: F(int, max_int=255),
+        3: F(int, max_int=255),
+        4: F(int),
+    }
+    message_id: bytes
+    declared: int
+    content: int
+    price: int
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.message_id, 2: self.declared, 3: self.content, 4: self.price}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> ClassVerdict:
+        return cls(obj[1], obj[2], obj[3], obj[4])
+
+
+@dataclass(frozen=True, slots=True)
 class BillQuery(_Body):
     """``{}``: the caller's (a business device's) billing ledger summary."""
 
@@ -972,7 +1047,10 @@ class BillQuery(_Body):
 @dataclass(frozen=True, slots=True)
 class BillLines(_Body):
     """``{1: tier, 2: [classes], 3: [in window 0/1], 4: [message counts], 5: [unit prices]}``:
-    one line per (class, in window, price) of the ledger, ascending."""
+    one line per (class, in window, price) of the ledger, ascending; then the penalty lines
+    of verified class reports, one per (declared class, content class, price), ascending:
+    ``{6: [declared classes], 7: [content classes], 8: [counts], 9: [unit prices]}`` (keys
+    6 to 9 absent when there are none)."""
 
     WHAT: ClassVar[str] = "bill"
     SCHEMA: ClassVar[Mapping[int, F]] = {
@@ -981,27 +1059,44 @@ class BillLines(_Body):
         3: F(int, array=True, count=64, max_int=1),
         4: F(int, array=True, count=64),
         5: F(int, array=True, count=64),
+        6: F(int, required=False, array=True, count=64, max_int=255),
+        7: F(int, required=False, array=True, count=64, max_int=255),
+        8: F(int, required=False, array=True, count=64),
+        9: F(int, required=False, array=True, count=64),
     }
     tier: int
     classes: tuple[int, ...] = field(default=())
     in_window: tuple[int, ...] = field(default=())
     counts: tuple[int, ...] = field(default=())
     unit_prices: tuple[int, ...] = field(default=())
+    penalty_declared: tuple[int, ...] = field(default=())
+    penalty_content: tuple[int, ...] = field(default=())
+    penalty_counts: tuple[int, ...] = field(default=())
+    penalty_prices: tuple[int, ...] = field(default=())
 
     @property
     def total(self) -> int:
-        return sum(c * p for c, p in zip(self.counts, self.unit_prices, strict=True))
+        lines = zip(self.counts, self.unit_prices, strict=True)
+        penalties = zip(self.penalty_counts, self.penalty_prices, strict=True)
+        return sum(c * p for c, p in lines) + sum(c * p for c, p in penalties)
 
     def _fields(self) -> dict[int, Any]:
-        return {1: self.tier, 2: self.classes, 3: self.in_window, 4: self.counts,
-                5: self.unit_prices}  # fmt: skip
+        out: dict[int, Any] = {1: self.tier, 2: self.classes, 3: self.in_window,
+                               4: self.counts, 5: self.unit_prices}  # fmt: skip
+        if self.penalty_counts:
+            out.update({6: self.penalty_declared, 7: self.penalty_content,
+                        8: self.penalty_counts, 9: self.penalty_prices})  # fmt: skip
+        return out
 
     @classmethod
     def _build(cls, obj: dict[int, Any]) -> BillLines:
         n = len(obj[2])
         if not len(obj[3]) == len(obj[4]) == len(obj[5]) == n:
             raise DecodeError("bill arrays differ in length")
-        return cls(obj[1], tuple(obj[2]), tuple(obj[3]), tuple(obj[4]), tuple(obj[5]))
+        pen = [tuple(obj.get(k, ())) for k in (6, 7, 8, 9)]
+        if len({len(p) for p in pen}) != 1 or (any(k in obj for k in (6, 7, 8, 9)) and not pen[2]):
+            raise DecodeError("bill penalty arrays differ in length or are empty")
+        return cls(obj[1], tuple(obj[2]), tuple(obj[3]), tuple(obj[4]), tuple(obj[5]), *pen)
 
 
 @dataclass(frozen=True, slots=True)

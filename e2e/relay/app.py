@@ -81,6 +81,8 @@ _ROUTES: Final = {
     Path.CHAT_WINDOW: _Route(wire.WindowQuery, "window", _DEVICE),
     Path.REPORT: _Route(wire.SubmitReport, "report", _DEVICE),
     Path.BILL: _Route(wire.BillQuery, "bill", _DEVICE),
+    Path.TEMPLATE_REGISTER: _Route(wire.RegisterTemplate, "register_template", _DEVICE),
+    Path.CLASS_REPORT: _Route(wire.SubmitClassReport, "report_class", _DEVICE),
     Path.LOG_HEAD: _Route(wire.LogHeadQuery, "log_head", _DEVICE),
     Path.LOG_LOOKUP: _Route(wire.LogLookup, "log_lookup", _DEVICE),
     Path.LOG_CONSISTENCY: _Route(wire.LogConsistencyQuery, "log_consistency", _DEVICE),
@@ -319,7 +321,7 @@ class RelayApp:
         caller = (token.account, token.device_id)
         if not self.rate_limit.take(caller, time.monotonic()):
             raise RateLimited("device rate limit exceeded")
-        if route.handler == "report":
+        if route.handler in ("report", "report_class"):
             # Keys another relay process made since we loaded ours must verify too.
             await self._run(service.refresh_franking_keys)
 

@@ -21,7 +21,15 @@ from e2e.errors import DecodeError, E2EError, InvalidSignature
 from e2e.keys import check_x25519_public
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, check_account
-from e2e.platform.franking import MAX_REPORTED, Report, VerifiedMessage, relay_tag, verify_item
+from e2e.platform.franking import (
+    MAX_REPORTED,
+    Report,
+    ReportItem,
+    VerifiedMessage,
+    relay_tag,
+    verify_class_report,
+    verify_item,
+)
 from e2e.platform.policy import (
     ChatState,
     DuplicateSubmission,
@@ -30,6 +38,7 @@ from e2e.platform.policy import (
     PolicyConfig,
     ReportRejected,
     StaleDeviceList,
+    Template,
     Tier,
     UnknownAccount,
     billable,
@@ -51,6 +60,7 @@ from e2e.platform.wire import (
     BillLines,
     ClaimedPrekey,
     ClaimPrekey,
+    ClassVerdict,
     Conflict,
     Control,
     Designate,
@@ -72,10 +82,12 @@ from e2e.platform.wire import (
     Receipt,
     RegisterAccount,
     RegisterDevice,
+    RegisterTemplate,
     RemoveDevice,
     ReportVerdict,
     Route,
     Submit,
+    SubmitClassReport,
     SubmitReport,
     Unauthenticated,
     UploadPrekeys,
@@ -574,30 +586,88 @@ class RelayService:
         )
 
     def _verify(self, item: object, reporter: bytes, business: bytes) -> VerifiedMessage:
-        from e2e.platform.franking import ReportItem
+        return self._verify_key(item, reporter, business)[1]
 
+    def _verify_key(
+        self, item: object, reporter: bytes, business: bytes
+    ) -> tuple[bytes, VerifiedMessage]:
+        """The franking key the item's tag verifies under, and the verified message."""
         assert isinstance(item, ReportItem)
         with self._keys_lock:
             keys = list(self._keys)
         last: E2EError = ReportRejected("no franking key")
         for key in keys:
             try:
-                return verify_item(key.secret, item, reporter, business)
+                return key.secret, verify_item(key.secret, item, reporter, business)
             except ReportRejected as exc:
                 last = exc
         raise last
+
+    def register_template(self, tx: Tx, caller: Caller, req: RegisterTemplate) -> Ok:
+        """Register (approve) one of the caller business's templates: its class (TEMPLATE or
+        MARKETING) and the SHA-256 of its text. Retrying the same registration is Ok; another
+        class or text under a registered id is refused."""
+        cls = _message_class(req.cls)
+        if cls not in (MessageClass.TEMPLATE, MessageClass.MARKETING):
+            raise NotAllowed("a template is a template or a marketing message")
+        if self._account(tx, caller[0]).kind != BUSINESS:
+            raise NotAllowed("only businesses register templates")
+        tpl = Template.of(req.template_id, cls, req.text)
+        if not tx.insert_template(caller[0], tpl.template_id, int(cls), tpl.text_hash):
+            found = self._templates(tx, caller[0]).get(tpl.template_id)
+            if found != tpl:
+                raise NotAllowed("template id already registered")
+        return Ok()
+
+    @staticmethod
+    def _templates(tx: Tx, business: bytes) -> dict[bytes, Template]:
+        return {
+            tid: Template(tid, _message_class(cls), digest)
+            for tid, cls, digest in tx.templates(business)
+        }
+
+    def report_class(self, tx: Tx, caller: Caller, req: SubmitClassReport) -> ClassVerdict:
+        """Verify a customer's report that one message's content does not fit its declared
+        class (:func:`~e2e.platform.franking.verify_class_report` with the business's
+        registered templates) and bill the business one penalty line at the outside-window
+        price of the class it should have declared. Once per message: a second report of it
+        is refused and adds nothing. Call :meth:`refresh_franking_keys` before."""
+        try:
+            item = ReportItem.from_bytes(req.item)
+            business = Delivery.from_bytes(item.delivery).open_envelope().from_account
+        except ReportRejected:
+            raise
+        except E2EError:
+            raise ReportRejected("class report is malformed") from None
+        customer = self._account(tx, caller[0])
+        if customer.kind != CUSTOMER or self._account(tx, business).kind != BUSINESS:
+            raise NotAllowed("reports are a customer's, over a business")
+        key, _ = self._verify_key(item, caller[0], business)
+        verified, verdict = verify_class_report(
+            key, item, caller[0], business, self._templates(tx, business)
+        )
+        price = self.config.prices.price(verdict.content, False)
+        now = self.clock()
+        if not tx.insert_penalty(
+            business, verified.message_id, int(verdict.declared), int(verdict.content), price,
+            now, caller[0],
+        ):  # fmt: skip
+            raise ReportRejected("message already reported for its class")
+        return ClassVerdict(verified.message_id, int(verdict.declared), int(verdict.content), price)
 
     def bill(self, tx: Tx, caller: Caller, req: object = None) -> BillLines:
         acct = self._account(tx, caller[0])
         if acct.kind != BUSINESS:
             raise NotAllowed("only businesses have bills")
         lines = tx.bill(caller[0])
+        pen = tx.penalties(caller[0])
         return BillLines(
             acct.tier,
             tuple(r[0] for r in lines),
             tuple(r[1] for r in lines),
             tuple(r[2] for r in lines),
             tuple(r[3] for r in lines),
+            *(tuple(r[i] for r in pen) for i in range(4)),
         )
 
     def _share(self, business: bytes, customer: bytes, chat: ChatState, now: int) -> None:

@@ -74,6 +74,13 @@ CREATE TABLE IF NOT EXISTS billing (
 CREATE TABLE IF NOT EXISTS reports (
     id {serial}, reporter BLOB NOT NULL, business BLOB NOT NULL, at BIGINT NOT NULL,
     messages INTEGER NOT NULL, report BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS templates (
+    business BLOB NOT NULL, template_id BLOB NOT NULL, cls INTEGER NOT NULL,
+    text_hash BLOB NOT NULL, PRIMARY KEY (business, template_id));
+CREATE TABLE IF NOT EXISTS penalties (
+    business BLOB NOT NULL, message_id BLOB NOT NULL, declared INTEGER NOT NULL,
+    content INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,
+    reporter BLOB NOT NULL, PRIMARY KEY (business, message_id));
 CREATE TABLE IF NOT EXISTS routes (
     business BLOB NOT NULL, customer BLOB NOT NULL, device_id BIGINT NOT NULL,
     PRIMARY KEY (business, customer, device_id));
@@ -381,6 +388,42 @@ class Tx(abc.ABC):
             "INSERT INTO reports (reporter, business, at, messages, report) VALUES (?, ?, ?, ?, ?)",
             (reporter, business, at, messages, report),
         )
+
+    def insert_template(self, business: bytes, template_id: bytes, cls: int,
+                        text_hash: bytes) -> bool:  # fmt: skip
+        """Register a template; False (nothing written) if the id is already registered."""
+        cur = self.execute(
+            "INSERT INTO templates (business, template_id, cls, text_hash) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (business, template_id, cls, text_hash),
+        )
+        return bool(cur.rowcount == 1)
+
+    def templates(self, business: bytes) -> list[tuple[bytes, int, bytes]]:
+        """(template id, class, text hash) of ``business``'s registered templates."""
+        rows = self.fetchall(
+            "SELECT template_id, cls, text_hash FROM templates WHERE business = ?", (business,)
+        )
+        return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
+
+    def insert_penalty(self, business: bytes, message_id: bytes, declared: int, content: int,
+                       price: int, at: int, reporter: bytes) -> bool:  # fmt: skip
+        """One penalty line per (business, message id); False (nothing written) if there is."""
+        cur = self.execute(
+            "INSERT INTO penalties (business, message_id, declared, content, price, at, reporter)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (business, message_id, declared, content, price, at, reporter),
+        )
+        return bool(cur.rowcount == 1)
+
+    def penalties(self, business: bytes) -> list[tuple[int, int, int, int]]:
+        """(declared class, content class, count, unit price) per penalty line, ascending."""
+        rows = self.fetchall(
+            "SELECT declared, content, COUNT(*), price FROM penalties WHERE business = ?"
+            " GROUP BY declared, content, price ORDER BY declared, content, price",
+            (business,),
+        )
+        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
 
     # -- franking keys, nonces, retention ------------------------------------------------
 

@@ -1,0 +1,95 @@
+"""Message class reports over the relay process (SQLite and PostgreSQL): a business registers
+its templates; a customer reports a message whose content does not fit its declared class;
+the relay verifies the franking opening against its registered templates and bills one
+penalty line per message."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from relayhelp import Dev, WireFailure, new_device
+
+from e2e.platform import wire
+from e2e.platform.envelope import Delivery
+from e2e.platform.franking import ReportItem
+from e2e.platform.policy import MessageClass, PriceTable
+
+CUSTOMER, BUSINESS = 0, 1
+SALE = b"Spring sale: 50% off everything this week only!"
+
+
+def class_report(dev: Dev, delivery: bytes, fk: bytes, text: bytes) -> wire.ClassVerdict:
+    item = ReportItem(delivery, fk, text).to_bytes()
+    return dev.call(wire.Path.CLASS_REPORT, wire.SubmitClassReport(item), wire.ClassVerdict)
+
+
+def refused(fn: object, *args: object) -> tuple[int, str]:
+    with pytest.raises(WireFailure) as exc:
+        fn(*args)  # type: ignore[operator]
+    return exc.value.status, exc.value.code
+
+
+def send(biz: Dev, cust: Dev, cls: MessageClass, body: bytes) -> tuple[bytes, bytes, bytes]:
+    """The business sends ``body`` declared as ``cls``; the customer's (delivery, franking
+    key, text) of it."""
+    envs = biz.envelopes(cust.acct.name, [cust.addr], cls, body=body)
+    mid = biz.submit(envs).message_id
+    (delivery,) = cust.fetch().deliveries
+    assert Delivery.from_bytes(delivery).open_envelope().message_id == mid
+    cust.ack([Delivery.from_bytes(delivery).seq])
+    fk, text = biz.sent[mid]
+    return delivery, fk, text
+
+
+def test_misdeclared_marketing_is_penalized_once(client: httpx.Client) -> None:
+    cust = new_device(client, b"alice", CUSTOMER)
+    biz = new_device(client, b"shop", BUSINESS, tier=1)
+    reg = wire.RegisterTemplate(b"sale-1", int(MessageClass.MARKETING), SALE)
+    biz.call(wire.Path.TEMPLATE_REGISTER, reg)
+    biz.call(wire.Path.TEMPLATE_REGISTER, reg)  # a retry is Ok
+    other = wire.RegisterTemplate(b"sale-1", int(MessageClass.TEMPLATE), SALE)
+    assert refused(biz.call, wire.Path.TEMPLATE_REGISTER, other) == (422, "not_allowed")
+    assert refused(cust.call, wire.Path.TEMPLATE_REGISTER, reg)[1] == "not_allowed"
+    cust.submit(cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))  # opens the window
+    # The attack: marketing text declared as SERVICE inside the window, without opt-in.
+    delivery, fk, text = send(biz, cust, MessageClass.SERVICE, SALE)
+    before = biz.bill()
+    assert before.total == 0 and before.penalty_counts == ()
+    # A false opening of the same delivery (another text) is refused and changes nothing.
+    assert refused(class_report, cust, delivery, fk, b"something else") == (422, "report_rejected")
+    # Only the customer it was delivered to can report it.
+    other_cust = new_device(client, b"mallory", CUSTOMER)
+    assert refused(class_report, other_cust, delivery, fk, text)[1] == "report_rejected"
+    assert biz.bill() == before
+    verdict = class_report(cust, delivery, fk, text)
+    full = PriceTable().price(MessageClass.MARKETING, False)
+    assert (verdict.declared, verdict.content) == (MessageClass.SERVICE, MessageClass.MARKETING)
+    assert verdict.price == full > 0
+    bill = biz.bill()
+    assert (bill.penalty_declared, bill.penalty_content) == (
+        (int(MessageClass.SERVICE),),
+        (int(MessageClass.MARKETING),),
+    )
+    assert (bill.penalty_counts, bill.penalty_prices, bill.total) == ((1,), (full,), full)
+    # Reported again: refused, still one penalty line.
+    assert refused(class_report, cust, delivery, fk, text) == (422, "report_rejected")
+    assert biz.bill() == bill
+
+
+def test_honest_business_cannot_be_penalized(client: httpx.Client) -> None:
+    cust = new_device(client, b"bob", CUSTOMER)
+    biz = new_device(client, b"mart", BUSINESS, tier=1)
+    biz.call(wire.Path.TEMPLATE_REGISTER,
+             wire.RegisterTemplate(b"sale-2", int(MessageClass.MARKETING), SALE))  # fmt: skip
+    cust.submit(cust.envelopes(b"mart", [biz.addr], MessageClass.SERVICE))
+    cust.control(wire.Control.OPT_IN, b"mart")
+    honest = [
+        send(biz, cust, MessageClass.SERVICE, b"Your order 1234 has shipped."),
+        send(biz, cust, MessageClass.MARKETING, SALE),
+    ]
+    bill = biz.bill()
+    for delivery, fk, text in honest:
+        assert refused(class_report, cust, delivery, fk, text) == (422, "report_rejected")
+        # Claiming the marketing text was sent (a false opening) does not help either.
+        assert refused(class_report, cust, delivery, fk, SALE)[1] == "report_rejected"
+    assert biz.bill() == bill and bill.penalty_counts == ()
