@@ -10,13 +10,15 @@
 
 from __future__ import annotations
 
-from e2e.client.device import Client, StoreOpener
+from e2e.client.device import Client, KeyChange, StoreOpener, safety_number
 from e2e.client.state import DeviceListHook, Message, Outgoing, Profile, ReceiptStatus
 from e2e.client.transport import Accepted, Connector, LocalRelay, LocalTransport, Transport
 
 __all__ = [
     "Client",
     "StoreOpener",
+    "KeyChange",
+    "safety_number",
     "Message",
     "Outgoing",
     "Profile",

@@ -21,23 +21,28 @@ import hmac
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from e2e.client import state
 from e2e.client.state import DeviceListHook, Message, NeedDevices, Outgoing, Profile
 from e2e.client.transport import Accepted, Connector, Transport
 from e2e.errors import (
+    CertificateError,
     DecodeError,
     DuplicateMessage,
     E2EError,
     InvalidProof,
+    KeyChangePending,
     KeyMismatch,
     KeyTransparencyError,
     LogForked,
     PolicyError,
     StateError,
 )
+from e2e.fingerprint import displayable, logical_fingerprint
 from e2e.keys import KeyPair, Rng
+from e2e.platform.certificates import BusinessIdentity, verify_business
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
@@ -51,13 +56,37 @@ from e2e.platform.transparency import (
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
-__all__ = ["Client", "StoreOpener"]
+__all__ = ["Client", "KeyChange", "StoreOpener", "safety_number"]
 
 _T = TypeVar("_T")
 #: Store record of this device's view of the key log (SPEC §13.4).
 _LOG = "c/keylog"
 #: Store records of the log head last carried to each account.
 _GOSSIP = "c/gossip/"
+
+
+def safety_number(me: str, my_key: bytes, peer: str, peer_key: bytes) -> str:
+    """The 60-digit safety number of two accounts (SPEC §13.1), stable identifiers being
+    the account names."""
+    return displayable(
+        logical_fingerprint(me.encode(), my_key), logical_fingerprint(peer.encode(), peer_key)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChange:
+    """A pending change of ``account``'s key: the pinned ``old`` one, the ``new`` one the
+    relay serves, and the safety number with the new key (to compare out of band)."""
+
+    account: str
+    old: bytes
+    new: bytes
+    safety_number: str
+
+    def __repr__(self) -> str:
+        return f"KeyChange({self.account})"
+
+
 #: A store, or a function that opens one (run off the event loop: scrypt is slow).
 StoreOpener = Store | Callable[[], Store]
 
@@ -312,6 +341,64 @@ class Client:
         assert key is not None  # noqa: S101 - pinned at creation
         return key
 
+    # -- key changes and verified businesses (SPEC §13.3) ------------------------------------
+
+    async def key_changes(self) -> list[KeyChange]:
+        """The key changes the application has not accepted: an account whose key the relay
+        (and the key log, when pinned) now gives differs from the pinned one. Sending to it
+        raises :class:`~e2e.errors.KeyChangePending` until :meth:`accept_key_change`."""
+        me, my_key = self.profile.account, await self.account_identity()
+        found = await self._tx(state.key_changes)
+        return [
+            KeyChange(name, old, new, safety_number(me, my_key, name, new))
+            for name, (old, new) in sorted(found.items())
+        ]
+
+    async def accept_key_change(self, account: str, new: bytes | None = None) -> None:
+        """Accept ``account``'s changed key (the user compared the new safety number, or
+        decided to trust it). With ``new``, only if that is still the pending key. The next
+        send fetches the devices certified under the new key."""
+
+        def run(tx: StoreTransaction) -> None:
+            found = state.pending_key_change(tx, account)
+            if found is None:
+                raise StateError("no key change pending for this account")
+            state.accept_key_change(tx, account, found[1] if new is None else new)
+
+        await self._tx(run)
+
+    async def pin_platform_key(self, platform_key: bytes) -> None:
+        """Pin the platform's certifying key (shipped with the application); a different
+        key pinned before is a :class:`~e2e.errors.CertificateError`."""
+        if type(platform_key) is not bytes or len(platform_key) != 32:
+            raise CertificateError("a platform key is 32 bytes")
+
+        def run(tx: StoreTransaction) -> None:
+            raw = tx.app_get(state.PLATFORM_KEY)
+            if raw is not None:
+                if not hmac.compare_digest(raw, platform_key):
+                    raise CertificateError("another platform key is pinned on this device")
+                return
+            tx.app_put(state.PLATFORM_KEY, platform_key)
+
+        await self._tx(run)
+
+    async def business_identity(self, account: str) -> BusinessIdentity:
+        """What to show for ``account``: verified with the platform-certified display name,
+        or unverified (no certificate, or no platform key pinned). The certificate must be
+        for the account key this device trusts (pinned, proven in the key log when a log key
+        is pinned); one that does not verify is a :class:`~e2e.errors.CertificateError`."""
+        platform_key = await self._tx(lambda tx: tx.app_get(state.PLATFORM_KEY))
+        identity = await self.pinned(account)
+        if identity is None:
+            await self.refresh(account)
+            identity = await self.pinned(account)
+            assert identity is not None  # noqa: S101 - pinned by the refresh
+        raw = await self.transport.business_certificate(account)
+        if platform_key is None:
+            return BusinessIdentity(account.encode(), "unverified")
+        return verify_business(raw, platform_key, account.encode(), identity, int(time.time()))
+
     # -- key directory (SPEC §13.4) ------------------------------------------------------------
 
     async def pin_log_key(self, log_key: bytes) -> None:
@@ -407,11 +494,18 @@ class Client:
             await self.verify_directory(account, full_identity, full)
             if not hmac.compare_digest(full_identity, identity) or not set(certs) <= set(full):
                 raise KeyMismatch("routed devices are not in the account's logged device list")
-        return await self._tx(
-            lambda tx: state.accept_device_list(
+
+        def accept(tx: StoreTransaction) -> dict[int, bytes] | None:
+            if state.note_key_change(tx, account, identity):
+                return None  # kept (committed) as a pending change: nothing is accepted
+            return state.accept_device_list(
                 tx, account, identity, certs, chat=chat, hook=self.hook
             )  # fmt: skip
-        )
+
+        listed = await self._tx(accept)
+        if listed is None:
+            raise KeyChangePending(f"the account key of {account} changed; accept it first")
+        return listed
 
     async def _destinations(self, to: str) -> list[Address]:
         me = self.profile.account
@@ -455,6 +549,8 @@ class Client:
         if view is not None and view.forked:
             raise LogForked("the relay was caught showing a split view of the key log")
         gossip = b"" if view is None else view.gossip()
+        if await self._tx(lambda tx: state.pending_key_change(tx, to)) is not None:
+            raise KeyChangePending(f"the account key of {to} changed; accept it first")
         dests = await self._destinations(to)
         if not dests:
             raise StateError("no device to send to in this chat")

@@ -166,6 +166,11 @@ class HttpTransport(Transport):
     async def log_head(self) -> bytes:
         return (await self._post(Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)).head
 
+    async def business_certificate(self, account: str) -> bytes | None:
+        req = wire.BusinessCertQuery(account.encode())
+        got = await self._post(Path.BUSINESS_CERT, req, wire.BusinessCert)
+        return got.certificate or None
+
     async def log_lookup(self, account: str, size: int) -> tuple[bytes, bytes]:
         got = await self._post(
             Path.LOG_LOOKUP, wire.LogLookup(account.encode(), size), wire.LogEntry

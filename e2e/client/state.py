@@ -17,6 +17,9 @@ key                             value
 ``c/next-device``               u64: the next device id the account key hands out
 ``c/reg/<what>``                empty: ``account`` / ``device`` registration acknowledged
 ``c/pin/<account>``             32 bytes: the pinned account identity key
+``c/keychange/<account>``       {0: old key, 1: new key}: the relay now serves another account
+                                key than the pinned one; sending waits until accepted
+``c/platform-key``              32 bytes: the pinned platform key (business certificates)
 ``c/devices/<account>``         {device id: identity key} of certified devices
 ``c/route/<account>/<chat>``    [device ids]: the devices of a business that receive ``chat``
 ``c/pub/<prekey id>``           empty: this one-time (X25519 or KEM) prekey was accepted by the
@@ -35,7 +38,10 @@ reach into another's records.
 
 One trust model: an account identity key is pinned (on first use, or out of band with
 :func:`pin`); a device is trusted only with a certificate that verifies under its account's
-pinned key. :func:`accept_device_list` is the one place a fetched device list enters the
+pinned key. A list under another account key than the pinned one is not accepted: it
+becomes a pending key change (:func:`note_key_change`) that the application accepts
+(:func:`accept_key_change`) before anything is sent to that account again.
+:func:`accept_device_list` is the one place a fetched device list enters the
 store; it records each certified device key as the store's approved identity for that
 address, so the store's own per-device checks (``initiate``, ``encrypt``) agree with the
 certificates.
@@ -192,6 +198,10 @@ class Message:
             raise StoreError("malformed record", what) from None
 
 
+_KEYCHANGE: Final = "c/keychange/"
+PLATFORM_KEY: Final = "c/platform-key"
+
+
 def _q(name: str) -> str:
     """An account name as one record-key segment (percent-encoded, no ``/``)."""
     return quote(name, safe="")
@@ -316,6 +326,63 @@ def pin(tx: StoreTransaction, account: str, identity: bytes) -> None:
             raise UntrustedDevice("account identity key differs from the pinned one")
         return
     tx.app_put(f"c/pin/{_q(account)}", identity)
+
+
+def note_key_change(tx: StoreTransaction, account: str, identity: bytes) -> bool:
+    """Record that the relay serves ``identity`` for ``account`` (SPEC §13.3). True (and a
+    pending change ``c/keychange/<account>`` kept, the newest served key) if another key is
+    pinned; False if it is the pinned key or nothing is pinned yet (first use)."""
+    found = pinned(tx, account)
+    if found is None or hmac.compare_digest(found, identity):
+        return False
+    tx.app_put(f"{_KEYCHANGE}{_q(account)}", _dump({0: found, 1: identity}))
+    return True
+
+
+def pending_key_change(tx: StoreTransaction, account: str) -> tuple[bytes, bytes] | None:
+    """(old key, new key) of ``account``'s key change the application has not accepted."""
+    key = f"{_KEYCHANGE}{_q(account)}"
+    raw = tx.app_get(key)
+    if raw is None:
+        return None
+    obj = _load(raw, "app/" + key)
+    try:
+        old, new = obj[0], obj[1]
+    except (KeyError, TypeError):
+        raise StoreError("malformed record", "app/" + key) from None
+    if type(old) is not bytes or type(new) is not bytes or len(old) != 32 or len(new) != 32:
+        raise StoreError("malformed record", "app/" + key)
+    return old, new
+
+
+def key_changes(tx: StoreTransaction) -> dict[str, tuple[bytes, bytes]]:
+    """{account: (old key, new key)} of every pending key change."""
+    out: dict[str, tuple[bytes, bytes]] = {}
+    for key in tx.app_keys(_KEYCHANGE):
+        account = unquote(key[len(_KEYCHANGE) :])
+        found = pending_key_change(tx, account)
+        if found is not None:
+            out[account] = found
+    return out
+
+
+def accept_key_change(tx: StoreTransaction, account: str, new: bytes) -> None:
+    """The application accepts ``account``'s new key ``new`` (the one it was shown): the
+    pin moves to it, the old certified devices and cached routes are forgotten (fetched
+    again, under the new key, by the next send). :class:`StateError` if no change is
+    pending or the pending one is for another key (the relay changed it again)."""
+    found = pending_key_change(tx, account)
+    if found is None:
+        raise StateError("no key change pending for this account")
+    if not hmac.compare_digest(found[1], new):
+        raise StateError("the pending key change is for another key")
+    for device_id in certified_devices(tx, account):
+        tx.delete_session(Address(account, device_id))  # sessions under the old key are void
+    unpin(tx, account)
+    for key in tx.app_keys(f"c/route/{_q(account)}/"):
+        tx.app_delete(key)
+    tx.app_delete(f"{_KEYCHANGE}{_q(account)}")
+    pin(tx, account, new)
 
 
 def unpin(tx: StoreTransaction, account: str) -> None:

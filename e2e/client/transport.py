@@ -125,6 +125,11 @@ class Transport(Protocol):
         """Log entries from ``start`` (a page) with inclusion proofs in the tree of ``size``."""
         ...
 
+    async def business_certificate(self, account: str) -> bytes | None:
+        """The platform's certificate of business ``account`` as stored by the relay
+        (None: none), unverified (SPEC §13.3)."""
+        ...
+
 
 #: Makes the transport of one device from its address and identity key pair (the key
 #: authenticates its requests where the wire API asks for it).
@@ -253,6 +258,11 @@ class LocalTransport(Transport):
             "report", lambda: self._relay.report(self.addr.account, report, block)
         )
         return len(out)
+
+    async def business_certificate(self, account: str) -> bytes | None:
+        return await self._call(
+            "business_certificate", lambda: self._relay.business_certificate(account.encode())
+        )
 
     async def aclose(self) -> None:
         return None

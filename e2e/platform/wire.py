@@ -129,6 +129,8 @@ __all__ = [
     "LogEntry",
     "LogConsistencyQuery",
     "LogConsistency",
+    "BusinessCertQuery",
+    "BusinessCert",
     "LogEntriesQuery",
     "LogEntries",
 ]
@@ -192,6 +194,7 @@ class Path:
     LOG_LOOKUP: Final = "/v1/log/lookup"
     LOG_CONSISTENCY: Final = "/v1/log/consistency"
     LOG_ENTRIES: Final = "/v1/log/entries"
+    BUSINESS_CERT: Final = "/v1/business/certificate"
     #: GET, unauthenticated: 200 with an empty Ok body once the store answers.
     HEALTH: Final = "/v1/health"
     #: GET, unauthenticated: text counters (Prometheus text format).
@@ -1380,3 +1383,40 @@ class LogEntries(_Body):
         if len(obj[1]) != len(obj[2]):
             raise DecodeError("log entries: entry and proof arrays differ in length")
         return cls(tuple(obj[1]), tuple(obj[2]))
+
+
+#: Largest business certificate (SPEC §13.3).
+_MAX_BUSINESS_CERT: Final = 512
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessCertQuery(_Body):
+    """``{1: account}``: the platform's certificate of a business account (SPEC §13.3)."""
+
+    WHAT: ClassVar[str] = "business certificate query"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: _acct()}
+    account: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.account}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> BusinessCertQuery:
+        return cls(obj[1])
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessCert(_Body):
+    """``{1: certificate}``: the stored business certificate, empty if the account has none.
+    The relay only stores and serves it; the client verifies it under the platform key."""
+
+    WHAT: ClassVar[str] = "business certificate"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: F(bytes, 0, _MAX_BUSINESS_CERT)}
+    certificate: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.certificate}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> BusinessCert:
+        return cls(obj[1])

@@ -87,6 +87,7 @@ _ROUTES: Final = {
     Path.LOG_LOOKUP: _Route(wire.LogLookup, "log_lookup", _DEVICE),
     Path.LOG_CONSISTENCY: _Route(wire.LogConsistencyQuery, "log_consistency", _DEVICE),
     Path.LOG_ENTRIES: _Route(wire.LogEntriesQuery, "log_entries", _DEVICE),
+    Path.BUSINESS_CERT: _Route(wire.BusinessCertQuery, "business_certificate", _DEVICE),
 }
 
 

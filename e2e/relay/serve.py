@@ -7,7 +7,10 @@ import logging
 import struct
 import sys
 import threading
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    from e2e.relay.service import RelayService
 
 __all__ = ["main"]
 
@@ -41,6 +44,17 @@ def main(argv: list[str]) -> int:
     serve.add_argument("--log-level", default="info")
     rotate = sub.add_parser("rotate-franking-key", help="make a new current franking key")
     rotate.add_argument("--db", required=True)
+    certify = sub.add_parser(
+        "certify-business",
+        help="certify a business's display name and account key with the platform key",
+    )
+    certify.add_argument("--db", required=True)
+    certify.add_argument(
+        "--platform-key", required=True, help="file holding the 32-byte platform signing key"
+    )
+    certify.add_argument("--account", required=True)
+    certify.add_argument("--display-name", required=True)
+    certify.add_argument("--days", type=int, default=365, help="validity in days")
     ns = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -57,6 +71,8 @@ def main(argv: list[str]) -> int:
     except E2EError as exc:
         print(f"cannot open the relay store: {exc}", file=sys.stderr)
         return 2
+    if ns.action == "certify-business":
+        return _certify(service, ns)
     if ns.action == "rotate-franking-key":
         key_id = service.rotate_franking_key()
         service.store.close()
@@ -84,4 +100,34 @@ def main(argv: list[str]) -> int:
     uvicorn.Server(config).run()
     if tap_file is not None:
         tap_file.close()
+    return 0
+
+
+def _certify(service: RelayService, ns: argparse.Namespace) -> int:
+    """Sign a business certificate (SPEC §13.3) for the account's current key with the
+    platform key read from a file, and store it for the relay to serve. The platform key
+    is only ever read by this command, never by the serving relay."""
+    import time
+
+    from e2e.errors import E2EError
+    from e2e.platform.certificates import PlatformSigner
+
+    try:
+        with open(ns.platform_key, "rb") as fh:
+            signer = PlatformSigner(fh.read())
+        account = ns.account.encode()
+        acct = service.store.read(lambda tx: tx.account(account))
+        if acct is None:
+            print("no such account", file=sys.stderr)
+            return 2
+        cert = signer.certify(
+            account, ns.display_name, acct.identity, int(time.time()), ns.days * 86_400
+        )
+        service.store_business_certificate(cert.to_bytes())
+    except (E2EError, OSError) as exc:
+        print(f"not certified: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        service.store.close()
+    print(f"certified {ns.account} as {ns.display_name!r}")
     return 0

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from e2e.errors import DecodeError, E2EError, InvalidSignature
+from e2e.errors import CertificateError, DecodeError, E2EError, InvalidSignature
 from e2e.keys import check_x25519_public
+from e2e.platform.certificates import BusinessCertificate
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, check_account
 from e2e.platform.franking import (
@@ -58,6 +59,8 @@ from e2e.platform.wire import (
     Ack,
     AuthToken,
     BillLines,
+    BusinessCert,
+    BusinessCertQuery,
     ClaimedPrekey,
     ClaimPrekey,
     ClassVerdict,
@@ -224,6 +227,32 @@ class RelayService:
             end = min(req.size, req.start + MAX_LOG_ENTRIES)
             got = log.entries_since(req.start, req.size, end)
         return LogEntries(tuple(r for r, _ in got), tuple(p.to_bytes() for _, p in got))
+
+    # -- verified businesses (SPEC §13.3) ----------------------------------------------------
+
+    def business_certificate(self, tx: Tx, caller: Caller, req: BusinessCertQuery) -> BusinessCert:
+        """The stored platform certificate of a business (empty: none). The relay does not
+        vouch for it: clients verify it under the platform key they pin."""
+        self._account(tx, req.account)
+        return BusinessCert(tx.business_certificate(req.account) or b"")
+
+    def store_business_certificate(self, raw: bytes) -> BusinessCertificate:
+        """Store a platform certificate of a business (the operator's ``certify-business``).
+        It must name a business account of this relay and that account's current key
+        (:class:`~e2e.errors.CertificateError` otherwise); its signature is the client's
+        to check."""
+        cert = BusinessCertificate.from_bytes(raw)
+
+        def step(tx: Tx) -> None:
+            acct = self._account(tx, cert.account)
+            if acct.kind != BUSINESS:
+                raise CertificateError("only a business account is certified")
+            if not hmac.compare_digest(acct.identity, cert.identity):
+                raise CertificateError("certificate of another account key")
+            tx.put_business_certificate(cert.account, raw)
+
+        self.store.run(step)
+        return cert
 
     # -- franking keys -------------------------------------------------------------------
 

@@ -91,6 +91,8 @@ CREATE TABLE IF NOT EXISTS franking_keys (
 CREATE TABLE IF NOT EXISTS key_log (
     idx BIGINT PRIMARY KEY, account BLOB NOT NULL, version BIGINT NOT NULL,
     entry BLOB NOT NULL, UNIQUE (account, version));
+CREATE TABLE IF NOT EXISTS business_certs (
+    account BLOB PRIMARY KEY, certificate BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS log_keys (
     id INTEGER PRIMARY KEY, secret BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS auth_nonces (
@@ -492,6 +494,19 @@ class Tx(abc.ABC):
             (idx, account, version, entry),
         )
         return idx
+
+    def business_certificate(self, account: bytes) -> bytes | None:
+        """The platform's certificate of business ``account`` (SPEC §13.3), if stored."""
+        row = self.fetchone("SELECT certificate FROM business_certs WHERE account = ?", (account,))
+        return None if row is None else bytes(row[0])
+
+    def put_business_certificate(self, account: bytes, certificate: bytes) -> None:
+        """Store (or replace) the certificate of business ``account``."""
+        self.execute(
+            "INSERT INTO business_certs (account, certificate) VALUES (?, ?) "
+            "ON CONFLICT (account) DO UPDATE SET certificate = excluded.certificate",
+            (account, certificate),
+        )
 
     def log_secret(self) -> bytes | None:
         row = self.fetchone("SELECT secret FROM log_keys WHERE id = 1")
