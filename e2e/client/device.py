@@ -46,7 +46,12 @@ from e2e.platform.certificates import BusinessIdentity, verify_business
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
-from e2e.platform.policy import DuplicateSubmission, MessageClass, StaleDeviceList
+from e2e.platform.policy import (
+    DuplicateSubmission,
+    MessageClass,
+    ReportRejected,
+    StaleDeviceList,
+)
 from e2e.platform.transparency import (
     ConsistencyProof,
     InclusionProof,
@@ -782,6 +787,28 @@ class Client:
         items = tuple(ReportItem(m.delivery, m.franking_key, m.body) for m in received)
         report = Report(self.profile.account.encode(), business.encode(), items)
         return await self.transport.report(report.to_bytes(), block)
+
+    async def register_template(
+        self, template_id: bytes, cls: MessageClass, text: str | bytes
+    ) -> None:
+        """(Business) register a template (TEMPLATE or MARKETING) with the relay."""
+        body = text.encode() if isinstance(text, str) else text
+        await self.transport.register_template(template_id, cls, body)
+
+    async def report_class(self, business: str, message_id: bytes) -> MessageClass:
+        """(Customer) report that the message ``message_id`` from ``business`` does not fit
+        its declared class, revealing that one message; returns the class the relay
+        confirmed (it bills the business a penalty). A message whose content fits its class
+        is refused with :class:`~e2e.platform.policy.ReportRejected`."""
+        found = [
+            m for m in await self.history(business)
+            if not m.outgoing and m.delivery and m.message_id == message_id
+        ]  # fmt: skip
+        if not found:
+            raise ReportRejected("no such received message to report")
+        m = found[0]
+        item = ReportItem(m.delivery, m.franking_key, m.body)
+        return await self.transport.report_class(item.to_bytes())
 
 
 def _forget(tx: StoreTransaction, key: str) -> None:

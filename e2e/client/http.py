@@ -26,6 +26,7 @@ from e2e.client.transport import Accepted, Transport
 from e2e.errors import E2EError
 from e2e.keys import KeyPair, Rng
 from e2e.platform import wire
+from e2e.platform.policy import MessageClass
 from e2e.platform.wire import Path
 from e2e.store import Address
 
@@ -212,6 +213,15 @@ class HttpTransport(Transport):
     async def report(self, report: bytes, block: bool) -> int:
         got = await self._post(Path.REPORT, wire.SubmitReport(report, block), wire.ReportVerdict)
         return len(got.message_ids)
+
+    async def register_template(self, template_id: bytes, cls: MessageClass, text: bytes) -> None:
+        await self._post(
+            Path.TEMPLATE_REGISTER, wire.RegisterTemplate(template_id, int(cls), text), wire.Ok
+        )
+
+    async def report_class(self, item: bytes) -> MessageClass:
+        got = await self._post(Path.CLASS_REPORT, wire.SubmitClassReport(item), wire.ClassVerdict)
+        return MessageClass(got.content)
 
     async def bill(self) -> wire.BillLines:
         """(Business) the caller's billing summary."""

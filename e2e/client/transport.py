@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from e2e.keys import KeyPair
-from e2e.platform.policy import UnknownAccount
+from e2e.platform.policy import MessageClass, UnknownAccount
 from e2e.platform.relay import Relay
 from e2e.store import Address
 
@@ -101,6 +101,15 @@ class Transport(Protocol):
 
     async def report(self, report: bytes, block: bool) -> int:
         """(Customer) a spam report; returns the number of verified messages."""
+        ...
+
+    async def register_template(self, template_id: bytes, cls: MessageClass, text: bytes) -> None:
+        """(Business) register a template's class and text (SPEC §10.4)."""
+        ...
+
+    async def report_class(self, item: bytes) -> MessageClass:
+        """(Customer) a class report of one message (SPEC §10.4); returns the class the relay
+        confirmed its content has (the business is billed a penalty line)."""
         ...
 
     async def aclose(self) -> None:
@@ -263,6 +272,18 @@ class LocalTransport(Transport):
         return await self._call(
             "business_certificate", lambda: self._relay.business_certificate(account.encode())
         )
+
+    async def register_template(self, template_id: bytes, cls: MessageClass, text: bytes) -> None:
+        await self._call(
+            "register_template",
+            lambda: self._relay.register_template(self.addr.account, template_id, cls, text),
+        )
+
+    async def report_class(self, item: bytes) -> MessageClass:
+        out = await self._call(
+            "report_class", lambda: self._relay.report_class(self.addr.account, item)
+        )
+        return out.content
 
     async def aclose(self) -> None:
         return None

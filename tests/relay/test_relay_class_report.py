@@ -5,14 +5,23 @@ penalty line per message."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
 import httpx
 import pytest
-from relayhelp import Dev, WireFailure, new_device
+from relayhelp import Dev, RelayProcess, WireFailure, new_device
 
+from e2e.client import Client, LocalRelay
+from e2e.client.http import HttpRelay
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery
 from e2e.platform.franking import ReportItem
-from e2e.platform.policy import MessageClass, PriceTable
+from e2e.platform.policy import MessageClass, PriceTable, ReportRejected
+from e2e.platform.relay import ManualClock, Relay
+from e2e.store.sqlite import SqliteStore
 
 CUSTOMER, BUSINESS = 0, 1
 SALE = b"Spring sale: 50% off everything this week only!"
@@ -93,3 +102,47 @@ def test_honest_business_cannot_be_penalized(client: httpx.Client) -> None:
         # Claiming the marketing text was sent (a false opening) does not help either.
         assert refused(class_report, cust, delivery, fk, SALE)[1] == "report_rejected"
     assert biz.bill() == bill and bill.penalty_counts == ()
+
+
+@pytest.mark.parametrize("via", ["http", "in-process"])
+def test_client_reports_misdeclared_class(tmp_path: Path, via: str) -> None:
+    """The same path through e2e.client (over HTTP to the relay process, and to the
+    in-process relay): real frames; the franking key and text come from the customer's
+    decrypted history."""
+    proc: RelayProcess | None = None
+    if via == "http":
+        proc = RelayProcess(str(tmp_path / "relay.db"), log_path=tmp_path / "relay.log").start()
+
+    def store(name: str) -> Callable[[], SqliteStore]:
+        key = os.urandom(32)
+        return lambda: SqliteStore(tmp_path / f"{name}.db", key)
+
+    async def run() -> None:
+        net: HttpRelay | LocalRelay = (
+            HttpRelay(proc.url) if proc is not None else LocalRelay(Relay(clock=ManualClock()))
+        )
+        cust = await Client.create_account(store("c"), net.connect, "fay", "customer")
+        biz = await Client.create_account(store("b"), net.connect, "deli", "business", tier=1)
+        try:
+            await biz.register_template(b"sale-3", MessageClass.MARKETING, SALE)
+            await cust.send("deli", "hello")
+            await biz.sync()
+            honest = await biz.send("fay", "Your table is ready.")
+            bad = await biz.send("fay", SALE)  # marketing declared as SERVICE
+            await cust.sync()
+            with pytest.raises(ReportRejected):
+                await cust.report_class("deli", honest.message_id)
+            assert await cust.report_class("deli", bad.message_id) is MessageClass.MARKETING
+            with pytest.raises(ReportRejected):
+                await cust.report_class("deli", bad.message_id)
+        finally:
+            await cust.aclose()
+            await biz.aclose()
+            if isinstance(net, HttpRelay):
+                await net.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        if proc is not None:
+            proc.stop()
