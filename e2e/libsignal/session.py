@@ -5,8 +5,8 @@ Key schedule (libsignal's ``ratchet.rs`` / ``ratchet/keys.rs``):
 * agreement: HKDF-SHA256(salt = none, IKM = 0xFF*32 || DH1 || DH2 || DH3 [|| DH4] [|| SS],
   info = "WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024" (version 4) or "WhisperText"
   (version 3)) -> root key (32) || chain key (32); SS is the Kyber-1024 secret;
-* root step: :func:`e2e.root_key.root_step` with "WhisperRatchet"; chain step:
-  :func:`e2e.chain_key.chain_step`; message keys: :func:`e2e.message_key.expand_message_key`
+* root step: :func:`e2e.libsignal.kdf.root_step` ("WhisperRatchet"); chain step:
+  :func:`e2e.chain_key.chain_step`; message keys: :func:`e2e.libsignal.kdf.expand_message_key`
   ("WhisperMessageKeys", 80 bytes: AES-256 key, HMAC key, CBC IV);
 * the responder's first sending chain is the agreement's chain key under its signed prekey;
   the initiator receives on that chain and ratchets once before its first message.
@@ -42,6 +42,7 @@ from e2e.errors import (
 from e2e.keys import KeyPair, Rng
 from e2e.libsignal import kyber
 from e2e.libsignal.bundle import LibsignalBundle
+from e2e.libsignal.kdf import expand_message_key, root_step
 from e2e.libsignal.wire import (
     PREKEY_TYPE,
     VERSION_PQXDH,
@@ -55,10 +56,7 @@ from e2e.libsignal.wire import (
     parse_prekey_message,
     parse_signal_message,
 )
-from e2e.message_key import expand_message_key
 from e2e.prekeys import PrekeySource
-from e2e.root_key import root_step
-from e2e.suite import SIGNAL
 
 __all__ = [
     "MAX_JUMP",
@@ -187,7 +185,7 @@ class SessionState:
         if self.sender_index >= 2**32 - 1:
             raise StateError("sending chain exhausted")
         next_ck, seed = chain_step(self.sender_chain_key)
-        keys = expand_message_key(SIGNAL, seed)
+        keys = expand_message_key(seed)
         padder = padding.PKCS7(128).padder()
         padded = padder.update(plaintext) + padder.finalize()
         enc = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).encryptor()
@@ -249,9 +247,7 @@ class SessionState:
         else:
             # A new receiving chain: one DH and one root step before the MAC can be checked;
             # the new sending key pair and its DH wait until the message authenticated.
-            new_root, ck = root_step(
-                SIGNAL, self.root_key, self.sender_key.exchange(msg.ratchet_key)
-            )[:2]
+            new_root, ck = root_step(self.root_key, self.sender_key.exchange(msg.ratchet_key))
             index = 0
         if counter - index > max_jump:
             raise TooManySkipped("message is further ahead than MAX_JUMP")
@@ -273,7 +269,7 @@ class SessionState:
         ck: bytes,
         counter: int,
     ) -> bytes:
-        keys = expand_message_key(SIGNAL, seed)
+        keys = expand_message_key(seed)
         if not msg.verify_mac(keys[32:64], self.remote_identity, self.local_identity):
             raise AuthenticationFailed("SignalMessage MAC does not verify")
         ct = msg.ciphertext
@@ -294,7 +290,7 @@ class SessionState:
         if chain is None:
             assert new_root is not None and rng is not None
             new_sender = KeyPair.generate(rng)
-            root2, sender_ck = root_step(SIGNAL, new_root, new_sender.exchange(msg.ratchet_key))[:2]
+            root2, sender_ck = root_step(new_root, new_sender.exchange(msg.ratchet_key))
             chain = _Receiver(msg.ratchet_key, b"", 0, {})
             self.receivers.append(chain)
             if len(self.receivers) > MAX_RECEIVER_CHAINS:
@@ -563,7 +559,7 @@ def initiate(
         secrets += ss
     root, chain = derive_initial_keys(version, secrets)
     sender = KeyPair.generate(rng)
-    root2, sender_ck = root_step(SIGNAL, root, _dh(sender, spk))[:2]
+    root2, sender_ck = root_step(root, _dh(sender, spk))
     return SessionState(
         version=version,
         local_identity=identity.public,

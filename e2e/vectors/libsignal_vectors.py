@@ -1,11 +1,12 @@
 """Verifier for libsignal's own known answers (vectors/libsignal_kdf.json, concept "libsignal_kdf").
 
-Standard (v3) cases run through e2e's own pure KDF functions for suite 1 (``chain_step``,
-``expand_message_key``, ``root_step``, ``agreement_kdf``) and ``KeyPair.exchange``; only the
+Standard (v3) cases run through the pure KDF functions e2e.libsignal uses (``chain_step``,
+``e2e.libsignal.kdf.expand_message_key`` and ``root_step``, ``derive_initial_keys``) and
+``KeyPair.exchange``; only the
 legacy v2 HKDF and the second half of libsignal's agreement output (a chain key e2e does not
 use) are recomputed here with ``cryptography``.
 
-The exact rules that reproduce libsignal's values (ciphersuite 1, "libsignal-compatible"):
+The exact rules that reproduce libsignal's values (e2e.libsignal, SPEC.md §15):
 
 Keys
     A public key is serialised as 33 bytes: type byte 0x05 || 32-byte X25519 u-coordinate. The
@@ -57,11 +58,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from e2e.chain_key import chain_step
 from e2e.keys import KeyPair
-from e2e.message_key import expand_message_key
-from e2e.root_key import root_step
-from e2e.suite import SIGNAL
+from e2e.libsignal.kdf import expand_message_key, root_step
+from e2e.libsignal.session import derive_initial_keys
+from e2e.libsignal.wire import VERSION_X3DH
 from e2e.vectors import verifier
-from e2e.x3dh import agreement_kdf
 
 __all__: list[str] = []
 
@@ -119,7 +119,7 @@ def verify_libsignal_kdf(case: dict[str, Any]) -> None:
     elif kind == "message_keys":
         seed = chain_step(_h(case, "chain_key"))[1]
         if version == "v3":
-            okm = expand_message_key(SIGNAL, seed)
+            okm = expand_message_key(seed)
         else:
             okm = _hkdf(version, seed, None, b"WhisperMessageKeys", 80)
         _eq("cipher key", okm[:32], case, "cipher_key")
@@ -129,7 +129,7 @@ def verify_libsignal_kdf(case: dict[str, Any]) -> None:
     elif kind == "root_step":
         dh = _dh(_h(case, "our_private"), _h(case, "their_public"))
         if version == "v3":
-            rk, ck, _ = root_step(SIGNAL, _h(case, "root_key"), dh)
+            rk, ck = root_step(_h(case, "root_key"), dh)
             okm = rk + ck
         else:
             okm = _hkdf(version, dh, _h(case, "root_key"), b"WhisperRatchet", 64)
@@ -161,7 +161,7 @@ def verify_libsignal_kdf(case: dict[str, Any]) -> None:
             raise ValueError(f"unknown role {role!r}")
         okm = _hkdf(version, _X3DH_PREFIX + b"".join(dhs), None, b"WhisperText", 64)
         if "expected_root_key" in case:
-            root = agreement_kdf(SIGNAL, b"".join(dhs))[0] if version == "v3" else okm[:32]
+            root = derive_initial_keys(VERSION_X3DH, b"".join(dhs))[0] if version == "v3" else okm[:32]
             _eq("root key", root, case, "expected_root_key")
         _eq("chain key", okm[32:], case, "expected_chain_key")
     elif kind == "agreement":
