@@ -31,7 +31,7 @@ from e2e.errors import (
 from e2e.keys import KemKeyPair, KeyPair
 from e2e.prekeys import LocalPrekeys, PrekeyBundle, PrekeySource
 from e2e.session import Session
-from e2e.suite import DEFAULT, PQ, SIGNAL, Suite
+from e2e.suite import DEFAULT, PQ, Suite
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,6 @@ __all__ = [
     "PrekeySource",
     "LocalPrekeys",
     "Suite",
-    "SIGNAL",
     "PQ",
     "DEFAULT",
     "E2EError",

@@ -17,12 +17,9 @@ MAX_BUNDLE_BYTES: Final = 8 * 1024
 MAX_STATE_BYTES: Final = 1024 * 1024
 
 #: Most message keys one received frame may make us derive (skip), over both chains of a DH
-#: ratchet step, in a suite with encrypted headers: there the header authenticates the whole
-#: frame before any key is derived, so only the real peer can cost us this (SPEC.md §4.5).
+#: ratchet step: the sealed header authenticates the whole frame before any key is derived,
+#: so only the real peer can cost us this (SPEC.md §4.5).
 MAX_SKIP: Final = 1000
-#: The same budget with clear headers (suite 1): nothing authenticates a frame before its
-#: keys are derived, so this bounds what a forged frame costs (SPEC.md §4.5, §12).
-MAX_SKIP_CLEAR_HEADER: Final = 32
 #: A skipped key of the current receiving chain is dropped once it is more than this many
 #: messages behind the chain's next expected message (its "age"; SPEC.md §4.6).
 MAX_SKIPPED_AGE: Final = 2000

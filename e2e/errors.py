@@ -103,8 +103,8 @@ class DuplicateMessage(DecryptError):
 
 
 class TooManySkipped(DecryptError):
-    """A message further ahead than its frame's skip budget (MAX_SKIP, or MAX_SKIP_CLEAR_HEADER
-    for clear headers), or from too many receiving chains."""
+    """A message further ahead than its frame's skip budget (MAX_SKIP), or from too many
+    receiving chains."""
 
 
 class StateError(E2EError):

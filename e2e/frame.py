@@ -74,9 +74,11 @@ class T:
     BUNDLE: Final = 3
 
 
-#: Plaintext header: ratchet public key (32) | PN (u32 big-endian) | N (u32 big-endian).
+#: Header plaintext (sealed inside the frame's header): ratchet public key (32) | PN (u32
+#: big-endian) | N (u32 big-endian).
 HEADER_LEN: Final = 40
-#: Encrypted header (suite 2): nonce (12) | commitment (32) | ciphertext (40) | tag (16).
+#: Encrypted header, the frame's header field: nonce (12) | commitment (32) | ciphertext
+#: (40) | tag (16).
 SEALED_HEADER_LEN: Final = 100
 _MAX_ID: Final = 2**32 - 1
 
@@ -248,15 +250,11 @@ def _message_head(suite: Suite) -> bytes:
     """Canonical bytes of a normal message frame up to its header's content:
     map(5) {0: FRAME_VERSION, 1: suite id, 2: MESSAGE, 9: bytes(header length) ..."""
     items = (K.VERSION, FRAME_VERSION, K.SUITE, suite.id, K.TYPE, T.MESSAGE, K.HEADER)
-    header_len = SEALED_HEADER_LEN if suite.header_encryption else HEADER_LEN
-    return b"\xa5" + b"".join(cbor2.dumps(i) for i in items) + _bytes_head(header_len)
+    return b"\xa5" + b"".join(cbor2.dumps(i) for i in items) + _bytes_head(SEALED_HEADER_LEN)
 
 
 #: For each suite, the canonical head of its normal message frames -> (suite, header length).
-_MESSAGE_HEADS: Final = {
-    _message_head(s): (s, SEALED_HEADER_LEN if s.header_encryption else HEADER_LEN)
-    for s in SUITES.values()
-}
+_MESSAGE_HEADS: Final = {_message_head(s): (s, SEALED_HEADER_LEN) for s in SUITES.values()}
 _MESSAGE_HEAD_LEN: Final = 10
 assert all(len(head) == _MESSAGE_HEAD_LEN for head in _MESSAGE_HEADS)
 
@@ -309,8 +307,7 @@ def decode_message(raw: object) -> MessageFrame:
     suite = get_suite(obj[K.SUITE])
     ftype = obj[K.TYPE]
     header = obj[K.HEADER]
-    want = SEALED_HEADER_LEN if suite.header_encryption else HEADER_LEN
-    if len(header) != want:
+    if len(header) != SEALED_HEADER_LEN:
         raise DecodeError("message header has the wrong length")
     prekey = None
     if ftype == T.MESSAGE:
@@ -319,9 +316,8 @@ def decode_message(raw: object) -> MessageFrame:
     elif ftype == T.PREKEY_MESSAGE:
         if K.IDENTITY not in obj or K.BASE_KEY not in obj or K.SPK_ID not in obj:
             raise DecodeError("prekey message lacks its key agreement fields")
-        has_kem = K.KEM_ID in obj
-        if has_kem != (K.KEM_CT in obj) or has_kem != suite.pq:
-            raise DecodeError("prekey message KEM fields do not match its suite")
+        if K.KEM_ID not in obj or K.KEM_CT not in obj:
+            raise DecodeError("prekey message lacks its KEM fields")
         prekey = PrekeyFields(
             obj[K.IDENTITY],
             obj[K.BASE_KEY],

@@ -1,10 +1,6 @@
-"""Message keys: expansion of a message key seed and the per-suite AEAD (SPEC.md §4.3).
+"""Message keys: expansion of a message key seed and the suite's AEAD (SPEC.md §4.3).
 
-Suite 1 (libsignal): HKDF-SHA256(IKM = seed, salt = 32 zero bytes, info = "WhisperMessageKeys",
-L = 80) -> AES-256 key (32) | HMAC key (32) | CBC IV (16); body = AES-256-CBC-PKCS7(pt) then
-HMAC-SHA256(mac key, AD | ct) truncated to 8 bytes.
-
-Suite 2 (default): a key-committing AEAD. For a 32-byte key K and label L,
+Suite 2, a key-committing AEAD. For a 32-byte key K and label L,
 HKDF-Expand-SHA512(K, L, 64) -> AES-256-GCM key (32) | commitment (32). A body draws a fresh
 16-byte random value R that is mixed into L, so every body has its own GCM key and
 commitment even if a restored (rolled-back) state uses its message key twice: body =
@@ -19,10 +15,8 @@ from __future__ import annotations
 import hmac as _hmac
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, hmac, padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from e2e.errors import AuthenticationFailed
 from e2e.suite import Suite
@@ -72,75 +66,42 @@ def committing_keys(key: bytes, label: bytes) -> tuple[bytes, bytes]:
 
 
 def expand_message_key(suite: Suite, seed: bytes, nonce: bytes = b"") -> bytes:
-    """The suite's expansion of a message key seed (80 bytes for suite 1, 64 for suite 2).
+    """The suite's expansion of a message key seed: 64 bytes, GCM key | commitment.
 
-    Suite 2 mixes the body's random value ``nonce`` (R, 16 bytes) into the label:
-    HKDF-Expand-SHA512(seed, message_info | R, 64). Suite 1 ignores ``nonce``.
+    Mixes the body's random value ``nonce`` (R, 16 bytes) into the label:
+    HKDF-Expand-SHA512(seed, message_info | R, 64).
     """
-    if suite.pq:
-        enc, commit = committing_keys(seed, suite.message_info + nonce)
-        return enc + commit
-    return HKDF(_SHA256, 80, None, suite.message_info).derive(seed)
+    enc, commit = committing_keys(seed, suite.message_info + nonce)
+    return enc + commit
 
 
-def seal(suite: Suite, seed: bytes, ad: bytes, plaintext: bytes, nonce: bytes = b"") -> bytes:
+def seal(suite: Suite, seed: bytes, ad: bytes, plaintext: bytes, nonce: bytes) -> bytes:
     """Encrypt a message body under the message key ``seed`` with associated data ``ad``.
 
-    Suite 2 needs ``nonce``: BODY_NONCE_LEN fresh random bytes (R), sent first in the body.
-    Suite 1 takes none (its IV comes from the message key, as in libsignal).
+    ``nonce`` is R: BODY_NONCE_LEN fresh random bytes, sent first in the body.
     """
-    if suite.pq:
-        if len(nonce) != BODY_NONCE_LEN:
-            raise ValueError("suite 2 seals a body with a fresh 16-byte random value")
-        # committing_keys(seed, suite.message_info | R), inlined on the per-message path
-        h = hmac.HMAC(seed, _SHA512)
-        h.update(suite.message_info + nonce + b"\x01")
-        keys = h.finalize()
-        return nonce + keys[32:] + AESGCM(keys[:32]).encrypt(GCM_ZERO_NONCE, plaintext, ad)
-    keys = expand_message_key(suite, seed)
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(plaintext) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).encryptor()
-    ct = encryptor.update(padded) + encryptor.finalize()
-    mac = hmac.HMAC(keys[32:64], _SHA256)
-    mac.update(ad)
-    mac.update(ct)
-    return ct + mac.finalize()[: suite.tag_len]
+    if len(nonce) != BODY_NONCE_LEN:
+        raise ValueError("a body is sealed with a fresh 16-byte random value")
+    # committing_keys(seed, suite.message_info | R), inlined on the per-message path
+    h = hmac.HMAC(seed, _SHA512)
+    h.update(suite.message_info + nonce + b"\x01")
+    keys = h.finalize()
+    return nonce + keys[32:] + AESGCM(keys[:32]).encrypt(GCM_ZERO_NONCE, plaintext, ad)
 
 
 def open_(suite: Suite, seed: bytes, ad: bytes, sealed: bytes) -> bytes:
     """Decrypt a body sealed by :func:`seal`; :class:`AuthenticationFailed` if it fails."""
-    if suite.pq:
-        if len(sealed) < _BODY_COMMIT_END + _GCM_TAG:
-            raise AuthenticationFailed("message body too short")
-        h = hmac.HMAC(seed, _SHA512)  # committing_keys(seed, message_info | R), inlined
-        h.update(suite.message_info + sealed[:BODY_NONCE_LEN] + b"\x01")
-        keys = h.finalize()
-        if not _hmac.compare_digest(keys[32:], sealed[BODY_NONCE_LEN:_BODY_COMMIT_END]):
-            raise AuthenticationFailed("message key commitment mismatch")
-        try:
-            return AESGCM(keys[:32]).decrypt(GCM_ZERO_NONCE, sealed[_BODY_COMMIT_END:], ad)
-        except InvalidTag:
-            raise AuthenticationFailed("message body failed authentication") from None
-    tag_len = suite.tag_len
-    body_len = len(sealed) - tag_len
-    if body_len < 16 or body_len % 16:
-        raise AuthenticationFailed("message body has an impossible length")
-    keys = expand_message_key(suite, seed)
-    ct = sealed[:body_len]
-    mac = hmac.HMAC(keys[32:64], _SHA256)
-    mac.update(ad)
-    mac.update(ct)
-    if not _hmac.compare_digest(mac.finalize()[:tag_len], sealed[body_len:]):
-        raise AuthenticationFailed("message body failed authentication")
-    decryptor = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).decryptor()
-    padded = decryptor.update(ct) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
+    if len(sealed) < _BODY_COMMIT_END + _GCM_TAG:
+        raise AuthenticationFailed("message body too short")
+    h = hmac.HMAC(seed, _SHA512)  # committing_keys(seed, message_info | R), inlined
+    h.update(suite.message_info + sealed[:BODY_NONCE_LEN] + b"\x01")
+    keys = h.finalize()
+    if not _hmac.compare_digest(keys[32:], sealed[BODY_NONCE_LEN:_BODY_COMMIT_END]):
+        raise AuthenticationFailed("message key commitment mismatch")
     try:
-        plain: bytes = unpadder.update(padded) + unpadder.finalize()
-        return plain
-    except ValueError:  # authenticated but badly padded: only the peer can do this
-        raise AuthenticationFailed("message body has bad padding") from None
+        return AESGCM(keys[:32]).decrypt(GCM_ZERO_NONCE, sealed[_BODY_COMMIT_END:], ad)
+    except InvalidTag:
+        raise AuthenticationFailed("message body failed authentication") from None
 
 
 class HeaderCipher:

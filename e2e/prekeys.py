@@ -3,10 +3,10 @@
 A bundle is what the relay publishes for a device. Its signatures are XEdDSA signatures
 by the identity key over:
 
-* suite 1: Encode_EC(SPK), exactly as libsignal signs it;
-* suite 2: "E2E_PQXDH_v1" | suite id (1 byte) | Encode_EC(SPK), and the same prefix with
-  Encode_KEM(PQSPK) for the KEM prekey. The prefix keeps a suite-2 signature from ever
-  passing as a suite-1 one, so a bundle cannot be relabelled down to the classical suite.
+"E2E_PQXDH_v1" | suite id (1 byte) | Encode_EC(SPK), and the same prefix with
+Encode_KEM(PQSPK) for the KEM prekey. The prefix keeps these signatures from ever passing as
+libsignal's (which sign Encode_EC(SPK) alone), so a signed prekey cannot be replayed between
+an e2e bundle and a libsignal one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Final, Protocol
 
 from e2e import xeddsa
 from e2e.constants import FRAME_VERSION, MAX_BUNDLE_BYTES
-from e2e.errors import DecodeError, PrekeyReused, UnknownPrekey
+from e2e.errors import DecodeError, InvalidKey, PrekeyReused, UnknownPrekey
 from e2e.frame import Field, K, T, decode_map, encode_map
 from e2e.keys import KEM_PUBLIC_LEN, KemKeyPair, KeyPair, Rng, encode_ec, encode_kem
 from e2e.suite import DEFAULT, Suite, get_suite
@@ -41,9 +41,7 @@ SIGNATURE_LEN: Final = 64
 
 def signed_prekey_message(suite: Suite, spk: bytes) -> bytes:
     """The bytes the identity key signs for a signed prekey."""
-    if suite.pq:
-        return PQ_SIGNATURE_PREFIX + bytes([suite.id]) + encode_ec(spk)
-    return encode_ec(spk)
+    return PQ_SIGNATURE_PREFIX + bytes([suite.id]) + encode_ec(spk)
 
 
 def kem_prekey_message(suite: Suite, kem_pk: bytes) -> bytes:
@@ -106,15 +104,16 @@ class PrekeyBundle:
         )
 
     def verify(self) -> None:
-        """Raise :class:`~e2e.errors.InvalidSignature` unless every signature verifies."""
+        """Raise :class:`~e2e.errors.InvalidSignature` unless every signature verifies
+        (:class:`~e2e.errors.InvalidKey` if the bundle has no KEM prekey to verify)."""
         xeddsa.verify(
             self.identity_key, signed_prekey_message(self.suite, self.spk), self.spk_signature
         )
-        if self.suite.pq:
-            assert self.kem_pk is not None and self.kem_signature is not None
-            xeddsa.verify(
-                self.identity_key, kem_prekey_message(self.suite, self.kem_pk), self.kem_signature
-            )
+        if self.kem_pk is None or self.kem_signature is None:
+            raise InvalidKey("PQXDH bundle has no KEM prekey")
+        xeddsa.verify(
+            self.identity_key, kem_prekey_message(self.suite, self.kem_pk), self.kem_signature
+        )
 
     def to_bytes(self) -> bytes:
         fields: dict[int, int | bytes] = {
@@ -146,9 +145,8 @@ class PrekeyBundle:
             raise DecodeError("not a prekey bundle")
         if (K.OPK_ID in obj) != (K.OPK in obj):
             raise DecodeError("prekey bundle one-time prekey fields are incomplete")
-        kem = (K.KEM_ID in obj, K.KEM_PK in obj, K.KEM_SIG in obj)
-        if kem != (suite.pq,) * 3:
-            raise DecodeError("prekey bundle KEM fields do not match its suite")
+        if K.KEM_ID not in obj or K.KEM_PK not in obj or K.KEM_SIG not in obj:
+            raise DecodeError("prekey bundle lacks its KEM prekey fields")
         return cls(
             suite,
             obj[K.IDENTITY],
@@ -253,15 +251,14 @@ class LocalPrekeys:
     def generate(
         cls, identity: KeyPair, suite: Suite = DEFAULT, one_time: int = 5, rng: Rng = os.urandom
     ) -> LocalPrekeys:
-        """A fresh set: one signed prekey, ``one_time`` one-time prekeys and, for a PQ suite,
-        ``one_time`` one-time KEM prekeys plus one last-resort KEM prekey."""
+        """A fresh set: one signed prekey, ``one_time`` one-time prekeys, ``one_time``
+        one-time KEM prekeys and one last-resort KEM prekey."""
         keys = cls(identity, suite)
         keys.add_signed_prekey(rng)
         keys.add_one_time_prekeys(one_time, rng)
-        if suite.pq:
-            for _ in range(one_time):
-                keys.add_kem_prekey(False, rng)
-            keys.add_kem_prekey(True, rng)
+        for _ in range(one_time):
+            keys.add_kem_prekey(False, rng)
+        keys.add_kem_prekey(True, rng)
         return keys
 
     def bundle(self, use_one_time: bool = True) -> PrekeyBundle:
@@ -272,12 +269,10 @@ class LocalPrekeys:
             (p for i, p in self.one_time.items() if use_one_time and i not in self.used_one_time),
             None,
         )
-        kem: KemPrekey | None = None
-        if self.suite.pq:
-            fresh = [k for k in self.kem.values() if not k.last_resort]
-            resort = [k for k in self.kem.values() if k.last_resort]
-            pool = (fresh if use_one_time else []) + resort + fresh
-            kem = pool[0] if pool else None
+        fresh = [k for k in self.kem.values() if not k.last_resort]
+        resort = [k for k in self.kem.values() if k.last_resort]
+        pool = (fresh if use_one_time else []) + resort + fresh
+        kem = pool[0] if pool else None
         return PrekeyBundle.from_keys(self.suite, self.identity.public, spk, opk, kem)
 
     # PrekeySource

@@ -1,4 +1,4 @@
-"""The Double Ratchet, with optional header encryption (SPEC.md §4).
+"""The Double Ratchet with header encryption (SPEC.md §4).
 
 :class:`Ratchet` is the one owner of a session's mutable ratchet state. ``decrypt`` computes
 everything into locals and assigns to the state only after the body has authenticated, so a
@@ -9,11 +9,9 @@ Skipped message keys are kept per (remote ratchet key, N), oldest first, at most
 MAX_STORED_SKIPPED of them, from at most MAX_RECEIVER_CHAINS receiving chains, and none more
 than MAX_SKIPPED_AGE messages behind its chain (SPEC.md §4.6).
 
-Bounded work before authentication (SPEC.md §4.5): with encrypted headers (suite 2) the
-header authenticates the whole frame before any key is derived; with clear headers (suite 1)
-one frame derives at most MAX_SKIP_CLEAR_HEADER + 1 message keys and one X25519 before its
-body is checked. Either way the receiver's new ratchet key pair and sending chain are made
-only after the body authenticates.
+Bounded work before authentication (SPEC.md §4.5): the sealed header authenticates the whole
+frame before any key is derived, and the receiver's new ratchet key pair and sending chain
+are made only after the body authenticates.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ from e2e.constants import (
     MAX_PLAINTEXT_BYTES,
     MAX_RECEIVER_CHAINS,
     MAX_SKIP,
-    MAX_SKIP_CLEAR_HEADER,
     MAX_SKIPPED_AGE,
     MAX_STORED_SKIPPED,
 )
@@ -71,9 +68,7 @@ _SKIPPED_REC = struct.Struct(">32sI32s")
 
 def sealed_body_len(suite: Suite, plaintext_len: int) -> int:
     """Exact length of a sealed body for a plaintext of ``plaintext_len`` bytes."""
-    if suite.pq:
-        return plaintext_len + _PQ_BODY_OVERHEAD
-    return (plaintext_len // 16 + 1) * 16 + suite.tag_len
+    return plaintext_len + _PQ_BODY_OVERHEAD
 
 
 @dataclass(slots=True, repr=False)
@@ -236,23 +231,21 @@ class Ratchet:
         ad = self.ad
         body_len = sealed_body_len(suite, size)
         hks = self.hks
-        if hks is not None:
-            # Suite 2 (SPEC.md §5.2): the body is sealed with the header blanked, under a
-            # fresh R (a rolled-back state never reuses a GCM key); then the header is sealed
-            # with a fresh nonce over AD | blanked prefix | body, so it authenticates the body.
-            cipher = self._hks_cipher
-            if cipher is None or cipher.key is not hks:
-                cipher = self._hks_cipher = header_cipher(hks)
-            nonce = self.rng(_HEADER_NONCE_LEN)
-            blank = message_prefix(suite, BLANK_SEALED_HEADER, prekey, body_len)
-            body_ad = ad + blank
-            body = seal(suite, seed, body_ad, plaintext, self.rng(_BODY_NONCE_LEN))
-            end = header_end(len(blank), body_len)
-            header = cipher.seal(nonce, body_ad + body, header)
-            prefix = blank[: end - SEALED_HEADER_LEN] + header + blank[end:]
-        else:
-            prefix = message_prefix(suite, header, prekey, body_len)
-            body = seal(suite, seed, ad + prefix, plaintext)
+        if hks is None:  # pragma: no cover - from_bytes refuses a sending chain without HKs
+            raise StateError("sending chain without a header key")
+        # SPEC.md §5.2: the body is sealed with the header blanked, under a fresh R (a
+        # rolled-back state never reuses a GCM key); then the header is sealed with a fresh
+        # nonce over AD | blanked prefix | body, so it authenticates the body.
+        cipher = self._hks_cipher
+        if cipher is None or cipher.key is not hks:
+            cipher = self._hks_cipher = header_cipher(hks)
+        nonce = self.rng(_HEADER_NONCE_LEN)
+        blank = message_prefix(suite, BLANK_SEALED_HEADER, prekey, body_len)
+        body_ad = ad + blank
+        body = seal(suite, seed, body_ad, plaintext, self.rng(_BODY_NONCE_LEN))
+        end = header_end(len(blank), body_len)
+        header = cipher.seal(nonce, body_ad + body, header)
+        prefix = blank[: end - SEALED_HEADER_LEN] + header + blank[end:]
         if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
             raise AssertionError("sealed body length differs from its prediction")
         self.cks = next_ck
@@ -266,15 +259,11 @@ class Ratchet:
         if frame.suite is not self.suite:
             raise AuthenticationFailed("frame suite differs from the session's")
         body = frame.body
-        if self.suite.header_encryption:
-            # The body was sealed with the header blanked; the header authenticates
-            # AD | blanked prefix | body, so a frame that is not the peer's exactly as sent
-            # is refused here, before any chain step or DH (SPEC.md §5.2).
-            body_ad = self.ad + blank_header(frame.ad_prefix, len(body))
-            dh, pn, n, chain = self._read_header(frame.header, body_ad + body)
-        else:
-            body_ad = self.ad + frame.ad_prefix
-            dh, pn, n, chain = self._read_header(frame.header, b"")
+        # The body was sealed with the header blanked; the header authenticates
+        # AD | blanked prefix | body, so a frame that is not the peer's exactly as sent is
+        # refused here, before any chain step or DH (SPEC.md §5.2).
+        body_ad = self.ad + blank_header(frame.ad_prefix, len(body))
+        dh, pn, n, chain = self._read_header(frame.header, body_ad + body)
         ckr = self.ckr
         if chain == "current" and n == self.nr and ckr is not None:
             # The common case, the next message of the current receiving chain: no key is
@@ -293,44 +282,37 @@ class Ratchet:
         return plaintext
 
     def _read_header(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, str]:
-        """Decode (and with header encryption, decrypt under associated data ``ad``) a header.
+        """Decrypt a sealed header under associated data ``ad`` and decode it.
 
         Returns its (DH, PN, N) and which chain it belongs to: "current", "next" or "old".
         """
-        if self.suite.header_encryption:
-            hkr = self.hkr
-            if hkr is not None:  # the current chain's key first: most messages are there
-                cipher = self._hkr_cipher
-                if cipher is None or cipher.key is not hkr:
-                    cipher = self._hkr_cipher = header_cipher(hkr)
-                plain = cipher.open(ad, data)
+        hkr = self.hkr
+        if hkr is not None:  # the current chain's key first: most messages are there
+            cipher = self._hkr_cipher
+            if cipher is None or cipher.key is not hkr:
+                cipher = self._hkr_cipher = header_cipher(hkr)
+            plain = cipher.open(ad, data)
+            if plain is not None:
+                if len(plain) != _HEADER_LEN:  # decode_header, inlined for the hot path
+                    raise AuthenticationFailed("header has the wrong length")
+                dh, pn, n = _unpack_header(plain)
+                if dh != self.dhr:
+                    raise AuthenticationFailed("header names another ratchet key")
+                return dh, pn, n, "current"
+        nhkr = self.nhkr
+        if nhkr is not None:
+            cipher = self._nhkr_cipher
+            if cipher is None or cipher.key is not nhkr:
+                cipher = self._nhkr_cipher = header_cipher(nhkr)
+            plain = cipher.open(ad, data)
+            if plain is not None:
+                return (*decode_header(plain), "next")
+        for _, old_key in reversed(self.old_chains):
+            if old_key is not None:
+                plain = header_cipher(old_key).open(ad, data)
                 if plain is not None:
-                    if len(plain) != _HEADER_LEN:  # decode_header, inlined for the hot path
-                        raise AuthenticationFailed("header has the wrong length")
-                    dh, pn, n = _unpack_header(plain)
-                    if dh != self.dhr:
-                        raise AuthenticationFailed("header names another ratchet key")
-                    return dh, pn, n, "current"
-            nhkr = self.nhkr
-            if nhkr is not None:
-                cipher = self._nhkr_cipher
-                if cipher is None or cipher.key is not nhkr:
-                    cipher = self._nhkr_cipher = header_cipher(nhkr)
-                plain = cipher.open(ad, data)
-                if plain is not None:
-                    return (*decode_header(plain), "next")
-            for _, old_key in reversed(self.old_chains):
-                if old_key is not None:
-                    plain = header_cipher(old_key).open(ad, data)
-                    if plain is not None:
-                        return (*decode_header(plain), "old")
-            raise AuthenticationFailed("header does not decrypt under any header key")
-        dh, pn, n = decode_header(data)
-        if dh == self.dhr and self.ckr is not None:
-            return dh, pn, n, "current"
-        if any(dh == old for old, _ in self.old_chains):
-            return dh, pn, n, "old"
-        return dh, pn, n, "next"
+                    return (*decode_header(plain), "old")
+        raise AuthenticationFailed("header does not decrypt under any header key")
 
     def _plan(self, header: Header, chain: str) -> _Recv:
         key = (header.dh, header.n)
@@ -339,9 +321,9 @@ class Ratchet:
             return _Recv(seed, skipped_key=key)
         if chain == "old":
             raise DuplicateMessage("message already decrypted (or its key was discarded)")
-        # The frame's budget of derivations before it authenticates: a suite-2 header has
-        # already authenticated the whole frame; a clear (suite-1) header proves nothing.
-        budget = MAX_SKIP if self.suite.header_encryption else MAX_SKIP_CLEAR_HEADER
+        # The frame's budget of derivations: its sealed header has already authenticated
+        # the whole frame.
+        budget = MAX_SKIP
         if chain == "current":
             ckr, nr = self.ckr, self.nr
             if header.n < nr:

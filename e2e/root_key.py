@@ -10,12 +10,11 @@ from e2e.suite import Suite
 __all__ = ["root_step"]
 
 
-def root_step(suite: Suite, root_key: bytes, dh_out: bytes) -> tuple[bytes, bytes, bytes | None]:
-    """Return (next root key, chain key, next header key or None).
+def root_step(suite: Suite, root_key: bytes, dh_out: bytes) -> tuple[bytes, bytes, bytes]:
+    """Return (next root key, chain key, next header key).
 
     HKDF-SHA256 with salt = the current root key, IKM = the DH output and the suite's
-    root label; 64 bytes split 32/32, or 96 split 32/32/32 with header encryption.
+    root label; 96 bytes split 32/32/32.
     """
-    length = 96 if suite.header_encryption else 64
-    out = HKDF(hashes.SHA256(), length, root_key, suite.root_info).derive(dh_out)
-    return out[:32], out[32:64], (out[64:] if suite.header_encryption else None)
+    out = HKDF(hashes.SHA256(), 96, root_key, suite.root_info).derive(dh_out)
+    return out[:32], out[32:64], out[64:]

@@ -1,4 +1,4 @@
-"""Sessions: the sync, I/O-free public API over X3DH/PQXDH and the Double Ratchet (SPEC.md §6).
+"""Sessions: the sync, I/O-free public API over PQXDH and the Double Ratchet (SPEC.md §6).
 
     alice = Session.initiate(alice_identity, bob_bundle)
     frame = alice.encrypt(b"hi")                      # a prekey message until Bob answers
@@ -120,9 +120,9 @@ class Session:
         #: Public identity keys of this end and of the peer.
         self.local_identity = local_identity
         self.remote_identity = remote_identity
-        #: The initiator's X3DH base key: names the session's key agreement.
+        #: The initiator's PQXDH base key: names the session's key agreement.
         self.base_key = base_key
-        #: Initiator only: X3DH parameters sent with every message until the peer answers.
+        #: Initiator only: PQXDH parameters sent with every message until the peer answers.
         self.pending = pending
 
     def __repr__(self) -> str:
@@ -286,30 +286,25 @@ class Session:
             suite = get_suite(obj[_S.SUITE])
         except E2EError as exc:
             raise StateError(f"invalid session state: {exc}") from None
-        he = suite.header_encryption
-        if any((k in obj) != he for k in (_S.NHKS, _S.NHKR)) or (
-            not he and any(k in obj for k in (_S.HKS, _S.HKR))
-        ):
-            raise StateError("invalid session state: header keys do not match the suite")
-        if he and ((_S.CKS in obj and _S.HKS not in obj) or (_S.CKR in obj and _S.HKR not in obj)):
-            # Without its header key a chain would send (or expect) plaintext headers.
+        if _S.NHKS not in obj or _S.NHKR not in obj:
+            raise StateError("invalid session state: next header keys are missing")
+        if (_S.CKS in obj and _S.HKS not in obj) or (_S.CKR in obj and _S.HKR not in obj):
+            # Without its header key a chain could not seal (or open) its headers.
             raise StateError("invalid session state: a chain lacks its header key")
-        if _S.PENDING_SPK_ID in obj:  # the KEM fields are there exactly for a PQ suite
-            bad_pending = any(
-                (k in obj) != suite.pq for k in (_S.PENDING_KEM_ID, _S.PENDING_KEM_CT)
-            )
+        if _S.PENDING_SPK_ID in obj:  # a pending prekey message always carries its KEM fields
+            bad_pending = any(k not in obj for k in (_S.PENDING_KEM_ID, _S.PENDING_KEM_CT))
         else:
             bad_pending = any(
                 k in obj for k in (_S.PENDING_OPK_ID, _S.PENDING_KEM_ID, _S.PENDING_KEM_CT)
             )
         if (_S.CKR in obj and _S.DHR not in obj) or bad_pending or obj.get(_S.MUST_RATCHET) == 0:
             raise StateError("invalid session state: inconsistent fields")
-        rec = 64 if he else 32
+        rec = 64
         chains_raw: bytes = obj.get(_S.OLD_CHAINS, b"")
         if len(chains_raw) % rec:
             raise StateError("invalid session state: old chains are malformed")
-        old_chains = [
-            (chains_raw[i : i + 32], chains_raw[i + 32 : i + 64] if he else None)
+        old_chains: list[tuple[bytes, bytes | None]] = [
+            (chains_raw[i : i + 32], chains_raw[i + 32 : i + 64])
             for i in range(0, len(chains_raw), rec)
         ]
         ratchet = Ratchet(

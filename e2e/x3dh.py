@@ -1,9 +1,9 @@
-"""X3DH and PQXDH key agreement (SPEC.md §3).
+"""PQXDH key agreement (SPEC.md §3).
 
 Both parties compute DH1 = DH(IK_A, SPK_B), DH2 = DH(EK_A, IK_B), DH3 = DH(EK_A, SPK_B) and,
-when a one-time prekey was used, DH4 = DH(EK_A, OPK_B); PQXDH adds the ML-KEM-1024 shared
-secret SS encapsulated to the bundle's KEM prekey. :func:`agreement_kdf` turns them into the
-initial root key (and, for header encryption, the two initial header keys).
+when a one-time prekey was used, DH4 = DH(EK_A, OPK_B), plus the ML-KEM-1024 shared secret SS
+encapsulated to the bundle's KEM prekey. :func:`agreement_kdf` turns them into the initial
+root key and the two initial header keys. (libsignal's X3DH and PQXDH are e2e.libsignal.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from e2e.errors import InvalidKey, SuiteMismatch
 from e2e.frame import PrekeyFields
 from e2e.keys import (
     KEM_PUBLIC_LEN,
-    KemKeyPair,
     KeyPair,
     Rng,
     check_x25519_public,
@@ -48,11 +47,11 @@ _SALT = bytes(32)
 
 @dataclass(frozen=True, slots=True, repr=False)
 class Agreement:
-    """The outcome of X3DH/PQXDH: secrets for the Double Ratchet plus what goes on the wire."""
+    """The outcome of PQXDH: secrets for the Double Ratchet plus what goes on the wire."""
 
     suite: Suite
     root_key: bytes
-    #: Suite 2 only: the initiator's first sending header key and the responder's first
+    #: The initiator's first sending header key and the responder's first
     #: next-sending header key (the Double Ratchet spec's shared_hka and shared_nhkb).
     header_key_a: bytes | None
     header_key_b: bytes | None
@@ -72,30 +71,21 @@ def associated_data(initiator_identity: bytes, responder_identity: bytes) -> byt
 def agreement_kdf(
     suite: Suite,
     dh_outputs: bytes,
-    kem_secret: bytes | None = None,
-    binding: bytes = b"",
-) -> tuple[bytes, bytes | None, bytes | None]:
-    """HKDF-SHA256(salt = 32 zero bytes, IKM = 0xFF*32 | DH1 | DH2 | DH3 [| DH4] [| SS],
-    info = suite label | binding) -> (root key, header key A, header key B).
+    kem_secret: bytes,
+    binding: bytes,
+) -> tuple[bytes, bytes, bytes]:
+    """HKDF-SHA256(salt = 32 zero bytes, IKM = 0xFF*32 | DH1 | DH2 | DH3 [| DH4] | SS,
+    info = suite label | binding, L = 96) -> (root key, header key A, header key B).
 
-    Suite 1 reads 32 bytes with info "WhisperText" (libsignal's root key is the first half
-    of its 64-byte output). Suite 2 reads 96 and binds, through ``binding``, both identity
-    keys, the signed prekey, the KEM prekey and the KEM ciphertext.
+    ``binding`` binds both identity keys, the signed prekey, the KEM prekey and the KEM
+    ciphertext.
     """
-    ikm = _F + dh_outputs + (kem_secret or b"")
-    length = 96 if suite.header_encryption else 32
-    out = HKDF(hashes.SHA256(), length, _SALT, suite.agreement_info + binding).derive(ikm)
-    if suite.header_encryption:
-        return out[:32], out[32:64], out[64:]
-    return out, None, None
+    ikm = _F + dh_outputs + kem_secret
+    out = HKDF(hashes.SHA256(), 96, _SALT, suite.agreement_info + binding).derive(ikm)
+    return out[:32], out[32:64], out[64:]
 
 
-def _binding(
-    suite: Suite, ik_a: bytes, ik_b: bytes, spk: bytes, kem_pk: bytes | None, kem_ct: bytes | None
-) -> bytes:
-    if not suite.pq:
-        return b""
-    assert kem_pk is not None and kem_ct is not None
+def _binding(ik_a: bytes, ik_b: bytes, spk: bytes, kem_pk: bytes, kem_ct: bytes) -> bytes:
     return encode_ec(ik_a) + encode_ec(ik_b) + encode_ec(spk) + encode_kem(kem_pk) + kem_ct
 
 
@@ -123,13 +113,13 @@ def initiate(
     spk = check_x25519_public(bundle.spk)
     if bundle.opk is not None:
         check_x25519_public(bundle.opk)
-    if suite.pq:
-        if bundle.kem_pk is None or bundle.kem_id is None:
-            raise InvalidKey("PQXDH bundle has no KEM prekey")
-        if type(bundle.kem_pk) is not bytes or len(bundle.kem_pk) != KEM_PUBLIC_LEN:
-            # Only the shape here: encapsulate parses it (FIPS 203 checks) once, after the
-            # signatures have verified.
-            raise InvalidKey("ML-KEM-1024 public key must be 1568 bytes")
+    kem_pk = bundle.kem_pk
+    if kem_pk is None or bundle.kem_id is None:
+        raise InvalidKey("PQXDH bundle has no KEM prekey")
+    if type(kem_pk) is not bytes or len(kem_pk) != KEM_PUBLIC_LEN:
+        # Only the shape here: encapsulate parses it (FIPS 203 checks) once, after the
+        # signatures have verified.
+        raise InvalidKey("ML-KEM-1024 public key must be 1568 bytes")
     bundle.verify()
     if encapsulate is not kem_encapsulate:  # fixed KEM randomness: vectors and tests only
         require_injection_allowed()
@@ -137,12 +127,9 @@ def initiate(
     dhs = identity.exchange(spk) + ek.exchange(ik_b) + ek.exchange(spk)
     if bundle.opk is not None:
         dhs += ek.exchange(bundle.opk)
-    kem_ss = kem_ct = None
-    if suite.pq:
-        assert bundle.kem_pk is not None
-        kem_ss, kem_ct = encapsulate(bundle.kem_pk)
+    kem_ss, kem_ct = encapsulate(kem_pk)
     rk, hka, nhkb = agreement_kdf(
-        suite, dhs, kem_ss, _binding(suite, identity.public, ik_b, spk, bundle.kem_pk, kem_ct)
+        suite, dhs, kem_ss, _binding(identity.public, ik_b, spk, kem_pk, kem_ct)
     )
     fields = PrekeyFields(
         identity.public, ek.public, bundle.spk_id, bundle.opk_id, bundle.kem_id, kem_ct
@@ -167,31 +154,17 @@ def respond(
     _check_suite(suite, allowed_suites)
     spk = prekeys.signed_prekey(fields.spk_id)
     opk = prekeys.one_time_prekey(fields.opk_id) if fields.opk_id is not None else None
-    kem: KemKeyPair | None = None
-    if suite.pq:
-        if fields.kem_id is None or fields.kem_ciphertext is None:
-            raise InvalidKey("PQXDH message has no KEM ciphertext")
-        kem = prekeys.kem_prekey(fields.kem_id, fields.base_key)
+    kem_ct = fields.kem_ciphertext
+    if fields.kem_id is None or kem_ct is None:
+        raise InvalidKey("PQXDH message has no KEM ciphertext")
+    kem = prekeys.kem_prekey(fields.kem_id, fields.base_key)
     ik_a, ek = fields.identity_key, fields.base_key
     dhs = spk.exchange(ik_a) + identity.exchange(ek) + spk.exchange(ek)
     if opk is not None:
         dhs += opk.exchange(ek)
-    kem_ss = None
-    if kem is not None:
-        assert fields.kem_ciphertext is not None
-        kem_ss = kem.decapsulate(fields.kem_ciphertext)
+    kem_ss = kem.decapsulate(kem_ct)
     rk, hka, nhkb = agreement_kdf(
-        suite,
-        dhs,
-        kem_ss,
-        _binding(
-            suite,
-            ik_a,
-            identity.public,
-            spk.public,
-            kem.public if kem else None,
-            fields.kem_ciphertext,
-        ),
+        suite, dhs, kem_ss, _binding(ik_a, identity.public, spk.public, kem.public, kem_ct)
     )
     ad = associated_data(ik_a, identity.public)
     return Agreement(suite, rk, hka, nhkb, ad, fields, ik_a), spk

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from e2e import PQ, SIGNAL, E2EError, KeyPair, LocalPrekeys, Suite, _testing
+from e2e import PQ, E2EError, KeyPair, LocalPrekeys, Suite, _testing
 
 # The fixtures are made from fixed keys (DetRng): allowed in the harness only (e2e/_testing.py).
 _testing.allow_injected_rng()
@@ -51,7 +51,7 @@ def bob_prekeys(suite: Suite) -> LocalPrekeys:
     )
 
 
-SUITE_OF = {"pq": PQ, "signal": SIGNAL}
+SUITE_OF = {"pq": PQ}
 
 
 def expect_e2e(fn: Callable[[], object]) -> object | None:

@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 
 import cbor2
 
-from e2e import PQ, SIGNAL, DuplicateMessage, E2EError, KeyPair, LocalPrekeys, Session
+from e2e import PQ, DuplicateMessage, E2EError, KeyPair, LocalPrekeys, Session
 from fuzz._harness import FIXTURE, SUITE_OF, bob_prekeys, identity, main
 
 
@@ -75,7 +75,7 @@ def check_decrypt(state: bytes, data: bytes) -> None:
 def check_respond(prekeys: LocalPrekeys, data: bytes) -> None:
     rec = RecordingPrekeys(prekeys)
     try:
-        session, _ = Session.respond(_BOB, rec, data, allowed_suites=(PQ, SIGNAL))
+        session, _ = Session.respond(_BOB, rec, data, allowed_suites=(PQ,))
     except E2EError:
         assert rec.marked == [], "a rejected initial message marked prekeys used"
         return

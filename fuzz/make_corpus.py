@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 
 import cbor2
 
-from e2e import PQ, SIGNAL, Session, Suite
+from e2e import PQ, Session, Suite
 from fuzz._harness import CORPUS, FIXTURE, DetRng, bob_prekeys, identity
 
 
@@ -85,7 +85,7 @@ def run() -> None:
     frames: list[bytes] = []
     states: list[bytes] = []
     bundles: list[bytes] = []
-    for name, suite in (("pq", PQ), ("signal", SIGNAL)):
+    for name, suite in (("pq", PQ),):
         entry, fr, st = conversation(suite)
         fixture[name] = entry
         frames += fr

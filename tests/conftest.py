@@ -35,14 +35,13 @@ settings.load_profile(os.environ.get("E2E_HYPOTHESIS_PROFILE", "e2e"))
 
 @pytest.fixture(params=SUITES, ids=SUITE_IDS)
 def suite(request: pytest.FixtureRequest) -> Suite:
-    """Each test that takes ``suite`` runs for SIGNAL (id 1) and PQ (id 2)."""
+    """Each test that takes ``suite`` runs for every registered frame suite (PQ, id 2)."""
     s: Suite = request.param
     return s
 
 
 LIMITS = (
     "MAX_SKIP",
-    "MAX_SKIP_CLEAR_HEADER",
     "MAX_SKIPPED_AGE",
     "MAX_STORED_SKIPPED",
     "MAX_RECEIVER_CHAINS",
@@ -51,8 +50,7 @@ LIMITS = (
 
 @pytest.fixture
 def limits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
-    """Set ratchet limits to small values: ``limits(MAX_SKIP=5, ...)`` (MAX_SKIP also sets
-    MAX_SKIP_CLEAR_HEADER, the suite-1 budget, unless that is given too).
+    """Set ratchet limits to small values: ``limits(MAX_SKIP=5, ...)``.
 
     ratchet.py imports the constants by name, so both e2e.constants and every module that
     holds a copy are patched.
@@ -61,8 +59,6 @@ def limits(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     import e2e.ratchet
 
     def set_limits(**values: int) -> None:
-        if "MAX_SKIP" in values:  # one skip budget for both suites unless told otherwise
-            values.setdefault("MAX_SKIP_CLEAR_HEADER", values["MAX_SKIP"])
         for name, value in values.items():
             assert name in LIMITS, name
             monkeypatch.setattr(e2e.constants, name, value)

@@ -17,7 +17,7 @@ from e2e.frame import K
 from e2e.keys import KeyPair
 from e2e.prekeys import LocalPrekeys, PrekeyBundle, kem_prekey_message, signed_prekey_message
 from e2e.session import Session
-from e2e.suite import PQ, SIGNAL, Suite
+from e2e.suite import PQ, Suite
 
 __all__ = [
     "SUITES",
@@ -38,8 +38,8 @@ __all__ = [
 ]
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
-SUITES = [SIGNAL, PQ]
-SUITE_IDS = ["SIGNAL", "PQ"]
+SUITES = [PQ]
+SUITE_IDS = ["PQ"]
 
 
 def _low_order_points() -> list[bytes]:

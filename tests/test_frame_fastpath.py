@@ -17,6 +17,7 @@ import pytest
 from e2e.errors import DecodeError
 from e2e.frame import (
     _PREKEY,
+    SEALED_HEADER_LEN,
     K,
     T,
     _decode_plain_message,
@@ -25,13 +26,13 @@ from e2e.frame import (
     encode_map,
     encode_message,
 )
-from e2e.suite import PQ, SIGNAL, Suite
+from e2e.suite import PQ, Suite
 
 SIZES = [0, 1, 23, 24, 25, 255, 256, 257, 65535, 65536, 65537]
 
 
 def _frame(suite: Suite, body_len: int) -> bytes:
-    header = os.urandom(100 if suite.header_encryption else 40)
+    header = os.urandom(SEALED_HEADER_LEN)
     body = os.urandom(body_len)
     return encode_message(suite, header, None, body_len, lambda _: body)
 
@@ -43,10 +44,10 @@ def _strict(raw: bytes) -> dict[int, object] | None:
         return None
 
 
-@pytest.mark.parametrize("suite", [PQ, SIGNAL], ids=["pq", "signal"])
+@pytest.mark.parametrize("suite", [PQ], ids=["pq"])
 @pytest.mark.parametrize("body_len", SIZES)
 def test_encoder_matches_cbor2(suite: Suite, body_len: int) -> None:
-    header = os.urandom(100 if suite.header_encryption else 40)
+    header = os.urandom(SEALED_HEADER_LEN)
     body = os.urandom(body_len)
     seen: list[bytes] = []
 
@@ -60,7 +61,7 @@ def test_encoder_matches_cbor2(suite: Suite, body_len: int) -> None:
     assert seen == [raw[: len(raw) - body_len]]
 
 
-@pytest.mark.parametrize("suite", [PQ, SIGNAL], ids=["pq", "signal"])
+@pytest.mark.parametrize("suite", [PQ], ids=["pq"])
 @pytest.mark.parametrize("body_len", SIZES)
 def test_fast_path_returns_the_strict_frame(suite: Suite, body_len: int) -> None:
     raw = _frame(suite, body_len)
@@ -108,7 +109,7 @@ def _mutations(raw: bytes, rng: random.Random) -> list[bytes]:
     return out
 
 
-@pytest.mark.parametrize("suite", [PQ, SIGNAL], ids=["pq", "signal"])
+@pytest.mark.parametrize("suite", [PQ], ids=["pq"])
 @pytest.mark.parametrize("body_len", [0, 20, 24, 300, 70000])
 def test_fast_path_accepts_nothing_the_strict_path_rejects(suite: Suite, body_len: int) -> None:
     rng = random.Random(body_len * 10 + suite.id)

@@ -8,9 +8,8 @@ import os
 from collections.abc import Callable
 
 import pytest
-from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from helpers import frame_fields, handshake, reencode
@@ -22,6 +21,7 @@ from e2e.chain_key import chain_step
 from e2e.errors import AuthenticationFailed
 from e2e.frame import K
 from e2e.keys import KemKeyPair, KeyPair
+from e2e.libsignal import kdf as libsignal_kdf
 from e2e.message_key import (
     HEADER_LABEL,
     committing_keys,
@@ -33,7 +33,7 @@ from e2e.message_key import (
 )
 from e2e.prekeys import LocalPrekeys
 from e2e.root_key import root_step
-from e2e.suite import PQ, SIGNAL, Suite
+from e2e.suite import PQ, Suite
 
 # --- the independent reference -----------------------------------------------------------
 
@@ -85,16 +85,15 @@ keys32 = st.binary(min_size=32, max_size=32)
 @given(rk=keys32, dh=keys32)
 def test_root_step(suite: Suite, rk: bytes, dh: bytes) -> None:
     new_rk, ck, nhk = root_step(suite, rk, dh)
-    length = 96 if suite.header_encryption else 64
-    out = ref_hkdf(dh, rk, suite.root_info, length)
-    assert new_rk == out[:32] and ck == out[32:64]
-    assert nhk == (out[64:96] if suite.header_encryption else None)
+    out = ref_hkdf(dh, rk, suite.root_info, 96)
+    assert (new_rk, ck, nhk) == (out[:32], out[32:64], out[64:96])
 
 
 def test_root_step_labels() -> None:
-    assert SIGNAL.root_info == b"WhisperRatchet" and PQ.root_info == b"E2E_Ratchet_HE"
+    """Suite 2's root label is its own: never libsignal's "WhisperRatchet" (e2e.libsignal)."""
+    assert PQ.root_info == b"E2E_Ratchet_HE" and libsignal_kdf.ROOT_INFO == b"WhisperRatchet"
     rk, dh = os.urandom(32), os.urandom(32)
-    assert root_step(SIGNAL, rk, dh)[0] != root_step(PQ, rk, dh)[0]
+    assert root_step(PQ, rk, dh)[0] != libsignal_kdf.root_step(rk, dh)[0]
 
 
 @given(ck=keys32)
@@ -107,10 +106,8 @@ def test_chain_step(ck: bytes) -> None:
 @given(seed=keys32, r=st.binary(min_size=16, max_size=16))
 def test_expand_message_key(suite: Suite, seed: bytes, r: bytes) -> None:
     out = expand_message_key(suite, seed, r)
-    if suite.pq:  # the body's random value R is part of the HKDF info
-        assert out == ref_hkdf_expand(seed, b"E2E_MessageKeys" + r, 64, hashes.SHA512)
-    else:  # libsignal: salt = 32 zero bytes (as no salt), "WhisperMessageKeys", 80 bytes
-        assert out == ref_hkdf(seed, bytes(32), b"WhisperMessageKeys", 80)
+    # the body's random value R is part of the HKDF info
+    assert out == ref_hkdf_expand(seed, b"E2E_MessageKeys" + r, 64, hashes.SHA512)
 
 
 @given(key=keys32, label=st.binary(max_size=40))
@@ -121,21 +118,14 @@ def test_committing_keys(key: bytes, label: bytes) -> None:
     assert out == ref_hkdf_expand(key, label, 64, hashes.SHA512)
 
 
-@pytest.mark.parametrize("with_kem", [False, True])
 @pytest.mark.parametrize("n_dh", [3, 4])
-def test_agreement_kdf(suite: Suite, with_kem: bool, n_dh: int) -> None:
+def test_agreement_kdf(suite: Suite, n_dh: int) -> None:
     dhs = os.urandom(32 * n_dh)
-    ss = os.urandom(32) if with_kem else None
-    binding = os.urandom(50) if suite.pq else b""
+    ss = os.urandom(32)
+    binding = os.urandom(50)
     rk, hka, hkb = x3dh.agreement_kdf(suite, dhs, ss, binding)
-    ikm = b"\xff" * 32 + dhs + (ss or b"")
-    length = 96 if suite.header_encryption else 32
-    out = ref_hkdf(ikm, bytes(32), suite.agreement_info + binding, length)
-    assert rk == out[:32]
-    if suite.header_encryption:
-        assert (hka, hkb) == (out[32:64], out[64:96])
-    else:
-        assert hka is None and hkb is None
+    out = ref_hkdf(b"\xff" * 32 + dhs + ss, bytes(32), suite.agreement_info + binding, 96)
+    assert (rk, hka, hkb) == (out[:32], out[32:64], out[64:96])
 
 
 # --- the whole X3DH / PQXDH computation, from private keys ----------------------------------
@@ -175,23 +165,14 @@ def test_x3dh_root_key_recomputed(suite: Suite) -> None:
     )
     assert bundle.opk is not None
     dhs += _x25519(ek_secret, bundle.opk)
-    binding = b""
-    if suite.pq:
-        assert bundle.kem_pk is not None
-        binding = (
-            _ec(alice_id.public) + _ec(bob_id.public) + _ec(bundle.spk)
-            + b"\x0a" + bundle.kem_pk + ct
-        )  # fmt: skip
-    length = 96 if suite.header_encryption else 32
-    out = ref_hkdf(
-        b"\xff" * 32 + dhs + (ss if suite.pq else b""),
-        bytes(32),
-        suite.agreement_info + binding,
-        length,
-    )
+    assert bundle.kem_pk is not None
+    binding = (
+        _ec(alice_id.public) + _ec(bob_id.public) + _ec(bundle.spk)
+        + b"\x0a" + bundle.kem_pk + ct
+    )  # fmt: skip
+    out = ref_hkdf(b"\xff" * 32 + dhs + ss, bytes(32), suite.agreement_info + binding, 96)
     assert agreement.root_key == out[:32]
-    if suite.header_encryption:
-        assert agreement.header_key_a == out[32:64] and agreement.header_key_b == out[64:96]
+    assert agreement.header_key_a == out[32:64] and agreement.header_key_b == out[64:96]
     assert agreement.ad == _ec(alice_id.public) + _ec(bob_id.public)
 
 
@@ -227,15 +208,9 @@ def test_pqxdh_kem_secret_is_the_decapsulated_one() -> None:
 # --- the AEADs, recomputed ----------------------------------------------------------------
 
 
-def ref_seal(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes = b"") -> bytes:
-    if suite.pq:
-        out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys" + r + b"\x01")
-        return r + out[32:] + AESGCM(out[:32]).encrypt(bytes(12), pt, ad)
-    keys = ref_hkdf(seed, None, b"WhisperMessageKeys", 80)
-    padder = padding.PKCS7(128).padder()
-    enc = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:])).encryptor()
-    ct = enc.update(padder.update(pt) + padder.finalize()) + enc.finalize()
-    return ct + _hmac(hashes.SHA256(), keys[32:64], ad + ct)[:8]
+def ref_seal(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes) -> bytes:
+    out = _hmac(hashes.SHA512(), seed, suite.message_info + r + b"\x01")
+    return r + out[32:] + AESGCM(out[:32]).encrypt(bytes(12), pt, ad)
 
 
 @given(
@@ -245,7 +220,6 @@ def ref_seal(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes = b"") ->
     r=st.binary(min_size=16, max_size=16),
 )
 def test_seal_and_open(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes) -> None:
-    r = r if suite.pq else b""
     sealed = seal(suite, seed, ad, pt, r)
     assert sealed == ref_seal(suite, seed, ad, pt, r)
     assert open_(suite, seed, ad, sealed) == pt
@@ -283,23 +257,20 @@ def test_session_message_recomputed_from_chain_key(suite: Suite) -> None:
     prefix = frame[: len(frame) - len(body)]
     ad = _ec(pair.alice_id.public) + _ec(pair.bob_id.public) + prefix
     assert alice.ratchet.cks == _hmac(hashes.SHA256(), ck, b"\x02")
-    if suite.pq:
-        # The body is sealed with the header's 100 bytes blanked (SPEC.md §5.2)...
-        fields = frame_fields(frame)
-        header = fields[K.HEADER]
-        blank = reencode({**fields, K.HEADER: bytes(100)})[: len(prefix)]
-        ad0 = ad[:66] + blank
-        r = body[:16]
-        out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys" + r + b"\x01")
-        assert body[16:48] == out[32:]
-        assert AESGCM(out[:32]).decrypt(bytes(12), body[48:], ad0) == b"recompute me"
-        # ...and the header authenticates AD | blanked prefix | body.
-        hk = pair.alice.ratchet.hks
-        assert hk is not None
-        assert open_header(hk, ad0 + body, header) is not None
-        assert open_header(hk, ad0 + body[:-1] + bytes([body[-1] ^ 1]), header) is None
-    else:
-        assert body == ref_seal(suite, seed, ad, b"recompute me")
+    # The body is sealed with the header's 100 bytes blanked (SPEC.md §5.2)...
+    fields = frame_fields(frame)
+    header = fields[K.HEADER]
+    blank = reencode({**fields, K.HEADER: bytes(100)})[: len(prefix)]
+    ad0 = ad[:66] + blank
+    r = body[:16]
+    out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys" + r + b"\x01")
+    assert body[16:48] == out[32:]
+    assert AESGCM(out[:32]).decrypt(bytes(12), body[48:], ad0) == b"recompute me"
+    # ...and the header authenticates AD | blanked prefix | body.
+    hk = pair.alice.ratchet.hks
+    assert hk is not None
+    assert open_header(hk, ad0 + body, header) is not None
+    assert open_header(hk, ad0 + body[:-1] + bytes([body[-1] ^ 1]), header) is None
 
 
 # --- the committing AEAD checks the commitment first --------------------------------------
@@ -365,30 +336,6 @@ def test_wrong_key_rejected_even_if_gcm_would_verify(monkeypatch: pytest.MonkeyP
         with pytest.raises(AuthenticationFailed):
             open_(PQ, seed, ad, bad)
     assert _ForgingGCM.calls == []  # the commitment was checked first, every time
-
-
-# --- suite 1 body: MAC before decryption, length and padding ------------------------------
-
-
-def test_signal_body_checks() -> None:
-    seed, ad = os.urandom(32), b"ad"
-    sealed = seal(SIGNAL, seed, ad, b"x" * 20)
-    assert len(sealed) == 32 + 8
-    for bad in (sealed[:-1], sealed[:8], b"", sealed + b"\x00", sealed[16:]):
-        with pytest.raises(AuthenticationFailed):
-            open_(SIGNAL, seed, ad, bad)
-    for i in (0, 17, 32, 39):  # ciphertext and tag bytes
-        with pytest.raises(AuthenticationFailed):
-            open_(SIGNAL, seed, ad, sealed[:i] + bytes([sealed[i] ^ 4]) + sealed[i + 1 :])
-    with pytest.raises(AuthenticationFailed):
-        open_(SIGNAL, seed, ad + b"!", sealed)
-    # An authenticated ciphertext with bad padding (only a key holder can make one).
-    keys = ref_hkdf(seed, None, b"WhisperMessageKeys", 80)
-    enc = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:])).encryptor()
-    ct = enc.update(b"y" * 15 + b"\x00") + enc.finalize()
-    forged = ct + _hmac(hashes.SHA256(), keys[32:64], ad + ct)[:8]
-    with pytest.raises(AuthenticationFailed):
-        open_(SIGNAL, seed, ad, forged)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,6 @@ import e2e.prekeys
 import e2e.ratchet
 from e2e import (
     PQ,
-    SIGNAL,
     AuthenticationFailed,
     DecodeError,
     DuplicateMessage,
@@ -40,15 +39,14 @@ from e2e.constants import (
     MAX_PLAINTEXT_BYTES,
     MAX_RECEIVER_CHAINS,
     MAX_SKIP,
-    MAX_SKIP_CLEAR_HEADER,
     MAX_SKIPPED_AGE,
     MAX_STATE_BYTES,
     MAX_STORED_SKIPPED,
 )
 from e2e.frame import SEALED_HEADER_LEN, Field, decode_map, decode_message
 
-SUITES = [SIGNAL, PQ]
-IDS = ["SIGNAL", "PQ"]
+SUITES = [PQ]
+IDS = ["PQ"]
 
 
 class Counter:
@@ -227,7 +225,7 @@ def test_oversize_bundle_refused_before_decoding(
     with pytest.raises(LimitExceeded):
         PrekeyBundle.from_bytes(raw)
     with pytest.raises(LimitExceeded):
-        Session.initiate(KeyPair.generate(), raw, allowed_suites=(PQ, SIGNAL))
+        Session.initiate(KeyPair.generate(), raw, allowed_suites=(PQ,))
     assert loads.calls == 0 and verify.calls == 0
 
 
@@ -239,7 +237,7 @@ def test_oversize_state_refused_before_decoding(loads: Counter) -> None:
 
 
 def test_state_with_too_many_skipped_keys_refused() -> None:
-    _, bob, _, _ = _pair(SIGNAL)
+    _, bob, _, _ = _pair(PQ)
     obj = cbor2.loads(bob.to_bytes())
 
     def records(count: int) -> bytes:
@@ -255,7 +253,7 @@ def test_state_with_too_many_skipped_keys_refused() -> None:
 
 def test_state_with_a_repeated_skipped_key_refused() -> None:
     """Found by fuzz_state: a repeated (dh, N) record loaded and then re-serialized shorter."""
-    _, bob, _, _ = _pair(SIGNAL)
+    _, bob, _, _ = _pair(PQ)
     obj = cbor2.loads(bob.to_bytes())
     obj[16] = (bytes(32) + bytes(4) + bytes(32)) * 2
     with pytest.raises(StateError):
@@ -267,7 +265,7 @@ def test_state_with_a_repeated_skipped_key_refused() -> None:
 
 def _budget(suite: Suite) -> int:
     """Most keys one frame may make the receiver derive in ``suite`` (SPEC.md §4.5)."""
-    return MAX_SKIP if suite.header_encryption else MAX_SKIP_CLEAR_HEADER
+    return MAX_SKIP
 
 
 def _sends(session: Session, count: int) -> list[bytes]:
@@ -334,7 +332,7 @@ def test_previous_chain_beyond_the_frame_budget_is_abandoned(
     suite: Suite, n: int, work: Work
 ) -> None:
     """A new chain's frame derives at most budget + 1 keys and one X25519 before its body
-    authenticates (suite 2: none at all, its header authenticates the frame first); the
+    authenticates (none at all: its sealed header authenticates the frame first); the
     previous chain's keys are stored only up to Nr + budget - N, the rest are abandoned
     (those messages are lost), and the frame itself is accepted."""
     budget = _budget(suite)
@@ -347,7 +345,7 @@ def test_previous_chain_beyond_the_frame_budget_is_abandoned(
     work.reset()
     with pytest.raises(AuthenticationFailed):
         bob.decrypt(forged)
-    assert work.calls == (0 if suite.header_encryption else budget + 1 + 1)
+    assert work.calls == 0
     assert bob.to_bytes() == before
     work.reset()
     assert bob.decrypt(frames[n]) == b"%d" % n
@@ -384,7 +382,7 @@ def _skip_through(alice: Session, bob: Session, count: int) -> list[bytes]:
 
 
 def test_stored_skipped_keys_are_capped_oldest_first() -> None:
-    alice, bob, _, _ = _pair(SIGNAL)
+    alice, bob, _, _ = _pair(PQ)
     per_chain = (_STEP + 1) * 27  # 27 * 32 = 864 keys per chain, 3 chains > 2000
     chains: list[list[bytes]] = []
     for _ in range(3):
@@ -454,7 +452,7 @@ def test_frames_are_not_reencoded_for_authentication() -> None:
 
 def test_sending_counter_stops_at_max_counter() -> None:
     """Ns may reach MAX_COUNTER (N = MAX_COUNTER - 1 is the last message sent), no further."""
-    alice, _, _, _ = _pair(SIGNAL)
+    alice, _, _, _ = _pair(PQ)
     obj = cbor2.loads(alice.to_bytes())
     obj[9] = MAX_COUNTER - 1  # NS
     s = Session.from_bytes(cbor2.dumps(dict(sorted(obj.items()))))

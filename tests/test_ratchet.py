@@ -21,7 +21,7 @@ from helpers import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2e.constants import MAX_COUNTER, MAX_PLAINTEXT_BYTES, MAX_SKIP, MAX_SKIP_CLEAR_HEADER
+from e2e.constants import MAX_COUNTER, MAX_PLAINTEXT_BYTES, MAX_SKIP
 from e2e.errors import (
     AuthenticationFailed,
     DecodeError,
@@ -31,6 +31,7 @@ from e2e.errors import (
     LimitExceeded,
     StateError,
     TooManySkipped,
+    UnknownSuite,
 )
 from e2e.frame import K, T
 from e2e.header import Header
@@ -38,7 +39,7 @@ from e2e.keys import KeyPair
 from e2e.message_key import HeaderCipher
 from e2e.ratchet import Ratchet
 from e2e.session import Session
-from e2e.suite import PQ, SIGNAL, Suite
+from e2e.suite import PQ, Suite
 
 Limits = Callable[..., None]
 
@@ -68,27 +69,6 @@ def test_in_order_ping_pong_ratchets_every_turn(suite: Suite) -> None:
     assert len(seen_keys) == 30
 
 
-def test_plaintext_headers_show_ratchet_keys_and_counters() -> None:
-    """Suite 1: the header is dh | PN | N in clear; check the values the ratchet writes."""
-    alice, bob = sessions(handshake(SIGNAL))
-    # Alice ratcheted on Bob's answer in the handshake: a fresh chain, N from 0.
-    frames = [alice.encrypt(b"x") for _ in range(3)]
-    headers = [frame_fields(f)[K.HEADER] for f in frames]
-    dh = headers[0][:32]
-    assert dh == ratchet_key(alice)
-    assert [h[:32] for h in headers] == [dh] * 3
-    assert [int.from_bytes(h[36:40], "big") for h in headers] == [0, 1, 2]
-    assert [int.from_bytes(h[32:36], "big") for h in headers] == [1, 1, 1]  # PN: m0's chain
-    for f in frames[:2]:
-        bob.decrypt(f)
-    alice.decrypt(bob.encrypt(b"back"))
-    # After a round trip Alice's next message carries a new key and PN = previous length.
-    nxt = frame_fields(alice.encrypt(b"z"))[K.HEADER]
-    assert nxt[:32] != dh
-    assert int.from_bytes(nxt[32:36], "big") == 3
-    assert int.from_bytes(nxt[36:40], "big") == 0
-
-
 def test_encrypted_headers_hide_everything() -> None:
     alice, bob = sessions(handshake(PQ))
     a, b = alice.encrypt(b"x"), alice.encrypt(b"x")
@@ -113,11 +93,9 @@ def test_initiator_attaches_prekey_fields_until_it_hears_back(suite: Suite) -> N
 
 
 def test_responder_cannot_send_before_it_has_received(suite: Suite) -> None:
-    ratchet = Ratchet.responder(suite, bytes(66), os.urandom(32), KeyPair.generate(), None, None)
-    if suite.header_encryption:
-        ratchet = Ratchet.responder(
-            suite, bytes(66), os.urandom(32), KeyPair.generate(), os.urandom(32), os.urandom(32)
-        )
+    ratchet = Ratchet.responder(
+        suite, bytes(66), os.urandom(32), KeyPair.generate(), os.urandom(32), os.urandom(32)
+    )
     with pytest.raises(StateError):
         ratchet.encrypt(b"too early")
 
@@ -224,7 +202,7 @@ def test_out_of_order_across_dh_steps_both_directions(suite: Suite) -> None:
 
 
 def test_too_many_skipped_default_limit(suite: Suite) -> None:
-    budget = MAX_SKIP if suite.header_encryption else MAX_SKIP_CLEAR_HEADER
+    budget = MAX_SKIP
     alice, bob = sessions(handshake(suite))
     frames = [alice.encrypt(b"%d" % i) for i in range(budget + 2)]
     # Alice ratcheted on Bob's answer: a chain Bob has not seen, so N counts from 0.
@@ -460,13 +438,12 @@ def test_body_and_header_tamper_are_authentication_failures(suite: Suite, kind: 
             receiver, lambda b=flipped: receiver.decrypt(edit_frame(frame, body=b)),
             AuthenticationFailed,
         )  # fmt: skip
-    if suite.header_encryption:  # nonce, commitment, ciphertext, tag: all authenticated
-        for i in (0, 11, 12, 43, 44, 83, 84, 99):
-            flipped = header[:i] + bytes([header[i] ^ 0x04]) + header[i + 1 :]
-            expect_unchanged(
-                receiver, lambda h=flipped: receiver.decrypt(edit_frame(frame, header=h)),
-                AuthenticationFailed,
-            )  # fmt: skip
+    for i in (0, 11, 12, 43, 44, 83, 84, 99):  # nonce, commitment, ciphertext, tag
+        flipped = header[:i] + bytes([header[i] ^ 0x04]) + header[i + 1 :]
+        expect_unchanged(
+            receiver, lambda h=flipped: receiver.decrypt(edit_frame(frame, header=h)),
+            AuthenticationFailed,
+        )  # fmt: skip
     assert receiver.decrypt(frame) == plaintext
 
 
@@ -485,11 +462,12 @@ def test_message_of_another_session(suite: Suite) -> None:
     assert bob.decrypt(alice.encrypt(b"mine")) == b"mine"
 
 
-def test_frame_of_the_other_suite(suite: Suite) -> None:
+def test_frame_of_the_retired_suite_1(suite: Suite) -> None:
+    """Suite id 1 (the former libsignal-schedule frame suite) is unknown: a frame relabelled
+    to it is refused with UnknownSuite before anything else, the session unchanged."""
     alice, bob = sessions(handshake(suite))
-    other = PQ if suite is SIGNAL else SIGNAL
-    o_alice, _ = sessions(handshake(other))
-    expect_unchanged(bob, lambda: bob.decrypt(o_alice.encrypt(b"x")), DecryptError)
+    relabelled = edit_frame(alice.encrypt(b"x"), suite=1)
+    expect_unchanged(bob, lambda: bob.decrypt(relabelled), UnknownSuite)
     assert bob.decrypt(alice.encrypt(b"ok")) == b"ok"
 
 
@@ -507,8 +485,6 @@ def test_sending_counter_limit(suite: Suite) -> None:
     fields[9] = MAX_COUNTER - 1  # NS
     near = Session.from_bytes(reencode(fields))
     frame = near.encrypt(b"last")
-    if suite is SIGNAL:
-        assert frame_fields(frame)[K.HEADER][36:40] == b"\xff\xff\xff\xfe"
     expect_unchanged(near, lambda: near.encrypt(b"one too many"), LimitExceeded)
     # Bob cannot follow a jump of four billion messages either.
     expect_unchanged(bob, lambda: bob.decrypt(frame), TooManySkipped)

@@ -25,7 +25,6 @@ from helpers import frame_fields, handshake, reencode
 
 from e2e import (
     PQ,
-    SIGNAL,
     AuthenticationFailed,
     DuplicateMessage,
     RatchetStepRequired,
@@ -179,16 +178,6 @@ def test_rollback_gives_no_ghash_key_and_the_forgery_is_rejected() -> None:
         bob.decrypt(f2)
 
 
-def test_signal_rollback_reveals_only_equal_leading_blocks() -> None:
-    """Suite 1 keeps libsignal's body (key and IV from the message key): a rollback shows
-    which leading 16-byte blocks are equal, nothing after the first difference (SPEC §12)."""
-    _, f1, f2, _ = _rolled_back_pair(SIGNAL)
-    b1, b2 = frame_fields(f1)[K.BODY], frame_fields(f2)[K.BODY]
-    assert b1[:48] == b2[:48]  # P1 and P2 share their first three blocks: so do the bodies
-    rest = _xor(b1[48:80], b2[48:80])  # the differing block, then the padding block
-    assert rest[:16] != _xor(P1[48:], P2[48:]) and sum(x == 0 for x in rest) < 8
-
-
 # -- unlinkable headers ------------------------------------------------------------------------
 
 
@@ -223,7 +212,7 @@ def test_header_commitment_is_per_header() -> None:
 
 
 def test_session_loaded_as_not_fresh_sends_only_after_a_dh_step() -> None:
-    for suite in (PQ, SIGNAL):
+    for suite in (PQ,):
         pair = handshake(suite)
         bob = pair.bob
         assert bob is not None

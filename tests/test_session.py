@@ -31,7 +31,7 @@ from e2e.frame import K
 from e2e.keys import KeyPair
 from e2e.prekeys import LocalPrekeys, PrekeyBundle
 from e2e.session import STATE_SCHEMA, Session
-from e2e.suite import PQ, SIGNAL, Suite
+from e2e.suite import PQ, Suite
 
 PREKEY_KEYS = (K.IDENTITY, K.BASE_KEY, K.SPK_ID, K.OPK_ID, K.KEM_ID, K.KEM_CT)
 
@@ -54,7 +54,7 @@ def test_round_trip_with_pending_prekey_fields(suite: Suite) -> None:
     second = alice.encrypt(b"second")  # still a prekey message, with the same X3DH fields
     f1, f2 = frame_fields(first), frame_fields(second)
     assert {k: f1.get(k) for k in PREKEY_KEYS} == {k: f2.get(k) for k in PREKEY_KEYS}
-    assert f2[K.KEM_CT if suite.pq else K.BASE_KEY]
+    assert f2[K.KEM_CT]
     # Bob may see the restored session's message first: it carries everything needed.
     bob, pt = pair.respond(second)
     assert pt == b"second"
@@ -187,16 +187,13 @@ def test_state_without_a_chain_header_key_is_refused() -> None:
             Session.from_bytes(reencode({k: v for k, v in fields.items() if k != drop}))
 
 
-@pytest.mark.parametrize("suite_", [SIGNAL, PQ], ids=SUITE_IDS)
+@pytest.mark.parametrize("suite_", SUITES, ids=SUITE_IDS)
 def test_state_with_inconsistent_pending_fields_is_refused(suite_: Suite) -> None:
-    """Pending X3DH fields: KEM id and ciphertext exactly for suite 2, nothing without SPK id."""
+    """Pending PQXDH fields: KEM id and ciphertext always, nothing without SPK id."""
     fields = cbor2.loads(setup(suite_).alice.to_bytes())
-    assert 21 in fields and (23 in fields) == (24 in fields) == suite_.pq
+    assert 21 in fields and 23 in fields and 24 in fields
     variants: list[dict[int, Any]] = [{k: v for k, v in fields.items() if k != 21}]
-    if suite_.pq:
-        variants += [{k: v for k, v in fields.items() if k != drop} for drop in (23, 24)]
-    else:
-        variants += [{**fields, 23: 5}, {**fields, 24: bytes(1568)}]
+    variants += [{k: v for k, v in fields.items() if k != drop} for drop in (23, 24)]
     for variant in variants:
         with pytest.raises(StateError):
             Session.from_bytes(reencode(variant))
@@ -351,7 +348,7 @@ def _replace_field(raw: bytes, key: int, value: Any) -> bytes:
     return cbor2.dumps(dict(sorted(fields.items())))
 
 
-@pytest.mark.parametrize("suite_", [SIGNAL, PQ], ids=SUITE_IDS)
+@pytest.mark.parametrize("suite_", SUITES, ids=SUITE_IDS)
 @given(data=st.data())
 def test_fuzz_decrypt(suite_: Suite, data: st.DataObject) -> None:
     fz = _fixture(suite_)
@@ -366,19 +363,19 @@ def test_fuzz_decrypt(suite_: Suite, data: st.DataObject) -> None:
             assert raw in undelivered, "a mutated or replayed frame decrypted"
 
 
-@pytest.mark.parametrize("suite_", [SIGNAL, PQ], ids=SUITE_IDS)
+@pytest.mark.parametrize("suite_", SUITES, ids=SUITE_IDS)
 @given(data=st.data())
 def test_fuzz_respond(suite_: Suite, data: st.DataObject) -> None:
     pair = _fixture(suite_).pair
     raw = data.draw(_inputs(suite_))
     before = prekeys_snapshot(pair.bob_keys)
-    for allowed in ((suite_,), (SIGNAL, PQ)):
+    for allowed in ((suite_,), (PQ,)):
         with pytest.raises(E2EError):
             Session.respond(pair.bob_id, pair.bob_keys, raw, allowed_suites=allowed)
         assert prekeys_snapshot(pair.bob_keys) == before
 
 
-@pytest.mark.parametrize("suite_", [SIGNAL, PQ], ids=SUITE_IDS)
+@pytest.mark.parametrize("suite_", SUITES, ids=SUITE_IDS)
 @given(data=st.data())
 def test_fuzz_bundle_and_initiate(suite_: Suite, data: st.DataObject) -> None:
     valid = _fixture(suite_).valid
@@ -393,7 +390,7 @@ def test_fuzz_bundle_and_initiate(suite_: Suite, data: st.DataObject) -> None:
         except E2EError:
             pass
     try:
-        Session.initiate(KeyPair.generate(), raw, allowed_suites=(SIGNAL, PQ))
+        Session.initiate(KeyPair.generate(), raw, allowed_suites=(PQ,))
     except E2EError:
         pass
     else:
@@ -404,7 +401,7 @@ def test_fuzz_bundle_and_initiate(suite_: Suite, data: st.DataObject) -> None:
         assert {k: got.get(k) for k in signed} == {k: published.get(k) for k in signed}
 
 
-@pytest.mark.parametrize("suite_", [SIGNAL, PQ], ids=SUITE_IDS)
+@pytest.mark.parametrize("suite_", SUITES, ids=SUITE_IDS)
 @given(data=st.data())
 def test_fuzz_state(suite_: Suite, data: st.DataObject) -> None:
     raw = data.draw(_inputs(suite_))
@@ -416,7 +413,7 @@ def test_fuzz_state(suite_: Suite, data: st.DataObject) -> None:
 
 def test_fuzz_fixture_is_live() -> None:
     """The fuzzed sessions and prekeys still work: the fuzzing above never advanced them."""
-    for suite in (SIGNAL, PQ):
+    for suite in (PQ,):
         fz = _fixture(suite)
         a, b = fz.sessions()
         assert b.decrypt(a.encrypt(b"still")) == b"still"
@@ -462,9 +459,8 @@ def test_local_prekeys_consumed_only_on_success(suite: Suite) -> None:
     after = prekeys_snapshot(pair.bob_keys)
     assert after != before
     assert opk_id in pair.bob_keys.used_one_time and opk_id not in pair.bob_keys.one_time
-    if suite.pq:
-        kem_id = frame_fields(frame)[K.KEM_ID]
-        assert kem_id in pair.bob_keys.used_kem and kem_id not in pair.bob_keys.kem
+    kem_id = frame_fields(frame)[K.KEM_ID]
+    assert kem_id in pair.bob_keys.used_kem and kem_id not in pair.bob_keys.kem
 
 
 def test_default_suite_is_pq() -> None:

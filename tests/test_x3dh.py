@@ -18,11 +18,10 @@ from helpers import (
     signed_bundle,
 )
 
-from e2e import x3dh
+from e2e import x3dh, xeddsa
 from e2e.errors import (
     AuthenticationFailed,
     DecodeError,
-    DecryptError,
     E2EError,
     InvalidKey,
     InvalidSignature,
@@ -30,14 +29,15 @@ from e2e.errors import (
     PrekeyReused,
     SuiteMismatch,
     UnknownPrekey,
+    UnknownSuite,
 )
 from e2e.frame import K, decode_message
-from e2e.keys import KEM_PUBLIC_LEN, KemKeyPair, KeyPair
+from e2e.keys import KEM_PUBLIC_LEN, KemKeyPair, KeyPair, encode_ec
 from e2e.prekeys import LocalPrekeys, PrekeyBundle
 from e2e.session import Session
-from e2e.suite import PQ, SIGNAL, Suite
+from e2e.suite import PQ, Suite
 
-BOTH = (SIGNAL, PQ)
+BOTH = (PQ,)
 
 
 def _flip(data: bytes, i: int = 0) -> bytes:
@@ -77,7 +77,7 @@ def test_agreement_both_sides_derive_the_same_keys(suite: Suite) -> None:
     b, spk = x3dh.respond(bob_id, keys, suite, a.prekey, allowed_suites=(suite,))
     assert a.root_key == b.root_key and len(a.root_key) == 32
     assert a.header_key_a == b.header_key_a and a.header_key_b == b.header_key_b
-    assert (a.header_key_a is None) == (not suite.header_encryption)
+    assert a.header_key_a is not None and a.header_key_b is not None
     assert a.ad == b.ad == b"\x05" + alice_id.public + b"\x05" + bob_id.public
     assert a.prekey.base_key == ek.public and spk.public == bundle.spk
     assert a.remote_identity == bob_id.public and b.remote_identity == alice_id.public
@@ -126,22 +126,23 @@ def test_bad_kem_prekey_signature(as_bytes: bool) -> None:
 
 
 def test_suite2_signatures_are_bound_to_the_suite() -> None:
-    """A suite-2 SPK signed the suite-1 way (no prefix) does not verify, and vice versa."""
+    """A suite-2 SPK signed libsignal's way (Encode_EC(SPK) alone, no prefix) does not verify:
+    a libsignal signed prekey cannot be replayed into a suite-2 bundle."""
     pq = LocalPrekeys.generate(KeyPair.generate(), PQ)
     pq_bundle = pq.bundle()
     as_signal = signed_bundle(pq, spk=pq_bundle.spk)  # re-signed the PQ way: fine
     initiate(pq, as_signal, PQ)
-    signal_keys = LocalPrekeys.generate(pq.identity, SIGNAL)
-    signal_sig = signal_keys.bundle().spk_signature
+    spk = KeyPair.generate().public
+    unprefixed = xeddsa.sign(pq.identity.private_bytes(), encode_ec(spk), os.urandom(64))
     with pytest.raises(InvalidSignature):
-        initiate(pq, replace(pq_bundle, spk=signal_keys.bundle().spk, spk_signature=signal_sig), PQ)
+        initiate(pq, replace(pq_bundle, spk=spk, spk_signature=unprefixed), PQ)
 
 
 # --- non-contributory (low-order) DH ------------------------------------------------------
 
 
 @pytest.mark.parametrize("point", LOW_ORDER, ids=[p.hex()[:8] + p.hex()[-2:] for p in LOW_ORDER])
-@pytest.mark.parametrize("suite_", BOTH, ids=["SIGNAL", "PQ"])
+@pytest.mark.parametrize("suite_", BOTH, ids=["PQ"])
 def test_low_order_signed_prekey_validly_signed(point: bytes, suite_: Suite) -> None:
     """The bundle signature path: the SPK verifies, its DH output is all zeros."""
     keys = LocalPrekeys.generate(KeyPair.generate(), suite_)
@@ -181,16 +182,6 @@ def test_low_order_keys_in_prekey_message(point: bytes, field: str, suite: Suite
     accept_respond(pair, frame, b"m0")
 
 
-def test_low_order_remote_ratchet_key_in_plaintext_header() -> None:
-    """Suite 1 headers are plaintext: a low-order ratchet key in one is non-contributory."""
-    pair = setup(SIGNAL)
-    frame = pair.alice.encrypt(b"m0")
-    header = frame_fields(frame)[K.HEADER]
-    for point in LOW_ORDER:
-        reject_respond(pair, edit_frame(frame, header=point + header[32:]), NonContributory)
-    accept_respond(pair, frame, b"m0")
-
-
 # --- key type and length ------------------------------------------------------------------
 
 
@@ -210,8 +201,6 @@ def test_wrong_length_x25519_keys(field: str, size: int, suite: Suite) -> None:
 @pytest.mark.parametrize("field", ["identity_key", "spk", "opk", "kem_pk"])
 def test_wrong_key_types_in_a_bundle_object(field: str, suite: Suite) -> None:
     """Hand-built bundle objects with keys that are not bytes: InvalidKey, never a crash."""
-    if field == "kem_pk" and not suite.pq:
-        pytest.skip("suite 1 has no KEM prekey")
     keys = LocalPrekeys.generate(KeyPair.generate(), suite)
     size = KEM_PUBLIC_LEN if field == "kem_pk" else 32
     for value in ("a" * size, bytearray(size), memoryview(bytes(size)), size, [0] * size):
@@ -267,9 +256,8 @@ def test_signature_of_wrong_length_is_a_decode_error(suite: Suite) -> None:
     for size in (0, 63, 65):
         with pytest.raises(DecodeError):
             PrekeyBundle.from_bytes(reencode({**fields, K.SPK_SIG: os.urandom(size)}))
-        if suite.pq:
-            with pytest.raises(DecodeError):
-                PrekeyBundle.from_bytes(reencode({**fields, K.KEM_SIG: os.urandom(size)}))
+        with pytest.raises(DecodeError):
+            PrekeyBundle.from_bytes(reencode({**fields, K.KEM_SIG: os.urandom(size)}))
 
 
 def test_bundle_one_time_fields_must_be_complete(suite: Suite) -> None:
@@ -298,13 +286,6 @@ def test_prekey_message_kem_ciphertext_of_wrong_length() -> None:
     reject_respond(pair, edit_frame(frame, kem_ct=None), DecodeError)
     reject_respond(pair, edit_frame(frame, kem_id=None), DecodeError)
     reject_respond(pair, edit_frame(frame, kem_id=None, kem_ct=None), DecodeError)
-    accept_respond(pair, frame, b"m0")
-
-
-def test_signal_prekey_message_with_kem_fields() -> None:
-    pair = setup(SIGNAL)
-    frame = pair.alice.encrypt(b"m0")
-    reject_respond(pair, edit_frame(frame, kem_id=7, kem_ct=bytes(1568)), DecodeError)
     accept_respond(pair, frame, b"m0")
 
 
@@ -370,8 +351,6 @@ def test_last_resort_kem_prekey_reuse() -> None:
 @pytest.mark.parametrize("field", ["spk_id", "opk_id", "kem_id"])
 @pytest.mark.parametrize("value", [0, 999, 2**32 - 1])
 def test_unknown_prekey_ids(field: str, value: int, suite: Suite) -> None:
-    if field == "kem_id" and not suite.pq:
-        pytest.skip("suite 1 has no KEM prekeys")
     pair = setup(suite)
     frame = pair.alice.encrypt(b"m0")
     reject_respond(pair, edit_frame(frame, **{field: value}), UnknownPrekey)
@@ -382,50 +361,33 @@ def test_unknown_prekey_ids(field: str, value: int, suite: Suite) -> None:
 
 
 def test_suite_not_allowed_on_initiate() -> None:
-    for suite, allowed in ((SIGNAL, (PQ,)), (PQ, (SIGNAL,))):
-        keys = LocalPrekeys.generate(KeyPair.generate(), suite)
-        for bundle in (keys.bundle(), keys.bundle().to_bytes()):
-            with pytest.raises(SuiteMismatch):
-                Session.initiate(KeyPair.generate(), bundle, allowed_suites=allowed)
-    # The default policy is PQ only.
-    keys = LocalPrekeys.generate(KeyPair.generate(), SIGNAL)
-    with pytest.raises(SuiteMismatch):
-        Session.initiate(KeyPair.generate(), keys.bundle().to_bytes())
+    keys = LocalPrekeys.generate(KeyPair.generate(), PQ)
+    for bundle in (keys.bundle(), keys.bundle().to_bytes()):
+        with pytest.raises(SuiteMismatch):
+            Session.initiate(KeyPair.generate(), bundle, allowed_suites=())
+        Session.initiate(KeyPair.generate(), bundle)  # the default policy: PQ
 
 
 def test_suite_not_allowed_on_respond(suite: Suite) -> None:
     pair = setup(suite)
     frame = pair.alice.encrypt(b"m0")
-    other = PQ if suite is SIGNAL else SIGNAL
-    reject_respond(pair, frame, SuiteMismatch, allowed_suites=(other,))
     reject_respond(pair, frame, SuiteMismatch, allowed_suites=())
-    if suite is SIGNAL:  # the default policy is PQ only
-        before = prekeys_snapshot(pair.bob_keys)
-        with pytest.raises(SuiteMismatch):
-            Session.respond(pair.bob_id, pair.bob_keys, frame)
-        assert prekeys_snapshot(pair.bob_keys) == before
     accept_respond(pair, frame, b"m0")
 
 
 def test_pq_bundle_relabelled_as_suite1() -> None:
-    """The downgrade guard: strip the KEM fields and change the suite byte."""
+    """The downgrade guard: suite 1 (libsignal's schedule in e2e frames) is retired, so a
+    bundle relabelled to it, with or without its KEM fields, is an UnknownSuite."""
     keys = LocalPrekeys.generate(KeyPair.generate(), PQ)
     raw = keys.bundle().to_bytes()
     fields = frame_fields(raw)
     assert raw[3:5] == b"\x01\x02"  # key 1 (suite) = 2, right after the version
     stripped = {k: v for k, v in fields.items() if k not in (K.KEM_ID, K.KEM_PK, K.KEM_SIG)}
-    relabelled = reencode({**stripped, K.SUITE: SIGNAL.id})
-    bundle = PrekeyBundle.from_bytes(relabelled)  # well-formed suite-1 shape...
-    assert bundle.suite is SIGNAL
-    with pytest.raises(InvalidSignature):  # ...but its SPK signature carries the PQ prefix
-        bundle.verify()
-    with pytest.raises(InvalidSignature):
-        Session.initiate(KeyPair.generate(), relabelled, allowed_suites=(SIGNAL, PQ))
-    with pytest.raises(SuiteMismatch):  # and the default policy refuses suite 1 anyway
-        Session.initiate(KeyPair.generate(), relabelled)
-    # Relabelled without stripping: not even a valid suite-1 bundle.
-    with pytest.raises(DecodeError):
-        PrekeyBundle.from_bytes(reencode({**fields, K.SUITE: SIGNAL.id}))
+    for relabelled in (reencode({**stripped, K.SUITE: 1}), reencode({**fields, K.SUITE: 1})):
+        with pytest.raises(UnknownSuite):
+            PrekeyBundle.from_bytes(relabelled)
+        with pytest.raises(UnknownSuite):
+            Session.initiate(KeyPair.generate(), relabelled)
     # Stripped but not relabelled: not a valid suite-2 bundle.
     with pytest.raises(DecodeError):
         PrekeyBundle.from_bytes(reencode(stripped))
@@ -434,15 +396,12 @@ def test_pq_bundle_relabelled_as_suite1() -> None:
 def test_pq_prekey_message_relabelled_as_suite1() -> None:
     pair = setup(PQ)
     frame = pair.alice.encrypt(b"m0")
-    stripped = edit_frame(frame, suite=SIGNAL.id, kem_id=None, kem_ct=None)
-    # A suite-2 header (100 bytes) is no suite-1 header (40): not even decodable.
-    reject_respond(pair, stripped, DecodeError, allowed_suites=(SIGNAL, PQ))
-    # Cut down to a suite-1 shape, it decodes: the policy refuses suite 1, and a responder
-    # that allows it cannot authenticate the result (different key schedule, no KEM secret).
+    stripped = edit_frame(frame, suite=1, kem_id=None, kem_ct=None)
+    reject_respond(pair, stripped, UnknownSuite, allowed_suites=(PQ,))
+    # Cut down to the retired suite-1 shape (40-byte clear header): still unknown.
     header = frame_fields(frame)[K.HEADER]
-    shaped = edit_frame(stripped, header=header[:40])
-    reject_respond(pair, shaped, SuiteMismatch, allowed_suites=(PQ,))
-    reject_respond(pair, shaped, DecryptError, allowed_suites=(SIGNAL, PQ))
+    reject_respond(pair, edit_frame(stripped, header=header[:40]), UnknownSuite)
+    reject_respond(pair, edit_frame(frame, suite=1), UnknownSuite)
     accept_respond(pair, frame, b"m0")
 
 
@@ -478,9 +437,8 @@ def test_prekey_message_fields_are_bound(suite: Suite) -> None:
         {"opk_id": other_opk},
         {"opk_id": None},
     ]
-    if suite.pq:
-        other_kem = next(i for i in keys.kem if i != f[K.KEM_ID])
-        changes.append({"kem_id": other_kem})
+    other_kem = next(i for i in keys.kem if i != f[K.KEM_ID])
+    changes.append({"kem_id": other_kem})
     for change in changes:
         reject_respond(pair, edit_frame(frame, **change), AuthenticationFailed)
     accept_respond(pair, frame, b"m0")
@@ -512,4 +470,4 @@ def test_decode_message_sees_prekey_fields(suite: Suite) -> None:
     frame = decode_message(pair.alice.encrypt(b"m0"))
     assert frame.prekey is not None and frame.suite is suite
     assert frame.prekey.identity_key == pair.alice_id.public
-    assert (frame.prekey.kem_ciphertext is not None) == suite.pq
+    assert frame.prekey.kem_ciphertext is not None

@@ -43,7 +43,7 @@ def write(out: Path, name: str, concept: str, cases: list[dict[str, Any]]) -> No
 def kdf_cases() -> list[dict[str, Any]]:
     rng = ref.DRng(b"kdf")
     cases: list[dict[str, Any]] = []
-    for suite in (1, 2):
+    for suite in (2,):
         for i in range(3):
             rk, dh_out = rng(32), rng(32)
             rk2, ck, nhk = ref.kdf_rk(suite, rk, dh_out)
@@ -56,10 +56,10 @@ def kdf_cases() -> list[dict[str, Any]]:
         cases.append({"name": f"chain_step/{i}", "kind": "chain_step", "ck": h(ck),
                       "next_ck": h(nxt), "mks": h(mks)})  # fmt: skip
         ck = nxt
-    for suite in (1, 2):
+    for suite in (2,):
         for n in (0, 1, 15, 16, 33, 300):
             mks, ad, pt = rng(32), rng(66 + n % 7), rng(n)
-            r = rng(16) if suite == 2 else b""
+            r = rng(16)
             cases.append({"name": f"body/s{suite}/{n}", "kind": "body", "suite": suite,
                           "mks": h(mks), "ad": h(ad), "plaintext": h(pt), "nonce": h(r),
                           "body": h(ref.seal_body(suite, mks, ad, pt, r))})  # fmt: skip
@@ -69,16 +69,15 @@ def kdf_cases() -> list[dict[str, Any]]:
         cases.append({"name": f"header/{i}", "kind": "header", "hk": h(hk), "nonce": h(nonce),
                       "ad": h(ad), "header": h(header),
                       "sealed": h(ref.seal_header(hk, nonce, header, ad))})  # fmt: skip
-    for suite in (1, 2):
+    for suite in (2,):
         for n_dh in (3, 4):
             dhs = rng(32 * n_dh)
-            ss = rng(32) if suite == 2 else None
-            binding = rng(1 + 33 * 3 + 1569 + 1568) if suite == 2 else b""
+            ss = rng(32)
+            binding = rng(1 + 33 * 3 + 1569 + 1568)
             out = ref.agreement(suite, dhs, ss, binding)
             cases.append({"name": f"agreement_kdf/s{suite}/{n_dh}dh", "kind": "agreement_kdf",
                           "suite": suite, "dhs": h(dhs), "ss": h(ss), "binding": h(binding),
-                          "sk": h(out[0]), "hka": h(out[1]) if len(out) > 1 else None,
-                          "hkb": h(out[2]) if len(out) > 1 else None})  # fmt: skip
+                          "sk": h(out[0]), "hka": h(out[1]), "hkb": h(out[2])})  # fmt: skip
     return cases
 
 
@@ -132,7 +131,7 @@ def setup_json(s: dict[str, Any]) -> dict[str, Any]:
 
 def agreement_cases() -> list[dict[str, Any]]:
     cases = []
-    for suite in (1, 2):
+    for suite in (2,):
         for with_opk in (True, False):
             s = setup(suite, f"agreement/s{suite}/opk={with_opk}".encode(), with_opk)
             case = {"name": f"s{suite}/opk={with_opk}", "setup": setup_json(s),
@@ -168,11 +167,11 @@ def agreement_cases() -> list[dict[str, Any]]:
     variant("low-order one-time prekey", "NonContributory", k13=low_order)
     variant("one-time prekey of 31 bytes", "DecodeError", k13=bundle[13][:31])
     variant("KEM prekey of wrong length", "DecodeError", k14=bundle[14][:-1])
-    variant("relabelled to suite 1 with KEM fields", "DecodeError", allowed=[1, 2], k1=1)
-    variant("stripped to suite 1 (downgrade)", "InvalidSignature", allowed=[1, 2], k1=1, k7=None,
-            k14=None, k15=None)  # fmt: skip
-    variant("suite 1 bundle not allowed by default", "SuiteMismatch", k1=1, k7=None, k14=None,
+    # Suite 1 (libsignal's schedule in these frames) is retired: unknown like any other id.
+    variant("relabelled to retired suite 1 with KEM fields", "UnknownSuite", k1=1)
+    variant("stripped to retired suite 1 (downgrade)", "UnknownSuite", k1=1, k7=None, k14=None,
             k15=None)  # fmt: skip
+    variant("bundle not allowed by the policy", "SuiteMismatch", allowed=[])
     variant("unknown suite", "UnknownSuite", k1=9)
     variant("frame version 2", "UnsupportedVersion", k0=2)
     return cases
@@ -209,7 +208,7 @@ SCRIPT: list[tuple[Any, ...]] = [
 
 def transcript_cases() -> list[dict[str, Any]]:
     cases = []
-    for suite in (1, 2):
+    for suite in (2,):
         for with_opk in (True, False):
             name = f"s{suite}/opk={with_opk}"
             s = setup(suite, f"transcript/{name}".encode(), with_opk)
@@ -260,7 +259,8 @@ def frame_cases() -> list[dict[str, Any]]:
         cases.append(c)
 
     case("minimal suite-2 message frame", enc(good), None)
-    case("suite-1 message frame", enc({**good, 1: 1, 9: bytes(40), 10: bytes(24)}), None)
+    case("retired suite-1 message frame", enc({**good, 1: 1, 9: bytes(40), 10: bytes(24)}),
+         "UnknownSuite")  # fmt: skip
     case("empty input", b"", "DecodeError")
     case("not a map", cbor2.dumps([1, 2]), "DecodeError")
     case("extra key", enc({**good, 11: b"x"}), "DecodeError")

@@ -15,9 +15,8 @@ from typing import Any
 
 import cbor2
 import nacl.bindings
-from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import mlkem
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -71,13 +70,11 @@ def u32(n: int) -> bytes:
 # --- §1 suites -----------------------------------------------------------------------------
 
 SUITES: dict[int, dict[str, Any]] = {
-    1: dict(pq=False, he=False, agree=b"WhisperText", root=b"WhisperRatchet",
-            msg=b"WhisperMessageKeys", tag=8),
     2: dict(pq=True, he=True, agree=b"E2E_PQXDH_X25519_SHA-256_ML-KEM-1024",
             root=b"E2E_Ratchet_HE", msg=b"E2E_MessageKeys", tag=16),
 }  # fmt: skip
 HEADER_INFO = b"E2E_HeaderKeys"
-MAX_SKIP = {1: 32, 2: 1000}  # §7: MAX_SKIP_CLEAR_HEADER (suite 1), MAX_SKIP (suite 2)
+MAX_SKIP = {2: 1000}  # §7: MAX_SKIP
 MAX_SKIPPED_AGE = 2000  # §7
 
 # --- §2 keys, XEdDSA, signed bytes --------------------------------------------------------
@@ -153,8 +150,6 @@ def xeddsa_sign(k_bytes: bytes, msg: bytes, z: bytes) -> bytes:
 
 
 def spk_signed_bytes(suite: int, spk: bytes) -> bytes:
-    if suite == 1:
-        return encode_ec(spk)
     return b"E2E_PQXDH_v1" + bytes([suite]) + encode_ec(spk)
 
 
@@ -186,11 +181,9 @@ def bundle_bytes(suite: int, ik: bytes, spk_id: int, spk: bytes, spk_sig: bytes,
 
 def agreement(suite: int, dhs: bytes, ss: bytes | None, binding: bytes) -> tuple[bytes, ...]:
     s = SUITES[suite]
-    if s["pq"]:
-        assert ss is not None
-        okm = hkdf(bytes(32), b"\xff" * 32 + dhs + ss, s["agree"] + binding, 96)
-        return okm[:32], okm[32:64], okm[64:]
-    return (hkdf(bytes(32), b"\xff" * 32 + dhs, s["agree"], 32),)
+    assert ss is not None
+    okm = hkdf(bytes(32), b"\xff" * 32 + dhs + ss, s["agree"] + binding, 96)
+    return okm[:32], okm[32:64], okm[64:]
 
 
 def pq_binding(ik_a: bytes, ik_b: bytes, spk: bytes, kem_pk: bytes, ct: bytes) -> bytes:
@@ -202,8 +195,8 @@ def pq_binding(ik_a: bytes, ik_b: bytes, spk: bytes, kem_pk: bytes, ct: bytes) -
 
 def kdf_rk(suite: int, rk: bytes, dh_out: bytes) -> tuple[bytes, bytes, bytes | None]:
     s = SUITES[suite]
-    okm = hkdf(rk, dh_out, s["root"], 96 if s["he"] else 64)
-    return okm[:32], okm[32:64], (okm[64:96] if s["he"] else None)
+    okm = hkdf(rk, dh_out, s["root"], 96)
+    return okm[:32], okm[32:64], okm[64:96]
 
 
 def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
@@ -217,37 +210,23 @@ def caead_keys(key: bytes, label: bytes) -> tuple[bytes, bytes]:
 
 
 def seal_body(suite: int, mks: bytes, ad: bytes, pt: bytes, r: bytes = b"") -> bytes:
-    """§4.3; suite 2 takes R = RNG(16)."""
+    """§4.3; R = RNG(16)."""
     s = SUITES[suite]
-    if s["pq"]:
-        assert len(r) == 16
-        ek, c = caead_keys(mks, s["msg"] + r)
-        return r + c + AESGCM(ek).encrypt(bytes(12), pt, ad)
-    k = hkdf(bytes(32), mks, s["msg"], 80)
-    p = padding.PKCS7(128).padder()
-    padded = p.update(pt) + p.finalize()
-    e = Cipher(algorithms.AES(k[:32]), modes.CBC(k[64:80])).encryptor()
-    ct = e.update(padded) + e.finalize()
-    return ct + hmac256(k[32:64], ad + ct)[:8]
+    assert len(r) == 16
+    ek, c = caead_keys(mks, s["msg"] + r)
+    return r + c + AESGCM(ek).encrypt(bytes(12), pt, ad)
 
 
 def open_body(suite: int, mks: bytes, ad: bytes, body: bytes) -> bytes:
     s = SUITES[suite]
-    if s["pq"]:
-        r = body[:16]
-        ek, c = caead_keys(mks, s["msg"] + r)
-        assert body[16:48] == c
-        return AESGCM(ek).decrypt(bytes(12), body[48:], ad)
-    k = hkdf(bytes(32), mks, s["msg"], 80)
-    ct, tag = body[:-8], body[-8:]
-    assert hmac256(k[32:64], ad + ct)[:8] == tag
-    d = Cipher(algorithms.AES(k[:32]), modes.CBC(k[64:80])).decryptor()
-    u = padding.PKCS7(128).unpadder()
-    return u.update(d.update(ct) + d.finalize()) + u.finalize()
+    r = body[:16]
+    ek, c = caead_keys(mks, s["msg"] + r)
+    assert body[16:48] == c
+    return AESGCM(ek).decrypt(bytes(12), body[48:], ad)
 
 
 def body_len(suite: int, n: int) -> int:
-    return n + 64 if SUITES[suite]["pq"] else 16 * (n // 16 + 1) + 8
+    return n + 64
 
 
 def seal_header(hk: bytes, nonce: bytes, header: bytes, ad: bytes) -> bytes:
@@ -301,8 +280,7 @@ class Party:
         a.DHs = a.keypair()
         a.DHr = spk_b
         a.RK, a.CKs, a.NHKs = kdf_rk(suite, sk[0], dh(a.DHs[0], spk_b))
-        if SUITES[suite]["he"]:
-            a.HKs, a.NHKr = sk[1], sk[2]
+        a.HKs, a.NHKr = sk[1], sk[2]
         return a
 
     @classmethod
@@ -310,8 +288,7 @@ class Party:
             rng: Callable[[int], bytes]) -> Party:  # fmt: skip
         b = cls(suite, ad, rng)
         b.DHs, b.RK = spk_pair, sk[0]
-        if SUITES[suite]["he"]:
-            b.NHKs, b.NHKr = sk[2], sk[1]
+        b.NHKs, b.NHKr = sk[2], sk[1]
         return b
 
     def encrypt(self, pt: bytes) -> bytes:
@@ -323,11 +300,7 @@ class Party:
         n = body_len(self.suite, len(pt))
         fields[10] = bytes(n)
         self.Ns += 1
-        if not SUITES[self.suite]["he"]:
-            fields[9] = header
-            prefix = cbor_map(fields)[:-n]
-            return prefix + seal_body(self.suite, mks, self.AD + prefix, pt)
-        # §5.2 suite 2: nonce = RNG(12), R = RNG(16); body under the blanked prefix, then the
+        # §5.2: nonce = RNG(12), R = RNG(16); body under the blanked prefix, then the
         # header over AD | blanked prefix | body.
         assert self.HKs is not None
         nonce, r = self.rng(12), self.rng(16)
@@ -342,20 +315,16 @@ class Party:
         f = cbor2.loads(frame)
         assert cbor_map(f) == frame
         hdr, body = f[9], f[10]
-        prefix = frame[: len(frame) - len(body)]
-        if SUITES[self.suite]["he"]:
-            prefix = cbor_map({**f, 9: bytes(100)})[: len(frame) - len(body)]  # §5.2 blanked
-            chain = None
-            for key, name in [(self.HKr, "cur"), (self.NHKr, "next")] + [
-                (k, "old") for _, k in reversed(self.OLD)
-            ]:
-                plain = open_header(key, hdr, self.AD + prefix + body)
-                if plain is not None:
-                    chain = name
-                    break
-            assert chain is not None and plain is not None
-        else:
-            plain = hdr
+        prefix = cbor_map({**f, 9: bytes(100)})[: len(frame) - len(body)]  # §5.2 blanked
+        chain = None
+        for key, name in [(self.HKr, "cur"), (self.NHKr, "next")] + [
+            (k, "old") for _, k in reversed(self.OLD)
+        ]:
+            plain = open_header(key, hdr, self.AD + prefix + body)
+            if plain is not None:
+                chain = name
+                break
+        assert chain is not None and plain is not None
         dh_pub, pn, n = plain[:32], struct.unpack(">I", plain[32:36])[0], struct.unpack(
             ">I", plain[36:40])[0]  # fmt: skip
         if (dh_pub, n) in self.SKIPPED:

@@ -512,7 +512,7 @@ def prepare_prekeys(
     ids: list[int] = []
     for i, opk in enumerate(opks):
         kem = fresh[i] if i < len(fresh) else None
-        if suite.pq and kem is None:
+        if kem is None:
             break
         bundles.append(PrekeyBundle.from_keys(suite, identity, spk, opk, kem).to_bytes())
         ids.append(opk.id)

@@ -168,7 +168,7 @@ class Device:
         bundles: list[bytes] = []
         for i, opk in enumerate(pk.one_time.values()):
             kem = fresh_kem[i] if i < len(fresh_kem) else None
-            if self.suite.pq and kem is None:
+            if kem is None:
                 break
             bundles.append(
                 PrekeyBundle(

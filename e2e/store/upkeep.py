@@ -95,12 +95,11 @@ def replenish(
     out = Replenished()
     for _ in range(target - len(tx.one_time_prekeys())):
         out.one_time.append(tx.add_one_time_prekey(KeyPair.generate(rng)))
-    if suite.pq:
-        have = sum(1 for k in tx.kem_prekeys() if not k.item.last_resort)
-        for _ in range(target - have):
-            pair = KemKeyPair.generate(rng)
-            sig = _sign(identity, kem_prekey_message(suite, pair.public), rng)
-            out.kem.append(tx.add_kem_prekey(pair, sig, False, created))
+    have = sum(1 for k in tx.kem_prekeys() if not k.item.last_resort)
+    for _ in range(target - have):
+        pair = KemKeyPair.generate(rng)
+        sig = _sign(identity, kem_prekey_message(suite, pair.public), rng)
+        out.kem.append(tx.add_kem_prekey(pair, sig, False, created))
     return out
 
 
@@ -113,7 +112,7 @@ def rotate(
     grace: int = GRACE,
     rng: Rng = os.urandom,
 ) -> Rotated:
-    """Add a new signed prekey (and last-resort KEM prekey for a PQ suite) when there is none
+    """Add a new signed prekey (and last-resort KEM prekey) when there is none
     or the newest is ``rotate_after`` seconds old; remove superseded ones after ``grace``."""
     t = int(time.time()) if now is None else now
     identity = tx.local_identity()
@@ -128,23 +127,22 @@ def rotate(
         if t - newer.created >= grace:
             tx.remove_signed_prekey(old.item.id)
             out.removed_signed.append(old.item.id)
-    if suite.pq:
-        resort = [k for k in tx.kem_prekeys() if k.item.last_resort]
-        if not resort or t - resort[-1].created >= rotate_after:
-            kem_pair = KemKeyPair.generate(rng)
-            sig = _sign(identity, kem_prekey_message(suite, kem_pair.public), rng)
-            out.last_resort = tx.add_kem_prekey(kem_pair, sig, True, t)
-            resort.append(out.last_resort)
-        for old_k, newer_k in zip(resort, resort[1:], strict=False):
-            if t - newer_k.created >= grace:
-                tx.remove_kem_prekey(old_k.item.id)
-                out.removed_kem.append(old_k.item.id)
+    resort = [k for k in tx.kem_prekeys() if k.item.last_resort]
+    if not resort or t - resort[-1].created >= rotate_after:
+        kem_pair = KemKeyPair.generate(rng)
+        sig = _sign(identity, kem_prekey_message(suite, kem_pair.public), rng)
+        out.last_resort = tx.add_kem_prekey(kem_pair, sig, True, t)
+        resort.append(out.last_resort)
+    for old_k, newer_k in zip(resort, resort[1:], strict=False):
+        if t - newer_k.created >= grace:
+            tx.remove_kem_prekey(old_k.item.id)
+            out.removed_kem.append(old_k.item.id)
     return out
 
 
 def bundle(tx: StoreTransaction, suite: Suite, *, use_one_time: bool = True) -> PrekeyBundle:
     """A bundle of the newest signed prekey, the oldest unused one-time prekey (if any and
-    ``use_one_time``) and, for a PQ suite, the oldest unused one-time KEM prekey or else
+    ``use_one_time``) and the oldest unused one-time KEM prekey or else
     the newest last-resort one. Prekeys are not consumed here: the relay hands each one-time
     prekey out once."""
     identity = tx.local_identity()
@@ -155,14 +153,13 @@ def bundle(tx: StoreTransaction, suite: Suite, *, use_one_time: bool = True) -> 
     opks = tx.one_time_prekeys() if use_one_time else []
     opk = opks[0] if opks else None
     kem: KemPrekey | None = None
-    if suite.pq:
-        kems = tx.kem_prekeys()
-        fresh = [k.item for k in kems if not k.item.last_resort] if use_one_time else []
-        resort = [k.item for k in kems if k.item.last_resort]
-        if fresh:
-            kem = fresh[0]
-        elif resort:
-            kem = resort[-1]
-        else:
-            raise StoreError("no KEM prekey: run rotate() first", "kem")
+    kems = tx.kem_prekeys()
+    fresh = [k.item for k in kems if not k.item.last_resort] if use_one_time else []
+    resort = [k.item for k in kems if k.item.last_resort]
+    if fresh:
+        kem = fresh[0]
+    elif resort:
+        kem = resort[-1]
+    else:
+        raise StoreError("no KEM prekey: run rotate() first", "kem")
     return PrekeyBundle.from_keys(suite, identity.public, spk, opk, kem)

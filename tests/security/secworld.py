@@ -90,7 +90,7 @@ class KeyCapture:
 
         def open_(suite, seed, ad, sealed):  # type: ignore[no-untyped-def]
             add(seed)
-            nonce = sealed[:16] if suite.pq else b""  # the body's R (SPEC.md §4.3)
+            nonce = sealed[:16]  # the body's R (SPEC.md §4.3)
             add(committing_keys(seed, suite.message_info + nonce)[0])
             out = orig[4](suite, seed, ad, sealed)
             self._used(seed)
