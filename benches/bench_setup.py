@@ -1,4 +1,4 @@
-"""X3DH (suite 1) and PQXDH (suite 2) session set-up with the first message, and floors."""
+"""PQXDH (suite 2) session set-up with the first message, and floors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from benches.conftest import run_case
-from benches.workloads import cases, established
+from benches.workloads import SUITE_NAMES, cases, established
 from e2e import KeyPair, LocalPrekeys, Session
 from e2e.suite import get_suite
 
@@ -19,11 +19,11 @@ def test_setup(benchmark: Any, workload: str, suite: int, size: str) -> None:
     run_case(benchmark, workload, suite, size)
 
 
-@pytest.mark.parametrize("suite", [2, 1], ids=["pq", "signal"])
+@pytest.mark.parametrize("suite", [2], ids=["pq"])
 def test_idle_state(benchmark: Any, suite: int) -> None:
     """Serialize an idle established session; records its size for check_ratios."""
     alice, bob = established(suite)
-    name = "pq" if suite == 2 else "signal"
+    name = SUITE_NAMES[suite]
     keys = LocalPrekeys.generate(KeyPair.generate(), get_suite(suite), one_time=1)
     waiting = Session.initiate(
         KeyPair.generate(), keys.bundle().to_bytes(), allowed_suites=(get_suite(suite),)

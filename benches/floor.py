@@ -28,10 +28,8 @@ PQ receiver of a new ratchet key (ping-pong): the header first fails under hkr's
   new hks AEAD too); then X25519(dhs, remote), HKDF-SHA256 (96 B),
   os.urandom(32) + X25519 base (new dhs), X25519(new dhs, remote), HKDF-SHA256 (96 B),
   chain_step and the body as above.
-SIGNAL suite (suite 1): plaintext header; body = HKDF-SHA256 (80 B) of the seed, PKCS7 pad,
-  AES-256-CBC, HMAC-SHA256 over AD | ct (truncated to 8 bytes); the receiver checks the
-  HMAC with compare_digest before CBC decryption and unpadding. Its ratchet step uses
-  HKDF-SHA256 (64 B).
+(libsignal's own schedule and wire format are e2e.libsignal, measured against libsignal
+itself in benches/libsignal_peer.py, not against a floor here.)
 """
 
 from __future__ import annotations
@@ -43,9 +41,8 @@ from typing import Any
 
 import cbor2
 import nacl.bindings as _nacl
-from cryptography.hazmat.primitives import hashes, hmac, padding
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import mlkem
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -57,8 +54,6 @@ _SHA512 = hashes.SHA512()
 _HEADER_LABEL = b"E2E_HeaderKeys\x01"
 _MSG_PREFIX = b"E2E_MessageKeys"
 _ROOT_INFO_PQ = b"E2E_Ratchet_HE"
-_ROOT_INFO_SIGNAL = b"WhisperRatchet"
-_MSG_INFO_SIGNAL = b"WhisperMessageKeys"
 _ZERO_NONCE = bytes(12)
 _SALT = bytes(32)
 _F = b"\xff" * 32
@@ -75,8 +70,8 @@ def _no_setup() -> tuple[()]:
 
 def _body_ad(suite: int, size: int) -> bytes:
     """AD | frame prefix of a normal message, the same length as e2e's."""
-    header_head = 2 + (100 if suite == 2 else 40)
-    if size + (16 + 32 + 16 if suite == 2 else 0) < 24:
+    header_head = 2 + 100
+    if size + 16 + 32 + 16 < 24:
         body_head = 1
     elif size < 256 - 64:
         body_head = 2
@@ -164,45 +159,6 @@ def _pq_open_body(ck: bytes, body_ad: bytes, sealed: bytes) -> bytes:
     return _pq_open_sealed(h.finalize(), body_ad, sealed)
 
 
-# -- the SIGNAL suite's per-message pieces -------------------------------------------------
-
-
-def _signal_seal(ck: bytes, body_ad: bytes, pt: bytes) -> bytes:
-    h = hmac.HMAC(ck, _SHA256)
-    h2 = h.copy()
-    h.update(b"\x01")
-    h2.update(b"\x02")
-    h2.finalize()
-    keys = HKDF(_SHA256, 80, None, _MSG_INFO_SIGNAL).derive(h.finalize())
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(pt) + padder.finalize()
-    enc = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).encryptor()
-    ct = enc.update(padded) + enc.finalize()
-    mac = hmac.HMAC(keys[32:64], _SHA256)
-    mac.update(body_ad)
-    mac.update(ct)
-    return ct + mac.finalize()[:8]
-
-
-def _signal_open(ck: bytes, body_ad: bytes, sealed: bytes) -> bytes:
-    h = hmac.HMAC(ck, _SHA256)
-    h2 = h.copy()
-    h.update(b"\x01")
-    h2.update(b"\x02")
-    h2.finalize()
-    keys = HKDF(_SHA256, 80, None, _MSG_INFO_SIGNAL).derive(h.finalize())
-    ct = sealed[:-8]
-    mac = hmac.HMAC(keys[32:64], _SHA256)
-    mac.update(body_ad)
-    mac.update(ct)
-    if not _hmac.compare_digest(mac.finalize()[:8], sealed[-8:]):
-        raise AssertionError("floor: MAC mismatch")
-    dec = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).decryptor()
-    padded = dec.update(ct) + dec.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    return unpadder.update(padded) + unpadder.finalize()
-
-
 # -- workloads -------------------------------------------------------------------------------
 
 
@@ -211,9 +167,7 @@ def encrypt(suite: int, size: int) -> tuple[Setup, Target]:
     pt = os.urandom(size)
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
-    if suite == 2:
-        return _no_setup, lambda: _pq_seal(k["ck"], k["hc"], body_ad, pt)
-    return _no_setup, lambda: _signal_seal(k["ck"], body_ad, pt)
+    return _no_setup, lambda: _pq_seal(k["ck"], k["hc"], body_ad, pt)
 
 
 def decrypt(suite: int, size: int) -> tuple[Setup, Target]:
@@ -221,16 +175,13 @@ def decrypt(suite: int, size: int) -> tuple[Setup, Target]:
     pt = os.urandom(size)
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
-    if suite == 2:
-        hdr, body = _pq_seal(k["ck"], k["hc"], body_ad, pt)
+    hdr, body = _pq_seal(k["ck"], k["hc"], body_ad, pt)
 
-        def pq_target() -> None:
-            _pq_open_header(k["hc"], body_ad + body, hdr)
-            _pq_open_body(k["ck"], body_ad, body)
+    def pq_target() -> None:
+        _pq_open_header(k["hc"], body_ad + body, hdr)
+        _pq_open_body(k["ck"], body_ad, body)
 
-        return _no_setup, pq_target
-    sealed = _signal_seal(k["ck"], body_ad, pt)
-    return _no_setup, lambda: _signal_open(k["ck"], body_ad, sealed)
+    return _no_setup, pq_target
 
 
 def oneway(suite: int, size: int) -> tuple[Setup, Target]:
@@ -239,15 +190,13 @@ def oneway(suite: int, size: int) -> tuple[Setup, Target]:
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
     ck, hc = k["ck"], k["hc"]
-    if suite == 2:
 
-        def pq_target() -> None:
-            hdr, body = _pq_seal(ck, hc, body_ad, pt)
-            _pq_open_header(hc, body_ad + body, hdr)
-            _pq_open_body(ck, body_ad, body)
+    def pq_target() -> None:
+        hdr, body = _pq_seal(ck, hc, body_ad, pt)
+        _pq_open_header(hc, body_ad + body, hdr)
+        _pq_open_body(ck, body_ad, body)
 
-        return _no_setup, pq_target
-    return _no_setup, lambda: _signal_open(ck, body_ad, _signal_seal(ck, body_ad, pt))
+    return _no_setup, pq_target
 
 
 def out_of_order(suite: int, size: int) -> tuple[Setup, Target]:
@@ -266,41 +215,22 @@ def out_of_order(suite: int, size: int) -> tuple[Setup, Target]:
         h2.finalize()
         return h.finalize()
 
-    if suite == 2:
-        # Every body is sealed under chain_step(ck)'s seed, so the stored seed opens it too.
-        hdr, body = _pq_seal(ck, hc, body_ad, pt)
+    # Every body is sealed under chain_step(ck)'s seed, so the stored seed opens it too.
+    hdr, body = _pq_seal(ck, hc, body_ad, pt)
 
-        def pq_target() -> None:
-            _pq_open_header(hc, body_ad + body, hdr)
-            seed = chain_step()  # the skipped message's seed, stored
-            _pq_open_body(ck, body_ad, body)
-            _pq_open_header(hc, body_ad + body, hdr)
-            _pq_open_sealed(seed, body_ad, body)
+    def pq_target() -> None:
+        _pq_open_header(hc, body_ad + body, hdr)
+        seed = chain_step()  # the skipped message's seed, stored
+        _pq_open_body(ck, body_ad, body)
+        _pq_open_header(hc, body_ad + body, hdr)
+        _pq_open_sealed(seed, body_ad, body)
 
-        return _no_setup, pq_target
-    sealed = _signal_seal(ck, body_ad, pt)
-
-    def signal_target() -> None:
-        seed = chain_step()
-        _signal_open(ck, body_ad, sealed)
-        keys = HKDF(_SHA256, 80, None, _MSG_INFO_SIGNAL).derive(seed)
-        ct = sealed[:-8]
-        mac = hmac.HMAC(keys[32:64], _SHA256)
-        mac.update(body_ad)
-        mac.update(ct)
-        if not _hmac.compare_digest(mac.finalize()[:8], sealed[-8:]):
-            raise AssertionError("floor: MAC mismatch")
-        dec = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).decryptor()
-        padded = dec.update(ct) + dec.finalize()
-        unpadder = padding.PKCS7(128).unpadder()
-        unpadder.update(padded) + unpadder.finalize()
-
-    return _no_setup, signal_target
+    return _no_setup, pq_target
 
 
 def _dh_step(suite: int, rk: bytes, dhs_secret: bytes, remote: bytes) -> tuple[bytes, bytes, bytes]:
     """A receiver's DH ratchet step: two root-key steps and a new ratchet key pair."""
-    info, length = (_ROOT_INFO_PQ, 96) if suite == 2 else (_ROOT_INFO_SIGNAL, 64)
+    info, length = _ROOT_INFO_PQ, 96
     out = HKDF(_SHA256, length, rk, info).derive(_nacl.crypto_scalarmult(dhs_secret, remote))
     secret = os.urandom(32)
     _nacl.crypto_scalarmult_base(secret)
@@ -316,28 +246,19 @@ def ping_pong(suite: int, size: int) -> tuple[Setup, Target]:
     ck, hk, other_hc, rk = k["ck"], k["hk"], k["other_hc"], os.urandom(32)
     secret = os.urandom(32)
     remote = _nacl.crypto_scalarmult_base(os.urandom(32))
-    if suite == 2:
+    def pq_target() -> None:
+        # Every message starts a chain: its sender derives the new header key's AEAD once,
+        # and so does the receiver, after the header fails (commitment compare only) under
+        # its current header key's cached AEAD.
+        hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
+        hdr_ad = body_ad + body
+        if _pq_open_header(other_hc, hdr_ad, hdr) is not None:
+            raise AssertionError("floor: header opened under the wrong key")
+        _pq_open_header(_pq_header_cipher(hk), hdr_ad, hdr)  # the next header key
+        _dh_step(2, rk, secret, remote)
+        _pq_open_body(ck, body_ad, body)
 
-        def pq_target() -> None:
-            # Every message starts a chain: its sender derives the new header key's AEAD
-            # once, and so does the receiver, after the header fails (commitment compare
-            # only) under its current header key's cached AEAD.
-            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
-            hdr_ad = body_ad + body
-            if _pq_open_header(other_hc, hdr_ad, hdr) is not None:
-                raise AssertionError("floor: header opened under the wrong key")
-            _pq_open_header(_pq_header_cipher(hk), hdr_ad, hdr)  # the next header key
-            _dh_step(2, rk, secret, remote)
-            _pq_open_body(ck, body_ad, body)
-
-        return _no_setup, pq_target
-
-    def signal_target() -> None:
-        body = _signal_seal(ck, body_ad, pt)
-        _dh_step(1, rk, secret, remote)
-        _signal_open(ck, body_ad, body)
-
-    return _no_setup, signal_target
+    return _no_setup, pq_target
 
 
 _ED_PUBLIC, _ED_SECRET = _nacl.crypto_sign_keypair()
@@ -349,7 +270,7 @@ def _ed25519_signed(message: bytes) -> tuple[bytes, bytes]:
 
 
 def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
-    """X3DH (suite 1) / PQXDH (suite 2) with a one-time prekey, the first message of
+    """PQXDH (suite 2) with a one-time prekey, the first message of
     ``size`` bytes, and the responder's acceptance of it (which is one DH ratchet step)."""
     pt = os.urandom(size)
     body_ad = _prekey_body_ad(suite, size)
@@ -357,7 +278,7 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
     ck, hk = k["ck"], k["hk"]
     ik_a, ik_b, spk, opk = (os.urandom(32) for _ in range(4))
     ik_b_pub, spk_pub, opk_pub = (_nacl.crypto_scalarmult_base(x) for x in (ik_b, spk, opk))
-    ed_public, signed_spk = _ed25519_signed(os.urandom(46 if suite == 2 else 33))
+    ed_public, signed_spk = _ed25519_signed(os.urandom(46))
     _, signed_kem = _ed25519_signed(os.urandom(13 + 1569))
     kem = mlkem.MLKEM1024PrivateKey.generate()
     kem_pk = kem.public_key().public_bytes_raw()
@@ -367,8 +288,7 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
     def target() -> None:
         # initiator: check the bundle, agree, make the first ratchet key, seal message 1
         _nacl.crypto_sign_open(signed_spk, ed_public)
-        if suite == 2:
-            _nacl.crypto_sign_open(signed_kem, ed_public)
+        _nacl.crypto_sign_open(signed_kem, ed_public)
         ek = os.urandom(32)
         ek_pub = _nacl.crypto_scalarmult_base(ek)
         dhs = (
@@ -377,19 +297,12 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
             + scalarmult(ek, spk_pub)
             + scalarmult(ek, opk_pub)
         )
-        if suite == 2:
-            ss, ct = mlkem.MLKEM1024PublicKey.from_public_bytes(kem_pk).encapsulate()
-            HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
-        else:
-            HKDF(_SHA256, 32, _SALT, b"WhisperText").derive(_F + dhs)
+        ss, ct = mlkem.MLKEM1024PublicKey.from_public_bytes(kem_pk).encapsulate()
+        HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
         dhs_a = os.urandom(32)
         _nacl.crypto_scalarmult_base(dhs_a)
-        info_rk, length = (_ROOT_INFO_PQ, 96) if suite == 2 else (_ROOT_INFO_SIGNAL, 64)
-        HKDF(_SHA256, length, ck, info_rk).derive(scalarmult(dhs_a, spk_pub))
-        if suite == 2:
-            hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
-        else:
-            body = _signal_seal(ck, body_ad, pt)
+        HKDF(_SHA256, 96, ck, _ROOT_INFO_PQ).derive(scalarmult(dhs_a, spk_pub))
+        hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
         # responder: agree, open the first message (one DH ratchet step)
         dhs = (
             scalarmult(spk, ik_a)
@@ -397,36 +310,31 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
             + scalarmult(spk, ek_pub)
             + scalarmult(opk, ek_pub)
         )
-        if suite == 2:
-            ss = kem.decapsulate(ct)
-            HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
-            _pq_open_header(_pq_header_cipher(hk), body_ad + body, hdr)
-            _dh_step(2, ck, spk, ek_pub)
-            _pq_open_body(ck, body_ad, body)
-        else:
-            HKDF(_SHA256, 32, _SALT, b"WhisperText").derive(_F + dhs)
-            _dh_step(1, ck, spk, ek_pub)
-            _signal_open(ck, body_ad, body)
+        ss = kem.decapsulate(ct)
+        HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
+        _pq_open_header(_pq_header_cipher(hk), body_ad + body, hdr)
+        _dh_step(2, ck, spk, ek_pub)
+        _pq_open_body(ck, body_ad, body)
 
     return _no_setup, target
 
 
 def _prekey_body_ad(suite: int, size: int) -> bytes:
     """AD | frame prefix of a prekey message (identity, base key, ids, KEM ciphertext)."""
-    extra = 1 + 34 + 1 + 34 + 1 + 5 + 1 + 5 + (1 + 5 + 1 + 3 + 1568 if suite == 2 else 0)
+    extra = 1 + 34 + 1 + 34 + 1 + 5 + 1 + 5 + (1 + 5 + 1 + 3 + 1568)
     return _body_ad(suite, size) + os.urandom(extra)
 
 
 def frame_encode(suite: int, size: int) -> tuple[Setup, Target]:
     """cbor2.dumps of a message frame's map."""
-    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100 if suite == 2 else 40)}
-    fields[10] = os.urandom(size + 64 if suite == 2 else (size // 16 + 1) * 16 + 8)
+    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100)}
+    fields[10] = os.urandom(size + 64)
     return _no_setup, lambda: cbor2.dumps(fields)
 
 
 def frame_decode(suite: int, size: int) -> tuple[Setup, Target]:
     """cbor2.loads of a message frame."""
-    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100 if suite == 2 else 40)}
-    fields[10] = os.urandom(size + 64 if suite == 2 else (size // 16 + 1) * 16 + 8)
+    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100)}
+    fields[10] = os.urandom(size + 64)
     raw = cbor2.dumps(fields)
     return _no_setup, lambda: cbor2.loads(raw)

@@ -19,9 +19,9 @@ from typing import Any
 import cbor2
 
 from benches import floor
-from e2e import PQ, SIGNAL, E2EError, KeyPair, LocalPrekeys, Session
-from e2e.constants import MAX_SKIP, MAX_SKIP_CLEAR_HEADER
-from e2e.frame import K, decode_message, encode_message
+from e2e import PQ, E2EError, KeyPair, LocalPrekeys, Session
+from e2e.constants import MAX_SKIP
+from e2e.frame import SEALED_HEADER_LEN, K, decode_message, encode_message
 from e2e.ratchet import sealed_body_len
 from e2e.suite import get_suite
 
@@ -30,7 +30,7 @@ Target = Callable[..., object]
 Factory = Callable[[int, int], tuple[Setup, Target]]
 
 SIZES = {"256B": 256, "4KiB": 4096, "64KiB": 65536}
-SUITE_NAMES = {1: "signal", 2: "pq"}
+SUITE_NAMES = {2: "pq"}
 
 
 def _no_setup() -> tuple[()]:
@@ -113,7 +113,7 @@ def session_setup(suite_id: int, size: int) -> tuple[Setup, Target]:
 
 def frame_encode(suite_id: int, size: int) -> tuple[Setup, Target]:
     suite = get_suite(suite_id)
-    header = os.urandom(100 if suite.header_encryption else 40)
+    header = os.urandom(SEALED_HEADER_LEN)
     body_len = sealed_body_len(suite, size)
     body = os.urandom(body_len)
     return _no_setup, lambda: encode_message(suite, header, None, body_len, lambda _: body)
@@ -121,7 +121,7 @@ def frame_encode(suite_id: int, size: int) -> tuple[Setup, Target]:
 
 def frame_decode(suite_id: int, size: int) -> tuple[Setup, Target]:
     suite = get_suite(suite_id)
-    header = os.urandom(100 if suite.header_encryption else 40)
+    header = os.urandom(SEALED_HEADER_LEN)
     body_len = sealed_body_len(suite, size)
     body = os.urandom(body_len)
     raw = encode_message(suite, header, None, body_len, lambda _: body)
@@ -164,34 +164,29 @@ def _with_header(raw: bytes, header: bytes) -> bytes:
 
 
 def hostile_forged_header(suite: int, size: int) -> tuple[Setup, Target]:
-    """A header no key of the receiver opens. Suite 2: random sealed-header bytes, tried
-    under the current, next and every old chain's header key. Suite 1 (clear headers): a new
-    random ratchet key with N = 0, so one X25519 and one chain step before the MAC fails."""
+    """A header no key of the receiver opens: random sealed-header bytes, tried under the
+    current, next and every old chain's header key."""
     alice, bob = _with_old_chains(suite)
     raw = alice.encrypt(os.urandom(size))
-    header = os.urandom(100) if suite == PQ.id else os.urandom(32) + bytes(8)
+    header = os.urandom(SEALED_HEADER_LEN)
     return _no_setup, _rejected(bob, _with_header(raw, header))
 
 
 def hostile_forged_body(suite: int, size: int) -> tuple[Setup, Target]:
     """The peer's genuine next frame (a new chain: a DH ratchet step) with one body byte
-    changed. Suite 2 refuses it at the header, which authenticates the body."""
+    changed. It is refused at the header, which authenticates the body."""
     alice, bob = established(suite)
     raw = alice.encrypt(os.urandom(size))
     return _no_setup, _rejected(bob, raw[:-1] + bytes([raw[-1] ^ 1]))
 
 
 def hostile_max_skip(suite: int, size: int) -> tuple[Setup, Target]:
-    """The costliest frame to reject. Suite 1: a forged new-chain header whose N is the
-    whole budget (MAX_SKIP_CLEAR_HEADER chain steps and one X25519 before the MAC fails).
-    Suite 2: the peer's genuine frame MAX_SKIP messages ahead with its body changed."""
+    """The costliest frame to reject: the peer's genuine frame MAX_SKIP messages ahead with its
+    body changed (its header authenticates the body, so it is refused before any key is
+    derived)."""
     alice, bob = established(suite)
-    if suite == PQ.id:
-        raw = [alice.encrypt(os.urandom(size)) for _ in range(MAX_SKIP + 1)][-1]
-        return _no_setup, _rejected(bob, raw[:-1] + bytes([raw[-1] ^ 1]))
-    raw = alice.encrypt(os.urandom(size))
-    header = os.urandom(32) + bytes(4) + MAX_SKIP_CLEAR_HEADER.to_bytes(4, "big")
-    return _no_setup, _rejected(bob, _with_header(raw, header))
+    raw = [alice.encrypt(os.urandom(size)) for _ in range(MAX_SKIP + 1)][-1]
+    return _no_setup, _rejected(bob, raw[:-1] + bytes([raw[-1] ^ 1]))
 
 
 @dataclass(frozen=True)
@@ -238,7 +233,7 @@ def cases() -> list[tuple[str, int, str]]:
     return [
         (w.name, suite, size)
         for w in WORKLOADS.values()
-        for suite in (PQ.id, SIGNAL.id)
+        for suite in (PQ.id,)
         for size in w.sizes
     ]
 
