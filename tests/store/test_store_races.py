@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from e2e import SIGNAL
+from e2e import PQ
 from e2e.errors import DecryptError, PrekeyReused
 from e2e.store import Address
 from tests.store.test_store_conformance import ALICE, BOB, get_bundle, setup_device
@@ -39,10 +39,10 @@ def _waiting_backends(dsn: str) -> int:
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 def test_concurrent_workers_set_up_one_session(backend: Any) -> None:
     a = backend.open(name="a")
-    setup_device(a, SIGNAL)
-    setup_device(backend.open(name="b"), SIGNAL, one_time=0)  # no one-time prekey
+    setup_device(a, PQ)
+    setup_device(backend.open(name="b"), PQ, one_time=0)  # no one-time prekey
     with a.transaction() as tx:
-        tx.initiate(BOB, get_bundle(backend.open(name="b"), SIGNAL), allowed_suites=(SIGNAL,))
+        tx.initiate(BOB, get_bundle(backend.open(name="b"), PQ), allowed_suites=(PQ,))
     with a.transaction() as tx:
         first = tx.encrypt(BOB, b"one session only")
     w1, w2 = backend.open(name="b"), backend.open(name="b")
@@ -54,7 +54,7 @@ def test_concurrent_workers_set_up_one_session(backend: Any) -> None:
     def worker1() -> None:
         try:
             with w1.transaction() as tx:
-                outcome["w1"] = tx.decrypt(ALICE, first, allowed_suites=(SIGNAL,))
+                outcome["w1"] = tx.decrypt(ALICE, first, allowed_suites=(PQ,))
                 decrypted.set()
                 assert release.wait(30)
         except BaseException as exc:  # pragma: no cover - reported below
@@ -64,7 +64,7 @@ def test_concurrent_workers_set_up_one_session(backend: Any) -> None:
     def worker2() -> None:
         try:
             with w2.transaction() as tx:
-                outcome["w2"] = tx.decrypt(MALLORY, first, allowed_suites=(SIGNAL,))
+                outcome["w2"] = tx.decrypt(MALLORY, first, allowed_suites=(PQ,))
         except BaseException as exc:
             outcome["w2"] = exc
 
@@ -89,4 +89,4 @@ def test_concurrent_workers_set_up_one_session(backend: Any) -> None:
         assert tx.get_identity(MALLORY) is None
     # and the loser's retry, now serialized, is refused the same way
     with pytest.raises((PrekeyReused, DecryptError)), w2.transaction() as tx:
-        tx.decrypt(MALLORY, first, allowed_suites=(SIGNAL,))
+        tx.decrypt(MALLORY, first, allowed_suites=(PQ,))
