@@ -29,7 +29,6 @@ from typing import Final, Literal
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
     Ed25519PublicKey,
 )
 
@@ -37,6 +36,7 @@ from e2e.errors import CertificateError, DecodeError, InvalidKey, KeyChangePendi
 from e2e.frame import Field, decode_map, encode_map
 from e2e.keys import X25519_LEN
 from e2e.platform.envelope import check_account
+from e2e.platform.transparency import Ed25519Signer
 
 __all__ = [
     "BUSINESS_LABEL",
@@ -107,22 +107,10 @@ class BusinessCertificate:
         return cls(check_account(obj[1]), _check_display(obj[2]), obj[3], obj[4], obj[5], obj[6])
 
 
-class PlatformSigner:
+class PlatformSigner(Ed25519Signer):
     """The platform's certifying key (Ed25519). Its ``repr`` shows no key material."""
 
-    def __init__(self, private: bytes | None = None) -> None:
-        try:
-            self._key = (
-                Ed25519PrivateKey.generate()
-                if private is None
-                else Ed25519PrivateKey.from_private_bytes(private)
-            )
-        except ValueError:
-            raise InvalidKey("platform key must be 32 bytes") from None
-        self.public = self._key.public_key().public_bytes_raw()
-
-    def __repr__(self) -> str:
-        return "PlatformSigner(...)"
+    _what = "platform key"
 
     def certify(
         self, account: bytes, display_name: str, identity: bytes, now: int, valid_for: int

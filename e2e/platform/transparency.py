@@ -338,8 +338,11 @@ class SignedTreeHead:
             raise InvalidProof("tree head signature does not verify under the log key") from None
 
 
-class LogSigner:
-    """The relay's log key (Ed25519). Its ``repr`` shows no key material."""
+class Ed25519Signer:
+    """An Ed25519 signing key held by a platform role (a fresh one, or one loaded from its
+    32 private bytes); ``public`` is its public key. Its ``repr`` shows no key material."""
+
+    _what = "signing key"
 
     def __init__(self, private: bytes | None = None) -> None:
         try:
@@ -349,14 +352,20 @@ class LogSigner:
                 else Ed25519PrivateKey.from_private_bytes(private)
             )
         except ValueError:
-            raise InvalidKey("log key must be 32 bytes") from None
+            raise InvalidKey(f"{self._what} must be 32 bytes") from None
         self.public = self._key.public_key().public_bytes_raw()
 
     def __repr__(self) -> str:
-        return "LogSigner(...)"
+        return f"{type(self).__name__}(...)"
 
     def private_bytes(self) -> bytes:
         return self._key.private_bytes_raw()
+
+
+class LogSigner(Ed25519Signer):
+    """The relay's log key (Ed25519), signing tree heads."""
+
+    _what = "log key"
 
     def sign(self, head: TreeHead) -> SignedTreeHead:
         return SignedTreeHead(head, self._key.sign(head.signed_bytes()))
