@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cbor2
 import httpx
 import pytest
 import secworld as sw
@@ -32,22 +33,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
 from relayhelp import RelayProcess, fresh_pg_db, pg_or_skip  # noqa: E402
 
-from e2e import LocalPrekeys, PrekeyBundle, Session  # noqa: E402
+from e2e import PrekeyBundle, Session  # noqa: E402
 from e2e.client import Client, state  # noqa: E402
 from e2e.client.http import HttpRelay  # noqa: E402
 from e2e.errors import (  # noqa: E402
     AuthenticationFailed,
+    DecodeError,
     DuplicateMessage,
     E2EError,
-    SuiteMismatch,
+    UnknownSuite,
 )
+from e2e.frame import K  # noqa: E402
 from e2e.keys import KeyPair  # noqa: E402
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.envelope import Delivery, Envelope  # noqa: E402
 from e2e.platform.policy import MessageClass  # noqa: E402
 from e2e.platform.roles import UntrustedDevice  # noqa: E402
 from e2e.store.sqlite import SqliteStore  # noqa: E402
-from e2e.suite import SIGNAL  # noqa: E402
 
 _T = TypeVar("_T")
 
@@ -404,43 +406,59 @@ class BundleSwap:
         return getattr(self.inner, name)
 
 
+def _relabelled(raw: bytes, drop: tuple[int, ...], suite: int) -> bytes:
+    """``raw`` (a canonical CBOR map) with the keys ``drop`` removed and its suite id set."""
+    fields = {k: v for k, v in cbor2.loads(raw).items() if k not in drop}
+    return cbor2.dumps(dict(sorted({**fields, K.SUITE: suite}.items())))
+
+
 def test_pq_to_classical_downgrade_refused(net: Net) -> None:
+    """There is no classical frame suite to fall back to (suite 1 is retired, SPEC §1): a
+    relay serving the agent's PQ bundle stripped of its KEM prekey (as suite 1, or still as
+    suite 2) makes the sender refuse before anything is encrypted, and a PQ initial message
+    relabelled as suite 1 is refused by the agent's device with its store unchanged."""
+
     async def go() -> None:
         w = World(net)
         cust, (agent,) = await w.start()
-        agent_key = await agent._tx(lambda tx: tx.local_identity())
-        pq = PrekeyBundle.from_bytes(await cust.transport.fetch_bundle(agent.addr))
-        relabelled = PrekeyBundle(SIGNAL, pq.identity_key, pq.spk_id, pq.spk, pq.spk_signature)
-        classical = LocalPrekeys.generate(agent_key, SIGNAL).bundle()  # under the agent's key
-        # A second customer whose relay serves the agent's keys as a classical bundle (signed
-        # by the agent's identity, or the PQ bundle stripped and relabelled): nothing is sent.
+        raw = await cust.transport.fetch_bundle(agent.addr)
+        kem = (K.KEM_ID, K.KEM_PK, K.KEM_SIG)
+        stripped_as_1 = _relabelled(raw, kem, 1)
+        relabelled_as_1 = _relabelled(raw, (), 1)
+        stripped_as_2 = _relabelled(raw, kem, 2)
         name = f"dg{os.urandom(4).hex()}"
         dg = await Client.create_account(net.opener(name), w.http.connect, name, "customer",
                                          prekeys=4, auto_receipts=False)  # fmt: skip
         w.clients.append(dg)
         honest = dg.transport
-        for bad in (classical, relabelled):
-            dg.transport = BundleSwap(honest, bad.to_bytes())  # type: ignore[assignment]
-            with pytest.raises(SuiteMismatch):
+        for bad, error in (
+            (stripped_as_1, UnknownSuite),
+            (relabelled_as_1, UnknownSuite),
+            (stripped_as_2, DecodeError),
+        ):
+            dg.transport = BundleSwap(honest, bad)  # type: ignore[assignment]
+            with pytest.raises(error):
                 await dg.send(w.shop_name, "downgraded?")
             assert await dg.pending() == []
         dg.transport = honest
         assert await agent.transport.fetch() == []
         await dg.send(w.shop_name, "control: the honest PQ bundle")  # the method itself works
         assert [m.body for m in await agent.sync()] == [b"control: the honest PQ bundle"]
-        # A suite-1 initial message from that customer's own device key (an old client, or
-        # the attacker replaying one) handed to the PQ agent device: refused, nothing stored.
-        old = LocalPrekeys.generate(agent_key, SIGNAL)
+        # A PQ initial message from that customer's device key, relabelled as suite 1 (KEM
+        # fields kept or stripped), handed to the agent device: refused, nothing stored.
         sender = await dg._tx(lambda tx: tx.local_identity())
-        frame = Session.initiate(sender, old.bundle(), allowed_suites=(SIGNAL,)).encrypt(b"x")
-        env = Envelope(MessageClass.SERVICE, dg.addr.account, dg.addr.device,
-                       agent.addr.account, agent.addr.account,
-                       agent.addr.device, os.urandom(16), bytes(32), frame)  # fmt: skip
+        frame = Session.initiate(sender, await cust.transport.fetch_bundle(agent.addr)).encrypt(
+            b"x"
+        )
         path = net.store_path(w.shop_name)
-        before = rows(path)
-        with pytest.raises(SuiteMismatch):
-            await open_raw(agent, Delivery(env.to_bytes(), 0, bytes(32), 1).to_bytes())
-        assert rows(path) == before
+        for drop in ((), (K.KEM_ID, K.KEM_CT)):
+            env = Envelope(MessageClass.SERVICE, dg.addr.account, dg.addr.device,
+                           agent.addr.account, agent.addr.account, agent.addr.device,
+                           os.urandom(16), bytes(32), _relabelled(frame, drop, 1))  # fmt: skip
+            before = rows(path)
+            with pytest.raises(UnknownSuite):
+                await open_raw(agent, Delivery(env.to_bytes(), 0, bytes(32), 1).to_bytes())
+            assert rows(path) == before
         await w.close()
 
     run(go)
