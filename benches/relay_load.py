@@ -97,7 +97,7 @@ def _pct(lat: list[float], q: float) -> float:
 
 
 def run_case(
-    db: str, procs: int, clients: int, seconds: float, per_client: int
+    db: str, procs: int, clients: int, seconds: float, per_client: int, profile: str = ""
 ) -> dict[str, float]:
     relays = [
         RelayProcess(db, extra=["--rate", "100000", "--burst", "100000", "--log-level", "warning"])
@@ -125,7 +125,19 @@ def run_case(
                 noop_jobs.append((wire.Path.NOOP, body, {"content-type": wire.CONTENT_TYPE}))
         out: dict[str, float] = {}
         for name, jobs in (("noop", noop_jobs), ("submit", submit_jobs), ("noop2", noop_jobs)):
+            spy = None
+            if profile and name == "submit":
+                import subprocess
+
+                assert relays[0].proc is not None
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "-p", str(relays[0].proc.pid), "-d", str(int(seconds)),
+                     "-f", "speedscope", "-o", profile, "--threads"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
             rate, lat, bad = asyncio.run(_drive(urls, jobs, clients, seconds))
+            if spy is not None:
+                spy.wait()
             out[f"{name}_rps"] = rate
             out[f"{name}_p50"] = _pct(lat, 50)
             out[f"{name}_p99"] = _pct(lat, 99)
@@ -152,6 +164,7 @@ def main() -> int:
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--pg-dsn", default=os.environ.get("E2E_BENCH_PG_DSN"))
     ap.add_argument("--no-sqlite", action="store_true")
+    ap.add_argument("--profile", default="", help="py-spy the first relay during submit")
     ns = ap.parse_args()
     per_client = 60
     backends: list[tuple[str, str]] = []
@@ -167,7 +180,7 @@ def main() -> int:
     for name, dsn in backends:
         for procs in ns.procs:
             db = fresh_pg_db(dsn) if dsn else str(Path(tmp) / f"relay-{procs}.db")
-            r = run_case(db, procs, ns.clients, ns.seconds, per_client)
+            r = run_case(db, procs, ns.clients, ns.seconds, per_client, ns.profile)
             noop = max(r["noop_rps"], r["noop2_rps"])
             split = ", ".join(
                 f"{k[2:]} {v * 1000:.2f} ms"

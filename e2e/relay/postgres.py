@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
@@ -133,7 +133,7 @@ class PostgresRelayStore(RelayStore):
                 raise StoreError(f"relay database error: {type(exc).__name__}") from None
         raise StoreError("relay database kept conflicting")
 
-    def listen(self, wake: Callable[[bytes, int], None]) -> None:
+    def listen(self, wake: Callable[[Sequence[tuple[bytes, int]]], None]) -> None:
         if self._listener is not None:
             return
 
@@ -158,9 +158,10 @@ class PostgresRelayStore(RelayStore):
         self.pool.close()
 
 
-def _deliver(wake: Callable[[bytes, int], None], payload: Any) -> None:
+def _deliver(wake: Callable[[Sequence[tuple[bytes, int]]], None], payload: Any) -> None:
     account, _, device = str(payload).partition(":")
     try:
-        wake(bytes.fromhex(account), int(device))
+        woken = [(bytes.fromhex(account), int(device))]
     except ValueError:
         return
+    wake(woken)

@@ -111,6 +111,8 @@ DEDUP_SECONDS: Final = 7 * 24 * 3600
 #: FRANKING_RETIRE_SECONDS are retired (erased): reports must come within that time.
 FRANKING_ROTATE_SECONDS: Final = 30 * 24 * 3600
 FRANKING_RETIRE_SECONDS: Final = 180 * 24 * 3600
+#: Most device identity keys remembered per process (the cache is emptied when full).
+IDENTITY_CACHE: Final = 100_000
 
 
 def encode_chat(business: bytes, customer: bytes, chat: ChatState, now: int,
@@ -153,6 +155,7 @@ class RelayService:
         self.rng = rng
         self.share = share
         self.dedup_seconds = dedup_seconds
+        self._identities: dict[Caller, bytes] = {}
         self._keys: list[FrankingKey] = []
         self._keys_lock = threading.Lock()
         self.refresh_franking_keys()
@@ -296,11 +299,26 @@ class RelayService:
     # -- authentication ------------------------------------------------------------------
 
     def identity_of(self, token: AuthToken) -> bytes:
-        """The registered identity key of the token's device (401 if none)."""
-        ident = self.store.read(lambda tx: tx.device_identity(token.account, token.device_id))
+        """The registered identity key of the token's device (401 if none), read from the
+        store and remembered for :meth:`known_identity`."""
+        caller = (token.account, token.device_id)
+        ident = self.store.read(lambda tx: tx.device_identity(*caller))
         if ident is None:
             raise Unauthenticated("unknown device")
+        if len(self._identities) >= IDENTITY_CACHE:
+            self._identities.clear()
+        self._identities[caller] = ident
         return ident
+
+    def known_identity(self, caller: Caller) -> bytes | None:
+        """The identity key this process last read for the device, if any. Only a hint for
+        checking a request's signature early: :meth:`consume_nonce` compares it with the
+        stored key inside the request's transaction, so a stale entry (a device removed or
+        re-keyed, maybe by another relay process) refuses the request and is forgotten."""
+        return self._identities.get(caller)
+
+    def forget_identity(self, caller: Caller) -> None:
+        self._identities.pop(caller, None)
 
     def check_time(self, token: AuthToken) -> None:
         if abs(token.timestamp - self.clock()) > AUTH_SKEW:
@@ -312,6 +330,7 @@ class RelayService:
         if identity is not None:
             current = tx.device_identity(token.account, token.device_id)
             if current is None or not hmac.compare_digest(current, identity):
+                self.forget_identity((token.account, token.device_id))
                 raise Unauthenticated("device changed during the request")
         if not tx.use_nonce(
             token.account, token.device_id, token.nonce, token.timestamp + AUTH_SKEW + 1

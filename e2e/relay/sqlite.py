@@ -13,13 +13,14 @@ wake-ups do not cross processes here; waiters in other processes see new mail at
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
 from e2e.errors import StoreError
 from e2e.relay.store import SCHEMA, RelayStore, SqlTx, Tx
@@ -60,7 +61,20 @@ class _SqliteTx(SqlTx):
         return int(row[0])
 
 
-_Job = tuple[Callable[[Tx], Any], "Future[Any]"]
+#: Where a job's outcome goes: a thread's future, or a coroutine's future on its loop.
+_Sink: TypeAlias = Future[Any] | tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]
+_Job: TypeAlias = tuple[Callable[[Tx], Any], _Sink]
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the loop: hand a committed group's outcomes to the coroutines awaiting them."""
+    for fut, ok, value in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
 
 
 class SqliteRelayStore(RelayStore):
@@ -83,7 +97,7 @@ class SqliteRelayStore(RelayStore):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
         self._lock = threading.Lock()
-        self._wake: Callable[[bytes, int], None] | None = None
+        self._wake: Callable[[Sequence[tuple[bytes, int]]], None] | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="relay-sqlite", daemon=True)
         self._writer.start()
@@ -91,7 +105,7 @@ class SqliteRelayStore(RelayStore):
         self._readers = threading.local()
         self._all_readers: list[sqlite3.Connection] = []
 
-    def listen(self, wake: Callable[[bytes, int], None]) -> None:
+    def listen(self, wake: Callable[[Sequence[tuple[bytes, int]]], None]) -> None:
         self._wake = wake
 
     def read(self, fn: Callable[[Tx], T]) -> T:
@@ -144,9 +158,8 @@ class SqliteRelayStore(RelayStore):
 
     def _woke(self, woken: list[tuple[bytes, int]]) -> None:
         wake = self._wake
-        if wake is not None:
-            for account, device_id in woken:
-                wake(account, device_id)
+        if wake is not None and woken:
+            wake(woken)
 
     def run(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in its own savepoint of the next group transaction; its result once
@@ -155,6 +168,14 @@ class SqliteRelayStore(RelayStore):
         self._queue.put((fn, fut))
         result: T = fut.result()
         return result
+
+    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
+        """As :meth:`run`, awaited: the writer thread settles the whole group's futures with
+        one call onto the loop, and no other thread waits for the commit."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put((fn, (loop, fut)))
+        return await fut
 
     def _write_loop(self) -> None:
         while True:
@@ -182,8 +203,7 @@ class SqliteRelayStore(RelayStore):
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 err = StoreError(f"relay database busy: {type(exc).__name__}")
-                for _, fut in jobs:
-                    fut.set_exception(err)
+                self._finish(jobs, [(False, err)] * len(jobs))
                 return
             for fn, _ in jobs:
                 tx = _SqliteTx(cur)
@@ -210,15 +230,25 @@ class SqliteRelayStore(RelayStore):
                 except sqlite3.Error:
                     pass
                 err = StoreError(f"relay commit failed: {type(exc).__name__}")
-                for _, fut in jobs:
-                    fut.set_exception(err)
+                self._finish(jobs, [(False, err)] * len(jobs))
                 return
-        for (_, fut), (ok, value) in zip(jobs, outcomes, strict=True):
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
         self._woke(woken)
+        self._finish(jobs, outcomes)
+
+    @staticmethod
+    def _finish(jobs: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
+        on_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+        for (_, sink), (ok, value) in zip(jobs, outcomes, strict=True):
+            if isinstance(sink, Future):
+                if ok:
+                    sink.set_result(value)
+                else:
+                    sink.set_exception(value)
+            else:
+                on_loop.setdefault(sink[0], []).append((sink[1], ok, value))
+        for loop, items in on_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_settle, items)
 
     def close(self) -> None:
         self._queue.put(None)

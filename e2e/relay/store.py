@@ -14,7 +14,9 @@ backend supplies connections, the placeholder style and the one-time prekey clai
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -557,12 +559,19 @@ class RelayStore(abc.ABC):
         with self.transaction() as tx:
             return fn(tx)
 
+    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
+        """:meth:`run` for a coroutine: by default on a thread of ``executor``. A backend
+        with a writer thread of its own hands ``fn`` to it and blocks no thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self.run, fn)
+
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run a read-only ``fn`` (it must not write); by default as :meth:`run`."""
         return self.run(fn)
 
-    def listen(self, wake: Callable[[bytes, int], None]) -> None:  # noqa: B027
-        """Call ``wake(account, device)`` when another process delivers mail (if it can)."""
+    def listen(self, wake: Callable[[Sequence[tuple[bytes, int]]], None]) -> None:  # noqa: B027
+        """Call ``wake([(account, device), ...])`` when mail is delivered: by this process's
+        own transactions, and by other processes' if the backend can tell (any thread)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

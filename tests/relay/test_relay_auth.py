@@ -117,3 +117,42 @@ def test_rate_limit(relay_db: str, tmp_path: object) -> None:
             assert 'e2e_relay_refused_total{code="rate_limited"}' in metrics
     finally:
         proc.stop()
+
+
+def test_a_device_rekeyed_or_removed_through_another_process(relay_db: str) -> None:
+    """A relay process remembers device keys to check signatures before any store work; a
+    key changed through another relay process must count there at once: the old key is
+    refused (401, nothing delivered), the new key is accepted on its first request, and a
+    removed device is refused."""
+    a = RelayProcess(relay_db).start()
+    b = RelayProcess(relay_db).start()
+    try:
+        with (
+            httpx.Client(base_url=a.url, timeout=30) as ca,
+            httpx.Client(base_url=b.url, timeout=30) as cb,
+        ):
+            biz = new_device(ca, b"biz", BUSINESS)
+            cust = new_device(ca, b"cust", CUSTOMER)
+            second = Dev(ca, cust.acct, 2)
+            second.register()
+            for dev in (cust, second):  # relay b now knows both devices' keys
+                dev.http = cb
+                dev.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
+            rekeyed = Dev(ca, cust.acct, 1)  # device 1 again, with a new identity key
+            rekeyed.register()
+            rekeyed.call(wire.Path.DEVICE_REMOVE, wire.RemoveDevice(2))
+            rekeyed.http = cb
+
+            with pytest.raises(WireFailure) as old:
+                cust.submit(cust.envelopes(b"biz", [biz.addr], MessageClass.SERVICE))
+            assert old.value.status == 401
+            with pytest.raises(WireFailure) as removed:
+                second.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
+            assert removed.value.status == 401
+            assert biz.fetch().deliveries == ()
+
+            rekeyed.submit(rekeyed.envelopes(b"biz", [biz.addr], MessageClass.SERVICE))
+            assert len(biz.fetch().deliveries) == 1
+    finally:
+        a.stop()
+        b.stop()
