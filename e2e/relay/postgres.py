@@ -9,8 +9,9 @@ id, a replayed nonce or a second ledger line for a message hits a primary or uni
 the transaction is retried (bounded), then sees the first one's outcome. A one-time prekey is
 claimed with ``UPDATE ... WHERE ... = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so
 concurrent claims take different prekeys. New mail is announced with ``NOTIFY e2e_mail``
-right after the delivering transaction commits; each relay process ``LISTEN``s on one
-connection and wakes its waiting fetches.
+after the delivering transaction commits, by a notifier thread that sends whatever is pending
+in one statement; each relay process ``LISTEN``s on one connection and wakes its waiting
+fetches.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ class PostgresRelayStore(RelayStore):
             raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        self._pending: set[str] = set()
+        self._notify_lock = threading.Lock()
+        self._notify_event = threading.Event()
+        self._notify_thread = threading.Thread(
+            target=self._notifier, name="relay-notify", daemon=True
+        )
+        self._notify_thread.start()
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
@@ -102,13 +110,35 @@ class PostgresRelayStore(RelayStore):
                 tx = _PgTx(cur, "%s")
                 yield tx
             conn.commit()
-            if tx.woken:
-                # After the commit: a waiter woken now finds the mail. (A crash right here
-                # only delays it: the waiter's long-poll ends, and its next fetch finds it.)
+        if tx.woken:
+            # After the commit: a waiter woken now finds the mail. (A crash before the
+            # notifier sends it only delays it: the long-poll ends, the next fetch finds it.)
+            with self._notify_lock:
+                self._pending |= tx.woken
+            self._notify_event.set()
+
+    def _notifier(self) -> None:
+        """Send the pending wake-ups, all at once, in autocommit statements of their own
+        (off the request path: one statement per burst of deliveries, not per request)."""
+        conn: psycopg.Connection[Any] | None = None
+        while not self._stop.is_set():
+            self._notify_event.wait(1.0)
+            self._notify_event.clear()
+            with self._notify_lock:
+                pending, self._pending = self._pending, set()
+            if not pending:
+                continue
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(self.dsn, autocommit=True)
                 conn.execute(
-                    "SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(tx.woken))
+                    "SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(pending))
                 )
-                conn.commit()
+            except psycopg.Error:
+                conn = None  # the waiters' long-polls end and they fetch again
+                self._stop.wait(0.5)
+        if conn is not None:
+            conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -153,6 +183,8 @@ class PostgresRelayStore(RelayStore):
 
     def close(self) -> None:
         self._stop.set()
+        self._notify_event.set()
+        self._notify_thread.join(timeout=5)
         if self._listener is not None:
             self._listener.join(timeout=5)
         self.pool.close()

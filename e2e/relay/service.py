@@ -471,22 +471,26 @@ class RelayService:
         self, tx: Tx, sender: Caller, cls: MessageClass, to_account: bytes,
         given: list[tuple[bytes, int]],
     ) -> tuple[Account, bytes, bytes, ChatState, bool, int]:  # fmt: skip
-        if tx.device_identity(*sender) is None:
+        accounts = tx.accounts(sender[0], to_account)
+        ids = tx.device_ids(sender[0], to_account)
+        if sender[1] not in ids[sender[0]]:
             raise UnknownAccount("unknown device")
-        src = self._account(tx, sender[0])
-        dst = self._account(tx, to_account)
+        src = accounts.get(sender[0])
+        dst = accounts.get(to_account)
+        if src is None or dst is None:
+            raise UnknownAccount("unknown account")
         if src.kind == dst.kind:
             raise NotAllowed("customers write to businesses and businesses to customers")
         if src.kind == CUSTOMER and cls not in (MessageClass.SERVICE, MessageClass.RECEIPT):
             raise NotAllowed("customers send service messages and receipts only")
         if src.kind == BUSINESS:
-            own = self._chat_devices(tx, sender[0], to_account, set(tx.devices(sender[0])))
+            own = self._chat_devices(tx, sender[0], to_account, ids[sender[0]])
             if sender[1] not in own:
                 raise NotAllowed("this device is not assigned to the chat")
-            peer = set(tx.devices(to_account))
+            peer = ids[to_account]
         else:
-            own = set(tx.devices(sender[0]))
-            peer = self._chat_devices(tx, to_account, sender[0], set(tx.devices(to_account)))
+            own = ids[sender[0]]
+            peer = self._chat_devices(tx, to_account, sender[0], ids[to_account])
         want = {(to_account, d) for d in peer} | {(sender[0], d) for d in own if d != sender[1]}
         if len(set(given)) != len(given) or set(given) != want:
             raise StaleDeviceList(sorted(want - set(given)), sorted(set(given) - want))

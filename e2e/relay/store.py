@@ -184,6 +184,27 @@ class Tx(abc.ABC):
             (acct.name, acct.kind, acct.tier, acct.identity),
         )
 
+    def accounts(self, *names: bytes) -> dict[bytes, Account]:
+        """The named accounts that exist (one statement)."""
+        rows = self.fetchall(
+            "SELECT name, kind, tier, identity FROM accounts WHERE name IN"  # noqa: S608
+            f" ({', '.join('?' * len(names))})",
+            names,
+        )
+        return {bytes(r[0]): Account(bytes(r[0]), r[1], r[2], bytes(r[3])) for r in rows}
+
+    def device_ids(self, *accounts: bytes) -> dict[bytes, set[int]]:
+        """The registered device ids of each named account (one statement)."""
+        rows = self.fetchall(
+            "SELECT account, device_id FROM devices WHERE account IN"  # noqa: S608
+            f" ({', '.join('?' * len(accounts))})",
+            accounts,
+        )
+        out: dict[bytes, set[int]] = {a: set() for a in accounts}
+        for account, device_id in rows:
+            out[bytes(account)].add(device_id)
+        return out
+
     def devices(self, account: bytes) -> dict[int, tuple[bytes, bytes]]:
         rows = self.fetchall(
             "SELECT device_id, certificate, identity FROM devices WHERE account = ?"
@@ -459,16 +480,11 @@ class Tx(abc.ABC):
     def use_nonce(self, account: bytes, device_id: int, nonce: bytes, expires: int) -> bool:
         """Record a request nonce; False if it was already used (a replay)."""
         row = self.fetchone(
-            "SELECT 1 FROM auth_nonces WHERE account = ? AND device_id = ? AND nonce = ?",
-            (account, device_id, nonce),
-        )
-        if row is not None:
-            return False
-        self.execute(
-            "INSERT INTO auth_nonces (account, device_id, nonce, expires) VALUES (?, ?, ?, ?)",
+            "INSERT INTO auth_nonces (account, device_id, nonce, expires) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (account, device_id, nonce) DO NOTHING RETURNING 1",
             (account, device_id, nonce, expires),
         )
-        return True
+        return row is not None
 
     # -- key directory (SPEC §13.4) ------------------------------------------------------
 
