@@ -2,8 +2,10 @@
 
 WAL journal with ``synchronous=FULL``: a commit is on disk before the relay answers. Writers
 take the database lock at the start of each transaction (``BEGIN IMMEDIATE``), so a policy
-decision and its writes are one serial step even with several relay processes on one file
-(they wait up to ``busy_timeout`` for each other).
+decision and its writes are one serial step even with several relay processes on one file.
+Relay processes take turns through an exclusive ``flock`` on ``<db>-writer`` before that (a
+blocked process is woken as soon as the lock is free; SQLite's busy handler, still the
+fallback for other writers, would poll).
 
 Group commit: one writer thread runs the queued requests of a process, each in its own
 ``SAVEPOINT`` (a refused request rolls back to it and leaves no trace), inside one transaction,
@@ -14,6 +16,8 @@ wake-ups do not cross processes here; waiters in other processes see new mail at
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
@@ -97,6 +101,12 @@ class SqliteRelayStore(RelayStore):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
         self._lock = threading.Lock()
+        self._lockfile: int | None = None
+        if path != ":memory:" and not path.startswith("file:"):
+            try:
+                self._lockfile = os.open(path + "-writer", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError as exc:
+                raise StoreError(f"cannot open relay lock file: {type(exc).__name__}") from None
         self._wake: Callable[[Sequence[tuple[bytes, int]]], None] | None = None
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="relay-sqlite", daemon=True)
@@ -134,7 +144,7 @@ class SqliteRelayStore(RelayStore):
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         """A transaction of its own (not grouped): for maintenance and tests."""
-        with self._lock:
+        with self._write_lock():
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
@@ -155,6 +165,23 @@ class SqliteRelayStore(RelayStore):
                 self._conn.execute("ROLLBACK")
                 raise StoreError(f"relay commit failed: {type(exc).__name__}") from None
         self._woke(tx.woken)
+
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """This process's turn to write: the connection's thread lock, then an exclusive
+        ``flock`` on ``<db>-writer`` shared by every relay process on the file. The kernel
+        hands that lock to a waiting process the moment it is released, where SQLite's own
+        busy handler would poll with growing sleeps (seconds of tail latency with two
+        processes). The kernel drops it if the holder dies."""
+        with self._lock:
+            if self._lockfile is None:
+                yield
+                return
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lockfile, fcntl.LOCK_UN)
 
     def _woke(self, woken: list[tuple[bytes, int]]) -> None:
         wake = self._wake
@@ -197,7 +224,7 @@ class SqliteRelayStore(RelayStore):
     def _run_group(self, jobs: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         woken: list[tuple[bytes, int]] = []
-        with self._lock:
+        with self._write_lock():
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
@@ -257,3 +284,6 @@ class SqliteRelayStore(RelayStore):
             self._conn.close()
             for conn in self._all_readers:
                 conn.close()
+            if self._lockfile is not None:
+                os.close(self._lockfile)
+                self._lockfile = None
