@@ -131,9 +131,7 @@ class PostgresRelayStore(RelayStore):
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.dsn, autocommit=True)
-                conn.execute(
-                    "SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(pending))
-                )
+                conn.execute("SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(pending)))
             except psycopg.Error:
                 conn = None  # the waiters' long-polls end and they fetch again
                 self._stop.wait(0.5)
