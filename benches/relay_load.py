@@ -90,6 +90,64 @@ async def _drive(
     return int(ok / elapsed), lat, bad
 
 
+async def _drive_open(
+    urls: list[str], jobs: list[tuple[str, bytes, dict[str, str]]], clients: int, rate: float,
+    seconds: float,
+) -> tuple[int, list[float], int]:
+    """Open loop: ``clients`` connections, each sending at random (exponential) intervals so
+    that together they offer ``rate`` requests/s, whatever the answers' speed. A request's
+    latency counts from the moment it was due, so a late answer delays the next request of
+    its client and that wait is counted too (no coordinated omission). (accepted/s,
+    latencies, refused)."""
+    import random
+
+    lat: list[float] = []
+    ok = bad = 0
+    it = iter(jobs)
+    rng = random.Random(7)
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def worker(i: int) -> None:
+        nonlocal ok, bad
+        host, port = urls[i % len(urls)].removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        due = start + rng.expovariate(rate / clients)
+        try:
+            while due < deadline:
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                try:
+                    path, body, headers = next(it)
+                except StopIteration:
+                    return
+                head = f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-length: {len(body)}\r\n"
+                head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+                writer.write(head.encode() + body)
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                lat.append(time.perf_counter() - due)
+                if status_line.split()[1] == b"200":
+                    ok += 1
+                else:
+                    bad += 1
+                due += rng.expovariate(rate / clients)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    return int(ok / (time.perf_counter() - start)), lat, bad
+
+
 def _pct(lat: list[float], q: float) -> float:
     if not lat:
         return float("nan")
@@ -97,7 +155,8 @@ def _pct(lat: list[float], q: float) -> float:
 
 
 def run_case(
-    db: str, procs: int, clients: int, seconds: float, per_client: int, profile: str = ""
+    db: str, procs: int, clients: int, seconds: float, per_client: int, profile: str = "",
+    rates: tuple[float, ...] = (),
 ) -> dict[str, float]:
     relays = [
         RelayProcess(db, extra=["--rate", "100000", "--burst", "100000", "--log-level", "warning"])
@@ -110,21 +169,23 @@ def run_case(
         with httpx.Client(base_url=urls[0], timeout=60) as c:
             biz = new_device(c, b"shop", 1)
             custs: list[Dev] = [new_device(c, b"c%d" % i, 0, one_time=1) for i in range(clients)]
-        submit_jobs: list[tuple[str, bytes, dict[str, str]]] = []
-        noop_jobs: list[tuple[str, bytes, dict[str, str]]] = []
         path = wire.Path.MESSAGE_SUBMIT
-        for _ in range(per_client):
-            for cust in custs:
+
+        def submit_jobs(n: int) -> list[tuple[str, bytes, dict[str, str]]]:
+            jobs = []
+            for i in range(n):
+                cust = custs[i % len(custs)]
                 envs = cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE, body=b"x" * 100)
                 body = wire.Submit(tuple(envs)).to_bytes()
-                headers = {
-                    "content-type": wire.CONTENT_TYPE,
-                    "authorization": cust.sign(path, body),
-                }
-                submit_jobs.append((path, body, headers))
-                noop_jobs.append((wire.Path.NOOP, body, {"content-type": wire.CONTENT_TYPE}))
+                auth = cust.sign(path, body)
+                headers = {"content-type": wire.CONTENT_TYPE, "authorization": auth}
+                jobs.append((path, body, headers))
+            return jobs
+
+        closed = submit_jobs(per_client * clients)
+        noop_jobs = [(wire.Path.NOOP, b, {"content-type": wire.CONTENT_TYPE}) for _, b, _ in closed]
         out: dict[str, float] = {}
-        for name, jobs in (("noop", noop_jobs), ("submit", submit_jobs), ("noop2", noop_jobs)):
+        for name, jobs in (("noop", noop_jobs), ("submit", closed), ("noop2", noop_jobs)):
             spy = None
             if profile and name == "submit":
                 import subprocess
@@ -142,13 +203,23 @@ def run_case(
             out[f"{name}_p50"] = _pct(lat, 50)
             out[f"{name}_p99"] = _pct(lat, 99)
             out[f"{name}_bad"] = bad
+        for rate in rates:
+            for name, jobs in (
+                ("noop", noop_jobs),
+                ("submit", submit_jobs(int(rate * seconds * 1.2) + clients)),
+            ):
+                got, lat, bad = asyncio.run(_drive_open(urls, jobs, clients, rate, seconds))
+                out[f"open{rate:g}_{name}_rps"] = got
+                out[f"open{rate:g}_{name}_p50"] = _pct(lat, 50)
+                out[f"open{rate:g}_{name}_p99"] = _pct(lat, 99)
+                out[f"open{rate:g}_{name}_bad"] = bad
         metrics = httpx.get(urls[0] + wire.Path.METRICS).text
         served = 1.0
         for line in metrics.splitlines():
             if line.startswith('e2e_relay_requests_total{endpoint="submit"}'):
                 served = max(float(line.split()[-1]), 1.0)
         for line in metrics.splitlines():
-            if line.startswith("e2e_relay_seconds_total"):
+            if line.startswith("e2e_relay_seconds_total") and not rates:
                 phase = line.split('"')[1]
                 out[f"t_{phase}"] = float(line.split()[-1]) / served
         return out
@@ -165,6 +236,10 @@ def main() -> int:
     ap.add_argument("--pg-dsn", default=os.environ.get("E2E_BENCH_PG_DSN"))
     ap.add_argument("--no-sqlite", action="store_true")
     ap.add_argument("--profile", default="", help="py-spy the first relay during submit")
+    ap.add_argument(
+        "--rates", type=float, nargs="*", default=[100.0, 200.0, 400.0, 800.0],
+        help="offered loads (requests/s over all clients) of the open-loop runs",
+    )
     ns = ap.parse_args()
     per_client = 60
     backends: list[tuple[str, str]] = []
@@ -177,10 +252,14 @@ def main() -> int:
         f"{'backend':<11} {'procs':>5} {'clients':>7} | {'no-op/s':>8} {'p50':>6} {'p99':>6} |"
         f" {'submit/s':>8} {'p50':>6} {'p99':>6} | {'ratio':>5} | server time per submit"
     )
+    results: list[tuple[str, int, dict[str, float]]] = []
     for name, dsn in backends:
         for procs in ns.procs:
             db = fresh_pg_db(dsn) if dsn else str(Path(tmp) / f"relay-{procs}.db")
-            r = run_case(db, procs, ns.clients, ns.seconds, per_client, ns.profile)
+            r = run_case(
+                db, procs, ns.clients, ns.seconds, per_client, ns.profile, tuple(ns.rates)
+            )
+            results.append((name, procs, r))
             noop = max(r["noop_rps"], r["noop2_rps"])
             split = ", ".join(
                 f"{k[2:]} {v * 1000:.2f} ms"
@@ -192,6 +271,25 @@ def main() -> int:
                 f"{r['submit_p99']:>6.1f} | {r['submit_rps'] / noop:>5.2f} | {split}"
                 + (f"  (refused: {r['submit_bad']:.0f})" if r["submit_bad"] else "")
             )
+    if ns.rates:
+        print(
+            f"\nopen loop ({ns.clients} clients sending at random times; latency from when"
+            " each request was due)"
+        )
+        print(
+            f"{'backend':<11} {'procs':>5} {'offered/s':>9} | {'no-op/s':>8} {'p50':>6} {'p99':>6}"
+            f" | {'submit/s':>8} {'p50':>6} {'p99':>6}"
+        )
+        for name, procs, r in results:
+            for rate in ns.rates:
+                k = f"open{rate:g}"
+                print(
+                    f"{name:<11} {procs:>5} {rate:>9.0f} | {r[k + '_noop_rps']:>8.0f} "
+                    f"{r[k + '_noop_p50']:>6.1f} {r[k + '_noop_p99']:>6.1f} | "
+                    f"{r[k + '_submit_rps']:>8.0f} {r[k + '_submit_p50']:>6.1f} "
+                    f"{r[k + '_submit_p99']:>6.1f}"
+                    + (f"  (refused: {r[k + '_submit_bad']:.0f})" if r[k + "_submit_bad"] else "")
+                )
     return 0
 
 

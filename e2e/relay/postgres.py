@@ -1,40 +1,156 @@
 """PostgreSQL relay store: several relay processes on one database (SPEC.md §10.8).
 
-Transactions run at READ COMMITTED. Every decision on a chat (a submission's policy check, a
-control, a report) first takes a transaction-scoped advisory lock on that chat
-(``pg_advisory_xact_lock`` of the first 8 bytes of SHA-256(business | 0x00 | customer)), so
-decisions on one chat are serial across all relay processes and each reads the state the
-previous one committed. Uniqueness does the rest: a second accepted submission of one message
-id, a replayed nonce or a second ledger line for a message hits a primary or unique key, and
-the transaction is retried (bounded), then sees the first one's outcome. A one-time prekey is
-claimed with ``UPDATE ... WHERE ... = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so
-concurrent claims take different prekeys. New mail is announced with ``NOTIFY e2e_mail``
-after the delivering transaction commits, by a notifier thread that sends whatever is pending
-in one statement; each relay process ``LISTEN``s on one connection and wakes its waiting
-fetches.
+Group commit: one writer thread per process runs the queued requests, each in its own
+``SAVEPOINT``, in one transaction on a connection of its own, through libpq directly (prepared
+statements; see :class:`_Raw`), and answers them once it commits. Reads that decide nothing
+use a connection pool. Transactions run at READ COMMITTED.
+
+Every decision on a chat (a submission's policy check, a control, a report) first takes a
+transaction-scoped advisory lock on that chat (the first 8 bytes of SHA-256(business | 0x00 |
+customer)), so decisions on one chat are serial across all relay processes and each reads the
+state the previous one committed. The writer only tries that lock and runs a request whose
+chat is busy again in a later group, so it never waits while holding its group's other locks.
+Uniqueness does the rest: a second accepted submission of one message id, a replayed nonce or
+a second ledger line for a message hits a primary or unique key, and the request is run again
+(bounded), then sees the first one's outcome. A one-time prekey is claimed with ``UPDATE ...
+WHERE ... = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so concurrent claims take
+different prekeys. New mail is announced with ``NOTIFY e2e_mail`` after the delivering
+transaction commits, by a notifier thread that sends whatever is pending in one statement;
+each relay process ``LISTEN``s on one connection and wakes its waiting fetches.
 """
 
 from __future__ import annotations
 
+import asyncio
+import binascii
 import hashlib
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from e2e.errors import StoreError
-from e2e.relay.store import SCHEMA, RelayStore, SqlTx, Tx
+from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, finish_jobs
 
 __all__ = ["PostgresRelayStore"]
 
 T = TypeVar("T")
 CHANNEL: Final = "e2e_mail"
-_RETRIES: Final = 30
+#: Times a request is run again (a conflict, or its chat busy: about 5 s in all) before 503.
+_RETRIES: Final = 100
 _LOCK_ID: Final = 0x6532655F72656C61  # advisory lock serializing schema creation
+#: Most requests committed together by the writer.
+MAX_GROUP: Final = 32
+_CONFLICTS = (
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.UniqueViolation,
+)
+
+
+class _ChatBusy(Exception):
+    """The chat's decision lock is held by another transaction: roll the request back to its
+    savepoint and run it again in a later group. The writer never waits for a chat lock
+    while its group holds others, so two relay processes cannot deadlock on chats."""
+
+
+def _hex(v: bytes) -> bytes:
+    return binascii.unhexlify(v[2:])
+
+
+def _bool(v: bytes) -> bool:
+    return v == b"t"
+
+
+#: Text-format result decoders by type oid (bytea, integers, numeric, bool); others are text.
+_DECODE: Final[dict[int, Callable[[bytes], Any]]] = {
+    17: _hex, 20: int, 21: int, 23: int, 26: int, 1700: int, 16: _bool,
+}  # fmt: skip
+
+
+class _Rows:
+    """What :meth:`_Raw.execute` returns: the affected row count, like a cursor's."""
+
+    __slots__ = ("rowcount",)
+
+    def __init__(self, rowcount: int) -> None:
+        self.rowcount = rowcount
+
+
+class _Raw:
+    """Statements on one connection straight through libpq (psycopg's ``pq`` layer): each
+    distinct statement prepared once, parameters sent as they are (bytes in binary, numbers
+    and text as text), results decoded by column type. The writer runs every statement of
+    every request; this costs about half the CPU of the general cursor path, and libpq
+    waits for the server without holding the GIL."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.pg = conn.pgconn
+        self.names: dict[str, bytes] = {}
+
+    def command(self, sql: bytes) -> None:
+        self._check(self.pg.exec_(sql))
+
+    def _check(self, res: pq.abc.PGresult) -> pq.abc.PGresult:
+        if res.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            return res
+        if self.pg.status != pq.ConnStatus.OK:
+            raise psycopg.OperationalError("relay database connection lost")
+        state = res.error_field(pq.DiagnosticField.SQLSTATE) or b""
+        raise pg_errors.lookup(state.decode())("statement failed")
+
+    def run(self, sql: str, params: Sequence[Any]) -> pq.abc.PGresult:
+        name = self.names.get(sql)
+        if name is None:
+            parts = sql.split("?")
+            text = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1))
+            name = b"e2e_%d" % len(self.names)
+            self._check(self.pg.prepare(name, text.replace("BLOB", "BYTEA").encode()))
+            self.names[sql] = name
+        values: list[bytes | None] = []
+        formats: list[int] = []
+        for v in params:
+            if isinstance(v, bytes | bytearray | memoryview):
+                values.append(bytes(v))
+                formats.append(1)
+            elif isinstance(v, int):
+                values.append(b"%d" % v)
+                formats.append(0)
+            elif v is None:
+                values.append(None)
+                formats.append(0)
+            else:
+                values.append(str(v).encode())
+                formats.append(0)
+        # libpq takes NULL for None (the stub says otherwise).
+        return self._check(self.pg.exec_prepared(name, values, formats))  # type: ignore[arg-type]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
+        res = self.run(sql, params)
+        status = res.command_status or b""
+        tail = status.rsplit(b" ", 1)[-1]
+        return _Rows(int(tail) if tail.isdigit() else -1)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        res = self.run(sql, params)
+        cols = range(res.nfields)
+        decode = [_DECODE.get(res.ftype(c), bytes.decode) for c in cols]
+        rows = []
+        for r in range(res.ntuples):
+            row = []
+            for c in cols:
+                v = res.get_value(r, c)
+                row.append(None if v is None else decode[c](v))
+            rows.append(tuple(row))
+        return rows
 
 
 class _PgTx(SqlTx):
@@ -68,10 +184,35 @@ class _PgTx(SqlTx):
         # making every delivering commit in the cluster serial.
         self.woken.add(f"{account.hex()}:{device_id}")
 
+    #: In a group transaction, a chat lock is only tried, never waited for (waiting while
+    #: holding the other chats' locks of the group could deadlock with another process).
+    grouped = False
+
     def lock_chat(self, business: bytes, customer: bytes) -> None:
         digest = hashlib.sha256(business + b"\x00" + customer).digest()
         key = int.from_bytes(digest[:8], "big", signed=True)
-        self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+        if not self.grouped:
+            self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+            return
+        row = self.fetchone("SELECT pg_try_advisory_xact_lock(?)", (key,))
+        if row is None or not row[0]:
+            raise _ChatBusy
+
+
+class _WriterTx(_PgTx):
+    """The writer's transactions: :class:`_PgTx` over :class:`_Raw`, chat locks only tried."""
+
+    grouped = True
+
+    def __init__(self, raw: _Raw) -> None:
+        super().__init__(None, "?")
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.raw.execute(sql, params)
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.raw.fetchall(sql, params)
 
 
 class PostgresRelayStore(RelayStore):
@@ -79,7 +220,7 @@ class PostgresRelayStore(RelayStore):
 
     cross_process_wakeups = True
 
-    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8) -> None:
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8, writers: int = 1) -> None:
         self.dsn = dsn
         try:
             self.pool = ConnectionPool(
@@ -102,6 +243,136 @@ class PostgresRelayStore(RelayStore):
             target=self._notifier, name="relay-notify", daemon=True
         )
         self._notify_thread.start()
+        self._queue: queue.SimpleQueue[tuple[Job, int] | None] = queue.SimpleQueue()
+        self._writers = [
+            threading.Thread(target=self._write_loop, name=f"relay-pg-{i}", daemon=True)
+            for i in range(writers)
+        ]
+        for writer in self._writers:
+            writer.start()
+
+    # -- group commit ---------------------------------------------------------------------
+
+    def run(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in its own savepoint of the writer's next group transaction; its result
+        once that transaction is committed (or its error, having changed nothing)."""
+        fut: Future[Any] = Future()
+        self._queue.put(((fn, fut), 0))
+        result: T = fut.result()
+        return result
+
+    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(((fn, (loop, fut)), 0))
+        return await fut
+
+    def read(self, fn: Callable[[Tx], T]) -> T:
+        """A read-only ``fn`` on a pooled connection (it sees committed data only)."""
+        try:
+            with self.pool.connection() as conn:
+                with conn.cursor() as cur:
+                    result = fn(_PgTx(cur, "%s"))
+                conn.rollback()
+                return result
+        except psycopg.Error as exc:
+            raise StoreError(f"relay database error: {type(exc).__name__}") from None
+
+    def _write_loop(self) -> None:
+        conn: psycopg.Connection[Any] | None = None
+        raw: _Raw | None = None
+        parked: list[tuple[float, Job, int]] = []  # (when to run again, job, tries)
+        while True:
+            now = time.monotonic()
+            group = [(job, tries) for due, job, tries in parked if due <= now]
+            parked = [p for p in parked if p[0] > now]
+            if not group:
+                wait = min(p[0] for p in parked) - now if parked else None
+                try:
+                    first = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if first is None:
+                    self._queue.put(None)  # for the other writers
+                    break
+                group = [first]
+            while len(group) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                group.append(nxt)
+            try:
+                if conn is None or raw is None or conn.closed:
+                    conn = psycopg.connect(self.dsn, autocommit=True)
+                    raw = _Raw(conn)
+                for job, tries in self._run_group(raw, group):
+                    # Again after a short, growing pause: a busy chat's lock is held by
+                    # another process's group, which commits within milliseconds.
+                    parked.append((time.monotonic() + min(0.05, 0.001 * 2**tries), job, tries))
+            except psycopg.Error as exc:
+                # The group's transaction failed as a whole (connection lost, commit failed):
+                # none of its requests was answered yet; all are refused (503), none applied.
+                err = StoreError(f"relay database error: {type(exc).__name__}")
+                finish_jobs([job for job, _ in group], [(False, err)] * len(group))
+                if conn is not None:
+                    conn.close()
+                conn = raw = None
+        if conn is not None:
+            conn.close()
+
+    def _run_group(self, raw: _Raw, group: list[tuple[Job, int]]) -> list[tuple[Job, int]]:
+        """Run the group in one transaction, a savepoint each; commit; answer the requests
+        that ran. The ones to run again (a conflict, or a busy chat) are returned."""
+        done: list[Job] = []
+        outcomes: list[tuple[bool, Any]] = []
+        again: list[tuple[Job, int]] = []
+        woken: set[str] = set()
+        raw.command(b"BEGIN")
+        try:
+            for job, tries in group:
+                tx = _WriterTx(raw)
+                raw.command(b"SAVEPOINT req")
+                try:
+                    result = job[0](tx)
+                except (_ChatBusy, *_CONFLICTS):
+                    raw.command(b"ROLLBACK TO SAVEPOINT req")
+                    if tries + 1 >= _RETRIES:
+                        done.append(job)
+                        outcomes.append((False, StoreError("relay database kept conflicting")))
+                    else:
+                        again.append((job, tries + 1))
+                    continue
+                except psycopg.Error as exc:
+                    raw.command(b"ROLLBACK TO SAVEPOINT req")
+                    done.append(job)
+                    outcomes.append(
+                        (False, StoreError(f"relay database error: {type(exc).__name__}"))
+                    )
+                    continue
+                except BaseException as exc:  # handed to the caller below
+                    raw.command(b"ROLLBACK TO SAVEPOINT req")
+                    done.append(job)
+                    outcomes.append((False, exc))
+                    continue
+                raw.command(b"RELEASE SAVEPOINT req")
+                done.append(job)
+                outcomes.append((True, result))
+                woken |= tx.woken
+            raw.command(b"COMMIT")
+        except BaseException:
+            if raw.pg.status == pq.ConnStatus.OK:
+                raw.pg.exec_(b"ROLLBACK")
+            raise
+        if woken:
+            with self._notify_lock:
+                self._pending |= woken
+            self._notify_event.set()
+        finish_jobs(done, outcomes)
+        return again
 
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
@@ -146,21 +417,6 @@ class PostgresRelayStore(RelayStore):
         except psycopg.Error as exc:
             raise StoreError(f"relay database error: {type(exc).__name__}") from None
 
-    def run(self, fn: Callable[[Tx], T]) -> T:
-        for _ in range(_RETRIES):
-            try:
-                with self._tx() as tx:
-                    return fn(tx)
-            except (
-                pg_errors.SerializationFailure,
-                pg_errors.DeadlockDetected,
-                pg_errors.UniqueViolation,
-            ):
-                continue
-            except psycopg.Error as exc:
-                raise StoreError(f"relay database error: {type(exc).__name__}") from None
-        raise StoreError("relay database kept conflicting")
-
     def listen(self, wake: Callable[[Sequence[tuple[bytes, int]]], None]) -> None:
         if self._listener is not None:
             return
@@ -180,6 +436,9 @@ class PostgresRelayStore(RelayStore):
         self._listener.start()
 
     def close(self) -> None:
+        self._queue.put(None)  # each writer puts it back for the next one
+        for writer in self._writers:
+            writer.join(timeout=10)
         self._stop.set()
         self._notify_event.set()
         self._notify_thread.join(timeout=5)

@@ -24,10 +24,10 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from typing import Any, Final, TypeAlias, TypeVar
+from typing import Any, Final, TypeVar
 
 from e2e.errors import StoreError
-from e2e.relay.store import SCHEMA, RelayStore, SqlTx, Tx
+from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, finish_jobs
 
 __all__ = ["SqliteRelayStore"]
 
@@ -65,22 +65,6 @@ class _SqliteTx(SqlTx):
         return int(row[0])
 
 
-#: Where a job's outcome goes: a thread's future, or a coroutine's future on its loop.
-_Sink: TypeAlias = Future[Any] | tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]
-_Job: TypeAlias = tuple[Callable[[Tx], Any], _Sink]
-
-
-def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    """On the loop: hand a committed group's outcomes to the coroutines awaiting them."""
-    for fut, ok, value in items:
-        if fut.done():
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
-
-
 class SqliteRelayStore(RelayStore):
     """The embedded default. One connection per process, used by one writer thread."""
 
@@ -108,7 +92,7 @@ class SqliteRelayStore(RelayStore):
             except OSError as exc:
                 raise StoreError(f"cannot open relay lock file: {type(exc).__name__}") from None
         self._wake: Callable[[Sequence[tuple[bytes, int]]], None] | None = None
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="relay-sqlite", daemon=True)
         self._writer.start()
 
@@ -221,7 +205,7 @@ class SqliteRelayStore(RelayStore):
                 jobs.append(nxt)
             self._run_group(jobs)
 
-    def _run_group(self, jobs: list[_Job]) -> None:
+    def _run_group(self, jobs: list[Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         woken: list[tuple[bytes, int]] = []
         with self._write_lock():
@@ -230,7 +214,7 @@ class SqliteRelayStore(RelayStore):
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 err = StoreError(f"relay database busy: {type(exc).__name__}")
-                self._finish(jobs, [(False, err)] * len(jobs))
+                finish_jobs(jobs, [(False, err)] * len(jobs))
                 return
             for fn, _ in jobs:
                 tx = _SqliteTx(cur)
@@ -257,25 +241,10 @@ class SqliteRelayStore(RelayStore):
                 except sqlite3.Error:
                     pass
                 err = StoreError(f"relay commit failed: {type(exc).__name__}")
-                self._finish(jobs, [(False, err)] * len(jobs))
+                finish_jobs(jobs, [(False, err)] * len(jobs))
                 return
         self._woke(woken)
-        self._finish(jobs, outcomes)
-
-    @staticmethod
-    def _finish(jobs: list[_Job], outcomes: list[tuple[bool, Any]]) -> None:
-        on_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
-        for (_, sink), (ok, value) in zip(jobs, outcomes, strict=True):
-            if isinstance(sink, Future):
-                if ok:
-                    sink.set_result(value)
-                else:
-                    sink.set_exception(value)
-            else:
-                on_loop.setdefault(sink[0], []).append((sink[1], ok, value))
-        for loop, items in on_loop.items():
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_settle, items)
+        finish_jobs(jobs, outcomes)
 
     def close(self) -> None:
         self._queue.put(None)

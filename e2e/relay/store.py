@@ -16,10 +16,10 @@ from __future__ import annotations
 import abc
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
 from e2e.platform.policy import ChatState
 
@@ -558,6 +558,40 @@ class SqlTx(Tx):
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.cur.execute(self._sql(sql), tuple(params))
         return list(self.cur.fetchall())
+
+
+#: Where a queued job's outcome goes: a thread's future, or a coroutine's future on its loop.
+Sink: TypeAlias = Future[Any] | tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]
+#: A function to run in a store's group transaction, and where its outcome goes.
+Job: TypeAlias = tuple[Callable[["Tx"], Any], Sink]
+
+
+def _settle(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the loop: hand a committed group's outcomes to the coroutines awaiting them."""
+    for fut, ok, value in items:
+        if fut.done():
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+def finish_jobs(jobs: Sequence[Job], outcomes: Sequence[tuple[bool, Any]]) -> None:
+    """Hand each job its (ok, result or exception): thread futures directly, coroutine
+    futures with one call onto each event loop."""
+    on_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for (_, sink), (ok, value) in zip(jobs, outcomes, strict=True):
+        if isinstance(sink, Future):
+            if ok:
+                sink.set_result(value)
+            else:
+                sink.set_exception(value)
+        else:
+            on_loop.setdefault(sink[0], []).append((sink[1], ok, value))
+    for loop, items in on_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, items)
 
 
 class RelayStore(abc.ABC):

@@ -1,0 +1,103 @@
+"""Group commit in the relay stores: requests committed together stay independent (a refused
+one leaves no trace, the others commit), and on PostgreSQL a request whose chat is held by
+another transaction waits for it without holding up the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from e2e.errors import DecodeError
+from e2e.relay.store import RelayStore, Tx, open_store
+
+
+def _put(key: str) -> Callable[[Tx], str]:
+    def step(tx: Tx) -> str:
+        tx.execute("INSERT INTO relay_meta (key, value) VALUES (?, ?)", (key, 1))
+        return key
+
+    return step
+
+
+def _refused(tx: Tx) -> None:
+    tx.execute("INSERT INTO relay_meta (key, value) VALUES (?, ?)", ("refused", 1))
+    raise DecodeError("refused after writing")
+
+
+def _keys(store: RelayStore) -> set[str]:
+    rows = store.read(lambda tx: tx.fetchall("SELECT key FROM relay_meta"))
+    return {str(r[0]) for r in rows}
+
+
+def _group(store: RelayStore) -> None:
+    jobs: list[Callable[[Tx], Any]] = [_put(f"k{i}") for i in range(40)]
+    jobs.insert(17, _refused)
+    with ThreadPoolExecutor(max_workers=16) as pool:  # many at once, so they share groups
+        futures = [pool.submit(store.run, job) for job in jobs]
+        outcomes = []
+        for fut in futures:
+            try:
+                outcomes.append(fut.result(timeout=60))
+            except DecodeError:
+                outcomes.append("refused")
+    assert outcomes == [f"k{i}" for i in range(17)] + ["refused"] + [f"k{i}" for i in range(17, 40)]
+    keys = _keys(store)
+    assert {f"k{i}" for i in range(40)} <= keys
+    assert "refused" not in keys
+
+
+@pytest.mark.parametrize("relay_db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)],
+                         indirect=True)  # fmt: skip
+def test_a_refused_request_in_a_group_leaves_no_trace(relay_db: str, tmp_path: Path) -> None:
+    store = open_store(relay_db)
+    try:
+        _group(store)
+    finally:
+        store.close()
+
+
+@pytest.mark.pg
+def test_a_busy_chat_waits_without_holding_up_others(pg_db: str) -> None:
+    store = open_store(pg_db)
+    other = psycopg.connect(pg_db)
+    try:
+        digest = hashlib.sha256(b"biz" + b"\x00" + b"cust").digest()
+        other.execute(
+            "SELECT pg_advisory_xact_lock(%s)", (int.from_bytes(digest[:8], "big", signed=True),)
+        )  # held by another transaction (another relay process) until it ends
+
+        def on_chat(tx: Tx) -> str:
+            tx.lock_chat(b"biz", b"cust")
+            tx.execute("INSERT INTO relay_meta (key, value) VALUES (?, ?)", ("chat", 1))
+            return "chat"
+
+        done = threading.Event()
+        result: list[str] = []
+
+        def send() -> None:
+            result.append(store.run(on_chat))
+            done.set()
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        # Others keep being served while that chat is held (no deadlock, no stall)...
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for i in range(5):
+                assert pool.submit(store.run, _put(f"free{i}")).result(timeout=10) == f"free{i}"
+        # ...and the chat's request cannot have run: its lock is still taken.
+        assert not done.is_set()
+        assert "chat" not in _keys(store)
+        other.rollback()  # the other transaction ends
+        sender.join(timeout=30)
+        assert result == ["chat"]
+        assert {"chat", "free0", "free4"} <= _keys(store)
+    finally:
+        other.close()
+        store.close()
