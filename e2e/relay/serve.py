@@ -42,6 +42,12 @@ def main(argv: list[str]) -> int:
     serve.add_argument("--workers", type=int, default=8, help="store worker threads")
     serve.add_argument("--tap", default=None, help="record all traffic to this file (tests)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--http",
+        choices=["auto", "h11", "httptools"],
+        default="auto",
+        help="HTTP parser: httptools (C) with the uvloop event loop when installed, else h11",
+    )
     rotate = sub.add_parser("rotate-franking-key", help="make a new current franking key")
     rotate.add_argument("--db", required=True)
     certify = sub.add_parser(
@@ -88,6 +94,16 @@ def main(argv: list[str]) -> int:
         tap=FileTap(tap_file) if tap_file else None,
         workers=ns.workers,
     )
+    http, loop = "h11", "asyncio"
+    if ns.http != "h11":
+        import importlib.util
+
+        fast = all(importlib.util.find_spec(m) for m in ("httptools", "uvloop"))
+        if fast:
+            http, loop = "httptools", "uvloop"
+        elif ns.http == "httptools":
+            print("--http httptools needs httptools and uvloop installed", file=sys.stderr)
+            return 2
     config = uvicorn.Config(
         app,
         host=ns.host,
@@ -95,7 +111,8 @@ def main(argv: list[str]) -> int:
         log_level=ns.log_level,
         access_log=False,
         lifespan="on",
-        http="h11",
+        http=http,
+        loop=loop,
     )
     uvicorn.Server(config).run()
     if tap_file is not None:
