@@ -38,7 +38,7 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from e2e.errors import StoreError
-from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, finish_jobs
+from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, drain, finish_jobs
 
 __all__ = ["PostgresRelayStore"]
 
@@ -296,15 +296,7 @@ class PostgresRelayStore(RelayStore):
                     self._queue.put(None)  # for the other writers
                     break
                 group = [first]
-            while len(group) < MAX_GROUP:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                group.append(nxt)
+            drain(self._queue, group, MAX_GROUP)
             try:
                 if conn is None or raw is None or conn.closed:
                     conn = psycopg.connect(self.dsn, autocommit=True)

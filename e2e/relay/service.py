@@ -35,6 +35,7 @@ from e2e.platform.policy import (
     ChatState,
     DuplicateSubmission,
     MessageClass,
+    MisdeclaredClass,
     NotAllowed,
     PolicyConfig,
     ReportRejected,
@@ -519,8 +520,8 @@ class RelayService:
         for env in envs:
             if env.sender != caller:
                 raise Forbidden("envelope sender differs from the authenticated device")
-            if (env.message_id, env.cls, env.to_account) != (
-                first.message_id, first.cls, first.to_account,
+            if (env.message_id, env.cls, env.to_account, env.template_id) != (
+                first.message_id, first.cls, first.to_account, first.template_id,
             ) or env.commitment != first.commitment:  # fmt: skip
                 raise DecodeError("batch copies disagree on their message metadata")
         digest = hashlib.sha256(req.to_bytes()).digest()
@@ -533,6 +534,8 @@ class RelayService:
         src, business, customer, chat, in_window, now = self._check(
             tx, caller, first.cls, first.to_account, [env.dest for env in envs]
         )
+        if first.template_id is not None:
+            self._check_template(tx, src, first.template_id, first.cls)
         price = 0
         if src.kind == BUSINESS:
             price = billed_price(self.config.prices, Tier(src.tier), first.cls, in_window)
@@ -670,6 +673,19 @@ class RelayService:
             if found != tpl:
                 raise NotAllowed("template id already registered")
         return Ok()
+
+    def _check_template(
+        self, tx: Tx, src: Account, template_id: bytes, cls: MessageClass
+    ) -> None:
+        """A message naming a template must be its business's, of a registered template of
+        the class it declares (the text is for the devices, and a class report, to check)."""
+        if src.kind != BUSINESS:
+            raise NotAllowed("only a business sends templates")
+        found = self._templates(tx, src.name).get(template_id)
+        if found is None:
+            raise MisdeclaredClass("unknown template id")
+        if found.cls is not cls:
+            raise MisdeclaredClass("template registered as another class")
 
     @staticmethod
     def _templates(tx: Tx, business: bytes) -> dict[bytes, Template]:

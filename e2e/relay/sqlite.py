@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 from e2e.errors import StoreError
-from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, finish_jobs
+from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, drain, finish_jobs
 
 __all__ = ["SqliteRelayStore"]
 
@@ -194,15 +194,7 @@ class SqliteRelayStore(RelayStore):
             if job is None:
                 return
             jobs = [job]
-            while len(jobs) < MAX_GROUP:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(nxt)
+            drain(self._queue, jobs, MAX_GROUP)
             self._run_group(jobs)
 
     def _run_group(self, jobs: list[Job]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import queue
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import AbstractContextManager
@@ -592,6 +593,23 @@ def finish_jobs(jobs: Sequence[Job], outcomes: Sequence[tuple[bool, Any]]) -> No
     for loop, items in on_loop.items():
         if not loop.is_closed():
             loop.call_soon_threadsafe(_settle, items)
+
+
+Q = TypeVar("Q")
+
+
+def drain(q: queue.SimpleQueue[Q | None], group: list[Q], most: int) -> None:
+    """Append to ``group`` what is already queued, up to ``most`` in all; a ``None`` (the
+    stop signal) is left in the queue."""
+    while len(group) < most:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            return
+        if nxt is None:
+            q.put(None)
+            return
+        group.append(nxt)
 
 
 class RelayStore(abc.ABC):

@@ -215,6 +215,7 @@ class Dev:
         cls: MessageClass,
         message_id: bytes | None = None,
         body: bytes = b"hi",
+        template_id: bytes | None = None,
     ) -> list[bytes]:
         """Envelopes of one message around opaque frames; its franking key and text are kept
         in ``self.sent`` (the relay never sees them) so a receiver can report it."""
@@ -233,6 +234,7 @@ class Dev:
                 mid,
                 c,
                 b"opaque-frame:" + os.urandom(24),
+                template_id,
             ).to_bytes()  # fmt: skip
             for d in dests
         ]

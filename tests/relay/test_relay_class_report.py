@@ -146,3 +146,39 @@ def test_client_reports_misdeclared_class(tmp_path: Path, via: str) -> None:
     finally:
         if proc is not None:
             proc.stop()
+
+
+def test_a_template_id_must_be_a_registered_template_of_the_declared_class(
+    client: httpx.Client,
+) -> None:
+    """The relay sees a message's template id (metadata) but not its text: the id must name a
+    template the sending business registered, as the class the message declares. A refused
+    submission delivers and bills nothing."""
+    cust = new_device(client, b"dana", CUSTOMER)
+    biz = new_device(client, b"shop", BUSINESS, tier=1)
+    reg = wire.RegisterTemplate(b"ship-1", int(MessageClass.TEMPLATE), b"Order shipped.")
+    biz.call(wire.Path.TEMPLATE_REGISTER, reg)
+    cust.submit(cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+    cust.control(wire.Control.OPT_IN, b"shop")  # marketing is allowed: only the id is wrong
+    biz.ack([Delivery.from_bytes(d).seq for d in biz.fetch().deliveries])
+    for cls, tid in (
+        (MessageClass.TEMPLATE, b"never-registered"),
+        (MessageClass.MARKETING, b"ship-1"),  # registered as TEMPLATE
+    ):
+        envs = biz.envelopes(b"dana", [cust.addr], cls, template_id=tid)
+        assert refused(biz.submit, envs) == (422, "refused")
+    # A customer cannot name a template at all.
+    envs = cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE, template_id=b"ship-1")
+    assert refused(cust.submit, envs) == (422, "not_allowed")
+    assert biz.fetch().deliveries == () and cust.fetch().deliveries == ()
+    assert biz.bill().total == 0 and biz.bill().counts == ()
+    # Copies of one message that disagree on the template id are malformed.
+    mid = os.urandom(16)
+    a = biz.envelopes(b"dana", [cust.addr], MessageClass.TEMPLATE, mid, template_id=b"ship-1")
+    b = biz.envelopes(b"dana", [cust.addr], MessageClass.TEMPLATE, mid)
+    assert refused(biz.submit, [a[0], b[0]])[0] == 400
+    # The registered template, as its class: accepted and billed (in window: free on tier 1).
+    receipt = biz.submit(biz.envelopes(b"dana", [cust.addr], MessageClass.TEMPLATE,
+                                       template_id=b"ship-1"))  # fmt: skip
+    assert receipt.copies == 1
+    assert len(cust.fetch().deliveries) == 1
