@@ -64,6 +64,7 @@ class RelayServer:
         clock: Callable[[], int] | None = None,
         share: Callable[[bytes], None] | None = None,
         port: int = 0,
+        secret_key: bytes | None = None,
     ) -> None:
         import uvicorn
 
@@ -72,6 +73,8 @@ class RelayServer:
         self.db = db
         self.tap = Recorder()
         extra: dict[str, Any] = {} if clock is None else {"clock": clock}
+        if secret_key is not None:
+            extra["secret_key"] = secret_key
         self.app = create_app(db, share=share, tap=self.tap,
                               rate_limit=RateLimit(10_000.0, 10_000.0), **extra)  # fmt: skip
         self.port = port or _free_port()
@@ -173,7 +176,7 @@ class _Demo:
     async def run(self) -> int:
         started = time.monotonic()
         relay = RelayServer(os.path.join(self.tmp, "relay.sqlite"), self.clock,
-                            self.ads.receive).start()  # fmt: skip
+                            self.ads.receive, secret_key=os.urandom(32)).start()  # fmt: skip
         from e2e.client.http import HttpRelay
 
         net = HttpRelay(relay.url, clock=self.clock)

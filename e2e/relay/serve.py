@@ -61,6 +61,13 @@ def main(argv: list[str]) -> int:
     certify.add_argument("--account", required=True)
     certify.add_argument("--display-name", required=True)
     certify.add_argument("--days", type=int, default=365, help="validity in days")
+    for sp in (serve, rotate, certify):
+        sp.add_argument(
+            "--secret-key-file",
+            default=None,
+            help="file holding the 32-byte relay secret key that seals the relay's franking and"
+            " log keys in the database (the same file for every relay process on it)",
+        )
     ns = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -72,11 +79,23 @@ def main(argv: list[str]) -> int:
     from e2e.relay.service import RelayService
     from e2e.relay.store import open_store
 
+    secret_key = None
+    if ns.secret_key_file:
+        try:
+            with open(ns.secret_key_file, "rb") as fh:
+                secret_key = fh.read()
+        except OSError as exc:
+            print(f"cannot read the secret key file: {type(exc).__name__}", file=sys.stderr)
+            return 2
     try:
-        service = RelayService(open_store(ns.db))
+        service = RelayService(open_store(ns.db), secret_key=secret_key)
     except E2EError as exc:
         print(f"cannot open the relay store: {exc}", file=sys.stderr)
         return 2
+    if secret_key is None and ns.action == "serve":
+        logging.getLogger("e2e.relay").warning(
+            "no --secret-key-file: franking and log keys are stored unsealed in the database"
+        )
     if ns.action == "certify-business":
         return _certify(service, ns)
     if ns.action == "rotate-franking-key":

@@ -99,6 +99,7 @@ from e2e.platform.wire import (
     WindowState,
 )
 from e2e.prekeys import PrekeyBundle
+from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import Account, FrankingKey, RelayStore, SeenSubmission, Tx
 
 __all__ = ["RelayService", "Caller", "CUSTOMER", "BUSINESS", "encode_chat"]
@@ -149,8 +150,10 @@ class RelayService:
         share: Callable[[bytes], None] | None = None,
         dedup_seconds: int = DEDUP_SECONDS,
         log_key: bytes | None = None,
+        secret_key: bytes | None = None,
     ) -> None:
         self.store = store
+        self._sealer = SecretSealer(secret_key)
         self.config = config or PolicyConfig()
         self.clock = clock
         self.rng = rng
@@ -171,11 +174,15 @@ class RelayService:
             return given
 
         def step(tx: Tx) -> bytes:
-            secret = tx.log_secret()
-            if secret is None:
-                tx.set_log_secret(LogSigner().private_bytes())
-                secret = tx.log_secret()
-            assert secret is not None  # noqa: S101 - just written in this transaction
+            stored = tx.log_secret()
+            if stored is None:
+                secret = LogSigner().private_bytes()
+                tx.set_log_secret(self._sealer.seal(b"log", 1, secret))
+                stored = tx.log_secret()
+            assert stored is not None  # noqa: S101 - just written in this transaction
+            secret = self._sealer.open(b"log", 1, stored)
+            if self._sealer.sealing and not self._sealer.is_sealed(stored):
+                tx.replace_log_secret(self._sealer.seal(b"log", 1, secret))
             return secret
 
         return self.store.run(step)
@@ -266,15 +273,19 @@ class RelayService:
 
         def step(tx: Tx) -> list[FrankingKey]:
             now = self.clock()
-            keys = tx.franking_keys()
-            for key in keys:
-                if now - key.created >= FRANKING_RETIRE_SECONDS:
-                    tx.retire_franking_key(key.key_id, now)
-            keys = [k for k in keys if now - k.created < FRANKING_RETIRE_SECONDS]
+            keys = []
+            for stored in tx.franking_keys():
+                if now - stored.created >= FRANKING_RETIRE_SECONDS:
+                    tx.retire_franking_key(stored.key_id, now)
+                    continue
+                secret = self._sealer.open(b"franking", stored.key_id, stored.secret)
+                if self._sealer.sealing and not self._sealer.is_sealed(stored.secret):
+                    tx.reseal_franking_key(
+                        stored.key_id, self._sealer.seal(b"franking", stored.key_id, secret)
+                    )
+                keys.append(FrankingKey(stored.key_id, secret, stored.created))
             if not keys or now - keys[0].created >= FRANKING_ROTATE_SECONDS:
-                key = FrankingKey(tx.max_franking_key_id() + 1, self.rng(32), now)
-                tx.insert_franking_key(key)
-                keys.insert(0, key)
+                keys.insert(0, self._new_franking_key(tx, now))
             return keys
 
         keys = self.store.run(step)
@@ -285,13 +296,18 @@ class RelayService:
         """Make a new current franking key now; its key id."""
 
         def step(tx: Tx) -> int:
-            key = FrankingKey(tx.max_franking_key_id() + 1, self.rng(32), self.clock())
-            tx.insert_franking_key(key)
-            return key.key_id
+            return self._new_franking_key(tx, self.clock()).key_id
 
         key_id = self.store.run(step)
         self.refresh_franking_keys()
         return key_id
+
+    def _new_franking_key(self, tx: Tx, now: int) -> FrankingKey:
+        """A new franking key, stored (sealed if the relay has a secret key)."""
+        key = FrankingKey(tx.max_franking_key_id() + 1, self.rng(32), now)
+        sealed = self._sealer.seal(b"franking", key.key_id, key.secret)
+        tx.insert_franking_key(FrankingKey(key.key_id, sealed, now))
+        return key
 
     def _current_key(self) -> bytes:
         with self._keys_lock:
@@ -674,9 +690,7 @@ class RelayService:
                 raise NotAllowed("template id already registered")
         return Ok()
 
-    def _check_template(
-        self, tx: Tx, src: Account, template_id: bytes, cls: MessageClass
-    ) -> None:
+    def _check_template(self, tx: Tx, src: Account, template_id: bytes, cls: MessageClass) -> None:
         """A message naming a template must be its business's, of a registered template of
         the class it declares (the text is for the devices, and a class report, to check)."""
         if src.kind != BUSINESS:

@@ -474,6 +474,10 @@ class Tx(abc.ABC):
             (now, key_id),
         )
 
+    def reseal_franking_key(self, key_id: int, stored: bytes) -> None:
+        """Replace a key's stored secret by ``stored`` (the same secret, now sealed)."""
+        self.execute("UPDATE franking_keys SET secret = ? WHERE key_id = ?", (stored, key_id))
+
     def max_franking_key_id(self) -> int:
         row = self.fetchone("SELECT MAX(key_id) FROM franking_keys")
         return int(row[0]) if row and row[0] is not None else 0
@@ -530,6 +534,10 @@ class Tx(abc.ABC):
     def log_secret(self) -> bytes | None:
         row = self.fetchone("SELECT secret FROM log_keys WHERE id = 1")
         return None if row is None else bytes(row[0])
+
+    def replace_log_secret(self, stored: bytes) -> None:
+        """Replace the stored log key by ``stored`` (the same key, now sealed)."""
+        self.execute("UPDATE log_keys SET secret = ? WHERE id = 1", (stored,))
 
     def set_log_secret(self, secret: bytes) -> None:
         self.execute(
