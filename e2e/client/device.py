@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
 import hmac
 import os
@@ -51,6 +52,8 @@ from e2e.platform.policy import (
     MessageClass,
     ReportRejected,
     StaleDeviceList,
+    Template,
+    check_class,
 )
 from e2e.platform.transparency import (
     ConsistencyProof,
@@ -122,6 +125,9 @@ class Client:
         self.rng = rng
         self.hook = hook
         self.auto_receipts = auto_receipts
+        #: Optional classifier of free text for the class check of business messages
+        #: (:func:`~e2e.platform.policy.check_class`; None: no opinion).
+        self.classify: Callable[[bytes], MessageClass | None] | None = None
         #: Errors of deliveries that could not be accepted, by error name.
         self.errors: dict[str, int] = {}
 
@@ -691,9 +697,33 @@ class Client:
             acks.append(seq)
         if acks:
             await self.transport.ack(acks)
+        if self.profile.kind == "customer":
+            out = await self._check_classes(out)
         await self._check_peer_heads()
         if self.auto_receipts:
             await self._receipts(out, state.ReceiptStatus.DELIVERED)
+        return out
+
+    async def _check_classes(self, messages: list[Message]) -> list[Message]:
+        """Check each business message's content against its declared class with the
+        business's registered templates (fetched once per business and sync, again if a
+        template id is not among them): a mismatch is flagged, not refused (SPEC §10.2)."""
+        held: dict[str, dict[bytes, Template]] = {}
+        out = []
+        for m in messages:
+            if m.outgoing or m.cls is MessageClass.RECEIPT:
+                out.append(m)
+                continue
+            templates = held.get(m.conversation)
+            if templates is None or (m.template_id is not None and m.template_id not in templates):
+                try:
+                    templates = await self.transport.templates(m.conversation)
+                except E2EError:
+                    out.append(m)  # unchecked for now: the relay could not say
+                    continue
+                held[m.conversation] = templates
+            check = check_class(m.cls, m.template_id, m.body, templates, self.classify)
+            out.append(dataclasses.replace(m, class_check=check))
         return out
 
     def _count(

@@ -23,10 +23,10 @@ from typing import Any, Final, TypeVar
 import httpx
 
 from e2e.client.transport import Accepted, Transport
-from e2e.errors import E2EError
+from e2e.errors import DecodeError, E2EError
 from e2e.keys import KeyPair, Rng
 from e2e.platform import wire
-from e2e.platform.policy import MessageClass
+from e2e.platform.policy import MessageClass, Template
 from e2e.platform.wire import Path
 from e2e.store import Address
 
@@ -218,6 +218,20 @@ class HttpTransport(Transport):
         await self._post(
             Path.TEMPLATE_REGISTER, wire.RegisterTemplate(template_id, int(cls), text), wire.Ok
         )
+
+    async def templates(self, business: str) -> dict[bytes, Template]:
+        got = await self._post(
+            Path.TEMPLATE_LIST, wire.ListTemplates(business.encode()), wire.TemplateList
+        )
+        try:
+            return {
+                tid: Template(tid, MessageClass(cls), digest)
+                for tid, cls, digest in zip(
+                    got.template_ids, got.classes, got.text_hashes, strict=True
+                )
+            }
+        except ValueError:
+            raise DecodeError("template list names an unknown class") from None
 
     async def report_class(self, item: bytes) -> MessageClass:
         got = await self._post(Path.CLASS_REPORT, wire.SubmitClassReport(item), wire.ClassVerdict)

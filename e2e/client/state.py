@@ -52,7 +52,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
@@ -69,7 +69,13 @@ from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, Inner
 from e2e.platform.franking import commit
-from e2e.platform.policy import EnvelopeMismatch, FrankingMismatch, MessageClass, UntrustedDevice
+from e2e.platform.policy import (
+    ClassCheck,
+    EnvelopeMismatch,
+    FrankingMismatch,
+    MessageClass,
+    UntrustedDevice,
+)
 from e2e.prekeys import PrekeyBundle
 from e2e.store import Address, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite, get_suite
@@ -152,6 +158,16 @@ class Message:
     outgoing: bool
     delivery: bytes = b""
     franking_key: bytes = b""
+    template_id: bytes | None = None
+    #: For a business's message to a customer: :func:`~e2e.platform.policy.check_class` of
+    #: its content against its declared class, as :meth:`Client.sync` found it (not kept).
+    class_check: ClassCheck | None = field(default=None, compare=False)
+
+    @property
+    def misdeclared(self) -> bool:
+        """True if its content belongs to a dearer class than declared (or its template id
+        does not fit): a flag for the customer, who can report it."""
+        return self.class_check is not None and not self.class_check.ok
 
     def __repr__(self) -> str:
         return f"Message({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
@@ -175,6 +191,7 @@ class Message:
                 7: self.outgoing,
                 8: self.delivery,
                 9: self.franking_key,
+                **({} if self.template_id is None else {10: self.template_id}),
             }
         )
 
@@ -193,6 +210,7 @@ class Message:
                 obj[7],
                 obj[8],
                 obj[9],
+                obj.get(10),
             )
         except (KeyError, TypeError, ValueError, StoreError):
             raise StoreError("malformed record", what) from None
@@ -718,7 +736,8 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     own = inner.from_account == profile.account.encode()
     conversation = (inner.to_account if own else inner.from_account).decode()
     msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,
-                  delivery.received_at, own, raw, inner.franking_key)  # fmt: skip
+                  delivery.received_at, own, raw, inner.franking_key,
+                  inner.template_id)  # fmt: skip
     if inner.cls is MessageClass.RECEIPT:
         kind, ids = _parse_receipt(inner.body)
         if not own:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from e2e.keys import KeyPair
-from e2e.platform.policy import MessageClass, UnknownAccount
+from e2e.platform.policy import MessageClass, Template, UnknownAccount
 from e2e.platform.relay import Relay
 from e2e.store import Address
 
@@ -105,6 +105,10 @@ class Transport(Protocol):
 
     async def register_template(self, template_id: bytes, cls: MessageClass, text: bytes) -> None:
         """(Business) register a template's class and text (SPEC §10.4)."""
+        ...
+
+    async def templates(self, business: str) -> dict[bytes, Template]:
+        """A business's registered templates by id (SPEC §10.2), to check message classes."""
         ...
 
     async def report_class(self, item: bytes) -> MessageClass:
@@ -278,6 +282,9 @@ class LocalTransport(Transport):
             "register_template",
             lambda: self._relay.register_template(self.addr.account, template_id, cls, text),
         )
+
+    async def templates(self, business: str) -> dict[bytes, Template]:
+        return await self._call("templates", lambda: self._relay.templates(business.encode()))
 
     async def report_class(self, item: bytes) -> MessageClass:
         out = await self._call(

@@ -67,6 +67,9 @@ from e2e.platform.policy import (
 )
 
 __all__ = [
+    "ListTemplates",
+    "TemplateList",
+    "MAX_TEMPLATES",
     "WIRE_VERSION",
     "CONTENT_TYPE",
     "AUTH_SCHEME",
@@ -187,6 +190,7 @@ class Path:
     BILL: Final = "/v1/billing/summary"
     #: (Business) register a template's class and text (SPEC §10.4).
     TEMPLATE_REGISTER: Final = "/v1/templates/register"
+    TEMPLATE_LIST: Final = "/v1/templates/list"
     #: (Customer) report one message whose content does not fit its declared class.
     CLASS_REPORT: Final = "/v1/reports/class"
     #: Key directory (SPEC §13.4): signed tree head, proofs, entries for monitors.
@@ -988,6 +992,50 @@ class RegisterTemplate(_Body):
     @classmethod
     def _build(cls, obj: dict[int, Any]) -> RegisterTemplate:
         return cls(obj[1], obj[2], obj[3])
+
+
+#: Most templates one business registers (a template list answers with all of them).
+MAX_TEMPLATES: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ListTemplates(_Body):
+    """``{1: business account}``: the templates it registered (public, like its devices)."""
+
+    WHAT: ClassVar[str] = "template list query"
+    SCHEMA: ClassVar[Mapping[int, F]] = {1: _acct()}
+    business: bytes
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.business}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> ListTemplates:
+        return cls(obj[1])
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateList(_Body):
+    """``{1: [template ids], 2: [classes], 3: [SHA-256 of each text]}``, by id ascending."""
+
+    WHAT: ClassVar[str] = "template list"
+    SCHEMA: ClassVar[Mapping[int, F]] = {
+        1: F(bytes, 1, MAX_TEMPLATE_ID_LEN, array=True, count=MAX_TEMPLATES),
+        2: F(int, array=True, count=MAX_TEMPLATES, max_int=255),
+        3: F(bytes, 32, 32, array=True, count=MAX_TEMPLATES),
+    }
+    template_ids: tuple[bytes, ...] = field(default=())
+    classes: tuple[int, ...] = field(default=())
+    text_hashes: tuple[bytes, ...] = field(default=())
+
+    def _fields(self) -> dict[int, Any]:
+        return {1: self.template_ids, 2: self.classes, 3: self.text_hashes}
+
+    @classmethod
+    def _build(cls, obj: dict[int, Any]) -> TemplateList:
+        if not len(obj[1]) == len(obj[2]) == len(obj[3]):
+            raise DecodeError("template list columns differ in length")
+        return cls(tuple(obj[1]), tuple(obj[2]), tuple(obj[3]))
 
 
 @dataclass(frozen=True, slots=True)

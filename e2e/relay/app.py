@@ -83,6 +83,7 @@ _ROUTES: Final = {
     Path.REPORT: _Route(wire.SubmitReport, "report", _DEVICE),
     Path.BILL: _Route(wire.BillQuery, "bill", _DEVICE),
     Path.TEMPLATE_REGISTER: _Route(wire.RegisterTemplate, "register_template", _DEVICE),
+    Path.TEMPLATE_LIST: _Route(wire.ListTemplates, "list_templates", _DEVICE),
     Path.CLASS_REPORT: _Route(wire.SubmitClassReport, "report_class", _DEVICE),
     Path.LOG_HEAD: _Route(wire.LogHeadQuery, "log_head", _DEVICE),
     Path.LOG_LOOKUP: _Route(wire.LogLookup, "log_lookup", _DEVICE),

@@ -57,6 +57,7 @@ from e2e.platform.transparency import (
 from e2e.platform.wire import (
     AUTH_SKEW,
     MAX_LOG_ENTRIES,
+    MAX_TEMPLATES,
     Ack,
     AuthToken,
     BillLines,
@@ -72,6 +73,7 @@ from e2e.platform.wire import (
     Fetch,
     Forbidden,
     ListDevices,
+    ListTemplates,
     LogConsistency,
     LogConsistencyQuery,
     LogEntries,
@@ -93,6 +95,7 @@ from e2e.platform.wire import (
     Submit,
     SubmitClassReport,
     SubmitReport,
+    TemplateList,
     Unauthenticated,
     UploadPrekeys,
     WindowQuery,
@@ -684,11 +687,25 @@ class RelayService:
         if self._account(tx, caller[0]).kind != BUSINESS:
             raise NotAllowed("only businesses register templates")
         tpl = Template.of(req.template_id, cls, req.text)
+        held = self._templates(tx, caller[0])
+        if tpl.template_id not in held and len(held) >= MAX_TEMPLATES:
+            raise NotAllowed("too many templates")
         if not tx.insert_template(caller[0], tpl.template_id, int(cls), tpl.text_hash):
             found = self._templates(tx, caller[0]).get(tpl.template_id)
             if found != tpl:
                 raise NotAllowed("template id already registered")
         return Ok()
+
+    def list_templates(self, tx: Tx, caller: Caller, req: ListTemplates) -> TemplateList:
+        """A business's registered templates, for devices to check message classes with."""
+        if self._account(tx, req.business).kind != BUSINESS:
+            raise NotAllowed("only businesses have templates")
+        held = sorted(self._templates(tx, req.business).values(), key=lambda t: t.template_id)
+        return TemplateList(
+            tuple(t.template_id for t in held),
+            tuple(int(t.cls) for t in held),
+            tuple(t.text_hash for t in held),
+        )
 
     def _check_template(self, tx: Tx, src: Account, template_id: bytes, cls: MessageClass) -> None:
         """A message naming a template must be its business's, of a registered template of

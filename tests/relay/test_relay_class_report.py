@@ -6,6 +6,7 @@ penalty line per message."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -129,7 +130,16 @@ def test_client_reports_misdeclared_class(tmp_path: Path, via: str) -> None:
             await biz.sync()
             honest = await biz.send("fay", "Your table is ready.")
             bad = await biz.send("fay", SALE)  # marketing declared as SERVICE
-            await cust.sync()
+            got = {m.message_id: m for m in await cust.sync()}
+            # The customer's device flags the misdeclared one (with the templates the relay
+            # lists for the business), and only that one.
+            assert got[honest.message_id].class_check is not None
+            assert not got[honest.message_id].misdeclared
+            flagged = got[bad.message_id].class_check
+            assert flagged is not None and got[bad.message_id].misdeclared
+            assert (flagged.declared, flagged.content) == (
+                MessageClass.SERVICE, MessageClass.MARKETING,
+            )  # fmt: skip
             with pytest.raises(ReportRejected):
                 await cust.report_class("deli", honest.message_id)
             assert await cust.report_class("deli", bad.message_id) is MessageClass.MARKETING
@@ -158,6 +168,13 @@ def test_a_template_id_must_be_a_registered_template_of_the_declared_class(
     biz = new_device(client, b"shop", BUSINESS, tier=1)
     reg = wire.RegisterTemplate(b"ship-1", int(MessageClass.TEMPLATE), b"Order shipped.")
     biz.call(wire.Path.TEMPLATE_REGISTER, reg)
+    # Any device can list a business's templates (to check message classes with).
+    listed = cust.call(wire.Path.TEMPLATE_LIST, wire.ListTemplates(b"shop"), wire.TemplateList)
+    assert listed == wire.TemplateList(
+        (b"ship-1",), (int(MessageClass.TEMPLATE),), (hashlib.sha256(b"Order shipped.").digest(),)
+    )
+    q = wire.ListTemplates(b"dana")
+    assert refused(biz.call, wire.Path.TEMPLATE_LIST, q, wire.TemplateList)[1] == "not_allowed"
     cust.submit(cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
     cust.control(wire.Control.OPT_IN, b"shop")  # marketing is allowed: only the id is wrong
     biz.ack([Delivery.from_bytes(d).seq for d in biz.fetch().deliveries])
