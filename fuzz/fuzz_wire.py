@@ -23,6 +23,10 @@ BODIES: tuple[type, ...] = (
     wire.ClaimedPrekey, wire.Precheck, wire.Submit, wire.Receipt, wire.Fetch, wire.Mailbox,
     wire.Ack, wire.Control, wire.WindowQuery, wire.WindowState, wire.SubmitReport,
     wire.ReportVerdict, wire.BillQuery, wire.BillLines, wire.WireError, wire.Ok, Envelope,
+    wire.Route, wire.Designate, wire.RegisterTemplate, wire.ListTemplates, wire.TemplateList,
+    wire.SubmitClassReport, wire.ClassVerdict, wire.LogHeadQuery, wire.LogHead, wire.LogLookup,
+    wire.LogEntry, wire.LogConsistencyQuery, wire.LogConsistency, wire.LogEntriesQuery,
+    wire.LogEntries, wire.BusinessCertQuery, wire.BusinessCert,
 )  # fmt: skip
 
 

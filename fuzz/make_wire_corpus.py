@@ -48,6 +48,23 @@ def seeds() -> list[bytes]:
         wire.BillLines(1, (2, 3), (0, 0), (4, 1), (40, 80)),
         wire.WireError("stale_device_list", "changed", ((b"a", 1),), ((b"b", 2),)),
         wire.Ok(),
+        wire.Route(b"alice", (1, 2)),
+        wire.Designate((1,)),
+        wire.RegisterTemplate(b"ship-1", 2, b"Order shipped."),
+        wire.ListTemplates(b"shop"),
+        wire.TemplateList((b"ship-1",), (2,), (bytes(32),)),
+        wire.SubmitClassReport(b"item"),
+        wire.ClassVerdict(bytes(16), 1, 3, 80),
+        wire.LogHeadQuery(),
+        wire.LogHead(b"head", bytes(32)),
+        wire.LogLookup(b"alice", 3),
+        wire.LogEntry(b"entry", b"proof"),
+        wire.LogConsistencyQuery(1, 3),
+        wire.LogConsistency(b"proof"),
+        wire.LogEntriesQuery(0, 2),
+        wire.LogEntries((b"e1", b"e2"), (b"p1", b"p2")),
+        wire.BusinessCertQuery(b"shop"),
+        wire.BusinessCert(b"cert"),
     ]
     out = []
     for body in bodies:
