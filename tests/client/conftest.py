@@ -55,3 +55,24 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFact
 @pytest.fixture
 def relay() -> Relay:
     return Relay(clock=ManualClock())
+
+
+@pytest.fixture
+def relay_db(stores: StoreFactory, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The relay service's database, on the engine of the client stores: a SQLite file, or a
+    fresh PostgreSQL database (dropped afterwards) for the postgres case."""
+    if "postgres" not in request.node.name:
+        yield str(tmp_path / "relay.sqlite")
+        return
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    dsn = os.environ["E2E_PG_DSN"]
+    name = "relay_client_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = name
+    yield make_conninfo(**params)  # type: ignore[arg-type]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]

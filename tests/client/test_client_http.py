@@ -5,9 +5,7 @@ nothing; routing over the wire."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +17,6 @@ from e2e.demo import RelayServer
 from e2e.platform.policy import MessageClass, NotAllowed
 
 StoreFactory = Callable[[str], Any]
-
-
-@pytest.fixture
-def relay_db(stores: StoreFactory, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """The relay's database: a SQLite file, or a fresh PostgreSQL database for the pg case."""
-    if "postgres" not in request.node.name:
-        yield str(tmp_path / "relay.sqlite")
-        return
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    dsn = os.environ["E2E_PG_DSN"]
-    name = "relay_client_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = name
-    yield make_conninfo(**params)  # type: ignore[arg-type]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 
 def test_every_party_restarts_over_http(stores: StoreFactory, relay_db: str) -> None:

@@ -11,7 +11,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,26 +29,6 @@ from relayhelp import ROOT, RelayProcess  # noqa: E402
 
 StoreFactory = Callable[[str], Any]
 SECRET = b"my card number is 4111 1111 1111 1111"
-
-
-@pytest.fixture
-def relay_db(stores: StoreFactory, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """The relay's database, on the same engine as the client stores."""
-    if "postgres" not in request.node.name:
-        yield str(tmp_path / "relay.sqlite")
-        return
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    dsn = os.environ["E2E_PG_DSN"]
-    name = "relay_kc_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = name
-    yield make_conninfo(**params)  # type: ignore[arg-type]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
 
 
 @pytest.fixture
