@@ -38,7 +38,19 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from e2e.errors import StoreError
-from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, drain, finish_jobs
+from e2e.relay.store import (
+    DIRECTORY_GENERATION,
+    DIRECTORY_TABLES,
+    SCHEMA,
+    CachedDirectory,
+    DirectoryCache,
+    Job,
+    RelayStore,
+    SqlTx,
+    Tx,
+    drain,
+    finish_jobs,
+)
 
 __all__ = ["PostgresRelayStore"]
 
@@ -54,6 +66,24 @@ _CONFLICTS = (
     pg_errors.DeadlockDetected,
     pg_errors.UniqueViolation,
 )
+
+
+#: Counts changes of the directory (see :class:`~e2e.relay.store.DirectoryCache`).
+_DIRECTORY_FUNCTION: Final = """
+CREATE OR REPLACE FUNCTION e2e_directory_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE relay_meta SET value = value + 1 WHERE key = 'directory';
+    RETURN NULL;
+END $$"""
+#: Once per directory table (made only if missing: no table lock on a running database).
+_DIRECTORY_TRIGGER: Final = """
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'e2e_directory'
+                   AND tgrelid = '{table}'::regclass) THEN
+        CREATE TRIGGER e2e_directory AFTER INSERT OR UPDATE OR DELETE ON {table}
+            FOR EACH STATEMENT EXECUTE FUNCTION e2e_directory_changed();
+    END IF;
+END $$"""
 
 
 class _ChatBusy(Exception):
@@ -97,7 +127,14 @@ class _Raw:
         self.names: dict[str, bytes] = {}
 
     def command(self, sql: bytes) -> None:
+        """Run ``sql`` (one or more statements, no parameters) in one round trip."""
         self._check(self.pg.exec_(sql))
+
+    def query(self, sql: bytes) -> list[tuple[bytes | None, ...]]:
+        """:meth:`command`, and the last statement's rows, as text."""
+        res = self._check(self.pg.exec_(sql))
+        cols = range(res.nfields)
+        return [tuple(res.get_value(r, c) for c in cols) for r in range(res.ntuples)]
 
     def _check(self, res: pq.abc.PGresult) -> pq.abc.PGresult:
         if res.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
@@ -199,14 +236,16 @@ class _PgTx(SqlTx):
             raise _ChatBusy
 
 
-class _WriterTx(_PgTx):
-    """The writer's transactions: :class:`_PgTx` over :class:`_Raw`, chat locks only tried."""
+class _WriterTx(CachedDirectory, _PgTx):
+    """The writer's transactions: :class:`_PgTx` over :class:`_Raw`, chat locks only tried,
+    the directory read through the writer's :class:`DirectoryCache`."""
 
     grouped = True
 
-    def __init__(self, raw: _Raw) -> None:
+    def __init__(self, raw: _Raw, cache: DirectoryCache) -> None:
         super().__init__(None, "?")
         self.raw = raw
+        self.cache = cache
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.raw.execute(sql, params)
@@ -232,6 +271,9 @@ class PostgresRelayStore(RelayStore):
                 for stmt in SCHEMA.format(serial="BIGSERIAL PRIMARY KEY").split(";"):
                     if stmt.strip():
                         conn.execute(stmt.replace("BLOB", "BYTEA"))
+                conn.execute(_DIRECTORY_FUNCTION)
+                for table in DIRECTORY_TABLES:
+                    conn.execute(_DIRECTORY_TRIGGER.replace("{table}", table))
         except psycopg.Error as exc:
             raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
         self._listener: threading.Thread | None = None
@@ -281,6 +323,7 @@ class PostgresRelayStore(RelayStore):
     def _write_loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         raw: _Raw | None = None
+        cache = DirectoryCache()
         parked: list[tuple[float, Job, int]] = []  # (when to run again, job, tries)
         while True:
             now = time.monotonic()
@@ -301,7 +344,7 @@ class PostgresRelayStore(RelayStore):
                 if conn is None or raw is None or conn.closed:
                     conn = psycopg.connect(self.dsn, autocommit=True)
                     raw = _Raw(conn)
-                for job, tries in self._run_group(raw, group):
+                for job, tries in self._run_group(raw, cache, group):
                     # Again after a short, growing pause: a busy chat's lock is held by
                     # another process's group, which commits within milliseconds.
                     parked.append((time.monotonic() + min(0.05, 0.001 * 2**tries), job, tries))
@@ -310,52 +353,59 @@ class PostgresRelayStore(RelayStore):
                 # none of its requests was answered yet; all are refused (503), none applied.
                 err = StoreError(f"relay database error: {type(exc).__name__}")
                 finish_jobs([job for job, _ in group], [(False, err)] * len(group))
+                cache.clear()
                 if conn is not None:
                     conn.close()
                 conn = raw = None
         if conn is not None:
             conn.close()
 
-    def _run_group(self, raw: _Raw, group: list[tuple[Job, int]]) -> list[tuple[Job, int]]:
+    def _run_group(
+        self, raw: _Raw, cache: DirectoryCache, group: list[tuple[Job, int]]
+    ) -> list[tuple[Job, int]]:
         """Run the group in one transaction, a savepoint each; commit; answer the requests
-        that ran. The ones to run again (a conflict, or a busy chat) are returned."""
+        that ran. The ones to run again (a conflict, or a busy chat) are returned.
+
+        Round trips: the transaction's start, the first savepoint and the directory's
+        generation go in one; a request's savepoint is released together with the next one's
+        creation; the commit releases the last."""
         done: list[Job] = []
         outcomes: list[tuple[bool, Any]] = []
         again: list[tuple[Job, int]] = []
         woken: set[str] = set()
-        raw.command(b"BEGIN")
+        res = raw.query(b"BEGIN; SAVEPOINT req; " + DIRECTORY_GENERATION.encode())
         try:
+            generation = res[0][0] if res else None
+            cache.check_generation(0 if generation is None else int(generation))
+            fresh = True  # the savepoint "req" is set and nothing ran in it yet
             for job, tries in group:
-                tx = _WriterTx(raw)
-                raw.command(b"SAVEPOINT req")
+                if not fresh:
+                    raw.command(b"RELEASE SAVEPOINT req; SAVEPOINT req")
+                tx = _WriterTx(raw, cache)
+                fresh = False
                 try:
                     result = job[0](tx)
-                except (_ChatBusy, *_CONFLICTS):
+                except BaseException as exc:  # handed to the caller below, or run again
+                    # ROLLBACK TO keeps the savepoint: the next request runs in it.
                     raw.command(b"ROLLBACK TO SAVEPOINT req")
-                    if tries + 1 >= _RETRIES:
-                        done.append(job)
-                        outcomes.append((False, StoreError("relay database kept conflicting")))
-                    else:
-                        again.append((job, tries + 1))
-                    continue
-                except psycopg.Error as exc:
-                    raw.command(b"ROLLBACK TO SAVEPOINT req")
-                    done.append(job)
-                    outcomes.append(
-                        (False, StoreError(f"relay database error: {type(exc).__name__}"))
-                    )
-                    continue
-                except BaseException as exc:  # handed to the caller below
-                    raw.command(b"ROLLBACK TO SAVEPOINT req")
+                    cache.clear()
+                    fresh = True
+                    if isinstance(exc, (_ChatBusy, *_CONFLICTS)):
+                        if tries + 1 < _RETRIES:
+                            again.append((job, tries + 1))
+                            continue
+                        exc = StoreError("relay database kept conflicting")
+                    elif isinstance(exc, psycopg.Error):
+                        exc = StoreError(f"relay database error: {type(exc).__name__}")
                     done.append(job)
                     outcomes.append((False, exc))
                     continue
-                raw.command(b"RELEASE SAVEPOINT req")
                 done.append(job)
                 outcomes.append((True, result))
                 woken |= tx.woken
             raw.command(b"COMMIT")
         except BaseException:
+            cache.clear()
             if raw.pg.status == pq.ConnStatus.OK:
                 raw.pg.exec_(b"ROLLBACK")
             raise

@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from e2e.errors import CertificateError, DecodeError, E2EError, InvalidSignature
@@ -108,6 +109,19 @@ from e2e.relay.store import Account, FrankingKey, RelayStore, SeenSubmission, Tx
 __all__ = ["RelayService", "Caller", "CUSTOMER", "BUSINESS", "encode_chat"]
 
 Caller = tuple[bytes, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedSubmit:
+    """A submission checked as far as it can be without the store (see
+    :meth:`RelayService.prepare_submit`): its raw copies, decoded, and the digest that
+    identifies a retry of it."""
+
+    raw: tuple[bytes, ...]
+    envs: tuple[Envelope, ...]
+    digest: bytes
+
+
 CUSTOMER: Final = 0
 BUSINESS: Final = 1
 #: How long a message id is remembered for de-duplication (bounded retention).
@@ -531,10 +545,15 @@ class RelayService:
         self._check(tx, caller, cls, check_account(req.to_account), req.dests)
         return Ok()
 
-    def submit(self, tx: Tx, caller: Caller, req: Submit) -> Receipt:
+    @staticmethod
+    def prepare_submit(caller: Caller, req: Submit, body: bytes | None = None) -> PreparedSubmit:
+        """The checks of a submission that need no store: its copies decoded, from the
+        authenticated device, agreeing on their metadata. ``body``, if given, is the
+        request's canonical encoding (it is hashed instead of encoding ``req`` again). Run
+        before the transaction, so the store's writer does only what needs the store."""
         if not req.envelopes:
             raise DecodeError("empty batch")
-        envs = [Envelope.from_bytes(raw) for raw in req.envelopes]
+        envs = tuple(Envelope.from_bytes(raw) for raw in req.envelopes)
         first = envs[0]
         for env in envs:
             if env.sender != caller:
@@ -543,7 +562,12 @@ class RelayService:
                 first.message_id, first.cls, first.to_account, first.template_id,
             ) or env.commitment != first.commitment:  # fmt: skip
                 raise DecodeError("batch copies disagree on their message metadata")
-        digest = hashlib.sha256(req.to_bytes()).digest()
+        digest = hashlib.sha256(req.to_bytes() if body is None else body).digest()
+        return PreparedSubmit(req.envelopes, envs, digest)
+
+    def submit(self, tx: Tx, caller: Caller, req: Submit | PreparedSubmit) -> Receipt:
+        prep = req if isinstance(req, PreparedSubmit) else self.prepare_submit(caller, req)
+        envs, first, digest = prep.envs, prep.envs[0], prep.digest
         seen = tx.seen(caller[0], first.message_id)
         if seen is not None:
             if hmac.compare_digest(seen.digest, digest):
@@ -571,7 +595,7 @@ class RelayService:
             chat.counts["customer"] = chat.counts.get("customer", 0) + 1
         tx.put_chat(business, customer, chat)
         key = self._current_key()
-        for env, raw in zip(envs, req.envelopes, strict=True):
+        for env, raw in zip(envs, prep.raw, strict=True):
             tx.insert_mail(env.dest_account, env.dest_device, raw, now, relay_tag(key, env, now))
             tx.notify(env.dest_account, env.dest_device)
         tx.insert_seen(

@@ -27,22 +27,100 @@ from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
 from e2e.errors import StoreError
-from e2e.relay.store import SCHEMA, Job, RelayStore, SqlTx, Tx, drain, finish_jobs
+from e2e.platform.policy import ChatState
+from e2e.relay.store import (
+    CACHE_ENTRIES,
+    DIRECTORY_GENERATION,
+    DIRECTORY_TABLES,
+    SCHEMA,
+    CachedDirectory,
+    DirectoryCache,
+    Job,
+    RelayStore,
+    SqlTx,
+    Tx,
+    drain,
+    finish_jobs,
+    settle,
+)
 
 __all__ = ["SqliteRelayStore"]
 
 T = TypeVar("T")
+#: Counts changes of the directory (see :class:`~e2e.relay.store.DirectoryCache`), once per
+#: directory table and kind of change.
+_DIRECTORY_TRIGGER: Final = (
+    "CREATE TRIGGER IF NOT EXISTS e2e_directory_{table}_{op} AFTER {op} ON {table}"
+    " BEGIN UPDATE relay_meta SET value = value + 1 WHERE key = 'directory'; END"
+)
 #: Most requests committed together.
 MAX_GROUP: Final = 64
 
 
-class _SqliteTx(SqlTx):
-    def __init__(self, cursor: object) -> None:
+class _Cache(DirectoryCache):
+    """The writer's :class:`DirectoryCache`, and the chats as it last read or wrote them:
+    those are valid while no other connection has written to the file. Each group starts by
+    reading ``PRAGMA data_version``, which changes exactly when another connection has
+    committed; if it moved, the chats go, and the directory's generation row is read."""
+
+    __slots__ = ("version", "chats")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version = -1
+        self.chats: dict[tuple[bytes, bytes], ChatState | None] = {}
+
+    def clear(self) -> None:
+        super().clear()
+        self.version = -1
+        self.chats.clear()
+
+    def check(self, cur: sqlite3.Cursor) -> None:
+        """At the start of a write transaction (holding the write lock): drop what another
+        connection may have changed."""
+        version = cur.execute("PRAGMA data_version").fetchone()[0]
+        if len(self.chats) > CACHE_ENTRIES:
+            self.chats.clear()
+        if version == self.version:
+            return
+        self.chats.clear()
+        self.version = version
+        row = cur.execute(DIRECTORY_GENERATION).fetchone()
+        self.check_generation(0 if row is None else int(row[0]))
+
+
+def _copy_chat(c: ChatState) -> ChatState:
+    """A copy of ``c`` as reading it back from the chats table gives it (only the two
+    counts are stored), sharing nothing mutable with it."""
+    counts = {"customer": c.counts.get("customer", 0), "business": c.counts.get("business", 0)}
+    return ChatState(c.last_customer_message, bool(c.blocked), bool(c.limited),
+                     bool(c.opted_in), list(c.template_times), c.spam_reports,
+                     counts)  # fmt: skip
+
+
+class _SqliteTx(CachedDirectory, SqlTx):
+    def __init__(self, cursor: object, cache: _Cache | None = None) -> None:
         super().__init__(cursor)
         self.woken: list[tuple[bytes, int]] = []
+        self.cache: _Cache = cache or _Cache()
 
     def notify(self, account: bytes, device_id: int) -> None:
         self.woken.append((account, device_id))
+
+    def chat(self, business: bytes, customer: bytes) -> ChatState | None:
+        chats = self.cache.chats
+        key = (business, customer)
+        if key not in chats:
+            chats[key] = super().chat(business, customer)
+        chat = chats[key]
+        return None if chat is None else _copy_chat(chat)
+
+    def put_chat(self, business: bytes, customer: bytes, chat: ChatState) -> None:
+        self.cache.chats.pop((business, customer), None)
+        super().put_chat(business, customer, chat)
+        self.cache.chats[(business, customer)] = _copy_chat(chat)
+
+    # -- backend statements ---------------------------------------------------------------
 
     def claim_prekey(self, account: bytes, device_id: int) -> bytes | None:
         row = self.fetchone(
@@ -81,10 +159,15 @@ class SqliteRelayStore(RelayStore):
             for stmt in SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT").split(";"):
                 if stmt.strip():
                     self._conn.execute(stmt)
+            for table in DIRECTORY_TABLES:
+                for op in ("INSERT", "UPDATE", "DELETE"):
+                    trigger = _DIRECTORY_TRIGGER.replace("{op}", op).replace("{table}", table)
+                    self._conn.execute(trigger)
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open relay database: {type(exc).__name__}") from None
         self._lock = threading.Lock()
+        self._cache = _Cache()
         self._lockfile: int | None = None
         if path != ":memory:" and not path.startswith("file:"):
             try:
@@ -93,6 +176,8 @@ class SqliteRelayStore(RelayStore):
                 raise StoreError(f"cannot open relay lock file: {type(exc).__name__}") from None
         self._wake: Callable[[Sequence[tuple[bytes, int]]], None] | None = None
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._on_loop: dict[asyncio.AbstractEventLoop, list[tuple[Callable[[Tx], Any], Any]]] = {}
+        self._flushers: set[asyncio.Task[None]] = set()
         self._writer = threading.Thread(target=self._write_loop, name="relay-sqlite", daemon=True)
         self._writer.start()
 
@@ -134,38 +219,53 @@ class SqliteRelayStore(RelayStore):
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise StoreError(f"relay database busy: {type(exc).__name__}") from None
-            tx = _SqliteTx(cur)
+            self._cache.check(cur)
+            tx = _SqliteTx(cur, self._cache)
             try:
                 yield tx
             except sqlite3.Error as exc:
+                self._cache.clear()
                 self._conn.execute("ROLLBACK")
                 raise StoreError(f"relay database error: {type(exc).__name__}") from None
             except BaseException:
+                self._cache.clear()
                 self._conn.execute("ROLLBACK")
                 raise
             try:
                 self._conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._cache.clear()
                 self._conn.execute("ROLLBACK")
                 raise StoreError(f"relay commit failed: {type(exc).__name__}") from None
         self._woke(tx.woken)
 
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        """This process's turn to write: the connection's thread lock, then an exclusive
+        """This process's turn to write (see :meth:`_acquire`), for the length of a block."""
+        self._acquire()
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _acquire(self) -> None:
+        """Take this process's turn to write: the connection's thread lock, then an exclusive
         ``flock`` on ``<db>-writer`` shared by every relay process on the file. The kernel
         hands that lock to a waiting process the moment it is released, where SQLite's own
         busy handler would poll with growing sleeps (seconds of tail latency with two
         processes). The kernel drops it if the holder dies."""
-        with self._lock:
-            if self._lockfile is None:
-                yield
-                return
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX)
+        self._lock.acquire()
+        if self._lockfile is not None:
             try:
-                yield
-            finally:
-                fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+                fcntl.flock(self._lockfile, fcntl.LOCK_EX)
+            except BaseException:
+                self._lock.release()
+                raise
+
+    def _release(self) -> None:
+        if self._lockfile is not None:
+            fcntl.flock(self._lockfile, fcntl.LOCK_UN)
+        self._lock.release()
 
     def _woke(self, woken: list[tuple[bytes, int]]) -> None:
         wake = self._wake
@@ -181,12 +281,45 @@ class SqliteRelayStore(RelayStore):
         return result
 
     async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
-        """As :meth:`run`, awaited: the writer thread settles the whole group's futures with
-        one call onto the loop, and no other thread waits for the commit."""
+        """As :meth:`run`, awaited. The coroutines of one event loop form their own groups,
+        which run on the loop itself: only taking the write turn and the commit (the fsync)
+        go to a thread. A group's statements then cost no hand-offs of the interpreter lock
+        between threads, which cost more than the statements themselves."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, (loop, fut)))
+        pending = self._on_loop.get(loop)
+        if pending is None:
+            pending = self._on_loop[loop] = []
+            task = loop.create_task(self._flush(loop, pending))
+            self._flushers.add(task)  # a reference, so the task is not collected mid-way
+            task.add_done_callback(self._flushers.discard)
+        pending.append((fn, fut))
         return await fut
+
+    async def _flush(
+        self, loop: asyncio.AbstractEventLoop, pending: list[tuple[Callable[[Tx], Any], Any]]
+    ) -> None:
+        """Run ``pending`` (this loop's queued requests) in groups until none is left."""
+        try:
+            while pending:
+                try:
+                    cur = await loop.run_in_executor(None, self._begin)
+                except StoreError as err:
+                    jobs = pending[:MAX_GROUP]
+                    del pending[:MAX_GROUP]
+                    settle([(fut, False, err) for _, fut in jobs])
+                    continue
+                jobs = pending[:MAX_GROUP]  # what arrived while waiting for the turn joins
+                del pending[:MAX_GROUP]
+                outcomes, woken = self._steps(cur, [fn for fn, _ in jobs])
+                try:
+                    await loop.run_in_executor(None, self._commit)
+                except StoreError as err:
+                    outcomes, woken = [(False, err)] * len(jobs), []
+                self._woke(woken)
+                settle([(fut, ok, v) for (_, fut), (ok, v) in zip(jobs, outcomes, strict=True)])
+        finally:
+            del self._on_loop[loop]
 
     def _write_loop(self) -> None:
         while True:
@@ -197,44 +330,78 @@ class SqliteRelayStore(RelayStore):
             drain(self._queue, jobs, MAX_GROUP)
             self._run_group(jobs)
 
-    def _run_group(self, jobs: list[Job]) -> None:
+    def _begin(self) -> sqlite3.Cursor:
+        """Take the write turn and begin a group transaction (StoreError, turn given back, if
+        the database stays busy)."""
+        self._acquire()
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._release()
+            raise StoreError(f"relay database busy: {type(exc).__name__}") from None
+        try:
+            self._cache.check(cur)
+        except sqlite3.Error:
+            self._cache.clear()
+        return cur
+
+    def _steps(
+        self, cur: sqlite3.Cursor, fns: Sequence[Callable[[Tx], Any]]
+    ) -> tuple[list[tuple[bool, Any]], list[tuple[bytes, int]]]:
+        """Run each request in its own savepoint of the group transaction: (ok, result or
+        error) of each, and the mailboxes to wake once committed."""
         outcomes: list[tuple[bool, Any]] = []
         woken: list[tuple[bytes, int]] = []
-        with self._write_lock():
-            cur = self._conn.cursor()
+        cache = self._cache
+        for fn in fns:
+            tx = _SqliteTx(cur, cache)
             try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                err = StoreError(f"relay database busy: {type(exc).__name__}")
-                finish_jobs(jobs, [(False, err)] * len(jobs))
-                return
-            for fn, _ in jobs:
-                tx = _SqliteTx(cur)
+                cur.execute("SAVEPOINT req")
+                result = fn(tx)
+                cur.execute("RELEASE req")
+                outcomes.append((True, result))
+                woken += tx.woken
+            except BaseException as exc:  # handed to the caller
+                cache.clear()
                 try:
-                    cur.execute("SAVEPOINT req")
-                    result = fn(tx)
+                    cur.execute("ROLLBACK TO req")
                     cur.execute("RELEASE req")
-                    outcomes.append((True, result))
-                    woken += tx.woken
-                except BaseException as exc:  # handed to the caller below
-                    try:
-                        cur.execute("ROLLBACK TO req")
-                        cur.execute("RELEASE req")
-                    except sqlite3.Error:
-                        pass
-                    if isinstance(exc, sqlite3.Error):
-                        exc = StoreError(f"relay database error: {type(exc).__name__}")
-                    outcomes.append((False, exc))
-            try:
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                try:
-                    self._conn.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                err = StoreError(f"relay commit failed: {type(exc).__name__}")
-                finish_jobs(jobs, [(False, err)] * len(jobs))
-                return
+                if isinstance(exc, sqlite3.Error):
+                    exc = StoreError(f"relay database error: {type(exc).__name__}")
+                outcomes.append((False, exc))
+        return outcomes, woken
+
+    def _commit(self) -> None:
+        """Commit the group durably and give back the turn (StoreError if the commit failed:
+        then nothing of the group is kept)."""
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._cache.clear()
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise StoreError(f"relay commit failed: {type(exc).__name__}") from None
+        finally:
+            self._release()
+
+    def _run_group(self, jobs: list[Job]) -> None:
+        """On the writer thread: one group of :meth:`run` callers."""
+        try:
+            cur = self._begin()
+        except StoreError as err:
+            finish_jobs(jobs, [(False, err)] * len(jobs))
+            return
+        outcomes, woken = self._steps(cur, [fn for fn, _ in jobs])
+        try:
+            self._commit()
+        except StoreError as err:
+            finish_jobs(jobs, [(False, err)] * len(jobs))
+            return
         self._woke(woken)
         finish_jobs(jobs, outcomes)
 
