@@ -25,6 +25,7 @@ import asyncio
 import binascii
 import hashlib
 import queue
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -86,6 +87,10 @@ DO $$ BEGIN
 END $$"""
 
 
+#: After a request: release its savepoint and set the next request's.
+_NEXT_SAVEPOINT: Final = (b"RELEASE SAVEPOINT req", b"SAVEPOINT req")
+
+
 class _ChatBusy(Exception):
     """The chat's decision lock is held by another transaction: roll the request back to its
     savepoint and run it again in a later group. The writer never waits for a chat lock
@@ -144,7 +149,8 @@ class _Raw:
         state = res.error_field(pq.DiagnosticField.SQLSTATE) or b""
         raise pg_errors.lookup(state.decode())("statement failed")
 
-    def run(self, sql: str, params: Sequence[Any]) -> pq.abc.PGresult:
+    def _prepared(self, sql: str) -> bytes:
+        """The name of ``sql`` (``?`` placeholders) prepared on this connection."""
         name = self.names.get(sql)
         if name is None:
             parts = sql.split("?")
@@ -152,6 +158,10 @@ class _Raw:
             name = b"e2e_%d" % len(self.names)
             self._check(self.pg.prepare(name, text.replace("BLOB", "BYTEA").encode()))
             self.names[sql] = name
+        return name
+
+    @staticmethod
+    def _params(params: Sequence[Any]) -> tuple[list[bytes | None], list[int]]:
         values: list[bytes | None] = []
         formats: list[int] = []
         for v in params:
@@ -167,8 +177,56 @@ class _Raw:
             else:
                 values.append(str(v).encode())
                 formats.append(0)
+        return values, formats
+
+    def run(self, sql: str, params: Sequence[Any]) -> pq.abc.PGresult:
+        name = self._prepared(sql)
+        values, formats = self._params(params)
         # libpq takes NULL for None (the stub says otherwise).
         return self._check(self.pg.exec_prepared(name, values, formats))  # type: ignore[arg-type]
+
+    def pipeline(self, statements: Sequence[tuple[str, Sequence[Any]]],
+                 commands: Sequence[bytes] = ()) -> None:  # fmt: skip
+        """Run ``statements`` (results unused), then ``commands`` (no parameters), in one
+        round trip (libpq's pipeline mode). The first failure is raised; what followed it
+        did not run (the server skips the rest of a pipeline after an error)."""
+        pg = self.pg
+        names = [(self._prepared(sql), self._params(params)) for sql, params in statements]
+        pg.enter_pipeline_mode()
+        try:
+            for name, (values, formats) in names:
+                pg.send_query_prepared(name, values, formats)
+            for command in commands:
+                pg.send_query_params(command, None)
+            pg.pipeline_sync()
+            failed: pq.abc.PGresult | None = None
+            for _ in range(len(names) + len(commands)):
+                self._wait()
+                res = pg.get_result()
+                if res is not None and failed is None and res.status not in (
+                    pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK,
+                ):  # fmt: skip
+                    failed = res
+                self._wait()
+                pg.get_result()  # the None that ends each statement's results
+            self._wait()
+            pg.get_result()  # the pipeline's sync
+        finally:
+            if pg.status == pq.ConnStatus.OK:
+                pg.exit_pipeline_mode()
+        if failed is not None:
+            self._check(failed)
+
+    def _wait(self) -> None:
+        """Until a result can be read without blocking, waiting in ``select`` (which does
+        not hold the GIL)."""
+        pg = self.pg
+        try:
+            while pg.is_busy():
+                select.select([pg.socket], [], [])
+                pg.consume_input()
+        except (OSError, ValueError):
+            raise psycopg.OperationalError("relay database connection lost") from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
         res = self.run(sql, params)
@@ -200,16 +258,6 @@ class _PgTx(SqlTx):
             (account, device_id),
         )
         return None if row is None else bytes(row[0])
-
-    def insert_mail(self, account: bytes, device_id: int, envelope: bytes, received_at: int,
-                    tag: bytes) -> int:  # fmt: skip
-        row = self.fetchone(
-            "INSERT INTO mailbox (account, device_id, envelope, received_at, tag)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING seq",
-            (account, device_id, envelope, received_at, tag),
-        )
-        assert row is not None
-        return int(row[0])
 
     def __init__(self, cursor: Any, placeholder: str = "%s") -> None:
         super().__init__(cursor, placeholder)
@@ -246,11 +294,26 @@ class _WriterTx(CachedDirectory, _PgTx):
         super().__init__(None, "?")
         self.raw = raw
         self.cache = cache
+        self.later: list[tuple[str, Sequence[Any]]] = []
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Held until the next statement or the request's end, and sent with it."""
+        self.later.append((sql, params))
+
+    def flush(self, commands: Sequence[bytes] = ()) -> None:
+        """Send the held writes, then ``commands``, in one round trip."""
+        later, self.later = self.later, []
+        if later or commands:
+            self.raw.pipeline(later, commands)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.later:
+            self.flush()
         return self.raw.execute(sql, params)
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self.later:
+            self.flush()
         return self.raw.fetchall(sql, params)
 
 
@@ -367,8 +430,9 @@ class PostgresRelayStore(RelayStore):
         that ran. The ones to run again (a conflict, or a busy chat) are returned.
 
         Round trips: the transaction's start, the first savepoint and the directory's
-        generation go in one; a request's savepoint is released together with the next one's
-        creation; the commit releases the last."""
+        generation go in one; a request's held writes (:meth:`_WriterTx.write`), the release
+        of its savepoint and the next request's savepoint go in one; the commit is the
+        last."""
         done: list[Job] = []
         outcomes: list[tuple[bool, Any]] = []
         again: list[tuple[Job, int]] = []
@@ -377,19 +441,15 @@ class PostgresRelayStore(RelayStore):
         try:
             generation = res[0][0] if res else None
             cache.check_generation(0 if generation is None else int(generation))
-            fresh = True  # the savepoint "req" is set and nothing ran in it yet
-            for job, tries in group:
-                if not fresh:
-                    raw.command(b"RELEASE SAVEPOINT req; SAVEPOINT req")
+            for job, tries in group:  # each starts in a fresh savepoint "req"
                 tx = _WriterTx(raw, cache)
-                fresh = False
                 try:
                     result = job[0](tx)
+                    tx.flush(_NEXT_SAVEPOINT)
                 except BaseException as exc:  # handed to the caller below, or run again
                     # ROLLBACK TO keeps the savepoint: the next request runs in it.
                     raw.command(b"ROLLBACK TO SAVEPOINT req")
                     cache.clear()
-                    fresh = True
                     if isinstance(exc, (_ChatBusy, *_CONFLICTS)):
                         if tries + 1 < _RETRIES:
                             again.append((job, tries + 1))

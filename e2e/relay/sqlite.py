@@ -131,17 +131,6 @@ class _SqliteTx(CachedDirectory, SqlTx):
         )
         return None if row is None else bytes(row[0])
 
-    def insert_mail(
-        self, account: bytes, device_id: int, envelope: bytes, received_at: int, tag: bytes
-    ) -> int:
-        row = self.fetchone(
-            "INSERT INTO mailbox (account, device_id, envelope, received_at, tag)"
-            " VALUES (?, ?, ?, ?, ?) RETURNING seq",
-            (account, device_id, envelope, received_at, tag),
-        )
-        assert row is not None
-        return int(row[0])
-
 
 class SqliteRelayStore(RelayStore):
     """The embedded default. One connection per process, used by one writer thread."""

@@ -157,10 +157,20 @@ class Tx(abc.ABC):
     def claim_prekey(self, account: bytes, device_id: int) -> bytes | None:
         """Mark the lowest unclaimed one-time prekey of the device claimed; its bundle."""
 
-    @abc.abstractmethod
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement whose outcome the caller does not need. A backend may send it
+        later, but in this transaction, before any other statement and before the request
+        ends (its failure then fails the request); by default it runs at once."""
+        self.execute(sql, params)
+
     def insert_mail(self, account: bytes, device_id: int, envelope: bytes, received_at: int,
-                    tag: bytes) -> int:  # fmt: skip
-        """Append a delivery; its mailbox sequence number (increasing per store)."""
+                    tag: bytes) -> None:  # fmt: skip
+        """Append a delivery (its sequence number increases per store)."""
+        self.write(
+            "INSERT INTO mailbox (account, device_id, envelope, received_at, tag)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (account, device_id, envelope, received_at, tag),
+        )
 
     def lock_chat(self, business: bytes, customer: bytes) -> None:  # noqa: B027 - optional
         """Hold the chat's decision lock until the transaction ends (every decision on a chat
@@ -316,7 +326,7 @@ class Tx(abc.ABC):
 
     def insert_seen(self, sender: bytes, message_id: bytes, seen: SeenSubmission,
                     expires: int) -> None:  # fmt: skip
-        self.execute(
+        self.write(
             "INSERT INTO submissions (sender, message_id, digest, received_at, copies, price,"
             " expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (sender, message_id, seen.digest, seen.received_at, seen.copies, seen.price, expires),
@@ -369,7 +379,7 @@ class Tx(abc.ABC):
         )
 
     def put_chat(self, business: bytes, customer: bytes, chat: ChatState) -> None:
-        self.execute(
+        self.write(
             "INSERT INTO chats (business, customer, last_customer_message, blocked, limited,"
             " opted_in, template_times, spam_reports, customer_count, business_count)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (business, customer) DO UPDATE"
@@ -394,7 +404,7 @@ class Tx(abc.ABC):
 
     def insert_bill(self, business: bytes, message_id: bytes, cls: int, in_window: bool,
                     price: int, at: int) -> None:  # fmt: skip
-        self.execute(
+        self.write(
             "INSERT INTO billing (business, message_id, cls, in_window, price, at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (business, message_id, cls, int(in_window), price, at),

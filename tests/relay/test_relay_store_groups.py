@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from e2e.errors import DecodeError
+from e2e.errors import DecodeError, StoreError
 from e2e.relay.store import RelayStore, Tx, open_store
 
 
@@ -100,4 +100,40 @@ def test_a_busy_chat_waits_without_holding_up_others(pg_db: str) -> None:
         assert {"chat", "free0", "free4"} <= _keys(store)
     finally:
         other.close()
+        store.close()
+
+
+@pytest.mark.parametrize("relay_db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)],
+                         indirect=True)  # fmt: skip
+def test_held_writes_are_read_back_and_fail_their_request(relay_db: str) -> None:
+    """A write whose outcome is not needed (``Tx.write``; held and sent later on PostgreSQL)
+    is seen by the request's next statement, and if it fails, its request fails and leaves no
+    trace, while the requests around it commit."""
+    store = open_store(relay_db)
+
+    def read_back(tx: Tx) -> int:
+        tx.write("INSERT INTO relay_meta (key, value) VALUES (?, ?)", ("held", 7))
+        row = tx.fetchone("SELECT value FROM relay_meta WHERE key = ?", ("held",))
+        assert row is not None
+        return int(row[0])
+
+    def bad_write(tx: Tx) -> str:
+        tx.execute("INSERT INTO relay_meta (key, value) VALUES (?, ?)", ("before-bad", 1))
+        tx.write("INSERT INTO relay_meta (key, value) VALUES (?, ?)", ("bad", None))  # NOT NULL
+        return "answered"  # the failure comes after the request's own code has returned
+
+    try:
+        assert store.run(read_back) == 7
+        jobs: list[Callable[[Tx], Any]] = [_put("a"), bad_write, _put("b")]
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = [pool.submit(store.run, job) for job in jobs]
+            assert futures[0].result(timeout=30) == "a"
+            with pytest.raises(Exception) as refused:
+                futures[1].result(timeout=30)
+            assert futures[2].result(timeout=30) == "b"
+        assert isinstance(refused.value, StoreError)
+        keys = _keys(store)
+        assert {"held", "a", "b"} <= keys
+        assert not {"before-bad", "bad"} & keys
+    finally:
         store.close()
