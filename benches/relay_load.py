@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import statistics
 import sys
@@ -67,15 +68,20 @@ async def _exchange(
 
 
 async def _drive(
-    urls: list[str], jobs: list[tuple[str, bytes, dict[str, str]]], clients: int, seconds: float
+    urls: list[str],
+    jobs: list[tuple[str, bytes, dict[str, str]]],
+    clients: int,
+    seconds: float,
+    repeat: bool = False,
 ) -> tuple[int, list[float], int]:
-    """Run the jobs with ``clients`` concurrent keep-alive connections until time is up;
+    """Run the jobs with ``clients`` concurrent keep-alive connections until time is up (or
+    the jobs run out; ``repeat``: they are sent again and again, for a body-less endpoint);
     (accepted per second, latencies, refused). The load generator writes HTTP/1.1 requests
     on raw asyncio streams (a general-purpose async HTTP client costs more CPU per request
     than the server under test, and the machine has two cores)."""
     lat: list[float] = []
     ok = bad = 0
-    it = iter(jobs)
+    it = itertools.cycle(jobs) if repeat else iter(jobs)
     deadline = time.perf_counter() + seconds
 
     async def worker(i: int) -> None:
@@ -202,7 +208,10 @@ def run_case(
                      "-f", "speedscope", "-o", profile, "--threads"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-            rate, lat, bad = asyncio.run(_drive(urls, jobs, clients, seconds))
+            # The no-op runs for the whole time (its requests are all alike); a submission
+            # is sent once, so that phase ends when time is up or the submissions run out.
+            repeat = name != "submit"
+            rate, lat, bad = asyncio.run(_drive(urls, jobs, clients, seconds, repeat))
             if spy is not None:
                 spy.wait()
             out[f"{name}_rps"] = rate
@@ -250,7 +259,7 @@ def main() -> int:
         help="offered loads (requests/s over all clients) of the open-loop runs",
     )
     ns = ap.parse_args()
-    per_client = 60
+    per_client = 100
     backends: list[tuple[str, str]] = []
     tmp = tempfile.mkdtemp(prefix="relay-bench-")
     if not ns.no_sqlite:
