@@ -291,8 +291,13 @@ class SqliteRelayStore(RelayStore):
         """Run ``pending`` (this loop's queued requests) in groups until none is left."""
         try:
             while pending:
+                begin = loop.run_in_executor(None, self._begin)
                 try:
-                    cur = await loop.run_in_executor(None, self._begin)
+                    cur = await asyncio.shield(begin)
+                except asyncio.CancelledError:
+                    # The loop is going away: once the thread has the turn, give it back.
+                    begin.add_done_callback(self._give_back)
+                    raise
                 except StoreError as err:
                     jobs = pending[:MAX_GROUP]
                     del pending[:MAX_GROUP]
@@ -362,6 +367,17 @@ class SqliteRelayStore(RelayStore):
                     exc = StoreError(f"relay database error: {type(exc).__name__}")
                 outcomes.append((False, exc))
         return outcomes, woken
+
+    def _give_back(self, begun: asyncio.Future[sqlite3.Cursor]) -> None:
+        """A group that was begun but will not run: roll it back and give back the turn."""
+        if begun.cancelled() or begun.exception() is not None:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        finally:
+            self._release()
 
     def _commit(self) -> None:
         """Commit the group durably and give back the turn (StoreError if the commit failed:

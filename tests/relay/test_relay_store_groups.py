@@ -4,6 +4,7 @@ another transaction waits for it without holding up the rest."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 
 from e2e.errors import DecodeError, StoreError
+from e2e.relay.sqlite import SqliteRelayStore
 from e2e.relay.store import RelayStore, Tx, open_store
 
 
@@ -137,3 +139,40 @@ def test_held_writes_are_read_back_and_fail_their_request(relay_db: str) -> None
         assert not {"before-bad", "bad"} & keys
     finally:
         store.close()
+
+
+def test_a_group_waiting_for_its_turn_when_the_loop_ends_gives_it_back(tmp_path: Path) -> None:
+    """SQLite: a group still waiting for the write turn when its event loop is torn down
+    gives the turn back once it gets it (else the store could never write or close again)."""
+    db = str(tmp_path / "relay.db")
+    store, other = SqliteRelayStore(db), SqliteRelayStore(db)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_turn() -> None:  # another relay process, mid-transaction
+        with other.transaction():
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_the_turn)
+    holder.start()
+    assert holding.wait(10)
+
+    async def main() -> None:
+        asyncio.get_running_loop().create_task(store.run_async(_put("lost")))
+        await asyncio.sleep(0.1)  # the group now waits for the turn; the loop ends
+
+    threading.Timer(0.3, release.set).start()
+    free = False
+    try:
+        asyncio.run(main())
+        holder.join(10)
+        pool = ThreadPoolExecutor(max_workers=1)  # the turn is free: this runs
+        assert pool.submit(store.run, _put("after")).result(timeout=10) == "after"
+        free = True
+        pool.shutdown()
+        assert "lost" not in _keys(store)
+    finally:
+        release.set()
+        other.close()
+        if free:  # else closing would wait for the turn forever: fail, do not hang
+            store.close()
