@@ -3,7 +3,10 @@
 Group commit: one writer thread per process runs the queued requests, each in its own
 ``SAVEPOINT``, in one transaction on a connection of its own, through libpq directly (prepared
 statements; see :class:`_Raw`), and answers them once it commits. Reads that decide nothing
-use a connection pool. Transactions run at READ COMMITTED.
+use a connection pool. Transactions run at READ COMMITTED. Round trips are merged: the group's
+``BEGIN`` with the first savepoint and the directory's generation (the writer caches the
+directory, see :class:`~e2e.relay.store.DirectoryCache`); a request's writes whose outcome it
+does not need with the release of its savepoint and the next one (libpq pipeline mode).
 
 Every decision on a chat (a submission's policy check, a control, a report) first takes a
 transaction-scoped advisory lock on that chat (the first 8 bytes of SHA-256(business | 0x00 |

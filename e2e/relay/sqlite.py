@@ -7,9 +7,11 @@ Relay processes take turns through an exclusive ``flock`` on ``<db>-writer`` bef
 blocked process is woken as soon as the lock is free; SQLite's busy handler, still the
 fallback for other writers, would poll).
 
-Group commit: one writer thread runs the queued requests of a process, each in its own
-``SAVEPOINT`` (a refused request rolls back to it and leaves no trace), inside one transaction,
-and commits them together with one fsync; only then does any of them get its answer. Mail
+Group commit: queued requests run in one transaction, each in its own ``SAVEPOINT`` (a
+refused request rolls back to it and leaves no trace), committed together with one fsync; only
+then does any of them get its answer. Requests awaited on an event loop form their groups on
+that loop (:meth:`SqliteRelayStore.run_async`); requests from other threads go to a writer
+thread. The writer's connection caches the directory and chats (:class:`_Cache`). Mail
 wake-ups do not cross processes here; waiters in other processes see new mail at their next poll.
 """
 
@@ -133,7 +135,8 @@ class _SqliteTx(CachedDirectory, SqlTx):
 
 
 class SqliteRelayStore(RelayStore):
-    """The embedded default. One connection per process, used by one writer thread."""
+    """The embedded default. One write connection per process, used by one group at a time
+    (on an event loop, or on the writer thread), and a reader connection per thread."""
 
     def __init__(self, path: str, busy_timeout_ms: int = 30_000) -> None:
         self.path = path
