@@ -25,10 +25,9 @@ def _state(**kw: object) -> ChatState:
 
 
 @pytest.fixture
-def two(tmp_path: Path) -> Iterator[tuple[SqliteRelayStore, SqliteRelayStore]]:
-    """Two stores on one file: two relay processes, as far as the file can tell."""
-    db = str(tmp_path / "relay.db")
-    a, b = SqliteRelayStore(db), SqliteRelayStore(db)
+def two_of(relay_db: str) -> Iterator[tuple[RelayStore, RelayStore]]:
+    """Two stores on one database: two relay processes, as far as the database can tell."""
+    a, b = open_store(relay_db), open_store(relay_db)
     try:
         yield a, b
     finally:
@@ -40,10 +39,16 @@ def _chat(store: RelayStore) -> ChatState | None:
     return store.run(lambda tx: tx.chat(BIZ, CUST))
 
 
+BOTH = pytest.mark.parametrize(
+    "relay_db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)], indirect=True
+)
+
+
+@BOTH
 def test_a_chat_another_process_changed_is_read_again(
-    two: tuple[SqliteRelayStore, SqliteRelayStore],
+    two_of: tuple[RelayStore, RelayStore],
 ) -> None:
-    a, b = two
+    a, b = two_of
     a.run(lambda tx: tx.put_chat(BIZ, CUST, ChatState(last_customer_message=5)))
     assert _chat(a) == _state(last_customer_message=5)  # now remembered by a
     b.run(lambda tx: tx.put_chat(BIZ, CUST, ChatState(last_customer_message=5, blocked=True)))
@@ -65,18 +70,7 @@ def test_a_chat_changed_outside_any_relay_is_read_again(tmp_path: Path) -> None:
         a.close()
 
 
-@pytest.fixture
-def two_of(relay_db: str) -> Iterator[tuple[RelayStore, RelayStore]]:
-    a, b = open_store(relay_db), open_store(relay_db)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
-@pytest.mark.parametrize("relay_db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)],
-                         indirect=True)  # fmt: skip
+@BOTH
 def test_routes_and_devices_another_process_changed_are_read_again(
     two_of: tuple[RelayStore, RelayStore],
 ) -> None:
@@ -108,8 +102,7 @@ def test_routes_and_devices_another_process_changed_are_read_again(
     assert a.run(look)[:3] == (set(), {1}, None)  # the route went with device 2
 
 
-@pytest.mark.parametrize("relay_db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)],
-                         indirect=True)  # fmt: skip
+@BOTH
 def test_a_refused_request_leaves_nothing_in_the_cache(relay_db: str) -> None:
     store = open_store(relay_db)
     try:
@@ -183,8 +176,7 @@ def test_groups_on_the_event_loop_keep_requests_apart(tmp_path: Path) -> None:
         store.close()
 
 
-@pytest.mark.parametrize("relay_db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)],
-                         indirect=True)  # fmt: skip
+@BOTH
 def test_a_directory_changed_by_hand_is_read_again(relay_db: str) -> None:
     """An operator's own SQL on the directory counts too (the tables' triggers)."""
     store = open_store(relay_db)
