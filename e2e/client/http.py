@@ -18,7 +18,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 
@@ -29,6 +29,9 @@ from e2e.platform import wire
 from e2e.platform.policy import MessageClass, Template
 from e2e.platform.wire import Path
 from e2e.store import Address
+
+if TYPE_CHECKING:
+    from e2e.relay.app import RelayApp
 
 __all__ = ["HttpRelay", "HttpTransport", "WireFailure"]
 
@@ -63,6 +66,21 @@ class HttpRelay:
         self._timeout = timeout
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
+        self._app: RelayApp | None = None
+
+    @classmethod
+    def in_process(cls, db: str, *, secret_key: bytes | None = None, **kwargs: Any) -> HttpRelay:
+        """The relay service on ``db`` (a SQLite path or a PostgreSQL DSN) inside this
+        process: the same app, service and store that ``python -m e2e relay serve`` runs,
+        reached over httpx's ASGI transport instead of a socket, on the caller's event loop.
+        ``secret_key`` seals the relay's secrets at rest (SPEC §10.8). For examples, tests
+        and single-process deployments; :meth:`aclose` closes the store too."""
+        from e2e.relay.app import create_app
+
+        app = create_app(db, secret_key=secret_key)
+        relay = cls("http://relay.in-process", transport=httpx.ASGITransport(app=app), **kwargs)
+        relay._app = app
+        return relay
 
     async def http(self) -> httpx.AsyncClient:
         """The shared connection pool, made on first use off the event loop (building its
@@ -91,10 +109,13 @@ class HttpRelay:
         return HttpTransport(self, addr, identity)
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and an in-process relay's service and store)."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        app, self._app = self._app, None
+        if app is not None:
+            await app.aclose()
 
 
 class HttpTransport(Transport):

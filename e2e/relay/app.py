@@ -165,6 +165,15 @@ class RelayApp:
             except E2EError as exc:
                 log.warning("upkeep failed: %s", type(exc).__name__)
 
+    async def aclose(self) -> None:
+        """:meth:`close` from the app's event loop: its tasks are cancelled there, the rest
+        runs off the loop (a group of requests the store runs on this loop may still need
+        the loop to finish before the store can close)."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
@@ -225,12 +234,7 @@ class RelayApp:
                 self._start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for task in self._tasks:
-                    task.cancel()
-                self._tasks.clear()
-                # Off the loop: a group of requests the store is running on this loop may
-                # still need the loop to finish before the store can close.
-                await asyncio.get_running_loop().run_in_executor(None, self.close)
+                await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -14,7 +14,7 @@ import pytest
 from e2e.client import Client
 from e2e.client.http import HttpRelay
 from e2e.demo import RelayServer
-from e2e.platform.policy import MessageClass, NotAllowed
+from e2e.platform.policy import MessageClass, NoPriorContact, NotAllowed
 
 StoreFactory = Callable[[str], Any]
 
@@ -175,5 +175,33 @@ def test_sync_with_a_wait_is_pushed_the_message(tmp_path: Path) -> None:
             await client.aclose()
         await net.aclose()
         server.stop()
+
+    asyncio.run(run())
+
+
+def test_the_in_process_relay_is_the_service_and_keeps_its_state(
+    stores: StoreFactory, relay_db: str
+) -> None:
+    """``HttpRelay.in_process`` runs the relay service itself (policy and store), so a message
+    queued before that relay is closed is delivered by a new one on the same database, and a
+    business still may not write first."""
+
+    async def run() -> None:
+        secret = b"\x07" * 32
+        relay = HttpRelay.in_process(relay_db, secret_key=secret)
+        admin = await Client.create_account(stores("admin"), relay.connect, "acme", "business")
+        phone = await Client.create_account(stores("phone"), relay.connect, "carol", "customer")
+        with pytest.raises(NoPriorContact):  # the service's policy: a business may not write first
+            await admin.send("carol", b"buy now", MessageClass.MARKETING)
+        await phone.send("acme", b"before the relay closed")
+        for client in (admin, phone):
+            await client.aclose()
+        await relay.aclose()
+
+        relay = HttpRelay.in_process(relay_db, secret_key=secret)  # the same database
+        admin = await Client.open(stores("admin"), relay.connect)
+        assert [m.body for m in await admin.sync()] == [b"before the relay closed"]
+        await admin.aclose()
+        await relay.aclose()
 
     asyncio.run(run())
