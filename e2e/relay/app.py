@@ -33,7 +33,6 @@ from e2e.platform.wire import (
     Ok,
     Path,
     RateLimited,
-    Submit,
     Unauthenticated,
     WireError,
     parse_auth,
@@ -63,6 +62,9 @@ class _Route:
     body: type[Any]
     handler: str
     auth: int
+    #: A service method run on the request before its transaction (the checks that need no
+    #: store): ``prepare(caller, req, body)`` -> what the handler is given instead of ``req``.
+    prepare: str | None = None
 
 
 _ROUTES: Final = {
@@ -76,7 +78,7 @@ _ROUTES: Final = {
     Path.PREKEY_COUNT: _Route(wire.CountPrekeys, "count_prekeys", _DEVICE),
     Path.PREKEY_CLAIM: _Route(wire.ClaimPrekey, "claim_prekey", _DEVICE),
     Path.MESSAGE_PRECHECK: _Route(wire.Precheck, "precheck", _DEVICE),
-    Path.MESSAGE_SUBMIT: _Route(wire.Submit, "submit", _DEVICE),
+    Path.MESSAGE_SUBMIT: _Route(wire.Submit, "submit", _DEVICE, prepare="prepare_submit"),
     Path.MAILBOX_FETCH: _Route(wire.Fetch, "fetch", _DEVICE),
     Path.MAILBOX_ACK: _Route(wire.Ack, "ack", _DEVICE),
     Path.CHAT_CONTROL: _Route(wire.Control, "control", _DEVICE),
@@ -346,10 +348,9 @@ class RelayApp:
             self.timers["decode"] += time.perf_counter() - t2
         if not self.rate_limit.take(caller, time.monotonic()):
             raise RateLimited("device rate limit exceeded")
-        if isinstance(req, Submit):
-            # What needs no store is checked here, so the store's writer does only the rest.
+        if route.prepare is not None:
             t4 = time.perf_counter()
-            req = service.prepare_submit(caller, req, body)
+            req = getattr(service, route.prepare)(caller, req, body)
             self.timers["decode"] += time.perf_counter() - t4
         if route.handler in ("report", "report_class"):
             # Keys another relay process made since we loaded ours must verify too.

@@ -194,16 +194,16 @@ class _Raw:
         round trip (libpq's pipeline mode). The first failure is raised; what followed it
         did not run (the server skips the rest of a pipeline after an error)."""
         pg = self.pg
-        names = [(self._prepared(sql), self._params(params)) for sql, params in statements]
+        prepared = [(self._prepared(sql), self._params(params)) for sql, params in statements]
         pg.enter_pipeline_mode()
         try:
-            for name, (values, formats) in names:
+            for name, (values, formats) in prepared:
                 pg.send_query_prepared(name, values, formats)
             for command in commands:
                 pg.send_query_params(command, None)
             pg.pipeline_sync()
             failed: pq.abc.PGresult | None = None
-            for _ in range(len(names) + len(commands)):
+            for _ in range(len(prepared) + len(commands)):
                 self._wait()
                 res = pg.get_result()
                 if res is not None and failed is None and res.status not in (

@@ -295,6 +295,8 @@ class SqliteRelayStore(RelayStore):
         try:
             while pending:
                 begin = loop.run_in_executor(None, self._begin)
+                cur: sqlite3.Cursor | None = None
+                failed = StoreError("relay database busy")
                 try:
                     cur = await asyncio.shield(begin)
                 except asyncio.CancelledError:
@@ -302,12 +304,12 @@ class SqliteRelayStore(RelayStore):
                     begin.add_done_callback(self._give_back)
                     raise
                 except StoreError as err:
-                    jobs = pending[:MAX_GROUP]
-                    del pending[:MAX_GROUP]
-                    settle([(fut, False, err) for _, fut in jobs])
-                    continue
+                    failed = err
                 jobs = pending[:MAX_GROUP]  # what arrived while waiting for the turn joins
                 del pending[:MAX_GROUP]
+                if cur is None:
+                    settle([(fut, False, failed) for _, fut in jobs])
+                    continue
                 outcomes, woken = self._steps(cur, [fn for fn, _ in jobs])
                 try:
                     await loop.run_in_executor(None, self._commit)
@@ -330,7 +332,10 @@ class SqliteRelayStore(RelayStore):
     def _begin(self) -> sqlite3.Cursor:
         """Take the write turn and begin a group transaction (StoreError, turn given back, if
         the database stays busy)."""
-        self._acquire()
+        try:
+            self._acquire()
+        except OSError as exc:
+            raise StoreError(f"relay lock file: {type(exc).__name__}") from None
         cur = self._conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
