@@ -97,16 +97,28 @@ _ROUTES: Final = {
 
 
 class RateLimit:
-    """A token bucket per device: ``rate`` requests per second, bursts of ``burst``."""
+    """The per-device request limit: ``rate`` requests per second, bursts of ``burst``.
 
-    def __init__(self, rate: float, burst: float) -> None:
+    The limit holds across every relay process on one database: each authenticated
+    request takes a token from its device's bucket, a row of the relay store, in its own
+    transaction (:meth:`~e2e.relay.store.Tx.take_token`, Unix time from ``clock``), so a
+    refused request changes nothing. Each process also keeps the same bucket in memory,
+    checked before any store work, so a flood from one device into one process is refused
+    without a transaction."""
+
+    def __init__(self, rate: float, burst: float,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        if not rate > 0 or not burst >= 1:
+            raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate
         self.burst = burst
+        self.clock = clock
         self._buckets: dict[tuple[bytes, int], tuple[float, float]] = {}
 
     def take(self, key: tuple[bytes, int], now: float) -> bool:
+        """This process's bucket (``now`` from a monotonic clock)."""
         tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
         if tokens < 1:
             self._buckets[key] = (tokens, now)
             return False
@@ -163,9 +175,14 @@ class RelayApp:
             await asyncio.sleep(self.purge_seconds)
             try:
                 await self._run(lambda: self.service.purge())
+                await self._run(self._purge_rate_buckets)
                 await self._run(self.service.refresh_franking_keys)
             except E2EError as exc:
                 log.warning("upkeep failed: %s", type(exc).__name__)
+
+    def _purge_rate_buckets(self) -> None:
+        now = self.rate_limit.clock()
+        self.store.run(lambda tx: tx.purge_rate_buckets(now))
 
     async def aclose(self) -> None:
         """:meth:`close` from the app's event loop: its tasks are cancelled there, the rest
@@ -356,8 +373,11 @@ class RelayApp:
             # Keys another relay process made since we loaded ours must verify too.
             await self._run(service.refresh_franking_keys)
 
+        limit = self.rate_limit
+        now = limit.clock()
+
         def step(tx: Tx) -> Any:
-            service.consume_nonce(tx, token, expected)
+            service.admit(tx, token, expected, now, limit.rate, limit.burst)
             return handler(tx, caller, req)
 
         t3 = time.perf_counter()

@@ -43,15 +43,19 @@ from psycopg_pool import ConnectionPool
 
 from e2e.errors import StoreError
 from e2e.relay.store import (
+    BUCKET_COLUMNS,
     DIRECTORY_GENERATION,
     DIRECTORY_TABLES,
     SCHEMA,
+    TAKE_TOKEN,
+    USE_NONCE,
     CachedDirectory,
     DirectoryCache,
     Job,
     RelayStore,
     SqlTx,
     Tx,
+    bucket_params,
     drain,
     finish_jobs,
 )
@@ -94,10 +98,11 @@ END $$"""
 _NEXT_SAVEPOINT: Final = (b"RELEASE SAVEPOINT req", b"SAVEPOINT req")
 
 
-class _ChatBusy(Exception):
-    """The chat's decision lock is held by another transaction: roll the request back to its
-    savepoint and run it again in a later group. The writer never waits for a chat lock
-    while its group holds others, so two relay processes cannot deadlock on chats."""
+class _Busy(Exception):
+    """A chat's decision lock or a device's rate-bucket lock is held by another transaction:
+    roll the request back to its savepoint and run it again in a later group. The writer never
+    waits for such a lock while its group holds others, so two relay processes cannot
+    deadlock on them."""
 
 
 def _hex(v: bytes) -> bytes:
@@ -110,7 +115,7 @@ def _bool(v: bytes) -> bool:
 
 #: Text-format result decoders by type oid (bytea, integers, numeric, bool); others are text.
 _DECODE: Final[dict[int, Callable[[bytes], Any]]] = {
-    17: _hex, 20: int, 21: int, 23: int, 26: int, 1700: int, 16: _bool,
+    17: _hex, 20: int, 21: int, 23: int, 26: int, 1700: int, 16: _bool, 701: float,
 }  # fmt: skip
 
 
@@ -277,14 +282,67 @@ class _PgTx(SqlTx):
     grouped = False
 
     def lock_chat(self, business: bytes, customer: bytes) -> None:
-        digest = hashlib.sha256(business + b"\x00" + customer).digest()
-        key = int.from_bytes(digest[:8], "big", signed=True)
+        key = _lock_key(business + b"\x00" + customer)
         if not self.grouped:
             self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
             return
         row = self.fetchone("SELECT pg_try_advisory_xact_lock(?)", (key,))
         if row is None or not row[0]:
-            raise _ChatBusy
+            raise _Busy
+
+    def take_token(self, account: bytes, device_id: int, now: float, rate: float,
+                   burst: float) -> bool:  # fmt: skip
+        # The bucket's row is written only under its advisory lock, so holding the lock
+        # means its row lock is free: a group never waits for it (as for chats).
+        if self.grouped:
+            return self._try_admit(_TRY_TAKE_TOKEN, account, device_id, now, rate, burst)[0]
+        self.execute("SELECT pg_advisory_xact_lock(?)", (_bucket_key(account, device_id),))
+        return super().take_token(account, device_id, now, rate, burst)
+
+    def admit(self, account: bytes, device_id: int, nonce: bytes, expires: int, now: float,
+              rate: float, burst: float) -> tuple[bool, bool]:  # fmt: skip
+        if not self.grouped:
+            return super().admit(account, device_id, nonce, expires, now, rate, burst)
+        got = self._try_admit(_TRY_ADMIT, account, device_id, now, rate, burst,
+                              (account, device_id, nonce, expires))  # fmt: skip
+        return got[0], got[1]
+
+    def _try_admit(self, sql: str, account: bytes, device_id: int, now: float, rate: float,
+                   burst: float, more: tuple[Any, ...] = ()) -> tuple[bool, ...]:  # fmt: skip
+        """Try the bucket's lock and take a token (and record a nonce) in one round trip;
+        :class:`_Busy` if another transaction holds the lock."""
+        params = bucket_params(account, device_id, now, rate, burst)
+        row = self.fetchone(sql, (_bucket_key(account, device_id), *params, *more))
+        if row is None or not row[0]:
+            raise _Busy
+        return tuple(bool(v) for v in row[1:])
+
+
+def _bucket_key(account: bytes, device_id: int) -> int:
+    return _lock_key(b"rate\x00" + account + b"\x00" + device_id.to_bytes(8, "big"))
+
+
+def _lock_key(name: bytes) -> int:
+    """A transaction-scoped advisory lock's key: the first 8 bytes of SHA-256(name)."""
+    return int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+
+
+_TRY_TAKE: Final = (
+    "WITH lk AS (SELECT pg_try_advisory_xact_lock(?) AS ok), taken AS ("  # noqa: S608
+    + TAKE_TOKEN.format(source=f"SELECT {BUCKET_COLUMNS} FROM lk WHERE lk.ok")  # noqa: S608
+    + ")"
+)
+#: (lock held, token taken): the bucket's upsert runs only if the lock was had.
+_TRY_TAKE_TOKEN: Final = (
+    _TRY_TAKE + " SELECT (SELECT ok FROM lk), EXISTS (SELECT 1 FROM taken)"  # noqa: S608
+)
+#: (lock held, token taken, nonce fresh); the caller rolls back unless all three are true.
+_TRY_ADMIT: Final = (
+    _TRY_TAKE  # noqa: S608
+    + ", fresh AS ("
+    + USE_NONCE
+    + ") SELECT (SELECT ok FROM lk), EXISTS (SELECT 1 FROM taken), EXISTS (SELECT 1 FROM fresh)"
+)
 
 
 class _WriterTx(CachedDirectory, _PgTx):
@@ -453,7 +511,7 @@ class PostgresRelayStore(RelayStore):
                     # ROLLBACK TO keeps the savepoint: the next request runs in it.
                     raw.command(b"ROLLBACK TO SAVEPOINT req")
                     cache.clear()
-                    if isinstance(exc, (_ChatBusy, *_CONFLICTS)):
+                    if isinstance(exc, (_Busy, *_CONFLICTS)):
                         if tries + 1 < _RETRIES:
                             again.append((job, tries + 1))
                             continue

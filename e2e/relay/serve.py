@@ -37,7 +37,10 @@ def main(argv: list[str]) -> int:
     serve.add_argument("--db", required=True, help="SQLite file path or postgresql:// DSN")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--rate", type=float, default=200.0, help="requests/s per device")
+    serve.add_argument(
+        "--rate", type=float, default=200.0,
+        help="requests/s per device, over all relay processes on the database",
+    )  # fmt: skip
     serve.add_argument("--burst", type=float, default=400.0, help="burst per device")
     serve.add_argument("--workers", type=int, default=8, help="store worker threads")
     serve.add_argument("--tap", default=None, help="record all traffic to this file (tests)")
@@ -79,6 +82,9 @@ def main(argv: list[str]) -> int:
     from e2e.relay.service import RelayService
     from e2e.relay.store import open_store
 
+    if ns.action == "serve" and not (ns.rate > 0 and ns.burst >= 1):
+        print("--rate must be positive and --burst at least 1", file=sys.stderr)
+        return 2
     secret_key = None
     if ns.secret_key_file:
         try:

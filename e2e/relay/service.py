@@ -86,6 +86,7 @@ from e2e.platform.wire import (
     Ok,
     Precheck,
     PrekeyCount,
+    RateLimited,
     Receipt,
     RegisterAccount,
     RegisterDevice,
@@ -346,7 +347,7 @@ class RelayService:
 
     def known_identity(self, caller: Caller) -> bytes | None:
         """The identity key this process last read for the device, if any. Only a hint for
-        checking a request's signature early: :meth:`consume_nonce` compares it with the
+        checking a request's signature early: :meth:`admit` compares it with the
         stored key inside the request's transaction, so a stale entry (a device removed or
         re-keyed, maybe by another relay process) refuses the request and is forgotten."""
         return self._identities.get(caller)
@@ -358,17 +359,25 @@ class RelayService:
         if abs(token.timestamp - self.clock()) > AUTH_SKEW:
             raise Unauthenticated("request time outside the allowed skew")
 
-    def consume_nonce(self, tx: Tx, token: AuthToken, identity: bytes | None) -> None:
-        """Inside the request's transaction: the device still has ``identity`` and the nonce
-        is fresh (else 401, a replay)."""
+    def admit(self, tx: Tx, token: AuthToken, identity: bytes | None, now: float,
+              rate: float, burst: float) -> None:  # fmt: skip
+        """Inside the request's transaction: the device still has ``identity`` (else 401),
+        its rate bucket (``rate`` per second, bursts of ``burst``, shared by every relay
+        process; ``now`` in Unix seconds) has a token (else 429), and the nonce is fresh
+        (else 401, a replay). A refusal rolls the transaction back: nothing is taken or
+        recorded."""
         if identity is not None:
             current = tx.device_identity(token.account, token.device_id)
             if current is None or not hmac.compare_digest(current, identity):
                 self.forget_identity((token.account, token.device_id))
                 raise Unauthenticated("device changed during the request")
-        if not tx.use_nonce(
-            token.account, token.device_id, token.nonce, token.timestamp + AUTH_SKEW + 1
-        ):
+        taken, fresh = tx.admit(
+            token.account, token.device_id, token.nonce, token.timestamp + AUTH_SKEW + 1,
+            now, rate, burst,
+        )  # fmt: skip
+        if not taken:
+            raise RateLimited("device rate limit exceeded")
+        if not fresh:
             raise Unauthenticated("request replayed")
 
     # -- handlers (each runs inside one transaction) -------------------------------------

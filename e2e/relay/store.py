@@ -102,6 +102,10 @@ CREATE TABLE IF NOT EXISTS auth_nonces (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, nonce BLOB NOT NULL,
     expires BIGINT NOT NULL, PRIMARY KEY (account, device_id, nonce));
 CREATE INDEX IF NOT EXISTS auth_nonces_by_expiry ON auth_nonces (expires);
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    account BLOB NOT NULL, device_id BIGINT NOT NULL, tokens DOUBLE PRECISION NOT NULL,
+    at DOUBLE PRECISION NOT NULL, rate DOUBLE PRECISION NOT NULL,
+    burst DOUBLE PRECISION NOT NULL, PRIMARY KEY (account, device_id));
 INSERT INTO relay_meta (key, value) VALUES ('directory', 0) ON CONFLICT (key) DO NOTHING;
 """
 
@@ -495,12 +499,30 @@ class Tx(abc.ABC):
 
     def use_nonce(self, account: bytes, device_id: int, nonce: bytes, expires: int) -> bool:
         """Record a request nonce; False if it was already used (a replay)."""
-        row = self.fetchone(
-            "INSERT INTO auth_nonces (account, device_id, nonce, expires) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (account, device_id, nonce) DO NOTHING RETURNING 1",
-            (account, device_id, nonce, expires),
-        )
+        row = self.fetchone(USE_NONCE, (account, device_id, nonce, expires))
         return row is not None
+
+    def take_token(self, account: bytes, device_id: int, now: float, rate: float,
+                   burst: float) -> bool:  # fmt: skip
+        """Take one request from the device's token bucket (``rate`` per second, up to
+        ``burst``, refilled from the time of its last request to ``now``, Unix seconds). The
+        bucket is a row, so every relay process on the database shares it. False, and
+        nothing changed, if it holds less than one request."""
+        row = self.fetchone(TAKE_TOKEN.format(source=_BUCKET_VALUES),
+                            bucket_params(account, device_id, now, rate, burst))  # fmt: skip
+        return row is not None
+
+    def admit(self, account: bytes, device_id: int, nonce: bytes, expires: int, now: float,
+              rate: float, burst: float) -> tuple[bool, bool]:  # fmt: skip
+        """:meth:`take_token`, then :meth:`use_nonce`: (token taken, nonce fresh). The caller
+        refuses the request (rolls back) unless both are true."""
+        if not self.take_token(account, device_id, now, rate, burst):
+            return False, True
+        return True, self.use_nonce(account, device_id, nonce, expires)
+
+    def purge_rate_buckets(self, now: float) -> None:
+        """Drop the buckets that have refilled (a full bucket is the same as none)."""
+        self.execute("DELETE FROM rate_buckets WHERE at + burst / rate < ?", (now,))
 
     # -- key directory (SPEC §13.4) ------------------------------------------------------
 
@@ -600,6 +622,41 @@ class DirectoryCache:
 #: The tables that make the directory (see :class:`DirectoryCache`).
 DIRECTORY_TABLES: Final = ("accounts", "devices", "routes", "designated")
 #: The statement reading the directory's generation (see :class:`DirectoryCache`).
+USE_NONCE: Final = (
+    "INSERT INTO auth_nonces (account, device_id, nonce, expires) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (account, device_id, nonce) DO NOTHING RETURNING 1"
+)
+
+#: The token bucket of a device (:meth:`SqlTx.take_token`): a new row starts full less the
+#: request; an existing one is refilled for the time since its last request (never for time
+#: going back), capped at its burst, and taken from only if that leaves it at least one. Rate
+#: and burst are stored with it, so the purge needs no configuration. ``{source}`` gives the
+#: new row's values, in the order of :func:`bucket_params`.
+_ELAPSED: Final = (
+    "(CASE WHEN excluded.at > rate_buckets.at THEN excluded.at - rate_buckets.at ELSE 0 END)"
+)
+_FILLED: Final = f"(rate_buckets.tokens + {_ELAPSED} * excluded.rate)"
+_LEVEL: Final = f"(CASE WHEN {_FILLED} > excluded.burst THEN excluded.burst ELSE {_FILLED} END)"
+TAKE_TOKEN: Final = (
+    "INSERT INTO rate_buckets (account, device_id, tokens, at, rate, burst) {source}"
+    f" ON CONFLICT (account, device_id) DO UPDATE SET tokens = {_LEVEL} - 1,"
+    " at = CASE WHEN excluded.at > rate_buckets.at THEN excluded.at ELSE rate_buckets.at END,"
+    " rate = excluded.rate, burst = excluded.burst"
+    f" WHERE {_LEVEL} >= 1 RETURNING 1"
+)
+#: The typed values of a new bucket row (typed, so PostgreSQL infers nothing from context).
+BUCKET_COLUMNS: Final = (
+    "CAST(? AS BLOB), CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION),"
+    " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION)"
+)
+_BUCKET_VALUES: Final = f"VALUES ({BUCKET_COLUMNS})"
+
+
+def bucket_params(account: bytes, device_id: int, now: float, rate: float,
+                  burst: float) -> tuple[Any, ...]:  # fmt: skip
+    return (account, device_id, float(burst) - 1.0, float(now), float(rate), float(burst))
+
+
 DIRECTORY_GENERATION: Final = "SELECT value FROM relay_meta WHERE key = 'directory'"
 #: Most device keys a writer's cache holds before it starts again.
 CACHE_ENTRIES: Final = 100_000

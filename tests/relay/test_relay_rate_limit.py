@@ -1,0 +1,253 @@
+"""The per-device rate limit holds across relay processes (SPEC §10.7): each device's token
+bucket is a row of the relay store, taken in the request's own transaction, so N relay
+processes on one database admit the rate once, not N times, and a refused request changes
+nothing (not the bucket, not its nonce)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from relayhelp import RelayProcess, WireFailure, new_device
+
+from e2e.errors import DecodeError
+from e2e.platform import wire
+from e2e.relay.store import RelayStore, Tx, open_store
+
+ACCT, DEV = b"dev", 1
+RATE, BURST = 1.0, 3.0
+
+
+@pytest.fixture
+def two_of(relay_db: str) -> Iterator[tuple[RelayStore, RelayStore]]:
+    """Two stores on one database: two relay processes, as far as the database can tell."""
+    a, b = open_store(relay_db), open_store(relay_db)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def _take(store: RelayStore, now: float) -> bool:
+    return store.run(lambda tx: tx.take_token(ACCT, DEV, now, RATE, BURST))
+
+
+def _bucket(store: RelayStore) -> Any:
+    return store.read(
+        lambda tx: tx.fetchone(
+            "SELECT tokens, at FROM rate_buckets WHERE account = ? AND device_id = ?",
+            (ACCT, DEV),
+        )
+    )
+
+
+def test_one_bucket_for_every_store_on_the_database(
+    two_of: tuple[RelayStore, RelayStore],
+) -> None:
+    a, b = two_of
+    assert [_take(a, 100.0), _take(b, 100.0), _take(a, 100.0)] == [True, True, True]
+    before = _bucket(a)
+    assert not _take(b, 100.0) and not _take(a, 100.2)  # empty, whichever store asks
+    assert _bucket(b) == before  # a refusal changes nothing, not even the bucket's time
+    assert _take(b, 101.5)  # 1.5 s at 1/s: one request, half a token left
+    assert not _take(a, 101.5)
+    assert _take(a, 102.0)  # the half token refilled
+    assert not _take(b, 50.0)  # time going back refills nothing
+    for _ in range(3):
+        assert _take(a, 1000.0)  # refilled to the burst, never beyond it
+    assert not _take(b, 1000.0)
+
+
+def test_a_take_in_a_refused_request_is_rolled_back(
+    two_of: tuple[RelayStore, RelayStore],
+) -> None:
+    a, b = two_of
+    assert _take(a, 10.0)
+    before = _bucket(b)
+
+    def refused(tx: Tx) -> None:
+        assert tx.take_token(ACCT, DEV, 10.0, RATE, BURST)
+        raise DecodeError("refused after the take")
+
+    with pytest.raises(DecodeError):
+        a.run(refused)
+    assert _bucket(b) == before
+    assert [_take(b, 10.0), _take(b, 10.0), _take(b, 10.0)] == [True, True, False]
+
+
+def test_full_buckets_are_purged_and_others_kept(two_of: tuple[RelayStore, RelayStore]) -> None:
+    a, b = two_of
+    assert _take(a, 10.0) and _take(a, 10.0)
+    a.run(lambda tx: tx.purge_rate_buckets(10.5))  # not refilled yet: kept
+    assert _bucket(b) is not None
+    assert _take(b, 10.5) and not _take(b, 10.5)  # it still counts what was taken
+    b.run(lambda tx: tx.purge_rate_buckets(10.5 + BURST / RATE + 0.1))  # full again: gone
+    assert _bucket(a) is None
+    assert [_take(a, 20.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_the_writer_groups_take_without_waiting_for_a_held_bucket(relay_db: str) -> None:
+    """On PostgreSQL a group only tries a bucket's lock (waiting while holding its other
+    locks could deadlock with another process): a request whose bucket another transaction
+    holds runs again later and then takes its token; on SQLite the writer is alone anyway."""
+    store = open_store(relay_db)
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold(tx: Tx) -> None:  # another relay process, mid-request on the same device
+        assert tx.take_token(ACCT, DEV, 5.0, RATE, BURST)
+        held.set()
+        release.wait(10)
+
+    other = open_store(relay_db)
+    holder = threading.Thread(target=lambda: other.run(hold))
+    holder.start()
+    try:
+        assert held.wait(10)
+
+        async def main() -> list[bool]:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.3, release.set)
+            takes = [
+                store.run_async(lambda tx: tx.take_token(ACCT, DEV, 5.0, RATE, BURST))
+                for _ in range(3)
+            ]
+            return list(await asyncio.gather(*takes))
+
+        got = asyncio.run(main())
+        assert sorted(got) == [False, True, True]  # the burst of 3, one taken by the holder
+    finally:
+        release.set()
+        holder.join()
+        other.close()
+        store.close()
+
+
+def _accepted(url: str) -> float:
+    """Authenticated requests a relay process accepted (account registration has no auth)."""
+    total = 0.0
+    for line in httpx.get(url + wire.Path.METRICS).text.splitlines():
+        if line.startswith("e2e_relay_requests_total{") and "register_account" not in line:
+            total += float(line.split()[-1])
+    return total
+
+
+def test_the_rate_limit_holds_across_relay_processes(relay_db: str, tmp_path: Path) -> None:
+    rate, burst = 0.2, 8
+    extra = ["--rate", str(rate), "--burst", str(burst)]
+    procs = [
+        RelayProcess(relay_db, log_path=tmp_path / f"relay{i}.log", extra=extra).start()
+        for i in range(2)
+    ]
+    try:
+        with (
+            httpx.Client(base_url=procs[0].url, timeout=30) as a,
+            httpx.Client(base_url=procs[1].url, timeout=30) as b,
+        ):
+            started = time.monotonic()
+            dev = new_device(a, b"fast", 0)
+            codes = []
+            for i in range(2 * burst):  # alternately through each process
+                dev.http = (a, b)[i % 2]
+                try:
+                    dev.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
+                    codes.append(200)
+                except WireFailure as exc:
+                    codes.append(exc.status)
+            elapsed = time.monotonic() - started
+            assert set(codes) == {200, 429}
+            admitted = _accepted(procs[0].url) + _accepted(procs[1].url)
+            # Per process, each would have admitted a burst (so up to 2 * burst in all).
+            assert burst <= admitted <= burst + int(elapsed * rate) + 1
+            # A refused request recorded nothing: the same signed request, sent again once a
+            # token has refilled, is accepted (its nonce was not used).
+            body = wire.CountPrekeys().to_bytes()
+            header = dev.sign(wire.Path.PREKEY_COUNT, body)
+            dev.http = b
+            r = dev.raw(wire.Path.PREKEY_COUNT, body, auth=header)
+            assert r.status_code == 429
+            time.sleep(1.1 / rate)
+            r = dev.raw(wire.Path.PREKEY_COUNT, body, auth=header)
+            assert r.status_code == 200
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_a_bucket_survives_as_a_row_not_in_process_memory(relay_db: str) -> None:
+    """A restarted relay process (a new store on the database) finds the bucket as it was."""
+    a = open_store(relay_db)
+    try:
+        assert all(_take(a, 7.0) for _ in range(3))
+    finally:
+        a.close()
+    b = open_store(relay_db)
+    try:
+        assert not _take(b, 7.0)
+    finally:
+        b.close()
+
+
+@pytest.mark.pg
+def test_the_pg_lock_key_is_the_one_every_writer_takes(pg_db: str) -> None:
+    """(PostgreSQL) A transaction holding the bucket's advisory lock by hand makes a group's
+    take wait for it (run again later), never write under it."""
+    from e2e.relay.postgres import _lock_key
+
+    relay_db = pg_db
+
+    key = _lock_key(b"rate\x00" + ACCT + b"\x00" + DEV.to_bytes(8, "big"))
+    store = open_store(relay_db)
+    try:
+        with psycopg.connect(relay_db) as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+
+            async def main() -> bool:
+                task = asyncio.ensure_future(
+                    store.run_async(lambda tx: tx.take_token(ACCT, DEV, 1.0, RATE, BURST))
+                )
+                await asyncio.sleep(0.4)
+                assert not task.done()  # still waiting its turn, not written under the lock
+                assert _bucket(store) is None
+                await asyncio.get_running_loop().run_in_executor(None, conn.commit)
+                return await task
+
+            assert asyncio.run(main())
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_admit_takes_a_token_and_records_the_nonce(relay_db: str, grouped: bool) -> None:
+    """One step per request (on PostgreSQL's writer, one round trip): (token taken, nonce
+    fresh), whether the request runs alone or in the writer's group."""
+    store = open_store(relay_db)
+
+    def admit(nonce: bytes) -> tuple[bool, bool]:
+        def fn(tx: Tx) -> tuple[bool, bool]:
+            return tx.admit(ACCT, DEV, nonce, 99, 1.0, RATE, BURST)
+
+        if not grouped:
+            return store.run(fn)
+
+        async def main() -> tuple[bool, bool]:
+            return await store.run_async(fn)
+
+        return asyncio.run(main())
+
+    try:
+        assert admit(b"a" * 16) == (True, True)
+        assert admit(b"a" * 16) == (True, False)  # a replay (its caller then refuses it)
+        assert admit(b"b" * 16) == (True, True)
+        assert admit(b"c" * 16)[0] is False  # the burst of 3 is spent
+        assert admit(b"b" * 16)[0] is False
+    finally:
+        store.close()
