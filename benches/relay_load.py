@@ -1,7 +1,7 @@
 """Load bench of the relay service over HTTP on localhost (not part of the ratio gate).
 
     python benches/relay_load.py [--clients 100] [--seconds 8] [--procs 1 2]
-                                 [--sqlite] [--pg-dsn DSN]
+                                 [--no-sqlite] [--pg-dsn DSN] [--ceiling]
 
 For each backend (SQLite file; PostgreSQL if a DSN is given: use a cluster with durable
 commits, i.e. without fsync=off) and each number of relay processes, it starts the relay(s)
@@ -15,6 +15,10 @@ Requests and signatures are made before the timed part, so the client process sp
 on HTTP only (raw keep-alive HTTP/1.1 on asyncio streams). It prints accepted requests/s, p50
 and p99 latency, the submit/no-op throughput ratio, and the relay's own split of server time
 per submit (from its metrics).
+
+``--ceiling`` runs the closed-loop submit against the no-op again with the signature check,
+the store work, or both taken away (``benches/relay_ceiling.py``): what each row reaches is the
+most that making the removed part cheaper could give.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "relay"))
+sys.path.insert(0, str(ROOT / "benches"))
 
 from relayhelp import Dev, RelayProcess, fresh_pg_db, new_device  # noqa: E402
 
@@ -169,11 +174,11 @@ def run_case(
     per_client: int,
     profile: str = "",
     rates: tuple[float, ...] = (),
+    ceiling: str = "",
 ) -> dict[str, float]:
-    relays = [
-        RelayProcess(db, extra=["--rate", "100000", "--burst", "100000", "--log-level", "warning"])
-        for _ in range(procs)
-    ]
+    extra = ["--rate", "100000", "--burst", "100000", "--log-level", "warning"]
+    launcher = [str(ROOT / "benches" / "relay_ceiling.py"), ceiling] if ceiling else ["-m", "e2e"]
+    relays = [RelayProcess(db, extra=extra, launcher=launcher) for _ in range(procs)]
     for r in relays:
         r.start()
     try:
@@ -243,6 +248,33 @@ def run_case(
             r.stop()
 
 
+def _ceiling(ns: argparse.Namespace, per_client: int) -> int:
+    """What a submit reaches with its signature check, its store work, or both taken away."""
+    from relay_ceiling import MODES
+
+    tmp = tempfile.mkdtemp(prefix="relay-ceiling-")
+    backends = ([] if ns.no_sqlite else [("sqlite", "")]) + (
+        [("postgresql", ns.pg_dsn)] if ns.pg_dsn else []
+    )
+    print(f"{'backend':<11} {'procs':>5} {'taken away':<10} | {'no-op/s':>8} | "
+          f"{'submit/s':>8} {'p50':>6} {'p99':>6} | {'ratio':>5}")  # fmt: skip
+    for name, dsn in backends:
+        for procs in ns.procs:
+            for mode in MODES:
+                db = fresh_pg_db(dsn) if dsn else str(Path(tmp) / f"relay-{procs}-{mode}.db")
+                r = run_case(db, procs, ns.clients, ns.seconds, per_client, ceiling=mode)
+                noop = max(r["noop_rps"], r["noop2_rps"])
+                away = {"full": "nothing", "nosig": "signature", "nostore": "store",
+                        "neither": "both"}[mode]  # fmt: skip
+                print(
+                    f"{name:<11} {procs:>5} {away:<10} | {noop:>8.0f} | {r['submit_rps']:>8.0f} "
+                    f"{r['submit_p50']:>6.1f} {r['submit_p99']:>6.1f} | "
+                    f"{r['submit_rps'] / noop:>5.2f}",
+                    flush=True,
+                )
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=100)
@@ -258,8 +290,16 @@ def main() -> int:
         default=[100.0, 200.0, 400.0, 800.0],
         help="offered loads (requests/s over all clients) of the open-loop runs",
     )
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="instead: submit against the no-op with parts of a submission taken away"
+        " (benches/relay_ceiling.py), on each backend and number of processes",
+    )
     ns = ap.parse_args()
     per_client = 100
+    if ns.ceiling:
+        return _ceiling(ns, per_client)
     backends: list[tuple[str, str]] = []
     tmp = tempfile.mkdtemp(prefix="relay-bench-")
     if not ns.no_sqlite:

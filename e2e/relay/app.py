@@ -65,6 +65,9 @@ class _Route:
     #: A service method run on the request before its transaction (the checks that need no
     #: store): ``prepare(caller, req, body)`` -> what the handler is given instead of ``req``.
     prepare: str | None = None
+    #: The request needs every franking key, including ones another relay process made since
+    #: this one loaded its own (a report's tags may be under any of them).
+    franking: bool = False
 
 
 _ROUTES: Final = {
@@ -83,11 +86,11 @@ _ROUTES: Final = {
     Path.MAILBOX_ACK: _Route(wire.Ack, "ack", _DEVICE),
     Path.CHAT_CONTROL: _Route(wire.Control, "control", _DEVICE),
     Path.CHAT_WINDOW: _Route(wire.WindowQuery, "window", _DEVICE),
-    Path.REPORT: _Route(wire.SubmitReport, "report", _DEVICE),
+    Path.REPORT: _Route(wire.SubmitReport, "report", _DEVICE, franking=True),
     Path.BILL: _Route(wire.BillQuery, "bill", _DEVICE),
     Path.TEMPLATE_REGISTER: _Route(wire.RegisterTemplate, "register_template", _DEVICE),
     Path.TEMPLATE_LIST: _Route(wire.ListTemplates, "list_templates", _DEVICE),
-    Path.CLASS_REPORT: _Route(wire.SubmitClassReport, "report_class", _DEVICE),
+    Path.CLASS_REPORT: _Route(wire.SubmitClassReport, "report_class", _DEVICE, franking=True),
     Path.LOG_HEAD: _Route(wire.LogHeadQuery, "log_head", _DEVICE),
     Path.LOG_LOOKUP: _Route(wire.LogLookup, "log_lookup", _DEVICE),
     Path.LOG_CONSISTENCY: _Route(wire.LogConsistencyQuery, "log_consistency", _DEVICE),
@@ -369,8 +372,7 @@ class RelayApp:
             t4 = time.perf_counter()
             req = getattr(service, route.prepare)(caller, req, body)
             self.timers["decode"] += time.perf_counter() - t4
-        if route.handler in ("report", "report_class"):
-            # Keys another relay process made since we loaded ours must verify too.
+        if route.franking:
             await self._run(service.refresh_franking_keys)
 
         limit = self.rate_limit

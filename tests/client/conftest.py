@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
+
+from relayhelp import drop_pg_db, fresh_pg_db  # noqa: E402
 
 from e2e.platform.relay import ManualClock, Relay
 from e2e.store import Store
@@ -64,15 +69,7 @@ def relay_db(stores: StoreFactory, tmp_path: Path, request: pytest.FixtureReques
     if "postgres" not in request.node.name:
         yield str(tmp_path / "relay.sqlite")
         return
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
     dsn = os.environ["E2E_PG_DSN"]
-    name = "relay_client_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = name
-    yield make_conninfo(**params)  # type: ignore[arg-type]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
+    db = fresh_pg_db(dsn)
+    yield db
+    drop_pg_db(dsn, db)

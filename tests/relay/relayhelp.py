@@ -46,6 +46,8 @@ class RelayProcess:
     extra: list[str] = field(default_factory=list)
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    #: What runs ``relay serve ...``: ``python -m e2e`` (a bench may put a wrapper there).
+    launcher: list[str] = field(default_factory=lambda: ["-m", "e2e"])
 
     @property
     def url(self) -> str:
@@ -56,8 +58,7 @@ class RelayProcess:
             self.port = free_port()
         cmd = [
             sys.executable,
-            "-m",
-            "e2e",
+            *self.launcher,
             "relay",
             "serve",
             "--db",
@@ -306,3 +307,13 @@ def fresh_pg_db(dsn: str) -> str:
     params = conninfo_to_dict(dsn)
     params["dbname"] = name
     return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def drop_pg_db(dsn: str, db: str) -> None:
+    """Drop the database ``db`` (a DSN :func:`fresh_pg_db` gave) through ``dsn``."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = conninfo_to_dict(db)["dbname"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]

@@ -60,3 +60,41 @@ def test_restart_mid_conversation(relay_db: str, tmp_path: Path, how: str) -> No
             assert exc.value.code == "report_rejected"
     finally:
         proc.stop()
+
+
+def test_a_report_verifies_on_a_process_started_before_the_key_was_made(
+    relay_db: str, tmp_path: Path
+) -> None:
+    """A message tagged under a franking key that another relay process made after this one
+    loaded its keys: a report on it sent to this process still verifies (a report fetches
+    the keys it has not seen), and a forged text still does not."""
+    old = RelayProcess(relay_db, log_path=tmp_path / "old.log").start()
+    new = None
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "e2e", "relay", "rotate-franking-key", "--db", relay_db],
+            cwd=ROOT, check=True, capture_output=True,
+        )  # fmt: skip
+        new = RelayProcess(relay_db, log_path=tmp_path / "new.log").start()
+        with (
+            httpx.Client(base_url=new.url, timeout=30) as c,
+            httpx.Client(base_url=old.url, timeout=30) as o,
+        ):
+            cust = new_device(c, b"alice", CUSTOMER)
+            biz = new_device(c, b"shop", BUSINESS, tier=1)
+            cust.submit(cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+            receipt = biz.submit(
+                biz.envelopes(b"alice", [cust.addr], MessageClass.TEMPLATE, body=b"buy now")
+            )
+            (got,) = cust.fetch().deliveries  # tagged by the new process, under the new key
+            fk, text = biz.sent[receipt.message_id]
+            cust.http = o
+            with pytest.raises(WireFailure) as exc:
+                cust.report(b"shop", [(got, fk, b"something else")])
+            assert exc.value.code == "report_rejected"
+            verdict = cust.report(b"shop", [(got, fk, text)])
+            assert verdict.message_ids == (receipt.message_id,)
+    finally:
+        old.stop()
+        if new is not None:
+            new.stop()
