@@ -102,21 +102,31 @@ _ROUTES: Final = {
 class RateLimit:
     """The per-device request limit: ``rate`` requests per second, bursts of ``burst``.
 
-    The limit holds across every relay process on one database: each authenticated
-    request takes a token from its device's bucket, a row of the relay store, in its own
-    transaction (:meth:`~e2e.relay.store.Tx.take_token`, Unix time from ``clock``), so a
-    refused request changes nothing. Each process also keeps the same bucket in memory,
+    The limit holds across every relay process on one database: each device's token bucket
+    is a row of the relay store, taken from in a request's own transaction
+    (:meth:`~e2e.relay.store.Tx.take_token`, Unix time from ``clock``), so a refused request
+    changes nothing. A request that finds no token of its process's takes (:meth:`spend`)
+    takes ``lease`` tokens at once if the bucket holds that many (else one), and its process
+    keeps the rest (:meth:`keep`) for the device's next requests, which then touch no
+    bucket row. Every request admitted anywhere has taken a token from the shared bucket, so
+    N processes admit at most the rate in all; tokens a process holds for a device it no
+    longer hears from are at most ``lease - 1`` per process, and make up for themselves as
+    the bucket refills. Each process also keeps the same bucket in memory (:meth:`take`),
     checked before any store work, so a flood from one device into one process is refused
     without a transaction."""
 
-    def __init__(self, rate: float, burst: float,
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.time,
+                 lease: int | None = None) -> None:  # fmt: skip
         if not rate > 0 or not burst >= 1:
             raise ValueError("rate must be positive and burst at least 1")
         self.rate = rate
         self.burst = burst
         self.clock = clock
+        self.lease = lease if lease is not None else max(1, min(int(burst) // 8, int(rate) // 10))
+        if not 1 <= self.lease <= burst:
+            raise ValueError("a lease is between 1 and the burst")
         self._buckets: dict[tuple[bytes, int], tuple[float, float]] = {}
+        self._held: dict[tuple[bytes, int], int] = {}
 
     def take(self, key: tuple[bytes, int], now: float) -> bool:
         """This process's bucket (``now`` from a monotonic clock)."""
@@ -129,6 +139,27 @@ class RateLimit:
         if len(self._buckets) > 100_000:  # bounded: forget idle devices
             self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
         return True
+
+    def spend(self, key: tuple[bytes, int]) -> bool:
+        """Use one token this process took from the device's bucket before, if it holds one
+        (the request then takes none in its transaction); :meth:`keep` it back if the
+        request is refused."""
+        held = self._held.get(key, 0)
+        if held < 1:
+            return False
+        if held == 1:
+            del self._held[key]
+        else:
+            self._held[key] = held - 1
+        return True
+
+    def keep(self, key: tuple[bytes, int], tokens: int) -> None:
+        """Hold ``tokens`` the device's committed requests took from its bucket and did not
+        use."""
+        if tokens > 0:
+            if len(self._held) > 100_000:  # bounded: forgetting only ever admits less
+                self._held.clear()
+            self._held[key] = self._held.get(key, 0) + tokens
 
 
 class RelayApp:
@@ -377,13 +408,23 @@ class RelayApp:
 
         limit = self.rate_limit
         now = limit.clock()
+        held = limit.spend(caller)
+        want = 0 if held else limit.lease
+        taken = 0
 
         def step(tx: Tx) -> Any:
-            service.admit(tx, token, expected, now, limit.rate, limit.burst)
+            nonlocal taken  # the run that commits is the last one (a group may run it again)
+            taken = service.admit(tx, token, expected, now, limit.rate, limit.burst, want)
             return handler(tx, caller, req)
 
         t3 = time.perf_counter()
-        result = await self.store.run_async(step, self._executor)
+        try:
+            result = await self.store.run_async(step, self._executor)
+        except BaseException:
+            if held:
+                limit.keep(caller, 1)  # refused: the token was not used
+            raise
+        limit.keep(caller, taken - 1)
         self.timers["transaction"] += time.perf_counter() - t3
         if isinstance(req, Fetch) and isinstance(result, Mailbox):
             result = await self._long_poll(req, caller, result)

@@ -291,31 +291,33 @@ class _PgTx(SqlTx):
             raise _Busy
 
     def take_token(self, account: bytes, device_id: int, now: float, rate: float,
-                   burst: float) -> bool:  # fmt: skip
+                   burst: float, want: int = 1) -> int:  # fmt: skip
         # The bucket's row is written only under its advisory lock, so holding the lock
         # means its row lock is free: a group never waits for it (as for chats).
         if self.grouped:
-            return self._try_admit(_TRY_TAKE_TOKEN, account, device_id, now, rate, burst)[0]
+            params = bucket_params(account, device_id, now, rate, burst, want)
+            return int(self._try(_TRY_TAKE_TOKEN, account, device_id, params)[0] or 0)
         self.execute("SELECT pg_advisory_xact_lock(?)", (_bucket_key(account, device_id),))
-        return super().take_token(account, device_id, now, rate, burst)
+        return super().take_token(account, device_id, now, rate, burst, want)
 
     def admit(self, account: bytes, device_id: int, nonce: bytes, expires: int, now: float,
-              rate: float, burst: float) -> tuple[bool, bool]:  # fmt: skip
-        if not self.grouped:
-            return super().admit(account, device_id, nonce, expires, now, rate, burst)
-        got = self._try_admit(_TRY_ADMIT, account, device_id, now, rate, burst,
-                              (account, device_id, nonce, expires))  # fmt: skip
-        return got[0], got[1]
+              rate: float, burst: float, want: int) -> tuple[int, bool]:  # fmt: skip
+        if not self.grouped or not want:
+            return super().admit(account, device_id, nonce, expires, now, rate, burst, want)
+        params = bucket_params(account, device_id, now, rate, burst, want)
+        taken, fresh = self._try(_TRY_ADMIT, account, device_id,
+                                 (*params, account, device_id, nonce, expires))  # fmt: skip
+        return int(taken or 0), bool(fresh)
 
-    def _try_admit(self, sql: str, account: bytes, device_id: int, now: float, rate: float,
-                   burst: float, more: tuple[Any, ...] = ()) -> tuple[bool, ...]:  # fmt: skip
-        """Try the bucket's lock and take a token (and record a nonce) in one round trip;
-        :class:`_Busy` if another transaction holds the lock."""
-        params = bucket_params(account, device_id, now, rate, burst)
-        row = self.fetchone(sql, (_bucket_key(account, device_id), *params, *more))
+    def _try(self, sql: str, account: bytes, device_id: int,
+             params: tuple[Any, ...]) -> tuple[Any, ...]:  # fmt: skip
+        """Try the bucket's lock and take tokens (and record a nonce) in one round trip: the
+        statement's columns after the first (the lock had); :class:`_Busy` if another
+        transaction holds the lock."""
+        row = self.fetchone(sql, (_bucket_key(account, device_id), *params))
         if row is None or not row[0]:
             raise _Busy
-        return tuple(bool(v) for v in row[1:])
+        return row[1:]
 
 
 def _bucket_key(account: bytes, device_id: int) -> int:
@@ -328,20 +330,21 @@ def _lock_key(name: bytes) -> int:
 
 
 _TRY_TAKE: Final = (
-    "WITH lk AS (SELECT pg_try_advisory_xact_lock(?) AS ok), taken AS ("  # noqa: S608
+    "WITH lk AS (SELECT pg_try_advisory_xact_lock(?) AS ok), took AS ("  # noqa: S608
     + TAKE_TOKEN.format(source=f"SELECT {BUCKET_COLUMNS} FROM lk WHERE lk.ok")  # noqa: S608
     + ")"
 )
-#: (lock held, token taken): the bucket's upsert runs only if the lock was had.
+#: (lock held, tokens taken or NULL): the bucket's upsert runs only if the lock was had.
 _TRY_TAKE_TOKEN: Final = (
-    _TRY_TAKE + " SELECT (SELECT ok FROM lk), EXISTS (SELECT 1 FROM taken)"  # noqa: S608
+    _TRY_TAKE + " SELECT (SELECT ok FROM lk), (SELECT taken FROM took)"  # noqa: S608
 )
-#: (lock held, token taken, nonce fresh); the caller rolls back unless all three are true.
+#: (lock held, tokens taken or NULL, nonce fresh); the caller rolls back unless the lock was
+#: had, a token taken and the nonce fresh.
 _TRY_ADMIT: Final = (
     _TRY_TAKE  # noqa: S608
     + ", fresh AS ("
     + USE_NONCE
-    + ") SELECT (SELECT ok FROM lk), EXISTS (SELECT 1 FROM taken), EXISTS (SELECT 1 FROM fresh)"
+    + ") SELECT (SELECT ok FROM lk), (SELECT taken FROM took), EXISTS (SELECT 1 FROM fresh)"
 )
 
 

@@ -42,6 +42,11 @@ def main(argv: list[str]) -> int:
         help="requests/s per device, over all relay processes on the database",
     )  # fmt: skip
     serve.add_argument("--burst", type=float, default=400.0, help="burst per device")
+    serve.add_argument(
+        "--rate-lease", type=int, default=None,
+        help="tokens a process takes from a device's bucket at once (default burst/8, at most"
+        " rate/10, at least 1)",
+    )  # fmt: skip
     serve.add_argument("--workers", type=int, default=8, help="store worker threads")
     serve.add_argument("--tap", default=None, help="record all traffic to this file (tests)")
     serve.add_argument("--log-level", default="info")
@@ -82,9 +87,12 @@ def main(argv: list[str]) -> int:
     from e2e.relay.service import RelayService
     from e2e.relay.store import open_store
 
-    if ns.action == "serve" and not (ns.rate > 0 and ns.burst >= 1):
-        print("--rate must be positive and --burst at least 1", file=sys.stderr)
-        return 2
+    if ns.action == "serve":
+        try:
+            limit = RateLimit(ns.rate, ns.burst, lease=ns.rate_lease)
+        except ValueError as exc:
+            print(f"bad rate limit: {exc}", file=sys.stderr)
+            return 2
     secret_key = None
     if ns.secret_key_file:
         try:
@@ -115,7 +123,7 @@ def main(argv: list[str]) -> int:
     tap_file = open(ns.tap, "ab") if ns.tap else None  # noqa: SIM115 - lives as long as the server
     app = RelayApp(
         service,
-        rate_limit=RateLimit(ns.rate, ns.burst),
+        rate_limit=limit,
         tap=FileTap(tap_file) if tap_file else None,
         workers=ns.workers,
     )

@@ -360,11 +360,13 @@ class RelayService:
             raise Unauthenticated("request time outside the allowed skew")
 
     def admit(self, tx: Tx, token: AuthToken, identity: bytes | None, now: float,
-              rate: float, burst: float) -> None:  # fmt: skip
+              rate: float, burst: float, want: int) -> int:  # fmt: skip
         """Inside the request's transaction: the device still has ``identity`` (else 401),
         its rate bucket (``rate`` per second, bursts of ``burst``, shared by every relay
-        process; ``now`` in Unix seconds) has a token (else 429), and the nonce is fresh
-        (else 401, a replay). A refusal rolls the transaction back: nothing is taken or
+        process; ``now`` in Unix seconds) gives up to ``want`` tokens (else 429; ``want`` 0:
+        the request spends a token its process took before, see
+        :class:`~e2e.relay.app.RateLimit`), and the nonce is fresh (else 401, a replay). The
+        number of tokens taken. A refusal rolls the transaction back: nothing is taken or
         recorded."""
         if identity is not None:
             current = tx.device_identity(token.account, token.device_id)
@@ -373,12 +375,13 @@ class RelayService:
                 raise Unauthenticated("device changed during the request")
         taken, fresh = tx.admit(
             token.account, token.device_id, token.nonce, token.timestamp + AUTH_SKEW + 1,
-            now, rate, burst,
+            now, rate, burst, want,
         )  # fmt: skip
-        if not taken:
+        if want and not taken:
             raise RateLimited("device rate limit exceeded")
         if not fresh:
             raise Unauthenticated("request replayed")
+        return taken
 
     # -- handlers (each runs inside one transaction) -------------------------------------
 

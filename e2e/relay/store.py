@@ -105,7 +105,8 @@ CREATE INDEX IF NOT EXISTS auth_nonces_by_expiry ON auth_nonces (expires);
 CREATE TABLE IF NOT EXISTS rate_buckets (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, tokens DOUBLE PRECISION NOT NULL,
     at DOUBLE PRECISION NOT NULL, rate DOUBLE PRECISION NOT NULL,
-    burst DOUBLE PRECISION NOT NULL, PRIMARY KEY (account, device_id));
+    burst DOUBLE PRECISION NOT NULL, taken DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (account, device_id));
 INSERT INTO relay_meta (key, value) VALUES ('directory', 0) ON CONFLICT (key) DO NOTHING;
 """
 
@@ -503,22 +504,26 @@ class Tx(abc.ABC):
         return row is not None
 
     def take_token(self, account: bytes, device_id: int, now: float, rate: float,
-                   burst: float) -> bool:  # fmt: skip
-        """Take one request from the device's token bucket (``rate`` per second, up to
-        ``burst``, refilled from the time of its last request to ``now``, Unix seconds). The
-        bucket is a row, so every relay process on the database shares it. False, and
-        nothing changed, if it holds less than one request."""
+                   burst: float, want: int = 1) -> int:  # fmt: skip
+        """Take up to ``want`` requests (1 ≤ ``want`` ≤ ``burst``) from the device's token
+        bucket (``rate`` per second, up to ``burst``, refilled from the time of its last take
+        to ``now``, Unix seconds); how many were taken. The bucket is a row, so every relay
+        process on the database shares it. 0, and nothing changed, if it holds less than one
+        request; else ``want`` if it holds that many, else 1."""
         row = self.fetchone(TAKE_TOKEN.format(source=_BUCKET_VALUES),
-                            bucket_params(account, device_id, now, rate, burst))  # fmt: skip
-        return row is not None
+                            bucket_params(account, device_id, now, rate, burst, want))  # fmt: skip
+        return 0 if row is None else int(row[0])
 
     def admit(self, account: bytes, device_id: int, nonce: bytes, expires: int, now: float,
-              rate: float, burst: float) -> tuple[bool, bool]:  # fmt: skip
-        """:meth:`take_token`, then :meth:`use_nonce`: (token taken, nonce fresh). The caller
-        refuses the request (rolls back) unless both are true."""
-        if not self.take_token(account, device_id, now, rate, burst):
-            return False, True
-        return True, self.use_nonce(account, device_id, nonce, expires)
+              rate: float, burst: float, want: int) -> tuple[int, bool]:  # fmt: skip
+        """:meth:`take_token` (none if ``want`` is 0: the request spends a token its relay
+        process took before), then :meth:`use_nonce`: (tokens taken, nonce fresh). The
+        caller refuses the request (rolls back) if ``want`` was not 0 and none was taken, or
+        the nonce is not fresh."""
+        taken = self.take_token(account, device_id, now, rate, burst, want) if want else 0
+        if want and not taken:
+            return 0, True
+        return taken, self.use_nonce(account, device_id, nonce, expires)
 
     def purge_rate_buckets(self, now: float) -> None:
         """Drop the buckets that have refilled (a full bucket is the same as none)."""
@@ -627,34 +632,42 @@ USE_NONCE: Final = (
     " ON CONFLICT (account, device_id, nonce) DO NOTHING RETURNING 1"
 )
 
-#: The token bucket of a device (:meth:`SqlTx.take_token`): a new row starts full less the
-#: request; an existing one is refilled for the time since its last request (never for time
-#: going back), capped at its burst, and taken from only if that leaves it at least one. Rate
-#: and burst are stored with it, so the purge needs no configuration. ``{source}`` gives the
-#: new row's values, in the order of :func:`bucket_params`.
+#: The token bucket of a device (:meth:`Tx.take_token`): a new row starts full less the take;
+#: an existing one is refilled for the time since its last take (never for time going back),
+#: capped at its burst, and, if that leaves at least one token, the wanted number of tokens
+#: is taken if it holds them, else one; the row keeps the size of that take.
+#: Rate and burst are stored with it, so the purge needs no configuration. ``{source}`` gives
+#: the new row's values, in the order of :func:`bucket_params`; ``excluded.taken`` is the
+#: number wanted.
 _ELAPSED: Final = (
     "(CASE WHEN excluded.at > rate_buckets.at THEN excluded.at - rate_buckets.at ELSE 0 END)"
 )
 _FILLED: Final = f"(rate_buckets.tokens + {_ELAPSED} * excluded.rate)"
 _LEVEL: Final = f"(CASE WHEN {_FILLED} > excluded.burst THEN excluded.burst ELSE {_FILLED} END)"
+_TAKE: Final = f"(CASE WHEN {_LEVEL} >= excluded.taken THEN excluded.taken ELSE 1 END)"
 TAKE_TOKEN: Final = (
-    "INSERT INTO rate_buckets (account, device_id, tokens, at, rate, burst) {source}"
-    f" ON CONFLICT (account, device_id) DO UPDATE SET tokens = {_LEVEL} - 1,"
+    "INSERT INTO rate_buckets (account, device_id, tokens, at, rate, burst, taken) {source}"
+    f" ON CONFLICT (account, device_id) DO UPDATE SET tokens = {_LEVEL} - {_TAKE},"
+    f" taken = {_TAKE},"
     " at = CASE WHEN excluded.at > rate_buckets.at THEN excluded.at ELSE rate_buckets.at END,"
     " rate = excluded.rate, burst = excluded.burst"
-    f" WHERE {_LEVEL} >= 1 RETURNING 1"
+    f" WHERE {_LEVEL} >= 1 RETURNING taken"
 )
 #: The typed values of a new bucket row (typed, so PostgreSQL infers nothing from context).
 BUCKET_COLUMNS: Final = (
     "CAST(? AS BLOB), CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION),"
-    " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION)"
+    " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
+    " CAST(? AS DOUBLE PRECISION)"
 )
 _BUCKET_VALUES: Final = f"VALUES ({BUCKET_COLUMNS})"
 
 
-def bucket_params(account: bytes, device_id: int, now: float, rate: float,
-                  burst: float) -> tuple[Any, ...]:  # fmt: skip
-    return (account, device_id, float(burst) - 1.0, float(now), float(rate), float(burst))
+def bucket_params(account: bytes, device_id: int, now: float, rate: float, burst: float,
+                  want: int) -> tuple[Any, ...]:  # fmt: skip
+    """A new row's values: full (``burst``) less ``want`` (at most ``burst``) tokens."""
+    first = float(min(want, int(burst)))
+    return (account, device_id, float(burst) - first, float(now), float(rate), float(burst),
+            first)  # fmt: skip
 
 
 DIRECTORY_GENERATION: Final = "SELECT value FROM relay_meta WHERE key = 'directory'"

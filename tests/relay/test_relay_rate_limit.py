@@ -36,8 +36,8 @@ def two_of(relay_db: str) -> Iterator[tuple[RelayStore, RelayStore]]:
         b.close()
 
 
-def _take(store: RelayStore, now: float) -> bool:
-    return store.run(lambda tx: tx.take_token(ACCT, DEV, now, RATE, BURST))
+def _take(store: RelayStore, now: float, want: int = 1) -> int:
+    return store.run(lambda tx: tx.take_token(ACCT, DEV, now, RATE, BURST, want))
 
 
 def _bucket(store: RelayStore) -> Any:
@@ -47,6 +47,18 @@ def _bucket(store: RelayStore) -> Any:
             (ACCT, DEV),
         )
     )
+
+
+def test_a_take_of_several_tokens(two_of: tuple[RelayStore, RelayStore]) -> None:
+    """A process that takes ``want`` tokens at once gets them while the bucket holds them,
+    then one at a time, then none; the bucket never goes below zero."""
+    a, b = two_of
+    assert _take(a, 1.0, want=2) == 2  # 3 -> 1
+    assert _take(b, 1.0, want=2) == 1  # holds 1 < 2: one
+    assert _take(a, 1.0, want=2) == 0
+    assert _take(b, 1.5, want=2) == 0  # half a token
+    assert _take(b, 2.0, want=2) == 1
+    assert _take(a, 100.0, want=3) == 3 and _take(a, 100.0) == 0
 
 
 def test_one_bucket_for_every_store_on_the_database(
@@ -113,7 +125,7 @@ def test_the_writer_groups_take_without_waiting_for_a_held_bucket(relay_db: str)
     try:
         assert held.wait(10)
 
-        async def main() -> list[bool]:
+        async def main() -> list[int]:
             loop = asyncio.get_running_loop()
             loop.call_later(0.3, release.set)
             takes = [
@@ -123,7 +135,7 @@ def test_the_writer_groups_take_without_waiting_for_a_held_bucket(relay_db: str)
             return list(await asyncio.gather(*takes))
 
         got = asyncio.run(main())
-        assert sorted(got) == [False, True, True]  # the burst of 3, one taken by the holder
+        assert sorted(got) == [0, 1, 1]  # the burst of 3, one taken by the holder
     finally:
         release.set()
         holder.join()
@@ -140,6 +152,33 @@ def _accepted(url: str) -> float:
     return total
 
 
+def _alternate(
+    procs: list[RelayProcess], n: int, replay: bool = False
+) -> tuple[list[int], float, Any]:
+    """A new device, then ``n`` requests alternately through each process: their statuses,
+    the requests the processes admitted in all, and the device."""
+    with (
+        httpx.Client(base_url=procs[0].url, timeout=30) as a,
+        httpx.Client(base_url=procs[1].url, timeout=30) as b,
+    ):
+        dev = new_device(a, b"fast", 0)
+        codes = []
+        if replay:  # the second copy is refused (401): whatever token it had is not used
+            body = wire.CountPrekeys().to_bytes()
+            header = dev.sign(wire.Path.PREKEY_COUNT, body)
+            codes.append(dev.raw(wire.Path.PREKEY_COUNT, body, auth=header).status_code)
+            assert dev.raw(wire.Path.PREKEY_COUNT, body, auth=header).status_code == 401
+        for i in range(n):
+            dev.http = (a, b)[i % 2]
+            try:
+                dev.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
+                codes.append(200)
+            except WireFailure as exc:
+                codes.append(exc.status)
+        admitted = _accepted(procs[0].url) + _accepted(procs[1].url)
+    return codes, admitted, dev
+
+
 def test_the_rate_limit_holds_across_relay_processes(relay_db: str, tmp_path: Path) -> None:
     rate, burst = 0.2, 8
     extra = ["--rate", str(rate), "--burst", str(burst)]
@@ -148,35 +187,43 @@ def test_the_rate_limit_holds_across_relay_processes(relay_db: str, tmp_path: Pa
         for i in range(2)
     ]
     try:
-        with (
-            httpx.Client(base_url=procs[0].url, timeout=30) as a,
-            httpx.Client(base_url=procs[1].url, timeout=30) as b,
-        ):
-            started = time.monotonic()
-            dev = new_device(a, b"fast", 0)
-            codes = []
-            for i in range(2 * burst):  # alternately through each process
-                dev.http = (a, b)[i % 2]
-                try:
-                    dev.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
-                    codes.append(200)
-                except WireFailure as exc:
-                    codes.append(exc.status)
-            elapsed = time.monotonic() - started
-            assert set(codes) == {200, 429}
-            admitted = _accepted(procs[0].url) + _accepted(procs[1].url)
-            # Per process, each would have admitted a burst (so up to 2 * burst in all).
-            assert burst <= admitted <= burst + int(elapsed * rate) + 1
-            # A refused request recorded nothing: the same signed request, sent again once a
-            # token has refilled, is accepted (its nonce was not used).
+        started = time.monotonic()
+        codes, admitted, dev = _alternate(procs, 2 * burst)
+        elapsed = time.monotonic() - started
+        assert set(codes) == {200, 429}
+        # Per process, each would have admitted a burst (so up to 2 * burst in all).
+        assert burst <= admitted <= burst + int(elapsed * rate) + 1
+        # A refused request recorded nothing: the same signed request, sent again once a
+        # token has refilled, is accepted (its nonce was not used).
+        with httpx.Client(base_url=procs[1].url, timeout=30) as b:
+            dev.http = b
             body = wire.CountPrekeys().to_bytes()
             header = dev.sign(wire.Path.PREKEY_COUNT, body)
-            dev.http = b
-            r = dev.raw(wire.Path.PREKEY_COUNT, body, auth=header)
-            assert r.status_code == 429
+            assert dev.raw(wire.Path.PREKEY_COUNT, body, auth=header).status_code == 429
             time.sleep(1.1 / rate)
-            r = dev.raw(wire.Path.PREKEY_COUNT, body, auth=header)
-            assert r.status_code == 200
+            assert dev.raw(wire.Path.PREKEY_COUNT, body, auth=header).status_code == 200
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_tokens_taken_several_at_a_time_still_add_up_to_the_burst(
+    relay_db: str, tmp_path: Path
+) -> None:
+    """With leases (a process takes 4 tokens at once and spends the rest on the device's next
+    requests without touching the bucket), two processes still admit exactly the burst (the
+    rate is too low to refill anything meanwhile), and a refused request (a replay) gives
+    back the token it would have spent."""
+    burst = 10
+    extra = ["--rate", "0.001", "--burst", str(burst), "--rate-lease", "4"]
+    procs = [
+        RelayProcess(relay_db, log_path=tmp_path / f"relay{i}.log", extra=extra).start()
+        for i in range(2)
+    ]
+    try:
+        codes, admitted, _ = _alternate(procs, 3 * burst, replay=True)
+        assert admitted == burst  # new_device's requests count too
+        assert codes.count(200) < burst and codes[-4:] == [429] * 4
     finally:
         for p in procs:
             p.stop()
@@ -210,7 +257,7 @@ def test_the_pg_lock_key_is_the_one_every_writer_takes(pg_db: str) -> None:
         with psycopg.connect(relay_db) as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
-            async def main() -> bool:
+            async def main() -> int:
                 task = asyncio.ensure_future(
                     store.run_async(lambda tx: tx.take_token(ACCT, DEV, 1.0, RATE, BURST))
                 )
@@ -220,7 +267,7 @@ def test_the_pg_lock_key_is_the_one_every_writer_takes(pg_db: str) -> None:
                 await asyncio.get_running_loop().run_in_executor(None, conn.commit)
                 return await task
 
-            assert asyncio.run(main())
+            assert asyncio.run(main()) == 1
     finally:
         store.close()
 
@@ -231,23 +278,23 @@ def test_admit_takes_a_token_and_records_the_nonce(relay_db: str, grouped: bool)
     fresh), whether the request runs alone or in the writer's group."""
     store = open_store(relay_db)
 
-    def admit(nonce: bytes) -> tuple[bool, bool]:
-        def fn(tx: Tx) -> tuple[bool, bool]:
-            return tx.admit(ACCT, DEV, nonce, 99, 1.0, RATE, BURST)
+    def admit(nonce: bytes) -> tuple[int, bool]:
+        def fn(tx: Tx) -> tuple[int, bool]:
+            return tx.admit(ACCT, DEV, nonce, 99, 1.0, RATE, BURST, 1)
 
         if not grouped:
             return store.run(fn)
 
-        async def main() -> tuple[bool, bool]:
+        async def main() -> tuple[int, bool]:
             return await store.run_async(fn)
 
         return asyncio.run(main())
 
     try:
-        assert admit(b"a" * 16) == (True, True)
-        assert admit(b"a" * 16) == (True, False)  # a replay (its caller then refuses it)
-        assert admit(b"b" * 16) == (True, True)
-        assert admit(b"c" * 16)[0] is False  # the burst of 3 is spent
-        assert admit(b"b" * 16)[0] is False
+        assert admit(b"a" * 16) == (1, True)
+        assert admit(b"a" * 16) == (1, False)  # a replay (its caller then refuses it)
+        assert admit(b"b" * 16) == (1, True)
+        assert admit(b"c" * 16)[0] == 0  # the burst of 3 is spent
+        assert admit(b"b" * 16)[0] == 0
     finally:
         store.close()
