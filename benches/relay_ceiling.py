@@ -28,8 +28,8 @@ def _no_signature(self: wire.AuthToken, *args: Any) -> None:
     return None
 
 
-def _no_admission(self: RelayService, *args: Any) -> None:
-    return None
+def _no_admission(self: RelayService, *args: Any) -> int:
+    return 1  # "one token taken"
 
 
 def _no_submission(self: RelayService, tx: Any, caller: Any, req: Any) -> wire.Ok:

@@ -105,13 +105,13 @@ class RateLimit:
     The limit holds across every relay process on one database: each device's token bucket
     is a row of the relay store, taken from in a request's own transaction
     (:meth:`~e2e.relay.store.Tx.take_token`, Unix time from ``clock``), so a refused request
-    changes nothing. A request that finds no token of its process's takes (:meth:`spend`)
-    takes ``lease`` tokens at once if the bucket holds that many (else one), and its process
-    keeps the rest (:meth:`keep`) for the device's next requests, which then touch no
-    bucket row. Every request admitted anywhere has taken a token from the shared bucket, so
-    N processes admit at most the rate in all; tokens a process holds for a device it no
-    longer hears from are at most ``lease - 1`` per process, and make up for themselves as
-    the bucket refills. Each process also keeps the same bucket in memory (:meth:`take`),
+    changes nothing. A request for which its process holds no token of the device
+    (:meth:`spend`) takes ``lease`` tokens at once if the bucket holds that many (else one),
+    and its process keeps the rest (:meth:`keep`) for the device's next requests, which then
+    touch no bucket row. Every request admitted anywhere has taken a token from the shared
+    bucket, so N processes admit at most the rate in all; tokens a process holds for a device
+    it no longer hears from are at most ``lease - 1`` per process, and make up for themselves
+    as the bucket refills. Each process also keeps the same bucket in memory (:meth:`take`),
     checked before any store work, so a flood from one device into one process is refused
     without a transaction."""
 
@@ -420,9 +420,11 @@ class RelayApp:
         t3 = time.perf_counter()
         try:
             result = await self.store.run_async(step, self._executor)
-        except BaseException:
+        except E2EError:
+            # Refused, or the group failed: nothing was applied, the token was not used. (Not
+            # on cancellation, when the transaction may still commit: then it counts as used.)
             if held:
-                limit.keep(caller, 1)  # refused: the token was not used
+                limit.keep(caller, 1)
             raise
         limit.keep(caller, taken - 1)
         self.timers["transaction"] += time.perf_counter() - t3
