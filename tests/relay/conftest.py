@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relayhelp import RelayProcess, fresh_pg_db  # noqa: E402
 from relayhelp import pg_or_skip as _pg_or_skip  # noqa: E402
 
+from e2e.relay.store import RelayStore, open_store  # noqa: E402
+
 
 @pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])
 def relay_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -45,3 +47,14 @@ def relay(relay_db: str, tmp_path: Path) -> Iterator[RelayProcess]:
 def client(relay: RelayProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=relay.url, timeout=30.0) as c:
         yield c
+
+
+@pytest.fixture
+def two_of(relay_db: str) -> Iterator[tuple[RelayStore, RelayStore]]:
+    """Two stores on one database: two relay processes, as far as the database can tell."""
+    a, b = open_store(relay_db), open_store(relay_db)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()

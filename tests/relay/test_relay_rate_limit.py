@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +22,6 @@ from e2e.relay.store import RelayStore, Tx, open_store
 
 ACCT, DEV = b"dev", 1
 RATE, BURST = 1.0, 3.0
-
-
-@pytest.fixture
-def two_of(relay_db: str) -> Iterator[tuple[RelayStore, RelayStore]]:
-    """Two stores on one database: two relay processes, as far as the database can tell."""
-    a, b = open_store(relay_db), open_store(relay_db)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
 
 
 def _take(store: RelayStore, now: float, want: int = 1) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,17 +21,6 @@ BIZ, CUST = b"biz", b"cust"
 def _state(**kw: object) -> ChatState:
     """A chat as the table gives it back (both counts stored)."""
     return ChatState(counts={"customer": 0, "business": 0}, **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def two_of(relay_db: str) -> Iterator[tuple[RelayStore, RelayStore]]:
-    """Two stores on one database: two relay processes, as far as the database can tell."""
-    a, b = open_store(relay_db), open_store(relay_db)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
 
 
 def _chat(store: RelayStore) -> ChatState | None:
