@@ -626,7 +626,7 @@ class DirectoryCache:
 
 #: The tables that make the directory (see :class:`DirectoryCache`).
 DIRECTORY_TABLES: Final = ("accounts", "devices", "routes", "designated")
-#: The statement reading the directory's generation (see :class:`DirectoryCache`).
+#: Record a request's nonce; a row back unless it was used before (a replay).
 USE_NONCE: Final = (
     "INSERT INTO auth_nonces (account, device_id, nonce, expires) VALUES (?, ?, ?, ?)"
     " ON CONFLICT (account, device_id, nonce) DO NOTHING RETURNING 1"
@@ -670,6 +670,7 @@ def bucket_params(account: bytes, device_id: int, now: float, rate: float, burst
             first)  # fmt: skip
 
 
+#: The statement reading the directory's generation (see :class:`DirectoryCache`).
 DIRECTORY_GENERATION: Final = "SELECT value FROM relay_meta WHERE key = 'directory'"
 #: Most device keys a writer's cache holds before it starts again.
 CACHE_ENTRIES: Final = 100_000
