@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ def steady_allocator() -> None:
         return
     mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
     mallopt(-2, 1 << 20)  # M_TOP_PAD
+    # Setting the trim threshold freezes glibc's otherwise adaptive mmap threshold at 128 KiB,
+    # so a buffer of 128 KiB or more would be mapped and unmapped (and page-faulted) per call.
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's largest)
 
 
 steady_allocator()
@@ -88,6 +92,9 @@ class Result:
     seconds: float = 0.0
     injected: float = 1.0
     timing: str = ""
+    #: minor page faults per call of each side over the measured rounds: a memory-bound case
+    #: whose ratio jumps between runs shows here whether its buffers were faulted in afresh
+    faults: tuple[float, float] = (0.0, 0.0)
 
     def info(self, per_message: int = 1) -> dict[str, Any]:
         """The fields benches/check_ratios.py reads (seconds per message per round)."""
@@ -101,6 +108,7 @@ class Result:
             "seconds": round(self.seconds, 3),
             "injected_slowdown": self.injected,
             "timing": self.timing,
+            "faults_per_call": [round(x, 3) for x in self.faults],
         }
 
 
@@ -226,13 +234,21 @@ def measure_batches(
     stop = clock() + budget
     deadline = began + cap
     pair = 0
+    faults = [0, 0]
+
+    def counted(side: int, batch: Batch) -> float:
+        before = _minor_faults()
+        t = batch(n, how)
+        faults[side] += _minor_faults() - before
+        return t
+
     while True:
         if pair % 2 == 0:
-            ta = batch_a(n, how)
-            tb = batch_b(n, how)
+            ta = counted(0, batch_a)
+            tb = counted(1, batch_b)
         else:
-            tb = batch_b(n, how)
-            ta = batch_a(n, how)
+            tb = counted(1, batch_b)
+            ta = counted(0, batch_a)
         result.a.append(ta)
         result.b.append(tb)
         pair += 1
@@ -246,7 +262,13 @@ def measure_batches(
         stop = min(deadline, now + budget)
     result.verdict, result.low, result.median, result.high = d.verdict, d.low, d.median, d.high
     result.seconds = clock() - began
+    result.faults = (faults[0] / (pair * n), faults[1] / (pair * n))
     return result
+
+
+def _minor_faults() -> int:
+    """This process's minor page faults so far (read between batches, never inside one)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _describe(how: Timing) -> str:
