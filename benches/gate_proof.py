@@ -80,7 +80,8 @@ def run_step(env_extra: dict[str, str], select: list[str], part: bool = False) -
 
 def summary(clean: list[dict[str, Any]], injected: list[dict[str, Any]], factor: float) -> str:
     bounds = load_bounds()
-    bounded = {**bounds["ratios"], **bounds.get("providers", {})}
+    listed = {**bounds["ratios"], **bounds.get("providers", {})}
+    bounded = {case: bound for case, bound in listed.items() if bound is not None}
     lines = []
     passes = sum(1 for r in clean if r["rc"] == 0)
     streak = best = 0
@@ -122,6 +123,7 @@ def summary(clean: list[dict[str, Any]], injected: list[dict[str, Any]], factor:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--summary", type=Path, default=None, help="summarize a --out file")
     parser.add_argument("--runs", type=int, default=20, help="clean runs (and injected runs)")
     parser.add_argument("--injected-runs", type=int, default=None)
     parser.add_argument("--inject", type=float, default=1.3, help="slowdown factor of side A")
@@ -133,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", default="", help="all runs: only the cases pytest -k selects")
     parser.add_argument("--out", type=Path, default=None, help="write every run as JSON")
     args = parser.parse_args(argv)
+    if args.summary:
+        runs = json.loads(args.summary.read_text())
+        print(summary(runs["clean"], runs["injected"], args.inject))
+        return 0
     select = ["--deselect", "benches/bench_store.py"] if args.no_store else []
     part = bool(args.k or args.no_store)
     select += ["-k", args.k] if args.k else []

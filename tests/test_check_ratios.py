@@ -168,6 +168,20 @@ def test_provider_choice_bound(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert _run(tmp_path, base, bounds) == 0  # skipped here (library unavailable): not a failure
 
 
+def test_provider_near_tie_is_printed_not_gated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [_bench("pq-oneway-256B", _spread(1.25, 0.05))]
+    bounds = {**BOUNDS, "providers": {"provider-sha512": None}}
+    for ratio in (0.9, 1.2):
+        tie = [_provider("provider-sha512", _spread(ratio, 0.05))]
+        assert _run(tmp_path, base + tie, bounds) == 0
+        assert f"{ratio:.2f}" in capsys.readouterr().out
+    unlisted = {**BOUNDS, "providers": {}}
+    tie = [_provider("provider-sha512", _spread(0.9, 0.05))]
+    assert _run(tmp_path, base + tie, unlisted) == 1  # null is a decision; absent is not
+
+
 def test_every_provider_case_is_bounded_and_names_where_e2e_uses_it() -> None:
     from benches.providers import CHOICES, case_name
 
