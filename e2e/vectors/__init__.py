@@ -56,6 +56,7 @@ def _load_verifiers() -> None:
     # Imported for their @verifier registrations.
     from e2e.vectors import (  # noqa: F401
         fingerprint_vectors,
+        libsignal_spqr_vectors,
         libsignal_vectors,
         libsignal_wire_vectors,
         merkle_vectors,

@@ -1,6 +1,6 @@
 // Interoperability harness: drives the official libsignal client library from pytest.
 //
-// Usage: node harness.js <package>   (package: "libsignal-072" or "libsignal-090", see package.json)
+// Usage: node harness.js <package>   (an npm alias of package.json: libsignal-072, -090, -092, -103)
 //
 // Protocol: one JSON object per line on stdin, one JSON reply per line on stdout.
 // Bytes travel as lowercase hex. Every reply is {"ok": true, ...} or {"ok": false, "error": "..."}.
@@ -10,12 +10,32 @@
 
 const readline = require('readline');
 
+const PACKAGES = ['libsignal-072', 'libsignal-090', 'libsignal-092', 'libsignal-103'];
 const pkg = process.argv[2];
-if (pkg !== 'libsignal-072' && pkg !== 'libsignal-090') {
-  process.stderr.write('usage: node harness.js libsignal-072|libsignal-090\n');
+if (!PACKAGES.includes(pkg)) {
+  process.stderr.write(`usage: node harness.js ${PACKAGES.join('|')}\n`);
   process.exit(2);
 }
 const S = require(pkg);
+
+// The session calls changed shape across versions: 0.92 added the sender's own address to
+// encrypting and to decrypting a prekey message, 0.103 to processing a bundle and to decrypting
+// any message. `me` is the calling party's own address.
+const V = Number(pkg.slice(-3));
+const api = {
+  processBundle: (bundle, to, me, sessions, identities) => (V >= 103
+    ? S.processPreKeyBundle(bundle, to, me, sessions, identities)
+    : S.processPreKeyBundle(bundle, to, sessions, identities)),
+  encrypt: (pt, to, me, sessions, identities) => (V >= 92
+    ? S.signalEncrypt(pt, to, me, sessions, identities)
+    : S.signalEncrypt(pt, to, sessions, identities)),
+  decrypt: (msg, from, me, sessions, identities) => (V >= 103
+    ? S.signalDecrypt(msg, from, me, sessions, identities)
+    : S.signalDecrypt(msg, from, sessions, identities)),
+  decryptPreKey: (msg, from, me, p) => (V >= 92
+    ? S.signalDecryptPreKey(msg, from, me, p.sessions, p.identities, p.prekeys, p.signed, p.kyber)
+    : S.signalDecryptPreKey(msg, from, p.sessions, p.identities, p.prekeys, p.signed, p.kyber)),
+};
 
 const hex = (b) => Buffer.from(b).toString('hex');
 const unhex = (s) => Buffer.from(s, 'hex');
@@ -139,6 +159,7 @@ const commands = {
     const p = {
       pair,
       regId,
+      addr: S.ProtocolAddress.new(name, 1),
       identities: new Identities(pair, regId),
       sessions: new Sessions(),
       prekeys: new PreKeys(),
@@ -199,7 +220,7 @@ const commands = {
         unhex(b.kyber_prekey_signature));
     }
     const bundle = S.PreKeyBundle.new(...args);
-    await S.processPreKeyBundle(bundle, S.ProtocolAddress.new(peer, 1), p.sessions, p.identities);
+    await api.processBundle(bundle, S.ProtocolAddress.new(peer, 1), p.addr, p.sessions, p.identities);
     return {};
   },
 
@@ -210,7 +231,7 @@ const commands = {
     const address = S.ProtocolAddress.new(peer, 1);
     const out = [];
     for (const pt of plaintexts) {
-      const m = await S.signalEncrypt(unhex(pt), address, p.sessions, p.identities);
+      const m = await api.encrypt(unhex(pt), address, p.addr, p.sessions, p.identities);
       const item = { type: m.type(), body: hex(m.serialize()) };
       if (records) item.record = hex(p.sessions.serialized(keyOf(address)));
       out.push(item);
@@ -227,10 +248,10 @@ const commands = {
       try {
         let pt;
         if (type === S.CiphertextMessageType.PreKey) {
-          pt = await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(unhex(body)), address,
-            p.sessions, p.identities, p.prekeys, p.signed, p.kyber);
+          pt = await api.decryptPreKey(S.PreKeySignalMessage.deserialize(unhex(body)), address,
+            p.addr, p);
         } else {
-          pt = await S.signalDecrypt(S.SignalMessage.deserialize(unhex(body)), address,
+          pt = await api.decrypt(S.SignalMessage.deserialize(unhex(body)), address, p.addr,
             p.sessions, p.identities);
         }
         const item = { plaintext: hex(pt) };
@@ -269,11 +290,11 @@ async function benchPair(tag) {
   const pb = party(b);
   const addrA = S.ProtocolAddress.new(a, 1);
   const addrB = S.ProtocolAddress.new(b, 1);
-  const first = await S.signalEncrypt(Buffer.from('hi'), addrB, pa.sessions, pa.identities);
-  await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(first.serialize()), addrA,
-    pb.sessions, pb.identities, pb.prekeys, pb.signed, pb.kyber);
-  const back = await S.signalEncrypt(Buffer.from('hello'), addrA, pb.sessions, pb.identities);
-  await S.signalDecrypt(S.SignalMessage.deserialize(back.serialize()), addrB, pa.sessions, pa.identities);
+  const first = await api.encrypt(Buffer.from('hi'), addrB, addrA, pa.sessions, pa.identities);
+  await api.decryptPreKey(S.PreKeySignalMessage.deserialize(first.serialize()), addrA, addrB, pb);
+  const back = await api.encrypt(Buffer.from('hello'), addrA, addrB, pb.sessions, pb.identities);
+  await api.decrypt(S.SignalMessage.deserialize(back.serialize()), addrB, addrA, pa.sessions,
+    pa.identities);
   return { pa, pb, addrA, addrB };
 }
 
@@ -301,10 +322,9 @@ commands.bench_workload = async ({ workload, size, count }) => {
       const addrA = S.ProtocolAddress.new(`sa-${tag}`, 1);
       const addrB = S.ProtocolAddress.new(`sb-${tag}`, 1);
       const start = clock();
-      await S.processPreKeyBundle(S.PreKeyBundle.new(...args), addrB, pa.sessions, pa.identities);
-      const m = await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities);
-      await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(wire(m)), addrA, pb.sessions,
-        pb.identities, pb.prekeys, pb.signed, pb.kyber);
+      await api.processBundle(S.PreKeyBundle.new(...args), addrB, addrA, pa.sessions, pa.identities);
+      const m = await api.encrypt(pt, addrB, addrA, pa.sessions, pa.identities);
+      await api.decryptPreKey(S.PreKeySignalMessage.deserialize(wire(m)), addrA, addrB, pb);
       times.push(Number(clock() - start));
       parties.delete(`sa-${tag}`);
       parties.delete(`sb-${tag}`);
@@ -316,18 +336,18 @@ commands.bench_workload = async ({ workload, size, count }) => {
   for (let i = 0; i < count; i++) {
     if (workload === 'encrypt') {
       const start = clock();
-      wire(await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities));
+      wire(await api.encrypt(pt, addrB, addrA, pa.sessions, pa.identities));
       times.push(Number(clock() - start));
     } else if (workload === 'decrypt') {
-      const body = wire(await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities));
+      const body = wire(await api.encrypt(pt, addrB, addrA, pa.sessions, pa.identities));
       const start = clock();
-      await S.signalDecrypt(S.SignalMessage.deserialize(body), addrA, pb.sessions, pb.identities);
+      await api.decrypt(S.SignalMessage.deserialize(body), addrA, addrB, pb.sessions, pb.identities);
       times.push(Number(clock() - start));
     } else if (workload === 'oneway' || workload === 'ping_pong') {
       const [sp, saddr, rp, raddr] = turn[0];
       const start = clock();
-      const body = wire(await S.signalEncrypt(pt, saddr, sp.sessions, sp.identities));
-      await S.signalDecrypt(S.SignalMessage.deserialize(body), raddr, rp.sessions, rp.identities);
+      const body = wire(await api.encrypt(pt, saddr, raddr, sp.sessions, sp.identities));
+      await api.decrypt(S.SignalMessage.deserialize(body), raddr, saddr, rp.sessions, rp.identities);
       times.push(Number(clock() - start));
       if (workload === 'ping_pong') turn.reverse();
     } else {
@@ -354,11 +374,11 @@ async function workerSides() {
     return {
       send: async (from) => {
         const [sp, saddr] = from === 'a' ? [pa, addrB] : [pb, addrA];
-        return wire(await S.signalEncrypt(pt, saddr, sp.sessions, sp.identities));
+        return wire(await api.encrypt(pt, saddr, sp.addr, sp.sessions, sp.identities));
       },
       recv: async (to, body) => {
         const [rp, raddr] = to === 'b' ? [pb, addrA] : [pa, addrB];
-        await S.signalDecrypt(S.SignalMessage.deserialize(body), raddr, rp.sessions, rp.identities);
+        await api.decrypt(S.SignalMessage.deserialize(body), raddr, rp.addr, rp.sessions, rp.identities);
       },
     };
   };
@@ -398,10 +418,9 @@ async function workerSides() {
         return [party(a), party(b), S.ProtocolAddress.new(a, 1), S.ProtocolAddress.new(b, 1), args];
       },
       target: async (pa, pb, addrA, addrB, args) => {
-        await S.processPreKeyBundle(S.PreKeyBundle.new(...args), addrB, pa.sessions, pa.identities);
-        const m = await S.signalEncrypt(pt, addrB, pa.sessions, pa.identities);
-        await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(wire(m)), addrA, pb.sessions,
-          pb.identities, pb.prekeys, pb.signed, pb.kyber);
+        await api.processBundle(S.PreKeyBundle.new(...args), addrB, addrA, pa.sessions, pa.identities);
+        const m = await api.encrypt(pt, addrB, addrA, pa.sessions, pa.identities);
+        await api.decryptPreKey(S.PreKeySignalMessage.deserialize(wire(m)), addrA, addrB, pb);
       },
     },
   };

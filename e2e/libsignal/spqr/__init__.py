@@ -1,0 +1,6 @@
+"""SPQR, libsignal's Sparse Post-Quantum Ratchet, spoken byte for byte (SPEC.md §15.7).
+
+One module per concept: :mod:`~e2e.libsignal.spqr.gf16` (field arithmetic) and
+:mod:`~e2e.libsignal.spqr.erasure` (the erasure code), :mod:`~e2e.libsignal.spqr.message`
+(the wire codec).
+"""

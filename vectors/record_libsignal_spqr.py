@@ -1,0 +1,160 @@
+"""Record vectors/libsignal_spqr.json: SPQR as the official libsignal client puts it on the wire.
+
+Run from the repository root after ``cd tests/interop && npm ci``:
+    python vectors/record_libsignal_spqr.py > vectors/libsignal_spqr.json
+
+Two libsignal parties (alice, bob) of each pinned version that speaks SPQR (0.92.2 and
+0.103.0) hold a scripted conversation, with bursts (so every stream sends parity chunks) and
+drops (so a stream is decoded from parity). Every SignalMessage's ``pq_ratchet`` field is
+recorded with its fields as this script's own reader (independent of e2e) reads them, and
+every chunk stream (the header, the key vector, ct1 and ct2 of each epoch) with all the
+chunks libsignal sent of it. e2e's verifier (e2e/vectors/libsignal_spqr_vectors.py) checks
+its codec and erasure code against them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from interop.harness import Harness  # noqa: E402
+from interop.record import fields  # noqa: E402
+
+PACKAGES = ("libsignal-092", "libsignal-103")
+#: Stream name and whole-message size (bytes) by SPQR message type.
+STREAMS = {1: ("hdr", 96), 2: ("ek", 1152), 3: ("ek", 1152), 5: ("ct1", 960), 6: ("ct2", 160)}
+# (sender, messages, indexes delivered in this order; the others are dropped). The comments
+# say where the SPQR exchange of epoch 1 stands (alice is its send_ek side).
+SCRIPT = [
+    ("alice", 8, list(range(8))),  # header chunks 0-7 (parity from 3)
+    ("bob", 1, [0]),  # bob encapsulates: ct1 chunk 0
+    ("alice", 45, list(range(45))),  # key vector chunks 0-44 (parity from 36)
+    ("bob", 34, list(range(34))),  # ct1 chunks 1-34 (parity from 30)
+    ("alice", 1, [0]),  # ek + ct1 acknowledged: bob sends ct2
+    ("bob", 8, [3, 4, 5, 6, 7]),  # ct2 chunks 0-7, only 3-7 delivered: decoded from parity
+    ("alice", 2, [1, 0]),  # epoch 2: bob sends the next header
+] + [("bob", 3, [0, 2]), ("alice", 3, [2, 1, 0])] * 12
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def read_pq(field: bytes) -> dict[str, Any]:
+    """This script's own reading of a version-1 pq_ratchet field."""
+    assert field[0] == 1, field[:1]
+    epoch, pos = _varint(field, 1)
+    index, pos = _varint(field, pos)
+    kind = field[pos]
+    pos += 1
+    out: dict[str, Any] = {"epoch": epoch, "index": index, "type": kind}
+    if kind in STREAMS:
+        out["chunk_index"], pos = _varint(field, pos)
+        out["chunk"] = field[pos : pos + 32].hex()
+    return out
+
+
+def signal_message(kind: int, body: bytes) -> bytes:
+    """The SignalMessage of a message (the one inside a PreKeySignalMessage)."""
+    if kind == 3:
+        body = bytes(fields(body[1:])[4][0])  # type: ignore[arg-type]
+    return body
+
+
+def conversation(package: str) -> tuple[str, list[dict[str, Any]]]:
+    h = Harness(package)
+    try:
+        version = h.call("version")["version"]
+        for name, reg in (("alice", 1), ("bob", 2)):
+            h.call("init", party=name, registration_id=reg)
+        bundle = h.call("bundle", party="bob", prekey_id=1, signed_prekey_id=2, kyber_prekey_id=3)
+        bundle.pop("ok", None)
+        h.call("process_bundle", party="alice", peer="bob", bundle=bundle)
+        sent: list[dict[str, Any]] = []
+        n = 0
+        for sender, count, order in SCRIPT:
+            other = "bob" if sender == "alice" else "alice"
+            texts = [b"message %d" % (n + i) for i in range(count)]
+            n += count
+            msgs = h.encrypt(sender, other, *texts)
+            for kind, body in msgs:
+                pq = bytes(fields(signal_message(kind, body)[1:-8])[5][0])  # type: ignore[arg-type]
+                sent.append({"from": sender, "field": pq.hex(), **read_pq(pq)})
+            got = h.decrypt(other, sender, *[msgs[i] for i in order])
+            assert got == [texts[i] for i in order], got
+    finally:
+        h.close()
+    return version, sent
+
+
+def cases() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for package in PACKAGES:
+        version, sent = conversation(package)
+        label = f"libsignal {version}"
+        out.append(
+            {
+                "name": f"{label} pq_ratchet fields",
+                "kind": "messages",
+                "libsignal_client": version,
+                "messages": [
+                    {k: v for k, v in m.items() if k not in ("from", "chunk")} for m in sent
+                ],
+            }
+        )
+        streams: dict[tuple[str, int, str], dict[int, str]] = {}
+        for m in sent:
+            if m["type"] in STREAMS:
+                name = STREAMS[m["type"]][0]
+                streams.setdefault((m["from"], m["epoch"], name), {})[m["chunk_index"]] = m["chunk"]
+        for (sender, epoch, name), chunks in streams.items():
+            size = {"hdr": 96, "ek": 1152, "ct1": 960, "ct2": 160}[name]
+            if len(chunks) < size // 32:
+                continue  # cut short by the end of the script: nothing to decode
+            out.append(
+                {
+                    "name": f"{label} {sender} epoch {epoch} {name} chunks",
+                    "kind": "erasure",
+                    "libsignal_client": version,
+                    "size": size,
+                    "chunks": [[i, chunks[i]] for i in sorted(chunks)],
+                }
+            )
+    return out
+
+
+def main() -> None:
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    doc = {
+        "concept": "libsignal_spqr",
+        "source": (
+            "@signalapp/libsignal-client 0.92.2 and 0.103.0 (Signal's official client "
+            f"library, Rust core through its Node binding) under node {node}, driven by "
+            "tests/interop/harness.js from vectors/record_libsignal_spqr.py: two libsignal "
+            "parties in a scripted conversation with bursts and drops. 'messages': every "
+            "pq_ratchet field libsignal wrote, with its fields as the recorder's own reader "
+            "reads them. 'erasure': every chunk libsignal sent of one stream (index, 32 "
+            "bytes), for each stream of which libsignal sent at least its message's chunk "
+            "count."
+        ),
+        "cases": cases(),
+    }
+    json.dump(doc, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
