@@ -1,4 +1,4 @@
-"""Record vectors/libsignal_spqr.json: SPQR as the official libsignal client puts it on the wire.
+"""Record vectors/libsignal_spqr.json: SPQR as the official libsignal client runs it.
 
 Run from the repository root after ``cd tests/interop && npm ci``:
     python vectors/record_libsignal_spqr.py > vectors/libsignal_spqr.json
@@ -8,8 +8,18 @@ Two libsignal parties (alice, bob) of each pinned version that speaks SPQR (0.92
 drops (so a stream is decoded from parity). Every SignalMessage's ``pq_ratchet`` field is
 recorded with its fields as this script's own reader (independent of e2e) reads them, and
 every chunk stream (the header, the key vector, ct1 and ct2 of each epoch) with all the
-chunks libsignal sent of it. e2e's verifier (e2e/vectors/libsignal_spqr_vectors.py) checks
-its codec and erasure code against them.
+chunks libsignal sent of it. For each epoch whose exchange completed, a split-encapsulation
+case: the header, key vector, ct1 and ct2 libsignal's two parties exchanged, the ``m`` the
+encapsulating party drew (read from its session record) and its SPQR chain's next root
+before and after the epoch's secret was added. e2e's verifier
+(e2e/vectors/libsignal_spqr_vectors.py) checks its codec, erasure code and split ML-KEM-768
+encapsulation against them.
+
+Reading ``m`` and the chain root relies on the layout of libsignal's serialized session
+record (libsignal's storage, not a wire format): the SPQR state is SessionStructure field
+15, its chain field 2 with the next root in field 4, and the encapsulating party's state
+holds a 2080-byte encapsulation state whose last 32 bytes are ``m``. A layout change makes
+the split-encapsulation check fail, never pass wrongly.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ SCRIPT = [
     ("alice", 1, [0]),  # ek + ct1 acknowledged: bob sends ct2
     ("bob", 8, [3, 4, 5, 6, 7]),  # ct2 chunks 0-7, only 3-7 delivered: decoded from parity
     ("alice", 2, [1, 0]),  # epoch 2: bob sends the next header
-] + [("bob", 3, [0, 2]), ("alice", 3, [2, 1, 0])] * 12
+] + [("bob", 6, [0, 1, 2, 4, 5]), ("alice", 6, [5, 4, 3, 2, 1, 0])] * 12  # epoch 2: bob sends
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -74,6 +84,39 @@ def signal_message(kind: int, body: bytes) -> bytes:
     return body
 
 
+def pq_state(record: bytes) -> dict[int, list[int | bytes]]:
+    """The SPQR state (SessionStructure field 15) of a serialized SessionRecord."""
+    session = fields(bytes(fields(record)[1][0]))  # type: ignore[arg-type]
+    return fields(bytes(session[15][0]))  # type: ignore[arg-type]
+
+
+def next_root(record: bytes) -> bytes:
+    chain = fields(bytes(pq_state(record)[2][0]))  # type: ignore[arg-type]
+    return bytes(chain[4][0])  # type: ignore[arg-type]
+
+
+def encaps_m(record: bytes) -> bytes:
+    """The last 32 bytes of the 2080-byte encapsulation state in the SPQR state machine."""
+    found: list[bytes] = []
+
+    def walk(data: bytes, depth: int) -> None:
+        try:
+            f = fields(data)
+        except (IndexError, ValueError):
+            return
+        for values in f.values():
+            for v in values:
+                if isinstance(v, bytes):
+                    if len(v) == 2080:
+                        found.append(v)
+                    elif depth < 4 and len(v) > 2080:
+                        walk(v, depth + 1)
+
+    walk(bytes(pq_state(record)[3][0]), 0)  # type: ignore[arg-type]
+    assert len(found) == 1, len(found)
+    return found[0][-32:]
+
+
 def conversation(package: str) -> tuple[str, list[dict[str, Any]]]:
     h = Harness(package)
     try:
@@ -89,15 +132,81 @@ def conversation(package: str) -> tuple[str, list[dict[str, Any]]]:
             other = "bob" if sender == "alice" else "alice"
             texts = [b"message %d" % (n + i) for i in range(count)]
             n += count
-            msgs = h.encrypt(sender, other, *texts)
-            for kind, body in msgs:
+            before = h.record(sender, other)
+            out = h.call(
+                "encrypt",
+                party=sender,
+                peer=other,
+                records=True,
+                plaintexts=[t.hex() for t in texts],
+            )["messages"]
+            msgs = [(m["type"], bytes.fromhex(m["body"])) for m in out]
+            for (kind, body), o in zip(msgs, out, strict=True):
+                after = bytes.fromhex(o["record"])
                 pq = bytes(fields(signal_message(kind, body)[1:-8])[5][0])  # type: ignore[arg-type]
-                sent.append({"from": sender, "field": pq.hex(), **read_pq(pq)})
+                item = {"from": sender, "field": pq.hex(), **read_pq(pq)}
+                if item["type"] == 5 and item["chunk_index"] == 0:  # this send encapsulated
+                    assert before is not None
+                    item["m"] = encaps_m(after).hex()
+                    item["roots"] = [next_root(before).hex(), next_root(after).hex()]
+                sent.append(item)
+                before = after
             got = h.decrypt(other, sender, *[msgs[i] for i in order])
             assert got == [texts[i] for i in order], got
     finally:
         h.close()
     return version, sent
+
+
+def systematic(chunks: dict[int, str], size: int) -> bytes | None:
+    """The message of a stream from its systematic chunks, if libsignal sent them all."""
+    n = size // 32
+    if not all(i in chunks for i in range(n)):
+        return None
+    return b"".join(bytes.fromhex(chunks[i]) for i in range(n))
+
+
+def split_cases(
+    label: str,
+    version: str,
+    sent: list[dict[str, Any]],
+    streams: dict[tuple[str, int, str], dict[int, str]],
+) -> list[dict[str, Any]]:
+    out = []
+    for m in sent:
+        if "m" not in m:
+            continue
+        epoch, ct_side = m["epoch"], m["from"]
+        ek_side = "alice" if ct_side == "bob" else "bob"
+        parts = {
+            name: systematic(streams.get((side, epoch, name), {}), size)
+            for name, side, size in (
+                ("hdr", ek_side, 96),
+                ("ek", ek_side, 1152),
+                ("ct1", ct_side, 960),
+                ("ct2", ct_side, 160),
+            )
+        }
+        if any(v is None for v in parts.values()):
+            continue  # the exchange did not complete within the script
+        hdr, ek, ct1, ct2 = (parts[k] for k in ("hdr", "ek", "ct1", "ct2"))
+        assert hdr is not None and ek is not None and ct1 is not None and ct2 is not None
+        out.append(
+            {
+                "name": f"{label} epoch {epoch} split encapsulation",
+                "kind": "split_encaps",
+                "libsignal_client": version,
+                "epoch": epoch,
+                "header": hdr[:64].hex(),
+                "ek_vector": ek.hex(),
+                "m": m["m"],
+                "ct1": ct1.hex(),
+                "ct2": ct2[:128].hex(),
+                "next_root_before": m["roots"][0],
+                "next_root_after": m["roots"][1],
+            }
+        )
+    return out
 
 
 def cases() -> list[dict[str, Any]]:
@@ -111,7 +220,8 @@ def cases() -> list[dict[str, Any]]:
                 "kind": "messages",
                 "libsignal_client": version,
                 "messages": [
-                    {k: v for k, v in m.items() if k not in ("from", "chunk")} for m in sent
+                    {k: v for k, v in m.items() if k not in ("from", "chunk", "m", "roots")}
+                    for m in sent
                 ],
             }
         )
@@ -120,6 +230,7 @@ def cases() -> list[dict[str, Any]]:
             if m["type"] in STREAMS:
                 name = STREAMS[m["type"]][0]
                 streams.setdefault((m["from"], m["epoch"], name), {})[m["chunk_index"]] = m["chunk"]
+        out += split_cases(label, version, sent, streams)
         for (sender, epoch, name), chunks in streams.items():
             size = {"hdr": 96, "ek": 1152, "ct1": 960, "ct2": 160}[name]
             if len(chunks) < size // 32:
@@ -148,7 +259,10 @@ def main() -> None:
             "pq_ratchet field libsignal wrote, with its fields as the recorder's own reader "
             "reads them. 'erasure': every chunk libsignal sent of one stream (index, 32 "
             "bytes), for each stream of which libsignal sent at least its message's chunk "
-            "count."
+            "count. 'split_encaps': one epoch's ML-KEM-768 exchange between the two "
+            "libsignal parties (header, key vector, ct1, ct2 from the wire; the "
+            "encapsulating party's m and its SPQR chain root before and after the epoch "
+            "from its session record)."
         ),
         "cases": cases(),
     }
