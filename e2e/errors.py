@@ -23,6 +23,9 @@ __all__ = [
     "AuthenticationFailed",
     "DuplicateMessage",
     "TooManySkipped",
+    "PqRatchetError",
+    "PeerLacksSpqr",
+    "PeerRequiresSpqr",
     "StateError",
     "RatchetStepRequired",
     "RandomSourceRefused",
@@ -105,6 +108,23 @@ class DuplicateMessage(DecryptError):
 class TooManySkipped(DecryptError):
     """A message further ahead than its frame's skip budget (MAX_SKIP), or from too many
     receiving chains."""
+
+
+class PqRatchetError(DecryptError):
+    """libsignal's post-quantum ratchet (SPQR, SPEC.md §15.7) refused a message: its SPQR
+    data is malformed, out of range, or fails SPQR's own checks. The session is unchanged."""
+
+
+class PeerLacksSpqr(PqRatchetError):
+    """An authentic message without SPQR data, in a session that requires SPQR (minimum
+    version V1, the default): the peer is libsignal 0.90 or older, or has no SPQR. Accepting
+    such peers is opt-in (``spqr_min_version=0`` when the session is made)."""
+
+
+class PeerRequiresSpqr(PqRatchetError):
+    """A message keyed with SPQR in a session that has none (it negotiated SPQR away with an
+    earlier peer, or is a version-3 session): the peer requires SPQR, as libsignal 0.92 and
+    later do. Start a new session (SPQR is on by default)."""
 
 
 class StateError(E2EError):
