@@ -122,9 +122,11 @@ class PeerLacksSpqr(PqRatchetError):
 
 
 class PeerRequiresSpqr(PqRatchetError):
-    """A message keyed with SPQR in a session that has none (it negotiated SPQR away with an
-    earlier peer, or is a version-3 session): the peer requires SPQR, as libsignal 0.92 and
-    later do. Start a new session (SPQR is on by default)."""
+    """A message that carries an SPQR key and fails the MAC of a session that has no SPQR
+    (it negotiated SPQR away with an earlier peer, or is a version-3 session): the peer
+    requires SPQR, as libsignal 0.92 and later do; start a new session (SPQR is on by
+    default). Without SPQR the message cannot be authenticated, so a forgery carrying such
+    a field is reported the same way; the session is unchanged either way."""
 
 
 class StateError(E2EError):

@@ -57,13 +57,22 @@ def test_kyber_conversion_is_consistent() -> None:
     assert kyber.decapsulate(pair, ct) == ss
 
 
-def _pair(version: int = 4) -> tuple[SessionRecord, SessionRecord, LibsignalPrekeys, KeyPair]:
+def _pair(
+    version: int = 4, spqr: bool = True
+) -> tuple[SessionRecord, SessionRecord, LibsignalPrekeys, KeyPair]:
+    """Two records after one message; ``spqr`` False turns SPQR off in both (as a
+    negotiation to version 0 does), for tests of the Double Ratchet's own bounds (SPQR's
+    smaller jump bound is tested in tests/libsignal/)."""
     alice, bob = KeyPair.generate(), KeyPair.generate()
     keys = LibsignalPrekeys.generate(bob, 7, kyber=version == 4)
     a = SessionRecord(initiate(alice, 5, keys.bundle(kyber=version == 4), version=version))
     b = SessionRecord()
     t, m = a.encrypt(b"hi")
     assert b.decrypt(t, m, keys, bob, 7, allowed_versions=(3, 4)).plaintext == b"hi"
+    if not spqr:
+        for rec in (a, b):
+            assert rec.current is not None
+            rec.current.spqr = None
     return a, b, keys, bob
 
 
@@ -89,7 +98,7 @@ def test_version_3_is_opt_in() -> None:
 
 
 def test_jump_limit_duplicates_and_unchanged_state() -> None:
-    a, b, _, _ = _pair()
+    a, b, _, _ = _pair(spqr=False)
     msgs = [a.encrypt(b"%d" % i) for i in range(MAX_JUMP + 3)]
     before = b.to_bytes()
     with pytest.raises(TooManySkipped):
@@ -161,23 +170,28 @@ def test_recorded_libsignal_vectors_detect_corruption() -> None:
     from e2e.vectors.libsignal_wire_vectors import verify_libsignal_wire
 
     doc = json.loads((Path(__file__).parent.parent / "vectors/libsignal_wire.json").read_text())
-    assert {c["libsignal_client"] for c in doc["cases"]} == {"0.72.1", "0.90.0"}
-    case = next(c for c in doc["cases"] if c["session_version"] == 4)
-    verify_libsignal_wire(case)
-    first_e2e = next(i for i, s in enumerate(case["steps"]) if s["from"] == "e2e")
-    for i, field, exc in (
-        (0, "plaintext", AssertionError),  # libsignal's plaintext
-        (0, "message", E2EError),  # libsignal's message bytes
-        (first_e2e, "message", AssertionError),  # e2e must reproduce its message exactly
+    clients = {c["libsignal_client"] for c in doc["cases"]}
+    assert clients == {"0.72.1", "0.90.0", "0.92.2", "0.103.0"}
+    for case in (
+        next(c for c in doc["cases"] if c.get("session_version") == 4),  # 0.72.1, no SPQR
+        next(c for c in doc["cases"] if c["libsignal_client"] == "0.103.0" and "steps" in c),
     ):
-        bad = copy.deepcopy(case)
-        value = bad["steps"][i][field]
-        pos = len(value) - 4
-        bad["steps"][i][field] = (
-            value[:pos] + ("0" if value[pos] != "0" else "1") + value[pos + 1 :]
-        )
-        with pytest.raises(exc):
-            verify_libsignal_wire(bad)
+        verify_libsignal_wire(case)
+        first_e2e = next(i for i, s in enumerate(case["steps"]) if s["from"] == "e2e")
+        for i, field, pos, exc in (
+            (0, "plaintext", -4, AssertionError),  # libsignal's plaintext
+            (0, "message", -4, E2EError),  # libsignal's message bytes
+            (first_e2e, "message", -4, AssertionError),  # e2e must reproduce its message
+            (first_e2e, "message", 20, AssertionError),  # (the start of its SPQR field)
+        ):
+            bad = copy.deepcopy(case)
+            value = bad["steps"][i][field]
+            pos %= len(value)
+            bad["steps"][i][field] = (
+                value[:pos] + ("0" if value[pos] != "0" else "1") + value[pos + 1 :]
+            )
+            with pytest.raises(exc):
+                verify_libsignal_wire(bad)
 
 
 def test_archived_state_has_a_smaller_jump_bound() -> None:
@@ -192,6 +206,9 @@ def test_archived_state_has_a_smaller_jump_bound() -> None:
         bob.decrypt(*alice.encrypt(b"hi"), prekeys=keys, local_identity=bob_id)
         bob.encrypt(b"ack")  # bob answers in this session ...
         senders.append(alice)
+        for state in (alice.current, bob.current):  # the Double Ratchet's bound alone
+            assert state is not None
+            state.spqr = None
     first = senders[0]
     assert first.current is not None
     first.current.pending = None  # ... as if its answer had arrived: plain SignalMessages now
@@ -213,7 +230,7 @@ def test_libsignal_generated_bundles_verify_and_a_flipped_signature_does_not() -
 
     doc = json.loads((Path(__file__).parent.parent / "vectors/libsignal_wire.json").read_text())
     bundles = [c["bundle"] for c in doc["cases"] if c.get("kind") == "bundle"]
-    assert len(bundles) == 4
+    assert len(bundles) == 6  # 0.72.1, 0.90.0 and 0.103.0, with and without a one-time prekey
     for raw in bundles:
         LibsignalBundle.from_json(raw).verify()
         for field in ("signed_prekey_signature", "kyber_prekey_signature"):

@@ -8,6 +8,10 @@ made from keys derived from a fixed label, and a conversation follows: libsignal
 PreKeySignalMessages, e2e answers, libsignal ratchets, with drops and reordering. Every
 libsignal message is recorded with its plaintext; every e2e message is recorded after
 libsignal accepted it. The verifier (e2e/vectors/libsignal_wire_vectors.py) replays it.
+
+With 0.90.0, 0.92.2 and 0.103.0 both sides speak SPQR (e2e at its default minimum version
+1) and the conversation runs through three SPQR epochs, every chunk stream with parity and
+drops; with 0.72.1 (no SPQR) e2e runs at minimum version 0.
 """
 
 from __future__ import annotations
@@ -30,7 +34,15 @@ from e2e.vectors.libsignal_wire_vectors import ShakeRng  # noqa: E402
 
 _testing.allow_injected_rng()  # the recorded keys come from fixed seeds (e2e/_testing.py)
 
-CASES = [("libsignal-072", 3), ("libsignal-072", 4), ("libsignal-090", 4)]
+CASES = [
+    ("libsignal-072", 3),
+    ("libsignal-072", 4),
+    ("libsignal-090", 4),
+    ("libsignal-092", 4),
+    ("libsignal-103", 4),
+]
+#: Packages that speak SPQR (e2e then keeps its default minimum version 1).
+SPQR = ("libsignal-090", "libsignal-092", "libsignal-103")
 # (sender, number of messages, indexes delivered in this order; missing ones are dropped)
 SCRIPT = [
     ("libsignal", 3, [0, 2, 1]),
@@ -41,7 +53,36 @@ SCRIPT = [
 ]
 
 
+def _most(n: int, drop: tuple[int, ...] = (), swap: bool = True) -> list[int]:
+    """Indexes 0..n-1 without ``drop``, the first kept one first, the last two swapped."""
+    out = [i for i in range(n) if i not in drop]
+    if swap and len(out) > 2:
+        out[-1], out[-2] = out[-2], out[-1]
+    return out
+
+
+# SPQR epochs 1-3 (libsignal, the initiator, is epoch 1's key sender; roles swap each epoch).
+SPQR_SCRIPT = [
+    ("libsignal", 4, [0, 2, 1, 3]),  # header chunks (parity from 3)
+    ("e2e", 3, [0, 1, 2]),  # e2e encapsulates: ct1 chunks 0-2
+    ("libsignal", 40, _most(40, (5, 17, 30))),  # key vector, three chunks lost
+    ("e2e", 30, _most(30, (4, 9))),  # ct1 3-32, two lost: libsignal decodes from parity
+    ("libsignal", 2, [1, 0]),  # ek and ct1 acknowledged
+    ("e2e", 7, _most(7, (0, 2))),  # ct2 with parity: libsignal completes epoch 1
+    ("libsignal", 2, [0, 1]),  # epoch 2: e2e sends the key
+    ("e2e", 5, _most(5, (1,))),
+    ("libsignal", 3, [0, 1, 2]),
+    ("e2e", 40, _most(40, (3, 20, 21))),
+    ("libsignal", 32, _most(32, (7,))),
+    ("e2e", 2, [0, 1]),
+    ("libsignal", 7, _most(7, (3,))),  # e2e completes epoch 2
+    ("e2e", 3, [0, 2, 1]),
+    ("libsignal", 3, [0, 1, 2]),  # epoch 3 under way
+]
+
+
 def record(package: str, version: int) -> dict[str, object]:
+    min_version = 1 if package in SPQR else 0
     label = f"e2e libsignal_wire vector {package} v{version}".encode()
     keyrng = ShakeRng(hashlib.sha256(label + b" keys").digest())
     rng_seed = hashlib.sha256(label + b" rng").digest()
@@ -78,7 +119,7 @@ def record(package: str, version: int) -> dict[str, object]:
         rec = SessionRecord()
         steps: list[dict[str, object]] = []
         n = 0
-        for sender, count, order in SCRIPT:
+        for sender, count, order in SPQR_SCRIPT if package in SPQR else SCRIPT:
             texts = [
                 f"{package} v{version} message {n + i} from {sender}".encode() for i in range(count)
             ]
@@ -95,6 +136,7 @@ def record(package: str, version: int) -> dict[str, object]:
                         keys.registration_id,
                         rng=rng,
                         allowed_versions=(version,),
+                        spqr_min_version=min_version,
                     )
                     assert out.plaintext == texts[i]
                     if out.prekeys_used is not None:
@@ -109,7 +151,7 @@ def record(package: str, version: int) -> dict[str, object]:
                         }
                     )
             else:
-                msgs = [rec.encrypt(p) for p in texts]
+                msgs = [rec.encrypt(p, rng) for p in texts]
                 for i, (t, m) in enumerate(msgs):
                     steps.append(
                         {"from": "e2e", "type": t, "message": m.hex(), "plaintext": texts[i].hex()}
@@ -122,6 +164,7 @@ def record(package: str, version: int) -> dict[str, object]:
         "name": f"{package.replace('libsignal-', 'libsignal ')} session v{version}",
         "libsignal_client": lib_version,
         "session_version": version,
+        "spqr_min_version": min_version,
         "bob": bob,
         "bundle": bundle.to_json(),
         "alice_identity": alice,
@@ -161,16 +204,24 @@ def main() -> None:
     doc = {
         "concept": "libsignal_wire",
         "source": (
-            "@signalapp/libsignal-client 0.72.1 and 0.90.0 (Signal's official client library, "
-            f"Rust core through its Node binding) under node {node}, driven by "
-            "tests/interop/harness.js from vectors/record_libsignal_wire.py: libsignal "
+            "@signalapp/libsignal-client 0.72.1, 0.90.0, 0.92.2 and 0.103.0 (Signal's official "
+            f"client library, Rust core through its Node binding) under node {node}, driven "
+            "by tests/interop/harness.js from vectors/record_libsignal_wire.py: libsignal "
             "(alice) processes e2e's bundle and every 'libsignal' message is libsignal's own "
             "output; every 'e2e' message was accepted by libsignal when recorded. e2e's keys "
-            "are derived from SHAKE-256 of a fixed label. 'bundle' cases are prekey bundles "
-            "libsignal generated and signed (XEdDSA over 0x05||SPK and 0x08||Kyber key)."
+            "are derived from SHAKE-256 of a fixed label, and its randomness (ratchet key "
+            "pairs, SPQR key pairs and encapsulations) is the SHAKE-256 stream of 'rng'. "
+            "Sessions with 0.90.0 and later speak SPQR through three epochs (e2e at minimum "
+            "version 1); with 0.72.1 e2e runs at SPQR minimum version 0 and SPQR is off. "
+            "'bundle' cases are prekey bundles libsignal generated and signed (XEdDSA over "
+            "0x05||SPK and 0x08||Kyber key)."
         ),
         "cases": [record(p, v) for p, v in CASES]
-        + [record_bundle(p, o) for p in ("libsignal-072", "libsignal-090") for o in (True, False)],
+        + [
+            record_bundle(p, o)
+            for p in ("libsignal-072", "libsignal-090", "libsignal-103")
+            for o in (True, False)
+        ],
     }
     json.dump(doc, sys.stdout, indent=1)
     sys.stdout.write("\n")

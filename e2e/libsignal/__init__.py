@@ -3,8 +3,9 @@
 Speaks to the official libsignal client library: version 4 (PQXDH with Kyber-1024) by
 default, version 3 (X3DH) as an opt-in legacy mode; protobuf SignalMessage and
 PreKeySignalMessage with libsignal's truncated MAC; keys serialized with type bytes 0x05
-(Curve25519) and 0x08 (Kyber-1024). libsignal's post-quantum ratchet (SPQR) is not spoken:
-libsignal up to 0.90 negotiates it away with a peer that does not send it.
+(Curve25519) and 0x08 (Kyber-1024); and libsignal's Sparse Post-Quantum Ratchet (SPQR,
+:mod:`e2e.libsignal.spqr`), required by default as libsignal 0.92 and later require it
+(``spqr_min_version=0`` accepts peers without it, libsignal 0.90 and older).
 """
 
 from __future__ import annotations

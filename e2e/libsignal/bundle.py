@@ -14,13 +14,23 @@ import os
 from dataclasses import dataclass, field
 
 from e2e import xeddsa
-from e2e.errors import InvalidKey, PrekeyReused, UnknownPrekey
+from e2e.errors import DecodeError, InvalidKey, PrekeyReused, UnknownPrekey
 from e2e.keys import KemKeyPair, KeyPair, Rng
 from e2e.libsignal.kyber import parse_public, serialize_public
 from e2e.libsignal.wire import parse_ec, serialize_ec
 from e2e.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
 
-__all__ = ["LibsignalBundle", "LibsignalPrekeys"]
+__all__ = ["LibsignalBundle", "LibsignalPrekeys", "check_uint32"]
+
+_MAX_U32 = 2**32 - 1
+
+
+def check_uint32(value: object, what: str) -> int:
+    """``value`` if it is an int (not a bool) in 0..2^32-1, libsignal's ids and registration
+    ids on the wire; :class:`DecodeError` naming ``what`` otherwise."""
+    if type(value) is not int or not 0 <= value <= _MAX_U32:
+        raise DecodeError(f"{what} must be an int in 0..2^32-1")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +50,21 @@ class LibsignalBundle:
     kyber_prekey_signature: bytes | None = None
 
     def verify(self) -> None:
-        """Check key shapes and both signatures: InvalidKey or InvalidSignature otherwise."""
+        """Check every field before a session exists: ids and the registration id are
+        uint32 (DecodeError), keys have their shapes (InvalidKey), both signatures verify
+        (InvalidSignature)."""
+        check_uint32(self.registration_id, "bundle registration id")
+        check_uint32(self.device_id, "bundle device id")
+        check_uint32(self.signed_prekey_id, "bundle signed prekey id")
+        for value, what in (
+            (self.prekey_id, "bundle one-time prekey id"),
+            (self.kyber_prekey_id, "bundle Kyber prekey id"),
+        ):
+            if value is not None:
+                check_uint32(value, what)
+        for sig in (self.signed_prekey_signature, self.kyber_prekey_signature):
+            if sig is not None and type(sig) is not bytes:
+                raise DecodeError("bundle signature must be bytes")
         identity = parse_ec(self.identity_key)
         parse_ec(self.signed_prekey)
         if self.prekey is not None:

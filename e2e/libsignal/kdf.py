@@ -1,4 +1,4 @@
-"""libsignal's ratchet KDFs: the root step and the message-key expansion (SPEC.md §15.4).
+"""libsignal's ratchet KDFs: the root step and the message-key expansion (SPEC.md §15.4, §15.7.8).
 
 These are libsignal's own labels, not a registered e2e suite: the frame suites (SPEC.md §1)
 never use them.
@@ -27,7 +27,8 @@ def root_step(root_key: bytes, dh_out: bytes) -> tuple[bytes, bytes]:
     return out[:32], out[32:]
 
 
-def expand_message_key(seed: bytes) -> bytes:
-    """HKDF-SHA256(no salt, IKM = message key seed, info = "WhisperMessageKeys")[:80]:
-    AES-256 key (32) || HMAC-SHA256 key (32) || CBC IV (16)."""
-    return HKDF(_SHA256, 80, None, MESSAGE_INFO).derive(seed)
+def expand_message_key(seed: bytes, salt: bytes | None = None) -> bytes:
+    """HKDF-SHA256(salt, IKM = message key seed, info = "WhisperMessageKeys")[:80]:
+    AES-256 key (32) || HMAC-SHA256 key (32) || CBC IV (16). The salt is the message's SPQR
+    key (SPEC.md §15.7.8), or none for a message without one."""
+    return HKDF(_SHA256, 80, salt, MESSAGE_INFO).derive(seed)

@@ -1,18 +1,23 @@
-"""libsignal-compatible sessions: PQXDH/X3DH set-up and the Double Ratchet (SPEC.md §15.3-15.5).
+"""libsignal-compatible sessions: PQXDH/X3DH set-up and the Double Ratchet with SPQR
+(SPEC.md §15.3-15.5, §15.7).
 
-Key schedule (libsignal's ``ratchet.rs`` / ``ratchet/keys.rs``):
+Key schedule (libsignal's):
 
 * agreement: HKDF-SHA256(salt = none, IKM = 0xFF*32 || DH1 || DH2 || DH3 [|| DH4] [|| SS],
   info = "WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024" (version 4) or "WhisperText"
-  (version 3)) -> root key (32) || chain key (32); SS is the Kyber-1024 secret;
+  (version 3)) -> root key (32) || chain key (32) [|| SPQR key (32), version 4]; SS is the
+  Kyber-1024 secret;
 * root step: :func:`e2e.libsignal.kdf.root_step` ("WhisperRatchet"); chain step:
   :func:`e2e.chain_key.chain_step`; message keys: :func:`e2e.libsignal.kdf.expand_message_key`
-  ("WhisperMessageKeys", 80 bytes: AES-256 key, HMAC key, CBC IV);
+  ("WhisperMessageKeys", 80 bytes: AES-256 key, HMAC key, CBC IV) salted with the message's
+  SPQR key (:mod:`e2e.libsignal.spqr`), if it has one;
 * the responder's first sending chain is the agreement's chain key under its signed prekey;
   the initiator receives on that chain and ratchets once before its first message.
 
 A decryption computes everything on the side and changes the state only after the MAC
-verified and the body decrypted: a rejected message leaves the session exactly as it was.
+verified, the body decrypted and SPQR accepted its part: a rejected message leaves the
+session exactly as it was. SPQR's own work (chunk decoding, ML-KEM) runs only for a message
+whose MAC verified; before the MAC only its key is derived.
 """
 
 from __future__ import annotations
@@ -35,14 +40,18 @@ from e2e.errors import (
     DecryptError,
     DuplicateMessage,
     KeyAgreementError,
+    PeerRequiresSpqr,
+    PqRatchetError,
+    RatchetStepRequired,
     StateError,
     TooManySkipped,
     UnsupportedVersion,
 )
 from e2e.keys import KeyPair, Rng
-from e2e.libsignal import kyber
-from e2e.libsignal.bundle import LibsignalBundle
+from e2e.libsignal import kyber, spqr
+from e2e.libsignal.bundle import LibsignalBundle, check_uint32
 from e2e.libsignal.kdf import expand_message_key, root_step
+from e2e.libsignal.spqr import message as spqr_message
 from e2e.libsignal.wire import (
     PREKEY_TYPE,
     VERSION_PQXDH,
@@ -64,6 +73,9 @@ __all__ = [
     "MAX_SKIPPED_KEYS",
     "MAX_RECEIVER_CHAINS",
     "MAX_PREVIOUS_STATES",
+    "SPQR_MAX_JUMP",
+    "SPQR_MAX_ARCHIVED_JUMP",
+    "SPQR_RESTORE_SKIP",
     "PQXDH_INFO",
     "X3DH_INFO",
     "SessionState",
@@ -88,17 +100,29 @@ MAX_RECEIVER_CHAINS: Final = 5
 #: Archived states kept and tried per record (libsignal keeps 40; each costs a trial). One
 #: is what simultaneous initiation needs.
 MAX_PREVIOUS_STATES: Final = 1
+#: Most SPQR keys a received message may skip ahead in its SPQR epoch (SPEC.md §15.7.8):
+#: one HKDF each before the MAC can be checked (libsignal allows 25 000).
+SPQR_MAX_JUMP: Final = spqr.MAX_JUMP
+#: The same bound for an archived state.
+SPQR_MAX_ARCHIVED_JUMP: Final = MAX_ARCHIVED_JUMP
+#: SPQR sending keys a restored state passes over when its DH ratchet step unblocks it
+#: (SPEC.md §15.6): up to this many indices an older copy of it may have used are not used
+#: again (a peer refuses a used index); half the peer's jump bound, so it stays acceptable.
+SPQR_RESTORE_SKIP: Final = 32
 PQXDH_INFO: Final = b"WhisperText_X25519_SHA-256_CRYSTALS-KYBER-1024"
 X3DH_INFO: Final = b"WhisperText"
-_STATE_SCHEMA: Final = 1
+_STATE_SCHEMA: Final = 2
 _SHA256 = hashes.SHA256()
 
 
-def derive_initial_keys(version: int, secrets: bytes) -> tuple[bytes, bytes]:
-    """(root key, chain key) = HKDF-SHA256(no salt, 0xFF*32 || secrets, version's label)[:64]."""
-    info = PQXDH_INFO if version == VERSION_PQXDH else X3DH_INFO
-    out = HKDF(_SHA256, 64, None, info).derive(b"\xff" * 32 + secrets)
-    return out[:32], out[32:]
+def derive_initial_keys(version: int, secrets: bytes) -> tuple[bytes, bytes, bytes | None]:
+    """(root key, chain key, SPQR key) = HKDF-SHA256(no salt, 0xFF*32 || secrets, version's
+    label)[:96] split 32/32/32 for version 4; version 3 has no SPQR key (64 bytes)."""
+    if version == VERSION_PQXDH:
+        out = HKDF(_SHA256, 96, None, PQXDH_INFO).derive(b"\xff" * 32 + secrets)
+        return out[:32], out[32:64], out[64:]
+    out = HKDF(_SHA256, 64, None, X3DH_INFO).derive(b"\xff" * 32 + secrets)
+    return out[:32], out[32:], None
 
 
 def _next_chain_key(chain_key: bytes) -> bytes:
@@ -172,20 +196,36 @@ class SessionState:
     remote_registration_id: int
     #: The initiator's base key: identifies the session across repeated prekey messages.
     base_key: bytes
+    #: SPQR (version-4 sessions that still speak it); None: no SPQR (version 3, or lowered
+    #: to version 0 by negotiation).
+    spqr: spqr.Spqr | None = None
+    #: Restored from a copy not proven fresh (SPEC.md §6.5): no sending until a received
+    #: message makes a DH ratchet step.
+    must_ratchet: bool = False
 
     def __repr__(self) -> str:
         return f"SessionState(version={self.version}, sender_index={self.sender_index})"
 
     # -- sending -------------------------------------------------------------------------
 
-    def encrypt(self, plaintext: bytes) -> tuple[int, bytes]:
-        """Encrypt one message: (libsignal message type 2 or 3, serialized message)."""
+    def encrypt(self, plaintext: bytes, rng: Rng = os.urandom) -> tuple[int, bytes]:
+        """Encrypt one message: (libsignal message type 2 or 3, serialized message).
+
+        ``rng`` feeds SPQR (a key pair or an encapsulation, once per SPQR epoch).
+        :class:`RatchetStepRequired` while the state is marked restored.
+        """
         if type(plaintext) is not bytes or len(plaintext) > MAX_PLAINTEXT_BYTES:
             raise DecodeError("plaintext must be bytes of at most MAX_PLAINTEXT_BYTES")
+        if self.must_ratchet:
+            raise RatchetStepRequired("restored libsignal session: no sending before a DH step")
         if self.sender_index >= 2**32 - 1:
             raise StateError("sending chain exhausted")
+        pq_field, pq_key = b"", None
+        new_spqr = self.spqr
+        if self.spqr is not None:
+            new_spqr, pq_field, pq_key = self.spqr.send(rng)
         next_ck, seed = chain_step(self.sender_chain_key)
-        keys = expand_message_key(seed)
+        keys = expand_message_key(seed, pq_key)
         padder = padding.PKCS7(128).padder()
         padded = padder.update(plaintext) + padder.finalize()
         enc = Cipher(algorithms.AES(keys[:32]), modes.CBC(keys[64:80])).encryptor()
@@ -199,9 +239,11 @@ class SessionState:
             ct,
             self.local_identity,
             self.remote_identity,
+            pq_field,
         )
         self.sender_chain_key = next_ck
         self.sender_index += 1
+        self.spqr = new_spqr
         p = self.pending
         if p is None:
             return WHISPER_TYPE, msg
@@ -226,11 +268,16 @@ class SessionState:
         return None
 
     def try_decrypt(
-        self, msg: SignalMessage, rng: Rng = os.urandom, max_jump: int = MAX_JUMP
+        self,
+        msg: SignalMessage,
+        rng: Rng = os.urandom,
+        max_jump: int = MAX_JUMP,
+        spqr_jump: int = SPQR_MAX_JUMP,
     ) -> bytes:
         """Decrypt ``msg`` with this state, changing the state only on success.
 
-        ``max_jump`` bounds how far ahead of its chain ``msg`` may be (before any work).
+        ``max_jump`` bounds how far ahead of its chain ``msg`` may be (before any work),
+        ``spqr_jump`` the same in its SPQR chain.
         """
         if msg.version != self.version:
             raise UnsupportedVersion("message version differs from the session's")
@@ -243,7 +290,7 @@ class SessionState:
                 seed = chain.skipped.get(counter)
                 if seed is None:
                     raise DuplicateMessage("message key already used or never kept")
-                return self._finish(msg, seed, chain, None, None, [], ck, counter)
+                return self._finish(msg, seed, chain, None, None, [], ck, counter, spqr_jump)
         else:
             # A new receiving chain: one DH and one root step before the MAC can be checked;
             # the new sending key pair and its DH wait until the message authenticated.
@@ -256,7 +303,9 @@ class SessionState:
             walked.append(ck)
             ck = _next_chain_key(ck)
             index += 1
-        return self._finish(msg, _message_seed(ck), chain, new_root, rng, walked, ck, counter)
+        return self._finish(
+            msg, _message_seed(ck), chain, new_root, rng, walked, ck, counter, spqr_jump
+        )
 
     def _finish(
         self,
@@ -268,9 +317,15 @@ class SessionState:
         walked: list[bytes],
         ck: bytes,
         counter: int,
+        spqr_jump: int,
     ) -> bytes:
-        keys = expand_message_key(seed)
+        received = None if self.spqr is None else self.spqr.prepare(msg.pq_ratchet, spqr_jump)
+        keys = expand_message_key(seed, None if received is None else received.key)
         if not msg.verify_mac(keys[32:64], self.remote_identity, self.local_identity):
+            if received is None and _keyed_spqr(msg.pq_ratchet):
+                raise PeerRequiresSpqr(
+                    "the message is keyed with SPQR, which this session does not speak"
+                )
             raise AuthenticationFailed("SignalMessage MAC does not verify")
         ct = msg.ciphertext
         if not ct or len(ct) % 16:
@@ -282,10 +337,12 @@ class SessionState:
             plaintext = unpadder.update(padded) + unpadder.finalize()
         except ValueError:
             raise AuthenticationFailed("SignalMessage has bad padding") from None
-        # Authenticated: commit.
+        # Authenticated: SPQR's part (may still refuse the message), then commit.
+        new_spqr = self.spqr if received is None else received.commit()
         if chain is not None and counter < chain.index and not walked and new_root is None:
             del chain.skipped[counter]
             self.pending = None
+            self.spqr = new_spqr
             return plaintext
         if chain is None:
             assert new_root is not None and rng is not None
@@ -298,6 +355,10 @@ class SessionState:
             self.root_key = root2
             self.previous_counter = max(self.sender_index - 1, 0)
             self.sender_key, self.sender_chain_key, self.sender_index = new_sender, sender_ck, 0
+            if self.must_ratchet:  # a sending chain no older copy of this state has
+                self.must_ratchet = False
+                if new_spqr is not None:
+                    new_spqr = new_spqr.skip_sending_keys(SPQR_RESTORE_SKIP)
         start = counter - len(walked)
         for i, key in enumerate(walked):
             chain.skipped[start + i] = _message_seed(key)
@@ -305,6 +366,7 @@ class SessionState:
         chain.index = counter + 1
         self._evict()
         self.pending = None
+        self.spqr = new_spqr
         return plaintext
 
     def _evict(self) -> None:
@@ -348,12 +410,15 @@ class SessionState:
             self.local_registration_id,
             self.remote_registration_id,
             self.base_key,
+            None if self.spqr is None else spqr.ratchet.to_obj(self.spqr),
+            self.must_ratchet,
         ]
 
     @classmethod
-    def from_obj(cls, obj: object) -> SessionState:
-        """Inverse of :meth:`to_obj`; :class:`StateError` on anything malformed."""
-        if type(obj) is not list or len(obj) != 14:
+    def from_obj(cls, obj: object, schema: int = _STATE_SCHEMA) -> SessionState:
+        """Inverse of :meth:`to_obj`; :class:`StateError` on anything malformed. A schema-1
+        state (written before SPQR) has neither SPQR nor the restored flag."""
+        if type(obj) is not list or len(obj) != (14 if schema == 1 else 16):
             raise StateError("malformed libsignal session state")
         f: list[Any] = obj
         ver, pc, sidx, lreg, rreg = f[0], f[4], f[8], f[11], f[12]
@@ -377,9 +442,12 @@ class SessionState:
                     seeds[n] = seed
                 receivers.append(_Receiver(ratchet, ck, idx, seeds))
             pend = f[10]
-            pending = None if pend is None else Pending(*pend)
+            pending = None if pend is None else _pending(pend)
         except (TypeError, ValueError):
             raise StateError("malformed libsignal session state") from None
+        pq, must_ratchet = (None, False) if schema == 1 else (f[14], f[15])
+        if type(must_ratchet) is not bool or (pq is not None and ver != VERSION_PQXDH):
+            raise StateError("malformed libsignal session state")
         return cls(
             ver,
             f[1],
@@ -394,11 +462,42 @@ class SessionState:
             lreg,
             rreg,
             f[13],
+            None if pq is None else spqr.ratchet.from_obj(pq),
+            must_ratchet,
         )
 
 
 def _is32(value: object) -> bool:
     return type(value) is bytes and len(value) == 32
+
+
+def _pending(obj: Any) -> Pending:
+    prekey_id, spk_id, base_key, kyber_id, kyber_ct = obj
+    ok = (
+        _u32_or_none(prekey_id)
+        and _u32_or_none(spk_id)
+        and spk_id is not None
+        and _is32(base_key)
+        and _u32_or_none(kyber_id)
+        and (kyber_id is None) == (kyber_ct is None)
+        and (kyber_ct is None or type(kyber_ct) is bytes)
+    )
+    if not ok:
+        raise StateError("bad pending prekey message in libsignal session state")
+    return Pending(prekey_id, spk_id, base_key, kyber_id, kyber_ct)
+
+
+def _u32_or_none(value: object) -> bool:
+    return value is None or (type(value) is int and 0 <= value < 2**32)
+
+
+def _keyed_spqr(field: bytes) -> bool:
+    """Whether ``field`` is a well-formed SPQR version-1 message that carries a key."""
+    try:
+        msg = spqr_message.parse(field)
+    except DecodeError:
+        return False
+    return isinstance(msg, spqr_message.Message) and msg.index > 0
 
 
 class SessionRecord:
@@ -427,11 +526,11 @@ class SessionRecord:
             del self.previous[MAX_PREVIOUS_STATES:]
         self.current = state
 
-    def encrypt(self, plaintext: bytes) -> tuple[int, bytes]:
+    def encrypt(self, plaintext: bytes, rng: Rng = os.urandom) -> tuple[int, bytes]:
         """Encrypt with the current state: (message type, serialized message)."""
         if self.current is None:
             raise StateError("no current libsignal session")
-        return self.current.encrypt(plaintext)
+        return self.current.encrypt(plaintext, rng)
 
     def decrypt(
         self,
@@ -442,13 +541,16 @@ class SessionRecord:
         local_registration_id: int = 0,
         rng: Rng = os.urandom,
         allowed_versions: tuple[int, ...] = (VERSION_PQXDH,),
+        spqr_min_version: int = spqr.V1,
     ) -> Decrypted:
         """Decrypt a libsignal message of ``message_type`` (2 = SignalMessage, 3 = PreKey).
 
         A PreKeySignalMessage for a new base key needs ``prekeys`` and ``local_identity``; it
-        starts a new session that becomes current once its message decrypts. The caller marks
-        ``prekeys_used`` used. Any failure raises an :class:`~e2e.errors.E2EError` and leaves
-        the record unchanged.
+        starts a new session that becomes current once its message decrypts, with SPQR at
+        minimum version ``spqr_min_version`` (1: SPQR required, as libsignal 0.92 and later;
+        0: a peer without SPQR, libsignal 0.90 and older, is accepted and SPQR is then off for
+        the session). The caller marks ``prekeys_used`` used. Any failure raises an
+        :class:`~e2e.errors.E2EError` and leaves the record unchanged.
         """
         if message_type == PREKEY_TYPE:
             pkm = parse_prekey_message(data)
@@ -461,7 +563,7 @@ class SessionRecord:
                     return Decrypted(plaintext, None)
             if prekeys is None or local_identity is None:
                 raise KeyAgreementError("a new session needs the local prekeys and identity")
-            new = _respond(local_identity, local_registration_id, prekeys, pkm)
+            new = _respond(local_identity, local_registration_id, prekeys, pkm, spqr_min_version)
             plaintext = new.try_decrypt(pkm.message, rng)
             self.promote(new)
             used = PrekeysUsed(
@@ -474,12 +576,22 @@ class SessionRecord:
         failure: DecryptError | None = None
         for state in self._states():
             try:
-                jump = MAX_JUMP if state is self.current else MAX_ARCHIVED_JUMP
-                plaintext = state.try_decrypt(msg, rng, jump)
+                if state is self.current:
+                    plaintext = state.try_decrypt(msg, rng, MAX_JUMP, SPQR_MAX_JUMP)
+                else:
+                    plaintext = state.try_decrypt(
+                        msg, rng, MAX_ARCHIVED_JUMP, SPQR_MAX_ARCHIVED_JUMP
+                    )
             except DuplicateMessage:
                 raise
             except (DecryptError, UnsupportedVersion) as e:
-                failure = failure or (e if isinstance(e, DecryptError) else None)
+                # The first failure, unless a later state's is SPQR's (more telling: a peer
+                # without SPQR is only reported for an authentic message).
+                if isinstance(e, DecryptError) and (
+                    failure is None
+                    or (isinstance(e, PqRatchetError) and not isinstance(failure, PqRatchetError))
+                ):
+                    failure = e
                 continue
             self._make_current(state)
             return Decrypted(plaintext, None)
@@ -505,22 +617,37 @@ class SessionRecord:
         )
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> SessionRecord:
-        """Inverse of :meth:`to_bytes`; :class:`StateError` on anything malformed."""
+    def from_bytes(cls, data: bytes, fresh: bool = True) -> SessionRecord:
+        """Inverse of :meth:`to_bytes`; :class:`StateError` on anything malformed.
+
+        A loader that cannot prove ``data`` is the newest record written for this peer (a
+        backup, a restored database) MUST pass ``fresh=False`` (SPEC.md §6.5, §15.6): every
+        state is then marked, and refuses to send until a received message has made a DH
+        ratchet step in it, so no sending chain an older copy used is used again.
+        """
         if type(data) is not bytes or len(data) > MAX_STATE_BYTES:
             raise StateError("libsignal session record too large")
         try:
             schema, current, previous = cbor2.loads(data)
         except Exception:  # noqa: BLE001 - cbor2 raises many types on garbage
             raise StateError("malformed libsignal session record") from None
-        if schema != _STATE_SCHEMA or type(previous) is not list:
+        if schema not in (1, _STATE_SCHEMA) or type(previous) is not list:
             raise StateError("unknown libsignal session record schema")
         if len(previous) > MAX_PREVIOUS_STATES:
             raise StateError("too many archived libsignal states")
-        return cls(
-            None if current is None else SessionState.from_obj(current),
-            [SessionState.from_obj(s) for s in previous],
+        record = cls(
+            None if current is None else SessionState.from_obj(current, schema),
+            [SessionState.from_obj(s, schema) for s in previous],
         )
+        if not fresh:
+            record.require_ratchet_step()
+        return record
+
+    def require_ratchet_step(self) -> None:
+        """Mark every state restored (SPEC.md §6.5): :meth:`encrypt` raises
+        :class:`RatchetStepRequired` until a decryption makes a DH ratchet step."""
+        for state in self._states():
+            state.must_ratchet = True
 
 
 def _dh(pair: KeyPair, public: bytes) -> bytes:
@@ -535,14 +662,20 @@ def initiate(
     version: int = VERSION_PQXDH,
     rng: Rng = os.urandom,
     encapsulate: Callable[[bytes], tuple[bytes, bytes]] = kyber.encapsulate,
+    spqr_min_version: int = spqr.V1,
 ) -> SessionState:
     """Alice's side: a new session from ``bundle`` (PQXDH by default, X3DH with version=3).
 
-    Verifies the bundle (InvalidKey, InvalidSignature); version 4 needs a Kyber prekey, and a
-    Kyber prekey in a version-3 set-up is refused (no silent downgrade either way).
+    Verifies every field of the bundle (DecodeError, InvalidKey, InvalidSignature) and the
+    local ``registration_id`` before anything else; version 4 needs a Kyber prekey, and a
+    Kyber prekey in a version-3 set-up is refused (no silent downgrade either way). A
+    version-4 session speaks SPQR at minimum version ``spqr_min_version`` (see
+    :meth:`SessionRecord.decrypt`).
     """
     if version not in (VERSION_X3DH, VERSION_PQXDH):
         raise UnsupportedVersion("libsignal session version must be 3 or 4")
+    check_uint32(registration_id, "local registration id")
+    _check_spqr_min_version(spqr_min_version)
     bundle.verify()
     if (bundle.kyber_prekey is not None) != (version == VERSION_PQXDH):
         raise KeyAgreementError("bundle's Kyber prekey does not match the requested version")
@@ -557,7 +690,7 @@ def initiate(
         assert bundle.kyber_prekey is not None
         ss, kyber_ct = encapsulate(bundle.kyber_prekey)
         secrets += ss
-    root, chain = derive_initial_keys(version, secrets)
+    root, chain, spqr_key = derive_initial_keys(version, secrets)
     sender = KeyPair.generate(rng)
     root2, sender_ck = root_step(root, _dh(sender, spk))
     return SessionState(
@@ -576,13 +709,25 @@ def initiate(
         local_registration_id=registration_id,
         remote_registration_id=bundle.registration_id,
         base_key=base.public,
+        spqr=None if spqr_key is None else spqr.Spqr.start(spqr_key, True, spqr_min_version),
     )
 
 
+def _check_spqr_min_version(value: object) -> None:
+    if value not in (spqr.V0, spqr.V1) or type(value) is not int:
+        raise UnsupportedVersion("SPQR minimum version must be 0 or 1")
+
+
 def _respond(
-    identity: KeyPair, registration_id: int, prekeys: PrekeySource, pkm: PreKeySignalMessage
+    identity: KeyPair,
+    registration_id: int,
+    prekeys: PrekeySource,
+    pkm: PreKeySignalMessage,
+    spqr_min_version: int,
 ) -> SessionState:
     """Bob's side for a PreKeySignalMessage; looks prekeys up without consuming them."""
+    check_uint32(registration_id, "local registration id")
+    _check_spqr_min_version(spqr_min_version)
     spk = prekeys.signed_prekey(pkm.signed_prekey_id)
     opk = prekeys.one_time_prekey(pkm.prekey_id) if pkm.prekey_id is not None else None
     secrets = _dh(spk, pkm.identity_key) + _dh(identity, pkm.base_key) + _dh(spk, pkm.base_key)
@@ -592,7 +737,7 @@ def _respond(
         assert pkm.kyber_prekey_id is not None and pkm.kyber_ciphertext is not None
         kem = prekeys.kem_prekey(pkm.kyber_prekey_id, pkm.base_key)
         secrets += kyber.decapsulate(kem, pkm.kyber_ciphertext)
-    root, chain = derive_initial_keys(pkm.version, secrets)
+    root, chain, spqr_key = derive_initial_keys(pkm.version, secrets)
     return SessionState(
         version=pkm.version,
         local_identity=identity.public,
@@ -607,4 +752,5 @@ def _respond(
         local_registration_id=registration_id,
         remote_registration_id=pkm.registration_id,
         base_key=pkm.base_key,
+        spqr=None if spqr_key is None else spqr.Spqr.start(spqr_key, False, spqr_min_version),
     )

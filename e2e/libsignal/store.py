@@ -1,10 +1,13 @@
 """libsignal session records in an :mod:`e2e.store` (SPEC.md §15.6).
 
-A :class:`~e2e.libsignal.session.SessionRecord` is kept as one application record,
-``libsignal/session/<name>|<device>``, sealed at rest like every store record. The helpers
-follow the store's ordering rule: :func:`encrypt_and_store` commits the advanced record
-before the message exists outside the transaction; :func:`decrypt_and_store` loads, decrypts
-and saves in one transaction, so a rejected message (an exception) rolls everything back.
+A :class:`~e2e.libsignal.session.SessionRecord` (its Double Ratchet and SPQR states alike)
+is kept as one application record, ``libsignal/session/<name>|<device>``, sealed at rest
+like every store record. The helpers follow the store's ordering rule:
+:func:`encrypt_and_store` commits the advanced record before the message exists outside the
+transaction; :func:`decrypt_and_store` loads, decrypts and saves in one transaction, so a
+rejected message (an exception) rolls everything back. A record the store cannot prove
+fresh (written at or before a restore it accepted, SPEC.md §9.7) is loaded marked restored:
+it does not send until a received message has made a DH ratchet step (§6.5).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ def record_key(addr: Address) -> str:
 
 
 def load_record(tx: StoreTransaction, addr: Address) -> SessionRecord:
-    """``addr``'s record, or a fresh empty one; :class:`StoreError` if it cannot be read."""
-    raw = tx.app_get(record_key(addr))
+    """``addr``'s record (marked restored if the store cannot prove it fresh), or a new
+    empty one; :class:`StoreError` if it cannot be read."""
+    raw, fresh = tx.app_get_fresh(record_key(addr))
     if raw is None:
         return SessionRecord()
     try:
-        return SessionRecord.from_bytes(raw)
+        return SessionRecord.from_bytes(raw, fresh=fresh)
     except StateError:
         raise StoreError("libsignal session record is malformed", record_key(addr)) from None
 

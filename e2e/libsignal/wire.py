@@ -56,7 +56,7 @@ _SIGNAL_SCHEMA: Final[tuple[tuple[int, proto.Kind], ...]] = (
     (2, proto.UINT32),  # counter
     (3, proto.UINT32),  # previous_counter
     (4, proto.BYTES),  # ciphertext
-    (5, proto.BYTES),  # pq_ratchet (SPQR; never written by us, ignored when read)
+    (5, proto.BYTES),  # pq_ratchet (SPQR, e2e.libsignal.spqr; written only when not empty)
     (6, proto.BYTES),  # addresses (newer libsignal; never written by us, ignored when read)
 )
 _PREKEY_SCHEMA: Final[tuple[tuple[int, proto.Kind], ...]] = (
@@ -152,11 +152,19 @@ def encode_signal_message(
     ciphertext: bytes,
     sender_identity: bytes,
     receiver_identity: bytes,
+    pq_ratchet: bytes = b"",
 ) -> bytes:
-    """Serialize and MAC a SignalMessage exactly as libsignal does (no pq_ratchet field)."""
+    """Serialize and MAC a SignalMessage exactly as libsignal does (``pq_ratchet``, the SPQR
+    field, only when not empty)."""
     body = _version_byte(version) + proto.encode(
         _SIGNAL_SCHEMA,
-        {1: serialize_ec(ratchet_key), 2: counter, 3: previous_counter, 4: ciphertext},
+        {
+            1: serialize_ec(ratchet_key),
+            2: counter,
+            3: previous_counter,
+            4: ciphertext,
+            5: pq_ratchet or None,
+        },
     )
     return body + message_mac(mac_key, sender_identity, receiver_identity, body)
 

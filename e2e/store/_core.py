@@ -702,6 +702,10 @@ class BaseTransaction:
     def app_get(self, key: str) -> bytes | None:
         return self._read("app", self._app_key(key))
 
+    def app_get_fresh(self, key: str) -> tuple[bytes | None, bool]:
+        version, value = self._read_v("app", self._app_key(key))
+        return value, not self._restored(version)
+
     def app_put(self, key: str, value: bytes) -> None:
         if type(value) is not bytes:
             raise StoreError("application value must be bytes")

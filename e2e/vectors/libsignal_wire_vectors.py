@@ -7,7 +7,10 @@ responder, whose keys are given in the case:
 * ``bob``: identity private key, registration id, signed prekey (id, private key, signature),
   one-time prekey (id, private key) and, for version 4, a Kyber-1024 prekey (id, its
   64-byte ML-KEM seed, signature); ``bundle``: the public bundle e2e published from them;
-* ``rng``: the seed of e2e's randomness (its new ratchet key pairs) as a SHAKE-256 stream;
+* ``rng``: the seed of e2e's randomness (its new ratchet key pairs, SPQR key pairs and
+  encapsulations) as a SHAKE-256 stream;
+* ``spqr_min_version``: e2e's SPQR minimum version (1 where libsignal speaks SPQR, 0 for
+  0.72.1, which does not; absent means 1);
 * ``kind`` "bundle" cases instead hold a prekey bundle libsignal generated and signed, which
   must parse and verify;
 * ``steps``: in order, ``{"from": "libsignal", "type", "message", "plaintext"}`` (produced by
@@ -103,6 +106,7 @@ def verify_libsignal_wire(case: dict[str, Any]) -> None:
                 local_registration_id=keys.registration_id,
                 rng=rng,
                 allowed_versions=(version,),
+                spqr_min_version=case.get("spqr_min_version", 1),
             )
             if out.plaintext != plaintext:
                 raise AssertionError(f"step {i}: plaintext differs")
@@ -110,5 +114,5 @@ def verify_libsignal_wire(case: dict[str, Any]) -> None:
                 u = out.prekeys_used
                 keys.mark_used(u.prekey_id, u.kyber_prekey_id, u.base_key)
         else:
-            if record.encrypt(plaintext) != (kind, message):
+            if record.encrypt(plaintext, rng) != (kind, message):
                 raise AssertionError(f"step {i}: e2e's message differs from the recorded one")

@@ -17,7 +17,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 #: npm aliases in package.json, pinned by package-lock.json.
-PACKAGES = ("libsignal-072", "libsignal-090")
+PACKAGES = ("libsignal-072", "libsignal-090", "libsignal-092", "libsignal-103")
 
 
 def node_available(package: str) -> bool:

@@ -98,3 +98,58 @@ def current_state(record: bytes) -> State:
         receivers=[_chain(bytes(r)) for r in s.get(7, [])],  # type: ignore[arg-type]
         base_key=bytes(_one(s, 13, b""))[1:],  # type: ignore[arg-type]
     )
+
+
+@dataclass(frozen=True)
+class PqHalf:
+    """One direction of one SPQR chain epoch in libsignal's record."""
+
+    counter: int
+    key: bytes | None  # None once libsignal forgot it (a past sending epoch)
+    skipped: dict[int, bytes]
+
+
+@dataclass(frozen=True)
+class PqChain:
+    """libsignal's SPQR chain (SessionStructure field 15, its field 2), epochs by number."""
+
+    direction: int
+    current: int
+    epochs: dict[int, tuple[PqHalf, PqHalf]]  # epoch -> (send, recv)
+    next_root: bytes
+
+
+def _pq_half(raw: bytes) -> PqHalf:
+    f = fields(raw)
+    key = f.get(2)
+    blob = bytes(_one(f, 3, b""))  # type: ignore[arg-type]
+    skipped = {
+        int.from_bytes(blob[i : i + 4], "big"): blob[i + 4 : i + 36]
+        for i in range(0, len(blob), 36)
+    }
+    return PqHalf(int(_one(f, 1, 0)), None if key is None else bytes(key[0]), skipped)  # type: ignore[arg-type]
+
+
+def pq_chain(record: bytes) -> PqChain | None:
+    """The SPQR chain of the record's current session, None if it has none (yet)."""
+    rec = fields(record)
+    session = fields(bytes(_one(rec, 1, b"")))  # type: ignore[arg-type]
+    if 15 not in session:
+        return None
+    pq = fields(bytes(session[15][0]))  # type: ignore[arg-type]
+    if 2 not in pq:
+        return None
+    chain = fields(bytes(pq[2][0]))  # type: ignore[arg-type]
+    current = int(_one(chain, 2, 0))  # type: ignore[arg-type]
+    entries = chain.get(3, [])
+    epochs = {}
+    for n, raw in enumerate(entries):
+        f = fields(bytes(raw))  # type: ignore[arg-type]
+        halves = tuple(_pq_half(bytes(_one(f, k, b""))) for k in (1, 2))  # type: ignore[arg-type]
+        epochs[current - len(entries) + 1 + n] = halves
+    return PqChain(
+        int(_one(chain, 1, 0)),  # type: ignore[arg-type]
+        current,
+        epochs,  # type: ignore[arg-type]
+        bytes(_one(chain, 4, b"")),  # type: ignore[arg-type]
+    )

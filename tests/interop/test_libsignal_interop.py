@@ -1,19 +1,20 @@
-"""e2e.libsignal against the official libsignal client (0.72.1 and 0.90.0, through node).
+"""e2e.libsignal against the official libsignal client (0.72.1, 0.90.0, 0.92.2 and 0.103.0,
+through node).
 
 Every pinned libsignal version talks to e2e both ways; the libsignal session record is read
-after every message and its chain keys, indices and root keys must equal e2e's.
+after every message and its chain keys, indices and root keys (and, from 0.90 on, its SPQR
+chain) must equal e2e's. SPQR-specific scenarios are in test_spqr_interop.py.
 """
 
 from __future__ import annotations
 
-import random
+import os
 
 import pytest
 
 from e2e.errors import AuthenticationFailed, E2EError, PrekeyReused, UnknownPrekey
 from e2e.keys import KeyPair
 from e2e.libsignal import (
-    MAX_JUMP,
     PREKEY_TYPE,
     WHISPER_TYPE,
     LibsignalBundle,
@@ -21,28 +22,36 @@ from e2e.libsignal import (
     SessionRecord,
     initiate,
 )
-from e2e.libsignal.wire import parse_prekey_message, parse_signal_message
+from interop.conversation import converse
 from interop.harness import Harness
-from interop.record import current_state, root_step
+from interop.record import current_state
 
 _counter = iter(range(1, 1_000_000))
+#: Messages each way of the long conversations (E2E_INTEROP_MESSAGES; README: long mode).
+MESSAGES = int(os.environ.get("E2E_INTEROP_MESSAGES", "1000"))
 
 
 def versions(h: Harness) -> tuple[int, ...]:
-    """0.72.1 still speaks X3DH (3) and PQXDH (4); 0.90.0 only PQXDH."""
+    """0.72.1 still speaks X3DH (3) and PQXDH (4); 0.90.0 and later only PQXDH."""
     return (3, 4) if h.package == "libsignal-072" else (4,)
+
+
+def spqr_min(h: Harness) -> int:
+    """e2e's SPQR minimum version for a peer: 0 for 0.72.1 (no SPQR), else the default 1."""
+    return 0 if h.package == "libsignal-072" else 1
 
 
 class Peer:
     """The e2e side: identity, prekeys and one session record per libsignal party."""
 
-    def __init__(self, version: int = 4, one_time: int = 5) -> None:
+    def __init__(self, version: int = 4, one_time: int = 5, spqr_min_version: int = 1) -> None:
         self.identity = KeyPair.generate()
         self.registration_id = 4000 + next(_counter)
         self.prekeys = LibsignalPrekeys.generate(
             self.identity, self.registration_id, one_time=one_time, kyber=version == 4
         )
         self.version = version
+        self.spqr_min_version = spqr_min_version
         self.records: dict[str, SessionRecord] = {}
 
     def bundle(self) -> LibsignalBundle:
@@ -57,6 +66,7 @@ class Peer:
             local_identity=self.identity,
             local_registration_id=self.registration_id,
             allowed_versions=(3, 4),
+            spqr_min_version=self.spqr_min_version,
         )
         if out.prekeys_used is not None:
             u = out.prekeys_used
@@ -69,7 +79,11 @@ class Peer:
     def start(self, party: str, bundle: dict[str, object], version: int) -> None:
         bundle = {k: v for k, v in bundle.items() if k != "ok"}
         state = initiate(
-            self.identity, self.registration_id, LibsignalBundle.from_json(bundle), version=version
+            self.identity,
+            self.registration_id,
+            LibsignalBundle.from_json(bundle),
+            version=version,
+            spqr_min_version=self.spqr_min_version,
         )
         self.records.setdefault(party, SessionRecord()).promote(state)
 
@@ -97,7 +111,7 @@ def libsignal_bundle(h: Harness, party: str, version: int, one_time: bool = True
 def test_libsignal_initiates_from_an_e2e_bundle(libsignal: Harness, version: int) -> None:
     if version not in versions(libsignal):
         pytest.skip("this libsignal version no longer starts X3DH sessions")
-    me = Peer(version)
+    me = Peer(version, spqr_min_version=spqr_min(libsignal))
     alice = new_party(libsignal)
     libsignal.call("process_bundle", party=alice, peer="e2e", bundle=me.bundle().to_json())
     first = libsignal.encrypt(alice, "e2e", b"hello", b"again")
@@ -114,7 +128,7 @@ def test_libsignal_initiates_from_an_e2e_bundle(libsignal: Harness, version: int
 def test_e2e_initiates_from_a_libsignal_bundle(libsignal: Harness, version: int) -> None:
     if version not in versions(libsignal):
         pytest.skip("this libsignal version no longer accepts X3DH sessions")
-    me = Peer(version)
+    me = Peer(version, spqr_min_version=spqr_min(libsignal))
     bob = new_party(libsignal)
     me.start(bob, libsignal_bundle(libsignal, bob, version), version)
     out = [me.encrypt(bob, b"m%d" % i) for i in range(3)]
@@ -125,9 +139,9 @@ def test_e2e_initiates_from_a_libsignal_bundle(libsignal: Harness, version: int)
     assert me.encrypt(bob, b"now whisper")[0] == WHISPER_TYPE
 
 
-def test_libsignal_090_refuses_x3dh_and_072_accepts_it(libsignal: Harness) -> None:
-    """The issue's fact: 0.72.1 still accepts version 3; 0.90.0 accepts only PQXDH."""
-    me = Peer(3)
+def test_only_072_still_accepts_x3dh(libsignal: Harness) -> None:
+    """0.72.1 still accepts version 3; 0.90.0 and later accept only PQXDH."""
+    me = Peer(3, spqr_min_version=spqr_min(libsignal))
     bob = new_party(libsignal)
     bundle = libsignal_bundle(libsignal, bob, 4)
     for k in ("kyber_prekey_id", "kyber_prekey", "kyber_prekey_signature"):
@@ -140,147 +154,29 @@ def test_libsignal_090_refuses_x3dh_and_072_accepts_it(libsignal: Harness) -> No
         assert isinstance(result, str)
 
 
-def test_libsignal_090_sends_spqr_until_answered_without_it(libsignal: Harness) -> None:
-    """0.90.0 offers its post-quantum ratchet (pq_ratchet) and drops it once e2e answers."""
-    me = Peer(4)
-    alice = new_party(libsignal)
-    libsignal.call("process_bundle", party=alice, peer="e2e", bundle=me.bundle().to_json())
-    first = libsignal.encrypt(alice, "e2e", b"one")[0]
-    pq = parse_prekey_message(first[1]).message.pq_ratchet
-    assert (pq != b"") == (libsignal.package == "libsignal-090")
-    assert me.decrypt(alice, first) == b"one"
-    assert libsignal.decrypt(alice, "e2e", me.encrypt(alice, b"no spqr")) == [b"no spqr"]
-    later = libsignal.encrypt(alice, "e2e", b"two")[0]
-    assert parse_signal_message(later[1]).pq_ratchet == b""
-    assert me.decrypt(alice, later) == b"two"
-
-
-def _our_chain_log(rec: SessionRecord, log: dict[tuple[bytes, int], bytes]) -> None:
-    st = rec.current
-    assert st is not None
-    log[(st.sender_key.public, st.sender_index)] = st.sender_chain_key
-
-
 @pytest.mark.parametrize("initiator", ["libsignal", "e2e"])
-def test_a_thousand_messages_each_way_with_reordering_drops_and_state_agreement(
+def test_a_conversation_each_way_with_reordering_drops_and_state_agreement(
     libsignal: Harness, initiator: str
 ) -> None:
-    rnd = random.Random(f"{libsignal.package}-{initiator}")
-    me = Peer(4)
+    """E2E_INTEROP_MESSAGES messages each way in random batches (1-40, a tenth dropped, the
+    rest reordered); after every message the receiver's chain state (Double Ratchet and
+    SPQR) is found again in the sender's."""
+    me = Peer(4, spqr_min_version=spqr_min(libsignal))
     other = new_party(libsignal)
     if initiator == "libsignal":
         libsignal.call("process_bundle", party=other, peer="e2e", bundle=me.bundle().to_json())
     else:
         me.start(other, libsignal_bundle(libsignal, other, 4), 4)
-    ours: dict[tuple[bytes, int], bytes] = {}  # (our ratchet key, index) -> our chain key
-    theirs: dict[tuple[bytes, int], bytes] = {}
-    # Root keys: each side's root after a DH ratchet step is the other side's intermediate
-    # root; both are recomputed here independently of e2e and must match.
-    their_root_by_key: dict[bytes, bytes] = {}  # libsignal's ratchet key -> its root then
-    our_root_by_key: dict[bytes, bytes] = {}
-    root_checks = 0
-    sent = {"e2e": 0, "libsignal": 0}
-    turn = initiator
-    while min(sent.values()) < 1000:
-        n = rnd.randint(1, 40)
-        if turn == "e2e":
-            rec = me.records[other]
-            _our_chain_log(rec, ours)
-            batch = []
-            for _ in range(n):
-                batch.append(me.encrypt(other, b"e2e %d" % sent["e2e"]))
-                sent["e2e"] += 1
-                _our_chain_log(rec, ours)
-            assert rec.current is not None
-            our_root_by_key[rec.current.sender_key.public] = rec.current.root_key
-            delivered = _shuffle_and_drop(rnd, batch, keep_first=True)
-            replies = libsignal.call(
-                "decrypt",
-                party=other,
-                peer="e2e",
-                records=True,
-                messages=[{"type": t, "body": b.hex()} for t, b in delivered],
-            )["results"]
-            before = libsignal.record(other, "e2e")
-            for (_, body), r in zip(delivered, replies, strict=True):
-                assert "plaintext" in r, r
-                st = current_state(bytes.fromhex(r["record"]))
-                key = parse_any(body).ratchet_key
-                if before is not None and all(
-                    c.ratchet_key != key for c in current_state(before).receivers
-                ):
-                    prev = current_state(before)
-                    assert prev.sender is not None
-                    assert (
-                        root_step(prev.root_key, prev.sender.private_key, key)
-                        == our_root_by_key[key]
-                    )
-                    root_checks += 1
-                before = bytes.fromhex(r["record"])
-                # libsignal's receiving chain for our ratchet key equals our sending chain.
-                for c in st.receivers:
-                    if (c.ratchet_key, c.index) in ours:
-                        assert ours[(c.ratchet_key, c.index)] == c.chain_key
-                assert any((c.ratchet_key, c.index) in ours for c in st.receivers)
-            turn = "libsignal"
-        else:
-            out = libsignal.call(
-                "encrypt",
-                party=other,
-                peer="e2e",
-                records=True,
-                plaintexts=[(b"ls %d" % (sent["libsignal"] + i)).hex() for i in range(n)],
-            )["messages"]
-            sent["libsignal"] += n
-            batch = []
-            for m in out:
-                st = current_state(bytes.fromhex(m["record"]))
-                assert st.sender is not None
-                theirs[(st.sender.ratchet_key, st.sender.index)] = st.sender.chain_key
-                their_root_by_key[st.sender.ratchet_key] = st.root_key
-                batch.append((m["type"], bytes.fromhex(m["body"])))
-            delivered = _shuffle_and_drop(rnd, batch, keep_first=True)
-            for t, body in delivered:
-                prev_state = me.records[other].current if other in me.records else None
-                key = parse_any(body).ratchet_key
-                if prev_state is not None and prev_state._receiver(key) is None:
-                    expected = root_step(
-                        prev_state.root_key, prev_state.sender_key.private_bytes(), key
-                    )
-                    assert expected == their_root_by_key[key]
-                    root_checks += 1
-                assert me.decrypt(other, (t, body)).startswith(b"ls ")
-                cur = me.records[other].current
-                assert cur is not None
-                for c in cur.receivers:
-                    if (c.ratchet_key, c.index) in theirs:
-                        assert theirs[(c.ratchet_key, c.index)] == c.chain_key
-                assert any((c.ratchet_key, c.index) in theirs for c in cur.receivers)
-            turn = "e2e"
-    assert root_checks > 20
-
-
-def parse_any(body: bytes):  # noqa: ANN201
-    try:
-        return parse_signal_message(body)
-    except E2EError:
-        return parse_prekey_message(body).message
-
-
-def _shuffle_and_drop(
-    rnd: random.Random, batch: list[tuple[int, bytes]], keep_first: bool
-) -> list[tuple[int, bytes]]:
-    """Reorder within the batch and drop ~10% (never the first message of a batch, so the
-    receiver always learns a new ratchet key in order; gaps stay below MAX_JUMP)."""
-    assert len(batch) < MAX_JUMP
-    head, rest = (batch[:1], batch[1:]) if keep_first else ([], batch)
-    rest = [m for m in rest if rnd.random() >= 0.1]
-    rnd.shuffle(rest)
-    return head + rest
+    log = converse(libsignal, me, other, initiator, "lossy", MESSAGES, libsignal.package)
+    assert log.root_checks > 5
+    if spqr_min(libsignal):
+        assert log.pq_checks > MESSAGES
+        spqr = me.records[other].current.spqr  # type: ignore[union-attr]
+        assert spqr is not None and spqr.machine.epoch >= 3
 
 
 def test_simultaneous_initiation_converges(libsignal: Harness) -> None:
-    me = Peer(4)
+    me = Peer(4, spqr_min_version=spqr_min(libsignal))
     other = new_party(libsignal)
     libsignal.call("process_bundle", party=other, peer="e2e", bundle=me.bundle().to_json())
     me.start(other, libsignal_bundle(libsignal, other, 4), 4)
@@ -302,7 +198,7 @@ def test_simultaneous_initiation_converges(libsignal: Harness) -> None:
 
 def test_prekey_exhaustion(libsignal: Harness) -> None:
     # e2e publishes one one-time prekey and one one-time Kyber prekey (plus a last resort).
-    me = Peer(4, one_time=1)
+    me = Peer(4, one_time=1, spqr_min_version=spqr_min(libsignal))
     first, second = new_party(libsignal), new_party(libsignal)
     b1 = me.bundle()
     assert b1.prekey_id is not None
@@ -328,14 +224,14 @@ def test_prekey_exhaustion(libsignal: Harness) -> None:
     bundle = libsignal_bundle(libsignal, bob, 4)
     me.start(bob, bundle, 4)
     assert libsignal.decrypt(bob, "e2e", me.encrypt(bob, b"ok")) == [b"ok"]
-    again = Peer(4)
+    again = Peer(4, spqr_min_version=spqr_min(libsignal))
     again.start(bob + "x", bundle, 4)
     result = libsignal.decrypt(bob, "e2e-again", again.encrypt(bob + "x", b"reuse"))
     assert isinstance(result[0], str)
 
 
 def test_tampered_messages_are_rejected_by_both_sides(libsignal: Harness) -> None:
-    me = Peer(4)
+    me = Peer(4, spqr_min_version=spqr_min(libsignal))
     other = new_party(libsignal)
     libsignal.call("process_bundle", party=other, peer="e2e", bundle=me.bundle().to_json())
     assert me.decrypt(other, libsignal.encrypt(other, "e2e", b"hi")[0]) == b"hi"
@@ -368,7 +264,7 @@ def test_sessions_with_libsignal_live_in_an_e2e_store(libsignal: Harness, tmp_pa
     from e2e.libsignal.store import decrypt_and_store, encrypt_and_store
     from e2e.store import Address, SqliteStore, StorageKey
 
-    me = Peer(4)
+    me = Peer(4, spqr_min_version=spqr_min(libsignal))
     other = new_party(libsignal)
     libsignal.call("process_bundle", party=other, peer="e2e", bundle=me.bundle().to_json())
     key, addr, path = StorageKey.generate(), Address(other, 1), tmp_path / "e2e.db"
@@ -377,7 +273,13 @@ def test_sessions_with_libsignal_live_in_an_e2e_store(libsignal: Harness, tmp_pa
         try:
             for t, body in libsignal.encrypt(other, "e2e", b"in %d" % i, b"in %d'" % i):
                 out = decrypt_and_store(
-                    store, addr, t, body, prekeys=me.prekeys, local_identity=me.identity
+                    store,
+                    addr,
+                    t,
+                    body,
+                    prekeys=me.prekeys,
+                    local_identity=me.identity,
+                    spqr_min_version=me.spqr_min_version,
                 )
                 if out.prekeys_used is not None:
                     u = out.prekeys_used

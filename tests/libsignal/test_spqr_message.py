@@ -23,10 +23,13 @@ def test_layout_of_the_first_messages_libsignal_sends() -> None:
     assert parse(encode(big)) == big
 
 
-def test_empty_is_version_0_and_a_later_version_is_reported_not_parsed() -> None:
+def test_empty_is_version_0_and_a_later_version_is_read_up_to_its_index() -> None:
     assert parse(b"") is None
-    assert parse(b"\x02anything") == Unknown(2)
-    assert parse(b"\xff") == Unknown(255)
+    assert parse(b"\x02\x03\x07anything") == Unknown(2, 3, 7)
+    assert parse(b"\xff\x01\x00") == Unknown(255, 1, 0)
+    for bad in (b"\x02", b"\x02\x00\x01", b"\xff\x01"):
+        with pytest.raises(DecodeError):
+            parse(bad)
 
 
 def test_trailing_bytes_are_allowed_as_libsignal_allows_them() -> None:

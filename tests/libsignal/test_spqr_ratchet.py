@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e2e.errors import (
-    DuplicateMessage,
     E2EError,
     PeerLacksSpqr,
     PqRatchetError,
@@ -156,10 +155,24 @@ def test_negotiation_of_a_peer_without_spqr() -> None:
         bob.prepare(b"").commit()
 
 
-def test_a_later_version_is_ignored_without_a_key_or_a_state_change() -> None:
-    bob = _pair()["bob"]
-    got = bob.prepare(b"\x02" + os.urandom(40))
-    assert got.key is None and got.commit() is bob
+def test_a_later_version_is_keyed_while_negotiating_and_refused_after() -> None:
+    """libsignal 0.103's behaviour (observed: it accepts a first message whose version byte
+    is 2 but which is keyed as version 1, without running its state machine on the chunk,
+    and refuses one once the negotiation is closed)."""
+    p = _pair()
+    alice, field, key = p["alice"].send(os.urandom)
+    later = b"\x02" + field[1:]
+    got = p["bob"].prepare(later)
+    assert got.key == key is not None
+    bob = got.commit()
+    assert bob is not None and bob.negotiation is not None  # still open
+    assert type(bob.machine) is type(p["bob"].machine)  # the chunk was not used
+    alice, field, key = alice.send(os.urandom)
+    bob = bob.prepare(field).commit()  # a version-1 message closes it
+    assert bob is not None and bob.negotiation is None
+    alice, field, key = alice.send(os.urandom)
+    with pytest.raises(PqRatchetError):
+        bob.prepare(b"\x02" + field[1:])
 
 
 def test_prepare_changes_nothing_and_a_refused_commit_changes_nothing() -> None:
@@ -245,8 +258,8 @@ def test_chain_limits_jump_duplicate_and_epoch_range() -> None:
     assert bob is not None
     bob = bob.prepare(fields[0]).commit()  # a skipped key, used once
     assert bob is not None
-    with pytest.raises(DuplicateMessage):
-        bob.prepare(fields[0])
+    with pytest.raises(PqRatchetError):  # a used SPQR key (the Double Ratchet's replay
+        bob.prepare(fields[0])  # check comes first in a session)
     with pytest.raises(PqRatchetError):  # chain epoch 4 does not exist yet
         bob.prepare(encode(Message(5, 1, MsgType.NONE)))
 
@@ -285,3 +298,15 @@ def test_arbitrary_fields_give_a_typed_error_or_a_key(data: bytes) -> None:
     except E2EError:
         return
     assert got.key is None or len(got.key) == 32
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(1, 2**32 - 1))
+def test_the_chain_step_is_the_hkdf_the_chain_is_defined_by(key: bytes, counter: int) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from e2e.libsignal.spqr.chain import NEXT_INFO, step
+
+    info = counter.to_bytes(4, "big") + NEXT_INFO
+    out = HKDF(hashes.SHA256(), 64, bytes(32), info).derive(key)
+    assert step(key, counter) == (out[:32], out[32:])

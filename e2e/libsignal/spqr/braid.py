@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from e2e.errors import PqRatchetError, StateError
+from e2e.errors import DecodeError, PqRatchetError, StateError
 from e2e.keys import Rng, checked_rng
 from e2e.libsignal.spqr import mlkem768
 from e2e.libsignal.spqr.erasure import CHUNK_BYTES, Decoder, Encoder
@@ -433,10 +433,6 @@ def from_obj(obj: object) -> State:
                 if not all(type(i) is int for i, _ in chunks):
                     raise StateError("malformed SPQR decoder")
                 args.append(Decoder(size, chunks))
-    except (TypeError, ValueError):
-        raise StateError("malformed SPQR state") from None
-    except Exception as e:  # DecodeError from a decoder's own checks
-        if isinstance(e, StateError):
-            raise
+    except (TypeError, ValueError, DecodeError):  # DecodeError: a decoder's own checks
         raise StateError("malformed SPQR state") from None
     return cls(*args)  # type: ignore[no-any-return]

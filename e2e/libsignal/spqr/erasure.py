@@ -15,6 +15,7 @@ Interpolation uses the barycentric form: for nodes ``x_s`` with weights
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final
@@ -47,26 +48,35 @@ def _systematic_weights(n: int) -> tuple[int, ...]:
     return tuple(_log_weights(tuple(range(n))))
 
 
-def _columns(data: bytes) -> list[list[int]]:
-    """The 16-bit values of each 32-byte chunk of ``data``: one list of 16 per chunk."""
+_CHUNK: Final = struct.Struct(">16H")
+
+
+def _log_rows(data: bytes) -> list[list[int]]:
+    """Per 32-byte chunk of ``data``, the logs of its 16 values (-1 for a zero value)."""
     return [
-        [int.from_bytes(data[i : i + 2], "big") for i in range(k, k + CHUNK_BYTES, 2)]
+        [LOG[v] if v else -1 for v in _CHUNK.unpack_from(data, k)]
         for k in range(0, len(data), CHUNK_BYTES)
     ]
 
 
+@lru_cache(maxsize=16)
+def _message_rows(message: bytes) -> list[list[int]]:
+    # An encoder's message is one bytes object (its hash is computed once): a sender's
+    # parity chunks share this work.
+    return _log_rows(message)
+
+
 def _evaluate(nodes: tuple[int, ...], log_w: list[int], rows: list[list[int]], t: int) -> bytes:
-    """The chunk at ``t`` (not a node) of the polynomials through ``rows`` at ``nodes``."""
+    """The chunk at ``t`` (not a node) of the polynomials through ``rows`` (as
+    :func:`_log_rows`) at ``nodes``."""
     log_l = 0
     for s in nodes:
         log_l += LOG[t ^ s]
     acc = [0] * _VALUES
     for s, lw, row in zip(nodes, log_w, rows, strict=True):
         log_c = (log_l + lw - LOG[t ^ s]) % ORDER
-        for i, y in enumerate(row):
-            if y:
-                acc[i] ^= EXP[log_c + LOG[y]]
-    return b"".join(v.to_bytes(2, "big") for v in acc)
+        acc = [a ^ EXP[log_c + ly] if ly >= 0 else a for a, ly in zip(acc, row, strict=True)]
+    return _CHUNK.pack(*acc)
 
 
 def chunk(message: bytes, index: int) -> bytes:
@@ -74,7 +84,7 @@ def chunk(message: bytes, index: int) -> bytes:
     n = len(message) // CHUNK_BYTES
     if index < n:
         return message[index * CHUNK_BYTES : (index + 1) * CHUNK_BYTES]
-    return _evaluate(tuple(range(n)), list(_systematic_weights(n)), _columns(message), index)
+    return _evaluate(tuple(range(n)), list(_systematic_weights(n)), _message_rows(message), index)
 
 
 def _check_message(message: bytes) -> None:
@@ -142,7 +152,7 @@ class Decoder:
             return b"".join(held[k] for k in range(n))
         nodes = tuple(i for i, _ in self.chunks)
         log_w = _log_weights(nodes)
-        rows = [_columns(d)[0] for _, d in self.chunks]
+        rows = _log_rows(b"".join(d for _, d in self.chunks))
         return b"".join(
             held[k] if k in held else _evaluate(nodes, log_w, rows, k) for k in range(n)
         )

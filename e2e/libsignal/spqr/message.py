@@ -7,8 +7,9 @@ Version 1::
          [| anything]                                               (ignored, as libsignal does)
 
 Varints are LEB128 (little-endian base 128), at most 10 bytes, minimal. An empty field is
-version 0 (no SPQR); a first byte above 1 is a later version, which :func:`parse` reports as
-:class:`Unknown` for the caller to ignore. Everything else malformed is a
+version 0 (no SPQR). A first byte above 1 is a later version: :func:`parse` reads only its
+epoch and index, which libsignal 0.103 takes from a later version's message the same way,
+and reports it as :class:`Unknown`. Everything else malformed is a
 :class:`~e2e.errors.DecodeError`.
 """
 
@@ -69,9 +70,11 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Unknown:
-    """A message of a later SPQR version (first byte above 1): keyless, to be ignored."""
+    """A message of a later SPQR version (first byte above 1): its epoch and index only."""
 
     version: int
+    epoch: int
+    index: int
 
 
 def _varint(value: int) -> bytes:
@@ -113,14 +116,14 @@ def parse(data: bytes) -> Message | Unknown | None:
     later version, else the :class:`Message`; :class:`DecodeError` if malformed."""
     if not data:
         return None
-    if data[0] > V1:
-        return Unknown(data[0])
-    if data[0] != V1:
+    if data[0] == V0:
         raise DecodeError("SPQR message version 0 must be empty")
     epoch, pos = _read(data, 1, _MAX_EPOCH)
     index, pos = _read(data, pos, _MAX_INDEX)
     if epoch == 0:
         raise DecodeError("SPQR epoch 0")
+    if data[0] > V1:
+        return Unknown(data[0], epoch, index)
     if pos >= len(data) or data[pos] > MsgType.CT2:
         raise DecodeError("SPQR message type missing or unknown")
     kind = MsgType(data[pos])

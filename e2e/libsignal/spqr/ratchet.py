@@ -17,15 +17,17 @@ lowers the session to version 0 for good (minimum 0) or is refused as
 :class:`~e2e.errors.PeerLacksSpqr` (minimum 1). With minimum 1 the chain exists from the
 start, so the first message already has a key; with minimum 0 it is made at the first
 received message and the messages sent before carry index 0 and no key. A field of a later
-version (first byte above 1) is ignored: no key, no state change.
+version (first byte above 1) is keyed from its epoch and index while the negotiation is open
+(the state machine does not run) and refused once it is closed, as libsignal 0.103 does
+(0.92 ignores such a field: no key).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
-from e2e.errors import PeerLacksSpqr, StateError
+from e2e.errors import PeerLacksSpqr, PqRatchetError, StateError
 from e2e.keys import Rng
 from e2e.libsignal.spqr import braid
 from e2e.libsignal.spqr.chain import A2B, B2A, Chain, Epoch, Half
@@ -34,9 +36,11 @@ from e2e.libsignal.spqr.message import V0, V1, Message, Unknown, encode, parse
 
 __all__ = ["MAX_JUMP", "Negotiation", "Spqr", "Received"]
 
-#: Most SPQR keys one received message may skip ahead in its epoch's chain (each costs one
-#: HKDF before the message's MAC can be checked; libsignal allows 25 000).
-MAX_JUMP: Final = 128
+#: Most SPQR keys one received message may skip in its epoch's chain: the Double Ratchet's
+#: own bound (e2e.libsignal.session.MAX_JUMP), so SPQR never refuses a reordering or a loss
+#: the Double Ratchet accepts. Each costs one HKDF before the message's MAC can be checked
+#: (libsignal allows 25 000).
+MAX_JUMP: Final = 64
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -84,6 +88,14 @@ class Spqr:
         field = encode(Message(epoch, index, out.type, out.chunk))
         return Spqr(self.negotiation, chain, machine), field, key
 
+    def skip_sending_keys(self, count: int) -> Spqr:
+        """This state with the next ``count`` SPQR sending keys passed over (see
+        :meth:`Chain.skip_send`); unchanged while the chain is not yet made."""
+        if self.chain is None:
+            return self
+        chain = self.chain.skip_send(self.machine.epoch - 1, count)
+        return Spqr(self.negotiation, chain, self.machine)
+
     def prepare(self, field: bytes, max_jump: int = MAX_JUMP) -> Received:
         """The key of a received message's ``field`` and what accepting it changes.
 
@@ -95,9 +107,9 @@ class Spqr:
         the message is authentic.
         """
         msg = parse(field)
-        if isinstance(msg, Unknown):
-            return Received(self, None, None, None)
         neg = self.negotiation
+        if isinstance(msg, Unknown) and neg is None:
+            raise PqRatchetError("SPQR version mismatch: a later version after version 1")
         if msg is None:
             if neg is not None and neg.min_version < V1:
                 return Received(None, None, None, None)  # lowered to version 0 for good
@@ -114,6 +126,8 @@ class Spqr:
         key = None
         if not (msg.epoch == 1 and msg.index == 0):
             chain, key = chain.recv_key(msg.epoch - 1, msg.index, max_jump)
+        if isinstance(msg, Unknown):  # keyed, negotiation still open, no state machine
+            return Received(Spqr(neg, chain, self.machine), None, key, None)
         return Received(Spqr(None, chain, self.machine), msg, key, None)
 
 
@@ -141,7 +155,7 @@ class Received:
         if secret is not None:
             assert chain is not None
             chain = chain.add_epoch(msg.epoch, secret)
-        return replace(base, chain=chain, machine=machine)
+        return Spqr(base.negotiation, chain, machine)
 
 
 # -- serialization ---------------------------------------------------------------------------
@@ -172,11 +186,15 @@ def to_obj(s: Spqr) -> list[object]:
 _MAX_U32: Final = 2**32 - 1
 
 
-def _key(value: object, optional: bool = False) -> bytes | None:
-    if value is None and optional:
-        return None
+def _key(value: object) -> bytes:
     if type(value) is not bytes or len(value) != 32:
-        raise StateError("malformed SPQR chain")
+        raise StateError("malformed SPQR key")
+    return value
+
+
+def _small(value: object, allowed: tuple[int, ...]) -> int:
+    if type(value) is not int or value not in allowed:
+        raise StateError("malformed SPQR state")
     return value
 
 
@@ -189,7 +207,7 @@ def _half(obj: Any) -> Half:
         if type(i) is not int or not 1 <= i <= counter:
             raise StateError("malformed SPQR skipped key")
         kept.append((i, _key(k)))
-    return Half(counter, _key(key, optional=True), tuple(kept))  # type: ignore[arg-type]
+    return Half(counter, None if key is None else _key(key), tuple(kept))
 
 
 def from_obj(obj: object) -> Spqr:
@@ -200,18 +218,18 @@ def from_obj(obj: object) -> Spqr:
         neg = None
         if neg_obj is not None:
             auth_key, direction, min_version = neg_obj
-            if direction not in (A2B, B2A) or min_version not in (V0, V1):
-                raise StateError("malformed SPQR negotiation")
-            neg = Negotiation(_key(auth_key), direction, min_version)  # type: ignore[arg-type]
+            neg = Negotiation(
+                _key(auth_key), _small(direction, (A2B, B2A)), _small(min_version, (V0, V1))
+            )
         chain = None
         if chain_obj is not None:
             direction, current, next_root, epochs = chain_obj
-            if direction not in (A2B, B2A) or type(current) is not int or not epochs:
+            if type(current) is not int or not epochs:
                 raise StateError("malformed SPQR chain")
             kept = tuple(Epoch(_half(s), _half(r)) for s, r in epochs)
             if not 0 <= current - len(kept) + 1 <= current:
                 raise StateError("malformed SPQR chain")
-            chain = Chain(direction, current, kept, _key(next_root))  # type: ignore[arg-type]
+            chain = Chain(_small(direction, (A2B, B2A)), current, kept, _key(next_root))
         machine = braid.from_obj(machine_obj)
     except (TypeError, ValueError):
         raise StateError("malformed SPQR state") from None
