@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from interop.harness import Harness  # noqa: E402
-from interop.record import fields  # noqa: E402
+from interop.record import fields, varint  # noqa: E402
 
 PACKAGES = ("libsignal-092", "libsignal-103")
 #: Stream name and whole-message size (bytes) by SPQR message type.
@@ -52,27 +52,16 @@ SCRIPT = [
 ] + [("bob", 6, [0, 1, 2, 4, 5]), ("alice", 6, [5, 4, 3, 2, 1, 0])] * 12  # epoch 2: bob sends
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
-
-
 def read_pq(field: bytes) -> dict[str, Any]:
     """This script's own reading of a version-1 pq_ratchet field."""
     assert field[0] == 1, field[:1]
-    epoch, pos = _varint(field, 1)
-    index, pos = _varint(field, pos)
+    epoch, pos = varint(field, 1)
+    index, pos = varint(field, pos)
     kind = field[pos]
     pos += 1
     out: dict[str, Any] = {"epoch": epoch, "index": index, "type": kind}
     if kind in STREAMS:
-        out["chunk_index"], pos = _varint(field, pos)
+        out["chunk_index"], pos = varint(field, pos)
         out["chunk"] = field[pos : pos + 32].hex()
     return out
 

@@ -7,10 +7,20 @@ import pytest
 from interop.harness import PACKAGES, Harness, require_node
 
 
+def _harness(package: str) -> Iterator[Harness]:
+    require_node(package)
+    h = Harness(package)
+    yield h
+    h.close()
+
+
 @pytest.fixture(scope="module", params=PACKAGES)
 def libsignal(request: pytest.FixtureRequest) -> Iterator[Harness]:
     """A running libsignal harness, once per pinned libsignal version."""
-    require_node(request.param)
-    h = Harness(request.param)
-    yield h
-    h.close()
+    yield from _harness(request.param)
+
+
+@pytest.fixture(scope="module", params=[p for p in PACKAGES if p != "libsignal-072"])
+def spqr_peer(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """A running libsignal harness, once per pinned version that speaks SPQR (0.90 on)."""
+    yield from _harness(request.param)

@@ -43,6 +43,7 @@ class Log:
     our_pq: dict[tuple[int, int], bytes] = field(default_factory=dict)  # (epoch, n) -> CK
     their_pq: dict[tuple[int, int], bytes] = field(default_factory=dict)
     pq_roots: dict[tuple[str, int], bytes] = field(default_factory=dict)  # (side, epoch)
+    delivered: int = 0
     root_checks: int = 0
     pq_checks: int = 0
     skipped_checks: int = 0
@@ -81,6 +82,20 @@ def _check_their_pq(theirs: PqChain | None, epoch: int, log: Log) -> None:
         if prev is not None:
             assert step(prev, index)[1] == key
             log.skipped_checks += 1
+
+
+def _check_dr(receivers: Any, sent: dict[tuple[bytes, int], bytes]) -> None:
+    """Every receiving chain the sender's log knows at its index holds the sender's chain
+    key there, and the message's chain is among them."""
+    for c in receivers:
+        if (c.ratchet_key, c.index) in sent:
+            assert sent[(c.ratchet_key, c.index)] == c.chain_key
+    assert any((c.ratchet_key, c.index) in sent for c in receivers)
+
+
+def _keyed(field: bytes) -> Message | None:
+    pq = parse(field)
+    return pq if isinstance(pq, Message) and pq.index else None
 
 
 def _check_our_pq(chain: Chain | None, epoch: int, log: Log) -> None:
@@ -131,6 +146,7 @@ def converse(
             assert rec.current is not None
             log.our_roots[rec.current.sender_key.public] = rec.current.root_key
             delivered = deliver(rnd, batch, drop, shuffle)
+            log.delivered += len(delivered)
             replies = h.call(
                 "decrypt",
                 party=other,
@@ -154,14 +170,10 @@ def converse(
                     assert got == log.our_roots[key]
                     log.root_checks += 1
                 before = record
-                for c in st.receivers:
-                    if (c.ratchet_key, c.index) in log.ours:
-                        assert log.ours[(c.ratchet_key, c.index)] == c.chain_key
-                assert any((c.ratchet_key, c.index) in log.ours for c in st.receivers)
-                if spqr:
-                    pq = parse(msg.pq_ratchet)
-                    if isinstance(pq, Message) and pq.index:
-                        _check_their_pq(pq_chain(record), pq.epoch - 1, log)
+                _check_dr(st.receivers, log.ours)
+                pq = _keyed(msg.pq_ratchet) if spqr else None
+                if pq is not None:
+                    _check_their_pq(pq_chain(record), pq.epoch - 1, log)
             turn = "libsignal"
         else:
             out = h.call(
@@ -182,6 +194,7 @@ def converse(
                 _log_their_chain(pq_chain(record), log)
                 batch.append((m["type"], bytes.fromhex(m["body"])))
             delivered = deliver(rnd, batch, drop, shuffle)
+            log.delivered += len(delivered)
             for t, body in delivered:
                 prev_state = me.records[other].current if other in me.records else None
                 msg = parse_any(body)
@@ -195,15 +208,11 @@ def converse(
                 assert me.decrypt(other, (t, body)).startswith(b"ls ")
                 cur = me.records[other].current
                 assert cur is not None
-                for c in cur.receivers:
-                    if (c.ratchet_key, c.index) in log.theirs:
-                        assert log.theirs[(c.ratchet_key, c.index)] == c.chain_key
-                assert any((c.ratchet_key, c.index) in log.theirs for c in cur.receivers)
-                if spqr:
-                    pq = parse(msg.pq_ratchet)
-                    if isinstance(pq, Message) and pq.index:
-                        assert cur.spqr is not None
-                        _check_our_pq(cur.spqr.chain, pq.epoch - 1, log)
+                _check_dr(cur.receivers, log.theirs)
+                pq = _keyed(msg.pq_ratchet) if spqr else None
+                if pq is not None:
+                    assert cur.spqr is not None
+                    _check_our_pq(cur.spqr.chain, pq.epoch - 1, log)
             turn = "e2e"
     for (side, epoch), root in log.pq_roots.items():
         other_side = "libsignal" if side == "e2e" else "e2e"

@@ -9,28 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the base-128 varint at ``pos``."""
+    value = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, pos
+
+
 def fields(data: bytes) -> dict[int, list[int | bytes]]:
     out: dict[int, list[int | bytes]] = {}
     pos = 0
-
-    def varint() -> int:
-        nonlocal pos
-        value = shift = 0
-        while True:
-            b = data[pos]
-            pos += 1
-            value |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return value
-
     while pos < len(data):
-        key = varint()
+        key, pos = varint(data, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            out.setdefault(number, []).append(varint())
+            value, pos = varint(data, pos)
+            out.setdefault(number, []).append(value)
         elif wire == 2:
-            n = varint()
+            n, pos = varint(data, pos)
             out.setdefault(number, []).append(data[pos : pos + n])
             pos += n
         elif wire == 1:
