@@ -1,9 +1,12 @@
 """libsignal (native, through its Node binding) beside e2e, on the same workloads, one run.
 
-    python benches/libsignal_peer.py [--rounds N] [--batches B] [--json FILE]
+    python benches/libsignal_peer.py [--package libsignal-103] [--rounds N] [--batches B]
+        [--json FILE]
 
-Needs node and ``cd tests/interop && npm ci`` (libsignal-client 0.90.0; AGPL-3.0, a
-measuring tool only). Rounds are split into batches that alternate between the processes:
+Needs node and ``cd tests/interop && npm ci`` (libsignal-client 0.103.0 by default, any
+pinned alias with --package; AGPL-3.0, a measuring tool only). From 0.92 on both
+libsignal and e2e.libsignal run SPQR in these sessions (0.90.0 too: it offers SPQR and e2e
+accepts). Rounds are split into batches that alternate between the processes:
 for every batch and workload, libsignal (node) runs a batch, then e2e's default PQ suite,
 then e2e.libsignal (e2e speaking libsignal's wire format, version 4), so a load change on
 the shared machine hits all of them alike. Each call is timed alone with its setup untimed
@@ -14,8 +17,9 @@ Workloads (256-byte payloads): encrypt, decrypt (in order), oneway (encrypt then
 ping_pong (the parties take turns: every message is a DH ratchet step) and setup (PQXDH: a
 bundle processed, the first message encrypted and accepted; bundle generation untimed).
 It also reports e2e.libsignal's bound on unauthenticated work: the median cost of a forged
-message (a new ratchet key, MAX_JUMP ahead, tried against the current and both archived
-states) over the median cost of an in-order decryption.
+message (a new ratchet key, MAX_JUMP ahead in its chain and SPQR_MAX_JUMP in its SPQR chain,
+tried against the current and the archived state; benches/bench_libsignal_spqr.py) over the
+median cost of an in-order decryption.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benches.bench_libsignal_spqr import _no_setup, established, in_order_decrypt, message  # noqa: E402
+from benches.bench_libsignal_spqr import forged as forged_message  # noqa: E402
 from benches.workloads import WORKLOADS as E2E_WORKLOADS  # noqa: E402
-from e2e.errors import E2EError  # noqa: E402
 from e2e.keys import KeyPair  # noqa: E402
 from e2e.libsignal import MAX_JUMP, LibsignalPrekeys, SessionRecord, initiate  # noqa: E402
-from e2e.libsignal.session import MAX_PREVIOUS_STATES  # noqa: E402
-from e2e.libsignal.wire import encode_signal_message  # noqa: E402
+from e2e.libsignal.session import MAX_PREVIOUS_STATES, SPQR_MAX_JUMP  # noqa: E402
 from e2e.suite import PQ  # noqa: E402
 
 SIZE = 256
@@ -48,21 +52,8 @@ Setup = Callable[[], tuple[Any, ...]]
 Target = Callable[..., object]
 
 
-def _no_setup() -> tuple[()]:
-    return ()
-
-
-def _established() -> tuple[SessionRecord, SessionRecord]:
-    alice_id, bob_id = KeyPair.generate(), KeyPair.generate()
-    keys = LibsignalPrekeys.generate(bob_id, 2, one_time=1)
-    alice, bob = SessionRecord(initiate(alice_id, 1, keys.bundle())), SessionRecord()
-    bob.decrypt(*alice.encrypt(b"hi"), prekeys=keys, local_identity=bob_id)
-    alice.decrypt(*bob.encrypt(b"hello"))
-    return alice, bob
-
-
 def e2e_libsignal(workload: str) -> tuple[Setup, Target]:
-    """e2e.libsignal's version of a workload."""
+    """e2e.libsignal's version of a workload (with SPQR, its default)."""
     pt = os.urandom(SIZE)
     if workload == "setup":
         alice_id, bob_id = KeyPair.generate(), KeyPair.generate()
@@ -75,56 +66,12 @@ def e2e_libsignal(workload: str) -> tuple[Setup, Target]:
             SessionRecord().decrypt(*alice.encrypt(pt), prekeys=keys, local_identity=bob_id)
 
         return setup, target
-    alice, bob = _established()
     if workload == "encrypt":
+        alice = established()[0]
         return _no_setup, lambda: alice.encrypt(pt)
     if workload == "decrypt":
-        return lambda: alice.encrypt(pt), bob.decrypt
-    if workload == "oneway":
-        return _no_setup, lambda: bob.decrypt(*alice.encrypt(pt))
-    turn = [alice, bob]
-
-    def ping() -> None:
-        sender, receiver = turn
-        receiver.decrypt(*sender.encrypt(pt))
-        turn.reverse()
-
-    return _no_setup, ping
-
-
-def forged_message() -> tuple[Setup, Target]:
-    """The costliest message e2e.libsignal rejects: an unknown ratchet key, MAX_JUMP ahead,
-    tried against the current state and MAX_PREVIOUS_STATES archived ones."""
-    alice_id, bob_id = KeyPair.generate(), KeyPair.generate()
-    bob = SessionRecord()
-    for _ in range(MAX_PREVIOUS_STATES + 1):
-        keys = LibsignalPrekeys.generate(bob_id, 2, one_time=1)
-        alice = SessionRecord(initiate(alice_id, 1, keys.bundle()))
-        bob.decrypt(*alice.encrypt(b"hi"), prekeys=keys, local_identity=bob_id)
-    assert len(bob.previous) == MAX_PREVIOUS_STATES
-    ct = os.urandom(SIZE + 16)
-
-    def setup() -> tuple[int, bytes]:
-        msg = encode_signal_message(
-            4,
-            os.urandom(32),
-            KeyPair.generate().public,
-            MAX_JUMP,
-            0,
-            ct,
-            alice_id.public,
-            bob_id.public,
-        )
-        return 2, msg
-
-    def target(kind: int, msg: bytes) -> None:
-        try:
-            bob.decrypt(kind, msg)
-        except E2EError:
-            return
-        raise AssertionError("a forged message was accepted")
-
-    return setup, target
+        return in_order_decrypt()
+    return message(workload, True)
 
 
 def _batch(setup: Setup, target: Target, count: int, out: list[float]) -> None:
@@ -136,10 +83,10 @@ def _batch(setup: Setup, target: Target, count: int, out: list[float]) -> None:
         out.append(clock() - start)
 
 
-def run(rounds: int, batches: int) -> dict[str, dict[str, float]]:
+def run(rounds: int, batches: int, package: str = "libsignal-103") -> dict[str, dict[str, float]]:
     from interop.harness import Harness, require_node  # noqa: F401
 
-    h = Harness("libsignal-090")
+    h = Harness(package)
     times: dict[str, dict[str, list[float]]] = {
         k: {w: [] for w in WORKLOADS} for k in ("libsignal", "e2e PQ", "e2e.libsignal")
     }
@@ -169,9 +116,10 @@ def run(rounds: int, batches: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def table(res: dict[str, dict[str, float]]) -> str:
+def table(res: dict[str, dict[str, float]], package: str = "libsignal-103") -> str:
     lines = [
-        "| workload (256 B) | e2e PQ µs | e2e.libsignal µs | libsignal 0.90 (node) µs "
+        "| workload (256 B) | e2e PQ µs | e2e.libsignal µs | "
+        f"{package.replace('-', ' ')} (node) µs "
         "| libsignal × e2e PQ | libsignal × e2e.libsignal |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -181,7 +129,8 @@ def table(res: dict[str, dict[str, float]]) -> str:
     u = res["unauthenticated work"]
     lines.append("")
     lines.append(
-        f"e2e.libsignal forged message (new ratchet key, {MAX_JUMP} ahead, "
+        f"e2e.libsignal forged message (new ratchet key, {MAX_JUMP} ahead, SPQR "
+        f"{SPQR_MAX_JUMP} ahead, "
         f"{MAX_PREVIOUS_STATES + 1} states tried): {u['forged message']:.1f} µs = "
         f"{u['forged message'] / u['in-order decrypt']:.1f}× an in-order decryption "
         f"({u['in-order decrypt']:.1f} µs)"
@@ -191,12 +140,13 @@ def table(res: dict[str, dict[str, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--package", default="libsignal-103")
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    res = run(args.rounds, args.batches)
-    print(table(res))
+    res = run(args.rounds, args.batches, args.package)
+    print(table(res, args.package))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0
