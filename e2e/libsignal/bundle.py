@@ -62,9 +62,13 @@ class LibsignalBundle:
         ):
             if value is not None:
                 check_uint32(value, what)
-        for sig in (self.signed_prekey_signature, self.kyber_prekey_signature):
-            if sig is not None and type(sig) is not bytes:
-                raise DecodeError("bundle signature must be bytes")
+        if type(self.signed_prekey_signature) is not bytes:
+            raise DecodeError("bundle signed prekey signature must be bytes")
+        if (
+            self.kyber_prekey_signature is not None
+            and type(self.kyber_prekey_signature) is not bytes
+        ):
+            raise DecodeError("bundle Kyber prekey signature must be bytes")
         identity = parse_ec(self.identity_key)
         parse_ec(self.signed_prekey)
         if self.prekey is not None:

@@ -230,6 +230,23 @@ def test_every_bundle_id_is_checked_before_a_session_exists(field: str, value: o
         initiate(KeyPair.generate(), 5, bad)
 
 
+@pytest.mark.parametrize("field", LibsignalBundle.__slots__)
+def test_any_bundle_field_gives_a_typed_error_or_a_usable_session(field: str) -> None:
+    """Every field of a bundle replaced by junk: initiate refuses it with a typed error, or
+    the session it makes encrypts, saves, loads and encrypts again."""
+    keys = LibsignalPrekeys.generate(KeyPair.generate(), 9)
+    good = keys.bundle()
+    for value in [*_HOSTILE, 0, 2**32 - 1, b"", bytes(33), [], {}]:
+        bad = LibsignalBundle(**{**{k: getattr(good, k) for k in good.__slots__}, field: value})
+        try:
+            state = initiate(KeyPair.generate(), 5, bad)
+        except E2EError:
+            continue
+        rec = SessionRecord(state)
+        rec.encrypt(b"x")
+        SessionRecord.from_bytes(rec.to_bytes()).encrypt(b"y")
+
+
 @pytest.mark.parametrize("value", _HOSTILE)
 def test_the_local_registration_id_is_checked(value: object) -> None:
     keys = LibsignalPrekeys.generate(KeyPair.generate(), 9)
