@@ -1,4 +1,4 @@
-"""PQXDH (suite 2) session set-up with the first message, and floors."""
+"""PQXDH (suite 3) session set-up with the first message, and floors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from benches.conftest import run_case
 from benches.workloads import SUITE_NAMES, cases, established
-from e2e import KeyPair, LocalPrekeys, Session
+from e2e import PQ, KeyPair, LocalPrekeys, Session
 from e2e.suite import get_suite
 
 CASES = [c for c in cases() if c[0] == "setup"]
@@ -19,7 +19,7 @@ def test_setup(benchmark: Any, workload: str, suite: int, size: str) -> None:
     run_case(benchmark, workload, suite, size)
 
 
-@pytest.mark.parametrize("suite", [2], ids=["pq"])
+@pytest.mark.parametrize("suite", [PQ.id], ids=["pq"])
 def test_idle_state(benchmark: Any, suite: int) -> None:
     """Serialize an idle established session; records its size for check_ratios."""
     alice, bob = established(suite)

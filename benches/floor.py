@@ -5,29 +5,28 @@ cryptography / PyNaCl calls that e2e makes for it, with the same providers and t
 input sizes: no framing, no header encoding, no state object, no error mapping. A
 workload's ratio to its floor is therefore e2e's own overhead (Python, CBOR, state).
 
-Per message, e2e makes these calls (read from e2e/ratchet.py and e2e/message_key.py):
+Per message, e2e makes these calls (read from e2e/ratchet.py, e2e/chain_key.py,
+e2e/root_key.py and e2e/message_key.py; SPEC.md §4):
 
-PQ suite (suite 2), sender (``Ratchet.encrypt``):
-  chain_step: HMAC-SHA256(ck) once, ``copy()``, two updates, two finalizes;
-  header: os.urandom(12), the commitment HMAC-SHA256(commit key, nonce) from the cached
-  keyed HMAC (``copy()``, update, finalize), then the cached AEAD of hks encrypts (nonce,
-  header 40 B, AD below) (a header key's AEAD and keyed HMAC, from HMAC-SHA512(hk,
-  "E2E_HeaderKeys" 0x01) split into an AESGCM key and a commitment key, are derived once per
-  chain, when that key is first used);
-  body (sealed before the header): os.urandom(16) (R), HMAC-SHA512(seed,
-  "E2E_MessageKeys" | R | 0x01) split, AESGCM(key).encrypt(zero nonce, plaintext,
-  AD 66 B + frame prefix); the header is then
-  encrypted with AD = that body AD | the sealed body (one concatenation).
+PQ suite (suite 3), sender (``Ratchet.encrypt``):
+  KDF_CK: one SHAKE256 (96 B) - a copy of a hash that has absorbed the chain label, one
+  update (CK), one finalize - giving the next chain key and the message key (EK | MC);
+  os.urandom(12): the frame's nonce (GCM nonce of both the body and the header);
+  body: AESGCM(EK).encrypt(nonce, plaintext, AD 66 B + frame prefix);
+  header (40 B + MC 32 B): its commitment HMAC-SHA256(hk, nonce) from the cached keyed HMAC
+  (``copy()``, update, finalize), then the cached AEAD of hks encrypts it with AD = that body
+  AD | the sealed body (one concatenation). A header key's keyed HMAC and its AEAD (whose key
+  is one more copy of that HMAC over "E2E_HeaderKey") are made once per chain, when the key
+  is first used.
 PQ suite, receiver in its current chain (``Ratchet.decrypt``):
   header: the commitment HMAC as above, compare_digest, the cached AEAD decrypts with
-  AD = body AD | body (one concatenation per frame);
-  chain_step; body: HMAC-SHA512 split, compare_digest(commitment), AESGCM decrypt.
+  AD = body AD | body; KDF_CK as above; compare_digest(MC of the key, MC of the header);
+  AESGCM(EK).decrypt(nonce, body, body AD).
 PQ receiver of a new ratchet key (ping-pong): the header first fails under hkr's cached AEAD
-  (commitment HMAC and compare_digest only), then opens under nhkr's, derived now (the
-  sender derived its
-  new hks AEAD too); then X25519(dhs, remote), HKDF-SHA256 (96 B),
-  os.urandom(32) + X25519 base (new dhs), X25519(new dhs, remote), HKDF-SHA256 (96 B),
-  chain_step and the body as above.
+  (commitment HMAC and compare_digest only), then opens under nhkr's, made now (the sender
+  made its new hks AEAD too); then X25519(dhs, remote), KDF_RK (one SHAKE256 copy, 96 B),
+  os.urandom(32) + X25519 base (new dhs), X25519(new dhs, remote), KDF_RK, KDF_CK and the
+  body as above.
 (libsignal's own schedule and wire format are e2e.libsignal, measured against libsignal
 itself in benches/libsignal_peer.py, not against a floor here.)
 """
@@ -50,13 +49,22 @@ Setup = Callable[[], tuple[Any, ...]]
 Target = Callable[..., object]
 
 _SHA256 = hashes.SHA256()
-_SHA512 = hashes.SHA512()
-_HEADER_LABEL = b"E2E_HeaderKeys\x01"
-_MSG_PREFIX = b"E2E_MessageKeys"
-_ROOT_INFO_PQ = b"E2E_Ratchet_HE"
-_ZERO_NONCE = bytes(12)
+_HEADER_LABEL = b"E2E_HeaderKey"
+_ROOT_LABEL = b"E2E_RootStep"
+_CHAIN_LABEL = b"E2E_ChainStep"
 _SALT = bytes(32)
 _F = b"\xff" * 32
+
+
+def _labelled(label: bytes) -> hashes.Hash:
+    h = hashes.Hash(hashes.SHAKE256(96))
+    h.update(label)
+    return h
+
+
+#: SHAKE256 (96 B) with the suite's labels absorbed, as e2e keeps them (made once).
+_ROOT = _labelled(_ROOT_LABEL)
+_CHAIN = _labelled(_CHAIN_LABEL)
 
 #: Associated data sizes e2e authenticates: AD = Encode_EC(IK_A) | Encode_EC(IK_B) (66 B),
 #: and for a body also the frame prefix before the body (its length depends on the sizes).
@@ -70,12 +78,12 @@ def _no_setup() -> tuple[()]:
 
 def _body_ad(suite: int, size: int) -> bytes:
     """AD | frame prefix of a normal message, the same length as e2e's."""
-    header_head = 2 + 100
-    if size + 16 + 32 + 16 < 24:
+    header_head = 2 + 132
+    if size + 16 < 24:
         body_head = 1
-    elif size < 256 - 64:
+    elif size < 256 - 16:
         body_head = 2
-    elif size < 65536 - 64:
+    elif size < 65536 - 16:
         body_head = 3
     else:
         body_head = 5
@@ -98,12 +106,12 @@ def _pq_keys() -> dict[str, Any]:
 
 
 def _pq_header_cipher(hk: bytes) -> tuple[AESGCM, hmac.HMAC]:
-    """A header key's AEAD and keyed commitment HMAC: derived once per chain (e2e caches
-    them likewise)."""
-    h = hmac.HMAC(hk, _SHA512)
+    """A header key's AEAD and keyed commitment HMAC: made once per chain (e2e caches them
+    likewise)."""
+    mac = hmac.HMAC(hk, _SHA256)
+    h = mac.copy()
     h.update(_HEADER_LABEL)
-    out = h.finalize()
-    return AESGCM(out[:32]), hmac.HMAC(out[32:], _SHA256)
+    return AESGCM(h.finalize()), mac
 
 
 def _pq_commit(hc: tuple[AESGCM, hmac.HMAC], nonce: bytes) -> bytes:
@@ -112,25 +120,23 @@ def _pq_commit(hc: tuple[AESGCM, hmac.HMAC], nonce: bytes) -> bytes:
     return h.finalize()
 
 
+def _kdf(labelled: hashes.Hash, secret: bytes) -> bytes:
+    h = labelled.copy()
+    h.update(secret)
+    return h.finalize()
+
+
 def _pq_seal(
     ck: bytes, hc: tuple[AESGCM, hmac.HMAC], body_ad: bytes, pt: bytes
 ) -> tuple[bytes, bytes]:
-    """Sender: chain step, sealed body, then the header sealed over AD | prefix | body.
+    """Sender: KDF_CK, sealed body, then the header (with MC) sealed over AD | prefix | body.
     Returns (sealed header, sealed body)."""
-    h = hmac.HMAC(ck, _SHA256)
-    h2 = h.copy()
-    h.update(b"\x01")
-    h2.update(b"\x02")
-    h2.finalize()
-    seed = h.finalize()
+    out = _kdf(_CHAIN, ck)
     nonce = os.urandom(12)
-    r = os.urandom(16)
-    h = hmac.HMAC(seed, _SHA512)
-    h.update(_MSG_PREFIX + r + b"\x01")
-    out = h.finalize()
-    body = r + out[32:] + AESGCM(out[:32]).encrypt(_ZERO_NONCE, pt, body_ad)
+    body = AESGCM(out[32:64]).encrypt(nonce, pt, body_ad)
     commitment = _pq_commit(hc, nonce)
-    return nonce + commitment + hc[0].encrypt(nonce, _HEADER, body_ad + body), body
+    header = _HEADER + out[64:]
+    return nonce + commitment + hc[0].encrypt(nonce, header, body_ad + body), body
 
 
 def _pq_open_header(hc: tuple[AESGCM, hmac.HMAC], ad: bytes, sealed: bytes) -> bytes | None:
@@ -140,23 +146,24 @@ def _pq_open_header(hc: tuple[AESGCM, hmac.HMAC], ad: bytes, sealed: bytes) -> b
     return hc[0].decrypt(nonce, sealed[44:], ad)
 
 
-def _pq_open_sealed(seed: bytes, body_ad: bytes, sealed: bytes) -> bytes:
-    """Open a body under a message key seed: HMAC-SHA512 split, commitment, AESGCM."""
-    h = hmac.HMAC(seed, _SHA512)
-    h.update(_MSG_PREFIX + sealed[:16] + b"\x01")
-    out = h.finalize()
-    if not _hmac.compare_digest(out[32:], sealed[16:48]):
+def _pq_open_sealed(mk: bytes, header: bytes, nonce: bytes, body_ad: bytes, body: bytes) -> bytes:
+    """Open a body under a message key: compare MC with the header's, then AESGCM."""
+    if not _hmac.compare_digest(mk[32:], header[40:]):
         raise AssertionError("floor: commitment mismatch")
-    return AESGCM(out[:32]).decrypt(_ZERO_NONCE, sealed[48:], body_ad)
+    return AESGCM(mk[:32]).decrypt(nonce, body, body_ad)
 
 
-def _pq_open_body(ck: bytes, body_ad: bytes, sealed: bytes) -> bytes:
-    h = hmac.HMAC(ck, _SHA256)
-    h2 = h.copy()
-    h.update(b"\x01")
-    h2.update(b"\x02")
-    h2.finalize()
-    return _pq_open_sealed(h.finalize(), body_ad, sealed)
+def _pq_open_body(ck: bytes, header: bytes, nonce: bytes, body_ad: bytes, body: bytes) -> bytes:
+    return _pq_open_sealed(_kdf(_CHAIN, ck)[32:], header, nonce, body_ad, body)
+
+
+def _pq_receive(
+    hc: tuple[AESGCM, hmac.HMAC], ck: bytes, body_ad: bytes, hdr: bytes, body: bytes
+) -> bytes:
+    """Receiver in the current chain: the header, then KDF_CK and the body."""
+    header = _pq_open_header(hc, body_ad + body, hdr)
+    assert header is not None
+    return _pq_open_body(ck, header, hdr[:12], body_ad, body)
 
 
 # -- workloads -------------------------------------------------------------------------------
@@ -177,11 +184,7 @@ def decrypt(suite: int, size: int) -> tuple[Setup, Target]:
     k = _pq_keys()
     hdr, body = _pq_seal(k["ck"], k["hc"], body_ad, pt)
 
-    def pq_target() -> None:
-        _pq_open_header(k["hc"], body_ad + body, hdr)
-        _pq_open_body(k["ck"], body_ad, body)
-
-    return _no_setup, pq_target
+    return _no_setup, lambda: _pq_receive(k["hc"], k["ck"], body_ad, hdr, body)
 
 
 def oneway(suite: int, size: int) -> tuple[Setup, Target]:
@@ -193,48 +196,40 @@ def oneway(suite: int, size: int) -> tuple[Setup, Target]:
 
     def pq_target() -> None:
         hdr, body = _pq_seal(ck, hc, body_ad, pt)
-        _pq_open_header(hc, body_ad + body, hdr)
-        _pq_open_body(ck, body_ad, body)
+        _pq_receive(hc, ck, body_ad, hdr, body)
 
     return _no_setup, pq_target
 
 
 def out_of_order(suite: int, size: int) -> tuple[Setup, Target]:
-    """Receive messages N+1 then N: the first skips one key (two chain steps, one seed
-    stored), the second opens with the stored seed (no chain step)."""
+    """Receive messages N+1 then N: the first skips one key (two KDF_CK, one message key
+    stored), the second opens with the stored message key (no KDF_CK)."""
     pt = os.urandom(size)
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
     ck, hc = k["ck"], k["hc"]
-
-    def chain_step() -> bytes:
-        h = hmac.HMAC(ck, _SHA256)
-        h2 = h.copy()
-        h.update(b"\x01")
-        h2.update(b"\x02")
-        h2.finalize()
-        return h.finalize()
-
-    # Every body is sealed under chain_step(ck)'s seed, so the stored seed opens it too.
+    # Every body is sealed under KDF_CK(ck)'s message key, so the stored key opens it too.
     hdr, body = _pq_seal(ck, hc, body_ad, pt)
+    nonce = hdr[:12]
 
     def pq_target() -> None:
-        _pq_open_header(hc, body_ad + body, hdr)
-        seed = chain_step()  # the skipped message's seed, stored
-        _pq_open_body(ck, body_ad, body)
-        _pq_open_header(hc, body_ad + body, hdr)
-        _pq_open_sealed(seed, body_ad, body)
+        header = _pq_open_header(hc, body_ad + body, hdr)
+        assert header is not None
+        mk = _kdf(_CHAIN, ck)[32:]  # the skipped message's key, stored
+        _pq_open_body(ck, header, nonce, body_ad, body)
+        header = _pq_open_header(hc, body_ad + body, hdr)
+        assert header is not None
+        _pq_open_sealed(mk, header, nonce, body_ad, body)
 
     return _no_setup, pq_target
 
 
 def _dh_step(suite: int, rk: bytes, dhs_secret: bytes, remote: bytes) -> tuple[bytes, bytes, bytes]:
     """A receiver's DH ratchet step: two root-key steps and a new ratchet key pair."""
-    info, length = _ROOT_INFO_PQ, 96
-    out = HKDF(_SHA256, length, rk, info).derive(_nacl.crypto_scalarmult(dhs_secret, remote))
+    out = _kdf(_ROOT, rk + _nacl.crypto_scalarmult(dhs_secret, remote))
     secret = os.urandom(32)
     _nacl.crypto_scalarmult_base(secret)
-    out = HKDF(_SHA256, length, out[:32], info).derive(_nacl.crypto_scalarmult(secret, remote))
+    out = _kdf(_ROOT, out[:32] + _nacl.crypto_scalarmult(secret, remote))
     return out[:32], out[32:64], secret
 
 
@@ -254,9 +249,10 @@ def ping_pong(suite: int, size: int) -> tuple[Setup, Target]:
         hdr_ad = body_ad + body
         if _pq_open_header(other_hc, hdr_ad, hdr) is not None:
             raise AssertionError("floor: header opened under the wrong key")
-        _pq_open_header(_pq_header_cipher(hk), hdr_ad, hdr)  # the next header key
-        _dh_step(2, rk, secret, remote)
-        _pq_open_body(ck, body_ad, body)
+        header = _pq_open_header(_pq_header_cipher(hk), hdr_ad, hdr)  # the next header key
+        assert header is not None
+        _dh_step(suite, rk, secret, remote)
+        _pq_open_body(ck, header, hdr[:12], body_ad, body)
 
     return _no_setup, pq_target
 
@@ -270,7 +266,7 @@ def _ed25519_signed(message: bytes) -> tuple[bytes, bytes]:
 
 
 def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
-    """PQXDH (suite 2) with a one-time prekey, the first message of
+    """PQXDH (suite 3) with a one-time prekey, the first message of
     ``size`` bytes, and the responder's acceptance of it (which is one DH ratchet step)."""
     pt = os.urandom(size)
     body_ad = _prekey_body_ad(suite, size)
@@ -301,7 +297,7 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
         HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
         dhs_a = os.urandom(32)
         _nacl.crypto_scalarmult_base(dhs_a)
-        HKDF(_SHA256, 96, ck, _ROOT_INFO_PQ).derive(scalarmult(dhs_a, spk_pub))
+        _kdf(_ROOT, ck + scalarmult(dhs_a, spk_pub))
         hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
         # responder: agree, open the first message (one DH ratchet step)
         dhs = (
@@ -312,9 +308,10 @@ def session_setup(suite: int, size: int) -> tuple[Setup, Target]:
         )
         ss = kem.decapsulate(ct)
         HKDF(_SHA256, 96, _SALT, info).derive(_F + dhs + ss)
-        _pq_open_header(_pq_header_cipher(hk), body_ad + body, hdr)
-        _dh_step(2, ck, spk, ek_pub)
-        _pq_open_body(ck, body_ad, body)
+        header = _pq_open_header(_pq_header_cipher(hk), body_ad + body, hdr)
+        assert header is not None
+        _dh_step(suite, ck, spk, ek_pub)
+        _pq_open_body(ck, header, hdr[:12], body_ad, body)
 
     return _no_setup, target
 
@@ -327,14 +324,14 @@ def _prekey_body_ad(suite: int, size: int) -> bytes:
 
 def frame_encode(suite: int, size: int) -> tuple[Setup, Target]:
     """cbor2.dumps of a message frame's map."""
-    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100)}
-    fields[10] = os.urandom(size + 64)
+    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(132)}
+    fields[10] = os.urandom(size + 16)
     return _no_setup, lambda: cbor2.dumps(fields)
 
 
 def frame_decode(suite: int, size: int) -> tuple[Setup, Target]:
     """cbor2.loads of a message frame."""
-    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(100)}
-    fields[10] = os.urandom(size + 64)
+    fields = {0: 1, 1: suite, 2: 1, 9: os.urandom(132)}
+    fields[10] = os.urandom(size + 16)
     raw = cbor2.dumps(fields)
     return _no_setup, lambda: cbor2.loads(raw)

@@ -33,20 +33,18 @@ def _items() -> list[tuple[str, str, int, Call]]:
     from benches import floor
     from benches.workloads import established
     from benches.workloads import oneway as e2e_oneway_factory
-    from e2e.frame import decode_message, message_prefix
+    from e2e.frame import blank_header, decode_message, message_parts
     from e2e.header import encode_header
     from e2e.ratchet import sealed_body_len
-    from e2e.suite import get_suite
+    from e2e.suite import PQ
 
     pt = os.urandom(256)
-    alice, bob = established(2)
-    suite = get_suite(2)
-    _, e2e_oneway = e2e_oneway_factory(2, 256)
-    _, floor_oneway = floor.oneway(2, 256)
+    alice, bob = established(PQ.id)
+    _, e2e_oneway = e2e_oneway_factory(PQ.id, 256)
+    _, floor_oneway = floor.oneway(PQ.id, 256)
     frame = alice.encrypt(pt)
     parsed = decode_message(frame)
-    sealed_header = parsed.header
-    body_len = sealed_body_len(suite, 256)
+    body_len = sealed_body_len(PQ, 256)
 
     a, b = Account(), Account()
     b.generate_one_time_keys(1)
@@ -63,28 +61,26 @@ def _items() -> list[tuple[str, str, int, Call]]:
     key, ck, hk = os.urandom(32), os.urandom(32), os.urandom(32)
     ad = os.urandom(66)
     body_ad = ad + os.urandom(len(parsed.ad_prefix))
-    gcm = AESGCM(key)
-    sealed_body = gcm.encrypt(bytes(12), pt, body_ad)
-    header_gcm = AESGCM(hk)
     nonce = os.urandom(12)
-    header40 = os.urandom(40)
-    sealed40 = header_gcm.encrypt(nonce, header40, ad)
-    sha256, sha512 = hashes.SHA256(), hashes.SHA512()
-    label = b"E2E_MessageKeys\x01"
+    gcm = AESGCM(key)
+    sealed_body = gcm.encrypt(nonce, pt, body_ad)
+    header_gcm = AESGCM(hk)
+    header72 = os.urandom(72)
+    sealed72 = header_gcm.encrypt(nonce, header72, ad)
+    keyed = hmac.HMAC(hk, hashes.SHA256())
+    labelled = hashes.Hash(hashes.SHAKE256(96))
+    labelled.update(PQ.chain_info)
     commit = os.urandom(32)
     commit2 = bytes(commit)
 
-    def chain_step() -> bytes:
-        h = hmac.HMAC(ck, sha256)
-        h2 = h.copy()
-        h.update(b"\x01")
-        h2.update(b"\x02")
-        h2.finalize()
+    def kdf_ck() -> bytes:
+        h = labelled.copy()
+        h.update(ck)
         return h.finalize()
 
-    def expand() -> bytes:
-        h = hmac.HMAC(ck, sha512)
-        h.update(label)
+    def header_commitment() -> bytes:
+        h = keyed.copy()
+        h.update(nonce)
         return h.finalize()
 
     dh_pub = alice.ratchet.dhs.public
@@ -93,24 +89,26 @@ def _items() -> list[tuple[str, str, int, Call]]:
         ("total", "floor one-way (primitive calls only)", 1, floor_oneway),
         ("total", "vodozemac one-way (encrypt + wire + decrypt)", 1,
          lambda: vb.decrypt(wire(va.encrypt(pt)))),
-        ("primitive", "chain step: HMAC-SHA256 x2 (copy, 2 finalize)", 2, chain_step),
-        ("primitive", "message keys: HMAC-SHA512", 2, expand),
-        ("primitive", "AESGCM(key) object per message key", 2, lambda: AESGCM(key)),
+        ("primitive", "KDF_CK: SHAKE256, 96 B (labelled copy)", 2, kdf_ck),
+        ("primitive", "AESGCM(EK) object per message key", 2, lambda: AESGCM(key)),
         ("primitive", "AES-256-GCM seal, 256 B body", 1,
-         lambda: gcm.encrypt(bytes(12), pt, body_ad)),
+         lambda: gcm.encrypt(nonce, pt, body_ad)),
         ("primitive", "AES-256-GCM open, 256 B body", 1,
-         lambda: gcm.decrypt(bytes(12), sealed_body, body_ad)),
-        ("primitive", "AES-256-GCM seal, 40 B header (cached key)", 1,
-         lambda: header_gcm.encrypt(nonce, header40, ad)),
-        ("primitive", "AES-256-GCM open, 40 B header (cached key)", 1,
-         lambda: header_gcm.decrypt(nonce, sealed40, ad)),
-        ("primitive", "os.urandom(12) header nonce", 1, lambda: os.urandom(12)),
+         lambda: gcm.decrypt(nonce, sealed_body, body_ad)),
+        ("primitive", "header commitment: HMAC-SHA256 copy", 2, header_commitment),
+        ("primitive", "AES-256-GCM seal, 72 B header (cached key)", 1,
+         lambda: header_gcm.encrypt(nonce, header72, ad)),
+        ("primitive", "AES-256-GCM open, 72 B header (cached key)", 1,
+         lambda: header_gcm.decrypt(nonce, sealed72, ad)),
+        ("primitive", "os.urandom(12) frame nonce", 1, lambda: os.urandom(12)),
         ("primitive", "compare_digest, 32 B commitment", 2,
          lambda: _hmac.compare_digest(commit, commit2)),
         ("python", "decode_message (frame parse)", 1, lambda: decode_message(frame)),
-        ("python", "encode_header (DH, PN, N)", 1, lambda: encode_header(dh_pub, 3, 7)),
-        ("python", "message_prefix (frame head)", 1,
-         lambda: message_prefix(suite, sealed_header, None, body_len)),
+        ("python", "encode_header (DH, PN, N, MC)", 1,
+         lambda: encode_header(dh_pub, 3, 7, commit)),
+        ("python", "message_parts (frame head)", 1, lambda: message_parts(PQ, None, body_len)),
+        ("python", "blank_header (receiver's body AD)", 1,
+         lambda: blank_header(parsed.ad_prefix, body_len)),
     ]  # fmt: skip
 
 
@@ -155,10 +153,11 @@ def call_counts(runs: int = 200) -> dict[str, dict[str, float]]:
 
     from benches import floor
     from benches.workloads import oneway
+    from e2e.suite import PQ
 
     out: dict[str, dict[str, float]] = {}
     for name, factory in (("e2e", oneway), ("floor", floor.oneway)):
-        _, target = factory(2, 256)
+        _, target = factory(PQ.id, 256)
         target()
         events: Counter[str] = Counter()
         where: Counter[str] = Counter()

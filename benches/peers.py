@@ -394,8 +394,9 @@ _PEER_WORKLOADS: dict[str, Callable[[], dict[str, tuple[Setup, Target]]]] = {
 
 def _e2e_workloads() -> dict[str, tuple[Setup, Target]]:
     from benches.workloads import WORKLOADS as E2E
+    from e2e.suite import PQ
 
-    return {w: E2E[w].e2e(2, SIZE) for w in WORKLOADS}
+    return {w: E2E[w].e2e(PQ.id, SIZE) for w in WORKLOADS}
 
 
 class Worker:

@@ -30,7 +30,7 @@ Target = Callable[..., object]
 Factory = Callable[[int, int], tuple[Setup, Target]]
 
 SIZES = {"256B": 256, "4KiB": 4096, "64KiB": 65536}
-SUITE_NAMES = {2: "pq"}
+SUITE_NAMES = {PQ.id: "pq"}
 
 
 def _no_setup() -> tuple[()]:
@@ -138,7 +138,7 @@ def frame_decode(suite_id: int, size: int) -> tuple[Setup, Target]:
 
 def _with_old_chains(suite: int) -> tuple[Session, Session]:
     """After enough turns that Bob holds the most old receiving chains (MAX_RECEIVER_CHAINS
-    - 1): the most header keys a suite-2 header is tried under before it is refused."""
+    - 1): the most header keys a header is tried under before it is refused."""
     alice, bob = established(suite)
     for _ in range(6):
         bob.decrypt(alice.encrypt(b"turn"))

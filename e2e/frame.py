@@ -39,6 +39,7 @@ __all__ = [
     "decode_message",
     "encode_message",
     "message_prefix",
+    "message_parts",
     "blank_header",
     "HEADER_LEN",
     "SEALED_HEADER_LEN",
@@ -75,11 +76,11 @@ class T:
 
 
 #: Header plaintext (sealed inside the frame's header): ratchet public key (32) | PN (u32
-#: big-endian) | N (u32 big-endian).
-HEADER_LEN: Final = 40
+#: big-endian) | N (u32 big-endian) | the body key's commitment MC (32).
+HEADER_LEN: Final = 72
 #: Encrypted header, the frame's header field: nonce (12) | commitment (32) | ciphertext
-#: (40) | tag (16).
-SEALED_HEADER_LEN: Final = 100
+#: (72) | tag (16).
+SEALED_HEADER_LEN: Final = 132
 _MAX_ID: Final = 2**32 - 1
 
 
@@ -387,12 +388,30 @@ BLANK_SEALED_HEADER: Final = bytes(SEALED_HEADER_LEN)
 def header_end(prefix_len: int, body_len: int) -> int:
     """Offset just past the header's value in a frame prefix of ``prefix_len`` bytes whose
     body has ``body_len`` bytes: the header field is always followed by the body key (one
-    byte) and the body's byte-string head (SPEC.md §5.2)."""
-    return prefix_len - 1 - len(_bytes_head(body_len))
+    byte) and the body's byte-string head (SPEC.md §5.2), whose length is that of
+    ``_bytes_head(body_len)``, computed here without building it."""
+    if body_len < 24:
+        return prefix_len - 2
+    if body_len < 0x100:
+        return prefix_len - 3
+    if body_len < 0x10000:
+        return prefix_len - 4
+    return prefix_len - (6 if body_len < 0x100000000 else 10)
+
+
+def message_parts(suite: Suite, prekey: PrekeyFields | None, body_len: int) -> tuple[bytes, bytes]:
+    """(before, after): the prefix of a frame whose body has ``body_len`` bytes is ``before``,
+    then the sealed header's bytes, then ``after`` (the body key and the body's head), the
+    same bytes as :func:`message_prefix` with that header."""
+    if prekey is None:
+        return _HEADS_BY_SUITE[suite.id][0], _BODY_KEY + _bytes_head(body_len)
+    prefix = message_prefix(suite, BLANK_SEALED_HEADER, prekey, body_len)
+    end = header_end(len(prefix), body_len)
+    return prefix[: end - SEALED_HEADER_LEN], prefix[end:]
 
 
 def blank_header(prefix: bytes, body_len: int) -> bytes:
-    """``prefix`` with its sealed header's 100 bytes replaced by zeros: the frame prefix a
-    suite-2 body is sealed with, since the header itself authenticates the body (§5.2)."""
+    """``prefix`` with its sealed header's bytes replaced by zeros: the frame prefix a body
+    is sealed with, since the header itself authenticates the body (SPEC.md §5.2)."""
     end = header_end(len(prefix), body_len)
     return prefix[: end - SEALED_HEADER_LEN] + BLANK_SEALED_HEADER + prefix[end:]

@@ -20,7 +20,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from e2e.chain_key import chain_step
+from e2e.chain_key import MESSAGE_KEY_LEN, kdf_ck
 from e2e.constants import (
     MAX_COUNTER,
     MAX_PLAINTEXT_BYTES,
@@ -39,16 +39,14 @@ from e2e.errors import (
 )
 from e2e.frame import (
     BLANK_SEALED_HEADER,
-    SEALED_HEADER_LEN,
     MessageFrame,
     PrekeyFields,
     blank_header,
-    header_end,
-    message_prefix,
+    message_parts,
 )
-from e2e.header import HEADER_STRUCT, Header, decode_header, encode_header
+from e2e.header import HEADER_STRUCT, decode_header, encode_header
 from e2e.keys import KeyPair, Rng, checked_rng
-from e2e.message_key import BODY_NONCE_LEN, HEADER_NONCE_LEN, HeaderCipher, open_, seal
+from e2e.message_key import NONCE_LEN, TAG_LEN, HeaderCipher, open_, seal
 from e2e.root_key import root_step
 from e2e.suite import Suite
 
@@ -57,30 +55,30 @@ __all__ = ["Ratchet", "sealed_body_len"]
 #: Builds a header key's AEAD (a module attribute so tests can observe every header key used).
 header_cipher = HeaderCipher
 
-_HEADER_NONCE_LEN = HEADER_NONCE_LEN
-_BODY_NONCE_LEN = BODY_NONCE_LEN
-#: sealed body = R (16) | commitment (32) | GCM ciphertext | tag (16), suite 2.
-_PQ_BODY_OVERHEAD = BODY_NONCE_LEN + 32 + 16
+_NONCE_LEN = NONCE_LEN
+#: sealed body = GCM ciphertext | tag (16): its nonce and commitment travel in the header.
+_BODY_OVERHEAD = TAG_LEN
 _unpack_header = HEADER_STRUCT.unpack
 _HEADER_LEN = HEADER_STRUCT.size
-_SKIPPED_REC = struct.Struct(">32sI32s")
+_SKIPPED_REC = struct.Struct(f">32sI{MESSAGE_KEY_LEN}s")
 
 
 def sealed_body_len(suite: Suite, plaintext_len: int) -> int:
     """Exact length of a sealed body for a plaintext of ``plaintext_len`` bytes."""
-    return plaintext_len + _PQ_BODY_OVERHEAD
+    return plaintext_len + _BODY_OVERHEAD
 
 
 @dataclass(slots=True, repr=False)
 class _Recv:
     """Result of planning a receive: what to assign once the body authenticates."""
 
-    seed: bytes
+    #: The message key (EK | MC) that opens the body.
+    key: bytes
     skipped_key: tuple[bytes, int] | None = None
     new_dhr: bytes | None = None
     #: For a DH ratchet step: (root key after the receiving step, new next header key).
     #: The sending half (new key pair, second root step) is made only after authentication.
-    ratchet: tuple[bytes, bytes | None] | None = None
+    ratchet: tuple[bytes, bytes] | None = None
     ckr: bytes | None = None
     nr: int = 0
     new_skipped: list[tuple[tuple[bytes, int], bytes]] | None = None
@@ -112,6 +110,7 @@ class Ratchet:
         "_hkr_cipher",
         "_nhkr_cipher",
         "_expire_due",
+        "_sent_last",
     )
 
     def __init__(
@@ -149,7 +148,7 @@ class Ratchet:
         self.hkr = hkr
         self.nhks = nhks
         self.nhkr = nhkr
-        #: (remote ratchet key, N) -> message key seed, oldest first.
+        #: (remote ratchet key, N) -> message key (EK | MC), oldest first.
         self.skipped: dict[tuple[bytes, int], bytes] = skipped if skipped is not None else {}
         #: Earlier receiving chains, oldest first: (remote ratchet key, header key or None).
         self.old_chains: list[tuple[bytes, bytes | None]] = old_chains or []
@@ -164,6 +163,9 @@ class Ratchet:
         self._nhkr_cipher: HeaderCipher | None = None
         # Also a cache: the nr from which _expire_skipped has work (-1: not known yet).
         self._expire_due = -1
+        # Not state either: whether this side sent since it last received. Then the peer's
+        # next frame most likely starts a new chain, so its header is tried under NHKr first.
+        self._sent_last = False
 
     def __repr__(self) -> str:
         return f"Ratchet(suite={self.suite.id}, ns={self.ns}, nr={self.nr})"
@@ -226,31 +228,30 @@ class Ratchet:
         if ns >= MAX_COUNTER:
             raise LimitExceeded("sending chain exhausted; a DH ratchet step is needed")
         suite = self.suite
-        next_ck, seed = chain_step(cks)
-        header = encode_header(self.dhs.public, self.pn, ns)
-        ad = self.ad
-        body_len = sealed_body_len(suite, size)
+        next_ck, mk = kdf_ck(suite, cks)
+        header = encode_header(self.dhs.public, self.pn, ns, mk[32:])
+        body_len = size + _BODY_OVERHEAD
         hks = self.hks
         if hks is None:  # pragma: no cover - from_bytes refuses a sending chain without HKs
             raise StateError("sending chain without a header key")
-        # SPEC.md §5.2: the body is sealed with the header blanked, under a fresh R (a
-        # rolled-back state never reuses a GCM key); then the header is sealed with a fresh
-        # nonce over AD | blanked prefix | body, so it authenticates the body.
+        # SPEC.md §4.5, §5.2: one fresh nonce per frame is the GCM nonce of the body (under
+        # the message key: a rolled-back state that uses the key again never repeats a
+        # nonce) and of the header; the body is sealed with the header blanked, then the
+        # header over AD | blanked prefix | body, so it authenticates the body.
         cipher = self._hks_cipher
         if cipher is None or cipher.key is not hks:
             cipher = self._hks_cipher = header_cipher(hks)
-        nonce = self.rng(_HEADER_NONCE_LEN)
-        blank = message_prefix(suite, BLANK_SEALED_HEADER, prekey, body_len)
-        body_ad = ad + blank
-        body = seal(suite, seed, body_ad, plaintext, self.rng(_BODY_NONCE_LEN))
-        end = header_end(len(blank), body_len)
+        nonce = self.rng(_NONCE_LEN)
+        before, after = message_parts(suite, prekey, body_len)
+        body_ad = self.ad + before + BLANK_SEALED_HEADER + after
+        body = seal(mk, nonce, body_ad, plaintext)
         header = cipher.seal(nonce, body_ad + body, header)
-        prefix = blank[: end - SEALED_HEADER_LEN] + header + blank[end:]
         if len(body) != body_len:  # pragma: no cover - a programming error, not bad input
             raise AssertionError("sealed body length differs from its prediction")
         self.cks = next_ck
         self.ns = ns + 1
-        return prefix + body
+        self._sent_last = True
+        return before + header + after + body
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -263,50 +264,54 @@ class Ratchet:
         # AD | blanked prefix | body, so a frame that is not the peer's exactly as sent is
         # refused here, before any chain step or DH (SPEC.md §5.2).
         body_ad = self.ad + blank_header(frame.ad_prefix, len(body))
-        dh, pn, n, chain = self._read_header(frame.header, body_ad + body)
+        sealed = frame.header
+        dh, pn, n, commitment, chain = self._read_header(sealed, body_ad + body)
+        nonce = sealed[:_NONCE_LEN]
         ckr = self.ckr
         if chain == "current" and n == self.nr and ckr is not None:
             # The common case, the next message of the current receiving chain: no key is
             # skipped, stored or taken from the store (stored keys of this chain are all
             # below nr), so _plan/_apply would only advance the chain. Same result, cheaper.
-            ckr, seed = chain_step(ckr)
-            plaintext = open_(self.suite, seed, body_ad, body)
+            ckr, mk = kdf_ck(self.suite, ckr)
+            plaintext = open_(mk, commitment, nonce, body_ad, body)
             self.ckr = ckr
             self.nr = n + 1
+            self._sent_last = False
             if n >= self._expire_due:
                 self._expire_skipped()
             return plaintext
-        plan = self._plan(Header(dh, pn, n), chain)
-        plaintext = open_(self.suite, plan.seed, body_ad, body)
+        if chain == "next" and not n and (ckr is None or pn <= self.nr):
+            # The first message of the peer's new chain, skipping nothing (ping-pong): the
+            # same result as _plan/_apply, without their general bookkeeping.
+            if (dh, 0) not in self.skipped:  # (a peer's ratchet key used again: _plan)
+                suite = self.suite
+                rk, ckr, nhkr = root_step(suite, self.rk, self.dhs.exchange(dh))
+                ckr, mk = kdf_ck(suite, ckr)
+                plaintext = open_(mk, commitment, nonce, body_ad, body)
+                self._ratchet_step(dh, rk, nhkr)
+                self.ckr = ckr
+                self.nr = 1
+                self._after_receive()
+                return plaintext
+        plan = self._plan(dh, pn, n, chain)
+        plaintext = open_(plan.key, commitment, nonce, body_ad, body)
         self._apply(plan)
         return plaintext
 
-    def _read_header(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, str]:
+    def _read_header(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, bytes, str]:
         """Decrypt a sealed header under associated data ``ad`` and decode it.
 
-        Returns its (DH, PN, N) and which chain it belongs to: "current", "next" or "old".
+        Returns its (DH, PN, N, MC) and which chain it belongs to: "current", "next" or "old".
+        A header opens under at most one header key (its commitment, SPEC.md §4.4), so the
+        order of the trials changes only their cost: HKr first, where most messages are,
+        unless this side has sent since it last received (then NHKr first).
         """
-        hkr = self.hkr
-        if hkr is not None:  # the current chain's key first: most messages are there
-            cipher = self._hkr_cipher
-            if cipher is None or cipher.key is not hkr:
-                cipher = self._hkr_cipher = header_cipher(hkr)
-            plain = cipher.open(ad, data)
-            if plain is not None:
-                if len(plain) != _HEADER_LEN:  # decode_header, inlined for the hot path
-                    raise AuthenticationFailed("header has the wrong length")
-                dh, pn, n = _unpack_header(plain)
-                if dh != self.dhr:
-                    raise AuthenticationFailed("header names another ratchet key")
-                return dh, pn, n, "current"
-        nhkr = self.nhkr
-        if nhkr is not None:
-            cipher = self._nhkr_cipher
-            if cipher is None or cipher.key is not nhkr:
-                cipher = self._nhkr_cipher = header_cipher(nhkr)
-            plain = cipher.open(ad, data)
-            if plain is not None:
-                return (*decode_header(plain), "next")
+        if self._sent_last:
+            found = self._open_next(data, ad) or self._open_current(data, ad)
+        else:
+            found = self._open_current(data, ad) or self._open_next(data, ad)
+        if found is not None:
+            return found
         for _, old_key in reversed(self.old_chains):
             if old_key is not None:
                 plain = header_cipher(old_key).open(ad, data)
@@ -314,11 +319,44 @@ class Ratchet:
                     return (*decode_header(plain), "old")
         raise AuthenticationFailed("header does not decrypt under any header key")
 
-    def _plan(self, header: Header, chain: str) -> _Recv:
-        key = (header.dh, header.n)
-        seed = self.skipped.get(key)
-        if seed is not None:
-            return _Recv(seed, skipped_key=key)
+    def _open_current(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, bytes, str] | None:
+        """The header under HKr (its DH must be DHr), or None."""
+        hkr = self.hkr
+        if hkr is None:
+            return None
+        cipher = self._hkr_cipher
+        if cipher is None or cipher.key is not hkr:
+            cipher = self._hkr_cipher = header_cipher(hkr)
+        plain = cipher.open(ad, data)
+        if plain is None:
+            return None
+        if len(plain) != _HEADER_LEN:  # decode_header, inlined for the hot path
+            raise AuthenticationFailed("header has the wrong length")
+        dh, pn, n, commitment = _unpack_header(plain)
+        if dh != self.dhr:
+            raise AuthenticationFailed("header names another ratchet key")
+        return dh, pn, n, commitment, "current"
+
+    def _open_next(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, bytes, str] | None:
+        """The header under NHKr, or None."""
+        nhkr = self.nhkr
+        if nhkr is None:
+            return None
+        cipher = self._nhkr_cipher
+        if cipher is None or cipher.key is not nhkr:
+            cipher = self._nhkr_cipher = header_cipher(nhkr)
+        plain = cipher.open(ad, data)
+        if plain is None:
+            return None
+        return (*decode_header(plain), "next")
+
+    def _plan(self, dh: bytes, pn: int, n: int, chain: str) -> _Recv:
+        """What receiving message ``n`` of the chain of ratchet key ``dh`` (named ``chain`` by
+        :meth:`_read_header`) would do, computed without changing the state."""
+        key = (dh, n)
+        stored = self.skipped.get(key)
+        if stored is not None:
+            return _Recv(stored, skipped_key=key)
         if chain == "old":
             raise DuplicateMessage("message already decrypted (or its key was discarded)")
         # The frame's budget of derivations: its sealed header has already authenticated
@@ -326,40 +364,42 @@ class Ratchet:
         budget = MAX_SKIP
         if chain == "current":
             ckr, nr = self.ckr, self.nr
-            if header.n < nr:
+            if n < nr:
                 raise DuplicateMessage("message already decrypted (or its key was discarded)")
             assert ckr is not None
             new_skipped: list[tuple[tuple[bytes, int], bytes]] = []
-            if header.n > nr:
-                ckr, nr = self._skip(ckr, nr, header.n, header.dh, new_skipped, budget)
-            ckr, seed = chain_step(ckr)
-            return _Recv(seed, ckr=ckr, nr=nr + 1, new_skipped=new_skipped)
+            if n > nr:
+                ckr, nr = self._skip(self.suite, ckr, nr, n, dh, new_skipped, budget)
+            ckr, mk = kdf_ck(self.suite, ckr)
+            return _Recv(mk, ckr=ckr, nr=nr + 1, new_skipped=new_skipped)
         # A new remote ratchet key: the receiving half of a DH ratchet step. The sending half
         # (a new key pair, a second DH and root step) waits until the body authenticates.
         suite = self.suite
         new_skipped = []
-        if header.n > budget:  # checked before any skipping or DH: no work for it
+        if n > budget:  # checked before any skipping or DH: no work for it
             raise TooManySkipped("message number beyond the frame's skip budget")
         if self.ckr is not None and self.dhr is not None:
             # Keys of the current chain up to PN, within what is left of this frame's budget;
             # the chain's later keys (if any) are abandoned: those messages are lost.
-            until = min(header.pn, self.nr + budget - header.n)
+            until = min(pn, self.nr + budget - n)
             if until > self.nr:
-                self._skip(self.ckr, self.nr, until, self.dhr, new_skipped, budget)
-        rk, ckr, nhkr = root_step(suite, self.rk, self.dhs.exchange(header.dh))
-        ckr, nr = self._skip(ckr, 0, header.n, header.dh, new_skipped, budget)
-        ckr, seed = chain_step(ckr)
+                self._skip(suite, self.ckr, self.nr, until, self.dhr, new_skipped, budget)
+        rk, ckr, nhkr = root_step(suite, self.rk, self.dhs.exchange(dh))
+        if n:
+            ckr, _ = self._skip(suite, ckr, 0, n, dh, new_skipped, budget)
+        ckr, mk = kdf_ck(suite, ckr)
         return _Recv(
-            seed,
+            mk,
             ratchet=(rk, nhkr),
             ckr=ckr,
-            nr=nr + 1,
+            nr=n + 1,
             new_skipped=new_skipped,
-            new_dhr=header.dh,
+            new_dhr=dh,
         )
 
     @staticmethod
     def _skip(
+        suite: Suite,
         ck: bytes,
         n: int,
         until: int,
@@ -370,43 +410,56 @@ class Ratchet:
         if until - n > budget:
             raise TooManySkipped("message is further ahead than the frame's skip budget")
         while n < until:
-            ck, seed = chain_step(ck)
-            out.append(((dh, n), seed))
+            ck, mk = kdf_ck(suite, ck)
+            out.append(((dh, n), mk))
             n += 1
         return ck, n
 
     def _apply(self, plan: _Recv) -> None:
         if plan.skipped_key is not None:
             del self.skipped[plan.skipped_key]
+            self._sent_last = False
             return
-        skipped = self.skipped
         if plan.ratchet is not None:
-            rk, nhkr = plan.ratchet
             assert plan.new_dhr is not None
-            dhs = KeyPair.generate(self.rng)  # the sending half, now that the body is genuine
-            rk, cks, nhks = root_step(self.suite, rk, dhs.exchange(plan.new_dhr))
-            if self.dhr is not None and self.ckr is not None:
-                self.old_chains.append((self.dhr, self.hkr))
-            self.pn = self.ns
-            self.ns = 0
-            self.dhr = plan.new_dhr
-            self.hks = self.nhks
-            self.hkr = self.nhkr
-            self.nhkr = nhkr
-            self._hkr_cipher, self._nhkr_cipher = self._nhkr_cipher, None
-            self.nhks = nhks
-            self.dhs = dhs
-            self.rk = rk
-            self.cks = cks
-            self.must_ratchet = False  # a new sending chain no older state has seen
+            self._ratchet_step(plan.new_dhr, *plan.ratchet)
         assert plan.new_skipped is not None
-        for key, seed in plan.new_skipped:
-            skipped[key] = seed
+        skipped = self.skipped
+        for key, mk in plan.new_skipped:
+            skipped[key] = mk
         self.ckr = plan.ckr
         self.nr = plan.nr
+        self._after_receive()
+
+    def _ratchet_step(self, dh: bytes, rk: bytes, nhkr: bytes) -> None:
+        """Assign a DH ratchet step to remote key ``dh`` whose receiving half gave root key
+        ``rk`` and next header key ``nhkr``: make the sending half (a new key pair, its DH
+        and root step) now that the body is genuine, and move the chains and header keys
+        (SPEC.md §4.5 step 6). The caller sets CKr and Nr."""
+        dhs = KeyPair.generate(self.rng)
+        rk, cks, nhks = root_step(self.suite, rk, dhs.exchange(dh))
+        if self.dhr is not None and self.ckr is not None:
+            self.old_chains.append((self.dhr, self.hkr))
+        self.pn = self.ns
+        self.ns = 0
+        self.dhr = dh
+        self.hks = self.nhks
+        self.hkr = self.nhkr
+        self.nhkr = nhkr
+        self._hkr_cipher, self._nhkr_cipher = self._nhkr_cipher, None
+        self.nhks = nhks
+        self.dhs = dhs
+        self.rk = rk
+        self.cks = cks
+        self.must_ratchet = False  # a new sending chain no older state has seen
+
+    def _after_receive(self) -> None:
+        """The limits of SPEC.md §4.6, after a received message that used no stored key."""
+        self._sent_last = False
         if len(self.old_chains) >= MAX_RECEIVER_CHAINS:
             self._drop_chains(len(self.old_chains) - MAX_RECEIVER_CHAINS + 1)
         self._expire_skipped()
+        skipped = self.skipped
         while len(skipped) > MAX_STORED_SKIPPED:
             del skipped[next(iter(skipped))]
 
@@ -433,16 +486,19 @@ class Ratchet:
         self._expire_due = due
 
     def _drop_chains(self, count: int) -> None:
-        dropped = {dh for dh, _ in self.old_chains[:count]}
+        dropped = self.old_chains[:count]
         del self.old_chains[:count]
-        for key in [k for k in self.skipped if k[0] in dropped]:
-            del self.skipped[key]
+        skipped = self.skipped
+        if skipped:
+            gone = {dh for dh, _ in dropped}
+            for key in [k for k in skipped if k[0] in gone]:
+                del skipped[key]
 
     # -- serialization helpers -----------------------------------------------------------
 
     def skipped_bytes(self) -> bytes:
-        """Skipped keys as concatenated records: dh (32) | N (u32) | seed (32)."""
-        return b"".join(_SKIPPED_REC.pack(dh, n, seed) for (dh, n), seed in self.skipped.items())
+        """Skipped keys as concatenated records: dh (32) | N (u32) | message key (64)."""
+        return b"".join(_SKIPPED_REC.pack(dh, n, mk) for (dh, n), mk in self.skipped.items())
 
     @staticmethod
     def skipped_from_bytes(data: bytes) -> dict[tuple[bytes, int], bytes]:
@@ -450,8 +506,8 @@ class Ratchet:
         if len(data) % size or len(data) // size > MAX_STORED_SKIPPED:
             raise StateError("skipped-key records are malformed")
         out: dict[tuple[bytes, int], bytes] = {}
-        for dh, n, seed in _SKIPPED_REC.iter_unpack(data):
-            out[(dh, n)] = seed
+        for dh, n, mk in _SKIPPED_REC.iter_unpack(data):
+            out[(dh, n)] = mk
         if len(out) * size != len(data):  # a repeated (dh, N): not a state we wrote
             raise StateError("skipped-key records are malformed")
         return out

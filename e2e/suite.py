@@ -1,11 +1,14 @@
 """Ciphersuites (SPEC.md §1). Every frame and bundle carries its suite id.
 
-``PQ`` (id 2, the default and only registered suite) is PQXDH over X25519 + ML-KEM-1024,
-a key-committing AEAD (HKDF-Expand-SHA512 splits each key into an AES-256-GCM key and a
-32-byte commitment), full 16-byte GCM tags and encrypted headers.
+``PQ`` (id 3, the default and only registered suite) is PQXDH over X25519 + ML-KEM-1024,
+a Double Ratchet whose root and chain steps are SHAKE256 (each chain step gives the next
+chain key and a message key: an AES-256-GCM key and its 32-byte commitment), full 16-byte GCM
+tags and encrypted headers that carry the body's commitment.
 
-Id 1 (a former suite that put libsignal's key schedule in e2e's own frames) is retired: it
-is unknown like any other id. libsignal compatibility is :mod:`e2e.libsignal` (SPEC.md §15).
+Ids 1 and 2 are retired: they are unknown like any other id. Id 1 put libsignal's key
+schedule in e2e's own frames; id 2 had the HMAC key schedule (a chain step, then an
+HMAC-SHA512 per body) that suite 3 replaced (SPEC.md §12). libsignal compatibility is
+:mod:`e2e.libsignal` (SPEC.md §15).
 """
 
 from __future__ import annotations
@@ -21,24 +24,24 @@ __all__ = ["Suite", "PQ", "DEFAULT", "SUITES", "get_suite"]
 @dataclass(frozen=True, slots=True)
 class Suite:
     """One ciphersuite: its wire id and the labels its KDFs use (its algorithms are fixed:
-    PQXDH, the Double Ratchet with header encryption, the committing AEAD of SPEC.md §4.3)."""
+    PQXDH, the Double Ratchet with header encryption and the key schedule of SPEC.md §4)."""
 
     id: int
     name: str
     #: HKDF info of the initial key agreement.
     agreement_info: bytes
-    #: HKDF info of the root-key step (KDF_RK).
+    #: Label of the root-key step (KDF_RK), after RK | dh_out in its SHAKE256 input.
     root_info: bytes
-    #: HKDF info of the message-key expansion.
-    message_info: bytes
+    #: Label of the chain step (KDF_CK), after CK in its SHAKE256 input.
+    chain_info: bytes
 
 
 PQ: Final = Suite(
-    id=2,
-    name="E2E_PQXDH_X25519_MLKEM1024_CMTAES256GCM_HE",
+    id=3,
+    name="E2E_PQXDH_X25519_MLKEM1024_SHAKE256_CMTAES256GCM_HE",
     agreement_info=b"E2E_PQXDH_X25519_SHA-256_ML-KEM-1024",
-    root_info=b"E2E_Ratchet_HE",
-    message_info=b"E2E_MessageKeys",
+    root_info=b"E2E_RootStep",
+    chain_info=b"E2E_ChainStep",
 )
 
 DEFAULT: Final = PQ

@@ -35,7 +35,7 @@ settings.load_profile(os.environ.get("E2E_HYPOTHESIS_PROFILE", "e2e"))
 
 @pytest.fixture(params=SUITES, ids=SUITE_IDS)
 def suite(request: pytest.FixtureRequest) -> Suite:
-    """Each test that takes ``suite`` runs for every registered frame suite (PQ, id 2)."""
+    """Each test that takes ``suite`` runs for every registered frame suite (PQ, id 3)."""
     s: Suite = request.param
     return s
 

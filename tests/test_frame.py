@@ -315,8 +315,9 @@ def test_wrong_version_and_suite(valid: dict[str, bytes], kind: str) -> None:
     f = frame_fields(raw)
     for version in (0, 2, 23, 24, 255, 2**32 - 1):
         assert_rejected(kind, reencode({**f, K.VERSION: version}), UnsupportedVersion)
-    # 1 is the retired suite (libsignal's schedule in these frames): as unknown as any other.
-    for suite_id in (0, 1, 3, 4, 255, 2**16):
+    # 1 and 2 are retired suites (libsignal's schedule in these frames; the HMAC key schedule
+    # suite 3 replaced): as unknown as any other.
+    for suite_id in (0, 1, 2, 4, 255, 2**16):
         assert_rejected(kind, reencode({**f, K.SUITE: suite_id}), UnknownSuite)
     assert issubclass(UnsupportedVersion, DecodeError) and issubclass(UnknownSuite, DecodeError)
 

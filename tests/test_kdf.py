@@ -1,9 +1,11 @@
-"""KDF steps and the AEADs, against an independent recomputation written here with
-cryptography's HMAC / AES primitives (HKDF is re-implemented from RFC 5869, not imported from
-the module under test), and the committing AEAD's commitment-first check."""
+"""KDF steps and the AEADs, against an independent recomputation written here: SHAKE256 from
+the standard library's hashlib (not the cryptography objects the package uses), HMAC and AES
+from cryptography's primitives (HKDF is re-implemented from RFC 5869, not imported from the
+module under test), and the committing AEAD's commitment-first check."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 
@@ -17,20 +19,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from e2e import message_key, x3dh
-from e2e.chain_key import chain_step
+from e2e.chain_key import chain_step, kdf_ck
 from e2e.errors import AuthenticationFailed
-from e2e.frame import K
+from e2e.frame import SEALED_HEADER_LEN, K
 from e2e.keys import KemKeyPair, KeyPair
 from e2e.libsignal import kdf as libsignal_kdf
-from e2e.message_key import (
-    HEADER_LABEL,
-    committing_keys,
-    expand_message_key,
-    open_,
-    open_header,
-    seal,
-    seal_header,
-)
+from e2e.message_key import HEADER_LABEL, open_, open_header, seal, seal_header
 from e2e.prekeys import LocalPrekeys
 from e2e.root_key import root_step
 from e2e.suite import PQ, Suite
@@ -79,43 +73,50 @@ def test_reference_hkdf_matches_cryptography() -> None:
 keys32 = st.binary(min_size=32, max_size=32)
 
 
-# --- KDF_RK, KDF_CK, message keys, committing keys ---------------------------------------
+# --- KDF_RK, KDF_CK (SPEC.md §4.1, §4.2) ---------------------------------------------------
+
+
+def ref_shake(data: bytes, length: int) -> bytes:
+    return hashlib.shake_256(data).digest(length)
 
 
 @given(rk=keys32, dh=keys32)
 def test_root_step(suite: Suite, rk: bytes, dh: bytes) -> None:
     new_rk, ck, nhk = root_step(suite, rk, dh)
-    out = ref_hkdf(dh, rk, suite.root_info, 96)
+    out = ref_shake(b"E2E_RootStep" + rk + dh, 96)
+    assert suite.root_info == b"E2E_RootStep"
     assert (new_rk, ck, nhk) == (out[:32], out[32:64], out[64:96])
 
 
 def test_root_step_labels() -> None:
-    """Suite 2's root label is its own: never libsignal's "WhisperRatchet" (e2e.libsignal)."""
-    assert PQ.root_info == b"E2E_Ratchet_HE" and libsignal_kdf.ROOT_INFO == b"WhisperRatchet"
+    """Suite 3's root label is its own: never libsignal's "WhisperRatchet" (e2e.libsignal)."""
+    assert PQ.root_info == b"E2E_RootStep" and libsignal_kdf.ROOT_INFO == b"WhisperRatchet"
     rk, dh = os.urandom(32), os.urandom(32)
     assert root_step(PQ, rk, dh)[0] != libsignal_kdf.root_step(rk, dh)[0]
 
 
 @given(ck=keys32)
-def test_chain_step(ck: bytes) -> None:
+def test_kdf_ck(suite: Suite, ck: bytes) -> None:
+    next_ck, mk = kdf_ck(suite, ck)
+    out = ref_shake(b"E2E_ChainStep" + ck, 96)
+    assert suite.chain_info == b"E2E_ChainStep"
+    assert (next_ck, mk) == (out[:32], out[32:])
+    assert len(mk) == 64
+
+
+def test_kdf_steps_are_domain_separated(suite: Suite) -> None:
+    """The chain and root inputs differ in their labels and lengths: the same 32 secret bytes
+    give unrelated outputs."""
+    k = os.urandom(32)
+    assert kdf_ck(suite, k)[0] not in root_step(suite, k, k)
+
+
+@given(ck=keys32)
+def test_libsignal_chain_step(ck: bytes) -> None:
+    """e2e.libsignal's KDF_CK (SPEC.md §15.3), kept in e2e.chain_key: two HMAC-SHA256."""
     next_ck, seed = chain_step(ck)
     assert seed == _hmac(hashes.SHA256(), ck, b"\x01")
     assert next_ck == _hmac(hashes.SHA256(), ck, b"\x02")
-
-
-@given(seed=keys32, r=st.binary(min_size=16, max_size=16))
-def test_expand_message_key(suite: Suite, seed: bytes, r: bytes) -> None:
-    out = expand_message_key(suite, seed, r)
-    # the body's random value R is part of the HKDF info
-    assert out == ref_hkdf_expand(seed, b"E2E_MessageKeys" + r, 64, hashes.SHA512)
-
-
-@given(key=keys32, label=st.binary(max_size=40))
-def test_committing_keys(key: bytes, label: bytes) -> None:
-    enc, commit = committing_keys(key, label)
-    out = _hmac(hashes.SHA512(), key, label + b"\x01")
-    assert (enc, commit) == (out[:32], out[32:])
-    assert out == ref_hkdf_expand(key, label, 64, hashes.SHA512)
 
 
 @pytest.mark.parametrize("n_dh", [3, 4])
@@ -205,98 +206,96 @@ def test_pqxdh_kem_secret_is_the_decapsulated_one() -> None:
     assert out2[:32] != agreement.root_key
 
 
-# --- the AEADs, recomputed ----------------------------------------------------------------
+# --- the AEADs, recomputed (SPEC.md §4.3, §4.4) ---------------------------------------------
 
 
-def ref_seal(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes) -> bytes:
-    out = _hmac(hashes.SHA512(), seed, suite.message_info + r + b"\x01")
-    return r + out[32:] + AESGCM(out[:32]).encrypt(bytes(12), pt, ad)
+def ref_header_key(hk: bytes) -> bytes:
+    return _hmac(hashes.SHA256(), b"E2E_HeaderKey", hk + b"\x01")
 
 
-@given(
-    seed=keys32,
-    ad=st.binary(max_size=80),
-    pt=st.binary(max_size=70),
-    r=st.binary(min_size=16, max_size=16),
-)
-def test_seal_and_open(suite: Suite, seed: bytes, ad: bytes, pt: bytes, r: bytes) -> None:
-    sealed = seal(suite, seed, ad, pt, r)
-    assert sealed == ref_seal(suite, seed, ad, pt, r)
-    assert open_(suite, seed, ad, sealed) == pt
+def ref_header_commitment(hk: bytes, nonce: bytes) -> bytes:
+    return _hmac(hashes.SHA256(), b"E2E_HeaderKey", hk + b"\x02" + nonce)
 
 
-def test_pq_seal_requires_a_16_byte_random_value() -> None:
-    for bad in (b"", bytes(12), bytes(17)):
+keys64 = st.binary(min_size=64, max_size=64)
+nonces = st.binary(min_size=12, max_size=12)
+
+
+@given(mk=keys64, nonce=nonces, ad=st.binary(max_size=80), pt=st.binary(max_size=70))
+def test_seal_and_open(mk: bytes, nonce: bytes, ad: bytes, pt: bytes) -> None:
+    sealed = seal(mk, nonce, ad, pt)
+    assert sealed == AESGCM(mk[:32]).encrypt(nonce, pt, ad)
+    assert len(sealed) == len(pt) + 16
+    assert open_(mk, mk[32:], nonce, ad, sealed) == pt
+
+
+def test_seal_requires_a_12_byte_nonce() -> None:
+    for bad in (b"", bytes(11), bytes(16)):
         with pytest.raises(ValueError):
-            seal(PQ, bytes(32), b"", b"x", bad)
+            seal(bytes(64), bad, b"", b"x")
 
 
-@given(key=keys32, nonce=st.binary(min_size=12, max_size=12), ad=st.binary(max_size=70))
+@given(key=keys32, nonce=nonces, ad=st.binary(max_size=70))
 def test_header_seal_and_open(key: bytes, nonce: bytes, ad: bytes) -> None:
-    header = os.urandom(40)
+    header = os.urandom(72)
     sealed = seal_header(key, nonce, ad, header)
-    out = _hmac(hashes.SHA512(), key, HEADER_LABEL + b"\x01")
-    assert HEADER_LABEL == b"E2E_HeaderKeys"
-    commitment = _hmac(hashes.SHA256(), out[32:], nonce)  # per header, over its nonce
-    assert sealed == nonce + commitment + AESGCM(out[:32]).encrypt(nonce, header, ad)
-    assert len(sealed) == 100
+    assert HEADER_LABEL == b"E2E_HeaderKey"
+    commitment = ref_header_commitment(key, nonce)  # per header, over its nonce
+    assert sealed == nonce + commitment + AESGCM(ref_header_key(key)).encrypt(nonce, header, ad)
+    assert len(sealed) == SEALED_HEADER_LEN == 132
     assert open_header(key, ad, sealed) == header
     assert open_header(os.urandom(32), ad, sealed) is None
     assert open_header(key, ad + b"x", sealed) is None
 
 
 def test_session_message_recomputed_from_chain_key(suite: Suite) -> None:
-    """A real frame: body = AEAD(chain_step(CKs) seed, AD = Encode(IK_A)|Encode(IK_B)|prefix)."""
+    """A real frame: MK = SHAKE256(label | CKs); the header (under HKs) carries DH, PN, N and
+    MC; the body is AES-256-GCM(EK, the header's nonce, pt, AD = Encode(IK_A) | Encode(IK_B) |
+    the prefix with the header blanked)."""
     pair = handshake(suite)
     alice = pair.alice
-    ck = alice.ratchet.cks
-    assert ck is not None
+    ck, hk = alice.ratchet.cks, alice.ratchet.hks
+    assert ck is not None and hk is not None
+    ns, pn, dh = alice.ratchet.ns, alice.ratchet.pn, alice.ratchet.dhs.public
     frame = alice.encrypt(b"recompute me")
-    seed = _hmac(hashes.SHA256(), ck, b"\x01")
-    body = frame_fields(frame)[K.BODY]
-    prefix = frame[: len(frame) - len(body)]
-    ad = _ec(pair.alice_id.public) + _ec(pair.bob_id.public) + prefix
-    assert alice.ratchet.cks == _hmac(hashes.SHA256(), ck, b"\x02")
-    # The body is sealed with the header's 100 bytes blanked (SPEC.md §5.2)...
+    out = ref_shake(b"E2E_ChainStep" + ck, 96)
+    assert alice.ratchet.cks == out[:32]
+    ek, mc = out[32:64], out[64:96]
     fields = frame_fields(frame)
-    header = fields[K.HEADER]
-    blank = reencode({**fields, K.HEADER: bytes(100)})[: len(prefix)]
-    ad0 = ad[:66] + blank
-    r = body[:16]
-    out = _hmac(hashes.SHA512(), seed, b"E2E_MessageKeys" + r + b"\x01")
-    assert body[16:48] == out[32:]
-    assert AESGCM(out[:32]).decrypt(bytes(12), body[48:], ad0) == b"recompute me"
-    # ...and the header authenticates AD | blanked prefix | body.
-    hk = pair.alice.ratchet.hks
-    assert hk is not None
-    assert open_header(hk, ad0 + body, header) is not None
+    body, header = fields[K.BODY], fields[K.HEADER]
+    prefix = frame[: len(frame) - len(body)]
+    blank = reencode({**fields, K.HEADER: bytes(SEALED_HEADER_LEN)})[: len(prefix)]
+    ad0 = _ec(pair.alice_id.public) + _ec(pair.bob_id.public) + blank
+    nonce = header[:12]
+    assert AESGCM(ek).decrypt(nonce, body, ad0) == b"recompute me"
+    # The header authenticates AD | blanked prefix | body and carries the key's MC.
+    plain = AESGCM(ref_header_key(hk)).decrypt(nonce, header[44:], ad0 + body)
+    assert plain == dh + pn.to_bytes(4, "big") + ns.to_bytes(4, "big") + mc
+    assert header[12:44] == ref_header_commitment(hk, nonce)
     assert open_header(hk, ad0 + body[:-1] + bytes([body[-1] ^ 1]), header) is None
 
 
 # --- the committing AEAD checks the commitment first --------------------------------------
 
 
-def test_commitment_only_corruption_is_rejected() -> None:
-    seed, ad, r = os.urandom(32), b"ad", os.urandom(16)
-    sealed = seal(PQ, seed, ad, b"payload", r)
-    enc, _ = committing_keys(seed, PQ.message_info + r)
+def test_commitment_mismatch_is_rejected() -> None:
+    mk, nonce, ad = os.urandom(64), os.urandom(12), b"ad"
+    sealed = seal(mk, nonce, ad, b"payload")
     # The GCM part alone verifies...
-    assert AESGCM(enc).decrypt(bytes(12), sealed[48:], ad) == b"payload"
-    # ...but with any commitment byte changed the whole thing does not open.
-    for i in (16, 29, 47):
-        bad = sealed[:i] + bytes([sealed[i] ^ 0x20]) + sealed[i + 1 :]
+    assert AESGCM(mk[:32]).decrypt(nonce, sealed, ad) == b"payload"
+    # ...but with any byte of the header's commitment changed the body does not open.
+    for i in (0, 13, 31):
+        bad = mk[32:][:i] + bytes([mk[32 + i] ^ 0x20]) + mk[32 + i + 1 :]
         with pytest.raises(AuthenticationFailed):
-            open_(PQ, seed, ad, bad)
-    for short in (b"", sealed[:63]):
-        with pytest.raises(AuthenticationFailed):
-            open_(PQ, seed, ad, short)
+            open_(mk, bad, nonce, ad, sealed)
+    with pytest.raises(AuthenticationFailed):
+        open_(mk, b"", nonce, ad, sealed)
 
 
 def test_header_commitment_only_corruption_is_rejected() -> None:
     key, nonce, ad = os.urandom(32), os.urandom(12), b"ad"
-    sealed = seal_header(key, nonce, ad, bytes(40))
-    enc, _ = committing_keys(key, HEADER_LABEL)
-    assert AESGCM(enc).decrypt(nonce, sealed[44:], ad) == bytes(40)
+    sealed = seal_header(key, nonce, ad, bytes(72))
+    assert AESGCM(ref_header_key(key)).decrypt(nonce, sealed[44:], ad) == bytes(72)
     bad = sealed[:20] + bytes([sealed[20] ^ 1]) + sealed[21:]
     assert open_header(key, ad, bad) is None
 
@@ -319,22 +318,22 @@ class _ForgingGCM:
 
 def test_wrong_key_rejected_even_if_gcm_would_verify(monkeypatch: pytest.MonkeyPatch) -> None:
     """With a GCM that accepts anything, only the commitment stands between a ciphertext and
-    a second key: it must reject, before GCM is even asked."""
-    seed, other, ad = os.urandom(32), os.urandom(32), b"ad"
-    sealed = seal(PQ, seed, ad, b"real", os.urandom(16))
-    header = seal_header(seed, os.urandom(12), ad, bytes(40))
+    a second key: it must reject, before GCM is even asked. A body opens only under the
+    message key whose MC its header carries; a header only under the header key its
+    commitment names."""
+    mk, other, ad, nonce = os.urandom(64), os.urandom(64), b"ad", os.urandom(12)
+    sealed = seal(mk, nonce, ad, b"real")
+    header = seal_header(mk[:32], nonce, ad, bytes(72))
     monkeypatch.setattr(message_key, "AESGCM", _ForgingGCM)
     _ForgingGCM.calls.clear()
-    assert open_(PQ, seed, ad, sealed) == b"forged"  # the stand-in is really in use
+    assert open_(mk, mk[32:], nonce, ad, sealed) == b"forged"  # the stand-in is really in use
     assert _ForgingGCM.calls == ["decrypt"]
     _ForgingGCM.calls.clear()
     with pytest.raises(AuthenticationFailed):
-        open_(PQ, other, ad, sealed)
-    assert open_header(other, ad, header) is None
-    for i in (0, 16):  # R (changes the derived key) or the commitment
-        bad = sealed[:i] + bytes([sealed[i] ^ 1]) + sealed[i + 1 :]
-        with pytest.raises(AuthenticationFailed):
-            open_(PQ, seed, ad, bad)
+        open_(other, mk[32:], nonce, ad, sealed)  # another key, the header's MC
+    with pytest.raises(AuthenticationFailed):
+        open_(mk[:32] + other[32:], mk[32:], nonce, ad, sealed)  # the same EK, another MC
+    assert open_header(other[:32], ad, header) is None
     assert _ForgingGCM.calls == []  # the commitment was checked first, every time
 
 
@@ -342,12 +341,11 @@ def test_wrong_key_rejected_even_if_gcm_would_verify(monkeypatch: pytest.MonkeyP
     "step",
     [
         lambda s: root_step(PQ, s, s),
-        lambda s: chain_step(s),
-        lambda s: committing_keys(s, b"l"),
+        lambda s: (lambda o: (o[0], o[1][:32], o[1][32:]))(kdf_ck(PQ, s)),
     ],
-    ids=["root", "chain", "commit"],
+    ids=["root", "chain"],
 )
-def test_kdf_outputs_are_distinct_halves(step: Callable[[bytes], tuple[object, ...]]) -> None:
+def test_kdf_outputs_are_distinct_parts(step: Callable[[bytes], tuple[object, ...]]) -> None:
     out = step(os.urandom(32))
     parts = [p for p in out if isinstance(p, bytes)]
-    assert len(set(parts)) == len(parts) and all(len(p) == 32 for p in parts)
+    assert len(set(parts)) == len(parts) == 3 and all(len(p) == 32 for p in parts)

@@ -87,9 +87,9 @@ def loads(monkeypatch: pytest.MonkeyPatch) -> Counter:
 
 @pytest.fixture
 def work(monkeypatch: pytest.MonkeyPatch) -> Work:
-    """Counts chain_step (as the ratchet calls it) plus every X25519 exchange."""
+    """Counts KDF_CK (as the ratchet calls it) plus every X25519 exchange."""
     return Work(
-        _count(monkeypatch, e2e.ratchet, "chain_step"), _count(monkeypatch, KeyPair, "exchange")
+        _count(monkeypatch, e2e.ratchet, "kdf_ck"), _count(monkeypatch, KeyPair, "exchange")
     )
 
 
@@ -102,7 +102,7 @@ def _pair(suite: Suite) -> tuple[Session, Session, LocalPrekeys, KeyPair]:
 
 
 def _frame(body_len: int, header_len: int = SEALED_HEADER_LEN) -> bytes:
-    """A well-shaped suite-2 message frame (it decodes; it would not authenticate)."""
+    """A well-shaped message frame (it decodes; it would not authenticate)."""
     return cbor2.dumps({0: 1, 1: PQ.id, 2: 1, 9: bytes(header_len), 10: bytes(body_len)})
 
 
@@ -241,7 +241,7 @@ def test_state_with_too_many_skipped_keys_refused() -> None:
     obj = cbor2.loads(bob.to_bytes())
 
     def records(count: int) -> bytes:
-        return b"".join(bytes(32) + n.to_bytes(4, "big") + bytes(32) for n in range(count))
+        return b"".join(bytes(32) + n.to_bytes(4, "big") + bytes(64) for n in range(count))
 
     obj[16] = records(MAX_STORED_SKIPPED)
     raw = cbor2.dumps(dict(sorted(obj.items())))
@@ -255,7 +255,7 @@ def test_state_with_a_repeated_skipped_key_refused() -> None:
     """Found by fuzz_state: a repeated (dh, N) record loaded and then re-serialized shorter."""
     _, bob, _, _ = _pair(PQ)
     obj = cbor2.loads(bob.to_bytes())
-    obj[16] = (bytes(32) + bytes(4) + bytes(32)) * 2
+    obj[16] = (bytes(32) + bytes(4) + bytes(64)) * 2
     with pytest.raises(StateError):
         Session.from_bytes(cbor2.dumps(dict(sorted(obj.items()))))
 

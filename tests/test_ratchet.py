@@ -33,7 +33,7 @@ from e2e.errors import (
     TooManySkipped,
     UnknownSuite,
 )
-from e2e.frame import K, T
+from e2e.frame import SEALED_HEADER_LEN, K, T
 from e2e.header import Header
 from e2e.keys import KeyPair
 from e2e.message_key import HeaderCipher
@@ -73,7 +73,7 @@ def test_encrypted_headers_hide_everything() -> None:
     alice, bob = sessions(handshake(PQ))
     a, b = alice.encrypt(b"x"), alice.encrypt(b"x")
     ha, hb = frame_fields(a)[K.HEADER], frame_fields(b)[K.HEADER]
-    assert len(ha) == len(hb) == 100
+    assert len(ha) == len(hb) == SEALED_HEADER_LEN == 132
     assert ratchet_key(alice) not in ha and ha[:12] != hb[:12]
     assert bob.decrypt(b) == b"x" and bob.decrypt(a) == b"x"
 
@@ -462,13 +462,26 @@ def test_message_of_another_session(suite: Suite) -> None:
     assert bob.decrypt(alice.encrypt(b"mine")) == b"mine"
 
 
-def test_frame_of_the_retired_suite_1(suite: Suite) -> None:
-    """Suite id 1 (the former libsignal-schedule frame suite) is unknown: a frame relabelled
-    to it is refused with UnknownSuite before anything else, the session unchanged."""
+@pytest.mark.parametrize("retired", [1, 2])
+def test_frame_of_a_retired_suite(suite: Suite, retired: int) -> None:
+    """Suite ids 1 (the former libsignal-schedule frame suite) and 2 (the HMAC key schedule
+    suite 3 replaced) are unknown: a frame relabelled to one is refused with UnknownSuite
+    before anything else, the session unchanged."""
     alice, bob = sessions(handshake(suite))
-    relabelled = edit_frame(alice.encrypt(b"x"), suite=1)
+    relabelled = edit_frame(alice.encrypt(b"x"), suite=retired)
     expect_unchanged(bob, lambda: bob.decrypt(relabelled), UnknownSuite)
     assert bob.decrypt(alice.encrypt(b"ok")) == b"ok"
+
+
+def test_state_of_the_retired_suite_2_is_refused() -> None:
+    """A session state written for suite 2 (an older package) cannot be continued under
+    suite 3's key schedule: loading it is a StateError, never a session that would derive
+    other keys than its peer."""
+    alice, _ = sessions(handshake(PQ))
+    fields = frame_fields(alice.to_bytes())
+    assert fields[1] == PQ.id == 3
+    with pytest.raises(StateError, match="unknown ciphersuite id 2"):
+        Session.from_bytes(reencode({**fields, 1: 2}))
 
 
 def test_own_message_reflected_back(suite: Suite) -> None:
@@ -576,6 +589,48 @@ def test_ping_pong_derives_two_header_aeads_per_message(monkeypatch: pytest.Monk
     assert len(built) == 20
 
 
+def _count_header_trials(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Record the header key of every header AEAD asked to open a header from now on."""
+    tried: list[bytes] = []
+    real = HeaderCipher.open
+
+    def counting(self: HeaderCipher, ad: bytes, sealed: bytes) -> bytes | None:
+        tried.append(self.key)
+        return real(self, ad, sealed)
+
+    monkeypatch.setattr(HeaderCipher, "open", counting)
+    return tried
+
+
+def test_header_trial_order_follows_who_sent_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver that has sent since it last received tries NHKr first (the peer's answer
+    starts a new chain), else HKr; either way the header key that opens is the same one, and a
+    frame of the peer's current chain crossing our message still opens (SPEC.md §4.5)."""
+    alice, bob = sessions(handshake(PQ))
+    tried = _count_header_trials(monkeypatch)
+    for turn in range(6):  # ping-pong: every receiver has just sent, every frame a new chain
+        sender, receiver = (bob, alice) if turn % 2 else (alice, bob)
+        nhkr = receiver.ratchet.nhkr
+        tried.clear()
+        assert receiver.decrypt(sender.encrypt(b"turn")) == b"turn"
+        assert tried == [nhkr]  # opened at the first trial
+    # One way: Alice sends three; Bob, who sent nothing since, tries his current key first.
+    frames = [alice.encrypt(b"%d" % i) for i in range(3)]
+    assert bob.decrypt(frames[0]) == b"0"  # the first is a new chain (Bob answered last)
+    for f in frames[1:]:
+        tried.clear()
+        assert bob.decrypt(f) in (b"1", b"2")
+        assert tried == [bob.ratchet.hkr]
+    # Crossing: Bob sends, then Alice's next frame of her current chain arrives first.
+    from_bob = bob.encrypt(b"crossing")
+    late = alice.encrypt(b"still on the old chain")
+    tried.clear()
+    expect = [bob.ratchet.nhkr, bob.ratchet.hkr]
+    assert bob.decrypt(late) == b"still on the old chain"
+    assert tried == expect  # NHKr first (it fails on its commitment), then HKr opens
+    assert alice.decrypt(from_bob) == b"crossing"
+
+
 def test_restored_session_rebuilds_its_header_aeads(monkeypatch: pytest.MonkeyPatch) -> None:
     alice, bob = sessions(handshake(PQ))
     bob.decrypt(alice.encrypt(b"warm"))
@@ -592,10 +647,10 @@ def _forged_in_current_chain(alice: Session, bob: Session, dh: bytes, n: int) ->
     and names ``dh`` and ``n``; its body is Alice's genuine next body."""
     real = alice.encrypt(b"genuine")
     fields = frame_fields(real)
-    header = Header(dh, alice.ratchet.pn, n).encode()
+    header = Header(dh, alice.ratchet.pn, n, os.urandom(32)).encode()
     assert bob.ratchet.hkr is not None
     body = fields[K.BODY]
-    blank = reencode({**fields, K.HEADER: bytes(100)})[: len(real) - len(body)]
+    blank = reencode({**fields, K.HEADER: bytes(SEALED_HEADER_LEN)})[: len(real) - len(body)]
     hdr_ad = bob.ratchet.ad + blank + body  # what a header authenticates (SPEC.md §5.2)
     fields[K.HEADER] = HeaderCipher(bob.ratchet.hkr).seal(os.urandom(12), hdr_ad, header)
     return reencode(fields)

@@ -2,12 +2,13 @@
 
 A session state restored from an older copy (backup, a database row put back, a crash
 between ``encrypt`` and persisting) encrypts a second, different message under a message
-key it already used. With the former suite-2 body (AES-256-GCM under a key derived from the
-message key alone, fixed zero nonce) the relay, which sees both frames, got the XOR of the
-two plaintexts and, from the two tags, the GHASH key H, hence forgeries. Each test below runs
-that attack on two frames made by a really rolled-back session and checks it now fails; a
-control runs the same attacker code on the former construction and checks it succeeds
-there, so the attack code itself is known to work.
+key it already used. With an early body (AES-256-GCM under a key derived from the message
+key alone, fixed zero nonce) the relay, which sees both frames, got the XOR of the two
+plaintexts and, from the two tags, the GHASH key H, hence forgeries. Suite 3 seals each body
+under the frame's fresh random nonce (and carries the key's commitment inside the sealed
+header). Each test below runs that attack on two frames made by a really rolled-back session
+and checks it now fails; a control runs the same attacker code on the fixed-nonce
+construction and checks it succeeds there, so the attack code itself is known to work.
 
 SPEC.md §4.3, §4.4, §5.2, §6.5, §12.
 """
@@ -30,8 +31,8 @@ from e2e import (
     RatchetStepRequired,
     Session,
 )
-from e2e.chain_key import chain_step
-from e2e.frame import K
+from e2e.chain_key import kdf_ck
+from e2e.frame import SEALED_HEADER_LEN, K
 
 # -- GF(2^128) as GCM uses it (NIST SP 800-38D §6.3), for the attacker ------------------------
 
@@ -104,7 +105,8 @@ assert len(P1) == len(P2) == len(TARGET) == 64
 
 def _rolled_back_pair(suite=PQ):  # type: ignore[no-untyped-def]
     """Alice's state is saved, she sends P1, then the saved state is restored (a rollback)
-    and sends P2: two frames under the same (ratchet key, N) and the same message key."""
+    and sends P2: two frames under the same (ratchet key, N) and the same message key, which
+    is returned too (EK | MC)."""
     pair = handshake(suite)
     saved = pair.alice.to_bytes()
     cks = pair.alice.ratchet.cks
@@ -112,15 +114,15 @@ def _rolled_back_pair(suite=PQ):  # type: ignore[no-untyped-def]
     f1 = pair.alice.encrypt(P1)
     restored = Session.from_bytes(saved)  # the loader did not know: fresh=True
     f2 = restored.encrypt(P2)
-    return pair, f1, f2, chain_step(cks)[1]
+    return pair, f1, f2, kdf_ck(suite, cks)[1]
 
 
 # -- the control: the attacker code breaks the former construction ----------------------------
 
 
 def test_control_attack_works_on_the_former_fixed_nonce_body() -> None:
-    """The former body: EK from the message key alone, zero nonce; the same AD for both (in
-    the former frame the AD differed only in the header bytes, which the attacker knows)."""
+    """An early body: EK from the message key alone, zero nonce; the same AD for both (in
+    that frame the AD differed only in the header bytes, which the attacker knows)."""
     seed, ad = os.urandom(32), os.urandom(130)
     ek = _hmac512(seed, b"E2E_MessageKeys\x01")[:32]
     s1 = AESGCM(ek).encrypt(bytes(12), P1, ad)
@@ -136,42 +138,57 @@ def test_control_attack_works_on_the_former_fixed_nonce_body() -> None:
 
 
 def test_rollback_gives_no_plaintext_xor() -> None:
-    _, f1, f2, _ = _rolled_back_pair()
+    _, f1, f2, mk = _rolled_back_pair()
     b1, b2 = frame_fields(f1)[K.BODY], frame_fields(f2)[K.BODY]
-    ct1, ct2 = b1[48:-16], b2[48:-16]
+    ct1, ct2 = b1[:-16], b2[:-16]
     assert len(ct1) == len(ct2) == 64
     leak = _xor(ct1, ct2)
     assert leak != _xor(P1, P2)
     # Not even in part: the first 48 bytes of P1 and P2 are equal, yet the ciphertexts agree
     # in no more bytes than chance (about 64/256) would give.
     assert sum(x == 0 for x in leak) < 8
-    assert b1[:16] != b2[:16] and b1[16:48] != b2[16:48]  # fresh R, so a fresh commitment
+    h1, h2 = frame_fields(f1)[K.HEADER], frame_fields(f2)[K.HEADER]
+    assert h1[:12] != h2[:12]  # a fresh nonce for each frame, under the one message key
+    # The key's commitment MC travels inside the sealed header: neither frame shows it.
+    assert mk[32:] not in f1 and mk[32:] not in f2
+
+
+def test_rolled_back_frames_share_nothing_but_the_format() -> None:
+    """Two frames under one message key are no more alike than two frames of two keys: only
+    the format's constant bytes (map head, version, suite, type, the header's key and length,
+    the body's key and length head) coincide, and otherwise only by chance."""
+    _, f1, f2, _ = _rolled_back_pair()
+    assert len(f1) == len(f2)
+    head_end, body_key = 10, 10 + SEALED_HEADER_LEN
+    fixed = {*range(head_end), body_key, body_key + 1, body_key + 2}
+    same = [i for i in range(len(f1)) if f1[i] == f2[i] and i not in fixed]
+    assert len(same) < 8  # chance: about (len(f1) - 13) / 256, here under 1
 
 
 def test_rollback_gives_no_ghash_key_and_the_forgery_is_rejected() -> None:
-    pair, f1, f2, seed = _rolled_back_pair()
+    pair, f1, f2, mk = _rolled_back_pair()
     bob = pair.bob
     assert bob is not None
     fields1 = frame_fields(f1)
     b1, b2 = fields1[K.BODY], frame_fields(f2)[K.BODY]
-    # The two bodies were sealed under different GCM keys, so different GHASH keys.
-    ek1 = _hmac512(seed, b"E2E_MessageKeys" + b1[:16] + b"\x01")[:32]
-    ek2 = _hmac512(seed, b"E2E_MessageKeys" + b2[:16] + b"\x01")[:32]
-    assert ek1 != ek2 and _ghash_key(ek1) != _ghash_key(ek2)
-    h = recover_h(b1[48:-16], b1[-16:], b2[48:-16], b2[-16:])
-    assert h not in (_ghash_key(ek1), _ghash_key(ek2))
-    ct, tag = forge(b1[48:-16], b1[-16:], h, _xor(P1[-16:], TARGET[-16:]))
-    forged = reencode({**fields1, K.BODY: b1[:48] + ct + tag})  # behind frame 1's header
+    n1 = fields1[K.HEADER][:12]
+    # Both bodies are under the one GCM key EK, but under different nonces: the nonce-reuse
+    # attack's algebra gives a value that is not the GHASH key.
+    ek = mk[:32]
+    h = recover_h(b1[:-16], b1[-16:], b2[:-16], b2[-16:])
+    assert h != _ghash_key(ek)
+    ct, tag = forge(b1[:-16], b1[-16:], h, _xor(P1[-16:], TARGET[-16:]))
+    forged = reencode({**fields1, K.BODY: ct + tag})  # behind frame 1's header
     before = bob.to_bytes()
     with pytest.raises(AuthenticationFailed):
         bob.decrypt(forged)
     assert bob.to_bytes() == before
     # Even past the header (which authenticates the body, SPEC §5.2), GCM refuses it.
-    blank = reencode({**fields1, K.HEADER: bytes(100)})[: len(f1) - len(b1)]
+    blank = reencode({**fields1, K.HEADER: bytes(SEALED_HEADER_LEN)})[: len(f1) - len(b1)]
     ad0 = pair.alice.ratchet.ad + blank
-    assert AESGCM(ek1).decrypt(bytes(12), b1[48:], ad0) == P1  # the key and AD are right
+    assert AESGCM(ek).decrypt(n1, b1, ad0) == P1  # the key, nonce and AD are right
     with pytest.raises(Exception):  # noqa: B017 - InvalidTag
-        AESGCM(ek1).decrypt(bytes(12), ct + tag, ad0)
+        AESGCM(ek).decrypt(n1, ct + tag, ad0)
     # The receiver takes whichever genuine frame arrives first, and refuses the other.
     assert bob.decrypt(f1) == P1
     with pytest.raises(DuplicateMessage):
@@ -182,17 +199,17 @@ def test_rollback_gives_no_ghash_key_and_the_forgery_is_rejected() -> None:
 
 
 def test_headers_of_one_chain_share_no_bytes_at_fixed_positions() -> None:
-    """Nothing in a suite-2 frame after the format's constant prefix (map head, version,
-    suite, type, the header's key and length) is constant across the messages of a chain:
-    not the 100-byte sealed header (nonce, commitment, ciphertext) nor the body's R and
-    commitment."""
+    """Nothing in a frame after the format's constant prefix (map head, version, suite,
+    type, the header's key and length) is constant across the messages of a chain: not the
+    132-byte sealed header (nonce, commitment, ciphertext of DH, PN, N and the body key's
+    commitment) nor the body."""
     pair = handshake(PQ)
     frames = [pair.alice.encrypt(b"same text every time") for _ in range(40)]
     assert len({len(f) for f in frames}) == 1
     assert len({pair.alice.ratchet.dhs.public}) == 1  # one sending chain throughout
     constant = [i for i in range(len(frames[0])) if len({f[i] for f in frames}) == 1]
     # Only the format: the 10-byte head, the body key and the body's 2-byte length head.
-    head_end, body_key = 10, 10 + 100
+    head_end, body_key = 10, 10 + SEALED_HEADER_LEN
     assert constant == [*range(head_end), body_key, body_key + 1, body_key + 2]
     headers = [frame_fields(f)[K.HEADER] for f in frames]
     for i, a in enumerate(headers):

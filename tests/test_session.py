@@ -176,7 +176,7 @@ def test_state_field_checks(states: dict[str, bytes]) -> None:
 
 
 def test_state_without_a_chain_header_key_is_refused() -> None:
-    """Suite 2: a sending chain without its header key would put the ratchet key and counters
+    """Suite 3: a sending chain without its header key would put the ratchet key and counters
     in clear on the wire; a receiving chain without one is inconsistent too."""
     pair = handshake(PQ)
     assert pair.bob is not None

@@ -1,7 +1,7 @@
 """Stateful adversarial test of a two-party session (issue 6.1).
 
 A hypothesis ``RuleBasedStateMachine`` drives Alice (initiator) and Bob (responder) of one
-session, for suite 2, through: send, burst (many sends), deliver the oldest
+session, for suite 3, through: send, burst (many sends), deliver the oldest
 undelivered message, deliver any message ever sent (reorder, delayed delivery, replay),
 drop, tamper, snapshot, restore, crash-and-reload and a ping-pong of fresh messages.
 The ratchet limits are patched to small values (MAX_SKIP = 6,

@@ -126,8 +126,8 @@ def test_bad_kem_prekey_signature(as_bytes: bool) -> None:
 
 
 def test_suite2_signatures_are_bound_to_the_suite() -> None:
-    """A suite-2 SPK signed libsignal's way (Encode_EC(SPK) alone, no prefix) does not verify:
-    a libsignal signed prekey cannot be replayed into a suite-2 bundle."""
+    """A suite-3 SPK signed libsignal's way (Encode_EC(SPK) alone, no prefix) does not verify:
+    a libsignal signed prekey cannot be replayed into a suite-3 bundle."""
     pq = LocalPrekeys.generate(KeyPair.generate(), PQ)
     pq_bundle = pq.bundle()
     as_signal = signed_bundle(pq, spk=pq_bundle.spk)  # re-signed the PQ way: fine
@@ -377,18 +377,23 @@ def test_suite_not_allowed_on_respond(suite: Suite) -> None:
 
 def test_pq_bundle_relabelled_as_suite1() -> None:
     """The downgrade guard: suite 1 (libsignal's schedule in e2e frames) is retired, so a
-    bundle relabelled to it, with or without its KEM fields, is an UnknownSuite."""
+    bundle relabelled to it, with or without its KEM fields, is an UnknownSuite; so is one
+    relabelled to suite 2 (the key schedule suite 3 replaced)."""
     keys = LocalPrekeys.generate(KeyPair.generate(), PQ)
     raw = keys.bundle().to_bytes()
     fields = frame_fields(raw)
-    assert raw[3:5] == b"\x01\x02"  # key 1 (suite) = 2, right after the version
+    assert raw[3:5] == b"\x01\x03"  # key 1 (suite) = 3, right after the version
     stripped = {k: v for k, v in fields.items() if k not in (K.KEM_ID, K.KEM_PK, K.KEM_SIG)}
-    for relabelled in (reencode({**stripped, K.SUITE: 1}), reencode({**fields, K.SUITE: 1})):
+    for relabelled in (
+        reencode({**stripped, K.SUITE: 1}),
+        reencode({**fields, K.SUITE: 1}),
+        reencode({**fields, K.SUITE: 2}),
+    ):
         with pytest.raises(UnknownSuite):
             PrekeyBundle.from_bytes(relabelled)
         with pytest.raises(UnknownSuite):
             Session.initiate(KeyPair.generate(), relabelled)
-    # Stripped but not relabelled: not a valid suite-2 bundle.
+    # Stripped but not relabelled: not a valid suite-3 bundle.
     with pytest.raises(DecodeError):
         PrekeyBundle.from_bytes(reencode(stripped))
 

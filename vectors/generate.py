@@ -43,7 +43,7 @@ def write(out: Path, name: str, concept: str, cases: list[dict[str, Any]]) -> No
 def kdf_cases() -> list[dict[str, Any]]:
     rng = ref.DRng(b"kdf")
     cases: list[dict[str, Any]] = []
-    for suite in (2,):
+    for suite in (3,):
         for i in range(3):
             rk, dh_out = rng(32), rng(32)
             rk2, ck, nhk = ref.kdf_rk(suite, rk, dh_out)
@@ -52,24 +52,23 @@ def kdf_cases() -> list[dict[str, Any]]:
                           "nhk": h(nhk)})  # fmt: skip
     ck = rng(32)
     for i in range(5):
-        nxt, mks = ref.kdf_ck(ck)
-        cases.append({"name": f"chain_step/{i}", "kind": "chain_step", "ck": h(ck),
-                      "next_ck": h(nxt), "mks": h(mks)})  # fmt: skip
+        nxt, mk = ref.kdf_ck(3, ck)
+        cases.append({"name": f"chain_step/s3/{i}", "kind": "chain_step", "suite": 3,
+                      "ck": h(ck), "next_ck": h(nxt), "mk": h(mk)})  # fmt: skip
         ck = nxt
-    for suite in (2,):
-        for n in (0, 1, 15, 16, 33, 300):
-            mks, ad, pt = rng(32), rng(66 + n % 7), rng(n)
-            r = rng(16)
-            cases.append({"name": f"body/s{suite}/{n}", "kind": "body", "suite": suite,
-                          "mks": h(mks), "ad": h(ad), "plaintext": h(pt), "nonce": h(r),
-                          "body": h(ref.seal_body(suite, mks, ad, pt, r))})  # fmt: skip
+    for n in (0, 1, 15, 16, 33, 300):
+        mk, ad, pt = rng(64), rng(66 + n % 7), rng(n)
+        nonce = rng(12)
+        cases.append({"name": f"body/{n}", "kind": "body", "mk": h(mk), "ad": h(ad),
+                      "plaintext": h(pt), "nonce": h(nonce),
+                      "body": h(ref.seal_body(mk, nonce, ad, pt))})  # fmt: skip
     for i in range(3):
         hk, nonce, ad = rng(32), rng(12), rng(66)
-        header = rng(32) + ref.u32(i) + ref.u32(7 * i)
+        header = rng(32) + ref.u32(i) + ref.u32(7 * i) + rng(32)
         cases.append({"name": f"header/{i}", "kind": "header", "hk": h(hk), "nonce": h(nonce),
                       "ad": h(ad), "header": h(header),
                       "sealed": h(ref.seal_header(hk, nonce, header, ad))})  # fmt: skip
-    for suite in (2,):
+    for suite in (3,):
         for n_dh in (3, 4):
             dhs = rng(32 * n_dh)
             ss = rng(32)
@@ -92,14 +91,14 @@ def setup(suite: int, seed: bytes, with_opk: bool) -> dict[str, Any]:
     pub = ref.x25519_public
     spk_sig = ref.xeddsa_sign(ik_b, ref.spk_signed_bytes(suite, pub(spk)), rng(64))
     kem_pk = kem_sig = ss = ct = None
-    if suite == 2:
+    if suite == 3:
         kem_priv, kem_pk = ref.kem_pair_from_seed(kem_seed)
         kem_sig = ref.xeddsa_sign(ik_b, ref.kem_signed_bytes(suite, kem_pk), rng(64))
         ss, ct = mlkem.MLKEM1024PublicKey.from_public_bytes(kem_pk).encapsulate()
         assert kem_priv.decapsulate(ct) == ss
     bundle = ref.bundle_bytes(
         suite, pub(ik_b), 7, pub(spk), spk_sig, 9 if with_opk else None,
-        pub(opk) if with_opk else None, 11 if suite == 2 else None, kem_pk, kem_sig,
+        pub(opk) if with_opk else None, 11 if suite == 3 else None, kem_pk, kem_sig,
     )  # fmt: skip
     rng_a = ref.DRng(seed + b"/alice")
     ek = rng_a(32)
@@ -108,15 +107,15 @@ def setup(suite: int, seed: bytes, with_opk: bool) -> dict[str, Any]:
     if with_opk:
         dhs += ref.dh(ek, pub(opk))
     binding = b""
-    if suite == 2:
+    if suite == 3:
         assert kem_pk is not None and ct is not None
         binding = ref.pq_binding(pub(ik_a), pub(ik_b), pub(spk), kem_pk, ct)
     sk = ref.agreement(suite, dhs, ss, binding)
     ad = ref.encode_ec(pub(ik_a)) + ref.encode_ec(pub(ik_b))
     return {
         "suite": suite, "seed": seed.decode(), "ik_a": ik_a, "ik_b": ik_b, "spk": spk,
-        "opk": opk if with_opk else None, "kem_seed": kem_seed if suite == 2 else None,
-        "spk_id": 7, "opk_id": 9 if with_opk else None, "kem_id": 11 if suite == 2 else None,
+        "opk": opk if with_opk else None, "kem_seed": kem_seed if suite == 3 else None,
+        "spk_id": 7, "opk_id": 9 if with_opk else None, "kem_id": 11 if suite == 3 else None,
         "bundle": bundle, "ek": ek, "ss": ss, "ct": ct, "sk": sk, "ad": ad, "rng_a": rng_a,
     }  # fmt: skip
 
@@ -131,17 +130,17 @@ def setup_json(s: dict[str, Any]) -> dict[str, Any]:
 
 def agreement_cases() -> list[dict[str, Any]]:
     cases = []
-    for suite in (2,):
+    for suite in (3,):
         for with_opk in (True, False):
             s = setup(suite, f"agreement/s{suite}/opk={with_opk}".encode(), with_opk)
             case = {"name": f"s{suite}/opk={with_opk}", "setup": setup_json(s),
                     "ek": h(s["ek"]), "sk": h(s["sk"][0]), "ad": h(s["ad"]),
-                    "hka": h(s["sk"][1]) if suite == 2 else None,
-                    "hkb": h(s["sk"][2]) if suite == 2 else None, "error": None,
+                    "hka": h(s["sk"][1]) if suite == 3 else None,
+                    "hkb": h(s["sk"][2]) if suite == 3 else None, "error": None,
                     "allowed": [suite]}  # fmt: skip
             cases.append(case)
     # Negative cases: the same set-up with one thing wrong, and the error SPEC §3 names.
-    base = setup(2, b"agreement/negative", True)
+    base = setup(3, b"agreement/negative", True)
     bundle = cbor2.loads(base["bundle"])
 
     def variant(name: str, error: str, allowed: list[int] | None = None, **change: Any) -> None:
@@ -171,6 +170,8 @@ def agreement_cases() -> list[dict[str, Any]]:
     variant("relabelled to retired suite 1 with KEM fields", "UnknownSuite", k1=1)
     variant("stripped to retired suite 1 (downgrade)", "UnknownSuite", k1=1, k7=None, k14=None,
             k15=None)  # fmt: skip
+    # Suite 2 (the HMAC key schedule that suite 3 replaced) is retired too.
+    variant("relabelled to retired suite 2", "UnknownSuite", k1=2)
     variant("bundle not allowed by the policy", "SuiteMismatch", allowed=[])
     variant("unknown suite", "UnknownSuite", k1=9)
     variant("frame version 2", "UnsupportedVersion", k0=2)
@@ -206,41 +207,44 @@ SCRIPT: list[tuple[Any, ...]] = [
 ]
 
 
+def transcript_case(
+    suite: int, with_opk: bool, script: list[tuple[Any, ...]], name: str
+) -> dict[str, Any]:
+    """One conversation of ``script`` between the reference's Alice and Bob: every frame sent,
+    every plaintext received, and the error each replayed or tampered frame must raise."""
+    s = setup(suite, f"transcript/{name}".encode(), with_opk)
+    pub = ref.x25519_public
+    alice = ref.Party.alice(suite, s["ad"], s["sk"], pub(s["spk"]), s["rng_a"])
+    alice.prekey = {3: pub(s["ik_a"]), 4: pub(s["ek"]), 5: 7}
+    if with_opk:
+        alice.prekey[6] = 9
+    alice.prekey[7], alice.prekey[8] = 11, s["ct"]
+    bob = ref.Party.bob(suite, s["ad"], s["sk"], (s["spk"], pub(s["spk"])),
+                        ref.DRng(f"transcript/{name}".encode() + b"/bob"))  # fmt: skip
+    parties = {"a": alice, "b": bob}
+    frames: dict[str, bytes] = {}
+    events: list[dict[str, Any]] = []
+    for op, who, label, *rest in script:
+        if op == "send":
+            frames[label] = parties[who].encrypt(rest[0])
+            events.append({"op": "send", "party": who, "label": label,
+                           "plaintext": h(rest[0]), "frame": h(frames[label])})  # fmt: skip
+        elif op == "recv":
+            pt = parties[who].decrypt(frames[label])
+            events.append({"op": "recv", "party": who, "label": label, "plaintext": h(pt)})
+        else:
+            frame = frames[label]
+            if op == "tamper":
+                frame = frame[:-1] + bytes([frame[-1] ^ 1])
+            events.append({"op": op, "party": who, "label": label, "frame": h(frame),
+                           "error": rest[0]})  # fmt: skip
+    return {"name": name, "setup": setup_json(s), "events": events}
+
+
 def transcript_cases() -> list[dict[str, Any]]:
-    cases = []
-    for suite in (2,):
-        for with_opk in (True, False):
-            name = f"s{suite}/opk={with_opk}"
-            s = setup(suite, f"transcript/{name}".encode(), with_opk)
-            pub = ref.x25519_public
-            alice = ref.Party.alice(suite, s["ad"], s["sk"], pub(s["spk"]), s["rng_a"])
-            alice.prekey = {3: pub(s["ik_a"]), 4: pub(s["ek"]), 5: 7}
-            if with_opk:
-                alice.prekey[6] = 9
-            if suite == 2:
-                alice.prekey[7], alice.prekey[8] = 11, s["ct"]
-            bob = ref.Party.bob(suite, s["ad"], s["sk"], (s["spk"], pub(s["spk"])),
-                                ref.DRng(f"transcript/{name}".encode() + b"/bob"))  # fmt: skip
-            parties = {"a": alice, "b": bob}
-            frames: dict[str, bytes] = {}
-            events: list[dict[str, Any]] = []
-            for op, who, label, *rest in SCRIPT:
-                if op == "send":
-                    frames[label] = parties[who].encrypt(rest[0])
-                    events.append({"op": "send", "party": who, "label": label,
-                                   "plaintext": h(rest[0]), "frame": h(frames[label])})  # fmt: skip
-                elif op == "recv":
-                    pt = parties[who].decrypt(frames[label])
-                    events.append({"op": "recv", "party": who, "label": label,
-                                   "plaintext": h(pt)})  # fmt: skip
-                else:
-                    frame = frames[label]
-                    if op == "tamper":
-                        frame = frame[:-1] + bytes([frame[-1] ^ 1])
-                    events.append({"op": op, "party": who, "label": label, "frame": h(frame),
-                                   "error": rest[0]})  # fmt: skip
-            cases.append({"name": name, "setup": setup_json(s), "events": events})
-    return cases
+    return [
+        transcript_case(3, with_opk, SCRIPT, f"s3/opk={with_opk}") for with_opk in (True, False)
+    ]
 
 
 # --- frames.json ---------------------------------------------------------------------------
@@ -248,7 +252,7 @@ def transcript_cases() -> list[dict[str, Any]]:
 
 def frame_cases() -> list[dict[str, Any]]:
     """Strict-decoding cases: raw bytes and the error SPEC §5.3 requires (None: accepted)."""
-    good = {0: 1, 1: 2, 2: 1, 9: bytes(100), 10: bytes(64)}
+    good = {0: 1, 1: 3, 2: 1, 9: bytes(132), 10: bytes(16)}
     enc = ref.cbor_map
     cases: list[dict[str, Any]] = []
 
@@ -258,36 +262,39 @@ def frame_cases() -> list[dict[str, Any]]:
             c["zero_pad"] = pad  # raw is followed by this many zero bytes
         cases.append(c)
 
-    case("minimal suite-2 message frame", enc(good), None)
+    case("minimal suite-3 message frame", enc(good), None)
     case("retired suite-1 message frame", enc({**good, 1: 1, 9: bytes(40), 10: bytes(24)}),
+         "UnknownSuite")  # fmt: skip
+    case("retired suite-2 message frame", enc({**good, 1: 2, 9: bytes(100), 10: bytes(64)}),
          "UnknownSuite")  # fmt: skip
     case("empty input", b"", "DecodeError")
     case("not a map", cbor2.dumps([1, 2]), "DecodeError")
     case("extra key", enc({**good, 11: b"x"}), "DecodeError")
     case("missing body", enc({k: v for k, v in good.items() if k != 10}), "DecodeError")
-    case("unsorted keys", cbor2.dumps({1: 2, 0: 1, 2: 1, 9: bytes(100), 10: bytes(64)}),
+    case("unsorted keys", cbor2.dumps({1: 3, 0: 1, 2: 1, 9: bytes(132), 10: bytes(16)}),
          "DecodeError")  # fmt: skip
     dup = bytearray(enc(good))
     dup[0] += 1
     case("duplicate key", bytes(dup) + b"\x00\x01", "DecodeError")
-    nonshort = enc(good).replace(b"\x00\x01\x01\x02", b"\x00\x18\x01\x01\x02", 1)
+    nonshort = enc(good).replace(b"\x00\x01\x01\x03", b"\x00\x18\x01\x01\x03", 1)
     case("non-shortest integer", nonshort, "DecodeError")
     indef = b"\xbf" + enc(good)[1:] + b"\xff"
     case("indefinite-length map", indef, "DecodeError")
-    case("text instead of bytes", cbor2.dumps({0: 1, 1: 2, 2: 1, 9: "x" * 100, 10: bytes(64)}),
+    case("text instead of bytes", cbor2.dumps({0: 1, 1: 3, 2: 1, 9: "x" * 132, 10: bytes(16)}),
          "DecodeError")  # fmt: skip
-    case("negative integer", cbor2.dumps({0: 1, 1: 2, 2: -1, 9: bytes(100), 10: bytes(64)}),
+    case("negative integer", cbor2.dumps({0: 1, 1: 3, 2: -1, 9: bytes(132), 10: bytes(16)}),
          "DecodeError")  # fmt: skip
-    case("float", cbor2.dumps({0: 1, 1: 2, 2: 1.0, 9: bytes(100), 10: bytes(64)}), "DecodeError")
-    case("bool", cbor2.dumps({0: 1, 1: 2, 2: True, 9: bytes(100), 10: bytes(64)}), "DecodeError")
-    case("tag", cbor2.dumps({0: 1, 1: 2, 2: 1, 9: cbor2.CBORTag(24, bytes(100)),
-                             10: bytes(64)}), "DecodeError")  # fmt: skip
-    case("header of 99 bytes", enc({**good, 9: bytes(99)}), "DecodeError")
+    case("float", cbor2.dumps({0: 1, 1: 3, 2: 1.0, 9: bytes(132), 10: bytes(16)}), "DecodeError")
+    case("bool", cbor2.dumps({0: 1, 1: 3, 2: True, 9: bytes(132), 10: bytes(16)}), "DecodeError")
+    case("tag", cbor2.dumps({0: 1, 1: 3, 2: 1, 9: cbor2.CBORTag(24, bytes(132)),
+                             10: bytes(16)}), "DecodeError")  # fmt: skip
+    case("header of 131 bytes", enc({**good, 9: bytes(131)}), "DecodeError")
+    case("header of suite 2's 100 bytes", enc({**good, 9: bytes(100)}), "DecodeError")
     case("version 2", enc({**good, 0: 2}), "UnsupportedVersion")
-    case("unknown suite 3", enc({**good, 1: 3}), "UnknownSuite")
+    case("unknown suite 4", enc({**good, 1: 4}), "UnknownSuite")
     case("unknown type 9", enc({**good, 2: 9}), "DecodeError")
     case("message with prekey fields", enc({**good, 3: bytes(32)}), "DecodeError")
-    case("prekey message without KEM in suite 2",
+    case("prekey message without KEM in suite 3",
          enc({**good, 2: 2, 3: bytes(32), 4: bytes(32), 5: 1}), "DecodeError")  # fmt: skip
     case("nested 500 deep", b"\xa1\x00" + b"\x81" * 500 + b"\x00", "DecodeError")
     case("oversize", b"\xa5", "LimitExceeded", pad=278_528)

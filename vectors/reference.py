@@ -1,7 +1,8 @@
 """A second, deliberately plain implementation of SPEC.md, used only to make vectors.
 
 It imports nothing from ``e2e``: it is written from SPEC.md alone (sections named in the
-comments), with ``cryptography`` for HKDF/HMAC/AES/ML-KEM, ``nacl`` for X25519, ``cbor2`` for
+comments), with ``cryptography`` for HKDF/HMAC/AES/ML-KEM, the standard library's ``hashlib``
+for SHAKE256 (another implementation than the package's), ``nacl`` for X25519, ``cbor2`` for
 encoding and Python integers for XEdDSA. It favours being obviously like the text over speed
 or input checking; it is not part of the package.
 """
@@ -47,10 +48,8 @@ def hmac256(key: bytes, msg: bytes) -> bytes:
     return h.finalize()
 
 
-def hmac512(key: bytes, msg: bytes) -> bytes:
-    h = hmac.HMAC(key, hashes.SHA512())
-    h.update(msg)
-    return h.finalize()
+def shake256(data: bytes, length: int) -> bytes:
+    return hashlib.shake_256(data).digest(length)
 
 
 def x25519_public(priv: bytes) -> bytes:
@@ -70,11 +69,11 @@ def u32(n: int) -> bytes:
 # --- §1 suites -----------------------------------------------------------------------------
 
 SUITES: dict[int, dict[str, Any]] = {
-    2: dict(pq=True, he=True, agree=b"E2E_PQXDH_X25519_SHA-256_ML-KEM-1024",
-            root=b"E2E_Ratchet_HE", msg=b"E2E_MessageKeys", tag=16),
+    3: dict(pq=True, he=True, agree=b"E2E_PQXDH_X25519_SHA-256_ML-KEM-1024",
+            root=b"E2E_RootStep", chain=b"E2E_ChainStep", tag=16),
 }  # fmt: skip
-HEADER_INFO = b"E2E_HeaderKeys"
-MAX_SKIP = {2: 1000}  # §7: MAX_SKIP
+HEADER_LABEL = b"E2E_HeaderKey"
+MAX_SKIP = {3: 1000}  # §7: MAX_SKIP
 MAX_SKIPPED_AGE = 2000  # §7
 
 # --- §2 keys, XEdDSA, signed bytes --------------------------------------------------------
@@ -193,56 +192,55 @@ def pq_binding(ik_a: bytes, ik_b: bytes, spk: bytes, kem_pk: bytes, ct: bytes) -
 # --- §4 ratchet KDFs and AEADs --------------------------------------------------------------
 
 
-def kdf_rk(suite: int, rk: bytes, dh_out: bytes) -> tuple[bytes, bytes, bytes | None]:
-    s = SUITES[suite]
-    okm = hkdf(rk, dh_out, s["root"], 96)
+def kdf_rk(suite: int, rk: bytes, dh_out: bytes) -> tuple[bytes, bytes, bytes]:
+    """§4.1: SHAKE256(label | RK | dh_out, 96) -> RK', CK, NHK."""
+    okm = shake256(SUITES[suite]["root"] + rk + dh_out, 96)
     return okm[:32], okm[32:64], okm[64:96]
 
 
-def kdf_ck(ck: bytes) -> tuple[bytes, bytes]:
-    """Returns (CK', MKS)."""
-    return hmac256(ck, b"\x02"), hmac256(ck, b"\x01")
+def kdf_ck(suite: int, ck: bytes) -> tuple[bytes, bytes]:
+    """§4.2: SHAKE256(label | CK, 96) -> (CK', MK = EK | MC)."""
+    okm = shake256(SUITES[suite]["chain"] + ck, 96)
+    return okm[:32], okm[32:96]
 
 
-def caead_keys(key: bytes, label: bytes) -> tuple[bytes, bytes]:
-    s = hmac512(key, label + b"\x01")
-    return s[:32], s[32:]
+def seal_body(mk: bytes, nonce: bytes, ad: bytes, pt: bytes) -> bytes:
+    """§4.3: AES-256-GCM(EK, nonce, pt, ad), EK = MK[0:32]."""
+    assert len(mk) == 64 and len(nonce) == 12
+    return AESGCM(mk[:32]).encrypt(nonce, pt, ad)
 
 
-def seal_body(suite: int, mks: bytes, ad: bytes, pt: bytes, r: bytes = b"") -> bytes:
-    """§4.3; R = RNG(16)."""
-    s = SUITES[suite]
-    assert len(r) == 16
-    ek, c = caead_keys(mks, s["msg"] + r)
-    return r + c + AESGCM(ek).encrypt(bytes(12), pt, ad)
-
-
-def open_body(suite: int, mks: bytes, ad: bytes, body: bytes) -> bytes:
-    s = SUITES[suite]
-    r = body[:16]
-    ek, c = caead_keys(mks, s["msg"] + r)
-    assert body[16:48] == c
-    return AESGCM(ek).decrypt(bytes(12), body[48:], ad)
+def open_body(mk: bytes, mc: bytes, nonce: bytes, ad: bytes, body: bytes) -> bytes:
+    assert mk[32:] == mc  # §4.3: the header's MC must be the key's
+    return AESGCM(mk[:32]).decrypt(nonce, body, ad)
 
 
 def body_len(suite: int, n: int) -> int:
-    return n + 64
+    return n + 16
+
+
+def header_keys(hk: bytes) -> bytes:
+    """§4.4: EKh = HMAC-SHA256("E2E_HeaderKey", HK | 0x01)."""
+    return hmac256(HEADER_LABEL, hk + b"\x01")
+
+
+def header_commitment(hk: bytes, nonce: bytes) -> bytes:
+    """§4.4: Ch = HMAC-SHA256("E2E_HeaderKey", HK | 0x02 | nonce)."""
+    return hmac256(HEADER_LABEL, hk + b"\x02" + nonce)
 
 
 def seal_header(hk: bytes, nonce: bytes, header: bytes, ad: bytes) -> bytes:
-    """§4.4: nonce | HMAC-SHA256(commit key, nonce) | GCM(EK, nonce, header, AD)."""
-    ek, ck = caead_keys(hk, HEADER_INFO)
-    return nonce + hmac256(ck, nonce) + AESGCM(ek).encrypt(nonce, header, ad)
+    """§4.4: nonce | Ch | GCM(EKh, nonce, header, AD)."""
+    return nonce + header_commitment(hk, nonce) + AESGCM(header_keys(hk)).encrypt(nonce, header, ad)
 
 
 def open_header(hk: bytes | None, hdr: bytes, ad: bytes) -> bytes | None:
     if hk is None:
         return None
-    ek, ck = caead_keys(hk, HEADER_INFO)
-    if hdr[12:44] != hmac256(ck, hdr[:12]):
+    if hdr[12:44] != header_commitment(hk, hdr[:12]):
         return None
     try:
-        return AESGCM(ek).decrypt(hdr[:12], hdr[44:], ad)
+        return AESGCM(header_keys(hk)).decrypt(hdr[:12], hdr[44:], ad)
     except Exception:
         return None
 
@@ -293,20 +291,20 @@ class Party:
 
     def encrypt(self, pt: bytes) -> bytes:
         assert self.CKs is not None
-        self.CKs, mks = kdf_ck(self.CKs)
-        header = self.DHs[1] + u32(self.PN) + u32(self.Ns)
+        self.CKs, mk = kdf_ck(self.suite, self.CKs)
+        header = self.DHs[1] + u32(self.PN) + u32(self.Ns) + mk[32:]  # §4.4: with MC
         fields: dict[int, int | bytes] = {0: 1, 1: self.suite, 2: 1 if self.prekey is None else 2}
         fields.update(self.prekey or {})
         n = body_len(self.suite, len(pt))
         fields[10] = bytes(n)
         self.Ns += 1
-        # §5.2: nonce = RNG(12), R = RNG(16); body under the blanked prefix, then the
-        # header over AD | blanked prefix | body.
+        # §4.5, §5.2: nonce = RNG(12); body under the blanked prefix, then the header over
+        # AD | blanked prefix | body, both with that nonce.
         assert self.HKs is not None
-        nonce, r = self.rng(12), self.rng(16)
-        fields[9] = bytes(100)
+        nonce = self.rng(12)
+        fields[9] = bytes(132)
         blank = cbor_map(fields)[:-n]
-        body = seal_body(self.suite, mks, self.AD + blank, pt, r)
+        body = seal_body(mk, nonce, self.AD + blank, pt)
         fields[9] = seal_header(self.HKs, nonce, header, self.AD + blank + body)
         return cbor_map(fields)[:-n] + body
 
@@ -315,7 +313,7 @@ class Party:
         f = cbor2.loads(frame)
         assert cbor_map(f) == frame
         hdr, body = f[9], f[10]
-        prefix = cbor_map({**f, 9: bytes(100)})[: len(frame) - len(body)]  # §5.2 blanked
+        prefix = cbor_map({**f, 9: bytes(132)})[: len(frame) - len(body)]  # §5.2 blanked
         chain = None
         for key, name in [(self.HKr, "cur"), (self.NHKr, "next")] + [
             (k, "old") for _, k in reversed(self.OLD)
@@ -327,8 +325,9 @@ class Party:
         assert chain is not None and plain is not None
         dh_pub, pn, n = plain[:32], struct.unpack(">I", plain[32:36])[0], struct.unpack(
             ">I", plain[36:40])[0]  # fmt: skip
+        mc, nonce = plain[40:72], hdr[:12]
         if (dh_pub, n) in self.SKIPPED:
-            pt = open_body(self.suite, self.SKIPPED[(dh_pub, n)], self.AD + prefix, body)
+            pt = open_body(self.SKIPPED[(dh_pub, n)], mc, nonce, self.AD + prefix, body)
             del self.SKIPPED[(dh_pub, n)]
             self.prekey = None
             return pt
@@ -347,9 +346,9 @@ class Party:
         assert n - self.Nr <= MAX_SKIP[self.suite]
         self._skip(n)
         assert self.CKr is not None
-        self.CKr, mks = kdf_ck(self.CKr)
+        self.CKr, mk = kdf_ck(self.suite, self.CKr)
         self.Nr += 1
-        pt = open_body(self.suite, mks, self.AD + prefix, body)
+        pt = open_body(mk, mc, nonce, self.AD + prefix, body)
         while len(self.OLD) >= 5:
             old_dh, _ = self.OLD.pop(0)
             for k in [k for k in self.SKIPPED if k[0] == old_dh]:
@@ -366,8 +365,8 @@ class Party:
             return
         assert self.DHr is not None
         while self.Nr < until:
-            self.CKr, mks = kdf_ck(self.CKr)
-            self.SKIPPED[(self.DHr, self.Nr)] = mks
+            self.CKr, mk = kdf_ck(self.suite, self.CKr)
+            self.SKIPPED[(self.DHr, self.Nr)] = mk
             self.Nr += 1
 
 

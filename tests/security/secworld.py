@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import hashes, hmac
+
 import e2e.ratchet as ratchet_mod
 from e2e.errors import DuplicateMessage, E2EError, PolicyError
-from e2e.message_key import HEADER_LABEL, committing_keys
+from e2e.message_key import HEADER_LABEL
 from e2e.platform import (
     AdService,
     Business,
@@ -22,6 +24,14 @@ from e2e.platform import (
     Relay,
 )
 from e2e.suite import PQ
+
+
+def header_aead_key(key: bytes) -> bytes:
+    """EKh = HMAC-SHA256(HEADER_LABEL, HK | 0x01) (SPEC.md §4.4), recomputed here."""
+    h = hmac.HMAC(HEADER_LABEL, hashes.SHA256())
+    h.update(key + b"\x01")
+    return h.finalize()
+
 
 WORDS = (
     "parcel refund invoice warranty courier tracking delivery replacement voucher "
@@ -51,7 +61,7 @@ class KeyCapture:
     @contextmanager
     def active(self) -> Iterator[KeyCapture]:
         orig = (
-            ratchet_mod.chain_step,
+            ratchet_mod.kdf_ck,
             ratchet_mod.root_step,
             ratchet_mod.header_cipher,
             ratchet_mod.seal,
@@ -59,12 +69,14 @@ class KeyCapture:
         )
         add = self.secrets.add
 
-        def chain_step(ck: bytes) -> tuple[bytes, bytes]:
-            out = orig[0](ck)
+        def kdf_ck(suite, ck):  # type: ignore[no-untyped-def]
+            out = orig[0](suite, ck)
             add(ck)
             self._used(ck)
             add(out[0])
-            add(out[1])
+            add(out[1])  # the message key: EK | MC
+            add(out[1][:32])  # EK
+            add(out[1][32:])  # MC: travels only inside the sealed header
             return out
 
         def root_step(suite, rk, dh_out):  # type: ignore[no-untyped-def]
@@ -79,24 +91,22 @@ class KeyCapture:
         def header_cipher(key):  # type: ignore[no-untyped-def]
             # Every header key the ratchet uses passes through here (its AEAD is then cached).
             add(key)
-            add(committing_keys(key, HEADER_LABEL)[0])
-            add(committing_keys(key, HEADER_LABEL)[1])  # the commitment key
+            add(header_aead_key(key))
             return orig[2](key)
 
-        def seal(suite, seed, ad, pt, nonce=b""):  # type: ignore[no-untyped-def]
-            add(seed)
-            add(committing_keys(seed, suite.message_info + nonce)[0])
-            return orig[3](suite, seed, ad, pt, nonce)
+        def seal(mk, nonce, ad, pt):  # type: ignore[no-untyped-def]
+            add(mk)
+            add(mk[:32])
+            return orig[3](mk, nonce, ad, pt)
 
-        def open_(suite, seed, ad, sealed):  # type: ignore[no-untyped-def]
-            add(seed)
-            nonce = sealed[:16]  # the body's R (SPEC.md §4.3)
-            add(committing_keys(seed, suite.message_info + nonce)[0])
-            out = orig[4](suite, seed, ad, sealed)
-            self._used(seed)
+        def open_(mk, commitment, nonce, ad, body):  # type: ignore[no-untyped-def]
+            add(mk)
+            add(mk[:32])
+            out = orig[4](mk, commitment, nonce, ad, body)
+            self._used(mk)
             return out
 
-        ratchet_mod.chain_step = chain_step  # type: ignore[assignment]
+        ratchet_mod.kdf_ck = kdf_ck  # type: ignore[assignment]
         ratchet_mod.root_step = root_step  # type: ignore[assignment]
         ratchet_mod.header_cipher = header_cipher
         ratchet_mod.seal = seal  # type: ignore[assignment]
@@ -105,7 +115,7 @@ class KeyCapture:
             yield self
         finally:
             (
-                ratchet_mod.chain_step,
+                ratchet_mod.kdf_ck,
                 ratchet_mod.root_step,
                 ratchet_mod.header_cipher,
                 ratchet_mod.seal,

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
 from relayhelp import RelayProcess, fresh_pg_db, pg_or_skip  # noqa: E402
 
-from e2e import PrekeyBundle, Session  # noqa: E402
+from e2e import PQ, PrekeyBundle, Session  # noqa: E402
 from e2e.client import Client, state  # noqa: E402
 from e2e.client.http import HttpRelay  # noqa: E402
 from e2e.errors import (  # noqa: E402
@@ -415,7 +415,7 @@ def _relabelled(raw: bytes, drop: tuple[int, ...], suite: int) -> bytes:
 def test_pq_to_classical_downgrade_refused(net: Net) -> None:
     """There is no classical frame suite to fall back to (suite 1 is retired, SPEC §1): a
     relay serving the agent's PQ bundle stripped of its KEM prekey (as suite 1, or still as
-    suite 2) makes the sender refuse before anything is encrypted, and a PQ initial message
+    the PQ suite) makes the sender refuse before anything is encrypted, and a PQ initial message
     relabelled as suite 1 is refused by the agent's device with its store unchanged."""
 
     async def go() -> None:
@@ -425,7 +425,7 @@ def test_pq_to_classical_downgrade_refused(net: Net) -> None:
         kem = (K.KEM_ID, K.KEM_PK, K.KEM_SIG)
         stripped_as_1 = _relabelled(raw, kem, 1)
         relabelled_as_1 = _relabelled(raw, (), 1)
-        stripped_as_2 = _relabelled(raw, kem, 2)
+        stripped_as_pq = _relabelled(raw, kem, PQ.id)
         name = f"dg{os.urandom(4).hex()}"
         dg = await Client.create_account(net.opener(name), w.http.connect, name, "customer",
                                          prekeys=4, auto_receipts=False)  # fmt: skip
@@ -434,7 +434,7 @@ def test_pq_to_classical_downgrade_refused(net: Net) -> None:
         for bad, error in (
             (stripped_as_1, UnknownSuite),
             (relabelled_as_1, UnknownSuite),
-            (stripped_as_2, DecodeError),
+            (stripped_as_pq, DecodeError),
         ):
             dg.transport = BundleSwap(honest, bad)  # type: ignore[assignment]
             with pytest.raises(error):

@@ -16,14 +16,13 @@ import pytest
 import secworld as sw
 
 from e2e.errors import E2EError
-from e2e.frame import PrekeyFields, decode_message
+from e2e.frame import PrekeyFields, blank_header, decode_message
 from e2e.keys import encode_ec
 from e2e.message_key import open_, open_header
 from e2e.platform import Delivery, Envelope
 from e2e.platform.adservice import ChatView
 from e2e.platform.directory import DeviceCertificate
 from e2e.prekeys import PrekeyBundle
-from e2e.suite import PQ
 
 MESSAGES = 10_000
 
@@ -162,15 +161,16 @@ def test_relay_cannot_decrypt_with_everything_it_holds(world: Scanned) -> None:
         env = Envelope.from_bytes(d.envelope)
         frame = decode_message(env.frame)
         ids = (identities[env.sender], identities[env.dest])
-        candidates = set(directory) | {env.commitment, d.tag, frame.body[:32]}
+        candidates = set(directory) | {env.commitment, d.tag, frame.body[:32], frame.header[12:44]}
         pk = frame.prekey
         if isinstance(pk, PrekeyFields):
             candidates |= {pk.identity_key, pk.base_key}
         for ad in (encode_ec(ids[0]) + encode_ec(ids[1]), encode_ec(ids[1]) + encode_ec(ids[0])):
             for key in candidates:
                 assert open_header(key, ad, frame.header) is None
-                with pytest.raises(E2EError):
-                    open_(PQ, key, ad + frame.ad_prefix, frame.body)
+                with pytest.raises(E2EError):  # as the body's AES-256-GCM key, past MC
+                    body_ad = ad + blank_header(frame.ad_prefix, len(frame.body))
+                    open_(key + key, key, frame.header[:12], body_ad, frame.body)
                 tried += 1
     assert tried > 10_000
 
