@@ -13,18 +13,18 @@ PQ suite (suite 3), sender (``Ratchet.encrypt``):
   update (CK), one finalize - giving the next chain key and the message key (EK | MC);
   os.urandom(12): the frame's nonce (GCM nonce of both the body and the header);
   body: AESGCM(EK).encrypt(nonce, plaintext, AD 66 B + frame prefix);
-  header (40 B + MC 32 B): its commitment HMAC-SHA256(hk, nonce) from the cached keyed HMAC
-  (``copy()``, update, finalize), then the cached AEAD of hks encrypts it with AD = that body
-  AD | the sealed body (one concatenation). A header key's keyed HMAC and its AEAD (whose key
-  is one more copy of that HMAC over "E2E_HeaderKey") are made once per chain, when the key
-  is first used.
+  header (40 B + MC 32 B): its commitment HMAC-SHA256("E2E_HeaderKey", hk | 0x02 | nonce),
+  a ``copy()`` of one HMAC object shared by all header keys (update, finalize), then the
+  cached AEAD of hks encrypts it with AD = that body AD | the sealed body (one concatenation).
+  A header key's AEAD (its key one more copy of that HMAC, over hk | 0x01) is made once per
+  chain, when the key is first used.
 PQ suite, receiver in its current chain (``Ratchet.decrypt``):
   header: the commitment HMAC as above, compare_digest, the cached AEAD decrypts with
   AD = body AD | body; KDF_CK as above; compare_digest(MC of the key, MC of the header);
   AESGCM(EK).decrypt(nonce, body, body AD).
-PQ receiver of a new ratchet key (ping-pong): the header first fails under hkr's cached AEAD
-  (commitment HMAC and compare_digest only), then opens under nhkr's, made now (the sender
-  made its new hks AEAD too); then X25519(dhs, remote), KDF_RK (one SHAKE256 copy, 96 B),
+PQ receiver of a new ratchet key (ping-pong): it has sent since it last received, so the header
+  is tried under nhkr first and opens there, under nhkr's AEAD made now (the sender made its
+  new hks AEAD too); then X25519(dhs, remote), KDF_RK (one SHAKE256 copy, 96 B),
   os.urandom(32) + X25519 base (new dhs), X25519(new dhs, remote), KDF_RK, KDF_CK and the
   body as above.
 (libsignal's own schedule and wire format are e2e.libsignal, measured against libsignal
@@ -105,18 +105,21 @@ def _pq_keys() -> dict[str, Any]:
     }
 
 
-def _pq_header_cipher(hk: bytes) -> tuple[AESGCM, hmac.HMAC]:
-    """A header key's AEAD and keyed commitment HMAC: made once per chain (e2e caches them
-    likewise)."""
-    mac = hmac.HMAC(hk, _SHA256)
-    h = mac.copy()
-    h.update(_HEADER_LABEL)
-    return AESGCM(h.finalize()), mac
+#: HMAC-SHA256 keyed with the public header label, shared by all header keys (as in e2e).
+_HEADER_MAC = hmac.HMAC(_HEADER_LABEL, _SHA256)
 
 
-def _pq_commit(hc: tuple[AESGCM, hmac.HMAC], nonce: bytes) -> bytes:
-    h = hc[1].copy()
-    h.update(nonce)
+def _pq_header_cipher(hk: bytes) -> tuple[AESGCM, bytes]:
+    """A header key's AEAD and its commitment prefix hk | 0x02: made once per chain (e2e
+    caches them likewise)."""
+    h = _HEADER_MAC.copy()
+    h.update(hk + b"\x01")
+    return AESGCM(h.finalize()), hk + b"\x02"
+
+
+def _pq_commit(hc: tuple[AESGCM, bytes], nonce: bytes) -> bytes:
+    h = _HEADER_MAC.copy()
+    h.update(hc[1] + nonce)
     return h.finalize()
 
 
@@ -126,9 +129,7 @@ def _kdf(labelled: hashes.Hash, secret: bytes) -> bytes:
     return h.finalize()
 
 
-def _pq_seal(
-    ck: bytes, hc: tuple[AESGCM, hmac.HMAC], body_ad: bytes, pt: bytes
-) -> tuple[bytes, bytes]:
+def _pq_seal(ck: bytes, hc: tuple[AESGCM, bytes], body_ad: bytes, pt: bytes) -> tuple[bytes, bytes]:
     """Sender: KDF_CK, sealed body, then the header (with MC) sealed over AD | prefix | body.
     Returns (sealed header, sealed body)."""
     out = _kdf(_CHAIN, ck)
@@ -139,7 +140,7 @@ def _pq_seal(
     return nonce + commitment + hc[0].encrypt(nonce, header, body_ad + body), body
 
 
-def _pq_open_header(hc: tuple[AESGCM, hmac.HMAC], ad: bytes, sealed: bytes) -> bytes | None:
+def _pq_open_header(hc: tuple[AESGCM, bytes], ad: bytes, sealed: bytes) -> bytes | None:
     nonce = sealed[:12]
     if not _hmac.compare_digest(_pq_commit(hc, nonce), sealed[12:44]):
         return None
@@ -158,7 +159,7 @@ def _pq_open_body(ck: bytes, header: bytes, nonce: bytes, body_ad: bytes, body: 
 
 
 def _pq_receive(
-    hc: tuple[AESGCM, hmac.HMAC], ck: bytes, body_ad: bytes, hdr: bytes, body: bytes
+    hc: tuple[AESGCM, bytes], ck: bytes, body_ad: bytes, hdr: bytes, body: bytes
 ) -> bytes:
     """Receiver in the current chain: the header, then KDF_CK and the body."""
     header = _pq_open_header(hc, body_ad + body, hdr)
@@ -238,18 +239,16 @@ def ping_pong(suite: int, size: int) -> tuple[Setup, Target]:
     pt = os.urandom(size)
     body_ad = _body_ad(suite, size)
     k = _pq_keys()
-    ck, hk, other_hc, rk = k["ck"], k["hk"], k["other_hc"], os.urandom(32)
+    ck, hk, rk = k["ck"], k["hk"], os.urandom(32)
     secret = os.urandom(32)
     remote = _nacl.crypto_scalarmult_base(os.urandom(32))
+
     def pq_target() -> None:
         # Every message starts a chain: its sender derives the new header key's AEAD once,
-        # and so does the receiver, after the header fails (commitment compare only) under
-        # its current header key's cached AEAD.
+        # and so does the receiver, who has sent since it last received and so tries its next
+        # header key first (SPEC.md §4.5): the header opens at the first trial.
         hdr, body = _pq_seal(ck, _pq_header_cipher(hk), body_ad, pt)
-        hdr_ad = body_ad + body
-        if _pq_open_header(other_hc, hdr_ad, hdr) is not None:
-            raise AssertionError("floor: header opened under the wrong key")
-        header = _pq_open_header(_pq_header_cipher(hk), hdr_ad, hdr)  # the next header key
+        header = _pq_open_header(_pq_header_cipher(hk), body_ad + body, hdr)
         assert header is not None
         _dh_step(suite, rk, secret, remote)
         _pq_open_body(ck, header, hdr[:12], body_ad, body)
