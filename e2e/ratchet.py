@@ -44,7 +44,7 @@ from e2e.frame import (
     blank_header,
     message_parts,
 )
-from e2e.header import HEADER_STRUCT, decode_header, encode_header
+from e2e.header import decode_header, encode_header
 from e2e.keys import KeyPair, Rng, checked_rng
 from e2e.message_key import NONCE_LEN, TAG_LEN, HeaderCipher, open_, seal
 from e2e.root_key import root_step
@@ -58,8 +58,6 @@ header_cipher = HeaderCipher
 _NONCE_LEN = NONCE_LEN
 #: sealed body = GCM ciphertext | tag (16): its nonce and commitment travel in the header.
 _BODY_OVERHEAD = TAG_LEN
-_unpack_header = HEADER_STRUCT.unpack
-_HEADER_LEN = HEADER_STRUCT.size
 _SKIPPED_REC = struct.Struct(f">32sI{MESSAGE_KEY_LEN}s")
 
 
@@ -306,10 +304,8 @@ class Ratchet:
         order of the trials changes only their cost: HKr first, where most messages are,
         unless this side has sent since it last received (then NHKr first).
         """
-        if self._sent_last:
-            found = self._open_next(data, ad) or self._open_current(data, ad)
-        else:
-            found = self._open_current(data, ad) or self._open_next(data, ad)
+        first = not self._sent_last
+        found = self._open_chain(first, data, ad) or self._open_chain(not first, data, ad)
         if found is not None:
             return found
         for _, old_key in reversed(self.old_chains):
@@ -319,36 +315,32 @@ class Ratchet:
                     return (*decode_header(plain), "old")
         raise AuthenticationFailed("header does not decrypt under any header key")
 
-    def _open_current(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, bytes, str] | None:
-        """The header under HKr (its DH must be DHr), or None."""
-        hkr = self.hkr
-        if hkr is None:
+    def _open_chain(
+        self, current: bool, data: bytes, ad: bytes
+    ) -> tuple[bytes, int, int, bytes, str] | None:
+        """The header under HKr (``current``; its DH must be DHr) or NHKr, or None. Each key's
+        AEAD is cached while the key stays in its field."""
+        if current:
+            key, cipher = self.hkr, self._hkr_cipher
+        else:
+            key, cipher = self.nhkr, self._nhkr_cipher
+        if key is None:
             return None
-        cipher = self._hkr_cipher
-        if cipher is None or cipher.key is not hkr:
-            cipher = self._hkr_cipher = header_cipher(hkr)
+        if cipher is None or cipher.key is not key:
+            cipher = header_cipher(key)
+            if current:
+                self._hkr_cipher = cipher
+            else:
+                self._nhkr_cipher = cipher
         plain = cipher.open(ad, data)
         if plain is None:
             return None
-        if len(plain) != _HEADER_LEN:  # decode_header, inlined for the hot path
-            raise AuthenticationFailed("header has the wrong length")
-        dh, pn, n, commitment = _unpack_header(plain)
+        dh, pn, n, commitment = decode_header(plain)
+        if not current:
+            return dh, pn, n, commitment, "next"
         if dh != self.dhr:
             raise AuthenticationFailed("header names another ratchet key")
         return dh, pn, n, commitment, "current"
-
-    def _open_next(self, data: bytes, ad: bytes) -> tuple[bytes, int, int, bytes, str] | None:
-        """The header under NHKr, or None."""
-        nhkr = self.nhkr
-        if nhkr is None:
-            return None
-        cipher = self._nhkr_cipher
-        if cipher is None or cipher.key is not nhkr:
-            cipher = self._nhkr_cipher = header_cipher(nhkr)
-        plain = cipher.open(ad, data)
-        if plain is None:
-            return None
-        return (*decode_header(plain), "next")
 
     def _plan(self, dh: bytes, pn: int, n: int, chain: str) -> _Recv:
         """What receiving message ``n`` of the chain of ratchet key ``dh`` (named ``chain`` by
