@@ -1,4 +1,5 @@
-"""Verifiers for the primitive vectors copied from Wycheproof (see each file's "source").
+"""Verifiers for the primitive vectors copied from Wycheproof and NIST CAVP (see each file's
+"source").
 
 Each verifier checks one case against the libraries e2e builds on (``cryptography`` and,
 for X25519, also libsodium through PyNaCl). A case whose ``result`` is ``"invalid"`` must be
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.bindings import crypto_scalarmult
 
+from e2e.chain_key import labelled_shake256
 from e2e.vectors import verifier
 
 __all__: list[str] = []
@@ -127,6 +129,24 @@ def verify_hmac_sha256(case: dict[str, Any]) -> None:
         assert not matches, "modified tag verified"
     else:
         assert matches, f"tag {full[:tag_bytes].hex()} != {tag.hex()}"
+
+
+@verifier("shake256")
+def verify_shake256(case: dict[str, Any]) -> None:
+    """SHAKE256 as cryptography computes it in one pass, and as e2e's KDFs do (a copy of a
+    hash object that has already absorbed the first bytes, e2e.chain_key.labelled_shake256)."""
+    msg, want = _h(case, "msg"), _h(case, "output")
+    bits = int(case["outputlen_bits"])
+    assert bits % 8 == 0 and len(want) * 8 == bits, "output length differs from outputlen"
+    assert len(msg) * 8 == int(case["len_bits"]), "message length differs from len"
+    h = hashes.Hash(hashes.SHAKE256(len(want)))
+    h.update(msg)
+    assert h.finalize() == want, "SHAKE256 output differs"
+    for split in {0, len(msg) // 2, len(msg)}:
+        labelled = labelled_shake256(msg[:split], len(want))
+        copy = labelled.copy()
+        copy.update(msg[split:])
+        assert copy.finalize() == want, f"SHAKE256 absorbed in two parts ({split}) differs"
 
 
 @verifier("aes_gcm")
