@@ -245,7 +245,7 @@ def verify(root: Path) -> None:
                 sent = counter(tx, "sent")
                 assert tx.app_keys("outbox/") == []
             assert [seq for seq, _ in frames] == list(range(sent))
-            # no (ratchet key, counter) went out twice: the headers are sealed (suite 2), so
+            # no (ratchet key, counter) went out twice: the headers are sealed (suite 3), so
             # this is checked by decryption: a second frame under a used message key is
             # refused (DuplicateMessage) when the receiver reaches it
             with receiver.store.transaction() as tx:
