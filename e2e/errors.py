@@ -1,10 +1,18 @@
-"""The one error hierarchy of e2e.
+"""The one error hierarchy of e2e (SPEC.md §8).
 
-Every public decode, decrypt, agreement and store path raises only subclasses of
-:class:`E2EError`, whatever its input. Messages never contain key material.
+Every public decode, decrypt, agreement, store, relay and client path raises only subclasses
+of :class:`E2EError`, whatever its input. Messages never contain key material.
+
+Each class says whether a retry can succeed (:attr:`E2EError.retryable`): True only where
+nothing was wrong with the request itself and sending the same request again later may be
+accepted (the relay unreachable, busy, or rate-limiting); False where the input, the state or
+a policy must change first (a refusal, a forgery, a stale device list: the caller must refresh
+and build a new request).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 __all__ = [
     "E2EError",
@@ -12,6 +20,7 @@ __all__ = [
     "LimitExceeded",
     "UnsupportedVersion",
     "UnknownSuite",
+    "EnvelopeMismatch",
     "InvalidKey",
     "InvalidSignature",
     "KeyAgreementError",
@@ -21,6 +30,8 @@ __all__ = [
     "SuiteMismatch",
     "DecryptError",
     "AuthenticationFailed",
+    "FrankingMismatch",
+    "UntrustedDevice",
     "DuplicateMessage",
     "TooManySkipped",
     "PqRatchetError",
@@ -32,7 +43,27 @@ __all__ = [
     "StoreError",
     "WeakKdfParameters",
     "RollbackDetected",
+    "StoreUnavailable",
     "PolicyError",
+    "WindowClosed",
+    "NoPriorContact",
+    "Blocked",
+    "Limited",
+    "NotOptedIn",
+    "NotAllowed",
+    "UnknownAccount",
+    "StaleDeviceList",
+    "DuplicateSubmission",
+    "ReportRejected",
+    "MisdeclaredClass",
+    "UntrustedIdentity",
+    "Conflict",
+    "RelayError",
+    "Unauthenticated",
+    "Forbidden",
+    "RateLimited",
+    "NoSuchEndpoint",
+    "WireFailure",
     "FingerprintVersionMismatch",
     "KeyTransparencyError",
     "InvalidProof",
@@ -47,6 +78,14 @@ __all__ = [
 
 class E2EError(Exception):
     """Base class of every error e2e raises on bad input or misuse."""
+
+    #: True if the same request, sent again unchanged, can succeed (nothing was wrong with
+    #: it: the relay was unreachable, busy or rate-limiting); False if something must change
+    #: first. Class-level: every instance of a class answers the same.
+    retryable: ClassVar[bool] = False
+
+
+# -- bytes that are not what they claim (SPEC §5.3) ------------------------------------------
 
 
 class DecodeError(E2EError):
@@ -63,6 +102,14 @@ class UnsupportedVersion(DecodeError):
 
 class UnknownSuite(DecodeError):
     """A ciphersuite id that is not registered in :mod:`e2e.suite`."""
+
+
+class EnvelopeMismatch(DecodeError):
+    """(A receiving device) the envelope's routing metadata differs from what the sender put
+    inside the E2E frame, or the delivery is addressed to another device (SPEC §10.2)."""
+
+
+# -- keys, signatures, agreement (SPEC §2, §3) --------------------------------------------------
 
 
 class InvalidKey(E2EError):
@@ -93,12 +140,25 @@ class SuiteMismatch(KeyAgreementError):
     """The suite of a frame or bundle differs from the one the session or policy requires."""
 
 
+# -- decryption (SPEC §4, §10.2) --------------------------------------------------------------
+
+
 class DecryptError(E2EError):
     """A message could not be decrypted; the session state is unchanged."""
 
 
 class AuthenticationFailed(DecryptError):
     """A header or body failed authentication (tampered, wrong key, wrong AD)."""
+
+
+class FrankingMismatch(AuthenticationFailed):
+    """(A receiving device) the envelope's franking commitment does not match the decrypted
+    message (SPEC §10.4)."""
+
+
+class UntrustedDevice(AuthenticationFailed):
+    """A device whose identity key is not certified by its account's pinned identity key
+    (SPEC §10.1), or an account key other than the pinned one."""
 
 
 class DuplicateMessage(DecryptError):
@@ -127,6 +187,9 @@ class PeerRequiresSpqr(PqRatchetError):
     requires SPQR, as libsignal 0.92 and later do; start a new session (SPQR is on by
     default). Without SPQR the message cannot be authenticated, so a forgery carrying such
     a field is reported the same way; the session is unchanged either way."""
+
+
+# -- state and storage (SPEC §6, §9) ----------------------------------------------------------
 
 
 class StateError(E2EError):
@@ -164,8 +227,122 @@ class RollbackDetected(StoreError):
     earlier state (SPEC.md §9.7). Nothing is written; the application decides how to recover."""
 
 
+class StoreUnavailable(StoreError):
+    """The relay's database did not complete a transaction (busy, conflicting, connection
+    lost, commit failed): nothing of the request was applied (HTTP 503, SPEC §10.8)."""
+
+    retryable: ClassVar[bool] = True
+
+
+# -- the relay's policy refusals (SPEC §10.3, §10.4, §10.7) ------------------------------------
+
+
 class PolicyError(E2EError):
-    """A send the relay's metadata policy refuses (window closed, blocked, no contact...)."""
+    """A request the relay's metadata policy refuses (window closed, blocked, no contact...);
+    the relay stored nothing for it."""
+
+
+class WindowClosed(PolicyError):
+    """A free-form (service) business message outside the customer's 24 h window."""
+
+
+class NoPriorContact(PolicyError):
+    """A business message to a customer who never wrote to this business."""
+
+
+class Blocked(PolicyError):
+    """The customer blocked this business."""
+
+
+class Limited(PolicyError):
+    """The customer limited this business to important messages (no marketing, few templates)."""
+
+
+class NotOptedIn(PolicyError):
+    """A marketing message to a customer who did not opt in to this business's marketing."""
+
+
+class NotAllowed(PolicyError):
+    """A request between roles that may not make it (customer to customer, business to
+    business, a device outside the chat's route, a control over a customer)."""
+
+
+class UnknownAccount(PolicyError):
+    """An account or device the relay does not know."""
+
+
+class StaleDeviceList(PolicyError):
+    """A batch that does not cover exactly the current devices: refresh both device lists and
+    seal again (the same batch is refused again, so it is not retryable as it is)."""
+
+    def __init__(self, missing: list[tuple[bytes, int]], extra: list[tuple[bytes, int]]) -> None:
+        super().__init__(f"device list changed: {len(missing)} missing, {len(extra)} extra")
+        self.missing = missing
+        self.extra = extra
+
+
+class DuplicateSubmission(PolicyError):
+    """A batch whose message id the relay already accepted from this sender with other
+    content (an identical batch gets the first receipt instead)."""
+
+
+class ReportRejected(PolicyError):
+    """A spam or class report whose franking does not verify, that names another chat, or
+    that reports a message already reported."""
+
+
+class MisdeclaredClass(PolicyError):
+    """A business message whose content belongs to a dearer class than the one it declared
+    (e.g. a registered marketing text sent as a free service message), or whose template id
+    names a template of another class or text."""
+
+
+class UntrustedIdentity(PolicyError):
+    """(A key store's sending policy, SPEC §9.1) the peer's identity key differs from the
+    trusted one: the application must decide (``approve_identity``) before sending to it."""
+
+
+class Conflict(PolicyError):
+    """A registration that contradicts what the relay holds (name taken, other key) (409)."""
+
+
+# -- reaching the relay (SPEC §10.7) ------------------------------------------------------------
+
+
+class RelayError(E2EError):
+    """The relay did not serve a request: not authenticated, not the caller's to ask, too
+    fast, no such endpoint, or not reachable at all."""
+
+
+class Unauthenticated(RelayError):
+    """A request without a valid device signature: unknown device, wrong key, replayed nonce,
+    time outside the allowed skew (401)."""
+
+
+class Forbidden(RelayError):
+    """An authenticated device asking for what is not its own (another device's mailbox) (403)."""
+
+
+class RateLimited(RelayError):
+    """A device sending faster than its rate limit allows (429); nothing was recorded, and
+    the same request is accepted once a token has refilled."""
+
+    retryable: ClassVar[bool] = True
+
+
+class NoSuchEndpoint(RelayError):
+    """A path or method the API does not have (404/405)."""
+
+
+class WireFailure(RelayError):
+    """The relay could not be reached (connection refused or reset, timeout) or answered
+    something that is not the API's. Whether the request was applied is unknown; every
+    request of the API is idempotent for a repeated body, so sending it again is safe."""
+
+    retryable: ClassVar[bool] = True
+
+
+# -- keys users can check (SPEC §13) -------------------------------------------------------------
 
 
 class FingerprintVersionMismatch(UnsupportedVersion):

@@ -32,6 +32,7 @@ from e2e.errors import (
     CertificateError,
     DecodeError,
     DuplicateMessage,
+    DuplicateSubmission,
     E2EError,
     InvalidProof,
     KeyChangePending,
@@ -39,6 +40,8 @@ from e2e.errors import (
     KeyTransparencyError,
     LogForked,
     PolicyError,
+    ReportRejected,
+    StaleDeviceList,
     StateError,
 )
 from e2e.fingerprint import displayable, logical_fingerprint
@@ -47,14 +50,7 @@ from e2e.platform.certificates import BusinessIdentity, verify_business
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
-from e2e.platform.policy import (
-    DuplicateSubmission,
-    MessageClass,
-    ReportRejected,
-    StaleDeviceList,
-    Template,
-    check_class,
-)
+from e2e.platform.policy import MessageClass, Template, check_class
 from e2e.platform.transparency import (
     ConsistencyProof,
     InclusionProof,

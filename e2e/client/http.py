@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import httpx
 
 from e2e.client.transport import Accepted, Transport
-from e2e.errors import DecodeError, E2EError
+from e2e.errors import DecodeError, E2EError, WireFailure
 from e2e.keys import KeyPair, Rng
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass, Template
@@ -33,16 +33,12 @@ from e2e.store import Address
 if TYPE_CHECKING:
     from e2e.relay.app import RelayApp
 
-__all__ = ["HttpRelay", "HttpTransport", "WireFailure"]
+__all__ = ["HttpRelay", "HttpTransport"]
 
 _B = TypeVar("_B")
 _KINDS: Final = {"customer": 0, "business": 1}
 _CONTROL: Final = {"block": wire.Control.BLOCK, "limit": wire.Control.LIMIT,
                    "opt_in": wire.Control.OPT_IN}  # fmt: skip
-
-
-class WireFailure(E2EError):
-    """The relay could not be reached or answered something that is not the API's."""
 
 
 class HttpRelay:

@@ -61,21 +61,18 @@ import cbor2
 from e2e.errors import (
     DecodeError,
     DuplicateMessage,
+    EnvelopeMismatch,
+    FrankingMismatch,
     StateError,
     StoreError,
+    UntrustedDevice,
 )
 from e2e.frame import decode_message
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, Inner
 from e2e.platform.franking import commit
-from e2e.platform.policy import (
-    ClassCheck,
-    EnvelopeMismatch,
-    FrankingMismatch,
-    MessageClass,
-    UntrustedDevice,
-)
+from e2e.platform.policy import ClassCheck, MessageClass
 from e2e.prekeys import PrekeyBundle
 from e2e.store import Address, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite, get_suite

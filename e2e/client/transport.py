@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from e2e.errors import UnknownAccount
 from e2e.keys import KeyPair
-from e2e.platform.policy import MessageClass, Template, UnknownAccount
+from e2e.platform.policy import MessageClass, Template
 from e2e.platform.relay import Relay
 from e2e.store import Address
 

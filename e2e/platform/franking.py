@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 from typing import Final
 
-from e2e.errors import E2EError
+from e2e.errors import E2EError, ReportRejected
 from e2e.frame import Field, decode_map, encode_map
 from e2e.platform.envelope import (
     ENVELOPE_VERSION,
@@ -46,13 +46,7 @@ from e2e.platform.envelope import (
     Envelope,
     check_account,
 )
-from e2e.platform.policy import (
-    ClassCheck,
-    MessageClass,
-    ReportRejected,
-    Template,
-    check_class,
-)
+from e2e.platform.policy import ClassCheck, MessageClass, Template, check_class
 
 __all__ = [
     "COMMIT_LABEL",

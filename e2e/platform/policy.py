@@ -1,7 +1,8 @@
-"""Relay policy: refusal errors, the price table and the per-chat policy state (SPEC.md §8).
+"""Relay policy as pure rules (SPEC.md §10.3, §10.2): message classes, the price table, the
+per-chat policy state and the class check devices and the relay both run.
 
-Every refused send raises a subclass of :class:`~e2e.errors.PolicyError` naming the reason;
-the relay stores nothing for a refused batch. Nothing is dropped silently.
+Every refused send raises a subclass of :class:`~e2e.errors.PolicyError` naming the reason
+(the refusals live in :mod:`e2e.errors`); the relay stores nothing for a refused batch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from e2e.errors import AuthenticationFailed, DecodeError, PolicyError
+from e2e.errors import Blocked, Limited, NoPriorContact, NotOptedIn, WindowClosed
 
 __all__ = [
     "MessageClass",
@@ -25,20 +26,6 @@ __all__ = [
     "Tier",
     "billed_price",
     "ChatState",
-    "WindowClosed",
-    "NoPriorContact",
-    "Blocked",
-    "Limited",
-    "NotOptedIn",
-    "NotAllowed",
-    "StaleDeviceList",
-    "DuplicateSubmission",
-    "UnknownAccount",
-    "ReportRejected",
-    "EnvelopeMismatch",
-    "FrankingMismatch",
-    "UntrustedDevice",
-    "MisdeclaredClass",
     "Template",
     "ClassCheck",
     "check_class",
@@ -68,75 +55,6 @@ def opens_window(cls: MessageClass) -> bool:
 def billable(cls: MessageClass) -> bool:
     """True if a business message of class ``cls`` is a line on the bill (receipts are not)."""
     return cls is not MessageClass.RECEIPT
-
-
-# -- refusals (the relay) ------------------------------------------------------------------
-
-
-class WindowClosed(PolicyError):
-    """A free-form (service) business message outside the customer's 24 h window."""
-
-
-class NoPriorContact(PolicyError):
-    """A business message to a customer who never wrote to this business."""
-
-
-class Blocked(PolicyError):
-    """The customer blocked this business."""
-
-
-class Limited(PolicyError):
-    """The customer limited this business to important messages (no marketing, few templates)."""
-
-
-class NotOptedIn(PolicyError):
-    """A marketing message to a customer who did not opt in to this business's marketing."""
-
-
-class NotAllowed(PolicyError):
-    """A send between roles that may not talk (customer to customer, business to business)."""
-
-
-class UnknownAccount(PolicyError):
-    """An account or device the relay does not know."""
-
-
-class StaleDeviceList(PolicyError):
-    """A batch that does not cover exactly the current devices; refresh and retry."""
-
-    def __init__(self, missing: list[tuple[bytes, int]], extra: list[tuple[bytes, int]]) -> None:
-        super().__init__(f"device list changed: {len(missing)} missing, {len(extra)} extra")
-        self.missing = missing
-        self.extra = extra
-
-
-class DuplicateSubmission(PolicyError):
-    """A batch whose message id the relay has already accepted from this sender."""
-
-
-class ReportRejected(PolicyError):
-    """A spam report whose franking does not verify (or that names another chat)."""
-
-
-# -- refusals (a receiving device) --------------------------------------------------------
-
-
-class EnvelopeMismatch(DecodeError):
-    """The envelope's routing metadata differs from what the sender put inside the E2E frame."""
-
-
-class FrankingMismatch(AuthenticationFailed):
-    """The envelope's franking commitment does not match the decrypted message."""
-
-
-class UntrustedDevice(AuthenticationFailed):
-    """A device whose identity key is not certified by its account's pinned identity key."""
-
-
-class MisdeclaredClass(PolicyError):
-    """A business message whose content belongs to a dearer class than the one it declared
-    (e.g. a registered marketing text sent as a free service message), or whose template id
-    names a template of another class or text."""
 
 
 # -- the class a message's content has (a pure rule, run by devices and by the relay) --------

@@ -18,7 +18,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from e2e.errors import DecodeError, E2EError, InvalidSignature
+from e2e.errors import (
+    DecodeError,
+    DuplicateSubmission,
+    E2EError,
+    InvalidSignature,
+    MisdeclaredClass,
+    NotAllowed,
+    ReportRejected,
+    StaleDeviceList,
+    UnknownAccount,
+)
 from e2e.frame import encode_map
 from e2e.keys import check_x25519_public
 from e2e.platform.directory import DeviceCertificate
@@ -35,16 +45,10 @@ from e2e.platform.franking import (
 from e2e.platform.policy import (
     ChatState,
     ClassCheck,
-    DuplicateSubmission,
     MessageClass,
-    MisdeclaredClass,
-    NotAllowed,
     PolicyConfig,
     PriceTable,
-    ReportRejected,
-    StaleDeviceList,
     Template,
-    UnknownAccount,
     billable,
     opens_window,
 )

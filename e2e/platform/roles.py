@@ -25,9 +25,13 @@ from e2e.errors import (
     DecodeError,
     DuplicateMessage,
     E2EError,
+    EnvelopeMismatch,
+    FrankingMismatch,
     KeyChangePending,
     PolicyError,
+    StaleDeviceList,
     StateError,
+    UntrustedDevice,
 )
 from e2e.fingerprint import SafetyNumber, safety_number
 from e2e.frame import PrekeyFields, decode_message
@@ -42,15 +46,7 @@ from e2e.platform.envelope import (
     Inner,
 )
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem, VerifiedMessage, commit
-from e2e.platform.policy import (
-    ClassCheck,
-    EnvelopeMismatch,
-    FrankingMismatch,
-    MessageClass,
-    StaleDeviceList,
-    UntrustedDevice,
-    check_class,
-)
+from e2e.platform.policy import ClassCheck, MessageClass, check_class
 from e2e.platform.relay import Receipt, Relay
 from e2e.platform.transparency import (
     ConsistencyProof,

@@ -36,14 +36,30 @@ import cbor2
 
 from e2e import xeddsa
 from e2e.errors import (
+    Blocked,
+    Conflict,
     DecodeError,
+    DuplicateSubmission,
     E2EError,
+    Forbidden,
     InvalidKey,
     InvalidSignature,
+    Limited,
     LimitExceeded,
+    NoPriorContact,
+    NoSuchEndpoint,
+    NotAllowed,
+    NotOptedIn,
     PolicyError,
+    RateLimited,
+    ReportRejected,
+    StaleDeviceList,
     StoreError,
+    StoreUnavailable,
+    Unauthenticated,
+    UnknownAccount,
     UnsupportedVersion,
+    WindowClosed,
 )
 from e2e.keys import X25519_LEN, KeyPair
 from e2e.platform.envelope import (
@@ -52,18 +68,6 @@ from e2e.platform.envelope import (
     MAX_TEMPLATE_ID_LEN,
     MESSAGE_ID_LEN,
     check_account,
-)
-from e2e.platform.policy import (
-    Blocked,
-    DuplicateSubmission,
-    Limited,
-    NoPriorContact,
-    NotAllowed,
-    NotOptedIn,
-    ReportRejected,
-    StaleDeviceList,
-    UnknownAccount,
-    WindowClosed,
 )
 
 __all__ = [
@@ -82,11 +86,6 @@ __all__ = [
     "MAX_FETCH",
     "MAX_WAIT_MS",
     "Path",
-    "Unauthenticated",
-    "Forbidden",
-    "RateLimited",
-    "Conflict",
-    "NoSuchEndpoint",
     "ERRORS",
     "error_for",
     "error_status",
@@ -210,27 +209,6 @@ class Path:
 # -- errors -------------------------------------------------------------------------------
 
 
-class Unauthenticated(E2EError):
-    """A request without a valid device signature: unknown device, wrong key, replayed nonce,
-    time outside the allowed skew (401)."""
-
-
-class Forbidden(E2EError):
-    """An authenticated device asking for what is not its own (another device's mailbox) (403)."""
-
-
-class RateLimited(E2EError):
-    """A device sending faster than its rate limit allows (429)."""
-
-
-class Conflict(PolicyError):
-    """A registration that contradicts what the relay holds (name taken, other key) (409)."""
-
-
-class NoSuchEndpoint(E2EError):
-    """A path or method the API does not have (404/405)."""
-
-
 #: Error code -> (HTTP status, error type). The relay answers the most specific entry whose
 #: type the error is an instance of (the table is ordered subclass first).
 ERRORS: Final[tuple[tuple[str, int, type[E2EError]], ...]] = (
@@ -255,10 +233,12 @@ ERRORS: Final[tuple[tuple[str, int, type[E2EError]], ...]] = (
     ("not_allowed", 422, NotAllowed),
     ("report_rejected", 422, ReportRejected),
     ("refused", 422, PolicyError),
+    ("store_unavailable", 503, StoreUnavailable),
     ("store_unavailable", 503, StoreError),
     ("rejected", 400, E2EError),
 )
-_BY_CODE: Final = {code: (status, cls) for code, status, cls in ERRORS}
+#: Code -> (status, the type a client raises): the first row of each code.
+_BY_CODE: Final = {code: (status, cls) for code, status, cls in reversed(ERRORS)}
 
 
 def error_status(exc: E2EError) -> tuple[int, str]:

@@ -22,18 +22,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final
 
-from e2e.errors import DecodeError, E2EError, LimitExceeded
+from e2e.errors import (
+    DecodeError,
+    E2EError,
+    LimitExceeded,
+    NoSuchEndpoint,
+    RateLimited,
+    Unauthenticated,
+)
 from e2e.platform import wire
 from e2e.platform.wire import (
     CONTENT_TYPE,
     MAX_REQUEST_BYTES,
     Fetch,
     Mailbox,
-    NoSuchEndpoint,
     Ok,
     Path,
-    RateLimited,
-    Unauthenticated,
     WireError,
     parse_auth,
 )

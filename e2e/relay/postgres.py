@@ -41,7 +41,7 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
-from e2e.errors import StoreError
+from e2e.errors import StoreError, StoreUnavailable
 from e2e.relay.store import (
     BUCKET_COLUMNS,
     DIRECTORY_GENERATION,
@@ -445,7 +445,7 @@ class PostgresRelayStore(RelayStore):
                 conn.rollback()
                 return result
         except psycopg.Error as exc:
-            raise StoreError(f"relay database error: {type(exc).__name__}") from None
+            raise StoreUnavailable(f"relay database error: {type(exc).__name__}") from None
 
     def _write_loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None
@@ -478,7 +478,7 @@ class PostgresRelayStore(RelayStore):
             except psycopg.Error as exc:
                 # The group's transaction failed as a whole (connection lost, commit failed):
                 # none of its requests was answered yet; all are refused (503), none applied.
-                err = StoreError(f"relay database error: {type(exc).__name__}")
+                err = StoreUnavailable(f"relay database error: {type(exc).__name__}")
                 finish_jobs([job for job, _ in group], [(False, err)] * len(group))
                 cache.clear()
                 if conn is not None:
@@ -518,9 +518,9 @@ class PostgresRelayStore(RelayStore):
                         if tries + 1 < _RETRIES:
                             again.append((job, tries + 1))
                             continue
-                        exc = StoreError("relay database kept conflicting")
+                        exc = StoreUnavailable("relay database kept conflicting")
                     elif isinstance(exc, psycopg.Error):
-                        exc = StoreError(f"relay database error: {type(exc).__name__}")
+                        exc = StoreUnavailable(f"relay database error: {type(exc).__name__}")
                     done.append(job)
                     outcomes.append((False, exc))
                     continue
@@ -581,7 +581,7 @@ class PostgresRelayStore(RelayStore):
             with self._tx() as tx:
                 yield tx
         except psycopg.Error as exc:
-            raise StoreError(f"relay database error: {type(exc).__name__}") from None
+            raise StoreUnavailable(f"relay database error: {type(exc).__name__}") from None
 
     def listen(self, wake: Callable[[Sequence[tuple[bytes, int]]], None]) -> None:
         if self._listener is not None:

@@ -18,7 +18,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from e2e.errors import CertificateError, DecodeError, E2EError, InvalidSignature
+from e2e.errors import (
+    CertificateError,
+    Conflict,
+    DecodeError,
+    DuplicateSubmission,
+    E2EError,
+    Forbidden,
+    InvalidSignature,
+    MisdeclaredClass,
+    NotAllowed,
+    RateLimited,
+    ReportRejected,
+    StaleDeviceList,
+    Unauthenticated,
+    UnknownAccount,
+)
 from e2e.keys import check_x25519_public
 from e2e.platform.certificates import BusinessCertificate
 from e2e.platform.directory import DeviceCertificate
@@ -34,16 +49,10 @@ from e2e.platform.franking import (
 )
 from e2e.platform.policy import (
     ChatState,
-    DuplicateSubmission,
     MessageClass,
-    MisdeclaredClass,
-    NotAllowed,
     PolicyConfig,
-    ReportRejected,
-    StaleDeviceList,
     Template,
     Tier,
-    UnknownAccount,
     billable,
     billed_price,
     opens_window,
@@ -67,12 +76,10 @@ from e2e.platform.wire import (
     ClaimedPrekey,
     ClaimPrekey,
     ClassVerdict,
-    Conflict,
     Control,
     Designate,
     DeviceList,
     Fetch,
-    Forbidden,
     ListDevices,
     ListTemplates,
     LogConsistency,
@@ -86,7 +93,6 @@ from e2e.platform.wire import (
     Ok,
     Precheck,
     PrekeyCount,
-    RateLimited,
     Receipt,
     RegisterAccount,
     RegisterDevice,
@@ -98,7 +104,6 @@ from e2e.platform.wire import (
     SubmitClassReport,
     SubmitReport,
     TemplateList,
-    Unauthenticated,
     UploadPrekeys,
     WindowQuery,
     WindowState,

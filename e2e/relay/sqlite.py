@@ -28,7 +28,7 @@ from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
 
-from e2e.errors import StoreError
+from e2e.errors import StoreError, StoreUnavailable
 from e2e.platform.policy import ChatState
 from e2e.relay.store import (
     CACHE_ENTRIES,
@@ -200,7 +200,7 @@ class SqliteRelayStore(RelayStore):
             finally:
                 cur.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            raise StoreError(f"relay database error: {type(exc).__name__}") from None
+            raise StoreUnavailable(f"relay database error: {type(exc).__name__}") from None
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
@@ -210,7 +210,7 @@ class SqliteRelayStore(RelayStore):
             try:
                 cur.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"relay database busy: {type(exc).__name__}") from None
+                raise StoreUnavailable(f"relay database busy: {type(exc).__name__}") from None
             self._cache.check(cur)
             tx = _SqliteTx(cur, self._cache)
             try:
@@ -218,7 +218,7 @@ class SqliteRelayStore(RelayStore):
             except sqlite3.Error as exc:
                 self._cache.clear()
                 self._conn.execute("ROLLBACK")
-                raise StoreError(f"relay database error: {type(exc).__name__}") from None
+                raise StoreUnavailable(f"relay database error: {type(exc).__name__}") from None
             except BaseException:
                 self._cache.clear()
                 self._conn.execute("ROLLBACK")
@@ -228,7 +228,7 @@ class SqliteRelayStore(RelayStore):
             except sqlite3.Error as exc:
                 self._cache.clear()
                 self._conn.execute("ROLLBACK")
-                raise StoreError(f"relay commit failed: {type(exc).__name__}") from None
+                raise StoreUnavailable(f"relay commit failed: {type(exc).__name__}") from None
         self._woke(tx.woken)
 
     @contextmanager
@@ -296,7 +296,7 @@ class SqliteRelayStore(RelayStore):
             while pending:
                 begin = loop.run_in_executor(None, self._begin)
                 cur: sqlite3.Cursor | None = None
-                failed = StoreError("relay database busy")
+                failed: StoreError = StoreUnavailable("relay database busy")
                 try:
                     cur = await asyncio.shield(begin)
                 except asyncio.CancelledError:
@@ -341,7 +341,7 @@ class SqliteRelayStore(RelayStore):
             cur.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._release()
-            raise StoreError(f"relay database busy: {type(exc).__name__}") from None
+            raise StoreUnavailable(f"relay database busy: {type(exc).__name__}") from None
         try:
             self._cache.check(cur)
         except sqlite3.Error:
@@ -372,7 +372,7 @@ class SqliteRelayStore(RelayStore):
                 except sqlite3.Error:
                     pass
                 if isinstance(exc, sqlite3.Error):
-                    exc = StoreError(f"relay database error: {type(exc).__name__}")
+                    exc = StoreUnavailable(f"relay database error: {type(exc).__name__}")
                 outcomes.append((False, exc))
         return outcomes, woken
 
@@ -398,7 +398,7 @@ class SqliteRelayStore(RelayStore):
                 self._conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            raise StoreError(f"relay commit failed: {type(exc).__name__}") from None
+            raise StoreUnavailable(f"relay commit failed: {type(exc).__name__}") from None
         finally:
             self._release()
 

@@ -30,7 +30,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
-from e2e.errors import PolicyError, StoreError
+from e2e.errors import StoreError
 from e2e.keys import KemKeyPair, KeyPair
 from e2e.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey
 from e2e.suite import DEFAULT, Suite
@@ -47,7 +47,6 @@ __all__ = [
     "Address",
     "TrustResult",
     "Direction",
-    "UntrustedIdentity",
     "MAX_ARCHIVED_SESSIONS",
     "IdentityKeyStore",
     "OneTimePrekeyStore",
@@ -131,11 +130,6 @@ class TrustResult(enum.Enum):
 class Direction(enum.Enum):
     SENDING = "sending"
     RECEIVING = "receiving"
-
-
-class UntrustedIdentity(PolicyError):
-    """The peer's identity key differs from the trusted one: the application must decide
-    (``approve_identity``) before sending to it."""
 
 
 @dataclass(frozen=True, slots=True)

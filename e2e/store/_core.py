@@ -55,6 +55,7 @@ from e2e.errors import (
     StateError,
     StoreError,
     UnknownPrekey,
+    UntrustedIdentity,
 )
 from e2e.frame import decode_message
 from e2e.keys import KemKeyPair, KeyPair
@@ -68,7 +69,6 @@ from e2e.store import (
     Direction,
     StoreTransaction,
     TrustResult,
-    UntrustedIdentity,
 )
 from e2e.store.atrest import StorageKey, record_header
 from e2e.store.freshness import EPOCH_RECORD, Freshness

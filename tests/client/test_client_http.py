@@ -14,7 +14,8 @@ import pytest
 from e2e.client import Client
 from e2e.client.http import HttpRelay
 from e2e.demo import RelayServer
-from e2e.platform.policy import MessageClass, NoPriorContact, NotAllowed
+from e2e.errors import NoPriorContact, NotAllowed
+from e2e.platform.policy import MessageClass
 
 StoreFactory = Callable[[str], Any]
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.errors import PolicyError
+from e2e.errors import MisdeclaredClass, PolicyError, ReportRejected
 from e2e.platform import Business, Customer, ManualClock, MessageClass, Relay
 from e2e.platform.envelope import Delivery, Envelope, Inner
 from e2e.platform.franking import ReportItem, commit, verify_class_report
-from e2e.platform.policy import MisdeclaredClass, ReportRejected, Template, check_class
+from e2e.platform.policy import Template, check_class
 
 S, T, M = MessageClass.SERVICE, MessageClass.TEMPLATE, MessageClass.MARKETING
 PROMO = b"50% off all shoes this weekend only! Reply STOP to opt out"

@@ -7,20 +7,17 @@ import os
 
 import pytest
 
-from e2e.errors import E2EError, InvalidSignature, KeyChangePending, KeyMismatch
-from e2e.keys import KeyPair
-from e2e.platform import (
-    Business,
-    Customer,
-    Delivery,
+from e2e.errors import (
+    E2EError,
     EnvelopeMismatch,
     FrankingMismatch,
-    Inner,
-    ManualClock,
-    MessageClass,
-    Relay,
+    InvalidSignature,
+    KeyChangePending,
+    KeyMismatch,
     ReportRejected,
 )
+from e2e.keys import KeyPair
+from e2e.platform import Business, Customer, Delivery, Inner, ManualClock, MessageClass, Relay
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Envelope
 from e2e.platform.franking import Report, ReportItem, commit

@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.errors import DecodeError, PolicyError
-from e2e.platform import (
-    AdService,
+from e2e.errors import (
     Blocked,
-    Business,
-    Customer,
-    Envelope,
+    DecodeError,
     Limited,
-    ManualClock,
-    MessageClass,
     NoPriorContact,
     NotAllowed,
     NotOptedIn,
+    PolicyError,
+    StaleDeviceList,
+    WindowClosed,
+)
+from e2e.platform import (
+    AdService,
+    Business,
+    Customer,
+    Envelope,
+    ManualClock,
+    MessageClass,
     PolicyConfig,
     PriceTable,
     Relay,
-    StaleDeviceList,
-    WindowClosed,
 )
 
 S, T, M = MessageClass.SERVICE, MessageClass.TEMPLATE, MessageClass.MARKETING

@@ -102,7 +102,7 @@ class RelayProcess:
         self.proc = None
 
 
-class WireFailure(Exception):
+class Refused(Exception):
     def __init__(self, status: int, err: wire.WireError) -> None:
         super().__init__(f"{status} {err.code}: {err.message}")
         self.status = status
@@ -158,7 +158,7 @@ class Dev:
     ) -> Any:
         r = self.raw(path, req.to_bytes(), auth)
         if r.status_code != 200:
-            raise WireFailure(r.status_code, wire.WireError.from_bytes(r.content))
+            raise Refused(r.status_code, wire.WireError.from_bytes(r.content))
         return resp.from_bytes(r.content)
 
     # -- the API ------------------------------------------------------------------------

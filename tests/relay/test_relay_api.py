@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from relayhelp import Dev, WireFailure, new_device
+from relayhelp import Dev, Refused, new_device
 
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass
@@ -16,7 +16,7 @@ def test_conversation_policy_and_billing(client: httpx.Client) -> None:
     cust = new_device(client, b"alice", CUSTOMER)
     biz = new_device(client, b"shop", BUSINESS, tier=1)
     # A business cannot write first.
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         biz.submit(biz.envelopes(b"alice", [cust.addr], MessageClass.SERVICE))
     assert (exc.value.status, exc.value.code) == (422, "no_prior_contact")
     r = cust.submit(cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
@@ -25,7 +25,7 @@ def test_conversation_policy_and_billing(client: httpx.Client) -> None:
     assert len(box.deliveries) == 1
     r2 = biz.submit(biz.envelopes(b"alice", [cust.addr], MessageClass.TEMPLATE))
     assert r2.price == 0  # template in window
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         biz.submit(biz.envelopes(b"alice", [cust.addr], MessageClass.MARKETING))
     assert exc.value.code == "not_opted_in"
     cust.control(wire.Control.OPT_IN, b"shop")
@@ -34,7 +34,7 @@ def test_conversation_policy_and_billing(client: httpx.Client) -> None:
     bill = biz.bill()
     assert bill.total == 80 and sum(bill.counts) == 2
     cust.control(wire.Control.BLOCK, b"shop")
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         biz.submit(biz.envelopes(b"alice", [cust.addr], MessageClass.TEMPLATE))
     assert exc.value.code == "blocked"
     assert biz.bill().counts == bill.counts  # nothing billed for the refusal
@@ -69,7 +69,7 @@ def test_retried_submission_is_stored_once(client: httpx.Client) -> None:
     assert again == first
     assert len(biz.fetch().deliveries) == 1
     other = cust.envelopes(b"store", [biz.addr], MessageClass.SERVICE, first.message_id, b"x")
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         cust.submit(other)
     assert (exc.value.status, exc.value.code) == (409, "duplicate_submission")
 
@@ -79,7 +79,7 @@ def test_stale_device_list(client: httpx.Client) -> None:
     biz = new_device(client, b"mart", BUSINESS)
     agent2 = Dev(client, biz.acct, 2)
     agent2.register()
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         cust.submit(cust.envelopes(b"mart", [biz.addr], MessageClass.SERVICE))
     assert exc.value.code == "stale_device_list"
     assert exc.value.error.missing == ((b"mart", 2),)

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from relayhelp import Dev, RelayProcess, WireFailure, new_device
+from relayhelp import Dev, Refused, RelayProcess, new_device
 
 from e2e.keys import KeyPair
 from e2e.platform import wire
@@ -64,7 +64,7 @@ def test_device_registration_needs_the_account_key(client: httpx.Client) -> None
     cust = new_device(client, b"acct", CUSTOMER)
     rogue = Dev(client, cust.acct, 2)
     rogue.acct = type(cust.acct)(b"acct", CUSTOMER, 0, KeyPair.generate())  # not the account key
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         rogue.register()
     assert exc.value.status == 400 and exc.value.code == "invalid_signature"
     assert len(cust.devices(b"acct").certificates) == 1
@@ -91,7 +91,7 @@ def test_account_registration_conflict_and_retry(client: httpx.Client) -> None:
     dev = new_device(client, b"same", CUSTOMER)
     dev.register_account()  # a retry of the same registration
     other = Dev(client, type(dev.acct)(b"same", CUSTOMER), 1)
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         other.register_account()
     assert (exc.value.status, exc.value.code) == (409, "conflict")
     bad = wire.RegisterAccount(b"x", 0, dev.acct.identity.public, 0, os.urandom(64))
@@ -110,7 +110,7 @@ def test_rate_limit(relay_db: str, tmp_path: object) -> None:
                 try:
                     dev.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
                     codes.append(200)
-                except WireFailure as exc:
+                except Refused as exc:
                     codes.append(exc.status)
             assert 429 in codes and codes[0] == 200
             metrics = c.get(wire.Path.METRICS).text
@@ -143,10 +143,10 @@ def test_a_device_rekeyed_or_removed_through_another_process(relay_db: str) -> N
             rekeyed.call(wire.Path.DEVICE_REMOVE, wire.RemoveDevice(2))
             rekeyed.http = cb
 
-            with pytest.raises(WireFailure) as old:
+            with pytest.raises(Refused) as old:
                 cust.submit(cust.envelopes(b"biz", [biz.addr], MessageClass.SERVICE))
             assert old.value.status == 401
-            with pytest.raises(WireFailure) as removed:
+            with pytest.raises(Refused) as removed:
                 second.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
             assert removed.value.status == 401
             assert biz.fetch().deliveries == ()

@@ -13,14 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Dev, RelayProcess, WireFailure, new_device
+from relayhelp import Dev, Refused, RelayProcess, new_device
 
 from e2e.client import Client, LocalRelay
 from e2e.client.http import HttpRelay
+from e2e.errors import ReportRejected
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery
 from e2e.platform.franking import ReportItem
-from e2e.platform.policy import MessageClass, PriceTable, ReportRejected
+from e2e.platform.policy import MessageClass, PriceTable
 from e2e.platform.relay import ManualClock, Relay
 from e2e.store.sqlite import SqliteStore
 
@@ -34,7 +35,7 @@ def class_report(dev: Dev, delivery: bytes, fk: bytes, text: bytes) -> wire.Clas
 
 
 def refused(fn: object, *args: object) -> tuple[int, str]:
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         fn(*args)  # type: ignore[operator]
     return exc.value.status, exc.value.code
 

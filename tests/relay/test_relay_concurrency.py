@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from relayhelp import Dev, RelayProcess, WireFailure, new_device
+from relayhelp import Dev, Refused, RelayProcess, new_device
 
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass, PolicyConfig
@@ -96,7 +96,7 @@ def test_policy_prekeys_and_ledger_across_processes(
             return [r for r in rs if isinstance(r, wire.Receipt)]
 
         def codes(rs: list[Any]) -> set[str]:
-            return {r.code for r in rs if isinstance(r, WireFailure)}
+            return {r.code for r in rs if isinstance(r, Refused)}
 
         assert ok(results["window"]) == [] and codes(results["window"]) == {"no_prior_contact"}
         quota = PolicyConfig().limited_templates
@@ -106,7 +106,7 @@ def test_policy_prekeys_and_ledger_across_processes(
         assert len(ok(results["optin_marketing"])) == n
         assert ok(results["blocked"]) == [] and codes(results["blocked"]) == {"blocked"}
         for rs in results.values():  # nothing but receipts and policy refusals
-            assert all(isinstance(r, (wire.Receipt, WireFailure)) for r in rs), rs
+            assert all(isinstance(r, (wire.Receipt, Refused)) for r in rs), rs
 
         accepted = [r for rs in results.values() for r in ok(rs)]
         bill = biz.bill()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Dev, RelayProcess, WireFailure, new_device
+from relayhelp import Dev, Refused, RelayProcess, new_device
 
 from e2e.platform.envelope import Delivery
 from e2e.platform.policy import MessageClass
@@ -55,8 +55,8 @@ def test_kill_9_under_load(relay_db: str, tmp_path: Path) -> None:
                         try:
                             dev.submit(envs)
                             break
-                        except (httpx.HTTPError, WireFailure) as exc:
-                            if isinstance(exc, WireFailure) and exc.status < 500:
+                        except (httpx.HTTPError, Refused) as exc:
+                            if isinstance(exc, Refused) and exc.status < 500:
                                 errors.append(exc)
                                 return
                             time.sleep(0.02)
@@ -80,8 +80,8 @@ def test_kill_9_under_load(relay_db: str, tmp_path: Path) -> None:
                         biz.ack([d.seq for d in items])
                         with lock:
                             acked.update(d.seq for d in items)
-                    except (httpx.HTTPError, WireFailure) as exc:
-                        if isinstance(exc, WireFailure) and exc.status < 500:
+                    except (httpx.HTTPError, Refused) as exc:
+                        if isinstance(exc, Refused) and exc.status < 500:
                             errors.append(exc)
                             return
                         time.sleep(0.02)

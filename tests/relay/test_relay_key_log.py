@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from relayhelp import Dev, RelayProcess, WireFailure, new_device
+from relayhelp import Dev, Refused, RelayProcess, new_device
 
 from e2e.errors import KeyMismatch
 from e2e.platform import wire
@@ -109,10 +109,10 @@ def test_bad_ranges_are_refused(client: httpx.Client) -> None:
         (wire.Path.LOG_CONSISTENCY, wire.LogConsistencyQuery(0, 1), wire.LogConsistency),
         (wire.Path.LOG_ENTRIES, wire.LogEntriesQuery(3, 1), wire.LogEntries),
     ]:
-        with pytest.raises(WireFailure) as exc:
+        with pytest.raises(Refused) as exc:
             dev.call(path, req, resp)
         assert exc.value.status == 400
-    with pytest.raises(WireFailure) as exc:
+    with pytest.raises(Refused) as exc:
         dev.call(wire.Path.LOG_LOOKUP, wire.LogLookup(b"nobody", 2), wire.LogEntry)
     assert exc.value.status in (400, 404)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import RelayProcess, WireFailure, new_device
+from relayhelp import Refused, RelayProcess, new_device
 
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery, Envelope
@@ -57,7 +57,7 @@ def test_logs_hold_no_secret_and_tap_is_optional(relay_db: str, tmp_path: Path) 
             cust.submit(cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE, body=texts[0]))
             r = biz.submit(biz.envelopes(b"alice", [cust.addr], MessageClass.TEMPLATE,
                                          body=texts[1]))  # fmt: skip
-            with pytest.raises(WireFailure):
+            with pytest.raises(Refused):
                 biz.submit(biz.envelopes(b"alice", [cust.addr], MessageClass.MARKETING))
             box = cust.fetch().deliveries
             fk, text = biz.sent[r.message_id]

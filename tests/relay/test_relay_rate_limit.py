@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from relayhelp import RelayProcess, WireFailure, new_device
+from relayhelp import Refused, RelayProcess, new_device
 
 from e2e.errors import DecodeError
 from e2e.platform import wire
@@ -161,7 +161,7 @@ def _alternate(
             try:
                 dev.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
                 codes.append(200)
-            except WireFailure as exc:
+            except Refused as exc:
                 codes.append(exc.status)
         admitted = _accepted(procs[0].url) + _accepted(procs[1].url)
     return codes, admitted, dev

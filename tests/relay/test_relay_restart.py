@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import ROOT, RelayProcess, WireFailure, new_device
+from relayhelp import ROOT, Refused, RelayProcess, new_device
 
 from e2e.platform.envelope import Delivery
 from e2e.platform.policy import MessageClass
@@ -51,11 +51,11 @@ def test_restart_mid_conversation(relay_db: str, tmp_path: Path, how: str) -> No
             verdict = cust.report(b"shop", [(after[0], fk, text)])
             assert verdict.message_ids == (receipt.message_id,)
             # The report blocked the business, persistently.
-            with pytest.raises(WireFailure) as exc:
+            with pytest.raises(Refused) as exc:
                 biz.submit(biz.envelopes(b"alice", [cust.addr], MessageClass.TEMPLATE))
             assert exc.value.code == "blocked"
             # A forged text does not verify.
-            with pytest.raises(WireFailure) as exc:
+            with pytest.raises(Refused) as exc:
                 cust.report(b"shop", [(after[0], fk, b"something else")])
             assert exc.value.code == "report_rejected"
     finally:
@@ -89,7 +89,7 @@ def test_a_report_verifies_on_a_process_started_before_the_key_was_made(
             (got,) = cust.fetch().deliveries  # tagged by the new process, under the new key
             fk, text = biz.sent[receipt.message_id]
             cust.http = o
-            with pytest.raises(WireFailure) as exc:
+            with pytest.raises(Refused) as exc:
                 cust.report(b"shop", [(got, fk, b"something else")])
             assert exc.value.code == "report_rejected"
             verdict = cust.report(b"shop", [(got, fk, text)])

@@ -41,14 +41,15 @@ from e2e.errors import (  # noqa: E402
     DecodeError,
     DuplicateMessage,
     E2EError,
+    Unauthenticated,
     UnknownSuite,
+    UntrustedDevice,  # noqa: E402
 )
 from e2e.frame import K  # noqa: E402
 from e2e.keys import KeyPair  # noqa: E402
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.envelope import Delivery, Envelope  # noqa: E402
 from e2e.platform.policy import MessageClass  # noqa: E402
-from e2e.platform.roles import UntrustedDevice  # noqa: E402
 from e2e.store.sqlite import SqliteStore  # noqa: E402
 
 _T = TypeVar("_T")
@@ -384,7 +385,7 @@ def test_impersonation_with_only_the_victims_identity_key(net: Net) -> None:
                 await open_raw(agent, Delivery(env.to_bytes(), 0, bytes(32), 1).to_bytes())
             # Submitted through the relay signed with a key that is not the customer's
             # device key: refused before anything is stored.
-            with pytest.raises(wire.Unauthenticated):
+            with pytest.raises(Unauthenticated):
                 await w.http.connect(cust.addr, who).submit([env.to_bytes()])
         assert rows(path) == before
         assert await agent.transport.fetch() == []

@@ -12,22 +12,15 @@ from e2e.errors import (
     AuthenticationFailed,
     DecodeError,
     DuplicateMessage,
+    DuplicateSubmission,
     E2EError,
+    ReportRejected,
     SuiteMismatch,
     UnknownSuite,
-)
-from e2e.frame import K
-from e2e.platform import (
-    Business,
-    Customer,
-    Delivery,
-    DuplicateSubmission,
-    Envelope,
-    ManualClock,
-    Relay,
-    ReportRejected,
     UntrustedDevice,
 )
+from e2e.frame import K
+from e2e.platform import Business, Customer, Delivery, Envelope, ManualClock, Relay
 from e2e.platform.franking import Report, ReportItem
 
 

@@ -15,6 +15,7 @@ from e2e.errors import (
     PrekeyReused,
     StoreError,
     UnknownPrekey,
+    UntrustedIdentity,
 )
 from e2e.store import (
     MAX_ARCHIVED_SESSIONS,
@@ -22,7 +23,6 @@ from e2e.store import (
     Direction,
     Store,
     TrustResult,
-    UntrustedIdentity,
     decrypt_and_store,
     encrypt_and_store,
     set_fault_hook,
