@@ -1,0 +1,127 @@
+"""Wire bodies of accounts, devices and routing (SPEC.md §10.7, §10.1, §10.10)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Final
+
+from e2e import xeddsa
+from e2e.keys import X25519_LEN, KeyPair
+from e2e.platform.wire.codec import (
+    MAX_BATCH,
+    Body,
+    F,
+    account_field,
+    device_field,
+    encode_body,
+    key,
+)
+
+__all__ = [
+    "ACCOUNT_LABEL",
+    "account_signature_message",
+    "RegisterAccount",
+    "RegisterDevice",
+    "RemoveDevice",
+    "ListDevices",
+    "DeviceList",
+    "Route",
+    "Designate",
+]
+
+ACCOUNT_LABEL: Final = b"E2E_RELAY_ACCOUNT_v1"
+_KEY: Final = F(bytes, X25519_LEN, X25519_LEN)
+_KIND: Final = F(int, max_int=1)
+_DEVICES: Final = F(int, array=True, count=MAX_BATCH, max_int=2**32 - 1)
+_CERTIFICATE: Final = F(bytes, 1, 1024)
+
+
+def account_signature_message(name: bytes, kind: int, identity: bytes, tier: int) -> bytes:
+    """What an account key signs to register its account (proof of possession)."""
+    return ACCOUNT_LABEL + encode_body({0: 1, 1: name, 2: kind, 3: identity, 4: tier})
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterAccount(Body):
+    """``{1: name, 2: kind (0 customer, 1 business), 3: account identity key, 4: tier
+    (0 free, 1 API; customers 0), 5: XEdDSA signature by the identity key over
+    account_signature_message}``. Unauthenticated; idempotent for the same name and key."""
+
+    WHAT: ClassVar[str] = "account registration"
+    name: bytes = account_field(1)
+    kind: int = key(2, _KIND)
+    identity: bytes = key(3, _KEY)
+    tier: int = key(4, F(int, max_int=1))
+    signature: bytes = key(5, F(bytes, 64, 64))
+
+    @classmethod
+    def create(cls, name: bytes, kind: int, identity: KeyPair, tier: int = 0,
+               rng: Callable[[int], bytes] = os.urandom) -> RegisterAccount:  # fmt: skip
+        msg = account_signature_message(name, kind, identity.public, tier)
+        sig = xeddsa.sign(identity.private_bytes(), msg, rng(64))
+        return cls(name, kind, identity.public, tier, sig)
+
+    def verify(self) -> None:
+        xeddsa.verify(
+            self.identity,
+            account_signature_message(self.name, self.kind, self.identity, self.tier),
+            self.signature,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterDevice(Body):
+    """``{1: device certificate}`` (SPEC §10.1); authenticated as the certified device."""
+
+    WHAT: ClassVar[str] = "device registration"
+    certificate: bytes = key(1, _CERTIFICATE)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveDevice(Body):
+    """``{1: device id}``: remove a device of the caller's own account."""
+
+    WHAT: ClassVar[str] = "device removal"
+    device_id: int = device_field(1)
+
+
+@dataclass(frozen=True, slots=True)
+class ListDevices(Body):
+    """``{1: account, 2?: chat}``. With ``chat`` (a customer) and ``account`` a business, only
+    the business devices that receive that chat: its route plus the designated devices, or
+    every device if the chat has no route (SPEC §10.10)."""
+
+    WHAT: ClassVar[str] = "device list query"
+    account: bytes = account_field(1)
+    chat: bytes | None = account_field(2, required=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceList(Body):
+    """``{1: account identity key, 2: kind, 3: [device certificates, by device id]}``."""
+
+    WHAT: ClassVar[str] = "device list"
+    identity: bytes = key(1, _KEY)
+    kind: int = key(2, _KIND)
+    certificates: tuple[bytes, ...] = key(3, F(bytes, 1, 1024, array=True, count=MAX_BATCH))
+
+
+@dataclass(frozen=True, slots=True)
+class Route(Body):
+    """``{1: customer, 2: [device ids]}``: (a business device) the devices of the caller's
+    business that receive the chat with ``customer``; an empty list removes the route."""
+
+    WHAT: ClassVar[str] = "chat route"
+    customer: bytes = account_field(1)
+    devices: tuple[int, ...] = key(2, _DEVICES)
+
+
+@dataclass(frozen=True, slots=True)
+class Designate(Body):
+    """``{1: [device ids]}``: (a business device) devices of the caller's business that
+    receive every routed chat (an archive, a supervisor); replaces the previous set."""
+
+    WHAT: ClassVar[str] = "designated devices"
+    devices: tuple[int, ...] = key(1, _DEVICES)

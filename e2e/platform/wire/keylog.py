@@ -1,0 +1,126 @@
+"""Wire bodies of the key directory and business certificates (SPEC.md §10.7, §13.2-§13.4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+from e2e.errors import DecodeError
+from e2e.platform.wire.codec import Body, F, account_field, key
+
+__all__ = [
+    "MAX_LOG_ENTRIES",
+    "LogHeadQuery",
+    "LogHead",
+    "LogLookup",
+    "LogEntry",
+    "LogConsistencyQuery",
+    "LogConsistency",
+    "LogEntriesQuery",
+    "LogEntries",
+    "BusinessCertQuery",
+    "BusinessCert",
+]
+
+#: Most key-log entries one /v1/log/entries answer carries (a monitor pages through).
+MAX_LOG_ENTRIES: Final = 256
+#: Largest signed tree head, directory entry, proof and business certificate.
+_HEAD: Final = F(bytes, 1, 256)
+_ENTRY: Final = F(bytes, 1, 512)
+_PROOF: Final = F(bytes, 1, 8192)
+_BUSINESS_CERT: Final = F(bytes, 0, 512)
+_SIZE: Final = F(int)
+
+
+@dataclass(frozen=True, slots=True)
+class LogHeadQuery(Body):
+    """``{}``: the key log's newest signed tree head."""
+
+    WHAT: ClassVar[str] = "log head query"
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead(Body):
+    """``{1: signed tree head (SPEC §13.2 wire form), 2: the log's Ed25519 public key}``.
+    The key is informational: a client checks heads against the key it pinned, never
+    against this field."""
+
+    WHAT: ClassVar[str] = "log head"
+    head: bytes = key(1, _HEAD)
+    log_key: bytes = key(2, F(bytes, 32, 32))
+
+
+@dataclass(frozen=True, slots=True)
+class LogLookup(Body):
+    """``{1: account, 2: tree size}``: the account's newest entry within that many leaves."""
+
+    WHAT: ClassVar[str] = "log lookup"
+    account: bytes = account_field(1)
+    size: int = key(2, _SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry(Body):
+    """``{1: directory entry, 2: inclusion proof}``."""
+
+    WHAT: ClassVar[str] = "log entry"
+    entry: bytes = key(1, _ENTRY)
+    proof: bytes = key(2, _PROOF)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConsistencyQuery(Body):
+    """``{1: size1, 2: size2}``."""
+
+    WHAT: ClassVar[str] = "log consistency query"
+    size1: int = key(1, _SIZE)
+    size2: int = key(2, _SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConsistency(Body):
+    """``{1: consistency proof}``."""
+
+    WHAT: ClassVar[str] = "log consistency"
+    proof: bytes = key(1, _PROOF)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntriesQuery(Body):
+    """``{1: start, 2: tree size}``: entries from ``start`` (at most MAX_LOG_ENTRIES) with
+    inclusion proofs in the tree of ``size`` leaves."""
+
+    WHAT: ClassVar[str] = "log entries query"
+    start: int = key(1, _SIZE)
+    size: int = key(2, _SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntries(Body):
+    """``{1: [entries], 2: [inclusion proofs]}``, equally long, in log order."""
+
+    WHAT: ClassVar[str] = "log entries"
+    entries: tuple[bytes, ...] = key(1, F(bytes, 1, 512, array=True, count=MAX_LOG_ENTRIES))
+    proofs: tuple[bytes, ...] = key(2, F(bytes, 1, 8192, array=True, count=MAX_LOG_ENTRIES))
+
+    @classmethod
+    def check(cls, obj: dict[int, Any]) -> None:
+        if len(obj[1]) != len(obj[2]):
+            raise DecodeError("log entries: entry and proof arrays differ in length")
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessCertQuery(Body):
+    """``{1: account}``: the platform's certificate of a business account (SPEC §13.3)."""
+
+    WHAT: ClassVar[str] = "business certificate query"
+    account: bytes = account_field(1)
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessCert(Body):
+    """``{1: certificate}``: the stored business certificate, empty if the account has none.
+    The relay only stores and serves it; the client verifies it under the platform key."""
+
+    WHAT: ClassVar[str] = "business certificate"
+    certificate: bytes = key(1, _BUSINESS_CERT)
