@@ -15,7 +15,8 @@ import pytest
 
 from e2e import KeyPair, LocalPrekeys, Session
 from e2e.platform.directory import DeviceCertificate
-from e2e.platform.transparency import InclusionProof, KeyLog, LogSigner, LogView
+from e2e.platform.merkle import InclusionProof, LogSigner
+from e2e.platform.transparency import KeyLog, LogView
 from e2e.suite import PQ, get_suite
 
 ACCOUNTS = 1024

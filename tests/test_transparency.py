@@ -20,21 +20,18 @@ from e2e.errors import (
     StaleProof,
 )
 from e2e.keys import KeyPair
-from e2e.platform.transparency import (
+from e2e.platform.merkle import (
     EMPTY_ROOT,
     ConsistencyProof,
-    DirectoryEntry,
     InclusionProof,
-    KeyLog,
     LogSigner,
-    LogView,
     MerkleTree,
     SignedTreeHead,
     TreeHead,
-    devices_hash,
     verify_consistency,
     verify_inclusion,
 )
+from e2e.platform.transparency import DirectoryEntry, KeyLog, LogView, devices_hash
 
 
 # RFC 9162 §2.1.1-§2.1.4, written as the RFC states them (recursively), as a reference.

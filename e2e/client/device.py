@@ -50,13 +50,9 @@ from e2e.platform.certificates import BusinessIdentity, verify_business
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
+from e2e.platform.merkle import ConsistencyProof, InclusionProof, SignedTreeHead
 from e2e.platform.policy import MessageClass, Template, check_class
-from e2e.platform.transparency import (
-    ConsistencyProof,
-    InclusionProof,
-    LogView,
-    SignedTreeHead,
-)
+from e2e.platform.transparency import LogView
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 

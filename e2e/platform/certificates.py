@@ -36,7 +36,7 @@ from e2e.errors import CertificateError, DecodeError, InvalidKey, KeyChangePendi
 from e2e.frame import Field, decode_map, encode_map
 from e2e.keys import X25519_LEN
 from e2e.platform.envelope import check_account
-from e2e.platform.transparency import Ed25519Signer
+from e2e.platform.merkle import Ed25519Signer
 
 __all__ = [
     "BUSINESS_LABEL",

@@ -42,6 +42,7 @@ from e2e.platform.franking import (
     verify_class_report,
     verify_item,
 )
+from e2e.platform.merkle import LogSigner
 from e2e.platform.policy import (
     ChatState,
     ClassCheck,
@@ -52,7 +53,7 @@ from e2e.platform.policy import (
     billable,
     opens_window,
 )
-from e2e.platform.transparency import DirectoryEntry, KeyLog, LogSigner
+from e2e.platform.transparency import DirectoryEntry, KeyLog
 from e2e.prekeys import PrekeyBundle
 
 __all__ = [

@@ -46,16 +46,10 @@ from e2e.platform.envelope import (
     Inner,
 )
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem, VerifiedMessage, commit
+from e2e.platform.merkle import ConsistencyProof, InclusionProof, SignedTreeHead
 from e2e.platform.policy import ClassCheck, MessageClass, check_class
 from e2e.platform.relay import Receipt, Relay
-from e2e.platform.transparency import (
-    ConsistencyProof,
-    DirectoryEntry,
-    InclusionProof,
-    LogView,
-    SignedTreeHead,
-    devices_hash,
-)
+from e2e.platform.transparency import DirectoryEntry, LogView, devices_hash
 from e2e.prekeys import LocalPrekeys, PrekeyBundle
 from e2e.session import Session
 from e2e.suite import DEFAULT, Suite

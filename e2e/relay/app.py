@@ -496,7 +496,7 @@ class RelayApp:
 
 def create_app(db: str, **kwargs: Any) -> RelayApp:
     """A relay app on the store at ``db`` (a SQLite path or a PostgreSQL DSN)."""
-    from e2e.relay.store import open_store
+    from e2e.relay.backends import open_store
 
     service_kw = {
         k: kwargs.pop(k) for k in ("config", "clock", "share", "secret_key") if k in kwargs

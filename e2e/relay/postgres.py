@@ -44,18 +44,20 @@ from psycopg_pool import ConnectionPool
 from e2e.errors import StoreError, StoreUnavailable
 from e2e.relay.store import (
     BUCKET_COLUMNS,
-    DIRECTORY_GENERATION,
-    DIRECTORY_TABLES,
     SCHEMA,
     TAKE_TOKEN,
     USE_NONCE,
+    RelayStore,
+    Tx,
+    bucket_params,
+)
+from e2e.relay.writer import (
+    DIRECTORY_GENERATION,
+    DIRECTORY_TABLES,
     CachedDirectory,
     DirectoryCache,
     Job,
-    RelayStore,
     SqlTx,
-    Tx,
-    bucket_params,
     drain,
     finish_jobs,
 )

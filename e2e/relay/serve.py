@@ -84,8 +84,8 @@ def main(argv: list[str]) -> int:
     )
     from e2e.errors import E2EError
     from e2e.relay.app import RateLimit, RelayApp
+    from e2e.relay.backends import open_store
     from e2e.relay.service import RelayService
-    from e2e.relay.store import open_store
 
     if ns.action == "serve":
         try:

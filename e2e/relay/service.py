@@ -47,6 +47,7 @@ from e2e.platform.franking import (
     verify_class_report,
     verify_item,
 )
+from e2e.platform.merkle import LogSigner, TreeHead
 from e2e.platform.policy import (
     ChatState,
     MessageClass,
@@ -57,13 +58,7 @@ from e2e.platform.policy import (
     billed_price,
     opens_window,
 )
-from e2e.platform.transparency import (
-    DirectoryEntry,
-    KeyLog,
-    LogSigner,
-    TreeHead,
-    devices_hash,
-)
+from e2e.platform.transparency import DirectoryEntry, KeyLog, devices_hash
 from e2e.platform.wire import (
     AUTH_SKEW,
     MAX_LOG_ENTRIES,

@@ -30,17 +30,15 @@ from typing import Any, Final, TypeVar
 
 from e2e.errors import StoreError, StoreUnavailable
 from e2e.platform.policy import ChatState
-from e2e.relay.store import (
+from e2e.relay.store import SCHEMA, RelayStore, Tx
+from e2e.relay.writer import (
     CACHE_ENTRIES,
     DIRECTORY_GENERATION,
     DIRECTORY_TABLES,
-    SCHEMA,
     CachedDirectory,
     DirectoryCache,
     Job,
-    RelayStore,
     SqlTx,
-    Tx,
     drain,
     finish_jobs,
     settle,

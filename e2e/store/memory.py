@@ -12,10 +12,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from e2e.errors import StoreError
-from e2e.store import StoreTransaction
 from e2e.store._core import BaseTransaction, open_checks
 from e2e.store.atrest import StorageKey
 from e2e.store.freshness import EpochKeeper, Freshness, MemoryEpochKeeper
+from e2e.store.interface import StoreTransaction
 
 __all__ = ["MemoryStore"]
 

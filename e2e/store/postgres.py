@@ -22,10 +22,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from e2e.errors import StoreError
-from e2e.store import StoreTransaction, fault_point
 from e2e.store._core import BaseTransaction, open_checks
 from e2e.store.atrest import SCRYPT_N, KdfParams, StorageKey
 from e2e.store.freshness import EpochKeeper, Freshness, NoEpochKeeper
+from e2e.store.interface import StoreTransaction, fault_point
 from e2e.store.sqlite import prefix_range
 
 try:

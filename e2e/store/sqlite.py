@@ -22,10 +22,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Final
 
 from e2e.errors import StoreError
-from e2e.store import StoreTransaction, fault_point
 from e2e.store._core import BaseTransaction, open_checks
 from e2e.store.atrest import SCRYPT_N, KdfParams, StorageKey
 from e2e.store.freshness import EpochKeeper, FileEpochKeeper, Freshness
+from e2e.store.interface import StoreTransaction, fault_point
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 

@@ -30,7 +30,7 @@ from e2e.prekeys import (
     kem_prekey_message,
     signed_prekey_message,
 )
-from e2e.store import Dated, StoreTransaction
+from e2e.store.interface import Dated, StoreTransaction
 from e2e.suite import Suite
 
 __all__ = [

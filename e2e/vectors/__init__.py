@@ -20,23 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from e2e import _testing
+from e2e.vectors.registry import VERIFIERS, verifier
 
 __all__ = ["Case", "VERIFIERS", "verifier", "iter_cases", "verify_case", "verify_dir"]
-
-Verifier = Callable[[dict[str, Any]], None]
-VERIFIERS: dict[str, Verifier] = {}
-
-
-def verifier(concept: str) -> Callable[[Verifier], Verifier]:
-    """Register ``fn`` as the verifier of every case of ``concept``."""
-
-    def register(fn: Verifier) -> Verifier:
-        if concept in VERIFIERS:
-            raise ValueError(f"verifier for {concept!r} registered twice")
-        VERIFIERS[concept] = fn
-        return fn
-
-    return register
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from e2e.fingerprint import ScannableFingerprint, safety_number
-from e2e.vectors import verifier
+from e2e.vectors.registry import verifier
 
 __all__: list[str] = []
 

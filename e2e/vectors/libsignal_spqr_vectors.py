@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from e2e.libsignal.spqr import mlkem768
 from e2e.libsignal.spqr.erasure import CHUNK_BYTES, Decoder, chunk
 from e2e.libsignal.spqr.message import Message, encode, parse
-from e2e.vectors import verifier
+from e2e.vectors.registry import verifier
 
 __all__: list[str] = []
 

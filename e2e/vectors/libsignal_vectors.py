@@ -61,7 +61,7 @@ from e2e.keys import KeyPair
 from e2e.libsignal.kdf import expand_message_key, root_step
 from e2e.libsignal.session import derive_initial_keys
 from e2e.libsignal.wire import VERSION_X3DH
-from e2e.vectors import verifier
+from e2e.vectors.registry import verifier
 
 __all__: list[str] = []
 

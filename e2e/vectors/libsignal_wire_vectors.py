@@ -28,7 +28,7 @@ from e2e.keys import KemKeyPair, KeyPair
 from e2e.libsignal import LibsignalBundle, LibsignalPrekeys, SessionRecord
 from e2e.libsignal.wire import parse_prekey_message
 from e2e.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
-from e2e.vectors import verifier
+from e2e.vectors.registry import verifier
 
 __all__ = ["ShakeRng", "bob_prekeys"]
 

@@ -16,12 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from e2e.errors import InvalidProof
-from e2e.platform.transparency import (
-    MerkleTree,
-    verify_consistency,
-    verify_inclusion,
-)
-from e2e.vectors import verifier
+from e2e.platform.merkle import MerkleTree, verify_consistency, verify_inclusion
+from e2e.vectors.registry import verifier
 
 __all__: list[str] = []
 

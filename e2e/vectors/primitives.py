@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nacl.bindings import crypto_scalarmult
 
 from e2e.chain_key import labelled_shake256
-from e2e.vectors import verifier
+from e2e.vectors.registry import verifier
 
 __all__: list[str] = []
 

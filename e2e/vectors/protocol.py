@@ -22,7 +22,7 @@ from e2e.prekeys import KemPrekey, LocalPrekeys, OneTimePrekey, PrekeyBundle, Si
 from e2e.root_key import root_step
 from e2e.session import Session
 from e2e.suite import Suite, get_suite
-from e2e.vectors import verifier
+from e2e.vectors.registry import verifier
 from e2e.x3dh import agreement_kdf, initiate, respond
 
 __all__ = ["DRng"]

@@ -14,7 +14,7 @@ from typing import Any
 from nacl.bindings import crypto_scalarmult_base
 
 from e2e import errors, xeddsa
-from e2e.vectors import verifier
+from e2e.vectors.registry import verifier
 
 __all__ = ["verify_xeddsa_case"]
 

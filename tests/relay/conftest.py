@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relayhelp import RelayProcess, fresh_pg_db  # noqa: E402
 from relayhelp import pg_or_skip as _pg_or_skip  # noqa: E402
 
-from e2e.relay.store import RelayStore, open_store  # noqa: E402
+from e2e.relay.backends import open_store  # noqa: E402
+from e2e.relay.store import RelayStore  # noqa: E402
 
 
 @pytest.fixture(params=["sqlite", pytest.param("pg", marks=pytest.mark.pg)])

@@ -9,13 +9,8 @@ from relayhelp import Dev, Refused, RelayProcess, new_device
 
 from e2e.errors import KeyMismatch
 from e2e.platform import wire
-from e2e.platform.transparency import (
-    ConsistencyProof,
-    InclusionProof,
-    LogView,
-    SignedTreeHead,
-    devices_hash,
-)
+from e2e.platform.merkle import ConsistencyProof, InclusionProof, SignedTreeHead
+from e2e.platform.transparency import LogView, devices_hash
 
 CUSTOMER, BUSINESS = 0, 1
 

@@ -18,7 +18,8 @@ from relayhelp import Refused, RelayProcess, new_device
 
 from e2e.errors import DecodeError
 from e2e.platform import wire
-from e2e.relay.store import RelayStore, Tx, open_store
+from e2e.relay.backends import open_store
+from e2e.relay.store import RelayStore, Tx
 
 ACCT, DEV = b"dev", 1
 RATE, BURST = 1.0, 3.0

@@ -12,8 +12,9 @@ import pytest
 
 from e2e.errors import DecodeError
 from e2e.platform.policy import ChatState
+from e2e.relay.backends import open_store
 from e2e.relay.sqlite import SqliteRelayStore
-from e2e.relay.store import Account, RelayStore, Tx, open_store
+from e2e.relay.store import Account, RelayStore, Tx
 
 BIZ, CUST = b"biz", b"cust"
 

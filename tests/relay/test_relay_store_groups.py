@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from e2e.errors import DecodeError, StoreError
+from e2e.relay.backends import open_store
 from e2e.relay.sqlite import SqliteRelayStore
-from e2e.relay.store import RelayStore, Tx, open_store
+from e2e.relay.store import RelayStore, Tx
 
 
 def _put(key: str) -> Callable[[Tx], str]:

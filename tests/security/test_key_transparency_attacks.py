@@ -26,7 +26,8 @@ from e2e.keys import KeyPair
 from e2e.platform import Business, Customer, ManualClock, Relay
 from e2e.platform.certificates import PlatformSigner
 from e2e.platform.directory import DeviceCertificate
-from e2e.platform.transparency import InclusionProof, KeyLog
+from e2e.platform.merkle import InclusionProof
+from e2e.platform.transparency import KeyLog
 
 SECRET = b"my card number is 4111 1111 1111 1111"
 
