@@ -30,8 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from e2e.client import Client, LocalRelay  # noqa: E402
-from e2e.client.http import HttpRelay  # noqa: E402
-from e2e.platform.relay import ManualClock, Relay  # noqa: E402
+from e2e.client.http import RelayClient  # noqa: E402
+from e2e.clock import ManualClock  # noqa: E402
+from e2e.platform.relay import Relay  # noqa: E402
 from e2e.store import MemoryStore  # noqa: E402
 from e2e.store.sqlite import SqliteStore  # noqa: E402
 
@@ -142,7 +143,7 @@ async def loop_lag(
     connect = local.connect
     net = None
     if url is not None:
-        net = HttpRelay(url)
+        net = RelayClient(url)
         connect = net.connect
     biz = await Client.create_account(
         lambda: SqliteStore(os.path.join(directory, "agent.db"), os.urandom(32)),

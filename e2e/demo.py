@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from e2e.client import Client, ReceiptStatus, state
+from e2e.clock import ManualClock
 from e2e.errors import DuplicateMessage, E2EError, KeyTransparencyError, PolicyError
 from e2e.fingerprint import safety_number
 from e2e.keys import KeyPair
@@ -32,13 +33,13 @@ from e2e.platform.adservice import AdService
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope
 from e2e.platform.policy import MessageClass
-from e2e.platform.relay import ManualClock, Recorder
+from e2e.relay.tap import Recorder
 from e2e.store import Store
 from e2e.store.sqlite import SqliteStore
 from e2e.suite import DEFAULT
 
 if TYPE_CHECKING:  # the HTTP client needs httpx (the 'client' extra)
-    from e2e.client.http import HttpRelay, HttpTransport
+    from e2e.client.http import HttpTransport, RelayClient
 
 __all__ = ["main", "RelayServer"]
 
@@ -177,9 +178,9 @@ class _Demo:
         started = time.monotonic()
         relay = RelayServer(os.path.join(self.tmp, "relay.sqlite"), self.clock,
                             self.ads.receive, secret_key=os.urandom(32)).start()  # fmt: skip
-        from e2e.client.http import HttpRelay
+        from e2e.client.http import RelayClient
 
-        net = HttpRelay(relay.url, clock=self.clock)
+        net = RelayClient(relay.url, clock=self.clock)
         try:
             return await self._script(relay, net, started)
         finally:
@@ -188,7 +189,7 @@ class _Demo:
             await net.aclose()
             relay.stop()
 
-    async def _script(self, relay: RelayServer, net: HttpRelay, started: float) -> int:
+    async def _script(self, relay: RelayServer, net: RelayClient, started: float) -> int:
         c = net.connect
         d = self.devices
         print(f"e2e demo: suite {DEFAULT.name}; relay service at {relay.url} (SQLite); every "
@@ -268,7 +269,7 @@ class _Demo:
         print("\nall checks passed" if self.failures == 0 else f"\n{self.failures} checks FAILED")
         return 0 if self.failures == 0 else 1
 
-    async def _keys(self, relay: RelayServer, net: HttpRelay) -> None:
+    async def _keys(self, relay: RelayServer, net: RelayClient) -> None:
         """Safety numbers and the key directory (SPEC §13)."""
         print("\nKeys you can check (safety numbers, the key directory):")
         d = self.devices
@@ -368,7 +369,7 @@ class _Demo:
         print("\nProof summary (checked now, on this run):")
         d = self.devices
         recs = [b for _, b in relay.tap.records] + relay.stored_bytes()
-        ad_recs = [b for _, b in self.ads.recorder.records]
+        ad_recs = list(self.ads.records)
         shown = set().union(*(_windows(t) for t in revealed)) if revealed else set()
         private = set().union(*(_windows(t) for t in self.texts if t not in revealed)) - shown
         hits = _hits(recs, private) + _hits(ad_recs, private)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from e2e.client.device import Client, KeyChange, StoreOpener, safety_number
 from e2e.client.state import DeviceListHook, Message, Outgoing, Profile, ReceiptStatus
-from e2e.client.transport import Accepted, Connector, LocalRelay, LocalTransport, Transport
+from e2e.client.transport import Connector, LocalRelay, LocalTransport, Transport
 
 __all__ = [
     "Client",
@@ -24,7 +24,6 @@ __all__ = [
     "Profile",
     "ReceiptStatus",
     "DeviceListHook",
-    "Accepted",
     "Connector",
     "Transport",
     "LocalRelay",

@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from e2e.client import state
 from e2e.client.state import DeviceListHook, Message, NeedDevices, Outgoing, Profile
-from e2e.client.transport import Accepted, Connector, Transport
+from e2e.client.transport import Connector, Transport
 from e2e.errors import (
     CertificateError,
     DecodeError,
@@ -53,6 +53,7 @@ from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
 from e2e.platform.merkle import ConsistencyProof, InclusionProof, SignedTreeHead
 from e2e.platform.policy import MessageClass, Template, check_class
 from e2e.platform.transparency import LogView
+from e2e.platform.wire import Receipt
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
@@ -631,7 +632,7 @@ class Client:
             try:
                 accepted = await self.transport.submit(list(out.envelopes))
             except DuplicateSubmission:
-                accepted = Accepted(out.message_id, int(time.time()), len(out.envelopes), 0)
+                accepted = Receipt(out.message_id, int(time.time()), len(out.envelopes), 0)
             except StaleDeviceList:
                 if attempt == 3:
                     await self._tx(

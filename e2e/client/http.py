@@ -1,7 +1,7 @@
 """The client side of the relay's wire API (SPEC.md §10.7) over HTTP, with httpx.
 
-:class:`HttpRelay` holds one connection pool for every device of a process;
-:meth:`HttpRelay.connect` is a :data:`~e2e.client.transport.Connector`. Each request body is
+:class:`RelayClient` holds one connection pool for every device of a process;
+:meth:`RelayClient.connect` is a :data:`~e2e.client.transport.Connector`. Each request body is
 a :mod:`e2e.platform.wire` body, signed as the device (``authorization: E2E-Device ...``);
 an error answer is raised as the typed error its code names (``StaleDeviceList`` with its
 missing and extra devices, ``WindowClosed``, ...). Mailbox fetches may long-poll
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 
-from e2e.client.transport import Accepted, Transport
+from e2e.client.transport import Transport
 from e2e.errors import DecodeError, E2EError, WireFailure
 from e2e.keys import KeyPair, Rng
 from e2e.platform import wire
@@ -33,7 +33,7 @@ from e2e.store import Address
 if TYPE_CHECKING:
     from e2e.relay.app import RelayApp
 
-__all__ = ["HttpRelay", "HttpTransport"]
+__all__ = ["RelayClient", "HttpTransport"]
 
 _B = TypeVar("_B")
 _KINDS: Final = {"customer": 0, "business": 1}
@@ -41,7 +41,7 @@ _CONTROL: Final = {"block": wire.Control.BLOCK, "limit": wire.Control.LIMIT,
                    "opt_in": wire.Control.OPT_IN}  # fmt: skip
 
 
-class HttpRelay:
+class RelayClient:
     """A relay service at ``base_url`` (``http://127.0.0.1:8080``), shared by devices."""
 
     def __init__(
@@ -65,7 +65,7 @@ class HttpRelay:
         self._app: RelayApp | None = None
 
     @classmethod
-    def in_process(cls, db: str, *, secret_key: bytes | None = None, **kwargs: Any) -> HttpRelay:
+    def in_process(cls, db: str, *, secret_key: bytes | None = None, **kwargs: Any) -> RelayClient:
         """The relay service on ``db`` (a SQLite path or a PostgreSQL DSN) inside this
         process: the same app, service and store that ``python -m e2e relay serve`` runs,
         reached over httpx's ASGI transport instead of a socket, on the caller's event loop.
@@ -115,9 +115,9 @@ class HttpRelay:
 
 
 class HttpTransport(Transport):
-    """:class:`~e2e.client.transport.Transport` of one device over :class:`HttpRelay`."""
+    """:class:`~e2e.client.transport.Transport` of one device over :class:`RelayClient`."""
 
-    def __init__(self, relay: HttpRelay, addr: Address, identity: KeyPair) -> None:
+    def __init__(self, relay: RelayClient, addr: Address, identity: KeyPair) -> None:
         self._relay = relay
         self.addr = addr
         self._identity = identity
@@ -203,9 +203,8 @@ class HttpTransport(Transport):
         got = await self._post(Path.LOG_ENTRIES, wire.LogEntriesQuery(start, size), wire.LogEntries)
         return list(zip(got.entries, got.proofs, strict=True))
 
-    async def submit(self, envelopes: list[bytes]) -> Accepted:
-        r = await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
-        return Accepted(r.message_id, r.received_at, r.copies, r.price)
+    async def submit(self, envelopes: list[bytes]) -> wire.Receipt:
+        return await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
 
     async def fetch(self, wait_ms: int = 0) -> list[bytes]:
         req = wire.Fetch(self.addr.account, self.addr.device, min(wait_ms, wire.MAX_WAIT_MS))

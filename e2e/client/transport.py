@@ -19,28 +19,18 @@ import asyncio
 import concurrent.futures
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from e2e.errors import UnknownAccount
 from e2e.keys import KeyPair
 from e2e.platform.policy import MessageClass, Template
 from e2e.platform.relay import Relay
+from e2e.platform.wire import Receipt
 from e2e.store import Address
 
-__all__ = ["Accepted", "Transport", "Connector", "LocalRelay", "LocalTransport"]
+__all__ = ["Transport", "Connector", "LocalRelay", "LocalTransport"]
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """The relay's answer to an accepted message: its receive time, copies and price."""
-
-    message_id: bytes
-    received_at: int
-    copies: int
-    price: int
 
 
 class Transport(Protocol):
@@ -75,7 +65,7 @@ class Transport(Protocol):
         """One bundle of ``device`` (a one-time one while any is left)."""
         ...
 
-    async def submit(self, envelopes: list[bytes]) -> Accepted:
+    async def submit(self, envelopes: list[bytes]) -> Receipt:
         """Hand one logical message (all its device copies) to the relay."""
         ...
 
@@ -242,9 +232,9 @@ class LocalTransport(Transport):
     async def log_entries(self, start: int, size: int) -> list[tuple[bytes, bytes]]:
         return await self._call("log_entries", lambda: self._relay.log_entries(start, size))
 
-    async def submit(self, envelopes: list[bytes]) -> Accepted:
+    async def submit(self, envelopes: list[bytes]) -> Receipt:
         r = await self._call("submit", lambda: self._relay.submit(self.addr.wire, envelopes))
-        return Accepted(r.message_id, r.received_at, r.copies, r.price)
+        return Receipt(r.message_id, r.received_at, r.copies, r.price)
 
     async def fetch(self, wait_ms: int = 0) -> list[bytes]:
         return await self._call("fetch", lambda: self._relay.fetch(self.addr.wire))

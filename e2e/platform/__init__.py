@@ -5,6 +5,7 @@ See SPEC.md §8. Everything here sees E2E frames only as opaque bytes, except th
 
 from __future__ import annotations
 
+from e2e.clock import ManualClock
 from e2e.errors import (
     Blocked,
     DuplicateSubmission,
@@ -24,8 +25,9 @@ from e2e.platform.adservice import AdService, ChatView
 from e2e.platform.envelope import Delivery, Envelope, Inner, pad, unpad
 from e2e.platform.franking import Report, ReportItem, VerifiedMessage
 from e2e.platform.policy import MessageClass, PolicyConfig, PriceTable
-from e2e.platform.relay import Bill, ManualClock, Receipt, Recorder, Relay
+from e2e.platform.relay import Bill, Receipt, Relay
 from e2e.platform.roles import Account, Business, Customer, Device, Message
+from e2e.relay.tap import Recorder
 
 __all__ = [
     "AdService",

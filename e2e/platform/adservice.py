@@ -1,23 +1,25 @@
-"""The ad service: sees only the per-chat metadata the relay shares (SPEC.md §8.5).
+"""The ad service: sees only the per-chat metadata the relay shares (SPEC.md §10.5).
 
-For each (business, customer) chat the relay shares: marketing opt-in, whether the 24 h window
-is open, block and limit flags, message counts and spam-report count - never an envelope,
-a frame or a key. Every byte received is recorded. The audience for a business's marketing
-is the customers who opted in and neither blocked nor limited it; the relay enforces the same
-rule again on every marketing send.
+For each (business, customer) chat the relay shares a :class:`ChatView` on every change:
+marketing opt-in, whether the 24 h window is open, block and limit flags, message counts and
+spam-report count - never an envelope, a frame or a key. This module owns that record's
+format both ways (the relay encodes it, the ad service decodes it). The audience for a
+business's marketing is the customers who opted in and neither blocked nor limited it; the
+relay enforces the same rule again on every marketing send.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
-from e2e.frame import Field, decode_map
+from e2e.frame import Field, decode_map, encode_map
 from e2e.platform.envelope import check_account
-from e2e.platform.relay import AdSink, Recorder
+from e2e.platform.policy import ChatState, PolicyConfig
 
 __all__ = ["ChatView", "AdService"]
 
+_MAX_COUNT: Final = 2**63 - 1
 _SCHEMA: Final = {
     0: Field(int),
     1: Field(bytes),
@@ -26,14 +28,18 @@ _SCHEMA: Final = {
     4: Field(int, max_int=1),
     5: Field(int, max_int=1),
     6: Field(int, max_int=1),
-    7: Field(int, max_int=2**63 - 1),
-    8: Field(int, max_int=2**63 - 1),
-    9: Field(int, max_int=2**63 - 1),
+    7: Field(int, max_int=_MAX_COUNT),
+    8: Field(int, max_int=_MAX_COUNT),
+    9: Field(int, max_int=_MAX_COUNT),
 }
 
 
 @dataclass(frozen=True, slots=True)
 class ChatView:
+    """What the ad service learns of one chat: ``{0: 1, 1: business, 2: customer, 3: opted
+    in, 4: window open, 5: blocked, 6: limited, 7: customer messages, 8: business messages,
+    9: spam reports}`` (canonical CBOR, SPEC §5.1)."""
+
     business: bytes
     customer: bytes
     opted_in: bool
@@ -48,26 +54,40 @@ class ChatView:
     def marketable(self) -> bool:
         return self.opted_in and not self.blocked and not self.limited
 
+    @classmethod
+    def of(cls, business: bytes, customer: bytes, chat: ChatState, now: int,
+           config: PolicyConfig) -> ChatView:  # fmt: skip
+        """The view of a chat the relay holds, at time ``now``."""
+        return cls(business, customer, chat.opted_in, chat.window_open(now, config),
+                   chat.blocked, chat.limited, chat.counts.get("customer", 0),
+                   chat.counts.get("business", 0), chat.spam_reports)  # fmt: skip
 
-class AdService(AdSink):
-    def __init__(self) -> None:
-        self.recorder = Recorder()
-        self._chats: dict[tuple[bytes, bytes], ChatView] = {}
+    def to_bytes(self) -> bytes:
+        return encode_map({0: 1, 1: self.business, 2: self.customer, 3: int(self.opted_in),
+                           4: int(self.window_open), 5: int(self.blocked), 6: int(self.limited),
+                           7: self.customer_messages, 8: self.business_messages,
+                           9: self.spam_reports})  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChatView:
+        """Strictly decode a shared chat record (:class:`~e2e.errors.DecodeError`)."""
+        obj = decode_map(data, _SCHEMA, "chat share", 1024, 1)
+        return cls(check_account(obj[1]), check_account(obj[2]), bool(obj[3]), bool(obj[4]),
+                   bool(obj[5]), bool(obj[6]), obj[7], obj[8], obj[9])  # fmt: skip
+
+
+@dataclass
+class AdService:
+    """The ad service: every record the relay shared with it (:attr:`records`, in order, as
+    received) and the newest view of each chat."""
+
+    records: list[bytes] = field(default_factory=list)
+    _chats: dict[tuple[bytes, bytes], ChatView] = field(default_factory=dict)
 
     def receive(self, data: bytes) -> None:
-        self.recorder("recv:share", data)
-        obj = decode_map(data, _SCHEMA, "chat share", 1024, 1)
-        view = ChatView(
-            check_account(obj[1]),
-            check_account(obj[2]),
-            bool(obj[3]),
-            bool(obj[4]),
-            bool(obj[5]),
-            bool(obj[6]),
-            obj[7],
-            obj[8],
-            obj[9],
-        )
+        """One shared record (the relay's ``share`` callback)."""
+        self.records.append(bytes(data))
+        view = ChatView.from_bytes(data)
         self._chats[(view.business, view.customer)] = view
 
     def audience(self, business: bytes) -> list[bytes]:

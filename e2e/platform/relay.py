@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hmac
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
+from e2e.clock import Clock, ManualClock, system_clock
 from e2e.errors import (
     DecodeError,
     DuplicateSubmission,
@@ -31,6 +31,7 @@ from e2e.errors import (
 )
 from e2e.frame import encode_map
 from e2e.keys import check_x25519_public
+from e2e.platform.adservice import ChatView
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, check_account, check_template_id
 from e2e.platform.franking import (
@@ -55,6 +56,7 @@ from e2e.platform.policy import (
 )
 from e2e.platform.transparency import DirectoryEntry, KeyLog
 from e2e.prekeys import PrekeyBundle
+from e2e.relay.tap import Recorder
 
 __all__ = [
     "Clock",
@@ -68,53 +70,14 @@ __all__ = [
     "AdSink",
 ]
 
-Clock = Callable[[], int]
 Kind = Literal["customer", "business"]
 _KINDS: Final = ("customer", "business")
 
 
-def system_clock() -> int:
-    return int(time.time())
-
-
-class ManualClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self, start: int = 1_767_225_600) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: int) -> None:
-        self.now += seconds
-
-
-@dataclass(slots=True)
-class Recorder:
-    """Every byte a party received or stored, in order, with the channel it came on."""
-
-    records: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def __call__(self, channel: str, data: bytes) -> None:
-        self.records.append((channel, bytes(data)))
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(len(d) for _, d in self.records)
-
-    def channels(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for ch, _ in self.records:
-            out[ch] = out.get(ch, 0) + 1
-        return out
-
-
-class AdSink:
+class AdSink(Protocol):
     """What the relay shares with: anything with ``receive(bytes)``."""
 
-    def receive(self, data: bytes) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
+    def receive(self, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,25 +114,6 @@ class _Account:
     kind: Kind
     identity: bytes
     devices: dict[int, DeviceCertificate] = field(default_factory=dict)
-
-
-def _encode_chat(
-    business: bytes, customer: bytes, chat: ChatState, now: int, cfg: PolicyConfig
-) -> bytes:
-    return encode_map(
-        {
-            0: 1,
-            1: business,
-            2: customer,
-            3: int(chat.opted_in),
-            4: int(chat.window_open(now, cfg)),
-            5: int(chat.blocked),
-            6: int(chat.limited),
-            7: chat.counts.get("customer", 0),
-            8: chat.counts.get("business", 0),
-            9: chat.spam_reports,
-        }
-    )
 
 
 class Relay:
@@ -652,7 +596,7 @@ class Relay:
         return chat is not None and chat.window_open(self.clock(), self.config)
 
     def _share(self, business: bytes, customer: bytes, chat: ChatState, now: int) -> None:
-        data = _encode_chat(business, customer, chat, now, self.config)
+        data = ChatView.of(business, customer, chat, now, self.config).to_bytes()
         self.recorder("store:chat", data)
         if self.ad_service is not None:
             self.ad_service.receive(data)
@@ -670,6 +614,6 @@ class Relay:
             out.extend(box.values())
         now = self.clock()
         for (b, c), chat in self._chats.items():
-            out.append(_encode_chat(b, c, chat, now, self.config))
+            out.append(ChatView.of(b, c, chat, now, self.config).to_bytes())
         out.extend(sender + mid for sender, mid in self._seen_ids)
         return out

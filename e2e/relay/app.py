@@ -43,8 +43,9 @@ from e2e.platform.wire import (
 )
 from e2e.relay.service import RelayService
 from e2e.relay.store import Tx
+from e2e.relay.tap import Tap
 
-__all__ = ["create_app", "RelayApp", "RateLimit", "Tap"]
+__all__ = ["create_app", "RelayApp", "RateLimit"]
 
 log = logging.getLogger("e2e.relay")
 
@@ -52,9 +53,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-#: An optional tap: called with (channel, bytes) for every request body received and every
-#: response body sent. Off (None) by default; the proof suite turns it on.
-Tap = Callable[[str, bytes], None]
 
 _NO_AUTH: Final = 0
 _DEVICE: Final = 1

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import struct
 import sys
-import threading
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from e2e.relay.service import RelayService
 
 __all__ = ["main"]
-
-
-class FileTap:
-    """A tap writing ``u16 channel length | channel | u32 length | bytes`` records to a file."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.lock = threading.Lock()
-
-    def __call__(self, channel: str, data: bytes) -> None:
-        name = channel.encode()
-        with self.lock:
-            self.out.write(struct.pack(">H", len(name)) + name + struct.pack(">I", len(data)))
-            self.out.write(data)
-            self.out.flush()
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +69,7 @@ def main(argv: list[str]) -> int:
     from e2e.relay.app import RateLimit, RelayApp
     from e2e.relay.backends import open_store
     from e2e.relay.service import RelayService
+    from e2e.relay.tap import FileTap
 
     if ns.action == "serve":
         try:

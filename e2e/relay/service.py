@@ -35,6 +35,7 @@ from e2e.errors import (
     UnknownAccount,
 )
 from e2e.keys import check_x25519_public
+from e2e.platform.adservice import ChatView
 from e2e.platform.certificates import BusinessCertificate
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, check_account
@@ -107,7 +108,7 @@ from e2e.prekeys import PrekeyBundle
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import Account, FrankingKey, RelayStore, SeenSubmission, Tx
 
-__all__ = ["RelayService", "Caller", "CUSTOMER", "BUSINESS", "encode_chat"]
+__all__ = ["RelayService", "Caller", "CUSTOMER", "BUSINESS"]
 
 Caller = tuple[bytes, int]
 
@@ -133,27 +134,6 @@ FRANKING_ROTATE_SECONDS: Final = 30 * 24 * 3600
 FRANKING_RETIRE_SECONDS: Final = 180 * 24 * 3600
 #: Most device identity keys remembered per process (the cache is emptied when full).
 IDENTITY_CACHE: Final = 100_000
-
-
-def encode_chat(business: bytes, customer: bytes, chat: ChatState, now: int,
-                cfg: PolicyConfig) -> bytes:  # fmt: skip
-    """The per-chat record shared with the ad service (SPEC §10.5)."""
-    from e2e.frame import encode_map
-
-    return encode_map(
-        {
-            0: 1,
-            1: business,
-            2: customer,
-            3: int(chat.opted_in),
-            4: int(chat.window_open(now, cfg)),
-            5: int(chat.blocked),
-            6: int(chat.limited),
-            7: chat.counts.get("customer", 0),
-            8: chat.counts.get("business", 0),
-            9: chat.spam_reports,
-        }
-    )
 
 
 class RelayService:
@@ -807,7 +787,7 @@ class RelayService:
 
     def _share(self, business: bytes, customer: bytes, chat: ChatState, now: int) -> None:
         if self.share is not None:
-            self.share(encode_chat(business, customer, chat, now, self.config))
+            self.share(ChatView.of(business, customer, chat, now, self.config).to_bytes())
 
     def purge(self) -> None:
         now = self.clock()

@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
 from relayhelp import drop_pg_db, fresh_pg_db  # noqa: E402
 
-from e2e.platform.relay import ManualClock, Relay
+from e2e.clock import ManualClock
+from e2e.platform.relay import Relay
 from e2e.store import Store
 
 StoreFactory = Callable[[str], Callable[[], Store]]

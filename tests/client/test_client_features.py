@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from e2e.client import Client, LocalRelay, ReceiptStatus
+from e2e.clock import ManualClock
 from e2e.errors import NotAllowed, StoreError, WindowClosed
 from e2e.platform.policy import MessageClass
-from e2e.platform.relay import ManualClock, Relay
+from e2e.platform.relay import Relay
 from e2e.store import MemoryStore, Store, StoreTransaction
 from e2e.store.sqlite import SqliteStore
 

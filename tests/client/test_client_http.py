@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from e2e.client import Client
-from e2e.client.http import HttpRelay
+from e2e.client.http import RelayClient
 from e2e.demo import RelayServer
 from e2e.errors import NoPriorContact, NotAllowed
 from e2e.platform.policy import MessageClass
@@ -23,7 +23,7 @@ StoreFactory = Callable[[str], Any]
 def test_every_party_restarts_over_http(stores: StoreFactory, relay_db: str) -> None:
     async def run() -> None:
         server = RelayServer(relay_db).start()
-        net = HttpRelay(server.url)
+        net = RelayClient(server.url)
         c = net.connect
         clients: dict[str, Client] = {}
         clients["phone"] = await Client.create_account(stores("phone"), c, "carol", "customer")
@@ -71,7 +71,7 @@ def test_routing_over_http(tmp_path: Path) -> None:
 
     async def run() -> None:
         server = RelayServer(str(tmp_path / "relay.sqlite")).start()
-        net = HttpRelay(server.url)
+        net = RelayClient(server.url)
         c = net.connect
         admin = await Client.create_account(MemoryStore(), c, "acme", "business")
         agents = [await admin.add_device(MemoryStore(), c) for _ in range(3)]
@@ -122,8 +122,8 @@ def test_lost_prekey_upload_answer_over_http_loses_nothing(tmp_path: Path) -> No
     async def run() -> None:
         server = RelayServer(str(tmp_path / "relay.sqlite")).start()
         lossy = LoseOneUploadAnswer()
-        net = HttpRelay(server.url, transport=lossy, retries=0)
-        plain = HttpRelay(server.url)
+        net = RelayClient(server.url, transport=lossy, retries=0)
+        plain = RelayClient(server.url)
         agent = await Client.create_account(MemoryStore(), net.connect, "acme", "business",
                                             prekeys=3)  # fmt: skip
         customers = [
@@ -161,7 +161,7 @@ def test_sync_with_a_wait_is_pushed_the_message(tmp_path: Path) -> None:
 
     async def run() -> None:
         server = RelayServer(str(tmp_path / "relay.sqlite")).start()
-        net = HttpRelay(server.url)
+        net = RelayClient(server.url)
         agent = await Client.create_account(MemoryStore(), net.connect, "acme", "business")
         carol = await Client.create_account(MemoryStore(), net.connect, "carol", "customer")
         started = time.monotonic()
@@ -183,13 +183,13 @@ def test_sync_with_a_wait_is_pushed_the_message(tmp_path: Path) -> None:
 def test_the_in_process_relay_is_the_service_and_keeps_its_state(
     stores: StoreFactory, relay_db: str
 ) -> None:
-    """``HttpRelay.in_process`` runs the relay service itself (policy and store), so a message
+    """``RelayClient.in_process`` runs the relay service itself (policy and store), so a message
     queued before that relay is closed is delivered by a new one on the same database, and a
     business still may not write first."""
 
     async def run() -> None:
         secret = b"\x07" * 32
-        relay = HttpRelay.in_process(relay_db, secret_key=secret)
+        relay = RelayClient.in_process(relay_db, secret_key=secret)
         admin = await Client.create_account(stores("admin"), relay.connect, "acme", "business")
         phone = await Client.create_account(stores("phone"), relay.connect, "carol", "customer")
         with pytest.raises(NoPriorContact):  # the service's policy: a business may not write first
@@ -199,7 +199,7 @@ def test_the_in_process_relay_is_the_service_and_keeps_its_state(
             await client.aclose()
         await relay.aclose()
 
-        relay = HttpRelay.in_process(relay_db, secret_key=secret)  # the same database
+        relay = RelayClient.in_process(relay_db, secret_key=secret)  # the same database
         admin = await Client.open(stores("admin"), relay.connect)
         assert [m.body for m in await admin.sync()] == [b"before the relay closed"]
         await admin.aclose()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from e2e.client import Client
-from e2e.client.http import HttpRelay
+from e2e.client.http import RelayClient
 from e2e.errors import CertificateError, KeyChangePending, StateError
 from e2e.fingerprint import displayable, logical_fingerprint
 from e2e.platform.certificates import PlatformSigner
@@ -63,7 +63,7 @@ def test_key_change_waits_until_accepted_across_a_restart(
     relay: RelayProcess, stores: StoreFactory
 ) -> None:
     async def run() -> None:
-        net = HttpRelay(relay.url)
+        net = RelayClient(relay.url)
         c = net.connect
         phone = await Client.create_account(stores("phone"), c, "carol", "customer")
         admin = await Client.create_account(stores("admin"), c, "acme", "business")
@@ -124,7 +124,7 @@ def test_verified_business_and_fake_names(
     key_file.write_bytes(secret)
 
     async def run() -> None:
-        net = HttpRelay(relay.url)
+        net = RelayClient(relay.url)
         c = net.connect
         phone = await Client.create_account(stores("phone"), c, "carol", "customer")
         bank = await Client.create_account(stores("bank"), c, "bank", "business")

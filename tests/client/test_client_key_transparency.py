@@ -107,12 +107,12 @@ def test_rollback_caught_after_a_restart(relay: Relay, stores: Any) -> None:
 
 
 def test_over_http_against_the_relay_service(tmp_path: Any, stores: Any) -> None:
-    from e2e.client.http import HttpRelay
+    from e2e.client.http import RelayClient
     from e2e.demo import RelayServer
 
     async def run() -> None:
         server = RelayServer(str(tmp_path / "relay.sqlite")).start()
-        net = HttpRelay(server.url)
+        net = RelayClient(server.url)
         try:
             c = net.connect
             phone = await Client.create_account(stores("phone"), c, "carol", "customer")

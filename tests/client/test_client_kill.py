@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from e2e.client import Client
-from e2e.client.http import HttpRelay
+from e2e.client.http import RelayClient
 from e2e.demo import RelayServer
 from e2e.platform.policy import MessageClass
 from e2e.store import Store
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.crash
 AGENT = r"""
 import asyncio, os, sys
 from e2e.client import Client
-from e2e.client.http import HttpRelay
+from e2e.client.http import RelayClient
 
 def opener(spec, key):
     kind, _, where = spec.partition(":")
@@ -38,7 +38,7 @@ def opener(spec, key):
 
 async def main() -> None:
     url, spec, key, total = sys.argv[1], sys.argv[2], bytes.fromhex(sys.argv[3]), int(sys.argv[4])
-    net = HttpRelay(url)
+    net = RelayClient(url)
     agent = await Client.open(opener(spec, key), net.connect)
     done = sum(1 for m in await agent.history("carol") if m.outgoing and m.body != b"hi")
     print(f"resumed {done}", flush=True)
@@ -88,7 +88,7 @@ def test_agent_killed_twice_mid_conversation_loses_and_repeats_nothing(
     server = RelayServer(str(tmp_path / "relay.sqlite")).start()
 
     async def setup() -> None:
-        net = HttpRelay(server.url)
+        net = RelayClient(server.url)
         agent = await Client.create_account(_opener(agent_store, key), net.connect,
                                             "acme", "business")  # fmt: skip
         carol = await Client.create_account(
@@ -115,7 +115,7 @@ def test_agent_killed_twice_mid_conversation_loses_and_repeats_nothing(
     assert proc.returncode == 0, proc.stderr
 
     async def check() -> list[bytes]:
-        net = HttpRelay(server.url)
+        net = RelayClient(server.url)
         carol = await Client.open(lambda: SqliteStore(str(tmp_path / "carol.sqlite"), key),
                                   net.connect, auto_receipts=False)  # fmt: skip
         got = []

@@ -11,8 +11,9 @@ import uuid
 import pytest
 
 from e2e.client import Client, LocalRelay, state
+from e2e.clock import ManualClock
 from e2e.platform.envelope import Delivery, Envelope
-from e2e.platform.relay import ManualClock, Relay
+from e2e.platform.relay import Relay
 from e2e.store import Address, MemoryStore, upkeep
 
 pytestmark = pytest.mark.pg
@@ -97,12 +98,12 @@ def test_two_processes_on_one_agent_store_never_reuse_a_message_key() -> None:
 WORKER_CLIENT = r"""
 import asyncio, os, sys, time
 from e2e.client import Client
-from e2e.client.http import HttpRelay
+from e2e.client.http import RelayClient
 from e2e.store.postgres import PostgresStore
 
 async def main() -> None:
     url, key, schema, tag = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
-    net = HttpRelay(url)
+    net = RelayClient(url)
     store = lambda: PostgresStore(os.environ["E2E_PG_DSN"], key, schema=schema)
     agent = await Client.open(store, net.connect, auto_receipts=False)
     deadline = time.monotonic() + 60
@@ -132,7 +133,7 @@ def test_two_client_processes_share_one_agent_store(tmp_path) -> None:  # type: 
         if os.environ.get("CI") == "true":
             pytest.fail("E2E_PG_DSN not set under CI")
         pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
-    from e2e.client.http import HttpRelay
+    from e2e.client.http import RelayClient
     from e2e.demo import RelayServer
     from e2e.platform.policy import MessageClass
     from e2e.store.postgres import PostgresStore
@@ -146,7 +147,7 @@ def test_two_client_processes_share_one_agent_store(tmp_path) -> None:  # type: 
     procs: list[subprocess.Popen[str]] = []
 
     async def converse() -> list[bytes]:
-        net = HttpRelay(server.url)
+        net = RelayClient(server.url)
         agent = await Client.create_account(
             lambda: PostgresStore(dsn, key, schema=schema), net.connect, "acme", "business"
         )

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
+from e2e.clock import ManualClock
 from e2e.errors import MisdeclaredClass, PolicyError, ReportRejected
-from e2e.platform import Business, Customer, ManualClock, MessageClass, Relay
+from e2e.platform import Business, Customer, MessageClass, Relay
 from e2e.platform.envelope import Delivery, Envelope, Inner
 from e2e.platform.franking import ReportItem, commit, verify_class_report
 from e2e.platform.policy import Template, check_class

@@ -130,7 +130,8 @@ def test_inner_roundtrip_hides_content_in_repr() -> None:
 
 
 def test_frames_reveal_only_the_bucket() -> None:
-    from e2e.platform import Business, Customer, ManualClock, Relay
+    from e2e.clock import ManualClock
+    from e2e.platform import Business, Customer, Relay
 
     relay = Relay(clock=ManualClock())
     shop = Business("shop", relay)

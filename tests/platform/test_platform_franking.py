@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from e2e.clock import ManualClock
 from e2e.errors import (
     E2EError,
     EnvelopeMismatch,
@@ -17,7 +18,7 @@ from e2e.errors import (
     ReportRejected,
 )
 from e2e.keys import KeyPair
-from e2e.platform import Business, Customer, Delivery, Inner, ManualClock, MessageClass, Relay
+from e2e.platform import Business, Customer, Delivery, Inner, MessageClass, Relay
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Envelope
 from e2e.platform.franking import Report, ReportItem, commit

@@ -8,8 +8,9 @@ from functools import cache
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from e2e.clock import ManualClock
 from e2e.errors import E2EError
-from e2e.platform import AdService, Business, Customer, Delivery, ManualClock, Relay
+from e2e.platform import AdService, Business, Customer, Delivery, Relay
 
 
 @cache

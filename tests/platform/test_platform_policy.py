@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from e2e.clock import ManualClock
 from e2e.errors import (
     Blocked,
     DecodeError,
@@ -21,7 +22,6 @@ from e2e.platform import (
     Business,
     Customer,
     Envelope,
-    ManualClock,
     MessageClass,
     PolicyConfig,
     PriceTable,

@@ -16,13 +16,14 @@ import pytest
 from relayhelp import Dev, Refused, RelayProcess, new_device
 
 from e2e.client import Client, LocalRelay
-from e2e.client.http import HttpRelay
+from e2e.client.http import RelayClient
+from e2e.clock import ManualClock
 from e2e.errors import ReportRejected
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery
 from e2e.platform.franking import ReportItem
 from e2e.platform.policy import MessageClass, PriceTable
-from e2e.platform.relay import ManualClock, Relay
+from e2e.platform.relay import Relay
 from e2e.store.sqlite import SqliteStore
 
 CUSTOMER, BUSINESS = 0, 1
@@ -120,8 +121,8 @@ def test_client_reports_misdeclared_class(tmp_path: Path, via: str) -> None:
         return lambda: SqliteStore(tmp_path / f"{name}.db", key)
 
     async def run() -> None:
-        net: HttpRelay | LocalRelay = (
-            HttpRelay(proc.url) if proc is not None else LocalRelay(Relay(clock=ManualClock()))
+        net: RelayClient | LocalRelay = (
+            RelayClient(proc.url) if proc is not None else LocalRelay(Relay(clock=ManualClock()))
         )
         cust = await Client.create_account(store("c"), net.connect, "fay", "customer")
         biz = await Client.create_account(store("b"), net.connect, "deli", "business", tier=1)
@@ -149,7 +150,7 @@ def test_client_reports_misdeclared_class(tmp_path: Path, via: str) -> None:
         finally:
             await cust.aclose()
             await biz.aclose()
-            if isinstance(net, HttpRelay):
+            if isinstance(net, RelayClient):
                 await net.aclose()
 
     try:

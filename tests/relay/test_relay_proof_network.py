@@ -16,7 +16,7 @@ from typing import Any
 from relayhelp import RelayProcess
 
 from e2e.client import Client
-from e2e.client.http import HttpRelay
+from e2e.client.http import RelayClient
 from e2e.platform.policy import MessageClass
 from e2e.store.sqlite import SqliteStore
 
@@ -56,7 +56,7 @@ def test_relay_sees_no_text_or_key(relay_db: str, tmp_path: Path) -> None:
     reported_fks: list[bytes] = []
 
     async def run() -> None:
-        net = HttpRelay(proc.url)
+        net = RelayClient(proc.url)
         c = net.connect
         cust = await Client.create_account(store("cust"), c, "dana", "customer")
         other = await Client.create_account(store("cust2"), c, "erik", "customer")

@@ -11,18 +11,10 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes, hmac
 
 import e2e.ratchet as ratchet_mod
+from e2e.clock import ManualClock
 from e2e.errors import DuplicateMessage, E2EError, PolicyError
 from e2e.message_key import HEADER_LABEL
-from e2e.platform import (
-    AdService,
-    Business,
-    Customer,
-    Delivery,
-    Device,
-    ManualClock,
-    MessageClass,
-    Relay,
-)
+from e2e.platform import AdService, Business, Customer, Delivery, Device, MessageClass, Relay
 from e2e.suite import PQ
 
 

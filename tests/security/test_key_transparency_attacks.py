@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from e2e.clock import ManualClock
 from e2e.errors import (
     CertificateError,
     KeyChangePending,
@@ -23,7 +24,7 @@ from e2e.errors import (
     StaleProof,
 )
 from e2e.keys import KeyPair
-from e2e.platform import Business, Customer, ManualClock, Relay
+from e2e.platform import Business, Customer, Relay
 from e2e.platform.certificates import PlatformSigner
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.merkle import InclusionProof

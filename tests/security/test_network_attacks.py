@@ -35,7 +35,7 @@ from relayhelp import RelayProcess, fresh_pg_db, pg_or_skip  # noqa: E402
 
 from e2e import PQ, PrekeyBundle, Session  # noqa: E402
 from e2e.client import Client, state  # noqa: E402
-from e2e.client.http import HttpRelay  # noqa: E402
+from e2e.client.http import RelayClient  # noqa: E402
 from e2e.errors import (  # noqa: E402
     AuthenticationFailed,
     DecodeError,
@@ -171,7 +171,7 @@ class World:
         self.net = net
         tag = os.urandom(4).hex()
         self.cust_name, self.shop_name = f"cu{tag}", f"sh{tag}"
-        self.http = HttpRelay(net.proc.url)
+        self.http = RelayClient(net.proc.url)
         self.clients: list[Client] = []
 
     async def start(self, agents: int = 1) -> tuple[Client, list[Client]]:

@@ -8,6 +8,7 @@ import pytest
 import secworld as sw
 
 from e2e import KeyPair, PrekeyBundle, Session
+from e2e.clock import ManualClock
 from e2e.errors import (
     AuthenticationFailed,
     DecodeError,
@@ -20,7 +21,7 @@ from e2e.errors import (
     UntrustedDevice,
 )
 from e2e.frame import K
-from e2e.platform import Business, Customer, Delivery, Envelope, ManualClock, Relay
+from e2e.platform import Business, Customer, Delivery, Envelope, Relay
 from e2e.platform.franking import Report, ReportItem
 
 

@@ -84,7 +84,7 @@ def relay_records(w: sw.World) -> list[bytes]:
 
 
 def ad_records(w: sw.World) -> list[bytes]:
-    return [d for _, d in w.ads.recorder.records]
+    return list(w.ads.records)
 
 
 def test_workload_shape_and_delivery(world: Scanned) -> None:
