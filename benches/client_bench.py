@@ -1,14 +1,16 @@
 """Client benches: event-loop lag while sending and receiving, and business routing cost.
 
-    python benches/client_bench.py [--lag N] [--agents 2,50,200] [--http]
+    python benches/client_bench.py [--lag N] [--agents 2,50,200] [--gc-freeze]
 
 * Loop lag: a probe task sleeps 1 ms in a loop on the client's event loop and records how
   late each wake-up is, while a customer and a business agent (each on its own SQLite store)
   exchange N messages (N/2 each way, each one sent, received and acknowledged, with its
-  delivered receipt). Reports the largest and the 99th-percentile stall.
+  delivered receipt) through the relay service, ``python -m e2e relay serve`` in a process
+  of its own, over HTTP. Reports the largest and the 99th-percentile stall.
 * Routing: a business with A agents plus an archive; the chat is assigned to one agent.
   Times the customer's first message (device list, bundles, session set-up, send) and a
-  steady-state message, and counts the device copies. The steady-state ratio between 200
+  steady-state message, and counts the device copies, against the relay service in the
+  bench's process (its work runs on the same event loop). The steady-state ratio between 200
   and 2 agents shows whether cost grows with agents outside the assignment.
 
 Absolute times depend on the machine; the ratios and the copy counts are what to compare.
@@ -29,10 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2e.client import Client, LocalRelay  # noqa: E402
+from e2e.client import Client  # noqa: E402
 from e2e.client.http import RelayClient  # noqa: E402
-from e2e.clock import ManualClock  # noqa: E402
-from e2e.platform.relay import Relay  # noqa: E402
 from e2e.store import MemoryStore  # noqa: E402
 from e2e.store.sqlite import SqliteStore  # noqa: E402
 
@@ -135,16 +135,12 @@ class StepCpu:
 async def loop_lag(
     n: int,
     directory: str,
-    url: str | None = None,
+    url: str,
     cpu: StepCpu | None = None,
     freeze: bool = False,
 ) -> LagProbe:
-    local = LocalRelay(Relay(clock=ManualClock()))
-    connect = local.connect
-    net = None
-    if url is not None:
-        net = RelayClient(url)
-        connect = net.connect
+    net = RelayClient(url)
+    connect = net.connect
     biz = await Client.create_account(
         lambda: SqliteStore(os.path.join(directory, "agent.db"), os.urandom(32)),
         connect, "acme", "business",
@@ -170,17 +166,22 @@ async def loop_lag(
     await probe.stop()
     await biz.aclose()
     await cust.aclose()
-    if net is not None:
-        await net.aclose()
-    local.close()
+    await net.aclose()
     return probe
 
 
 async def routing(agents: int, customers: int = 5) -> tuple[float, float, int, int]:
     """(median first message, median steady-state message, copies of each) for a business
     with ``agents`` agents plus an archive, each chat assigned to one agent."""
-    local = LocalRelay(Relay(clock=ManualClock()))
-    c = local.connect
+    tmp = tempfile.TemporaryDirectory()
+    relay = RelayClient.in_process(os.path.join(tmp.name, "relay.db"))
+    assert relay.app is not None
+    store = relay.app.store
+
+    def pending() -> int:
+        return int(store.read(lambda tx: tx.count_mail()))
+
+    c = relay.connect
     admin = await Client.create_account(MemoryStore(), c, "acme", "business", prekeys=1)
     devices = [await admin.add_device(MemoryStore(), c, prekeys=1) for _ in range(agents)]
     archive = await admin.add_device(MemoryStore(), c, prekeys=1)
@@ -193,20 +194,21 @@ async def routing(agents: int, customers: int = 5) -> tuple[float, float, int, i
         )
         custs.append(cust)
         await admin.assign(f"carol{k}", [devices[k % agents].profile.device])
-        before = local.relay.pending()
+        before = pending()
         t0 = time.perf_counter()
         await cust.send("acme", "first")
         firsts.append(time.perf_counter() - t0)
-        first_copies = local.relay.pending() - before
+        first_copies = pending() - before
         for i in range(10):
-            before = local.relay.pending()
+            before = pending()
             t0 = time.perf_counter()
             await cust.send("acme", f"steady {i}")
             steady.append(time.perf_counter() - t0)
-            steady_copies = local.relay.pending() - before
+            steady_copies = pending() - before
     for d in [admin, *devices, archive, *custs]:
         await d.aclose()
-    local.close()
+    await relay.aclose()
+    tmp.cleanup()
     return statistics.median(firsts), statistics.median(steady), first_copies, steady_copies
 
 
@@ -214,21 +216,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lag", type=int, default=1000, help="messages for the loop-lag probe")
     ap.add_argument("--agents", default="2,50,200")
-    ap.add_argument("--http", action="store_true", help="loop lag against the relay service")
     ap.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after start-up")
     ns = ap.parse_args(argv)
     if ns.lag:
         with tempfile.TemporaryDirectory() as d:
-            relay = RelayProcess(os.path.join(d, "relay.db")) if ns.http else None
+            relay = RelayProcess(os.path.join(d, "relay.db"))
             cpu = StepCpu()
             try:
-                probe = asyncio.run(loop_lag(ns.lag, d, relay.url if relay else None, cpu,
-                                             ns.gc_freeze))  # fmt: skip
+                probe = asyncio.run(loop_lag(ns.lag, d, relay.url, cpu, ns.gc_freeze))
             finally:
-                if relay is not None:
-                    relay.stop()
-        where = "relay service over HTTP" if ns.http else "in-process relay thread"
-        where += ", gc.freeze()" if ns.gc_freeze else ""
+                relay.stop()
+        where = "relay service over HTTP" + (", gc.freeze()" if ns.gc_freeze else "")
         print(
             f"loop lag over {ns.lag} messages ({where}, SQLite stores): worst "
             f"{probe.worst_ms:.2f} ms, p99 {probe.p99_ms:.2f} ms, {len(probe.lags)} probes; "

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,17 @@ settings.register_profile(
 )
 settings.register_profile("e2e-long", parent=settings.get_profile("e2e"), max_examples=2000)
 settings.load_profile(os.environ.get("E2E_HYPOTHESIS_PROFILE", "e2e"))
+
+
+@pytest.fixture
+def fast_tmp(tmp_path: Path) -> Iterator[Path]:
+    """A scratch directory on tmpfs when there is one (removed afterwards), else tmp_path."""
+    from world import fast_dir
+
+    d = fast_dir(tmp_path)
+    yield d
+    if d != tmp_path:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(params=SUITES, ids=SUITE_IDS)

@@ -1,18 +1,24 @@
-"""Client devices on the key store, with an asyncio API (SPEC.md §10.7).
+"""Client devices on the key store, with an asyncio API (SPEC.md §10.10).
 
 * :class:`Client` (:mod:`e2e.client.device`): one device whose identity, certificate,
   prekeys, sessions, trust pins, device lists, history and outbox are records of its
   :mod:`e2e.store`; async send / sync / receipts / routing.
 * :mod:`e2e.client.state`: those records and the synchronous steps over one transaction.
 * :class:`Transport` (:mod:`e2e.client.transport`): the relay as a device sees it;
-  :class:`LocalRelay` serves it in-process.
+  :class:`~e2e.client.http.RelayClient` (:mod:`e2e.client.http`, the ``client`` extra:
+  httpx) reaches the relay service over HTTP, or runs it in this process.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from e2e.client.device import Client, KeyChange, StoreOpener, safety_number
 from e2e.client.state import DeviceListHook, Message, Outgoing, Profile, ReceiptStatus
-from e2e.client.transport import Connector, LocalRelay, LocalTransport, Transport
+from e2e.client.transport import Connector, Transport
+
+if TYPE_CHECKING:
+    from e2e.client.http import HttpTransport, RelayClient
 
 __all__ = [
     "Client",
@@ -26,6 +32,15 @@ __all__ = [
     "DeviceListHook",
     "Connector",
     "Transport",
-    "LocalRelay",
-    "LocalTransport",
+    "RelayClient",
+    "HttpTransport",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The HTTP transport, imported on first use (it needs httpx, the ``client`` extra)."""
+    if name in ("RelayClient", "HttpTransport"):
+        from e2e.client import http
+
+        return getattr(http, name)
+    raise AttributeError(f"module 'e2e.client' has no attribute {name!r}")

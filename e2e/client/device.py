@@ -433,7 +433,11 @@ class Client:
         head = SignedTreeHead.from_bytes(await self.transport.log_head())
         proofs: dict[tuple[int, int], ConsistencyProof] = {}
         for a, b in view.proofs_needed(head.size):
-            proofs[(a, b)] = ConsistencyProof.from_bytes(await self.transport.log_consistency(a, b))
+            try:
+                raw = await self.transport.log_consistency(a, b)
+                proofs[(a, b)] = ConsistencyProof.from_bytes(raw)
+            except (DecodeError, KeyTransparencyError):
+                pass  # the relay cannot join the heads: check_head decides (rolled back, forked)
 
         def prove(a: int, b: int) -> ConsistencyProof:
             got = proofs.get((a, b))
@@ -529,35 +533,41 @@ class Client:
     # -- sending ------------------------------------------------------------------------------
 
     async def send(
-        self, to: str, text: str | bytes, cls: MessageClass = MessageClass.SERVICE
+        self,
+        to: str,
+        text: str | bytes,
+        cls: MessageClass = MessageClass.SERVICE,
+        *,
+        template_id: bytes | None = None,
     ) -> Message:
-        """Send one message to ``to``'s devices for this chat and our other devices.
+        """Send one message to ``to``'s devices for this chat and our other devices;
+        ``template_id`` names a template the business registered for ``cls`` (SPEC §10.4).
 
         Messages left in the outbox by an earlier failed send go first. Raises the relay's
-        refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept. If the
-        relay cannot be reached the message stays in the outbox (:meth:`pending`) and is
-        submitted again by the next send or :meth:`open`. Message keys spent on a refused
-        batch are never used again."""
+        refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept. A
+        business device asks the relay first (precheck), so a policy refusal spends no
+        message key. If the relay cannot be reached the message stays in the outbox
+        (:meth:`pending`) and is submitted again by the next send or :meth:`open`. Message
+        keys spent on a refused batch are never used again."""
         body = text.encode() if isinstance(text, str) else text
         for earlier in await self._tx(state.outbox):  # left by a failed send: keep the order
             await self._deliver(earlier)
         message_id = self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
-        out = await self._seal(to, cls, message_id, fk, body)
+        out = await self._seal(to, cls, message_id, fk, body, template_id)
         return await self._deliver(out)
 
     async def _seal(
-        self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes
-    ) -> Outgoing:
+        self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
+        template_id: bytes | None = None,
+    ) -> Outgoing:  # fmt: skip
         view = await self.log_view()
         if view is not None and view.forked:
             raise LogForked("the relay was caught showing a split view of the key log")
         gossip = b"" if view is None else view.gossip()
         if await self._tx(lambda tx: state.pending_key_change(tx, to)) is not None:
             raise KeyChangePending(f"the account key of {to} changed; accept it first")
-        dests = await self._destinations(to)
-        if not dests:
-            raise StateError("no device to send to in this chat")
+        dests = await self._checked_destinations(to, cls, template_id)
         await self._ensure_sessions(dests)
         mark = f"{_GOSSIP}{to}"
 
@@ -567,9 +577,45 @@ class Client:
             carry = b"" if tx.app_get(mark) == gossip else gossip
             if carry:
                 tx.app_put(mark, carry)
-            return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry)
+            return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry,
+                              template_id)  # fmt: skip
 
         return await self._tx(seal)
+
+    async def _checked_destinations(
+        self, to: str, cls: MessageClass, template_id: bytes | None
+    ) -> list[Address]:
+        """The devices to seal for. A business device asks the relay first (SPEC §10.3,
+        /v1/messages/precheck): a refusal then costs no message key and claims no prekey,
+        and a stale device list is refreshed before anything is sealed. (A customer's sends
+        are refused only for a wrong role or class, so they are not asked about.)"""
+        for attempt in range(3):
+            dests = await self._destinations(to)
+            if not dests:
+                raise StateError("no device to send to in this chat")
+            if self.profile.kind != "business":
+                return dests
+            try:
+                await self.transport.precheck(cls, to, dests, template_id)
+                return dests
+            except StaleDeviceList as stale:
+                if attempt == 2:
+                    raise
+                await self._follow(stale, to)
+        raise StateError("unreachable")  # pragma: no cover
+
+    async def _follow(self, stale: StaleDeviceList, to: str) -> None:
+        """The relay says the chat's devices changed: fetch both chat lists again, and the
+        full list of every account with a device the batch should not have named (removed,
+        or no longer routed), which drops the sessions of devices no longer certified."""
+        me = self.profile.account
+        for account in sorted({a for a, _ in stale.extra}):
+            try:
+                await self.refresh(account.decode())
+            except UnicodeDecodeError:
+                continue  # not an account name this device could have named
+        await self.refresh(to, me)
+        await self.refresh(me, to)
 
     async def _check_peer_heads(self) -> None:
         """Compare the log heads received messages carried with our view of the log;
@@ -633,16 +679,15 @@ class Client:
                 accepted = await self.transport.submit(list(out.envelopes))
             except DuplicateSubmission:
                 accepted = Receipt(out.message_id, int(time.time()), len(out.envelopes), 0)
-            except StaleDeviceList:
+            except StaleDeviceList as stale:
                 if attempt == 3:
                     await self._tx(
                         functools.partial(state.drop_outgoing, message_id=out.message_id)
                     )
                     raise
-                me = self.profile.account
-                await self.refresh(out.to, me)
-                await self.refresh(me, out.to)
-                out = await self._seal(out.to, out.cls, out.message_id, out.franking_key, out.body)
+                await self._follow(stale, out.to)
+                out = await self._seal(out.to, out.cls, out.message_id, out.franking_key,
+                                       out.body, out.template_id)  # fmt: skip
                 continue
             except (PolicyError, DecodeError):
                 # refused for good: forget it. Anything else (the relay unreachable, a rate

@@ -73,10 +73,21 @@ class RelayClient:
         and single-process deployments; :meth:`aclose` closes the store too."""
         from e2e.relay.app import create_app
 
-        app = create_app(db, secret_key=secret_key)
+        return cls.serving(create_app(db, secret_key=secret_key), **kwargs)
+
+    @classmethod
+    def serving(cls, app: RelayApp, **kwargs: Any) -> RelayClient:
+        """A client of the relay ``app`` (:func:`e2e.relay.create_app`) running in this
+        process, as :meth:`in_process` makes one: for a caller that configures the app
+        itself (its policy, clock, tap, rate limit). :meth:`aclose` closes the app too."""
         relay = cls("http://relay.in-process", transport=httpx.ASGITransport(app=app), **kwargs)
         relay._app = app
         return relay
+
+    @property
+    def app(self) -> RelayApp | None:
+        """The relay app this client runs in its process (None: a relay over HTTP)."""
+        return self._app
 
     async def http(self) -> httpx.AsyncClient:
         """The shared connection pool, made on first use off the event loop (building its
@@ -159,6 +170,9 @@ class HttpTransport(Transport):
     async def register_device(self, certificate: bytes) -> None:
         await self._post(Path.DEVICE_REGISTER, wire.RegisterDevice(certificate), wire.Ok)
 
+    async def remove_device(self, device_id: int) -> None:
+        await self._post(Path.DEVICE_REMOVE, wire.RemoveDevice(device_id), wire.Ok)
+
     async def upload_prekeys(self, one_time: list[bytes], last_resort: bytes) -> int:
         count = 0
         step = wire.MAX_PREKEYS_PER_UPLOAD
@@ -202,6 +216,11 @@ class HttpTransport(Transport):
     async def log_entries(self, start: int, size: int) -> list[tuple[bytes, bytes]]:
         got = await self._post(Path.LOG_ENTRIES, wire.LogEntriesQuery(start, size), wire.LogEntries)
         return list(zip(got.entries, got.proofs, strict=True))
+
+    async def precheck(self, cls: MessageClass, to: str, dests: list[Address],
+                       template_id: bytes | None = None) -> None:  # fmt: skip
+        req = wire.Precheck.of(int(cls), to.encode(), [d.wire for d in dests], template_id)
+        await self._post(Path.MESSAGE_PRECHECK, req, wire.Ok)
 
     async def submit(self, envelopes: list[bytes]) -> wire.Receipt:
         return await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)

@@ -29,7 +29,8 @@ key                             value
                                 local count, so a prefix scan is in time, then arrival order)
 ``c/seq``                       u64: the next local count
 ``c/out/<id hex>``              an outgoing message not yet acknowledged by the relay:
-                                {0: to, 1: class, 2: franking key, 3: body, 4: [envelopes]}
+                                {0: to, 1: class, 2: franking key, 3: body, 4: [envelopes],
+                                5: message id, 6?: template id}
 ``c/status/<id hex>``           {account: receipt status} for one of our messages
 ==============================  ===============================================================
 
@@ -567,21 +568,24 @@ class Outgoing:
     franking_key: bytes
     body: bytes
     envelopes: tuple[bytes, ...]
+    template_id: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Outgoing({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.envelopes)})"
 
     def to_record(self) -> bytes:
         """The ``c/out/...`` record value."""
+        tid = {} if self.template_id is None else {6: self.template_id}
         return _dump({0: self.to, 1: int(self.cls), 2: self.franking_key, 3: self.body,
-                      4: list(self.envelopes), 5: self.message_id})  # fmt: skip
+                      4: list(self.envelopes), 5: self.message_id, **tid})  # fmt: skip
 
     @classmethod
     def from_record(cls, raw: bytes, what: str) -> Outgoing:
         """Inverse of :meth:`to_record`."""
         obj = _load(raw, what)
         try:
-            return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]))
+            return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]),
+                       obj.get(6))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             raise StoreError("malformed record", what) from None
 
@@ -605,24 +609,29 @@ def seal(
     body: bytes,
     dests: list[Address],
     log_head: bytes = b"",
+    template_id: bytes | None = None,
 ) -> Outgoing:
     """Encrypt one logical message for every destination and commit the advanced sessions
-    together with the outbox entry, before any byte leaves (SPEC.md §9.4).
+    together with the outbox entry, before any byte leaves (SPEC.md §9.4). ``template_id``
+    names the registered template a business sends (SPEC §10.2); it travels inside the frame,
+    in the franking commitment and on every envelope.
 
     Every destination must have a session (:func:`needs_session`). Each frame spends a
     message key for good: a refused send is sealed again, never rolled back.
     """
     tx.app_lock(f"c/out/{message_id.hex()}")
     me = profile.account.encode()
-    padded = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head).to_padded()
-    commitment = commit(franking_key, cls, me, to.encode(), message_id, body)
+    inner = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head,
+                  template_id=template_id)  # fmt: skip
+    padded = inner.to_padded()
+    commitment = commit(franking_key, cls, me, to.encode(), message_id, body, template_id)
     envs: list[bytes] = []
     for dest in dests:
         frame = tx.encrypt(dest, padded)
         env = Envelope(cls, me, profile.device, to.encode(), dest.account, dest.device,
-                       message_id, commitment, frame)  # fmt: skip
+                       message_id, commitment, frame, template_id)  # fmt: skip
         envs.append(env.to_bytes())
-    out = Outgoing(to, cls, message_id, franking_key, body, tuple(envs))
+    out = Outgoing(to, cls, message_id, franking_key, body, tuple(envs), template_id)
     tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
     return out
 
@@ -649,7 +658,8 @@ def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int
     even if another process sharing this store submitted the same outbox entry."""
     tx.app_lock(f"c/out/{out.message_id.hex()}")
     seen = f"c/seen/{_q(profile.account)}/{out.message_id.hex()}"
-    msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True)
+    msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True,
+                  template_id=out.template_id)  # fmt: skip
     if tx.app_get(seen) is not None:
         return msg  # recorded already
     tx.app_delete(f"c/out/{out.message_id.hex()}")
@@ -724,7 +734,7 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     if not inner.matches(env):
         raise EnvelopeMismatch("envelope metadata differs from the sealed metadata")
     expected = commit(inner.franking_key, inner.cls, inner.from_account, inner.to_account,
-                      inner.message_id, inner.body)  # fmt: skip
+                      inner.message_id, inner.body, inner.template_id)  # fmt: skip
     if not hmac.compare_digest(expected, env.commitment):
         raise FrankingMismatch("franking commitment does not match the message")
     tx.app_put(seen_key, b"")

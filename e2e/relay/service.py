@@ -534,7 +534,9 @@ class RelayService:
 
     def precheck(self, tx: Tx, caller: Caller, req: Precheck) -> Ok:
         cls = _message_class(req.cls)
-        self._check(tx, caller, cls, check_account(req.to_account), req.dests)
+        src = self._check(tx, caller, cls, check_account(req.to_account), req.dests)[0]
+        if req.template_id is not None:
+            self._check_template(tx, src, req.template_id, cls)
         return Ok()
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""Fixtures for the client tests: stores on SQLite or PostgreSQL, an in-process relay."""
+"""Fixtures for the client tests: stores on SQLite or PostgreSQL, and the relay service's
+database on the same engine."""
 
 from __future__ import annotations
 
@@ -14,8 +15,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
 from relayhelp import drop_pg_db, fresh_pg_db  # noqa: E402
 
-from e2e.clock import ManualClock
-from e2e.platform.relay import Relay
 from e2e.store import Store
 
 StoreFactory = Callable[[str], Callable[[], Store]]
@@ -56,11 +55,6 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFact
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (f"client_{run}_%",)
         ).fetchall():
             conn.execute(f'DROP SCHEMA "{name}" CASCADE')
-
-
-@pytest.fixture
-def relay() -> Relay:
-    return Relay(clock=ManualClock())
 
 
 @pytest.fixture

@@ -5,26 +5,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from e2e.client import Client, LocalRelay
+from world import Service
+
+from e2e.client import Client
 from e2e.platform.policy import MessageClass
-from e2e.platform.relay import Relay
 
 StoreFactory = Callable[[str], Any]
 
 
 class World:
-    """A customer (phone + laptop) and a business (admin + 2 agents) on one relay."""
+    """A customer (phone + laptop) and a business (admin + 2 agents) on one relay service
+    (in this process, on the database engine of the client stores)."""
 
-    def __init__(self, relay: Relay, stores: StoreFactory) -> None:
-        self.relay = relay
-        self.local = LocalRelay(relay)
+    def __init__(self, svc: Service, stores: StoreFactory) -> None:
+        self.relay = svc
         self.stores = stores
         self.clients: dict[str, Client] = {}
 
     async def setup(self) -> None:
-        c = self.local.connect
+        c = self.relay.connect
         phone = await Client.create_account(self.stores("phone"), c, "carol", "customer")
         laptop = await phone.add_device(self.stores("laptop"), c)
         admin = await Client.create_account(self.stores("admin"), c, "acme", "business")
@@ -35,23 +37,25 @@ class World:
 
     async def restart(self, name: str) -> Client:
         await self.clients[name].aclose()
-        client = await Client.open(self.stores(name), self.local.connect)
+        client = await Client.open(self.stores(name), self.relay.connect)
         self.clients[name] = client
         return client
 
     async def close(self) -> None:
         for client in self.clients.values():
             await client.aclose()
-        self.local.close()
+        await self.relay.aclose()
 
 
 def bodies(history: list) -> list[bytes]:  # type: ignore[type-arg]
     return [m.body for m in history]
 
 
-def test_restart_every_party_mid_conversation(relay: Relay, stores: StoreFactory) -> None:
+def test_restart_every_party_mid_conversation(
+    relay_db: str, tmp_path: Path, stores: StoreFactory
+) -> None:
     async def run() -> None:
-        w = World(relay, stores)
+        w = World(Service(tmp_path, db=relay_db), stores)
         await w.setup()
         expected: list[bytes] = []
         for rnd in range(3):
@@ -78,15 +82,17 @@ def test_restart_every_party_mid_conversation(relay: Relay, stores: StoreFactory
             assert await client.pending() == []
         for client in w.clients.values():  # the last round's receipts (receipts get none)
             await client.sync()
-        assert relay.pending() == 0
+        assert w.relay.pending() == 0
         await w.close()
 
     asyncio.run(run())
 
 
-def test_crash_before_ack_redelivers_without_duplicates(relay: Relay, stores: StoreFactory) -> None:
+def test_crash_before_ack_redelivers_without_duplicates(
+    relay_db: str, tmp_path: Path, stores: StoreFactory
+) -> None:
     async def run() -> None:
-        w = World(relay, stores)
+        w = World(Service(tmp_path, db=relay_db), stores)
         await w.setup()
         phone, agent1 = w.clients["phone"], w.clients["agent1"]
         await phone.send("acme", "one")
@@ -111,9 +117,11 @@ def test_crash_before_ack_redelivers_without_duplicates(relay: Relay, stores: St
     asyncio.run(run())
 
 
-def test_crash_after_seal_before_submit_resends_once(relay: Relay, stores: StoreFactory) -> None:
+def test_crash_after_seal_before_submit_resends_once(
+    relay_db: str, tmp_path: Path, stores: StoreFactory
+) -> None:
     async def run() -> None:
-        w = World(relay, stores)
+        w = World(Service(tmp_path, db=relay_db), stores)
         await w.setup()
         phone = w.clients["phone"]
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
+from world import Service, run, watch
 
-from e2e.client import Client, LocalRelay, ReceiptStatus
-from e2e.clock import ManualClock
+from e2e.client import Client, ReceiptStatus
 from e2e.errors import NotAllowed, StoreError, WindowClosed
 from e2e.platform.policy import MessageClass
-from e2e.platform.relay import Relay
+from e2e.relay.store import Tx
 from e2e.store import MemoryStore, Store, StoreTransaction
 from e2e.store.sqlite import SqliteStore
 
@@ -37,17 +36,26 @@ def _mem() -> MemoryStore:
 # -- prekeys ---------------------------------------------------------------------------------
 
 
-class _AlwaysNew(dict):  # type: ignore[type-arg]
-    """A relay that forgets which prekey ids it has seen (to show the test can fail)."""
+def _forgetful_uploads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relay that forgets which prekey ids it has seen (to show the test can fail): a
+    re-upload of an id stores it afresh, even one already handed out."""
+    real = Tx.insert_prekeys
 
-    def setdefault(self, key, default=None):  # type: ignore[no-untyped-def]
-        return set()
+    def insert_prekeys(self: Tx, account: bytes, device_id: int,
+                       prekeys: list[tuple[int, bytes]]) -> None:  # fmt: skip
+        for prekey_id, _ in prekeys:
+            self.execute("DELETE FROM prekeys WHERE account = ? AND device_id = ? AND"
+                         " prekey_id = ?", (account, device_id, prekey_id))  # fmt: skip
+        real(self, account, device_id, prekeys)
+
+    monkeypatch.setattr(Tx, "insert_prekeys", insert_prekeys)
 
 
-def _retried_upload_then_many_first_messages(relay: Relay) -> dict[str, int]:
-    async def run() -> dict[str, int]:
-        local = LocalRelay(relay)
-        admin = await Client.create_account(_mem(), local.connect, "acme", "business", prekeys=4)
+def _retried_upload_then_many_first_messages(d: Path) -> dict[str, int]:
+    async def go() -> dict[str, int]:
+        svc = Service(d)
+        (admin,) = await svc.account("acme", "business", prekeys=4)
+        (taker,) = await svc.account("taker", "customer")
         fail = {"left": 1}
 
         def lose_answer(op: str) -> None:
@@ -55,75 +63,66 @@ def _retried_upload_then_many_first_messages(relay: Relay) -> dict[str, int]:
                 fail["left"] -= 1
                 raise ConnectionError("answer lost after the relay stored the bundles")
 
-        admin.transport.after = lose_answer  # type: ignore[attr-defined]
-        # the relay's pool is drained below `low`: top up, lose the answer, retry
+        watch(admin).after = lose_answer
+        # the relay's pool is drained below `low`: top up and lose the answer; customers
+        # claim some of the new bundles; the retried upload names the same prekey ids
         for _ in range(4):
-            await relay_take(local, relay, admin)
+            await taker.transport.fetch_bundle(admin.addr)  # claimed, never used
         with pytest.raises(ConnectionError):
             await admin.upkeep(low=2, target=6)
+        customers = [(await svc.account(f"c{i}", "customer"))[0] for i in range(8)]
+        for c in customers[:3]:
+            await c.send("acme", f"hello from {c.profile.account}")
         await admin.upkeep(low=2, target=6)
-        customers = [
-            await Client.create_account(_mem(), local.connect, f"c{i}", "customer")
-            for i in range(8)
-        ]
-        for c in customers:
+        for c in customers[3:]:
             await c.send("acme", f"hello from {c.profile.account}")
         await admin.sync()
         errors = dict(admin.errors)
         hist = {m.conversation for c in customers for m in await admin.history(c.profile.account)}
         errors["received"] = len(hist)
-        for c in [admin, *customers]:
-            await c.aclose()
-        local.close()
+        await svc.aclose()
         return errors
 
-    return asyncio.run(run())
+    return run(go)
 
 
-async def relay_take(local: LocalRelay, relay: Relay, client: Client) -> None:
-    """Someone fetches (and never uses) one of the client's one-time bundles."""
-    await local.call(lambda: relay.fetch_bundle(*client.addr.wire))
+def test_retried_prekey_upload_never_causes_prekey_reuse(tmp_path: Path) -> None:
+    assert _retried_upload_then_many_first_messages(tmp_path) == {"received": 8}
 
 
-def test_retried_prekey_upload_never_causes_prekey_reuse() -> None:
-    out = _retried_upload_then_many_first_messages(Relay(clock=ManualClock()))
-    assert out == {"received": 8}
-
-
-def test_the_retry_test_fails_on_a_relay_without_idempotent_uploads() -> None:
-    relay = Relay(clock=ManualClock())
-    relay._published = _AlwaysNew()  # type: ignore[assignment]
-    out = _retried_upload_then_many_first_messages(relay)
+def test_the_retry_test_fails_on_a_relay_without_idempotent_uploads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _forgetful_uploads(monkeypatch)
+    out = _retried_upload_then_many_first_messages(tmp_path)
     assert out.get("PrekeyReused", 0) > 0
 
 
-def test_upkeep_tops_up_when_low_and_marks_published() -> None:
-    async def run() -> None:
-        relay = Relay(clock=ManualClock())
-        local = LocalRelay(relay)
-        c = await Client.create_account(_mem(), local.connect, "acme", "business", prekeys=5)
-        assert relay.prekey_count(*c.addr.wire) == 5
+def test_upkeep_tops_up_when_low_and_marks_published(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = Service(tmp_path)
+        (c,) = await svc.account("acme", "business", prekeys=5)
+        (taker,) = await svc.account("taker", "customer")
+        assert await c.transport.prekey_count() == 5
         assert await c.upkeep(low=3, target=5) == 5  # not low: nothing new
         for _ in range(3):
-            await relay_take(local, relay, c)
+            await taker.transport.fetch_bundle(c.addr)
         assert await c.upkeep(low=3, target=5) == 5  # 2 left < 3: topped up to 5
         with c.store.transaction() as tx:
             published = tx.app_keys("c/pub/")
         assert len(published) == 2 * 8  # one-time X25519 + one-time KEM ids, 8 bundles
-        await c.aclose()
-        local.close()
+        await svc.aclose()
 
-    asyncio.run(run())
+    run(go)
 
 
 # -- routing ---------------------------------------------------------------------------------
 
 
-def test_routing_assignment_reassignment_and_designated_archive() -> None:
-    async def run() -> None:
-        relay = Relay(clock=ManualClock())
-        local = LocalRelay(relay)
-        c = local.connect
+def test_routing_assignment_reassignment_and_designated_archive(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = Service(tmp_path)
+        c = svc.connect
         admin = await Client.create_account(_mem(), c, "acme", "business")
         agents = [await admin.add_device(_mem(), c) for _ in range(4)]  # devices 2..5
         archive = await admin.add_device(_mem(), c)  # device 6
@@ -156,21 +155,19 @@ def test_routing_assignment_reassignment_and_designated_archive() -> None:
         for client in [admin, *agents, archive, carol]:
             assert client.errors == {}
             await client.aclose()
-        local.close()
+        await svc.aclose()
 
-    asyncio.run(run())
+    run(go)
 
 
 # -- receipts --------------------------------------------------------------------------------
 
 
-def test_receipts_are_encrypted_unbilled_and_outside_the_window() -> None:
-    async def run() -> None:
-        clock = ManualClock()
-        relay = Relay(clock=clock)
-        local = LocalRelay(relay)
-        biz = await Client.create_account(_mem(), local.connect, "acme", "business")
-        carol = await Client.create_account(_mem(), local.connect, "carol", "customer")
+def test_receipts_are_encrypted_unbilled_and_outside_the_window(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = Service(tmp_path)
+        (biz,) = await svc.account("acme", "business")
+        (carol,) = await svc.account("carol", "customer")
         sent = await carol.send("acme", "where is my order?")
         got = await biz.sync()  # sends a delivered receipt
         assert [m.body for m in got] == [b"where is my order?"]
@@ -180,24 +177,24 @@ def test_receipts_are_encrypted_unbilled_and_outside_the_window() -> None:
         await carol.sync()
         assert await carol.receipt_status(sent.message_id) == {"acme": ReceiptStatus.READ}
         reply = await biz.send("carol", "on its way")
-        clock.advance(25 * 3600)  # the window closes
+        svc.clock.advance(25 * 3600)  # the window closes
         await carol.sync()  # the customer's delivered receipt: does not reopen the window
         await biz.sync()
         assert await biz.receipt_status(reply.message_id) == {"carol": ReceiptStatus.DELIVERED}
-        assert not relay.window_open(b"acme", b"carol")
+        assert not await biz.transport.window_open("carol")  # type: ignore[attr-defined]
         with pytest.raises(WindowClosed):
             await biz.send("carol", "still there?")
         await biz.mark_read("carol", [sent.message_id])  # never refused by the window
-        lines = {line.item for line in relay.bill(b"acme").lines}
-        assert "receipt" not in lines
+        bill = await biz.transport.bill()  # type: ignore[attr-defined]
+        assert MessageClass.RECEIPT not in bill.classes and bill.total == 0
         # receipts are E2E frames like any message: the relay never sees their body
-        assert all(b"where is my order?" not in d for _, d in relay.recorder.records)
+        seen = [d for _, d in svc.tap.records] + svc.db_files()
+        assert all(b"where is my order?" not in d for d in seen)
         for client in (biz, carol):
             assert client.errors == {}
-            await client.aclose()
-        local.close()
+        await svc.aclose()
 
-    asyncio.run(run())
+    run(go)
 
 
 # -- the event loop stays free --------------------------------------------------------------
@@ -224,10 +221,9 @@ class LoopGuard:
 
 
 def test_store_work_and_scrypt_never_run_on_the_event_loop(tmp_path: Path) -> None:
-    async def run() -> None:
+    async def go() -> None:
         me = threading.get_ident()
-        relay = Relay(clock=ManualClock())
-        local = LocalRelay(relay)
+        svc = Service(tmp_path)
         opened: list[int] = []
 
         def open_with_passphrase(name: str) -> LoopGuard:
@@ -236,10 +232,10 @@ def test_store_work_and_scrypt_never_run_on_the_event_loop(tmp_path: Path) -> No
             return LoopGuard(store, me)
 
         a = await Client.create_account(
-            lambda: open_with_passphrase("a"), local.connect, "acme", "business"
+            lambda: open_with_passphrase("a"), svc.connect, "acme", "business"
         )
         b = await Client.create_account(
-            lambda: open_with_passphrase("b"), local.connect, "carol", "customer"
+            lambda: open_with_passphrase("b"), svc.connect, "carol", "customer"
         )
         for i in range(5):
             await b.send("acme", f"m{i}")
@@ -250,64 +246,61 @@ def test_store_work_and_scrypt_never_run_on_the_event_loop(tmp_path: Path) -> No
         assert isinstance(a.store, LoopGuard) and a.store.transactions > 20
         await a.aclose()
         await b.aclose()
-        local.close()
+        await svc.aclose()
 
-    asyncio.run(run())
+    run(go)
 
 
-def test_a_store_of_another_device_is_refused() -> None:
-    async def run() -> None:
-        local = LocalRelay(Relay(clock=ManualClock()))
+def test_a_store_of_another_device_is_refused(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = Service(tmp_path)
         store = MemoryStore()
-        c = await Client.create_account(store, local.connect, "acme", "business")
+        c = await Client.create_account(store, svc.connect, "acme", "business")
         with pytest.raises(Exception) as info:
-            await Client.create_account(store, local.connect, "other", "business")
+            await Client.create_account(store, svc.connect, "other", "business")
         assert "already belongs" in str(info.value) or isinstance(info.value, StoreError)
         await c.aclose()
-        local.close()
+        await svc.aclose()
 
-    asyncio.run(run())
+    run(go)
 
 
-def test_steady_state_cost_does_not_grow_with_unassigned_agents() -> None:
+def test_steady_state_cost_does_not_grow_with_unassigned_agents(tmp_path: Path) -> None:
     """Counted, not timed: a steady-state customer message makes the same relay calls and
     the same number of copies whether the business has 2 or 30 agents."""
 
-    async def run(agents: int) -> tuple[list[str], int, list[str], int]:
-        relay = Relay(clock=ManualClock())
-        local = LocalRelay(relay)
-        c = local.connect
-        admin = await Client.create_account(_mem(), c, "acme", "business", prekeys=1)
-        devs = [await admin.add_device(_mem(), c, prekeys=1) for _ in range(agents)]
-        carol = await Client.create_account(_mem(), c, "carol", "customer", auto_receipts=False)
+    async def go(agents: int) -> tuple[list[str], int, list[str], int]:
+        svc = Service(tmp_path / str(agents))
+        (admin,) = await svc.account("acme", "business", prekeys=1)
+        devs = [await svc.add_device(admin, prekeys=1) for _ in range(agents)]
+        (carol,) = await svc.account("carol", "customer", auto_receipts=False)
         await admin.designate([1])
         await admin.assign("carol", [devs[-1].profile.device])
-        calls: list[str] = []
-        carol.transport.after = calls.append  # type: ignore[attr-defined]
-        before = relay.pending()
+        calls = watch(carol).calls
+        before = svc.pending()
         await carol.send("acme", "first")
-        first_calls, first_copies = list(calls), relay.pending() - before
+        first_calls, first_copies = list(calls), svc.pending() - before
         calls.clear()
-        before = relay.pending()
+        before = svc.pending()
         await carol.send("acme", "steady")
-        steady_calls, steady_copies = list(calls), relay.pending() - before
-        for d in [admin, *devs, carol]:
-            await d.aclose()
-        local.close()
+        steady_calls, steady_copies = list(calls), svc.pending() - before
+        await svc.aclose()
         return first_calls, first_copies, steady_calls, steady_copies
 
-    small, large = asyncio.run(run(2)), asyncio.run(run(30))
+    (tmp_path / "2").mkdir()
+    (tmp_path / "30").mkdir()
+    small, large = run(lambda: go(2)), run(lambda: go(30))
     assert small == large
     first_calls, first_copies, steady_calls, steady_copies = small
     assert steady_calls == ["submit"] and steady_copies == 2  # the agent and the archive
     assert first_calls.count("fetch_bundle") == 2 and first_copies == 2
 
 
-def test_a_send_the_relay_never_got_goes_first_on_the_next_send() -> None:
-    async def run() -> None:
-        local = LocalRelay(Relay(clock=ManualClock()))
-        biz = await Client.create_account(_mem(), local.connect, "acme", "business")
-        carol = await Client.create_account(_mem(), local.connect, "carol", "customer")
+def test_a_send_the_relay_never_got_goes_first_on_the_next_send(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc = Service(tmp_path)
+        (biz,) = await svc.account("acme", "business")
+        (carol,) = await svc.account("carol", "customer")
         real = carol.transport.submit
 
         async def down(envelopes: list[bytes]):  # type: ignore[no-untyped-def]
@@ -323,8 +316,6 @@ def test_a_send_the_relay_never_got_goes_first_on_the_next_send() -> None:
         got = [m.body for m in await biz.sync()]
         assert got == [b"first, while the relay is down", b"second"]
         assert [m.body for m in await carol.history("acme")] == got
-        for c in (biz, carol):
-            await c.aclose()
-        local.close()
+        await svc.aclose()
 
-    asyncio.run(run())
+    run(go)

@@ -9,11 +9,10 @@ import sys
 import uuid
 
 import pytest
+from world import Service
 
-from e2e.client import Client, LocalRelay, state
-from e2e.clock import ManualClock
+from e2e.client import Client, state
 from e2e.platform.envelope import Delivery, Envelope
-from e2e.platform.relay import Relay
 from e2e.store import Address, MemoryStore, upkeep
 
 pytestmark = pytest.mark.pg
@@ -38,7 +37,7 @@ store.close()
 """
 
 
-def test_two_processes_on_one_agent_store_never_reuse_a_message_key() -> None:
+def test_two_processes_on_one_agent_store_never_reuse_a_message_key(tmp_path) -> None:  # type: ignore[no-untyped-def]
     dsn = os.environ.get("E2E_PG_DSN")
     if not dsn:
         if os.environ.get("CI") == "true":
@@ -52,17 +51,17 @@ def test_two_processes_on_one_agent_store_never_reuse_a_message_key() -> None:
     n = 40
 
     async def setup() -> None:
-        local = LocalRelay(Relay(clock=ManualClock()))
+        svc = Service(tmp_path)
         agent = await Client.create_account(
-            lambda: PostgresStore(dsn, key, schema=schema), local.connect, "acme", "business"
+            lambda: PostgresStore(dsn, key, schema=schema), svc.connect, "acme", "business"
         )
-        carol = await Client.create_account(carol_store, local.connect, "carol", "customer")
+        carol = await Client.create_account(carol_store, svc.connect, "carol", "customer")
         await carol.send("acme", "hi")
         await agent.sync()
         await carol.sync()
         await agent.aclose()
         await carol.aclose()
-        local.close()
+        await svc.aclose()
 
     asyncio.run(setup())
     procs = [

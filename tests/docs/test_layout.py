@@ -119,9 +119,7 @@ def test_layers_import_downwards() -> None:
     entry = ("e2e.demo", "e2e.__main__", "e2e.bench")  # command-line entry points use it all
     core = [m for m, p in mods.items() if p.parent == PACKAGE and p.name != "__init__.py"]
     core = [m for m in core if m not in entry]
-    # (the in-process simulation, platform/relay.py and roles.py, is being retired)
-    sim = ("e2e.platform", "e2e.platform.relay", "e2e.platform.roles")
-    for m in [*core, *(m for m in graph if m.startswith("e2e.platform") and m not in sim)]:
+    for m in [*core, *(m for m in graph if m.startswith("e2e.platform"))]:
         reached = _reaches(graph, m)
         assert not any(r.startswith(("e2e.relay", "e2e.client")) for r in reached), m
     assert not _reaches(graph, "e2e.relay.store") & {"e2e.relay.sqlite", "e2e.relay.postgres"}

@@ -5,101 +5,124 @@ can verify (issue: a marketing text sent as SERVICE inside the window was accept
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from e2e.clock import ManualClock
+import pytest
+from world import Service, run
+
+from e2e.client import Client
 from e2e.errors import MisdeclaredClass, PolicyError, ReportRejected
-from e2e.platform import Business, Customer, MessageClass, Relay
+from e2e.platform import MessageClass, PolicyConfig
 from e2e.platform.envelope import Delivery, Envelope, Inner
-from e2e.platform.franking import ReportItem, commit, verify_class_report
+from e2e.platform.franking import ReportItem, commit
 from e2e.platform.policy import Template, check_class
 
 S, T, M = MessageClass.SERVICE, MessageClass.TEMPLATE, MessageClass.MARKETING
 PROMO = b"50% off all shoes this weekend only! Reply STOP to opt out"
 
 
-def world() -> tuple[Relay, Business, Customer]:
-    relay = Relay(clock=ManualClock())
-    shop = Business("shop", relay)
-    shop.add_device()
-    alice = Customer("alice", relay)
-    alice.add_device()
-    relay.register_template(b"shop", b"promo-1", M, PROMO)
-    relay.register_template(b"shop", b"receipt", T, b"Your order has shipped.")
-    alice.device.send(b"shop", "hi, where is my order?")  # opens the service window
-    shop.device.sync()
-    return relay, shop, alice
+async def world(d: Path) -> tuple[Service, Client, Client]:
+    svc = Service(d)
+    (shop,) = await svc.account("shop", "business", auto_receipts=False)
+    (alice,) = await svc.account("alice", "customer", auto_receipts=False)
+    await shop.register_template(b"promo-1", M, PROMO)
+    await shop.register_template(b"receipt", T, b"Your order has shipped.")
+    await alice.send("shop", "hi, where is my order?")  # opens the service window
+    await shop.sync()
+    return svc, shop, alice
 
 
-def test_marketing_sent_as_service_is_flagged_reported_and_penalized() -> None:
-    relay, shop, alice = world()
-    # the attack: the registered marketing text, declared SERVICE inside the window
-    receipt = shop.device.send(b"alice", PROMO, S)
-    assert receipt.price == 0  # the relay cannot read it: it bills what was declared ...
-    (msg,) = alice.device.sync()
-    assert msg.cls is S and msg.misdeclared  # ... but the customer's device sees through it
-    assert msg.class_check is not None and msg.class_check.content is M
-    # the report reveals the message; the relay verifies its own tag and the commitment
-    verdict = alice.report_class(msg)
-    assert (verdict.declared, verdict.content) == (S, M)
-    bill = relay.bill(b"shop")
-    penalty = [line for line in bill.lines if line.item.startswith("penalty")]
-    assert [(p.item, p.count, p.unit_price) for p in penalty] == [
-        ("penalty: marketing declared as service", 1, relay.config.prices.marketing)
-    ]
-    with pytest.raises(ReportRejected):  # once per message
-        alice.report_class(msg)
+async def penalties(shop: Client) -> list[tuple[int, int, int, int]]:
+    bill = await shop.transport.bill()  # type: ignore[attr-defined]
+    return list(zip(bill.penalty_declared, bill.penalty_content, bill.penalty_counts,
+                    bill.penalty_prices, strict=True))  # fmt: skip
 
 
-def test_honest_messages_are_not_flagged_and_not_reportable() -> None:
-    relay, shop, alice = world()
-    shop.device.send(b"alice", "Your parcel is at the door", S)
-    relay.opt_in(b"alice", b"shop")
-    shop.device.send(b"alice", PROMO, M, template_id=b"promo-1")
-    shop.device.send(b"alice", b"Your order has shipped.", T, template_id=b"receipt")
-    msgs = alice.device.sync()
-    assert [m.misdeclared for m in msgs] == [False, False, False]
-    for m in msgs:
-        with pytest.raises(ReportRejected):
-            alice.report_class(m)
-    assert not any(line.item.startswith("penalty") for line in relay.bill(b"shop").lines)
+def test_marketing_sent_as_service_is_flagged_reported_and_penalized(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        # the attack: the registered marketing text, declared SERVICE inside the window
+        sent = await shop.send("alice", PROMO, S)
+        assert svc.receipts[sent.message_id].price == 0  # the relay bills what was declared
+        (msg,) = await alice.sync()
+        assert msg.cls is S and msg.misdeclared  # ... but the customer's device sees through it
+        assert msg.class_check is not None and msg.class_check.content is M
+        # the report reveals the message; the relay verifies its own tag and the commitment
+        assert await alice.report_class("shop", msg.message_id) is M
+        marketing = PolicyConfig().prices.marketing
+        assert await penalties(shop) == [(S, M, 1, marketing)]
+        with pytest.raises(ReportRejected):  # once per message
+            await alice.report_class("shop", msg.message_id)
+        assert await penalties(shop) == [(S, M, 1, marketing)]
+        await svc.aclose()
+
+    run(go)
 
 
-def test_template_id_must_match_its_registered_class() -> None:
-    relay, shop, alice = world()
-    relay.opt_in(b"alice", b"shop")
-    with pytest.raises(MisdeclaredClass):  # the relay checks the metadata it can see
-        shop.device.send(b"alice", PROMO, T, template_id=b"promo-1")
-    with pytest.raises(MisdeclaredClass):
-        shop.device.send(b"alice", PROMO, M, template_id=b"no-such")
-    assert isinstance(MisdeclaredClass("x"), PolicyError)
+def test_honest_messages_are_not_flagged_and_not_reportable(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        await shop.send("alice", "Your parcel is at the door", S)
+        await alice.opt_in("shop")
+        await shop.send("alice", PROMO, M, template_id=b"promo-1")
+        await shop.send("alice", b"Your order has shipped.", T, template_id=b"receipt")
+        msgs = await alice.sync()
+        assert [m.misdeclared for m in msgs] == [False, False, False]
+        assert [m.template_id for m in msgs] == [None, b"promo-1", b"receipt"]
+        for m in msgs:
+            with pytest.raises(ReportRejected):
+                await alice.report_class("shop", m.message_id)
+        assert await penalties(shop) == []
+        await svc.aclose()
+
+    run(go)
 
 
-def test_a_report_cannot_change_the_declared_class_or_the_text() -> None:
+def test_template_id_must_match_its_registered_class(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        await alice.opt_in("shop")
+        pending = svc.pending()
+        with pytest.raises(MisdeclaredClass):  # the relay checks the metadata it can see
+            await shop.send("alice", PROMO, T, template_id=b"promo-1")
+        with pytest.raises(MisdeclaredClass):
+            await shop.send("alice", PROMO, M, template_id=b"no-such")
+        assert isinstance(MisdeclaredClass("x"), PolicyError)
+        assert svc.pending() == pending and await shop.pending() == []
+        await svc.aclose()
+
+    run(go)
+
+
+def test_a_report_cannot_change_the_declared_class_or_the_text(tmp_path: Path) -> None:
     """A customer cannot frame an honest business: the class and template id are in the
     relay's tag and in the commitment, and the text in the commitment."""
-    relay, shop, alice = world()
-    shop.device.send(b"alice", "Your parcel is at the door", S)
-    (msg,) = alice.device.sync()
-    templates = relay.templates(b"shop")
-    key = relay._frank_key
-    delivery = Delivery.from_bytes(msg.delivery)
-    env = delivery.open_envelope()
-    # swap in the promo text: the commitment does not open to it
-    with pytest.raises(ReportRejected):
-        verify_class_report(key, ReportItem(msg.delivery, msg.franking_key, PROMO), b"alice",
-                            b"shop", templates)  # fmt: skip
-    # claim it was declared with another class: the relay's tag no longer verifies
-    forged = Envelope(T, *[getattr(env, f) for f in (
-        "from_account", "from_device", "to_account", "dest_account", "dest_device",
-        "message_id", "commitment", "frame")])  # fmt: skip
-    item = ReportItem(
-        Delivery(forged.to_bytes(), delivery.received_at, delivery.tag, delivery.seq).to_bytes(),
-        msg.franking_key,
-        msg.body,
-    )
-    with pytest.raises(ReportRejected):
-        verify_class_report(key, item, b"alice", b"shop", templates)
+
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        await shop.send("alice", "Your parcel is at the door", S)
+        (msg,) = await alice.sync()
+        delivery = Delivery.from_bytes(msg.delivery)
+        env = delivery.open_envelope()
+        # swap in the promo text: the commitment does not open to it
+        swapped = ReportItem(msg.delivery, msg.franking_key, PROMO)
+        # claim it was declared with another class: the relay's tag no longer verifies
+        forged = Envelope(T, *[getattr(env, f) for f in (
+            "from_account", "from_device", "to_account", "dest_account", "dest_device",
+            "message_id", "commitment", "frame")])  # fmt: skip
+        relabelled = ReportItem(
+            Delivery(forged.to_bytes(), delivery.received_at, delivery.tag,
+                     delivery.seq).to_bytes(),  # fmt: skip
+            msg.franking_key,
+            msg.body,
+        )
+        for item in (swapped, relabelled):
+            with pytest.raises(ReportRejected):
+                await alice.transport.report_class(item.to_bytes())
+        assert await penalties(shop) == []
+        await svc.aclose()
+
+    run(go)
 
 
 def test_class_and_template_id_are_bound_in_frame_and_commitment() -> None:

@@ -1,152 +1,192 @@
 """Franking, receive-side checks of the envelope against the sealed metadata, device
-certificates, and the demo."""
+certificates, and the demo, through the relay service."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 import pytest
+from world import Service, open_raw, run
 
-from e2e.clock import ManualClock
+from e2e.client import Client
 from e2e.errors import (
     E2EError,
     EnvelopeMismatch,
-    FrankingMismatch,
     InvalidSignature,
     KeyChangePending,
     KeyMismatch,
     ReportRejected,
 )
 from e2e.keys import KeyPair
-from e2e.platform import Business, Customer, Delivery, Inner, MessageClass, Relay
+from e2e.platform import Delivery, Inner, MessageClass
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Envelope
 from e2e.platform.franking import Report, ReportItem, commit
+from e2e.store import Address
 
 
-def chat():  # type: ignore[no-untyped-def]
-    relay = Relay(clock=ManualClock())
-    shop = Business("shop", relay)
-    shop.add_device()
-    alice = Customer("alice", relay)
-    alice.add_device()
-    alice.device.send(b"shop", "hi")
-    shop.device.sync()
-    return relay, shop, alice
+async def chat(d: Path, alice_devices: int = 1) -> tuple[Service, Client, list[Client]]:
+    svc = Service(d, stores="sqlite")
+    (shop,) = await svc.account("shop", "business", auto_receipts=False)
+    alice = await svc.account("alice", "customer", alice_devices, auto_receipts=False)
+    await alice[0].send("shop", "hi")
+    await shop.sync()
+    return svc, shop, alice
 
 
-def state(dev) -> list[bytes]:  # type: ignore[no-untyped-def]
-    return [s.to_bytes() for k in sorted(dev.sessions) for s in dev.sessions[k]]
+def rows(svc: Service, dev: Client) -> list[tuple[Any, ...]]:
+    """Every record of the device's store as stored (sealed: any write changes them)."""
+    with sqlite3.connect(svc.dir / f"{dev.profile.account}-{dev.profile.device}.db") as c:
+        return c.execute("SELECT kind, id, value FROM records ORDER BY kind, id").fetchall()
 
 
-def forge(relay, shop, *, env_cls, inner_cls, commitment=None, body=b"buy now"):  # type: ignore[no-untyped-def]
+async def forge(shop: Client, *, env_cls: MessageClass, inner_cls: MessageClass,
+                commitment: bytes | None = None, body: bytes = b"buy now") -> None:  # fmt: skip
     """A malicious business device: frames the inner message itself and submits it."""
-    dev = shop.device
     mid, fk = os.urandom(16), os.urandom(32)
     inner = Inner(inner_cls, b"shop", b"alice", mid, fk, body)
     c = commitment if commitment is not None else commit(fk, env_cls, b"shop", b"alice", mid, body)
-    frame = dev._session_for((b"alice", 1)).encrypt(inner.to_padded())
+    frame = await shop._tx(lambda tx: tx.encrypt(Address("alice", 1), inner.to_padded()))
     env = Envelope(env_cls, b"shop", 1, b"alice", b"alice", 1, mid, c, frame)
-    relay.submit(dev.addr, [env.to_bytes()])
-    return relay.fetch((b"alice", 1))[-1]
+    await shop.transport.submit([env.to_bytes()])
 
 
-def test_report_of_last_five_verifies() -> None:
-    relay, shop, alice = chat()
-    for i in range(7):
-        shop.device.send(b"alice", f"offer {i}")
-    alice.device.sync()
-    verified = alice.report_spam(shop)
-    assert [v.body for v in verified] == [f"offer {i}".encode() for i in range(2, 7)]
-    assert all(v.from_account == b"shop" and v.from_device == 1 for v in verified)
-    assert relay.reports[-1][0] == b"alice"
-    with pytest.raises(E2EError):
-        shop.device.send(b"alice", "more")  # reporting blocked the business
+def test_report_of_last_five_verifies(fast_tmp: Path) -> None:
+    async def go() -> None:
+        svc, shop, (alice,) = await chat(fast_tmp)
+        for i in range(7):
+            await shop.send("alice", f"offer {i}")
+        await alice.sync()
+        assert await alice.report_spam("shop") == 5
+        [(reporter, business, count, raw)] = svc.rows(
+            "SELECT reporter, business, messages, report FROM reports"
+        )
+        assert (reporter, business, count) == (b"alice", b"shop", 5)
+        items = Report.from_bytes(raw).items
+        assert [i.body for i in items] == [f"offer {i}".encode() for i in range(2, 7)]
+        envs = [Delivery.from_bytes(i.delivery).open_envelope() for i in items]
+        assert all(e.sender == (b"shop", 1) for e in envs)
+        with pytest.raises(E2EError):
+            await shop.send("alice", "more")  # reporting blocked the business
+        await svc.aclose()
+
+    run(go)
 
 
-def test_report_rejections() -> None:
-    relay, shop, alice = chat()
-    shop.device.send(b"alice", "genuine")
-    msg = alice.device.sync()[-1]
-    bob = Customer("bob", relay)
-    bob.add_device()
-    item = ReportItem(msg.delivery, msg.franking_key, msg.body)
-    cases = [
-        Report(b"bob", b"shop", (item,)),  # not delivered to bob
-        Report(b"alice", b"shop", (ReportItem(msg.delivery, os.urandom(32), msg.body),)),
-        Report(b"alice", b"shop", (ReportItem(msg.delivery, msg.franking_key, b"genuinE"),)),
-        Report(b"alice", b"shop", (item, item)),  # the same message twice
-    ]
-    reporters = [b"bob", b"alice", b"alice", b"alice"]
-    for report, reporter in zip(cases, reporters, strict=True):
-        with pytest.raises(ReportRejected):
-            relay.report(reporter, report.to_bytes())
-    with pytest.raises(ReportRejected):
-        relay.report(b"bob", Report(b"alice", b"shop", (item,)).to_bytes())
-    with pytest.raises(ReportRejected):
-        relay.report(b"alice", Report(b"alice", b"shop", ()).to_bytes())
-    other = Business("other", relay)
-    with pytest.raises(ReportRejected):
-        relay.report(b"alice", Report(b"alice", other.name, (item,)).to_bytes())
-    assert relay.reports == []
-    assert relay.report(b"alice", Report(b"alice", b"shop", (item,)).to_bytes())
+def test_report_rejections(fast_tmp: Path) -> None:
+    async def go() -> None:
+        svc, shop, (alice,) = await chat(fast_tmp)
+        await shop.send("alice", "genuine")
+        msg = (await alice.sync())[-1]
+        (bob,) = await svc.account("bob", "customer", auto_receipts=False)
+        (other,) = await svc.account("other", "business", auto_receipts=False)
+        item = ReportItem(msg.delivery, msg.franking_key, msg.body)
+        cases = [
+            (bob, Report(b"bob", b"shop", (item,))),  # not delivered to bob
+            (alice, Report(b"alice", b"shop",
+                           (ReportItem(msg.delivery, os.urandom(32), msg.body),))),
+            (alice, Report(b"alice", b"shop",
+                           (ReportItem(msg.delivery, msg.franking_key, b"genuinE"),))),
+            (alice, Report(b"alice", b"shop", (item, item))),  # the same message twice
+            (bob, Report(b"alice", b"shop", (item,))),  # signed for another customer
+            (alice, Report(b"alice", b"shop", ())),
+            (alice, Report(b"alice", b"other", (item,))),  # another business
+        ]  # fmt: skip
+        for reporter, report in cases:
+            with pytest.raises(ReportRejected):
+                await reporter.transport.report(report.to_bytes(), True)
+        assert svc.rows("SELECT * FROM reports") == []
+        assert other.profile.account == "other"
+        good = Report(b"alice", b"shop", (item,)).to_bytes()
+        assert await alice.transport.report(good, True) == 1
+        await svc.aclose()
+
+    run(go)
 
 
-def test_device_refuses_a_bad_commitment_state_unchanged() -> None:
-    relay, shop, alice = chat()
-    raw = forge(relay, shop, env_cls=MessageClass.SERVICE, inner_cls=MessageClass.SERVICE,
-                commitment=bytes(32))  # fmt: skip
-    before = state(alice.device)
-    with pytest.raises(FrankingMismatch):
-        alice.device.receive(raw)
-    assert state(alice.device) == before
-    assert alice.device.errors == {"FrankingMismatch": 1}
+def test_device_refuses_a_bad_commitment_state_unchanged(fast_tmp: Path) -> None:
+    async def go() -> None:
+        svc, shop, (alice,) = await chat(fast_tmp)
+        await forge(shop, env_cls=MessageClass.SERVICE, inner_cls=MessageClass.SERVICE,
+                    commitment=bytes(32))  # fmt: skip
+        before = rows(svc, alice)
+        assert await alice.sync() == []
+        assert rows(svc, alice) == before
+        assert alice.errors == {"FrankingMismatch": 1}
+        assert svc.pending() == 0  # refused and acknowledged: not delivered again
+        await svc.aclose()
+
+    run(go)
 
 
-def test_device_refuses_a_relabelled_class() -> None:
+def test_device_refuses_a_relabelled_class(fast_tmp: Path) -> None:
     """Marketing sealed inside, labelled service outside (to dodge opt-in and billing)."""
-    relay, shop, alice = chat()
-    raw = forge(relay, shop, env_cls=MessageClass.SERVICE, inner_cls=MessageClass.MARKETING)
-    before = state(alice.device)
-    with pytest.raises(EnvelopeMismatch):
-        alice.device.receive(raw)
-    assert state(alice.device) == before
+
+    async def go() -> None:
+        svc, shop, (alice,) = await chat(fast_tmp)
+        await forge(shop, env_cls=MessageClass.SERVICE, inner_cls=MessageClass.MARKETING)
+        [raw] = await alice.transport.fetch()
+        before = rows(svc, alice)
+        with pytest.raises(EnvelopeMismatch):
+            await open_raw(alice, raw)
+        assert rows(svc, alice) == before
+        await svc.aclose()
+
+    run(go)
 
 
-def test_rogue_device_and_changed_identity_are_refused() -> None:
-    relay, shop, alice = chat()
-    alice.pin(shop)
-    rogue = KeyPair.generate()
-    fake = DeviceCertificate.issue(KeyPair.generate(), b"shop", 9, rogue.public)
-    with pytest.raises(InvalidSignature):
-        relay.register_device(fake.to_bytes())
-    # A relay that inserts the rogue device anyway is caught by the key directory (the
-    # served list is not the logged one) and, if it logs it too, by the pinned identity.
-    relay._accounts[b"shop"].devices[9] = fake
-    with pytest.raises(KeyMismatch):
-        alice.device.refresh(b"shop")
-    relay._log_account(b"shop")
-    with pytest.raises(InvalidSignature):
-        alice.device.refresh(b"shop")
-    del relay._accounts[b"shop"].devices[9]
-    relay._accounts[b"shop"].identity = KeyPair.generate().public
-    with pytest.raises(KeyMismatch):
-        alice.device.refresh(b"shop")
-    relay._log_account(b"shop")
-    with pytest.raises(KeyChangePending):
-        alice.device.refresh(b"shop")
+def test_rogue_device_and_changed_identity_are_refused(fast_tmp: Path) -> None:
+    async def go() -> None:
+        svc, shop, (alice,) = await chat(fast_tmp)
+        await alice.pin_log_key(svc.service.log_public_key)
+        shop_key = await shop.account_identity()
+        rogue = KeyPair.generate()
+        fake = DeviceCertificate.issue(KeyPair.generate(), b"shop", 9, rogue.public)
+        with pytest.raises(InvalidSignature):  # not certified by the account key
+            await svc.relay.connect(Address("shop", 9), rogue).register_device(fake.to_bytes())
+        # A relay that inserts the rogue device anyway is caught by the key directory (the
+        # served list is not the logged one) and, if it logs it too, by the pinned identity.
+        svc.operator().run(lambda tx: tx.put_device(b"shop", 9, fake.to_bytes(), rogue.public))
+        with pytest.raises(KeyMismatch):
+            await alice.refresh("shop")
+        svc.operator().run(lambda tx: svc.service._log_account(tx, b"shop", shop_key))
+        with pytest.raises(InvalidSignature):
+            await alice.refresh("shop")
+        eve = KeyPair.generate().public
+
+        def swap_key(tx: Any) -> None:
+            tx.delete_device(b"shop", 9)
+            tx.execute("UPDATE accounts SET identity = ? WHERE name = ?", (eve, b"shop"))
+
+        svc.operator().run(swap_key)
+        with pytest.raises(KeyMismatch):
+            await alice.refresh("shop")
+        svc.operator().run(lambda tx: svc.service._log_account(tx, b"shop", eve))
+        with pytest.raises(KeyChangePending):
+            await alice.refresh("shop")
+        await svc.aclose()
+
+    run(go)
 
 
-def test_delivery_for_another_device_is_refused() -> None:
-    relay, shop, alice = chat()
-    shop.device.send(b"alice", "x")
-    raw = relay.fetch(alice.device.addr)[-1]
-    d = Delivery.from_bytes(raw)
-    env = d.open_envelope()
-    moved = Envelope(env.cls, env.from_account, env.from_device, env.to_account, b"alice", 2,
-                     env.message_id, env.commitment, env.frame)  # fmt: skip
-    with pytest.raises(EnvelopeMismatch):
-        alice.device.receive(Delivery(moved.to_bytes(), d.received_at, d.tag, d.seq).to_bytes())
+def test_delivery_for_another_device_is_refused(fast_tmp: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await chat(fast_tmp, alice_devices=2)
+        await shop.send("alice", "x")
+        raw = (await alice[0].transport.fetch())[-1]
+        d = Delivery.from_bytes(raw)
+        env = d.open_envelope()
+        moved = Envelope(env.cls, env.from_account, env.from_device, env.to_account, b"alice", 2,
+                         env.message_id, env.commitment, env.frame)  # fmt: skip
+        with pytest.raises(EnvelopeMismatch):  # handed to alice's device 1 as if it were 2's
+            await open_raw(alice[0], Delivery(moved.to_bytes(), d.received_at, d.tag,
+                                              d.seq).to_bytes())  # fmt: skip
+        await svc.aclose()
+
+    run(go)
 
 
 def test_demo_runs_and_passes_its_checks(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,15 +15,13 @@ import httpx
 import pytest
 from relayhelp import Dev, Refused, RelayProcess, new_device
 
-from e2e.client import Client, LocalRelay
+from e2e.client import Client
 from e2e.client.http import RelayClient
-from e2e.clock import ManualClock
 from e2e.errors import ReportRejected
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery
 from e2e.platform.franking import ReportItem
 from e2e.platform.policy import MessageClass, PriceTable
-from e2e.platform.relay import Relay
 from e2e.store.sqlite import SqliteStore
 
 CUSTOMER, BUSINESS = 0, 1
@@ -121,8 +119,10 @@ def test_client_reports_misdeclared_class(tmp_path: Path, via: str) -> None:
         return lambda: SqliteStore(tmp_path / f"{name}.db", key)
 
     async def run() -> None:
-        net: RelayClient | LocalRelay = (
-            RelayClient(proc.url) if proc is not None else LocalRelay(Relay(clock=ManualClock()))
+        net = (
+            RelayClient(proc.url)
+            if proc is not None
+            else RelayClient.in_process(str(tmp_path / "relay.db"))
         )
         cust = await Client.create_account(store("c"), net.connect, "fay", "customer")
         biz = await Client.create_account(store("b"), net.connect, "deli", "business", tier=1)
@@ -150,8 +150,7 @@ def test_client_reports_misdeclared_class(tmp_path: Path, via: str) -> None:
         finally:
             await cust.aclose()
             await biz.aclose()
-            if isinstance(net, RelayClient):
-                await net.aclose()
+            await net.aclose()
 
     try:
         asyncio.run(run())
@@ -185,7 +184,7 @@ def test_a_template_id_must_be_a_registered_template_of_the_declared_class(
         (MessageClass.MARKETING, b"ship-1"),  # registered as TEMPLATE
     ):
         envs = biz.envelopes(b"dana", [cust.addr], cls, template_id=tid)
-        assert refused(biz.submit, envs) == (422, "refused")
+        assert refused(biz.submit, envs) == (422, "misdeclared_class")
     # A customer cannot name a template at all.
     envs = cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE, template_id=b"ship-1")
     assert refused(cust.submit, envs) == (422, "not_allowed")

@@ -1,21 +1,27 @@
-"""The proof-suite world: 3 businesses x 20 customers, several devices each, >= 10k messages
-through a relay with drops, reordering and redelivery; key capture and byte scanning."""
+"""The proof-suite world: 3 businesses x 20 customers, several devices each (e2e.client
+devices on the relay service), >= 10k messages through a network with drops, reordering and
+redelivery; key capture and byte scanning."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
 
 from cryptography.hazmat.primitives import hashes, hmac
+from world import Service
 
 import e2e.ratchet as ratchet_mod
-from e2e.clock import ManualClock
-from e2e.errors import DuplicateMessage, E2EError, PolicyError
+from e2e.client import Client, state
+from e2e.client.transport import Transport
+from e2e.errors import PolicyError
 from e2e.message_key import HEADER_LABEL
-from e2e.platform import AdService, Business, Customer, Delivery, Device, MessageClass, Relay
-from e2e.suite import PQ
+from e2e.platform import Delivery, Envelope, MessageClass
+from e2e.session import Session
+from e2e.store import Address, StoreTransaction
 
 
 def header_aead_key(key: bytes) -> bytes:
@@ -115,21 +121,38 @@ class KeyCapture:
             ) = orig
 
 
-def device_secrets(dev: Device) -> set[bytes]:
-    """A device's long-term and prekey private keys, and its sessions' current secrets."""
-    out = {dev.identity.private_bytes(), dev.account.identity.private_bytes()}
-    pk = dev.prekeys
-    out.update(s.pair.private_bytes() for s in pk.signed.values())
-    out.update(o.pair.private_bytes() for o in pk.one_time.values())
-    out.update(k.pair.seed() for k in pk.kem.values())
-    for sessions in dev.sessions.values():
-        for s in sessions:
-            r = s.ratchet
+def device_secrets(dev: Client) -> set[bytes]:
+    """A device's long-term and prekey private keys, the account key if it holds it, and
+    its sessions' current secrets, as its store holds them."""
+    out: set[bytes] = set()
+    with dev.store.transaction() as tx:
+        out.add(tx.local_identity().private_bytes())
+        account = state.account_key(tx)
+        if account is not None:
+            out.add(account.private_bytes())
+        out.update(s.item.pair.private_bytes() for s in tx.signed_prekeys())
+        out.update(o.pair.private_bytes() for o in tx.one_time_prekeys())
+        out.update(k.item.pair.seed() for k in tx.kem_prekeys())
+        for session in sessions(tx):
+            r = session.ratchet
             out.add(r.dhs.private_bytes())
             for v in (r.rk, r.cks, r.ckr, r.hks, r.hkr, r.nhks, r.nhkr):
                 if v is not None:
                     out.add(v)
             out.update(r.skipped.values())
+    return out
+
+
+def sessions(tx: StoreTransaction) -> list[Session]:
+    """Every session a device's store holds (current and archived), with the accounts its
+    certified device lists name."""
+    out: list[Session] = []
+    names = {unquote(k.split("/")[2]) for k in tx.app_keys("c/devices/")}
+    for name in sorted(names):
+        for device in tx.device_ids(name):
+            addr = Address(name, device)
+            current = tx.load_session(addr)
+            out += ([current] if current is not None else []) + tx.archived_sessions(addr)
     return out
 
 
@@ -154,61 +177,103 @@ def secret_needles(secrets: set[bytes]) -> set[bytes]:
     return {s[i : i + 8] for s in secrets for i in range(0, len(s) - 7, 8)}
 
 
+class Faulty:
+    """A device's transport on a faulty network: each fetched batch is shuffled, some
+    deliveries are dropped on the way (not acknowledged, so the relay delivers them again),
+    some handed over twice (a redelivery the device must recognise), and a rare one is lost
+    for good (acknowledged without reaching the device). Every accepted submission's
+    destinations are recorded."""
+
+    def __init__(self, inner: Transport, world: World) -> None:
+        self.inner = inner
+        self.world = world
+        self.faults = False
+
+    async def fetch(self, wait_ms: int = 0) -> list[bytes]:
+        w = self.world
+        batch = await self.inner.fetch(wait_ms)
+        if not self.faults:
+            return batch
+        w.rng.shuffle(batch)
+        out = []
+        for raw in batch:
+            if w.rng.random() < 0.08:
+                w.drops += 1
+                continue  # lost in transit: not acknowledged, the relay delivers it again
+            d = Delivery.from_bytes(raw)
+            if w.rng.random() < 0.003:
+                env = d.open_envelope()
+                w.lost.add((env.message_id, env.dest))
+                await self.inner.ack([d.seq])  # lost for good
+                continue
+            out.append(raw)
+            if w.rng.random() < 0.05:
+                w.redeliveries += 1
+                out.append(raw)  # handed over again after it was processed
+        return out
+
+    async def submit(self, envelopes: list[bytes]) -> Any:
+        receipt = await self.inner.submit(envelopes)
+        envs = [Envelope.from_bytes(e) for e in envelopes]
+        self.world.dests[envs[0].message_id] = {e.dest for e in envs}
+        return receipt
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 @dataclass
 class World:
     rng: random.Random
-    clock: ManualClock
-    relay: Relay
-    ads: AdService
-    businesses: list[Business]
-    customers: list[tuple[Customer, Business]]
-    # message id -> (sender addr, body, set of destination addresses)
-    sent: dict[bytes, tuple[tuple[bytes, int], bytes, set[tuple[bytes, int]]]] = field(
-        default_factory=dict
-    )
+    svc: Service
+    businesses: list[list[Client]]
+    customers: list[tuple[list[Client], str]]
+    # message id -> (sender addr, body); its destinations as submitted
+    sent: dict[bytes, tuple[tuple[bytes, int], bytes]] = field(default_factory=dict)
+    dests: dict[bytes, set[tuple[bytes, int]]] = field(default_factory=dict)
     bodies: list[bytes] = field(default_factory=list)
     received: dict[tuple[bytes, int], dict[bytes, bytes]] = field(default_factory=dict)
+    #: messages a device's sync returned more than once (a redelivery accepted twice)
+    returned_twice: int = 0
     refused: dict[str, int] = field(default_factory=dict)
     lost: set[tuple[bytes, tuple[bytes, int]]] = field(default_factory=set)
-    duplicates_rejected: int = 0
     drops: int = 0
     redeliveries: int = 0
-    errors: list[str] = field(default_factory=list)
     removed: set[tuple[bytes, int]] = field(default_factory=set)
     cap: KeyCapture | None = None
-    device_changes: dict[int, Callable[[World], None]] = field(default_factory=dict)
+    device_changes: dict[int, Callable[[World], Awaitable[None]]] = field(default_factory=dict)
 
-    def devices(self) -> list[Device]:
-        out: list[Device] = []
+    def devices(self) -> list[Client]:
+        out: list[Client] = []
         for b in self.businesses:
-            out.extend(b.agents)
+            out.extend(b)
         for c, _ in self.customers:
-            out.extend(c.devices.values())
+            out.extend(c)
         return out
 
 
-def build(seed: int = 1, customers_per_business: int = 20) -> World:
-    rng = random.Random(seed)
-    clock = ManualClock()
-    ads = AdService()
-    relay = Relay(clock=clock, ad_service=ads)
-    businesses = []
+def _faulty(world: World, dev: Client) -> Client:
+    dev.transport = Faulty(dev.transport, world)  # type: ignore[assignment]
+    return dev
+
+
+async def build(svc: Service, seed: int = 1, customers_per_business: int = 20) -> World:
+    world = World(random.Random(seed), svc, [], [])
     for i, agents in enumerate((2, 2, 3)):
-        b = Business(f"biz-{i}", relay)
-        for _ in range(agents):
-            b.add_device(one_time=24, suite=PQ)
-        businesses.append(b)
-    customers = []
-    for b in businesses:
+        b = await svc.account(f"biz-{i}", "business", agents, prekeys=24, auto_receipts=False)
+        world.businesses.append([_faulty(world, d) for d in b])
+    for b in world.businesses:
+        name, key = b[0].profile.account, await b[0].account_identity()
         for j in range(customers_per_business):
-            c = Customer(f"{b.name.decode()[-1]}c{j:02d}", relay)
-            c.pin(b)
-            for _ in range(2 if j % 4 == 0 else 1):
-                c.add_device(one_time=4, suite=PQ)
+            devices = 2 if j % 4 == 0 else 1
+            c = await svc.account(f"{name[-1]}c{j:02d}", "customer", devices, prekeys=4,
+                                  auto_receipts=False)  # fmt: skip
+            for dev in c:
+                await dev.pin(name, key)  # verified out of band
+                _faulty(world, dev)
             if j % 3 == 0:
-                c.opt_in(b)
-            customers.append((c, b))
-    world = World(rng, clock, relay, ads, businesses, customers)
+                await c[0].opt_in(name)
+            world.customers.append((c, name))
     world.device_changes = {
         3000: add_customer_device,
         4000: add_agent,
@@ -217,19 +282,25 @@ def build(seed: int = 1, customers_per_business: int = 20) -> World:
     return world
 
 
-def add_customer_device(world: World) -> None:
-    world.customers[0][0].add_device(one_time=4, suite=PQ)
+async def add_customer_device(world: World) -> None:
+    c, business = world.customers[0]
+    dev = await world.svc.add_device(c[0], prekeys=4, auto_receipts=False)
+    await dev.pin(business, await world.businesses[0][0].account_identity())
+    c.append(_faulty(world, dev))
 
 
-def add_agent(world: World) -> None:
-    world.businesses[1].add_device(one_time=24, suite=PQ)
+async def add_agent(world: World) -> None:
+    b = world.businesses[1]
+    b.append(_faulty(world, await world.svc.add_device(b[0], prekeys=24, auto_receipts=False)))
 
 
-def remove_customer_device(world: World) -> None:
-    c = world.customers[4][0]  # a two-device customer
-    dev = max(c.devices)
-    world.removed.add((c.name, dev))
-    c.remove_device(dev)
+async def remove_customer_device(world: World) -> None:
+    c, _ = world.customers[4]  # a two-device customer
+    gone = c.pop()
+    world.removed.add(gone.addr.wire)
+    await c[0].transport.remove_device(gone.addr.device)
+    await gone.aclose()
+    world.svc.clients.remove(gone)
 
 
 def body(rng: random.Random, n: int) -> bytes:
@@ -237,56 +308,32 @@ def body(rng: random.Random, n: int) -> bytes:
     return f"#{n:05d} {words} {rng.getrandbits(40):010x}".encode()
 
 
-def deliver(world: World, dev: Device, faults: bool) -> None:
-    if world.cap is not None:
-        world.cap.holder = dev.addr
+async def deliver(world: World, dev: Client, faults: bool) -> None:
     """One mailbox fetch with faults: drops (left for redelivery), reordering, redelivery of
-    already-processed copies, and rare permanent loss."""
-    rng = world.rng
-    batch = world.relay.fetch(dev.addr)
-    if faults:
-        rng.shuffle(batch)
-    for raw in batch:
-        d = Delivery.from_bytes(raw)
-        if faults and rng.random() < 0.08:
-            world.drops += 1
-            continue  # lost in transit: not acknowledged, the relay delivers it again
-        env = d.open_envelope()
-        if faults and rng.random() < 0.003:
-            world.lost.add((env.message_id, dev.addr))
-            world.relay.ack(dev.addr, [d.seq])  # lost for good
-            continue
-        try:
-            msg = dev.receive(raw)
-            world.received.setdefault(dev.addr, {})[msg.message_id] = msg.body
-        except DuplicateMessage:
-            world.duplicates_rejected += 1
-        except E2EError as exc:
-            world.errors.append(type(exc).__name__)
-        if faults and rng.random() < 0.05:
-            world.redeliveries += 1
-            try:
-                dev.receive(raw)
-                world.errors.append("redelivery accepted")
-            except DuplicateMessage:
-                world.duplicates_rejected += 1
-        world.relay.ack(dev.addr, [d.seq])
+    already-processed copies, and rare permanent loss (see :class:`Faulty`)."""
+    if world.cap is not None:
+        world.cap.holder = dev.addr.wire
+    transport = dev.transport
+    assert isinstance(transport, Faulty)
+    transport.faults = faults
+    got = world.received.setdefault(dev.addr.wire, {})
+    for msg in await dev.sync():
+        if msg.message_id in got:
+            world.returned_twice += 1
+        got[msg.message_id] = msg.body
 
 
-def run(world: World, messages: int = 10_000) -> None:
+async def run(world: World, messages: int = 10_000) -> None:
     rng = world.rng
     n = 0
-    attempts = 0
     while n < messages:
-        attempts += 1
         c, b = world.customers[rng.randrange(len(world.customers))]
         r = rng.random()
         if r < 0.45:
-            sender = rng.choice(list(c.devices.values()))
-            to, cls = b.name, MessageClass.SERVICE
+            sender, to, cls = rng.choice(c), b, MessageClass.SERVICE
         else:
-            sender = rng.choice(b.agents)
-            to = c.name
+            agents = world.businesses[int(b.rsplit("-", 1)[1])]
+            sender, to = rng.choice(agents), c[0].profile.account
             cls = (
                 MessageClass.SERVICE
                 if r < 0.85
@@ -296,30 +343,26 @@ def run(world: World, messages: int = 10_000) -> None:
             )
         text = body(rng, n)
         if world.cap is not None:
-            world.cap.holder = sender.addr
+            world.cap.holder = sender.addr.wire
         try:
-            receipt = sender.send(to, text, cls)
+            msg = await sender.send(to, text, cls)
         except PolicyError as exc:
             name = type(exc).__name__
             world.refused[name] = world.refused.get(name, 0) + 1
             continue
-        dests = {(to, d) for d in sender.peers[to]} | {
-            (sender.account.name, d) for d in sender.peers[sender.account.name]
-        }
-        dests.discard(sender.addr)
-        world.sent[receipt.message_id] = (sender.addr, text, dests)
+        world.sent[msg.message_id] = (sender.addr.wire, text)
         world.bodies.append(text)
         n += 1
         if n in world.device_changes:
-            world.device_changes[n](world)
+            await world.device_changes[n](world)
         if rng.random() < 0.02:
-            world.clock.advance(rng.randint(3600, 30 * 3600))
+            world.svc.clock.advance(rng.randint(3600, 30 * 3600))
         if n % 7 == 0:
             for dev in rng.sample(world.devices(), 6):
-                deliver(world, dev, faults=True)
+                await deliver(world, dev, faults=True)
     # Drain: every device fetches until no mailbox holds anything (drops still happen).
     for _ in range(50):
         for dev in world.devices():
-            deliver(world, dev, faults=False)
-        if world.relay.pending() == 0:
+            await deliver(world, dev, faults=False)
+        if world.svc.pending() == 0:
             break

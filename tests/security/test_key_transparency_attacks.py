@@ -1,19 +1,24 @@
 """Proof suite, part 3: an active relay tries to make a device encrypt to a key it holds.
 
 Each attack must be caught with a typed KeyTransparencyError (or CertificateError /
-KeyChangePending) before any plaintext is encrypted to the rogue key: no envelope reaches
+KeyChangePending) before any plaintext is encrypted to the rogue key: no submission reaches
 the relay, no session with a rogue key exists, and the secret text is nowhere in what the
-relay saw. The relay here is the in-process one, manipulated the way a malicious operator
-could: serving other keys, logging them, forking or rolling back its log.
+relay saw. The relay is the relay service (in this process, on its SQLite database), made
+malicious the way its operator could: editing its database behind the running service
+(other keys served, logged or not, an older log), or showing one victim's connection other
+answers (a forked log, a stale proof).
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from world import Service, run
 
-from e2e.clock import ManualClock
+from e2e.client import Client
 from e2e.errors import (
     CertificateError,
     KeyChangePending,
@@ -23,248 +28,380 @@ from e2e.errors import (
     LogRolledBack,
     StaleProof,
 )
+from e2e.fingerprint import safety_number
 from e2e.keys import KeyPair
-from e2e.platform import Business, Customer, Relay
+from e2e.platform import wire
 from e2e.platform.certificates import PlatformSigner
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.merkle import InclusionProof
-from e2e.platform.transparency import KeyLog
+from e2e.platform.transparency import DirectoryEntry, KeyLog, devices_hash
 
 SECRET = b"my card number is 4111 1111 1111 1111"
 
 
-def world() -> tuple[Relay, Business, Customer]:
-    relay = Relay(clock=ManualClock())
-    shop = Business("shop", relay)
-    shop.add_device()
-    shop.add_device()
-    alice = Customer("alice", relay)
-    alice.add_device()
-    return relay, shop, alice
+async def world(d: Path) -> tuple[Service, list[Client], Client]:
+    """The business "shop" (two agent devices) and the customer "alice", every device with
+    the relay's log key pinned (shipped with the application)."""
+    svc = Service(d)
+    shop = await svc.account("shop", "business", 2, auto_receipts=False)
+    (alice,) = await svc.account("alice", "customer", auto_receipts=False)
+    for c in (*shop, alice):
+        await c.pin_log_key(svc.service.log_public_key)
+    return svc, shop, alice
 
 
-def envelopes(relay: Relay) -> int:
-    return relay.recorder.channels().get("recv:envelope", 0)
+def submissions(svc: Service) -> int:
+    return len(svc.tap.channel("recv:" + wire.Path.MESSAGE_SUBMIT))
 
 
-def assert_nothing_encrypted(relay: Relay, before: int, *devices: Any) -> None:
-    assert envelopes(relay) == before
-    assert all(SECRET not in data for _, data in relay.recorder.records)
+async def assert_nothing_encrypted(svc: Service, before: int, *devices: Client) -> None:
+    assert submissions(svc) == before
+    assert all(SECRET not in data for _, data in svc.tap.records)
+    assert all(SECRET not in data for data in svc.db_files())
     for dev in devices:
-        assert not any(a[0] == b"shop" for a in dev.sessions)
+        with dev.store.transaction() as tx:
+            assert tx.device_ids("shop") == []  # no session with any device of shop
 
 
-def substitute(relay: Relay, account: bytes) -> tuple[KeyPair, DeviceCertificate]:
-    """The relay swaps in its own account key and a device it certified itself."""
+def log_entries(svc: Service) -> list[bytes]:
+    return [bytes(r[0]) for r in svc.rows("SELECT entry FROM key_log ORDER BY idx")]
+
+
+def rogue(account: bytes) -> tuple[bytes, list[bytes]]:
+    """An account key the relay holds and one device it certified itself."""
     eve, eve_dev = KeyPair.generate(), KeyPair.generate()
-    cert = DeviceCertificate.issue(eve, account, 1, eve_dev.public)
-    acct = relay._accounts[account]
-    acct.identity = eve.public
-    acct.devices = {1: cert}
-    return eve, cert
+    return eve.public, [DeviceCertificate.issue(eve, account, 1, eve_dev.public).to_bytes()]
 
 
-def test_baseline_first_contact_is_proven_and_delivered() -> None:
-    relay, shop, alice = world()
-    alice.device.send(b"shop", SECRET)
-    assert [m.body for m in shop.agents[0].sync()] == [SECRET]
-    assert alice.log.versions[b"shop"] == 3  # registration, agent 1, agent 2
-    shop.monitor()
-    alice.monitor()
-    assert shop.log.audited == len(relay.key_log.entries)
+def substitute(dev: Client, account: str, served: tuple[bytes, list[bytes]]) -> None:
+    """The relay serves ``dev`` another key and device list for ``account`` (to every other
+    device, and to the account's own devices, it answers honestly)."""
+    honest = dev.transport
+
+    async def fetch_devices(name: str, chat: Any = None) -> Any:
+        return served if name == account else await honest.fetch_devices(name, chat)
+
+    dev.transport = Serving(honest, fetch_devices=fetch_devices)  # type: ignore[assignment]
 
 
-def test_substituted_account_key_on_first_contact() -> None:
-    relay, shop, alice = world()
-    before = envelopes(relay)
-    substitute(relay, b"shop")
-    with pytest.raises(KeyMismatch):
-        alice.device.send(b"shop", SECRET)
-    assert_nothing_encrypted(relay, before, alice.device)
-    # Logging the substitution does not help the relay: the victim's monitor finds it.
-    relay._log_account(b"shop")
-    with pytest.raises(KeyMismatch):
-        shop.monitor()
+def log_it(svc: Service, account: bytes, served: tuple[bytes, list[bytes]]) -> None:
+    """The relay logs the served key and device list as the account's newest entry."""
+    identity, certs = served
+
+    def log(tx: Any) -> None:
+        version = tx.log_version(account) + 1
+        entry = DirectoryEntry(account, version, identity, devices_hash(certs), len(certs))
+        tx.append_log(account, version, entry.to_bytes())
+
+    svc.operator().run(log)
 
 
-def test_substituted_key_of_a_known_contact_waits_for_the_application() -> None:
-    relay, shop, alice = world()
-    alice.device.send(b"shop", "hello")
-    shop.agents[0].sync()
-    events: list[object] = []
-    alice.key_changes.on_change = events.append
-    substitute(relay, b"shop")
-    relay._log_account(b"shop")  # even a logged new key is a change the user must accept
-    alice.device.peers.clear()  # e.g. the app restarted
-    before = envelopes(relay)
-    with pytest.raises(KeyChangePending):
-        alice.device.send(b"shop", SECRET)
-    with pytest.raises(KeyChangePending):
-        alice.device.send(b"shop", SECRET)
-    assert len(events) == 1
-    assert_nothing_encrypted(relay, before)
-    with pytest.raises(KeyMismatch):
-        shop.monitor()
+def forget_lists(dev: Client, account: str) -> None:
+    """The device drops what it cached of ``account``'s devices (say, the app restarted)."""
+    with dev.store.transaction() as tx:
+        for key in tx.app_keys(f"c/route/{account}/") + tx.app_keys(f"c/devices/{account}"):
+            tx.app_delete(key)
 
 
-def test_rogue_device_added_by_the_relay() -> None:
-    relay, shop, alice = world()
-    # The relay kept the certificate of a device the business removed (say, a stolen
-    # phone whose keys it now holds) and lists it again.
-    old = relay._accounts[b"shop"].devices[2]
-    shop.remove_device(2)
-    relay._accounts[b"shop"].devices[2] = old
-    before = envelopes(relay)
-    with pytest.raises(KeyMismatch):
-        alice.device.send(b"shop", SECRET)
-    assert_nothing_encrypted(relay, before, alice.device)
-    relay._log_account(b"shop")  # logged too: the business's monitor catches it
-    with pytest.raises(KeyMismatch):
-        shop.monitor()
+class Serving:
+    """What one device's connection to a malicious relay shows it: the ``overrides`` (async
+    functions) instead of the honest answers."""
+
+    def __init__(self, honest: Any, **overrides: Any) -> None:
+        self.honest = honest
+        self.overrides = overrides
+
+    def __getattr__(self, name: str) -> Any:
+        return self.overrides.get(name) or getattr(self.honest, name)
 
 
-def test_split_view_for_one_victim_is_caught_by_a_peer_head() -> None:
-    relay, shop, alice = world()
-    bank = Business("bank", relay)
-    bank.add_device()
-    # Alice talks to the bank first: she has accepted a head of the honest log.
-    alice.device.send(b"bank", "hi")
-    bank.device.sync()
-    # Now the relay shows alice a forked log in which shop has the relay's key, while
-    # everyone else (shop, bank) keeps seeing the honest log, which moves on.
-    fork = KeyLog(relay.key_log.signer, relay.key_log.entries)
-    honest = relay.key_log
-    eve, eve_dev = KeyPair.generate(), KeyPair.generate()
-    cert = DeviceCertificate.issue(eve, b"shop", 1, eve_dev.public)
-    fork.publish(b"shop", eve.public, [cert.to_bytes()])
-    carol = Customer("carol", relay)
-    carol.add_device()
-    bank.device.send(b"alice", "your statement is ready")  # carries the bank's newest head
+def test_baseline_first_contact_is_proven_and_delivered(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        await alice.send("shop", SECRET)
+        assert [m.body for m in await shop[0].sync()] == [SECRET]
+        view = await alice.log_view()
+        assert view is not None and view.versions[b"shop"] == 3  # registration, 2 devices
+        await shop[0].monitor()
+        await alice.monitor()
+        shop_view = await shop[0].log_view()
+        assert shop_view is not None and shop_view.audited == len(log_entries(svc))
+        await svc.aclose()
 
-    class Forked:
-        """What alice's relay connection shows her."""
+    run(go)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(relay, name)
 
-        def log_head(self) -> bytes:
-            return fork.head(relay.clock()).to_bytes()
+def test_substituted_account_key_on_first_contact(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        before = submissions(svc)
+        served = rogue(b"shop")
+        substitute(alice, "shop", served)
+        with pytest.raises(KeyMismatch):
+            await alice.send("shop", SECRET)
+        await assert_nothing_encrypted(svc, before, alice)
+        # Logging the substitution does not help the relay: the victim's monitor finds it.
+        log_it(svc, b"shop", served)
+        with pytest.raises(KeyMismatch):
+            await shop[0].monitor()
+        await svc.aclose()
 
-        def log_lookup(self, account: bytes, size: int) -> tuple[bytes, bytes]:
-            raw, proof = fork.lookup(account, size)
+    run(go)
+
+
+def test_substituted_key_of_a_known_contact_waits_for_the_application(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        await alice.send("shop", "hello")
+        await shop[0].sync()
+        served = rogue(b"shop")
+        substitute(alice, "shop", served)
+        log_it(svc, b"shop", served)  # even a logged new key is a change to accept
+        forget_lists(alice, "shop")
+        before = submissions(svc)
+        with pytest.raises(KeyChangePending):
+            await alice.send("shop", SECRET)
+        with pytest.raises(KeyChangePending):
+            await alice.send("shop", SECRET)
+        assert len(await alice.key_changes()) == 1
+        assert submissions(svc) == before
+        assert all(SECRET not in data for _, data in svc.tap.records)
+        with pytest.raises(KeyMismatch):
+            await shop[0].monitor()
+        await svc.aclose()
+
+    run(go)
+
+
+def test_rogue_device_added_by_the_relay(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        # The relay kept the certificate of a device the business removed (say, a stolen
+        # phone whose keys it now holds) and lists it again.
+        [(old_cert, old_key)] = svc.rows(
+            "SELECT certificate, identity FROM devices WHERE device_id = 2"
+        )
+        await shop[0].transport.remove_device(2)
+        svc.operator().run(lambda tx: tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key)))
+        before = submissions(svc)
+        with pytest.raises(KeyMismatch):
+            await alice.send("shop", SECRET)
+        await assert_nothing_encrypted(svc, before, alice)
+        await svc.aclose()
+
+    run(go)
+
+
+@pytest.mark.xfail(strict=True, reason="e2e.client's monitor checks the account key of each "
+                   "entry, not its device list (SPEC §13.4): a device list with certificates "
+                   "the account signed but removed is not its to refuse yet; signed device "
+                   "lists with tombstones (issue 25) make it so")  # fmt: skip
+def test_rogue_device_logged_by_the_relay_is_found_by_the_owners_monitor(tmp_path: Path) -> None:
+    """The second half of the simulation's rogue-device attack, which its in-memory roles
+    caught by recording each device-list version the relay returned."""
+
+    async def go() -> None:
+        svc, shop, _ = await world(tmp_path)
+        [(old_cert, old_key)] = svc.rows(
+            "SELECT certificate, identity FROM devices WHERE device_id = 2"
+        )
+        await shop[0].monitor()
+        await shop[0].transport.remove_device(2)
+        await shop[0].monitor()
+        svc.operator().run(lambda tx: tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key)))
+        shop_key = await shop[0].account_identity()
+        certs = [bytes(c) for (c,) in svc.rows("SELECT certificate FROM devices"
+                                               " ORDER BY device_id")]  # fmt: skip
+        log_it(svc, b"shop", (shop_key, certs))  # logged too: the business's monitor must catch it
+        try:
+            with pytest.raises(KeyMismatch):
+                await shop[0].monitor()
+        finally:
+            await svc.aclose()
+
+    run(go)
+
+
+def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        (bank,) = await svc.account("bank", "business", auto_receipts=False)
+        await bank.pin_log_key(svc.service.log_public_key)
+        # Alice talks to the bank first: she has accepted a head of the honest log.
+        await alice.send("bank", "hi")
+        await bank.sync()
+        # Now the relay shows alice a forked log in which shop has the relay's key, while
+        # everyone else (shop, bank) keeps seeing the honest log, which moves on.
+        fork = KeyLog(svc.service._log.signer, log_entries(svc))
+        eve, eve_dev = KeyPair.generate(), KeyPair.generate()
+        cert = DeviceCertificate.issue(eve, b"shop", 1, eve_dev.public).to_bytes()
+        fork.publish(b"shop", eve.public, [cert])
+        await svc.account("carol", "customer")
+        await bank.refresh("alice")  # the bank accepts the honest log's newest head ...
+        await bank.send("alice", "your statement is ready")  # ... and carries it
+        honest = alice.transport
+
+        async def log_head() -> bytes:
+            return fork.head(svc.clock()).to_bytes()
+
+        async def log_lookup(account: str, size: int) -> tuple[bytes, bytes]:
+            raw, proof = fork.lookup(account.encode(), size)
             return raw, proof.to_bytes()
 
-        def log_consistency(self, a: int, b: int) -> bytes:
+        async def log_consistency(a: int, b: int) -> bytes:
             return fork.consistency(a, b).to_bytes()
 
-        def fetch_devices(self, account: bytes) -> tuple[bytes, list[bytes]]:
-            if account == b"shop":
-                return eve.public, [cert.to_bytes()]
-            return relay.fetch_devices(account)
+        async def fetch_devices(account: str, chat: Any = None) -> Any:
+            if account == "shop":
+                return eve.public, [cert]
+            return await honest.fetch_devices(account, chat)
 
-    alice.relay = Forked()  # type: ignore[assignment]
-    alice.log_head()  # alice's own view is consistent: the fork extends what she saw
-    n = len(fork.entries)
-    assert len(honest.entries) > n and honest.tree.root(n) != fork.tree.root(n)
-    with pytest.raises(LogForked):
-        alice.device.sync()  # the bank's message carries a head of the honest log
-    before = envelopes(relay)
-    with pytest.raises(LogForked):
-        alice.device.send(b"shop", SECRET)
-    assert_nothing_encrypted(relay, before, alice.device)
+        alice.transport = Serving(  # type: ignore[assignment]
+            honest, log_head=log_head, log_lookup=log_lookup, log_consistency=log_consistency,
+            fetch_devices=fetch_devices,
+        )  # fmt: skip
+        view = await alice.log_view()
+        assert view is not None
+        await alice._accept_head(view)  # alice's own view is consistent: the fork extends it
+        n = len(fork.entries)
+        honest_entries = log_entries(svc)
+        assert len(honest_entries) > n
+        assert KeyLog(fork.signer, honest_entries).tree.root(n) != fork.tree.root(n)
+        with pytest.raises(LogForked):
+            await alice.sync()  # the bank's message carries a head of the honest log
+        before = submissions(svc)
+        with pytest.raises(LogForked):
+            await alice.send("shop", SECRET)
+        alice.transport = honest
+        await assert_nothing_encrypted(svc, before, alice)
+        await svc.aclose()
 
-
-def test_rollback_to_an_older_log() -> None:
-    relay, shop, alice = world()
-    old_entries = list(relay.key_log.entries)
-    old_cert = relay._accounts[b"shop"].devices[2]
-    shop.remove_device(2)
-    alice.device.send(b"shop", "hello")  # alice has seen the log without device 2
-    shop.agents[0].sync()
-    # The relay rolls back to the log (and device list) from before the removal.
-    relay.key_log = KeyLog(relay.key_log.signer, old_entries)
-    relay._accounts[b"shop"].devices[2] = old_cert
-    alice.device.peers.clear()
-    before = envelopes(relay)
-    with pytest.raises(LogRolledBack):
-        alice.device.send(b"shop", SECRET)
-    assert envelopes(relay) == before
-    assert all(SECRET not in d for _, d in relay.recorder.records)
+    run(go)
 
 
-def test_stale_inclusion_proof() -> None:
-    relay, shop, alice = world()
-    old_cert = relay._accounts[b"shop"].devices[2]
-    alice.device.refresh(b"shop")  # alice saw version 3 (two agents)
-    v3 = relay.key_log.latest[b"shop"]
-    shop.remove_device(2)
-    alice.device.refresh(b"shop")  # ... and version 4 (one agent)
-    honest_lookup = relay.log_lookup
-
-    # The relay serves the older entry (device 2 still listed) with a proof that is
-    # valid in the current tree, and lists device 2 again.
-    def stale_entry(account: bytes, size: int) -> tuple[bytes, bytes]:
-        index = v3 if account == b"shop" else relay.key_log.latest[account]
-        raw = relay.key_log.entries[index]
-        path = tuple(relay.key_log.tree.inclusion_proof(index, size))
-        return raw, InclusionProof(index, size, path).to_bytes()
-
-    relay.log_lookup = stale_entry  # type: ignore[method-assign]
-    relay._accounts[b"shop"].devices[2] = old_cert
-    alice.device.peers.clear()
-    before = envelopes(relay)
-    with pytest.raises(StaleProof):
-        alice.device.send(b"shop", SECRET)
-    assert envelopes(relay) == before
-
-    # Or a proof for the right entry, but against an older, smaller tree.
-    del relay._accounts[b"shop"].devices[2]
-
-    def old_tree(account: bytes, size: int) -> tuple[bytes, bytes]:
-        return honest_lookup(account, size - 1) if account == b"shop" else honest_lookup(
-            account, size
+def test_rollback_to_an_older_log(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        old = len(log_entries(svc))
+        [(old_cert, old_key)] = svc.rows(
+            "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
+        await shop[0].transport.remove_device(2)
+        await alice.send("shop", "hello")  # alice has seen the log without device 2
+        await shop[0].sync()
 
-    relay.log_lookup = old_tree  # type: ignore[method-assign]
-    relay._log_account(b"alice")  # the log grows by one unrelated entry
-    with pytest.raises(KeyTransparencyError):
-        alice.device.send(b"shop", SECRET)
-    assert envelopes(relay) == before
+        def roll_back(tx: Any) -> None:  # the log (and device list) of before the removal
+            tx.execute("DELETE FROM key_log WHERE idx >= ?", (old,))
+            tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key))
 
+        svc.operator().run(roll_back)
+        forget_lists(alice, "shop")
+        before = submissions(svc)
+        with pytest.raises(LogRolledBack):
+            await alice.send("shop", SECRET)
+        assert submissions(svc) == before
+        assert all(SECRET not in d for _, d in svc.tap.records)
+        await svc.aclose()
 
-def test_fake_business_name() -> None:
-    relay, shop, alice = world()
-    platform = PlatformSigner()
-    alice.platform_key = platform.public
-    now = relay.clock()
-    alice.device.refresh(b"shop")
-    assert not alice.business_identity(b"shop", now).verified
-    # The real certificate shows the certified name.
-    cert = platform.certify(b"shop", "Shop Ltd", shop.identity.public, now, 86400)
-    relay.set_business_certificate(b"shop", cert.to_bytes())
-    ident = alice.business_identity(b"shop", now)
-    assert ident.verified and ident.display_name == "Shop Ltd"
-    # The relay certifies a better-sounding name under a key of its own ...
-    fake = PlatformSigner().certify(b"shop", "Big Bank", shop.identity.public, now, 86400)
-    relay.set_business_certificate(b"shop", fake.to_bytes())
-    with pytest.raises(CertificateError):
-        alice.business_identity(b"shop", now)
-    # ... or moves a real certificate of another business to this account.
-    bank = Business("bank", relay)
-    real_bank = platform.certify(b"bank", "Big Bank", bank.identity.public, now, 86400)
-    relay.set_business_certificate(b"shop", real_bank.to_bytes())
-    with pytest.raises(CertificateError):
-        alice.business_identity(b"shop", now)
+    run(go)
 
 
-def test_safety_numbers_expose_a_substitution() -> None:
-    relay, shop, alice = world()
-    alice.device.refresh(b"shop")
-    shop.agents[0].refresh(b"alice")
-    mine, theirs = alice.safety_number(b"shop"), shop.safety_number(b"alice")
-    assert mine.display == theirs.display
-    assert mine.scannable.compare(theirs.scannable.to_bytes())
-    # Had alice pinned a substituted key, the numbers would differ.
-    alice.pinned[b"shop"] = KeyPair.generate().public
-    assert alice.safety_number(b"shop").display != theirs.display
-    assert not alice.safety_number(b"shop").scannable.compare(theirs.scannable.to_bytes())
+def test_stale_inclusion_proof(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        [(old_cert, old_key)] = svc.rows(
+            "SELECT certificate, identity FROM devices WHERE device_id = 2"
+        )
+        await alice.refresh("shop")  # alice saw version 3 (two agents)
+        await shop[0].transport.remove_device(2)
+        await alice.refresh("shop")  # ... and version 4 (one agent)
+        entries = log_entries(svc)
+        v3 = next(i for i, raw in enumerate(entries)
+                  if DirectoryEntry.from_bytes(raw).account == b"shop"
+                  and DirectoryEntry.from_bytes(raw).version == 3)  # fmt: skip
+        honest = alice.transport
+
+        # The relay serves the older entry (device 2 still listed) with a proof that is
+        # valid in the current tree, and lists device 2 again.
+        async def stale_entry(account: str, size: int) -> tuple[bytes, bytes]:
+            if account != "shop":
+                return await honest.log_lookup(account, size)
+            tree = KeyLog(svc.service._log.signer, log_entries(svc)).tree
+            path = tuple(tree.inclusion_proof(v3, size))
+            return entries[v3], InclusionProof(v3, size, path).to_bytes()
+
+        alice.transport = Serving(honest, log_lookup=stale_entry)  # type: ignore[assignment]
+        svc.operator().run(lambda tx: tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key)))
+        forget_lists(alice, "shop")
+        before = submissions(svc)
+        with pytest.raises(StaleProof):
+            await alice.send("shop", SECRET)
+        assert submissions(svc) == before
+
+        # Or a proof for the right entry, but against an older, smaller tree.
+        svc.operator().run(lambda tx: tx.delete_device(b"shop", 2))
+
+        async def old_tree(account: str, size: int) -> tuple[bytes, bytes]:
+            return await honest.log_lookup(account, size - 1 if account == "shop" else size)
+
+        alice.transport = Serving(honest, log_lookup=old_tree)  # type: ignore[assignment]
+        await svc.account("dave", "customer")  # the log grows by one unrelated entry
+        with pytest.raises(KeyTransparencyError):
+            await alice.send("shop", SECRET)
+        assert submissions(svc) == before
+        alice.transport = honest
+        await svc.aclose()
+
+    run(go)
+
+
+def test_fake_business_name(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        platform = PlatformSigner()
+        await alice.pin_platform_key(platform.public)
+        now = int(time.time())
+        assert not (await alice.business_identity("shop")).verified
+        shop_key = await shop[0].account_identity()
+
+        def serve(cert: bytes) -> None:  # the relay stores whatever it likes
+            svc.operator().run(lambda tx: tx.put_business_certificate(b"shop", cert))
+
+        # The real certificate shows the certified name.
+        serve(platform.certify(b"shop", "Shop Ltd", shop_key, now, 86400).to_bytes())
+        ident = await alice.business_identity("shop")
+        assert ident.verified and ident.display_name == "Shop Ltd"
+        # The relay certifies a better-sounding name under a key of its own ...
+        serve(PlatformSigner().certify(b"shop", "Big Bank", shop_key, now, 86400).to_bytes())
+        with pytest.raises(CertificateError):
+            await alice.business_identity("shop")
+        # ... or moves a real certificate of another business to this account.
+        (bank,) = await svc.account("bank", "business")
+        bank_key = await bank.account_identity()
+        serve(platform.certify(b"bank", "Big Bank", bank_key, now, 86400).to_bytes())
+        with pytest.raises(CertificateError):
+            await alice.business_identity("shop")
+        await svc.aclose()
+
+    run(go)
+
+
+def test_safety_numbers_expose_a_substitution(tmp_path: Path) -> None:
+    async def go() -> None:
+        svc, shop, alice = await world(tmp_path)
+        await alice.refresh("shop")
+        await shop[0].refresh("alice")
+        alice_key, shop_key = await alice.account_identity(), await shop[0].account_identity()
+        seen_by_alice, seen_by_shop = await alice.pinned("shop"), await shop[0].pinned("alice")
+        assert seen_by_alice == shop_key and seen_by_shop == alice_key
+        mine = safety_number(b"alice", alice_key, b"shop", seen_by_alice)
+        theirs = safety_number(b"shop", shop_key, b"alice", seen_by_shop)
+        assert mine.display == theirs.display
+        assert mine.scannable.compare(theirs.scannable.to_bytes())
+        # Had alice pinned a substituted key, the numbers would differ.
+        fake = safety_number(b"alice", alice_key, b"shop", KeyPair.generate().public)
+        assert fake.display != theirs.display
+        assert not fake.scannable.compare(theirs.scannable.to_bytes())
+        await svc.aclose()
+
+    run(go)

@@ -16,7 +16,6 @@ import asyncio
 import os
 import shutil
 import sqlite3
-import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -32,15 +31,19 @@ import secworld as sw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
 from relayhelp import RelayProcess, fresh_pg_db, pg_or_skip  # noqa: E402
+from world import open_raw  # noqa: E402
 
 from e2e import PQ, PrekeyBundle, Session  # noqa: E402
-from e2e.client import Client, state  # noqa: E402
+from e2e.client import Client  # noqa: E402
 from e2e.client.http import RelayClient  # noqa: E402
 from e2e.errors import (  # noqa: E402
     AuthenticationFailed,
     DecodeError,
     DuplicateMessage,
+    DuplicateSubmission,
     E2EError,
+    ReportRejected,
+    SuiteMismatch,
     Unauthenticated,
     UnknownSuite,
     UntrustedDevice,  # noqa: E402
@@ -49,7 +52,9 @@ from e2e.frame import K  # noqa: E402
 from e2e.keys import KeyPair  # noqa: E402
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.envelope import Delivery, Envelope  # noqa: E402
+from e2e.platform.franking import Report, ReportItem  # noqa: E402
 from e2e.platform.policy import MessageClass  # noqa: E402
+from e2e.relay.tap import read_tap  # noqa: E402
 from e2e.store.sqlite import SqliteStore  # noqa: E402
 
 _T = TypeVar("_T")
@@ -65,19 +70,7 @@ class Net:
     keys: dict[str, bytes]
 
     def tap_records(self) -> list[tuple[str, bytes]]:
-        data = self.tap.read_bytes()
-        out, i = [], 0
-        while i + 2 <= len(data):
-            (n,) = struct.unpack_from(">H", data, i)
-            if i + 2 + n + 4 > len(data):
-                break
-            ch = data[i + 2 : i + 2 + n].decode()
-            (m,) = struct.unpack_from(">I", data, i + 2 + n)
-            if i + 6 + n + m > len(data):
-                break
-            out.append((ch, data[i + 6 + n : i + 6 + n + m]))
-            i += 6 + n + m
-        return out
+        return read_tap(self.tap.read_bytes())
 
     def tapped_deliveries(self, dev: Client, count: int) -> list[bytes]:
         """The last ``count`` deliveries the relay sent to ``dev`` (as the tap saw them; the
@@ -159,11 +152,6 @@ def plaintext_dump(store: SqliteStore) -> bytes:
     return b"\x00".join(out)
 
 
-async def open_raw(dev: Client, raw: bytes) -> state.Message:
-    """The device's receive step on one delivery, as a malicious relay hands it over."""
-    return await dev._tx(lambda tx: state.open_delivery(tx, dev.profile, raw))
-
-
 class World:
     """A customer and a business of fresh names on the module's relay."""
 
@@ -208,7 +196,11 @@ def test_forward_secrecy_stolen_store_decrypts_nothing_earlier(net: Net) -> None
             for i in range(n):
                 await agent.send(w.cust_name, f"message number {i}")
                 if i % 3 == 2:
-                    await cust.sync()
+                    # The network hands the customer this round's messages newest first.
+                    raws = await cust.transport.fetch()
+                    for raw in reversed(raws):
+                        await open_raw(cust, raw)
+                    await cust.transport.ack([Delivery.from_bytes(r).seq for r in raws])
                     await cust.send(w.shop_name, f"ack {i}")  # DH ratchet steps in between
                     await agent.sync()
             early = net.steal(cust, w.cust_name, "early")  # control: before the last sync
@@ -309,7 +301,16 @@ def test_replay_of_delivery_and_of_submission(net: Net) -> None:
             r = await h.post(wire.Path.MESSAGE_SUBMIT, content=sub,
                              headers={"content-type": wire.CONTENT_TYPE})  # fmt: skip
             assert r.status_code == 401
-        await agent.transport.submit(list(wire.Submit.from_bytes(sub).envelopes))
+        envs = list(wire.Submit.from_bytes(sub).envelopes)
+        await agent.transport.submit(envs)
+        assert await cust.transport.fetch() == []
+        # Another batch under the message id the relay accepted: refused, nothing stored.
+        env = Envelope.from_bytes(envs[0])
+        other = Envelope(env.cls, env.from_account, env.from_device, env.to_account,
+                         env.dest_account, env.dest_device, env.message_id, env.commitment,
+                         env.frame[:-1] + bytes([env.frame[-1] ^ 1]))  # fmt: skip
+        with pytest.raises(DuplicateSubmission):
+            await agent.transport.submit([other.to_bytes()])
         assert await cust.transport.fetch() == []
         assert rows(net.store_path(w.cust_name)) == before
         await w.close()
@@ -334,8 +335,19 @@ def test_tamper_any_byte_of_envelope_rejected_state_unchanged(net: Net) -> None:
             with pytest.raises(E2EError):
                 await open_raw(cust, bad)
         assert rows(net.store_path(w.cust_name)) == before
-        assert (await open_raw(cust, raw)).body == b"tamper me"  # control: the honest copy
+        msg = await open_raw(cust, raw)
+        assert msg.body == b"tamper me"  # control: the honest copy
         assert rows(net.store_path(w.cust_name)) != before
+        # The relay's franking tag is not the device's to check, but a report with a forged
+        # tag, or a forged text, is refused; the honest report verifies.
+        shop, me = w.shop_name.encode(), w.cust_name.encode()
+        bad = Delivery(d.envelope, d.received_at, bytes(32), d.seq).to_bytes()
+        for item in (ReportItem(bad, msg.franking_key, msg.body),
+                     ReportItem(raw, msg.franking_key, b"other")):  # fmt: skip
+            with pytest.raises(ReportRejected):
+                await cust.transport.report(Report(me, shop, (item,)).to_bytes(), False)
+        good = Report(me, shop, (ReportItem(raw, msg.franking_key, msg.body),))
+        assert await cust.transport.report(good.to_bytes(), False) == 1
         await w.close()
 
     run(go)
@@ -427,6 +439,11 @@ def test_pq_to_classical_downgrade_refused(net: Net) -> None:
         stripped_as_1 = _relabelled(raw, kem, 1)
         relabelled_as_1 = _relabelled(raw, (), 1)
         stripped_as_pq = _relabelled(raw, kem, PQ.id)
+        for relabelled in (stripped_as_1, relabelled_as_1):
+            with pytest.raises(UnknownSuite):
+                PrekeyBundle.from_bytes(relabelled)
+            with pytest.raises(UnknownSuite):
+                Session.initiate(KeyPair.generate(), relabelled)
         name = f"dg{os.urandom(4).hex()}"
         dg = await Client.create_account(net.opener(name), w.http.connect, name, "customer",
                                          prekeys=4, auto_receipts=False)  # fmt: skip
@@ -460,6 +477,14 @@ def test_pq_to_classical_downgrade_refused(net: Net) -> None:
             with pytest.raises(UnknownSuite):
                 await open_raw(agent, Delivery(env.to_bytes(), 0, bytes(32), 1).to_bytes())
             assert rows(path) == before
+        # The honest PQ initial message cut short: refused as malformed, nothing stored.
+        env = Envelope(MessageClass.SERVICE, dg.addr.account, dg.addr.device,
+                       agent.addr.account, agent.addr.account, agent.addr.device,
+                       os.urandom(16), bytes(32), frame[:-1])  # fmt: skip
+        before = rows(path)
+        with pytest.raises((DecodeError, SuiteMismatch)):
+            await open_raw(agent, Delivery(env.to_bytes(), 0, bytes(32), 1).to_bytes())
+        assert rows(path) == before
         await w.close()
 
     run(go)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from e2e.platform.envelope import MAX_ENVELOPE_BYTES, MESSAGE_ID_LEN
+from e2e.platform.envelope import MAX_ENVELOPE_BYTES, MAX_TEMPLATE_ID_LEN, MESSAGE_ID_LEN
 from e2e.platform.wire.codec import MAX_BATCH, Body, F, account_field, addresses, device_field, key
 
 __all__ = [
@@ -30,8 +30,9 @@ _CLASS: Final = F(int, max_int=255)
 
 @dataclass(frozen=True, slots=True)
 class Precheck(Body):
-    """``{1: class, 2: to account, 3: [destination accounts], 4: [destination devices]}``:
-    the refusal a submission would get, changing nothing (devices ask before encrypting)."""
+    """``{1: class, 2: to account, 3: [destination accounts], 4: [destination devices],
+    5?: template id}``: the refusal a submission would get, changing nothing (business
+    devices ask before encrypting)."""
 
     WHAT: ClassVar[str] = "precheck"
     cls: int = key(1, _CLASS)
@@ -39,10 +40,13 @@ class Precheck(Body):
     dest_accounts: tuple[bytes, ...] = key(3, F(bytes, 1, 64, array=True, count=MAX_BATCH))
     dest_devices: tuple[int, ...] = key(4, F(int, array=True, count=MAX_BATCH,
                                              max_int=2**32 - 1))  # fmt: skip
+    template_id: bytes | None = key(5, F(bytes, 1, MAX_TEMPLATE_ID_LEN, required=False), None)
 
     @classmethod
-    def of(cls, msg_cls: int, to_account: bytes, dests: Sequence[tuple[bytes, int]]) -> Precheck:
-        return cls(msg_cls, to_account, tuple(a for a, _ in dests), tuple(d for _, d in dests))
+    def of(cls, msg_cls: int, to_account: bytes, dests: Sequence[tuple[bytes, int]],
+           template_id: bytes | None = None) -> Precheck:  # fmt: skip
+        return cls(msg_cls, to_account, tuple(a for a, _ in dests), tuple(d for _, d in dests),
+                   template_id)  # fmt: skip
 
     @property
     def dests(self) -> list[tuple[bytes, int]]:
