@@ -69,7 +69,8 @@ class RelayServer:
     ) -> None:
         import uvicorn
 
-        from e2e.relay.app import RateLimit, create_app
+        from e2e.relay.app import create_app
+        from e2e.relay.ratelimit import RateLimit
 
         self.db = db
         self.tap = Recorder()

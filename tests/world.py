@@ -28,8 +28,9 @@ from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.adservice import AdService
 from e2e.platform.policy import PolicyConfig
-from e2e.relay.app import RateLimit, RelayApp, create_app
+from e2e.relay.app import RelayApp, create_app
 from e2e.relay.backends import open_store
+from e2e.relay.ratelimit import RateLimit
 from e2e.relay.service import RelayService
 from e2e.relay.store import RelayStore
 from e2e.relay.tap import Recorder

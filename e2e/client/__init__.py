@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from e2e.client.device import Client, KeyChange, StoreOpener, safety_number
+from e2e.client.device import Client, StoreOpener
 from e2e.client.state import DeviceListHook, Message, Outgoing, Profile, ReceiptStatus
 from e2e.client.transport import Connector, Transport
+from e2e.client.trust import KeyChange, safety_number
 
 if TYPE_CHECKING:
     from e2e.client.http import HttpTransport, RelayClient

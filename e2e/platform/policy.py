@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from e2e.errors import Blocked, Limited, NoPriorContact, NotOptedIn, WindowClosed
+from e2e.errors import Blocked, DecodeError, Limited, NoPriorContact, NotOptedIn, WindowClosed
 
 __all__ = [
     "MessageClass",
+    "parse_class",
     "opens_window",
     "billable",
     "WINDOW_SECONDS",
@@ -44,6 +45,14 @@ class MessageClass(IntEnum):
     #: Delivered/read receipts: never billed, never open or reset the 24 h window, never
     #: refused by it (see :func:`opens_window`, :func:`billable`).
     RECEIPT = 4
+
+
+def parse_class(value: int) -> MessageClass:
+    """The message class numbered ``value`` (:class:`~e2e.errors.DecodeError` if none is)."""
+    try:
+        return MessageClass(value)
+    except ValueError:
+        raise DecodeError("unknown message class") from None
 
 
 def opens_window(cls: MessageClass) -> bool:

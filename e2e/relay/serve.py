@@ -66,8 +66,9 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     from e2e.errors import E2EError
-    from e2e.relay.app import RateLimit, RelayApp
+    from e2e.relay.app import RelayApp
     from e2e.relay.backends import open_store
+    from e2e.relay.ratelimit import RateLimit
     from e2e.relay.service import RelayService
     from e2e.relay.tap import FileTap
 

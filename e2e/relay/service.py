@@ -1,5 +1,5 @@
 """What the relay does with each request, as functions of records in one transaction
-(SPEC.md §10.7, §10.8).
+(SPEC.md §10.7, §10.8, §10.3).
 
 :class:`RelayService` holds no conversation state of its own: every decision reads the records
 it needs through a :class:`~e2e.relay.store.Tx`, applies the pure rules of
@@ -19,72 +19,47 @@ from dataclasses import dataclass
 from typing import Final
 
 from e2e.errors import (
-    CertificateError,
     Conflict,
     DecodeError,
     DuplicateSubmission,
-    E2EError,
     Forbidden,
     InvalidSignature,
-    MisdeclaredClass,
     NotAllowed,
     RateLimited,
-    ReportRejected,
     StaleDeviceList,
     Unauthenticated,
     UnknownAccount,
 )
 from e2e.keys import check_x25519_public
 from e2e.platform.adservice import ChatView
-from e2e.platform.certificates import BusinessCertificate
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, check_account
 from e2e.platform.franking import (
-    MAX_REPORTED,
-    Report,
-    ReportItem,
-    VerifiedMessage,
     relay_tag,
-    verify_class_report,
-    verify_item,
 )
-from e2e.platform.merkle import LogSigner, TreeHead
+from e2e.platform.merkle import LogSigner
 from e2e.platform.policy import (
     ChatState,
     MessageClass,
     PolicyConfig,
-    Template,
     Tier,
     billable,
     billed_price,
     opens_window,
+    parse_class,
 )
-from e2e.platform.transparency import DirectoryEntry, KeyLog, devices_hash
+from e2e.platform.transparency import KeyLog
 from e2e.platform.wire import (
     AUTH_SKEW,
-    MAX_LOG_ENTRIES,
-    MAX_TEMPLATES,
     Ack,
     AuthToken,
-    BillLines,
-    BusinessCert,
-    BusinessCertQuery,
     ClaimedPrekey,
     ClaimPrekey,
-    ClassVerdict,
     Control,
     Designate,
     DeviceList,
     Fetch,
     ListDevices,
-    ListTemplates,
-    LogConsistency,
-    LogConsistencyQuery,
-    LogEntries,
-    LogEntriesQuery,
-    LogEntry,
-    LogHead,
-    LogLookup,
     Mailbox,
     Ok,
     Precheck,
@@ -92,25 +67,30 @@ from e2e.platform.wire import (
     Receipt,
     RegisterAccount,
     RegisterDevice,
-    RegisterTemplate,
     RemoveDevice,
-    ReportVerdict,
     Route,
     Submit,
-    SubmitClassReport,
-    SubmitReport,
-    TemplateList,
     UploadPrekeys,
     WindowQuery,
     WindowState,
 )
 from e2e.prekeys import PrekeyBundle
+from e2e.relay.keydir import KeyDirectory
+from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
-from e2e.relay.store import Account, FrankingKey, RelayStore, SeenSubmission, Tx
+from e2e.relay.store import (
+    BUSINESS,
+    CUSTOMER,
+    Account,
+    Caller,
+    FrankingKey,
+    RelayStore,
+    SeenSubmission,
+    Tx,
+    account_of,
+)
 
-__all__ = ["RelayService", "Caller", "CUSTOMER", "BUSINESS"]
-
-Caller = tuple[bytes, int]
+__all__ = ["RelayService", "PreparedSubmit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,20 +104,19 @@ class PreparedSubmit:
     digest: bytes
 
 
-CUSTOMER: Final = 0
-BUSINESS: Final = 1
 #: How long a message id is remembered for de-duplication (bounded retention).
 DEDUP_SECONDS: Final = 7 * 24 * 3600
-#: A new franking key is made when the newest is this old; keys older than
-#: FRANKING_RETIRE_SECONDS are retired (erased): reports must come within that time.
-FRANKING_ROTATE_SECONDS: Final = 30 * 24 * 3600
-FRANKING_RETIRE_SECONDS: Final = 180 * 24 * 3600
 #: Most device identity keys remembered per process (the cache is emptied when full).
 IDENTITY_CACHE: Final = 100_000
 
 
-class RelayService:
-    """The relay's request handlers over one :class:`RelayStore`. Thread-safe."""
+class RelayService(KeyDirectory, Reports):
+    """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
+
+    Here: authentication and admission, accounts, devices and routing, prekeys, messages and
+    mailboxes, customer controls. The key directory's handlers are
+    :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
+    the bill's :class:`~e2e.relay.reports.Reports`'."""
 
     def __init__(
         self,
@@ -163,153 +142,6 @@ class RelayService:
         self.refresh_franking_keys()
         self._log = KeyLog(LogSigner(self._log_secret(log_key)))
         self._log_lock = threading.Lock()
-
-    # -- key directory (SPEC §13.4) ------------------------------------------------------
-
-    def _log_secret(self, given: bytes | None) -> bytes:
-        """The log key: ``given``, else the stored one, else a new one (stored)."""
-        if given is not None:
-            return given
-
-        def step(tx: Tx) -> bytes:
-            stored = tx.log_secret()
-            if stored is None:
-                secret = LogSigner().private_bytes()
-                tx.set_log_secret(self._sealer.seal(b"log", 1, secret))
-                stored = tx.log_secret()
-            assert stored is not None  # noqa: S101 - just written in this transaction
-            secret = self._sealer.open(b"log", 1, stored)
-            if self._sealer.sealing and not self._sealer.is_sealed(stored):
-                tx.replace_log_secret(self._sealer.seal(b"log", 1, secret))
-            return secret
-
-        return self.store.run(step)
-
-    @property
-    def log_public_key(self) -> bytes:
-        """The Ed25519 key clients pin to check tree heads."""
-        return self._log.signer.public
-
-    def _log_account(self, tx: Tx, name: bytes, identity: bytes) -> None:
-        """Append the account's current key and device list to the key log (same tx)."""
-        certs = [c for c, _ in tx.devices(name).values()]
-        version = tx.log_version(name) + 1
-        entry = DirectoryEntry(name, version, identity, devices_hash(certs), len(certs))
-        tx.append_log(name, version, entry.to_bytes())
-
-    def _synced_log(self, tx: Tx) -> tuple[KeyLog, int]:
-        """The cached log, caught up with this transaction's view, and that view's size.
-        Call with ``_log_lock`` held; only committed entries ever reach the cache."""
-        size = tx.log_size()
-        have = len(self._log.entries)
-        if have < size:
-            self._log.extend(tx.log_entries(have, size))
-        return self._log, size
-
-    def log_head(self, tx: Tx, caller: Caller, req: object = None) -> LogHead:
-        with self._log_lock:
-            log, size = self._synced_log(tx)
-            head = log.signer.sign(TreeHead(size, log.tree.root(size), self.clock()))
-        return LogHead(head.to_bytes(), self.log_public_key)
-
-    def log_lookup(self, tx: Tx, caller: Caller, req: LogLookup) -> LogEntry:
-        with self._log_lock:
-            log, size = self._synced_log(tx)
-            if not 0 < req.size <= size:
-                raise DecodeError("tree size beyond the log")
-            raw, proof = log.lookup(req.account, req.size)
-        return LogEntry(raw, proof.to_bytes())
-
-    def log_consistency(self, tx: Tx, caller: Caller, req: LogConsistencyQuery) -> LogConsistency:
-        with self._log_lock:
-            log, size = self._synced_log(tx)
-            if not 0 < req.size1 <= req.size2 <= size:
-                raise DecodeError("consistency proof needs 0 < size1 <= size2 <= log size")
-            proof = log.consistency(req.size1, req.size2)
-        return LogConsistency(proof.to_bytes())
-
-    def log_entries(self, tx: Tx, caller: Caller, req: LogEntriesQuery) -> LogEntries:
-        with self._log_lock:
-            log, size = self._synced_log(tx)
-            if not 0 <= req.start <= req.size <= size:
-                raise DecodeError("entries outside the log")
-            end = min(req.size, req.start + MAX_LOG_ENTRIES)
-            got = log.entries_since(req.start, req.size, end)
-        return LogEntries(tuple(r for r, _ in got), tuple(p.to_bytes() for _, p in got))
-
-    # -- verified businesses (SPEC §13.3) ----------------------------------------------------
-
-    def business_certificate(self, tx: Tx, caller: Caller, req: BusinessCertQuery) -> BusinessCert:
-        """The stored platform certificate of a business (empty: none). The relay does not
-        vouch for it: clients verify it under the platform key they pin."""
-        self._account(tx, req.account)
-        return BusinessCert(tx.business_certificate(req.account) or b"")
-
-    def store_business_certificate(self, raw: bytes) -> BusinessCertificate:
-        """Store a platform certificate of a business (the operator's ``certify-business``).
-        It must name a business account of this relay and that account's current key
-        (:class:`~e2e.errors.CertificateError` otherwise); its signature is the client's
-        to check."""
-        cert = BusinessCertificate.from_bytes(raw)
-
-        def step(tx: Tx) -> None:
-            acct = self._account(tx, cert.account)
-            if acct.kind != BUSINESS:
-                raise CertificateError("only a business account is certified")
-            if not hmac.compare_digest(acct.identity, cert.identity):
-                raise CertificateError("certificate of another account key")
-            tx.put_business_certificate(cert.account, raw)
-
-        self.store.run(step)
-        return cert
-
-    # -- franking keys -------------------------------------------------------------------
-
-    def refresh_franking_keys(self) -> None:
-        """Load the franking keys; make a new one if there is none or the newest is old;
-        retire the ones past their retention."""
-
-        def step(tx: Tx) -> list[FrankingKey]:
-            now = self.clock()
-            keys = []
-            for stored in tx.franking_keys():
-                if now - stored.created >= FRANKING_RETIRE_SECONDS:
-                    tx.retire_franking_key(stored.key_id, now)
-                    continue
-                secret = self._sealer.open(b"franking", stored.key_id, stored.secret)
-                if self._sealer.sealing and not self._sealer.is_sealed(stored.secret):
-                    tx.reseal_franking_key(
-                        stored.key_id, self._sealer.seal(b"franking", stored.key_id, secret)
-                    )
-                keys.append(FrankingKey(stored.key_id, secret, stored.created))
-            if not keys or now - keys[0].created >= FRANKING_ROTATE_SECONDS:
-                keys.insert(0, self._new_franking_key(tx, now))
-            return keys
-
-        keys = self.store.run(step)
-        with self._keys_lock:
-            self._keys = keys
-
-    def rotate_franking_key(self) -> int:
-        """Make a new current franking key now; its key id."""
-
-        def step(tx: Tx) -> int:
-            return self._new_franking_key(tx, self.clock()).key_id
-
-        key_id = self.store.run(step)
-        self.refresh_franking_keys()
-        return key_id
-
-    def _new_franking_key(self, tx: Tx, now: int) -> FrankingKey:
-        """A new franking key, stored (sealed if the relay has a secret key)."""
-        key = FrankingKey(tx.max_franking_key_id() + 1, self.rng(32), now)
-        sealed = self._sealer.seal(b"franking", key.key_id, key.secret)
-        tx.insert_franking_key(FrankingKey(key.key_id, sealed, now))
-        return key
-
-    def _current_key(self) -> bytes:
-        with self._keys_lock:
-            return self._keys[0].secret
 
     # -- authentication ------------------------------------------------------------------
 
@@ -345,7 +177,7 @@ class RelayService:
         its rate bucket (``rate`` per second, bursts of ``burst``, shared by every relay
         process; ``now`` in Unix seconds) gives up to ``want`` tokens (else 429; ``want`` 0:
         the request spends a token its process took before, see
-        :class:`~e2e.relay.app.RateLimit`), and the nonce is fresh (else 401, a replay). The
+        :class:`~e2e.relay.ratelimit.RateLimit`), and the nonce is fresh (else 401, a replay). The
         number of tokens taken. A refusal rolls the transaction back: nothing is taken or
         recorded."""
         if identity is not None:
@@ -364,13 +196,6 @@ class RelayService:
         return taken
 
     # -- handlers (each runs inside one transaction) -------------------------------------
-
-    @staticmethod
-    def _account(tx: Tx, name: bytes) -> Account:
-        acct = tx.account(name)
-        if acct is None:
-            raise UnknownAccount("unknown account")
-        return acct
 
     def register_account(self, tx: Tx, req: RegisterAccount) -> Ok:
         check_account(req.name)
@@ -397,7 +222,7 @@ class RelayService:
         cert = DeviceCertificate.from_bytes(req.certificate)
         if (cert.account, cert.device_id) != caller:
             raise Forbidden("certificate of another device")
-        acct = self._account(tx, cert.account)
+        acct = account_of(tx, cert.account)
         cert.verify(acct.identity)
         held = tx.devices(cert.account).get(cert.device_id)
         if held is not None and held[0] == req.certificate:
@@ -410,11 +235,11 @@ class RelayService:
         if tx.device_identity(caller[0], req.device_id) is None:
             raise UnknownAccount("unknown device")
         tx.delete_device(caller[0], req.device_id)
-        self._log_account(tx, caller[0], self._account(tx, caller[0]).identity)
+        self._log_account(tx, caller[0], account_of(tx, caller[0]).identity)
         return Ok()
 
     def list_devices(self, tx: Tx, caller: Caller, req: ListDevices) -> DeviceList:
-        acct = self._account(tx, req.account)
+        acct = account_of(tx, req.account)
         devices = tx.devices(req.account)
         if req.chat is not None and acct.kind == BUSINESS:
             keep = self._chat_devices(tx, req.account, req.chat, set(devices))
@@ -432,7 +257,7 @@ class RelayService:
         return (route | tx.designated(business)) & devices
 
     def _business_caller(self, tx: Tx, caller: Caller, devices: Sequence[int]) -> None:
-        if self._account(tx, caller[0]).kind != BUSINESS:
+        if account_of(tx, caller[0]).kind != BUSINESS:
             raise NotAllowed("only a business routes its chats")
         registered = tx.devices(caller[0])
         for d in devices:
@@ -441,7 +266,7 @@ class RelayService:
 
     def set_route(self, tx: Tx, caller: Caller, req: Route) -> Ok:
         self._business_caller(tx, caller, req.devices)
-        if self._account(tx, check_account(req.customer)).kind != CUSTOMER:
+        if account_of(tx, check_account(req.customer)).kind != CUSTOMER:
             raise NotAllowed("a business routes chats with customers")
         tx.set_route(caller[0], req.customer, req.devices)
         return Ok()
@@ -533,7 +358,7 @@ class RelayService:
         return src, business, customer, chat, in_window, now
 
     def precheck(self, tx: Tx, caller: Caller, req: Precheck) -> Ok:
-        cls = _message_class(req.cls)
+        cls = parse_class(req.cls)
         src = self._check(tx, caller, cls, check_account(req.to_account), req.dests)[0]
         if req.template_id is not None:
             self._check_template(tx, src, req.template_id, cls)
@@ -618,8 +443,8 @@ class RelayService:
         return Ok()
 
     def control(self, tx: Tx, caller: Caller, req: Control) -> Ok:
-        customer = self._account(tx, caller[0])
-        business = self._account(tx, req.business)
+        customer = account_of(tx, caller[0])
+        business = account_of(tx, req.business)
         if customer.kind != CUSTOMER or business.kind != BUSINESS:
             raise NotAllowed("controls are a customer's, over a business")
         tx.lock_chat(req.business, caller[0])
@@ -635,157 +460,12 @@ class RelayService:
         return Ok()
 
     def window(self, tx: Tx, caller: Caller, req: WindowQuery) -> WindowState:
-        me = self._account(tx, caller[0])
+        me = account_of(tx, caller[0])
         if me.kind == BUSINESS:
             chat = tx.chat(caller[0], req.peer)
         else:
             chat = tx.chat(req.peer, caller[0])
         return WindowState(chat is not None and chat.window_open(self.clock(), self.config))
-
-    def report(self, tx: Tx, caller: Caller, req: SubmitReport) -> ReportVerdict:
-        """Verify and record a spam report. Call :meth:`refresh_franking_keys` before (outside
-        the transaction) so keys made by other relay processes are known."""
-        try:
-            parsed = Report.from_bytes(req.report)
-        except ReportRejected:
-            raise
-        except E2EError:
-            raise ReportRejected("report is malformed") from None
-        if parsed.reporter != caller[0]:
-            raise ReportRejected("report signed for another customer")
-        customer = self._account(tx, caller[0])
-        business = self._account(tx, parsed.business)
-        if customer.kind != CUSTOMER or business.kind != BUSINESS:
-            raise NotAllowed("reports are a customer's, over a business")
-        if len(parsed.items) > MAX_REPORTED:
-            raise ReportRejected("too many reported messages")
-        verified = tuple(self._verify(item, caller[0], parsed.business) for item in parsed.items)
-        if len({v.message_id for v in verified}) != len(verified):
-            raise ReportRejected("a message reported twice")
-        now = self.clock()
-        tx.lock_chat(parsed.business, caller[0])
-        chat = tx.chat(parsed.business, caller[0]) or ChatState()
-        chat.spam_reports += 1
-        if req.block:
-            chat.blocked = True
-        tx.put_chat(parsed.business, caller[0], chat)
-        tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
-        self._share(parsed.business, caller[0], chat, now)
-        return ReportVerdict(
-            tuple(v.message_id for v in verified),
-            tuple(v.received_at for v in verified),
-            tuple(int(v.cls) for v in verified),
-        )
-
-    def _verify(self, item: object, reporter: bytes, business: bytes) -> VerifiedMessage:
-        return self._verify_key(item, reporter, business)[1]
-
-    def _verify_key(
-        self, item: object, reporter: bytes, business: bytes
-    ) -> tuple[bytes, VerifiedMessage]:
-        """The franking key the item's tag verifies under, and the verified message."""
-        assert isinstance(item, ReportItem)
-        with self._keys_lock:
-            keys = list(self._keys)
-        last: E2EError = ReportRejected("no franking key")
-        for key in keys:
-            try:
-                return key.secret, verify_item(key.secret, item, reporter, business)
-            except ReportRejected as exc:
-                last = exc
-        raise last
-
-    def register_template(self, tx: Tx, caller: Caller, req: RegisterTemplate) -> Ok:
-        """Register (approve) one of the caller business's templates: its class (TEMPLATE or
-        MARKETING) and the SHA-256 of its text. Retrying the same registration is Ok; another
-        class or text under a registered id is refused."""
-        cls = _message_class(req.cls)
-        if cls not in (MessageClass.TEMPLATE, MessageClass.MARKETING):
-            raise NotAllowed("a template is a template or a marketing message")
-        if self._account(tx, caller[0]).kind != BUSINESS:
-            raise NotAllowed("only businesses register templates")
-        tpl = Template.of(req.template_id, cls, req.text)
-        held = self._templates(tx, caller[0])
-        if tpl.template_id not in held and len(held) >= MAX_TEMPLATES:
-            raise NotAllowed("too many templates")
-        if not tx.insert_template(caller[0], tpl.template_id, int(cls), tpl.text_hash):
-            found = self._templates(tx, caller[0]).get(tpl.template_id)
-            if found != tpl:
-                raise NotAllowed("template id already registered")
-        return Ok()
-
-    def list_templates(self, tx: Tx, caller: Caller, req: ListTemplates) -> TemplateList:
-        """A business's registered templates, for devices to check message classes with."""
-        if self._account(tx, req.business).kind != BUSINESS:
-            raise NotAllowed("only businesses have templates")
-        held = sorted(self._templates(tx, req.business).values(), key=lambda t: t.template_id)
-        return TemplateList(
-            tuple(t.template_id for t in held),
-            tuple(int(t.cls) for t in held),
-            tuple(t.text_hash for t in held),
-        )
-
-    def _check_template(self, tx: Tx, src: Account, template_id: bytes, cls: MessageClass) -> None:
-        """A message naming a template must be its business's, of a registered template of
-        the class it declares (the text is for the devices, and a class report, to check)."""
-        if src.kind != BUSINESS:
-            raise NotAllowed("only a business sends templates")
-        found = self._templates(tx, src.name).get(template_id)
-        if found is None:
-            raise MisdeclaredClass("unknown template id")
-        if found.cls is not cls:
-            raise MisdeclaredClass("template registered as another class")
-
-    @staticmethod
-    def _templates(tx: Tx, business: bytes) -> dict[bytes, Template]:
-        return {
-            tid: Template(tid, _message_class(cls), digest)
-            for tid, cls, digest in tx.templates(business)
-        }
-
-    def report_class(self, tx: Tx, caller: Caller, req: SubmitClassReport) -> ClassVerdict:
-        """Verify a customer's report that one message's content does not fit its declared
-        class (:func:`~e2e.platform.franking.verify_class_report` with the business's
-        registered templates) and bill the business one penalty line at the outside-window
-        price of the class it should have declared. Once per message: a second report of it
-        is refused and adds nothing. Call :meth:`refresh_franking_keys` before."""
-        try:
-            item = ReportItem.from_bytes(req.item)
-            business = Delivery.from_bytes(item.delivery).open_envelope().from_account
-        except ReportRejected:
-            raise
-        except E2EError:
-            raise ReportRejected("class report is malformed") from None
-        customer = self._account(tx, caller[0])
-        if customer.kind != CUSTOMER or self._account(tx, business).kind != BUSINESS:
-            raise NotAllowed("reports are a customer's, over a business")
-        key, _ = self._verify_key(item, caller[0], business)
-        verified, verdict = verify_class_report(
-            key, item, caller[0], business, self._templates(tx, business)
-        )
-        price = self.config.prices.price(verdict.content, False)
-        now = self.clock()
-        if not tx.insert_penalty(
-            business, verified.message_id, int(verdict.declared), int(verdict.content), price,
-            now, caller[0],
-        ):  # fmt: skip
-            raise ReportRejected("message already reported for its class")
-        return ClassVerdict(verified.message_id, int(verdict.declared), int(verdict.content), price)
-
-    def bill(self, tx: Tx, caller: Caller, req: object = None) -> BillLines:
-        acct = self._account(tx, caller[0])
-        if acct.kind != BUSINESS:
-            raise NotAllowed("only businesses have bills")
-        lines = tx.bill(caller[0])
-        pen = tx.penalties(caller[0])
-        return BillLines(
-            acct.tier,
-            tuple(r[0] for r in lines),
-            tuple(r[1] for r in lines),
-            tuple(r[2] for r in lines),
-            tuple(r[3] for r in lines),
-            *(tuple(r[i] for r in pen) for i in range(4)),
-        )
 
     def _share(self, business: bytes, customer: bytes, chat: ChatState, now: int) -> None:
         if self.share is not None:
@@ -794,10 +474,3 @@ class RelayService:
     def purge(self) -> None:
         now = self.clock()
         self.store.run(lambda tx: tx.purge(now))
-
-
-def _message_class(value: int) -> MessageClass:
-    try:
-        return MessageClass(value)
-    except ValueError:
-        raise DecodeError("unknown message class") from None

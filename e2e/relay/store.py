@@ -21,11 +21,16 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeAlias, TypeVar
 
+from e2e.errors import UnknownAccount
 from e2e.platform.policy import ChatState
 
 __all__ = [
+    "CUSTOMER",
+    "BUSINESS",
+    "Caller",
+    "account_of",
     "SCHEMA",
     "Account",
     "Mail",
@@ -114,6 +119,13 @@ INSERT INTO relay_meta (key, value) VALUES ('directory', 0) ON CONFLICT (key) DO
 """
 
 
+#: An account's kind (``Account.kind``, wire ``RegisterAccount.kind``).
+CUSTOMER: Final = 0
+BUSINESS: Final = 1
+#: A request's authenticated device: (account, device id).
+Caller: TypeAlias = tuple[bytes, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     name: bytes
@@ -150,6 +162,14 @@ class FrankingKey:
 
 def _times(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t]
+
+
+def account_of(tx: Tx, name: bytes) -> Account:
+    """The account ``name`` (:class:`~e2e.errors.UnknownAccount` if there is none)."""
+    acct = tx.account(name)
+    if acct is None:
+        raise UnknownAccount("unknown account")
+    return acct
 
 
 class Tx(abc.ABC):

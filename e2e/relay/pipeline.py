@@ -1,0 +1,217 @@
+"""The path of one request through the relay (SPEC.md §10.7), top to bottom in the order of
+its security checks. Measurement is not here: the app runs :data:`STEPS` and times each.
+
+For an authenticated request (every endpoint but account registration):
+
+1. :meth:`Pipeline.header` -- the ``authorization`` header decodes, and its time is within
+   the allowed skew (401);
+2. :meth:`Pipeline.signature` -- its signature verifies under the device's registered key
+   (the key this process last read, else the stored one), or for device registration under
+   the key the certificate in the body vouches for (401); an unauthenticated body is never
+   decoded, except that certificate;
+3. :meth:`Pipeline.body` -- the body decodes strictly as the endpoint's request (400);
+4. :meth:`Pipeline.rate` -- this process's bucket for the device has a token (429), before
+   any store work;
+5. :meth:`Pipeline.prepare` -- the checks that need no store (a submission's envelopes:
+   from the caller, agreeing on their metadata), and the franking keys a report needs;
+6. :meth:`Pipeline.transaction` -- one store transaction: the device still has the key the
+   signature verified under (401), its shared rate bucket gives a token (429), the nonce is
+   fresh (401, a replay), then the handler's own checks and writes (SPEC §10.8). A refusal
+   anywhere rolls all of it back.
+
+Account registration runs steps 3 and 6 (its body carries its own proof of possession).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Final
+
+from e2e.errors import E2EError, RateLimited, Unauthenticated
+from e2e.platform import wire
+from e2e.platform.wire import AuthToken, Path, parse_auth
+from e2e.relay.ratelimit import RateLimit
+from e2e.relay.service import RelayService
+from e2e.relay.store import Caller, Tx
+
+__all__ = ["Route", "ROUTES", "Call", "Pipeline", "STEPS", "OPEN_STEPS"]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How the service serves one endpoint of :data:`e2e.platform.wire.ENDPOINTS`."""
+
+    endpoint: wire.Endpoint
+    #: The :class:`~e2e.relay.service.RelayService` method run in the request's transaction.
+    handler: str
+    #: A service method run on the request before its transaction (the checks that need no
+    #: store): ``prepare(caller, req, body)`` -> what the handler is given instead of ``req``.
+    prepare: str | None = None
+    #: The request needs every franking key, including ones another relay process made since
+    #: this one loaded its own (a report's tags may be under any of them).
+    franking: bool = False
+
+
+def _route(path: str, handler: str, **kw: Any) -> tuple[str, Route]:
+    return path, Route(wire.BY_PATH[path], handler, **kw)
+
+
+#: Path -> how the service serves it; every endpoint of the wire API has one.
+ROUTES: Final = dict(
+    (
+        _route(Path.ACCOUNT_REGISTER, "register_account"),
+        _route(Path.DEVICE_REGISTER, "register_device"),
+        _route(Path.DEVICE_REMOVE, "remove_device"),
+        _route(Path.DEVICE_LIST, "list_devices"),
+        _route(Path.CHAT_ROUTE, "set_route"),
+        _route(Path.DEVICE_DESIGNATE, "designate"),
+        _route(Path.PREKEY_UPLOAD, "upload_prekeys"),
+        _route(Path.PREKEY_COUNT, "count_prekeys"),
+        _route(Path.PREKEY_CLAIM, "claim_prekey"),
+        _route(Path.MESSAGE_PRECHECK, "precheck"),
+        _route(Path.MESSAGE_SUBMIT, "submit", prepare="prepare_submit"),
+        _route(Path.MAILBOX_FETCH, "fetch"),
+        _route(Path.MAILBOX_ACK, "ack"),
+        _route(Path.CHAT_CONTROL, "control"),
+        _route(Path.CHAT_WINDOW, "window"),
+        _route(Path.REPORT, "report", franking=True),
+        _route(Path.BILL, "bill"),
+        _route(Path.TEMPLATE_REGISTER, "register_template"),
+        _route(Path.TEMPLATE_LIST, "list_templates"),
+        _route(Path.CLASS_REPORT, "report_class", franking=True),
+        _route(Path.LOG_HEAD, "log_head"),
+        _route(Path.LOG_LOOKUP, "log_lookup"),
+        _route(Path.LOG_CONSISTENCY, "log_consistency"),
+        _route(Path.LOG_ENTRIES, "log_entries"),
+        _route(Path.BUSINESS_CERT, "business_certificate"),
+    )
+)
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way through the pipeline: what it brought, and what each step
+    established."""
+
+    route: Route
+    method: str
+    path: str
+    body: bytes
+    header: str | None
+    token: AuthToken | None = None
+    caller: Caller = (b"", 0)
+    #: The key the signature verified under, compared with the stored one in the request's
+    #: transaction (None: device registration, whose key is the body's certificate's).
+    identity: bytes | None = None
+    request: Any = None
+    result: Any = None
+
+
+#: The steps of an authenticated request, in order (the app times each under its name).
+STEPS: Final = ("header", "signature", "body", "rate", "prepare", "transaction")
+#: The steps of account registration.
+OPEN_STEPS: Final = ("body", "transaction")
+
+
+class Pipeline:
+    """The steps of :data:`STEPS` over one service, its process's rate limit and the
+    executor its blocking work runs on."""
+
+    def __init__(self, service: RelayService, limit: RateLimit, executor: Executor) -> None:
+        self.service = service
+        self.store = service.store
+        self.limit = limit
+        self.executor = executor
+
+    def steps(self, route: Route) -> tuple[tuple[str, Callable[[Call], Awaitable[None]]], ...]:
+        names = OPEN_STEPS if route.endpoint.auth == wire.NO_AUTH else STEPS
+        return tuple((name, getattr(self, name)) for name in names)
+
+    async def _run(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    # -- the steps, in order ---------------------------------------------------------------
+
+    async def header(self, c: Call) -> None:
+        """1. Who claims to ask, and when: a well-formed header within the time skew."""
+        c.token = token = parse_auth(c.header)
+        c.caller = (token.account, token.device_id)
+        self.service.check_time(token)
+
+    async def signature(self, c: Call) -> None:
+        """2. The device's signature over this very request."""
+        token = c.token
+        assert token is not None  # noqa: S101 - set by header()
+        service, caller = self.service, c.caller
+        if c.route.endpoint.auth == wire.CERTIFIED:
+            # The key to check is the one the certificate in the body vouches for.
+            c.request = c.route.endpoint.request.from_bytes(c.body)
+            identity = service.certificate_of(c.request).identity
+            await self._run(lambda: token.verify(identity, c.method, c.path, c.body))
+            return
+        # Checked on the loop (one verification, cheaper than a thread hand-off) against the
+        # key this process remembers, else the stored one.
+        known = service.known_identity(caller)
+        if known is not None:
+            try:
+                token.verify(known, c.method, c.path, c.body)
+            except Unauthenticated:
+                service.forget_identity(caller)
+                known = None
+        if known is None:
+            known = await self._run(lambda: service.identity_of(token))
+            token.verify(known, c.method, c.path, c.body)
+        c.identity = known
+
+    async def body(self, c: Call) -> None:
+        """3. The body, decoded strictly (only now that its sender is authenticated)."""
+        if c.request is None:
+            c.request = c.route.endpoint.request.from_bytes(c.body)
+
+    async def rate(self, c: Call) -> None:
+        """4. This process's bucket for the device, before any store work."""
+        if not self.limit.take(c.caller, time.monotonic()):
+            raise RateLimited("device rate limit exceeded")
+
+    async def prepare(self, c: Call) -> None:
+        """5. What needs no store: a submission's own checks; a report's franking keys."""
+        route = c.route
+        if route.prepare is not None:
+            c.request = getattr(self.service, route.prepare)(c.caller, c.request, c.body)
+        if route.franking:
+            await self._run(self.service.refresh_franking_keys)
+
+    async def transaction(self, c: Call) -> None:
+        """6. One store transaction: admission (the device's key unchanged, a token of its
+        shared bucket, a fresh nonce), then the handler."""
+        service = self.service
+        handler = getattr(service, c.route.handler)
+        req = c.request
+        if c.token is None:  # account registration
+            c.result = await self.store.run_async(lambda tx: handler(tx, req), self.executor)
+            return
+        token, caller, identity = c.token, c.caller, c.identity
+        limit = self.limit
+        now = limit.clock()
+        held = limit.spend(caller)
+        want = 0 if held else limit.lease
+        taken = 0
+
+        def step(tx: Tx) -> Any:
+            nonlocal taken  # the run that commits is the last one (a group may run it again)
+            taken = service.admit(tx, token, identity, now, limit.rate, limit.burst, want)
+            return handler(tx, caller, req)
+
+        try:
+            c.result = await self.store.run_async(step, self.executor)
+        except E2EError:
+            # Refused, or the group failed: nothing was applied, the token was not used. (Not
+            # on cancellation, when the transaction may still commit: then it counts as used.)
+            if held:
+                limit.keep(caller, 1)
+            raise
+        limit.keep(caller, taken - 1)
