@@ -1,4 +1,4 @@
-"""Every protocol limit in one place. SPEC.md §Limits quotes these values."""
+"""Every protocol limit in one place. SPEC.md §7 quotes these values."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""``python -m e2e demo``: a customer and a business talk through the relay service over HTTP.
+"""``python -m e2e demo``: a customer and a business talk through the relay service over HTTP
+(SPEC.md §14: the architecture it shows).
 
 Starts the relay service (embedded SQLite) on a loopback port and runs every device as an
 :class:`~e2e.client.Client` on its own sealed SQLite store, talking to the relay over HTTP.

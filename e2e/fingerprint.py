@@ -1,4 +1,4 @@
-"""Safety numbers, byte-compatible with libsignal's numeric fingerprints (SPEC.md §13).
+"""Safety numbers, byte-compatible with libsignal's numeric fingerprints (SPEC.md §13.1).
 
 Two parties compare one 60-digit number (read aloud or side by side) or scan each other's
 code; both are derived from the two account identity keys and stable identifiers (here the

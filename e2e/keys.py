@@ -1,4 +1,5 @@
-"""Key value types: X25519 key pairs, ML-KEM-1024 key pairs, and their public encodings.
+"""Key value types: X25519 key pairs, ML-KEM-1024 key pairs, and their public encodings
+(SPEC.md §2.1).
 
 Private key bytes stay inside :class:`KeyPair` / :class:`KemKeyPair`; their ``repr`` never
 shows them. Public keys travel as raw bytes (32 for X25519, 1568 for ML-KEM-1024) and are

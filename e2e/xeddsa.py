@@ -1,4 +1,4 @@
-"""XEdDSA (XEd25519) signatures with X25519 keys.
+"""XEdDSA (XEd25519) signatures with X25519 keys (SPEC.md §2.2).
 
 Implements Signal's XEdDSA specification (revision 1, 2016-10-20,
 https://signal.org/docs/specifications/xeddsa/) so that one X25519 key pair serves both

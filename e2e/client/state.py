@@ -1,4 +1,4 @@
-"""A client device's whole state as records of its :mod:`e2e.store` (SPEC.md §10.7).
+"""A client device's whole state as records of its :mod:`e2e.store` (SPEC.md §10.10).
 
 Everything here is synchronous and runs inside one store transaction, so a step either
 commits completely or leaves the store exactly as it was. The async client

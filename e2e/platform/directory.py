@@ -1,4 +1,5 @@
-"""Device certificates: an account's identity key vouches for each of its devices.
+"""Device certificates: an account's identity key vouches for each of its devices (SPEC.md
+§10.1).
 
 Every device has its own identity key (its sessions are bound to it). The account identity
 key signs, with XEdDSA::

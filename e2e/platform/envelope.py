@@ -1,5 +1,5 @@
 """The envelope the relay routes, the delivery record it hands out, and the padded inner
-message that travels inside the E2E frame (SPEC.md §8.1).
+message that travels inside the E2E frame (SPEC.md §10.2).
 
 All three are canonical CBOR maps (the strict :func:`e2e.frame.decode_map` rules: exact key
 set, exact types, shortest encodings, re-encoding must reproduce the input).

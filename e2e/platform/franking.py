@@ -1,4 +1,4 @@
-"""Message franking for spam reports (SPEC.md §8.4).
+"""Message franking for spam reports (SPEC.md §10.4).
 
 The sender draws a fresh 32-byte franking key ``fk`` per message, puts it inside the E2E
 plaintext, and puts a commitment in the envelope::

@@ -1,4 +1,5 @@
-"""``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--host H] [--port N]``."""
+"""``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--host H] [--port N]``, and
+the operator's ``rotate-franking-key`` and ``certify-business`` (SPEC.md §10.9)."""
 
 from __future__ import annotations
 

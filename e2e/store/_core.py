@@ -1,4 +1,5 @@
-"""The store logic shared by every backend, over five raw record operations.
+"""The store logic shared by every backend, over five raw record operations (SPEC.md §9.1,
+§9.2).
 
 A backend provides a transaction class with ``_get``, ``_put``, ``_delete``, ``_scan`` and
 ``_lock`` on (kind, id) -> bytes rows; everything else -- sealing, record formats, trust

@@ -1,4 +1,4 @@
-"""An in-memory store: the reference behaviour of the conformance suite.
+"""An in-memory store: the reference behaviour of the conformance suite (SPEC.md §9.3).
 
 Records are sealed exactly as on disk (so tamper tests run here too). Transactions are
 serialized by one lock and see their own writes; a transaction that raises leaves the store

@@ -1,4 +1,5 @@
-"""A PostgreSQL store (psycopg 3) for backends whose workers run on many machines.
+"""A PostgreSQL store (psycopg 3) for backends whose workers run on many machines (SPEC.md
+§9.3).
 
 Loading a session takes a transaction-scoped advisory lock on its (kind, id) -- which also
 covers a session not written yet -- and reads the row ``FOR UPDATE``, so a second worker

@@ -1,4 +1,4 @@
-"""The embedded default store: one SQLite file.
+"""The embedded default store: one SQLite file (SPEC.md §9.3).
 
 ``journal_mode=WAL`` and ``synchronous=FULL`` make every committed transaction survive a
 crash of the process or of the machine; every transaction starts with ``BEGIN IMMEDIATE``,

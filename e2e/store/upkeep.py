@@ -1,5 +1,5 @@
-"""Prekey upkeep over a store: replenish one-time prekeys, rotate signed and last-resort KEM
-prekeys with a grace period, and build a bundle from what is stored.
+"""Prekey upkeep over a store (SPEC.md §9.6): replenish one-time prekeys, rotate signed and
+last-resort KEM prekeys with a grace period, and build a bundle from what is stored.
 
 Run these in a transaction and upload the returned public keys after it commits::
 
