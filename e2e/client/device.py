@@ -64,7 +64,18 @@ class Client(Trust):
 
     Make one with :meth:`create_account` (a new account and its first device),
     :meth:`add_device` (on the device holding the account key) or :meth:`open` (a store a
-    client set up before). Not for concurrent use from several tasks at once.
+    client set up before).
+
+    Concurrency (SPEC §10.10). One client belongs to one event loop. Its store work runs on
+    its own worker thread, one transaction at a time in the order asked, so several tasks of
+    that loop may call it at once: a task may :meth:`send` while another waits in
+    :meth:`sync` with ``wait_ms`` (the long-poll holds no store transaction and no lock),
+    and sends and syncs may overlap. Each message is then handed to the application by
+    exactly one of the overlapping syncs, and no message key is used twice; what is not
+    promised is an order between messages sent by overlapping sends, or between the results
+    of overlapping syncs. Not safe: calling it from another thread or event loop,
+    :meth:`aclose` while any call is still running, and replacing :attr:`transport` while
+    calls are in flight.
     """
 
     def __init__(
