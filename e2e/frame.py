@@ -38,6 +38,8 @@ __all__ = [
     "encode_map",
     "decode_message",
     "encode_message",
+    "load_map",
+    "check_canonical",
     "message_prefix",
     "message_parts",
     "blank_header",
@@ -149,18 +151,7 @@ def decode_map(
     if not raw or not 0xA0 <= raw[0] <= 0xB7:
         raise DecodeError(f"{what} is not a small CBOR map")
     _check_flat(raw, what)
-    try:
-        obj = cbor2.loads(raw, tag_hook=_reject_tag)
-    except DecodeError:
-        raise
-    except Exception:  # cbor2 raises several types on malformed input; all mean the same
-        raise DecodeError(f"{what} is not well-formed CBOR") from None
-    if type(obj) is not dict:
-        raise DecodeError(f"{what} is not a CBOR map")
-    if type(obj.get(K.VERSION)) is not int:
-        raise DecodeError(f"{what} has no version")
-    if obj[K.VERSION] != version:
-        raise UnsupportedVersion(f"{what} version {obj[K.VERSION]} is not supported")
+    obj = load_map(raw, what, version)
     for key, value in obj.items():
         spec = schema.get(key) if type(key) is int else None
         if spec is None:
@@ -175,9 +166,33 @@ def decode_map(
     for key, spec in schema.items():
         if spec.required and key not in obj:
             raise DecodeError(f"{what} lacks field {key}")
-    if encode_map(dict(sorted(obj.items()))) != raw:
-        raise DecodeError(f"{what} is not canonical CBOR")
+    check_canonical(obj, raw, what)
     return obj
+
+
+def load_map(raw: bytes, what: str, version: int) -> dict[Any, Any]:
+    """CBOR-decode ``raw`` (whose item heads were walked already; tags refused) as a map
+    whose key 0 is ``version``; :class:`DecodeError` (:class:`UnsupportedVersion`)."""
+    try:
+        obj = cbor2.loads(raw, tag_hook=_reject_tag)
+    except DecodeError:
+        raise
+    except Exception:  # cbor2 raises several types on malformed input; all mean the same
+        raise DecodeError(f"{what} is not well-formed CBOR") from None
+    if type(obj) is not dict:
+        raise DecodeError(f"{what} is not a CBOR map")
+    if type(obj.get(K.VERSION)) is not int:
+        raise DecodeError(f"{what} has no version")
+    if obj[K.VERSION] != version:
+        raise UnsupportedVersion(f"{what} version {obj[K.VERSION]} is not supported")
+    return obj
+
+
+def check_canonical(obj: Mapping[Any, Any], raw: bytes, what: str) -> None:
+    """:class:`DecodeError` unless ``raw`` is the canonical encoding of the decoded ``obj``
+    (shortest heads, keys sorted, no duplicate keys)."""
+    if cbor2.dumps(dict(sorted(obj.items()))) != raw:
+        raise DecodeError(f"{what} is not canonical CBOR")
 
 
 @dataclass(frozen=True, slots=True)

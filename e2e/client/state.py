@@ -591,8 +591,14 @@ class Outgoing:
 
 
 def outbox(tx: StoreTransaction) -> list[Outgoing]:
-    """Outgoing messages sealed but not yet acknowledged by the relay."""
-    return [Outgoing.from_record(tx.app_get(k) or b"", "app/" + k) for k in tx.app_keys("c/out/")]
+    """Outgoing messages sealed but not yet acknowledged by the relay. (An entry listed but
+    gone when read was recorded as sent meanwhile by another process sharing this store.)"""
+    out = []
+    for key in tx.app_keys("c/out/"):
+        raw = tx.app_get(key)
+        if raw is not None:
+            out.append(Outgoing.from_record(raw, "app/" + key))
+    return out
 
 
 #: Store records of log heads carried by received messages, still to be compared with ours.

@@ -1,4 +1,4 @@
-"""Verified business identity and key-change events (SPEC.md §13.3).
+"""Verified business identity (SPEC.md §13.3).
 
 The platform (not the relay's routing role: a separate Ed25519 *platform key* that clients
 pin) certifies that a business account's name, display name and account identity key
@@ -14,17 +14,14 @@ certificate verifies under the pinned platform key, names that account and the i
 the key directory proved, and is valid at the current time; otherwise as unverified (the
 application decides what to show). A certificate that does not verify is a
 :class:`~e2e.errors.CertificateError`, never a quiet "unverified".
-
-:class:`KeyChanges` records when an account's identity key differs from the one trusted
-before: the application sees a :class:`KeyChange` event, and by default sending to that
-account raises :class:`~e2e.errors.KeyChangePending` until the application accepts it.
+(Key changes -- an account's identity key other than the one trusted before -- are a client
+device's to record and the application's to accept: :mod:`e2e.client.trust`.)
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
@@ -32,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from e2e.errors import CertificateError, DecodeError, InvalidKey, KeyChangePending
+from e2e.errors import CertificateError, DecodeError, InvalidKey
 from e2e.frame import Field, decode_map, encode_map
 from e2e.keys import X25519_LEN
 from e2e.platform.envelope import check_account
@@ -45,8 +42,6 @@ __all__ = [
     "PlatformSigner",
     "BusinessIdentity",
     "verify_business",
-    "KeyChange",
-    "KeyChanges",
 ]
 
 BUSINESS_LABEL: Final = b"E2E_BUSINESS_v1"
@@ -173,58 +168,3 @@ def verify_business(
     if not cert.not_before <= now < cert.not_after:
         raise CertificateError("business certificate outside its validity")
     return BusinessIdentity(account, "verified", cert.display_name)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyChange:
-    """An account's identity key differs from the one trusted before (``old``)."""
-
-    account: bytes
-    old: bytes
-    new: bytes
-
-    def __repr__(self) -> str:
-        return f"KeyChange({self.account.decode(errors='replace')})"
-
-
-@dataclass(slots=True)
-class KeyChanges:
-    """Trusted account keys and the key changes the application has not accepted yet.
-
-    :meth:`observe` is called with every key the directory proves; the first key of an
-    account is trusted (the directory proved it and the account monitors it); a different
-    later one is a :class:`KeyChange`, passed to ``on_change`` and held pending. While a
-    change is pending and ``block_until_accepted`` is true, :meth:`check_send` raises
-    :class:`KeyChangePending`."""
-
-    trusted: dict[bytes, bytes] = field(default_factory=dict)
-    pending: dict[bytes, KeyChange] = field(default_factory=dict)
-    on_change: Callable[[KeyChange], None] | None = None
-    block_until_accepted: bool = True
-
-    def observe(self, account: bytes, key: bytes) -> KeyChange | None:
-        old = self.trusted.get(account)
-        if old is None:
-            self.trusted[account] = key
-            return None
-        if hmac.compare_digest(old, key):
-            self.pending.pop(account, None)
-            return None
-        seen = self.pending.get(account)
-        if seen is not None and hmac.compare_digest(seen.new, key):
-            return seen
-        change = KeyChange(account, old, key)
-        self.pending[account] = change
-        if self.on_change is not None:
-            self.on_change(change)
-        return change
-
-    def accept(self, account: bytes) -> None:
-        """The application (the user) accepts the new key of ``account``."""
-        change = self.pending.pop(account, None)
-        if change is not None:
-            self.trusted[account] = change.new
-
-    def check_send(self, account: bytes) -> None:
-        if self.block_until_accepted and account in self.pending:
-            raise KeyChangePending("the account key changed; the application must accept it")

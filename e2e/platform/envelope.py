@@ -26,7 +26,7 @@ from typing import Final
 from e2e.constants import MAX_PLAINTEXT_BYTES
 from e2e.errors import DecodeError, LimitExceeded
 from e2e.frame import Field, decode_map, encode_map
-from e2e.platform.policy import MessageClass
+from e2e.platform.policy import MessageClass, parse_class
 
 __all__ = [
     "ENVELOPE_VERSION",
@@ -77,13 +77,6 @@ def check_template_id(value: object) -> bytes | None:
     if type(value) is not bytes or not 1 <= len(value) <= MAX_TEMPLATE_ID_LEN:
         raise DecodeError("template id must be 1 to 32 bytes")
     return value
-
-
-def _cls(value: int) -> MessageClass:
-    try:
-        return MessageClass(value)
-    except ValueError:
-        raise DecodeError("unknown message class") from None
 
 
 def pad(data: bytes) -> bytes:
@@ -177,7 +170,7 @@ class Envelope:
     def from_bytes(cls, raw: object) -> Envelope:
         obj = decode_map(raw, _ENVELOPE_SCHEMA, "envelope", MAX_ENVELOPE_BYTES, ENVELOPE_VERSION)
         return cls(
-            _cls(obj[_E.CLASS]),
+            parse_class(obj[_E.CLASS]),
             check_account(obj[_E.FROM_ACCOUNT]),
             obj[_E.FROM_DEVICE],
             check_account(obj[_E.TO_ACCOUNT]),
@@ -304,7 +297,7 @@ class Inner:
     def from_padded(cls, data: bytes) -> Inner:
         obj = decode_map(unpad(data), _INNER_SCHEMA, "inner message", MAX_PLAINTEXT_BYTES)
         return cls(
-            _cls(obj[_I.CLASS]),
+            parse_class(obj[_I.CLASS]),
             check_account(obj[_I.FROM_ACCOUNT]),
             check_account(obj[_I.TO_ACCOUNT]),
             obj[_I.MESSAGE_ID],

@@ -440,9 +440,15 @@ class Tx(abc.ABC):
 
     def bill(self, business: bytes) -> list[tuple[int, int, int, int]]:
         """(class, in window, count, unit price) per line, ascending."""
+        return self._lines("billing", "cls", "in_window", business)
+
+    def _lines(
+        self, table: str, a: str, b: str, business: bytes
+    ) -> list[tuple[int, int, int, int]]:
+        """``(a, b, count, price)`` of ``table``'s rows of ``business``, grouped, ascending."""
         rows = self.fetchall(
-            "SELECT cls, in_window, COUNT(*), price FROM billing WHERE business = ?"
-            " GROUP BY cls, in_window, price ORDER BY cls, in_window, price",
+            f"SELECT {a}, {b}, COUNT(*), price FROM {table} WHERE business = ?"  # noqa: S608
+            f" GROUP BY {a}, {b}, price ORDER BY {a}, {b}, price",
             (business,),
         )
         return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
@@ -483,12 +489,7 @@ class Tx(abc.ABC):
 
     def penalties(self, business: bytes) -> list[tuple[int, int, int, int]]:
         """(declared class, content class, count, unit price) per penalty line, ascending."""
-        rows = self.fetchall(
-            "SELECT declared, content, COUNT(*), price FROM penalties WHERE business = ?"
-            " GROUP BY declared, content, price ORDER BY declared, content, price",
-            (business,),
-        )
-        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+        return self._lines("penalties", "declared", "content", business)
 
     # -- franking keys, nonces, retention ------------------------------------------------
 

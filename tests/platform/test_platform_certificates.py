@@ -6,12 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2e.errors import CertificateError, DecodeError, E2EError, KeyChangePending
+from e2e.errors import CertificateError, DecodeError, E2EError
 from e2e.keys import KeyPair
 from e2e.platform.certificates import (
     BusinessCertificate,
-    KeyChange,
-    KeyChanges,
     PlatformSigner,
     verify_business,
 )
@@ -85,23 +83,3 @@ def test_decoder_raises_only_e2e_errors(raw: bytes) -> None:
         verify_business(raw, PLATFORM.public, b"acme", ACME, NOW)
     except E2EError:
         pass
-
-
-def test_key_change_waits_for_the_application() -> None:
-    seen: list[KeyChange] = []
-    changes = KeyChanges(on_change=seen.append)
-    assert changes.observe(b"acme", ACME) is None
-    changes.check_send(b"acme")
-    change = changes.observe(b"acme", EVE)
-    assert change is not None and seen == [change] and change.new == EVE
-    assert "acme" in repr(change) and ACME.hex() not in repr(change)
-    with pytest.raises(KeyChangePending):
-        changes.check_send(b"acme")
-    assert changes.observe(b"acme", EVE) is change and len(seen) == 1
-    changes.accept(b"acme")
-    changes.check_send(b"acme")
-    assert changes.trusted[b"acme"] == EVE
-    relaxed = KeyChanges(block_until_accepted=False)
-    relaxed.observe(b"x", ACME)
-    relaxed.observe(b"x", EVE)
-    relaxed.check_send(b"x")

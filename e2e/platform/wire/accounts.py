@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Final
 
 from e2e import xeddsa
 from e2e.keys import X25519_LEN, KeyPair
@@ -49,7 +49,6 @@ class RegisterAccount(Body):
     (0 free, 1 API; customers 0), 5: XEdDSA signature by the identity key over
     account_signature_message}``. Unauthenticated; idempotent for the same name and key."""
 
-    WHAT: ClassVar[str] = "account registration"
     name: bytes = account_field(1)
     kind: int = key(2, _KIND)
     identity: bytes = key(3, _KEY)
@@ -75,7 +74,6 @@ class RegisterAccount(Body):
 class RegisterDevice(Body):
     """``{1: device certificate}`` (SPEC §10.1); authenticated as the certified device."""
 
-    WHAT: ClassVar[str] = "device registration"
     certificate: bytes = key(1, _CERTIFICATE)
 
 
@@ -83,7 +81,6 @@ class RegisterDevice(Body):
 class RemoveDevice(Body):
     """``{1: device id}``: remove a device of the caller's own account."""
 
-    WHAT: ClassVar[str] = "device removal"
     device_id: int = device_field(1)
 
 
@@ -93,7 +90,6 @@ class ListDevices(Body):
     the business devices that receive that chat: its route plus the designated devices, or
     every device if the chat has no route (SPEC §10.10)."""
 
-    WHAT: ClassVar[str] = "device list query"
     account: bytes = account_field(1)
     chat: bytes | None = account_field(2, required=False)
 
@@ -102,7 +98,6 @@ class ListDevices(Body):
 class DeviceList(Body):
     """``{1: account identity key, 2: kind, 3: [device certificates, by device id]}``."""
 
-    WHAT: ClassVar[str] = "device list"
     identity: bytes = key(1, _KEY)
     kind: int = key(2, _KIND)
     certificates: tuple[bytes, ...] = key(3, F(bytes, 1, 1024, array=True, count=MAX_BATCH))
@@ -113,7 +108,6 @@ class Route(Body):
     """``{1: customer, 2: [device ids]}``: (a business device) the devices of the caller's
     business that receive the chat with ``customer``; an empty list removes the route."""
 
-    WHAT: ClassVar[str] = "chat route"
     customer: bytes = account_field(1)
     devices: tuple[int, ...] = key(2, _DEVICES)
 
@@ -123,5 +117,4 @@ class Designate(Body):
     """``{1: [device ids]}``: (a business device) devices of the caller's business that
     receive every routed chat (an archive, a supervisor); replaces the previous set."""
 
-    WHAT: ClassVar[str] = "designated devices"
     devices: tuple[int, ...] = key(1, _DEVICES)

@@ -36,7 +36,6 @@ class Control(Body):
     BLOCK: ClassVar[int] = 1
     LIMIT: ClassVar[int] = 2
     OPT_IN: ClassVar[int] = 3
-    WHAT: ClassVar[str] = "chat control"
     op: int = key(1, F(int, min_int=1, max_int=3))
     business: bytes = account_field(2)
     on: bool = key(3, _FLAG)
@@ -46,7 +45,6 @@ class Control(Body):
 class WindowQuery(Body):
     """``{1: the other party}``: is the 24 h window of the caller's chat with it open?"""
 
-    WHAT: ClassVar[str] = "window query"
     peer: bytes = account_field(1)
 
 
@@ -54,7 +52,6 @@ class WindowQuery(Body):
 class WindowState(Body):
     """``{1: 1 if the window is open}``."""
 
-    WHAT: ClassVar[str] = "window state"
     open: bool = key(1, _FLAG)
 
 
@@ -63,7 +60,6 @@ class RegisterTemplate(Body):
     """``{1: template id (1..32 bytes), 2: class (TEMPLATE or MARKETING), 3: text}``; the
     caller must be a device of the business. The relay keeps the text's SHA-256."""
 
-    WHAT: ClassVar[str] = "template registration"
     template_id: bytes = key(1, F(bytes, 1, MAX_TEMPLATE_ID_LEN))
     cls: int = key(2, _CLASS)
     text: bytes = key(3, F(bytes, 0, MAX_BODY_BYTES))
@@ -73,7 +69,6 @@ class RegisterTemplate(Body):
 class ListTemplates(Body):
     """``{1: business account}``: the templates it registered (public, like its devices)."""
 
-    WHAT: ClassVar[str] = "template list query"
     business: bytes = account_field(1)
 
 
@@ -81,7 +76,6 @@ class ListTemplates(Body):
 class TemplateList(Body):
     """``{1: [template ids], 2: [classes], 3: [SHA-256 of each text]}``, by id ascending."""
 
-    WHAT: ClassVar[str] = "template list"
     template_ids: tuple[bytes, ...] = key(
         1, F(bytes, 1, MAX_TEMPLATE_ID_LEN, array=True, count=MAX_TEMPLATES)
     )
@@ -98,8 +92,6 @@ class TemplateList(Body):
 class BillQuery(Body):
     """``{}``: the caller's (a business device's) billing ledger summary."""
 
-    WHAT: ClassVar[str] = "bill query"
-
 
 def _column(n: int, required: bool = True, max_int: int = 2**63 - 1) -> Any:
     spec = F(int, required=required, array=True, count=64, max_int=max_int)
@@ -114,7 +106,6 @@ class BillLines(Body):
     ``{6: [declared classes], 7: [content classes], 8: [counts], 9: [unit prices]}`` (keys
     6 to 9 absent when there are none)."""
 
-    WHAT: ClassVar[str] = "bill"
     tier: int = key(1, F(int, max_int=1))
     classes: tuple[int, ...] = _column(2, max_int=255)
     in_window: tuple[int, ...] = _column(3, max_int=1)

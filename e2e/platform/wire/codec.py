@@ -4,8 +4,9 @@ Every request and response body is one canonical CBOR map (the rules of SPEC §5
 unsigned-integer keys, key 0 the wire version (1). A value is an unsigned integer, a byte
 string, or a definite-length array of unsigned integers or of byte strings (one level, never
 mixed). :func:`decode_body` walks the item heads before any decoder runs (so a nested,
-indefinite, truncated or oversized input costs nothing), checks the exact key set and types,
-and requires re-encoding to reproduce the input byte for byte.
+indefinite, truncated or oversized input costs nothing), decodes and checks the version and
+the canonical form with the frame decoder's own steps (:func:`e2e.frame.load_map`,
+:func:`e2e.frame.check_canonical`), and checks the exact key set and types.
 
 A body is a frozen dataclass deriving from :class:`Body` whose fields are declared with
 :func:`key` (their map key and :class:`F` shape): :meth:`Body.to_bytes` and
@@ -18,11 +19,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import cbor2
 
-from e2e.errors import DecodeError, LimitExceeded, UnsupportedVersion
+from e2e.errors import DecodeError, LimitExceeded
+from e2e.frame import check_canonical, load_map
 from e2e.platform.envelope import check_account
 
 __all__ = [
@@ -143,10 +145,6 @@ def _walk(raw: bytes, what: str, max_items: int) -> None:
         raise DecodeError(f"{what} has trailing bytes")
 
 
-def _reject_tag(decoder: Any, tag: Any) -> Any:
-    raise DecodeError("CBOR tags are not allowed")
-
-
 def encode_body(fields: Mapping[int, int | bytes | Sequence[int] | Sequence[bytes]]) -> bytes:
     """Canonical encoding of a body map (keys ascending, arrays as lists)."""
     return cbor2.dumps({k: list(v) if isinstance(v, (list, tuple)) else v
@@ -174,18 +172,7 @@ def decode_body(
         raise LimitExceeded(f"{what} larger than {max_bytes} bytes")
     max_items = sum(s.count for s in schema.values() if s.array)
     _walk(raw, what, max_items)
-    try:
-        obj = cbor2.loads(raw, tag_hook=_reject_tag)
-    except DecodeError:
-        raise
-    except Exception:  # cbor2 raises several types on malformed input; all mean the same
-        raise DecodeError(f"{what} is not well-formed CBOR") from None
-    if type(obj) is not dict:
-        raise DecodeError(f"{what} is not a CBOR map")
-    if obj.get(0).__class__ is not int:
-        raise DecodeError(f"{what} has no version")
-    if obj[0] != WIRE_VERSION:
-        raise UnsupportedVersion(f"{what} version is not supported")
+    obj = load_map(raw, what, WIRE_VERSION)
     for k, value in obj.items():
         if k == 0:
             continue
@@ -204,8 +191,7 @@ def decode_body(
     for k, spec in schema.items():
         if spec.required and k not in obj:
             raise DecodeError(f"{what} lacks field {k}")
-    if cbor2.dumps(dict(sorted(obj.items()))) != raw:
-        raise DecodeError(f"{what} is not canonical CBOR")
+    check_canonical(obj, raw, what)
     return obj
 
 
@@ -240,9 +226,7 @@ _B = TypeVar("_B", bound="Body")
 
 class Body:
     """A request or response body: a frozen dataclass whose fields are declared with
-    :func:`key`. ``WHAT`` names it in error messages."""
-
-    WHAT: ClassVar[str] = "body"
+    :func:`key` (its class name names it in error messages)."""
 
     @classmethod
     def schema(cls) -> dict[int, F]:
@@ -261,7 +245,7 @@ class Body:
     @classmethod
     def from_bytes(cls: type[_B], raw: object) -> _B:
         slots, schema = _slots(cls)
-        obj = decode_body(raw, schema, cls.WHAT)
+        obj = decode_body(raw, schema, cls.__name__)
         cls.check(obj)
         kw: dict[str, Any] = {}
         for s in slots:
@@ -273,7 +257,7 @@ class Body:
             elif s.flag:
                 value = bool(value)
             if not s.spec.required and value == s.default:
-                raise DecodeError(f"{cls.WHAT} field {s.key} is present at its default")
+                raise DecodeError(f"{cls.__name__} field {s.key} is present at its default")
             kw[s.name] = value
         return cls(**kw)
 
@@ -285,8 +269,6 @@ class Body:
 @dataclass(frozen=True, slots=True)
 class Ok(Body):
     """An empty success body ``{0: 1}``."""
-
-    WHAT: ClassVar[str] = "ok"
 
 
 def addresses(

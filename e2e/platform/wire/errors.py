@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from e2e.errors import (
     Blocked,
@@ -110,7 +110,6 @@ class WireError(Body):
     stale_device_list, all four together). Messages never contain key material or message
     content."""
 
-    WHAT: ClassVar[str] = "error"
     code: str
     message: str
     missing: tuple[tuple[bytes, int], ...] = ()
@@ -144,7 +143,7 @@ class WireError(Body):
 
     @classmethod
     def from_bytes(cls, raw: object) -> WireError:
-        obj = decode_body(raw, _SCHEMA, cls.WHAT)
+        obj = decode_body(raw, _SCHEMA, cls.__name__)
         try:
             code = obj[1].decode("ascii")
             message = obj[2].decode("utf-8")
@@ -153,8 +152,8 @@ class WireError(Body):
         lists = [k in obj for k in (3, 4, 5, 6)]
         if any(lists) and not all(lists):
             raise DecodeError("error body: device lists are all present or all absent")
-        missing = addresses(obj.get(3, []), obj.get(4, []), cls.WHAT)
-        extra = addresses(obj.get(5, []), obj.get(6, []), cls.WHAT)
+        missing = addresses(obj.get(3, []), obj.get(4, []), cls.__name__)
+        extra = addresses(obj.get(5, []), obj.get(6, []), cls.__name__)
         if all(lists) and not (missing or extra):
             raise DecodeError("error body: empty device lists are absent")
         return cls(code, message, tuple(missing), tuple(extra))

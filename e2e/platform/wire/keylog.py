@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 from e2e.errors import DecodeError
 from e2e.platform.wire.codec import Body, F, account_field, key
@@ -36,8 +36,6 @@ _SIZE: Final = F(int)
 class LogHeadQuery(Body):
     """``{}``: the key log's newest signed tree head."""
 
-    WHAT: ClassVar[str] = "log head query"
-
 
 @dataclass(frozen=True, slots=True)
 class LogHead(Body):
@@ -45,7 +43,6 @@ class LogHead(Body):
     The key is informational: a client checks heads against the key it pinned, never
     against this field."""
 
-    WHAT: ClassVar[str] = "log head"
     head: bytes = key(1, _HEAD)
     log_key: bytes = key(2, F(bytes, 32, 32))
 
@@ -54,7 +51,6 @@ class LogHead(Body):
 class LogLookup(Body):
     """``{1: account, 2: tree size}``: the account's newest entry within that many leaves."""
 
-    WHAT: ClassVar[str] = "log lookup"
     account: bytes = account_field(1)
     size: int = key(2, _SIZE)
 
@@ -63,7 +59,6 @@ class LogLookup(Body):
 class LogEntry(Body):
     """``{1: directory entry, 2: inclusion proof}``."""
 
-    WHAT: ClassVar[str] = "log entry"
     entry: bytes = key(1, _ENTRY)
     proof: bytes = key(2, _PROOF)
 
@@ -72,7 +67,6 @@ class LogEntry(Body):
 class LogConsistencyQuery(Body):
     """``{1: size1, 2: size2}``."""
 
-    WHAT: ClassVar[str] = "log consistency query"
     size1: int = key(1, _SIZE)
     size2: int = key(2, _SIZE)
 
@@ -81,7 +75,6 @@ class LogConsistencyQuery(Body):
 class LogConsistency(Body):
     """``{1: consistency proof}``."""
 
-    WHAT: ClassVar[str] = "log consistency"
     proof: bytes = key(1, _PROOF)
 
 
@@ -90,7 +83,6 @@ class LogEntriesQuery(Body):
     """``{1: start, 2: tree size}``: entries from ``start`` (at most MAX_LOG_ENTRIES) with
     inclusion proofs in the tree of ``size`` leaves."""
 
-    WHAT: ClassVar[str] = "log entries query"
     start: int = key(1, _SIZE)
     size: int = key(2, _SIZE)
 
@@ -99,7 +91,6 @@ class LogEntriesQuery(Body):
 class LogEntries(Body):
     """``{1: [entries], 2: [inclusion proofs]}``, equally long, in log order."""
 
-    WHAT: ClassVar[str] = "log entries"
     entries: tuple[bytes, ...] = key(1, F(bytes, 1, 512, array=True, count=MAX_LOG_ENTRIES))
     proofs: tuple[bytes, ...] = key(2, F(bytes, 1, 8192, array=True, count=MAX_LOG_ENTRIES))
 
@@ -113,7 +104,6 @@ class LogEntries(Body):
 class BusinessCertQuery(Body):
     """``{1: account}``: the platform's certificate of a business account (SPEC §13.3)."""
 
-    WHAT: ClassVar[str] = "business certificate query"
     account: bytes = account_field(1)
 
 
@@ -122,5 +112,4 @@ class BusinessCert(Body):
     """``{1: certificate}``: the stored business certificate, empty if the account has none.
     The relay only stores and serves it; the client verifies it under the platform key."""
 
-    WHAT: ClassVar[str] = "business certificate"
     certificate: bytes = key(1, _BUSINESS_CERT)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Final
 
 from e2e.platform.envelope import MAX_ENVELOPE_BYTES, MAX_TEMPLATE_ID_LEN, MESSAGE_ID_LEN
 from e2e.platform.wire.codec import MAX_BATCH, Body, F, account_field, addresses, device_field, key
@@ -34,7 +34,6 @@ class Precheck(Body):
     5?: template id}``: the refusal a submission would get, changing nothing (business
     devices ask before encrypting)."""
 
-    WHAT: ClassVar[str] = "precheck"
     cls: int = key(1, _CLASS)
     to_account: bytes = account_field(2)
     dest_accounts: tuple[bytes, ...] = key(3, F(bytes, 1, 64, array=True, count=MAX_BATCH))
@@ -50,7 +49,7 @@ class Precheck(Body):
 
     @property
     def dests(self) -> list[tuple[bytes, int]]:
-        return addresses(self.dest_accounts, self.dest_devices, self.WHAT)
+        return addresses(self.dest_accounts, self.dest_devices, type(self).__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +60,6 @@ class Submit(Body):
     receipt and stores nothing; the same message id with other content is DuplicateSubmission.
     """
 
-    WHAT: ClassVar[str] = "submission"
     envelopes: tuple[bytes, ...] = key(
         1, F(bytes, 1, MAX_ENVELOPE_BYTES, array=True, count=MAX_BATCH)
     )
@@ -72,7 +70,6 @@ class Receipt(Body):
     """``{1: message id, 2: relay receive time (s), 3: copies, 4: price charged}``: the relay
     accepted one logical message."""
 
-    WHAT: ClassVar[str] = "receipt"
     message_id: bytes = key(1, _MESSAGE_ID)
     received_at: int = key(2, F(int))
     copies: int = key(3, F(int))
@@ -85,7 +82,6 @@ class Fetch(Body):
     deliveries waiting for that device (which must be the caller), oldest first. With a wait,
     the relay holds the request until mail arrives or the wait ends (long-poll push)."""
 
-    WHAT: ClassVar[str] = "mailbox fetch"
     account: bytes = account_field(1)
     device_id: int = device_field(2)
     wait_ms: int = key(3, F(int, required=False, max_int=MAX_WAIT_MS), 0)
@@ -96,7 +92,6 @@ class Fetch(Body):
 class Mailbox(Body):
     """``{1: [delivery records (SPEC §10.2)], 2: deliveries still waiting after these}``."""
 
-    WHAT: ClassVar[str] = "mailbox"
     deliveries: tuple[bytes, ...] = key(
         1, F(bytes, 1, MAX_ENVELOPE_BYTES + 64, array=True, count=MAX_FETCH)
     )
@@ -107,7 +102,6 @@ class Mailbox(Body):
 class Ack(Body):
     """``{1: account, 2: device id, 3: [sequence numbers]}``: delete those deliveries."""
 
-    WHAT: ClassVar[str] = "mailbox ack"
     account: bytes = account_field(1)
     device_id: int = device_field(2)
     seqs: tuple[int, ...] = key(3, F(int, array=True, count=MAX_FETCH))

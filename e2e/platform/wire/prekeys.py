@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Final
 
 from e2e.platform.wire.codec import Body, F, account_field, device_field, key
 
@@ -29,7 +29,6 @@ class UploadPrekeys(Body):
     carry a one-time prekey id; uploading an id again (a retry) changes nothing, and an id once
     handed out is never handed out again. A new last-resort bundle replaces the old one."""
 
-    WHAT: ClassVar[str] = "prekey upload"
     one_time: tuple[bytes, ...] = key(
         1, F(bytes, 1, MAX_BUNDLE_BYTES, array=True, count=MAX_PREKEYS_PER_UPLOAD)
     )
@@ -40,14 +39,11 @@ class UploadPrekeys(Body):
 class CountPrekeys(Body):
     """``{}``: how many one-time prekeys of the caller are left."""
 
-    WHAT: ClassVar[str] = "prekey count query"
-
 
 @dataclass(frozen=True, slots=True)
 class PrekeyCount(Body):
     """``{1: one-time prekeys not yet handed out, 2: 1 if a last-resort bundle is held}``."""
 
-    WHAT: ClassVar[str] = "prekey count"
     one_time: int = key(1, F(int))
     last_resort: bool = key(2, _FLAG)
 
@@ -56,7 +52,6 @@ class PrekeyCount(Body):
 class ClaimPrekey(Body):
     """``{1: account, 2: device id}``: hand out one bundle of that device."""
 
-    WHAT: ClassVar[str] = "prekey claim"
     account: bytes = account_field(1)
     device_id: int = device_field(2)
 
@@ -65,6 +60,5 @@ class ClaimPrekey(Body):
 class ClaimedPrekey(Body):
     """``{1: bundle, 2: 1 if it is a one-time bundle (0: the last-resort one)}``."""
 
-    WHAT: ClassVar[str] = "claimed prekey"
     bundle: bytes = key(1, _BUNDLE)
     one_time: bool = key(2, _FLAG)

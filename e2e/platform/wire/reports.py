@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Final
+from typing import Final
 
 from e2e.platform.envelope import MAX_ENVELOPE_BYTES, MESSAGE_ID_LEN
 from e2e.platform.wire.codec import Body, F, key
@@ -18,7 +18,6 @@ _CLASS: Final = F(int, max_int=255)
 class SubmitReport(Body):
     """``{1: report (SPEC §10.4), 2: block (0/1)}``; the caller must be the reporter's device."""
 
-    WHAT: ClassVar[str] = "spam report"
     report: bytes = key(1, F(bytes, 1, 6 * (MAX_ENVELOPE_BYTES + 4096)))
     block: bool = key(2, F(int, max_int=1))
 
@@ -27,7 +26,6 @@ class SubmitReport(Body):
 class ReportVerdict(Body):
     """``{1: [message ids verified], 2: [their receive times], 3: [their classes]}``."""
 
-    WHAT: ClassVar[str] = "report verdict"
     message_ids: tuple[bytes, ...] = key(
         1, F(bytes, MESSAGE_ID_LEN, MESSAGE_ID_LEN, array=True, count=8)
     )
@@ -40,7 +38,6 @@ class SubmitClassReport(Body):
     """``{1: one report item (SPEC §10.4: delivery record, franking key, text)}``; the caller
     must be a device of the customer the message was delivered to."""
 
-    WHAT: ClassVar[str] = "class report"
     item: bytes = key(1, F(bytes, 1, MAX_ENVELOPE_BYTES + 4096))
 
 
@@ -49,7 +46,6 @@ class ClassVerdict(Body):
     """``{1: message id, 2: declared class, 3: class of the content, 4: penalty unit price}``:
     the verified mismatch and the penalty line the business was billed."""
 
-    WHAT: ClassVar[str] = "class verdict"
     message_id: bytes = key(1, _MESSAGE_ID)
     declared: int = key(2, _CLASS)
     content: int = key(3, _CLASS)
