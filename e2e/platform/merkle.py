@@ -364,23 +364,25 @@ class LogSigner(Ed25519Signer):
 
 # -- proofs on the wire ---------------------------------------------------------------------
 
-_INCL_SCHEMA: Final = {
+_PROOF_SCHEMA: Final = {
     0: Field(int),
     1: Field(int, max_int=MAX_SIZE),
     2: Field(int, max_int=MAX_SIZE),
     3: Field(bytes),
 }
-_CONS_SCHEMA: Final = _INCL_SCHEMA
 
 
-def _join(hashes: Sequence[bytes]) -> bytes:
-    return b"".join(hashes)
+def _encode_proof(a: int, b: int, path: Sequence[bytes]) -> bytes:
+    """The wire form both proofs share: CBOR {0: 1, 1: a, 2: b, 3: the hashes joined}."""
+    return encode_map({0: LOG_VERSION, 1: a, 2: b, 3: b"".join(path)})
 
 
-def _cut(raw: bytes, what: str) -> tuple[bytes, ...]:
-    if len(raw) % HASH_LEN or len(raw) > HASH_LEN * MAX_PROOF_HASHES:
+def _decode_proof(raw: object, what: str) -> tuple[int, int, tuple[bytes, ...]]:
+    obj = decode_map(raw, _PROOF_SCHEMA, what, 8192, LOG_VERSION)
+    joined: bytes = obj[3]
+    if len(joined) % HASH_LEN or len(joined) > HASH_LEN * MAX_PROOF_HASHES:
         raise DecodeError(f"{what} path is not a whole number of hashes")
-    return tuple(raw[i : i + HASH_LEN] for i in range(0, len(raw), HASH_LEN))
+    return obj[1], obj[2], tuple(joined[i : i + HASH_LEN] for i in range(0, len(joined), HASH_LEN))
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,12 +395,11 @@ class InclusionProof:
     path: tuple[bytes, ...]
 
     def to_bytes(self) -> bytes:
-        return encode_map({0: LOG_VERSION, 1: self.index, 2: self.size, 3: _join(self.path)})
+        return _encode_proof(self.index, self.size, self.path)
 
     @classmethod
     def from_bytes(cls, raw: object) -> InclusionProof:
-        obj = decode_map(raw, _INCL_SCHEMA, "inclusion proof", 8192, LOG_VERSION)
-        return cls(obj[1], obj[2], _cut(obj[3], "inclusion proof"))
+        return cls(*_decode_proof(raw, "inclusion proof"))
 
     def verify(self, data: bytes, head: SignedTreeHead) -> None:
         """:class:`InvalidProof` unless leaf data ``data`` is at :attr:`index` in ``head``."""
@@ -417,12 +418,11 @@ class ConsistencyProof:
     path: tuple[bytes, ...]
 
     def to_bytes(self) -> bytes:
-        return encode_map({0: LOG_VERSION, 1: self.size1, 2: self.size2, 3: _join(self.path)})
+        return _encode_proof(self.size1, self.size2, self.path)
 
     @classmethod
     def from_bytes(cls, raw: object) -> ConsistencyProof:
-        obj = decode_map(raw, _CONS_SCHEMA, "consistency proof", 8192, LOG_VERSION)
-        return cls(obj[1], obj[2], _cut(obj[3], "consistency proof"))
+        return cls(*_decode_proof(raw, "consistency proof"))
 
     def verify(self, old: SignedTreeHead, new: SignedTreeHead) -> None:
         if (self.size1, self.size2) != (old.size, new.size):
