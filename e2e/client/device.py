@@ -22,11 +22,13 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
-from e2e.client import state
-from e2e.client.state import DeviceListHook, Message, NeedDevices, Outgoing, Profile
+from e2e.client import events, state
+from e2e.client.events import Event
+from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
+from e2e.client.state import DeviceListHook, NeedDevices, Outgoing
 from e2e.client.transport import Connector, Transport
 from e2e.client.trust import GOSSIP, Trust
 from e2e.errors import (
@@ -46,7 +48,7 @@ from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
 from e2e.platform.policy import MessageClass, Template, check_class
-from e2e.platform.wire import Receipt
+from e2e.platform.wire import MAX_WAIT_MS, BillLines, Receipt
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
@@ -336,17 +338,23 @@ class Client(Trust):
         ``template_id`` names a template the business registered for ``cls`` (SPEC §10.4).
 
         Messages left in the outbox by an earlier failed send go first. Raises the relay's
-        refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept. A
-        business device asks the relay first (precheck), so a policy refusal spends no
-        message key. If the relay cannot be reached the message stays in the outbox
-        (:meth:`pending`) and is submitted again by the next send or :meth:`open`. Message
-        keys spent on a refused batch are never used again."""
+        refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept, and the
+        refusal is also a :class:`~e2e.client.events.SendRefused` event. A business device
+        asks the relay first (precheck), so a policy refusal spends no message key. If the
+        relay cannot be reached the message stays in the outbox (:meth:`pending`) and is
+        submitted again by the next send or :meth:`open`; its fate arrives as an event
+        (:class:`~e2e.client.events.MessageSent` or ``SendRefused``). Message keys spent on
+        a refused batch are never used again."""
         body = text.encode() if isinstance(text, str) else text
         for earlier in await self._tx(state.outbox):  # left by a failed send: keep the order
             await self._deliver(earlier)
         message_id = self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
-        out = await self._seal(to, cls, message_id, fk, body, template_id)
+        try:
+            out = await self._seal(to, cls, message_id, fk, body, template_id)
+        except PolicyError as exc:  # the precheck refused it: nothing was sealed
+            await self._refused(to, cls, message_id, exc)
+            raise
         return await self._deliver(out)
 
     async def _seal(
@@ -429,18 +437,16 @@ class Client(Trust):
                 accepted = Receipt(out.message_id, int(time.time()), len(out.envelopes), 0)
             except StaleDeviceList as stale:
                 if attempt == 3:
-                    await self._tx(
-                        functools.partial(state.drop_outgoing, message_id=out.message_id)
-                    )
+                    await self._refused(out.to, out.cls, out.message_id, stale)
                     raise
                 await self._follow(stale, out.to)
                 out = await self._seal(out.to, out.cls, out.message_id, out.franking_key,
                                        out.body, out.template_id)  # fmt: skip
                 continue
-            except (PolicyError, DecodeError):
+            except (PolicyError, DecodeError) as exc:
                 # refused for good: forget it. Anything else (the relay unreachable, a rate
                 # limit) keeps it in the outbox, resubmitted by the next send or reopen.
-                await self._drop(out)
+                await self._refused(out.to, out.cls, out.message_id, exc)
                 raise
             at = accepted.received_at
             return await self._tx(
@@ -448,8 +454,56 @@ class Client(Trust):
             )
         raise PolicyError("device list kept changing")  # pragma: no cover
 
-    async def _drop(self, out: Outgoing) -> None:
-        await self._tx(functools.partial(state.drop_outgoing, message_id=out.message_id))
+    async def _refused(self, to: str, cls: MessageClass, message_id: bytes, exc: E2EError) -> None:
+        await self._tx(functools.partial(state.refused, to=to, cls=cls, message_id=message_id,
+                                         error=exc))  # fmt: skip
+
+    # -- the events API (SPEC §10.11) -----------------------------------------------------------
+
+    async def read_events(self, after: int | None = None, limit: int = 256) -> list[Event]:
+        """Up to ``limit`` stored events after position ``after`` (default: the acknowledged
+        cursor), oldest first. Reads the store only."""
+        return await self._tx(lambda tx: events.read(tx, after, limit))
+
+    async def cursor(self) -> int:
+        """The position the application acknowledged last (0: none)."""
+        return await self._tx(events.cursor)
+
+    async def ack(self, upto: int | Event) -> int:
+        """Acknowledge every event up to ``upto`` (a position or an event): the durable
+        cursor moves there (never back) and those events are deleted. Returns the cursor."""
+        seq = upto.seq if isinstance(upto, Event) else upto
+        return await self._tx(lambda tx: events.ack(tx, seq))
+
+    async def events(
+        self, *, after: int | None = None, wait_ms: int = MAX_WAIT_MS
+    ) -> AsyncIterator[Event]:
+        """Every event after position ``after`` (default: the acknowledged cursor), oldest
+        first, for ever: when none is left it syncs, the relay holding the fetch up to
+        ``wait_ms`` until mail arrives. Retryable failures (the relay unreachable) are
+        waited out with a growing pause; anything else is raised.
+
+        It does not acknowledge: the application calls :meth:`ack` once it has done what an
+        event asks (or keeps the position in its own database, with what it did, and passes
+        it as ``after`` when it starts again), so a crash in between neither loses nor
+        repeats an event."""
+        position = await self.cursor() if after is None else after
+        pause = 0.05
+        while True:
+            batch = await self.read_events(after=position)
+            for event in batch:
+                position = event.seq
+                yield event
+            if batch:
+                continue
+            try:
+                await self.sync(wait_ms=wait_ms)
+                pause = 0.05
+            except E2EError as exc:
+                if not exc.retryable:
+                    raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -487,7 +541,7 @@ class Client(Trust):
             out = await self._check_classes(out)
         await self._check_peer_heads()
         if self.auto_receipts:
-            await self._receipts(out, state.ReceiptStatus.DELIVERED)
+            await self._receipts(out, ReceiptStatus.DELIVERED)
         return out
 
     async def _check_classes(self, messages: list[Message]) -> list[Message]:
@@ -540,14 +594,14 @@ class Client(Trust):
                 by_peer.setdefault(m.conversation, []).append(m.message_id)
         for peer, ids in by_peer.items():
             try:
-                await self.send(peer, state.receipt_body(kind, ids), MessageClass.RECEIPT)
+                await self.send(peer, receipt_body(kind, ids), MessageClass.RECEIPT)
             except PolicyError:
                 pass  # a receipt refused (the customer blocked us): nothing to tell
 
     async def mark_read(self, conversation: str, message_ids: list[bytes]) -> None:
         """Send a read receipt for these messages of ``conversation``."""
         await self.send(
-            conversation, state.receipt_body(state.ReceiptStatus.READ, message_ids),
+            conversation, receipt_body(ReceiptStatus.READ, message_ids),
             MessageClass.RECEIPT,
         )  # fmt: skip
 
@@ -560,6 +614,14 @@ class Client(Trust):
     async def conversations(self) -> list[str]:
         """The accounts this device has messages with."""
         return await self._tx(state.conversations)
+
+    async def bill(self) -> BillLines:
+        """(Business) this account's billing summary, as the relay keeps it."""
+        return await self.transport.bill()
+
+    async def window_open(self, peer: str) -> bool:
+        """Is the 24 h window of this account's chat with ``peer`` open (SPEC §10.3)?"""
+        return await self.transport.window_open(peer)
 
     async def receipt_status(self, message_id: bytes) -> dict[str, int]:
         """{account: :class:`~e2e.client.state.ReceiptStatus`} of one of our messages."""

@@ -34,7 +34,9 @@ key                             value
 ``c/status/<id hex>``           {account: receipt status} for one of our messages
 ==============================  ===============================================================
 
-Account names in keys are percent-encoded (``quote(name, safe="")``), so no name can
+The values are :mod:`e2e.client.records`' and the event log :mod:`e2e.client.events`' (every
+step that changes what the application must learn writes its event in its transaction).
+Account names in keys are percent-encoded (:func:`~e2e.client.records.q`), so no name can
 reach into another's records.
 
 One trust model: an account identity key is pinned (on first use, or out of band with
@@ -53,15 +55,16 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
-from urllib.parse import quote, unquote
+from dataclasses import dataclass, replace
+from typing import Final
+from urllib.parse import unquote
 
-import cbor2
-
+from e2e.client import events
+from e2e.client.records import Message, Profile, ReceiptStatus, dump, load, parse_receipt, q
 from e2e.errors import (
     DecodeError,
     DuplicateMessage,
+    E2EError,
     EnvelopeMismatch,
     FrankingMismatch,
     StateError,
@@ -73,10 +76,10 @@ from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, Inner
 from e2e.platform.franking import commit
-from e2e.platform.policy import ClassCheck, MessageClass
+from e2e.platform.policy import MessageClass
 from e2e.prekeys import PrekeyBundle
 from e2e.store import Address, StoreTransaction, upkeep
-from e2e.suite import DEFAULT, Suite, get_suite
+from e2e.suite import Suite, get_suite
 
 __all__ = [
     "Profile",
@@ -94,6 +97,8 @@ __all__ = [
     "prepare_prekeys",
     "mark_published",
     "seal",
+    "sent",
+    "refused",
     "open_delivery",
     "history",
     "receipt_status",
@@ -103,131 +108,15 @@ _KINDS: Final = ("customer", "business")
 _ACCOUNT_KEY: Final = "c/account-key"
 
 
-class ReceiptStatus:
-    """Receipt kinds, carried in a receipt's body and kept per message (higher wins)."""
-
-    SENT: Final = 0
-    DELIVERED: Final = 1
-    READ: Final = 2
-
-
-def _dump(obj: object) -> bytes:
-    return cbor2.dumps(obj, canonical=True)
-
-
-def _load(raw: bytes, what: str) -> Any:
-    try:
-        return cbor2.loads(raw)
-    except Exception:  # any decoder failure is a malformed record
-        raise StoreError("malformed record", what) from None
-
-
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """Who this device is: its account, device id, the account kind and the suite it uses."""
-
-    account: str
-    device: int
-    kind: str
-    suite: Suite = DEFAULT
-    #: Billing tier the account registers with (0 free, 1 API; customers 0).
-    tier: int = 0
-
-    @property
-    def addr(self) -> Address:
-        """This device's address."""
-        return Address(self.account, self.device)
-
-
-@dataclass(frozen=True, slots=True, repr=False)
-class Message:
-    """One message as a device holds it (received, or sent by this account).
-
-    ``conversation`` is the other account; ``outgoing`` is True for messages of our own
-    account (sent here or on another of our devices). ``delivery`` and ``franking_key`` are
-    what a spam report reveals (received messages only)."""
-
-    conversation: str
-    sender: Address
-    cls: MessageClass
-    message_id: bytes
-    body: bytes
-    time: int
-    outgoing: bool
-    delivery: bytes = b""
-    franking_key: bytes = b""
-    template_id: bytes | None = None
-    #: For a business's message to a customer: :func:`~e2e.platform.policy.check_class` of
-    #: its content against its declared class, as :meth:`Client.sync` found it (not kept).
-    class_check: ClassCheck | None = field(default=None, compare=False)
-
-    @property
-    def misdeclared(self) -> bool:
-        """True if its content belongs to a dearer class than declared (or its template id
-        does not fit): a flag for the customer, who can report it."""
-        return self.class_check is not None and not self.class_check.ok
-
-    def __repr__(self) -> str:
-        return f"Message({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
-
-    @property
-    def text(self) -> str:
-        """The body as text (replacement characters for invalid UTF-8)."""
-        return self.body.decode(errors="replace")
-
-    def to_record(self) -> bytes:
-        """The ``c/msg/...`` record value."""
-        return _dump(
-            {
-                0: self.conversation,
-                1: self.sender.name,
-                2: self.sender.device,
-                3: int(self.cls),
-                4: self.message_id,
-                5: self.body,
-                6: self.time,
-                7: self.outgoing,
-                8: self.delivery,
-                9: self.franking_key,
-                **({} if self.template_id is None else {10: self.template_id}),
-            }
-        )
-
-    @classmethod
-    def from_record(cls, raw: bytes, what: str) -> Message:
-        """Inverse of :meth:`to_record`; :class:`StoreError` naming ``what`` if malformed."""
-        obj = _load(raw, what)
-        try:
-            return cls(
-                obj[0],
-                Address(obj[1], obj[2]),
-                MessageClass(obj[3]),
-                obj[4],
-                obj[5],
-                obj[6],
-                obj[7],
-                obj[8],
-                obj[9],
-                obj.get(10),
-            )
-        except (KeyError, TypeError, ValueError, StoreError):
-            raise StoreError("malformed record", what) from None
-
-
 _KEYCHANGE: Final = "c/keychange/"
 PLATFORM_KEY: Final = "c/platform-key"
-
-
-def _q(name: str) -> str:
-    """An account name as one record-key segment (percent-encoded, no ``/``)."""
-    return quote(name, safe="")
 
 
 def _msg_key(tx: StoreTransaction, conversation: str, time: int, message_id: bytes) -> str:
     raw = tx.app_get("c/seq")
     seq = 0 if raw is None else int.from_bytes(raw, "big")
     tx.app_put("c/seq", (seq + 1).to_bytes(8, "big"))
-    return f"c/msg/{_q(conversation)}/{time:012d}/{seq:012d}/{message_id.hex()}"
+    return f"c/msg/{q(conversation)}/{time:012d}/{seq:012d}/{message_id.hex()}"
 
 
 #: Called with (account, account identity key, certificates) before a fetched device list is
@@ -243,7 +132,7 @@ def load_profile(tx: StoreTransaction) -> Profile | None:
     raw = tx.app_get("c/profile")
     if raw is None:
         return None
-    obj = _load(raw, "app/c/profile")
+    obj = load(raw, "app/c/profile")
     try:
         return Profile(obj[0], obj[1], obj[2], get_suite(obj[3]), obj.get(4, 0))
     except (KeyError, TypeError, ValueError, DecodeError):
@@ -265,7 +154,7 @@ def create_profile(
     if not hmac.compare_digest(certificate.identity, ident.public):
         raise StateError("certificate is for another device key")
     certificate.verify(account_identity)
-    tx.app_put("c/profile", _dump({0: profile.account, 1: profile.device, 2: profile.kind,
+    tx.app_put("c/profile", dump({0: profile.account, 1: profile.device, 2: profile.kind,
                                     3: profile.suite.id, 4: profile.tier}))  # fmt: skip
     tx.app_put("c/cert", certificate.to_bytes())
     pin(tx, profile.account, account_identity)
@@ -323,9 +212,9 @@ def mark_registered(tx: StoreTransaction, what: str) -> None:
 
 def pinned(tx: StoreTransaction, account: str) -> bytes | None:
     """The pinned identity key of ``account``, if any."""
-    raw = tx.app_get(f"c/pin/{_q(account)}")
+    raw = tx.app_get(f"c/pin/{q(account)}")
     if raw is not None and len(raw) != 32:
-        raise StoreError("malformed record", f"app/c/pin/{_q(account)}")
+        raise StoreError("malformed record", f"app/c/pin/{q(account)}")
     return raw
 
 
@@ -341,27 +230,32 @@ def pin(tx: StoreTransaction, account: str, identity: bytes) -> None:
         if not hmac.compare_digest(found, identity):
             raise UntrustedDevice("account identity key differs from the pinned one")
         return
-    tx.app_put(f"c/pin/{_q(account)}", identity)
+    tx.app_put(f"c/pin/{q(account)}", identity)
 
 
 def note_key_change(tx: StoreTransaction, account: str, identity: bytes) -> bool:
     """Record that the relay serves ``identity`` for ``account`` (SPEC §13.3). True (and a
     pending change ``c/keychange/<account>`` kept, the newest served key) if another key is
-    pinned; False if it is the pinned key or nothing is pinned yet (first use)."""
+    pinned; False if it is the pinned key or nothing is pinned yet (first use). A change
+    not seen before (or to yet another key) is a :class:`~e2e.client.events.KeyChanged`
+    event."""
     found = pinned(tx, account)
     if found is None or hmac.compare_digest(found, identity):
         return False
-    tx.app_put(f"{_KEYCHANGE}{_q(account)}", _dump({0: found, 1: identity}))
+    before = pending_key_change(tx, account)
+    if before is None or not hmac.compare_digest(before[1], identity):
+        tx.app_put(f"{_KEYCHANGE}{q(account)}", dump({0: found, 1: identity}))
+        events.append(tx, events.KeyChanged(0, account, found, identity))
     return True
 
 
 def pending_key_change(tx: StoreTransaction, account: str) -> tuple[bytes, bytes] | None:
     """(old key, new key) of ``account``'s key change the application has not accepted."""
-    key = f"{_KEYCHANGE}{_q(account)}"
+    key = f"{_KEYCHANGE}{q(account)}"
     raw = tx.app_get(key)
     if raw is None:
         return None
-    obj = _load(raw, "app/" + key)
+    obj = load(raw, "app/" + key)
     try:
         old, new = obj[0], obj[1]
     except (KeyError, TypeError):
@@ -395,41 +289,41 @@ def accept_key_change(tx: StoreTransaction, account: str, new: bytes) -> None:
     for device_id in certified_devices(tx, account):
         tx.delete_session(Address(account, device_id))  # sessions under the old key are void
     unpin(tx, account)
-    for key in tx.app_keys(f"c/route/{_q(account)}/"):
+    for key in tx.app_keys(f"c/route/{q(account)}/"):
         tx.app_delete(key)
-    tx.app_delete(f"{_KEYCHANGE}{_q(account)}")
+    tx.app_delete(f"{_KEYCHANGE}{q(account)}")
     pin(tx, account, new)
 
 
 def unpin(tx: StoreTransaction, account: str) -> None:
     """Forget ``account``'s pin and certified devices (before trusting a new account key)."""
-    tx.app_delete(f"c/pin/{_q(account)}")
-    tx.app_delete(f"c/devices/{_q(account)}")
+    tx.app_delete(f"c/pin/{q(account)}")
+    tx.app_delete(f"c/devices/{q(account)}")
 
 
 def certified_devices(tx: StoreTransaction, account: str) -> dict[int, bytes]:
     """The certified devices of ``account`` this device knows: {device id: identity key}."""
-    raw = tx.app_get(f"c/devices/{_q(account)}")
+    raw = tx.app_get(f"c/devices/{q(account)}")
     if raw is None:
         return {}
-    obj = _load(raw, f"app/c/devices/{_q(account)}")
+    obj = load(raw, f"app/c/devices/{q(account)}")
     if not isinstance(obj, dict):
-        raise StoreError("malformed record", f"app/c/devices/{_q(account)}")
+        raise StoreError("malformed record", f"app/c/devices/{q(account)}")
     return dict(obj)
 
 
 def _put_devices(tx: StoreTransaction, account: str, devices: dict[int, bytes]) -> None:
-    tx.app_put(f"c/devices/{_q(account)}", _dump(devices))
+    tx.app_put(f"c/devices/{q(account)}", dump(devices))
 
 
 def route(tx: StoreTransaction, account: str, chat: str) -> list[int] | None:
     """The cached devices of business ``account`` that receive ``chat``, if fetched."""
-    raw = tx.app_get(f"c/route/{_q(account)}/{_q(chat)}")
+    raw = tx.app_get(f"c/route/{q(account)}/{q(chat)}")
     if raw is None:
         return None
-    obj = _load(raw, f"app/c/route/{_q(account)}/{_q(chat)}")
+    obj = load(raw, f"app/c/route/{q(account)}/{q(chat)}")
     if not isinstance(obj, list):
-        raise StoreError("malformed record", f"app/c/route/{_q(account)}/{_q(chat)}")
+        raise StoreError("malformed record", f"app/c/route/{q(account)}/{q(chat)}")
     return list(obj)
 
 
@@ -449,7 +343,9 @@ def accept_device_list(
     refuse the list first. A full list (``chat`` None) replaces the certified devices and
     deletes the sessions of devices no longer in it; a chat's list (a business's routing for
     ``chat``) adds its devices and records them as that chat's route. Each certified device
-    key becomes the store's approved identity for its address.
+    key becomes the store's approved identity for its address. A change of a list this
+    device knew before (devices added, re-keyed or removed) is a
+    :class:`~e2e.client.events.DevicesChanged` event.
     """
     if hook is not None:
         hook(account, identity, list(certificates))
@@ -464,20 +360,28 @@ def accept_device_list(
             raise UntrustedDevice("device listed twice")
         listed[cert.device_id] = cert.identity
     known = certified_devices(tx, account)
+    removed: list[int] = []
     if chat is None:
-        for gone in set(known) - set(listed):
+        removed = sorted(set(known) - set(listed))
+        for gone in removed:
             tx.delete_session(Address(account, gone))
         devices = listed
     else:
         devices = {**known, **listed}
-        tx.app_put(f"c/route/{_q(account)}/{_q(chat)}", _dump(sorted(listed)))
-    for device_id, key in listed.items():
+        tx.app_put(f"c/route/{q(account)}/{q(chat)}", dump(sorted(listed)))
+    added: list[int] = []
+    for device_id, key in sorted(listed.items()):
         addr = Address(account, device_id)
         old = known.get(device_id)
-        if old is not None and not hmac.compare_digest(old, key):
+        if old is None:
+            added.append(device_id)
+        elif not hmac.compare_digest(old, key):
             tx.delete_session(addr)  # a re-installed device: its old sessions are void
+            added.append(device_id)
         tx.approve_identity(addr, key)
     _put_devices(tx, account, devices)
+    if known and (added or removed):
+        events.append(tx, events.DevicesChanged(0, account, tuple(added), tuple(removed)))
     return listed
 
 
@@ -576,13 +480,13 @@ class Outgoing:
     def to_record(self) -> bytes:
         """The ``c/out/...`` record value."""
         tid = {} if self.template_id is None else {6: self.template_id}
-        return _dump({0: self.to, 1: int(self.cls), 2: self.franking_key, 3: self.body,
+        return dump({0: self.to, 1: int(self.cls), 2: self.franking_key, 3: self.body,
                       4: list(self.envelopes), 5: self.message_id, **tid})  # fmt: skip
 
     @classmethod
     def from_record(cls, raw: bytes, what: str) -> Outgoing:
         """Inverse of :meth:`to_record`."""
-        obj = _load(raw, what)
+        obj = load(raw, what)
         try:
             return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]),
                        obj.get(6))  # fmt: skip
@@ -660,10 +564,11 @@ def start_session(
 
 
 def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int) -> Message:
-    """The relay accepted ``out``: drop it from the outbox, add it to the history -- once,
-    even if another process sharing this store submitted the same outbox entry."""
+    """The relay accepted ``out``: drop it from the outbox, add it to the history and write a
+    :class:`~e2e.client.events.MessageSent` event -- once, even if another process sharing
+    this store submitted the same outbox entry."""
     tx.app_lock(f"c/out/{out.message_id.hex()}")
-    seen = f"c/seen/{_q(profile.account)}/{out.message_id.hex()}"
+    seen = f"c/seen/{q(profile.account)}/{out.message_id.hex()}"
     msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True,
                   template_id=out.template_id)  # fmt: skip
     if tx.app_get(seen) is not None:
@@ -672,12 +577,21 @@ def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int
     tx.app_put(seen, b"")
     if out.cls is not MessageClass.RECEIPT:
         tx.app_put(_msg_key(tx, out.to, received_at, out.message_id), msg.to_record())
+        events.append(tx, events.MessageSent(0, msg))
     return msg
 
 
-def drop_outgoing(tx: StoreTransaction, message_id: bytes) -> None:
-    """Forget an outbox entry (the relay refused it for good)."""
+def refused(
+    tx: StoreTransaction, to: str, cls: MessageClass, message_id: bytes, error: E2EError
+) -> None:
+    """The relay refused our message for good (or a business's precheck did, before it was
+    sealed): forget its outbox entry and, unless it is a receipt, write a
+    :class:`~e2e.client.events.SendRefused` event."""
+    tx.app_lock(f"c/out/{message_id.hex()}")
     tx.app_delete(f"c/out/{message_id.hex()}")
+    if cls is not MessageClass.RECEIPT:
+        events.append(tx, events.SendRefused(0, to, message_id, cls, type(error).__name__,
+                                             str(error)[:512]))  # fmt: skip
 
 
 # -- receiving -----------------------------------------------------------------------------
@@ -691,27 +605,11 @@ class NeedDevices(StateError):
         self.account = account
 
 
-def receipt_body(kind: int, message_ids: list[bytes]) -> bytes:
-    """The body of a receipt message: {0: kind, 1: [message ids]}."""
-    return _dump({0: kind, 1: list(message_ids)})
-
-
-def _parse_receipt(body: bytes) -> tuple[int, list[bytes]]:
-    try:
-        obj = cbor2.loads(body)
-        kind, ids = obj[0], obj[1]
-    except Exception:
-        raise DecodeError("malformed receipt") from None
-    if kind not in (ReceiptStatus.DELIVERED, ReceiptStatus.READ) or not isinstance(ids, list):
-        raise DecodeError("malformed receipt")
-    if len(ids) > 1000 or not all(type(i) is bytes and len(i) == 16 for i in ids):
-        raise DecodeError("malformed receipt")
-    return kind, ids
-
-
 def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message:
     """Open one delivery: decrypt, check it against its envelope and franking commitment,
-    record it (history or receipt status) and its id, all in this transaction.
+    record it (history or receipt status), its id and its event
+    (:class:`~e2e.client.events.MessageReceived`, or ``ReceiptReceived`` for a receipt from
+    the other party), all in this transaction.
 
     Raises (and, the transaction rolling back, changes nothing): :class:`NeedDevices` if
     the sender is not a known certified device, :class:`DuplicateMessage` if already
@@ -725,7 +623,7 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     identity = device_key(tx, sender)
     if identity is None:
         raise NeedDevices(sender.name)
-    seen_key = f"c/seen/{_q(sender.name)}/{env.message_id.hex()}"
+    seen_key = f"c/seen/{q(sender.name)}/{env.message_id.hex()}"
     tx.app_lock(seen_key)  # another process opening the same delivery waits, then sees it
     if tx.app_get(seen_key) is not None:
         raise DuplicateMessage("message id already received")
@@ -752,34 +650,37 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
                   delivery.received_at, own, raw, inner.franking_key,
                   inner.template_id)  # fmt: skip
     if inner.cls is MessageClass.RECEIPT:
-        kind, ids = _parse_receipt(inner.body)
+        receipt = parse_receipt(inner.body)
         if not own:
-            for mid in ids:
-                _raise_status(tx, mid, sender.name, kind)
+            for mid in receipt.message_ids:
+                _raise_status(tx, mid, sender.name, receipt.kind)
+            events.append(tx, events.ReceiptReceived(
+                0, sender, receipt.kind, receipt.message_ids, delivery.received_at))  # fmt: skip
     else:
         key = _msg_key(tx, conversation, delivery.received_at, inner.message_id)
         tx.app_put(key, msg.to_record())
+        events.append(tx, events.MessageReceived(0, msg))
     return msg
 
 
 def _raise_status(tx: StoreTransaction, message_id: bytes, by: str, kind: int) -> None:
     key = f"c/status/{message_id.hex()}"
     raw = tx.app_get(key)
-    status: dict[str, int] = {} if raw is None else dict(_load(raw, "app/" + key))
+    status: dict[str, int] = {} if raw is None else dict(load(raw, "app/" + key))
     if status.get(by, ReceiptStatus.SENT) < kind:
         status[by] = kind
-        tx.app_put(key, _dump(status))
+        tx.app_put(key, dump(status))
 
 
 def receipt_status(tx: StoreTransaction, message_id: bytes) -> dict[str, int]:
     """{account: highest receipt kind} for one of our messages."""
     raw = tx.app_get(f"c/status/{message_id.hex()}")
-    return {} if raw is None else dict(_load(raw, f"app/c/status/{message_id.hex()}"))
+    return {} if raw is None else dict(load(raw, f"app/c/status/{message_id.hex()}"))
 
 
 def history(tx: StoreTransaction, conversation: str) -> list[Message]:
     """Every stored message of a conversation, oldest first."""
-    prefix = f"c/msg/{_q(conversation)}/"
+    prefix = f"c/msg/{q(conversation)}/"
     return [Message.from_record(tx.app_get(k) or b"", "app/" + k) for k in tx.app_keys(prefix)]
 
 

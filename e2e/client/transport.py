@@ -22,7 +22,7 @@ from typing import Protocol
 
 from e2e.keys import KeyPair
 from e2e.platform.policy import MessageClass, Template
-from e2e.platform.wire import Receipt
+from e2e.platform.wire import BillLines, Receipt
 from e2e.store import Address
 
 __all__ = ["Transport", "Connector"]
@@ -111,6 +111,14 @@ class Transport(Protocol):
     async def report_class(self, item: bytes) -> MessageClass:
         """(Customer) a class report of one message (SPEC §10.4); returns the class the relay
         confirmed its content has (the business is billed a penalty line)."""
+        ...
+
+    async def bill(self) -> BillLines:
+        """(Business) the caller's billing summary."""
+        ...
+
+    async def window_open(self, peer: str) -> bool:
+        """Is the 24 h window of this account's chat with ``peer`` open?"""
         ...
 
     async def aclose(self) -> None:

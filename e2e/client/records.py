@@ -1,0 +1,212 @@
+"""The values a client device keeps in its store, and their record encodings (SPEC.md §10.10).
+
+Values are canonical CBOR maps with small integer keys. A record that does not decode as its
+kind is a :class:`~e2e.errors.StoreError` naming the record, never a crash. Account names in
+record keys are percent-encoded (:func:`q`), so no name can reach into another's records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import quote
+
+import cbor2
+
+from e2e.errors import DecodeError, StoreError
+from e2e.platform.envelope import MESSAGE_ID_LEN
+from e2e.platform.policy import ClassCheck, MessageClass
+from e2e.store import Address
+from e2e.suite import DEFAULT, Suite
+
+__all__ = [
+    "ReceiptStatus",
+    "Profile",
+    "Message",
+    "Receipt",
+    "dump",
+    "load",
+    "q",
+    "receipt_body",
+    "parse_receipt",
+    "check_to_obj",
+    "check_from_obj",
+    "MAX_RECEIPT_IDS",
+]
+
+#: Most message ids one receipt (or retry request) names.
+MAX_RECEIPT_IDS: Final = 1000
+
+
+class ReceiptStatus:
+    """Receipt kinds, carried in a receipt's body and kept per message (higher wins)."""
+
+    SENT: Final = 0
+    DELIVERED: Final = 1
+    READ: Final = 2
+
+
+def dump(obj: object) -> bytes:
+    """Canonical CBOR."""
+    return cbor2.dumps(obj, canonical=True)
+
+
+def load(raw: bytes, what: str) -> Any:
+    """Decode a record; :class:`StoreError` naming ``what`` if it is not CBOR."""
+    try:
+        return cbor2.loads(raw)
+    except Exception:  # any decoder failure is a malformed record
+        raise StoreError("malformed record", what) from None
+
+
+def q(name: str) -> str:
+    """An account name as one record-key segment (percent-encoded, no ``/``)."""
+    return quote(name, safe="")
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Who this device is: its account, device id, the account kind and the suite it uses."""
+
+    account: str
+    device: int
+    kind: str
+    suite: Suite = DEFAULT
+    #: Billing tier the account registers with (0 free, 1 API; customers 0).
+    tier: int = 0
+
+    @property
+    def addr(self) -> Address:
+        """This device's address."""
+        return Address(self.account, self.device)
+
+
+def check_to_obj(check: ClassCheck) -> dict[int, Any]:
+    """A class check as a CBOR map."""
+    return {0: int(check.declared), 1: int(check.content), 2: check.ok, 3: check.reason}
+
+
+def check_from_obj(obj: Any) -> ClassCheck:
+    """Inverse of :func:`check_to_obj` (KeyError, TypeError or ValueError if malformed)."""
+    if type(obj[2]) is not bool or type(obj[3]) is not str:
+        raise TypeError("malformed class check")
+    return ClassCheck(MessageClass(obj[0]), MessageClass(obj[1]), obj[2], obj[3])
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Message:
+    """One message as a device holds it (received, or sent by this account).
+
+    ``conversation`` is the other account; ``outgoing`` is True for messages of our own
+    account (sent here or on another of our devices). ``delivery`` and ``franking_key`` are
+    what a spam report reveals (received messages only)."""
+
+    conversation: str
+    sender: Address
+    cls: MessageClass
+    message_id: bytes
+    body: bytes
+    time: int
+    outgoing: bool
+    delivery: bytes = b""
+    franking_key: bytes = b""
+    template_id: bytes | None = None
+    #: For a business's message to a customer: :func:`~e2e.platform.policy.check_class` of
+    #: its content against its declared class, as the device found it when it received it
+    #: (None: not checked; kept with the message's event, not in the history).
+    class_check: ClassCheck | None = field(default=None, compare=False)
+
+    @property
+    def misdeclared(self) -> bool:
+        """True if its content belongs to a dearer class than declared (or its template id
+        does not fit): a flag for the customer, who can report it."""
+        return self.class_check is not None and not self.class_check.ok
+
+    def __repr__(self) -> str:
+        return f"Message({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
+
+    @property
+    def text(self) -> str:
+        """The body as text (replacement characters for invalid UTF-8)."""
+        return self.body.decode(errors="replace")
+
+    def to_obj(self) -> dict[int, Any]:
+        """The record as a CBOR map (key 11: the class check, in an event only)."""
+        obj: dict[int, Any] = {
+            0: self.conversation,
+            1: self.sender.name,
+            2: self.sender.device,
+            3: int(self.cls),
+            4: self.message_id,
+            5: self.body,
+            6: self.time,
+            7: self.outgoing,
+            8: self.delivery,
+            9: self.franking_key,
+        }
+        if self.template_id is not None:
+            obj[10] = self.template_id
+        if self.class_check is not None:
+            obj[11] = check_to_obj(self.class_check)
+        return obj
+
+    def to_record(self) -> bytes:
+        """The ``c/msg/...`` record value (without the class check)."""
+        obj = self.to_obj()
+        obj.pop(11, None)
+        return dump(obj)
+
+    @classmethod
+    def from_obj(cls, obj: Any, what: str) -> Message:
+        """Inverse of :meth:`to_obj`; :class:`StoreError` naming ``what`` if malformed."""
+        try:
+            check = obj.get(11)
+            return cls(
+                obj[0],
+                Address(obj[1], obj[2]),
+                MessageClass(obj[3]),
+                obj[4],
+                obj[5],
+                obj[6],
+                obj[7],
+                obj[8],
+                obj[9],
+                obj.get(10),
+                None if check is None else check_from_obj(check),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, StoreError):
+            raise StoreError("malformed record", what) from None
+
+    @classmethod
+    def from_record(cls, raw: bytes, what: str) -> Message:
+        """Inverse of :meth:`to_record`; :class:`StoreError` naming ``what`` if malformed."""
+        return cls.from_obj(load(raw, what), what)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A receipt's body: ``kind`` (:class:`ReceiptStatus`) and the message ids it is about."""
+
+    kind: int
+    message_ids: tuple[bytes, ...]
+
+
+def receipt_body(kind: int, message_ids: list[bytes]) -> bytes:
+    """The body of a receipt message: {0: kind, 1: [message ids]}."""
+    return dump({0: kind, 1: list(message_ids)})
+
+
+def parse_receipt(body: bytes) -> Receipt:
+    """A receipt's body; :class:`DecodeError` if malformed."""
+    try:
+        obj = cbor2.loads(body)
+        kind, ids = obj[0], obj[1]
+    except Exception:
+        raise DecodeError("malformed receipt") from None
+    if kind not in (ReceiptStatus.DELIVERED, ReceiptStatus.READ) or not isinstance(ids, list):
+        raise DecodeError("malformed receipt")
+    if len(ids) > MAX_RECEIPT_IDS:
+        raise DecodeError("malformed receipt")
+    if not all(type(i) is bytes and len(i) == MESSAGE_ID_LEN for i in ids):
+        raise DecodeError("malformed receipt")
+    return Receipt(kind, tuple(ids))
