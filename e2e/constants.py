@@ -29,3 +29,17 @@ MAX_STORED_SKIPPED: Final = 2000
 MAX_RECEIVER_CHAINS: Final = 5
 #: Largest message counter; a chain longer than this must ratchet first.
 MAX_COUNTER: Final = 2**32 - 1
+
+#: Largest attachment plaintext the format carries (SPEC.md §16); a relay's blob store
+#: usually caps uploads lower.
+MAX_ATTACHMENT_BYTES: Final = 2**32 - 1
+#: Largest encoded attachment pointer accepted; checked before decoding it.
+MAX_POINTER_BYTES: Final = 72 * 1024
+#: Largest inline thumbnail in a pointer.
+MAX_THUMBNAIL_BYTES: Final = 64 * 1024
+#: Largest caption in a pointer (UTF-8 bytes).
+MAX_CAPTION_BYTES: Final = 4096
+#: Largest file name in a pointer (UTF-8 bytes).
+MAX_FILE_NAME_BYTES: Final = 255
+#: Largest content type in a pointer (``type/subtype``, RFC 6838 §4.2: 127 + 1 + 127).
+MAX_CONTENT_TYPE_BYTES: Final = 255

@@ -34,6 +34,19 @@ __all__ = [
     "UntrustedDevice",
     "DuplicateMessage",
     "TooManySkipped",
+    "AttachmentError",
+    "AttachmentKeyMismatch",
+    "ChunkTampered",
+    "AttachmentTruncated",
+    "AttachmentExtended",
+    "DigestMismatch",
+    "TransferError",
+    "TransferInterrupted",
+    "OffsetConflict",
+    "BlobError",
+    "NoSuchBlob",
+    "BlobTooLarge",
+    "QuotaExceeded",
     "PqRatchetError",
     "PeerLacksSpqr",
     "PeerRequiresSpqr",
@@ -168,6 +181,43 @@ class DuplicateMessage(DecryptError):
 class TooManySkipped(DecryptError):
     """A message further ahead than its frame's skip budget (MAX_SKIP), or from too many
     receiving chains."""
+
+
+class AttachmentError(AuthenticationFailed):
+    """An attachment's ciphertext that does not verify against its pointer (SPEC.md §16).
+
+    Raised at the first bad byte or chunk: every plaintext byte returned before it was
+    verified, and nothing of the bad chunk or after it is ever returned. ``chunk`` is the
+    index of the chunk at fault (None for the header or the whole blob).
+    """
+
+    def __init__(self, message: str, chunk: int | None = None) -> None:
+        super().__init__(message if chunk is None else f"{message} (chunk {chunk})")
+        self.chunk = chunk
+
+
+class AttachmentKeyMismatch(AttachmentError):
+    """The blob's key commitment does not match the pointer's key: a wrong key, or the blob
+    of another attachment (a swapped blob). Nothing was released."""
+
+
+class ChunkTampered(AttachmentError):
+    """A chunk failed authentication: changed, moved (reordered), repeated (duplicated),
+    taken from another blob, or marked final where it is not."""
+
+
+class AttachmentTruncated(AttachmentError):
+    """The ciphertext ended before its final chunk."""
+
+
+class AttachmentExtended(AttachmentError):
+    """Bytes after the final chunk (an extended blob)."""
+
+
+class DigestMismatch(AttachmentError):
+    """The whole ciphertext's digest differs from the pointer's. Every chunk authenticated
+    under the key, so only a holder of the key made it (a sender who uploaded another blob);
+    the final chunk's plaintext is withheld."""
 
 
 class PqRatchetError(DecryptError):
@@ -340,6 +390,45 @@ class WireFailure(RelayError):
     request of the API is idempotent for a repeated body, so sending it again is safe."""
 
     retryable: ClassVar[bool] = True
+
+
+# -- attachment transfers and the blob store (SPEC §16.8, §10.12) ---------------------------
+
+
+class TransferError(E2EError):
+    """A blob transfer that cannot go on: the blob store refused it, or answered with an
+    offset or a length that no honest store gives (SPEC.md §16.8)."""
+
+
+class TransferInterrupted(TransferError):
+    """A blob transfer cut off before its end (a dropped connection, a timeout, a store that
+    went away). Retrying can succeed: an upload continues from the store's offset, a
+    download from the last byte verified."""
+
+    retryable: ClassVar[bool] = True
+
+
+class OffsetConflict(TransferError):
+    """An upload's bytes sent for another offset than the blob store holds, or while another
+    upload request of the same blob is running (HTTP 409). Ask the store's offset and go on
+    from there."""
+
+
+class BlobError(E2EError):
+    """A blob store refused a request (SPEC.md §10.12)."""
+
+
+class NoSuchBlob(BlobError):
+    """No blob of that id that the caller may use: never made, expired, incomplete, or not
+    the caller's to read (one answer for all, so nobody learns which; HTTP 404)."""
+
+
+class BlobTooLarge(BlobError, LimitExceeded):
+    """A blob longer than the store's cap, or bytes past a blob's declared length (HTTP 413)."""
+
+
+class QuotaExceeded(BlobError):
+    """The account's blobs would take more than its storage quota (HTTP 507)."""
 
 
 # -- keys users can check (SPEC §13) -------------------------------------------------------------
