@@ -22,7 +22,9 @@ def test_a_fresh_generator_run_verifies(tmp_path: Path) -> None:
         capture_output=True,
     )
     names = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert names == ["agreement.json", "frames.json", "kdf.json", "transcripts.json"]
+    assert names == [
+        "agreement.json", "attachment.json", "frames.json", "kdf.json", "transcripts.json",
+    ]  # fmt: skip
     failures: list[str] = []
     passed, failed = verify_dir(tmp_path, report=failures.append)
     assert (failed, failures) == (0, [])
@@ -30,12 +32,12 @@ def test_a_fresh_generator_run_verifies(tmp_path: Path) -> None:
 
 
 def test_seeded_parts_are_stable(tmp_path: Path) -> None:
-    """Everything but the KEM encapsulation is seeded: kdf.json and frames.json come out
-    identical to the committed files."""
+    """Everything but the KEM encapsulation is seeded: kdf.json, frames.json and
+    attachment.json come out identical to the committed files."""
     subprocess.run(
         [sys.executable, str(ROOT / "vectors" / "generate.py"), str(tmp_path)],
         check=True,
         capture_output=True,
     )
-    for name in ("kdf.json", "frames.json"):
+    for name in ("kdf.json", "frames.json", "attachment.json"):
         assert (tmp_path / name).read_bytes() == (ROOT / "vectors" / name).read_bytes(), name

@@ -47,6 +47,12 @@ _CORRUPTIBLE = [
     ("fingerprint.json", "scannable_remote_view", {"name": "utf8-names"}),
     ("merkle.json", "root", {"name": "inclusion/1/happy-path.json"}),
     ("merkle.json", "root2", {"name": "consistency/3/happy-path.json"}),
+    ("attachment.json", "digest", {"name": "seal/600000"}),
+    ("attachment.json", "blob", {"name": "seal/513"}),
+    ("attachment.json", "blob_sha256", {"name": "seal/262145"}),
+    ("attachment.json", "released_sha256", {"name": "open/bitflip/chunk1"}),
+    ("attachment.json", "released_sha256", {"name": "open/intact"}),
+    ("attachment.json", "encoding", {"name": "pointer/thumbnail and caption"}),
 ]
 
 

@@ -1,6 +1,6 @@
 """Regenerate the protocol's own vectors from vectors/reference.py (SPEC.md §11).
 
-    python vectors/generate.py [OUT_DIR]
+    python vectors/generate.py [OUT_DIR] [--only attachment.json ...]
 
 All randomness comes from ``DRng(seed)`` with the seeds written into each case, except ML-KEM
 encapsulation, which ``cryptography`` cannot run with fixed randomness: its (SS, CT) are
@@ -10,6 +10,7 @@ depends on them); the package must verify any output of this script.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -303,13 +304,197 @@ def frame_cases() -> list[dict[str, Any]]:
     return cases
 
 
-def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
-    write(out, "kdf.json", "kdf", kdf_cases())
-    write(out, "agreement.json", "agreement", agreement_cases())
-    write(out, "frames.json", "frame", frame_cases())
-    write(out, "transcripts.json", "transcript", transcript_cases())
+# --- attachment.json -----------------------------------------------------------------------
 
+_ATT_SEAL_SIZES = (0, 1, 100, 511, 512, 513, 4000, 262144, 262145, 600000)
+_ATT_INLINE = 8192  # blobs up to this size are written out; larger ones as their SHA-256
+
+
+def _att_sealed(seed: bytes, size: int) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """(key, salt, plaintext, blob, digest): key then salt from DRng(seed) (§16.1's order),
+    the plaintext from DRng(seed | "/plaintext")."""
+    rng = ref.DRng(seed)
+    key, salt = rng(32), rng(16)
+    plain = ref.DRng(seed + b"/plaintext")(size)
+    blob, digest = ref.att_seal(key, salt, plain)
+    return key, salt, plain, blob, digest
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def attachment_cases() -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = []
+    sizes = [0, 1, 511, 512, 513, 1000, 1023, 1024, 1025, 2047, 2048, 4095, 65535, 65536,
+             65537, 100000, 262144, 262145, 1 << 20, (1 << 20) + 1, 10**9, 2**32 - 1]  # fmt: skip
+    pairs = [[n, ref.att_padded(n), ref.att_blob_size(n)] for n in sizes]
+    cases.append({"name": "padding", "kind": "padding", "pairs": pairs})
+    for size in _ATT_SEAL_SIZES:
+        seed = b"attachment/seal/%d" % size
+        key, salt, plain, blob, digest = _att_sealed(seed, size)
+        case: dict[str, Any] = {"name": f"seal/{size}", "kind": "seal", "seed": seed.decode(),
+                                "size": size, "key": h(key), "salt": h(salt),
+                                "padded": ref.att_padded(size), "blob_size": len(blob),
+                                "digest": h(digest), "blob_sha256": _sha(blob)}  # fmt: skip
+        if len(blob) <= _ATT_INLINE:
+            case["plaintext"], case["blob"] = h(plain), h(blob)
+        cases.append(case)
+
+    # Opening: a 3-chunk attachment, changed as each op says; the receiver reads the blob in
+    # order (§16.6) and releases what the reference says, then fails with the named class.
+    size, seed = 600000, b"attachment/open"
+    key, salt, plain, blob, digest = _att_sealed(seed, size)
+    sc = 262160
+    c = [blob[49 + i * sc : 49 + (i + 1) * sc] for i in range(3)]
+    _, _, _, other, _ = _att_sealed(b"attachment/other", size)
+    rng = ref.DRng(b"attachment/other-same-key")  # salt, then plaintext
+    same_key_blob, _ = ref.att_seal(key, rng(16), rng(size))
+    assert len(same_key_blob) == len(blob)
+
+    def flip(at: int) -> bytes:
+        b = bytearray(blob)
+        b[at] ^= 0x04
+        return bytes(b)
+
+    opens: list[tuple[str, bytes, dict[str, Any], list[dict[str, Any]]]] = [
+        ("intact", blob, {}, []),
+        ("bitflip/chunk1", flip(49 + sc + 1000), {}, [{"op": "flip", "at": 49 + sc + 1000}]),
+        ("bitflip/tag0", flip(49 + sc - 1), {}, [{"op": "flip", "at": 49 + sc - 1}]),
+        ("bitflip/final", flip(len(blob) - 30), {}, [{"op": "flip", "at": len(blob) - 30}]),
+        ("bitflip/salt", flip(5), {}, [{"op": "flip", "at": 5}]),
+        ("bitflip/commitment", flip(40), {}, [{"op": "flip", "at": 40}]),
+        ("truncated/header", blob[:20], {}, [{"op": "truncate", "to": 20}]),
+        ("truncated/after-header", blob[:49], {}, [{"op": "truncate", "to": 49}]),
+        ("truncated/mid-final", blob[:-100], {}, [{"op": "truncate", "to": len(blob) - 100}]),
+        ("truncated/drop-final", blob[: 49 + 2 * sc], {}, [{"op": "truncate", "to": 49 + 2 * sc}]),
+        ("truncated/at-boundary-size-matching", blob[: 49 + 2 * sc], {"size": 524288},
+         [{"op": "truncate", "to": 49 + 2 * sc}]),
+        ("reordered/0-1", blob[:49] + c[1] + c[0] + c[2], {}, [{"op": "swap", "a": 0, "b": 1}]),
+        ("duplicated/1", blob[:49] + c[0] + c[1] + c[1] + c[2], {}, [{"op": "dup", "chunk": 1}]),
+        ("duplicated/0-for-1", blob[:49] + c[0] + c[0] + c[2], {},
+         [{"op": "replace", "chunk": 1, "with": 0}]),
+        ("extended/chunk", blob + c[2], {}, [{"op": "dup", "chunk": 2}]),
+        ("extended/one-byte", blob + b"\x00", {}, [{"op": "append", "bytes": "00"}]),
+        ("wrong-key", blob, {"key": h(bytes([key[0] ^ 1]) + key[1:])}, []),
+        ("wrong-digest", blob, {"digest": h(digest[:-1] + bytes([digest[-1] ^ 1]))}, []),
+        ("swapped-blob", other, {}, [{"op": "swap_blob", "seed": "attachment/other"}]),
+        ("version-2", blob[:0] + b"\x02" + blob[1:], {}, [{"op": "set", "at": 0, "value": 2}]),
+    ]
+    for name, changed, override, ops in opens:
+        k = bytes.fromhex(override.get("key", key.hex()))
+        d = bytes.fromhex(override.get("digest", digest.hex()))
+        n = override.get("size", size)
+        released, error = ref.att_open(k, d, n, changed)
+        cases.append({"name": f"open/{name}", "kind": "open", "seed": seed.decode(),
+                      "size": size, "ops": ops, "key": h(k), "digest": h(d), "open_size": n,
+                      "blob_sha256": _sha(changed), "error": error,
+                      "released_len": len(released),
+                      "released_sha256": _sha(released)})  # fmt: skip
+    # A blob made by a holder of the key (another salt and plaintext, every chunk valid under
+    # K): only the digest catches it. And one whose padding is not zero (a small one, inline).
+    released, error = ref.att_open(key, digest, size, same_key_blob)
+    assert error == "DigestMismatch"
+    cases.append({"name": "open/other-blob-same-key", "kind": "open", "blob": None,
+                  "blob_sha256": _sha(same_key_blob), "blob_from": "other-same-key",
+                  "seed": seed.decode(), "size": size, "ops": [], "key": h(key),
+                  "digest": h(digest), "open_size": size, "error": error,
+                  "released_len": len(released), "released_sha256": _sha(released)})  # fmt: skip
+    rng = ref.DRng(b"attachment/padding")
+    pkey, psalt, pplain = rng(32), rng(16), rng(1000)
+    for label, padding in (("zero", bytes(24)), ("nonzero", b"\x01" + bytes(23))):
+        pblob, pdigest = ref.att_seal(pkey, psalt, pplain, padding)
+        released, error = ref.att_open(pkey, pdigest, 1000, pblob)
+        cases.append({"name": f"open/padding-{label}", "kind": "open", "blob": h(pblob),
+                      "key": h(pkey), "digest": h(pdigest), "open_size": 1000, "ops": [],
+                      "error": error, "released_len": len(released),
+                      "released_sha256": _sha(released)})  # fmt: skip
+    cases += _pointer_cases()
+    return cases
+
+
+def _pointer_cases() -> list[dict[str, Any]]:
+    rng = ref.DRng(b"attachment/pointer")
+    blob_id, key, digest = rng(16), rng(32), rng(32)
+    thumb = rng(300)
+    base = dict(blob_id=blob_id, key=key, digest=digest, size=123456,
+                content_type="image/jpeg", file_name="parcel.jpg")  # fmt: skip
+    cases: list[dict[str, Any]] = []
+
+    def ok(name: str, **fields: Any) -> None:
+        f = {**base, **fields}
+        raw = ref.att_pointer(**f)
+        cases.append({"name": f"pointer/{name}", "kind": "pointer", "result": "valid",
+                      "fields": {k: (v.hex() if isinstance(v, bytes) else v)
+                                 for k, v in f.items()}, "encoding": h(raw)})  # fmt: skip
+
+    def bad(name: str, raw: bytes, error: str) -> None:
+        stripped = raw.rstrip(b"\x00")
+        pad = len(raw) - len(stripped) if len(raw) - len(stripped) > 1024 else 0
+        c = {"name": f"pointer/{name}", "kind": "pointer", "result": "invalid",
+             "encoding": h(raw[: len(raw) - pad]), "error": error}  # fmt: skip
+        if pad:
+            c["zero_pad"] = pad  # the encoding is followed by this many zero bytes
+        cases.append(c)
+
+    ok("minimal")
+    ok("thumbnail and caption", thumbnail=thumb, caption="The box arrived crushed.\nSee photo.")
+    ok("unicode name", file_name="Rechnung März №7 — 請求書.pdf", content_type="application/pdf")
+    ok("largest size", size=2**32 - 1, content_type="video/mp4", file_name="v.mp4")
+    ok("empty attachment", size=0, content_type="application/octet-stream", file_name="empty")
+    ok("right-to-left caption", caption="\u202bשלום\u202c")
+    good = {0: 1, 1: blob_id, 2: key, 3: digest, 4: 123456, 5: b"image/jpeg", 6: b"parcel.jpg"}
+
+    def enc(fields: dict[int, Any]) -> bytes:
+        return cbor2.dumps(fields)
+
+    bad("version 2", enc({**good, 0: 2}), "UnsupportedVersion")
+    bad("unknown key 9", enc({**good, 9: b"x"}), "DecodeError")
+    bad("missing file name", enc({k: v for k, v in good.items() if k != 6}), "DecodeError")
+    bad("blob id of 15 bytes", enc({**good, 1: blob_id[:15]}), "DecodeError")
+    bad("key of 31 bytes", enc({**good, 2: key[:31]}), "DecodeError")
+    bad("size over 2^32-1", enc({**good, 4: 2**32}), "DecodeError")
+    bad("file name as a text string", enc({**good, 6: "parcel.jpg"}), "DecodeError")
+    bad("path in file name", enc({**good, 6: b"../../.ssh/authorized_keys"}), "DecodeError")
+    bad("backslash in file name", enc({**good, 6: b"..\\evil.exe"}), "DecodeError")
+    bad("file name ..", enc({**good, 6: b".."}), "DecodeError")
+    bad("empty file name", enc({**good, 6: b""}), "DecodeError")
+    bad("NUL in file name", enc({**good, 6: b"a\x00.jpg"}), "DecodeError")
+    bad("newline in file name", enc({**good, 6: b"a\n.jpg"}), "DecodeError")
+    bad("right-to-left override in file name", enc({**good, 6: "invoice\u202efdp.exe".encode()}),
+        "DecodeError")  # fmt: skip
+    bad("file name of 256 bytes", enc({**good, 6: b"a" * 256}), "LimitExceeded")
+    bad("invalid UTF-8 file name", enc({**good, 6: b"\xff.jpg"}), "DecodeError")
+    bad("content type with parameters", enc({**good, 5: b"text/plain; charset=utf-8"}),
+        "DecodeError")  # fmt: skip
+    bad("content type without subtype", enc({**good, 5: b"image"}), "DecodeError")
+    bad("empty thumbnail", enc({**good, 7: b""}), "DecodeError")
+    bad("thumbnail of 65537 bytes", enc({**good, 7: bytes(65537)}), "LimitExceeded")
+    bad("caption of 4097 bytes", enc({**good, 8: b"a" * 4097}), "LimitExceeded")
+    bad("control character in caption", enc({**good, 8: b"a\x1b[2Jb"}), "DecodeError")
+    unsorted = b"".join(cbor2.dumps(k) + cbor2.dumps(good[k]) for k in (1, 0, 2, 3, 4, 5, 6))
+    bad("unsorted keys", b"\xa7" + unsorted, "DecodeError")
+    bad("trailing byte", enc(good) + b"\x00", "DecodeError")
+    bad("oversize", enc({**good, 7: bytes(73728)}), "LimitExceeded")
+    return cases
+
+
+def main() -> None:
+    """``generate.py [OUT_DIR] [--only FILE ...]``: every file, or only the named ones."""
+    args = sys.argv[1:]
+    only = set(args[args.index("--only") + 1 :]) if "--only" in args else None
+    args = args[: args.index("--only")] if "--only" in args else args
+    out = Path(args[0]) if args else Path(__file__).resolve().parent
+    files = [
+        ("kdf.json", "kdf", kdf_cases),
+        ("agreement.json", "agreement", agreement_cases),
+        ("frames.json", "frame", frame_cases),
+        ("transcripts.json", "transcript", transcript_cases),
+        ("attachment.json", "attachment", attachment_cases),
+    ]
+    for name, concept, make in files:
+        if only is None or name in only:
+            write(out, name, concept, make())
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ import nacl.bindings
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import mlkem
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 # --- §0 notation ---------------------------------------------------------------------------
 
@@ -373,3 +373,121 @@ class Party:
 def kem_pair_from_seed(seed: bytes) -> tuple[Any, bytes]:
     k = mlkem.MLKEM1024PrivateKey.from_seed_bytes(seed)
     return k, k.public_key().public_bytes_raw()
+
+
+# --- §16 attachments ----------------------------------------------------------------------
+
+ATT_CHUNK = 262144  # §16.3: 256 KiB
+
+
+def att_padded(n: int) -> int:
+    """§16.2: Padmé with a floor of 512."""
+    length = n if n > 512 else 512
+    e = 0
+    while (1 << (e + 1)) <= length:  # E = floor(log2 L')
+        e += 1
+    s = 0
+    while (1 << (s + 1)) <= e:  # floor(log2 E)
+        s += 1
+    s += 1
+    mask = (1 << (e - s)) - 1
+    return (length + mask) & ~mask
+
+
+def att_keys(key: bytes, salt: bytes) -> tuple[bytes, bytes]:
+    """§16.1: (EK, C) = HKDF-Expand-SHA512(K, "E2E_Attachment" | R, 64)."""
+    s = HKDFExpand(hashes.SHA512(), 64, b"E2E_Attachment" + salt).derive(key)
+    return s[:32], s[32:]
+
+
+def att_header(key: bytes, salt: bytes) -> tuple[bytes, bytes]:
+    """§16.1: (header, EK)."""
+    ek, commit = att_keys(key, salt)
+    return b"\x01" + salt + commit, ek
+
+
+def att_nonce(i: int, last: bool) -> bytes:
+    return struct.pack(">QI", i, 1 if last else 0)
+
+
+def att_chunks(padded_plain: bytes) -> list[bytes]:
+    return [padded_plain[i : i + ATT_CHUNK] for i in range(0, len(padded_plain), ATT_CHUNK)]
+
+
+def att_seal(
+    key: bytes, salt: bytes, plain: bytes, padding: bytes | None = None
+) -> tuple[bytes, bytes]:
+    """§16.1-§16.4: (blob, digest). ``padding`` replaces the zero padding (to make a blob that
+    a receiver must refuse)."""
+    header, ek = att_header(key, salt)
+    pad_len = att_padded(len(plain)) - len(plain)
+    pad = bytes(pad_len) if padding is None else padding
+    assert len(pad) == pad_len
+    chunks = att_chunks(plain + pad)
+    sealed = [AESGCM(ek).encrypt(att_nonce(i, i == len(chunks) - 1), p, header)
+              for i, p in enumerate(chunks)]  # fmt: skip
+    d = hashlib.sha256(b"E2E_AttachmentDigest" + header).digest()
+    for c in sealed:
+        d = hashlib.sha256(d + c).digest()
+    return header + b"".join(sealed), d
+
+
+def att_blob_size(n: int) -> int:
+    p = att_padded(n)
+    return 49 + p + 16 * -(-p // ATT_CHUNK)
+
+
+def att_open(key: bytes, digest: bytes, size: int, blob: bytes) -> tuple[bytes, str | None]:
+    """§16.6, reading the blob in order: (plaintext released, error class or None)."""
+    released = b""
+    expected = att_blob_size(size)
+    if len(blob) < 49:
+        return released, "AttachmentTruncated"
+    header = blob[:49]
+    if header[0] != 1:
+        return released, "UnsupportedVersion"
+    ek, commit = att_keys(key, header[1:17])
+    if commit != header[17:]:
+        return released, "AttachmentKeyMismatch"
+    padded = att_padded(size)
+    n = -(-padded // ATT_CHUNK)
+    d = hashlib.sha256(b"E2E_AttachmentDigest" + header).digest()
+    pos, final = 49, b""
+    for i in range(n):
+        plain_len = min(ATT_CHUNK, padded - i * ATT_CHUNK)
+        c = blob[pos : pos + plain_len + 16]
+        if len(c) < plain_len + 16:
+            break  # truncated: step 4
+        try:
+            p = AESGCM(ek).decrypt(att_nonce(i, i == n - 1), c, header)
+        except Exception:
+            return released, "ChunkTampered"
+        keep = max(0, min(ATT_CHUNK, size - i * ATT_CHUNK))
+        if p[keep:] != bytes(plain_len - keep):
+            return released, "AttachmentError"
+        d = hashlib.sha256(d + c).digest()
+        pos += len(c)
+        if i < n - 1:
+            released += p[:keep]
+        else:
+            final = p[:keep]
+    if len(blob) > expected:
+        return released, "AttachmentExtended"
+    if len(blob) < expected:
+        return released, "AttachmentTruncated"
+    if d != digest:
+        return released, "DigestMismatch"
+    return released + final, None
+
+
+def att_pointer(blob_id: bytes, key: bytes, digest: bytes, size: int, content_type: str,
+                file_name: str, thumbnail: bytes | None = None,
+                caption: str | None = None) -> bytes:  # fmt: skip
+    """§16.5."""
+    fields: dict[int, int | bytes] = {0: 1, 1: blob_id, 2: key, 3: digest, 4: size,
+                                      5: content_type.encode(), 6: file_name.encode()}  # fmt: skip
+    if thumbnail is not None:
+        fields[7] = thumbnail
+    if caption is not None:
+        fields[8] = caption.encode()
+    return cbor_map(fields)

@@ -41,6 +41,7 @@ class Case:
 def _load_verifiers() -> None:
     # Imported for their @verifier registrations.
     from e2e.vectors import (  # noqa: F401
+        attachment_vectors,
         fingerprint_vectors,
         libsignal_spqr_vectors,
         libsignal_vectors,
