@@ -16,8 +16,9 @@ the binomial, :func:`median_ci`):
   time cap); if it still straddles, the case PASSES WITH A WARNING. A gate that cannot tell
   is not allowed to block a landing; a real regression moves the whole interval.
 
-It also exits 1 when a bounded case is missing from the run or when a serialized idle session
-is larger than its bound. Absolute times are printed, never checked.
+It also exits 1 when a bounded case is missing from the run, when a serialized idle session
+is larger than its bound, or when a measured peak memory (``memory_bytes``) is over its
+bound. Absolute times are printed, never checked.
 """
 
 from __future__ import annotations
@@ -121,12 +122,15 @@ def evaluate(info: dict[str, Any], bound: float | None) -> Row:
 
 
 def collect(report: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, int], list[Any]]:
-    """(workload cases' extra_info, state name -> bytes, provider cases' extra_info)."""
+    """(workload cases' extra_info, state or memory name -> bytes, provider cases'
+    extra_info)."""
     cases, providers = [], []
     sizes: dict[str, int] = {}
     for bench in report["benchmarks"]:
         info = bench.get("extra_info", {})
         for name, value in info.get("state_bytes", {}).items():
+            sizes[name] = int(value)
+        for name, value in info.get("memory_bytes", {}).items():
             sizes[name] = int(value)
         if "case" in info:
             cases.append(info)
@@ -192,18 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     failures += [_failure(r) for r in rows if r.decision.verdict == FAIL]
     warnings += [_warning(r) for r in rows if r.decision.verdict == WARN]
 
-    for name, limit in bounds.get("state_bytes", {}).items():
-        size = sizes.get(name)
-        if size is None:
-            failures.append(f"state {name}: not measured in this run")
-            continue
-        verdict = "ok" if size <= limit else "FAIL"
-        print(f"serialized {name}: {size} bytes (bound {limit}) {verdict}")
-        if size > limit:
-            failures.append(f"state {name}: {size} bytes > {limit}")
+    byte_bounds = [("state", "serialized", bounds.get("state_bytes", {}))]
+    byte_bounds.append(("memory", "peak memory of", bounds.get("memory_bytes", {})))
+    for kind, label, limits in byte_bounds:
+        for name, limit in limits.items():
+            size = sizes.get(name)
+            if size is None:
+                failures.append(f"{kind} {name}: not measured in this run")
+                continue
+            verdict = "ok" if size <= limit else "FAIL"
+            print(f"{label} {name}: {size} bytes (bound {limit}) {verdict}")
+            if size > limit:
+                failures.append(f"{kind} {name}: {size} bytes > {limit}")
+    bounded = {name for _, _, limits in byte_bounds for name in limits}
     for name, size in sorted(sizes.items()):
-        if name not in bounds.get("state_bytes", {}):
-            print(f"serialized {name}: {size} bytes (not bounded)")
+        if name not in bounded:
+            print(f"measured {name}: {size} bytes (not bounded)")
 
     p_rows, p_failures = check_providers(providers, bounds.get("providers", {}), args.markdown)
     failures += p_failures
@@ -274,8 +282,8 @@ _WORKLOAD_ORDER = [
 def _order(case: str) -> tuple[int, str, int]:
     suite, workload, size = case.split("-", 2)
     rank = _WORKLOAD_ORDER.index(workload) if workload in _WORKLOAD_ORDER else 99
-    units = {"B": 1, "KiB": 1024}
-    number = size.rstrip("BKi")
+    units = {"B": 1, "KiB": 1024, "MiB": 1 << 20}
+    number = size.rstrip("BKMi")
     unit = size[len(number) :]
     return rank, suite, int(number) * units.get(unit, 1) if number.isdigit() else 0
 

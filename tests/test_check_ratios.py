@@ -128,6 +128,21 @@ def test_state_size_bound(tmp_path: Path) -> None:
     assert _run(tmp_path, benches, {**BOUNDS, "state_bytes": {"pq-other": 4096}}) == 1
 
 
+def test_memory_bound(tmp_path: Path) -> None:
+    """A peak memory over its bound fails the gate, as does one bounded but not measured."""
+    benches = [
+        _bench("pq-oneway-256B", _spread(1.2, 0.05)),
+        {"stats": {}, "extra_info": {"memory_bytes": {"attachment-1GiB-peak": 3 << 20}}},
+    ]
+    assert (
+        _run(tmp_path, benches, {**BOUNDS, "memory_bytes": {"attachment-1GiB-peak": 2 << 20}}) == 1
+    )
+    assert (
+        _run(tmp_path, benches, {**BOUNDS, "memory_bytes": {"attachment-1GiB-peak": 4 << 20}}) == 0
+    )
+    assert _run(tmp_path, benches, {**BOUNDS, "memory_bytes": {"attachment-other": 4 << 20}}) == 1
+
+
 def test_peers_table_reports_ratios_and_a_peer_that_failed() -> None:
     spec = importlib.util.spec_from_file_location("peers", _PATH.with_name("peers.py"))
     assert spec is not None and spec.loader is not None
