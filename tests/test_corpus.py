@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-TARGETS = ("frame", "bundle", "decrypt", "state", "wire")
+TARGETS = ("frame", "bundle", "decrypt", "state", "wire", "attachment")
 CORPUS = ROOT / "tests" / "corpus"
 
 
