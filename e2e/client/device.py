@@ -22,9 +22,12 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
+from e2e.attachment.pointer import Pointer
+from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, download, upload
 from e2e.client import events, state
 from e2e.client.events import Event
 from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
@@ -48,7 +51,7 @@ from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
 from e2e.platform.policy import MessageClass, Template, check_class
-from e2e.platform.wire import MAX_WAIT_MS, BillLines, Receipt
+from e2e.platform.wire import MAX_WAIT_MS, BillLines, Receipt, ReportVerdict
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
@@ -357,9 +360,73 @@ class Client(Trust):
             raise
         return await self._deliver(out)
 
+    async def send_attachment(
+        self,
+        to: str,
+        source: str | os.PathLike[str] | AsyncIterable[bytes],
+        *,
+        content_type: str,
+        file_name: str | None = None,
+        text: str | bytes = b"",
+        caption: str | None = None,
+        thumbnail: bytes | None = None,
+        size: int | None = None,
+        cls: MessageClass = MessageClass.SERVICE,
+        progress: Progress | None = None,
+        on_state: Callable[[UploadState], None] | None = None,
+        resume: UploadState | None = None,
+        request_bytes: int = REQUEST_BYTES,
+    ) -> Message:
+        """Send a file or an async byte stream to ``to`` as an attachment (SPEC §16): it is
+        encrypted under a fresh key as it is read, uploaded to the relay's blob store
+        resumably (``progress(done, total)`` after each acknowledged request; ``on_state`` /
+        ``resume``: continue a file's upload after a restart, :mod:`e2e.attachment.transfer`),
+        then sent as a message like any other (the same classes, window, billing and
+        franking), carrying the pointer inside the encryption and its blob id on the
+        envelopes. Memory stays flat in the file's size. A business device asks the relay
+        first, so a refused message uploads nothing."""
+        if self.profile.kind == "business":
+            await self._checked_destinations(to, cls, None)
+        src: Path | AsyncIterable[bytes] = (
+            source if isinstance(source, AsyncIterable) else Path(source)
+        )
+        pointer = await upload(
+            self.transport.blobs(), src, content_type=content_type, file_name=file_name,
+            size=size, caption=caption, thumbnail=thumbnail, progress=progress,
+            on_state=on_state, resume=resume, request_bytes=request_bytes,
+        )  # fmt: skip
+        body = text.encode() if isinstance(text, str) else text
+        for earlier in await self._tx(state.outbox):
+            await self._deliver(earlier)
+        message_id = self.rng(MESSAGE_ID_LEN)
+        fk = self.rng(FRANKING_KEY_LEN)
+        out = await self._seal(to, cls, message_id, fk, body, None, pointer.to_bytes())
+        return await self._deliver(out)
+
+    async def download(
+        self,
+        message: Message | Pointer,
+        dest: str | os.PathLike[str] | Callable[[bytes], Awaitable[None]],
+        *,
+        progress: Progress | None = None,
+    ) -> int:
+        """Fetch a message's attachment from the relay and write it, verified chunk by chunk
+        as it arrives, to the file ``dest`` (which appears only complete and verified) or to
+        an async sink; resumes by range when the connection drops. Returns its size. Raises
+        an :class:`~e2e.errors.AttachmentError` for a blob that is not the one the pointer
+        names (nothing unverified is ever written)."""
+        if isinstance(message, Pointer):
+            pointer = message
+        elif message.attachment is None:
+            raise StateError("the message carries no attachment")
+        else:
+            pointer = Pointer.from_bytes(message.attachment)
+        target = dest if callable(dest) else Path(dest)
+        return await download(self.transport.blobs(), pointer, target, progress=progress)
+
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
-        template_id: bytes | None = None,
+        template_id: bytes | None = None, attachment: bytes | None = None,
     ) -> Outgoing:  # fmt: skip
         view = await self.log_view()
         if view is not None and view.forked:
@@ -378,7 +445,7 @@ class Client(Trust):
             if carry:
                 tx.app_put(mark, carry)
             return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry,
-                              template_id)  # fmt: skip
+                              template_id, attachment)  # fmt: skip
 
         return await self._tx(seal)
 
@@ -441,7 +508,7 @@ class Client(Trust):
                     raise
                 await self._follow(stale, out.to)
                 out = await self._seal(out.to, out.cls, out.message_id, out.franking_key,
-                                       out.body, out.template_id)  # fmt: skip
+                                       out.body, out.template_id, out.attachment)  # fmt: skip
                 continue
             except (PolicyError, DecodeError) as exc:
                 # refused for good: forget it. Anything else (the relay unreachable, a rate
@@ -658,13 +725,21 @@ class Client(Trust):
 
     async def report_spam(self, business: str, block: bool = True) -> int:
         """(Customer) reveal the last (at most 5) messages ``business`` sent and report
-        them; returns how many the relay verified."""
+        them; returns how many the relay verified (:meth:`report` for the whole verdict)."""
+        return len((await self.report(business, block=block)).message_ids)
+
+    async def report(self, business: str, *, block: bool = True) -> ReportVerdict:
+        """(Customer) :meth:`report_spam`, answering the relay's verdict: the messages it
+        verified, and the revealed attachments whose stored blob is the one the business
+        franked (SPEC §10.4, §16.4)."""
         received = [m for m in await self.history(business) if not m.outgoing and m.delivery][
             -MAX_REPORTED:
         ]
-        items = tuple(ReportItem(m.delivery, m.franking_key, m.body) for m in received)
+        items = tuple(
+            ReportItem(m.delivery, m.franking_key, m.body, m.attachment) for m in received
+        )
         report = Report(self.profile.account.encode(), business.encode(), items)
-        return await self.transport.report(report.to_bytes(), block)
+        return await self.transport.report_verdict(report.to_bytes(), block)
 
     async def register_template(
         self, template_id: bytes, cls: MessageClass, text: str | bytes
@@ -685,5 +760,5 @@ class Client(Trust):
         if not found:
             raise ReportRejected("no such received message to report")
         m = found[0]
-        item = ReportItem(m.delivery, m.franking_key, m.body)
+        item = ReportItem(m.delivery, m.franking_key, m.body, m.attachment)
         return await self.transport.report_class(item.to_bytes())

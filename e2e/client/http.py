@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import httpx
 
+from e2e.attachment.transfer import BlobTransport
 from e2e.client.transport import Transport
-from e2e.errors import DecodeError, E2EError, WireFailure
+from e2e.errors import DecodeError, E2EError, TransferError, TransferInterrupted, WireFailure
 from e2e.keys import KeyPair, Rng
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass, Template
@@ -33,7 +34,7 @@ from e2e.store import Address
 if TYPE_CHECKING:
     from e2e.relay.app import RelayApp
 
-__all__ = ["RelayClient", "HttpTransport"]
+__all__ = ["RelayClient", "HttpTransport", "HttpBlobs"]
 
 _B = TypeVar("_B")
 _KINDS: Final = {"customer": 0, "business": 1}
@@ -246,8 +247,13 @@ class HttpTransport(Transport):
                          wire.Ok)  # fmt: skip
 
     async def report(self, report: bytes, block: bool) -> int:
-        got = await self._post(Path.REPORT, wire.SubmitReport(report, block), wire.ReportVerdict)
-        return len(got.message_ids)
+        return len((await self.report_verdict(report, block)).message_ids)
+
+    async def report_verdict(self, report: bytes, block: bool) -> wire.ReportVerdict:
+        return await self._post(Path.REPORT, wire.SubmitReport(report, block), wire.ReportVerdict)
+
+    def blobs(self) -> HttpBlobs:
+        return HttpBlobs(self)
 
     async def register_template(self, template_id: bytes, cls: MessageClass, text: bytes) -> None:
         await self._post(
@@ -283,3 +289,93 @@ class HttpTransport(Transport):
 
     async def aclose(self) -> None:
         return None
+
+
+class HttpBlobs(BlobTransport):
+    """The relay's blob store as one device sees it: a
+    :class:`~e2e.attachment.transfer.BlobTransport` over the wire API (SPEC §10.7, §10.12).
+
+    A dropped connection, a timeout or a relay that cannot be reached is
+    :class:`~e2e.errors.TransferInterrupted` (the transfer asks the offset and goes on); a
+    refusal is its typed error (``QuotaExceeded``, ``BlobTooLarge``, ``NoSuchBlob``, ...).
+    Every request is signed as the device: an upload request over
+    :func:`~e2e.platform.wire.patch_descriptor`, a download over the empty body."""
+
+    def __init__(self, transport: HttpTransport) -> None:
+        self._t = transport
+
+    def _auth(self, method: str, path: str, signed: bytes) -> str:
+        t, relay = self._t, self._t._relay
+        return wire.sign_request(t._identity, t.addr.account, t.addr.device, method, path,
+                                 signed, relay.clock(), relay.rng)  # fmt: skip
+
+    async def create(self, length: int | None) -> bytes:
+        got = await self._t._post(Path.BLOB_CREATE, wire.CreateBlob(length or 0), wire.BlobCreated)
+        return got.blob_id
+
+    async def offset(self, blob_id: bytes) -> int:
+        try:
+            got = await self._t._post(Path.BLOB_STATUS, wire.BlobStatusQuery(blob_id),
+                                      wire.BlobState)  # fmt: skip
+        except WireFailure as exc:
+            raise TransferInterrupted(str(exc)) from None
+        return got.offset
+
+    async def append(
+        self, blob_id: bytes, offset: int, data: bytes | memoryview, length: int | None
+    ) -> int:
+        path = wire.blob_path(blob_id)
+        headers = {
+            "content-type": wire.OFFSET_CONTENT_TYPE,
+            "upload-offset": str(offset),
+            "authorization": self._auth(
+                "PATCH", path, wire.patch_descriptor(blob_id, offset, len(data), length or 0)
+            ),
+        }
+        if length:
+            headers["upload-length"] = str(length)
+        headers["content-length"] = str(len(data))
+        try:
+            http = await self._t._relay.http()
+            # A stream, not the bytes: httpx's request and response objects refer to each
+            # other, so bytes handed to them stay alive until the garbage collector runs; the
+            # stream's generator lets go of them as soon as it is done.
+            r = await http.patch(path, content=_pieces(data), headers=headers)
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise TransferInterrupted(f"upload request cut: {type(exc).__name__}") from None
+        if r.status_code != 200:
+            raise _refusal(r.status_code, r.content)
+        return wire.BlobState.from_bytes(r.content).offset
+
+    async def read(self, blob_id: bytes, start: int) -> AsyncIterator[bytes]:
+        path = wire.blob_path(blob_id)
+        headers = {"authorization": self._auth("GET", path, b"")}
+        if start:
+            headers["range"] = f"bytes={start}-"
+        try:
+            http = await self._t._relay.http()
+            async with http.stream("GET", path, headers=headers) as r:
+                if r.status_code not in (200, 206):
+                    raise _refusal(r.status_code, await r.aread())
+                if start and not r.headers.get("content-range", "").startswith(f"bytes {start}-"):
+                    raise TransferError("the relay sent another range than the one asked")
+                async for piece in r.aiter_raw():
+                    yield piece
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise TransferInterrupted(f"download cut: {type(exc).__name__}") from None
+
+
+async def _pieces(data: bytes | memoryview) -> AsyncIterator[bytes]:
+    view = memoryview(data)
+    for at in range(0, len(view), 1 << 20):
+        yield bytes(view[at : at + (1 << 20)])
+
+
+def _refusal(status: int, content: bytes) -> E2EError:
+    """The typed error of an error answer; one that a retry can get past (the relay busy or
+    rate-limiting) is an interruption of the transfer, which waits and goes on."""
+    try:
+        err = wire.WireError.from_bytes(content).to_error()
+    except E2EError:
+        err = WireFailure(f"relay answered {status} without an error body")
+    return TransferInterrupted(str(err)) if err.retryable else err

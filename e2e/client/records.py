@@ -115,6 +115,8 @@ class Message:
     #: its content against its declared class, as the device found it when it received it
     #: (None: not checked; kept with the message's event, not in the history).
     class_check: ClassCheck | None = field(default=None, compare=False)
+    #: The attachment's pointer encoding (SPEC §16.5), for an attachment message.
+    attachment: bytes | None = None
 
     @property
     def misdeclared(self) -> bool:
@@ -131,7 +133,8 @@ class Message:
         return self.body.decode(errors="replace")
 
     def to_obj(self) -> dict[int, Any]:
-        """The record as a CBOR map (key 11: the class check, in an event only)."""
+        """The record as a CBOR map (key 11: the class check, in an event only; key 12: an
+        attachment's pointer)."""
         obj: dict[int, Any] = {
             0: self.conversation,
             1: self.sender.name,
@@ -148,6 +151,8 @@ class Message:
             obj[10] = self.template_id
         if self.class_check is not None:
             obj[11] = check_to_obj(self.class_check)
+        if self.attachment is not None:
+            obj[12] = self.attachment
         return obj
 
     def to_record(self) -> bytes:
@@ -161,6 +166,8 @@ class Message:
         """Inverse of :meth:`to_obj`; :class:`StoreError` naming ``what`` if malformed."""
         try:
             check = obj.get(11)
+            if obj.get(12) is not None and type(obj[12]) is not bytes:
+                raise TypeError("malformed attachment")
             return cls(
                 obj[0],
                 Address(obj[1], obj[2]),
@@ -173,6 +180,7 @@ class Message:
                 obj[9],
                 obj.get(10),
                 None if check is None else check_from_obj(check),
+                obj.get(12),
             )
         except (KeyError, TypeError, ValueError, AttributeError, StoreError):
             raise StoreError("malformed record", what) from None

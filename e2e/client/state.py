@@ -75,7 +75,7 @@ from e2e.frame import decode_message
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, Inner
-from e2e.platform.franking import commit
+from e2e.platform.franking import commit_inner
 from e2e.platform.policy import MessageClass
 from e2e.prekeys import PrekeyBundle
 from e2e.store import Address, StoreTransaction, upkeep
@@ -473,15 +473,16 @@ class Outgoing:
     body: bytes
     envelopes: tuple[bytes, ...]
     template_id: bytes | None = None
+    attachment: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Outgoing({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.envelopes)})"
 
     def to_record(self) -> bytes:
         """The ``c/out/...`` record value."""
-        tid = {} if self.template_id is None else {6: self.template_id}
+        opt = {k: v for k, v in ((6, self.template_id), (7, self.attachment)) if v is not None}
         return dump({0: self.to, 1: int(self.cls), 2: self.franking_key, 3: self.body,
-                      4: list(self.envelopes), 5: self.message_id, **tid})  # fmt: skip
+                      4: list(self.envelopes), 5: self.message_id, **opt})  # fmt: skip
 
     @classmethod
     def from_record(cls, raw: bytes, what: str) -> Outgoing:
@@ -489,7 +490,7 @@ class Outgoing:
         obj = load(raw, what)
         try:
             return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]),
-                       obj.get(6))  # fmt: skip
+                       obj.get(6), obj.get(7))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             raise StoreError("malformed record", what) from None
 
@@ -520,11 +521,12 @@ def seal(
     dests: list[Address],
     log_head: bytes = b"",
     template_id: bytes | None = None,
+    attachment: bytes | None = None,
 ) -> Outgoing:
     """Encrypt one logical message for every destination and commit the advanced sessions
     together with the outbox entry, before any byte leaves (SPEC.md §9.4). ``template_id``
     names the registered template a business sends (SPEC §10.2); it travels inside the frame,
-    in the franking commitment and on every envelope.
+    in the franking commitment and on every envelope; so does an ``attachment`` (SPEC §16.5).
 
     Every destination must have a session (:func:`needs_session`). Each frame spends a
     message key for good: a refused send is sealed again, never rolled back.
@@ -532,16 +534,17 @@ def seal(
     tx.app_lock(f"c/out/{message_id.hex()}")
     me = profile.account.encode()
     inner = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head,
-                  template_id=template_id)  # fmt: skip
+                  template_id=template_id, attachment=attachment)  # fmt: skip
     padded = inner.to_padded()
-    commitment = commit(franking_key, cls, me, to.encode(), message_id, body, template_id)
+    commitment = commit_inner(inner)
     envs: list[bytes] = []
     for dest in dests:
         frame = tx.encrypt(dest, padded)
         env = Envelope(cls, me, profile.device, to.encode(), dest.account, dest.device,
-                       message_id, commitment, frame, template_id)  # fmt: skip
+                       message_id, commitment, frame, template_id, inner.blob_id)  # fmt: skip
         envs.append(env.to_bytes())
-    out = Outgoing(to, cls, message_id, franking_key, body, tuple(envs), template_id)
+    out = Outgoing(to, cls, message_id, franking_key, body, tuple(envs), template_id,
+                   attachment)  # fmt: skip
     tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
     return out
 
@@ -570,7 +573,7 @@ def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int
     tx.app_lock(f"c/out/{out.message_id.hex()}")
     seen = f"c/seen/{q(profile.account)}/{out.message_id.hex()}"
     msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True,
-                  template_id=out.template_id)  # fmt: skip
+                  template_id=out.template_id, attachment=out.attachment)  # fmt: skip
     if tx.app_get(seen) is not None:
         return msg  # recorded already
     tx.app_delete(f"c/out/{out.message_id.hex()}")
@@ -637,8 +640,7 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     inner = Inner.from_padded(plaintext)
     if not inner.matches(env):
         raise EnvelopeMismatch("envelope metadata differs from the sealed metadata")
-    expected = commit(inner.franking_key, inner.cls, inner.from_account, inner.to_account,
-                      inner.message_id, inner.body, inner.template_id)  # fmt: skip
+    expected = commit_inner(inner)
     if not hmac.compare_digest(expected, env.commitment):
         raise FrankingMismatch("franking commitment does not match the message")
     tx.app_put(seen_key, b"")
@@ -648,7 +650,7 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     conversation = (inner.to_account if own else inner.from_account).decode()
     msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,
                   delivery.received_at, own, raw, inner.franking_key,
-                  inner.template_id)  # fmt: skip
+                  inner.template_id, attachment=inner.attachment)  # fmt: skip
     if inner.cls is MessageClass.RECEIPT:
         receipt = parse_receipt(inner.body)
         if not own:

@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from e2e.attachment.transfer import BlobTransport
 from e2e.keys import KeyPair
 from e2e.platform.policy import MessageClass, Template
-from e2e.platform.wire import BillLines, Receipt
+from e2e.platform.wire import BillLines, Receipt, ReportVerdict
 from e2e.store import Address
 
 __all__ = ["Transport", "Connector"]
@@ -98,6 +99,16 @@ class Transport(Protocol):
 
     async def report(self, report: bytes, block: bool) -> int:
         """(Customer) a spam report; returns the number of verified messages."""
+        ...
+
+    async def report_verdict(self, report: bytes, block: bool) -> ReportVerdict:
+        """(Customer) :meth:`report`, answering the relay's whole verdict (the messages it
+        verified, and the reported attachments whose stored blob is the franked one)."""
+        ...
+
+    def blobs(self) -> BlobTransport:
+        """The relay's blob store as this device (SPEC §10.12, §16.8): uploads and downloads
+        of attachment blobs."""
         ...
 
     async def register_template(self, template_id: bytes, cls: MessageClass, text: bytes) -> None:

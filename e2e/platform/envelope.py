@@ -6,12 +6,13 @@ set, exact types, shortest encodings, re-encoding must reproduce the input).
 
 * :class:`Envelope` (sender to relay): routing metadata only - message class (and template
   id for a template), sender account and device, the logical recipient account, the
-  destination account and device, a random message id, the franking commitment - around the
-  opaque E2E frame.
+  destination account and device, a random message id, the franking commitment and, for an
+  attachment message, its blob id - around the opaque E2E frame.
 * :class:`Delivery` (relay to a device): the envelope as received, the relay's receive time,
   the relay's franking tag and a mailbox sequence number.
 * :class:`Inner` (inside the E2E frame): the class, template id, accounts and message id
-  again (checked against the envelope on receipt), the franking key and the text; padded to a
+  again (checked against the envelope on receipt), the franking key, the text and an optional
+  attachment pointer (SPEC §16.5, its blob id checked against the envelope's); padded to a
   bucket so the relay sees only the bucket size. The class and template id are thus
   authenticated end to end and committed to by the franking commitment, so the recipient can
   check them against the content (:func:`e2e.platform.policy.check_class`) and report a
@@ -23,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from e2e.attachment.pointer import BLOB_ID_LEN, Pointer
 from e2e.constants import MAX_PLAINTEXT_BYTES
 from e2e.errors import DecodeError, LimitExceeded
 from e2e.frame import Field, decode_map, encode_map
@@ -43,6 +45,8 @@ __all__ = [
     "pad",
     "unpad",
     "check_account",
+    "check_blob_id",
+    "check_attachment",
 ]
 
 ENVELOPE_VERSION: Final = 1
@@ -68,6 +72,21 @@ def check_account(name: object) -> bytes:
     if type(name) is not bytes or not 1 <= len(name) <= MAX_ACCOUNT_LEN:
         raise DecodeError("account id must be 1 to 64 bytes")
     return name
+
+
+def check_blob_id(value: object) -> bytes:
+    """A blob id: 16 bytes (SPEC §10.12)."""
+    if type(value) is not bytes or len(value) != BLOB_ID_LEN:
+        raise DecodeError("a blob id is 16 bytes")
+    return value
+
+
+def check_attachment(value: object) -> bytes | None:
+    """None, or a well-formed attachment pointer's encoding (SPEC §16.5)."""
+    if value is None:
+        return None
+    Pointer.from_bytes(value)
+    return value  # type: ignore[return-value]
 
 
 def check_template_id(value: object) -> bytes | None:
@@ -109,6 +128,7 @@ class _E:
     COMMITMENT = 8
     FRAME = 9
     TEMPLATE_ID = 10
+    BLOB_ID = 11
 
 
 _ENVELOPE_SCHEMA: Final = {
@@ -123,6 +143,7 @@ _ENVELOPE_SCHEMA: Final = {
     _E.COMMITMENT: Field(bytes, TAG_LEN),
     _E.FRAME: Field(bytes),
     _E.TEMPLATE_ID: Field(bytes, required=False),
+    _E.BLOB_ID: Field(bytes, BLOB_ID_LEN, required=False),
 }
 
 
@@ -140,6 +161,9 @@ class Envelope:
     commitment: bytes
     frame: bytes
     template_id: bytes | None = None
+    #: The blob of the message's attachment (SPEC §16), named so that the relay can check
+    #: the sender may use it and let the recipients read it (§10.12); None without one.
+    blob_id: bytes | None = None
 
     @property
     def dest(self) -> tuple[bytes, int]:
@@ -164,6 +188,8 @@ class Envelope:
         }
         if self.template_id is not None:
             fields[_E.TEMPLATE_ID] = check_template_id(self.template_id) or b""
+        if self.blob_id is not None:
+            fields[_E.BLOB_ID] = check_blob_id(self.blob_id)
         return encode_map(fields)
 
     @classmethod
@@ -180,6 +206,7 @@ class Envelope:
             obj[_E.COMMITMENT],
             obj[_E.FRAME],
             check_template_id(obj.get(_E.TEMPLATE_ID)),
+            None if _E.BLOB_ID not in obj else check_blob_id(obj[_E.BLOB_ID]),
         )
 
 
@@ -242,6 +269,7 @@ class _I:
     BODY = 6
     LOG_HEAD = 7
     TEMPLATE_ID = 8
+    ATTACHMENT = 9
 
 
 _INNER_SCHEMA: Final = {
@@ -254,6 +282,7 @@ _INNER_SCHEMA: Final = {
     _I.BODY: Field(bytes),
     _I.LOG_HEAD: Field(bytes, LOG_HEAD_LEN, required=False),
     _I.TEMPLATE_ID: Field(bytes, required=False),
+    _I.ATTACHMENT: Field(bytes, required=False),
 }
 
 
@@ -271,6 +300,8 @@ class Inner:
     #: or empty; omitted from the encoding when empty.
     log_head: bytes = b""
     template_id: bytes | None = None
+    #: The attachment's pointer (SPEC §16.5), encoded; None for a message without one.
+    attachment: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Inner(cls={self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
@@ -291,6 +322,8 @@ class Inner:
             fields[_I.LOG_HEAD] = self.log_head
         if self.template_id is not None:
             fields[_I.TEMPLATE_ID] = check_template_id(self.template_id) or b""
+        if self.attachment is not None:
+            fields[_I.ATTACHMENT] = self.attachment
         return pad(encode_map(fields))
 
     @classmethod
@@ -305,7 +338,18 @@ class Inner:
             obj[_I.BODY],
             obj.get(_I.LOG_HEAD, b""),
             check_template_id(obj.get(_I.TEMPLATE_ID)),
+            check_attachment(obj.get(_I.ATTACHMENT)),
         )
+
+    @property
+    def pointer(self) -> Pointer | None:
+        """The attachment's pointer, decoded (checked when the message was decoded)."""
+        return None if self.attachment is None else Pointer.from_bytes(self.attachment)
+
+    @property
+    def blob_id(self) -> bytes | None:
+        pointer = self.pointer
+        return None if pointer is None else pointer.blob_id
 
     def matches(self, env: Envelope) -> bool:
         """True if the sender's metadata inside the frame equals the envelope's."""
@@ -315,4 +359,5 @@ class Inner:
             and self.from_account == env.from_account
             and self.to_account == env.to_account
             and self.message_id == env.message_id
+            and self.blob_id == env.blob_id
         )

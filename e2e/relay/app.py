@@ -30,6 +30,7 @@ from e2e.errors import (
     NoSuchEndpoint,
 )
 from e2e.platform.wire import (
+    BLOB_PATH,
     CONTENT_TYPE,
     MAX_REQUEST_BYTES,
     Fetch,
@@ -38,6 +39,7 @@ from e2e.platform.wire import (
     Path,
     WireError,
 )
+from e2e.relay.blobio import BlobIO
 from e2e.relay.pipeline import ROUTES, STEPS, Call, Pipeline, Route
 from e2e.relay.ratelimit import RateLimit
 from e2e.relay.service import RelayService
@@ -78,6 +80,7 @@ class RelayApp:
         self.timers: dict[str, float] = dict.fromkeys(STEPS, 0.0)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay")
         self.pipeline = Pipeline(service, self.rate_limit, self._executor)
+        self.blob_io = BlobIO(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[tuple[bytes, int], asyncio.Event] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -119,7 +122,7 @@ class RelayApp:
         for task in self._tasks:
             task.cancel()
         self._executor.shutdown(wait=True)
-        self.store.close()
+        self.service.close()
         log.info("relay stopped")
 
     def _wake_threadsafe(self, woken: Sequence[tuple[bytes, int]]) -> None:
@@ -152,6 +155,10 @@ class RelayApp:
         if root and path.startswith(root):
             path = path[len(root) :]
         method = scope.get("method", "")
+        if path.startswith(BLOB_PATH) and method in ("PATCH", "GET"):
+            await self.blob_io.serve(scope, receive, send, method, path)
+            log.debug("%s %s %.1fms", method, path, (time.perf_counter() - started) * 1e3)
+            return
         status, body, ctype = await self._handle(scope, receive, method, path)
         await send(
             {
@@ -317,10 +324,12 @@ class RelayApp:
 
 
 def create_app(db: str, **kwargs: Any) -> RelayApp:
-    """A relay app on the store at ``db`` (a SQLite path or a PostgreSQL DSN)."""
-    from e2e.relay.backends import open_store
+    """A relay app on the store at ``db`` (a SQLite path or a PostgreSQL DSN), with its blob
+    store beside it (``blob_limits``: a :class:`~e2e.relay.blobs.BlobLimits`)."""
+    from e2e.relay.backends import open_blob_store, open_store
 
     service_kw = {
         k: kwargs.pop(k) for k in ("config", "clock", "share", "secret_key") if k in kwargs
     }
-    return RelayApp(RelayService(open_store(db), **service_kw), **kwargs)
+    blobs = open_blob_store(db, kwargs.pop("blob_limits", None))
+    return RelayApp(RelayService(open_store(db), blobs=blobs, **service_kw), **kwargs)

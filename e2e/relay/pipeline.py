@@ -17,7 +17,10 @@ For an authenticated request (every endpoint but account registration):
 6. :meth:`Pipeline.transaction` -- one store transaction: the device still has the key the
    signature verified under (401), its shared rate bucket gives a token (429), the nonce is
    fresh (401, a replay), then the handler's own checks and writes (SPEC §10.8). A refusal
-   anywhere rolls all of it back.
+   anywhere rolls all of it back;
+7. :meth:`Pipeline.after` -- for the few routes that have it, work outside the relay store
+   that the committed transaction admitted (the blob store's, SPEC §10.12: it runs once, never
+   again with a retried transaction).
 
 Account registration runs steps 3 and 6 (its body carries its own proof of possession).
 """
@@ -54,6 +57,9 @@ class Route:
     #: The request needs every franking key, including ones another relay process made since
     #: this one loaded its own (a report's tags may be under any of them).
     franking: bool = False
+    #: A service method run once the transaction committed: ``after(caller, req, result)``
+    #: -> the answer (work outside the relay store, such as the blob store's).
+    after: str | None = None
 
 
 def _route(path: str, handler: str, **kw: Any) -> tuple[str, Route]:
@@ -78,7 +84,7 @@ ROUTES: Final = dict(
         _route(Path.MAILBOX_ACK, "ack"),
         _route(Path.CHAT_CONTROL, "control"),
         _route(Path.CHAT_WINDOW, "window"),
-        _route(Path.REPORT, "report", franking=True),
+        _route(Path.REPORT, "report", franking=True, after="verify_attachments"),
         _route(Path.BILL, "bill"),
         _route(Path.TEMPLATE_REGISTER, "register_template"),
         _route(Path.TEMPLATE_LIST, "list_templates"),
@@ -88,6 +94,8 @@ ROUTES: Final = dict(
         _route(Path.LOG_CONSISTENCY, "log_consistency"),
         _route(Path.LOG_ENTRIES, "log_entries"),
         _route(Path.BUSINESS_CERT, "business_certificate"),
+        _route(Path.BLOB_CREATE, "blob_admitted", after="create_blob"),
+        _route(Path.BLOB_STATUS, "blob_admitted", after="blob_status"),
     )
 )
 
@@ -112,7 +120,7 @@ class Call:
 
 
 #: The steps of an authenticated request, in order (the app times each under its name).
-STEPS: Final = ("header", "signature", "body", "rate", "prepare", "transaction")
+STEPS: Final = ("header", "signature", "body", "rate", "prepare", "transaction", "after")
 #: The steps of account registration.
 OPEN_STEPS: Final = ("body", "transaction")
 
@@ -128,7 +136,9 @@ class Pipeline:
         self.executor = executor
 
     def steps(self, route: Route) -> tuple[tuple[str, Callable[[Call], Awaitable[None]]], ...]:
-        names = OPEN_STEPS if route.endpoint.auth == wire.NO_AUTH else STEPS
+        names: tuple[str, ...] = OPEN_STEPS if route.endpoint.auth == wire.NO_AUTH else STEPS
+        if route.after is None:
+            names = tuple(n for n in names if n != "after")
         return tuple((name, getattr(self, name)) for name in names)
 
     async def _run(self, fn: Callable[[], Any]) -> Any:
@@ -215,3 +225,8 @@ class Pipeline:
                 limit.keep(caller, 1)
             raise
         limit.keep(caller, taken - 1)
+
+    async def after(self, c: Call) -> None:
+        """7. Once the transaction committed: the route's work outside the relay store."""
+        method = getattr(self.service, c.route.after or "")
+        c.result = await self._run(lambda: method(c.caller, c.request, c.result))

@@ -8,10 +8,14 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
+from e2e.relay.blobs import BlobLimits
+
 if TYPE_CHECKING:
     from e2e.relay.service import RelayService
 
 __all__ = ["main"]
+
+_DEFAULT = BlobLimits()
 
 
 def main(argv: list[str]) -> int:
@@ -32,6 +36,18 @@ def main(argv: list[str]) -> int:
         " rate/10, at least 1)",
     )  # fmt: skip
     serve.add_argument("--workers", type=int, default=8, help="store worker threads")
+    serve.add_argument(
+        "--blob-max-bytes", type=int, default=_DEFAULT.max_blob_bytes,
+        help="largest blob (attachment ciphertext) the relay keeps: 413 beyond",
+    )  # fmt: skip
+    serve.add_argument(
+        "--blob-quota-bytes", type=int, default=_DEFAULT.quota_bytes,
+        help="most blob bytes one account keeps: 507 beyond",
+    )  # fmt: skip
+    serve.add_argument(
+        "--blob-days", type=int, default=_DEFAULT.max_age // 86_400,
+        help="days a blob is kept at most (an unreferenced one: one day)",
+    )  # fmt: skip
     serve.add_argument("--tap", default=None, help="record all traffic to this file (tests)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument(
@@ -68,7 +84,7 @@ def main(argv: list[str]) -> int:
     )
     from e2e.errors import E2EError
     from e2e.relay.app import RelayApp
-    from e2e.relay.backends import open_store
+    from e2e.relay.backends import open_blob_store, open_store
     from e2e.relay.ratelimit import RateLimit
     from e2e.relay.service import RelayService
     from e2e.relay.tap import FileTap
@@ -87,8 +103,15 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             print(f"cannot read the secret key file: {type(exc).__name__}", file=sys.stderr)
             return 2
+    blobs = None
     try:
-        service = RelayService(open_store(ns.db), secret_key=secret_key)
+        if ns.action == "serve":
+            limits = BlobLimits(
+                max_blob_bytes=ns.blob_max_bytes, quota_bytes=ns.blob_quota_bytes,
+                max_age=ns.blob_days * 86_400,
+            )  # fmt: skip
+            blobs = open_blob_store(ns.db, limits)
+        service = RelayService(open_store(ns.db), secret_key=secret_key, blobs=blobs)
     except E2EError as exc:
         print(f"cannot open the relay store: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ from e2e.errors import (
     DuplicateSubmission,
     Forbidden,
     InvalidSignature,
+    NoSuchEndpoint,
     NotAllowed,
     RateLimited,
     StaleDeviceList,
@@ -75,6 +76,8 @@ from e2e.platform.wire import (
     WindowState,
 )
 from e2e.prekeys import PrekeyBundle
+from e2e.relay.blobs import BlobStore
+from e2e.relay.blobsvc import BlobHandlers
 from e2e.relay.keydir import KeyDirectory
 from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
@@ -110,13 +113,15 @@ DEDUP_SECONDS: Final = 7 * 24 * 3600
 IDENTITY_CACHE: Final = 100_000
 
 
-class RelayService(KeyDirectory, Reports):
+class RelayService(KeyDirectory, Reports, BlobHandlers):
     """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
 
     Here: authentication and admission, accounts, devices and routing, prekeys, messages and
     mailboxes, customer controls. The key directory's handlers are
     :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
-    the bill's :class:`~e2e.relay.reports.Reports`'."""
+    the bill's :class:`~e2e.relay.reports.Reports`', the blob store's
+    :class:`~e2e.relay.blobsvc.BlobHandlers`' (over ``blobs``; a relay without one refuses
+    attachments)."""
 
     def __init__(
         self,
@@ -128,8 +133,10 @@ class RelayService(KeyDirectory, Reports):
         dedup_seconds: int = DEDUP_SECONDS,
         log_key: bytes | None = None,
         secret_key: bytes | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.store = store
+        self._blobs = blobs
         self._sealer = SecretSealer(secret_key)
         self.config = config or PolicyConfig()
         self.clock = clock
@@ -377,8 +384,8 @@ class RelayService(KeyDirectory, Reports):
         for env in envs:
             if env.sender != caller:
                 raise Forbidden("envelope sender differs from the authenticated device")
-            if (env.message_id, env.cls, env.to_account, env.template_id) != (
-                first.message_id, first.cls, first.to_account, first.template_id,
+            if (env.message_id, env.cls, env.to_account, env.template_id, env.blob_id) != (
+                first.message_id, first.cls, first.to_account, first.template_id, first.blob_id,
             ) or env.commitment != first.commitment:  # fmt: skip
                 raise DecodeError("batch copies disagree on their message metadata")
         digest = hashlib.sha256(req.to_bytes() if body is None else body).digest()
@@ -398,6 +405,7 @@ class RelayService(KeyDirectory, Reports):
         )
         if first.template_id is not None:
             self._check_template(tx, src, first.template_id, first.cls)
+        self.reference_blob(first, now)
         price = 0
         if src.kind == BUSINESS:
             price = billed_price(self.config.prices, Tier(src.tier), first.cls, in_window)
@@ -471,6 +479,21 @@ class RelayService(KeyDirectory, Reports):
         if self.share is not None:
             self.share(ChatView.of(business, customer, chat, now, self.config).to_bytes())
 
+    @property
+    def blobs(self) -> BlobStore:
+        """The blob store (SPEC §10.12); NoSuchEndpoint if this relay keeps none."""
+        if self._blobs is None:
+            raise NoSuchEndpoint("this relay keeps no blobs")
+        return self._blobs
+
     def purge(self) -> None:
         now = self.clock()
         self.store.run(lambda tx: tx.purge(now))
+        if self._blobs is not None:
+            self._blobs.expire(now)
+
+    def close(self) -> None:
+        """Close the relay store and the blob store."""
+        self.store.close()
+        if self._blobs is not None:
+            self._blobs.close()

@@ -317,3 +317,31 @@ def drop_pg_db(dsn: str, db: str) -> None:
     name = conninfo_to_dict(db)["dbname"]
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # type: ignore[arg-type]
+
+
+def relay_bytes(db: str) -> bytes:
+    """Every byte the relay stores: its database files and the blob directory beside them,
+    or every table of its PostgreSQL database."""
+    if not db.startswith("postgresql://") and "dbname=" not in db:
+        base = Path(db)
+        files = [
+            p
+            for p in base.parent.rglob("*")
+            if p.is_file() and (p.name.startswith(base.name) or base.name + ".blobs" in p.parts)
+        ]
+        return b"\x00".join(p.read_bytes() for p in files)
+    import psycopg
+
+    out = []
+    with psycopg.connect(db) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            ).fetchall()
+        ]
+        for t in tables:
+            for row in conn.execute(f'SELECT * FROM "{t}"').fetchall():  # type: ignore[arg-type]
+                for v in row:
+                    out.append(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode())
+    return b"\x00".join(out)

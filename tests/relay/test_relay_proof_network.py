@@ -13,29 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from relayhelp import RelayProcess
+from relayhelp import RelayProcess, relay_bytes
 
 from e2e.client import Client
 from e2e.client.http import RelayClient
 from e2e.platform.policy import MessageClass
 from e2e.store.sqlite import SqliteStore
-
-
-def _db_bytes(db: str) -> bytes:
-    """Every byte the relay's database holds."""
-    if not db.startswith(("postgresql://",)) and "dbname=" not in db:
-        return b"".join(p.read_bytes() for p in Path(db).parent.glob(Path(db).name + "*"))
-    import psycopg
-
-    out = []
-    with psycopg.connect(db) as conn:
-        tables = [r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()]  # fmt: skip
-        for t in tables:
-            for row in conn.execute(f'SELECT * FROM "{t}"').fetchall():  # type: ignore[arg-type]
-                for v in row:
-                    out.append(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode())
-    return b"\x00".join(out)
 
 
 def test_relay_sees_no_text_or_key(relay_db: str, tmp_path: Path) -> None:
@@ -99,7 +82,7 @@ def test_relay_sees_no_text_or_key(relay_db: str, tmp_path: Path) -> None:
         asyncio.run(run())
     finally:
         proc.stop()
-    seen_by_relay = tap.read_bytes() + _db_bytes(relay_db)
+    seen_by_relay = tap.read_bytes() + relay_bytes(relay_db)
     logged = log.read_bytes()
     assert len(texts) >= 17 and len(fks) >= 9
     for t in texts:

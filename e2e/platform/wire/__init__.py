@@ -12,7 +12,8 @@ By concern:
 * :mod:`~e2e.platform.wire.messages` - submissions and mailboxes;
 * :mod:`~e2e.platform.wire.chats` - customer controls, the window, templates and the bill;
 * :mod:`~e2e.platform.wire.reports` - spam and class reports;
-* :mod:`~e2e.platform.wire.keylog` - the key directory and business certificates.
+* :mod:`~e2e.platform.wire.keylog` - the key directory and business certificates;
+* :mod:`~e2e.platform.wire.blobs` - the blob store (attachments).
 
 :data:`ENDPOINTS` lists every ``POST`` endpoint with its request body, its answer body and who
 may call it; every name of the submodules is also a name of this package.
@@ -26,6 +27,7 @@ from typing import Final
 from e2e.platform.wire import (
     accounts,
     auth,
+    blobs,
     chats,
     codec,
     errors,
@@ -36,6 +38,7 @@ from e2e.platform.wire import (
 )
 from e2e.platform.wire.accounts import *  # noqa: F403 - the package names every body
 from e2e.platform.wire.auth import *  # noqa: F403
+from e2e.platform.wire.blobs import *  # noqa: F403
 from e2e.platform.wire.chats import *  # noqa: F403
 from e2e.platform.wire.codec import *  # noqa: F403
 from e2e.platform.wire.errors import *  # noqa: F403
@@ -62,11 +65,13 @@ __all__ = [
     *chats.__all__,
     *reports.__all__,
     *keylog.__all__,
+    *blobs.__all__,
 ]
 
 
 class Path:
-    """Endpoint paths (all ``POST`` with CBOR bodies, except the ``GET`` ones noted)."""
+    """Endpoint paths (all ``POST`` with CBOR bodies, except the ``GET`` ones noted and the
+    blobs' bytes, ``PATCH`` and ``GET`` on :func:`~e2e.platform.wire.blobs.blob_path`)."""
 
     ACCOUNT_REGISTER: Final = "/v1/accounts/register"
     DEVICE_REGISTER: Final = "/v1/devices/register"
@@ -98,6 +103,9 @@ class Path:
     LOG_CONSISTENCY: Final = "/v1/log/consistency"
     LOG_ENTRIES: Final = "/v1/log/entries"
     BUSINESS_CERT: Final = "/v1/business/certificate"
+    #: Open an upload of a blob (SPEC §10.12); its bytes go to ``blob_path(id)``.
+    BLOB_CREATE: Final = "/v1/blobs/create"
+    BLOB_STATUS: Final = "/v1/blobs/status"
     #: GET, unauthenticated: 200 with an empty Ok body once the store answers.
     HEALTH: Final = "/v1/health"
     #: GET, unauthenticated: text counters (Prometheus text format).
@@ -150,6 +158,8 @@ ENDPOINTS: Final = (
     Endpoint(Path.LOG_CONSISTENCY, keylog.LogConsistencyQuery, keylog.LogConsistency),
     Endpoint(Path.LOG_ENTRIES, keylog.LogEntriesQuery, keylog.LogEntries),
     Endpoint(Path.BUSINESS_CERT, keylog.BusinessCertQuery, keylog.BusinessCert),
+    Endpoint(Path.BLOB_CREATE, blobs.CreateBlob, blobs.BlobCreated),
+    Endpoint(Path.BLOB_STATUS, blobs.BlobStatusQuery, blobs.BlobState),
 )
 BY_PATH: Final = {e.path: e for e in ENDPOINTS}
 BY_REQUEST: Final = {e.request: e for e in ENDPOINTS}

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from e2e.errors import (
+    BlobTooLarge,
     Blocked,
     Conflict,
     DecodeError,
@@ -20,10 +21,13 @@ from e2e.errors import (
     LimitExceeded,
     MisdeclaredClass,
     NoPriorContact,
+    NoSuchBlob,
     NoSuchEndpoint,
     NotAllowed,
     NotOptedIn,
+    OffsetConflict,
     PolicyError,
+    QuotaExceeded,
     RateLimited,
     ReportRejected,
     StaleDeviceList,
@@ -46,6 +50,10 @@ ERRORS: Final[tuple[tuple[str, int, type[E2EError]], ...]] = (
     ("forbidden", 403, Forbidden),
     ("rate_limited", 429, RateLimited),
     ("no_such_endpoint", 404, NoSuchEndpoint),
+    ("no_such_blob", 404, NoSuchBlob),
+    ("blob_too_large", 413, BlobTooLarge),
+    ("quota_exceeded", 507, QuotaExceeded),
+    ("offset_conflict", 409, OffsetConflict),
     ("too_large", 413, LimitExceeded),
     ("unsupported_version", 400, UnsupportedVersion),
     ("malformed", 400, DecodeError),

@@ -24,13 +24,17 @@ class SubmitReport(Body):
 
 @dataclass(frozen=True, slots=True)
 class ReportVerdict(Body):
-    """``{1: [message ids verified], 2: [their receive times], 3: [their classes]}``."""
+    """``{1: [message ids verified], 2: [their receive times], 3: [their classes],
+    4?: [blob ids of reported attachments whose stored blob has the franked digest]}``."""
 
     message_ids: tuple[bytes, ...] = key(
         1, F(bytes, MESSAGE_ID_LEN, MESSAGE_ID_LEN, array=True, count=8)
     )
     received_at: tuple[int, ...] = key(2, F(int, array=True, count=8))
     classes: tuple[int, ...] = key(3, F(int, array=True, count=8, max_int=255))
+    attachments: tuple[bytes, ...] = key(
+        4, F(bytes, 16, 16, required=False, array=True, count=8), ()
+    )
 
 
 @dataclass(frozen=True, slots=True)
