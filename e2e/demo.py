@@ -4,8 +4,10 @@
 Starts the relay service (embedded SQLite) on a loopback port and runs every device as an
 :class:`~e2e.client.Client` on its own sealed SQLite store, talking to the relay over HTTP.
 The business routes the chat to one agent (plus an archive device), restarts that agent
-mid-conversation, then reassigns the chat. Prints what each end sees, what the relay and the
-ad service saw, the bill, and a proof summary of checks run now on this run's recordings.
+mid-conversation, then reassigns the chat; the customer sends a photo of the crushed parcel and
+the agent answers with an invoice PDF (attachments, SPEC §16). Prints what each end sees, what
+the relay and the ad service saw, the bill, and a proof summary of checks run now on this
+run's recordings.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from e2e.attachment.pointer import Pointer
 from e2e.client import Client, ReceiptStatus, state
 from e2e.clock import ManualClock
+from e2e.demo_media import invoice_pdf, parcel_photo, parcel_thumbnail
 from e2e.errors import DuplicateMessage, E2EError, KeyTransparencyError, PolicyError
 from e2e.fingerprint import safety_number
 from e2e.keys import KeyPair
@@ -107,13 +111,18 @@ class RelayServer:
         self.thread.join(20)
 
     def stored_bytes(self) -> list[bytes]:
-        """The relay's database files, raw."""
+        """The relay's database files and its blob store's files (SPEC §10.12), raw."""
         out = []
         for suffix in ("", "-wal"):
             p = Path(self.db + suffix)
             if p.exists():
                 out.append(p.read_bytes())
-        return out
+        return out + self.blob_files()
+
+    def blob_files(self) -> list[bytes]:
+        """The blob store's files (SPEC §10.12: its index and each blob's ciphertext), raw."""
+        blobs = Path(self.db + ".blobs")
+        return [p.read_bytes() for p in sorted(blobs.rglob("*")) if p.is_file()]
 
 
 def main(argv: list[str]) -> int:
@@ -143,6 +152,8 @@ class _Demo:
         self.texts: list[bytes] = []
         self.devices: dict[str, Client] = {}
         self.failures = 0
+        #: The attachments sent (the photo, the invoice): scanned for in the proof.
+        self.media: list[bytes] = []
 
     def store(self, name: str) -> Callable[[], Store]:
         key = self.keys.setdefault(name, os.urandom(32))
@@ -169,8 +180,60 @@ class _Demo:
                 if m.cls is MessageClass.RECEIPT:
                     continue
                 who = "me (other device)" if m.outgoing else _addr(m.sender)
+                extra = ""
+                if m.attachment is not None:
+                    p = Pointer.from_bytes(m.attachment)
+                    extra = f" + {p.file_name} ({p.content_type}, {p.size} B)"
                 print(f"   {_addr(dev.addr):<12} sees [{m.cls.name.lower()}] from {who}: "
-                      f"{m.text!r}")  # fmt: skip
+                      f"{m.text!r}{extra}")  # fmt: skip
+
+    async def _attachments(self) -> None:
+        """Alice sends a photo of the parcel; agent 3 answers with an invoice PDF (SPEC §16)."""
+        d = self.devices
+        print(
+            "\n   the parcel arrives crushed: alice sends a photo, agent 3 answers with an "
+            "invoice PDF\n   (encrypted on the device; the relay keeps only ciphertext):"
+        )
+        photo = parcel_photo()
+        path = Path(self.tmp) / "parcel.png"
+        path.write_bytes(photo)
+        text = "It arrived like this."
+        sent = await d["phone"].send_attachment(
+            _SHOP, path, content_type="image/png", text=text, caption="the box, as delivered",
+            thumbnail=parcel_thumbnail(),
+        )  # fmt: skip
+        self.texts.append(text.encode())
+        print(f"-- {_addr(d['phone'].addr):<12} [service] {text!r} + parcel.png "
+              f"({len(photo)} B) at +{(sent.time - _START) // _HOUR}h")  # fmt: skip
+        got = [m for m in await d["shop3"].sync() if m.attachment]
+        await self.pump("shop1", "laptop")
+        copy = Path(self.tmp) / "agent-parcel.png"
+        await d["shop3"].download(got[-1], copy)
+        lines = [("Replacement: espresso machine", "249.00 EUR"), ("Express shipping", "0.00 EUR")]
+        pdf = invoice_pdf("2026-4417", lines, "249.00 EUR")
+
+        async def pieces() -> AsyncIterator[bytes]:  # as from a document service
+            for at in range(0, len(pdf), 4096):
+                yield pdf[at : at + 4096]
+
+        reply = "Sorry! A replacement is on its way; your invoice:"
+        await d["shop3"].send_attachment(_ALICE, pieces(), content_type="application/pdf",
+                                         file_name="invoice-2026-4417.pdf", text=reply)  # fmt: skip
+        self.texts.append(reply.encode())
+        print(f"-- {_addr(d['shop3'].addr):<12} [service] {reply!r} + invoice-2026-4417.pdf "
+              f"({len(pdf)} B)")  # fmt: skip
+        (inv,) = [m for m in await d["phone"].sync() if m.attachment]
+        await self.pump("laptop", "shop1")
+        got_pdf = bytearray()
+
+        async def sink(piece: bytes) -> None:
+            got_pdf.extend(piece)
+
+        await d["phone"].download(inv, sink)
+        self.media = [photo, pdf]
+        self.check(copy.read_bytes() == photo and bytes(got_pdf) == pdf,
+                   "agent 3 downloaded the photo and alice the invoice, each verified chunk by "
+                   "chunk against the key and digest in its pointer, byte-identical")  # fmt: skip
 
     def check(self, ok: bool, what: str) -> None:
         self.failures += not ok
@@ -240,6 +303,7 @@ class _Demo:
         await self.pump("shop3")
         status = await d["shop3"].receipt_status(last.message_id)
         print(f"   receipts for agent 3's last message: {_status(status)}")
+        await self._attachments()
 
         print("\n   25 hours later, the 24 h service window is closed:")
         self.clock.advance(25 * _HOUR)
@@ -257,9 +321,12 @@ class _Demo:
         print("   alice opts in to acme-shop marketing")
         await self.send(d["shop3"], _ALICE, "SALE: 30% off everything!", MessageClass.MARKETING)
         await self.pump("phone", "laptop", "shop1", "shop3")
-        verified = await d["phone"].report_spam(_SHOP)
+        verdict = await d["phone"].report(_SHOP)
+        verified = len(verdict.message_ids)
         print(f"\n   alice reports spam: the relay verified {verified} revealed messages "
-              f"(franking) and blocked acme-shop")  # fmt: skip
+              f"(franking) and blocked acme-shop;\n   of the attachments among them, the "
+              f"relay's stored blob is the franked one for {len(verdict.attachments)} (the "
+              f"invoice)")  # fmt: skip
         await self.send(d["shop3"], _ALICE, "Please come back!", MessageClass.TEMPLATE)
         revealed = [m.body for m in await d["phone"].history(_SHOP) if not m.outgoing][-verified:]
 
@@ -343,13 +410,16 @@ class _Demo:
                     f"{env.cls.name.lower():<9} {env.from_account.decode()}/{env.from_device:<3}"
                     f"-> {env.dest_account.decode()}/{env.dest_device:<3} frame "
                     f"{len(env.frame):>4} B  id {env.message_id.hex()[:8]}"
+                    + ("" if env.blob_id is None else f"  blob {env.blob_id.hex()[:8]}")
                 )
         shown = lines if len(lines) <= 8 else lines[:5] + lines[-3:]
         for i, line in enumerate(shown):
             if i == 5 and len(lines) > 8:
                 print(f"   ... {len(lines) - 8} more")
             print(f"   {line}")
-        print(f"   {len(relay.tap.records)} request and response bodies in all")
+        blobs = sum(1 for ch, _ in relay.tap.records if ch == f"recv:{wire.Path.BLOB_CREATE}")
+        print(f"   {len(relay.tap.records)} request and response bodies in all; {blobs} blob "
+              f"uploads, bytes it cannot read")  # fmt: skip
 
     async def _business_view(self, t: HttpTransport) -> None:
         print("\nWhat the ad service saw (chat metadata only):")
@@ -379,6 +449,13 @@ class _Demo:
         self.check(hits == 0, f"{len(recs)} relay records and files ({size} B) and {len(ad_recs)} "
                    f"ad-service records scanned for every 8-byte piece of the unreported "
                    f"texts: {hits} hits")  # fmt: skip
+        media = {m[i : i + 8] for m in self.media for i in range(0, len(m) - 7, 61)}
+        blob_bytes = sum(len(r) for r in relay.blob_files())
+        m_hits = _hits(recs, media)
+        self.check(m_hits == 0 and blob_bytes > sum(len(m) for m in self.media),
+                   f"the relay's blob store holds {blob_bytes} B of attachment ciphertext; "
+                   f"it and every relay record scanned for pieces of the photo and the "
+                   f"invoice: {m_hits} hits")  # fmt: skip
         found = sum(_hits(recs, _windows(t)) > 0 for t in revealed)
         self.check(found == len(revealed) > 0,
                    f"control: the {len(revealed)} texts alice revealed in her report are found: "
