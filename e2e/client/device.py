@@ -50,6 +50,7 @@ from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
+from e2e.platform.names import check_account_name
 from e2e.platform.policy import MessageClass, Template, check_class
 from e2e.platform.wire import MAX_WAIT_MS, BillLines, Receipt, ReportVerdict
 from e2e.store import Address, Store, StoreTransaction, upkeep
@@ -158,7 +159,10 @@ class Client(Trust):
     ) -> Client:
         """A new account ``name`` (``customer`` or ``business``, billing ``tier`` 0 free or
         1 API) with this store as its first device (device 1), which keeps the account key
-        and certifies later devices."""
+        and certifies later devices. ``name`` must be in its one visible form
+        (:func:`~e2e.platform.names.check_account_name`: NFC, nothing invisible, one
+        script), else :class:`~e2e.errors.InvalidName` before anything is made."""
+        check_account_name(name.encode())
         pool = cls._new_pool()
         st = await cls._open_store(pool, store)
 

@@ -39,6 +39,7 @@ from e2e.platform.franking import (
     relay_tag,
 )
 from e2e.platform.merkle import LogSigner
+from e2e.platform.names import check_account_name
 from e2e.platform.policy import (
     ChatState,
     MessageClass,
@@ -205,7 +206,7 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
     # -- handlers (each runs inside one transaction) -------------------------------------
 
     def register_account(self, tx: Tx, req: RegisterAccount) -> Ok:
-        check_account(req.name)
+        check_account_name(check_account(req.name))
         check_x25519_public(req.identity)
         if req.kind == CUSTOMER and req.tier != Tier.FREE:
             raise DecodeError("a customer account has no billing tier")
