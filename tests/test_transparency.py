@@ -20,6 +20,7 @@ from e2e.errors import (
     StaleProof,
 )
 from e2e.keys import KeyPair
+from e2e.platform.directory import DeviceCertificate, SignedDeviceList
 from e2e.platform.merkle import (
     EMPTY_ROOT,
     ConsistencyProof,
@@ -31,7 +32,7 @@ from e2e.platform.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from e2e.platform.transparency import DirectoryEntry, KeyLog, LogView, devices_hash
+from e2e.platform.transparency import DirectoryEntry, KeyLog, LogView
 
 
 # RFC 9162 §2.1.1-§2.1.4, written as the RFC states them (recursively), as a reference.
@@ -162,14 +163,25 @@ def test_proof_wire_round_trip() -> None:
 
 # -- key directory ---------------------------------------------------------------------------
 
-ALICE, ACME = KeyPair.generate().public, KeyPair.generate().public
-EVE = KeyPair.generate().public
-CERTS = [b"cert-1", b"cert-2"]
+ALICE_K, ACME_K, EVE_K = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+ALICE, ACME, EVE = ALICE_K.public, ACME_K.public, EVE_K.public
+
+
+def _signed(key: KeyPair, name: bytes, version: int, devices: int) -> bytes:
+    """``name``'s device list of version ``version`` with ``devices`` devices, signed by
+    ``key``."""
+    certs = [DeviceCertificate.issue(key, name, i, KeyPair.generate().public, i).to_bytes()
+             for i in range(1, devices + 1)]  # fmt: skip
+    return SignedDeviceList.sign(key, name, version, certs).to_bytes()
+
+
+CERTS = _signed(ACME_K, b"acme", 1, 2)  # acme's first device list (two devices)
+ONE = _signed(ALICE_K, b"alice", 1, 1)
 
 
 def _log() -> tuple[KeyLog, LogView]:
     log = KeyLog(LogSigner())
-    log.publish(b"alice", ALICE, CERTS[:1])
+    log.publish(b"alice", ALICE, ONE)
     log.publish(b"acme", ACME, CERTS)
     return log, LogView(log.signer.public)
 
@@ -185,8 +197,8 @@ def test_lookup_verifies_and_versions_advance() -> None:
     head = _fresh(view, log)
     raw, proof = log.lookup(b"acme", head.size)
     entry = view.check_entry(b"acme", raw, proof, head)
-    assert (entry.identity, entry.devices, entry.version) == (ACME, devices_hash(CERTS), 1)
-    log.publish(b"acme", ACME, CERTS[:1])
+    assert (entry.identity, entry.device_list, entry.version) == (ACME, CERTS, 1)
+    log.publish(b"acme", ACME, _signed(ACME_K, b"acme", 2, 1))
     head2 = _fresh(view, log, 200)
     raw2, proof2 = log.lookup(b"acme", head2.size)
     assert view.check_entry(b"acme", raw2, proof2, head2).version == 2
@@ -206,7 +218,7 @@ def test_entry_of_another_account_or_unproven_entry_is_refused() -> None:
     raw, proof = log.lookup(b"alice", head.size)
     with pytest.raises(KeyMismatch):
         view.check_entry(b"acme", raw, proof, head)
-    fake = DirectoryEntry(b"acme", 9, EVE, devices_hash([b"x"]), 1).to_bytes()
+    fake = DirectoryEntry(b"acme", 9, EVE, b"").to_bytes()
     with pytest.raises(InvalidProof):
         view.check_entry(b"acme", fake, proof, head)
     assert view.versions == {}
@@ -215,20 +227,20 @@ def test_entry_of_another_account_or_unproven_entry_is_refused() -> None:
 def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
     log, view = _log()
     old = _fresh(view, log, 100)
-    log.publish(b"bob", EVE, [])
+    log.publish(b"bob", EVE, b"")
     new = _fresh(view, log, 200)
     heads = list(view.heads)
     with pytest.raises(LogRolledBack):
         view.check_head(log.signer.sign(TreeHead(old.size, old.root, 300)), log.consistency)
     # A fork: the relay shows another log of the same size.
     fork = KeyLog(log.signer)
-    fork.publish(b"alice", ALICE, CERTS[:1])
+    fork.publish(b"alice", ALICE, ONE)
     fork.publish(b"acme", EVE, CERTS)
-    fork.publish(b"bob", EVE, [])
+    fork.publish(b"bob", EVE, b"")
     with pytest.raises(LogForked):
         view.check_head(fork.head(300), fork.consistency)
     # ... or a larger one that does not extend what we saw.
-    fork.publish(b"carol", EVE, [])
+    fork.publish(b"carol", EVE, b"")
     fresh = LogView(log.signer.public)
     fresh.check_head(new, log.consistency)
     with pytest.raises(LogForked):
@@ -250,26 +262,31 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
 def test_audit_finds_a_substituted_key_and_a_rogue_device() -> None:
     log, view = _log()
     _fresh(view, log)
-    mine = {1: devices_hash(CERTS)}
-    view.audit(b"acme", ACME, mine, log.entries_since(0, len(log.entries)))
-    assert view.audited == 2
-    log.publish(b"acme", ACME, [*CERTS, b"rogue"])
+    view.audit(b"acme", ACME, log.entries_since(0, len(log.entries)))
+    assert (view.audited, view.own_list) == (2, 1)
+    log.publish(b"acme", ACME, _signed(ACME_K, b"acme", 2, 1))  # acme removes a device
+    _fresh(view, log, 150)
+    view.audit(b"acme", ACME, log.entries_since(2, len(log.entries)))
+    assert (view.audited, view.own_list) == (3, 2)
+    # The relay logs the older list again (the removed device back): found.
+    log.publish(b"acme", ACME, CERTS)
     _fresh(view, log, 200)
     with pytest.raises(KeyMismatch):
-        view.audit(b"acme", ACME, mine, log.entries_since(2, len(log.entries)))
-    assert view.audited == 2
-    log.publish(b"acme", EVE, CERTS)
+        view.audit(b"acme", ACME, log.entries_since(3, len(log.entries)))
+    assert (view.audited, view.own_list) == (3, 2)
+    # A list acme's key never signed, under acme's key: found.
+    log.publish(b"acme", ACME, _signed(EVE_K, b"acme", 9, 1))
+    _fresh(view, log, 250)
+    with pytest.raises(KeyMismatch):
+        view.audit(b"acme", ACME, log.entries_since(3, len(log.entries)))
+    # Another account key: found.
+    log.publish(b"acme", EVE, _signed(EVE_K, b"acme", 10, 1))
     _fresh(view, log, 300)
     with pytest.raises(KeyMismatch):
-        view.audit(
-            b"acme",
-            ACME,
-            {**mine, 2: devices_hash([*CERTS, b"rogue"])},
-            log.entries_since(2, len(log.entries)),
-        )
+        view.audit(b"acme", ACME, log.entries_since(3, len(log.entries)))
     # A monitor that is shown only part of the log notices the gap.
     with pytest.raises(InvalidProof):
-        view.audit(b"acme", ACME, mine, log.entries_since(3, len(log.entries)))
+        view.audit(b"acme", ACME, log.entries_since(4, len(log.entries)))
 
 
 def test_log_restores_from_its_leaves() -> None:
@@ -287,7 +304,7 @@ def test_served_state_must_equal_the_logged_state() -> None:
     with pytest.raises(KeyMismatch):
         view.check_served(b"acme", EVE, CERTS, raw, proof, head)
     with pytest.raises(KeyMismatch):
-        view.check_served(b"acme", ACME, [*CERTS, b"rogue"], raw, proof, head)
+        view.check_served(b"acme", ACME, _signed(ACME_K, b"acme", 1, 3), raw, proof, head)
 
 
 def test_a_fork_is_sticky_and_the_view_persists() -> None:
@@ -296,15 +313,15 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
     again = LogView.from_bytes(view.to_bytes())
     assert again == view
     fork = KeyLog(log.signer)
-    fork.publish(b"alice", EVE, [])
-    fork.publish(b"acme", EVE, [])
+    fork.publish(b"alice", EVE, b"")
+    fork.publish(b"acme", EVE, b"")
     with pytest.raises(LogForked):
         view.check_head(fork.head(500), fork.consistency)
     # Even the honest log is refused from now on: the relay was caught.
     with pytest.raises(LogForked):
         view.check_head(log.head(600), log.consistency)
     assert LogView.from_bytes(view.to_bytes()).forked
-    for bad in (b"", b"\x02" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
+    for bad in (b"", b"\x01" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
         with pytest.raises(DecodeError):
             LogView.from_bytes(bad)
 
@@ -317,8 +334,8 @@ def test_peer_heads_catch_a_split_view() -> None:
     # The relay forks the log for bob only: each side's view is internally consistent.
     fork = KeyLog(log.signer, log.entries)
     fork.publish(b"acme", EVE, CERTS)
-    log.publish(b"carol", ALICE, [])
-    log.publish(b"dave", ALICE, [])
+    log.publish(b"carol", ALICE, b"")
+    log.publish(b"dave", ALICE, b"")
     alice.check_head(log.head(200), log.consistency)
     bob.check_head(fork.head(200), fork.consistency)
     # Same tree size is not needed: alice's size-4 head against bob's size-3 head.
@@ -343,7 +360,7 @@ def _gossip_of(log: KeyLog, size: int) -> bytes:
 def test_a_larger_head_from_the_past_is_a_rollback_beyond_the_skew() -> None:
     log, view = _log()
     _fresh(view, log, 10_000)
-    log.publish(b"bob", EVE, [])
+    log.publish(b"bob", EVE, b"")
     with pytest.raises(LogRolledBack):
         view.check_head(log.head(10_000 - 301), log.consistency)
     view.check_head(log.head(10_000 - 300), log.consistency)  # within the skew: accepted

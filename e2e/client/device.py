@@ -28,12 +28,13 @@ from typing import TypeVar
 
 from e2e.attachment.pointer import Pointer
 from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, download, upload
-from e2e.client import events, state
+from e2e.client import contacts, events, state
 from e2e.client.events import Event
+from e2e.client.lifecycle import Lifecycle
 from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
 from e2e.client.state import DeviceListHook, NeedDevices, Outgoing
 from e2e.client.transport import Connector, Transport
-from e2e.client.trust import GOSSIP, Trust
+from e2e.client.trust import GOSSIP
 from e2e.errors import (
     DecodeError,
     DuplicateMessage,
@@ -47,7 +48,7 @@ from e2e.errors import (
     StateError,
 )
 from e2e.keys import KeyPair, Rng
-from e2e.platform.directory import DeviceCertificate
+from e2e.platform.directory import ADMIN, AGENT, DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
 from e2e.platform.names import check_account_name
@@ -65,7 +66,7 @@ _T = TypeVar("_T")
 StoreOpener = Store | Callable[[], Store]
 
 
-class Client(Trust):
+class Client(Lifecycle):
     """One device (a customer's phone, a business agent) on its own store.
 
     Make one with :meth:`create_account` (a new account and its first device),
@@ -170,8 +171,10 @@ class Client(Trust):
             ident = upkeep.ensure_identity(tx, rng)
             account = KeyPair.generate(rng)
             profile = Profile(name, 1, kind, suite, tier)
-            cert = DeviceCertificate.issue(account, name.encode(), 1, ident.public, rng)
-            state.create_profile(tx, profile, account.public, cert)
+            cert = DeviceCertificate.issue(account, name.encode(), 1, ident.public, 1, ADMIN,
+                                           rng)  # fmt: skip
+            first = SignedDeviceList.sign(account, name.encode(), 1, [cert.to_bytes()], rng=rng)
+            state.create_profile(tx, profile, account.public, cert, first.to_bytes())
             state.store_account_key(tx, account, 2)
             return profile, ident
 
@@ -190,12 +193,15 @@ class Client(Trust):
         store: StoreOpener,
         connect: Connector,
         *,
+        role: int = AGENT,
         prekeys: int = 20,
         hook: DeviceListHook | None = None,
         auto_receipts: bool = True,
     ) -> Client:
         """A new device of this account on ``store``, certified by this device's account
-        key (this must be the device holding it)."""
+        key (this must be an admin device, holding it) with ``role`` (:data:`AGENT`, or
+        :data:`ADMIN`: it gets the account key too), and the account's next device list
+        carrying it, which its registration publishes (SPEC §10.1)."""
         pool = self._new_pool()
         st = await self._open_store(pool, store)
 
@@ -204,26 +210,17 @@ class Client(Trust):
                 return upkeep.ensure_identity(tx, self.rng).public
 
         ident_pub = await asyncio.get_running_loop().run_in_executor(pool, new_identity)
-
-        def certify(tx: StoreTransaction) -> tuple[bytes, int, bytes]:
-            acct = state.account_key(tx)
-            if acct is None:
-                raise StateError("this device does not hold the account key")
-            device_id = state.allocate_device_id(tx)
-            cert = DeviceCertificate.issue(
-                acct, self.profile.account.encode(), device_id, ident_pub, self.rng
-            )
-            return acct.public, device_id, cert.to_bytes()
-
-        acct_pub, device_id, cert_raw = await self._tx(certify)
+        grant = await self._certify(ident_pub, role)
         p = self.profile
-        profile = Profile(p.account, device_id, p.kind, p.suite, p.tier)
+        profile = Profile(p.account, grant.device_id, p.kind, p.suite, p.tier)
 
         def adopt() -> KeyPair:
             with st.transaction() as tx:
-                cert = DeviceCertificate.from_bytes(cert_raw)
-                state.create_profile(tx, profile, acct_pub, cert)
+                cert = DeviceCertificate.from_bytes(grant.certificate)
+                state.create_profile(tx, profile, grant.account_identity, cert, grant.device_list)
                 state.mark_registered(tx, "account")
+                if grant.account_key is not None:
+                    state.store_account_key(tx, grant.account_key, grant.device_id + 1)
                 return tx.local_identity()
 
         ident = await asyncio.get_running_loop().run_in_executor(pool, adopt)
@@ -279,7 +276,8 @@ class Client(Trust):
             await self.transport.register_account(self.profile.kind, acct, self.profile.tier)
             await self._tx(lambda tx: state.mark_registered(tx, "account"))
         if not has_device:
-            await self.transport.register_device(cert)
+            signed = await self._tx(lambda tx: tx.app_get(state.REG_LIST))
+            await self.transport.register_device(cert, signed)
             await self._tx(lambda tx: state.mark_registered(tx, "device"))
         await self.upkeep(low=prekeys, target=prekeys)
         for out in await self._tx(state.outbox):
@@ -436,7 +434,7 @@ class Client(Trust):
         if view is not None and view.forked:
             raise LogForked("the relay was caught showing a split view of the key log")
         gossip = b"" if view is None else view.gossip()
-        if await self._tx(lambda tx: state.pending_key_change(tx, to)) is not None:
+        if await self._tx(lambda tx: contacts.pending_key_change(tx, to)) is not None:
             raise KeyChangePending(f"the account key of {to} changed; accept it first")
         dests = await self._checked_destinations(to, cls, template_id)
         await self._ensure_sessions(dests)

@@ -168,11 +168,12 @@ class HttpTransport(Transport):
         )
         await self._post(Path.ACCOUNT_REGISTER, req, wire.Ok, auth=False)
 
-    async def register_device(self, certificate: bytes) -> None:
-        await self._post(Path.DEVICE_REGISTER, wire.RegisterDevice(certificate), wire.Ok)
+    async def register_device(self, certificate: bytes, device_list: bytes | None = None) -> None:
+        req = wire.RegisterDevice(certificate, device_list)
+        await self._post(Path.DEVICE_REGISTER, req, wire.Ok)
 
-    async def remove_device(self, device_id: int) -> None:
-        await self._post(Path.DEVICE_REMOVE, wire.RemoveDevice(device_id), wire.Ok)
+    async def publish_devices(self, device_list: bytes) -> None:
+        await self._post(Path.DEVICE_PUBLISH, wire.PublishDevices(device_list), wire.Ok)
 
     async def upload_prekeys(self, one_time: list[bytes], last_resort: bytes) -> int:
         count = 0
@@ -187,10 +188,10 @@ class HttpTransport(Transport):
 
     async def fetch_devices(
         self, account: str, chat: str | None = None
-    ) -> tuple[bytes, list[bytes]]:
+    ) -> tuple[bytes, list[bytes], bytes]:
         req = wire.ListDevices(account.encode(), None if chat is None else chat.encode())
         got = await self._post(Path.DEVICE_LIST, req, wire.DeviceList)
-        return got.identity, list(got.certificates)
+        return got.identity, list(got.certificates), got.device_list
 
     async def fetch_bundle(self, device: Address) -> bytes:
         req = wire.ClaimPrekey(device.account, device.device)

@@ -37,12 +37,14 @@ class Transport(Protocol):
         with it (idempotent for the same key). ``tier``: 0 free, 1 API (businesses)."""
         ...
 
-    async def register_device(self, certificate: bytes) -> None:
-        """Register a device certificate of this account (idempotent)."""
+    async def register_device(self, certificate: bytes, device_list: bytes | None = None) -> None:
+        """Register this device's certificate, which the account's device list in force (or
+        ``device_list``, a newer one the account key signed) must carry (idempotent)."""
         ...
 
-    async def remove_device(self, device_id: int) -> None:
-        """Remove a device of this account (its mailbox and prekeys go; logged, SPEC §13.4)."""
+    async def publish_devices(self, device_list: bytes) -> None:
+        """(Admin) publish the account's next signed device list: the devices it drops are
+        revoked, their mailboxes and prekeys go (logged, SPEC §10.1, §13.4)."""
         ...
 
     async def upload_prekeys(self, one_time: list[bytes], last_resort: bytes) -> int:
@@ -56,9 +58,9 @@ class Transport(Protocol):
 
     async def fetch_devices(
         self, account: str, chat: str | None = None
-    ) -> tuple[bytes, list[bytes]]:
-        """``account``'s identity key and device certificates (with ``chat``: only the
-        business devices routed that chat)."""
+    ) -> tuple[bytes, list[bytes], bytes]:
+        """``account``'s identity key, device certificates (with ``chat``: only the business
+        devices routed that chat) and its signed device list."""
         ...
 
     async def fetch_bundle(self, device: Address) -> bytes:

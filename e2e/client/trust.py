@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from e2e.client import state
+from e2e.client import contacts, state
 from e2e.client.state import DeviceListHook, Profile
 from e2e.client.transport import Transport
 from e2e.errors import (
@@ -21,7 +21,6 @@ from e2e.errors import (
     DecodeError,
     InvalidProof,
     KeyChangePending,
-    KeyMismatch,
     KeyTransparencyError,
     StateError,
 )
@@ -96,7 +95,7 @@ class Trust:
         (and the key log, when pinned) now gives differs from the pinned one. Sending to it
         raises :class:`~e2e.errors.KeyChangePending` until :meth:`accept_key_change`."""
         me, my_key = self.profile.account, await self.account_identity()
-        found = await self._tx(state.key_changes)
+        found = await self._tx(contacts.key_changes)
         return [
             KeyChange(name, old, new, safety_number(me, my_key, name, new))
             for name, (old, new) in sorted(found.items())
@@ -108,10 +107,10 @@ class Trust:
         send fetches the devices certified under the new key."""
 
         def run(tx: StoreTransaction) -> None:
-            found = state.pending_key_change(tx, account)
+            found = contacts.pending_key_change(tx, account)
             if found is None:
                 raise StateError("no key change pending for this account")
-            state.accept_key_change(tx, account, found[1] if new is None else new)
+            contacts.accept_key_change(tx, account, found[1] if new is None else new)
 
         await self._tx(run)
 
@@ -192,10 +191,8 @@ class Trust:
         view.check_head(head, prove)
         return head
 
-    async def verify_directory(
-        self, account: str, identity: bytes, certificates: list[bytes]
-    ) -> None:
-        """Prove ``account``'s key and full device list (as the relay served them) in the
+    async def verify_directory(self, account: str, identity: bytes, device_list: bytes) -> None:
+        """Prove ``account``'s key and signed device list (as the relay served them) in the
         key log; a :class:`~e2e.errors.KeyTransparencyError` before anything is encrypted
         to them. Does nothing while no log key is pinned."""
         view = await self.log_view()
@@ -205,7 +202,7 @@ class Trust:
             head = await self._accept_head(view)
             raw, proof = await self.transport.log_lookup(account, head.size)
             view.check_served(
-                account.encode(), identity, certificates, raw,
+                account.encode(), identity, device_list, raw,
                 InclusionProof.from_bytes(proof), head,
             )  # fmt: skip
         finally:
@@ -213,8 +210,9 @@ class Trust:
 
     async def monitor(self) -> int:
         """Audit every key-log entry since the last audit: one under our account with
-        another account key raises :class:`~e2e.errors.KeyMismatch`. Returns the number of
-        entries audited."""
+        another account key, a device list our account key did not sign, or an older device
+        list logged again (a removed device brought back) raises
+        :class:`~e2e.errors.KeyMismatch`. Returns the number of entries audited."""
         view = await self.log_view()
         if view is None:
             raise KeyTransparencyError("no log key pinned")
@@ -228,7 +226,7 @@ class Trust:
                     raise InvalidProof("the relay returned no entries")
                 got += [(e, InclusionProof.from_bytes(p)) for e, p in page]
             before = view.audited
-            view.audit(self.profile.account.encode(), me, None, got)
+            view.audit(self.profile.account.encode(), me, got)
             return view.audited - before
         finally:
             await self._save_view(view)
@@ -237,21 +235,16 @@ class Trust:
         """Fetch ``account``'s device list (with ``chat``: the devices routed that chat),
         prove it in the key log when a log key is pinned, and accept it through
         :func:`~e2e.client.state.accept_device_list`."""
-        identity, certs = await self.transport.fetch_devices(account, chat)
-        if chat is None:
-            await self.verify_directory(account, identity, certs)
-        elif await self.log_view() is not None:
-            # A chat's routed devices must be a part of the account's proven full list.
-            full_identity, full = await self.transport.fetch_devices(account, None)
-            await self.verify_directory(account, full_identity, full)
-            if not hmac.compare_digest(full_identity, identity) or not set(certs) <= set(full):
-                raise KeyMismatch("routed devices are not in the account's logged device list")
+        identity, certs, signed = await self.transport.fetch_devices(account, chat)
+        # The signed device list comes whole with a chat's devices too: it is what is proven,
+        # and the chat's devices must be some of its devices (accept_device_list).
+        await self.verify_directory(account, identity, signed)
 
         def accept(tx: StoreTransaction) -> dict[int, bytes] | None:
-            if state.note_key_change(tx, account, identity):
+            if contacts.note_key_change(tx, account, identity):
                 return None  # kept (committed) as a pending change: nothing is accepted
             return state.accept_device_list(
-                tx, account, identity, certs, chat=chat, hook=self.hook
+                tx, account, identity, certs, signed, chat=chat, hook=self.hook
             )  # fmt: skip
 
         listed = await self._tx(accept)

@@ -10,15 +10,15 @@ publish (:meth:`LogView.audit`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from e2e.errors import (
     DecodeError,
     InvalidProof,
+    InvalidSignature,
     KeyMismatch,
     LogForked,
     LogRolledBack,
@@ -26,11 +26,11 @@ from e2e.errors import (
 )
 from e2e.frame import Field, decode_map, encode_map
 from e2e.keys import X25519_LEN
+from e2e.platform.directory import MAX_LIST_BYTES, SignedDeviceList, check_signed
 from e2e.platform.envelope import check_account
 from e2e.platform.merkle import (
     HASH_LEN,
     HEAD_SKEW,
-    LOG_VERSION,
     MAX_SIZE,
     ConsistencyFetcher,
     ConsistencyProof,
@@ -44,15 +44,16 @@ from e2e.platform.merkle import (
 
 __all__ = [
     "ENTRY_LABEL",
-    "DEVICES_LABEL",
+    "MAX_ENTRY_BYTES",
     "DirectoryEntry",
-    "devices_hash",
     "KeyLog",
     "LogView",
 ]
 
-ENTRY_LABEL: Final = b"E2E_KT_ENTRY_v1"
-DEVICES_LABEL: Final = b"E2E_KT_DEVICES_v1"
+ENTRY_LABEL: Final = b"E2E_KT_ENTRY_v2"
+ENTRY_VERSION: Final = 2
+#: Largest entry: a label, the account, key and version, and a whole device list.
+MAX_ENTRY_BYTES: Final = MAX_LIST_BYTES + 256
 
 
 # -- directory entries ----------------------------------------------------------------------
@@ -62,55 +63,45 @@ _ENTRY_SCHEMA: Final = {
     1: Field(bytes),
     2: Field(int),
     3: Field(bytes, X25519_LEN),
-    4: Field(bytes, HASH_LEN),
-    5: Field(int),
+    4: Field(bytes),
 }
-
-
-def devices_hash(certificates: Iterable[bytes]) -> bytes:
-    """Commitment to a certified device list: ``SHA-256("E2E_KT_DEVICES_v1" |
-    u32(n) | for each certificate in the given order: u32(len) | certificate)``.
-
-    Callers pass the certificates sorted by device id (the relay's listing order)."""
-    certs = list(certificates)
-    h = hashlib.sha256(DEVICES_LABEL + len(certs).to_bytes(4, "big"))
-    for c in certs:
-        h.update(len(c).to_bytes(4, "big"))
-        h.update(c)
-    return h.digest()
 
 
 @dataclass(frozen=True, slots=True)
 class DirectoryEntry:
-    """One leaf: the ``version``-th state of ``account``: its identity key and the hash of
-    its certified device list (``devices`` entries)."""
+    """One leaf: the ``version``-th state of ``account``: its identity key and its newest
+    signed device list (SPEC §10.1; empty before its first device)."""
 
     account: bytes
     version: int
     identity: bytes
-    devices: bytes
-    device_count: int
+    device_list: bytes
 
     def to_bytes(self) -> bytes:
-        """``"E2E_KT_ENTRY_v1" | CBOR {0: 1, 1: account, 2: version, 3: identity key,
-        4: devices hash, 5: device count}`` (the leaf data)."""
+        """``"E2E_KT_ENTRY_v2" | CBOR {0: 2, 1: account, 2: version, 3: identity key,
+        4: signed device list}`` (the leaf data)."""
         return ENTRY_LABEL + encode_map(
-            {
-                0: LOG_VERSION,
-                1: self.account,
-                2: self.version,
-                3: self.identity,
-                4: self.devices,
-                5: self.device_count,
-            }
-        )
+            {0: ENTRY_VERSION, 1: self.account, 2: self.version, 3: self.identity,
+             4: self.device_list}
+        )  # fmt: skip
 
     @classmethod
     def from_bytes(cls, raw: object) -> DirectoryEntry:
         if type(raw) is not bytes or not raw.startswith(ENTRY_LABEL):
             raise DecodeError("directory entry lacks its label")
-        obj = decode_map(raw[len(ENTRY_LABEL) :], _ENTRY_SCHEMA, "directory entry", 512, 1)
-        return cls(check_account(obj[1]), obj[2], obj[3], obj[4], obj[5])
+        obj = decode_map(raw[len(ENTRY_LABEL) :], _ENTRY_SCHEMA, "directory entry",
+                         MAX_ENTRY_BYTES, ENTRY_VERSION)  # fmt: skip
+        return cls(check_account(obj[1]), obj[2], obj[3], obj[4])
+
+    def signed_list(self) -> SignedDeviceList | None:
+        """The entry's device list, checked under the entry's key (None: none yet);
+        :class:`KeyMismatch` if it is not the account's, signed by that key."""
+        if not self.device_list:
+            return None
+        try:
+            return check_signed(self.device_list, self.account, self.identity)
+        except (DecodeError, InvalidSignature):
+            raise KeyMismatch("the log holds a device list its account key did not sign") from None
 
 
 class KeyLog:
@@ -143,14 +134,11 @@ class KeyLog:
         self.latest[entry.account] = index
         return index
 
-    def publish(self, account: bytes, identity: bytes, certificates: Sequence[bytes]) -> int:
+    def publish(self, account: bytes, identity: bytes, device_list: bytes) -> int:
         """Append the new state of ``account``; returns the leaf index."""
         prev = self.latest.get(account)
         version = 1 if prev is None else DirectoryEntry.from_bytes(self.entries[prev]).version + 1
-        entry = DirectoryEntry(
-            account, version, identity, devices_hash(certificates), len(certificates)
-        )
-        return self._add(entry.to_bytes())
+        return self._add(DirectoryEntry(account, version, identity, device_list).to_bytes())
 
     def head(self, now: int) -> SignedTreeHead:
         return self.signer.sign(TreeHead(len(self.tree), self.tree.root(), now))
@@ -202,6 +190,8 @@ class LogView:
     audited: int = 0
     #: Set once a fork was proven; every later check then raises :class:`LogForked`.
     forked: bool = False
+    #: The version of our own account's newest device list the audit has seen.
+    own_list: int = 0
 
     def _fork(self, why: str) -> LogForked:
         self.forked = True
@@ -345,21 +335,20 @@ class LogView:
         self,
         account: bytes,
         identity: bytes,
-        published: Mapping[int, bytes] | None,
         entries: Sequence[tuple[bytes, InclusionProof]],
     ) -> None:
         """Monitor our own account: ``entries`` are all leaves from :attr:`audited` to the
         newest head's size with their proofs. Every entry naming ``account`` must carry our
-        ``identity`` key and, for its version, the hash (:func:`devices_hash`) of the device
-        list we certified as that version (``published``: version -> devices hash). Raises
-        :class:`KeyMismatch` for any other (a substituted key, a rogue or re-added device)
-        and :class:`InvalidProof` for a gap or a bad proof; on error :attr:`audited` stays
-        where it was."""
+        ``identity`` key and a device list that key signed, each list a later version than
+        the one before it (:attr:`own_list`: the last audited). Raises :class:`KeyMismatch`
+        for any other (a substituted key, a device list we never signed, an older list
+        logged again to bring back a removed device) and :class:`InvalidProof` for a gap or
+        a bad proof; on error :attr:`audited` and :attr:`own_list` stay where they were."""
         self._check_not_forked()
         latest = self.latest
         if latest is None:
             raise StaleProof("no tree head to audit against")
-        expected = self.audited
+        expected, own = self.audited, self.own_list
         for raw, proof in entries:
             if proof.index != expected:
                 raise InvalidProof("audited entries are not contiguous")
@@ -370,42 +359,44 @@ class LogView:
                 continue
             if not hmac.compare_digest(entry.identity, identity):
                 raise KeyMismatch("the log holds an account key this account never had")
-            if published is None:  # an account that does not track its versions
+            listed = entry.signed_list()
+            if listed is None:
+                if own:
+                    raise KeyMismatch("the log holds an account state without its device list")
                 continue
-            want = published.get(entry.version)
-            if want is None or not hmac.compare_digest(want, entry.devices):
-                raise KeyMismatch("the log holds a device list this account never certified")
+            if listed.version <= own:
+                raise KeyMismatch("the log holds an older device list of this account again")
+            own = listed.version
         if expected != latest.size:
             raise InvalidProof("audited entries do not reach the newest tree head")
-        self.audited = expected
+        self.audited, self.own_list = expected, own
 
     def check_served(
         self,
         account: bytes,
         identity: bytes,
-        certificates: Sequence[bytes],
+        device_list: bytes,
         raw: bytes,
         proof: InclusionProof,
         head: SignedTreeHead,
     ) -> DirectoryEntry:
-        """:meth:`check_entry`, then the account key and device certificates the relay
+        """:meth:`check_entry`, then the account key and signed device list the relay
         served must be exactly the logged ones (:class:`KeyMismatch` otherwise)."""
         entry = self.check_entry(account, raw, proof, head)
         if not hmac.compare_digest(entry.identity, identity):
             raise KeyMismatch("served account key is not the one in the log")
-        if entry.device_count != len(certificates) or not hmac.compare_digest(
-            entry.devices, devices_hash(certificates)
-        ):
+        if not hmac.compare_digest(entry.device_list, device_list):
             raise KeyMismatch("served device list is not the one in the log")
         return entry
 
     # -- persistence ---------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """``u8(1) | log key | u8(forked) | u64(audited) | u32(#heads) | (u16(len) |
-        head)* | u32(#accounts) | (u8(len) | account | u64(version))*``."""
-        out = bytearray(b"\x01" + self.log_key + bytes([int(self.forked)]))
-        out += self.audited.to_bytes(8, "big") + len(self.heads).to_bytes(4, "big")
+        """``u8(2) | log key | u8(forked) | u64(audited) | u64(own list) | u32(#heads) |
+        (u16(len) | head)* | u32(#accounts) | (u8(len) | account | u64(version))*``."""
+        out = bytearray(b"\x02" + self.log_key + bytes([int(self.forked)]))
+        out += self.audited.to_bytes(8, "big") + self.own_list.to_bytes(8, "big")
+        out += len(self.heads).to_bytes(4, "big")
         for h in self.heads:
             raw = h.to_bytes()
             out += len(raw).to_bytes(2, "big") + raw
@@ -426,13 +417,14 @@ class LogView:
             pos += n
             return raw[pos - n : pos]
 
-        if type(raw) is not bytes or take(1) != b"\x01":
+        if type(raw) is not bytes or take(1) != b"\x02":
             raise DecodeError("log view record of an unknown version")
         key = take(32)
         forked = take(1)[0]
         if forked > 1:
             raise DecodeError("log view record is malformed")
         audited = int.from_bytes(take(8), "big")
+        own_list = int.from_bytes(take(8), "big")
         heads = [
             SignedTreeHead.from_bytes(take(int.from_bytes(take(2), "big")))
             for _ in range(int.from_bytes(take(4), "big"))
@@ -443,4 +435,4 @@ class LogView:
             versions[name] = int.from_bytes(take(8), "big")
         if pos != len(raw) or [h.size for h in heads] != sorted({h.size for h in heads}):
             raise DecodeError("log view record is malformed")
-        return cls(key, heads, versions, audited, bool(forked))
+        return cls(key, heads, versions, audited, bool(forked), own_list)

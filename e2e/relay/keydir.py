@@ -18,9 +18,10 @@ from e2e.errors import (
 )
 from e2e.platform.certificates import BusinessCertificate
 from e2e.platform.merkle import LogSigner, TreeHead
-from e2e.platform.transparency import DirectoryEntry, KeyLog, devices_hash
+from e2e.platform.transparency import DirectoryEntry, KeyLog
 from e2e.platform.wire import (
     MAX_LOG_ENTRIES,
+    MAX_LOG_ENTRY_BYTES,
     BusinessCert,
     BusinessCertQuery,
     LogConsistency,
@@ -80,10 +81,10 @@ class KeyDirectory:
         return self._log.signer.public
 
     def _log_account(self, tx: Tx, name: bytes, identity: bytes) -> None:
-        """Append the account's current key and device list to the key log (same tx)."""
-        certs = [c for c, _ in tx.devices(name).values()]
+        """Append the account's current key and signed device list to the key log (same
+        tx)."""
         version = tx.log_version(name) + 1
-        entry = DirectoryEntry(name, version, identity, devices_hash(certs), len(certs))
+        entry = DirectoryEntry(name, version, identity, tx.device_list(name) or b"")
         tx.append_log(name, version, entry.to_bytes())
 
     def _synced_log(self, tx: Tx) -> tuple[KeyLog, int]:
@@ -122,7 +123,12 @@ class KeyDirectory:
             log, size = self._synced_log(tx)
             if not 0 <= req.start <= req.size <= size:
                 raise DecodeError("entries outside the log")
-            end = min(req.size, req.start + MAX_LOG_ENTRIES)
+            end, budget = req.start, MAX_LOG_ENTRY_BYTES
+            while end < min(req.size, req.start + MAX_LOG_ENTRIES) and (
+                end == req.start or budget >= len(log.entries[end])
+            ):
+                budget -= len(log.entries[end])
+                end += 1
             got = log.entries_since(req.start, req.size, end)
         return LogEntries(tuple(r for r, _ in got), tuple(p.to_bytes() for _, p in got))
 

@@ -71,7 +71,7 @@ ROUTES: Final = dict(
     (
         _route(Path.ACCOUNT_REGISTER, "register_account"),
         _route(Path.DEVICE_REGISTER, "register_device"),
-        _route(Path.DEVICE_REMOVE, "remove_device"),
+        _route(Path.DEVICE_PUBLISH, "publish_devices"),
         _route(Path.DEVICE_LIST, "list_devices"),
         _route(Path.CHAT_ROUTE, "set_route"),
         _route(Path.DEVICE_DESIGNATE, "designate"),

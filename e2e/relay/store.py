@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS devices (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, certificate BLOB NOT NULL,
     identity BLOB NOT NULL, PRIMARY KEY (account, device_id));
+CREATE TABLE IF NOT EXISTS device_lists (
+    account BLOB PRIMARY KEY, version BIGINT NOT NULL, list BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS prekeys (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, prekey_id BIGINT NOT NULL,
     bundle BLOB NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
@@ -280,6 +282,20 @@ class Tx(abc.ABC):
                 f"DELETE FROM {table} WHERE business = ? AND device_id = ?",  # noqa: S608
                 (account, device_id),
             )
+
+    def device_list(self, account: bytes) -> bytes | None:
+        """The account's signed device list in force (SPEC §10.1), if it has one."""
+        row = self.fetchone("SELECT list FROM device_lists WHERE account = ?", (account,))
+        return None if row is None else bytes(row[0])
+
+    def put_device_list(self, account: bytes, version: int, raw: bytes) -> None:
+        """Make ``raw`` (version ``version``) the account's device list in force."""
+        self.execute(
+            "INSERT INTO device_lists (account, version, list) VALUES (?, ?, ?)"
+            " ON CONFLICT (account) DO UPDATE SET version = excluded.version,"
+            " list = excluded.list",
+            (account, version, raw),
+        )
 
     # -- business routing (SPEC §10.10) --------------------------------------------------
 

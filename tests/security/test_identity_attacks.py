@@ -22,11 +22,31 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
-from relayhelp import ROOT, Acct, Dev, Refused, RelayProcess, fresh_pg_db, pg_or_skip  # noqa: E402
+from relayhelp import (  # noqa: E402
+    ROOT,
+    Acct,
+    Dev,
+    Refused,
+    RelayProcess,
+    fresh_pg_db,
+    new_device,
+    pg_or_skip,
+)
 
-from e2e.client import Client  # noqa: E402
+from e2e.client import (
+    Client,  # noqa: E402
+    state,  # noqa: E402
+)
 from e2e.client.http import RelayClient  # noqa: E402
-from e2e.errors import CertificateError, InvalidName  # noqa: E402
+from e2e.errors import (  # noqa: E402
+    CertificateError,
+    InvalidName,
+    NotAllowed,
+    Revoked,
+    StateError,
+    Unauthenticated,
+)
+from e2e.platform import wire  # noqa: E402
 from e2e.platform.certificates import BusinessCertificate, PlatformSigner  # noqa: E402
 from e2e.relay.backends import open_store  # noqa: E402
 from e2e.store import MemoryStore  # noqa: E402
@@ -164,6 +184,115 @@ def test_confusable_business_names_are_never_verified(net: Net) -> None:
         assert _certify(net, name, "Pay Bank", key_file).returncode == 0
         ident = await cust.business_identity(name)
         assert ident.verified and ident.display_name == "Pay Bank"
+        await w.close()
+
+    run(go)
+
+
+# -- issue 25 item 1: a removed device comes back ---------------------------------------------
+
+
+def test_a_removed_device_cannot_come_back(net: Net) -> None:
+    """The agent's device is revoked; with its old store and keys it registers its old
+    certificate again (alone, and with the older device list that carried it), tries any
+    request, and waits for the customer's next message: it gets nothing."""
+
+    async def go() -> None:
+        w = World(net)
+        shop = await w.account(fresh("shop"), "business", tier=1)
+        agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
+                                      auto_receipts=False)  # fmt: skip
+        w.clients.append(agent)
+        cust = await w.account(fresh("cust"), "customer")
+        name = shop.profile.account
+        await cust.send(name, "hello")
+        assert [m.body for m in await agent.sync()] == [b"hello"]
+        with agent.store.transaction() as tx:
+            cert, old_list = state.certificate(tx), tx.app_get(state.REG_LIST)
+        await shop.revoke_device(agent.profile.device)
+        with pytest.raises(Revoked):
+            await agent.transport.register_device(cert)
+        with pytest.raises(Revoked):
+            await agent.transport.register_device(cert, old_list)
+        with pytest.raises(Unauthenticated):
+            await agent.sync()
+        sent = await cust.send(name, "my card number is 4111 1111 1111 1111")
+        assert [m.message_id for m in await shop.sync()][-1] == sent.message_id
+        with pytest.raises(Unauthenticated):
+            await agent.sync()
+        # The revocation is in the log: the owner's monitor passes, a peer's list is proven.
+        await shop.pin_log_key(log_key(net))
+        assert await shop.monitor() > 0
+        await w.close()
+
+    run(go)
+
+
+def test_a_thief_with_the_old_key_of_a_rekeyed_device_cannot_take_it_back(net: Net) -> None:
+    """Device 2 is re-keyed (a new certificate, the old one's serial tombstoned); a thief
+    holding the old key and certificate registers them again: refused, and the owner's
+    device keeps working."""
+    with httpx.Client(base_url=net.proc.url, timeout=30) as http:
+        acct = Acct(fresh("acct").encode(), 0)
+        first = Dev(http, acct, 1)
+        first.register_account()
+        first.register()
+        stolen = Dev(http, acct, 2)
+        stolen.register()
+        rekeyed = Dev(http, acct, 2)  # the owner re-installs device 2 with a new key
+        rekeyed.register()
+        with pytest.raises(Refused) as err:  # the thief holds no account key: the old certificate
+            stolen.call(wire.Path.DEVICE_REGISTER, wire.RegisterDevice(stolen.certificate()))
+        assert (err.value.status, err.value.code) == (403, "revoked")
+        assert rekeyed.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
+        listed = first.devices(acct.name).certificates
+        assert stolen.certificate() not in listed and rekeyed.certificate() in listed
+
+
+def log_key(net: Net) -> bytes:
+    """The relay's log key, as an application ships it (read here from a head's answer)."""
+    with httpx.Client(base_url=net.proc.url, timeout=30) as http:
+        dev = new_device(http, fresh("kt").encode(), 0)
+        return bytes(dev.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead).log_key)
+
+
+# -- issue 25 item 8: device roles --------------------------------------------------------------
+
+
+def test_an_agent_cannot_reroute_designate_or_remove(net: Net) -> None:
+    """An agent device (not assigned the chat) tries to route the chat to itself, to
+    designate itself for every chat, and to publish a device list without the admin (a
+    list it captured, signed by the account key): each is refused, and routing is as the
+    admin set it."""
+
+    async def go() -> None:
+        w = World(net)
+        shop = await w.account(fresh("shop"), "business", tier=1)
+        agents = [await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
+                                        auto_receipts=False) for _ in range(2)]  # fmt: skip
+        w.clients += agents
+        cust = await w.account(fresh("cust"), "customer")
+        name, cname = shop.profile.account, cust.profile.account
+        await shop.assign(cname, [agents[0].profile.device])
+        intruder = agents[1]
+        with pytest.raises(NotAllowed):
+            await intruder.assign(cname, [intruder.profile.device])
+        with pytest.raises(NotAllowed):
+            await intruder.designate([intruder.profile.device])
+        with intruder.store.transaction() as tx:  # a list the account key did sign
+            signed = tx.app_get(state.REG_LIST)
+        assert signed is not None
+        with pytest.raises(NotAllowed):
+            await intruder.transport.publish_devices(signed)
+        with pytest.raises(StateError):  # it holds no account key to sign one
+            await intruder.revoke_device(1)
+        await cust.send(name, "where is my parcel?")
+        assert [m.body for m in await agents[0].sync()] == [b"where is my parcel?"]
+        assert await intruder.sync() == []
+        # The admin itself cannot remove the last admin: its queued mail stays.
+        with pytest.raises(NotAllowed):
+            await shop.revoke_device(shop.profile.device)
+        assert [m.body for m in await shop.sync()] == []  # routed away from the admin
         await w.close()
 
     run(go)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from world import Service, run
+from world import Service, rogue, run
 
 from e2e.client import Client
 from e2e.errors import (
@@ -32,9 +32,8 @@ from e2e.fingerprint import safety_number
 from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.certificates import PlatformSigner
-from e2e.platform.directory import DeviceCertificate
 from e2e.platform.merkle import InclusionProof
-from e2e.platform.transparency import DirectoryEntry, KeyLog, devices_hash
+from e2e.platform.transparency import DirectoryEntry, KeyLog
 
 SECRET = b"my card number is 4111 1111 1111 1111"
 
@@ -67,13 +66,7 @@ def log_entries(svc: Service) -> list[bytes]:
     return [bytes(r[0]) for r in svc.rows("SELECT entry FROM key_log ORDER BY idx")]
 
 
-def rogue(account: bytes) -> tuple[bytes, list[bytes]]:
-    """An account key the relay holds and one device it certified itself."""
-    eve, eve_dev = KeyPair.generate(), KeyPair.generate()
-    return eve.public, [DeviceCertificate.issue(eve, account, 1, eve_dev.public).to_bytes()]
-
-
-def substitute(dev: Client, account: str, served: tuple[bytes, list[bytes]]) -> None:
+def substitute(dev: Client, account: str, served: tuple[bytes, list[bytes], bytes]) -> None:
     """The relay serves ``dev`` another key and device list for ``account`` (to every other
     device, and to the account's own devices, it answers honestly)."""
     honest = dev.transport
@@ -84,13 +77,12 @@ def substitute(dev: Client, account: str, served: tuple[bytes, list[bytes]]) -> 
     dev.transport = Serving(honest, fetch_devices=fetch_devices)  # type: ignore[assignment]
 
 
-def log_it(svc: Service, account: bytes, served: tuple[bytes, list[bytes]]) -> None:
-    """The relay logs the served key and device list as the account's newest entry."""
-    identity, certs = served
+def log_it(svc: Service, account: bytes, identity: bytes, signed: bytes) -> None:
+    """The relay logs a key and signed device list as the account's newest entry."""
 
     def log(tx: Any) -> None:
         version = tx.log_version(account) + 1
-        entry = DirectoryEntry(account, version, identity, devices_hash(certs), len(certs))
+        entry = DirectoryEntry(account, version, identity, signed)
         tx.append_log(account, version, entry.to_bytes())
 
     svc.operator().run(log)
@@ -141,7 +133,7 @@ def test_substituted_account_key_on_first_contact(tmp_path: Path) -> None:
             await alice.send("shop", SECRET)
         await assert_nothing_encrypted(svc, before, alice)
         # Logging the substitution does not help the relay: the victim's monitor finds it.
-        log_it(svc, b"shop", served)
+        log_it(svc, b"shop", served[0], served[2])
         with pytest.raises(KeyMismatch):
             await shop[0].monitor()
         await svc.aclose()
@@ -156,7 +148,7 @@ def test_substituted_key_of_a_known_contact_waits_for_the_application(tmp_path: 
         await shop[0].sync()
         served = rogue(b"shop")
         substitute(alice, "shop", served)
-        log_it(svc, b"shop", served)  # even a logged new key is a change to accept
+        log_it(svc, b"shop", served[0], served[2])  # even a logged new key is a change to accept
         forget_lists(alice, "shop")
         before = submissions(svc)
         with pytest.raises(KeyChangePending):
@@ -181,7 +173,7 @@ def test_rogue_device_added_by_the_relay(tmp_path: Path) -> None:
         [(old_cert, old_key)] = svc.rows(
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         svc.operator().run(lambda tx: tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key)))
         before = submissions(svc)
         with pytest.raises(KeyMismatch):
@@ -192,27 +184,29 @@ def test_rogue_device_added_by_the_relay(tmp_path: Path) -> None:
     run(go)
 
 
-@pytest.mark.xfail(strict=True, reason="e2e.client's monitor checks the account key of each "
-                   "entry, not its device list (SPEC §13.4): a device list with certificates "
-                   "the account signed but removed is not its to refuse yet; signed device "
-                   "lists with tombstones (issue 25) make it so")  # fmt: skip
 def test_rogue_device_logged_by_the_relay_is_found_by_the_owners_monitor(tmp_path: Path) -> None:
-    """The second half of the simulation's rogue-device attack, which its in-memory roles
-    caught by recording each device-list version the relay returned."""
+    """The relay brings a removed device back with the account's own older device list,
+    which the account did sign, and logs it as the newest entry: the owner's monitor finds
+    a device list older than one it audited (issue 25 item 1)."""
 
     async def go() -> None:
         svc, shop, _ = await world(tmp_path)
         [(old_cert, old_key)] = svc.rows(
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
+        [(old_list,)] = svc.rows("SELECT list FROM device_lists WHERE account = X'73686f70'")
         await shop[0].monitor()
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         await shop[0].monitor()
-        svc.operator().run(lambda tx: tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key)))
+
+        def bring_back(tx: Any) -> None:
+            tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key))
+            tx.execute("UPDATE device_lists SET list = ? WHERE account = ?",
+                       (bytes(old_list), b"shop"))  # fmt: skip
+
+        svc.operator().run(bring_back)
         shop_key = await shop[0].account_identity()
-        certs = [bytes(c) for (c,) in svc.rows("SELECT certificate FROM devices"
-                                               " ORDER BY device_id")]  # fmt: skip
-        log_it(svc, b"shop", (shop_key, certs))  # logged too: the business's monitor must catch it
+        log_it(svc, b"shop", shop_key, bytes(old_list))  # logged: the monitor must catch it
         try:
             with pytest.raises(KeyMismatch):
                 await shop[0].monitor()
@@ -233,9 +227,8 @@ def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> N
         # Now the relay shows alice a forked log in which shop has the relay's key, while
         # everyone else (shop, bank) keeps seeing the honest log, which moves on.
         fork = KeyLog(svc.service._log.signer, log_entries(svc))
-        eve, eve_dev = KeyPair.generate(), KeyPair.generate()
-        cert = DeviceCertificate.issue(eve, b"shop", 1, eve_dev.public).to_bytes()
-        fork.publish(b"shop", eve.public, [cert])
+        served = rogue(b"shop")
+        fork.publish(b"shop", served[0], served[2])
         await svc.account("carol", "customer")
         await bank.refresh("alice")  # the bank accepts the honest log's newest head ...
         await bank.send("alice", "your statement is ready")  # ... and carries it
@@ -253,7 +246,7 @@ def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> N
 
         async def fetch_devices(account: str, chat: Any = None) -> Any:
             if account == "shop":
-                return eve.public, [cert]
+                return served
             return await honest.fetch_devices(account, chat)
 
         alice.transport = Serving(  # type: ignore[assignment]
@@ -286,7 +279,7 @@ def test_rollback_to_an_older_log(tmp_path: Path) -> None:
         [(old_cert, old_key)] = svc.rows(
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         await alice.send("shop", "hello")  # alice has seen the log without device 2
         await shop[0].sync()
 
@@ -313,7 +306,7 @@ def test_stale_inclusion_proof(tmp_path: Path) -> None:
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
         await alice.refresh("shop")  # alice saw version 3 (two agents)
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         await alice.refresh("shop")  # ... and version 4 (one agent)
         entries = log_entries(svc)
         v3 = next(i for i, raw in enumerate(entries)

@@ -75,7 +75,8 @@ class Path:
 
     ACCOUNT_REGISTER: Final = "/v1/accounts/register"
     DEVICE_REGISTER: Final = "/v1/devices/register"
-    DEVICE_REMOVE: Final = "/v1/devices/remove"
+    #: (Admin) the account's next signed device list (SPEC §10.1).
+    DEVICE_PUBLISH: Final = "/v1/devices/publish"
     DEVICE_LIST: Final = "/v1/devices/list"
     #: (Business) the devices that receive one customer's chat (SPEC §10.10).
     CHAT_ROUTE: Final = "/v1/chats/route"
@@ -135,7 +136,7 @@ class Endpoint:
 ENDPOINTS: Final = (
     Endpoint(Path.ACCOUNT_REGISTER, accounts.RegisterAccount, codec.Ok, NO_AUTH),
     Endpoint(Path.DEVICE_REGISTER, accounts.RegisterDevice, codec.Ok, CERTIFIED),
-    Endpoint(Path.DEVICE_REMOVE, accounts.RemoveDevice, codec.Ok),
+    Endpoint(Path.DEVICE_PUBLISH, accounts.PublishDevices, codec.Ok),
     Endpoint(Path.DEVICE_LIST, accounts.ListDevices, accounts.DeviceList),
     Endpoint(Path.CHAT_ROUTE, accounts.Route, codec.Ok),
     Endpoint(Path.DEVICE_DESIGNATE, accounts.Designate, codec.Ok),

@@ -9,12 +9,12 @@ from typing import Final
 
 from e2e import xeddsa
 from e2e.keys import X25519_LEN, KeyPair
+from e2e.platform.directory import MAX_CERT_BYTES, MAX_LIST_BYTES
 from e2e.platform.wire.codec import (
     MAX_BATCH,
     Body,
     F,
     account_field,
-    device_field,
     encode_body,
     key,
 )
@@ -24,7 +24,7 @@ __all__ = [
     "account_signature_message",
     "RegisterAccount",
     "RegisterDevice",
-    "RemoveDevice",
+    "PublishDevices",
     "ListDevices",
     "DeviceList",
     "Route",
@@ -35,7 +35,8 @@ ACCOUNT_LABEL: Final = b"E2E_RELAY_ACCOUNT_v1"
 _KEY: Final = F(bytes, X25519_LEN, X25519_LEN)
 _KIND: Final = F(int, max_int=1)
 _DEVICES: Final = F(int, array=True, count=MAX_BATCH, max_int=2**32 - 1)
-_CERTIFICATE: Final = F(bytes, 1, 1024)
+_CERTIFICATE: Final = F(bytes, 1, MAX_CERT_BYTES)
+_LIST: Final = F(bytes, 1, MAX_LIST_BYTES)
 
 
 def account_signature_message(name: bytes, kind: int, identity: bytes, tier: int) -> bytes:
@@ -72,16 +73,20 @@ class RegisterAccount(Body):
 
 @dataclass(frozen=True, slots=True)
 class RegisterDevice(Body):
-    """``{1: device certificate}`` (SPEC §10.1); authenticated as the certified device."""
+    """``{1: device certificate, 2?: signed device list}`` (SPEC §10.1); authenticated as the
+    certified device. The certificate must be in the account's device list in force (with
+    ``2``, a newer list the account key signed, adopted first)."""
 
     certificate: bytes = key(1, _CERTIFICATE)
+    device_list: bytes | None = key(2, F(bytes, 1, MAX_LIST_BYTES, required=False), None)
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveDevice(Body):
-    """``{1: device id}``: remove a device of the caller's own account."""
+class PublishDevices(Body):
+    """``{1: signed device list}``: (an admin device) the account's next device list; the
+    devices it drops are revoked (SPEC §10.1)."""
 
-    device_id: int = device_field(1)
+    device_list: bytes = key(1, _LIST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +101,15 @@ class ListDevices(Body):
 
 @dataclass(frozen=True, slots=True)
 class DeviceList(Body):
-    """``{1: account identity key, 2: kind, 3: [device certificates, by device id]}``."""
+    """``{1: account identity key, 2: kind, 3: [device certificates, by device id],
+    4: the account's signed device list (empty: none yet)}``."""
 
     identity: bytes = key(1, _KEY)
     kind: int = key(2, _KIND)
-    certificates: tuple[bytes, ...] = key(3, F(bytes, 1, 1024, array=True, count=MAX_BATCH))
+    certificates: tuple[bytes, ...] = key(
+        3, F(bytes, 1, MAX_CERT_BYTES, array=True, count=MAX_BATCH)
+    )
+    device_list: bytes = key(4, F(bytes, 0, MAX_LIST_BYTES))
 
 
 @dataclass(frozen=True, slots=True)

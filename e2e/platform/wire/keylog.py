@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from e2e.errors import DecodeError
+from e2e.platform.transparency import MAX_ENTRY_BYTES
 from e2e.platform.wire.codec import Body, F, account_field, key
 
 __all__ = [
     "MAX_LOG_ENTRIES",
+    "MAX_LOG_ENTRY_BYTES",
     "LogHeadQuery",
     "LogHead",
     "LogLookup",
@@ -22,11 +24,13 @@ __all__ = [
     "BusinessCert",
 ]
 
-#: Most key-log entries one /v1/log/entries answer carries (a monitor pages through).
+#: Most key-log entries one /v1/log/entries answer carries (a monitor pages through), and
+#: the most bytes of entries it carries past its first entry.
 MAX_LOG_ENTRIES: Final = 256
+MAX_LOG_ENTRY_BYTES: Final = 1 << 20
 #: Largest signed tree head, directory entry, proof and business certificate.
 _HEAD: Final = F(bytes, 1, 256)
-_ENTRY: Final = F(bytes, 1, 512)
+_ENTRY: Final = F(bytes, 1, MAX_ENTRY_BYTES)
 _PROOF: Final = F(bytes, 1, 8192)
 _BUSINESS_CERT: Final = F(bytes, 0, 512)
 _SIZE: Final = F(int)
@@ -91,7 +95,9 @@ class LogEntriesQuery(Body):
 class LogEntries(Body):
     """``{1: [entries], 2: [inclusion proofs]}``, equally long, in log order."""
 
-    entries: tuple[bytes, ...] = key(1, F(bytes, 1, 512, array=True, count=MAX_LOG_ENTRIES))
+    entries: tuple[bytes, ...] = key(
+        1, F(bytes, 1, MAX_ENTRY_BYTES, array=True, count=MAX_LOG_ENTRIES)
+    )
     proofs: tuple[bytes, ...] = key(2, F(bytes, 1, 8192, array=True, count=MAX_LOG_ENTRIES))
 
     @classmethod
