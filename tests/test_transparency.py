@@ -32,7 +32,7 @@ from e2e.platform.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from e2e.platform.transparency import DirectoryEntry, KeyLog, LogView
+from e2e.platform.transparency import DirectoryEntry, ForkEvidence, KeyLog, LogView
 
 
 # RFC 9162 §2.1.1-§2.1.4, written as the RFC states them (recursively), as a reference.
@@ -321,7 +321,7 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
     with pytest.raises(LogForked):
         view.check_head(log.head(600), log.consistency)
     assert LogView.from_bytes(view.to_bytes()).forked
-    for bad in (b"", b"\x01" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
+    for bad in (b"", b"\x04" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
         with pytest.raises(DecodeError):
             LogView.from_bytes(bad)
 
@@ -339,22 +339,61 @@ def test_peer_heads_catch_a_split_view() -> None:
     alice.check_head(log.head(200), log.consistency)
     bob.check_head(fork.head(200), fork.consistency)
     # Same tree size is not needed: alice's size-4 head against bob's size-3 head.
-    bob.check_peer(bob.gossip(), fork.consistency, lambda: None)  # his own head is fine
+    bob.check_peer(bob.peer_head(bob.gossip()), fork.consistency)  # his own head is fine
     with pytest.raises(LogForked):
-        bob.check_peer(alice.gossip(), fork.consistency, lambda: None)
+        bob.check_peer(bob.peer_head(alice.gossip()), fork.consistency)
+    # The evidence is the two signed heads, and it checks under the log key alone.
+    assert bob.evidence is not None
+    bob.evidence.verify(log.signer.public)
+    again = LogView.from_bytes(bob.to_bytes())
+    assert again.evidence == bob.evidence and again.forked
     with pytest.raises(LogForked):
-        alice.check_peer(_gossip_of(fork, 3), log.consistency, lambda: None)
-    # An honest, older or newer peer head passes.
+        alice.check_peer(alice.peer_head(fork.head(300).to_bytes()), log.consistency)
+    # An honest, older or newer peer head passes; an empty log's head is anyone's prefix.
     carol = LogView(log.signer.public)
     carol.check_head(log.head(100), log.consistency)
-    carol.check_peer(_gossip_of(log, 2), log.consistency, lambda: None)
-    carol.check_peer(_gossip_of(log, 4), log.consistency, lambda: None)
-    with pytest.raises(DecodeError):
-        carol.check_peer(b"short", log.consistency, lambda: None)
+    for size in (2, 4, 0):
+        head = log.signer.sign(TreeHead(size, log.tree.root(size), 100))
+        carol.check_peer(carol.peer_head(head.to_bytes()), log.consistency)
+    assert not carol.forked
 
 
-def _gossip_of(log: KeyLog, size: int) -> bytes:
-    return size.to_bytes(8, "big") + log.tree.root(size)
+def test_no_unsigned_head_proves_a_fork() -> None:
+    """What a peer can send without the log key -- a made-up root, a size of 0, a head
+    signed by another key, bytes that are no head -- is refused as proof of nothing and
+    leaves the view as it was (issue 25 item 2)."""
+    log, view = _log()
+    _fresh(view, log)
+    before = view.to_bytes()
+    root = log.tree.root()
+    made_up = [
+        len(log.entries).to_bytes(8, "big") + bytes(32),  # the old unsigned form
+        bytes(40),
+        LogSigner().sign(TreeHead(len(log.entries), bytes(32), 100)).to_bytes(),
+        LogSigner().sign(TreeHead(0, root, 100)).to_bytes(),
+        b"",
+    ]
+    for raw in made_up:
+        with pytest.raises((DecodeError, InvalidProof)):
+            view.peer_head(raw)
+    assert view.to_bytes() == before and not view.forked
+    # Heads of equal roots are no evidence of anything.
+    head = log.head(100)
+    with pytest.raises(InvalidProof):
+        ForkEvidence(head, log.head(200)).verify(log.signer.public)
+
+
+def test_an_old_fork_flag_is_dropped() -> None:
+    """A view stored before heads were signed in messages may be marked forked by what any
+    peer sent: read now, the mark is gone (the way out for a device wrongly marked)."""
+    log, view = _log()
+    _fresh(view, log)
+    new = view.to_bytes()
+    ev_len = int.from_bytes(new[33:35], "big")
+    assert ev_len == 0
+    old = b"\x02" + new[1:33] + b"\x01" + new[35:]  # form 2, forked flag set
+    again = LogView.from_bytes(old)
+    assert not again.forked and again.heads == view.heads
 
 
 def test_a_larger_head_from_the_past_is_a_rollback_beyond_the_skew() -> None:

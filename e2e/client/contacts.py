@@ -49,6 +49,7 @@ __all__ = [
     "device_list",
     "accept_device_list",
     "device_key",
+    "forget_lists",
     "put_devices",
 ]
 
@@ -268,6 +269,17 @@ def accept_device_list(
     if known and (added or removed):
         events.append(tx, events.DevicesChanged(0, account, tuple(added), tuple(removed)))
     return listed
+
+
+def forget_lists(tx: StoreTransaction, keep: str) -> None:
+    """Forget every cached device list and route but ``keep``'s (they were proven in a log
+    that is no longer trusted): the next send fetches and proves them again. Pins stay, so
+    a changed account key is still a key change."""
+    mine = {f"{LISTS}{_q(keep)}", f"c/devices/{_q(keep)}"}
+    for prefix in (LISTS, "c/devices/", "c/route/"):
+        for key in tx.app_keys(prefix):
+            if key not in mine and not key.startswith(f"c/route/{_q(keep)}/"):
+                tx.app_delete(key)
 
 
 def device_key(tx: StoreTransaction, addr: Address) -> bytes | None:

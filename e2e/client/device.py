@@ -638,10 +638,13 @@ class Client(Lifecycle):
     def _count(
         self, exc: E2EError, raw: bytes, on_error: Callable[[bytes, E2EError], None] | None
     ) -> None:
-        name = type(exc).__name__
-        self.errors[name] = self.errors.get(name, 0) + 1
+        self._count_error(exc)
         if on_error is not None:
             on_error(raw, exc)
+
+    def _count_error(self, exc: E2EError) -> None:
+        name = type(exc).__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
 
     async def _open(self, raw: bytes) -> Message:
         for attempt in range(3):

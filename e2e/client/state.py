@@ -53,6 +53,7 @@ certificates.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from dataclasses import dataclass, replace
@@ -477,7 +478,7 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
         raise FrankingMismatch("franking commitment does not match the message")
     tx.app_put(seen_key, b"")
     if inner.log_head:  # the sender's key-log head: checked after this batch (SPEC §13.4)
-        tx.app_put(PEER_HEADS + inner.log_head.hex(), b"")
+        tx.app_put(PEER_HEADS + hashlib.sha256(inner.log_head).hexdigest(), inner.log_head)
     own = inner.from_account == profile.account.encode()
     conversation = (inner.to_account if own else inner.from_account).decode()
     msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,

@@ -19,6 +19,7 @@ from e2e.client.transport import Transport
 from e2e.errors import (
     CertificateError,
     DecodeError,
+    E2EError,
     InvalidProof,
     KeyChangePending,
     KeyTransparencyError,
@@ -26,8 +27,8 @@ from e2e.errors import (
 )
 from e2e.fingerprint import displayable, logical_fingerprint
 from e2e.platform.certificates import BusinessIdentity, verify_business
-from e2e.platform.merkle import ConsistencyProof, InclusionProof, SignedTreeHead
-from e2e.platform.transparency import LogView
+from e2e.platform.merkle import ConsistencyFetcher, ConsistencyProof, InclusionProof, SignedTreeHead
+from e2e.platform.transparency import ForkEvidence, LogView
 from e2e.store import StoreTransaction
 
 __all__ = ["Trust", "KeyChange", "safety_number", "LOG", "GOSSIP"]
@@ -37,6 +38,8 @@ _T = TypeVar("_T")
 LOG = "c/keylog"
 #: Store records of the log head last carried to each account.
 GOSSIP = "c/gossip/"
+#: Store records of the fork evidence of each log key given up (SPEC §13.4).
+FORKS = "c/forks/"
 
 
 def safety_number(me: str, my_key: bytes, peer: str, peer_key: bytes) -> str:
@@ -148,17 +151,30 @@ class Trust:
 
     # -- key directory (SPEC §13.4) ------------------------------------------------------------
 
-    async def pin_log_key(self, log_key: bytes) -> None:
+    async def pin_log_key(self, log_key: bytes, *, replace: bool = False) -> None:
         """Pin the relay's key-log key (shipped with the application). From then on every
         device list is proven against the log before it is used, and the view of the log
-        (every head seen) is kept in this device's store."""
+        (every head seen) is kept in this device's store.
+
+        ``replace`` is how an application update ships the operator's new log key, and the
+        way out of a proven fork (SPEC §13.4): once this device holds
+        :meth:`fork_evidence`, the log key it pinned is burnt; the new key is pinned here,
+        the evidence kept (record ``c/forks/<old key hex>``), and every device list cached
+        from the old log is dropped, to be fetched and proven again under the new one.
+        Without ``replace`` another key is refused
+        (:class:`~e2e.errors.KeyTransparencyError`)."""
 
         def run(tx: StoreTransaction) -> None:
             raw = tx.app_get(LOG)
             if raw is not None:
-                if not hmac.compare_digest(LogView.from_bytes(raw).log_key, log_key):
+                view = LogView.from_bytes(raw)
+                if hmac.compare_digest(view.log_key, log_key):
+                    return
+                if not replace:
                     raise KeyTransparencyError("another log key is pinned on this device")
-                return
+                if view.evidence is not None:
+                    tx.app_put(FORKS + view.log_key.hex(), view.evidence.to_bytes())
+                contacts.forget_lists(tx, keep=self.profile.account)
             tx.app_put(LOG, LogView(log_key).to_bytes())
 
         await self._tx(run)
@@ -172,15 +188,19 @@ class Trust:
         raw = view.to_bytes()
         await self._tx(lambda tx: tx.app_put(LOG, raw))
 
-    async def _accept_head(self, view: LogView) -> SignedTreeHead:
-        head = SignedTreeHead.from_bytes(await self.transport.log_head())
+    async def _proofs(self, view: LogView, size: int) -> ConsistencyFetcher:
+        """The consistency proofs the view needs to join a head of ``size``, fetched; a
+        proof the relay refuses is missing (the view then finds the fork). A retryable
+        failure (the relay unreachable or busy) is raised: it proves nothing."""
         proofs: dict[tuple[int, int], ConsistencyProof] = {}
-        for a, b in view.proofs_needed(head.size):
+        for a, b in view.proofs_needed(size):
             try:
                 raw = await self.transport.log_consistency(a, b)
                 proofs[(a, b)] = ConsistencyProof.from_bytes(raw)
-            except (DecodeError, KeyTransparencyError):
-                pass  # the relay cannot join the heads: check_head decides (rolled back, forked)
+            except E2EError as exc:
+                if exc.retryable:
+                    raise
+                # the relay cannot join the heads: the view decides (rolled back, forked)
 
         def prove(a: int, b: int) -> ConsistencyProof:
             got = proofs.get((a, b))
@@ -188,7 +208,11 @@ class Trust:
                 raise InvalidProof("consistency proof not available")
             return got
 
-        view.check_head(head, prove)
+        return prove
+
+    async def _accept_head(self, view: LogView) -> SignedTreeHead:
+        head = SignedTreeHead.from_bytes(await self.transport.log_head())
+        view.check_head(head, await self._proofs(view, head.size))
         return head
 
     async def verify_directory(self, account: str, identity: bytes, device_list: bytes) -> None:
@@ -253,48 +277,52 @@ class Trust:
         return listed
 
     async def _check_peer_heads(self) -> None:
-        """Compare the log heads received messages carried with our view of the log;
-        :class:`~e2e.errors.LogForked` (kept in the store) if the relay showed us and a
-        peer different logs."""
+        """Compare the log heads received messages carried with our view of the log
+        (SPEC §13.4). A head not signed by the pinned log key proves nothing: it is dropped
+        and counted in :attr:`errors`. A signed head the relay cannot show consistent with
+        ours is a proven fork: :class:`~e2e.errors.LogForked`, the two heads kept in the
+        store as the evidence (:meth:`fork_evidence`). A head that cannot be checked now
+        (the relay unreachable) waits for the next sync."""
         keys = await self._tx(lambda tx: tx.app_keys(state.PEER_HEADS))
         if not keys:
             return
         view = await self.log_view()
         try:
             for key in keys:
-                gossip = bytes.fromhex(key[len(state.PEER_HEADS) :])
-                if view is not None:
-                    await self._check_peer(view, gossip)
+                raw = await self._tx(lambda tx, k=key: tx.app_get(k))  # type: ignore[misc]
+                if view is not None and raw:
+                    try:
+                        head = view.peer_head(raw)
+                    except (DecodeError, InvalidProof) as exc:
+                        self._count_error(exc)
+                    else:
+                        try:
+                            await self._check_peer(view, head)
+                        except E2EError as exc:
+                            if not exc.retryable:
+                                raise
+                            return  # checked at a later sync
                 await self._tx(functools.partial(_forget, key=key))
         finally:
             if view is not None:
                 await self._save_view(view)
 
-    async def _check_peer(self, view: LogView, gossip: bytes) -> None:
-        if len(gossip) != 40:
-            raise InvalidProof("a peer's log head must be 40 bytes")
-        size = int.from_bytes(gossip[:8], "big")
+    def _count_error(self, exc: E2EError) -> None:
+        raise NotImplementedError  # the client's
+
+    async def _check_peer(self, view: LogView, head: SignedTreeHead) -> None:
         latest = view.latest
-        if latest is None or size > latest.size:
+        if latest is None or head.size > latest.size:
             await self._accept_head(view)
-            latest = view.latest
-        proofs: dict[tuple[int, int], ConsistencyProof] = {}
-        if latest is not None and size != latest.size and size > 0:
-            pair = (size, latest.size) if size < latest.size else (latest.size, size)
-            if not any(h.size == size for h in view.heads):
-                try:
-                    raw = await self.transport.log_consistency(*pair)
-                    proofs[pair] = ConsistencyProof.from_bytes(raw)
-                except (DecodeError, KeyTransparencyError):
-                    pass  # the relay cannot join the two heads: check_peer finds the fork
+        view.check_peer(head, await self._proofs(view, head.size))
 
-        def prove(a: int, b: int) -> ConsistencyProof:
-            got = proofs.get((a, b))
-            if got is None:
-                raise InvalidProof("consistency proof not available")
-            return got
-
-        view.check_peer(gossip, prove, lambda: None)
+    async def fork_evidence(self) -> ForkEvidence | None:
+        """The proof that the relay showed this device a split view of its key log (two
+        tree heads signed by its log key that one log cannot both have produced), or None.
+        Anyone with the log key can check it (:meth:`ForkEvidence.verify`): the application
+        shows it to the user and reports it (SPEC §13.4, the way out)."""
+        view = await self.log_view()
+        return None if view is None else view.evidence
 
 
 def _forget(tx: StoreTransaction, key: str) -> None:

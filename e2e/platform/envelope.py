@@ -54,8 +54,8 @@ MAX_ACCOUNT_LEN: Final = 64
 MESSAGE_ID_LEN: Final = 16
 FRANKING_KEY_LEN: Final = 32
 TAG_LEN: Final = 32
-#: Length of the optional log head an inner message carries: u64 size | 32-byte root.
-LOG_HEAD_LEN: Final = 40
+#: Longest log head an inner message carries: a signed tree head (SPEC §13.2, §13.4).
+MAX_LOG_HEAD: Final = 256
 #: Padded plaintext sizes: powers of two from 128 bytes to MAX_PLAINTEXT_BYTES.
 PAD_BUCKETS: Final = tuple(128 << i for i in range(12) if 128 << i <= MAX_PLAINTEXT_BYTES)
 #: Largest text an inner message carries (its encoding and padding must fit the top bucket).
@@ -280,7 +280,7 @@ _INNER_SCHEMA: Final = {
     _I.MESSAGE_ID: Field(bytes, MESSAGE_ID_LEN),
     _I.FRANKING_KEY: Field(bytes, FRANKING_KEY_LEN),
     _I.BODY: Field(bytes),
-    _I.LOG_HEAD: Field(bytes, LOG_HEAD_LEN, required=False),
+    _I.LOG_HEAD: Field(bytes, required=False),
     _I.TEMPLATE_ID: Field(bytes, required=False),
     _I.ATTACHMENT: Field(bytes, required=False),
 }
@@ -296,8 +296,9 @@ class Inner:
     message_id: bytes
     franking_key: bytes
     body: bytes
-    #: The sender's newest key-transparency log head, ``u64(size) | root`` (SPEC §13.4),
-    #: or empty; omitted from the encoding when empty.
+    #: The sender's newest key-transparency log head as the log key signed it (SPEC
+    #: §13.4), or empty; omitted from the encoding when empty. Opaque here: the receiver
+    #: checks the signature and drops a head that is not the log's.
     log_head: bytes = b""
     template_id: bytes | None = None
     #: The attachment's pointer (SPEC §16.5), encoded; None for a message without one.
@@ -329,6 +330,8 @@ class Inner:
     @classmethod
     def from_padded(cls, data: bytes) -> Inner:
         obj = decode_map(unpad(data), _INNER_SCHEMA, "inner message", MAX_PLAINTEXT_BYTES)
+        if not 0 < len(obj.get(_I.LOG_HEAD, b"-")) <= MAX_LOG_HEAD:
+            raise DecodeError("inner message: log head of 1 to 256 bytes")
         return cls(
             parse_class(obj[_I.CLASS]),
             check_account(obj[_I.FROM_ACCOUNT]),

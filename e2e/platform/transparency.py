@@ -11,7 +11,7 @@ publish (:meth:`LogView.audit`).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -29,9 +29,7 @@ from e2e.keys import X25519_LEN
 from e2e.platform.directory import MAX_LIST_BYTES, SignedDeviceList, check_signed
 from e2e.platform.envelope import check_account
 from e2e.platform.merkle import (
-    HASH_LEN,
     HEAD_SKEW,
-    MAX_SIZE,
     ConsistencyFetcher,
     ConsistencyProof,
     InclusionProof,
@@ -39,7 +37,6 @@ from e2e.platform.merkle import (
     MerkleTree,
     SignedTreeHead,
     TreeHead,
-    verify_consistency,
 )
 
 __all__ = [
@@ -47,6 +44,7 @@ __all__ = [
     "MAX_ENTRY_BYTES",
     "DirectoryEntry",
     "KeyLog",
+    "ForkEvidence",
     "LogView",
 ]
 
@@ -177,6 +175,46 @@ class KeyLog:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class ForkEvidence:
+    """Proof that the relay showed a split view: two tree heads, both signed by the log key,
+    that one append-only log cannot both have produced -- of one size with two roots, or of
+    two sizes the relay could not prove consistent (an honest log always can). Anyone holding
+    the pinned log key can check the signatures (:meth:`verify`); nothing a peer sends
+    without the log key's signature can make one."""
+
+    first: SignedTreeHead
+    second: SignedTreeHead
+
+    def verify(self, log_key: bytes) -> None:
+        """:class:`InvalidProof` unless both heads are the log's and could be a fork."""
+        self.first.verify(log_key)
+        self.second.verify(log_key)
+        if self.first.size == self.second.size and hmac.compare_digest(
+            self.first.root, self.second.root
+        ):
+            raise InvalidProof("two equal heads are no fork")
+
+    def to_bytes(self) -> bytes:
+        """``u16(len) | first head | u16(len) | second head`` (SPEC §13.2 wire forms)."""
+        a, b = self.first.to_bytes(), self.second.to_bytes()
+        return len(a).to_bytes(2, "big") + a + len(b).to_bytes(2, "big") + b
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ForkEvidence:
+        heads = []
+        pos = 0
+        for _ in range(2):
+            n = int.from_bytes(raw[pos : pos + 2], "big")
+            if pos + 2 + n > len(raw):
+                raise DecodeError("fork evidence is truncated")
+            heads.append(SignedTreeHead.from_bytes(raw[pos + 2 : pos + 2 + n]))
+            pos += 2 + n
+        if pos != len(raw):
+            raise DecodeError("fork evidence is malformed")
+        return cls(heads[0], heads[1])
+
+
 @dataclass(slots=True)
 class LogView:
     """A client's view of the log: the pinned log key, every head it has accepted (sorted by
@@ -188,13 +226,18 @@ class LogView:
     heads: list[SignedTreeHead] = field(default_factory=list)
     versions: dict[bytes, int] = field(default_factory=dict)
     audited: int = 0
-    #: Set once a fork was proven; every later check then raises :class:`LogForked`.
-    forked: bool = False
+    #: Set once a fork was proven (two signed heads, :class:`ForkEvidence`); every later
+    #: check then raises :class:`LogForked`.
+    evidence: ForkEvidence | None = None
     #: The version of our own account's newest device list the audit has seen.
     own_list: int = 0
 
-    def _fork(self, why: str) -> LogForked:
-        self.forked = True
+    @property
+    def forked(self) -> bool:
+        return self.evidence is not None
+
+    def _fork(self, why: str, a: SignedTreeHead, b: SignedTreeHead) -> LogForked:
+        self.evidence = ForkEvidence(a, b)
         return LogForked(why)
 
     def _check_not_forked(self) -> None:
@@ -243,71 +286,57 @@ class LogView:
         latest = self.latest
         if latest is not None and head.size < latest.size and not allow_older:
             raise LogRolledBack("tree head smaller than one already seen")
-        for seen in self.heads:
-            if seen.size == head.size:
-                if not hmac.compare_digest(seen.root, head.root):
-                    raise self._fork("two signed tree heads of one size with different roots")
-                return
         if latest is not None and head.size > latest.size:
             if head.head.timestamp + HEAD_SKEW < latest.head.timestamp:
                 raise LogRolledBack("larger tree head with a much older timestamp")
+        self._join(head, prove)
+
+    def _join(self, head: SignedTreeHead, prove: ConsistencyFetcher) -> None:
+        """Add the signed ``head`` if it is consistent with every head seen; a fork (with
+        its evidence) otherwise."""
+        for seen in self.heads:
+            if seen.size == head.size:
+                if not hmac.compare_digest(seen.root, head.root):
+                    raise self._fork("two signed tree heads of one size with different roots",
+                                     seen, head)  # fmt: skip
+                return
         below, above = self._neighbours(head.size)
-        try:
-            if below is not None and below.size > 0:
-                prove(below.size, head.size).verify(below, head)
-            if above is not None and head.size > 0:
-                prove(head.size, above.size).verify(head, above)
-        except InvalidProof as exc:
-            raise self._fork(f"tree heads are not consistent: {exc}") from None
+        for a, b in ((below, head), (head, above)):
+            if a is None or b is None or a.size == 0:
+                continue
+            try:
+                prove(a.size, b.size).verify(a, b)
+            except InvalidProof as exc:
+                raise self._fork(f"tree heads are not consistent: {exc}", a, b) from None
         self.heads.append(head)
         self.heads.sort(key=lambda h: h.size)
 
     def gossip(self) -> bytes:
-        """What our messages carry (SPEC §13.4): ``u64(size) | root`` of the newest head we
-        accepted, or empty before the first."""
+        """What our messages carry (SPEC §13.4): the newest head we accepted, as signed by
+        the log key, or empty before the first."""
         latest = self.latest
-        if latest is None:
-            return b""
-        return latest.size.to_bytes(8, "big") + latest.root
+        return b"" if latest is None else latest.to_bytes()
 
-    def check_peer(
-        self, gossip: bytes, prove: ConsistencyFetcher, refresh: Callable[[], object]
-    ) -> None:
-        """Compare a peer's log head (from inside an end-to-end message) with ours: same
-        size needs the same root; otherwise the relay must prove the smaller consistent with
-        the larger (``refresh()`` first fetches and checks the relay's newest head when the
-        peer saw a larger log than we did). Anything else means the relay showed the two
-        of us different logs: :class:`LogForked` (sticky)."""
+    def peer_head(self, raw: bytes) -> SignedTreeHead:
+        """A head a peer carried, decoded and checked against the pinned log key
+        (:class:`DecodeError` or :class:`InvalidProof`: proof of nothing, to be dropped)."""
+        head = SignedTreeHead.from_bytes(raw)
+        head.verify(self.log_key)
+        return head
+
+    def check_peer(self, head: SignedTreeHead, prove: ConsistencyFetcher) -> None:
+        """Compare a peer's signed log head (from inside an end-to-end message, checked by
+        :meth:`peer_head`) with ours: one size needs one root; two sizes need the relay's
+        proof that the smaller is a prefix of the larger (``prove``; the caller first
+        accepts the relay's newest head when the peer saw a larger log). A failure means the
+        relay signed two views of its log: :class:`LogForked` (sticky), with the two heads
+        kept as :attr:`evidence`. A consistent head is kept like one of our own; an empty
+        log's head is a prefix of every log."""
         self._check_not_forked()
-        if len(gossip) != 8 + HASH_LEN:
-            raise DecodeError("peer log head must be 40 bytes")
-        size, root = int.from_bytes(gossip[:8], "big"), gossip[8:]
-        if size == 0 or size > MAX_SIZE:
-            raise DecodeError("peer log head size out of range")
-        latest = self.latest
-        if latest is None or size > latest.size:
-            refresh()
-            latest = self.latest
-        if latest is None:
+        head.verify(self.log_key)
+        if head.size == 0 or self.latest is None:
             return
-        for seen in self.heads:
-            if seen.size == size:
-                if not hmac.compare_digest(seen.root, root):
-                    raise self._fork("a peer saw another root at a size we saw")
-                return
-        try:
-            if size < latest.size:
-                proof = prove(size, latest.size)
-                if (proof.size1, proof.size2) != (size, latest.size):
-                    raise InvalidProof("consistency proof for other sizes")
-                verify_consistency(size, latest.size, proof.path, root, latest.root)
-            else:
-                proof = prove(latest.size, size)
-                if (proof.size1, proof.size2) != (latest.size, size):
-                    raise InvalidProof("consistency proof for other sizes")
-                verify_consistency(latest.size, size, proof.path, latest.root, root)
-        except InvalidProof as exc:
-            raise self._fork(f"a peer's log head is not consistent with ours: {exc}") from None
+        self._join(head, prove)
 
     def check_entry(
         self, account: bytes, raw: bytes, proof: InclusionProof, head: SignedTreeHead
@@ -392,9 +421,11 @@ class LogView:
     # -- persistence ---------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """``u8(2) | log key | u8(forked) | u64(audited) | u64(own list) | u32(#heads) |
-        (u16(len) | head)* | u32(#accounts) | (u8(len) | account | u64(version))*``."""
-        out = bytearray(b"\x02" + self.log_key + bytes([int(self.forked)]))
+        """``u8(3) | log key | u16(len) | fork evidence (empty: none) | u64(audited) |
+        u64(own list) | u32(#heads) | (u16(len) | head)* | u32(#accounts) | (u8(len) |
+        account | u64(version))*``."""
+        ev = b"" if self.evidence is None else self.evidence.to_bytes()
+        out = bytearray(b"\x03" + self.log_key + len(ev).to_bytes(2, "big") + ev)
         out += self.audited.to_bytes(8, "big") + self.own_list.to_bytes(8, "big")
         out += len(self.heads).to_bytes(4, "big")
         for h in self.heads:
@@ -417,14 +448,21 @@ class LogView:
             pos += n
             return raw[pos - n : pos]
 
-        if type(raw) is not bytes or take(1) != b"\x02":
+        if type(raw) is not bytes or raw[:1] not in (b"\x01", b"\x02", b"\x03"):
             raise DecodeError("log view record of an unknown version")
+        form = take(1)[0]
         key = take(32)
-        forked = take(1)[0]
-        if forked > 1:
-            raise DecodeError("log view record is malformed")
+        evidence = None
+        if form < 3:
+            # Before signed heads in messages a fork flag could be set by what any peer
+            # sent (SPEC §13.4): it proves nothing, so it is dropped.
+            if take(1)[0] > 1:
+                raise DecodeError("log view record is malformed")
+        else:
+            ev = take(int.from_bytes(take(2), "big"))
+            evidence = ForkEvidence.from_bytes(ev) if ev else None
         audited = int.from_bytes(take(8), "big")
-        own_list = int.from_bytes(take(8), "big")
+        own_list = int.from_bytes(take(8), "big") if form >= 2 else 0
         heads = [
             SignedTreeHead.from_bytes(take(int.from_bytes(take(2), "big")))
             for _ in range(int.from_bytes(take(4), "big"))
@@ -435,4 +473,4 @@ class LogView:
             versions[name] = int.from_bytes(take(8), "big")
         if pos != len(raw) or [h.size for h in heads] != sorted({h.size for h in heads}):
             raise DecodeError("log view record is malformed")
-        return cls(key, heads, versions, audited, bool(forked), own_list)
+        return cls(key, heads, versions, audited, evidence, own_list)

@@ -12,6 +12,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relayhelp import (  # noqa: E402
     ROOT,
@@ -32,15 +34,16 @@ from relayhelp import (  # noqa: E402
     new_device,
     pg_or_skip,
 )
+from world import rogue  # noqa: E402
 
-from e2e.client import (
-    Client,  # noqa: E402
-    state,  # noqa: E402
-)
+from e2e.client import Client, state  # noqa: E402
 from e2e.client.http import RelayClient  # noqa: E402
 from e2e.errors import (  # noqa: E402
     CertificateError,
     InvalidName,
+    KeyChangePending,
+    KeyTransparencyError,
+    LogForked,
     NotAllowed,
     Revoked,
     StateError,
@@ -48,6 +51,8 @@ from e2e.errors import (  # noqa: E402
 )
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.certificates import BusinessCertificate, PlatformSigner  # noqa: E402
+from e2e.platform.merkle import LogSigner, TreeHead  # noqa: E402
+from e2e.platform.transparency import KeyLog  # noqa: E402
 from e2e.relay.backends import open_store  # noqa: E402
 from e2e.store import MemoryStore  # noqa: E402
 
@@ -251,9 +256,7 @@ def test_a_thief_with_the_old_key_of_a_rekeyed_device_cannot_take_it_back(net: N
 
 def log_key(net: Net) -> bytes:
     """The relay's log key, as an application ships it (read here from a head's answer)."""
-    with httpx.Client(base_url=net.proc.url, timeout=30) as http:
-        dev = new_device(http, fresh("kt").encode(), 0)
-        return bytes(dev.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead).log_key)
+    return _log_key_of(net.proc)
 
 
 # -- issue 25 item 8: device roles --------------------------------------------------------------
@@ -296,3 +299,189 @@ def test_an_agent_cannot_reroute_designate_or_remove(net: Net) -> None:
         await w.close()
 
     run(go)
+
+
+# -- issue 25 item 2: any peer could brick a device ----------------------------------------------
+
+
+class _Carrying:
+    """A view of the log that makes a device carry ``payload`` as its log head (what a
+    malicious peer puts in its messages)."""
+
+    forked = False
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def gossip(self) -> bytes:
+        return self.payload
+
+
+@pytest.mark.parametrize("payload", ["made-up-root", "size-zero", "other-key"])
+def test_a_peer_cannot_brick_a_device_with_a_made_up_log_head(net: Net, payload: str) -> None:
+    """A customer's message carries a log head it made up: a root of its own, a size of 0,
+    a head signed by a key of its own. The business reads the message, the head is dropped
+    as proof of nothing, and the business keeps sending and syncing."""
+
+    async def go() -> None:
+        w = World(net)
+        key = log_key(net)
+        shop = await w.account(fresh("shop"), "business", tier=1)
+        mallory = await w.account(fresh("mal"), "customer")
+        for c in (shop, mallory):
+            await c.pin_log_key(key)
+        name = shop.profile.account
+        await mallory.send(name, "hi")
+        await shop.sync()
+        size = (await shop.log_view()).latest.size  # type: ignore[union-attr]
+        carried = {
+            "made-up-root": size.to_bytes(8, "big") + os.urandom(32),
+            "size-zero": bytes(8) + os.urandom(32),
+            "other-key": LogSigner().sign(TreeHead(size, os.urandom(32), 0)).to_bytes(),
+        }[payload]
+
+        async def view() -> _Carrying:
+            return _Carrying(carried)
+
+        mallory.log_view = view  # type: ignore[method-assign,assignment]
+        await mallory.send(name, "a head of my own")
+        got = await shop.sync()
+        assert [m.body for m in got] == [b"a head of my own"]
+        await shop.send(mallory.profile.account, "still here")
+        assert await shop.sync() == []
+        assert await shop.fork_evidence() is None
+        assert sum(shop.errors.values()) == 1  # the head, counted; nothing else
+        await w.close()
+
+    run(go)
+
+
+@pytest.fixture
+def own_relay(net: Net, tmp_path: Path) -> Iterator[RelayProcess]:
+    """A relay process of this test's own, on the module's backend (restarted by the test)."""
+    db = str(tmp_path / "relay.db") if not net.db.startswith(("host=", "postgres", "dbname")) \
+        else fresh_pg_db(pg_or_skip())  # fmt: skip
+    proc = RelayProcess(db, log_path=tmp_path / "relay.log").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _log_secret(db: str) -> bytes:
+    store = open_store(db)
+    try:
+        return bytes(store.read(lambda tx: tx.log_secret()) or b"")
+    finally:
+        store.close()
+
+
+def _entries(db: str) -> list[bytes]:
+    store = open_store(db)
+    try:
+        return [bytes(r[0]) for r in store.read(
+            lambda tx: tx.fetchall("SELECT entry FROM key_log ORDER BY idx"))]  # fmt: skip
+    finally:
+        store.close()
+
+
+class _Serving:
+    def __init__(self, honest: object, **overrides: object) -> None:
+        self.honest = honest
+        self.overrides = overrides
+
+    def __getattr__(self, name: str) -> object:
+        return self.overrides.get(name) or getattr(self.honest, name)
+
+
+def test_a_fork_is_proven_by_two_signed_heads_and_the_user_has_a_way_out(
+    own_relay: RelayProcess,
+) -> None:
+    """The operator (holding the log key) shows alice a forked log in which shop has its
+    key. The bank, on the honest log, writes to alice: its signed head and the one alice
+    accepted cannot both be the log's. Alice's device proves the fork with the two signed
+    heads, refuses to send, and, once the operator's new log key ships, starts over under it:
+    shop's key then shows as a changed key for the user to check."""
+
+    async def go() -> None:
+        http = RelayClient(own_relay.url)
+        made: list[Client] = []
+
+        async def account(name: str, kind: str) -> Client:
+            dev = await Client.create_account(MemoryStore(), http.connect, name, kind,
+                                              prekeys=4, auto_receipts=False)  # fmt: skip
+            made.append(dev)
+            return dev
+
+        alice, bank, shop = (await account("alice", "customer"),
+                             await account("bank", "business"),
+                             await account("shop", "business"))  # fmt: skip
+        key = _log_key_of(own_relay)
+        for c in made:
+            await c.pin_log_key(key)
+        await alice.send("bank", "hi")
+        await bank.sync()
+        signer = LogSigner(_log_secret(own_relay.db))
+        fork = KeyLog(signer, _entries(own_relay.db))
+        served = rogue(b"shop")
+        fork.publish(b"shop", served[0], served[2])
+        honest = alice.transport
+
+        async def log_head() -> bytes:
+            return fork.head(int(time.time())).to_bytes()
+
+        async def log_lookup(account: str, size: int) -> tuple[bytes, bytes]:
+            raw, proof = fork.lookup(account.encode(), size)
+            return raw, proof.to_bytes()
+
+        async def log_consistency(a: int, b: int) -> bytes:
+            return fork.consistency(a, b).to_bytes()
+
+        async def fetch_devices(account: str, chat: object = None) -> object:
+            return served if account == "shop" else await honest.fetch_devices(account, chat)
+
+        alice.transport = _Serving(honest, log_head=log_head, log_lookup=log_lookup,  # type: ignore[assignment]
+                                   log_consistency=log_consistency,
+                                   fetch_devices=fetch_devices)  # fmt: skip
+        await alice.refresh("shop")  # alice now trusts the relay's key for shop
+        await account("carol", "customer")  # the honest log moves on
+        await bank.refresh("alice")
+        await bank.send("alice", "your statement is ready")
+        with pytest.raises(LogForked):
+            await alice.sync()
+        evidence = await alice.fork_evidence()
+        assert evidence is not None
+        evidence.verify(key)  # two heads the log key signed: proof anyone can check
+        with pytest.raises(LogForked):
+            await alice.send("shop", "my card number is 4111 1111 1111 1111")
+        alice.transport = honest
+        # The way out: the operator starts a new log key; the application ships it.
+        own_relay.stop()
+        store = open_store(own_relay.db)
+        store.run(lambda tx: tx.execute("DELETE FROM log_keys"))
+        store.close()
+        own_relay.start()
+        new_key = _log_key_of(own_relay)
+        assert new_key != key
+        with pytest.raises(KeyTransparencyError):
+            await alice.pin_log_key(new_key)
+        for c in made:  # the application's update reaches every device
+            await c.pin_log_key(new_key, replace=True)
+        with pytest.raises(KeyChangePending):  # shop's real key: a change to check
+            await alice.send("shop", "hello")
+        [change] = await alice.key_changes()
+        assert change.new == await shop.account_identity()
+        await alice.accept_key_change("shop", change.new)
+        await alice.send("shop", "hello")
+        assert [m.body for m in await shop.sync()] == [b"hello"]
+        for c in made:
+            await c.aclose()
+        await http.aclose()
+
+    run(go)
+
+
+def _log_key_of(proc: RelayProcess) -> bytes:
+    with httpx.Client(base_url=proc.url, timeout=30) as http:
+        dev = new_device(http, fresh("kt").encode(), 0)
+        return bytes(dev.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead).log_key)
