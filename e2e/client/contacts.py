@@ -47,14 +47,48 @@ __all__ = [
     "certified_devices",
     "route",
     "device_list",
+    "note_list_version",
+    "needs_recheck",
     "accept_device_list",
     "device_key",
     "forget_lists",
+    "forget_routes",
     "put_devices",
 ]
 
 #: Records of the newest signed device list accepted per account.
 LISTS: Final = "c/devlist/"
+#: Records of when each account's device list was last accepted (u64 Unix seconds).
+CHECKED: Final = "c/listed-at/"
+#: Records of the device-list version an account's own message said it has (u64), newer
+#: than the one accepted: the list is re-checked before the next send to it.
+STALE: Final = "c/stale/"
+
+
+def _u64(raw: bytes | None) -> int:
+    return 0 if raw is None or len(raw) != 8 else int.from_bytes(raw, "big")
+
+
+def note_list_version(tx: StoreTransaction, account: str, version: int) -> None:
+    """A message of ``account`` said its device list is at ``version``: if that is newer
+    than the one accepted, mark the list for a re-check before the next send to it."""
+    held = device_list(tx, account)
+    if version and (held is None or version > held.version):
+        key = f"{STALE}{_q(account)}"
+        if version > _u64(tx.app_get(key)):
+            tx.app_put(key, version.to_bytes(8, "big"))
+
+
+def needs_recheck(tx: StoreTransaction, account: str, now: int, every: int) -> bool:
+    """True if ``account``'s cached device list must be fetched again before a send: an
+    account's message said it changed, or it was last checked ``every`` seconds ago or
+    more."""
+    if tx.app_get(f"{STALE}{_q(account)}") is not None:
+        return True
+    at = tx.app_get(f"{CHECKED}{_q(account)}")
+    return at is not None and now - _u64(at) >= every
+
+
 _KEYCHANGE: Final = "c/keychange/"
 
 #: Called with (account, account identity key, certificates) before a fetched device list is
@@ -202,6 +236,7 @@ def accept_device_list(
     *,
     chat: str | None = None,
     hook: DeviceListHook | None = None,
+    now: int | None = None,
 ) -> dict[int, bytes]:
     """THE place a device list fetched from the relay is accepted. Returns {id: key}.
 
@@ -215,7 +250,10 @@ def accept_device_list(
     chat's list adds its devices and records them as that chat's route. Each certified
     device key becomes the store's approved identity for its address. A change of a list
     this device knew before (devices added, re-keyed or removed) is a
-    :class:`~e2e.client.events.DevicesChanged` event.
+    :class:`~e2e.client.events.DevicesChanged` event. A list older than the version the
+    account's own message announced (:func:`note_list_version`) is
+    :class:`~e2e.errors.StaleProof`: the relay is withholding the newer one. ``now``
+    records when the list was checked (:func:`needs_recheck`).
     """
     if hook is not None:
         hook(account, identity, list(certificates))
@@ -230,6 +268,12 @@ def accept_device_list(
         raise StaleProof("device list older than one this device accepted")
     if before is not None and dl.version > before.version:
         before.check_successor(dl)
+    stale = f"{STALE}{_q(account)}"
+    if dl.version < _u64(tx.app_get(stale)):
+        raise StaleProof("the account announced a newer device list than the relay serves")
+    tx.app_delete(stale)
+    if now is not None:
+        tx.app_put(f"{CHECKED}{_q(account)}", now.to_bytes(8, "big"))
     if (chat is None and set(certificates) != set(dl.certificates)) or not set(certificates) <= set(
         dl.certificates
     ):
@@ -271,12 +315,18 @@ def accept_device_list(
     return listed
 
 
+def forget_routes(tx: StoreTransaction, account: str) -> None:
+    """Forget ``account``'s cached chat routes (fetched again by the next send)."""
+    for key in tx.app_keys(f"c/route/{_q(account)}/"):
+        tx.app_delete(key)
+
+
 def forget_lists(tx: StoreTransaction, keep: str) -> None:
     """Forget every cached device list and route but ``keep``'s (they were proven in a log
     that is no longer trusted): the next send fetches and proves them again. Pins stay, so
     a changed account key is still a key change."""
-    mine = {f"{LISTS}{_q(keep)}", f"c/devices/{_q(keep)}"}
-    for prefix in (LISTS, "c/devices/", "c/route/"):
+    mine = {f"{LISTS}{_q(keep)}", f"c/devices/{_q(keep)}", f"{CHECKED}{_q(keep)}"}
+    for prefix in (LISTS, "c/devices/", "c/route/", CHECKED):
         for key in tx.app_keys(prefix):
             if key not in mine and not key.startswith(f"c/route/{_q(keep)}/"):
                 tx.app_delete(key)

@@ -60,6 +60,11 @@ from e2e.suite import DEFAULT, Suite
 __all__ = ["Client", "StoreOpener"]
 
 _T = TypeVar("_T")
+#: Default age after which a cached device list is checked again (a day).
+RECHECK_SECONDS = 24 * 3600
+#: Default pace and bound of the monitor sync runs (an hour; 4 pages of entries).
+MONITOR_SECONDS = 3600
+MONITOR_BUDGET = 1024
 
 
 #: A store, or a function that opens one (run off the event loop: scrypt is slow).
@@ -108,6 +113,13 @@ class Client(Lifecycle):
         self.classify: Callable[[bytes], MessageClass | None] | None = None
         #: Errors of deliveries that could not be accepted, by error name.
         self.errors: dict[str, int] = {}
+        #: Seconds after which a cached device list is fetched and proven again before a
+        #: send (SPEC §10.10); an account's message announcing a newer list does it at once.
+        self.recheck_seconds = RECHECK_SECONDS
+        #: With a log key pinned, :meth:`sync` audits the log for this account's entries
+        #: once every this many seconds, at most :attr:`monitor_budget` entries a time.
+        self.monitor_seconds = MONITOR_SECONDS
+        self.monitor_budget = MONITOR_BUDGET
 
     def __repr__(self) -> str:
         return f"Client({self.profile.account}/{self.profile.device})"
@@ -316,6 +328,17 @@ class Client(Lifecycle):
 
     async def _destinations(self, to: str) -> list[Address]:
         me = self.profile.account
+        now = int(time.time())
+
+        def due(tx: StoreTransaction) -> list[str]:
+            return [a for a in dict.fromkeys((to, me))
+                    if contacts.needs_recheck(tx, a, now, self.recheck_seconds)]  # fmt: skip
+
+        for account in await self._tx(due):
+            # A cached list the account said changed, or not checked for a while: fetched
+            # and proven again (full list, then the chat's routes) before anything is sealed.
+            await self.refresh(account)
+            await self._tx(functools.partial(contacts.forget_routes, account=account))
 
         def cached(tx: StoreTransaction) -> tuple[list[int] | None, list[int] | None]:
             return state.route(tx, to, me), state.route(tx, me, to)
@@ -609,6 +632,7 @@ class Client(Lifecycle):
         if self.profile.kind == "customer":
             out = await self._check_classes(out)
         await self._check_peer_heads()
+        await self._auto_monitor(self.monitor_seconds, self.monitor_budget)
         if self.auto_receipts:
             await self._receipts(out, ReceiptStatus.DELIVERED)
         return out

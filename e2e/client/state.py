@@ -66,6 +66,8 @@ from e2e.client.contacts import (
     accept_device_list,
     certified_devices,
     device_key,
+    device_list,
+    note_list_version,
     pin,
     pinned,
     route,
@@ -366,8 +368,10 @@ def seal(
     """
     tx.app_lock(f"c/out/{message_id.hex()}")
     me = profile.account.encode()
+    own = device_list(tx, profile.account)
     inner = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head,
-                  template_id=template_id, attachment=attachment)  # fmt: skip
+                  template_id=template_id, attachment=attachment,
+                  list_version=0 if own is None else own.version)  # fmt: skip
     padded = inner.to_padded()
     commitment = commit_inner(inner)
     envs: list[bytes] = []
@@ -477,6 +481,7 @@ def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message
     if not hmac.compare_digest(expected, env.commitment):
         raise FrankingMismatch("franking commitment does not match the message")
     tx.app_put(seen_key, b"")
+    note_list_version(tx, sender.name, inner.list_version)  # a newer list: re-check it
     if inner.log_head:  # the sender's key-log head: checked after this batch (SPEC §13.4)
         tx.app_put(PEER_HEADS + hashlib.sha256(inner.log_head).hexdigest(), inner.log_head)
     own = inner.from_account == profile.account.encode()

@@ -23,6 +23,7 @@ from e2e.errors import (
     InvalidProof,
     KeyChangePending,
     KeyTransparencyError,
+    LogForked,
     StateError,
 )
 from e2e.fingerprint import displayable, logical_fingerprint
@@ -40,6 +41,10 @@ LOG = "c/keylog"
 GOSSIP = "c/gossip/"
 #: Store records of the fork evidence of each log key given up (SPEC §13.4).
 FORKS = "c/forks/"
+#: When this device last audited the log for its account (u64 Unix seconds), and what an
+#: audit found (text), if anything.
+MONITORED = "c/monitored-at"
+ALARM = "c/monitor-alarm"
 
 
 def safety_number(me: str, my_key: bytes, peer: str, peer_key: bytes) -> str:
@@ -232,11 +237,13 @@ class Trust:
         finally:
             await self._save_view(view)  # accepted heads, and a proven fork, are kept
 
-    async def monitor(self) -> int:
-        """Audit every key-log entry since the last audit: one under our account with
-        another account key, a device list our account key did not sign, or an older device
-        list logged again (a removed device brought back) raises
-        :class:`~e2e.errors.KeyMismatch`. Returns the number of entries audited."""
+    async def monitor(self, budget: int | None = None) -> int:
+        """Audit every key-log entry since the last audit (at most ``budget`` of them: the
+        rest at the next call): one under our account with another account key, a device
+        list our account key did not sign, or an older device list logged again (a removed
+        device brought back) raises :class:`~e2e.errors.KeyMismatch`. Returns the number of
+        entries audited. :meth:`~e2e.client.device.Client.sync` runs it by itself (SPEC
+        §13.4)."""
         view = await self.log_view()
         if view is None:
             raise KeyTransparencyError("no log key pinned")
@@ -244,16 +251,52 @@ class Trust:
         try:
             head = await self._accept_head(view)
             got: list[tuple[bytes, InclusionProof]] = []
-            while view.audited + len(got) < head.size:
+            while view.audited + len(got) < head.size and (budget is None or len(got) < budget):
                 page = await self.transport.log_entries(view.audited + len(got), head.size)
                 if not page:
                     raise InvalidProof("the relay returned no entries")
                 got += [(e, InclusionProof.from_bytes(p)) for e, p in page]
+            got = got if budget is None else got[:budget]
             before = view.audited
-            view.audit(self.profile.account.encode(), me, got)
+            view.audit(self.profile.account.encode(), me, got, partial=budget is not None)
             return view.audited - before
         finally:
             await self._save_view(view)
+
+    async def _auto_monitor(self, every: int, budget: int) -> None:
+        """(From each sync) audit the log for this account's entries once ``every`` seconds,
+        at most ``budget`` entries a time. A finding is kept (:meth:`monitor_alarm`) and
+        raised once; the relay unreachable defers the audit."""
+        now = int(time.time())
+
+        def due(tx: StoreTransaction) -> bool:
+            if tx.app_get(LOG) is None or tx.app_get(ALARM) is not None:
+                return False
+            at = tx.app_get(MONITORED)
+            return at is None or now - int.from_bytes(at, "big") >= every
+
+        if not await self._tx(due):
+            return
+        try:
+            await self.monitor(budget)
+        except LogForked:
+            raise
+        except KeyTransparencyError as exc:
+            why = str(exc).encode()
+            await self._tx(lambda tx: tx.app_put(ALARM, why))
+            raise
+        except E2EError as exc:
+            if exc.retryable:
+                return
+            raise
+        await self._tx(lambda tx: tx.app_put(MONITORED, now.to_bytes(8, "big")))
+
+    async def monitor_alarm(self) -> str | None:
+        """What this account's own monitor found in the key log (a key or device list it
+        never published), or None. Kept until the application deals with it: sync no longer
+        monitors meanwhile; :meth:`monitor` still can."""
+        raw = await self._tx(lambda tx: tx.app_get(ALARM))
+        return None if raw is None else raw.decode(errors="replace")
 
     async def refresh(self, account: str, chat: str | None = None) -> dict[int, bytes]:
         """Fetch ``account``'s device list (with ``chat``: the devices routed that chat),
@@ -268,7 +311,8 @@ class Trust:
             if contacts.note_key_change(tx, account, identity):
                 return None  # kept (committed) as a pending change: nothing is accepted
             return state.accept_device_list(
-                tx, account, identity, certs, signed, chat=chat, hook=self.hook
+                tx, account, identity, certs, signed, chat=chat, hook=self.hook,
+                now=int(time.time()),
             )  # fmt: skip
 
         listed = await self._tx(accept)

@@ -270,6 +270,7 @@ class _I:
     LOG_HEAD = 7
     TEMPLATE_ID = 8
     ATTACHMENT = 9
+    LIST_VERSION = 10
 
 
 _INNER_SCHEMA: Final = {
@@ -283,6 +284,7 @@ _INNER_SCHEMA: Final = {
     _I.LOG_HEAD: Field(bytes, required=False),
     _I.TEMPLATE_ID: Field(bytes, required=False),
     _I.ATTACHMENT: Field(bytes, required=False),
+    _I.LIST_VERSION: Field(int, required=False, max_int=2**63 - 1),
 }
 
 
@@ -303,6 +305,10 @@ class Inner:
     template_id: bytes | None = None
     #: The attachment's pointer (SPEC §16.5), encoded; None for a message without one.
     attachment: bytes | None = None
+    #: The version of the sender account's signed device list the sender holds (SPEC
+    #: §10.1, §10.10), 0 if unknown: a peer holding an older one re-checks it before its
+    #: next send. Omitted when 0.
+    list_version: int = 0
 
     def __repr__(self) -> str:
         return f"Inner(cls={self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
@@ -325,6 +331,8 @@ class Inner:
             fields[_I.TEMPLATE_ID] = check_template_id(self.template_id) or b""
         if self.attachment is not None:
             fields[_I.ATTACHMENT] = self.attachment
+        if self.list_version:
+            fields[_I.LIST_VERSION] = self.list_version
         return pad(encode_map(fields))
 
     @classmethod
@@ -332,6 +340,8 @@ class Inner:
         obj = decode_map(unpad(data), _INNER_SCHEMA, "inner message", MAX_PLAINTEXT_BYTES)
         if not 0 < len(obj.get(_I.LOG_HEAD, b"-")) <= MAX_LOG_HEAD:
             raise DecodeError("inner message: log head of 1 to 256 bytes")
+        if obj.get(_I.LIST_VERSION) == 0:
+            raise DecodeError("inner message: a device list version of 0 is absent")
         return cls(
             parse_class(obj[_I.CLASS]),
             check_account(obj[_I.FROM_ACCOUNT]),
@@ -342,6 +352,7 @@ class Inner:
             obj.get(_I.LOG_HEAD, b""),
             check_template_id(obj.get(_I.TEMPLATE_ID)),
             check_attachment(obj.get(_I.ATTACHMENT)),
+            obj.get(_I.LIST_VERSION, 0),
         )
 
     @property

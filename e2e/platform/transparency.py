@@ -365,14 +365,18 @@ class LogView:
         account: bytes,
         identity: bytes,
         entries: Sequence[tuple[bytes, InclusionProof]],
+        *,
+        partial: bool = False,
     ) -> None:
         """Monitor our own account: ``entries`` are all leaves from :attr:`audited` to the
-        newest head's size with their proofs. Every entry naming ``account`` must carry our
-        ``identity`` key and a device list that key signed, each list a later version than
-        the one before it (:attr:`own_list`: the last audited). Raises :class:`KeyMismatch`
-        for any other (a substituted key, a device list we never signed, an older list
-        logged again to bring back a removed device) and :class:`InvalidProof` for a gap or
-        a bad proof; on error :attr:`audited` and :attr:`own_list` stay where they were."""
+        newest head's size with their proofs (``partial``: the first of them, a monitor
+        bounding its work; the rest is audited by the next call). Every entry naming
+        ``account`` must carry our ``identity`` key and a device list that key signed, each
+        list a later version than the one before it (:attr:`own_list`: the last audited).
+        Raises :class:`KeyMismatch` for any other (a substituted key, a device list we never
+        signed, an older list logged again to bring back a removed device) and
+        :class:`InvalidProof` for a gap or a bad proof; on error :attr:`audited` and
+        :attr:`own_list` stay where they were."""
         self._check_not_forked()
         latest = self.latest
         if latest is None:
@@ -396,7 +400,7 @@ class LogView:
             if listed.version <= own:
                 raise KeyMismatch("the log holds an older device list of this account again")
             own = listed.version
-        if expected != latest.size:
+        if expected != latest.size and not partial:
             raise InvalidProof("audited entries do not reach the newest tree head")
         self.audited, self.own_list = expected, own
 

@@ -42,17 +42,19 @@ from e2e.errors import (  # noqa: E402
     CertificateError,
     InvalidName,
     KeyChangePending,
+    KeyMismatch,
     KeyTransparencyError,
     LogForked,
     NotAllowed,
     Revoked,
+    StaleProof,
     StateError,
     Unauthenticated,
 )
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.certificates import BusinessCertificate, PlatformSigner  # noqa: E402
 from e2e.platform.merkle import LogSigner, TreeHead  # noqa: E402
-from e2e.platform.transparency import KeyLog  # noqa: E402
+from e2e.platform.transparency import DirectoryEntry, KeyLog  # noqa: E402
 from e2e.relay.backends import open_store  # noqa: E402
 from e2e.store import MemoryStore  # noqa: E402
 
@@ -485,3 +487,126 @@ def _log_key_of(proc: RelayProcess) -> bytes:
     with httpx.Client(base_url=proc.url, timeout=30) as http:
         dev = new_device(http, fresh("kt").encode(), 0)
         return bytes(dev.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead).log_key)
+
+
+# -- issue 25 item 9: contacts re-check device lists; the owner monitors by itself -------------
+
+
+def _operator(net: Net, fn: Callable[[object], object]) -> object:
+    """Edit the relay's database behind the running process, as its operator could."""
+    store = open_store(net.db)
+    try:
+        return store.run(fn)  # type: ignore[arg-type]
+    finally:
+        store.close()
+
+
+async def _shop_with_agent(w: World) -> tuple[Client, Client, Client]:
+    shop = await w.account(fresh("shop"), "business", tier=1)
+    agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4, auto_receipts=False)
+    w.clients.append(agent)
+    alice = await w.account(fresh("alice"), "customer")
+    await alice.send(shop.profile.account, "hello")
+    assert [m.body for m in await agent.sync()] == [b"hello"]
+    await shop.sync()
+    return shop, agent, alice
+
+
+def _bring_back(net: Net, name: str, device: int, row: tuple[bytes, bytes],
+                old_list: bytes | None) -> None:  # fmt: skip
+    """The relay lists a revoked device again (and serves the older list that carried it)."""
+
+    def edit(tx: object) -> None:
+        tx.put_device(name.encode(), device, *row)  # type: ignore[attr-defined]
+        if old_list is not None:
+            tx.put_device_list(name.encode(), 1, old_list)  # type: ignore[attr-defined]
+
+    _operator(net, edit)
+
+
+def _capture(net: Net, name: str, device: int) -> tuple[tuple[bytes, bytes], bytes]:
+    def read(tx: object) -> tuple[tuple[bytes, bytes], bytes]:
+        cert, key = tx.devices(name.encode())[device]  # type: ignore[attr-defined]
+        return (bytes(cert), bytes(key)), bytes(tx.device_list(name.encode()))  # type: ignore[attr-defined]
+
+    return _operator(net, read)  # type: ignore[return-value]
+
+
+def test_a_contact_rechecks_a_list_the_account_announced_as_changed(net: Net) -> None:
+    """The business revokes its agent and writes to the customer (its message carries its
+    device list's version). The relay then lists the agent again and serves the older list:
+    the customer's next send re-checks the list, finds it older than announced, and seals
+    nothing; the agent's mailbox gets nothing."""
+
+    async def go() -> None:
+        w = World(net)
+        shop, agent, alice = await _shop_with_agent(w)
+        name = shop.profile.account
+        row, old_list = _capture(net, name, agent.profile.device)
+        await shop.revoke_device(agent.profile.device)
+        await shop.send(alice.profile.account, "your parcel left today")
+        assert [m.body for m in await alice.sync()] == [b"your parcel left today"]
+        _bring_back(net, name, agent.profile.device, row, old_list)
+        with pytest.raises(StaleProof):
+            await alice.send(name, "my card number is 4111 1111 1111 1111")
+        assert await agent.sync() == []
+        await w.close()
+
+    run(go)
+
+
+def test_a_contact_rechecks_a_cached_list_on_a_schedule(net: Net) -> None:
+    """The business revokes its agent and says nothing; the relay keeps the agent listed
+    (its row back, the signed list honest). The customer's cached list is due for a re-check
+    (``recheck_seconds``): it is fetched again, the agent is not in the signed list, and the
+    agent's mailbox gets nothing."""
+
+    async def go() -> None:
+        w = World(net)
+        shop, agent, alice = await _shop_with_agent(w)
+        name = shop.profile.account
+        row, _ = _capture(net, name, agent.profile.device)
+        await shop.revoke_device(agent.profile.device)
+        _bring_back(net, name, agent.profile.device, row, None)
+        alice.recheck_seconds = 0
+        with pytest.raises(KeyMismatch):  # the chat's devices: one not in the signed list
+            await alice.send(name, "my card number is 4111 1111 1111 1111")
+        assert await agent.sync() == []
+        await w.close()
+
+    run(go)
+
+
+def test_the_owner_monitors_by_itself_as_it_syncs(net: Net) -> None:
+    """With the log key pinned, sync audits the log for the account's own entries, a
+    bounded number at a time; the relay logging the account's older device list again (its
+    revoked agent back) is found by a sync, without the application asking."""
+
+    async def go() -> None:
+        w = World(net)
+        shop, agent, _ = await _shop_with_agent(w)
+        name = shop.profile.account
+        _, old_list = _capture(net, name, agent.profile.device)
+        await shop.pin_log_key(log_key(net))
+        shop.monitor_seconds, shop.monitor_budget = 0, 2
+        await shop.sync()
+        view = await shop.log_view()
+        assert view is not None and view.audited == 2  # bounded: two entries this sync
+        shop.monitor_budget = 10**6
+        await shop.sync()
+        await shop.revoke_device(agent.profile.device)
+        key = await shop.account_identity()
+
+        def relog(tx: object) -> None:
+            version = tx.log_version(name.encode()) + 1  # type: ignore[attr-defined]
+            entry = DirectoryEntry(name.encode(), version, key, old_list)
+            tx.append_log(name.encode(), version, entry.to_bytes())  # type: ignore[attr-defined]
+
+        _operator(net, relog)
+        with pytest.raises(KeyMismatch):
+            await shop.sync()
+        assert await shop.monitor_alarm() is not None
+        assert await shop.sync() == []  # kept, not raised at every sync
+        await w.close()
+
+    run(go)
