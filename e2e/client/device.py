@@ -46,6 +46,7 @@ from e2e.errors import (
     ReportRejected,
     StaleDeviceList,
     StateError,
+    WireFailure,
 )
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import ADMIN, AGENT, DeviceCertificate, SignedDeviceList
@@ -113,6 +114,9 @@ class Client(Lifecycle):
         self.classify: Callable[[bytes], MessageClass | None] | None = None
         #: Errors of deliveries that could not be accepted, by error name.
         self.errors: dict[str, int] = {}
+        #: The recovery key :meth:`create_account` made, to show the user once (never
+        #: stored; None on a device opened or linked later).
+        self.recovery_key: str | None = None
         #: Seconds after which a cached device list is fetched and proven again before a
         #: send (SPEC §10.10); an account's message announcing a newer list does it at once.
         self.recheck_seconds = RECHECK_SECONDS
@@ -169,12 +173,16 @@ class Client(Lifecycle):
         rng: Rng = os.urandom,
         hook: DeviceListHook | None = None,
         auto_receipts: bool = True,
+        recovery: bool = True,
     ) -> Client:
         """A new account ``name`` (``customer`` or ``business``, billing ``tier`` 0 free or
         1 API) with this store as its first device (device 1), which keeps the account key
         and certifies later devices. ``name`` must be in its one visible form
         (:func:`~e2e.platform.names.check_account_name`: NFC, nothing invisible, one
-        script), else :class:`~e2e.errors.InvalidName` before anything is made."""
+        script), else :class:`~e2e.errors.InvalidName` before anything is made. With
+        ``recovery`` (the default) it also makes the account's recovery key
+        (:meth:`setup_recovery`): :attr:`recovery_key` holds its text, to show the user once
+        (it is kept nowhere)."""
         check_account_name(name.encode())
         pool = cls._new_pool()
         st = await cls._open_store(pool, store)
@@ -198,6 +206,8 @@ class Client(Lifecycle):
         client = cls(st, connect(profile.addr, ident), profile, pool, rng=rng, hook=hook,
                      auto_receipts=auto_receipts)  # fmt: skip
         await client.resume(prekeys=prekeys)
+        if recovery:
+            client.recovery_key = await client.setup_recovery()
         return client
 
     async def add_device(
@@ -271,7 +281,19 @@ class Client(Lifecycle):
         return client
 
     async def resume(self, *, prekeys: int = 20) -> None:
-        """Register what the relay has not acknowledged, top up prekeys, flush the outbox."""
+        """Register what the relay has not acknowledged, top up prekeys, flush the outbox.
+        If the relay cannot be reached (a retryable error) what is left waits: the device
+        works offline -- its history reads, and sends are sealed into the outbox when they
+        can be -- and the next :meth:`resume`, :meth:`flush` or send finishes it."""
+        try:
+            await self._resume(prekeys)
+        except E2EError as exc:
+            if not exc.retryable or not await self._tx(
+                lambda tx: state.registered(tx, "device")
+            ):  # fmt: skip
+                raise
+
+    async def _resume(self, prekeys: int) -> None:
 
         def todo(tx: StoreTransaction) -> tuple[bool, bool, bytes, KeyPair | None]:
             return (
@@ -292,8 +314,12 @@ class Client(Lifecycle):
             await self.transport.register_device(cert, signed)
             await self._tx(lambda tx: state.mark_registered(tx, "device"))
         await self.upkeep(low=prekeys, target=prekeys)
-        for out in await self._tx(state.outbox):
-            await self._deliver(out)
+        await self.flush()
+
+    async def flush(self) -> list[Message]:
+        """Submit what the outbox holds, in order (sealed while the relay was unreachable,
+        or left by a send that failed); returns the messages the relay accepted."""
+        return [await self._deliver(out) for out in await self._tx(state.outbox)]
 
     async def aclose(self) -> None:
         """Close the transport, the worker thread and the store."""
@@ -369,13 +395,21 @@ class Client(Lifecycle):
         refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept, and the
         refusal is also a :class:`~e2e.client.events.SendRefused` event. A business device
         asks the relay first (precheck), so a policy refusal spends no message key. If the
-        relay cannot be reached the message stays in the outbox (:meth:`pending`) and is
-        submitted again by the next send or :meth:`open`; its fate arrives as an event
+        relay cannot be reached the message stays in the outbox (:meth:`pending`;
+        :class:`~e2e.errors.WireFailure` is raised) and is submitted by the next send,
+        :meth:`flush` or :meth:`open`: offline, a message is sealed whenever its
+        destinations and sessions are cached (a business device then seals without the
+        relay's precheck); its fate arrives as an event
         (:class:`~e2e.client.events.MessageSent` or ``SendRefused``). Message keys spent on
         a refused batch are never used again."""
         body = text.encode() if isinstance(text, str) else text
-        for earlier in await self._tx(state.outbox):  # left by a failed send: keep the order
-            await self._deliver(earlier)
+        offline: WireFailure | None = None
+        try:
+            await self.flush()  # left by a failed send: keep the order
+        except E2EError as exc:
+            if not exc.retryable:
+                raise
+            offline = WireFailure(f"the relay cannot be reached ({type(exc).__name__})")
         message_id = self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
         try:
@@ -383,6 +417,8 @@ class Client(Lifecycle):
         except PolicyError as exc:  # the precheck refused it: nothing was sealed
             await self._refused(to, cls, message_id, exc)
             raise
+        if offline is not None:
+            raise offline  # sealed after the earlier ones, in the outbox: flushed in order
         return await self._deliver(out)
 
     async def send_attachment(
@@ -494,6 +530,10 @@ class Client(Lifecycle):
                 if attempt == 2:
                     raise
                 await self._follow(stale, to)
+            except E2EError as exc:
+                if exc.retryable:
+                    return dests  # offline: sealed into the outbox unasked
+                raise
         raise StateError("unreachable")  # pragma: no cover
 
     async def _follow(self, stale: StaleDeviceList, to: str) -> None:

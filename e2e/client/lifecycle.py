@@ -8,12 +8,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
+import cbor2
+
 from e2e.client import contacts, state
+from e2e.client.records import dump
+from e2e.client.state import Profile
 from e2e.client.trust import Trust
-from e2e.errors import KeyMismatch, NotAllowed, StateError, UnknownAccount
+from e2e.errors import DecodeError, E2EError, KeyMismatch, NotAllowed, StateError, UnknownAccount
 from e2e.keys import KeyPair, Rng
-from e2e.platform.directory import ADMIN, DeviceCertificate, SignedDeviceList
+from e2e.platform.directory import ADMIN, AGENT, DeviceCertificate, SignedDeviceList
+from e2e.platform.provisioning import LinkCode, seal_grant
+from e2e.platform.recovery import RecoveryKey
 from e2e.store import StoreTransaction
+from e2e.suite import get_suite
 
 __all__ = ["Lifecycle", "Grant"]
 
@@ -25,16 +32,44 @@ class Grant:
     """What an admin device gives a new device of its account: its id and certificate, the
     account's next device list (carrying it, signed, not yet published: the new device's
     registration publishes it), the account key's public half and, for a new admin, the
-    account key itself."""
+    account key itself; with the account's name, kind, tier and suite for a linked device.
+    Its ``repr`` shows no key."""
 
     device_id: int
     certificate: bytes
     device_list: bytes
     account_identity: bytes
     account_key: KeyPair | None
+    profile: Profile | None = None
 
     def __repr__(self) -> str:
         return f"Grant(device {self.device_id})"
+
+    def to_bytes(self) -> bytes:
+        """``{0: 1, 1: account, 2: device id, 3: kind, 4: tier, 5: suite, 6: certificate,
+        7: device list, 8: account identity key, 9?: account key secret | public}``."""
+        p = self.profile
+        assert p is not None  # noqa: S101 - a linking grant names its account
+        key = {} if self.account_key is None else {
+            9: self.account_key.private_bytes() + self.account_key.public}  # fmt: skip
+        return dump({0: 1, 1: p.account, 2: self.device_id, 3: p.kind, 4: p.tier,
+                     5: p.suite.id, 6: self.certificate, 7: self.device_list,
+                     8: self.account_identity, **key})  # fmt: skip
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Grant:
+        """Inverse of :meth:`to_bytes`; :class:`DecodeError` for anything else (whatever it
+        carries is checked again as the new device adopts it)."""
+        try:
+            obj = cbor2.loads(raw)
+            key = obj.get(9)
+            pair = None if key is None else KeyPair.from_stored(key[:32], key[32:])
+            profile = Profile(obj[1], obj[2], obj[3], get_suite(obj[5]), obj[4])
+            return cls(obj[2], obj[6], obj[7], obj[8], pair, profile)
+        except E2EError:
+            raise
+        except Exception:  # any malformed grant
+            raise DecodeError("malformed grant") from None
 
 
 class Lifecycle(Trust):
@@ -66,7 +101,7 @@ class Lifecycle(Trust):
                                         [*current.certificates, cert.to_bytes()],
                                         current.tombstones, rng=self.rng)  # fmt: skip
             return Grant(device_id, cert.to_bytes(), nxt.to_bytes(), acct.public,
-                         acct if role == ADMIN else None)  # fmt: skip
+                         acct if role == ADMIN else None, self.profile)  # fmt: skip
 
         return await self._tx(certify)
 
@@ -101,3 +136,48 @@ class Lifecycle(Trust):
         await self.transport.publish_devices(await self._tx(sign))
         if device_id != self.profile.device:
             await self._own_list()
+
+    async def delete_account(self) -> None:
+        """(Admin) delete this account (SPEC §10.1): the account key signs its last device
+        list (deleted: no device, every serial tombstoned), which the relay logs as the
+        account's tombstone; every device of the account, its mailboxes, prekeys and
+        routes go, and the name stays taken. Peers find the account deleted
+        (:class:`~e2e.errors.UnknownAccount`). This device can reach the relay no more."""
+        await self._own_list()
+        me = self.profile.account
+
+        def sign(tx: StoreTransaction) -> bytes:
+            acct = state.account_key(tx)
+            current = contacts.device_list(tx, me)
+            if acct is None or current is None:
+                raise StateError("this device does not hold the account key")
+            stones = [*current.tombstones, *(c.serial for c in current.certs)]
+            final = SignedDeviceList.sign(acct, me.encode(), current.version + 1, [], stones,
+                                          deleted=True, rng=self.rng)  # fmt: skip
+            return final.to_bytes()
+
+        await self.transport.delete_account(await self._tx(sign))
+
+    async def link_device(self, code: str, *, role: int = AGENT) -> int:
+        """(Admin) link the new device that shows ``code`` (its link code, read from its
+        screen, never through the relay): certify its key with ``role`` into the account's
+        next device list and send it the grant sealed to its ephemeral key through the
+        relay's provisioning mailbox (SPEC §10.1). Returns its device id; the new device's
+        registration publishes the list."""
+        link = LinkCode.parse(code)
+        grant = await self._certify(link.identity, role)
+        sealed = seal_grant(link, grant.to_bytes(), self.rng)
+        await self.transport.provision_send(link.provisioning_id, sealed)
+        return grant.device_id
+
+    async def setup_recovery(self) -> str:
+        """(Admin) make a new recovery key for this account and give the relay what it
+        needs to check it and the account key sealed under it (SPEC §10.1, recovery);
+        returns the key's text to show the user once. A new key replaces the one before."""
+        me = self.profile.account.encode()
+        key = RecoveryKey.generate(self.rng)
+        acct = await self._tx(state.account_key)
+        if acct is None:
+            raise StateError("this device does not hold the account key")
+        await self.transport.set_recovery(key.auth_public(me), key.seal(me, acct, self.rng))
+        return key.text()

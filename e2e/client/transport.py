@@ -47,6 +47,18 @@ class Transport(Protocol):
         revoked, their mailboxes and prekeys go (logged, SPEC §10.1, §13.4)."""
         ...
 
+    async def provision_send(self, provisioning_id: bytes, sealed: bytes) -> None:
+        """(Admin) send a new device its sealed grant (SPEC §10.1, linking)."""
+        ...
+
+    async def set_recovery(self, auth_key: bytes, sealed: bytes) -> None:
+        """(Admin) set the account's recovery data (SPEC §10.1, recovery)."""
+        ...
+
+    async def delete_account(self, device_list: bytes) -> None:
+        """(Admin) delete this account with its last, deleted device list (SPEC §10.1)."""
+        ...
+
     async def upload_prekeys(self, one_time: list[bytes], last_resort: bytes) -> int:
         """Publish one-time bundles (ids seen before are ignored) and the last-resort
         bundle; returns how many one-time bundles the relay now holds for this device."""

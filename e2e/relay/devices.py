@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from e2e.errors import (
     Conflict,
+    DecodeError,
     Forbidden,
     KeyMismatch,
     NotAllowed,
@@ -29,6 +30,7 @@ from e2e.errors import (
 from e2e.platform.directory import DeviceCertificate, SignedDeviceList, check_signed
 from e2e.platform.envelope import check_account
 from e2e.platform.wire import (
+    DeleteAccount,
     Designate,
     DeviceList,
     ListDevices,
@@ -86,6 +88,19 @@ class Devices:
         """(Admin) the account's next device list."""
         self._require_admin(tx, caller)
         self._adopt(tx, account_of(tx, caller[0]), req.device_list, newer_only=True)
+        return Ok()
+
+    def delete_account(self, tx: Tx, caller: Caller, req: DeleteAccount) -> Ok:
+        """(Admin) delete the caller's account: its last device list (deleted, signed by
+        the account key) is adopted and logged as the account's tombstone, every device
+        goes with its mailbox and prekeys, and so do the routes, designations and recovery
+        data; the name stays taken (a new registration of it is a conflict)."""
+        self._require_admin(tx, caller)
+        final = SignedDeviceList.from_bytes(req.device_list)
+        if not final.deleted:
+            raise DecodeError("an account is deleted with a deleted device list")
+        self._adopt(tx, account_of(tx, caller[0]), req.device_list, newer_only=True)
+        tx.forget_account(caller[0])
         return Ok()
 
     def _adopt(self, tx: Tx, acct: Account, raw: bytes, *, newer_only: bool) -> None:

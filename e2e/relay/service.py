@@ -74,6 +74,7 @@ from e2e.relay.blobs import BlobStore
 from e2e.relay.blobsvc import BlobHandlers
 from e2e.relay.devices import Devices, chat_devices
 from e2e.relay.keydir import KeyDirectory
+from e2e.relay.lifecycle import Lifecycle
 from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import (
@@ -108,12 +109,13 @@ DEDUP_SECONDS: Final = 7 * 24 * 3600
 IDENTITY_CACHE: Final = 100_000
 
 
-class RelayService(Devices, KeyDirectory, Reports, BlobHandlers):
+class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
     """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
 
     Here: authentication and admission, accounts, prekeys, messages and mailboxes, customer
     controls. Devices, device lists, roles and routing are
-    :class:`~e2e.relay.devices.Devices`'; the key directory's handlers are
+    :class:`~e2e.relay.devices.Devices`', linking and recovery
+    :class:`~e2e.relay.lifecycle.Lifecycle`'s; the key directory's handlers are
     :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
     the bill's :class:`~e2e.relay.reports.Reports`', the blob store's
     :class:`~e2e.relay.blobsvc.BlobHandlers`' (over ``blobs``; a relay without one refuses

@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS devices (
     identity BLOB NOT NULL, PRIMARY KEY (account, device_id));
 CREATE TABLE IF NOT EXISTS device_lists (
     account BLOB PRIMARY KEY, version BIGINT NOT NULL, list BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS provisioning (
+    id BLOB PRIMARY KEY, sealed BLOB NOT NULL, expires BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS recovery (
+    account BLOB PRIMARY KEY, auth_key BLOB NOT NULL, sealed BLOB NOT NULL,
+    failures INTEGER NOT NULL, window_start BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS prekeys (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, prekey_id BIGINT NOT NULL,
     bundle BLOB NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
@@ -296,6 +301,13 @@ class Tx(abc.ABC):
             " list = excluded.list",
             (account, version, raw),
         )
+
+    def forget_account(self, account: bytes) -> None:
+        """What a deleted account leaves besides its devices: routes and designations on
+        either side, its recovery data."""
+        self.execute("DELETE FROM routes WHERE business = ? OR customer = ?", (account, account))
+        self.execute("DELETE FROM designated WHERE business = ?", (account,))
+        self.execute("DELETE FROM recovery WHERE account = ?", (account,))
 
     # -- business routing (SPEC §10.10) --------------------------------------------------
 
@@ -624,9 +636,10 @@ class Tx(abc.ABC):
         )
 
     def purge(self, now: int) -> None:
-        """Drop expired nonces and de-duplication records."""
+        """Drop expired nonces, de-duplication records and provisioning grants."""
         self.execute("DELETE FROM auth_nonces WHERE expires < ?", (now,))
         self.execute("DELETE FROM submissions WHERE expires < ?", (now,))
+        self.execute("DELETE FROM provisioning WHERE expires < ?", (now,))
 
 
 #: Record a request's nonce; a row back unless it was used before (a replay).

@@ -36,27 +36,39 @@ from relayhelp import (  # noqa: E402
 )
 from world import rogue  # noqa: E402
 
-from e2e.client import Client, state  # noqa: E402
+from e2e.client import ADMIN, Client, state  # noqa: E402
 from e2e.client.http import RelayClient  # noqa: E402
+from e2e.client.joining import begin_link, recover_account  # noqa: E402
 from e2e.errors import (  # noqa: E402
+    AuthenticationFailed,
     CertificateError,
+    DecodeError,
     InvalidName,
+    InvalidSignature,
     KeyChangePending,
     KeyMismatch,
     KeyTransparencyError,
     LogForked,
     NotAllowed,
+    RateLimited,
     Revoked,
     StaleProof,
     StateError,
     Unauthenticated,
+    UnknownAccount,
+    WireFailure,
 )
+from e2e.keys import KeyPair  # noqa: E402
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.certificates import BusinessCertificate, PlatformSigner  # noqa: E402
+from e2e.platform.directory import DeviceCertificate, SignedDeviceList  # noqa: E402
 from e2e.platform.merkle import LogSigner, TreeHead  # noqa: E402
+from e2e.platform.provisioning import LinkCode, seal_grant  # noqa: E402
+from e2e.platform.recovery import RecoveryKey  # noqa: E402
 from e2e.platform.transparency import DirectoryEntry, KeyLog  # noqa: E402
 from e2e.relay.backends import open_store  # noqa: E402
-from e2e.store import MemoryStore  # noqa: E402
+from e2e.store import Address, MemoryStore  # noqa: E402
+from e2e.store.sqlite import SqliteStore  # noqa: E402
 
 _T = TypeVar("_T")
 
@@ -608,5 +620,199 @@ def test_the_owner_monitors_by_itself_as_it_syncs(net: Net) -> None:
         assert await shop.monitor_alarm() is not None
         assert await shop.sync() == []  # kept, not raised at every sync
         await w.close()
+
+    run(go)
+
+
+# -- issue 21 item 4: device lifecycle -------------------------------------------------------
+
+
+def test_a_new_device_is_linked_through_the_relay_which_learns_nothing(net: Net) -> None:
+    """A new admin device shows a link code; the admin device reads it and sends the grant
+    (with the account key) sealed to it through the relay. The sealed grant holds no key in
+    clear, a grant the relay makes itself is refused, and the linked device talks at once."""
+
+    async def go() -> None:
+        w = World(net)
+        shop = await w.account(fresh("shop"), "business", tier=1)
+        alice = await w.account(fresh("alice"), "customer")
+        # The relay (knowing the provisioning id) puts a grant of its own in the mailbox.
+        fake = await begin_link(MemoryStore(), w.http)
+        forged = seal_grant(LinkCode(fake.code.provisioning_id, KeyPair.generate().public,
+                                     fake.code.identity), b"grant of the relay's")  # fmt: skip
+        _operator(net, lambda tx: tx.execute(  # type: ignore[attr-defined]
+            "INSERT INTO provisioning (id, sealed, expires) VALUES (?, ?, ?)",
+            (fake.code.provisioning_id, forged, int(time.time()) + 600)))  # fmt: skip
+        with pytest.raises(AuthenticationFailed):
+            await fake.finish(timeout=10, poll=0.05)
+        # The honest link.
+        request = await begin_link(MemoryStore(), w.http)
+        sent: list[bytes] = []
+        honest = shop.transport
+
+        async def provision_send(pid: bytes, sealed: bytes) -> None:
+            sent.append(sealed)
+            await honest.provision_send(pid, sealed)
+
+        shop.transport = _Serving(honest, provision_send=provision_send)  # type: ignore[assignment]
+        device = await shop.link_device(request.text, role=ADMIN)
+        linked = await request.finish(timeout=30, poll=0.05, prekeys=4, auto_receipts=False)
+        w.clients.append(linked)
+        assert linked.profile.device == device
+        with shop.store.transaction() as tx:
+            account_key = state.account_key(tx)
+        assert account_key is not None and account_key.private_bytes() not in sent[0]
+        await alice.send(shop.profile.account, "hello new phone")
+        assert [m.body for m in await linked.sync()] == [b"hello new phone"]
+        await linked.send(alice.profile.account, "hello from the new phone")
+        assert [m.body for m in await alice.sync()] == [b"hello from the new phone"]
+        # It holds the account key (an admin): it can revoke.
+        await linked.revoke_device(1)
+        with pytest.raises(Unauthenticated):
+            await shop.sync()
+        await w.close()
+
+    run(go)
+
+
+def test_an_account_whose_devices_are_lost_is_recovered_and_the_relay_cannot_take_it(
+    net: Net,
+) -> None:
+    """Alice loses her only device. The relay, with its database, cannot open the sealed
+    account key nor sign a device list; guessing the recovery key is refused after five
+    tries an hour. Alice, with the recovery key shown when she made the account, recovers
+    it: her lost device is revoked, her contacts see no key change, and mail reaches her."""
+
+    async def go() -> None:
+        w = World(net)
+        shop = await w.account(fresh("shop"), "business", tier=1)
+        alice = await w.account(fresh("alice"), "customer")
+        name = alice.profile.account
+        assert alice.recovery_key is not None
+        shown = alice.recovery_key
+        await alice.send(shop.profile.account, "hello")
+        await shop.sync()
+        lost = alice  # the phone is lost: its store is gone
+        # The relay alone: the sealed account key does not open without the recovery key ...
+        sealed = _operator(net, lambda tx: bytes(tx.fetchone(  # type: ignore[attr-defined]
+            "SELECT sealed FROM recovery WHERE account = ?", (name.encode(),))[0]))  # fmt: skip
+        with pytest.raises(AuthenticationFailed):
+            RecoveryKey.generate().open(name.encode(), sealed)  # type: ignore[arg-type]
+        # ... and a device list it signs itself is refused.
+        mine, device_key = KeyPair.generate(), KeyPair.generate()
+        cert = DeviceCertificate.issue(mine, name.encode(), 9, device_key.public, 99)
+        forged = SignedDeviceList.sign(mine, name.encode(), 99, [cert.to_bytes()]).to_bytes()
+        with pytest.raises(InvalidSignature):
+            await w.http.connect(Address(name, 9), device_key).register_device(
+                cert.to_bytes(), forged)  # fmt: skip
+        # Alice recovers with her key.
+        back = await recover_account(MemoryStore(), w.http, name, shown, prekeys=4,
+                                     auto_receipts=False)  # fmt: skip
+        w.clients.append(back)
+        with pytest.raises(Unauthenticated):
+            await lost.sync()
+        await shop.send(name, "welcome back")
+        assert [m.body for m in await back.sync()] == [b"welcome back"]
+        await back.send(shop.profile.account, "thanks")
+        assert [m.body for m in await shop.sync()] == [b"thanks"]
+        assert await shop.key_changes() == []
+        await w.close()
+
+    run(go)
+
+
+def test_guessing_a_recovery_key_is_rate_limited(net: Net) -> None:
+    async def go() -> None:
+        w = World(net)
+        alice = await w.account(fresh("alice"), "customer")
+        name = alice.profile.account
+        for _ in range(5):
+            with pytest.raises(Unauthenticated):
+                await recover_account(MemoryStore(), w.http, name, RecoveryKey.generate().text())
+        with pytest.raises(RateLimited):  # the sixth, even with the right key, this hour
+            await recover_account(MemoryStore(), w.http, name, alice.recovery_key or "")
+        with pytest.raises(DecodeError):  # a mistyped key never reaches the relay
+            await recover_account(MemoryStore(), w.http, name, (alice.recovery_key or "")[:-1])
+        await w.close()
+
+    run(go)
+
+
+def test_a_deleted_account_is_gone_and_its_name_stays_taken(net: Net) -> None:
+    async def go() -> None:
+        w = World(net)
+        shop = await w.account(fresh("shop"), "business", tier=1)
+        agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
+                                      auto_receipts=False)  # fmt: skip
+        w.clients.append(agent)
+        alice = await w.account(fresh("alice"), "customer")
+        name = shop.profile.account
+        await shop.assign(alice.profile.account, [agent.profile.device])
+        await alice.send(name, "hello")
+        await shop.pin_log_key(log_key(net))
+        await shop.delete_account()
+
+        def left(tx: object) -> list[int]:
+            q = tx.fetchone  # type: ignore[attr-defined]
+            n = name.encode()
+            return [int(q(sql, (n,))[0]) for sql in (
+                "SELECT COUNT(*) FROM devices WHERE account = ?",
+                "SELECT COUNT(*) FROM mailbox WHERE account = ?",
+                "SELECT COUNT(*) FROM prekeys WHERE account = ?",
+                "SELECT COUNT(*) FROM last_resort WHERE account = ?",
+                "SELECT COUNT(*) FROM routes WHERE business = ?",
+                "SELECT COUNT(*) FROM recovery WHERE account = ?",
+            )]  # fmt: skip
+
+        assert _operator(net, left) == [0, 0, 0, 0, 0, 0]
+        last = _operator(net, lambda tx: bytes(tx.fetchone(  # type: ignore[attr-defined]
+            "SELECT entry FROM key_log WHERE account = ? ORDER BY idx DESC LIMIT 1",
+            (name.encode(),))[0]))  # fmt: skip
+        tombstone = DirectoryEntry.from_bytes(last).signed_list()  # type: ignore[arg-type]
+        assert tombstone is not None and tombstone.deleted and not tombstone.certs
+        with pytest.raises(UnknownAccount):
+            await alice.send(name, "are you there?")
+        with httpx.Client(base_url=net.proc.url, timeout=30) as http:
+            taker = Dev(http, Acct(name.encode(), 1, 1), 1)
+            with pytest.raises(Refused) as err:
+                taker.register_account()
+            assert err.value.code == "conflict"
+        await w.close()
+
+    run(go)
+
+
+def test_a_device_opens_offline_reads_its_history_and_queues_sends(
+    own_relay: RelayProcess, tmp_path: Path
+) -> None:
+    async def go() -> None:
+        http = RelayClient(own_relay.url, retries=0)
+        key = os.urandom(32)
+
+        def alice_store() -> SqliteStore:
+            return SqliteStore(tmp_path / "alice.db", key)
+
+        shop = await Client.create_account(MemoryStore(), http.connect, "shop", "business",
+                                           prekeys=4, auto_receipts=False)  # fmt: skip
+        alice = await Client.create_account(alice_store, http.connect, "alice", "customer",
+                                            prekeys=4, auto_receipts=False)  # fmt: skip
+        await alice.send("shop", "first")
+        await shop.sync()
+        await shop.send("alice", "reply")
+        await alice.sync()
+        await alice.aclose()
+        own_relay.stop()
+        alice = await Client.open(alice_store, http.connect, prekeys=4, auto_receipts=False)
+        assert [m.text for m in await alice.history("shop")] == ["first", "reply"]
+        with pytest.raises(WireFailure):
+            await alice.send("shop", "written offline")
+        assert [o.body for o in await alice.pending()] == [b"written offline"]
+        own_relay.start()
+        await alice.flush()
+        assert await alice.pending() == []
+        assert [m.body for m in await shop.sync()] == [b"written offline"]
+        for c in (alice, shop):
+            await c.aclose()
+        await http.aclose()
 
     run(go)

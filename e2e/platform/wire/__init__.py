@@ -74,6 +74,16 @@ class Path:
     blobs' bytes, ``PATCH`` and ``GET`` on :func:`~e2e.platform.wire.blobs.blob_path`)."""
 
     ACCOUNT_REGISTER: Final = "/v1/accounts/register"
+    #: (Admin) delete the caller's account with its last, deleted device list.
+    ACCOUNT_DELETE: Final = "/v1/accounts/delete"
+    #: Linking a new device (SPEC §10.1): an admin device sends the sealed grant, the new
+    #: device (no account yet, unauthenticated) fetches it.
+    PROVISION_SEND: Final = "/v1/provision/send"
+    PROVISION_FETCH: Final = "/v1/provision/fetch"
+    #: Account recovery (SPEC §10.1): an admin device sets it, a new device (unauthenticated,
+    #: proving the recovery key) fetches the sealed account key.
+    RECOVERY_SET: Final = "/v1/recovery/set"
+    RECOVERY_FETCH: Final = "/v1/recovery/fetch"
     DEVICE_REGISTER: Final = "/v1/devices/register"
     #: (Admin) the account's next signed device list (SPEC §10.1).
     DEVICE_PUBLISH: Final = "/v1/devices/publish"
@@ -137,6 +147,11 @@ ENDPOINTS: Final = (
     Endpoint(Path.ACCOUNT_REGISTER, accounts.RegisterAccount, codec.Ok, NO_AUTH),
     Endpoint(Path.DEVICE_REGISTER, accounts.RegisterDevice, codec.Ok, CERTIFIED),
     Endpoint(Path.DEVICE_PUBLISH, accounts.PublishDevices, codec.Ok),
+    Endpoint(Path.ACCOUNT_DELETE, accounts.DeleteAccount, codec.Ok),
+    Endpoint(Path.PROVISION_SEND, accounts.ProvisionSend, codec.Ok),
+    Endpoint(Path.PROVISION_FETCH, accounts.ProvisionFetch, accounts.Provisioned, NO_AUTH),
+    Endpoint(Path.RECOVERY_SET, accounts.SetRecovery, codec.Ok),
+    Endpoint(Path.RECOVERY_FETCH, accounts.RecoveryFetch, accounts.Recovered, NO_AUTH),
     Endpoint(Path.DEVICE_LIST, accounts.ListDevices, accounts.DeviceList),
     Endpoint(Path.CHAT_ROUTE, accounts.Route, codec.Ok),
     Endpoint(Path.DEVICE_DESIGNATE, accounts.Designate, codec.Ok),
