@@ -21,6 +21,7 @@ from e2e.errors import (
 )
 from e2e.keys import KeyPair
 from e2e.platform.directory import DeviceCertificate, SignedDeviceList
+from e2e.platform.leaves import Leaf, Opening, label_input
 from e2e.platform.merkle import (
     EMPTY_ROOT,
     ConsistencyProof,
@@ -33,6 +34,7 @@ from e2e.platform.merkle import (
     verify_inclusion,
 )
 from e2e.platform.transparency import DirectoryEntry, ForkEvidence, KeyLog, LogView
+from e2e.platform.vrf import VrfKey
 
 
 # RFC 9162 §2.1.1-§2.1.4, written as the RFC states them (recursively), as a reference.
@@ -179,11 +181,30 @@ CERTS = _signed(ACME_K, b"acme", 1, 2)  # acme's first device list (two devices)
 ONE = _signed(ALICE_K, b"alice", 1, 1)
 
 
+VRF = VrfKey(bytes(range(32)))
+
+
+def _view(log: KeyLog) -> LogView:
+    """A client's view of ``log``, with the relay's VRF key learnt from the log key's word."""
+    view = LogView(log.signer.public)
+    view.learn_vrf_key(log.vrf.public, log.vrf_statement())
+    return view
+
+
 def _log() -> tuple[KeyLog, LogView]:
-    log = KeyLog(LogSigner())
+    log = KeyLog(LogSigner(), VRF)
     log.publish(b"alice", ALICE, ONE)
     log.publish(b"acme", ACME, CERTS)
-    return log, LogView(log.signer.public)
+    return log, _view(log)
+
+
+def _audit(view: LogView, log: KeyLog, account: bytes, identity: bytes, start: int) -> None:
+    """What a monitor does: the leaves from ``start``, and the openings of its own."""
+    leaves = log.leaves_since(start, len(log.records))
+    if not view.own_label:
+        view.learn_own_label(account, log.lookup(account, len(log.records))[0])
+    opened = {i: log.open(i, len(log.records))[1] for i in view.own_leaves(leaves)}
+    view.audit(account, identity, leaves, opened)
 
 
 def _fresh(view: LogView, log: KeyLog, now: int = 100) -> SignedTreeHead:
@@ -203,7 +224,7 @@ def test_lookup_verifies_and_versions_advance() -> None:
     raw2, proof2 = log.lookup(b"acme", head2.size)
     assert view.check_entry(b"acme", raw2, proof2, head2).version == 2
     # The older entry, with a valid proof against the new head, is stale now.
-    old = log.entries.index(raw)
+    old = log.records.index(raw)
     stale = InclusionProof(old, head2.size, tuple(log.tree.inclusion_proof(old, head2.size)))
     with pytest.raises(StaleProof):
         view.check_entry(b"acme", raw, stale, head2)
@@ -218,9 +239,13 @@ def test_entry_of_another_account_or_unproven_entry_is_refused() -> None:
     raw, proof = log.lookup(b"alice", head.size)
     with pytest.raises(KeyMismatch):
         view.check_entry(b"acme", raw, proof, head)
-    fake = DirectoryEntry(b"acme", 9, EVE, b"").to_bytes()
-    with pytest.raises(InvalidProof):
+    entry = DirectoryEntry(b"acme", 9, EVE, b"").to_bytes()
+    fake = Opening(entry, bytes(32), VRF.prove(label_input(b"acme"))).to_bytes()
+    with pytest.raises(InvalidProof):  # a well-labelled leaf that is not in the log
         view.check_entry(b"acme", fake, proof, head)
+    other = Opening(entry, bytes(32), VrfKey(bytes(32)).prove(label_input(b"acme")))
+    with pytest.raises(InvalidProof):  # a label another VRF key made
+        view.check_entry(b"acme", other.to_bytes(), proof, head)
     assert view.versions == {}
 
 
@@ -233,7 +258,7 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
     with pytest.raises(LogRolledBack):
         view.check_head(log.signer.sign(TreeHead(old.size, old.root, 300)), log.consistency)
     # A fork: the relay shows another log of the same size.
-    fork = KeyLog(log.signer)
+    fork = KeyLog(log.signer, VRF)
     fork.publish(b"alice", ALICE, ONE)
     fork.publish(b"acme", EVE, CERTS)
     fork.publish(b"bob", EVE, b"")
@@ -241,7 +266,7 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
         view.check_head(fork.head(300), fork.consistency)
     # ... or a larger one that does not extend what we saw.
     fork.publish(b"carol", EVE, b"")
-    fresh = LogView(log.signer.public)
+    fresh = _view(log)
     fresh.check_head(new, log.consistency)
     with pytest.raises(LogForked):
         fresh.check_head(fork.head(300), fork.consistency)
@@ -250,10 +275,10 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
     assert view.forked
     with pytest.raises(InvalidProof):
         LogView(log.signer.public).check_head(
-            KeyLog(LogSigner(), log.entries).head(300), log.consistency
+            KeyLog(LogSigner(), VRF, log.records).head(300), log.consistency
         )
     # A peer's older head (gossip) is accepted once proven consistent.
-    view2 = LogView(log.signer.public)
+    view2 = _view(log)
     view2.check_head(new, log.consistency)
     view2.check_head(old, log.consistency, allow_older=True)
     assert [h.size for h in view2.heads] == [old.size, new.size]
@@ -262,36 +287,36 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
 def test_audit_finds_a_substituted_key_and_a_rogue_device() -> None:
     log, view = _log()
     _fresh(view, log)
-    view.audit(b"acme", ACME, log.entries_since(0, len(log.entries)))
+    _audit(view, log, b"acme", ACME, 0)
     assert (view.audited, view.own_list) == (2, 1)
     log.publish(b"acme", ACME, _signed(ACME_K, b"acme", 2, 1))  # acme removes a device
     _fresh(view, log, 150)
-    view.audit(b"acme", ACME, log.entries_since(2, len(log.entries)))
+    _audit(view, log, b"acme", ACME, 2)
     assert (view.audited, view.own_list) == (3, 2)
     # The relay logs the older list again (the removed device back): found.
     log.publish(b"acme", ACME, CERTS)
     _fresh(view, log, 200)
     with pytest.raises(KeyMismatch):
-        view.audit(b"acme", ACME, log.entries_since(3, len(log.entries)))
+        _audit(view, log, b"acme", ACME, 3)
     assert (view.audited, view.own_list) == (3, 2)
     # A list acme's key never signed, under acme's key: found.
     log.publish(b"acme", ACME, _signed(EVE_K, b"acme", 9, 1))
     _fresh(view, log, 250)
     with pytest.raises(KeyMismatch):
-        view.audit(b"acme", ACME, log.entries_since(3, len(log.entries)))
+        _audit(view, log, b"acme", ACME, 3)
     # Another account key: found.
     log.publish(b"acme", EVE, _signed(EVE_K, b"acme", 10, 1))
     _fresh(view, log, 300)
     with pytest.raises(KeyMismatch):
-        view.audit(b"acme", ACME, log.entries_since(3, len(log.entries)))
+        _audit(view, log, b"acme", ACME, 3)
     # A monitor that is shown only part of the log notices the gap.
     with pytest.raises(InvalidProof):
-        view.audit(b"acme", ACME, log.entries_since(4, len(log.entries)))
+        _audit(view, log, b"acme", ACME, 4)
 
 
 def test_log_restores_from_its_leaves() -> None:
     log, _ = _log()
-    again = KeyLog(log.signer, log.entries)
+    again = KeyLog(log.signer, VRF, log.records)
     assert again.tree.root() == log.tree.root()
     assert again.lookup(b"acme", 2) == log.lookup(b"acme", 2)
 
@@ -312,7 +337,7 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
     _fresh(view, log)
     again = LogView.from_bytes(view.to_bytes())
     assert again == view
-    fork = KeyLog(log.signer)
+    fork = KeyLog(log.signer, VRF)
     fork.publish(b"alice", EVE, b"")
     fork.publish(b"acme", EVE, b"")
     with pytest.raises(LogForked):
@@ -321,7 +346,7 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
     with pytest.raises(LogForked):
         view.check_head(log.head(600), log.consistency)
     assert LogView.from_bytes(view.to_bytes()).forked
-    for bad in (b"", b"\x04" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
+    for bad in (b"", b"\x05" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
         with pytest.raises(DecodeError):
             LogView.from_bytes(bad)
 
@@ -329,10 +354,10 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
 def test_peer_heads_catch_a_split_view() -> None:
     log, alice = _log()
     _fresh(alice, log)
-    bob = LogView(log.signer.public)
+    bob = _view(log)
     _fresh(bob, log)
     # The relay forks the log for bob only: each side's view is internally consistent.
-    fork = KeyLog(log.signer, log.entries)
+    fork = KeyLog(log.signer, VRF, log.records)
     fork.publish(b"acme", EVE, CERTS)
     log.publish(b"carol", ALICE, b"")
     log.publish(b"dave", ALICE, b"")
@@ -350,7 +375,7 @@ def test_peer_heads_catch_a_split_view() -> None:
     with pytest.raises(LogForked):
         alice.check_peer(alice.peer_head(fork.head(300).to_bytes()), log.consistency)
     # An honest, older or newer peer head passes; an empty log's head is anyone's prefix.
-    carol = LogView(log.signer.public)
+    carol = _view(log)
     carol.check_head(log.head(100), log.consistency)
     for size in (2, 4, 0):
         head = log.signer.sign(TreeHead(size, log.tree.root(size), 100))
@@ -367,9 +392,9 @@ def test_no_unsigned_head_proves_a_fork() -> None:
     before = view.to_bytes()
     root = log.tree.root()
     made_up = [
-        len(log.entries).to_bytes(8, "big") + bytes(32),  # the old unsigned form
+        len(log.records).to_bytes(8, "big") + bytes(32),  # the old unsigned form
         bytes(40),
-        LogSigner().sign(TreeHead(len(log.entries), bytes(32), 100)).to_bytes(),
+        LogSigner().sign(TreeHead(len(log.records), bytes(32), 100)).to_bytes(),
         LogSigner().sign(TreeHead(0, root, 100)).to_bytes(),
         b"",
     ]
@@ -388,10 +413,10 @@ def test_an_old_fork_flag_is_dropped() -> None:
     peer sent: read now, the mark is gone (the way out for a device wrongly marked)."""
     log, view = _log()
     _fresh(view, log)
+    view.vrf_key = b""  # form 2 had no VRF key (nor label): lay the record out as it was
     new = view.to_bytes()
-    ev_len = int.from_bytes(new[33:35], "big")
-    assert ev_len == 0
-    old = b"\x02" + new[1:33] + b"\x01" + new[35:]  # form 2, forked flag set
+    assert new[33:35] == bytes(2) and new[51:53] == bytes(2)  # no evidence, key, label
+    old = b"\x02" + new[1:33] + b"\x01" + new[35:51] + new[53:]  # form 2, fork flag set
     again = LogView.from_bytes(old)
     assert not again.forked and again.heads == view.heads
 
@@ -403,3 +428,23 @@ def test_a_larger_head_from_the_past_is_a_rollback_beyond_the_skew() -> None:
     with pytest.raises(LogRolledBack):
         view.check_head(log.head(10_000 - 301), log.consistency)
     view.check_head(log.head(10_000 - 300), log.consistency)  # within the skew: accepted
+
+
+def test_leaves_name_no_account_and_every_own_leaf_must_open() -> None:
+    """What the log shows is labels and commitments (SPEC §13.5); an entry under the
+    monitor's label must be opened, and open to what the leaf commits to."""
+    log, view = _log()
+    _fresh(view, log)
+    for raw, _ in log.leaves_since(0, len(log.records)):
+        assert b"acme" not in raw and b"alice" not in raw and ACME not in raw
+        assert Leaf.from_bytes(raw).to_bytes() == raw
+    view.learn_own_label(b"acme", log.lookup(b"acme", 2)[0])
+    leaves = log.leaves_since(0, 2)
+    assert view.own_leaves(leaves) == [1]
+    with pytest.raises(KeyMismatch):  # the relay keeps an entry under acme's label closed
+        view.audit(b"acme", ACME, leaves, {})
+    with pytest.raises(KeyMismatch):  # ... or opens it to another entry
+        view.audit(b"acme", ACME, leaves, {1: log.records[0]})
+    assert view.audited == 0
+    view.audit(b"acme", ACME, leaves, {1: log.records[1]})
+    assert view.audited == 2

@@ -227,6 +227,14 @@ class HttpTransport(Transport):
     async def log_head(self) -> bytes:
         return (await self._post(Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)).head
 
+    async def log_vrf_key(self) -> tuple[bytes, bytes]:
+        got = await self._post(Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)
+        return got.vrf_key, got.vrf_signature
+
+    async def log_open(self, index: int, size: int) -> tuple[bytes, bytes]:
+        got = await self._post(Path.LOG_OPEN, wire.LogOpen(index, size), wire.LogEntry)
+        return got.entry, got.proof
+
     async def business_certificate(self, account: str) -> bytes | None:
         req = wire.BusinessCertQuery(account.encode())
         got = await self._post(Path.BUSINESS_CERT, req, wire.BusinessCert)

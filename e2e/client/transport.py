@@ -156,6 +156,16 @@ class Transport(Protocol):
         """The key log's newest signed tree head (wire bytes)."""
         ...
 
+    async def log_vrf_key(self) -> tuple[bytes, bytes]:
+        """The relay's VRF public key and the log key's signature vouching for it (SPEC
+        §13.5)."""
+        ...
+
+    async def log_open(self, index: int, size: int) -> tuple[bytes, bytes]:
+        """The opening record of a leaf of this account, and its inclusion proof in the
+        tree of ``size`` (the monitor, SPEC §13.5)."""
+        ...
+
     async def log_lookup(self, account: str, size: int) -> tuple[bytes, bytes]:
         """``account``'s newest log entry within ``size`` leaves and its inclusion proof."""
         ...

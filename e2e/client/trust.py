@@ -215,6 +215,10 @@ class Trust:
 
         return prove
 
+    async def _learn_vrf_key(self, view: LogView) -> None:
+        if not view.vrf_key:
+            view.learn_vrf_key(*await self.transport.log_vrf_key())
+
     async def _accept_head(self, view: LogView) -> SignedTreeHead:
         head = SignedTreeHead.from_bytes(await self.transport.log_head())
         view.check_head(head, await self._proofs(view, head.size))
@@ -229,6 +233,7 @@ class Trust:
             return
         try:
             head = await self._accept_head(view)
+            await self._learn_vrf_key(view)
             raw, proof = await self.transport.log_lookup(account, head.size)
             view.check_served(
                 account.encode(), identity, device_list, raw,
@@ -248,8 +253,13 @@ class Trust:
         if view is None:
             raise KeyTransparencyError("no log key pinned")
         me = await self.account_identity()
+        account = self.profile.account.encode()
         try:
             head = await self._accept_head(view)
+            await self._learn_vrf_key(view)
+            if not view.own_label:  # our label: from our own entry's proof (SPEC §13.5)
+                raw, _ = await self.transport.log_lookup(self.profile.account, head.size)
+                view.learn_own_label(account, raw)
             got: list[tuple[bytes, InclusionProof]] = []
             while view.audited + len(got) < head.size and (budget is None or len(got) < budget):
                 page = await self.transport.log_entries(view.audited + len(got), head.size)
@@ -257,8 +267,16 @@ class Trust:
                     raise InvalidProof("the relay returned no entries")
                 got += [(e, InclusionProof.from_bytes(p)) for e, p in page]
             got = got if budget is None else got[:budget]
+            openings: dict[int, bytes] = {}
+            for index in view.own_leaves(got):
+                try:
+                    openings[index] = (await self.transport.log_open(index, head.size))[0]
+                except E2EError as exc:
+                    if exc.retryable:
+                        raise
+                    # not opened: the audit finds an entry under our label it cannot check
             before = view.audited
-            view.audit(self.profile.account.encode(), me, got, partial=budget is not None)
+            view.audit(account, me, got, openings, partial=budget is not None)
             return view.audited - before
         finally:
             await self._save_view(view)

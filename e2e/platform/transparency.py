@@ -11,9 +11,13 @@ publish (:meth:`LogView.audit`).
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from e2e.errors import (
     DecodeError,
@@ -28,6 +32,7 @@ from e2e.frame import Field, decode_map, encode_map
 from e2e.keys import X25519_LEN
 from e2e.platform.directory import MAX_LIST_BYTES, SignedDeviceList, check_signed
 from e2e.platform.envelope import check_account
+from e2e.platform.leaves import Leaf, Opening, label_input, vrf_key_statement
 from e2e.platform.merkle import (
     HEAD_SKEW,
     ConsistencyFetcher,
@@ -38,10 +43,12 @@ from e2e.platform.merkle import (
     SignedTreeHead,
     TreeHead,
 )
+from e2e.platform.vrf import VrfKey
 
 __all__ = [
     "ENTRY_LABEL",
     "MAX_ENTRY_BYTES",
+    "MAX_OPENING_BYTES",
     "DirectoryEntry",
     "KeyLog",
     "ForkEvidence",
@@ -50,8 +57,10 @@ __all__ = [
 
 ENTRY_LABEL: Final = b"E2E_KT_ENTRY_v2"
 ENTRY_VERSION: Final = 2
-#: Largest entry: a label, the account, key and version, and a whole device list.
+#: Largest entry: a label, the account, key and version, and a whole device list; and the
+#: largest opening record (an entry, its opening and a VRF proof).
 MAX_ENTRY_BYTES: Final = MAX_LIST_BYTES + 256
+MAX_OPENING_BYTES: Final = MAX_ENTRY_BYTES + 160
 
 
 # -- directory entries ----------------------------------------------------------------------
@@ -103,76 +112,105 @@ class DirectoryEntry:
 
 
 class KeyLog:
-    """The relay's side: the log of directory entries and its signed heads.
+    """The relay's side: the log's leaves (labels and commitments, :mod:`e2e.platform.leaves`),
+    the opening record of each, and its signed heads.
 
-    ``leaves`` restores a persisted log (the entries' bytes in order). Every change of an
-    account's key or device list appends one entry with the next version; :meth:`head`
-    signs the current size and root at ``now``."""
+    ``records`` restores a persisted log (the opening records in order). Every change of an
+    account's key or device list appends one leaf with the next version; :meth:`head` signs
+    the current size and root at ``now``."""
 
-    def __init__(self, signer: LogSigner, leaves: Iterable[bytes] = ()) -> None:
+    def __init__(self, signer: LogSigner, vrf: VrfKey, records: Iterable[bytes] = ()) -> None:
         self.signer = signer
+        self.vrf = vrf
         self.tree = MerkleTree()
-        self.entries: list[bytes] = []
+        self.records: list[bytes] = []
+        self.leaves: list[bytes] = []
+        self.accounts: list[bytes] = []
         self.latest: dict[bytes, int] = {}
-        for raw in leaves:
-            self._add(raw)
+        self._proofs: dict[bytes, bytes] = {}
+        self.extend(records)
 
     def __repr__(self) -> str:
-        return f"KeyLog({len(self.entries)} entries)"
+        return f"KeyLog({len(self.records)} entries)"
 
-    def extend(self, leaves: Iterable[bytes]) -> None:
-        """Append already-made entries (e.g. read back from a store), in order."""
-        for raw in leaves:
+    def extend(self, records: Iterable[bytes]) -> None:
+        """Append already-made opening records (e.g. read back from a store), in order."""
+        for raw in records:
             self._add(raw)
 
     def _add(self, raw: bytes) -> int:
-        entry = DirectoryEntry.from_bytes(raw)
-        index = self.tree.append(raw)
-        self.entries.append(raw)
-        self.latest[entry.account] = index
+        op = Opening.from_bytes(raw, MAX_OPENING_BYTES)
+        account = DirectoryEntry.from_bytes(op.entry).account
+        leaf = op.leaf().to_bytes()
+        index = self.tree.append(leaf)
+        self.records.append(raw)
+        self.leaves.append(leaf)
+        self.accounts.append(account)
+        self.latest[account] = index
         return index
 
-    def publish(self, account: bytes, identity: bytes, device_list: bytes) -> int:
+    def vrf_statement(self) -> bytes:
+        """The log key's signature vouching for the VRF public key."""
+        return self.signer.vouch(vrf_key_statement(self.vrf.public))
+
+    def record(self, account: bytes, version: int, identity: bytes, device_list: bytes,
+               opening: bytes) -> bytes:  # fmt: skip
+        """The opening record of a new leaf (the VRF proof of the account's label is
+        deterministic, so made once per account)."""
+        entry = DirectoryEntry(account, version, identity, device_list).to_bytes()
+        proof = self._proofs.get(account)
+        if proof is None:
+            proof = self._proofs[account] = self.vrf.prove(label_input(account))
+        return Opening(entry, opening, proof).to_bytes()
+
+    def publish(self, account: bytes, identity: bytes, device_list: bytes,
+                opening: bytes | None = None) -> int:  # fmt: skip
         """Append the new state of ``account``; returns the leaf index."""
         prev = self.latest.get(account)
-        version = 1 if prev is None else DirectoryEntry.from_bytes(self.entries[prev]).version + 1
-        return self._add(DirectoryEntry(account, version, identity, device_list).to_bytes())
+        version = 1 if prev is None else self.entry(prev).version + 1
+        opening = os.urandom(32) if opening is None else opening
+        return self._add(self.record(account, version, identity, device_list, opening))
+
+    def entry(self, index: int) -> DirectoryEntry:
+        return DirectoryEntry.from_bytes(Opening.from_bytes(self.records[index],
+                                                            MAX_OPENING_BYTES).entry)  # fmt: skip
 
     def head(self, now: int) -> SignedTreeHead:
         return self.signer.sign(TreeHead(len(self.tree), self.tree.root(), now))
 
+    def _proof(self, index: int, size: int) -> InclusionProof:
+        return InclusionProof(index, size, tuple(self.tree.inclusion_proof(index, size)))
+
     def lookup(self, account: bytes, size: int) -> tuple[bytes, InclusionProof]:
-        """The latest entry of ``account`` within the first ``size`` leaves, and its proof."""
+        """The opening record of the latest entry of ``account`` within the first ``size``
+        leaves, and its leaf's inclusion proof."""
         index = self.latest.get(account)
         if index is None or index >= size:
-            index = next(
-                (
-                    i
-                    for i in range(min(size, len(self.entries)) - 1, -1, -1)
-                    if DirectoryEntry.from_bytes(self.entries[i]).account == account
-                ),
-                None,
-            )
+            index = next((i for i in range(min(size, len(self.records)) - 1, -1, -1)
+                          if self.accounts[i] == account), None)  # fmt: skip
         if index is None:
             raise KeyMismatch("account has no entry in the log")
-        path = tuple(self.tree.inclusion_proof(index, size))
-        return self.entries[index], InclusionProof(index, size, path)
+        return self.records[index], self._proof(index, size)
+
+    def open(self, index: int, size: int) -> tuple[bytes, bytes, InclusionProof]:
+        """(account, opening record, inclusion proof) of leaf ``index`` (for the account's
+        own monitor: the caller checks the account is the asker's)."""
+        if not 0 <= index < size <= len(self.records):
+            raise InvalidProof("leaf outside the log")
+        return self.accounts[index], self.records[index], self._proof(index, size)
 
     def consistency(self, size1: int, size2: int) -> ConsistencyProof:
         return ConsistencyProof(size1, size2, tuple(self.tree.consistency_proof(size1, size2)))
 
-    def entries_since(
+    def leaves_since(
         self, start: int, size: int, end: int | None = None
     ) -> list[tuple[bytes, InclusionProof]]:
-        """Entries ``start .. end-1`` (default ``size-1``) with their inclusion proofs in
-        the tree of ``size`` leaves (for monitors)."""
+        """Leaves ``start .. end-1`` (default ``size-1``) with their inclusion proofs in the
+        tree of ``size`` leaves (for monitors): labels and commitments, no name."""
         end = size if end is None else end
-        if not 0 <= start <= end <= size <= len(self.entries):
+        if not 0 <= start <= end <= size <= len(self.records):
             raise InvalidProof("range outside the log")
-        return [
-            (self.entries[i], InclusionProof(i, size, tuple(self.tree.inclusion_proof(i, size))))
-            for i in range(start, end)
-        ]
+        return [(self.leaves[i], self._proof(i, size)) for i in range(start, end)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +269,9 @@ class LogView:
     evidence: ForkEvidence | None = None
     #: The version of our own account's newest device list the audit has seen.
     own_list: int = 0
+    #: The relay's VRF public key (vouched for by the log key) and our account's label.
+    vrf_key: bytes = b""
+    own_label: bytes = b""
 
     @property
     def forked(self) -> bool:
@@ -341,56 +382,96 @@ class LogView:
     def check_entry(
         self, account: bytes, raw: bytes, proof: InclusionProof, head: SignedTreeHead
     ) -> DirectoryEntry:
-        """The entry of ``account`` proven in ``head`` (which must be the newest accepted
-        head: a proof against an older head is :class:`StaleProof`). An entry older than
-        one already seen for that account is :class:`StaleProof`; another account's entry
-        is :class:`KeyMismatch`."""
+        """The entry of ``account`` that the opening record ``raw`` opens, its leaf proven
+        in ``head`` (which must be the newest accepted head: a proof against an older head
+        is :class:`StaleProof`) under the label the relay's VRF key gives ``account``
+        (:class:`InvalidProof` otherwise). An entry older than one already seen for that
+        account is :class:`StaleProof`; another account's entry is :class:`KeyMismatch`."""
         self._check_not_forked()
         latest = self.latest
         if latest is None or (head.size, head.root) != (latest.size, latest.root):
             raise StaleProof("inclusion proof is not against the newest tree head")
         if proof.size < head.size:
             raise StaleProof("inclusion proof against an older tree than the newest head")
-        entry = DirectoryEntry.from_bytes(raw)
+        opened = Opening.from_bytes(raw, MAX_OPENING_BYTES)
+        entry = DirectoryEntry.from_bytes(opened.entry)
         if entry.account != account:
             raise KeyMismatch("log entry of another account")
-        proof.verify(raw, head)
+        if not self.vrf_key:
+            raise InvalidProof("the relay's VRF key is not known yet")
+        proof.verify(opened.checked_leaf(self.vrf_key, account).to_bytes(), head)
         if entry.version < self.versions.get(account, 0):
             raise StaleProof("log entry older than one already seen for this account")
         self.versions[account] = entry.version
         return entry
+
+    def learn_vrf_key(self, vrf_public: bytes, signature: bytes) -> None:
+        """The relay's VRF public key, vouched for by the pinned log key (SPEC §13.5);
+        :class:`InvalidProof` if the log key did not sign it or another key was learnt."""
+        try:
+            Ed25519PublicKey.from_public_bytes(self.log_key).verify(
+                signature, vrf_key_statement(vrf_public))  # fmt: skip
+        except (_CryptoInvalidSignature, ValueError):
+            raise InvalidProof("VRF key not vouched for by the log key") from None
+        if self.vrf_key and not hmac.compare_digest(self.vrf_key, vrf_public):
+            raise InvalidProof("the relay vouched for another VRF key")
+        self.vrf_key = vrf_public
+
+    def learn_own_label(self, account: bytes, raw: bytes) -> bytes:
+        """Our account's label, from an opening record of one of its entries (its VRF proof
+        checked); kept for :meth:`audit`."""
+        opened = Opening.from_bytes(raw, MAX_OPENING_BYTES)
+        self.own_label = opened.checked_leaf(self.vrf_key, account).label
+        return self.own_label
+
+    def own_leaves(self, leaves: Sequence[tuple[bytes, InclusionProof]]) -> list[int]:
+        """The indices of ``leaves`` under our account's label: the ones :meth:`audit`
+        needs opened."""
+        return [p.index for raw, p in leaves if Leaf.from_bytes(raw).label == self.own_label]
 
     def audit(
         self,
         account: bytes,
         identity: bytes,
         entries: Sequence[tuple[bytes, InclusionProof]],
+        openings: Mapping[int, bytes],
         *,
         partial: bool = False,
     ) -> None:
         """Monitor our own account: ``entries`` are all leaves from :attr:`audited` to the
         newest head's size with their proofs (``partial``: the first of them, a monitor
-        bounding its work; the rest is audited by the next call). Every entry naming
-        ``account`` must carry our ``identity`` key and a device list that key signed, each
-        list a later version than the one before it (:attr:`own_list`: the last audited).
-        Raises :class:`KeyMismatch` for any other (a substituted key, a device list we never
-        signed, an older list logged again to bring back a removed device) and
-        :class:`InvalidProof` for a gap or a bad proof; on error :attr:`audited` and
-        :attr:`own_list` stay where they were."""
+        bounding its work; the rest is audited by the next call), ``openings`` the relay's
+        opening records of those under our label (:meth:`own_leaves`). Each such leaf must
+        open to an entry of ``account`` with our ``identity`` key and a device list that key
+        signed, each list a later version than the one before it (:attr:`own_list`: the last
+        audited). Raises :class:`KeyMismatch` for any other (a leaf the relay does not open,
+        a substituted key, a device list we never signed, an older list logged again to
+        bring back a removed device) and :class:`InvalidProof` for a gap or a bad proof; on
+        error :attr:`audited` and :attr:`own_list` stay where they were."""
         self._check_not_forked()
         latest = self.latest
-        if latest is None:
-            raise StaleProof("no tree head to audit against")
+        if latest is None or not self.own_label:
+            raise StaleProof("no tree head, or our label unknown, to audit against")
         expected, own = self.audited, self.own_list
         for raw, proof in entries:
             if proof.index != expected:
                 raise InvalidProof("audited entries are not contiguous")
             proof.verify(raw, latest)
             expected += 1
-            entry = DirectoryEntry.from_bytes(raw)
-            if entry.account != account:
+            if Leaf.from_bytes(raw).label != self.own_label:
                 continue
-            if not hmac.compare_digest(entry.identity, identity):
+            record = openings.get(proof.index)
+            if record is None:
+                raise KeyMismatch("the relay does not open an entry under our label")
+            try:
+                opened = Opening.from_bytes(record, MAX_OPENING_BYTES)
+                leaf = opened.checked_leaf(self.vrf_key, account).to_bytes()
+            except (DecodeError, InvalidProof):
+                leaf = b""
+            if leaf != raw:
+                raise KeyMismatch("an entry under our label opens to something else")
+            entry = DirectoryEntry.from_bytes(opened.entry)
+            if entry.account != account or not hmac.compare_digest(entry.identity, identity):
                 raise KeyMismatch("the log holds an account key this account never had")
             listed = entry.signed_list()
             if listed is None:
@@ -425,12 +506,14 @@ class LogView:
     # -- persistence ---------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """``u8(3) | log key | u16(len) | fork evidence (empty: none) | u64(audited) |
-        u64(own list) | u32(#heads) | (u16(len) | head)* | u32(#accounts) | (u8(len) |
-        account | u64(version))*``."""
+        """``u8(4) | log key | u16(len) | fork evidence (empty: none) | u64(audited) |
+        u64(own list) | u8(len) | VRF key | u8(len) | own label | u32(#heads) | (u16(len) |
+        head)* | u32(#accounts) | (u8(len) | account | u64(version))*``."""
         ev = b"" if self.evidence is None else self.evidence.to_bytes()
-        out = bytearray(b"\x03" + self.log_key + len(ev).to_bytes(2, "big") + ev)
+        out = bytearray(b"\x04" + self.log_key + len(ev).to_bytes(2, "big") + ev)
         out += self.audited.to_bytes(8, "big") + self.own_list.to_bytes(8, "big")
+        out += bytes([len(self.vrf_key)]) + self.vrf_key
+        out += bytes([len(self.own_label)]) + self.own_label
         out += len(self.heads).to_bytes(4, "big")
         for h in self.heads:
             raw = h.to_bytes()
@@ -452,7 +535,7 @@ class LogView:
             pos += n
             return raw[pos - n : pos]
 
-        if type(raw) is not bytes or raw[:1] not in (b"\x01", b"\x02", b"\x03"):
+        if type(raw) is not bytes or raw[:1] not in (b"\x01", b"\x02", b"\x03", b"\x04"):
             raise DecodeError("log view record of an unknown version")
         form = take(1)[0]
         key = take(32)
@@ -467,6 +550,10 @@ class LogView:
             evidence = ForkEvidence.from_bytes(ev) if ev else None
         audited = int.from_bytes(take(8), "big")
         own_list = int.from_bytes(take(8), "big") if form >= 2 else 0
+        vrf_key = take(take(1)[0]) if form >= 4 else b""
+        own_label = take(take(1)[0]) if form >= 4 else b""
+        if form < 4:  # before the VRF labels: the leaves audited were of another form
+            audited = own_list = 0
         heads = [
             SignedTreeHead.from_bytes(take(int.from_bytes(take(2), "big")))
             for _ in range(int.from_bytes(take(4), "big"))
@@ -477,4 +564,4 @@ class LogView:
             versions[name] = int.from_bytes(take(8), "big")
         if pos != len(raw) or [h.size for h in heads] != sorted({h.size for h in heads}):
             raise DecodeError("log view record is malformed")
-        return cls(key, heads, versions, audited, evidence, own_list)
+        return cls(key, heads, versions, audited, evidence, own_list, vrf_key, own_label)

@@ -140,9 +140,14 @@ class Devices:
             raise NotAllowed("only an admin device of the account may do this")
 
     def list_devices(self, tx: Tx, caller: Caller, req: ListDevices) -> DeviceList:
+        """An account's devices; with a chat, the business devices routed to it -- only to a
+        party of that chat (its customer, or the business itself): who serves whom is not
+        another device's to learn (SPEC §10.6)."""
         acct = account_of(tx, req.account)
         devices = tx.devices(req.account)
         if req.chat is not None and acct.kind == BUSINESS:
+            if caller[0] not in (req.chat, req.account):
+                raise Forbidden("the routing of another account's chat")
             keep = chat_devices(tx, req.account, req.chat, set(devices))
             devices = {d: v for d, v in devices.items() if d in keep}
         certs = tuple(c for c, _ in devices.values())

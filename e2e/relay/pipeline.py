@@ -101,6 +101,7 @@ ROUTES: Final = dict(
         _route(Path.LOG_LOOKUP, "log_lookup"),
         _route(Path.LOG_CONSISTENCY, "log_consistency"),
         _route(Path.LOG_ENTRIES, "log_entries"),
+        _route(Path.LOG_OPEN, "log_open"),
         _route(Path.BUSINESS_CERT, "business_certificate"),
         _route(Path.BLOB_CREATE, "blob_admitted", after="create_blob"),
         _route(Path.BLOB_STATUS, "blob_admitted", after="blob_status"),

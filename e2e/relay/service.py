@@ -50,6 +50,7 @@ from e2e.platform.policy import (
     parse_class,
 )
 from e2e.platform.transparency import KeyLog
+from e2e.platform.vrf import VrfKey
 from e2e.platform.wire import (
     AUTH_SKEW,
     Ack,
@@ -145,7 +146,8 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
         self._keys: list[FrankingKey] = []
         self._keys_lock = threading.Lock()
         self.refresh_franking_keys()
-        self._log = KeyLog(LogSigner(self._log_secret(log_key)))
+        self._vrf = VrfKey(self._log_secret(None, 2, b"vrf"))
+        self._log = KeyLog(LogSigner(self._log_secret(log_key)), self._vrf)
         self._log_lock = threading.Lock()
 
     # -- authentication ------------------------------------------------------------------

@@ -621,18 +621,19 @@ class Tx(abc.ABC):
             (account, certificate),
         )
 
-    def log_secret(self) -> bytes | None:
-        row = self.fetchone("SELECT secret FROM log_keys WHERE id = 1")
+    def log_secret(self, slot: int = 1) -> bytes | None:
+        """A key of the key directory as stored (slot 1: the log key, 2: the VRF key)."""
+        row = self.fetchone("SELECT secret FROM log_keys WHERE id = ?", (slot,))
         return None if row is None else bytes(row[0])
 
-    def replace_log_secret(self, stored: bytes) -> None:
-        """Replace the stored log key by ``stored`` (the same key, now sealed)."""
-        self.execute("UPDATE log_keys SET secret = ? WHERE id = 1", (stored,))
+    def replace_log_secret(self, stored: bytes, slot: int = 1) -> None:
+        """Replace a stored key by ``stored`` (the same key, now sealed)."""
+        self.execute("UPDATE log_keys SET secret = ? WHERE id = ?", (stored, slot))
 
-    def set_log_secret(self, secret: bytes) -> None:
+    def set_log_secret(self, secret: bytes, slot: int = 1) -> None:
         self.execute(
-            "INSERT INTO log_keys (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
-            (secret,),
+            "INSERT INTO log_keys (id, secret) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            (slot, secret),
         )
 
     def purge(self, now: int) -> None:

@@ -177,7 +177,7 @@ def test_split_view_caught_through_a_peer_head(
         await bank.pin_log_key(svc.service.log_public_key)
         await phone.send("bank", "hi")  # carol accepts a head of the honest log
         await bank.sync()
-        fork = KeyLog(svc.service._log.signer, _log(svc))
+        fork = KeyLog(svc.service._log.signer, svc.service._vrf, _log(svc))
         served = rogue(b"acme")
         fork.publish(b"acme", served[0], served[2])
         honest = phone.transport

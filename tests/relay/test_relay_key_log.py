@@ -33,6 +33,7 @@ class Client:
         r = self.dev.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)
         head = SignedTreeHead.from_bytes(r.head)
         self.view.check_head(head, self.prove)
+        self.view.learn_vrf_key(r.vrf_key, r.vrf_signature)
         return head
 
     def verify(self, account: bytes) -> int:
@@ -47,6 +48,10 @@ class Client:
 
     def audit(self, account: bytes, identity: bytes) -> None:
         head = self.head()
+        if not self.view.own_label:
+            r = self.dev.call(wire.Path.LOG_LOOKUP, wire.LogLookup(account, head.size),
+                              wire.LogEntry)  # fmt: skip
+            self.view.learn_own_label(account, r.entry)
         got: list[tuple[bytes, InclusionProof]] = []
         while self.view.audited + len(got) < head.size:
             r = self.dev.call(
@@ -57,7 +62,11 @@ class Client:
             assert r.entries
             pairs = zip(r.entries, r.proofs, strict=True)
             got += [(e, InclusionProof.from_bytes(p)) for e, p in pairs]
-        self.view.audit(account, identity, got)
+        opened = {
+            i: self.dev.call(wire.Path.LOG_OPEN, wire.LogOpen(i, head.size), wire.LogEntry).entry
+            for i in self.view.own_leaves(got)
+        }
+        self.view.audit(account, identity, got, opened)
 
 
 def _log_key(dev: Dev) -> bytes:

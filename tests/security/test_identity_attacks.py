@@ -43,6 +43,7 @@ from e2e.errors import (  # noqa: E402
     AuthenticationFailed,
     CertificateError,
     DecodeError,
+    Forbidden,
     InvalidName,
     InvalidSignature,
     KeyChangePending,
@@ -62,10 +63,12 @@ from e2e.keys import KeyPair  # noqa: E402
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.certificates import BusinessCertificate, PlatformSigner  # noqa: E402
 from e2e.platform.directory import DeviceCertificate, SignedDeviceList  # noqa: E402
-from e2e.platform.merkle import LogSigner, TreeHead  # noqa: E402
+from e2e.platform.leaves import Opening  # noqa: E402
+from e2e.platform.merkle import LogSigner, SignedTreeHead, TreeHead  # noqa: E402
 from e2e.platform.provisioning import LinkCode, seal_grant  # noqa: E402
 from e2e.platform.recovery import RecoveryKey  # noqa: E402
-from e2e.platform.transparency import DirectoryEntry, KeyLog  # noqa: E402
+from e2e.platform.transparency import MAX_OPENING_BYTES, DirectoryEntry, KeyLog  # noqa: E402
+from e2e.platform.vrf import VrfKey  # noqa: E402
 from e2e.relay.backends import open_store  # noqa: E402
 from e2e.store import Address, MemoryStore  # noqa: E402
 from e2e.store.sqlite import SqliteStore  # noqa: E402
@@ -382,21 +385,18 @@ def own_relay(net: Net, tmp_path: Path) -> Iterator[RelayProcess]:
         proc.stop()
 
 
-def _log_secret(db: str) -> bytes:
+def _directory(db: str) -> KeyLog:
+    """The relay's key log as its operator holds it: its log and VRF keys (stored unsealed:
+    these relays run without a secret key file) and every opening record."""
     store = open_store(db)
     try:
-        return bytes(store.read(lambda tx: tx.log_secret()) or b"")
-    finally:
-        store.close()
-
-
-def _entries(db: str) -> list[bytes]:
-    store = open_store(db)
-    try:
-        return [bytes(r[0]) for r in store.read(
+        log_key, vrf_key = (bytes(store.read(lambda tx, n=n: tx.log_secret(n)) or b"")
+                            for n in (1, 2))  # fmt: skip
+        records = [bytes(r[0]) for r in store.read(
             lambda tx: tx.fetchall("SELECT entry FROM key_log ORDER BY idx"))]  # fmt: skip
     finally:
         store.close()
+    return KeyLog(LogSigner(log_key), VrfKey(vrf_key), records)
 
 
 class _Serving:
@@ -435,8 +435,7 @@ def test_a_fork_is_proven_by_two_signed_heads_and_the_user_has_a_way_out(
             await c.pin_log_key(key)
         await alice.send("bank", "hi")
         await bank.sync()
-        signer = LogSigner(_log_secret(own_relay.db))
-        fork = KeyLog(signer, _entries(own_relay.db))
+        fork = _directory(own_relay.db)
         served = rogue(b"shop")
         fork.publish(b"shop", served[0], served[2])
         honest = alice.transport
@@ -472,7 +471,7 @@ def test_a_fork_is_proven_by_two_signed_heads_and_the_user_has_a_way_out(
         # The way out: the operator starts a new log key; the application ships it.
         own_relay.stop()
         store = open_store(own_relay.db)
-        store.run(lambda tx: tx.execute("DELETE FROM log_keys"))
+        store.run(lambda tx: tx.execute("DELETE FROM log_keys WHERE id = 1"))
         store.close()
         own_relay.start()
         new_key = _log_key_of(own_relay)
@@ -608,11 +607,12 @@ def test_the_owner_monitors_by_itself_as_it_syncs(net: Net) -> None:
         await shop.sync()
         await shop.revoke_device(agent.profile.device)
         key = await shop.account_identity()
+        directory = _directory(net.db)
 
         def relog(tx: object) -> None:
             version = tx.log_version(name.encode()) + 1  # type: ignore[attr-defined]
-            entry = DirectoryEntry(name.encode(), version, key, old_list)
-            tx.append_log(name.encode(), version, entry.to_bytes())  # type: ignore[attr-defined]
+            record = directory.record(name.encode(), version, key, old_list, bytes(32))
+            tx.append_log(name.encode(), version, record)  # type: ignore[attr-defined]
 
         _operator(net, relog)
         with pytest.raises(KeyMismatch):
@@ -768,7 +768,8 @@ def test_a_deleted_account_is_gone_and_its_name_stays_taken(net: Net) -> None:
         last = _operator(net, lambda tx: bytes(tx.fetchone(  # type: ignore[attr-defined]
             "SELECT entry FROM key_log WHERE account = ? ORDER BY idx DESC LIMIT 1",
             (name.encode(),))[0]))  # fmt: skip
-        tombstone = DirectoryEntry.from_bytes(last).signed_list()  # type: ignore[arg-type]
+        opened = Opening.from_bytes(last, MAX_OPENING_BYTES)  # type: ignore[arg-type]
+        tombstone = DirectoryEntry.from_bytes(opened.entry).signed_list()
         assert tombstone is not None and tombstone.deleted and not tombstone.certs
         with pytest.raises(UnknownAccount):
             await alice.send(name, "are you there?")
@@ -814,5 +815,76 @@ def test_a_device_opens_offline_reads_its_history_and_queues_sends(
         for c in (alice, shop):
             await c.aclose()
         await http.aclose()
+
+    run(go)
+
+
+# -- issue 25 item 10: the key directory cannot be enumerated; routing stays private ----------
+
+
+def test_the_key_directory_cannot_be_enumerated(net: Net) -> None:
+    """A device reads the whole key log: it finds labels and commitments, no account name,
+    no key; opening another account's leaf is refused. A name it knows still proves."""
+
+    async def go() -> None:
+        w = World(net)
+        names = [fresh("secretbiz"), fresh("secretcust")]
+        shop = await w.account(names[0], "business", tier=1)
+        cust = await w.account(names[1], "customer")
+        keys = [await shop.account_identity(), await cust.account_identity()]
+        with httpx.Client(base_url=net.proc.url, timeout=30) as http:
+            snoop = new_device(http, fresh("snoop").encode(), 0)
+            head = snoop.call(wire.Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)
+            size = SignedTreeHead.from_bytes(head.head).size
+            seen, start = b"", 0
+            while start < size:
+                page = snoop.call(wire.Path.LOG_ENTRIES, wire.LogEntriesQuery(start, size),
+                                  wire.LogEntries)  # fmt: skip
+                seen += b"".join(page.entries)
+                start += len(page.entries)
+            assert start == size > 0
+            for secret in (*(n.encode() for n in names), *keys):
+                assert secret not in seen
+            opened, refused = [], 0
+            for index in range(size):
+                try:
+                    got = snoop.call(wire.Path.LOG_OPEN, wire.LogOpen(index, size),
+                                     wire.LogEntry)  # fmt: skip
+                except Refused as err:
+                    assert err.code == "forbidden"
+                    refused += 1
+                else:
+                    record = Opening.from_bytes(got.entry, MAX_OPENING_BYTES)
+                    opened.append(DirectoryEntry.from_bytes(record.entry).account)
+            # Only the snoop's own leaves open (its monitor); every other is refused.
+            assert opened and set(opened) == {snoop.acct.name} and refused == size - len(opened)
+        # Knowing the name, a device proves the account as before.
+        await cust.pin_log_key(log_key(net))
+        await cust.send(names[0], "hello")
+        assert [m.body for m in await shop.sync()] == [b"hello"]
+        await w.close()
+
+    run(go)
+
+
+def test_who_serves_whom_is_not_another_devices_to_see(net: Net) -> None:
+    """Any device used to ask which agent serves which customer (the chat's device list);
+    now only the chat's customer and the business itself may."""
+
+    async def go() -> None:
+        w = World(net)
+        shop = await w.account(fresh("shop"), "business", tier=1)
+        agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
+                                      auto_receipts=False)  # fmt: skip
+        w.clients.append(agent)
+        alice = await w.account(fresh("alice"), "customer")
+        bob = await w.account(fresh("bob"), "customer")
+        name, a = shop.profile.account, alice.profile.account
+        await shop.assign(a, [agent.profile.device])
+        with pytest.raises(Forbidden):
+            await bob.transport.fetch_devices(name, a)
+        _, certs, _ = await alice.transport.fetch_devices(name, a)
+        assert len(certs) == 1  # alice's own chat: the agent it routes to
+        await w.close()
 
     run(go)

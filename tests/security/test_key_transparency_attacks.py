@@ -11,6 +11,7 @@ answers (a forked log, a stale proof).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.certificates import PlatformSigner
 from e2e.platform.merkle import InclusionProof
-from e2e.platform.transparency import DirectoryEntry, KeyLog
+from e2e.platform.transparency import KeyLog
 
 SECRET = b"my card number is 4111 1111 1111 1111"
 
@@ -82,8 +83,8 @@ def log_it(svc: Service, account: bytes, identity: bytes, signed: bytes) -> None
 
     def log(tx: Any) -> None:
         version = tx.log_version(account) + 1
-        entry = DirectoryEntry(account, version, identity, signed)
-        tx.append_log(account, version, entry.to_bytes())
+        record = svc.service._log.record(account, version, identity, signed, os.urandom(32))
+        tx.append_log(account, version, record)
 
     svc.operator().run(log)
 
@@ -226,7 +227,7 @@ def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> N
         await bank.sync()
         # Now the relay shows alice a forked log in which shop has the relay's key, while
         # everyone else (shop, bank) keeps seeing the honest log, which moves on.
-        fork = KeyLog(svc.service._log.signer, log_entries(svc))
+        fork = KeyLog(svc.service._log.signer, svc.service._vrf, log_entries(svc))
         served = rogue(b"shop")
         fork.publish(b"shop", served[0], served[2])
         await svc.account("carol", "customer")
@@ -256,10 +257,10 @@ def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> N
         view = await alice.log_view()
         assert view is not None
         await alice._accept_head(view)  # alice's own view is consistent: the fork extends it
-        n = len(fork.entries)
+        n = len(fork.records)
         honest_entries = log_entries(svc)
         assert len(honest_entries) > n
-        assert KeyLog(fork.signer, honest_entries).tree.root(n) != fork.tree.root(n)
+        assert KeyLog(fork.signer, fork.vrf, honest_entries).tree.root(n) != fork.tree.root(n)
         with pytest.raises(LogForked):
             await alice.sync()  # the bank's message carries a head of the honest log
         before = submissions(svc)
@@ -309,9 +310,10 @@ def test_stale_inclusion_proof(tmp_path: Path) -> None:
         await shop[0].revoke_device(2)
         await alice.refresh("shop")  # ... and version 4 (one agent)
         entries = log_entries(svc)
-        v3 = next(i for i, raw in enumerate(entries)
-                  if DirectoryEntry.from_bytes(raw).account == b"shop"
-                  and DirectoryEntry.from_bytes(raw).version == 3)  # fmt: skip
+        directory = KeyLog(svc.service._log.signer, svc.service._vrf, entries)
+        v3 = next(i for i in range(len(entries))
+                  if (directory.entry(i).account, directory.entry(i).version)
+                  == (b"shop", 3))  # fmt: skip
         honest = alice.transport
 
         # The relay serves the older entry (device 2 still listed) with a proof that is
@@ -319,7 +321,7 @@ def test_stale_inclusion_proof(tmp_path: Path) -> None:
         async def stale_entry(account: str, size: int) -> tuple[bytes, bytes]:
             if account != "shop":
                 return await honest.log_lookup(account, size)
-            tree = KeyLog(svc.service._log.signer, log_entries(svc)).tree
+            tree = KeyLog(svc.service._log.signer, svc.service._vrf, log_entries(svc)).tree
             path = tuple(tree.inclusion_proof(v3, size))
             return entries[v3], InclusionProof(v3, size, path).to_bytes()
 

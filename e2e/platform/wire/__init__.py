@@ -113,6 +113,8 @@ class Path:
     LOG_LOOKUP: Final = "/v1/log/lookup"
     LOG_CONSISTENCY: Final = "/v1/log/consistency"
     LOG_ENTRIES: Final = "/v1/log/entries"
+    #: The opening record of a leaf of the caller's own account (its monitor, SPEC §13.5).
+    LOG_OPEN: Final = "/v1/log/open"
     BUSINESS_CERT: Final = "/v1/business/certificate"
     #: Open an upload of a blob (SPEC §10.12); its bytes go to ``blob_path(id)``.
     BLOB_CREATE: Final = "/v1/blobs/create"
@@ -173,6 +175,7 @@ ENDPOINTS: Final = (
     Endpoint(Path.LOG_LOOKUP, keylog.LogLookup, keylog.LogEntry),
     Endpoint(Path.LOG_CONSISTENCY, keylog.LogConsistencyQuery, keylog.LogConsistency),
     Endpoint(Path.LOG_ENTRIES, keylog.LogEntriesQuery, keylog.LogEntries),
+    Endpoint(Path.LOG_OPEN, keylog.LogOpen, keylog.LogEntry),
     Endpoint(Path.BUSINESS_CERT, keylog.BusinessCertQuery, keylog.BusinessCert),
     Endpoint(Path.BLOB_CREATE, blobs.CreateBlob, blobs.BlobCreated),
     Endpoint(Path.BLOB_STATUS, blobs.BlobStatusQuery, blobs.BlobState),
