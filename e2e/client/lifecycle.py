@@ -72,6 +72,16 @@ class Grant:
             raise DecodeError("malformed grant") from None
 
 
+def _admin_keys(tx: StoreTransaction, me: str) -> tuple[KeyPair, SignedDeviceList]:
+    """The account key and the account's device list in force, as an admin device holds
+    them (:class:`StateError` on a device without the account key)."""
+    acct = state.account_key(tx)
+    current = contacts.device_list(tx, me)
+    if acct is None or current is None:
+        raise StateError("this device does not hold the account key")
+    return acct, current
+
+
 class Lifecycle(Trust):
     """Certifying and revoking devices, for :class:`~e2e.client.device.Client` (which
     supplies the attributes below); on top of what the device trusts."""
@@ -90,10 +100,7 @@ class Lifecycle(Trust):
         me = self.profile.account
 
         def certify(tx: StoreTransaction) -> Grant:
-            acct = state.account_key(tx)
-            current = contacts.device_list(tx, me)
-            if acct is None or current is None:
-                raise StateError("this device does not hold the account key")
+            acct, current = _admin_keys(tx, me)
             device_id = max(state.allocate_device_id(tx), max(current.devices(), default=0) + 1)
             cert = DeviceCertificate.issue(acct, me.encode(), device_id, identity,
                                            current.next_serial(), role, self.rng)  # fmt: skip
@@ -115,10 +122,7 @@ class Lifecycle(Trust):
         me = self.profile.account
 
         def sign(tx: StoreTransaction) -> bytes:
-            acct = state.account_key(tx)
-            current = contacts.device_list(tx, me)
-            if acct is None or current is None:
-                raise StateError("this device does not hold the account key")
+            acct, current = _admin_keys(tx, me)
             cert = current.devices().get(device_id)
             if cert is None:
                 raise UnknownAccount("no such device in the account's device list")
@@ -147,10 +151,7 @@ class Lifecycle(Trust):
         me = self.profile.account
 
         def sign(tx: StoreTransaction) -> bytes:
-            acct = state.account_key(tx)
-            current = contacts.device_list(tx, me)
-            if acct is None or current is None:
-                raise StateError("this device does not hold the account key")
+            acct, current = _admin_keys(tx, me)
             stones = [*current.tombstones, *(c.serial for c in current.certs)]
             final = SignedDeviceList.sign(acct, me.encode(), current.version + 1, [], stones,
                                           deleted=True, rng=self.rng)  # fmt: skip
