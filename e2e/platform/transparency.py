@@ -32,7 +32,7 @@ from e2e.frame import Field, decode_map, encode_map
 from e2e.keys import X25519_LEN
 from e2e.platform.directory import MAX_LIST_BYTES, SignedDeviceList, check_signed
 from e2e.platform.envelope import check_account
-from e2e.platform.leaves import Leaf, Opening, label_input, vrf_key_statement
+from e2e.platform.leaves import Leaf, Opening, commitment, label_input, vrf_key_statement
 from e2e.platform.merkle import (
     HEAD_SKEW,
     ConsistencyFetcher,
@@ -128,6 +128,9 @@ class KeyLog:
         self.accounts: list[bytes] = []
         self.latest: dict[bytes, int] = {}
         self._proofs: dict[bytes, bytes] = {}
+        #: account -> (VRF proof, label) last seen in a record: every record of an account
+        #: carries the same proof (ECVRF is deterministic), so a restore hashes it once.
+        self._labels: dict[bytes, tuple[bytes, bytes]] = {}
         self.extend(records)
 
     def __repr__(self) -> str:
@@ -141,7 +144,10 @@ class KeyLog:
     def _add(self, raw: bytes) -> int:
         op = Opening.from_bytes(raw, MAX_OPENING_BYTES)
         account = DirectoryEntry.from_bytes(op.entry).account
-        leaf = op.leaf().to_bytes()
+        known = self._labels.get(account)
+        if known is None or not hmac.compare_digest(known[0], op.proof):
+            known = self._labels[account] = (op.proof, op.leaf().label)
+        leaf = Leaf(known[1], commitment(op.opening, op.entry)).to_bytes()
         index = self.tree.append(leaf)
         self.records.append(raw)
         self.leaves.append(leaf)

@@ -124,10 +124,13 @@ def _challenge(*points: bytes) -> int:
     return int.from_bytes(h[:_C_LEN], "little")
 
 
+def _output(gamma: bytes) -> bytes:
+    return hashlib.sha512(SUITE + b"\x03" + _cofactor(gamma) + b"\x00").digest()
+
+
 def proof_to_hash(pi: bytes) -> bytes:
     """The 64-byte VRF output of a proof (RFC 9381 section 5.2), without verifying it."""
-    gamma = _decode(pi)[0]
-    return hashlib.sha512(SUITE + b"\x03" + _cofactor(gamma) + b"\x00").digest()
+    return _output(_decode(pi)[0])
 
 
 def _decode(pi: bytes) -> tuple[bytes, int, int]:
@@ -152,7 +155,7 @@ def verify(public: bytes, pi: bytes, alpha: bytes) -> bytes:
     v = _sub(_mul(s, h), _mul(c, gamma)) if c else _mul(s, h)
     if _challenge(public, h, gamma, u, v) != c:
         raise InvalidProof("VRF proof does not verify")
-    return proof_to_hash(pi)
+    return _output(gamma)
 
 
 @dataclass(frozen=True, slots=True, repr=False)
