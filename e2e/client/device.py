@@ -29,8 +29,8 @@ from typing import TypeVar
 from e2e.attachment.pointer import Pointer
 from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, download, upload
 from e2e.client import contacts, events, state
+from e2e.client.controls import Controls
 from e2e.client.events import Event
-from e2e.client.lifecycle import Lifecycle
 from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
 from e2e.client.state import DeviceListHook, NeedDevices, Outgoing
 from e2e.client.transport import Connector, Transport
@@ -43,7 +43,6 @@ from e2e.errors import (
     KeyChangePending,
     LogForked,
     PolicyError,
-    ReportRejected,
     StaleDeviceList,
     StateError,
     WireFailure,
@@ -51,10 +50,9 @@ from e2e.errors import (
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import ADMIN, AGENT, DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
-from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
 from e2e.platform.names import check_account_name
 from e2e.platform.policy import MessageClass, Template, check_class
-from e2e.platform.wire import MAX_WAIT_MS, BillLines, Receipt, ReportVerdict
+from e2e.platform.wire import MAX_WAIT_MS, Receipt
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
@@ -72,7 +70,7 @@ MONITOR_BUDGET = 1024
 StoreOpener = Store | Callable[[], Store]
 
 
-class Client(Lifecycle):
+class Client(Controls):
     """One device (a customer's phone, a business agent) on its own store.
 
     Make one with :meth:`create_account` (a new account and its first device),
@@ -740,94 +738,3 @@ class Client(Lifecycle):
             conversation, receipt_body(ReceiptStatus.READ, message_ids),
             MessageClass.RECEIPT,
         )  # fmt: skip
-
-    # -- reading state --------------------------------------------------------------------------
-
-    async def history(self, conversation: str) -> list[Message]:
-        """The stored messages of a conversation, oldest first."""
-        return await self._tx(lambda tx: state.history(tx, conversation))
-
-    async def conversations(self) -> list[str]:
-        """The accounts this device has messages with."""
-        return await self._tx(state.conversations)
-
-    async def bill(self) -> BillLines:
-        """(Business) this account's billing summary, as the relay keeps it."""
-        return await self.transport.bill()
-
-    async def window_open(self, peer: str) -> bool:
-        """Is the 24 h window of this account's chat with ``peer`` open (SPEC §10.3)?"""
-        return await self.transport.window_open(peer)
-
-    async def receipt_status(self, message_id: bytes) -> dict[str, int]:
-        """{account: :class:`~e2e.client.state.ReceiptStatus`} of one of our messages."""
-        return await self._tx(lambda tx: state.receipt_status(tx, message_id))
-
-    async def pending(self) -> list[Outgoing]:
-        """Sealed messages the relay has not acknowledged yet."""
-        return await self._tx(state.outbox)
-
-    # -- business: routing ----------------------------------------------------------------------
-
-    async def assign(self, customer: str, devices: list[int]) -> None:
-        """(Business) route the chat with ``customer`` to these agent devices (plus the
-        designated ones); an empty list routes it to every device again."""
-        await self.transport.set_route(customer, devices)
-
-    async def designate(self, devices: list[int]) -> None:
-        """(Business) devices that receive every routed chat, e.g. an archive."""
-        await self.transport.set_designated(devices)
-
-    # -- customer: controls ---------------------------------------------------------------------
-
-    async def block(self, business: str, on: bool = True) -> None:
-        """(Customer) block ``business``."""
-        await self.transport.control("block", business, on)
-
-    async def limit(self, business: str, on: bool = True) -> None:
-        """(Customer) limit ``business`` to important messages."""
-        await self.transport.control("limit", business, on)
-
-    async def opt_in(self, business: str, on: bool = True) -> None:
-        """(Customer) opt in to ``business``'s marketing."""
-        await self.transport.control("opt_in", business, on)
-
-    async def report_spam(self, business: str, block: bool = True) -> int:
-        """(Customer) reveal the last (at most 5) messages ``business`` sent and report
-        them; returns how many the relay verified (:meth:`report` for the whole verdict)."""
-        return len((await self.report(business, block=block)).message_ids)
-
-    async def report(self, business: str, *, block: bool = True) -> ReportVerdict:
-        """(Customer) :meth:`report_spam`, answering the relay's verdict: the messages it
-        verified, and the revealed attachments whose stored blob is the one the business
-        franked (SPEC §10.4, §16.4)."""
-        received = [m for m in await self.history(business) if not m.outgoing and m.delivery][
-            -MAX_REPORTED:
-        ]
-        items = tuple(
-            ReportItem(m.delivery, m.franking_key, m.body, m.attachment) for m in received
-        )
-        report = Report(self.profile.account.encode(), business.encode(), items)
-        return await self.transport.report_verdict(report.to_bytes(), block)
-
-    async def register_template(
-        self, template_id: bytes, cls: MessageClass, text: str | bytes
-    ) -> None:
-        """(Business) register a template (TEMPLATE or MARKETING) with the relay."""
-        body = text.encode() if isinstance(text, str) else text
-        await self.transport.register_template(template_id, cls, body)
-
-    async def report_class(self, business: str, message_id: bytes) -> MessageClass:
-        """(Customer) report that the message ``message_id`` from ``business`` does not fit
-        its declared class, revealing that one message; returns the class the relay
-        confirmed (it bills the business a penalty). A message whose content fits its class
-        is refused with :class:`~e2e.platform.policy.ReportRejected`."""
-        found = [
-            m for m in await self.history(business)
-            if not m.outgoing and m.delivery and m.message_id == message_id
-        ]  # fmt: skip
-        if not found:
-            raise ReportRejected("no such received message to report")
-        m = found[0]
-        item = ReportItem(m.delivery, m.franking_key, m.body, m.attachment)
-        return await self.transport.report_class(item.to_bytes())
