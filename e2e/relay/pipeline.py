@@ -75,7 +75,7 @@ ROUTES: Final = dict(
         _route(Path.ACCOUNT_REGISTER, "register_account"),
         _route(Path.DEVICE_REGISTER, "register_device"),
         _route(Path.DEVICE_PUBLISH, "publish_devices"),
-        _route(Path.ACCOUNT_DELETE, "delete_account"),
+        _route(Path.ACCOUNT_DELETE, "delete_account", after="forget_blobs"),
         _route(Path.PROVISION_SEND, "provision_send"),
         _route(Path.PROVISION_FETCH, "provision_fetch"),
         _route(Path.RECOVERY_SET, "set_recovery"),

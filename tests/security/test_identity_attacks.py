@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -50,6 +50,7 @@ from e2e.errors import (  # noqa: E402
     KeyMismatch,
     KeyTransparencyError,
     LogForked,
+    NoSuchBlob,
     NotAllowed,
     RateLimited,
     Revoked,
@@ -738,6 +739,14 @@ def test_guessing_a_recovery_key_is_rate_limited(net: Net) -> None:
     run(go)
 
 
+class _Sink:
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def __call__(self, piece: bytes) -> None:
+        self.data += piece
+
+
 def test_a_deleted_account_is_gone_and_its_name_stays_taken(net: Net) -> None:
     async def go() -> None:
         w = World(net)
@@ -749,8 +758,22 @@ def test_a_deleted_account_is_gone_and_its_name_stays_taken(net: Net) -> None:
         name = shop.profile.account
         await shop.assign(alice.profile.account, [agent.profile.device])
         await alice.send(name, "hello")
+        await agent.sync()
+
+        async def invoice() -> AsyncIterator[bytes]:
+            yield b"%PDF-1.4 invoice 2026-0042"
+
+        await agent.send_attachment(alice.profile.account, invoice(), size=26,
+                                    content_type="application/pdf",
+                                    file_name="invoice.pdf")  # fmt: skip
+        (got,) = [m for m in await alice.sync() if m.attachment]
+        sink = _Sink()
+        await alice.download(got, sink)
+        assert sink.data == b"%PDF-1.4 invoice 2026-0042"
         await shop.pin_log_key(log_key(net))
         await shop.delete_account()
+        with pytest.raises(NoSuchBlob):  # the account's uploads went with it
+            await alice.download(got, _Sink())
 
         def left(tx: object) -> list[int]:
             q = tx.fetchone  # type: ignore[attr-defined]
