@@ -70,6 +70,7 @@ __all__ = [
     "DuplicateSubmission",
     "ReportRejected",
     "MisdeclaredClass",
+    "UnapprovedTemplate",
     "UntrustedIdentity",
     "Conflict",
     "RelayError",
@@ -353,6 +354,12 @@ class MisdeclaredClass(PolicyError):
     """A business message whose content belongs to a dearer class than the one it declared
     (e.g. a registered marketing text sent as a free service message), or whose template id
     names a template of another class or text."""
+
+
+class UnapprovedTemplate(PolicyError):
+    """A template or marketing message outside the customer's window that names no approved
+    template of the business's catalogue (unknown, pending, rejected), or a catalogue
+    template sent as another class than its category's (SPEC §17.1)."""
 
 
 class UntrustedIdentity(PolicyError):

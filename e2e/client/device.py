@@ -29,6 +29,7 @@ from typing import TypeVar
 from e2e.attachment.pointer import Pointer
 from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, download, upload
 from e2e.client import contacts, events, state
+from e2e.client.catalogue import Catalogue
 from e2e.client.controls import Controls
 from e2e.client.events import Event
 from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
@@ -52,6 +53,7 @@ from e2e.platform.directory import ADMIN, AGENT, DeviceCertificate, SignedDevice
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.names import check_account_name
 from e2e.platform.policy import MessageClass, Template, check_class
+from e2e.platform.templates import parse_ref
 from e2e.platform.wire import MAX_WAIT_MS, Receipt
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
@@ -70,7 +72,7 @@ MONITOR_BUDGET = 1024
 StoreOpener = Store | Callable[[], Store]
 
 
-class Client(Controls):
+class Client(Controls, Catalogue):
     """One device (a customer's phone, a business agent) on its own store.
 
     Make one with :meth:`create_account` (a new account and its first device),
@@ -385,9 +387,12 @@ class Client(Controls):
         cls: MessageClass = MessageClass.SERVICE,
         *,
         template_id: bytes | None = None,
+        message_id: bytes | None = None,
     ) -> Message:
         """Send one message to ``to``'s devices for this chat and our other devices;
         ``template_id`` names a template the business registered for ``cls`` (SPEC §10.4).
+        ``message_id`` (16 bytes) is the caller's, for a send it may repeat after a crash
+        (the business gateway's idempotency keys, SPEC §17.2); default: a random one.
 
         Messages left in the outbox by an earlier failed send go first. Raises the relay's
         refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept, and the
@@ -408,7 +413,10 @@ class Client(Controls):
             if not exc.retryable:
                 raise
             offline = WireFailure(f"the relay cannot be reached ({type(exc).__name__})")
-        message_id = self.rng(MESSAGE_ID_LEN)
+        if message_id is None:
+            message_id = self.rng(MESSAGE_ID_LEN)
+        elif len(message_id) != MESSAGE_ID_LEN:
+            raise DecodeError(f"a message id is {MESSAGE_ID_LEN} bytes")
         fk = self.rng(FRANKING_KEY_LEN)
         try:
             out = await self._seal(to, cls, message_id, fk, body, template_id)
@@ -689,6 +697,11 @@ class Client(Controls):
             if templates is None or (m.template_id is not None and m.template_id not in templates):
                 try:
                     templates = await self.transport.templates(m.conversation)
+                    if m.template_id is not None and parse_ref(m.template_id) is not None:
+                        templates = templates | {
+                            e.ref: Template(e.ref, e.spec.category.cls, e.text_hash, e.spec)
+                            for e in await self.transport.catalogue(m.conversation)
+                        }
                 except E2EError:
                     out.append(m)  # unchecked for now: the relay could not say
                     continue

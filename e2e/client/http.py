@@ -28,6 +28,7 @@ from e2e.errors import DecodeError, E2EError, TransferError, TransferInterrupted
 from e2e.keys import KeyPair, Rng
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass, Template
+from e2e.platform.templates import CatalogueEntry, TemplateSpec, TemplateState, entries_of
 from e2e.platform.wire import Path
 from e2e.store import Address
 
@@ -309,6 +310,25 @@ class HttpTransport(Transport):
             }
         except ValueError:
             raise DecodeError("template list names an unknown class") from None
+
+    async def register_catalogue(self, spec: TemplateSpec) -> CatalogueEntry:
+        req = wire.RegisterCatalogue(
+            spec.name.encode(), spec.language.encode(), int(spec.category), spec.text.encode(),
+            bytes(spec.params),
+        )  # fmt: skip
+        got = await self._post(Path.CATALOGUE_REGISTER, req, wire.CatalogueAnswer)
+        try:
+            state = TemplateState(got.state)
+        except ValueError:
+            raise DecodeError("unknown template state") from None
+        return CatalogueEntry(spec, got.version, state, got.reason.decode(errors="replace"))
+
+    async def catalogue(self, business: str) -> list[CatalogueEntry]:
+        got = await self._post(
+            Path.CATALOGUE_LIST, wire.ListCatalogue(business.encode()), wire.Catalogue
+        )
+        return entries_of(got.names, got.languages, got.versions, got.categories, got.states,
+                          got.texts, got.params)  # fmt: skip
 
     async def report_class(self, item: bytes) -> MessageClass:
         got = await self._post(Path.CLASS_REPORT, wire.SubmitClassReport(item), wire.ClassVerdict)

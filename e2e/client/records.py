@@ -16,6 +16,7 @@ import cbor2
 from e2e.errors import DecodeError, StoreError
 from e2e.platform.envelope import MESSAGE_ID_LEN
 from e2e.platform.policy import ClassCheck, MessageClass
+from e2e.platform.templates import TemplateContent, parse_ref
 from e2e.store import Address
 from e2e.suite import DEFAULT, Suite
 
@@ -129,8 +130,24 @@ class Message:
 
     @property
     def text(self) -> str:
-        """The body as text (replacement characters for invalid UTF-8)."""
+        """The body as text (replacement characters for invalid UTF-8); for a catalogue
+        template message (SPEC §17.1), the text of its content."""
+        if self.template_id is not None and parse_ref(self.template_id) is not None:
+            try:
+                return TemplateContent.from_bytes(self.body).text
+            except DecodeError:
+                pass
         return self.body.decode(errors="replace")
+
+    @property
+    def template_params(self) -> tuple[str, ...] | None:
+        """A catalogue template message's parameters (None: not one, or malformed)."""
+        if self.template_id is None or parse_ref(self.template_id) is None:
+            return None
+        try:
+            return TemplateContent.from_bytes(self.body).params
+        except DecodeError:
+            return None
 
     def to_obj(self) -> dict[int, Any]:
         """The record as a CBOR map (key 11: the class check, in an event only; key 12: an

@@ -23,6 +23,7 @@ from typing import Protocol
 from e2e.attachment.transfer import BlobTransport
 from e2e.keys import KeyPair
 from e2e.platform.policy import MessageClass, Template
+from e2e.platform.templates import CatalogueEntry, TemplateSpec
 from e2e.platform.wire import BillLines, Receipt, ReportVerdict
 from e2e.store import Address
 
@@ -131,6 +132,14 @@ class Transport(Protocol):
 
     async def templates(self, business: str) -> dict[bytes, Template]:
         """A business's registered templates by id (SPEC §10.2), to check message classes."""
+        ...
+
+    async def register_catalogue(self, spec: TemplateSpec) -> CatalogueEntry:
+        """(Business) register a template version in the catalogue (SPEC §17.1)."""
+        ...
+
+    async def catalogue(self, business: str) -> list[CatalogueEntry]:
+        """A business's template catalogue, every version with its review state."""
         ...
 
     async def report_class(self, item: bytes) -> MessageClass:

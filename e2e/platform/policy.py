@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import Final, Protocol
 
 from e2e.errors import Blocked, DecodeError, Limited, NoPriorContact, NotOptedIn, WindowClosed
 
@@ -28,6 +28,7 @@ __all__ = [
     "billed_price",
     "ChatState",
     "Template",
+    "ContentRule",
     "ClassCheck",
     "check_class",
 ]
@@ -69,15 +70,27 @@ def billable(cls: MessageClass) -> bool:
 # -- the class a message's content has (a pure rule, run by devices and by the relay) --------
 
 
+class ContentRule(Protocol):
+    """What a catalogue template's content must be (SPEC §17.1; implemented by
+    :class:`~e2e.platform.templates.TemplateSpec`)."""
+
+    def check(self, body: bytes) -> str:
+        """ "" if ``body`` is this template's content, else the reason it is not."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Template:
     """A business's registered template: its id, the class it is billed as (TEMPLATE or
     MARKETING) and the SHA-256 of its text. Registered with the platform, which approves the
-    class, and fetched by devices like the directory."""
+    class, and fetched by devices like the directory. A catalogue template (SPEC §17.1) also
+    has its ``spec``: its id is then its reference and its content is checked against the
+    spec's text and parameter types instead of the hash."""
 
     template_id: bytes
     cls: MessageClass
     text_hash: bytes
+    spec: ContentRule | None = None
 
     @classmethod
     def of(cls, template_id: bytes, klass: MessageClass, text: bytes) -> Template:
@@ -127,7 +140,11 @@ def check_class(
         found = templates.get(template_id)
         if found is None:
             return ClassCheck(declared, declared, False, "unknown template id")
-        if not hmac.compare_digest(found.text_hash, digest):
+        if found.spec is not None:
+            why = found.spec.check(body)
+            if why:
+                return ClassCheck(declared, found.cls, False, why)
+        elif not hmac.compare_digest(found.text_hash, digest):
             return ClassCheck(declared, found.cls, False, "text is not the template's")
         if found.cls is not declared:
             return ClassCheck(declared, found.cls, False, "template registered as another class")
@@ -158,6 +175,11 @@ class PriceTable:
     template: int = 40
     template_in_window: int = 0
     marketing: int = 80
+    #: Outside-window prices of catalogue templates by category (SPEC §17.1): a utility or
+    #: authentication template is a TEMPLATE message, a marketing one a MARKETING message
+    #: (priced ``marketing``); in the window a template costs ``template_in_window``.
+    utility: int = 30
+    authentication: int = 35
 
     def price(self, cls: MessageClass, in_window: bool) -> int:
         if cls is MessageClass.SERVICE:
@@ -167,6 +189,15 @@ class PriceTable:
         if cls is MessageClass.TEMPLATE:
             return self.template_in_window if in_window else self.template
         return self.marketing
+
+    def category_price(self, category: int, in_window: bool) -> int:
+        """The price of a catalogue template of ``category`` (1 utility, 2 authentication,
+        3 marketing; :class:`~e2e.platform.templates.Category`)."""
+        if category == 3:
+            return self.marketing
+        if in_window:
+            return self.template_in_window
+        return self.authentication if category == 2 else self.utility
 
     @staticmethod
     def line(cls: MessageClass, in_window: bool) -> str:

@@ -105,6 +105,8 @@ ROUTES: Final = dict(
         _route(Path.BUSINESS_CERT, "business_certificate"),
         _route(Path.BLOB_CREATE, "blob_admitted", after="create_blob"),
         _route(Path.BLOB_STATUS, "blob_admitted", after="blob_status"),
+        _route(Path.CATALOGUE_REGISTER, "register_catalogue"),
+        _route(Path.CATALOGUE_LIST, "list_catalogue"),
     )
 )
 

@@ -34,6 +34,7 @@ from e2e.platform.policy import (
     Template,
     parse_class,
 )
+from e2e.platform.templates import TemplateSpec
 from e2e.platform.wire import (
     MAX_TEMPLATES,
     BillLines,
@@ -76,6 +77,8 @@ class Reports:
     _sealer: SecretSealer
     _keys: list[FrankingKey]
     _keys_lock: threading.Lock
+    #: The business's catalogue as templates (:class:`~e2e.relay.catalogue.CatalogueHandlers`).
+    catalogue_templates: Callable[[Tx, bytes], dict[bytes, Template]]
 
     def _share(self, business: bytes, customer: bytes, chat: ChatState, now: int) -> None:
         raise NotImplementedError
@@ -246,10 +249,16 @@ class Reports:
         if customer.kind != CUSTOMER or account_of(tx, business).kind != BUSINESS:
             raise NotAllowed("reports are a customer's, over a business")
         key, _ = self._verify_key(item, caller[0], business)
-        verified, verdict = verify_class_report(
-            key, item, caller[0], business, self._templates(tx, business)
-        )
+        templates = self._templates(tx, business) | self.catalogue_templates(tx, business)
+        verified, verdict = verify_class_report(key, item, caller[0], business, templates)
         price = self.config.prices.price(verdict.content, False)
+        named = templates.get(verified.template_id or b"")
+        if (
+            named is not None
+            and isinstance(named.spec, TemplateSpec)
+            and (verdict.content is named.cls)
+        ):  # a catalogue template whose content does not fit (SPEC §17.1): its category's price
+            price = self.config.prices.category_price(int(named.spec.category), False)
         now = self.clock()
         if not tx.insert_penalty(
             business, verified.message_id, int(verdict.declared), int(verdict.content), price,
@@ -264,6 +273,7 @@ class Reports:
             raise NotAllowed("only businesses have bills")
         lines = tx.bill(caller[0])
         pen = tx.penalties(caller[0])
+        cat = tx.bill_categories(caller[0])
         return BillLines(
             acct.tier,
             tuple(r[0] for r in lines),
@@ -271,4 +281,5 @@ class Reports:
             tuple(r[2] for r in lines),
             tuple(r[3] for r in lines),
             *(tuple(r[i] for r in pen) for i in range(4)),
+            *(tuple(r[i] for r in cat) for i in range(4)),
         )

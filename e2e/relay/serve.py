@@ -1,5 +1,6 @@
 """``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--host H] [--port N]``, and
-the operator's ``rotate-franking-key`` and ``certify-business`` (SPEC.md §10.9)."""
+the operator's ``rotate-franking-key``, ``certify-business`` (SPEC.md §10.9) and
+``review-template`` (SPEC §17.1)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,16 @@ def main(argv: list[str]) -> int:
     certify.add_argument("--account", required=True)
     certify.add_argument("--display-name", required=True)
     certify.add_argument("--days", type=int, default=365, help="validity in days")
-    for sp in (serve, rotate, certify):
+    review = sub.add_parser(
+        "review-template",
+        help="approve or reject one version of a business's template by hand (SPEC §17.1)",
+    )
+    review.add_argument("--db", required=True)
+    review.add_argument("--account", required=True, help="the business account")
+    review.add_argument("--template", required=True, help="name.language.version")
+    review.add_argument("--state", required=True, choices=["approved", "rejected", "pending"])
+    review.add_argument("--reason", default="")
+    for sp in (serve, rotate, certify, review):
         sp.add_argument(
             "--secret-key-file",
             default=None,
@@ -121,6 +131,19 @@ def main(argv: list[str]) -> int:
         )
     if ns.action == "certify-business":
         return _certify(service, ns)
+    if ns.action == "review-template":
+        from e2e.platform.templates import TemplateState
+
+        try:
+            state = TemplateState[ns.state.upper()]
+            service.set_template_state(ns.account.encode(), ns.template.encode(), state, ns.reason)
+        except E2EError as exc:
+            print(f"not changed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            service.store.close()
+        print(f"{ns.account} {ns.template}: {ns.state}")
+        return 0
     if ns.action == "rotate-franking-key":
         key_id = service.rotate_franking_key()
         service.store.close()

@@ -73,6 +73,7 @@ from e2e.platform.wire import (
 from e2e.prekeys import PrekeyBundle
 from e2e.relay.blobs import BlobStore
 from e2e.relay.blobsvc import BlobHandlers
+from e2e.relay.catalogue import CatalogueHandlers
 from e2e.relay.devices import Devices, chat_devices
 from e2e.relay.keydir import KeyDirectory
 from e2e.relay.lifecycle import Lifecycle
@@ -110,7 +111,7 @@ DEDUP_SECONDS: Final = 7 * 24 * 3600
 IDENTITY_CACHE: Final = 100_000
 
 
-class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
+class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers, CatalogueHandlers):
     """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
 
     Here: authentication and admission, accounts, prekeys, messages and mailboxes, customer
@@ -120,7 +121,7 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
     :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
     the bill's :class:`~e2e.relay.reports.Reports`', the blob store's
     :class:`~e2e.relay.blobsvc.BlobHandlers`' (over ``blobs``; a relay without one refuses
-    attachments)."""
+    attachments), the template catalogue's :class:`~e2e.relay.catalogue.CatalogueHandlers`'."""
 
     def __init__(
         self,
@@ -304,8 +305,10 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
 
     def precheck(self, tx: Tx, caller: Caller, req: Precheck) -> Ok:
         cls = parse_class(req.cls)
-        src = self._check(tx, caller, cls, check_account(req.to_account), req.dests)[0]
-        if req.template_id is not None:
+        checked = self._check(tx, caller, cls, check_account(req.to_account), req.dests)
+        src, in_window = checked[0], checked[4]
+        category = self.template_gate(tx, src, req.template_id, cls, in_window)
+        if req.template_id is not None and category is None:
             self._check_template(tx, src, req.template_id, cls)
         return Ok()
 
@@ -341,14 +344,19 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
         src, business, customer, chat, in_window, now = self._check(
             tx, caller, first.cls, first.to_account, [env.dest for env in envs]
         )
-        if first.template_id is not None:
+        category = self.template_gate(tx, src, first.template_id, first.cls, in_window)
+        if first.template_id is not None and category is None:
             self._check_template(tx, src, first.template_id, first.cls)
         self.reference_blob(first, now)
         price = 0
         if src.kind == BUSINESS:
             price = billed_price(self.config.prices, Tier(src.tier), first.cls, in_window)
+            if category is not None and src.tier != Tier.FREE:
+                price = self.config.prices.category_price(category, in_window)
             if billable(first.cls):
                 tx.insert_bill(business, first.message_id, int(first.cls), in_window, price, now)
+                if category is not None:
+                    tx.insert_bill_category(business, first.message_id, category)
             if first.cls is MessageClass.TEMPLATE:
                 chat.template_times = [
                     t for t in chat.template_times if now - t < self.config.window_seconds

@@ -95,6 +95,13 @@ CREATE TABLE IF NOT EXISTS reports (
 CREATE TABLE IF NOT EXISTS templates (
     business BLOB NOT NULL, template_id BLOB NOT NULL, cls INTEGER NOT NULL,
     text_hash BLOB NOT NULL, PRIMARY KEY (business, template_id));
+CREATE TABLE IF NOT EXISTS catalogue (
+    business BLOB NOT NULL, name TEXT NOT NULL, language TEXT NOT NULL, version BIGINT NOT NULL,
+    category INTEGER NOT NULL, text TEXT NOT NULL, params BLOB NOT NULL, state INTEGER NOT NULL,
+    reason TEXT NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (business, name, language, version));
+CREATE TABLE IF NOT EXISTS billing_category (
+    business BLOB NOT NULL, message_id BLOB NOT NULL, category INTEGER NOT NULL,
+    PRIMARY KEY (business, message_id));
 CREATE TABLE IF NOT EXISTS penalties (
     business BLOB NOT NULL, message_id BLOB NOT NULL, declared INTEGER NOT NULL,
     content INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,
@@ -480,6 +487,53 @@ class Tx(abc.ABC):
             (business,),
         )
         return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+    def insert_bill_category(self, business: bytes, message_id: bytes, category: int) -> None:
+        """The catalogue category of a billed template message (SPEC §17.1)."""
+        self.write(
+            "INSERT INTO billing_category (business, message_id, category) VALUES (?, ?, ?)",
+            (business, message_id, category),
+        )
+
+    def bill_categories(self, business: bytes) -> list[tuple[int, int, int, int]]:
+        """(category, in window, count, unit price) of the billed catalogue templates."""
+        rows = self.fetchall(
+            "SELECT c.category, b.in_window, COUNT(*), b.price FROM billing b"
+            " JOIN billing_category c ON c.business = b.business AND c.message_id = b.message_id"
+            " WHERE b.business = ? GROUP BY c.category, b.in_window, b.price"
+            " ORDER BY c.category, b.in_window, b.price",
+            (business,),
+        )
+        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+    def insert_catalogue(self, business: bytes, row: tuple[str, str, int, int, str, bytes, int,
+                         str], at: int) -> None:  # fmt: skip
+        """One template version: (name, language, version, category, text, parameter types,
+        state, reason)."""
+        self.execute(
+            "INSERT INTO catalogue (business, name, language, version, category, text, params,"
+            " state, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (business, *row, at),
+        )
+
+    def catalogue(self, business: bytes) -> list[tuple[str, str, int, int, str, bytes, int, str]]:
+        """Every template version of ``business``, by (name, language, version)."""
+        rows = self.fetchall(
+            "SELECT name, language, version, category, text, params, state, reason"
+            " FROM catalogue WHERE business = ? ORDER BY name, language, version",
+            (business,),
+        )
+        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+
+    def set_catalogue_state(self, business: bytes, name: str, language: str, version: int,
+                            state: int, reason: str) -> bool:  # fmt: skip
+        """Set one version's review state; False if there is no such version."""
+        cur = self.execute(
+            "UPDATE catalogue SET state = ?, reason = ? WHERE business = ? AND name = ?"
+            " AND language = ? AND version = ?",
+            (state, reason, business, name, language, version),
+        )
+        return bool(cur.rowcount == 1)
 
     def insert_report(self, reporter: bytes, business: bytes, at: int, messages: int,
                       report: bytes) -> None:  # fmt: skip

@@ -24,6 +24,7 @@ from e2e.errors import (
     NotOptedIn,
     PolicyError,
     StaleDeviceList,
+    UnapprovedTemplate,
     WindowClosed,
 )
 from e2e.platform import Envelope, MessageClass, PolicyConfig, PriceTable
@@ -81,7 +82,9 @@ def test_window_opens_closes_and_resets(fast_tmp: Path) -> None:
         await shop[0].send("alice", "still open")
         svc.clock.advance(1)
         await refused(svc, shop[0], "alice", S, WindowClosed)
-        await shop[0].send("alice", "template is fine", T)
+        await refused(svc, shop[0], "alice", T, UnapprovedTemplate)  # no template named
+        await shop[0].register_template(b"fine", T, "template is fine")
+        await shop[0].send("alice", "template is fine", T, template_id=b"fine")
         await alice[0].send("shop", "me again")
         await shop[0].send("alice", "window reset")
         assert await shop[0].transport.window_open("alice")  # type: ignore[attr-defined]
@@ -96,8 +99,9 @@ def test_billing_with_a_configurable_price_table(fast_tmp: Path) -> None:
         svc, shop, alice = await make(fast_tmp, PolicyConfig(prices=prices, window_seconds=HOUR))
         biz = shop[0]
 
-        async def price(text: str, cls: MessageClass = S) -> int:
-            return svc.receipts[(await biz.send("alice", text, cls)).message_id].price
+        async def price(text: str, cls: MessageClass = S, tid: bytes | None = None) -> int:
+            sent = await biz.send("alice", text, cls, template_id=tid)
+            return svc.receipts[sent.message_id].price
 
         await alice[0].send("shop", "hi")
         await alice[0].opt_in("shop")
@@ -106,7 +110,8 @@ def test_billing_with_a_configurable_price_table(fast_tmp: Path) -> None:
         assert await price("c", M) == 100
         svc.clock.advance(HOUR)
         await refused(svc, biz, "alice", S, WindowClosed)
-        assert await price("d", T) == 50
+        await biz.register_template(b"d", T, "d")
+        assert await price("d", T, b"d") == 50
         bill = await biz.transport.bill()  # type: ignore[attr-defined]
         lines = {(PriceTable.line(MessageClass(c), bool(w)), n, p) for c, w, n, p in
                  zip(bill.classes, bill.in_window, bill.counts, bill.unit_prices, strict=True)}
@@ -160,7 +165,8 @@ def test_limit_caps_templates(fast_tmp: Path) -> None:
         await shop[0].send("alice", "t2", T)
         await refused(svc, shop[0], "alice", T, Limited)
         svc.clock.advance(24 * HOUR)
-        await shop[0].send("alice", "t3 next day", T)
+        await shop[0].register_template(b"t3", T, "t3 next day")
+        await shop[0].send("alice", "t3 next day", T, template_id=b"t3")
         await svc.aclose()
 
     run(go)

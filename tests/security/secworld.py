@@ -262,6 +262,10 @@ async def build(svc: Service, seed: int = 1, customers_per_business: int = 20) -
     for i, agents in enumerate((2, 2, 3)):
         b = await svc.account(f"biz-{i}", "business", agents, prekeys=24, auto_receipts=False)
         world.businesses.append([_faulty(world, d) for d in b])
+        # Outside the window a template or marketing message names a registered template
+        # (SPEC §17.1); the relay checks the name and class, the devices the text.
+        await b[0].register_template(b"tpl", MessageClass.TEMPLATE, "a template")
+        await b[0].register_template(b"mkt", MessageClass.MARKETING, "a marketing message")
     for b in world.businesses:
         name, key = b[0].profile.account, await b[0].account_identity()
         for j in range(customers_per_business):
@@ -345,7 +349,8 @@ async def run(world: World, messages: int = 10_000) -> None:
         if world.cap is not None:
             world.cap.holder = sender.addr.wire
         try:
-            msg = await sender.send(to, text, cls)
+            tid = {MessageClass.TEMPLATE: b"tpl", MessageClass.MARKETING: b"mkt"}.get(cls)
+            msg = await sender.send(to, text, cls, template_id=tid)
         except PolicyError as exc:
             name = type(exc).__name__
             world.refused[name] = world.refused.get(name, 0) + 1

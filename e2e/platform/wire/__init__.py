@@ -13,7 +13,8 @@ By concern:
 * :mod:`~e2e.platform.wire.chats` - customer controls, the window, templates and the bill;
 * :mod:`~e2e.platform.wire.reports` - spam and class reports;
 * :mod:`~e2e.platform.wire.keylog` - the key directory and business certificates;
-* :mod:`~e2e.platform.wire.blobs` - the blob store (attachments).
+* :mod:`~e2e.platform.wire.blobs` - the blob store (attachments);
+* :mod:`~e2e.platform.wire.catalogue` - the template catalogue.
 
 :data:`ENDPOINTS` lists every ``POST`` endpoint with its request body, its answer body and who
 may call it; every name of the submodules is also a name of this package.
@@ -28,6 +29,7 @@ from e2e.platform.wire import (
     accounts,
     auth,
     blobs,
+    catalogue,
     chats,
     codec,
     errors,
@@ -39,6 +41,7 @@ from e2e.platform.wire import (
 from e2e.platform.wire.accounts import *  # noqa: F403 - the package names every body
 from e2e.platform.wire.auth import *  # noqa: F403
 from e2e.platform.wire.blobs import *  # noqa: F403
+from e2e.platform.wire.catalogue import *  # noqa: F403
 from e2e.platform.wire.chats import *  # noqa: F403
 from e2e.platform.wire.codec import *  # noqa: F403
 from e2e.platform.wire.errors import *  # noqa: F403
@@ -66,6 +69,7 @@ __all__ = [
     *reports.__all__,
     *keylog.__all__,
     *blobs.__all__,
+    *catalogue.__all__,
 ]
 
 
@@ -116,6 +120,9 @@ class Path:
     #: The opening record of a leaf of the caller's own account (its monitor, SPEC §13.5).
     LOG_OPEN: Final = "/v1/log/open"
     BUSINESS_CERT: Final = "/v1/business/certificate"
+    #: (Business) register a template in the catalogue; anyone lists one (SPEC §17.1).
+    CATALOGUE_REGISTER: Final = "/v1/catalogue/register"
+    CATALOGUE_LIST: Final = "/v1/catalogue/list"
     #: Open an upload of a blob (SPEC §10.12); its bytes go to ``blob_path(id)``.
     BLOB_CREATE: Final = "/v1/blobs/create"
     BLOB_STATUS: Final = "/v1/blobs/status"
@@ -179,6 +186,8 @@ ENDPOINTS: Final = (
     Endpoint(Path.BUSINESS_CERT, keylog.BusinessCertQuery, keylog.BusinessCert),
     Endpoint(Path.BLOB_CREATE, blobs.CreateBlob, blobs.BlobCreated),
     Endpoint(Path.BLOB_STATUS, blobs.BlobStatusQuery, blobs.BlobState),
+    Endpoint(Path.CATALOGUE_REGISTER, catalogue.RegisterCatalogue, catalogue.CatalogueAnswer),
+    Endpoint(Path.CATALOGUE_LIST, catalogue.ListCatalogue, catalogue.Catalogue),
 )
 BY_PATH: Final = {e.path: e for e in ENDPOINTS}
 BY_REQUEST: Final = {e.request: e for e in ENDPOINTS}

@@ -104,7 +104,10 @@ class BillLines(Body):
     one line per (class, in window, price) of the ledger, ascending; then the penalty lines
     of verified class reports, one per (declared class, content class, price), ascending:
     ``{6: [declared classes], 7: [content classes], 8: [counts], 9: [unit prices]}`` (keys
-    6 to 9 absent when there are none)."""
+    6 to 9 absent when there are none); then, of the lines above, the catalogue templates by
+    category (SPEC §17.1): ``{10: [categories], 11: [in window 0/1], 12: [counts], 13: [unit
+    prices]}`` (absent when there are none; counted in the lines above, not again in
+    :attr:`total`)."""
 
     tier: int = key(1, F(int, max_int=1))
     classes: tuple[int, ...] = _column(2, max_int=255)
@@ -115,6 +118,10 @@ class BillLines(Body):
     penalty_content: tuple[int, ...] = _column(7, False, 255)
     penalty_counts: tuple[int, ...] = _column(8, False)
     penalty_prices: tuple[int, ...] = _column(9, False)
+    category_ids: tuple[int, ...] = _column(10, False, 3)
+    category_in_window: tuple[int, ...] = _column(11, False, 1)
+    category_counts: tuple[int, ...] = _column(12, False)
+    category_prices: tuple[int, ...] = _column(13, False)
 
     @property
     def total(self) -> int:
@@ -128,3 +135,5 @@ class BillLines(Body):
             raise DecodeError("bill arrays differ in length")
         if len({len(obj.get(k, ())) for k in (6, 7, 8, 9)}) != 1:
             raise DecodeError("bill penalty arrays differ in length")
+        if len({len(obj.get(k, ())) for k in (10, 11, 12, 13)}) != 1:
+            raise DecodeError("bill category arrays differ in length")

@@ -1,0 +1,69 @@
+"""Wire bodies of the template catalogue (SPEC.md §17.1): a business registers a template by
+name and language, anyone reads a business's catalogue (public, like its devices)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from e2e.errors import DecodeError
+from e2e.platform.wire.codec import Body, F, account_field, key
+
+__all__ = ["MAX_CATALOGUE", "RegisterCatalogue", "CatalogueAnswer", "ListCatalogue", "Catalogue"]
+
+#: Most template versions one business keeps (a catalogue answers with all of them).
+MAX_CATALOGUE: Final = 256
+_TEXT: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterCatalogue(Body):
+    """``{1: name, 2: language, 3: category (1 utility, 2 authentication, 3 marketing),
+    4: text (UTF-8, placeholders {{1}}..{{n}}), 5: parameter types (one byte each)}``; the
+    caller must be a device of the business. The same text again is the same version."""
+
+    name: bytes = key(1, F(bytes, 1, 20))
+    language: bytes = key(2, F(bytes, 2, 6))
+    category: int = key(3, F(int, min_int=1, max_int=3))
+    text: bytes = key(4, F(bytes, 1, _TEXT))
+    params: bytes = key(5, F(bytes, 0, 10))
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueAnswer(Body):
+    """``{1: version, 2: state (0 pending, 1 approved, 2 rejected), 3: reason}``."""
+
+    version: int = key(1, F(int, min_int=1, max_int=9999))
+    state: int = key(2, F(int, max_int=2))
+    reason: bytes = key(3, F(bytes, 0, 200))
+
+
+@dataclass(frozen=True, slots=True)
+class ListCatalogue(Body):
+    """``{1: business account}``: every version of every template it registered."""
+
+    business: bytes = account_field(1)
+
+
+def _col(n: int, spec: F) -> Any:
+    return key(n, spec)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalogue(Body):
+    """Columns, one row per template version, by (name, language, version) ascending:
+    ``{1: [names], 2: [languages], 3: [versions], 4: [categories], 5: [states],
+    6: [texts], 7: [parameter types]}``."""
+
+    names: tuple[bytes, ...] = _col(1, F(bytes, 1, 20, array=True, count=MAX_CATALOGUE))
+    languages: tuple[bytes, ...] = _col(2, F(bytes, 2, 6, array=True, count=MAX_CATALOGUE))
+    versions: tuple[int, ...] = _col(3, F(int, array=True, count=MAX_CATALOGUE, max_int=9999))
+    categories: tuple[int, ...] = _col(4, F(int, array=True, count=MAX_CATALOGUE, max_int=3))
+    states: tuple[int, ...] = _col(5, F(int, array=True, count=MAX_CATALOGUE, max_int=2))
+    texts: tuple[bytes, ...] = _col(6, F(bytes, 1, _TEXT, array=True, count=MAX_CATALOGUE))
+    params: tuple[bytes, ...] = _col(7, F(bytes, 0, 10, array=True, count=MAX_CATALOGUE))
+
+    @classmethod
+    def check(cls, obj: dict[int, Any]) -> None:
+        if len({len(obj[k]) for k in range(1, 8)}) != 1:
+            raise DecodeError("catalogue columns differ in length")
