@@ -1,5 +1,5 @@
 """Command line: ``python -m e2e [--version] demo | vectors verify [DIR] | bench [--peers] |
-relay serve``.
+relay serve | business gateway``.
 
 ``vectors verify`` without DIR checks the vectors of a source checkout (``vectors/`` beside the
 package) when there is one, else the copy packaged in the wheel (``e2e/_vectors``).
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("dir", nargs="?", type=Path, default=None)
     sub.add_parser("bench", help="benchmarks against the primitive floor", add_help=False)
     sub.add_parser("relay", help="serve the relay (relay serve --db ...)", add_help=False)
+    sub.add_parser("business", help="the business API gateway (business gateway ...)",
+                   add_help=False)  # fmt: skip
     ns, rest = parser.parse_known_args(args)
 
     if ns.command == "demo":
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from e2e.relay import serve
 
         return serve.main(rest)
+    if ns.command == "business":
+        from e2e.business import serve as business
+
+        return business.main(rest)
     if ns.command == "bench":
         from e2e import bench
 

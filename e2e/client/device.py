@@ -596,6 +596,12 @@ class Client(Controls, Catalogue):
         await self._tx(functools.partial(state.refused, to=to, cls=cls, message_id=message_id,
                                          error=exc))  # fmt: skip
 
+    async def transaction(self, fn: Callable[[StoreTransaction], _T]) -> _T:
+        """Run ``fn`` in one transaction of this device's store, in order with the client's
+        own store work: an application's records beside the device's (keys outside ``c/``),
+        such as the business gateway's (SPEC §17.2)."""
+        return await self._tx(fn)
+
     # -- the events API (SPEC §10.11) -----------------------------------------------------------
 
     async def read_events(self, after: int | None = None, limit: int = 256) -> list[Event]:

@@ -1,0 +1,316 @@
+"""The business API gateway (SPEC.md §17.2): a business's device on the business's side,
+with a local HTTP JSON API for its own systems and signed webhooks to them.
+
+End-to-end encryption ends here: the gateway holds the device's keys and store, decrypts what
+customers send and encrypts what the business's systems ask it to send. What it hands them
+(API answers, webhooks) is plaintext on the business's own network, protected by the bearer
+token and the webhook signature, not by the protocol.
+
+API (JSON bodies, ``Authorization: Bearer <token>`` on every path but ``/v1/health``):
+
+* ``POST /v1/messages`` ``{"to", "text"}`` or ``{"to", "template": {"name", "language",
+  "params": [...]}}``, with an optional ``Idempotency-Key`` header -> ``{"message_id"}``;
+* ``POST /v1/assign`` ``{"customer", "devices": [...]}`` -> ``{}``;
+* ``GET /v1/history?customer=NAME`` -> ``{"messages": [...]}``;
+* ``GET /v1/conversations``, ``GET /v1/bill``, ``GET /v1/templates``, ``POST /v1/templates``
+  ``{"name", "language", "category", "text", "params": [...]}``;
+* ``GET /v1/health`` -> ``{"account", "device"}``.
+
+Errors: ``{"error": code, "message": text}`` with 400 (malformed), 401 (token), 404, 409 (an
+idempotency key reused for another request), 413, 422 (the relay's policy refusal, its code
+as the relay's), 502 (the relay unreachable: retry with the same idempotency key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from e2e.business.webhooks import Deliverer, message_json, payload
+from e2e.client import Client
+from e2e.errors import DecodeError, E2EError, PolicyError
+from e2e.platform import wire
+from e2e.platform.envelope import MESSAGE_ID_LEN
+from e2e.platform.policy import MessageClass
+from e2e.platform.templates import Category, ParamType
+from e2e.store import StoreTransaction
+
+__all__ = ["Gateway", "MAX_BODY"]
+
+log = logging.getLogger("e2e.business")
+
+#: Largest API request body.
+MAX_BODY: Final = 64 * 1024
+#: Idempotency records (``g/idem/<SHA-256 of the key>``), kept for this many seconds.
+_IDEM: Final = "g/idem/"
+MAX_KEY: Final = 200
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def _error_of(exc: E2EError) -> ApiError:
+    if isinstance(exc, PolicyError):
+        code = wire.error_status(exc)[1]
+        return ApiError(422, code, str(exc))
+    if exc.retryable:
+        return ApiError(502, "relay_unavailable", str(exc))
+    if isinstance(exc, DecodeError):
+        return ApiError(400, "malformed", str(exc))
+    return ApiError(502, type(exc).__name__, str(exc))
+
+
+def _str(obj: dict[str, Any], key: str, limit: int = 4096) -> str:
+    v = obj.get(key)
+    if type(v) is not str or not 0 < len(v) <= limit:
+        raise ApiError(400, "malformed", f"{key}: a string of 1 to {limit} characters")
+    return v
+
+
+class Gateway:
+    """One business device (``client``) served to the business's systems: :meth:`app` is the
+    ASGI application of the API, :meth:`pump` turns the device's events into webhooks."""
+
+    def __init__(self, client: Client, token: str, deliverer: Deliverer | None) -> None:
+        self.client = client
+        self._token = token.encode()
+        self.deliverer = deliverer
+        self._send_lock = asyncio.Lock()
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    async def pump(self) -> None:
+        """For ever: each device event, in order, as a webhook; the event is acknowledged
+        (the durable cursor moves) only after the receiver answered 2xx."""
+        if self.deliverer is None:
+            return
+        prefix = f"{self.client.profile.account}/{self.client.profile.device}/"
+        async for event in self.client.events(wait_ms=20_000):
+            await self.deliverer.deliver(prefix + str(event.seq), payload(event))
+            await self.client.ack(event)
+
+    # -- sending with idempotency keys -----------------------------------------------------
+
+    async def send(self, req: dict[str, Any], key: str | None) -> dict[str, Any]:
+        to = _str(req, "to", 64)
+        template = req.get("template")
+        if template is not None and not isinstance(template, dict):
+            raise ApiError(400, "malformed", "template: an object")
+        if template is None:
+            text = _str(req, "text", 60_000)
+        else:
+            params = template.get("params", [])
+            if not isinstance(params, list) or not all(type(p) is str for p in params):
+                raise ApiError(400, "malformed", "template params: a list of strings")
+        digest = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
+        async with self._send_lock:  # one send at a time: a key's record, then its send
+            message_id = await self._claim(key, digest)
+            if isinstance(message_id, dict):
+                return message_id  # the answer a first request with this key got
+            try:
+                if template is None:
+                    sent = await self.client.send(to, text, message_id=message_id)
+                else:
+                    sent = await self.client.send_template(
+                        to, _str(template, "name", 20), _str(template, "language", 6),
+                        params, message_id=message_id,
+                    )  # fmt: skip
+            except E2EError as exc:
+                err = _error_of(exc)
+                if err.status in (400, 422):  # for good: a retry gets the same answer
+                    await self._answer(key, digest, {"error": err.code, "message": str(exc),
+                                                     "status": err.status})  # fmt: skip
+                raise err from None
+            answer = {"message_id": sent.message_id.hex()}
+            await self._answer(key, digest, answer)
+            return answer
+
+    async def _claim(self, key: str | None, digest: str) -> bytes | dict[str, Any]:
+        """The message id to send under (the key's, if the key was seen with this request and
+        its message was not sealed), or the answer the key already has."""
+        if key is None:
+            return os.urandom(MESSAGE_ID_LEN)
+        if not 0 < len(key) <= MAX_KEY:
+            raise ApiError(400, "malformed", f"Idempotency-Key: 1 to {MAX_KEY} characters")
+        rec = _IDEM + hashlib.sha256(key.encode()).hexdigest()
+        fresh = os.urandom(MESSAGE_ID_LEN)
+
+        def claim(tx: StoreTransaction) -> dict[str, Any]:
+            raw = tx.app_get(rec)
+            if raw is not None:
+                held: dict[str, Any] = json.loads(raw)
+                return held
+            held = {"digest": digest, "message_id": fresh.hex()}
+            tx.app_put(rec, json.dumps(held).encode())
+            return held
+
+        held = await self.client.transaction(claim)
+        if not hmac.compare_digest(held["digest"], digest):
+            raise ApiError(409, "idempotency_conflict", "this key was used for another request")
+        if "answer" in held:
+            answer: dict[str, Any] = held["answer"]
+            if "error" in answer:
+                raise ApiError(answer["status"], answer["error"], answer["message"])
+            return answer
+        message_id = bytes.fromhex(held["message_id"])
+        if await self._sealed(message_id):
+            # Sealed before a crash: the outbox delivers it (the client resubmits it when it
+            # opens and before each send); sending it again would be a second message.
+            answer = {"message_id": message_id.hex()}
+            await self._answer(key, digest, answer)
+            return answer
+        return message_id
+
+    async def _sealed(self, message_id: bytes) -> bool:
+        if any(o.message_id == message_id for o in await self.client.pending()):
+            return True
+        for peer in await self.client.conversations():
+            if any(m.message_id == message_id for m in await self.client.history(peer)):
+                return True
+        return False
+
+    async def _answer(self, key: str | None, digest: str, answer: dict[str, Any]) -> None:
+        if key is None:
+            return
+        rec = _IDEM + hashlib.sha256(key.encode()).hexdigest()
+
+        def put(tx: StoreTransaction) -> None:
+            raw = tx.app_get(rec)
+            held = json.loads(raw) if raw is not None else {"digest": digest}
+            held["answer"] = answer
+            tx.app_put(rec, json.dumps(held).encode())
+
+        await self.client.transaction(put)
+
+    # -- the other endpoints ---------------------------------------------------------------
+
+    async def handle(self, method: str, path: str, query: str, body: bytes,
+                     headers: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+        c = self.client
+        if (method, path) == ("GET", "/v1/health"):
+            return {"account": c.profile.account, "device": c.profile.device}
+        auth = headers.get("authorization", "")
+        if not hmac.compare_digest(auth.encode(), b"Bearer " + self._token):
+            raise ApiError(401, "unauthenticated", "a bearer token is required")
+        req: dict[str, Any] = {}
+        if method == "POST":
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                raise ApiError(400, "malformed", "the body is not JSON") from None
+            if not isinstance(parsed, dict):
+                raise ApiError(400, "malformed", "the body is a JSON object")
+            req = parsed
+        try:
+            if (method, path) == ("POST", "/v1/messages"):
+                return await self.send(req, headers.get("idempotency-key"))
+            if (method, path) == ("POST", "/v1/assign"):
+                devices = req.get("devices")
+                if not isinstance(devices, list) or not all(type(d) is int for d in devices):
+                    raise ApiError(400, "malformed", "devices: a list of device ids")
+                await c.assign(_str(req, "customer", 64), devices)
+                return {}
+            if (method, path) == ("GET", "/v1/history"):
+                names = parse_qs(query).get("customer", [])
+                if len(names) != 1:
+                    raise ApiError(400, "malformed", "customer=NAME")
+                return {"messages": [message_json(m) for m in await c.history(names[0])]}
+            if (method, path) == ("GET", "/v1/conversations"):
+                return {"conversations": await c.conversations()}
+            if (method, path) == ("GET", "/v1/bill"):
+                return _bill(await c.bill())
+            if (method, path) == ("GET", "/v1/templates"):
+                return {"templates": [
+                    {"ref": e.ref.decode(), "name": e.spec.name, "language": e.spec.language,
+                     "version": e.version, "category": e.spec.category.name.lower(),
+                     "state": e.state.name.lower(), "text": e.spec.text,
+                     "params": [p.name.lower() for p in e.spec.params]}
+                    for e in await c.catalogue()
+                ]}  # fmt: skip
+            if (method, path) == ("POST", "/v1/templates"):
+                try:
+                    category = Category[_str(req, "category", 20).upper()]
+                    params = [ParamType[_str({"p": p}, "p", 20).upper()]
+                              for p in req.get("params", [])]  # fmt: skip
+                except KeyError:
+                    raise ApiError(400, "malformed", "unknown category or parameter type") from None
+                e = await c.register_catalogue(
+                    _str(req, "name", 20), _str(req, "language", 6), category,
+                    _str(req, "text", 1024), params,
+                )  # fmt: skip
+                return {"ref": e.ref.decode(), "version": e.version,
+                        "state": e.state.name.lower(), "reason": e.reason}  # fmt: skip
+        except E2EError as exc:
+            raise _error_of(exc) from None
+        raise ApiError(404, "no_such_endpoint", f"{method} {path}")
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI application of the API."""
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        body = bytearray()
+        status, answer = 200, {}
+        try:
+            more = True
+            while more:
+                msg = await receive()
+                body += msg.get("body", b"")
+                more = msg.get("more_body", False)
+                if len(body) > MAX_BODY:
+                    raise ApiError(413, "too_large", f"at most {MAX_BODY} bytes")
+            answer = await self.handle(scope["method"], scope["path"],
+                                       scope.get("query_string", b"").decode("latin-1"),
+                                       bytes(body), headers)  # fmt: skip
+        except ApiError as exc:
+            status, answer = exc.status, {"error": exc.code, "message": str(exc)}
+        except Exception:  # noqa: BLE001 - answered, logged without the request
+            log.exception("gateway request failed")
+            status, answer = 500, {"error": "internal", "message": "internal error"}
+        raw = json.dumps(answer).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+        await send({"type": "http.response.body", "body": raw})
+
+
+def _bill(b: wire.BillLines) -> dict[str, Any]:
+    lines = [
+        {"class": MessageClass(c).name.lower(), "in_window": bool(w), "count": n, "price": p}
+        for c, w, n, p in zip(b.classes, b.in_window, b.counts, b.unit_prices, strict=True)
+    ]
+    categories = [
+        {"category": Category(c).name.lower(), "in_window": bool(w), "count": n, "price": p}
+        for c, w, n, p in zip(
+            b.category_ids, b.category_in_window, b.category_counts, b.category_prices, strict=True
+        )  # fmt: skip
+    ]
+    penalties = [
+        {"declared": MessageClass(d).name.lower(), "content": MessageClass(c).name.lower(),
+         "count": n, "price": p}
+        for d, c, n, p in zip(b.penalty_declared, b.penalty_content, b.penalty_counts,
+                              b.penalty_prices, strict=True)
+    ]  # fmt: skip
+    return {"tier": b.tier, "lines": lines, "categories": categories, "penalties": penalties,
+            "total": b.total}  # fmt: skip
