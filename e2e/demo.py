@@ -38,6 +38,7 @@ from e2e.platform.adservice import AdService
 from e2e.platform.directory import DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import Delivery, Envelope
 from e2e.platform.policy import MessageClass
+from e2e.platform.templates import Category, ParamType
 from e2e.relay.tap import Recorder
 from e2e.store import Store
 from e2e.store.sqlite import SqliteStore
@@ -172,6 +173,22 @@ class _Demo:
         self.texts.append(text.encode())
         print(f"{label} at +{(msg.time - _START) // _HOUR}h")
         return True
+
+    async def template(self, name: str, category: Category, text: str,
+                       params: list[str]) -> None:  # fmt: skip
+        """acme-shop registers a catalogue template (SPEC §17.1) and agent 3 sends it."""
+        shop = self.devices["shop3"]
+        entry = await shop.register_catalogue(name, "en", category, text,
+                                              [ParamType.TEXT] * len(params))  # fmt: skip
+        print(f"   acme-shop registers template {entry.ref.decode()}: "
+              f"{entry.state.name.lower()}")  # fmt: skip
+        label = f"-- {_addr(shop.addr):<12} [{category.cls.name.lower()}] {entry.ref.decode()}"
+        try:
+            msg = await shop.send_template(_ALICE, name, "en", params)
+        except PolicyError as exc:
+            print(f"{label}\n   refused by the relay: {type(exc).__name__}")
+            return
+        print(f"{label} {params} at +{(msg.time - _START) // _HOUR}h")
 
     async def pump(self, *names: str) -> None:
         for name in names:
@@ -310,6 +327,8 @@ class _Demo:
         await self.send(d["shop3"], _ALICE, "Anything else?")
         await self.send(d["shop3"], _ALICE, "Your order #4417 was delivered.",
                         MessageClass.TEMPLATE)  # fmt: skip
+        await self.template("delivered", Category.UTILITY, "Your order {{1}} was delivered.",
+                            ["#4417"])  # fmt: skip
         await self.pump("phone", "laptop")  # alice's delivered receipts: they do not reopen it
         from e2e.client.http import HttpTransport
 
@@ -320,6 +339,7 @@ class _Demo:
         await d["phone"].opt_in(_SHOP)
         print("   alice opts in to acme-shop marketing")
         await self.send(d["shop3"], _ALICE, "SALE: 30% off everything!", MessageClass.MARKETING)
+        await self.template("sale", Category.MARKETING, "SALE: {{1}} off everything!", ["30%"])
         await self.pump("phone", "laptop", "shop1", "shop3")
         verdict = await d["phone"].report(_SHOP)
         verified = len(verdict.message_ids)
@@ -330,6 +350,9 @@ class _Demo:
         await self.send(d["shop3"], _ALICE, "Please come back!", MessageClass.TEMPLATE)
         revealed = [m.body for m in await d["phone"].history(_SHOP) if not m.outgoing][-verified:]
 
+        from e2e.business.demo import gateway_scene
+
+        self.texts += await gateway_scene(self.store, c, self.clock, d["phone"], self.check)
         self._relay_view(relay)
         await self._business_view(t)
         await self._proof(relay, before, after, set(revealed))

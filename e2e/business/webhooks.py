@@ -124,11 +124,14 @@ class Deliverer:
     not lose them)."""
 
     def __init__(self, url: str, secret: bytes, *, max_pause: float = 30.0,
-                 timeout: float = 10.0) -> None:  # fmt: skip
+                 timeout: float = 10.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
+        """``transport``: httpx's (default: the network; the demo passes a receiver that runs
+        in its own process)."""
         self.url = url
         self.secret = secret
         self.max_pause = max_pause
-        self._http = httpx.AsyncClient(timeout=timeout)
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
         #: Attempts that failed (a refused answer, a timeout, a connection error).
         self.failures = 0
 
