@@ -71,6 +71,7 @@ __all__ = [
     "ReportRejected",
     "MisdeclaredClass",
     "UnapprovedTemplate",
+    "TierLimitReached",
     "UntrustedIdentity",
     "Conflict",
     "RelayError",
@@ -360,6 +361,11 @@ class UnapprovedTemplate(PolicyError):
     """A template or marketing message outside the customer's window that names no approved
     template of the business's catalogue (unknown, pending, rejected), or a catalogue
     template sent as another class than its category's (SPEC §17.1)."""
+
+
+class TierLimitReached(PolicyError):
+    """A business starting a conversation (a template or marketing message outside the window)
+    with one more customer than its messaging tier allows per 24 h (SPEC §17.3)."""
 
 
 class UntrustedIdentity(PolicyError):

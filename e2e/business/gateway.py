@@ -12,13 +12,15 @@ API (JSON bodies, ``Authorization: Bearer <token>`` on every path but ``/v1/heal
   "params": [...]}}``, with an optional ``Idempotency-Key`` header -> ``{"message_id"}``;
 * ``POST /v1/assign`` ``{"customer", "devices": [...]}`` -> ``{}``;
 * ``GET /v1/history?customer=NAME`` -> ``{"messages": [...]}``;
-* ``GET /v1/conversations``, ``GET /v1/bill``, ``GET /v1/templates``, ``POST /v1/templates``
+* ``GET /v1/conversations``, ``GET /v1/bill``, ``GET /v1/tier``, ``GET /v1/templates``,
+  ``POST /v1/templates``
   ``{"name", "language", "category", "text", "params": [...]}``;
 * ``GET /v1/health`` -> ``{"account", "device"}``.
 
-Errors: ``{"error": code, "message": text}`` with 400 (malformed), 401 (token), 404, 409 (an
-idempotency key reused for another request), 413, 422 (the relay's policy refusal, its code
-as the relay's), 502 (the relay unreachable: retry with the same idempotency key).
+Errors: ``{"error": code, "message": text}``, statuses and codes as the relay's (SPEC §10.7):
+400 ``malformed``, 401 (the token), 404, 409 ``conflict`` (an idempotency key reused for
+another request), 413, 422 (the relay's policy refusal), and 502 ``relay_unavailable`` (the
+relay unreachable: retry with the same idempotency key).
 """
 
 from __future__ import annotations
@@ -35,11 +37,19 @@ from urllib.parse import parse_qs
 
 from e2e.business.webhooks import Deliverer, message_json, payload
 from e2e.client import Client
-from e2e.errors import DecodeError, E2EError, PolicyError
+from e2e.errors import (
+    Conflict,
+    DecodeError,
+    E2EError,
+    LimitExceeded,
+    NoSuchEndpoint,
+    Unauthenticated,
+)
 from e2e.platform import wire
 from e2e.platform.envelope import MESSAGE_ID_LEN
 from e2e.platform.policy import MessageClass
 from e2e.platform.templates import Category, ParamType
+from e2e.platform.wire import error_for
 from e2e.store import StoreTransaction
 
 __all__ = ["Gateway", "MAX_BODY"]
@@ -57,27 +67,18 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code = status, code
-
-
-def _error_of(exc: E2EError) -> ApiError:
-    if isinstance(exc, PolicyError):
-        code = wire.error_status(exc)[1]
-        return ApiError(422, code, str(exc))
+def _status(exc: E2EError) -> tuple[int, str]:
+    """The API's (HTTP status, code) for an error: the relay's mapping (SPEC §10.7), except
+    that a retryable failure (the relay unreachable) is 502."""
     if exc.retryable:
-        return ApiError(502, "relay_unavailable", str(exc))
-    if isinstance(exc, DecodeError):
-        return ApiError(400, "malformed", str(exc))
-    return ApiError(502, type(exc).__name__, str(exc))
+        return 502, "relay_unavailable"
+    return wire.error_status(exc)
 
 
 def _str(obj: dict[str, Any], key: str, limit: int = 4096) -> str:
     v = obj.get(key)
     if type(v) is not str or not 0 < len(v) <= limit:
-        raise ApiError(400, "malformed", f"{key}: a string of 1 to {limit} characters")
+        raise DecodeError(f"{key}: a string of 1 to {limit} characters")
     return v
 
 
@@ -109,13 +110,13 @@ class Gateway:
         to = _str(req, "to", 64)
         template = req.get("template")
         if template is not None and not isinstance(template, dict):
-            raise ApiError(400, "malformed", "template: an object")
+            raise DecodeError("template: an object")
         if template is None:
             text = _str(req, "text", 60_000)
         else:
             params = template.get("params", [])
             if not isinstance(params, list) or not all(type(p) is str for p in params):
-                raise ApiError(400, "malformed", "template params: a list of strings")
+                raise DecodeError("template params: a list of strings")
         digest = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
         async with self._send_lock:  # one send at a time: a key's record, then its send
             message_id = await self._claim(key, digest)
@@ -130,11 +131,10 @@ class Gateway:
                         params, message_id=message_id,
                     )  # fmt: skip
             except E2EError as exc:
-                err = _error_of(exc)
-                if err.status in (400, 422):  # for good: a retry gets the same answer
-                    await self._answer(key, digest, {"error": err.code, "message": str(exc),
-                                                     "status": err.status})  # fmt: skip
-                raise err from None
+                if not exc.retryable:  # for good: a retry gets the same answer
+                    code = _status(exc)[1]
+                    await self._answer(key, digest, {"error": code, "message": str(exc)})
+                raise
             answer = {"message_id": sent.message_id.hex()}
             await self._answer(key, digest, answer)
             return answer
@@ -145,7 +145,7 @@ class Gateway:
         if key is None:
             return os.urandom(MESSAGE_ID_LEN)
         if not 0 < len(key) <= MAX_KEY:
-            raise ApiError(400, "malformed", f"Idempotency-Key: 1 to {MAX_KEY} characters")
+            raise DecodeError(f"Idempotency-Key: 1 to {MAX_KEY} characters")
         rec = _IDEM + hashlib.sha256(key.encode()).hexdigest()
         fresh = os.urandom(MESSAGE_ID_LEN)
 
@@ -160,11 +160,11 @@ class Gateway:
 
         held = await self.client.transaction(claim)
         if not hmac.compare_digest(held["digest"], digest):
-            raise ApiError(409, "idempotency_conflict", "this key was used for another request")
+            raise Conflict("this idempotency key was used for another request")
         if "answer" in held:
             answer: dict[str, Any] = held["answer"]
             if "error" in answer:
-                raise ApiError(answer["status"], answer["error"], answer["message"])
+                raise error_for(answer["error"], answer["message"])
             return answer
         message_id = bytes.fromhex(held["message_id"])
         if await self._sealed(message_id):
@@ -205,58 +205,59 @@ class Gateway:
             return {"account": c.profile.account, "device": c.profile.device}
         auth = headers.get("authorization", "")
         if not hmac.compare_digest(auth.encode(), b"Bearer " + self._token):
-            raise ApiError(401, "unauthenticated", "a bearer token is required")
+            raise Unauthenticated("a bearer token is required")
         req: dict[str, Any] = {}
         if method == "POST":
             try:
                 parsed = json.loads(body)
             except ValueError:
-                raise ApiError(400, "malformed", "the body is not JSON") from None
+                raise DecodeError("the body is not JSON") from None
             if not isinstance(parsed, dict):
-                raise ApiError(400, "malformed", "the body is a JSON object")
+                raise DecodeError("the body is a JSON object")
             req = parsed
-        try:
-            if (method, path) == ("POST", "/v1/messages"):
-                return await self.send(req, headers.get("idempotency-key"))
-            if (method, path) == ("POST", "/v1/assign"):
-                devices = req.get("devices")
-                if not isinstance(devices, list) or not all(type(d) is int for d in devices):
-                    raise ApiError(400, "malformed", "devices: a list of device ids")
-                await c.assign(_str(req, "customer", 64), devices)
-                return {}
-            if (method, path) == ("GET", "/v1/history"):
-                names = parse_qs(query).get("customer", [])
-                if len(names) != 1:
-                    raise ApiError(400, "malformed", "customer=NAME")
-                return {"messages": [message_json(m) for m in await c.history(names[0])]}
-            if (method, path) == ("GET", "/v1/conversations"):
-                return {"conversations": await c.conversations()}
-            if (method, path) == ("GET", "/v1/bill"):
-                return _bill(await c.bill())
-            if (method, path) == ("GET", "/v1/templates"):
-                return {"templates": [
-                    {"ref": e.ref.decode(), "name": e.spec.name, "language": e.spec.language,
-                     "version": e.version, "category": e.spec.category.name.lower(),
-                     "state": e.state.name.lower(), "text": e.spec.text,
-                     "params": [p.name.lower() for p in e.spec.params]}
-                    for e in await c.catalogue()
-                ]}  # fmt: skip
-            if (method, path) == ("POST", "/v1/templates"):
-                try:
-                    category = Category[_str(req, "category", 20).upper()]
-                    params = [ParamType[_str({"p": p}, "p", 20).upper()]
-                              for p in req.get("params", [])]  # fmt: skip
-                except KeyError:
-                    raise ApiError(400, "malformed", "unknown category or parameter type") from None
-                e = await c.register_catalogue(
-                    _str(req, "name", 20), _str(req, "language", 6), category,
-                    _str(req, "text", 1024), params,
-                )  # fmt: skip
-                return {"ref": e.ref.decode(), "version": e.version,
-                        "state": e.state.name.lower(), "reason": e.reason}  # fmt: skip
-        except E2EError as exc:
-            raise _error_of(exc) from None
-        raise ApiError(404, "no_such_endpoint", f"{method} {path}")
+        if (method, path) == ("POST", "/v1/messages"):
+            return await self.send(req, headers.get("idempotency-key"))
+        if (method, path) == ("POST", "/v1/assign"):
+            devices = req.get("devices")
+            if not isinstance(devices, list) or not all(type(d) is int for d in devices):
+                raise DecodeError("devices: a list of device ids")
+            await c.assign(_str(req, "customer", 64), devices)
+            return {}
+        if (method, path) == ("GET", "/v1/history"):
+            names = parse_qs(query).get("customer", [])
+            if len(names) != 1:
+                raise DecodeError("customer=NAME")
+            return {"messages": [message_json(m) for m in await c.history(names[0])]}
+        if (method, path) == ("GET", "/v1/conversations"):
+            return {"conversations": await c.conversations()}
+        if (method, path) == ("GET", "/v1/bill"):
+            return _bill(await c.bill())
+        if (method, path) == ("GET", "/v1/tier"):
+            t = await c.messaging_tier()
+            return {"level": t.level, "limit": t.limit, "used": t.used,
+                    "quality": t.quality.name.lower(), "negatives": t.negatives}  # fmt: skip
+        if (method, path) == ("GET", "/v1/templates"):
+            return {"templates": [
+                {"ref": e.ref.decode(), "name": e.spec.name, "language": e.spec.language,
+                 "version": e.version, "category": e.spec.category.name.lower(),
+                 "state": e.state.name.lower(), "text": e.spec.text,
+                 "params": [p.name.lower() for p in e.spec.params]}
+                for e in await c.catalogue()
+            ]}  # fmt: skip
+        if (method, path) == ("POST", "/v1/templates"):
+            try:
+                category = Category[_str(req, "category", 20).upper()]
+                params = [ParamType[_str({"p": p}, "p", 20).upper()]
+                          for p in req.get("params", [])]  # fmt: skip
+            except KeyError:
+                raise DecodeError("unknown category or parameter type") from None
+            e = await c.register_catalogue(
+                _str(req, "name", 20), _str(req, "language", 6), category,
+                _str(req, "text", 1024), params,
+            )  # fmt: skip
+            return {"ref": e.ref.decode(), "version": e.version,
+                    "state": e.state.name.lower(), "reason": e.reason}  # fmt: skip
+        raise NoSuchEndpoint(f"{method} {path}")
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI application of the API."""
@@ -280,12 +281,13 @@ class Gateway:
                 body += msg.get("body", b"")
                 more = msg.get("more_body", False)
                 if len(body) > MAX_BODY:
-                    raise ApiError(413, "too_large", f"at most {MAX_BODY} bytes")
+                    raise LimitExceeded(f"at most {MAX_BODY} bytes")
             answer = await self.handle(scope["method"], scope["path"],
                                        scope.get("query_string", b"").decode("latin-1"),
                                        bytes(body), headers)  # fmt: skip
-        except ApiError as exc:
-            status, answer = exc.status, {"error": exc.code, "message": str(exc)}
+        except E2EError as exc:
+            status, code = _status(exc)
+            answer = {"error": code, "message": str(exc)}
         except Exception:  # noqa: BLE001 - answered, logged without the request
             log.exception("gateway request failed")
             status, answer = 500, {"error": "internal", "message": "internal error"}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from e2e.client.records import Message, Profile
 from e2e.client.transport import Transport
-from e2e.errors import UnapprovedTemplate
+from e2e.errors import DecodeError, UnapprovedTemplate
 from e2e.platform.policy import MessageClass
 from e2e.platform.templates import (
     CatalogueEntry,
@@ -20,6 +20,7 @@ from e2e.platform.templates import (
     TemplateSpec,
     render,
 )
+from e2e.platform.tiers import Quality, TierState
 
 __all__ = ["Catalogue"]
 
@@ -45,6 +46,17 @@ class Catalogue:
         is a new version. The entry says whether the platform approved it."""
         spec = TemplateSpec(name, language, category, text, tuple(params)).checked()
         return await self.transport.register_catalogue(spec)
+
+    async def messaging_tier(self) -> TierState:
+        """(Business) this account's messaging tier and quality, as the relay keeps them
+        (SPEC §17.3)."""
+        got = await self.transport.tier()
+        try:
+            quality = Quality(got.quality)
+        except ValueError:
+            raise DecodeError("unknown quality") from None
+        limit = None if got.limit == 0 else got.limit
+        return TierState(got.level, limit, got.used, quality, got.negatives, got.started_week)
 
     async def catalogue(self, business: str | None = None) -> list[CatalogueEntry]:
         """A business's catalogue (default: this account's), every version with its state."""

@@ -330,6 +330,9 @@ class HttpTransport(Transport):
         return entries_of(got.names, got.languages, got.versions, got.categories, got.states,
                           got.texts, got.params)  # fmt: skip
 
+    async def tier(self) -> wire.TierInfo:
+        return await self._post(Path.BUSINESS_TIER, wire.TierQuery(), wire.TierInfo)
+
     async def report_class(self, item: bytes) -> MessageClass:
         got = await self._post(Path.CLASS_REPORT, wire.SubmitClassReport(item), wire.ClassVerdict)
         return MessageClass(got.content)

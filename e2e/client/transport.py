@@ -24,7 +24,7 @@ from e2e.attachment.transfer import BlobTransport
 from e2e.keys import KeyPair
 from e2e.platform.policy import MessageClass, Template
 from e2e.platform.templates import CatalogueEntry, TemplateSpec
-from e2e.platform.wire import BillLines, Receipt, ReportVerdict
+from e2e.platform.wire import BillLines, Receipt, ReportVerdict, TierInfo
 from e2e.store import Address
 
 __all__ = ["Transport", "Connector"]
@@ -140,6 +140,10 @@ class Transport(Protocol):
 
     async def catalogue(self, business: str) -> list[CatalogueEntry]:
         """A business's template catalogue, every version with its review state."""
+        ...
+
+    async def tier(self) -> TierInfo:
+        """(Business) its messaging tier and quality (SPEC §17.3)."""
         ...
 
     async def report_class(self, item: bytes) -> MessageClass:

@@ -15,6 +15,7 @@ from enum import IntEnum
 from typing import Final, Protocol
 
 from e2e.errors import Blocked, DecodeError, Limited, NoPriorContact, NotOptedIn, WindowClosed
+from e2e.platform.tiers import TierConfig
 
 __all__ = [
     "MessageClass",
@@ -225,6 +226,8 @@ class PolicyConfig:
     window_seconds: int = WINDOW_SECONDS
     #: Templates per rolling window a limited business may still send.
     limited_templates: int = 2
+    #: Messaging tiers and quality (SPEC §17.3).
+    tiers: TierConfig = field(default_factory=TierConfig)
 
 
 @dataclass(slots=True)

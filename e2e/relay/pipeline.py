@@ -107,6 +107,7 @@ ROUTES: Final = dict(
         _route(Path.BLOB_STATUS, "blob_admitted", after="blob_status"),
         _route(Path.CATALOGUE_REGISTER, "register_catalogue"),
         _route(Path.CATALOGUE_LIST, "list_catalogue"),
+        _route(Path.BUSINESS_TIER, "business_tier"),
     )
 )
 

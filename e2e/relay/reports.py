@@ -47,6 +47,7 @@ from e2e.platform.wire import (
     SubmitReport,
     TemplateList,
 )
+from e2e.relay.quality import SPAM_REPORT
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import (
     BUSINESS,
@@ -77,6 +78,7 @@ class Reports:
     _sealer: SecretSealer
     _keys: list[FrankingKey]
     _keys_lock: threading.Lock
+    negative: Callable[[Tx, bytes, bytes, int, int], None]
     #: The business's catalogue as templates (:class:`~e2e.relay.catalogue.CatalogueHandlers`).
     catalogue_templates: Callable[[Tx, bytes], dict[bytes, Template]]
 
@@ -155,6 +157,7 @@ class Reports:
         tx.lock_chat(parsed.business, caller[0])
         chat = tx.chat(parsed.business, caller[0]) or ChatState()
         chat.spam_reports += 1
+        self.negative(tx, parsed.business, caller[0], SPAM_REPORT, now)
         if req.block:
             chat.blocked = True
         tx.put_chat(parsed.business, caller[0], chat)

@@ -77,6 +77,7 @@ from e2e.relay.catalogue import CatalogueHandlers
 from e2e.relay.devices import Devices, chat_devices
 from e2e.relay.keydir import KeyDirectory
 from e2e.relay.lifecycle import Lifecycle
+from e2e.relay.quality import BLOCK, QualityHandlers
 from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import (
@@ -111,7 +112,9 @@ DEDUP_SECONDS: Final = 7 * 24 * 3600
 IDENTITY_CACHE: Final = 100_000
 
 
-class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers, CatalogueHandlers):
+class RelayService(
+    Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers, CatalogueHandlers, QualityHandlers
+):
     """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
 
     Here: authentication and admission, accounts, prekeys, messages and mailboxes, customer
@@ -121,7 +124,8 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers, Cata
     :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
     the bill's :class:`~e2e.relay.reports.Reports`', the blob store's
     :class:`~e2e.relay.blobsvc.BlobHandlers`' (over ``blobs``; a relay without one refuses
-    attachments), the template catalogue's :class:`~e2e.relay.catalogue.CatalogueHandlers`'."""
+    attachments), the template catalogue's :class:`~e2e.relay.catalogue.CatalogueHandlers`',
+    messaging tiers' :class:`~e2e.relay.quality.QualityHandlers`'."""
 
     def __init__(
         self,
@@ -310,6 +314,8 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers, Cata
         category = self.template_gate(tx, src, req.template_id, cls, in_window)
         if req.template_id is not None and category is None:
             self._check_template(tx, src, req.template_id, cls)
+        if src.kind == BUSINESS:
+            self.tier_gate(tx, checked[1], checked[2], cls, in_window, checked[5], False)
         return Ok()
 
     @staticmethod
@@ -350,6 +356,7 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers, Cata
         self.reference_blob(first, now)
         price = 0
         if src.kind == BUSINESS:
+            self.tier_gate(tx, business, customer, first.cls, in_window, now, True)
             price = billed_price(self.config.prices, Tier(src.tier), first.cls, in_window)
             if category is not None and src.tier != Tier.FREE:
                 price = self.config.prices.category_price(category, in_window)
@@ -404,6 +411,8 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers, Cata
         tx.lock_chat(req.business, caller[0])
         chat = tx.chat(req.business, caller[0]) or ChatState()
         if req.op == Control.BLOCK:
+            if req.on and not chat.blocked:
+                self.negative(tx, req.business, caller[0], BLOCK, self.clock())
             chat.blocked = req.on
         elif req.op == Control.LIMIT:
             chat.limited = req.on

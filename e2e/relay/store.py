@@ -25,6 +25,7 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 from e2e.errors import UnknownAccount
 from e2e.platform.policy import ChatState
+from e2e.relay.bizrecords import BusinessRecords
 
 __all__ = [
     "CUSTOMER",
@@ -102,6 +103,14 @@ CREATE TABLE IF NOT EXISTS catalogue (
 CREATE TABLE IF NOT EXISTS billing_category (
     business BLOB NOT NULL, message_id BLOB NOT NULL, category INTEGER NOT NULL,
     PRIMARY KEY (business, message_id));
+CREATE TABLE IF NOT EXISTS initiations (
+    business BLOB NOT NULL, customer BLOB NOT NULL, at BIGINT NOT NULL,
+    PRIMARY KEY (business, customer));
+CREATE TABLE IF NOT EXISTS quality_events (
+    business BLOB NOT NULL, customer BLOB NOT NULL, kind INTEGER NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS quality_events_by_business ON quality_events (business, at);
+CREATE TABLE IF NOT EXISTS messaging_tiers (
+    business BLOB PRIMARY KEY, level INTEGER NOT NULL, evaluated BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS penalties (
     business BLOB NOT NULL, message_id BLOB NOT NULL, declared INTEGER NOT NULL,
     content INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,
@@ -186,7 +195,7 @@ def account_of(tx: Tx, name: bytes) -> Account:
     return acct
 
 
-class Tx(abc.ABC):
+class Tx(BusinessRecords, abc.ABC):
     """One transaction's view of the relay's records."""
 
     @abc.abstractmethod
@@ -488,53 +497,6 @@ class Tx(abc.ABC):
         )
         return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
 
-    def insert_bill_category(self, business: bytes, message_id: bytes, category: int) -> None:
-        """The catalogue category of a billed template message (SPEC §17.1)."""
-        self.write(
-            "INSERT INTO billing_category (business, message_id, category) VALUES (?, ?, ?)",
-            (business, message_id, category),
-        )
-
-    def bill_categories(self, business: bytes) -> list[tuple[int, int, int, int]]:
-        """(category, in window, count, unit price) of the billed catalogue templates."""
-        rows = self.fetchall(
-            "SELECT c.category, b.in_window, COUNT(*), b.price FROM billing b"
-            " JOIN billing_category c ON c.business = b.business AND c.message_id = b.message_id"
-            " WHERE b.business = ? GROUP BY c.category, b.in_window, b.price"
-            " ORDER BY c.category, b.in_window, b.price",
-            (business,),
-        )
-        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
-
-    def insert_catalogue(self, business: bytes, row: tuple[str, str, int, int, str, bytes, int,
-                         str], at: int) -> None:  # fmt: skip
-        """One template version: (name, language, version, category, text, parameter types,
-        state, reason)."""
-        self.execute(
-            "INSERT INTO catalogue (business, name, language, version, category, text, params,"
-            " state, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (business, *row, at),
-        )
-
-    def catalogue(self, business: bytes) -> list[tuple[str, str, int, int, str, bytes, int, str]]:
-        """Every template version of ``business``, by (name, language, version)."""
-        rows = self.fetchall(
-            "SELECT name, language, version, category, text, params, state, reason"
-            " FROM catalogue WHERE business = ? ORDER BY name, language, version",
-            (business,),
-        )
-        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
-
-    def set_catalogue_state(self, business: bytes, name: str, language: str, version: int,
-                            state: int, reason: str) -> bool:  # fmt: skip
-        """Set one version's review state; False if there is no such version."""
-        cur = self.execute(
-            "UPDATE catalogue SET state = ?, reason = ? WHERE business = ? AND name = ?"
-            " AND language = ? AND version = ?",
-            (state, reason, business, name, language, version),
-        )
-        return bool(cur.rowcount == 1)
-
     def insert_report(self, reporter: bytes, business: bytes, at: int, messages: int,
                       report: bytes) -> None:  # fmt: skip
         self.execute(
@@ -695,6 +657,9 @@ class Tx(abc.ABC):
         self.execute("DELETE FROM auth_nonces WHERE expires < ?", (now,))
         self.execute("DELETE FROM submissions WHERE expires < ?", (now,))
         self.execute("DELETE FROM provisioning WHERE expires < ?", (now,))
+        week = now - 7 * 24 * 3600  # what messaging tiers look back on (SPEC §17.3)
+        self.execute("DELETE FROM initiations WHERE at < ?", (week,))
+        self.execute("DELETE FROM quality_events WHERE at < ?", (week,))
 
 
 #: Record a request's nonce; a row back unless it was used before (a replay).

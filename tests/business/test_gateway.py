@@ -201,10 +201,14 @@ def test_a_crm_through_the_gateway_across_a_restart(
             again = api(gw, "POST", "/v1/messages", {"to": "ann", "text": "answer 1"}, key="r1")
             assert again.json() == r1.json()
             other = api(gw, "POST", "/v1/messages", {"to": "ann", "text": "other"}, key="r1")
-            assert other.status_code == 409
-            # A policy refusal is the relay's code, and a webhook too.
+            assert (other.status_code, other.json()["error"]) == (409, "conflict")
+            # A refusal has the relay's status and code, and is a webhook too.
             late = api(gw, "POST", "/v1/messages", {"to": "nobody", "text": "x"}, key="r2")
-            assert late.status_code == 422
+            assert (late.status_code, late.json()["error"]) == (404, "unknown_account")
+            again = api(gw, "POST", "/v1/messages", {"to": "nobody", "text": "x"}, key="r2")
+            assert again.json() == late.json()  # the key's answer, kept
+            wait_for(lambda: [h["error"] for h in crm.of("refused")] == ["UnknownAccount"],
+                     "a refusal webhook")  # fmt: skip
             # Statuses arrive: the relay accepted the answer, Ann's device got it.
             assert await texts_of(ann) == ["answer 1"]
             mid = r1.json()["message_id"]

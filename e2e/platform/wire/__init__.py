@@ -14,7 +14,7 @@ By concern:
 * :mod:`~e2e.platform.wire.reports` - spam and class reports;
 * :mod:`~e2e.platform.wire.keylog` - the key directory and business certificates;
 * :mod:`~e2e.platform.wire.blobs` - the blob store (attachments);
-* :mod:`~e2e.platform.wire.catalogue` - the template catalogue.
+* :mod:`~e2e.platform.wire.catalogue` - the template catalogue and messaging tiers.
 
 :data:`ENDPOINTS` lists every ``POST`` endpoint with its request body, its answer body and who
 may call it; every name of the submodules is also a name of this package.
@@ -123,6 +123,8 @@ class Path:
     #: (Business) register a template in the catalogue; anyone lists one (SPEC §17.1).
     CATALOGUE_REGISTER: Final = "/v1/catalogue/register"
     CATALOGUE_LIST: Final = "/v1/catalogue/list"
+    #: (Business) its messaging tier and quality (SPEC §17.3).
+    BUSINESS_TIER: Final = "/v1/business/tier"
     #: Open an upload of a blob (SPEC §10.12); its bytes go to ``blob_path(id)``.
     BLOB_CREATE: Final = "/v1/blobs/create"
     BLOB_STATUS: Final = "/v1/blobs/status"
@@ -188,6 +190,7 @@ ENDPOINTS: Final = (
     Endpoint(Path.BLOB_STATUS, blobs.BlobStatusQuery, blobs.BlobState),
     Endpoint(Path.CATALOGUE_REGISTER, catalogue.RegisterCatalogue, catalogue.CatalogueAnswer),
     Endpoint(Path.CATALOGUE_LIST, catalogue.ListCatalogue, catalogue.Catalogue),
+    Endpoint(Path.BUSINESS_TIER, catalogue.TierQuery, catalogue.TierInfo),
 )
 BY_PATH: Final = {e.path: e for e in ENDPOINTS}
 BY_REQUEST: Final = {e.request: e for e in ENDPOINTS}

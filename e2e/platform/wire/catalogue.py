@@ -1,5 +1,6 @@
-"""Wire bodies of the template catalogue (SPEC.md §17.1): a business registers a template by
-name and language, anyone reads a business's catalogue (public, like its devices)."""
+"""Wire bodies of the business platform (SPEC.md §17): the template catalogue (a business
+registers a template by name and language, anyone reads a business's catalogue, public like
+its devices) and the messaging tier (§17.3)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from typing import Any, Final
 from e2e.errors import DecodeError
 from e2e.platform.wire.codec import Body, F, account_field, key
 
-__all__ = ["MAX_CATALOGUE", "RegisterCatalogue", "CatalogueAnswer", "ListCatalogue", "Catalogue"]
+__all__ = [
+    "MAX_CATALOGUE",
+    "RegisterCatalogue",
+    "CatalogueAnswer",
+    "ListCatalogue",
+    "Catalogue",
+    "TierQuery",
+    "TierInfo",
+]
 
 #: Most template versions one business keeps (a catalogue answers with all of them).
 MAX_CATALOGUE: Final = 256
@@ -67,3 +76,22 @@ class Catalogue(Body):
     def check(cls, obj: dict[int, Any]) -> None:
         if len({len(obj[k]) for k in range(1, 8)}) != 1:
             raise DecodeError("catalogue columns differ in length")
+
+
+@dataclass(frozen=True, slots=True)
+class TierQuery(Body):
+    """``{}``: the caller's (a business device's) messaging tier."""
+
+
+@dataclass(frozen=True, slots=True)
+class TierInfo(Body):
+    """``{1: level, 2: limit (new customers per 24 h; 0 if unlimited), 3: used in the last
+    24 h, 4: quality (0 high, 1 medium, 2 low), 5: blocks and spam reports in 7 days,
+    6: customers it started conversations with in 7 days}``."""
+
+    level: int = key(1, F(int, max_int=255))
+    limit: int = key(2, F(int, max_int=2**63 - 1))
+    used: int = key(3, F(int))
+    quality: int = key(4, F(int, max_int=2))
+    negatives: int = key(5, F(int))
+    started_week: int = key(6, F(int))

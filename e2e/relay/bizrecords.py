@@ -1,0 +1,126 @@
+"""The relay store's records of the business platform (SPEC.md §17): catalogue templates,
+the bill's categories, messaging tiers and quality events. A mixin of
+:class:`~e2e.relay.store.Tx`: the same SQL on both backends (the schema is the store's)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["BusinessRecords"]
+
+
+class BusinessRecords:
+    """The business platform's statements, over the transaction's own ``execute``,
+    ``fetchall``, ``fetchone`` and ``write``."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError  # pragma: no cover - Tx's
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError  # pragma: no cover - Tx's
+
+    def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        raise NotImplementedError  # pragma: no cover - Tx's
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        raise NotImplementedError  # pragma: no cover - Tx's
+
+    def insert_bill_category(self, business: bytes, message_id: bytes, category: int) -> None:
+        """The catalogue category of a billed template message (SPEC §17.1)."""
+        self.write(
+            "INSERT INTO billing_category (business, message_id, category) VALUES (?, ?, ?)",
+            (business, message_id, category),
+        )
+
+    def bill_categories(self, business: bytes) -> list[tuple[int, int, int, int]]:
+        """(category, in window, count, unit price) of the billed catalogue templates."""
+        rows = self.fetchall(
+            "SELECT c.category, b.in_window, COUNT(*), b.price FROM billing b"
+            " JOIN billing_category c ON c.business = b.business AND c.message_id = b.message_id"
+            " WHERE b.business = ? GROUP BY c.category, b.in_window, b.price"
+            " ORDER BY c.category, b.in_window, b.price",
+            (business,),
+        )
+        return [(r[0], r[1], int(r[2]), r[3]) for r in rows]
+
+    def insert_catalogue(self, business: bytes, row: tuple[str, str, int, int, str, bytes, int,
+                         str], at: int) -> None:  # fmt: skip
+        """One template version: (name, language, version, category, text, parameter types,
+        state, reason)."""
+        self.execute(
+            "INSERT INTO catalogue (business, name, language, version, category, text, params,"
+            " state, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (business, *row, at),
+        )
+
+    def catalogue(self, business: bytes) -> list[tuple[str, str, int, int, str, bytes, int, str]]:
+        """Every template version of ``business``, by (name, language, version)."""
+        rows = self.fetchall(
+            "SELECT name, language, version, category, text, params, state, reason"
+            " FROM catalogue WHERE business = ? ORDER BY name, language, version",
+            (business,),
+        )
+        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
+
+    def set_catalogue_state(self, business: bytes, name: str, language: str, version: int,
+                            state: int, reason: str) -> bool:  # fmt: skip
+        """Set one version's review state; False if there is no such version."""
+        cur = self.execute(
+            "UPDATE catalogue SET state = ?, reason = ? WHERE business = ? AND name = ?"
+            " AND language = ? AND version = ?",
+            (state, reason, business, name, language, version),
+        )
+        return bool(cur.rowcount == 1)
+
+    # -- messaging tiers (SPEC §17.3) ------------------------------------------------------
+
+    def initiated_at(self, business: bytes, customer: bytes) -> int | None:
+        """When ``business`` last started a conversation with ``customer`` (None: never)."""
+        row = self.fetchone(
+            "SELECT at FROM initiations WHERE business = ? AND customer = ?", (business, customer)
+        )
+        return None if row is None else int(row[0])
+
+    def put_initiation(self, business: bytes, customer: bytes, at: int) -> None:
+        self.write(
+            "INSERT INTO initiations (business, customer, at) VALUES (?, ?, ?)"
+            " ON CONFLICT (business, customer) DO UPDATE SET at = excluded.at",
+            (business, customer, at),
+        )
+
+    def count_initiations(self, business: bytes, since: int) -> int:
+        """Distinct customers ``business`` started a conversation with at or after ``since``."""
+        row = self.fetchone(
+            "SELECT COUNT(*) FROM initiations WHERE business = ? AND at >= ?", (business, since)
+        )
+        return int(row[0]) if row else 0
+
+    def insert_quality_event(self, business: bytes, customer: bytes, kind: int, at: int) -> None:
+        """A negative event (1 block, 2 spam report) of ``customer`` about ``business``."""
+        self.write(
+            "INSERT INTO quality_events (business, customer, kind, at) VALUES (?, ?, ?, ?)",
+            (business, customer, kind, at),
+        )
+
+    def count_quality_events(self, business: bytes, since: int) -> int:
+        row = self.fetchone(
+            "SELECT COUNT(*) FROM quality_events WHERE business = ? AND at >= ?",
+            (business, since),
+        )
+        return int(row[0]) if row else 0
+
+    def messaging_tier(self, business: bytes) -> tuple[int, int] | None:
+        """(level, when it was last evaluated) of ``business`` (None: never evaluated)."""
+        row = self.fetchone(
+            "SELECT level, evaluated FROM messaging_tiers WHERE business = ?", (business,)
+        )
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def put_messaging_tier(self, business: bytes, level: int, evaluated: int) -> None:
+        self.write(
+            "INSERT INTO messaging_tiers (business, level, evaluated) VALUES (?, ?, ?)"
+            " ON CONFLICT (business) DO UPDATE SET level = excluded.level,"
+            " evaluated = excluded.evaluated",
+            (business, level, evaluated),
+        )

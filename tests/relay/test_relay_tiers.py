@@ -1,0 +1,103 @@
+"""Messaging tiers and quality through the relay process (SQLite and PostgreSQL), SPEC §17.3:
+a business may start conversations with its level's limit of customers per 24 h (a template
+outside the window starts one); the limit is refused with tier_limit and shown to the
+business; volume raises the level a day later, blocks and spam reports lower quality and then
+the level. Time passing is written into the relay's database, as its clock cannot be wound."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import httpx
+import pytest
+from relayhelp import Dev, Refused, new_device
+
+from e2e.platform import wire
+from e2e.platform.envelope import Delivery
+from e2e.platform.policy import MessageClass
+from e2e.platform.tiers import Quality, TierConfig
+
+CUSTOMER, BUSINESS = 0, 1
+LIMIT = TierConfig().limits[0]
+
+
+def earlier(db: str, seconds: int) -> None:
+    """Everything the tiers look at happened ``seconds`` earlier."""
+    stmts = [f"UPDATE {t} SET {c} = {c} - {int(seconds)}" for t, c in (
+        ("chats", "last_customer_message"), ("initiations", "at"), ("quality_events", "at"),
+        ("messaging_tiers", "evaluated"))]  # fmt: skip
+    if db.endswith(".db"):
+        with sqlite3.connect(db) as conn:
+            for s in stmts:
+                conn.execute(s)
+        return
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        for s in stmts:
+            conn.execute(s)  # type: ignore[call-overload]
+
+
+def tier(biz: Dev) -> wire.TierInfo:
+    return biz.call(wire.Path.BUSINESS_TIER, wire.TierQuery(), wire.TierInfo)
+
+
+def template(biz: Dev, cust: Dev) -> wire.Receipt:
+    envs = biz.envelopes(cust.acct.name, [cust.addr], MessageClass.TEMPLATE, template_id=b"t")
+    return biz.submit(envs)
+
+
+def test_tier_limit_then_volume_raises_and_blocks_lower(client: httpx.Client,
+                                                        relay_db: str) -> None:  # fmt: skip
+    biz = new_device(client, b"shop", BUSINESS, tier=1)
+    reg = wire.RegisterTemplate(b"t", int(MessageClass.TEMPLATE), b"Your order shipped.")
+    biz.call(wire.Path.TEMPLATE_REGISTER, reg)
+    customers = [new_device(client, f"c{i:03d}".encode(), CUSTOMER, one_time=0)
+                 for i in range(LIMIT + 2)]  # fmt: skip
+    for c in customers:
+        c.submit(c.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+    info = tier(biz)
+    assert (info.level, info.limit, info.used, info.quality) == (0, LIMIT, 0, Quality.HIGH)
+    earlier(relay_db, 25 * 3600)  # every window closed
+    for c in customers[:LIMIT]:
+        template(biz, c)
+    with pytest.raises(Refused) as exc:  # one customer more than the tier allows
+        template(biz, customers[LIMIT])
+    assert (exc.value.status, exc.value.code) == (422, "tier_limit")
+    pre = wire.Precheck.of(int(MessageClass.TEMPLATE), customers[LIMIT].acct.name,
+                           [customers[LIMIT].addr], b"t")  # fmt: skip
+    with pytest.raises(Refused):  # the precheck says the same, changing nothing
+        biz.call(wire.Path.MESSAGE_PRECHECK, pre)
+    template(biz, customers[0])  # a customer already counted today is not counted again
+    # A customer who writes opens the window: answering is not starting a conversation.
+    last = customers[LIMIT + 1]
+    last.submit(last.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+    template(biz, last)
+    assert (tier(biz).used, tier(biz).level) == (LIMIT, 0)
+    bill = biz.bill()
+    assert sum(bill.counts) == LIMIT + 2  # the refused one was not billed
+    # A day later: volume (LIMIT customers in a week, at least half the limit) raises a level.
+    earlier(relay_db, 25 * 3600)
+    info = tier(biz)
+    assert (info.level, info.limit, info.used, info.quality) == (1, TierConfig().limits[1], 0,
+                                                                  Quality.HIGH)  # fmt: skip
+    template(biz, customers[LIMIT])  # the customer refused yesterday can be reached now
+    # Customers block and report: quality drops at once, the level a day later.
+    low = int(TierConfig().low * LIMIT) + 1
+    for c in customers[:low]:
+        c.control(wire.Control.BLOCK, b"shop")
+    c.control(wire.Control.BLOCK, b"shop")  # blocking again is not another event
+    reporter = customers[low]  # and one reports what the business answered it as spam
+    reporter.submit(reporter.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+    biz.submit(biz.envelopes(reporter.acct.name, [reporter.addr], MessageClass.SERVICE))
+    delivery = reporter.fetch().deliveries[-1]
+    mid = Delivery.from_bytes(delivery).open_envelope().message_id
+    fk, text = biz.sent[mid]
+    assert reporter.report(b"shop", [(delivery, fk, text)], block=False).message_ids == (mid,)
+    info = tier(biz)
+    assert (info.quality, info.negatives, info.level) == (Quality.LOW, low + 1, 1)
+    earlier(relay_db, 25 * 3600)
+    assert (tier(biz).level, tier(biz).limit) == (0, LIMIT)
+    with pytest.raises(Refused) as exc2:  # customers cannot query a tier
+        customers[0].call(wire.Path.BUSINESS_TIER, wire.TierQuery(), wire.TierInfo)
+    assert exc2.value.code == "not_allowed"
