@@ -31,6 +31,7 @@ import hmac
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 from urllib.parse import parse_qs
@@ -60,6 +61,9 @@ log = logging.getLogger("e2e.business")
 MAX_BODY: Final = 64 * 1024
 #: Idempotency records (``g/idem/<SHA-256 of the key>``), kept for this many seconds.
 _IDEM: Final = "g/idem/"
+IDEM_SECONDS: Final = 7 * 24 * 3600
+#: Sends between two prunings of old idempotency records.
+_PRUNE_EVERY: Final = 256
 MAX_KEY: Final = 200
 
 Scope = MutableMapping[str, Any]
@@ -91,6 +95,7 @@ class Gateway:
         self._token = token.encode()
         self.deliverer = deliverer
         self._send_lock = asyncio.Lock()
+        self._sends = 0
 
     # -- webhooks -------------------------------------------------------------------------
 
@@ -119,6 +124,9 @@ class Gateway:
                 raise DecodeError("template params: a list of strings")
         digest = hashlib.sha256(json.dumps(req, sort_keys=True).encode()).hexdigest()
         async with self._send_lock:  # one send at a time: a key's record, then its send
+            self._sends += 1
+            if self._sends % _PRUNE_EVERY == 1:
+                await self.prune()
             message_id = await self._claim(key, digest)
             if isinstance(message_id, dict):
                 return message_id  # the answer a first request with this key got
@@ -154,7 +162,7 @@ class Gateway:
             if raw is not None:
                 held: dict[str, Any] = json.loads(raw)
                 return held
-            held = {"digest": digest, "message_id": fresh.hex()}
+            held = {"digest": digest, "message_id": fresh.hex(), "at": int(time.time())}
             tx.app_put(rec, json.dumps(held).encode())
             return held
 
@@ -174,6 +182,23 @@ class Gateway:
             await self._answer(key, digest, answer)
             return answer
         return message_id
+
+    async def prune(self, now: int | None = None) -> int:
+        """Delete the idempotency records older than :data:`IDEM_SECONDS` (a key is only
+        answered again within that time); how many. Run at the first send and every
+        ``_PRUNE_EVERY`` sends, so the records stay bounded by the sends of a week."""
+        cutoff = (int(time.time()) if now is None else now) - IDEM_SECONDS
+
+        def prune(tx: StoreTransaction) -> int:
+            gone = 0
+            for k in tx.app_keys(_IDEM):
+                raw = tx.app_get(k)
+                if raw is not None and json.loads(raw).get("at", 0) < cutoff:
+                    tx.app_delete(k)
+                    gone += 1
+            return gone
+
+        return await self.client.transaction(prune)
 
     async def _sealed(self, message_id: bytes) -> bool:
         if any(o.message_id == message_id for o in await self.client.pending()):

@@ -270,3 +270,33 @@ def test_webhook_signatures() -> None:
     ):
         with pytest.raises(DecodeError):
             verify(SECRET, bad_body, bad_header, now)
+
+
+def test_idempotency_records_are_kept_a_week(tmp_path: Path) -> None:
+    from e2e.business.gateway import IDEM_SECONDS, Gateway
+
+    async def run() -> None:
+        net = RelayClient.in_process(str(tmp_path / "relay.db"))
+        key = os.urandom(32)
+        shop = await Client.create_account(lambda: SqliteStore(tmp_path / "s.db", key),
+                                           net.connect, "bigshop", "business", tier=1)  # fmt: skip
+        ann = await Client.create_account(lambda: SqliteStore(tmp_path / "a.db", key),
+                                          net.connect, "ann", "customer")  # fmt: skip
+        try:
+            await ann.send("bigshop", "hi")
+            await shop.sync()
+            gw = Gateway(shop, TOKEN, None)
+            first = await gw.send({"to": "ann", "text": "one"}, "k")
+            assert await gw.send({"to": "ann", "text": "one"}, "k") == first
+            assert await gw.prune() == 0  # a fresh record stays
+            assert await gw.prune(int(time.time()) + IDEM_SECONDS + 1) == 1
+            second = await gw.send({"to": "ann", "text": "two"}, "k")  # the key is free again
+            assert second != first
+            assert [m.text for m in await ann.sync() if m.cls is not MessageClass.RECEIPT] == [
+                "one", "two"]  # fmt: skip
+        finally:
+            await ann.aclose()
+            await shop.aclose()
+            await net.aclose()
+
+    asyncio.run(run())
