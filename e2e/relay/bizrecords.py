@@ -63,6 +63,16 @@ class BusinessRecords:
         )
         return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7]) for r in rows]
 
+    def catalogue_version(self, business: bytes, name: str, language: str,
+                          version: int) -> tuple[int, int] | None:  # fmt: skip
+        """(category, state) of one template version of ``business`` (None: no such one)."""
+        row = self.fetchone(
+            "SELECT category, state FROM catalogue WHERE business = ? AND name = ?"
+            " AND language = ? AND version = ?",
+            (business, name, language, version),
+        )
+        return None if row is None else (int(row[0]), int(row[1]))
+
     def set_catalogue_state(self, business: bytes, name: str, language: str, version: int,
                             state: int, reason: str) -> bool:  # fmt: skip
         """Set one version's review state; False if there is no such version."""

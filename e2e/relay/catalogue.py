@@ -131,15 +131,12 @@ class CatalogueHandlers:
             if template_id is None and not in_window:
                 raise UnapprovedTemplate("outside the window a template message names a template")
             return None  # a template id of the older kind: checked by _check_template
-        found = next(
-            (e for e in entries(tx, src.name)
-             if (e.spec.name, e.spec.language, e.version) == parsed),
-            None,
-        )  # fmt: skip
+        found = tx.catalogue_version(src.name, *parsed)  # one row: the per-message path
         if found is None:
             raise UnapprovedTemplate("no such template in the business's catalogue")
-        if found.spec.category.cls is not cls:
+        category, state = Category(found[0]), TemplateState(found[1])
+        if category.cls is not cls:
             raise UnapprovedTemplate("template sent as another class than its category's")
-        if not found.approved and not in_window:
-            raise UnapprovedTemplate(f"template {found.state.name.lower()}: not approved")
-        return int(found.spec.category)
+        if state is not TemplateState.APPROVED and not in_window:
+            raise UnapprovedTemplate(f"template {state.name.lower()}: not approved")
+        return int(category)
