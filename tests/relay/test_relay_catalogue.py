@@ -29,6 +29,7 @@ from e2e.errors import (
 )
 from e2e.platform.policy import MessageClass, PriceTable
 from e2e.platform.templates import (
+    CatalogueEntry,
     Category,
     ParamType,
     TemplateContent,
@@ -64,6 +65,12 @@ def review(db: str, ref: str, state: str) -> None:
          "shop", "--template", ref, "--state", state],
         cwd=ROOT, check=True, capture_output=True,
     )  # fmt: skip
+
+
+async def register_order(biz: Client) -> CatalogueEntry:
+    """The shop's utility template ``order_update`` (en): a name, an order number, a date."""
+    types = (ParamType.TEXT, ParamType.TEXT, ParamType.DATE)
+    return await biz.register_catalogue("order_update", "en", Category.UTILITY, ORDER, types)
 
 
 def stores(tmp: Path) -> Callable[[str], Callable[[], SqliteStore]]:
@@ -136,10 +143,7 @@ def test_outside_the_window_only_approved_templates_pass_billed_by_category(
         biz = await Client.create_account(store("b"), net.connect, "shop", "business", tier=1)
         cust = await Client.create_account(store("c"), net.connect, "ann", "customer")
         try:
-            order = await biz.register_catalogue(
-                "order_update", "en", Category.UTILITY, ORDER,
-                (ParamType.TEXT, ParamType.TEXT, ParamType.DATE),
-            )  # fmt: skip
+            order = await register_order(biz)
             code = await biz.register_catalogue(
                 "login", "en", Category.AUTHENTICATION, CODE, (ParamType.CODE,)
             )
@@ -223,10 +227,7 @@ def test_parameters_that_do_not_fit_are_flagged_and_reportable(
         biz = await Client.create_account(store("b"), net.connect, "shop", "business", tier=1)
         cust = await Client.create_account(store("c"), net.connect, "ann", "customer")
         try:
-            order = await biz.register_catalogue(
-                "order_update", "en", Category.UTILITY, ORDER,
-                (ParamType.TEXT, ParamType.TEXT, ParamType.DATE),
-            )  # fmt: skip
+            order = await register_order(biz)
             await cust.send("shop", "hello")
             await biz.sync()
             honest = await biz.send_template("ann", "order_update", "en",
