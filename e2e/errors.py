@@ -76,6 +76,7 @@ __all__ = [
     "Forbidden",
     "RateLimited",
     "NoSuchEndpoint",
+    "Overloaded",
     "WireFailure",
     "FingerprintVersionMismatch",
     "KeyTransparencyError",
@@ -86,6 +87,7 @@ __all__ = [
     "KeyMismatch",
     "CertificateError",
     "KeyChangePending",
+    "ConfigError",
 ]
 
 
@@ -384,6 +386,13 @@ class NoSuchEndpoint(RelayError):
     """A path or method the API does not have (404/405)."""
 
 
+class Overloaded(RelayError):
+    """The relay is at one of its edge limits (request bodies in flight, shutting down) and
+    did not read the request (503 with ``Retry-After``); nothing was recorded."""
+
+    retryable: ClassVar[bool] = True
+
+
 class WireFailure(RelayError):
     """The relay could not be reached (connection refused or reset, timeout) or answered
     something that is not the API's. Whether the request was applied is unknown; every
@@ -475,3 +484,9 @@ class CertificateError(E2EError):
 class KeyChangePending(E2EError):
     """A send to an account whose key changed and whose change the application has not
     accepted yet."""
+
+
+class ConfigError(E2EError):
+    """A relay configuration (file or environment variable) that names a setting that does
+    not exist, or gives one a value of the wrong type or out of its range; the message names
+    the setting (``edge.header_timeout: ...``)."""

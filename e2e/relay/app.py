@@ -4,11 +4,15 @@
 serve (``python -m e2e relay serve`` uses uvicorn) and any ASGI application can mount under a
 path prefix (the relay routes on ``scope["path"]`` with ``scope["root_path"]`` removed).
 
-Per request: the body is read up to the size cap (413) and routed (404); then the steps of
-:mod:`e2e.relay.pipeline` run in SPEC §10.7's order (header, signature, body, rate, checks
-without the store, one transaction), each timed by :meth:`RelayApp._dispatch` (the metrics'
-``e2e_relay_seconds_total``); a fetch with a wait is held until mail arrives. A refused
-request commits nothing and is answered with its error's code (:mod:`e2e.platform.wire.errors`).
+Per request: it is routed (404); then the steps of :mod:`e2e.relay.pipeline` run in SPEC
+§10.7's order (header, signature, rate, body read, decode, checks without the store, one
+transaction), each timed by :meth:`RelayApp._dispatch` (the metrics'
+``e2e_relay_seconds_total``); a fetch with a wait is held until mail arrives. The body is read
+only by the pipeline's read step, once the caller is authenticated, at most the endpoint's
+largest body (413) and within the budget of body bytes in flight (503), SPEC §10.11; a request
+whose body was not read is answered with ``connection: close``. A refused request commits
+nothing and is answered with its error's code (:mod:`e2e.platform.wire.errors`), 429 and 503
+with ``retry-after``.
 Logging goes to the ``e2e.relay`` logger: method, path, status, time and refusal codes, never
 a body, key or header value.
 """
@@ -21,18 +25,18 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Final
 
 from e2e.errors import (
     DecodeError,
     E2EError,
     LimitExceeded,
     NoSuchEndpoint,
+    Overloaded,
 )
 from e2e.platform.wire import (
     BLOB_PATH,
     CONTENT_TYPE,
-    MAX_REQUEST_BYTES,
     Fetch,
     Mailbox,
     Ok,
@@ -40,7 +44,9 @@ from e2e.platform.wire import (
     WireError,
 )
 from e2e.relay.blobio import BlobIO
-from e2e.relay.pipeline import ROUTES, STEPS, Call, Pipeline, Route
+from e2e.relay.config import Edge
+from e2e.relay.edge import EdgeState
+from e2e.relay.pipeline import CERTIFIED_STEPS, ROUTES, STEPS, Call, Pipeline
 from e2e.relay.ratelimit import RateLimit
 from e2e.relay.service import RelayService
 from e2e.relay.tap import Tap
@@ -50,9 +56,36 @@ __all__ = ["create_app", "RelayApp"]
 log = logging.getLogger("e2e.relay")
 
 Scope = MutableMapping[str, Any]
+Header = tuple[bytes, bytes]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+#: Largest body of the unauthenticated no-op (the load bench's baseline).
+NOOP_BODY: Final = 64 * 1024
+
+
+class _Incoming:
+    """One HTTP request's body as the app reads it: its declared length, and whether it has
+    been read to its end (else the connection is closed after the answer)."""
+
+    __slots__ = ("scope", "receive", "length", "chunked", "done", "reserved")
+
+    def __init__(self, scope: Scope, receive: Receive) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.length: int | None = None
+        self.chunked = False
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    self.length = int(value)
+                except ValueError:
+                    self.length = -1
+            elif name == b"transfer-encoding":
+                self.chunked = True
+        self.done = not self.chunked and not self.length
+        self.reserved = 0
 
 
 class RelayApp:
@@ -62,7 +95,7 @@ class RelayApp:
         self,
         service: RelayService,
         *,
-        max_body: int = MAX_REQUEST_BYTES,
+        edge: Edge | None = None,
         rate_limit: RateLimit | None = None,
         tap: Tap | None = None,
         workers: int = 8,
@@ -70,19 +103,29 @@ class RelayApp:
     ) -> None:
         self.service = service
         self.store = service.store
-        self.max_body = max_body
+        #: The edge limits the app applies itself (SPEC §10.11); the connection-level ones
+        #: are :mod:`e2e.relay.edge`'s.
+        self.edge = edge or Edge()
         self.rate_limit = rate_limit or RateLimit(200.0, 400.0)
         self.tap = tap
         self.purge_seconds = purge_seconds
         self.counters: Counter[str] = Counter()
         #: Seconds spent in each step of the request path (:data:`~e2e.relay.pipeline.STEPS`),
         #: summed over requests (wall time, waits included).
-        self.timers: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+        self.timers: dict[str, float] = dict.fromkeys((*STEPS, *CERTIFIED_STEPS), 0.0)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay")
         self.pipeline = Pipeline(service, self.rate_limit, self._executor)
         self.blob_io = BlobIO(self)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[tuple[bytes, int], asyncio.Event] = {}
+        #: Long-polls waiting now, in all and by device.
+        self._polls = 0
+        self._polls_by: Counter[tuple[bytes, int]] = Counter()
+        #: Body bytes reserved by requests being read (SPEC §10.11).
+        self.inflight = 0
+        self.stopping = False
+        #: The connection-level front's state, when the app is served with it (metrics).
+        self.edge_state: EdgeState | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -117,6 +160,13 @@ class RelayApp:
             task.cancel()
         self._tasks.clear()
         await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def drain(self) -> None:
+        """The server is stopping: every long-poll answers now, new ones do not wait, and
+        new requests are refused (503)."""
+        self.stopping = True
+        for event in self._waiters.values():
+            event.set()
 
     def close(self) -> None:
         for task in self._tasks:
@@ -159,17 +209,20 @@ class RelayApp:
             await self.blob_io.serve(scope, receive, send, method, path)
             log.debug("%s %s %.1fms", method, path, (time.perf_counter() - started) * 1e3)
             return
-        status, body, ctype = await self._handle(scope, receive, method, path)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", ctype.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        incoming = _Incoming(scope, receive)
+        try:
+            status, body, ctype, extra = await self._handle(incoming, method, path)
+        finally:
+            self.inflight -= incoming.reserved
+            incoming.reserved = 0
+        headers = [
+            (b"content-type", ctype.encode()),
+            (b"content-length", str(len(body)).encode()),
+            *extra,
+        ]
+        if not incoming.done:
+            headers.append((b"connection", b"close"))  # the unread body is never read
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if self.tap is not None:
             self.tap(f"send:{path}", body)
@@ -186,75 +239,85 @@ class RelayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    if int(value) > self.max_body:
-                        raise LimitExceeded("request body too large")
-                except ValueError:
-                    raise DecodeError("bad content-length") from None
+    async def _read_body(self, req: _Incoming, cap: int) -> bytes:
+        """Read the body: 413 if it is (or declares to be) larger than ``cap`` or the edge's
+        largest body, 503 if the bytes of bodies being read would exceed their budget (the
+        request reserves its declared length, or ``cap`` if it declares none)."""
+        cap = min(cap, self.edge.max_body)
+        if req.length is not None and (req.length < 0 or req.length > cap):
+            raise LimitExceeded("request body too large")
+        want = cap if req.length is None else req.length
+        if self.inflight + want > self.edge.max_inflight_bytes:
+            raise Overloaded("too many request bodies in flight")
+        self.inflight += want
+        req.reserved += want
         chunks: list[bytes] = []
         size = 0
-        more = True
+        more = not req.done
         while more:
-            message = await receive()
+            message = await req.receive()
             if message["type"] == "http.disconnect":
                 raise DecodeError("client went away")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:
+            if size > cap:
                 raise LimitExceeded("request body too large")
             chunks.append(chunk)
             more = message.get("more_body", False)
+        req.done = True
         return b"".join(chunks)
 
-    def _refused(self, exc: E2EError, path: str) -> tuple[int, bytes, str]:
+    def _refused(self, exc: E2EError, path: str) -> tuple[int, bytes, str, list[Header]]:
         status, err = WireError.of(exc)
         self.counters[f"refused:{err.code}"] += 1
         log.info("refused %s %d %s", path, status, err.code)
-        return status, err.to_bytes(), CONTENT_TYPE
+        extra = [(b"retry-after", b"1")] if status in (429, 503) else []
+        return status, err.to_bytes(), CONTENT_TYPE, extra
 
     async def _handle(
-        self, scope: Scope, receive: Receive, method: str, path: str
-    ) -> tuple[int, bytes, str]:
+        self, req: _Incoming, method: str, path: str
+    ) -> tuple[int, bytes, str, list[Header]]:
         try:
             if method == "GET" and path == Path.HEALTH:
                 await self._run(self.store.ping)
-                return 200, Ok().to_bytes(), CONTENT_TYPE
+                return 200, Ok().to_bytes(), CONTENT_TYPE, []
             if method == "GET" and path == Path.METRICS:
                 text = await self._run(self.metrics_text)
-                return 200, text.encode(), "text/plain; version=0.0.4"
+                return 200, text.encode(), "text/plain; version=0.0.4", []
+            if self.stopping:
+                raise Overloaded("the relay is stopping")
             if method == "POST" and path == Path.NOOP:
-                await self._read_body(scope, receive)
-                return 200, Ok().to_bytes(), CONTENT_TYPE
+                await self._read_body(req, NOOP_BODY)
+                return 200, Ok().to_bytes(), CONTENT_TYPE, []
             route = ROUTES.get(path)
             if route is None:
                 raise NoSuchEndpoint("no such endpoint")
             if method != "POST":
                 raise NoSuchEndpoint("method not allowed")
-            body = await self._read_body(scope, receive)
-            if self.tap is not None:
-                self.tap(f"recv:{path}", body)
             header = None
-            for name, value in scope.get("headers", []):
+            for name, value in req.scope.get("headers", []):
                 if name == b"authorization":
                     header = value.decode("latin-1")
-            out = await self._dispatch(route, method, path, body, header)
-            return 200, out, CONTENT_TYPE
+
+            async def reader(cap: int) -> bytes:
+                body = await self._read_body(req, cap)
+                if self.tap is not None:
+                    self.tap(f"recv:{path}", body)
+                return body
+
+            out = await self._dispatch(Call(route, method, path, header, reader))
+            return 200, out, CONTENT_TYPE, []
         except E2EError as exc:
             return self._refused(exc, path)
         except Exception:
             self.counters["error:internal"] += 1
             log.exception("internal error on %s", path)
-            return 500, WireError("internal", "internal error").to_bytes(), CONTENT_TYPE
+            return 500, WireError("internal", "internal error").to_bytes(), CONTENT_TYPE, []
 
-    async def _dispatch(
-        self, route: Route, method: str, path: str, body: bytes, header: str | None
-    ) -> bytes:
+    async def _dispatch(self, call: Call) -> bytes:
         """Run the request's steps (:mod:`e2e.relay.pipeline`, in SPEC §10.7's order), timing
         each under its name: the measurement is this loop, not a line inside any step."""
-        call = Call(route, method, path, body, header)
+        route = call.route
         timers = self.timers
         for name, step in self.pipeline.steps(route):
             started = time.perf_counter()
@@ -269,16 +332,28 @@ class RelayApp:
         return bytes(result.to_bytes())
 
     async def _long_poll(self, req: Fetch, caller: tuple[bytes, int], first: Mailbox) -> Mailbox:
-        """Hold an empty fetch until mail arrives or its wait ends (push by long-poll)."""
-        if first.deliveries or req.wait_ms <= 0:
+        """Hold an empty fetch until mail arrives or its wait ends (push by long-poll). The
+        wait is at most the edge's ``max_wait_ms``; beyond ``max_long_polls`` waiting in all,
+        or ``max_long_polls_per_device`` for the caller, a fetch answers at once; when the
+        relay stops, every wait ends (SPEC §10.11)."""
+        wait_ms = min(req.wait_ms, self.edge.max_wait_ms)
+        if first.deliveries or wait_ms <= 0 or self.stopping:
             return first
-        deadline = time.monotonic() + req.wait_ms / 1000
+        edge = self.edge
+        if self._polls >= edge.max_long_polls or self._polls_by[caller] >= (
+            edge.max_long_polls_per_device
+        ):
+            self.counters["long_poll_refused"] += 1
+            return first
+        deadline = time.monotonic() + wait_ms / 1000
         event = self._waiters.setdefault(caller, asyncio.Event())
         result = first
+        self._polls += 1
+        self._polls_by[caller] += 1
         try:
             while True:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self.stopping:
                     return result
                 event.clear()
                 # A bounded wait: wake-ups from processes that cannot notify are seen by a poll.
@@ -295,6 +370,10 @@ class RelayApp:
                 if result.deliveries:
                     return result
         finally:
+            self._polls -= 1
+            self._polls_by[caller] -= 1
+            if not self._polls_by[caller]:
+                del self._polls_by[caller]
             if not event.is_set() and self._waiters.get(caller) is event:
                 self._waiters.pop(caller, None)
 

@@ -48,6 +48,8 @@ class RelayProcess:
     proc: subprocess.Popen[bytes] | None = None
     #: What runs ``relay serve ...``: ``python -m e2e`` (a bench may put a wrapper there).
     launcher: list[str] = field(default_factory=lambda: ["-m", "e2e"])
+    #: Environment variables added to this process's (``E2E_RELAY_CONFIG``, settings).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -70,7 +72,8 @@ class RelayProcess:
             *self.extra,
         ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -26,6 +26,7 @@ from e2e.errors import (
     NotAllowed,
     NotOptedIn,
     OffsetConflict,
+    Overloaded,
     PolicyError,
     QuotaExceeded,
     RateLimited,
@@ -37,6 +38,7 @@ from e2e.errors import (
     UnknownAccount,
     UnsupportedVersion,
     WindowClosed,
+    WireFailure,
 )
 from e2e.platform.wire.codec import MAX_BATCH, Body, F, addresses, decode_body, encode_body
 
@@ -54,6 +56,7 @@ ERRORS: Final[tuple[tuple[str, int, type[E2EError]], ...]] = (
     ("blob_too_large", 413, BlobTooLarge),
     ("quota_exceeded", 507, QuotaExceeded),
     ("offset_conflict", 409, OffsetConflict),
+    ("timeout", 408, WireFailure),
     ("too_large", 413, LimitExceeded),
     ("unsupported_version", 400, UnsupportedVersion),
     ("malformed", 400, DecodeError),
@@ -72,6 +75,7 @@ ERRORS: Final[tuple[tuple[str, int, type[E2EError]], ...]] = (
     ("report_rejected", 422, ReportRejected),
     ("misdeclared_class", 422, MisdeclaredClass),
     ("refused", 422, PolicyError),
+    ("overloaded", 503, Overloaded),
     ("store_unavailable", 503, StoreUnavailable),
     ("store_unavailable", 503, StoreError),
     ("rejected", 400, E2EError),
