@@ -408,7 +408,9 @@ def create_app(db: str, **kwargs: Any) -> RelayApp:
     from e2e.relay.backends import open_blob_store, open_store
 
     service_kw = {
-        k: kwargs.pop(k) for k in ("config", "clock", "share", "secret_key") if k in kwargs
+        k: kwargs.pop(k)
+        for k in ("config", "clock", "share", "secret_key", "settings")
+        if k in kwargs
     }
     blobs = open_blob_store(db, kwargs.pop("blob_limits", None))
     return RelayApp(RelayService(open_store(db), blobs=blobs, **service_kw), **kwargs)

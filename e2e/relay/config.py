@@ -105,7 +105,7 @@ class Prices:
 class Mailbox:
     """Mailboxes: what one answer carries, what one device's mailbox holds, how long."""
 
-    fetch_bytes: int = setting(2 * _MIB, 300_000, MAX_REQUEST_BYTES - 4096,
+    fetch_bytes: int = setting(2 * _MIB, 65_536, MAX_REQUEST_BYTES - 4096,
                                "bytes of deliveries in one fetch answer")  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from e2e.errors import (
     DuplicateSubmission,
     Forbidden,
     InvalidSignature,
+    LimitExceeded,
     NoSuchEndpoint,
     NotAllowed,
     RateLimited,
@@ -78,6 +79,7 @@ from e2e.platform.wire import (
 from e2e.prekeys import PrekeyBundle
 from e2e.relay.blobs import BlobStore
 from e2e.relay.blobsvc import BlobHandlers
+from e2e.relay.config import RelayConfig
 from e2e.relay.keydir import KeyDirectory
 from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
@@ -111,6 +113,10 @@ class PreparedSubmit:
 DEDUP_SECONDS: Final = 7 * 24 * 3600
 #: Most device identity keys remembered per process (the cache is emptied when full).
 IDENTITY_CACHE: Final = 100_000
+#: Bytes a fetch answer spends on each delivery besides its envelope (the delivery record's
+#: other fields and its array item head), and on the answer itself.
+DELIVERY_OVERHEAD: Final = 80
+MAILBOX_OVERHEAD: Final = 32
 
 
 class RelayService(KeyDirectory, Reports, BlobHandlers):
@@ -134,11 +140,14 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
         log_key: bytes | None = None,
         secret_key: bytes | None = None,
         blobs: BlobStore | None = None,
+        settings: RelayConfig | None = None,
     ) -> None:
         self.store = store
         self._blobs = blobs
         self._sealer = SecretSealer(secret_key)
-        self.config = config or PolicyConfig()
+        #: The relay's settings (SPEC §10.9); the policy's are ``config`` if given.
+        self.settings = settings or RelayConfig()
+        self.config = config or self.settings.policy_config()
         self.clock = clock
         self.rng = rng
         self.share = share
@@ -371,14 +380,20 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
             self._check_template(tx, src, req.template_id, cls)
         return Ok()
 
-    @staticmethod
-    def prepare_submit(caller: Caller, req: Submit, body: bytes | None = None) -> PreparedSubmit:
-        """The checks of a submission that need no store: its copies decoded, from the
-        authenticated device, agreeing on their metadata. ``body``, if given, is the
+    def prepare_submit(
+        self, caller: Caller, req: Submit, body: bytes | None = None
+    ) -> PreparedSubmit:
+        """The checks of a submission that need no store: each copy small enough to be
+        fetched (``mailbox.fetch_bytes``), decoded, from the authenticated device, agreeing
+        on their metadata. ``body``, if given, is the
         request's canonical encoding (it is hashed instead of encoding ``req`` again). Run
         before the transaction, so the store's writer does only what needs the store."""
         if not req.envelopes:
             raise DecodeError("empty batch")
+        fetch_bytes = self.settings.mailbox.fetch_bytes
+        for raw in req.envelopes:
+            if len(raw) + DELIVERY_OVERHEAD + MAILBOX_OVERHEAD > fetch_bytes:
+                raise LimitExceeded("envelope larger than a recipient's fetch answer can carry")
         envs = tuple(Envelope.from_bytes(raw) for raw in req.envelopes)
         first = envs[0]
         for env in envs:
@@ -435,13 +450,16 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
         return Receipt(first.message_id, now, len(envs), price)
 
     def fetch(self, tx: Tx, caller: Caller, req: Fetch) -> Mailbox:
+        """The caller's oldest deliveries, at most ``req.limit`` and at most
+        ``mailbox.fetch_bytes`` of answer, but always the oldest one (which fits: a submission
+        is refused if one of its copies could not, :meth:`prepare_submit`), so every fetch
+        makes progress and a mailbox can always be emptied (SPEC §10.11)."""
         if (req.account, req.device_id) != caller:
             raise Forbidden("another device's mailbox")
-        mail = tx.fetch_mail(req.account, req.device_id, req.limit)
+        budget = self.settings.mailbox.fetch_bytes - MAILBOX_OVERHEAD
+        mail, cut = tx.fetch_mail(req.account, req.device_id, req.limit, budget, DELIVERY_OVERHEAD)
         out = tuple(Delivery(m.envelope, m.received_at, m.tag, m.seq).to_bytes() for m in mail)
-        more = 0
-        if len(mail) == req.limit:
-            more = tx.count_mail(req.account, req.device_id) - len(mail)
+        more = tx.count_mail(req.account, req.device_id) - len(mail) if cut else 0
         return Mailbox(out, more)
 
     def ack(self, tx: Tx, caller: Caller, req: Ack) -> Ok:

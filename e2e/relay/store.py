@@ -360,13 +360,33 @@ class Tx(abc.ABC):
             (sender, message_id, seen.digest, seen.received_at, seen.copies, seen.price, expires),
         )
 
-    def fetch_mail(self, account: bytes, device_id: int, limit: int) -> list[Mail]:
-        rows = self.fetchall(
-            "SELECT seq, envelope, received_at, tag FROM mailbox WHERE account = ?"
-            " AND device_id = ? ORDER BY seq LIMIT ?",
+    def fetch_mail(self, account: bytes, device_id: int, limit: int, budget: int,
+                   each: int = 0) -> tuple[list[Mail], bool]:  # fmt: skip
+        """The device's oldest deliveries: at most ``limit``, and as many as fit in ``budget``
+        bytes counting ``each`` bytes besides each envelope, but always the first one; and
+        whether more are waiting than these. The sizes are read first (``LENGTH`` of a stored
+        blob reads no blob), then only the envelopes that fit."""
+        sizes = self.fetchall(
+            "SELECT seq, LENGTH(envelope) FROM mailbox WHERE account = ? AND device_id = ?"
+            " ORDER BY seq LIMIT ?",
             (account, device_id, limit),
         )
-        return [Mail(r[0], bytes(r[1]), r[2], bytes(r[3])) for r in rows]
+        seqs: list[int] = []
+        used = 0
+        for seq, size in sizes:
+            used += int(size) + each
+            if seqs and used > budget:
+                break
+            seqs.append(seq)
+        if not seqs:
+            return [], False
+        rows = self.fetchall(
+            "SELECT seq, envelope, received_at, tag FROM mailbox WHERE account = ?"  # noqa: S608
+            f" AND device_id = ? AND seq IN ({', '.join('?' * len(seqs))}) ORDER BY seq",
+            (account, device_id, *seqs),
+        )
+        mail = [Mail(r[0], bytes(r[1]), r[2], bytes(r[3])) for r in rows]
+        return mail, len(sizes) == limit or len(seqs) < len(sizes)
 
     def count_mail(self, account: bytes | None = None, device_id: int = 0) -> int:
         if account is None:
