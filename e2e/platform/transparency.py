@@ -10,6 +10,7 @@ publish (:meth:`LogView.audit`).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -124,7 +125,9 @@ class KeyLog:
         self.signer = signer
         self.tree = MerkleTree()
         self.entries: list[bytes] = []
-        self.latest: dict[bytes, int] = {}
+        #: Each account's leaf indices, ascending: a lookup at any tree size is a bisection
+        #: of its own entries, never a walk of the log (SPEC §10.11).
+        self.indices: dict[bytes, list[int]] = {}
         for raw in leaves:
             self._add(raw)
 
@@ -140,13 +143,13 @@ class KeyLog:
         entry = DirectoryEntry.from_bytes(raw)
         index = self.tree.append(raw)
         self.entries.append(raw)
-        self.latest[entry.account] = index
+        self.indices.setdefault(entry.account, []).append(index)
         return index
 
     def publish(self, account: bytes, identity: bytes, certificates: Sequence[bytes]) -> int:
         """Append the new state of ``account``; returns the leaf index."""
-        prev = self.latest.get(account)
-        version = 1 if prev is None else DirectoryEntry.from_bytes(self.entries[prev]).version + 1
+        held = self.indices.get(account)
+        version = 1 if not held else DirectoryEntry.from_bytes(self.entries[held[-1]]).version + 1
         entry = DirectoryEntry(
             account, version, identity, devices_hash(certificates), len(certificates)
         )
@@ -156,19 +159,13 @@ class KeyLog:
         return self.signer.sign(TreeHead(len(self.tree), self.tree.root(), now))
 
     def lookup(self, account: bytes, size: int) -> tuple[bytes, InclusionProof]:
-        """The latest entry of ``account`` within the first ``size`` leaves, and its proof."""
-        index = self.latest.get(account)
-        if index is None or index >= size:
-            index = next(
-                (
-                    i
-                    for i in range(min(size, len(self.entries)) - 1, -1, -1)
-                    if DirectoryEntry.from_bytes(self.entries[i]).account == account
-                ),
-                None,
-            )
-        if index is None:
+        """The latest entry of ``account`` within the first ``size`` leaves, and its proof
+        (a bisection of the account's own leaf indices: a missing account costs nothing)."""
+        held = self.indices.get(account, [])
+        at = bisect.bisect_left(held, min(size, len(self.entries)))
+        if at == 0:
             raise KeyMismatch("account has no entry in the log")
+        index = held[at - 1]
         path = tuple(self.tree.inclusion_proof(index, size))
         return self.entries[index], InclusionProof(index, size, path)
 

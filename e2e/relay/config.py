@@ -116,7 +116,9 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-account limits."""
+    """Per-account and per-device limits."""
+
+    prekey_pool: int = setting(1000, 10, 100_000, "unclaimed one-time prekeys a device holds")
 
 
 @dataclass(frozen=True, slots=True)

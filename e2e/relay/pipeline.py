@@ -76,6 +76,8 @@ class Route:
     #: A service method run once the transaction committed: ``after(caller, req, result)``
     #: -> the answer (work outside the relay store, such as the blob store's).
     after: str | None = None
+    #: ``prepare`` costs CPU (signatures): it runs on a worker thread, not the event loop.
+    offload: bool = False
 
 
 def _route(path: str, handler: str, **kw: Any) -> tuple[str, Route]:
@@ -91,7 +93,7 @@ ROUTES: Final = dict(
         _route(Path.DEVICE_LIST, "list_devices"),
         _route(Path.CHAT_ROUTE, "set_route"),
         _route(Path.DEVICE_DESIGNATE, "designate"),
-        _route(Path.PREKEY_UPLOAD, "upload_prekeys"),
+        _route(Path.PREKEY_UPLOAD, "upload_prekeys", prepare="prepare_upload", offload=True),
         _route(Path.PREKEY_COUNT, "count_prekeys"),
         _route(Path.PREKEY_CLAIM, "claim_prekey"),
         _route(Path.MESSAGE_PRECHECK, "precheck"),
@@ -229,7 +231,12 @@ class Pipeline:
         """6. What needs no store: a submission's own checks; a report's franking keys."""
         route = c.route
         if route.prepare is not None:
-            c.request = getattr(self.service, route.prepare)(c.caller, c.request, c.body)
+            prepare = getattr(self.service, route.prepare)
+            caller, request, body = c.caller, c.request, c.body
+            if route.offload:
+                c.request = await self._run(lambda: prepare(caller, request, body))
+            else:
+                c.request = prepare(caller, request, body)
         if route.franking:
             await self._run(self.service.refresh_franking_keys)
 

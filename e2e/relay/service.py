@@ -23,7 +23,6 @@ from e2e.errors import (
     DecodeError,
     DuplicateSubmission,
     Forbidden,
-    InvalidSignature,
     LimitExceeded,
     NoSuchEndpoint,
     NotAllowed,
@@ -55,8 +54,6 @@ from e2e.platform.wire import (
     AUTH_SKEW,
     Ack,
     AuthToken,
-    ClaimedPrekey,
-    ClaimPrekey,
     Control,
     Designate,
     DeviceList,
@@ -65,22 +62,20 @@ from e2e.platform.wire import (
     Mailbox,
     Ok,
     Precheck,
-    PrekeyCount,
     Receipt,
     RegisterAccount,
     RegisterDevice,
     RemoveDevice,
     Route,
     Submit,
-    UploadPrekeys,
     WindowQuery,
     WindowState,
 )
-from e2e.prekeys import PrekeyBundle
 from e2e.relay.blobs import BlobStore
 from e2e.relay.blobsvc import BlobHandlers
 from e2e.relay.config import RelayConfig
 from e2e.relay.keydir import KeyDirectory
+from e2e.relay.prekeys import Prekeys
 from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import (
@@ -119,13 +114,14 @@ DELIVERY_OVERHEAD: Final = 80
 MAILBOX_OVERHEAD: Final = 32
 
 
-class RelayService(KeyDirectory, Reports, BlobHandlers):
+class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
     """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
 
     Here: authentication and admission, accounts, devices and routing, prekeys, messages and
     mailboxes, customer controls. The key directory's handlers are
     :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
-    the bill's :class:`~e2e.relay.reports.Reports`', the blob store's
+    the bill's :class:`~e2e.relay.reports.Reports`', the prekey directory's
+    :class:`~e2e.relay.prekeys.Prekeys`', the blob store's
     :class:`~e2e.relay.blobsvc.BlobHandlers`' (over ``blobs``; a relay without one refuses
     attachments)."""
 
@@ -153,6 +149,7 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
         self.share = share
         self.dedup_seconds = dedup_seconds
         self._identities: dict[Caller, bytes] = {}
+        self._init_prekeys()
         self._keys: list[FrankingKey] = []
         self._keys_lock = threading.Lock()
         self.refresh_franking_keys()
@@ -291,48 +288,6 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
         self._business_caller(tx, caller, req.devices)
         tx.set_designated(caller[0], req.devices)
         return Ok()
-
-    def upload_prekeys(self, tx: Tx, caller: Caller, req: UploadPrekeys) -> PrekeyCount:
-        identity = tx.device_identity(*caller)
-        if identity is None:
-            raise Unauthenticated("unknown device")
-        parsed: list[tuple[int, bytes]] = []
-        for raw in req.one_time:
-            bundle = self._bundle(raw, identity)
-            if bundle.opk_id is None:
-                raise DecodeError("a one-time bundle without a one-time prekey id")
-            parsed.append((bundle.opk_id, raw))
-        if len({i for i, _ in parsed}) != len(parsed):
-            raise DecodeError("one-time prekey id uploaded twice in one request")
-        if req.last_resort is not None:
-            if self._bundle(req.last_resort, identity).opk_id is not None:
-                raise DecodeError("a last-resort bundle carries a one-time prekey")
-        tx.insert_prekeys(caller[0], caller[1], parsed)
-        if req.last_resort is not None:
-            tx.set_last_resort(caller[0], caller[1], req.last_resort)
-        return self.count_prekeys(tx, caller)
-
-    @staticmethod
-    def _bundle(raw: bytes, identity: bytes) -> PrekeyBundle:
-        bundle = PrekeyBundle.from_bytes(raw)
-        if not hmac.compare_digest(bundle.identity_key, identity):
-            raise InvalidSignature("bundle identity differs from the certified device key")
-        bundle.verify()
-        return bundle
-
-    def count_prekeys(self, tx: Tx, caller: Caller, req: object = None) -> PrekeyCount:
-        return PrekeyCount(tx.count_prekeys(*caller), tx.last_resort(*caller) is not None)
-
-    def claim_prekey(self, tx: Tx, caller: Caller, req: ClaimPrekey) -> ClaimedPrekey:
-        if tx.device_identity(req.account, req.device_id) is None:
-            raise UnknownAccount("unknown device")
-        bundle = tx.claim_prekey(req.account, req.device_id)
-        if bundle is not None:
-            return ClaimedPrekey(bundle, True)
-        last = tx.last_resort(req.account, req.device_id)
-        if last is None:
-            raise UnknownAccount("device has not published prekeys")
-        return ClaimedPrekey(last, False)
 
     def _check(
         self, tx: Tx, sender: Caller, cls: MessageClass, to_account: bytes,

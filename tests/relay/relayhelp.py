@@ -97,6 +97,18 @@ class RelayProcess:
                 self.proc.wait(10)
         self.proc = None
 
+    def cpu_seconds(self) -> float:
+        """CPU time the relay process has used so far, all its threads (Linux: the
+        nanosecond counters of /proc/<pid>/task/*/schedstat)."""
+        assert self.proc is not None
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        return total / 1e9
+
     def kill(self) -> None:
         """kill -9: no shutdown of any kind."""
         if self.proc is not None:
