@@ -75,6 +75,7 @@ __all__ = [
     "Unauthenticated",
     "Forbidden",
     "RateLimited",
+    "MailboxFull",
     "NoSuchEndpoint",
     "Overloaded",
     "WireFailure",
@@ -380,6 +381,11 @@ class RateLimited(RelayError):
     the same request is accepted once a token has refilled."""
 
     retryable: ClassVar[bool] = True
+
+
+class MailboxFull(RateLimited):
+    """A recipient device's mailbox holds as much as its quota allows, in all or from this
+    sender (429, SPEC §10.11); accepted once the recipient has fetched its mail."""
 
 
 class NoSuchEndpoint(RelayError):

@@ -44,7 +44,8 @@ def test_retryable_is_a_class_level_bool_true_for_exactly_the_transient_ones() -
         assert type(cls.retryable) is bool, cls
     retryable = {c.__name__ for c in ERROR_CLASSES if c.retryable}
     assert retryable == {
-        "WireFailure", "RateLimited", "StoreUnavailable", "TransferInterrupted", "Overloaded",
+        "WireFailure", "RateLimited", "MailboxFull", "StoreUnavailable", "TransferInterrupted",
+        "Overloaded",
     }  # fmt: skip
     # a subclass inherits its parent's answer unless it says otherwise
     assert not StoreError("x").retryable and StoreUnavailable("x").retryable

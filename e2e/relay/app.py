@@ -31,6 +31,7 @@ from e2e.errors import (
     DecodeError,
     E2EError,
     LimitExceeded,
+    MailboxFull,
     NoSuchEndpoint,
     Overloaded,
 )
@@ -63,6 +64,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Largest body of the unauthenticated no-op (the load bench's baseline).
 NOOP_BODY: Final = 64 * 1024
+#: Seconds a sender is told to wait after a full mailbox (its recipient must fetch first).
+RETRY_AFTER_FULL: Final = 60
 
 
 class _Incoming:
@@ -271,7 +274,10 @@ class RelayApp:
         status, err = WireError.of(exc)
         self.counters[f"refused:{err.code}"] += 1
         log.info("refused %s %d %s", path, status, err.code)
-        extra = [(b"retry-after", b"1")] if status in (429, 503) else []
+        extra = []
+        if status in (429, 503):
+            wait = RETRY_AFTER_FULL if isinstance(exc, MailboxFull) else 1
+            extra.append((b"retry-after", str(wait).encode()))
         return status, err.to_bytes(), CONTENT_TYPE, extra
 
     async def _handle(

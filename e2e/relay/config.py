@@ -23,6 +23,7 @@ from typing import Any, Final
 from e2e.errors import ConfigError
 from e2e.platform.policy import WINDOW_SECONDS, PolicyConfig, PriceTable
 from e2e.platform.wire import MAX_REQUEST_BYTES, MAX_WAIT_MS
+from e2e.relay.store import Quota
 
 __all__ = [
     "ENV_PREFIX",
@@ -107,6 +108,17 @@ class Mailbox:
 
     fetch_bytes: int = setting(2 * _MIB, 65_536, MAX_REQUEST_BYTES - 4096,
                                "bytes of deliveries in one fetch answer")  # fmt: skip
+    max_messages: int = setting(10_000, 1, 10**9, "deliveries one device's mailbox holds")
+    max_bytes: int = setting(256 * _MIB, _MIB, 2**40, "bytes one device's mailbox holds")
+    sender_messages: int = setting(2_000, 1, 10**9,
+                                   "deliveries from one sender account in one mailbox")  # fmt: skip
+    sender_bytes: int = setting(64 * _MIB, _MIB, 2**40,
+                                "bytes from one sender account in one mailbox")  # fmt: skip
+    retention_seconds: int = setting(30 * 86_400, 60, 10 * 366 * 86_400,
+                                     "an unfetched delivery is deleted after, s")  # fmt: skip
+
+    def quota(self) -> Quota:
+        return Quota(self.max_messages, self.max_bytes, self.sender_messages, self.sender_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,7 @@ class Limits:
     """Per-account and per-device limits."""
 
     prekey_pool: int = setting(1000, 10, 100_000, "unclaimed one-time prekeys a device holds")
+    receipt_bytes: int = setting(8192, 1024, MAX_REQUEST_BYTES, "bytes of a receipt's envelope")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +139,7 @@ class Ops:
     """Operations."""
 
     workers: int = setting(8, 1, 256, "store worker threads")
+    upkeep_seconds: float = setting(60.0, 0.05, 3600, "s between purges of expired records")
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +223,9 @@ def _checked(config: RelayConfig) -> RelayConfig:
         raise ConfigError("rate.lease: must be at most rate.burst")
     if config.edge.max_body > config.edge.max_inflight_bytes:
         raise ConfigError("edge.max_inflight_bytes: must be at least edge.max_body")
+    m = config.mailbox
+    if m.sender_messages > m.max_messages or m.sender_bytes > m.max_bytes:
+        raise ConfigError("mailbox.sender_messages: a sender's share must be within the mailbox")
     return config
 
 

@@ -42,15 +42,15 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from e2e.errors import StoreError, StoreUnavailable
-from e2e.relay.store import (
+from e2e.relay.schema import (
+    ADDED_COLUMNS,
     BUCKET_COLUMNS,
     SCHEMA,
     TAKE_TOKEN,
     USE_NONCE,
-    RelayStore,
-    Tx,
     bucket_params,
 )
+from e2e.relay.store import RelayStore, Tx
 from e2e.relay.writer import (
     DIRECTORY_GENERATION,
     DIRECTORY_TABLES,
@@ -400,6 +400,11 @@ class PostgresRelayStore(RelayStore):
                 for stmt in SCHEMA.format(serial="BIGSERIAL PRIMARY KEY").split(";"):
                     if stmt.strip():
                         conn.execute(stmt.replace("BLOB", "BYTEA"))
+                for table, column, decl in ADDED_COLUMNS:
+                    conn.execute(
+                        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
+                        f" {decl.replace('BLOB', 'BYTEA')}"
+                    )
                 conn.execute(_DIRECTORY_FUNCTION)
                 for table in DIRECTORY_TABLES:
                     conn.execute(_DIRECTORY_TRIGGER.replace("{table}", table))

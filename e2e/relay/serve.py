@@ -154,6 +154,7 @@ def main(argv: list[str]) -> int:
         rate_limit=limit,
         tap=FileTap(tap_file) if tap_file else None,
         workers=config.ops.workers,
+        purge_seconds=config.ops.upkeep_seconds,
     )
     edge = EdgeState(config.edge)
     edge.on_shutdown(app.drain)

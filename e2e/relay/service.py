@@ -24,6 +24,7 @@ from e2e.errors import (
     DuplicateSubmission,
     Forbidden,
     LimitExceeded,
+    MailboxFull,
     NoSuchEndpoint,
     NotAllowed,
     RateLimited,
@@ -326,6 +327,10 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
         in_window = False
         if src.kind == BUSINESS:
             in_window = chat.check_business_send(cls, now, self.config)
+        else:
+            chat.check_customer_send()
+        if cls is MessageClass.RECEIPT:
+            chat.check_receipt("business" if src.kind == BUSINESS else "customer")
         return src, business, customer, chat, in_window, now
 
     def precheck(self, tx: Tx, caller: Caller, req: Precheck) -> Ok:
@@ -351,6 +356,10 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
                 raise LimitExceeded("envelope larger than a recipient's fetch answer can carry")
         envs = tuple(Envelope.from_bytes(raw) for raw in req.envelopes)
         first = envs[0]
+        if first.cls is MessageClass.RECEIPT:
+            cap = self.settings.limits.receipt_bytes
+            if any(len(raw) > cap for raw in req.envelopes):
+                raise LimitExceeded("a receipt larger than limits.receipt_bytes")
         for env in envs:
             if env.sender != caller:
                 raise Forbidden("envelope sender differs from the authenticated device")
@@ -385,15 +394,22 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
                 chat.template_times = [
                     t for t in chat.template_times if now - t < self.config.window_seconds
                 ] + [now]
-            chat.counts["business"] = chat.counts.get("business", 0) + 1
+            chat.count("business", first.cls)
         else:
             if opens_window(first.cls):
                 chat.last_customer_message = now
-            chat.counts["customer"] = chat.counts.get("customer", 0) + 1
+            chat.count("customer", first.cls)
+        copies = [
+            (env.dest_account, env.dest_device, len(raw))
+            for env, raw in zip(envs, prep.raw, strict=True)
+        ]
+        if not tx.reserve_mail(caller[0], copies, self.settings.mailbox.quota()):
+            raise MailboxFull("a recipient's mailbox is full")
         tx.put_chat(business, customer, chat)
         key = self._current_key()
         for env, raw in zip(envs, prep.raw, strict=True):
-            tx.insert_mail(env.dest_account, env.dest_device, raw, now, relay_tag(key, env, now))
+            tx.insert_mail(env.dest_account, env.dest_device, raw, now, relay_tag(key, env, now),
+                           caller[0])  # fmt: skip
             tx.notify(env.dest_account, env.dest_device)
         tx.insert_seen(
             caller[0],
@@ -424,20 +440,31 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
         return Ok()
 
     def control(self, tx: Tx, caller: Caller, req: Control) -> Ok:
-        customer = account_of(tx, caller[0])
-        business = account_of(tx, req.business)
-        if customer.kind != CUSTOMER or business.kind != BUSINESS:
-            raise NotAllowed("controls are a customer's, over a business")
-        tx.lock_chat(req.business, caller[0])
-        chat = tx.chat(req.business, caller[0]) or ChatState()
-        if req.op == Control.BLOCK:
+        """A customer blocks, limits or opts in to a business (``req.business``); a business
+        blocks a customer (``req.business`` names the customer then): that customer's
+        messages to it are refused (``Blocked``)."""
+        me = account_of(tx, caller[0])
+        peer = account_of(tx, req.business)
+        if me.kind == BUSINESS and peer.kind == CUSTOMER:
+            if req.op != Control.BLOCK:
+                raise NotAllowed("a business only blocks a customer")
+            business, customer = caller[0], req.business
+        elif me.kind == CUSTOMER and peer.kind == BUSINESS:
+            business, customer = req.business, caller[0]
+        else:
+            raise NotAllowed("controls are between a customer and a business")
+        tx.lock_chat(business, customer)
+        chat = tx.chat(business, customer) or ChatState()
+        if me.kind == BUSINESS:
+            chat.blocked_customer = req.on
+        elif req.op == Control.BLOCK:
             chat.blocked = req.on
         elif req.op == Control.LIMIT:
             chat.limited = req.on
         else:
             chat.opted_in = req.on
-        tx.put_chat(req.business, caller[0], chat)
-        self._share(req.business, caller[0], chat, self.clock())
+        tx.put_chat(business, customer, chat)
+        self._share(business, customer, chat, self.clock())
         return Ok()
 
     def window(self, tx: Tx, caller: Caller, req: WindowQuery) -> WindowState:
@@ -460,10 +487,15 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
         return self._blobs
 
     def purge(self) -> None:
+        """Drop expired nonces and de-duplication records, and deliveries older than
+        ``mailbox.retention_seconds`` (a thousand per transaction)."""
         now = self.clock()
         self.store.run(lambda tx: tx.purge(now))
         if self._blobs is not None:
             self._blobs.expire(now)
+        before = now - self.settings.mailbox.retention_seconds
+        while self.store.run(lambda tx: tx.expire_mail(before)) == 1000:
+            pass
 
     def close(self) -> None:
         """Close the relay store and the blob store."""

@@ -232,9 +232,11 @@ class Dev:
         message_id: bytes | None = None,
         body: bytes = b"hi",
         template_id: bytes | None = None,
+        frame_size: int = 37,
     ) -> list[bytes]:
-        """Envelopes of one message around opaque frames; its franking key and text are kept
-        in ``self.sent`` (the relay never sees them) so a receiver can report it."""
+        """Envelopes of one message around opaque frames (of ``frame_size`` bytes); its
+        franking key and text are kept in ``self.sent`` (the relay never sees them) so a
+        receiver can report it."""
         mid = message_id or os.urandom(16)
         fk = os.urandom(32)
         c = commit(fk, cls, self.acct.name, to, mid, body)
@@ -249,7 +251,7 @@ class Dev:
                 d[1],
                 mid,
                 c,
-                b"opaque-frame:" + os.urandom(24),
+                b"opaque-frame:" + os.urandom(frame_size - 13),
                 template_id,
             ).to_bytes()  # fmt: skip
             for d in dests

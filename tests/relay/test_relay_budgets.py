@@ -108,6 +108,7 @@ def test_every_answer_is_bounded_below_what_a_client_accepts() -> None:
     decodes, except a fetch's, which the relay bounds by ``mailbox.fetch_bytes`` (whose
     largest setting is under it too)."""
     from e2e.relay.config import Mailbox
+
     for endpoint in wire.ENDPOINTS:
         if endpoint.answer is wire.Mailbox:
             continue

@@ -19,6 +19,7 @@ from e2e.errors import (
     InvalidSignature,
     Limited,
     LimitExceeded,
+    MailboxFull,
     MisdeclaredClass,
     NoPriorContact,
     NoSuchBlob,
@@ -50,6 +51,7 @@ __all__ = ["ERRORS", "error_status", "error_for", "WireError"]
 ERRORS: Final[tuple[tuple[str, int, type[E2EError]], ...]] = (
     ("unauthenticated", 401, Unauthenticated),
     ("forbidden", 403, Forbidden),
+    ("mailbox_full", 429, MailboxFull),
     ("rate_limited", 429, RateLimited),
     ("no_such_endpoint", 404, NoSuchEndpoint),
     ("no_such_blob", 404, NoSuchBlob),
