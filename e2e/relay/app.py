@@ -13,8 +13,11 @@ largest body (413) and within the budget of body bytes in flight (503), SPEC §1
 whose body was not read is answered with ``connection: close``. A refused request commits
 nothing and is answered with its error's code (:mod:`e2e.platform.wire.errors`), 429 and 503
 with ``retry-after``.
-Logging goes to the ``e2e.relay`` logger: method, path, status, time and refusal codes, never
-a body, key or header value.
+Logging goes to the ``e2e.relay`` logger, one record per request with the fields of
+:mod:`e2e.relay.observe` (a request id, also answered as ``x-request-id``; method, path,
+status, time and refusal code; never an account, device, address, body, key or header value):
+refused requests at INFO, internal errors at ERROR, accepted ones at DEBUG. The metrics
+(:class:`~e2e.relay.observe.Metrics`) are served only with the operator's bearer token.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from e2e.errors import (
     MailboxFull,
     NoSuchEndpoint,
     Overloaded,
+    Unauthenticated,
 )
 from e2e.platform.wire import (
     BLOB_PATH,
@@ -47,7 +51,8 @@ from e2e.platform.wire import (
 from e2e.relay.blobio import BlobIO
 from e2e.relay.config import Edge
 from e2e.relay.edge import EdgeState
-from e2e.relay.pipeline import CERTIFIED_STEPS, ROUTES, STEPS, Call, Pipeline
+from e2e.relay.observe import Metrics, metrics_allowed, new_request_id
+from e2e.relay.pipeline import CERTIFIED_STEPS, OPEN_STEPS, ROUTES, STEPS, Call, Pipeline
 from e2e.relay.ratelimit import RateLimit
 from e2e.relay.service import RelayService
 from e2e.relay.tap import Tap
@@ -72,7 +77,7 @@ class _Incoming:
     """One HTTP request's body as the app reads it: its declared length, and whether it has
     been read to its end (else the connection is closed after the answer)."""
 
-    __slots__ = ("scope", "receive", "length", "chunked", "done", "reserved")
+    __slots__ = ("scope", "receive", "length", "chunked", "done", "reserved", "code")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -89,6 +94,8 @@ class _Incoming:
                 self.chunked = True
         self.done = not self.chunked and not self.length
         self.reserved = 0
+        #: The refusal's code, if the request was refused.
+        self.code: str | None = None
 
 
 class RelayApp:
@@ -103,6 +110,7 @@ class RelayApp:
         tap: Tap | None = None,
         workers: int = 8,
         purge_seconds: float = 60.0,
+        metrics_token: str = "",
     ) -> None:
         self.service = service
         self.store = service.store
@@ -112,10 +120,13 @@ class RelayApp:
         self.rate_limit = rate_limit or RateLimit(200.0, 400.0)
         self.tap = tap
         self.purge_seconds = purge_seconds
-        self.counters: Counter[str] = Counter()
+        self.metrics = Metrics()
+        self.counters: Counter[str] = self.metrics.counters
+        #: The bearer token ``/v1/metrics`` asks for (none: metrics are not served).
+        self.metrics_token = metrics_token
         #: Seconds spent in each step of the request path (:data:`~e2e.relay.pipeline.STEPS`),
         #: summed over requests (wall time, waits included).
-        self.timers: dict[str, float] = dict.fromkeys((*STEPS, *CERTIFIED_STEPS), 0.0)
+        self.timers: dict[str, float] = dict.fromkeys((*STEPS, *CERTIFIED_STEPS, *OPEN_STEPS), 0.0)
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="relay")
         self.pipeline = Pipeline(service, self.rate_limit, self._executor)
         self.blob_io = BlobIO(self)
@@ -213,6 +224,7 @@ class RelayApp:
             log.debug("%s %s %.1fms", method, path, (time.perf_counter() - started) * 1e3)
             return
         incoming = _Incoming(scope, receive)
+        request_id = new_request_id()
         try:
             status, body, ctype, extra = await self._handle(incoming, method, path)
         finally:
@@ -221,6 +233,7 @@ class RelayApp:
         headers = [
             (b"content-type", ctype.encode()),
             (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", request_id.encode()),
             *extra,
         ]
         if not incoming.done:
@@ -229,7 +242,17 @@ class RelayApp:
         await send({"type": "http.response.body", "body": body})
         if self.tap is not None:
             self.tap(f"send:{path}", body)
-        log.debug("%s %s %d %.1fms", method, path, status, (time.perf_counter() - started) * 1e3)
+        seconds = time.perf_counter() - started
+        route = ROUTES.get(path)
+        self.metrics.observe(route.handler if route is not None else "other", seconds)
+        level = logging.ERROR if status >= 500 and status != 503 else (
+            logging.INFO if incoming.code else logging.DEBUG)  # fmt: skip
+        if log.isEnabledFor(level):
+            known = route is not None or path in (Path.HEALTH, Path.METRICS, Path.NOOP)
+            fields = {"request_id": request_id, "method": method[:8],
+                      "path": path if known else "(other)", "status": status,
+                      "ms": round(seconds * 1e3, 2), "code": incoming.code}  # fmt: skip
+            log.log(level, "request", extra=fields)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -270,10 +293,10 @@ class RelayApp:
         req.done = True
         return b"".join(chunks)
 
-    def _refused(self, exc: E2EError, path: str) -> tuple[int, bytes, str, list[Header]]:
+    def _refused(self, exc: E2EError, req: _Incoming) -> tuple[int, bytes, str, list[Header]]:
         status, err = WireError.of(exc)
         self.counters[f"refused:{err.code}"] += 1
-        log.info("refused %s %d %s", path, status, err.code)
+        req.code = err.code
         extra = []
         if status in (429, 503):
             wait = RETRY_AFTER_FULL if isinstance(exc, MailboxFull) else 1
@@ -288,6 +311,8 @@ class RelayApp:
                 await self._run(self.store.ping)
                 return 200, Ok().to_bytes(), CONTENT_TYPE, []
             if method == "GET" and path == Path.METRICS:
+                if not metrics_allowed(self.metrics_token, req.scope.get("headers", [])):
+                    raise Unauthenticated("metrics need the operator's token")
                 text = await self._run(self.metrics_text)
                 return 200, text.encode(), "text/plain; version=0.0.4", []
             if self.stopping:
@@ -311,13 +336,16 @@ class RelayApp:
                     self.tap(f"recv:{path}", body)
                 return body
 
-            out = await self._dispatch(Call(route, method, path, header, reader))
+            client = req.scope.get("client") or ("", 0)
+            call = Call(route, method, path, header, reader, address=str(client[0]))
+            out = await self._dispatch(call)
             return 200, out, CONTENT_TYPE, []
         except E2EError as exc:
-            return self._refused(exc, path)
+            return self._refused(exc, req)
         except Exception:
             self.counters["error:internal"] += 1
-            log.exception("internal error on %s", path)
+            req.code = "internal"
+            log.exception("internal error")
             return 500, WireError("internal", "internal error").to_bytes(), CONTENT_TYPE, []
 
     async def _dispatch(self, call: Call) -> bytes:
@@ -384,28 +412,22 @@ class RelayApp:
                 self._waiters.pop(caller, None)
 
     def metrics_text(self) -> str:
-        """Counters in Prometheus text format: accepted by endpoint, refused by code, queue."""
+        """The metrics (:class:`~e2e.relay.observe.Metrics`) and the queue's depth."""
         depth = self.store.read(lambda tx: tx.count_mail())
-        lines = ["# TYPE e2e_relay_requests_total counter"]
-        for key, value in sorted(self.counters.items()):
-            kind, _, label = key.partition(":")
-            if kind == "accepted":
-                lines.append(f'e2e_relay_requests_total{{endpoint="{label}"}} {value}')
-        lines.append("# TYPE e2e_relay_refused_total counter")
-        for key, value in sorted(self.counters.items()):
-            kind, _, label = key.partition(":")
-            if kind == "refused":
-                lines.append(f'e2e_relay_refused_total{{code="{label}"}} {value}')
-        lines.append("# TYPE e2e_relay_messages_accepted_total counter")
-        lines.append(f"e2e_relay_messages_accepted_total {self.counters['messages_accepted']}")
-        lines.append("# TYPE e2e_relay_internal_errors_total counter")
-        lines.append(f"e2e_relay_internal_errors_total {self.counters['error:internal']}")
-        lines.append("# TYPE e2e_relay_seconds_total counter")
-        for phase, seconds in sorted(self.timers.items()):
-            lines.append(f'e2e_relay_seconds_total{{phase="{phase}"}} {seconds:.6f}')
-        lines.append("# TYPE e2e_relay_queue_depth gauge")
-        lines.append(f"e2e_relay_queue_depth {depth}")
-        return "\n".join(lines) + "\n"
+        gauges = {
+            "e2e_relay_queue_depth": ("Deliveries waiting in every mailbox.", float(depth)),
+            "e2e_relay_long_polls": ("Fetches waiting for mail now.", float(self._polls)),
+            "e2e_relay_body_bytes_in_flight": (
+                "Body bytes reserved by requests being read.",
+                float(self.inflight),
+            ),  # fmt: skip
+            "e2e_relay_prekey_drains_total": (
+                "Claims answered with a last-resort bundle because the device's one-time"
+                " prekeys were being claimed too fast.",
+                float(self.service.drains),
+            ),  # fmt: skip
+        }
+        return self.metrics.text(self.timers, gauges)
 
 
 def create_app(db: str, **kwargs: Any) -> RelayApp:

@@ -123,7 +123,15 @@ class Mailbox:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Who may register accounts, and how fast."""
+    """Who may register accounts, and how fast (SPEC §10.11): per client address (IPv4, or an
+    IPv6 /64; each relay process counts its own) and in all (every process)."""
+
+    address_per_hour: float = setting(60.0, 0.01, 1e7, "accounts one address registers, per hour")
+    address_burst: int = setting(20, 1, 1_000_000, "accounts one address registers at once")
+    per_hour: float = setting(36_000.0, 0.01, 1e9, "accounts registered per hour, in all")
+    burst: int = setting(1000, 1, 10**9, "accounts registered at once, in all")
+    business_tier: int = setting(1, -1, 1, "billing tier of a new business (0 free, 1 API;"
+                                 " -1: as it declares, for tests only)")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,14 @@ class Limits:
 
     prekey_pool: int = setting(1000, 10, 100_000, "unclaimed one-time prekeys a device holds")
     receipt_bytes: int = setting(8192, 1024, MAX_REQUEST_BYTES, "bytes of a receipt's envelope")
+    devices_per_account: int = setting(6, 1, 1000, "devices one account registers")
+    claims_per_hour: float = setting(30.0, 0.01, 1e7,
+                                     "prekeys one account claims of another, per hour")  # fmt: skip
+    claim_burst: int = setting(30, 1, 100_000, "prekeys one account claims of another at once")
+    device_claims_per_hour: float = setting(200.0, 0.01, 1e7,
+                                            "one-time prekeys claimed of a device, /h")  # fmt: skip
+    device_claim_burst: int = setting(200, 1, 100_000,
+                                      "one-time prekeys of a device claimed at once")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +156,7 @@ class Ops:
 
     workers: int = setting(8, 1, 256, "store worker threads")
     upkeep_seconds: float = setting(60.0, 0.05, 3600, "s between purges of expired records")
+    metrics_token: str = setting("", doc="bearer token /v1/metrics asks for (none: no metrics)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +240,9 @@ def _checked(config: RelayConfig) -> RelayConfig:
         raise ConfigError("rate.lease: must be at most rate.burst")
     if config.edge.max_body > config.edge.max_inflight_bytes:
         raise ConfigError("edge.max_inflight_bytes: must be at least edge.max_body")
+    token = config.ops.metrics_token
+    if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+        raise ConfigError("ops.metrics_token: must be at least 16 printable ASCII characters")
     m = config.mailbox
     if m.sender_messages > m.max_messages or m.sender_bytes > m.max_bytes:
         raise ConfigError("mailbox.sender_messages: a sender's share must be within the mailbox")

@@ -28,13 +28,16 @@ For a request of a registered device (every endpoint but account and device regi
    again with a retried transaction).
 
 Device registration's key is the one the certificate in its (small) body vouches for: it runs
-header, read, signature, rate, body, prepare, transaction. Account registration runs read,
-body and transaction (its body carries its own proof of possession).
+header, read, signature, rate, body, prepare, transaction. Account registration runs
+:meth:`Pipeline.admission` (its client address's bucket, 429), then read, body and transaction
+(its body carries its own proof of possession; the transaction takes a token of the relay-wide
+registration bucket, SPEC §10.11).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -145,6 +148,8 @@ class Call:
     identity: bytes | None = None
     request: Any = None
     result: Any = None
+    #: The client's address as the server saw it ("" if unknown), for account admission.
+    address: str = ""
 
 
 #: The steps of a registered device's request, in order (the app times each by its name).
@@ -154,8 +159,20 @@ CERTIFIED_STEPS: Final = (
     "header", "read", "signature", "rate", "body", "prepare", "transaction", "after",
 )  # fmt: skip
 #: The steps of account registration.
-OPEN_STEPS: Final = ("read", "body", "transaction")
+OPEN_STEPS: Final = ("admission", "read", "body", "transaction")
 _STEPS: Final = {wire.DEVICE: STEPS, wire.CERTIFIED: CERTIFIED_STEPS, wire.NO_AUTH: OPEN_STEPS}
+
+
+def address_key(address: str) -> bytes:
+    """What an address is counted by: an IPv4 address, or an IPv6 address's /64 (one
+    subscriber usually holds a whole /64); anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address.encode()
+    if isinstance(ip, ipaddress.IPv6Address):
+        return ip.packed[:8] if ip.ipv4_mapped is None else ip.ipv4_mapped.packed
+    return ip.packed
 
 
 class Pipeline:
@@ -167,6 +184,9 @@ class Pipeline:
         self.store = service.store
         self.limit = limit
         self.executor = executor
+        a = service.settings.admission
+        #: Account registrations per client address, in this process (SPEC §10.11).
+        self.addresses = RateLimit(a.address_per_hour / 3600, a.address_burst)
 
     def steps(self, route: Route) -> tuple[tuple[str, Callable[[Call], Awaitable[None]]], ...]:
         names: tuple[str, ...] = _STEPS[route.endpoint.auth]
@@ -178,6 +198,12 @@ class Pipeline:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
     # -- the steps, in order ---------------------------------------------------------------
+
+    async def admission(self, c: Call) -> None:
+        """0. An account registration: its client address (an IPv6 address by its /64) has
+        a token in this process's bucket (429), before its body is read."""
+        if not self.addresses.take((address_key(c.address), 0), time.monotonic()):
+            raise RateLimited("too many accounts registered from this address")
 
     async def header(self, c: Call) -> None:
         """1. Who claims to ask, and when: a well-formed header within the time skew."""

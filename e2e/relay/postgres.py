@@ -323,7 +323,7 @@ class _PgTx(SqlTx):
 
 
 def _bucket_key(account: bytes, device_id: int) -> int:
-    return _lock_key(b"rate\x00" + account + b"\x00" + device_id.to_bytes(8, "big"))
+    return _lock_key(b"rate\x00" + account + b"\x00" + device_id.to_bytes(8, "big", signed=True))
 
 
 def _lock_key(name: bytes) -> int:

@@ -10,6 +10,15 @@ transaction and bounded (SPEC §10.11):
   and one statement;
 * a device's pool of unclaimed one-time prekeys holds at most ``limits.prekey_pool``; an upload
   that would pass it is refused before any bundle is verified.
+
+Claims are limited so that no one drains a device's one-time prekeys (SPEC §10.11): one
+account claims at most ``limits.claim_burst`` prekeys of another account at once and
+``limits.claims_per_hour`` after that (429); a device hands out at most
+``limits.device_claim_burst`` one-time prekeys at once and ``limits.device_claims_per_hour``
+after that, whoever claims: beyond it a claim gets the device's last-resort bundle (as if its
+pool were empty), and the drain is counted (:attr:`Prekeys.drains`, the metrics'
+``e2e_relay_prekey_drains_total``). Both are token buckets of the store (shared by every
+relay process), rows of ``rate_buckets`` under device id -1 that the upkeep drops once full.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from e2e.errors import (
     InvalidKey,
     InvalidSignature,
     LimitExceeded,
+    RateLimited,
     Unauthenticated,
     UnknownAccount,
 )
@@ -56,6 +66,10 @@ class Prekeys:
 
     store: RelayStore
     settings: RelayConfig
+    clock: Callable[[], int]
+    #: Claims answered with a last-resort bundle because the device's claim bucket was
+    #: empty (a drain), since the process started.
+    drains: int
     known_identity: Callable[[Caller], bytes | None]
     #: (device, its identity key) -> {SHA-256 of a bundle: its one-time prekey id or None}.
     _verified: dict[tuple[Caller, bytes], dict[bytes, int | None]]
@@ -66,6 +80,7 @@ class Prekeys:
         self._verified = {}
         self._verified_lock = threading.Lock()
         self._verified_size = 0
+        self.drains = 0
 
     def prepare_upload(self, caller: Caller, req: UploadPrekeys,
                        body: bytes | None = None) -> PreparedUpload:  # fmt: skip
@@ -171,7 +186,17 @@ class Prekeys:
     def claim_prekey(self, tx: Tx, caller: Caller, req: ClaimPrekey) -> ClaimedPrekey:
         if tx.device_identity(req.account, req.device_id) is None:
             raise UnknownAccount("unknown device")
-        bundle = tx.claim_prekey(req.account, req.device_id)
+        lim, now = self.settings.limits, self.clock()
+        pair = b"\x01" + len(caller[0]).to_bytes(2, "big") + caller[0] + req.account
+        if not tx.take_token(pair, -1, now, lim.claims_per_hour / 3600, lim.claim_burst):
+            raise RateLimited("too many prekeys claimed of this account")
+        device = b"\x02" + req.account + req.device_id.to_bytes(8, "big", signed=True)
+        rate = lim.device_claims_per_hour / 3600
+        bundle = None
+        if tx.take_token(device, -1, now, rate, lim.device_claim_burst):
+            bundle = tx.claim_prekey(req.account, req.device_id)
+        elif tx.count_prekeys(req.account, req.device_id):
+            self.drains += 1  # one-time prekeys left, but claimed too fast: kept for later
         if bundle is not None:
             return ClaimedPrekey(bundle, True)
         last = tx.last_resort(req.account, req.device_id)

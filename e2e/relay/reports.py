@@ -151,11 +151,15 @@ class Reports:
         now = self.clock()
         tx.lock_chat(parsed.business, caller[0])
         chat = tx.chat(parsed.business, caller[0]) or ChatState()
-        chat.spam_reports += 1
+        # A report counts once per message: one that names only messages the customer has
+        # reported before changes nothing but the block (SPEC §10.4).
+        fresh = tx.mark_reported(parsed.business, caller[0], [v.message_id for v in verified])
+        if fresh:
+            chat.spam_reports += 1
+            tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
         if req.block:
             chat.blocked = True
         tx.put_chat(parsed.business, caller[0], chat)
-        tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
         self._share(parsed.business, caller[0], chat, now)
         return ReportVerdict(
             tuple(v.message_id for v in verified),

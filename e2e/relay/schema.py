@@ -65,6 +65,9 @@ CREATE TABLE IF NOT EXISTS billing (
 CREATE TABLE IF NOT EXISTS reports (
     id {serial}, reporter BLOB NOT NULL, business BLOB NOT NULL, at BIGINT NOT NULL,
     messages INTEGER NOT NULL, report BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reported (
+    business BLOB NOT NULL, customer BLOB NOT NULL, message_id BLOB NOT NULL,
+    PRIMARY KEY (business, customer, message_id));
 CREATE TABLE IF NOT EXISTS templates (
     business BLOB NOT NULL, template_id BLOB NOT NULL, cls INTEGER NOT NULL,
     text_hash BLOB NOT NULL, PRIMARY KEY (business, template_id));

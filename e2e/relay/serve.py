@@ -1,7 +1,7 @@
 """``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--config FILE] [--host H]
-[--port N]``, and the operator's ``rotate-franking-key`` and ``certify-business`` (SPEC.md
-§10.9). The server is uvicorn with the relay's edge limits around its HTTP protocol (SPEC
-§10.11)."""
+[--port N]``, and the operator's ``rotate-franking-key``, ``set-tier`` and
+``certify-business`` (SPEC.md §10.9). The server is uvicorn with the relay's edge limits
+around its HTTP protocol (SPEC §10.11)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,10 @@ def main(argv: list[str]) -> int:
     )
     rotate = sub.add_parser("rotate-franking-key", help="make a new current franking key")
     rotate.add_argument("--db", required=True)
+    tier = sub.add_parser("set-tier", help="set a business account's billing tier")
+    tier.add_argument("--db", required=True)
+    tier.add_argument("--account", required=True)
+    tier.add_argument("--tier", required=True, choices=["free", "api"])
     certify = sub.add_parser(
         "certify-business",
         help="certify a business's display name and account key with the platform key",
@@ -79,7 +83,7 @@ def main(argv: list[str]) -> int:
     certify.add_argument("--account", required=True)
     certify.add_argument("--display-name", required=True)
     certify.add_argument("--days", type=int, default=365, help="validity in days")
-    for sp in (serve, rotate, certify):
+    for sp in (serve, rotate, certify, tier):
         sp.add_argument(
             "--secret-key-file",
             default=None,
@@ -88,10 +92,14 @@ def main(argv: list[str]) -> int:
         )
     ns = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=ns.log_level.upper() if ns.action == "serve" else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    if ns.action == "serve":  # JSON lines, uvicorn's own records included (SPEC §10.9)
+        from e2e.relay.observe import JsonFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=ns.log_level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from e2e.errors import ConfigError, E2EError
     from e2e.relay.app import RelayApp
     from e2e.relay.backends import open_blob_store, open_store
@@ -136,6 +144,15 @@ def main(argv: list[str]) -> int:
         )
     if ns.action == "certify-business":
         return _certify(service, ns)
+    if ns.action == "set-tier":
+        account, level = ns.account.encode(), 0 if ns.tier == "free" else 1
+        done = service.store.run(lambda tx: tx.set_tier(account, level))
+        service.store.close()
+        if not done:
+            print("no such business account", file=sys.stderr)
+            return 2
+        print(f"{ns.account} is on the {ns.tier} tier")
+        return 0
     if ns.action == "rotate-franking-key":
         key_id = service.rotate_franking_key()
         service.store.close()
@@ -155,6 +172,7 @@ def main(argv: list[str]) -> int:
         tap=FileTap(tap_file) if tap_file else None,
         workers=config.ops.workers,
         purge_seconds=config.ops.upkeep_seconds,
+        metrics_token=config.ops.metrics_token,
     )
     edge = EdgeState(config.edge)
     edge.on_shutdown(app.drain)
@@ -174,6 +192,7 @@ def main(argv: list[str]) -> int:
         host=ns.host,
         port=ns.port,
         log_level=ns.log_level,
+        log_config=None,
         access_log=False,
         lifespan="on",
         http=protocol_class(http, edge),

@@ -113,6 +113,11 @@ IDENTITY_CACHE: Final = 100_000
 #: other fields and its array item head), and on the answer itself.
 DELIVERY_OVERHEAD: Final = 80
 MAILBOX_OVERHEAD: Final = 32
+#: Seconds a nonce is kept beyond the skew: a relay process whose clock is up to this far
+#: behind the one that purges nonces still refuses a replay (SPEC §10.7).
+CLOCK_MARGIN: Final = 120
+#: The rate bucket of account registrations in all (SPEC §10.11), with device id -1.
+REGISTRATIONS: Final = b""
 
 
 class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
@@ -200,7 +205,8 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
                 self.forget_identity((token.account, token.device_id))
                 raise Unauthenticated("device changed during the request")
         taken, fresh = tx.admit(
-            token.account, token.device_id, token.nonce, token.timestamp + AUTH_SKEW + 1,
+            token.account, token.device_id, token.nonce,
+            token.timestamp + AUTH_SKEW + CLOCK_MARGIN,
             now, rate, burst, want,
         )  # fmt: skip
         if want and not taken:
@@ -219,12 +225,17 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
         req.verify()
         acct = tx.account(req.name)
         if acct is not None:
-            if (acct.kind, acct.tier) == (req.kind, req.tier) and hmac.compare_digest(
-                acct.identity, req.identity
-            ):
+            if acct.kind == req.kind and hmac.compare_digest(acct.identity, req.identity):
                 return Ok()  # a retried registration
             raise Conflict("account name already taken")
-        tx.insert_account(Account(req.name, req.kind, req.tier, req.identity))
+        # The billing tier is the operator's (SPEC §10.3), whatever the registration declares.
+        tier = self.settings.admission.business_tier
+        if req.kind == CUSTOMER or tier < 0:
+            tier = req.tier
+        a = self.settings.admission
+        if not tx.take_token(REGISTRATIONS, -1, self.clock(), a.per_hour / 3600, a.burst):
+            raise RateLimited("too many accounts registered; try later")
+        tx.insert_account(Account(req.name, req.kind, tier, req.identity))
         self._log_account(tx, req.name, req.identity)
         return Ok()
 
@@ -241,6 +252,9 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
         held = tx.devices(cert.account).get(cert.device_id)
         if held is not None and held[0] == req.certificate:
             return Ok()  # a retried registration: nothing changed, nothing to log
+        devices = tx.devices(cert.account)
+        if held is None and len(devices) >= self.settings.limits.devices_per_account:
+            raise NotAllowed("the account has as many devices as it may")
         tx.put_device(cert.account, cert.device_id, req.certificate, cert.identity)
         self._log_account(tx, cert.account, acct.identity)
         return Ok()

@@ -213,6 +213,12 @@ class Tx(abc.ABC):
             (acct.name, acct.kind, acct.tier, acct.identity),
         )
 
+    def set_tier(self, name: bytes, tier: int) -> bool:
+        """Set a business account's billing tier (the operator's); False if there is none."""
+        row = self.fetchone("UPDATE accounts SET tier = ? WHERE name = ? AND kind = 1"
+                            " RETURNING 1", (tier, name))  # fmt: skip
+        return row is not None
+
     def accounts(self, *names: bytes) -> dict[bytes, Account]:
         """The named accounts that exist (one statement)."""
         rows = self.fetchall(
@@ -514,6 +520,19 @@ class Tx(abc.ABC):
             "INSERT INTO reports (reporter, business, at, messages, report) VALUES (?, ?, ?, ?, ?)",
             (reporter, business, at, messages, report),
         )
+
+    def mark_reported(self, business: bytes, customer: bytes, ids: Sequence[bytes]) -> int:
+        """Record that the customer reported these messages of the business; how many it had
+        not reported before."""
+        new = 0
+        for message_id in ids:
+            row = self.fetchone(
+                "INSERT INTO reported (business, customer, message_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (business, customer, message_id) DO NOTHING RETURNING 1",
+                (business, customer, message_id),
+            )
+            new += row is not None
+        return new
 
     def insert_template(self, business: bytes, template_id: bytes, cls: int,
                         text_hash: bytes) -> bool:  # fmt: skip

@@ -37,6 +37,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Settings every test relay starts with unless it sets them: the registration and claim
+#: limits of SPEC §10.11 loose enough for tests that make many accounts from one address
+#: (tests/relay/test_relay_admission.py runs them tight).
+GENEROUS: dict[str, str] = {
+    "E2E_RELAY_ADMISSION_ADDRESS_BURST": "100000",
+    "E2E_RELAY_ADMISSION_BURST": "100000",
+    "E2E_RELAY_LIMITS_CLAIM_BURST": "100000",
+    "E2E_RELAY_LIMITS_DEVICE_CLAIM_BURST": "100000",
+    "E2E_RELAY_OPS_METRICS_TOKEN": "operator-metrics-token",
+    "E2E_RELAY_ADMISSION_BUSINESS_TIER": "-1",
+}
+
+
+def relay_metrics(url: str) -> str:
+    """A test relay's metrics, asked with its operator token."""
+    token = GENEROUS["E2E_RELAY_OPS_METRICS_TOKEN"]
+    r = httpx.get(url + wire.Path.METRICS, headers={"authorization": f"Bearer {token}"})
+    r.raise_for_status()
+    return r.text
+
+
 @dataclass
 class RelayProcess:
     """One relay server process on a loopback port."""
@@ -72,7 +93,7 @@ class RelayProcess:
             *self.extra,
         ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        env = {**os.environ, **self.env} if self.env else None
+        env = {**os.environ, **GENEROUS, **self.env}
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
