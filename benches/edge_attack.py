@@ -8,8 +8,10 @@ one at a time) first on a quiet relay, then while an attacker process holds agai
 
 * ``--slow`` slowloris connections: each sends half a request header, then a byte every
   second, and is reopened as soon as the relay cuts it (so the number held stays up);
-* ``--bodies`` connections each declaring a 64 MiB body to ``/v1/messages/submit`` under a
-  made-up signature and sending it, reopened a second after the relay cuts it.
+* ``--bodies`` connections each sending a body of the largest request size (4 MiB) to
+  ``/v1/messages/submit`` under a made-up signature, 64 KiB every 0.1 s, reopened a second
+  after the relay answers or cuts it (a relay that buffers bodies before authenticating holds
+  up to 800 MiB of them).
 
 The attack's connections come from 127.0.0.2 upwards, at most 200 per address (any 127/8
 address is loopback), so they stay under the per-address cap and the relay must hold them
@@ -82,9 +84,11 @@ async def _slow(port: int, source: str, outcomes: Counter[str], stop: float) -> 
 
 
 async def _body(port: int, source: str, outcomes: Counter[str], stop: float) -> None:
-    """One connection trickling a 64 MiB body under a made-up signature, reopened when cut."""
-    auth = "E2E-Sig " + "A" * 200
-    head = (f"POST {wire.Path.MESSAGE_SUBMIT} HTTP/1.1\r\nhost: x\r\ncontent-length: {64 << 20}"
+    """One connection sending a body of the largest request size (4 MiB) under a made-up
+    signature, 64 KiB every 0.1 s; reopened a second after the relay answers or cuts it."""
+    auth = "E2E-Device " + "A" * 200
+    size = wire.MAX_REQUEST_BYTES
+    head = (f"POST {wire.Path.MESSAGE_SUBMIT} HTTP/1.1\r\nhost: x\r\ncontent-length: {size}"
             f"\r\nauthorization: {auth}\r\n\r\n").encode()  # fmt: skip
     chunk = b"\0" * 65536
     while time.monotonic() < stop:
@@ -96,11 +100,16 @@ async def _body(port: int, source: str, outcomes: Counter[str], stop: float) -> 
             continue
         try:
             w.write(head)
+            sent, wait = 0, 0.1
             while time.monotonic() < stop:
-                w.write(chunk)
-                await w.drain()
+                if sent < size:
+                    w.write(chunk[: size - sent])
+                    sent += min(len(chunk), size - sent)
+                    await w.drain()
+                else:
+                    wait = stop - time.monotonic()
                 try:
-                    line = await asyncio.wait_for(r.readline(), 0.5)
+                    line = await asyncio.wait_for(r.readline(), max(wait, 0.01))
                 except TimeoutError:
                     continue
                 outcomes[line.split(b" ")[1].decode() if line.startswith(b"HTTP/") else "cut"] += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -326,3 +327,20 @@ def test_a_stop_with_long_polls_open_takes_under_two_seconds(relay_db: str, tmp_
         t.join(5)
     for s in held:
         s.close()
+
+
+def test_the_edge_bench_in_small_refuses_every_attack() -> None:
+    """benches/edge_attack.py, small (40 slow connections, 10 oversized bodies, 6 s, a 1 s
+    header timeout): every honest request is answered, the slow connections are cut (408)
+    and the bodies refused unread (401); no attacker connection is refused at connect. (The
+    bench's timings are not asserted: it reports them.)"""
+    from relayhelp import ROOT
+
+    sys.path.insert(0, str(ROOT))
+    from benches.edge_attack import run
+
+    r = run(40, 10, 30, 6.0, env={"E2E_RELAY_EDGE_HEADER_TIMEOUT": "1"}, settle=1.0)
+    assert r["quiet_errors"] == 0 and r["attacked_errors"] == 0
+    assert len(r["attacked"]) == 30
+    assert r["outcomes"].get("408", 0) >= 40 and r["outcomes"].get("401", 0) >= 10
+    assert "connect failed" not in r["outcomes"]
