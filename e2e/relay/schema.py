@@ -110,6 +110,7 @@ ADDED_COLUMNS: Final = (
     ("chats", "blocked_customer", "INTEGER NOT NULL DEFAULT 0"),
     ("chats", "customer_receipts", "BIGINT NOT NULL DEFAULT 0"),
     ("chats", "business_receipts", "BIGINT NOT NULL DEFAULT 0"),
+    ("templates", "registered_at", "BIGINT NOT NULL DEFAULT 0"),
 )
 
 #: Record a request's nonce; a row back unless it was used before (a replay).

@@ -535,20 +535,23 @@ class Tx(abc.ABC):
         return new
 
     def insert_template(self, business: bytes, template_id: bytes, cls: int,
-                        text_hash: bytes) -> bool:  # fmt: skip
-        """Register a template; False (nothing written) if the id is already registered."""
+                        text_hash: bytes, at: int = 0) -> bool:  # fmt: skip
+        """Register a template at time ``at``; False (nothing written) if the id is already
+        registered."""
         cur = self.execute(
-            "INSERT INTO templates (business, template_id, cls, text_hash) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (business, template_id, cls, text_hash),
+            "INSERT INTO templates (business, template_id, cls, text_hash, registered_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (business, template_id, cls, text_hash, at),
         )
         return bool(cur.rowcount == 1)
 
-    def templates(self, business: bytes) -> list[tuple[bytes, int, bytes]]:
-        """(template id, class, text hash) of ``business``'s registered templates."""
-        rows = self.fetchall(
-            "SELECT template_id, cls, text_hash FROM templates WHERE business = ?", (business,)
-        )
+    def templates(self, business: bytes, at: int | None = None) -> list[tuple[bytes, int, bytes]]:
+        """(template id, class, text hash) of ``business``'s registered templates (only those
+        registered at or before time ``at``, if given)."""
+        sql = "SELECT template_id, cls, text_hash FROM templates WHERE business = ?"
+        if at is not None:
+            sql += " AND registered_at <= ?"
+        rows = self.fetchall(sql, (business,) if at is None else (business, at))
         return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
 
     def insert_penalty(self, business: bytes, message_id: bytes, declared: int, content: int,

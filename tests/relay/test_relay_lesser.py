@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
-from relayhelp import ROOT, RelayProcess, new_device
+import pytest
+from relayhelp import ROOT, Refused, RelayProcess, new_device
 
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass
@@ -73,3 +75,26 @@ def test_the_billing_tier_is_the_operators(relay_db: str, tmp_path: Path) -> Non
             assert refused.returncode == 2  # a customer has no tier
     finally:
         proc.stop()
+
+
+def test_a_class_is_judged_by_the_templates_of_its_send_time(relay: RelayProcess) -> None:
+    """A service message whose text a marketing template registered only afterwards matches
+    is not penalised (on main, judged by the templates at report time: billed as marketing);
+    the same text sent after the registration is."""
+    from test_relay_class_report import SALE, class_report, send
+
+    with httpx.Client(base_url=relay.url, timeout=30) as c:
+        cust = new_device(c, b"alice", CUSTOMER)
+        biz = new_device(c, b"shop", BUSINESS, tier=1)
+        cust.submit(cust.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+        before = send(biz, cust, MessageClass.SERVICE, SALE)
+        time.sleep(1.1)  # receive times are seconds: the registration comes strictly after
+        reg = wire.RegisterTemplate(b"sale-1", int(MessageClass.MARKETING), SALE)
+        biz.call(wire.Path.TEMPLATE_REGISTER, reg)
+        with pytest.raises(Refused) as refused:
+            class_report(cust, *before)
+        assert refused.value.code == "report_rejected"
+        assert biz.bill().penalty_counts == ()
+        after = send(biz, cust, MessageClass.SERVICE, SALE)
+        verdict = class_report(cust, *after)
+        assert (verdict.declared, verdict.content) == (MessageClass.SERVICE, MessageClass.MARKETING)
