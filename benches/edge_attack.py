@@ -1,4 +1,4 @@
-"""The relay's edge under attack (SPEC §10.11; not part of the ratio gate, not a CI gate):
+"""The relay's edge under attack (SPEC §10.13; not part of the ratio gate, not a CI gate):
 
     python benches/edge_attack.py [--slow 2000] [--bodies 200] [--requests 400] [--seconds 30]
 

@@ -385,7 +385,7 @@ class RateLimited(RelayError):
 
 class MailboxFull(RateLimited):
     """A recipient device's mailbox holds as much as its quota allows, in all or from this
-    sender (429, SPEC §10.11); accepted once the recipient has fetched its mail."""
+    sender (429, SPEC §10.13); accepted once the recipient has fetched its mail."""
 
 
 class NoSuchEndpoint(RelayError):

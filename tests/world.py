@@ -41,7 +41,7 @@ from e2e.store.sqlite import SqliteStore
 _T = TypeVar("_T")
 
 
-#: The relay's settings here: its registration, device and claim limits (SPEC §10.11) out of
+#: The relay's settings here: its registration, device and claim limits (SPEC §10.13) out of
 #: the way of scenarios that make many accounts and devices from one address.
 GENEROUS: Final = (
     RelayConfig()

@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 #: Most message ids one receipt (or retry request) names.
-#: Most message ids one receipt carries (a receipt's envelope is small: SPEC §10.11).
+#: Most message ids one receipt carries (a receipt's envelope is small: SPEC §10.13).
 MAX_RECEIPT_IDS: Final = 100
 
 

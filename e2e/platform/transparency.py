@@ -126,7 +126,7 @@ class KeyLog:
         self.tree = MerkleTree()
         self.entries: list[bytes] = []
         #: Each account's leaf indices, ascending: a lookup at any tree size is a bisection
-        #: of its own entries, never a walk of the log (SPEC §10.11).
+        #: of its own entries, never a walk of the log (SPEC §10.13).
         self.indices: dict[bytes, list[int]] = {}
         for raw in leaves:
             self._add(raw)

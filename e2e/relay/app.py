@@ -9,7 +9,7 @@ Per request: it is routed (404); then the steps of :mod:`e2e.relay.pipeline` run
 transaction), each timed by :meth:`RelayApp._dispatch` (the metrics'
 ``e2e_relay_seconds_total``); a fetch with a wait is held until mail arrives. The body is read
 only by the pipeline's read step, once the caller is authenticated, at most the endpoint's
-largest body (413) and within the budget of body bytes in flight (503), SPEC §10.11; a request
+largest body (413) and within the budget of body bytes in flight (503), SPEC §10.13; a request
 whose body was not read is answered with ``connection: close``. A refused request commits
 nothing and is answered with its error's code (:mod:`e2e.platform.wire.errors`), 429 and 503
 with ``retry-after``.
@@ -114,7 +114,7 @@ class RelayApp:
     ) -> None:
         self.service = service
         self.store = service.store
-        #: The edge limits the app applies itself (SPEC §10.11); the connection-level ones
+        #: The edge limits the app applies itself (SPEC §10.13); the connection-level ones
         #: are :mod:`e2e.relay.edge`'s.
         self.edge = edge or Edge()
         self.rate_limit = rate_limit or RateLimit(200.0, 400.0)
@@ -135,7 +135,7 @@ class RelayApp:
         #: Long-polls waiting now, in all and by device.
         self._polls = 0
         self._polls_by: Counter[tuple[bytes, int]] = Counter()
-        #: Body bytes reserved by requests being read (SPEC §10.11).
+        #: Body bytes reserved by requests being read (SPEC §10.13).
         self.inflight = 0
         self.stopping = False
         #: The connection-level front's state, when the app is served with it (metrics).
@@ -293,10 +293,14 @@ class RelayApp:
         req.done = True
         return b"".join(chunks)
 
-    def _refused(self, exc: E2EError, req: _Incoming) -> tuple[int, bytes, str, list[Header]]:
+    def _refused(self, exc: E2EError, req: _Incoming | None = None
+                 ) -> tuple[int, bytes, str, list[Header]]:  # fmt: skip
+        """The answer to a refused request (429 and 503 with ``retry-after``); its code is
+        noted on ``req`` for the request's log record."""
         status, err = WireError.of(exc)
         self.counters[f"refused:{err.code}"] += 1
-        req.code = err.code
+        if req is not None:
+            req.code = err.code
         extra = []
         if status in (429, 503):
             wait = RETRY_AFTER_FULL if isinstance(exc, MailboxFull) else 1
@@ -369,7 +373,7 @@ class RelayApp:
         """Hold an empty fetch until mail arrives or its wait ends (push by long-poll). The
         wait is at most the edge's ``max_wait_ms``; beyond ``max_long_polls`` waiting in all,
         or ``max_long_polls_per_device`` for the caller, a fetch answers at once; when the
-        relay stops, every wait ends (SPEC §10.11)."""
+        relay stops, every wait ends (SPEC §10.13)."""
         wait_ms = min(req.wait_ms, self.edge.max_wait_ms)
         if first.deliveries or wait_ms <= 0 or self.stopping:
             return first

@@ -84,9 +84,7 @@ class Host(Protocol):
 
     async def _run(self, fn: Callable[[], Any]) -> Any: ...
 
-    def _refused(
-        self, exc: E2EError, path: str
-    ) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]: ...
+    def _refused(self, exc: E2EError) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]: ...
 
 
 class BlobIO:
@@ -113,7 +111,7 @@ class BlobIO:
         try:
             blob_id = parse_blob_path(path)
         except DecodeError:
-            await self._answer(send, *self.app._refused(NoSuchEndpoint("no such blob path"), path))
+            await self._answer(send, *self.app._refused(NoSuchEndpoint("no such blob path")))
             return
         try:
             if method == "PATCH":
@@ -124,7 +122,7 @@ class BlobIO:
             else:
                 raise NoSuchEndpoint("method not allowed")
         except E2EError as exc:
-            await self._answer(send, *self.app._refused(exc, path))
+            await self._answer(send, *self.app._refused(exc))
         except _Gone:
             pass
         except Exception:

@@ -123,7 +123,7 @@ class Mailbox:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Who may register accounts, and how fast (SPEC §10.11): per client address (IPv4, or an
+    """Who may register accounts, and how fast (SPEC §10.13): per client address (IPv4, or an
     IPv6 /64; each relay process counts its own) and in all (every process)."""
 
     address_per_hour: float = setting(60.0, 0.01, 1e7, "accounts one address registers, per hour")

@@ -1,4 +1,4 @@
-"""The relay's HTTP front (SPEC.md §10.11): what a client that has not authenticated can hold.
+"""The relay's HTTP front (SPEC.md §10.13): what a client that has not authenticated can hold.
 
 uvicorn parses HTTP; this module wraps its protocol (one instance per connection) with the
 limits uvicorn does not have, from :class:`~e2e.relay.config.Edge`:

@@ -1,7 +1,7 @@
 """The path of one request through the relay (SPEC.md §10.7), top to bottom in the order of
 its security checks. Measurement is not here: the app runs :data:`STEPS` and times each.
 
-What comes before (:mod:`e2e.relay.edge`, SPEC §10.11): the connection is within the
+What comes before (:mod:`e2e.relay.edge`, SPEC §10.13): the connection is within the
 connection caps, and the request line and headers arrived in time and within their size.
 
 For a request of a registered device (every endpoint but account and device registration):
@@ -31,7 +31,7 @@ Device registration's key is the one the certificate in its (small) body vouches
 header, read, signature, rate, body, prepare, transaction. Account registration runs
 :meth:`Pipeline.admission` (its client address's bucket, 429), then read, body and transaction
 (its body carries its own proof of possession; the transaction takes a token of the relay-wide
-registration bucket, SPEC §10.11).
+registration bucket, SPEC §10.13).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ ROUTES: Final = dict(
 )
 
 
-#: Reads a request's body of at most the given number of bytes (the app's, SPEC §10.11).
+#: Reads a request's body of at most the given number of bytes (the app's, SPEC §10.13).
 Reader = Callable[[int], Awaitable[bytes]]
 
 
@@ -185,7 +185,7 @@ class Pipeline:
         self.limit = limit
         self.executor = executor
         a = service.settings.admission
-        #: Account registrations per client address, in this process (SPEC §10.11).
+        #: Account registrations per client address, in this process (SPEC §10.13).
         self.addresses = RateLimit(a.address_per_hour / 3600, a.address_burst)
 
     def steps(self, route: Route) -> tuple[tuple[str, Callable[[Call], Awaitable[None]]], ...]:

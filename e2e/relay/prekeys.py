@@ -1,7 +1,7 @@
-"""The relay's prekey directory (SPEC.md §10.7, §10.11): uploads, counts and claims.
+"""The relay's prekey directory (SPEC.md §10.7, §10.13): uploads, counts and claims.
 
 A mixin of :class:`~e2e.relay.service.RelayService`. What costs CPU is kept out of the store's
-transaction and bounded (SPEC §10.11):
+transaction and bounded (SPEC §10.13):
 
 * an upload's bundles are verified in :meth:`Prekeys.prepare_upload`, on a worker thread before
   the transaction, and each distinct signed prekey once per upload;
@@ -11,7 +11,7 @@ transaction and bounded (SPEC §10.11):
 * a device's pool of unclaimed one-time prekeys holds at most ``limits.prekey_pool``; an upload
   that would pass it is refused before any bundle is verified.
 
-Claims are limited so that no one drains a device's one-time prekeys (SPEC §10.11): one
+Claims are limited so that no one drains a device's one-time prekeys (SPEC §10.13): one
 account claims at most ``limits.claim_burst`` prekeys of another account at once and
 ``limits.claims_per_hour`` after that (429); a device hands out at most
 ``limits.device_claim_burst`` one-time prekeys at once and ``limits.device_claims_per_hour``

@@ -1,7 +1,7 @@
 """``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--config FILE] [--host H]
 [--port N]``, and the operator's ``rotate-franking-key``, ``set-tier`` and
 ``certify-business`` (SPEC.md §10.9). The server is uvicorn with the relay's edge limits
-around its HTTP protocol (SPEC §10.11)."""
+around its HTTP protocol (SPEC §10.13)."""
 
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ def _config(ns: argparse.Namespace) -> RelayConfig:
 
 def _raise_open_files() -> None:
     """Each connection is a file descriptor: raise the soft limit to the hard one, so the
-    edge's connection caps (SPEC §10.11), not the process's limit, decide who is refused."""
+    edge's connection caps (SPEC §10.13), not the process's limit, decide who is refused."""
     try:
         import resource
 

@@ -116,7 +116,7 @@ MAILBOX_OVERHEAD: Final = 32
 #: Seconds a nonce is kept beyond the skew: a relay process whose clock is up to this far
 #: behind the one that purges nonces still refuses a replay (SPEC §10.7).
 CLOCK_MARGIN: Final = 120
-#: The rate bucket of account registrations in all (SPEC §10.11), with device id -1.
+#: The rate bucket of account registrations in all (SPEC §10.13), with device id -1.
 REGISTRATIONS: Final = b""
 
 
@@ -438,7 +438,7 @@ class RelayService(KeyDirectory, Reports, Prekeys, BlobHandlers):
         """The caller's oldest deliveries, at most ``req.limit`` and at most
         ``mailbox.fetch_bytes`` of answer, but always the oldest one (which fits: a submission
         is refused if one of its copies could not, :meth:`prepare_submit`), so every fetch
-        makes progress and a mailbox can always be emptied (SPEC §10.11)."""
+        makes progress and a mailbox can always be emptied (SPEC §10.13)."""
         if (req.account, req.device_id) != caller:
             raise Forbidden("another device's mailbox")
         budget = self.settings.mailbox.fetch_bytes - MAILBOX_OVERHEAD

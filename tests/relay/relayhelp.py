@@ -38,7 +38,7 @@ def free_port() -> int:
 
 
 #: Settings every test relay starts with unless it sets them: the registration and claim
-#: limits of SPEC §10.11 loose enough for tests that make many accounts from one address
+#: limits of SPEC §10.13 loose enough for tests that make many accounts from one address
 #: (tests/relay/test_relay_admission.py runs them tight).
 GENEROUS: dict[str, str] = {
     "E2E_RELAY_ADMISSION_ADDRESS_BURST": "100000",

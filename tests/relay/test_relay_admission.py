@@ -1,4 +1,4 @@
-"""Registration admission, devices per account and prekey claims (SPEC §10.11), each attack
+"""Registration admission, devices per account and prekey claims (SPEC §10.13), each attack
 run against the relay process on SQLite and PostgreSQL."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Byte budgets on every answer (SPEC §10.11): no mailbox can be made impossible to empty.
+"""Byte budgets on every answer (SPEC §10.13): no mailbox can be made impossible to empty.
 
 A fetch answers at most ``mailbox.fetch_bytes`` of deliveries (2 MiB by default, under the 4 MiB
 a client accepts) but always the oldest one, so each fetch makes progress; a submission whose

@@ -1,4 +1,4 @@
-"""Relay processes whose clocks differ (SPEC §10.7, §10.11): a request accepted by one is not
+"""Relay processes whose clocks differ (SPEC §10.7, §10.13): a request accepted by one is not
 accepted again by another whose clock is behind, once the first has purged its nonces."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CPU amplification (SPEC §10.11): requests that cost the relay far more than they cost the
+"""CPU amplification (SPEC §10.13): requests that cost the relay far more than they cost the
 client. Measured as the relay process's own CPU time (all its threads) for a run of the
 expensive request against a run of a cheap one of the same machinery, interleaved, so the
 bound is a ratio of the same process's work, not a time on this machine."""

@@ -1,4 +1,4 @@
-"""The relay's HTTP front holds against clients that never finish (SPEC §10.11), each attack run
+"""The relay's HTTP front holds against clients that never finish (SPEC §10.13), each attack run
 with real sockets against ``python -m e2e relay serve``: headers that never end or never come,
 headers too large or too many, bodies sent before authentication, bodies larger than their
 endpoint's, bodies that stall, too many connections from one address, too many bodies in

@@ -1,5 +1,5 @@
 """Mailbox quotas and retention, receipts that cannot be a free channel, and a business that
-blocks a customer (SPEC §10.11, §10.3), each attack run against the relay process on SQLite
+blocks a customer (SPEC §10.13, §10.3), each attack run against the relay process on SQLite
 and PostgreSQL."""
 
 from __future__ import annotations
