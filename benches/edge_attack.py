@@ -32,8 +32,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import httpx
 
@@ -55,8 +56,13 @@ def _address(i: int) -> str:
     return f"127.0.0.{2 + i // PER_ADDRESS}"
 
 
-async def _slow(port: int, source: str, outcomes: Counter[str], stop: float) -> None:
-    """One slowloris connection, reopened whenever it is cut, until ``stop``."""
+Play = Callable[[asyncio.StreamReader, asyncio.StreamWriter, float], Awaitable[bytes]]
+
+
+async def _held(play: Play, port: int, source: str, outcomes: Counter[str], stop: float) -> None:
+    """One attacker connection from ``source``, played by ``play`` (which returns the first
+    line of the relay's answer), reopened a second after the relay answers or cuts it, until
+    ``stop``; each ending counted by status code, or as cut."""
     while time.monotonic() < stop:
         try:
             r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
@@ -65,60 +71,54 @@ async def _slow(port: int, source: str, outcomes: Counter[str], stop: float) -> 
             await asyncio.sleep(0.5)
             continue
         try:
-            w.write(b"POST /v1/mailbox/fetch HTTP/1.1\r\nhost: x\r\n")
+            line = await play(r, w, stop)
+            if line:
+                outcomes[line.split(b" ")[1].decode() if line.startswith(b"HTTP/") else "cut"] += 1
+        except (OSError, IndexError):
+            outcomes["cut"] += 1
+        finally:
+            w.close()
+        await asyncio.sleep(REOPEN)
+
+
+async def _slow(r: asyncio.StreamReader, w: asyncio.StreamWriter, stop: float) -> bytes:
+    """Slowloris: half a request header, then a byte a second."""
+    w.write(b"POST /v1/mailbox/fetch HTTP/1.1\r\nhost: x\r\n")
+    await w.drain()
+    while time.monotonic() < stop:
+        try:
+            return await asyncio.wait_for(r.readline(), 1.0)
+        except TimeoutError:
+            w.write(b"x")  # a header line that never ends
             await w.drain()
-            while time.monotonic() < stop:
-                try:
-                    line = await asyncio.wait_for(r.readline(), 1.0)
-                except TimeoutError:
-                    w.write(b"x")  # a header line that never ends
-                    await w.drain()
-                    continue
-                outcomes[line.split(b" ")[1].decode() if line.startswith(b"HTTP/") else "cut"] += 1
-                break
-        except (OSError, IndexError):
-            outcomes["cut"] += 1
-        finally:
-            w.close()
-        await asyncio.sleep(REOPEN)
+    return b""
 
 
-async def _body(port: int, source: str, outcomes: Counter[str], stop: float) -> None:
-    """One connection sending a body of the largest request size (4 MiB) under a made-up
-    signature, 64 KiB every 0.1 s; reopened a second after the relay answers or cuts it."""
-    auth = "E2E-Device " + "A" * 200
-    size = wire.MAX_REQUEST_BYTES
-    head = (f"POST {wire.Path.MESSAGE_SUBMIT} HTTP/1.1\r\nhost: x\r\ncontent-length: {size}"
-            f"\r\nauthorization: {auth}\r\n\r\n").encode()  # fmt: skip
+_SIZE: Final = wire.MAX_REQUEST_BYTES
+_BODY_HEAD: Final = (
+    f"POST {wire.Path.MESSAGE_SUBMIT} HTTP/1.1\r\nhost: x\r\ncontent-length: {_SIZE}\r\n"
+    f"authorization: E2E-Device {'A' * 200}\r\n\r\n"
+).encode()
+
+
+async def _body(r: asyncio.StreamReader, w: asyncio.StreamWriter, stop: float) -> bytes:
+    """A body of the largest request size (4 MiB) under a made-up signature, 64 KiB every
+    0.1 s, then the wait for the answer."""
     chunk = b"\0" * 65536
+    w.write(_BODY_HEAD)
+    sent, wait = 0, 0.1
     while time.monotonic() < stop:
+        if sent < _SIZE:
+            w.write(chunk[: _SIZE - sent])
+            sent += min(len(chunk), _SIZE - sent)
+            await w.drain()
+        else:
+            wait = stop - time.monotonic()
         try:
-            r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-        except OSError:
-            outcomes["connect failed"] += 1
-            await asyncio.sleep(0.5)
+            return await asyncio.wait_for(r.readline(), max(wait, 0.01))
+        except TimeoutError:
             continue
-        try:
-            w.write(head)
-            sent, wait = 0, 0.1
-            while time.monotonic() < stop:
-                if sent < size:
-                    w.write(chunk[: size - sent])
-                    sent += min(len(chunk), size - sent)
-                    await w.drain()
-                else:
-                    wait = stop - time.monotonic()
-                try:
-                    line = await asyncio.wait_for(r.readline(), max(wait, 0.01))
-                except TimeoutError:
-                    continue
-                outcomes[line.split(b" ")[1].decode() if line.startswith(b"HTTP/") else "cut"] += 1
-                break
-        except (OSError, IndexError):
-            outcomes["cut"] += 1
-        finally:
-            w.close()
-        await asyncio.sleep(REOPEN)
+    return b""
 
 
 def _attack(port: int, slow: int, bodies: int, seconds: float, out: Any) -> None:
@@ -126,11 +126,12 @@ def _attack(port: int, slow: int, bodies: int, seconds: float, out: Any) -> None
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
     async def main() -> Counter[str]:
         outcomes: Counter[str] = Counter()
         stop = time.monotonic() + seconds
-        tasks = [_slow(port, _address(i), outcomes, stop) for i in range(slow)]
-        tasks += [_body(port, _address(slow + i), outcomes, stop) for i in range(bodies)]
+        tasks = [_held(_slow, port, _address(i), outcomes, stop) for i in range(slow)]
+        tasks += [_held(_body, port, _address(slow + i), outcomes, stop) for i in range(bodies)]
         await asyncio.gather(*tasks)
         return outcomes
 

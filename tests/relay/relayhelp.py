@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,17 @@ GENEROUS: dict[str, str] = {
     "E2E_RELAY_OPS_METRICS_TOKEN": "operator-metrics-token",
     "E2E_RELAY_ADMISSION_BUSINESS_TIER": "-1",
 }
+
+
+@contextmanager
+def relay_with(db: str, log: Path, env: dict[str, str]) -> Iterator[RelayProcess]:
+    """A relay process on ``db`` with these settings (``E2E_RELAY_...`` variables), stopped
+    afterwards."""
+    proc = RelayProcess(db, log_path=log, env=env).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 def relay_metrics(url: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Acct, Dev, Refused, RelayProcess, new_device, relay_metrics
+from relayhelp import Acct, Dev, Refused, RelayProcess, new_device, relay_metrics, relay_with
 
 from e2e.platform import wire
 from e2e.relay.pipeline import address_key
@@ -32,11 +32,8 @@ def strict(relay_db: str, tmp_path: Path) -> Iterator[RelayProcess]:
         "E2E_RELAY_LIMITS_DEVICE_CLAIM_BURST": "4",
         "E2E_RELAY_LIMITS_DEVICE_CLAIMS_PER_HOUR": "1",
     }
-    proc = RelayProcess(relay_db, log_path=tmp_path / "relay.log", env=env).start()
-    try:
+    with relay_with(relay_db, tmp_path / "relay.log", env) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _from(relay: RelayProcess, address: str) -> httpx.Client:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Refused, RelayProcess, new_device
+from relayhelp import Refused, RelayProcess, new_device, relay_with
 
 from e2e.client import Client, RelayClient
 from e2e.platform import wire
@@ -31,11 +31,8 @@ def small(relay_db: str, tmp_path: Path) -> Iterator[RelayProcess]:
         "E2E_RELAY_MAILBOX_SENDER_MESSAGES": "3",
         "E2E_RELAY_OPS_UPKEEP_SECONDS": "0.2",
     }
-    proc = RelayProcess(relay_db, log_path=tmp_path / "relay.log", env=env).start()
-    try:
+    with relay_with(relay_db, tmp_path / "relay.log", env) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def _service(dev: object, to: bytes, dests: list[tuple[bytes, int]]) -> wire.Receipt:
