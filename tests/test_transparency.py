@@ -347,3 +347,23 @@ def test_a_larger_head_from_the_past_is_a_rollback_beyond_the_skew() -> None:
     with pytest.raises(LogRolledBack):
         view.check_head(log.head(10_000 - 301), log.consistency)
     view.check_head(log.head(10_000 - 300), log.consistency)  # within the skew: accepted
+
+
+def test_the_view_keeps_a_bounded_number_of_heads_and_still_catches_forks() -> None:
+    """A client that saw the log grow 100 times keeps its 64 newest heads (on main, all of
+    them, for ever); a fork at a size whose head it dropped is still caught."""
+    from e2e.platform.transparency import MAX_VIEW_HEADS
+
+    log, view = _log()
+    sizes = []
+    for i in range(100):
+        log.publish(b"u%d" % i, EVE, [])
+        sizes.append(_fresh(view, log, 100 + i).size)
+    assert len(view.heads) == MAX_VIEW_HEADS == 64
+    assert [h.size for h in view.heads] == sizes[-64:]
+    assert LogView.from_bytes(view.to_bytes()).heads == view.heads
+    # A relay showing another log at a size the view dropped (the 10th) is caught.
+    fork = KeyLog(log.signer, log.entries[: sizes[9] - 1])
+    fork.publish(b"mallory", EVE, [])
+    with pytest.raises(LogForked):
+        view.check_head(fork.head(400), fork.consistency, allow_older=True)

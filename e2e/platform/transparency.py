@@ -186,6 +186,10 @@ class KeyLog:
         ]
 
 
+#: Most tree heads a client's view keeps (the newest).
+MAX_VIEW_HEADS: Final = 64
+
+
 @dataclass(slots=True)
 class LogView:
     """A client's view of the log: the pinned log key, every head it has accepted (sorted by
@@ -268,6 +272,10 @@ class LogView:
             raise self._fork(f"tree heads are not consistent: {exc}") from None
         self.heads.append(head)
         self.heads.sort(key=lambda h: h.size)
+        # Bounded (SPEC §13.4): the oldest heads go. Nothing is lost for fork detection: a
+        # head is accepted only consistent with the next larger one kept, and a consistency
+        # proof to a kept head fixes the root of every smaller size.
+        del self.heads[:-MAX_VIEW_HEADS]
 
     def gossip(self) -> bytes:
         """What our messages carry (SPEC §13.4): ``u64(size) | root`` of the newest head we
