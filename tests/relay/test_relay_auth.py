@@ -113,6 +113,9 @@ def test_rate_limit(relay_db: str, tmp_path: object) -> None:
                 except Refused as exc:
                     codes.append(exc.status)
             assert 429 in codes and codes[0] == 200
+            body = wire.CountPrekeys().to_bytes()
+            r = dev.raw(wire.Path.PREKEY_COUNT, body)
+            assert r.status_code == 429 and r.headers["retry-after"] == "1"  # SPEC §10.7
             metrics = relay_metrics(proc.url)
             assert 'e2e_relay_refused_total{code="rate_limited"}' in metrics
     finally:
