@@ -219,12 +219,24 @@ class RelayApp:
         if root and path.startswith(root):
             path = path[len(root) :]
         method = scope.get("method", "")
+        request_id = new_request_id()
         if path.startswith(BLOB_PATH) and method in ("PATCH", "GET"):
-            await self.blob_io.serve(scope, receive, send, method, path)
-            log.debug("%s %s %.1fms", method, path, (time.perf_counter() - started) * 1e3)
+            answered: list[int] = []
+
+            async def send_with_id(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    answered.append(message["status"])
+                    tagged = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                    message = {**message, "headers": tagged}
+                await send(message)
+
+            await self.blob_io.serve(scope, receive, send_with_id, method, path)
+            status = answered[0] if answered else 0
+            self.metrics.observe("blob", time.perf_counter() - started)
+            self._log_request(request_id, method, BLOB_PATH + "(blob)", status, started,
+                              None if status < 400 else "refused")  # fmt: skip
             return
         incoming = _Incoming(scope, receive)
-        request_id = new_request_id()
         try:
             status, body, ctype, extra = await self._handle(incoming, method, path)
         finally:
@@ -242,16 +254,24 @@ class RelayApp:
         await send({"type": "http.response.body", "body": body})
         if self.tap is not None:
             self.tap(f"send:{path}", body)
-        seconds = time.perf_counter() - started
         route = ROUTES.get(path)
-        self.metrics.observe(route.handler if route is not None else "other", seconds)
+        self.metrics.observe(route.handler if route is not None else "other",
+                             time.perf_counter() - started)  # fmt: skip
+        known = route is not None or path in (Path.HEALTH, Path.METRICS, Path.NOOP)
+        self._log_request(request_id, method, path if known else "(other)", status, started,
+                          incoming.code)  # fmt: skip
+
+    @staticmethod
+    def _log_request(request_id: str, method: str, path: str, status: int, started: float,
+                     code: str | None) -> None:  # fmt: skip
+        """One request's record (SPEC §10.9): refused at info, internal errors at error,
+        accepted at debug; ``path`` as it may be logged (no blob id, no unknown path)."""
         level = logging.ERROR if status >= 500 and status != 503 else (
-            logging.INFO if incoming.code else logging.DEBUG)  # fmt: skip
+            logging.INFO if code else logging.DEBUG)  # fmt: skip
         if log.isEnabledFor(level):
-            known = route is not None or path in (Path.HEALTH, Path.METRICS, Path.NOOP)
-            fields = {"request_id": request_id, "method": method[:8],
-                      "path": path if known else "(other)", "status": status,
-                      "ms": round(seconds * 1e3, 2), "code": incoming.code}  # fmt: skip
+            fields = {"request_id": request_id, "method": method[:8], "path": path,
+                      "status": status, "ms": round((time.perf_counter() - started) * 1e3, 2),
+                      "code": code}  # fmt: skip
             log.log(level, "request", extra=fields)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -66,6 +66,7 @@ def test_logs_hold_no_secret_and_tap_is_optional(relay_db: str, tmp_path: Path) 
             metrics = relay_metrics(proc.url)
             bad = {"authorization": "garbage", "x-request-id": "mine"}
             refused = c.post(wire.Path.MESSAGE_SUBMIT, content=b"\xa0", headers=bad)
+            blob = c.get(wire.BLOB_PATH + "ab" * 16)  # the blob data plane: no signature
             wrong = {"authorization": "Bearer wrong"}
             asked = {c.get(wire.Path.METRICS).status_code,
                      c.get(wire.Path.METRICS, headers=wrong).status_code}  # fmt: skip
@@ -88,6 +89,10 @@ def test_logs_hold_no_secret_and_tap_is_optional(relay_db: str, tmp_path: Path) 
     mine = [r for r in records if r.get("request_id") == rid]
     assert len(mine) == 1 and mine[0]["status"] == 401 and mine[0]["code"] == "unauthenticated"
     assert mine[0]["path"] == "/v1/messages/submit" and mine[0]["level"] == "info"
+    assert blob.status_code == 401
+    (blob_record,) = [r for r in records if r.get("request_id") == blob.headers["x-request-id"]]
+    assert blob_record["path"] == "/v1/blobs/(blob)" and blob_record["status"] == 401
+    assert "ab" * 16 not in log.read_text()  # nor a blob id
     requests = [r for r in records if "request_id" in r]
     assert len({r["request_id"] for r in requests}) == len(requests) > 5
     assert 'e2e_relay_refused_total{code="not_opted_in"} 1' in metrics
