@@ -42,6 +42,7 @@ from e2e.errors import (
 from e2e.platform.wire import (
     BLOB_PATH,
     CONTENT_TYPE,
+    DEVICE,
     Fetch,
     Mailbox,
     Ok,
@@ -71,13 +72,17 @@ Send = Callable[[Message], Awaitable[None]]
 NOOP_BODY: Final = 64 * 1024
 #: Seconds a sender is told to wait after a full mailbox (its recipient must fetch first).
 RETRY_AFTER_FULL: Final = 60
+#: Bodies read before their sender is known (account and device registration, provisioning
+#: and recovery fetches) may reserve at most this share of the in-flight budget (1/4), so
+#: clients that are nobody cannot fill it for devices that signed (SPEC §10.13).
+UNSIGNED_SHARE: Final = 4
 
 
 class _Incoming:
     """One HTTP request's body as the app reads it: its declared length, and whether it has
     been read to its end (else the connection is closed after the answer)."""
 
-    __slots__ = ("scope", "receive", "length", "chunked", "done", "reserved", "code")
+    __slots__ = ("scope", "receive", "length", "chunked", "done", "reserved", "unsigned", "code")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope
@@ -94,6 +99,8 @@ class _Incoming:
                 self.chunked = True
         self.done = not self.chunked and not self.length
         self.reserved = 0
+        #: What of ``reserved`` was reserved before the sender was known.
+        self.unsigned = 0
         #: The refusal's code, if the request was refused.
         self.code: str | None = None
 
@@ -137,6 +144,8 @@ class RelayApp:
         self._polls_by: Counter[tuple[bytes, int]] = Counter()
         #: Body bytes reserved by requests being read (SPEC §10.13).
         self.inflight = 0
+        #: ... of which by requests whose sender is not known yet (:data:`UNSIGNED_SHARE`).
+        self.unsigned_inflight = 0
         self.stopping = False
         #: The connection-level front's state, when the app is served with it (metrics).
         self.edge_state: EdgeState | None = None
@@ -241,7 +250,8 @@ class RelayApp:
             status, body, ctype, extra = await self._handle(incoming, method, path)
         finally:
             self.inflight -= incoming.reserved
-            incoming.reserved = 0
+            self.unsigned_inflight -= incoming.unsigned
+            incoming.reserved = incoming.unsigned = 0
         headers = [
             (b"content-type", ctype.encode()),
             (b"content-length", str(len(body)).encode()),
@@ -285,16 +295,22 @@ class RelayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _read_body(self, req: _Incoming, cap: int) -> bytes:
+    async def _read_body(self, req: _Incoming, cap: int, signed: bool = True) -> bytes:
         """Read the body: 413 if it is (or declares to be) larger than ``cap`` or the edge's
         largest body, 503 if the bytes of bodies being read would exceed their budget (the
-        request reserves its declared length, or ``cap`` if it declares none)."""
+        request reserves its declared length, or ``cap`` if it declares none), or, for a body
+        read before its sender is known (not ``signed``), their share of it."""
         cap = min(cap, self.edge.max_body)
         if req.length is not None and (req.length < 0 or req.length > cap):
             raise LimitExceeded("request body too large")
         want = cap if req.length is None else req.length
         if self.inflight + want > self.edge.max_inflight_bytes:
             raise Overloaded("too many request bodies in flight")
+        if not signed:
+            if self.unsigned_inflight + want > self.edge.max_inflight_bytes // UNSIGNED_SHARE:
+                raise Overloaded("too many unsigned request bodies in flight")
+            self.unsigned_inflight += want
+            req.unsigned += want
         self.inflight += want
         req.reserved += want
         chunks: list[bytes] = []
@@ -354,8 +370,10 @@ class RelayApp:
                 if name == b"authorization":
                     header = value.decode("latin-1")
 
+            signed = route.endpoint.auth == DEVICE  # else read before its sender is known
+
             async def reader(cap: int) -> bytes:
-                body = await self._read_body(req, cap)
+                body = await self._read_body(req, cap, signed)
                 if self.tap is not None:
                     self.tap(f"recv:{path}", body)
                 return body

@@ -124,10 +124,15 @@ class Mailbox:
 @dataclass(frozen=True, slots=True)
 class Admission:
     """Who may register accounts, and how fast (SPEC §10.13): per client address (IPv4, or an
-    IPv6 /64; each relay process counts its own) and in all (every process)."""
+    IPv6 /64; each relay process counts its own) and in all (every process); and how often
+    one address may fetch provisioning grants and recovery data (no device signs those)."""
 
     address_per_hour: float = setting(60.0, 0.01, 1e7, "accounts one address registers, per hour")
     address_burst: int = setting(20, 1, 1_000_000, "accounts one address registers at once")
+    fetch_per_hour: float = setting(14_400.0, 0.01, 1e7,
+                                    "provisioning/recovery fetches of one address, /h")  # fmt: skip
+    fetch_burst: int = setting(240, 1, 1_000_000,
+                               "provisioning/recovery fetches of one address at once")  # fmt: skip
     per_hour: float = setting(36_000.0, 0.01, 1e9, "accounts registered per hour, in all")
     burst: int = setting(1000, 1, 10**9, "accounts registered at once, in all")
     business_tier: int = setting(1, -1, 1, "billing tier of a new business (0 free, 1 API;"

@@ -4,7 +4,8 @@ its security checks. Measurement is not here: the app runs :data:`STEPS` and tim
 What comes before (:mod:`e2e.relay.edge`, SPEC §10.13): the connection is within the
 connection caps, and the request line and headers arrived in time and within their size.
 
-For a request of a registered device (every endpoint but account and device registration):
+For a request of a registered device (every endpoint but account and device registration and
+the provisioning and recovery fetches):
 
 1. :meth:`Pipeline.header` -- the ``authorization`` header decodes, and its time is within
    the allowed skew (401);
@@ -28,10 +29,12 @@ For a request of a registered device (every endpoint but account and device regi
    again with a retried transaction).
 
 Device registration's key is the one the certificate in its (small) body vouches for: it runs
-header, read, signature, rate, body, prepare, transaction. Account registration runs
-:meth:`Pipeline.admission` (its client address's bucket, 429), then read, body and transaction
-(its body carries its own proof of possession; the transaction takes a token of the relay-wide
-registration bucket, SPEC §10.13).
+header, read, signature, rate, body, prepare, transaction. Account registration, and the
+provisioning and recovery fetches of a device that has no account yet, run
+:meth:`Pipeline.admission` (their client address's bucket, 429), then read, body and
+transaction (a registration carries its own proof of possession, and its transaction takes a
+token of the relay-wide registration bucket, SPEC §10.13; a recovery fetch carries a proof of
+the recovery key, a provisioning id is a random capability).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Any, Final
 from e2e.errors import E2EError, RateLimited, Unauthenticated
 from e2e.platform import wire
 from e2e.platform.wire import AuthToken, Path, parse_auth
+from e2e.relay.lifecycle import Refusal
 from e2e.relay.ratelimit import RateLimit
 from e2e.relay.service import RelayService
 from e2e.relay.store import Caller, Tx
@@ -92,7 +96,12 @@ ROUTES: Final = dict(
     (
         _route(Path.ACCOUNT_REGISTER, "register_account"),
         _route(Path.DEVICE_REGISTER, "register_device"),
-        _route(Path.DEVICE_REMOVE, "remove_device"),
+        _route(Path.DEVICE_PUBLISH, "publish_devices"),
+        _route(Path.ACCOUNT_DELETE, "delete_account", after="forget_blobs"),
+        _route(Path.PROVISION_SEND, "provision_send"),
+        _route(Path.PROVISION_FETCH, "provision_fetch"),
+        _route(Path.RECOVERY_SET, "set_recovery"),
+        _route(Path.RECOVERY_FETCH, "recovery_fetch"),
         _route(Path.DEVICE_LIST, "list_devices"),
         _route(Path.CHAT_ROUTE, "set_route"),
         _route(Path.DEVICE_DESIGNATE, "designate"),
@@ -114,6 +123,7 @@ ROUTES: Final = dict(
         _route(Path.LOG_LOOKUP, "log_lookup"),
         _route(Path.LOG_CONSISTENCY, "log_consistency"),
         _route(Path.LOG_ENTRIES, "log_entries"),
+        _route(Path.LOG_OPEN, "log_open"),
         _route(Path.BUSINESS_CERT, "business_certificate"),
         _route(Path.BLOB_CREATE, "blob_admitted", after="create_blob"),
         _route(Path.BLOB_STATUS, "blob_admitted", after="blob_status"),
@@ -158,7 +168,7 @@ STEPS: Final = ("header", "signature", "rate", "read", "body", "prepare", "trans
 CERTIFIED_STEPS: Final = (
     "header", "read", "signature", "rate", "body", "prepare", "transaction", "after",
 )  # fmt: skip
-#: The steps of account registration.
+#: The steps of account registration and of the provisioning and recovery fetches.
 OPEN_STEPS: Final = ("admission", "read", "body", "transaction")
 _STEPS: Final = {wire.DEVICE: STEPS, wire.CERTIFIED: CERTIFIED_STEPS, wire.NO_AUTH: OPEN_STEPS}
 
@@ -187,6 +197,9 @@ class Pipeline:
         a = service.settings.admission
         #: Account registrations per client address, in this process (SPEC §10.13).
         self.addresses = RateLimit(a.address_per_hour / 3600, a.address_burst)
+        #: Provisioning and recovery fetches per client address, in this process: a new
+        #: device polls for its grant, so these have a bucket of their own.
+        self.fetches = RateLimit(a.fetch_per_hour / 3600, a.fetch_burst)
 
     def steps(self, route: Route) -> tuple[tuple[str, Callable[[Call], Awaitable[None]]], ...]:
         names: tuple[str, ...] = _STEPS[route.endpoint.auth]
@@ -200,10 +213,15 @@ class Pipeline:
     # -- the steps, in order ---------------------------------------------------------------
 
     async def admission(self, c: Call) -> None:
-        """0. An account registration: its client address (an IPv6 address by its /64) has
-        a token in this process's bucket (429), before its body is read."""
-        if not self.addresses.take((address_key(c.address), 0), time.monotonic()):
-            raise RateLimited("too many accounts registered from this address")
+        """0. A request without a device (account registration, provisioning and recovery
+        fetches): its client address (an IPv6 address by its /64) has a token in this
+        process's bucket of its kind (429), before its body is read."""
+        key, now = (address_key(c.address), 0), time.monotonic()
+        if c.route.endpoint.path == Path.ACCOUNT_REGISTER:
+            if not self.addresses.take(key, now):
+                raise RateLimited("too many accounts registered from this address")
+        elif not self.fetches.take(key, now):
+            raise RateLimited("too many provisioning or recovery fetches from this address")
 
     async def header(self, c: Call) -> None:
         """1. Who claims to ask, and when: a well-formed header within the time skew."""
@@ -272,8 +290,10 @@ class Pipeline:
         service = self.service
         handler = getattr(service, c.route.handler)
         req = c.request
-        if c.token is None:  # account registration
+        if c.token is None:  # account registration, provisioning and recovery fetches
             c.result = await self.store.run_async(lambda tx: handler(tx, req), self.executor)
+            if isinstance(c.result, Refusal):
+                raise c.result.error  # refused, with what the refusal records committed
             return
         token, caller, identity = c.token, c.caller, c.identity
         limit = self.limit

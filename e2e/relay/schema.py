@@ -29,6 +29,13 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS devices (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, certificate BLOB NOT NULL,
     identity BLOB NOT NULL, PRIMARY KEY (account, device_id));
+CREATE TABLE IF NOT EXISTS device_lists (
+    account BLOB PRIMARY KEY, version BIGINT NOT NULL, list BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS provisioning (
+    id BLOB PRIMARY KEY, sealed BLOB NOT NULL, expires BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS recovery (
+    account BLOB PRIMARY KEY, auth_key BLOB NOT NULL, sealed BLOB NOT NULL,
+    failures INTEGER NOT NULL, window_start BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS prekeys (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, prekey_id BIGINT NOT NULL,
     bundle BLOB NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,

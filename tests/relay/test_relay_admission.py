@@ -3,6 +3,8 @@ run against the relay process on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +21,8 @@ CUSTOMER, BUSINESS = 0, 1
 @pytest.fixture
 def strict(relay_db: str, tmp_path: Path) -> Iterator[RelayProcess]:
     """A relay admitting 3 accounts per address at once (then 1 an hour), 5 in all, 3
-    devices per account, 3 claims of one account by another and 4 one-time prekeys of one
-    device at once."""
+    devices per account, 3 claims of one account by another, 4 one-time prekeys of one
+    device at once and 4 provisioning or recovery fetches per address at once."""
     env = {
         "E2E_RELAY_ADMISSION_ADDRESS_BURST": "3",
         "E2E_RELAY_ADMISSION_ADDRESS_PER_HOUR": "1",
@@ -31,6 +33,8 @@ def strict(relay_db: str, tmp_path: Path) -> Iterator[RelayProcess]:
         "E2E_RELAY_LIMITS_CLAIMS_PER_HOUR": "1",
         "E2E_RELAY_LIMITS_DEVICE_CLAIM_BURST": "4",
         "E2E_RELAY_LIMITS_DEVICE_CLAIMS_PER_HOUR": "1",
+        "E2E_RELAY_ADMISSION_FETCH_BURST": "4",
+        "E2E_RELAY_ADMISSION_FETCH_PER_HOUR": "1",
     }
     with relay_with(relay_db, tmp_path / "relay.log", env) as proc:
         yield proc
@@ -68,6 +72,35 @@ def test_registration_is_limited_per_address_and_in_all(strict: RelayProcess) ->
         with httpx.Client(base_url=strict.url, timeout=30) as c:
             with pytest.raises(Refused):
                 _register(c, b"c0")
+
+
+def _open_post(c: httpx.Client, path: str, body: bytes) -> httpx.Response:
+    return c.post(path, content=body, headers={"content-type": wire.CONTENT_TYPE})
+
+
+def test_provisioning_and_recovery_fetches_are_limited_per_address(strict: RelayProcess) -> None:
+    """The requests no device signs besides registration -- a new device's provisioning
+    fetch and a recovery fetch -- take a token of their address's own bucket before their
+    body is read: one address makes 4 (of either), then 429 with a retry-after, even with a
+    body that would not decode; another address is still answered, and the spent address
+    still registers (its registration bucket is another). Before, one client could make any
+    number of them (each a store transaction, a recovery fetch a signature check too)."""
+    fetch = wire.ProvisionFetch(os.urandom(16)).to_bytes()
+    recover = wire.RecoveryFetch(b"nobody", int(time.time()), os.urandom(16), bytes(64)).to_bytes()
+    with _from(strict, "127.0.0.6") as a, _from(strict, "127.0.0.7") as b:
+        for _ in range(3):
+            r = _open_post(a, wire.Path.PROVISION_FETCH, fetch)
+            assert r.status_code == 200 and wire.Provisioned.from_bytes(r.content).sealed == b""
+        r = _open_post(a, wire.Path.RECOVERY_FETCH, recover)  # the fourth: no recovery set
+        assert wire.WireError.from_bytes(r.content).code == "unknown_account"
+        for path, body in ((wire.Path.PROVISION_FETCH, fetch), (wire.Path.RECOVERY_FETCH, recover),
+                           (wire.Path.PROVISION_FETCH, b"\xa0")):  # fmt: skip
+            r = _open_post(a, path, body)
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+            assert wire.WireError.from_bytes(r.content).code == "rate_limited"
+        r = _open_post(b, wire.Path.PROVISION_FETCH, fetch)
+        assert r.status_code == 200
+        _register(a, b"fetcher")
 
 
 def test_an_account_registers_a_limited_number_of_devices(strict: RelayProcess) -> None:

@@ -267,6 +267,36 @@ def test_bodies_in_flight_are_within_their_budget(edge_relay: RelayProcess) -> N
         assert dev.fetch().deliveries == ()
 
 
+@pytest.mark.parametrize("relay_db", ["sqlite"], indirect=True)
+def test_bodies_read_before_their_sender_is_known_have_a_share_of_the_budget(
+    edge_relay: RelayProcess,
+) -> None:
+    """A device registration may carry its account's device list (up to 99.6 kB), read
+    before anything vouches for the sender; such bodies reserve at most a quarter of the
+    budget (256 KiB of 1 MiB here): two held open hold 199 kB, a third is refused 503 at
+    once, and a device that signed is still served. (Without the share, eleven addresses
+    holding 256 connections each would fill the whole budget.)"""
+    size = wire.RegisterDevice.max_size()
+    assert size > 90_000
+    with httpx.Client(base_url=edge_relay.url, timeout=10) as client:
+        dev = new_device(client, b"erin", CUSTOMER)
+        nobody = Dev(client, dev.acct, 9)
+        auth = nobody.sign(wire.Path.DEVICE_REGISTER, b"x" * size)
+        held = []
+        for _ in range(2):
+            s = _connect(edge_relay)
+            s.sendall(_head(wire.Path.DEVICE_REGISTER, size, auth) + b"\xa1")
+            held.append(s)
+        time.sleep(0.3)
+        third = _connect(edge_relay)
+        third.sendall(_head(wire.Path.DEVICE_REGISTER, size, auth) + b"\xa1")
+        got, _ = _answer(third, 2.0)
+        assert got.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in got, got[:80]
+        assert dev.fetch().deliveries == ()  # a signed request is served meanwhile
+        for sock in (*held, third):
+            sock.close()
+
+
 def _long_polls(
     dev: Dev, url: str, n: int, wait_ms: int
 ) -> tuple[list[float], list[threading.Thread]]:
