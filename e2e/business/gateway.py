@@ -21,6 +21,12 @@ Errors: ``{"error": code, "message": text}``, statuses and codes as the relay's 
 400 ``malformed``, 401 (the token), 404, 409 ``conflict`` (an idempotency key reused for
 another request), 413, 422 (the relay's policy refusal), and 502 ``relay_unavailable`` (the
 relay unreachable: retry with the same idempotency key).
+
+Logs, as the relay's (SPEC §10.9): every answer carries an ``x-request-id`` the gateway made,
+and each request is one record (``request_id``, ``method``, ``path`` if it is one of the API's,
+``status``, ``ms``, ``code``; refusals at info, failures at error, the rest at debug) with no
+account name, query, header value or body: ``python -m e2e business gateway`` writes them as
+JSON lines.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from e2e.platform.envelope import MESSAGE_ID_LEN
 from e2e.platform.policy import MessageClass
 from e2e.platform.templates import Category, ParamType
 from e2e.platform.wire import error_for
+from e2e.relay.observe import new_request_id
 from e2e.store import StoreTransaction
 
 __all__ = ["Gateway", "MAX_BODY"]
@@ -65,6 +72,12 @@ IDEM_SECONDS: Final = 7 * 24 * 3600
 #: Sends between two prunings of old idempotency records.
 _PRUNE_EVERY: Final = 256
 MAX_KEY: Final = 200
+
+#: The API's paths: logged as they are (any other path is logged as ``(other)``).
+PATHS: Final = frozenset(
+    ("/v1/health", "/v1/messages", "/v1/assign", "/v1/history", "/v1/conversations",
+     "/v1/bill", "/v1/tier", "/v1/templates")
+)  # fmt: skip
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -296,9 +309,12 @@ class Gateway:
                     return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
+        request_id = new_request_id()
+        method, path = scope["method"], scope["path"]
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         body = bytearray()
-        status, answer = 200, {}
+        status, answer, code = 200, {}, None
         try:
             more = True
             while more:
@@ -307,19 +323,29 @@ class Gateway:
                 more = msg.get("more_body", False)
                 if len(body) > MAX_BODY:
                     raise LimitExceeded(f"at most {MAX_BODY} bytes")
-            answer = await self.handle(scope["method"], scope["path"],
+            answer = await self.handle(method, path,
                                        scope.get("query_string", b"").decode("latin-1"),
                                        bytes(body), headers)  # fmt: skip
         except E2EError as exc:
             status, code = _status(exc)
             answer = {"error": code, "message": str(exc)}
         except Exception:  # noqa: BLE001 - answered, logged without the request
-            log.exception("gateway request failed")
-            status, answer = 500, {"error": "internal", "message": "internal error"}
+            log.exception("gateway request failed", extra={"request_id": request_id})
+            status, code = 500, "internal"
+            answer = {"error": code, "message": "internal error"}
         raw = json.dumps(answer).encode()
         await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})  # fmt: skip
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"x-request-id", request_id.encode())]})  # fmt: skip
         await send({"type": "http.response.body", "body": raw})
+        level = logging.ERROR if status >= 500 and status != 502 else (
+            logging.INFO if code else logging.DEBUG)  # fmt: skip
+        if log.isEnabledFor(level):
+            log.log(level, "request", extra={
+                "request_id": request_id, "method": method[:8],
+                "path": path if path in PATHS else "(other)", "status": status,
+                "ms": round((time.perf_counter() - started) * 1e3, 2), "code": code,
+            })  # fmt: skip
 
 
 def _bill(b: wire.BillLines) -> dict[str, Any]:

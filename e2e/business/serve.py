@@ -69,7 +69,8 @@ async def _run(ns: argparse.Namespace) -> int:
     deliverer = Deliverer(ns.webhook, secret.encode()) if ns.webhook else None
     gateway = Gateway(client, token, deliverer)
     config = uvicorn.Config(gateway.app, host=ns.host, port=ns.port, log_level=ns.log_level,
-                            access_log=False, lifespan="on", interface="asgi3")  # fmt: skip
+                            log_config=None, access_log=False, lifespan="on",
+                            interface="asgi3")  # fmt: skip
     server = uvicorn.Server(config)
     pump = asyncio.create_task(gateway.pump())
     try:
@@ -93,12 +94,20 @@ def main(argv: list[str]) -> int:
     gw.add_argument("--schema", default="public", help="PostgreSQL schema of the store")
     gw.add_argument("--account", required=True, help="the business account")
     gw.add_argument("--create", action="store_true", help="create the account if the store is new")
-    gw.add_argument("--tier", type=int, default=1, help="billing tier of a new account")
+    gw.add_argument(
+        "--tier", type=int, default=1,
+        help="billing tier a new account declares (the relay's operator decides the one it"
+        " bills, SPEC §10.13)",
+    )  # fmt: skip
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--port", type=int, default=8090)
     gw.add_argument("--webhook", default=None, help="the URL webhooks are POSTed to")
     gw.add_argument("--log-level", default="info")
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=ns.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
+    from e2e.relay.observe import JsonFormatter  # JSON lines, as the relay's (SPEC §17.2)
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=ns.log_level.upper(), handlers=[handler])
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request to the relay
     return asyncio.run(_run(ns))

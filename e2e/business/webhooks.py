@@ -137,6 +137,7 @@ class Deliverer:
 
     async def deliver(self, webhook_id: str, body: dict[str, Any]) -> None:
         raw = json.dumps({"id": webhook_id, **body}, separators=(",", ":")).encode()
+        event = webhook_id.rsplit("/", 1)[-1]  # logged: the event's number, not the account
         pause = 0.1
         while True:
             headers = {
@@ -148,9 +149,9 @@ class Deliverer:
                 r = await self._http.post(self.url, content=raw, headers=headers)
                 if 200 <= r.status_code < 300:
                     return
-                log.info("webhook %s answered %d", webhook_id, r.status_code)
+                log.info("webhook %s answered %d", event, r.status_code)
             except httpx.HTTPError as exc:
-                log.info("webhook %s failed: %s", webhook_id, type(exc).__name__)
+                log.info("webhook %s failed: %s", event, type(exc).__name__)
             self.failures += 1
             await asyncio.sleep(pause)
             pause = min(pause * 2, self.max_pause)

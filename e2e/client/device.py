@@ -32,7 +32,7 @@ from e2e.client import contacts, events, state
 from e2e.client.catalogue import Catalogue
 from e2e.client.controls import Controls
 from e2e.client.events import Event
-from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
+from e2e.client.records import MAX_RECEIPT_IDS, Message, Profile, ReceiptStatus, receipt_body
 from e2e.client.state import DeviceListHook, NeedDevices, Outgoing
 from e2e.client.transport import Connector, Transport
 from e2e.client.trust import GOSSIP
@@ -745,15 +745,19 @@ class Client(Controls, Catalogue):
         for m in messages:
             if not m.outgoing and m.cls is not MessageClass.RECEIPT:
                 by_peer.setdefault(m.conversation, []).append(m.message_id)
+        step = MAX_RECEIPT_IDS
         for peer, ids in by_peer.items():
-            try:
-                await self.send(peer, receipt_body(kind, ids), MessageClass.RECEIPT)
-            except PolicyError:
-                pass  # a receipt refused (the customer blocked us): nothing to tell
+            for i in range(0, len(ids), step):
+                try:
+                    await self.send(peer, receipt_body(kind, ids[i : i + step]),
+                                    MessageClass.RECEIPT)  # fmt: skip
+                except PolicyError:
+                    break  # refused (blocked, or receipts beyond their limit): nothing to tell
 
     async def mark_read(self, conversation: str, message_ids: list[bytes]) -> None:
-        """Send a read receipt for these messages of ``conversation``."""
-        await self.send(
-            conversation, receipt_body(ReceiptStatus.READ, message_ids),
-            MessageClass.RECEIPT,
-        )  # fmt: skip
+        """Send read receipts for these messages of ``conversation`` (one per
+        :data:`~e2e.client.records.MAX_RECEIPT_IDS` ids)."""
+        step = MAX_RECEIPT_IDS
+        for i in range(0, len(message_ids), step):
+            body = receipt_body(ReceiptStatus.READ, message_ids[i : i + step])
+            await self.send(conversation, body, MessageClass.RECEIPT)

@@ -93,7 +93,7 @@ class GatewayProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [sys.executable, "-m", "e2e", "business", "gateway", "--relay", relay,
                     "--store", store, "--account", "bigshop", "--create", "--port",
-                    str(self.port), "--webhook", webhook, "--log-level", "warning"]  # fmt: skip
+                    str(self.port), "--webhook", webhook, "--log-level", "info"]  # fmt: skip
         self.env = {**os.environ, "E2E_GATEWAY_TOKEN": TOKEN,
                     "E2E_WEBHOOK_SECRET": SECRET.decode(),
                     "E2E_GATEWAY_STORE_KEY": "11" * 32}  # fmt: skip
@@ -185,8 +185,12 @@ def test_a_crm_through_the_gateway_across_a_restart(
         net, ann = await customer()
         try:
             # The API refuses without the token, and says what is wrong with a bad request.
-            assert api(gw, "GET", "/v1/conversations", token="wrong" * 4).status_code == 401
+            refused = api(gw, "GET", "/v1/conversations", token="wrong" * 4)
+            assert refused.status_code == 401
             assert api(gw, "POST", "/v1/messages", {"to": 3}).status_code == 400
+            rids.append(refused.headers["x-request-id"])
+            rids.append(api(gw, "GET", "/v1/history?customer=ann", token="x" * 20)
+                        .headers["x-request-id"])  # fmt: skip
             # Ann writes; the CRM gets each message once, signed, in order.
             first = [await ann.send("bigshop", f"question {i}") for i in range(3)]
             wait_for(lambda: len(crm.messages()) == 3, "three message webhooks")
@@ -247,11 +251,22 @@ def test_a_crm_through_the_gateway_across_a_restart(
             await ann.aclose()
             await net.aclose()
 
+    rids: list[str] = []
     try:
         asyncio.run(scenario())
     finally:
         gw.stop()
         crm.server.shutdown()
+    # The gateway's logs (SPEC §17.2, as the relay's §10.9): JSON lines, each refused request
+    # with the id it was answered with, and no account name, query, token or text.
+    text = gw.log.read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    for rid, path in zip(rids, ("/v1/conversations", "/v1/history"), strict=True):
+        (rec,) = [r for r in records if r.get("request_id") == rid]
+        assert (rec["path"], rec["status"], rec["code"]) == (path, 401, "unauthenticated")
+    assert any(r["message"].startswith("webhook ") for r in records)  # the CRM was down
+    for secret in ("ann", "bigshop", "question ", "answer ", TOKEN, "wrong", "customer="):
+        assert secret not in text, secret
 
 
 def test_webhook_signatures() -> None:

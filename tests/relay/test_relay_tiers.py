@@ -7,10 +7,11 @@ the level. Time passing is written into the relay's database, as its clock canno
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Dev, Refused, new_device
+from relayhelp import Dev, Refused, new_device, relay_with
 
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery
@@ -94,6 +95,7 @@ def test_tier_limit_then_volume_raises_and_blocks_lower(client: httpx.Client,
     mid = Delivery.from_bytes(delivery).open_envelope().message_id
     fk, text = biz.sent[mid]
     assert reporter.report(b"shop", [(delivery, fk, text)], block=False).message_ids == (mid,)
+    reporter.report(b"shop", [(delivery, fk, text)], block=False)  # again: counted once
     info = tier(biz)
     assert (info.quality, info.negatives, info.level) == (Quality.LOW, low + 1, 1)
     earlier(relay_db, 25 * 3600)
@@ -101,3 +103,32 @@ def test_tier_limit_then_volume_raises_and_blocks_lower(client: httpx.Client,
     with pytest.raises(Refused) as exc2:  # customers cannot query a tier
         customers[0].call(wire.Path.BUSINESS_TIER, wire.TierQuery(), wire.TierInfo)
     assert exc2.value.code == "not_allowed"
+
+
+def test_the_relay_configuration_sets_tiers_and_prices(relay_db: str, tmp_path: Path) -> None:
+    """The relay process takes its tier limits and category prices from its configuration
+    (SPEC §10.9 ``[tiers]``, ``[prices]``), not the defaults."""
+    env = {"E2E_RELAY_TIERS_LIMITS": "2,4", "E2E_RELAY_PRICES_UTILITY": "13",
+           "E2E_RELAY_ADMISSION_BUSINESS_TIER": "1"}  # fmt: skip
+    with relay_with(relay_db, tmp_path / "relay.log", env) as proc, \
+            httpx.Client(base_url=proc.url, timeout=30.0) as client:  # fmt: skip
+        biz = new_device(client, b"shop", BUSINESS, tier=0)  # billed on the operator's tier
+        reg = wire.RegisterCatalogue(b"order", b"en", 1, b"Your order {{1}} has shipped.",
+                                     bytes([1]))  # fmt: skip
+        answer = biz.call(wire.Path.CATALOGUE_REGISTER, reg, wire.CatalogueAnswer)
+        assert (answer.version, answer.state) == (1, 1)  # approved
+        customers = [new_device(client, f"c{i}".encode(), CUSTOMER, one_time=0) for i in range(3)]
+        for c in customers:
+            c.submit(c.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+        earlier(relay_db, 25 * 3600)  # every window closed
+        for c in customers[:2]:
+            biz.submit(biz.envelopes(c.acct.name, [c.addr], MessageClass.TEMPLATE,
+                                     template_id=b"order.en.1"))  # fmt: skip
+        with pytest.raises(Refused) as exc:  # the configured limit of level 0 is 2
+            biz.submit(biz.envelopes(customers[2].acct.name, [customers[2].addr],
+                                     MessageClass.TEMPLATE, template_id=b"order.en.1"))  # fmt: skip
+        assert (exc.value.status, exc.value.code) == (422, "tier_limit")
+        info = tier(biz)
+        assert (info.level, info.limit, info.used) == (0, 2, 2)
+        bill = biz.bill()
+        assert (bill.category_prices, bill.total) == ((13,), 26)  # the configured utility price
