@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from e2e.client import Client, state
+from e2e.client import Client, inbox, state
 from e2e.client.http import RelayClient
 from e2e.client.transport import Transport
 from e2e.clock import ManualClock
@@ -90,8 +90,8 @@ def watch(client: Client) -> Watched:
 
 async def open_raw(dev: Client, raw: bytes) -> state.Message:
     """The device's own receive step on one delivery, as a malicious relay or network hands
-    it over (:func:`e2e.client.state.open_delivery`, one store transaction)."""
-    return await dev._tx(lambda tx: state.open_delivery(tx, dev.profile, raw))
+    it over (:func:`e2e.client.inbox.open_delivery`, one store transaction)."""
+    return await dev._tx(lambda tx: inbox.open_delivery(tx, dev.profile, raw))
 
 
 def run(fn: Callable[[], Awaitable[_T]]) -> _T:

@@ -18,25 +18,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import functools
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 from e2e.attachment.pointer import Pointer
 from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, download, upload
-from e2e.client import events, state
-from e2e.client.events import Event
+from e2e.client import inbox, state
+from e2e.client.receiver import Receiver
 from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
-from e2e.client.state import DeviceListHook, NeedDevices, Outgoing
+from e2e.client.state import DeviceListHook, Outgoing
 from e2e.client.transport import Connector, Transport
 from e2e.client.trust import GOSSIP, Trust
 from e2e.errors import (
     DecodeError,
-    DuplicateMessage,
     DuplicateSubmission,
     E2EError,
     KeyChangePending,
@@ -48,10 +46,10 @@ from e2e.errors import (
 )
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
-from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
+from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
-from e2e.platform.policy import MessageClass, Template, check_class
-from e2e.platform.wire import MAX_WAIT_MS, BillLines, Receipt, ReportVerdict
+from e2e.platform.policy import MessageClass
+from e2e.platform.wire import BillLines, Receipt, ReportVerdict
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
@@ -64,7 +62,7 @@ _T = TypeVar("_T")
 StoreOpener = Store | Callable[[], Store]
 
 
-class Client(Trust):
+class Client(Trust, Receiver):
     """One device (a customer's phone, a business agent) on its own store.
 
     Make one with :meth:`create_account` (a new account and its first device),
@@ -258,7 +256,8 @@ class Client(Trust):
         return client
 
     async def resume(self, *, prekeys: int = 20) -> None:
-        """Register what the relay has not acknowledged, top up prekeys, flush the outbox."""
+        """Register what the relay has not acknowledged, top up prekeys, flush the outbox,
+        and finish what the delivery contract left due (SPEC §10.11)."""
 
         def todo(tx: StoreTransaction) -> tuple[bool, bool, bytes, KeyPair | None]:
             return (
@@ -280,6 +279,7 @@ class Client(Trust):
         await self.upkeep(low=prekeys, target=prekeys)
         for out in await self._tx(state.outbox):
             await self._deliver(out)
+        await self._follow_up()
 
     async def aclose(self) -> None:
         """Close the transport, the worker thread and the store."""
@@ -336,6 +336,7 @@ class Client(Trust):
         cls: MessageClass = MessageClass.SERVICE,
         *,
         template_id: bytes | None = None,
+        message_id: bytes | None = None,
     ) -> Message:
         """Send one message to ``to``'s devices for this chat and our other devices;
         ``template_id`` names a template the business registered for ``cls`` (SPEC §10.4).
@@ -346,12 +347,28 @@ class Client(Trust):
         asks the relay first (precheck), so a policy refusal spends no message key. If the
         relay cannot be reached the message stays in the outbox (:meth:`pending`) and is
         submitted again by the next send or :meth:`open`; its fate arrives as an event
-        (:class:`~e2e.client.events.MessageSent` or ``SendRefused``). Message keys spent on
-        a refused batch are never used again."""
+        (:class:`~e2e.client.events.MessageSent` or ``SendRefused``). Message keys spent on a
+        refused batch are never used again.
+
+        ``message_id`` (16 bytes, chosen by the application, e.g. stored with its own record
+        of the message before calling) makes the send idempotent across crashes: a message
+        this account already sent under that id is returned as it was, one still in the
+        outbox is submitted, and only an unknown id is sealed."""
         body = text.encode() if isinstance(text, str) else text
+        if message_id is not None:
+            if type(message_id) is not bytes or len(message_id) != MESSAGE_ID_LEN:
+                raise StateError("a message id is 16 bytes")
+            mid = message_id
+            done, queued = await self._tx(
+                lambda tx: (state.was_sent(tx, self.profile, mid), state.pending(tx, mid))
+            )
+            if done:
+                return await self._sent_message(to, mid)
+            if queued is not None:
+                return await self._deliver(queued)
         for earlier in await self._tx(state.outbox):  # left by a failed send: keep the order
             await self._deliver(earlier)
-        message_id = self.rng(MESSAGE_ID_LEN)
+        message_id = message_id or self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
         try:
             out = await self._seal(to, cls, message_id, fk, body, template_id)
@@ -424,10 +441,20 @@ class Client(Trust):
         target = dest if callable(dest) else Path(dest)
         return await download(self.transport.blobs(), pointer, target, progress=progress)
 
+    async def _sent_message(self, to: str, message_id: bytes) -> Message:
+        """Our message ``message_id`` to ``to`` as the history holds it."""
+        for m in await self.history(to):
+            if m.outgoing and m.message_id == message_id:
+                return m
+        raise StateError("this account sent that message id in another conversation")
+
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
-        template_id: bytes | None = None, attachment: bytes | None = None,
+        template_id: bytes | None = None, attachment: bytes | None = None, *,
+        also: Callable[[StoreTransaction], None] | None = None,
     ) -> Outgoing:  # fmt: skip
+        """Seal a message for the chat's devices into the outbox; ``also`` runs in the sealing
+        transaction (what the message settles, e.g. the receipts it carries)."""
         view = await self.log_view()
         if view is not None and view.forked:
             raise LogForked("the relay was caught showing a split view of the key log")
@@ -444,6 +471,8 @@ class Client(Trust):
             carry = b"" if tx.app_get(mark) == gossip else gossip
             if carry:
                 tx.app_put(mark, carry)
+            if also is not None:
+                also(tx)
             return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry,
                               template_id, attachment)  # fmt: skip
 
@@ -525,146 +554,6 @@ class Client(Trust):
         await self._tx(functools.partial(state.refused, to=to, cls=cls, message_id=message_id,
                                          error=exc))  # fmt: skip
 
-    # -- the events API (SPEC §10.11) -----------------------------------------------------------
-
-    async def read_events(self, after: int | None = None, limit: int = 256) -> list[Event]:
-        """Up to ``limit`` stored events after position ``after`` (default: the acknowledged
-        cursor), oldest first. Reads the store only."""
-        return await self._tx(lambda tx: events.read(tx, after, limit))
-
-    async def cursor(self) -> int:
-        """The position the application acknowledged last (0: none)."""
-        return await self._tx(events.cursor)
-
-    async def ack(self, upto: int | Event) -> int:
-        """Acknowledge every event up to ``upto`` (a position or an event): the durable
-        cursor moves there (never back) and those events are deleted. Returns the cursor."""
-        seq = upto.seq if isinstance(upto, Event) else upto
-        return await self._tx(lambda tx: events.ack(tx, seq))
-
-    async def events(
-        self, *, after: int | None = None, wait_ms: int = MAX_WAIT_MS
-    ) -> AsyncIterator[Event]:
-        """Every event after position ``after`` (default: the acknowledged cursor), oldest
-        first, for ever: when none is left it syncs, the relay holding the fetch up to
-        ``wait_ms`` until mail arrives. Retryable failures (the relay unreachable) are
-        waited out with a growing pause; anything else is raised.
-
-        It does not acknowledge: the application calls :meth:`ack` once it has done what an
-        event asks (or keeps the position in its own database, with what it did, and passes
-        it as ``after`` when it starts again), so a crash in between neither loses nor
-        repeats an event."""
-        position = await self.cursor() if after is None else after
-        pause = 0.05
-        while True:
-            batch = await self.read_events(after=position)
-            for event in batch:
-                position = event.seq
-                yield event
-            if batch:
-                continue
-            try:
-                await self.sync(wait_ms=wait_ms)
-                pause = 0.05
-            except E2EError as exc:
-                if not exc.retryable:
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-
-    # -- receiving ----------------------------------------------------------------------------
-
-    async def sync(
-        self,
-        *,
-        wait_ms: int = 0,
-        on_error: Callable[[bytes, E2EError], None] | None = None,
-    ) -> list[Message]:
-        """Fetch, open and acknowledge everything waiting; send delivered receipts.
-
-        With ``wait_ms`` and nothing waiting, the relay service holds the fetch until mail
-        arrives (push by long-poll) or the wait ends. Redelivered messages are acknowledged
-        and skipped. A delivery that cannot be accepted is acknowledged, counted in
-        :attr:`errors` and passed to ``on_error``."""
-        raws = await self.transport.fetch(wait_ms)
-        out: list[Message] = []
-        acks: list[int] = []
-        for raw in raws:
-            try:
-                seq = Delivery.from_bytes(raw).seq
-            except E2EError as exc:
-                self._count(exc, raw, on_error)
-                continue
-            try:
-                out.append(await self._open(raw))
-            except DuplicateMessage:
-                pass
-            except E2EError as exc:
-                self._count(exc, raw, on_error)
-            acks.append(seq)
-        if acks:
-            await self.transport.ack(acks)
-        if self.profile.kind == "customer":
-            out = await self._check_classes(out)
-        await self._check_peer_heads()
-        if self.auto_receipts:
-            await self._receipts(out, ReceiptStatus.DELIVERED)
-        return out
-
-    async def _check_classes(self, messages: list[Message]) -> list[Message]:
-        """Check each business message's content against its declared class with the
-        business's registered templates (fetched once per business and sync, again if a
-        template id is not among them): a mismatch is flagged, not refused (SPEC §10.2)."""
-        held: dict[str, dict[bytes, Template]] = {}
-        out = []
-        for m in messages:
-            if m.outgoing or m.cls is MessageClass.RECEIPT:
-                out.append(m)
-                continue
-            templates = held.get(m.conversation)
-            if templates is None or (m.template_id is not None and m.template_id not in templates):
-                try:
-                    templates = await self.transport.templates(m.conversation)
-                except E2EError:
-                    out.append(m)  # unchecked for now: the relay could not say
-                    continue
-                held[m.conversation] = templates
-            check = check_class(m.cls, m.template_id, m.body, templates, self.classify)
-            out.append(dataclasses.replace(m, class_check=check))
-        return out
-
-    def _count(
-        self, exc: E2EError, raw: bytes, on_error: Callable[[bytes, E2EError], None] | None
-    ) -> None:
-        name = type(exc).__name__
-        self.errors[name] = self.errors.get(name, 0) + 1
-        if on_error is not None:
-            on_error(raw, exc)
-
-    async def _open(self, raw: bytes) -> Message:
-        for attempt in range(3):
-            try:
-                return await self._tx(lambda tx: state.open_delivery(tx, self.profile, raw))
-            except NeedDevices as need:
-                if attempt == 0:
-                    await self.refresh(need.account, self.profile.account)
-                elif attempt == 1:
-                    await self.refresh(need.account)
-                else:
-                    raise
-        raise StateError("unreachable")  # pragma: no cover
-
-    async def _receipts(self, messages: Sequence[Message], kind: int) -> None:
-        by_peer: dict[str, list[bytes]] = {}
-        for m in messages:
-            if not m.outgoing and m.cls is not MessageClass.RECEIPT:
-                by_peer.setdefault(m.conversation, []).append(m.message_id)
-        for peer, ids in by_peer.items():
-            try:
-                await self.send(peer, receipt_body(kind, ids), MessageClass.RECEIPT)
-            except PolicyError:
-                pass  # a receipt refused (the customer blocked us): nothing to tell
-
     async def mark_read(self, conversation: str, message_ids: list[bytes]) -> None:
         """Send a read receipt for these messages of ``conversation``."""
         await self.send(
@@ -692,7 +581,7 @@ class Client(Trust):
 
     async def receipt_status(self, message_id: bytes) -> dict[str, int]:
         """{account: :class:`~e2e.client.state.ReceiptStatus`} of one of our messages."""
-        return await self._tx(lambda tx: state.receipt_status(tx, message_id))
+        return await self._tx(lambda tx: inbox.receipt_status(tx, message_id))
 
     async def pending(self) -> list[Outgoing]:
         """Sealed messages the relay has not acknowledged yet."""

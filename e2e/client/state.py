@@ -34,10 +34,9 @@ key                             value
 ``c/status/<id hex>``           {account: receipt status} for one of our messages
 ==============================  ===============================================================
 
-The values are :mod:`e2e.client.records`' and the event log :mod:`e2e.client.events`' (every
-step that changes what the application must learn writes its event in its transaction).
-Account names in keys are percent-encoded (:func:`~e2e.client.records.q`), so no name can
-reach into another's records.
+The receiving side's records are :mod:`e2e.client.inbox`'s, the event log
+:mod:`e2e.client.events`'; account names in keys are percent-encoded
+(:func:`~e2e.client.records.q`), so no name can reach into another's records.
 
 One trust model: an account identity key is pinned (on first use, or out of band with
 :func:`pin`); a device is trusted only with a certificate that verifies under its account's
@@ -60,21 +59,17 @@ from typing import Final
 from urllib.parse import unquote
 
 from e2e.client import events
-from e2e.client.records import Message, Profile, ReceiptStatus, dump, load, parse_receipt, q
+from e2e.client.records import Message, Profile, ReceiptStatus, dump, load, q
 from e2e.errors import (
     DecodeError,
-    DuplicateMessage,
     E2EError,
-    EnvelopeMismatch,
-    FrankingMismatch,
     StateError,
     StoreError,
     UntrustedDevice,
 )
-from e2e.frame import decode_message
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate
-from e2e.platform.envelope import Delivery, Envelope, Inner
+from e2e.platform.envelope import Envelope, Inner
 from e2e.platform.franking import commit_inner
 from e2e.platform.policy import MessageClass
 from e2e.prekeys import PrekeyBundle
@@ -99,9 +94,7 @@ __all__ = [
     "seal",
     "sent",
     "refused",
-    "open_delivery",
     "history",
-    "receipt_status",
 ]
 
 _KINDS: Final = ("customer", "business")
@@ -584,6 +577,18 @@ def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int
     return msg
 
 
+def was_sent(tx: StoreTransaction, profile: Profile, message_id: bytes) -> bool:
+    """True if this account recorded ``message_id`` as sent (here or on another device)."""
+    return tx.app_get(f"c/seen/{q(profile.account)}/{message_id.hex()}") is not None
+
+
+def pending(tx: StoreTransaction, message_id: bytes) -> Outgoing | None:
+    """The outbox entry of ``message_id``, if it is still waiting for the relay."""
+    key = f"c/out/{message_id.hex()}"
+    raw = tx.app_get(key)
+    return None if raw is None else Outgoing.from_record(raw, "app/" + key)
+
+
 def refused(
     tx: StoreTransaction, to: str, cls: MessageClass, message_id: bytes, error: E2EError
 ) -> None:
@@ -597,87 +602,7 @@ def refused(
                                              str(error)[:512]))  # fmt: skip
 
 
-# -- receiving -----------------------------------------------------------------------------
-
-
-class NeedDevices(StateError):
-    """The sender's device is not (yet) in this device's certified list: refresh it."""
-
-    def __init__(self, account: str) -> None:
-        super().__init__("sender device not in the certified device list")
-        self.account = account
-
-
-def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message:
-    """Open one delivery: decrypt, check it against its envelope and franking commitment,
-    record it (history or receipt status), its id and its event
-    (:class:`~e2e.client.events.MessageReceived`, or ``ReceiptReceived`` for a receipt from
-    the other party), all in this transaction.
-
-    Raises (and, the transaction rolling back, changes nothing): :class:`NeedDevices` if
-    the sender is not a known certified device, :class:`DuplicateMessage` if already
-    processed, or the E2EError that makes it unacceptable.
-    """
-    delivery = Delivery.from_bytes(raw)
-    env = delivery.open_envelope()
-    if env.dest != profile.addr.wire:
-        raise EnvelopeMismatch("delivery addressed to another device")
-    sender = Address.from_wire(*env.sender)
-    identity = device_key(tx, sender)
-    if identity is None:
-        raise NeedDevices(sender.name)
-    seen_key = f"c/seen/{q(sender.name)}/{env.message_id.hex()}"
-    tx.app_lock(seen_key)  # another process opening the same delivery waits, then sees it
-    if tx.app_get(seen_key) is not None:
-        raise DuplicateMessage("message id already received")
-    parsed = decode_message(env.frame)
-    if parsed.prekey is not None and not hmac.compare_digest(parsed.prekey.identity_key, identity):
-        raise UntrustedDevice("prekey message identity is not the sender's device key")
-    plaintext = tx.decrypt(sender, env.frame, allowed_suites=(profile.suite,))
-    current = tx.load_session(sender)
-    if current is None or not hmac.compare_digest(current.remote_identity, identity):
-        raise UntrustedDevice("session is not with the sender's certified device key")
-    inner = Inner.from_padded(plaintext)
-    if not inner.matches(env):
-        raise EnvelopeMismatch("envelope metadata differs from the sealed metadata")
-    expected = commit_inner(inner)
-    if not hmac.compare_digest(expected, env.commitment):
-        raise FrankingMismatch("franking commitment does not match the message")
-    tx.app_put(seen_key, b"")
-    if inner.log_head:  # the sender's key-log head: checked after this batch (SPEC §13.4)
-        tx.app_put(PEER_HEADS + inner.log_head.hex(), b"")
-    own = inner.from_account == profile.account.encode()
-    conversation = (inner.to_account if own else inner.from_account).decode()
-    msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,
-                  delivery.received_at, own, raw, inner.franking_key,
-                  inner.template_id, attachment=inner.attachment)  # fmt: skip
-    if inner.cls is MessageClass.RECEIPT:
-        receipt = parse_receipt(inner.body)
-        if not own:
-            for mid in receipt.message_ids:
-                _raise_status(tx, mid, sender.name, receipt.kind)
-            events.append(tx, events.ReceiptReceived(
-                0, sender, receipt.kind, receipt.message_ids, delivery.received_at))  # fmt: skip
-    else:
-        key = _msg_key(tx, conversation, delivery.received_at, inner.message_id)
-        tx.app_put(key, msg.to_record())
-        events.append(tx, events.MessageReceived(0, msg))
-    return msg
-
-
-def _raise_status(tx: StoreTransaction, message_id: bytes, by: str, kind: int) -> None:
-    key = f"c/status/{message_id.hex()}"
-    raw = tx.app_get(key)
-    status: dict[str, int] = {} if raw is None else dict(load(raw, "app/" + key))
-    if status.get(by, ReceiptStatus.SENT) < kind:
-        status[by] = kind
-        tx.app_put(key, dump(status))
-
-
-def receipt_status(tx: StoreTransaction, message_id: bytes) -> dict[str, int]:
-    """{account: highest receipt kind} for one of our messages."""
-    raw = tx.app_get(f"c/status/{message_id.hex()}")
-    return {} if raw is None else dict(load(raw, f"app/c/status/{message_id.hex()}"))
+# -- history -------------------------------------------------------------------------------
 
 
 def history(tx: StoreTransaction, conversation: str) -> list[Message]:
