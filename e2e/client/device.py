@@ -21,7 +21,7 @@ import concurrent.futures
 import functools
 import os
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -257,7 +257,9 @@ class Client(Trust, Receiver):
 
     async def resume(self, *, prekeys: int = 20) -> None:
         """Register what the relay has not acknowledged, top up prekeys, flush the outbox,
-        and finish what the delivery contract left due (SPEC §10.11)."""
+        and finish what the delivery contract left due (SPEC §10.11: receipts, retry
+        requests, resends; after a restore from a backup, the recovery)."""
+        await self._tx(inbox.note_open)
 
         def todo(tx: StoreTransaction) -> tuple[bool, bool, bytes, KeyPair | None]:
             return (
@@ -451,9 +453,11 @@ class Client(Trust, Receiver):
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
         template_id: bytes | None = None, attachment: bytes | None = None, *,
+        renew: Sequence[Address] = (),
         also: Callable[[StoreTransaction], None] | None = None,
     ) -> Outgoing:  # fmt: skip
-        """Seal a message for the chat's devices into the outbox; ``also`` runs in the sealing
+        """Seal a message for the chat's devices into the outbox. ``renew``: devices to start
+        a new session with first (a retry request, SPEC §10.11); ``also`` runs in the sealing
         transaction (what the message settles, e.g. the receipts it carries)."""
         view = await self.log_view()
         if view is not None and view.forked:
@@ -462,7 +466,7 @@ class Client(Trust, Receiver):
         if await self._tx(lambda tx: state.pending_key_change(tx, to)) is not None:
             raise KeyChangePending(f"the account key of {to} changed; accept it first")
         dests = await self._checked_destinations(to, cls, template_id)
-        await self._ensure_sessions(dests)
+        await self._ensure_sessions(dests, renew=[d for d in renew if d in dests])
         mark = f"{GOSSIP}{to}"
 
         def seal(tx: StoreTransaction) -> Outgoing:
@@ -513,8 +517,23 @@ class Client(Trust, Receiver):
         await self.refresh(to, me)
         await self.refresh(me, to)
 
-    async def _ensure_sessions(self, dests: list[Address]) -> None:
-        missing = await self._tx(lambda tx: state.needs_session(tx, dests))
+    async def _ensure_sessions(
+        self, dests: list[Address], *, renew: Sequence[Address] = ()
+    ) -> None:
+        """A session with every destination that may send (a new one from a claimed bundle
+        where there is none, or only a restored one, SPEC §6.5); with each of ``renew`` a new
+        one unless the current one is ours and still unanswered (its first message carries
+        the key agreement, so the peer can set it up)."""
+
+        def todo(tx: StoreTransaction) -> list[Address]:
+            missing = state.needs_session(tx, dests)
+            for d in renew:
+                current = tx.load_session(d)
+                if d not in missing and (current is None or current.pending is None):
+                    missing.append(d)
+            return missing
+
+        missing = await self._tx(todo)
         if not missing:
             return
         bundles = await asyncio.gather(*(self.transport.fetch_bundle(d) for d in missing))

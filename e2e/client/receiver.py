@@ -6,8 +6,9 @@ device's store (history and event), or durably kept as undecryptable with its re
 until the application accepts a key change. A failure to reach the relay -- while fetching the
 sender's device list, say -- is never a verdict on a message: the delivery stays in the
 mailbox and is fetched again. What a batch leaves to do after it (its delivered receipts,
-the deliveries held for a key change) is kept as store records and done by this and every
-later :meth:`Receiver.sync` and by :meth:`~e2e.client.device.Client.open`; a transient
+retry requests for what did not decrypt, resends others asked for, the recovery after a
+restore, the deliveries held for a key change) is kept as store records and done by this and
+every later :meth:`Receiver.sync` and by :meth:`~e2e.client.device.Client.open`; a transient
 failure of any of it, or of the acknowledgement, only postpones it.
 
 The application reads :mod:`e2e.client.events` from a cursor it advances itself
@@ -24,7 +25,14 @@ from typing import TypeVar
 
 from e2e.client import events, inbox, state
 from e2e.client.events import Event
-from e2e.client.records import MAX_RECEIPT_IDS, Message, Profile, ReceiptStatus, receipt_body
+from e2e.client.records import (
+    MAX_RECEIPT_IDS,
+    Message,
+    Profile,
+    ReceiptStatus,
+    receipt_body,
+    retry_body,
+)
 from e2e.client.state import Outgoing
 from e2e.client.transport import Transport
 from e2e.errors import (
@@ -37,7 +45,7 @@ from e2e.keys import Rng
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
 from e2e.platform.policy import MessageClass, Template, check_class
 from e2e.platform.wire import MAX_WAIT_MS
-from e2e.store import StoreTransaction
+from e2e.store import Address, StoreTransaction
 
 __all__ = ["Receiver"]
 
@@ -62,12 +70,18 @@ class Receiver:
 
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
-        template_id: bytes | None = None, *,
+        template_id: bytes | None = None, attachment: bytes | None = None, *,
+        renew: Sequence[Address] = (),
         also: Callable[[StoreTransaction], None] | None = None,
     ) -> Outgoing:  # fmt: skip
         raise NotImplementedError
 
     async def _deliver(self, out: Outgoing) -> Message:
+        raise NotImplementedError
+
+    async def _ensure_sessions(
+        self, dests: list[Address], *, renew: Sequence[Address] = ()
+    ) -> None:
         raise NotImplementedError
 
     async def refresh(self, account: str, chat: str | None = None) -> dict[int, bytes]:
@@ -132,7 +146,7 @@ class Receiver:
         on_error: Callable[[bytes, E2EError], None] | None = None,
     ) -> list[Message]:
         """Fetch, open and acknowledge what is waiting, then do what is due (SPEC §10.11):
-        delivered receipts, deliveries held for a key change.
+        delivered receipts, retry requests, resends, deliveries held for a key change.
 
         Returns the messages (and receipts) this call opened; every one of them is also an
         event (:meth:`events`), which is what an application relies on: a failure after the
@@ -200,7 +214,7 @@ class Receiver:
     async def _keep(
         self, raw: bytes, exc: E2EError, on_error: Callable[[bytes, E2EError], None] | None
     ) -> None:
-        """Keep a delivery that cannot be accepted (as an event)."""
+        """Keep a delivery that cannot be accepted (an event, and a retry request due)."""
         kept = await self._tx(lambda tx: inbox.undecryptable(tx, self.profile, raw, exc))
         if kept is None:
             return  # kept before
@@ -252,6 +266,10 @@ class Receiver:
                 self._reopen_held if due.held else None,
                 self._flush_outbox if due.outbox else None,
                 functools.partial(self._send_receipts, due.receipts) if due.receipts else None,
+                functools.partial(self._ask_retries, due.retries) if due.retries else None,
+                functools.partial(self._answer, due.asks) if due.asks else None,
+                self._flush_resends if due.asks or due.resends else None,
+                self._recover if due.recover else None,
             ):
                 if step is None:
                     continue
@@ -306,11 +324,13 @@ class Receiver:
         return True
 
     async def _send_message(
-        self, to: str, body: bytes, *, also: Callable[[StoreTransaction], None] | None = None
-    ) -> None:
-        """Seal and submit a message of class RECEIPT, ``also`` in the sealing transaction."""
+        self, to: str, body: bytes, *, renew: Sequence[Address] = (),
+        also: Callable[[StoreTransaction], None] | None = None,
+    ) -> None:  # fmt: skip
+        """Seal and submit a message of class RECEIPT (``renew``, ``also``: as ``_seal``)."""
         out = await self._seal(to, MessageClass.RECEIPT, self.rng(MESSAGE_ID_LEN),
-                               self.rng(FRANKING_KEY_LEN), body, also=also)  # fmt: skip
+                               self.rng(FRANKING_KEY_LEN), body, renew=renew,
+                               also=also)  # fmt: skip
         await self._deliver(out)
 
     async def _send_receipts(self, due: dict[str, list[bytes]]) -> None:
@@ -326,5 +346,72 @@ class Receiver:
             except E2EError as exc:
                 if self._settle(exc):
                     await self._tx(done)  # refused (the customer blocked us): nothing to tell
+                elif exc.retryable:
+                    raise
+
+    async def _ask_retries(self, due: list[inbox.RetryDue]) -> None:
+        """Ask each device whose messages did not decrypt to send them again, on a new
+        session started for the request (SPEC §10.11)."""
+        for d in due:
+            sent = functools.partial(inbox.retries_sent, due=d)
+            try:
+                await self._send_message(d.conversation, retry_body(list(d.message_ids)),
+                                         renew=[d.sender], also=sent)  # fmt: skip
+            except E2EError as exc:
+                if self._settle(exc):
+                    await self._tx(sent)
+                elif exc.retryable:
+                    raise
+
+    async def _answer(self, asks: list[inbox.ResendAsk]) -> None:
+        """Seal again, for the device that asked, the messages this device sent that it
+        names; each is kept until the relay takes it (:meth:`_flush_resends`)."""
+        for ask in asks:
+            plan = await self._tx(
+                functools.partial(inbox.resend_plan, profile=self.profile, ask=ask)
+            )
+            if plan:
+                try:
+                    await self._ensure_sessions([ask.requester])
+                except E2EError as exc:
+                    if not self._settle(exc):
+                        raise
+                    plan = []  # the device cannot be reached: nothing to send it
+
+            def seal(tx: StoreTransaction, ask: inbox.ResendAsk = ask,
+                     plan: list[Message] = plan) -> None:  # fmt: skip
+                sealed = []
+                for m in plan:
+                    [env] = state.seal_copies(tx, self.profile, m.conversation, m.cls,
+                                              m.message_id, m.franking_key, m.body,
+                                              [ask.requester], b"", m.template_id,
+                                              m.attachment)  # fmt: skip
+                    sealed.append((m, env))
+                inbox.resend_sealed(tx, ask, sealed)
+
+            await self._tx(seal)
+
+    async def _flush_resends(self) -> None:
+        """Hand the relay the resends sealed and not yet taken."""
+        for key, envs in await self._tx(inbox.resends_pending):
+            try:
+                await self.transport.resend(envs)
+            except E2EError as exc:
+                if not self._settle(exc):
+                    raise
+            await self._tx(functools.partial(inbox.resend_done, key=key))
+
+    async def _recover(self) -> None:
+        """After a restore from a backup: ask the devices of every recent conversation for
+        everything they sent since this device's newest message there. The requests go on
+        new sessions (the restored ones may not send, SPEC §6.5), which re-keys every peer."""
+        plan = await self._tx(lambda tx: inbox.recovery_plan(tx, self.profile))
+        for conv, since in plan.items():
+            asked = functools.partial(inbox.recovery_asked, conversation=conv)
+            try:
+                await self._send_message(conv, retry_body([], since), also=asked)
+            except E2EError as exc:
+                if self._settle(exc):
+                    await self._tx(asked)
                 elif exc.retryable:
                     raise

@@ -525,6 +525,29 @@ def seal(
     message key for good: a refused send is sealed again, never rolled back.
     """
     tx.app_lock(f"c/out/{message_id.hex()}")
+    envs = seal_copies(tx, profile, to, cls, message_id, franking_key, body, dests, log_head,
+                       template_id, attachment)  # fmt: skip
+    out = Outgoing(to, cls, message_id, franking_key, body, envs, template_id, attachment)
+    tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
+    return out
+
+
+def seal_copies(
+    tx: StoreTransaction,
+    profile: Profile,
+    to: str,
+    cls: MessageClass,
+    message_id: bytes,
+    franking_key: bytes,
+    body: bytes,
+    dests: list[Address],
+    log_head: bytes = b"",
+    template_id: bytes | None = None,
+    attachment: bytes | None = None,
+) -> tuple[bytes, ...]:
+    """The envelopes of one logical message for ``dests``, each frame encrypted with the
+    current session of its device (saved in ``tx``); the caller keeps them in a record of
+    the same transaction before any leaves."""
     me = profile.account.encode()
     inner = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head,
                   template_id=template_id, attachment=attachment)  # fmt: skip
@@ -536,15 +559,19 @@ def seal(
         env = Envelope(cls, me, profile.device, to.encode(), dest.account, dest.device,
                        message_id, commitment, frame, template_id, inner.blob_id)  # fmt: skip
         envs.append(env.to_bytes())
-    out = Outgoing(to, cls, message_id, franking_key, body, tuple(envs), template_id,
-                   attachment)  # fmt: skip
-    tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
-    return out
+    return tuple(envs)
 
 
 def needs_session(tx: StoreTransaction, dests: list[Address]) -> list[Address]:
-    """The destinations without a current session."""
-    return [d for d in dests if tx.load_session(d) is None]
+    """The destinations without a current session that may send: none at all, or one loaded
+    from a restored store that has not taken a fresh ratchet step (SPEC §6.5). Each gets a
+    new session from a claimed bundle, so no message key of an older state is used again."""
+    out = []
+    for d in dests:
+        session = tx.load_session(d)
+        if session is None or session.needs_ratchet_step:
+            out.append(d)
+    return out
 
 
 def start_session(
@@ -560,13 +587,15 @@ def start_session(
 
 
 def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int) -> Message:
-    """The relay accepted ``out``: drop it from the outbox, add it to the history and write a
+    """The relay accepted ``out``: drop it from the outbox, add it to the history (with its
+    franking key, to send it again to a device that asks, SPEC §10.11) and write a
     :class:`~e2e.client.events.MessageSent` event -- once, even if another process sharing
     this store submitted the same outbox entry."""
     tx.app_lock(f"c/out/{out.message_id.hex()}")
     seen = f"c/seen/{q(profile.account)}/{out.message_id.hex()}"
     msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True,
-                  template_id=out.template_id, attachment=out.attachment)  # fmt: skip
+                  franking_key=out.franking_key, template_id=out.template_id,
+                  attachment=out.attachment)  # fmt: skip
     if tx.app_get(seen) is not None:
         return msg  # recorded already
     tx.app_delete(f"c/out/{out.message_id.hex()}")

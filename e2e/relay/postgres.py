@@ -46,6 +46,7 @@ from e2e.relay.store import (
     BUCKET_COLUMNS,
     SCHEMA,
     TAKE_TOKEN,
+    UPGRADES,
     USE_NONCE,
     RelayStore,
     Tx,
@@ -400,6 +401,9 @@ class PostgresRelayStore(RelayStore):
                 for stmt in SCHEMA.format(serial="BIGSERIAL PRIMARY KEY").split(";"):
                     if stmt.strip():
                         conn.execute(stmt.replace("BLOB", "BYTEA"))
+                for table, column, kind in UPGRADES:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
+                                 f"{kind.replace('BLOB', 'BYTEA')}")  # fmt: skip
                 conn.execute(_DIRECTORY_FUNCTION)
                 for table in DIRECTORY_TABLES:
                     conn.execute(_DIRECTORY_TRIGGER.replace("{table}", table))

@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar
 
 from e2e.errors import StoreError, StoreUnavailable
 from e2e.platform.policy import ChatState
-from e2e.relay.store import SCHEMA, RelayStore, Tx
+from e2e.relay.store import SCHEMA, UPGRADES, RelayStore, Tx
 from e2e.relay.writer import (
     CACHE_ENTRIES,
     DIRECTORY_GENERATION,
@@ -149,6 +149,10 @@ class SqliteRelayStore(RelayStore):
             for stmt in SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT").split(";"):
                 if stmt.strip():
                     self._conn.execute(stmt)
+            for table, column, kind in UPGRADES:
+                have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             for table in DIRECTORY_TABLES:
                 for op in ("INSERT", "UPDATE", "DELETE"):
                     trigger = _DIRECTORY_TRIGGER.replace("{op}", op).replace("{table}", table)

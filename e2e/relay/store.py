@@ -32,6 +32,7 @@ __all__ = [
     "Caller",
     "account_of",
     "SCHEMA",
+    "UPGRADES",
     "Account",
     "Mail",
     "SeenSubmission",
@@ -70,7 +71,7 @@ CREATE INDEX IF NOT EXISTS mailbox_by_device ON mailbox (account, device_id, seq
 CREATE TABLE IF NOT EXISTS submissions (
     sender BLOB NOT NULL, message_id BLOB NOT NULL, digest BLOB NOT NULL,
     received_at BIGINT NOT NULL, copies INTEGER NOT NULL, price BIGINT NOT NULL,
-    expires BIGINT NOT NULL, PRIMARY KEY (sender, message_id));
+    expires BIGINT NOT NULL, commitment BLOB, PRIMARY KEY (sender, message_id));
 CREATE INDEX IF NOT EXISTS submissions_by_expiry ON submissions (expires);
 CREATE TABLE IF NOT EXISTS chats (
     business BLOB NOT NULL, customer BLOB NOT NULL, last_customer_message BIGINT,
@@ -119,6 +120,11 @@ INSERT INTO relay_meta (key, value) VALUES ('directory', 0) ON CONFLICT (key) DO
 """
 
 
+#: Columns added to a table after it was first released: (table, column, type). A backend
+#: opening a database made before adds the missing ones (their old rows hold NULL).
+UPGRADES: Final = (("submissions", "commitment", "BLOB"),)
+
+
 #: An account's kind (``Account.kind``, wire ``RegisterAccount.kind``).
 CUSTOMER: Final = 0
 BUSINESS: Final = 1
@@ -148,6 +154,9 @@ class SeenSubmission:
     received_at: int
     copies: int
     price: int
+    #: The accepted message's franking commitment (what a resend must carry, SPEC §10.11;
+    #: None for a row written before the column existed).
+    commitment: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -346,19 +355,23 @@ class Tx(abc.ABC):
 
     def seen(self, sender: bytes, message_id: bytes) -> SeenSubmission | None:
         row = self.fetchone(
-            "SELECT digest, received_at, copies, price FROM submissions"
+            "SELECT digest, received_at, copies, price, commitment FROM submissions"
             " WHERE sender = ? AND message_id = ?",
             (sender, message_id),
         )
-        return None if row is None else SeenSubmission(bytes(row[0]), row[1], row[2], row[3])
+        if row is None:
+            return None
+        commitment = None if row[4] is None else bytes(row[4])
+        return SeenSubmission(bytes(row[0]), row[1], row[2], row[3], commitment)
 
     def insert_seen(self, sender: bytes, message_id: bytes, seen: SeenSubmission,
                     expires: int) -> None:  # fmt: skip
         self.write(
             "INSERT INTO submissions (sender, message_id, digest, received_at, copies, price,"
-            " expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sender, message_id, seen.digest, seen.received_at, seen.copies, seen.price, expires),
-        )
+            " expires, commitment) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (sender, message_id, seen.digest, seen.received_at, seen.copies, seen.price, expires,
+             seen.commitment),
+        )  # fmt: skip
 
     def fetch_mail(self, account: bytes, device_id: int, limit: int) -> list[Mail]:
         rows = self.fetchall(
