@@ -61,6 +61,7 @@ from e2e.errors import (
     EnvelopeMismatch,
     FrankingMismatch,
     KeyAgreementError,
+    RelayError,
     StateError,
     StoreError,
     UntrustedDevice,
@@ -82,6 +83,7 @@ __all__ = [
     "release",
     "todo",
     "asks_retry",
+    "transient",
     "note_open",
     "MAX_RETRIES",
     "MAX_RESEND",
@@ -207,6 +209,15 @@ def receipt_status(tx: StoreTransaction, message_id: bytes) -> dict[str, int]:
 
 
 # -- what could not be opened ---------------------------------------------------------------
+
+
+def transient(exc: E2EError) -> bool:
+    """True if ``exc`` says nothing about the message being opened or sent: a retryable error
+    (SPEC §8), or any refusal of the request itself by the relay (a ``RelayError``: e.g. a
+    request the network duplicated is refused as replayed) while the device asked the relay
+    something it needed (a device list, a bundle). Such a failure is never a verdict on a
+    message (SPEC §10.11): the delivery stays in the mailbox, what is due stays due."""
+    return exc.retryable or isinstance(exc, RelayError)
 
 
 def asks_retry(exc: E2EError) -> bool:

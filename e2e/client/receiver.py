@@ -112,8 +112,9 @@ class Receiver:
     ) -> AsyncIterator[Event]:
         """Every event after position ``after`` (default: the acknowledged cursor), oldest
         first, for ever: when none is left it syncs, the relay holding the fetch up to
-        ``wait_ms`` until mail arrives. Retryable failures (the relay unreachable) are
-        waited out with a growing pause; anything else is raised.
+        ``wait_ms`` until mail arrives. Transient failures (the relay unreachable, a request
+        refused as such, :func:`~e2e.client.inbox.transient`) are waited out with a growing
+        pause; anything else is raised.
 
         It does not acknowledge: the application calls :meth:`ack` once it has done what an
         event asks (or keeps the position in its own database, with what it did, and passes
@@ -132,7 +133,7 @@ class Receiver:
                 await self.sync(wait_ms=wait_ms)
                 pause = 0.05
             except E2EError as exc:
-                if not exc.retryable:
+                if not inbox.transient(exc):
                     raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -179,7 +180,7 @@ class Receiver:
             except KeyChangePending:
                 await self._tx(functools.partial(inbox.hold, raw=raw, seq=seq))
             except E2EError as exc:
-                if exc.retryable:
+                if inbox.transient(exc):
                     continue  # not a verdict on the message: it is fetched again
                 await self._keep(raw, exc, on_error)
             acks.append(seq)
@@ -187,7 +188,7 @@ class Receiver:
             try:
                 await self.transport.ack(acks)
             except E2EError as exc:
-                if not exc.retryable:
+                if not inbox.transient(exc):
                     raise
                 # the deliveries come again; each is recognised as seen and acknowledged then
         return opened
@@ -257,7 +258,7 @@ class Receiver:
     # -- what a batch leaves to do (SPEC §10.11) ------------------------------------------------
 
     async def _follow_up(self) -> _Opened:
-        """Do what is due; a retryable failure of any step leaves it for the next time.
+        """Do what is due; a transient failure of any step leaves it for the next time.
         Returns what held deliveries opened."""
         due = await self._tx(inbox.todo)
         opened: _Opened = []
@@ -276,7 +277,7 @@ class Receiver:
                 try:
                     got = await step()
                 except E2EError as exc:
-                    if not exc.retryable:
+                    if not inbox.transient(exc):
                         raise
                     break
                 if got:
@@ -284,7 +285,7 @@ class Receiver:
         try:
             await self._check_peer_heads()
         except E2EError as exc:
-            if not exc.retryable:
+            if not inbox.transient(exc):
                 raise
         return opened
 
@@ -297,7 +298,7 @@ class Receiver:
             except (DuplicateMessage, KeyChangePending):
                 pass
             except E2EError as exc:
-                if exc.retryable:
+                if inbox.transient(exc):
                     raise
                 await self._keep(raw, exc, None)
             await self._tx(functools.partial(inbox.release, key=key))
@@ -309,7 +310,7 @@ class Receiver:
             try:
                 await self._deliver(out)
             except E2EError as exc:
-                if exc.retryable:
+                if inbox.transient(exc):
                     raise
                 # refused for good (the entry is gone, a SendRefused event written), or
                 # waiting for the application (KeyChangePending): the rest still goes
@@ -317,7 +318,7 @@ class Receiver:
     @staticmethod
     def _settle(exc: E2EError) -> bool:
         """Whether a follow-up refused with ``exc`` is settled for good (True) or stays due."""
-        if exc.retryable or isinstance(exc, KeyChangePending):
+        if inbox.transient(exc) or isinstance(exc, KeyChangePending):
             return False
         if isinstance(exc, LogForked):
             raise exc
@@ -346,7 +347,7 @@ class Receiver:
             except E2EError as exc:
                 if self._settle(exc):
                     await self._tx(done)  # refused (the customer blocked us): nothing to tell
-                elif exc.retryable:
+                elif inbox.transient(exc):
                     raise
 
     async def _ask_retries(self, due: list[inbox.RetryDue]) -> None:
@@ -360,7 +361,7 @@ class Receiver:
             except E2EError as exc:
                 if self._settle(exc):
                     await self._tx(sent)
-                elif exc.retryable:
+                elif inbox.transient(exc):
                     raise
 
     async def _answer(self, asks: list[inbox.ResendAsk]) -> None:
@@ -413,5 +414,5 @@ class Receiver:
             except E2EError as exc:
                 if self._settle(exc):
                     await self._tx(asked)
-                elif exc.retryable:
+                elif inbox.transient(exc):
                     raise

@@ -12,11 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from world import Service, run
 
 from e2e.client import Client, KeyChanged, MessageReceived, MessageSent, ReceiptStatus
 from e2e.client.http import RelayClient
-from e2e.errors import WireFailure
+from e2e.errors import E2EError, Unauthenticated, WireFailure
 from e2e.store.sqlite import SqliteStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
@@ -77,10 +78,17 @@ def test_a_relay_restart_after_the_fetch_hands_the_message_over_once(tmp_path: P
         relay.stop()
 
 
-def test_a_network_error_is_not_a_verdict_on_a_message(fast_tmp: Path) -> None:
+@pytest.mark.parametrize(
+    "failure",
+    [WireFailure("relay unreachable: ConnectError"),
+     Unauthenticated("unauthenticated: request replayed")],  # a copy of the request went first
+)  # fmt: skip
+def test_a_network_error_is_not_a_verdict_on_a_message(
+    fast_tmp: Path, failure: E2EError
+) -> None:
     """The first message of a new customer: fetching the customer's device list fails once
-    in transport. The delivery is not acknowledged, the next sync opens it, nothing is
-    counted as an error."""
+    in transport (or is refused as such: the network duplicated it). The delivery is not
+    acknowledged, the next sync opens it, nothing is counted as an error."""
 
     async def go() -> None:
         svc = Service(fast_tmp)
@@ -93,7 +101,7 @@ def test_a_network_error_is_not_a_verdict_on_a_message(fast_tmp: Path) -> None:
         async def flaky(account: str, chat: str | None = None) -> Any:
             if not failures:
                 failures.append(account)
-                raise WireFailure("relay unreachable: ConnectError")
+                raise failure
             return await fetch_devices(account, chat)
 
         bot.transport.fetch_devices = flaky  # type: ignore[method-assign]
