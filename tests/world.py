@@ -182,6 +182,15 @@ class Service:
             out.append(await self.add_device(first, **kw))
         return out
 
+    async def chat(self, business: str, customer: str) -> tuple[Client, Client]:
+        """A business and a customer of one device each (no automatic receipts), the
+        customer's first message ("hi") read by the business: (business, customer)."""
+        [biz] = await self.account(business, "business", auto_receipts=False)
+        [cust] = await self.account(customer, "customer", auto_receipts=False)
+        await cust.send(business, "hi")
+        await biz.sync()
+        return biz, cust
+
     async def add_device(self, first: Client, **kw: Any) -> Client:
         """Another device of ``first``'s account, certified by it."""
         n = len([c for c in self.clients if c.profile.account == first.profile.account]) + 1

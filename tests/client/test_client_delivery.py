@@ -197,10 +197,7 @@ def test_a_send_with_an_application_message_id_is_sent_once(fast_tmp: Path) -> N
 
     async def go() -> None:
         svc = Service(fast_tmp)
-        [bot] = await svc.account("acme", "business", auto_receipts=False)
-        [carol] = await svc.account("carol", "customer", auto_receipts=False)
-        await carol.send("acme", "hi")
-        await bot.sync()
+        bot, carol = await svc.chat("acme", "carol")
         submit = bot.transport.submit
         lost = [True]
 

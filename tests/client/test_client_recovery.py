@@ -165,10 +165,7 @@ def test_a_message_that_does_not_decrypt_is_asked_for_again(fast_tmp: Path) -> N
 
     async def go() -> None:
         svc = Service(fast_tmp)
-        [shop] = await svc.account("shop", "business", auto_receipts=False)
-        [carol] = await svc.account("carol", "customer", auto_receipts=False)
-        await carol.send("shop", "hi")
-        await shop.sync()
+        shop, carol = await svc.chat("shop", "carol")
         await shop.send("carol", "hello")
         await carol.sync()
         await carol._tx(lambda tx: tx.delete_session(Address("shop", 1)))
@@ -198,10 +195,7 @@ def test_retry_requests_are_bounded_per_message(fast_tmp: Path) -> None:
 
     async def go() -> None:
         svc = Service(fast_tmp)
-        [shop] = await svc.account("shop", "business", auto_receipts=False)
-        [carol] = await svc.account("carol", "customer", auto_receipts=False)
-        await carol.send("shop", "hi")
-        await shop.sync()
+        shop, carol = await svc.chat("shop", "carol")
         sent = await shop.send("carol", "hello")
         [raw] = await carol.transport.fetch()
         requests = 0
