@@ -652,6 +652,11 @@ async def run_many(fleet: Fleet, seeds: list[int], concurrency: int,
 
 
 def seeds(count: int, base: int | None = None) -> list[int]:
+    """``count`` schedule seeds drawn from ``E2E_FAULT_SEED`` (or the clock); or exactly the
+    seeds listed in ``E2E_FAULT_REPLAY`` (comma-separated, as a failure prints them)."""
+    replay = os.environ.get("E2E_FAULT_REPLAY")
+    if replay:
+        return [int(s) for s in replay.split(",")]
     base = int(os.environ.get("E2E_FAULT_SEED", base if base is not None else time.time_ns()))
     rng = random.Random(base)
     return [rng.randrange(2**32) for _ in range(count)]
