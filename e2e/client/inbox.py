@@ -21,6 +21,9 @@ key                                  value
                                      the store was restored from a backup
 ``c/recover``                        the recovery after a restore is not finished: empty, or
                                      {conversation: since} still to ask
+``c/restored``                       {0: since, 1: [conversations]}: after a restore, the time
+                                     of the newest message the restored store held, and the
+                                     conversations already asked for everything since then
 ``c/bad/<sha256 hex>``               empty: a delivery record that did not decode, kept once
 ===================================  ==========================================================
 """
@@ -104,6 +107,10 @@ _RESEND: Final = "c/resend/"
 _REOUT: Final = "c/reout/"
 _ALIVE: Final = "c/alive"
 _RECOVER: Final = "c/recover"
+_RESTORED: Final = "c/restored"
+#: How many conversations ``c/restored`` remembers as asked (the oldest are forgotten: one
+#: of those is at most asked again).
+MAX_RESTORED_ASKED: Final = 1000
 _BAD: Final = "c/bad/"
 
 
@@ -352,11 +359,35 @@ def _retry_state(tx: StoreTransaction, key: str) -> tuple[int, bool, str]:
 
 @dataclass(frozen=True, slots=True)
 class RetryDue:
-    """Message ids of ``sender`` (in ``conversation``) to ask for again."""
+    """Message ids of ``sender`` (in ``conversation``) to ask for again; ``since``: also
+    everything sent since then (the first request to a conversation the device learns of
+    only after its store was restored, :func:`recovery_plan`)."""
 
     sender: Address
     conversation: str
     message_ids: tuple[bytes, ...]
+    since: int | None = None
+
+
+def _restored(tx: StoreTransaction) -> tuple[int, list[str]] | None:
+    raw = tx.app_get(_RESTORED)
+    if raw is None:
+        return None
+    obj = load(raw, "app/" + _RESTORED)
+    try:
+        since, asked = obj[0], obj[1]
+    except (KeyError, TypeError):
+        raise StoreError("malformed record", "app/" + _RESTORED) from None
+    if type(since) is not int or not isinstance(asked, list):
+        raise StoreError("malformed record", "app/" + _RESTORED)
+    return since, asked
+
+
+def _restored_asked(tx: StoreTransaction, conversation: str) -> None:
+    got = _restored(tx)
+    if got is not None and conversation not in got[1]:
+        asked = [*got[1], conversation][-MAX_RESTORED_ASKED:]
+        tx.app_put(_RESTORED, dump({0: got[0], 1: asked}))
 
 
 def retries_due(tx: StoreTransaction) -> list[RetryDue]:
@@ -369,11 +400,18 @@ def retries_due(tx: StoreTransaction) -> list[RetryDue]:
         name, device, mid = key[len(_RETRY) :].split("/")
         addr = Address(unquote(name), int(device))
         found.setdefault((addr, conv), []).append(bytes.fromhex(mid))
-    return [RetryDue(a, c, tuple(ids[:MAX_RECEIPT_IDS])) for (a, c), ids in found.items()]
+    restored = _restored(tx)
+    out = []
+    for (a, c), ids in found.items():
+        since = restored[0] if restored is not None and c not in restored[1] else None
+        out.append(RetryDue(a, c, tuple(ids[:MAX_RECEIPT_IDS]), since))
+    return out
 
 
 def retries_sent(tx: StoreTransaction, due: RetryDue) -> None:
     """The retry request for ``due`` is sealed (in the same transaction)."""
+    if due.since is not None:
+        _restored_asked(tx, due.conversation)
     for mid in due.message_ids:
         key = _retry_key(due.sender, mid)
         count, pending, conv = _retry_state(tx, key)
@@ -533,7 +571,11 @@ def recovery_plan(tx: StoreTransaction, profile: Profile) -> dict[str, int]:
     the newest of all are left out: the relay no longer takes a resend of what was sent
     then), and of every other account it knows devices of, for everything (a conversation
     that began after the backup). Computed once, then kept in ``c/recover`` until every
-    conversation was asked."""
+    conversation was asked. A conversation the restored store did not know at all (its
+    first message came after the backup, and only the device's own other devices or the
+    peer know of it) is asked once it shows itself: ``c/restored`` keeps the newest time the
+    store held, and the first retry request to such a conversation asks for everything sent
+    since then (:func:`retries_due`)."""
     raw = tx.app_get(_RECOVER)
     if raw is None:
         return {}
@@ -553,6 +595,7 @@ def recovery_plan(tx: StoreTransaction, profile: Profile) -> dict[str, int]:
     for account in sorted(known - set(convs) - {profile.account}):
         if certified_devices(tx, account):
             out[account] = 0
+    tx.app_put(_RESTORED, dump({0: now, 1: sorted(out)}))
     if out:
         tx.app_put(_RECOVER, dump(out))
     else:

@@ -356,7 +356,8 @@ class Receiver:
         for d in due:
             sent = functools.partial(inbox.retries_sent, due=d)
             try:
-                await self._send_message(d.conversation, retry_body(list(d.message_ids)),
+                await self._send_message(d.conversation,
+                                         retry_body(list(d.message_ids), d.since),
                                          renew=[d.sender], also=sent)  # fmt: skip
             except E2EError as exc:
                 if self._settle(exc):

@@ -158,6 +158,51 @@ def test_no_message_key_of_the_older_state_is_used_again(
     run(go)
 
 
+def test_a_conversation_the_backup_did_not_know_is_asked_for_in_full(fast_tmp: Path) -> None:
+    """Carol's second phone is backed up before she ever wrote to the shop; her first phone
+    writes (the second reads its copies), then the second phone's store is restored. Its
+    backup knows no conversation to ask, so nothing is asked until the first phone's next
+    copy fails to decrypt: that retry request asks for everything the conversation sent since
+    the restored store's newest message, and the second phone ends with every message (found
+    by the fault suite: before, it asked for the failed message alone, and the earlier ones
+    were lost to it)."""
+
+    async def go() -> None:
+        svc = Service(fast_tmp, stores="sqlite")
+        [shop] = await svc.account("shop", "business", auto_receipts=False)
+        phone, tablet = await svc.account("carol", "customer", devices=2, auto_receipts=False)
+        path = svc.dir / "carol-2.db"
+        await tablet.aclose()
+        shutil.copyfile(path, fast_tmp / "backup.db")
+        tablet = await Client.open(svc.opener("carol-2"), svc.connect, auto_receipts=False)
+        for text in ("m1", "m2"):
+            svc.clock.advance(60)  # resent messages keep their time: the history sorts by it
+            await phone.send("shop", text)
+            await tablet.sync()
+        await tablet.send("shop", "t1")  # the phone's session with the tablet is answered
+        await phone.sync()
+        await shop.sync()
+        await tablet.aclose()
+        shutil.copyfile(fast_tmp / "backup.db", path)
+        for suffix in ("-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        tablet = await Client.open(
+            lambda: SqliteStore(path, svc.keys["carol-2"], accept_restore=True), svc.connect,
+            auto_receipts=False,
+        )  # fmt: skip
+        svc.clock.advance(60)
+        await phone.send("shop", "m3")
+        assert await tablet.sync() == []  # no session: kept, a retry request sent
+        await phone.sync()  # the request: m1, m2 and m3 sealed again for the tablet
+        await tablet.sync()
+        got = [m.body for m in await tablet.history("shop") if m.body != b"t1"]
+        assert got == [b"m1", b"m2", b"m3"]  # (t1, its own, is lost with its store)
+        svc.clients = [shop, phone, tablet]  # the first tablet client is closed already
+        await svc.aclose()
+
+    run(go)
+
+
 def test_a_message_that_does_not_decrypt_is_asked_for_again(fast_tmp: Path) -> None:
     """Carol's session with the shop is lost (only hers): the shop's next message does not
     decrypt. It is kept as Undecryptable, carol asks the shop device on a new session, the
