@@ -10,7 +10,10 @@ transaction (as it begins, and once it has committed) and every relay call (befo
 leaves, and once the answer is in) counts one point; at the chosen point :class:`Crash` is
 raised and from then on every store and relay call of that device raises it too. Nothing
 uncommitted survives, nothing that committed is undone; the device is then opened again from
-its store. Relay processes are killed with SIGKILL and started again.
+its store. Relay processes are killed with SIGKILL and started again. A device's disk may be
+lost and a backup of its store (taken earlier in the schedule) put back: it recovers by
+itself (SPEC §10.11), and its application, whose own database was not lost, tells by message
+id what the restored device hands over again.
 
 After a schedule the faults stop, every party is started again and the devices drain, then the
 invariants are checked (:meth:`Fleet.check`):
@@ -31,6 +34,7 @@ import contextlib
 import hashlib
 import os
 import random
+import shutil
 import sqlite3
 import sys
 import threading
@@ -144,6 +148,9 @@ class App:
     updated together (one write of its own database)."""
 
     position: int = 0
+    #: Its device was restored from a backup: it may hand over again what it handed over
+    #: after the backup, and the application tells it by message id (SPEC §10.11).
+    dedup: bool = False
     received: collections.Counter[bytes] = field(default_factory=collections.Counter)
     bodies: dict[bytes, bytes] = field(default_factory=dict)
     fates: dict[bytes, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
@@ -153,10 +160,13 @@ class App:
     def take(self, ev: Any) -> None:
         self.events += 1
         if isinstance(ev, MessageReceived):
-            self.received[ev.message.message_id] += 1
-            self.bodies[ev.message.message_id] = ev.message.body
+            mid = ev.message.message_id
+            if not (self.dedup and self.received[mid]):
+                self.received[mid] += 1
+            self.bodies[mid] = ev.message.body
         elif isinstance(ev, MessageSent):
-            self.fates[ev.message.message_id].append("sent")
+            if not (self.dedup and "sent" in self.fates.get(ev.message.message_id, [])):
+                self.fates[ev.message.message_id].append("sent")
         elif isinstance(ev, SendRefused):
             self.fates[ev.message_id].append("refused:" + ev.error)
         elif isinstance(ev, Undecryptable):
@@ -175,6 +185,9 @@ class Device:
     client: Client | None = None
     inner: Store | None = None
     app: App = field(default_factory=App)
+    #: A copy of its store file taken while it was closed, and whether it was put back.
+    backup: Path | None = None
+    restored: bool = False
 
     @property
     def addr(self) -> Address:
@@ -201,6 +214,7 @@ class Figures:
     crashes: collections.Counter[str] = field(default_factory=collections.Counter)
     relay_kills: int = 0
     restarts: int = 0
+    restores: int = 0
     faults: collections.Counter[str] = field(default_factory=collections.Counter)
     requests: int = 0
     failed_ops: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -215,7 +229,8 @@ class Figures:
             f"({self.accepted} accepted, {self.refused} refused), {self.deliveries} deliveries "
             f"checked, {self.frames} frames checked; client kills {crashes} (at "
             f"{len(self.crashes)} kinds of await point), relay kills (SIGKILL) "
-            f"{self.relay_kills}, graceful restarts {self.restarts}; proxy: {self.requests} "
+            f"{self.relay_kills}, graceful restarts {self.restarts}, restores from a backup "
+            f"{self.restores}; proxy: {self.requests} "
             f"requests, faults {dict(sorted(self.faults.items()))}; kept undecryptable "
             f"{dict(self.undecryptable)}; lost {self.lost}, duplicated {self.duplicated}, "
             f"wrong or missing fates {self.wrong_fate}, key reuse {self.key_reuse}"
@@ -263,8 +278,22 @@ class Fleet:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await asyncio.gather(*(asyncio.to_thread(r.start) for r in self.relays))
+        await asyncio.gather(*(self._start(r) for r in self.relays))
         self.spy.install()
+
+    @staticmethod
+    async def _start(relay: RelayProcess) -> None:
+        """Start a relay process, three tries (a shared database server may be short of
+        connections for a moment); its log's end if it never comes up."""
+        for attempt in range(3):
+            try:
+                await asyncio.to_thread(relay.start)
+                return
+            except RuntimeError as exc:
+                if attempt == 2:
+                    log = relay.log_path.read_text(errors="replace") if relay.log_path else ""
+                    raise RuntimeError(f"{exc}; its log ends: {log[-2000:]}") from None
+                await asyncio.sleep(1.0)
 
     async def aclose(self) -> None:
         self.spy.remove()
@@ -289,15 +318,7 @@ class Fleet:
         self.figures.relay_kills += 1
 
         async def back() -> None:
-            for attempt in range(3):  # a shared database server may be short of connections
-                try:
-                    await asyncio.to_thread(relay.start)
-                    break
-                except RuntimeError as exc:
-                    if attempt == 2:
-                        log = relay.log_path.read_text(errors="replace") if relay.log_path else ""
-                        raise RuntimeError(f"{exc}; its log ends: {log[-2000:]}") from None
-                    await asyncio.sleep(1.0)
+            await self._start(relay)
             for proxy in self.proxies:
                 proxy.up(relay.port)
             self._restarting.discard(i)
@@ -388,7 +409,7 @@ class World:
 
     def _opener(self, dev: Device, **kw: Any) -> Callable[[], Store]:
         def open_store() -> Store:
-            inner = SqliteStore(dev.path, dev.key, **kw)
+            inner = SqliteStore(dev.path, dev.key, accept_restore=dev.restored, **kw)
             dev.inner = inner
             return CrashingStore(inner, dev.points)  # type: ignore[return-value]
 
@@ -506,6 +527,27 @@ class World:
         self.figures.restarts += 1
         await self.reopen(dev)
 
+    async def backup(self, dev: Device) -> None:
+        """Stop the device, copy its store file (the whole store once closed), start it."""
+        await self._close(dev)
+        self._abandon(dev)
+        dev.backup = dev.path.with_name(dev.path.name + ".backup")
+        shutil.copyfile(dev.path, dev.backup)
+        await self.reopen(dev)
+
+    async def restore(self, dev: Device) -> None:
+        """The device's disk is lost and its backup put back (accepted as a restore); its
+        application, whose database was not lost, reads on from its own position."""
+        assert dev.backup is not None
+        await self._close(dev)
+        self._abandon(dev)
+        shutil.copyfile(dev.backup, dev.path)
+        for suffix in ("-wal", "-shm"):
+            Path(str(dev.path) + suffix).unlink(missing_ok=True)
+        dev.restored = dev.app.dedup = True
+        self.figures.restores += 1
+        await self.reopen(dev)
+
     # -- the end of a schedule ------------------------------------------------------------
 
     async def heal(self) -> None:
@@ -607,7 +649,10 @@ async def run_schedule(fleet: Fleet, seed: int, index: int) -> list[str]:
     try:
         # the customer writes first (a business may not), then anything goes
         await world.send(customers[0], biz, MessageClass.SERVICE, rng)
-        killed = False
+        killed = restored = False
+        saved = rng.choice(devices) if rng.random() < 0.5 else None
+        if saved is not None:  # its disk may be lost later in the schedule
+            await world.backup(saved)
         for _ in range(rng.randint(5, 12)):
             dev = rng.choice(devices)
             roll = rng.random()
@@ -615,16 +660,22 @@ async def run_schedule(fleet: Fleet, seed: int, index: int) -> list[str]:
                 await world.reopen(dev)
             if rng.random() < 0.3:
                 dev.points.crash_at = dev.points.count + rng.randint(0, 24)
-            if roll < 0.46:
+            if roll < 0.42:
                 to = biz if dev.kind == "customer" else cust
                 cls = MessageClass.SERVICE
                 if dev.kind == "business" and rng.random() < 0.15:
                     cls = MessageClass.MARKETING  # refused: the customer has not opted in
                 await world.send(dev, to, cls, rng)
-            elif roll < 0.90:
+            elif roll < 0.78:
                 await world.sync(dev)
-            elif roll < 0.96:
+            elif roll < 0.86:
                 await world.restart(dev)
+            elif roll < 0.96:
+                if saved is not None and not restored:
+                    restored = True  # a lost disk: one per schedule
+                    await world.restore(saved)
+                else:
+                    await world.sync(dev)
             elif not killed:  # a relay process restarts in about a second: one per schedule
                 killed = True
                 fleet.kill_relay(rng.randrange(len(fleet.relays)))

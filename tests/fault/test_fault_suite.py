@@ -1,5 +1,6 @@
 """The fault-injection suite (SPEC.md §10.11): randomized schedules of sends, syncs, client
-crashes at await points, relay processes killed with SIGKILL and restarted, and a fault proxy
+crashes at await points, devices restored from a backup of their store, relay processes
+killed with SIGKILL and restarted, and a fault proxy
 that drops, resets, delays and duplicates requests and cuts answers after the relay committed;
 then every device is started again, drains, and the invariants are checked: every message the
 relay accepted reaches every recipient device's application exactly once, every sender learns
@@ -76,7 +77,8 @@ def test_randomized_schedules(relay_db: str, fast_tmp: Path) -> None:
     assert f.accepted >= count and f.deliveries >= 3 * f.accepted
     if count >= 40:  # every party killed or restarted, every fault drawn
         assert f.refused > 0 and sum(f.crashes.values()) > count // 8
-        assert f.relay_kills > 0 and f.restarts > 0 and set(f.faults) == set(KINDS), f
+        assert f.relay_kills > 0 and f.restarts > 0 and f.restores > 0, f
+        assert set(f.faults) == set(KINDS), f
 
 
 def test_a_crash_at_every_await_point_of_send_and_sync(fast_tmp: Path) -> None:
