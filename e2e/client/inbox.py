@@ -178,6 +178,7 @@ def open_event(
         tx.app_put(PEER_HEADS + inner.log_head.hex(), b"")
     own = inner.from_account == profile.account.encode()
     conversation = (inner.to_account if own else inner.from_account).decode()
+    _restored_meets(tx, conversation)
     msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,
                   delivery.received_at, own, raw, inner.franking_key,
                   inner.template_id, attachment=inner.attachment)  # fmt: skip
@@ -388,6 +389,22 @@ def _restored_asked(tx: StoreTransaction, conversation: str) -> None:
     if got is not None and conversation not in got[1]:
         asked = [*got[1], conversation][-MAX_RESTORED_ASKED:]
         tx.app_put(_RESTORED, dump({0: got[0], 1: asked}))
+
+
+def _restored_meets(tx: StoreTransaction, conversation: str) -> None:
+    """A message of ``conversation`` opened after a restore: if the recovery has not asked
+    that conversation yet (the backup did not know it), it is asked now for everything sent
+    since the restored store's newest message (``c/recover``, done by the follow-ups)."""
+    got = _restored(tx)
+    if got is None or conversation in got[1]:
+        return
+    raw = tx.app_get(_RECOVER)
+    if raw == b"":
+        return  # the recovery plan, not yet computed, asks every conversation of the history
+    _restored_asked(tx, conversation)
+    left = {} if raw is None else dict(load(raw, "app/" + _RECOVER))
+    left.setdefault(conversation, got[0])
+    tx.app_put(_RECOVER, dump(left))
 
 
 def retries_due(tx: StoreTransaction) -> list[RetryDue]:
