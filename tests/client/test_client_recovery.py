@@ -203,6 +203,46 @@ def test_a_conversation_the_backup_did_not_know_is_asked_for_in_full(fast_tmp: P
     run(go)
 
 
+def test_a_conversation_the_backup_did_not_know_is_asked_for_when_it_opens(
+    fast_tmp: Path,
+) -> None:
+    """The shop's second device is backed up before carol ever wrote; it opens (and
+    acknowledges) her first message, then its store is restored. Her next message still
+    opens (her sessions with it were never answered: prekey messages the backup's prekeys
+    open), and that is when the restored device asks her devices for everything since: it
+    ends with both messages (found by the fault suite: m1 was lost)."""
+
+    async def go() -> None:
+        svc = Service(fast_tmp, stores="sqlite")
+        shop, desk = await svc.account("shop", "business", devices=2, auto_receipts=False)
+        [carol] = await svc.account("carol", "customer", auto_receipts=False)
+        path = svc.dir / "shop-2.db"
+        await desk.aclose()
+        shutil.copyfile(path, fast_tmp / "backup.db")
+        desk = await Client.open(svc.opener("shop-2"), svc.connect, auto_receipts=False)
+        svc.clock.advance(60)
+        await carol.send("shop", "m1")
+        assert bodies(await desk.sync()) == [b"m1"]
+        await desk.aclose()
+        shutil.copyfile(fast_tmp / "backup.db", path)
+        for suffix in ("-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        desk = await Client.open(
+            lambda: SqliteStore(path, svc.keys["shop-2"], accept_restore=True), svc.connect,
+            auto_receipts=False,
+        )  # fmt: skip
+        svc.clock.advance(60)
+        await carol.send("shop", "m2")
+        assert bodies(await desk.sync()) == [b"m2"]  # opens: the conversation is asked
+        await carol.sync()  # the request: m1 and m2 sealed again for the desk
+        await desk.sync()
+        assert bodies(await desk.history("carol")) == [b"m1", b"m2"]
+        svc.clients = [shop, carol, desk]  # the first desk client is closed already
+        await svc.aclose()
+
+    run(go)
+
+
 def test_a_message_that_does_not_decrypt_is_asked_for_again(fast_tmp: Path) -> None:
     """Carol's session with the shop is lost (only hers): the shop's next message does not
     decrypt. It is kept as Undecryptable, carol asks the shop device on a new session, the
