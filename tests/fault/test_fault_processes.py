@@ -90,7 +90,7 @@ async def main():
                 pass
             position = await drain(client, position, fd)
             print("sent", i, flush=True)
-            await asyncio.sleep(0.03)  # an application's pace: the kills land mid-conversation
+            await asyncio.sleep(0.05)  # an application's pace: the kills land mid-conversation
         print("done", flush=True)
     else:
         want = int(sys.argv[6])
@@ -121,7 +121,7 @@ def test_client_processes_killed_again_and_again(tmp_path: Path) -> None:
     relay = RelayProcess(str(tmp_path / "relay.sqlite"), log_path=tmp_path / "relay.log").start()
     keys = {"carol": os.urandom(32), "acme": os.urandom(32)}
     dbs = {name: str(tmp_path / f"{name}.db") for name in keys}
-    total, kills = 80, 0
+    total, kills = 100, 0
     rng = random.Random(os.urandom(8))
     intents = [rng.randbytes(16).hex() for _ in range(total)]
     (tmp_path / "intents").write_text(" ".join(intents))
@@ -167,7 +167,7 @@ def test_client_processes_killed_again_and_again(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
         relay.stop()
-    assert kills >= 10
+    assert kills >= 8  # (fewer when a loaded machine lets the processes finish first)
     sent = _ledger(tmp_path / "carol.ledger")
     got = _ledger(tmp_path / "acme.ledger")
     for ledger in (sent, got):
