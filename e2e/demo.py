@@ -35,7 +35,7 @@ from e2e.fingerprint import safety_number
 from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.adservice import AdService
-from e2e.platform.directory import DeviceCertificate
+from e2e.platform.directory import DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import Delivery, Envelope
 from e2e.platform.policy import MessageClass
 from e2e.relay.tap import Recorder
@@ -371,6 +371,7 @@ class _Demo:
         await bob.pin_log_key(relay.app.service.log_public_key)
         eve = KeyPair.generate()
         fake = DeviceCertificate.issue(eve, _SHOP.encode(), 1, KeyPair.generate().public)
+        signed = SignedDeviceList.sign(eve, _SHOP.encode(), 1, [fake.to_bytes()]).to_bytes()
         honest = bob.transport
 
         class Substituting:
@@ -379,7 +380,7 @@ class _Demo:
 
             async def fetch_devices(self, account: str, chat: str | None = None) -> Any:
                 if account == _SHOP:
-                    return eve.public, [fake.to_bytes()]
+                    return eve.public, [fake.to_bytes()], signed
                 return await honest.fetch_devices(account, chat)
 
         bob.transport = Substituting()

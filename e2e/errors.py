@@ -21,6 +21,7 @@ __all__ = [
     "UnsupportedVersion",
     "UnknownSuite",
     "EnvelopeMismatch",
+    "InvalidName",
     "InvalidKey",
     "InvalidSignature",
     "KeyAgreementError",
@@ -74,6 +75,7 @@ __all__ = [
     "RelayError",
     "Unauthenticated",
     "Forbidden",
+    "Revoked",
     "RateLimited",
     "NoSuchEndpoint",
     "WireFailure",
@@ -123,6 +125,12 @@ class EnvelopeMismatch(DecodeError):
 
 
 # -- keys, signatures, agreement (SPEC §2, §3) --------------------------------------------------
+
+
+class InvalidName(DecodeError):
+    """A name people read that is not in its one visible form (SPEC §10.1,
+    :mod:`e2e.platform.names`): not NFC or NFKC-stable, holding an invisible or control
+    character, or mixing scripts. On the wire it is ``malformed``."""
 
 
 class InvalidKey(E2EError):
@@ -371,6 +379,11 @@ class Unauthenticated(RelayError):
 
 class Forbidden(RelayError):
     """An authenticated device asking for what is not its own (another device's mailbox) (403)."""
+
+
+class Revoked(Forbidden):
+    """A device certificate the account revoked (its serial is a tombstone of the account's
+    signed device list, SPEC §10.1), or a device no longer in that list (403)."""
 
 
 class RateLimited(RelayError):

@@ -18,7 +18,7 @@ from e2e.platform.envelope import Envelope
 from fuzz._harness import main
 
 BODIES: tuple[type, ...] = (
-    wire.RegisterAccount, wire.RegisterDevice, wire.RemoveDevice, wire.ListDevices,
+    wire.RegisterAccount, wire.RegisterDevice, wire.PublishDevices, wire.ListDevices,
     wire.DeviceList, wire.UploadPrekeys, wire.CountPrekeys, wire.PrekeyCount, wire.ClaimPrekey,
     wire.ClaimedPrekey, wire.Precheck, wire.Submit, wire.Receipt, wire.Fetch, wire.Mailbox,
     wire.Ack, wire.Control, wire.WindowQuery, wire.WindowState, wire.SubmitReport,
@@ -26,7 +26,9 @@ BODIES: tuple[type, ...] = (
     wire.Route, wire.Designate, wire.RegisterTemplate, wire.ListTemplates, wire.TemplateList,
     wire.SubmitClassReport, wire.ClassVerdict, wire.LogHeadQuery, wire.LogHead, wire.LogLookup,
     wire.LogEntry, wire.LogConsistencyQuery, wire.LogConsistency, wire.LogEntriesQuery,
-    wire.LogEntries, wire.BusinessCertQuery, wire.BusinessCert,
+    wire.LogEntries, wire.BusinessCertQuery, wire.BusinessCert, wire.DeleteAccount,
+    wire.ProvisionSend, wire.ProvisionFetch, wire.Provisioned, wire.SetRecovery,
+    wire.RecoveryFetch, wire.Recovered, wire.LogOpen,
 )  # fmt: skip
 
 

@@ -25,9 +25,9 @@ def seeds() -> list[bytes]:
     bodies: list[object] = [
         wire.RegisterAccount.create(b"alice", 0, key, 0, rng),
         wire.RegisterDevice(b"\xa0"),
-        wire.RemoveDevice(2),
+        wire.PublishDevices(b"signed list"),
         wire.ListDevices(b"shop"),
-        wire.DeviceList(key.public, 1, (b"c1", b"c2")),
+        wire.DeviceList(key.public, 1, (b"c1", b"c2"), b"signed list"),
         wire.UploadPrekeys((b"b1", b"b2"), b"last"),
         wire.CountPrekeys(),
         wire.PrekeyCount(3, True),
@@ -56,7 +56,7 @@ def seeds() -> list[bytes]:
         wire.SubmitClassReport(b"item"),
         wire.ClassVerdict(bytes(16), 1, 3, 80),
         wire.LogHeadQuery(),
-        wire.LogHead(b"head", bytes(32)),
+        wire.LogHead(b"head", bytes(32), bytes(32), bytes(64)),
         wire.LogLookup(b"alice", 3),
         wire.LogEntry(b"entry", b"proof"),
         wire.LogConsistencyQuery(1, 3),
@@ -65,6 +65,14 @@ def seeds() -> list[bytes]:
         wire.LogEntries((b"e1", b"e2"), (b"p1", b"p2")),
         wire.BusinessCertQuery(b"shop"),
         wire.BusinessCert(b"cert"),
+        wire.DeleteAccount(b"signed last list"),
+        wire.ProvisionSend(bytes(16), b"sealed grant"),
+        wire.ProvisionFetch(bytes(16)),
+        wire.Provisioned(b"sealed grant"),
+        wire.SetRecovery(bytes(32), bytes(92)),
+        wire.RecoveryFetch(b"alice", 1_767_225_600, bytes(16), bytes(64)),
+        wire.Recovered(bytes(92), key.public, 0, 0, b"signed list"),
+        wire.LogOpen(1, 3),
     ]
     out = []
     for body in bodies:

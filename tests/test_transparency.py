@@ -20,6 +20,8 @@ from e2e.errors import (
     StaleProof,
 )
 from e2e.keys import KeyPair
+from e2e.platform.directory import DeviceCertificate, SignedDeviceList
+from e2e.platform.leaves import Leaf, Opening, label_input
 from e2e.platform.merkle import (
     EMPTY_ROOT,
     ConsistencyProof,
@@ -31,7 +33,8 @@ from e2e.platform.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from e2e.platform.transparency import DirectoryEntry, KeyLog, LogView, devices_hash
+from e2e.platform.transparency import DirectoryEntry, ForkEvidence, KeyLog, LogView
+from e2e.platform.vrf import VrfKey
 
 
 # RFC 9162 §2.1.1-§2.1.4, written as the RFC states them (recursively), as a reference.
@@ -162,16 +165,46 @@ def test_proof_wire_round_trip() -> None:
 
 # -- key directory ---------------------------------------------------------------------------
 
-ALICE, ACME = KeyPair.generate().public, KeyPair.generate().public
-EVE = KeyPair.generate().public
-CERTS = [b"cert-1", b"cert-2"]
+ALICE_K, ACME_K, EVE_K = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+ALICE, ACME, EVE = ALICE_K.public, ACME_K.public, EVE_K.public
+
+
+def _signed(key: KeyPair, name: bytes, version: int, devices: int) -> bytes:
+    """``name``'s device list of version ``version`` with ``devices`` devices, signed by
+    ``key``."""
+    certs = [DeviceCertificate.issue(key, name, i, KeyPair.generate().public, i).to_bytes()
+             for i in range(1, devices + 1)]  # fmt: skip
+    return SignedDeviceList.sign(key, name, version, certs).to_bytes()
+
+
+CERTS = _signed(ACME_K, b"acme", 1, 2)  # acme's first device list (two devices)
+ONE = _signed(ALICE_K, b"alice", 1, 1)
+
+
+VRF = VrfKey(bytes(range(32)))
+
+
+def _view(log: KeyLog) -> LogView:
+    """A client's view of ``log``, with the relay's VRF key learnt from the log key's word."""
+    view = LogView(log.signer.public)
+    view.learn_vrf_key(log.vrf.public, log.vrf_statement())
+    return view
 
 
 def _log() -> tuple[KeyLog, LogView]:
-    log = KeyLog(LogSigner())
-    log.publish(b"alice", ALICE, CERTS[:1])
+    log = KeyLog(LogSigner(), VRF)
+    log.publish(b"alice", ALICE, ONE)
     log.publish(b"acme", ACME, CERTS)
-    return log, LogView(log.signer.public)
+    return log, _view(log)
+
+
+def _audit(view: LogView, log: KeyLog, account: bytes, identity: bytes, start: int) -> None:
+    """What a monitor does: the leaves from ``start``, and the openings of its own."""
+    leaves = log.leaves_since(start, len(log.records))
+    if not view.own_label:
+        view.learn_own_label(account, log.lookup(account, len(log.records))[0])
+    opened = {i: log.open(i, len(log.records))[1] for i in view.own_leaves(leaves)}
+    view.audit(account, identity, leaves, opened)
 
 
 def _fresh(view: LogView, log: KeyLog, now: int = 100) -> SignedTreeHead:
@@ -185,13 +218,13 @@ def test_lookup_verifies_and_versions_advance() -> None:
     head = _fresh(view, log)
     raw, proof = log.lookup(b"acme", head.size)
     entry = view.check_entry(b"acme", raw, proof, head)
-    assert (entry.identity, entry.devices, entry.version) == (ACME, devices_hash(CERTS), 1)
-    log.publish(b"acme", ACME, CERTS[:1])
+    assert (entry.identity, entry.device_list, entry.version) == (ACME, CERTS, 1)
+    log.publish(b"acme", ACME, _signed(ACME_K, b"acme", 2, 1))
     head2 = _fresh(view, log, 200)
     raw2, proof2 = log.lookup(b"acme", head2.size)
     assert view.check_entry(b"acme", raw2, proof2, head2).version == 2
     # The older entry, with a valid proof against the new head, is stale now.
-    old = log.entries.index(raw)
+    old = log.records.index(raw)
     stale = InclusionProof(old, head2.size, tuple(log.tree.inclusion_proof(old, head2.size)))
     with pytest.raises(StaleProof):
         view.check_entry(b"acme", raw, stale, head2)
@@ -206,30 +239,34 @@ def test_entry_of_another_account_or_unproven_entry_is_refused() -> None:
     raw, proof = log.lookup(b"alice", head.size)
     with pytest.raises(KeyMismatch):
         view.check_entry(b"acme", raw, proof, head)
-    fake = DirectoryEntry(b"acme", 9, EVE, devices_hash([b"x"]), 1).to_bytes()
-    with pytest.raises(InvalidProof):
+    entry = DirectoryEntry(b"acme", 9, EVE, b"").to_bytes()
+    fake = Opening(entry, bytes(32), VRF.prove(label_input(b"acme"))).to_bytes()
+    with pytest.raises(InvalidProof):  # a well-labelled leaf that is not in the log
         view.check_entry(b"acme", fake, proof, head)
+    other = Opening(entry, bytes(32), VrfKey(bytes(32)).prove(label_input(b"acme")))
+    with pytest.raises(InvalidProof):  # a label another VRF key made
+        view.check_entry(b"acme", other.to_bytes(), proof, head)
     assert view.versions == {}
 
 
 def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
     log, view = _log()
     old = _fresh(view, log, 100)
-    log.publish(b"bob", EVE, [])
+    log.publish(b"bob", EVE, b"")
     new = _fresh(view, log, 200)
     heads = list(view.heads)
     with pytest.raises(LogRolledBack):
         view.check_head(log.signer.sign(TreeHead(old.size, old.root, 300)), log.consistency)
     # A fork: the relay shows another log of the same size.
-    fork = KeyLog(log.signer)
-    fork.publish(b"alice", ALICE, CERTS[:1])
+    fork = KeyLog(log.signer, VRF)
+    fork.publish(b"alice", ALICE, ONE)
     fork.publish(b"acme", EVE, CERTS)
-    fork.publish(b"bob", EVE, [])
+    fork.publish(b"bob", EVE, b"")
     with pytest.raises(LogForked):
         view.check_head(fork.head(300), fork.consistency)
     # ... or a larger one that does not extend what we saw.
-    fork.publish(b"carol", EVE, [])
-    fresh = LogView(log.signer.public)
+    fork.publish(b"carol", EVE, b"")
+    fresh = _view(log)
     fresh.check_head(new, log.consistency)
     with pytest.raises(LogForked):
         fresh.check_head(fork.head(300), fork.consistency)
@@ -238,10 +275,10 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
     assert view.forked
     with pytest.raises(InvalidProof):
         LogView(log.signer.public).check_head(
-            KeyLog(LogSigner(), log.entries).head(300), log.consistency
+            KeyLog(LogSigner(), VRF, log.records).head(300), log.consistency
         )
     # A peer's older head (gossip) is accepted once proven consistent.
-    view2 = LogView(log.signer.public)
+    view2 = _view(log)
     view2.check_head(new, log.consistency)
     view2.check_head(old, log.consistency, allow_older=True)
     assert [h.size for h in view2.heads] == [old.size, new.size]
@@ -250,31 +287,36 @@ def test_rollback_and_fork_are_detected_and_change_nothing() -> None:
 def test_audit_finds_a_substituted_key_and_a_rogue_device() -> None:
     log, view = _log()
     _fresh(view, log)
-    mine = {1: devices_hash(CERTS)}
-    view.audit(b"acme", ACME, mine, log.entries_since(0, len(log.entries)))
-    assert view.audited == 2
-    log.publish(b"acme", ACME, [*CERTS, b"rogue"])
+    _audit(view, log, b"acme", ACME, 0)
+    assert (view.audited, view.own_list) == (2, 1)
+    log.publish(b"acme", ACME, _signed(ACME_K, b"acme", 2, 1))  # acme removes a device
+    _fresh(view, log, 150)
+    _audit(view, log, b"acme", ACME, 2)
+    assert (view.audited, view.own_list) == (3, 2)
+    # The relay logs the older list again (the removed device back): found.
+    log.publish(b"acme", ACME, CERTS)
     _fresh(view, log, 200)
     with pytest.raises(KeyMismatch):
-        view.audit(b"acme", ACME, mine, log.entries_since(2, len(log.entries)))
-    assert view.audited == 2
-    log.publish(b"acme", EVE, CERTS)
+        _audit(view, log, b"acme", ACME, 3)
+    assert (view.audited, view.own_list) == (3, 2)
+    # A list acme's key never signed, under acme's key: found.
+    log.publish(b"acme", ACME, _signed(EVE_K, b"acme", 9, 1))
+    _fresh(view, log, 250)
+    with pytest.raises(KeyMismatch):
+        _audit(view, log, b"acme", ACME, 3)
+    # Another account key: found.
+    log.publish(b"acme", EVE, _signed(EVE_K, b"acme", 10, 1))
     _fresh(view, log, 300)
     with pytest.raises(KeyMismatch):
-        view.audit(
-            b"acme",
-            ACME,
-            {**mine, 2: devices_hash([*CERTS, b"rogue"])},
-            log.entries_since(2, len(log.entries)),
-        )
+        _audit(view, log, b"acme", ACME, 3)
     # A monitor that is shown only part of the log notices the gap.
     with pytest.raises(InvalidProof):
-        view.audit(b"acme", ACME, mine, log.entries_since(3, len(log.entries)))
+        _audit(view, log, b"acme", ACME, 4)
 
 
 def test_log_restores_from_its_leaves() -> None:
     log, _ = _log()
-    again = KeyLog(log.signer, log.entries)
+    again = KeyLog(log.signer, VRF, log.records)
     assert again.tree.root() == log.tree.root()
     assert again.lookup(b"acme", 2) == log.lookup(b"acme", 2)
 
@@ -287,7 +329,7 @@ def test_served_state_must_equal_the_logged_state() -> None:
     with pytest.raises(KeyMismatch):
         view.check_served(b"acme", EVE, CERTS, raw, proof, head)
     with pytest.raises(KeyMismatch):
-        view.check_served(b"acme", ACME, [*CERTS, b"rogue"], raw, proof, head)
+        view.check_served(b"acme", ACME, _signed(ACME_K, b"acme", 1, 3), raw, proof, head)
 
 
 def test_a_fork_is_sticky_and_the_view_persists() -> None:
@@ -295,16 +337,16 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
     _fresh(view, log)
     again = LogView.from_bytes(view.to_bytes())
     assert again == view
-    fork = KeyLog(log.signer)
-    fork.publish(b"alice", EVE, [])
-    fork.publish(b"acme", EVE, [])
+    fork = KeyLog(log.signer, VRF)
+    fork.publish(b"alice", EVE, b"")
+    fork.publish(b"acme", EVE, b"")
     with pytest.raises(LogForked):
         view.check_head(fork.head(500), fork.consistency)
     # Even the honest log is refused from now on: the relay was caught.
     with pytest.raises(LogForked):
         view.check_head(log.head(600), log.consistency)
     assert LogView.from_bytes(view.to_bytes()).forked
-    for bad in (b"", b"\x02" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
+    for bad in (b"", b"\x05" + view.to_bytes()[1:], view.to_bytes()[:-1], view.to_bytes() + b"x"):
         with pytest.raises(DecodeError):
             LogView.from_bytes(bad)
 
@@ -312,38 +354,97 @@ def test_a_fork_is_sticky_and_the_view_persists() -> None:
 def test_peer_heads_catch_a_split_view() -> None:
     log, alice = _log()
     _fresh(alice, log)
-    bob = LogView(log.signer.public)
+    bob = _view(log)
     _fresh(bob, log)
     # The relay forks the log for bob only: each side's view is internally consistent.
-    fork = KeyLog(log.signer, log.entries)
+    fork = KeyLog(log.signer, VRF, log.records)
     fork.publish(b"acme", EVE, CERTS)
-    log.publish(b"carol", ALICE, [])
-    log.publish(b"dave", ALICE, [])
+    log.publish(b"carol", ALICE, b"")
+    log.publish(b"dave", ALICE, b"")
     alice.check_head(log.head(200), log.consistency)
     bob.check_head(fork.head(200), fork.consistency)
     # Same tree size is not needed: alice's size-4 head against bob's size-3 head.
-    bob.check_peer(bob.gossip(), fork.consistency, lambda: None)  # his own head is fine
+    bob.check_peer(bob.peer_head(bob.gossip()), fork.consistency)  # his own head is fine
     with pytest.raises(LogForked):
-        bob.check_peer(alice.gossip(), fork.consistency, lambda: None)
+        bob.check_peer(bob.peer_head(alice.gossip()), fork.consistency)
+    # The evidence is the two signed heads, and it checks under the log key alone.
+    assert bob.evidence is not None
+    bob.evidence.verify(log.signer.public)
+    again = LogView.from_bytes(bob.to_bytes())
+    assert again.evidence == bob.evidence and again.forked
     with pytest.raises(LogForked):
-        alice.check_peer(_gossip_of(fork, 3), log.consistency, lambda: None)
-    # An honest, older or newer peer head passes.
-    carol = LogView(log.signer.public)
+        alice.check_peer(alice.peer_head(fork.head(300).to_bytes()), log.consistency)
+    # An honest, older or newer peer head passes; an empty log's head is anyone's prefix.
+    carol = _view(log)
     carol.check_head(log.head(100), log.consistency)
-    carol.check_peer(_gossip_of(log, 2), log.consistency, lambda: None)
-    carol.check_peer(_gossip_of(log, 4), log.consistency, lambda: None)
-    with pytest.raises(DecodeError):
-        carol.check_peer(b"short", log.consistency, lambda: None)
+    for size in (2, 4, 0):
+        head = log.signer.sign(TreeHead(size, log.tree.root(size), 100))
+        carol.check_peer(carol.peer_head(head.to_bytes()), log.consistency)
+    assert not carol.forked
 
 
-def _gossip_of(log: KeyLog, size: int) -> bytes:
-    return size.to_bytes(8, "big") + log.tree.root(size)
+def test_no_unsigned_head_proves_a_fork() -> None:
+    """What a peer can send without the log key -- a made-up root, a size of 0, a head
+    signed by another key, bytes that are no head -- is refused as proof of nothing and
+    leaves the view as it was (issue 25 item 2)."""
+    log, view = _log()
+    _fresh(view, log)
+    before = view.to_bytes()
+    root = log.tree.root()
+    made_up = [
+        len(log.records).to_bytes(8, "big") + bytes(32),  # the old unsigned form
+        bytes(40),
+        LogSigner().sign(TreeHead(len(log.records), bytes(32), 100)).to_bytes(),
+        LogSigner().sign(TreeHead(0, root, 100)).to_bytes(),
+        b"",
+    ]
+    for raw in made_up:
+        with pytest.raises((DecodeError, InvalidProof)):
+            view.peer_head(raw)
+    assert view.to_bytes() == before and not view.forked
+    # Heads of equal roots are no evidence of anything.
+    head = log.head(100)
+    with pytest.raises(InvalidProof):
+        ForkEvidence(head, log.head(200)).verify(log.signer.public)
+
+
+def test_an_old_fork_flag_is_dropped() -> None:
+    """A view stored before heads were signed in messages may be marked forked by what any
+    peer sent: read now, the mark is gone (the way out for a device wrongly marked)."""
+    log, view = _log()
+    _fresh(view, log)
+    view.vrf_key = b""  # form 2 had no VRF key (nor label): lay the record out as it was
+    new = view.to_bytes()
+    assert new[33:35] == bytes(2) and new[51:53] == bytes(2)  # no evidence, key, label
+    old = b"\x02" + new[1:33] + b"\x01" + new[35:51] + new[53:]  # form 2, fork flag set
+    again = LogView.from_bytes(old)
+    assert not again.forked and again.heads == view.heads
 
 
 def test_a_larger_head_from_the_past_is_a_rollback_beyond_the_skew() -> None:
     log, view = _log()
     _fresh(view, log, 10_000)
-    log.publish(b"bob", EVE, [])
+    log.publish(b"bob", EVE, b"")
     with pytest.raises(LogRolledBack):
         view.check_head(log.head(10_000 - 301), log.consistency)
     view.check_head(log.head(10_000 - 300), log.consistency)  # within the skew: accepted
+
+
+def test_leaves_name_no_account_and_every_own_leaf_must_open() -> None:
+    """What the log shows is labels and commitments (SPEC §13.5); an entry under the
+    monitor's label must be opened, and open to what the leaf commits to."""
+    log, view = _log()
+    _fresh(view, log)
+    for raw, _ in log.leaves_since(0, len(log.records)):
+        assert b"acme" not in raw and b"alice" not in raw and ACME not in raw
+        assert Leaf.from_bytes(raw).to_bytes() == raw
+    view.learn_own_label(b"acme", log.lookup(b"acme", 2)[0])
+    leaves = log.leaves_since(0, 2)
+    assert view.own_leaves(leaves) == [1]
+    with pytest.raises(KeyMismatch):  # the relay keeps an entry under acme's label closed
+        view.audit(b"acme", ACME, leaves, {})
+    with pytest.raises(KeyMismatch):  # ... or opens it to another entry
+        view.audit(b"acme", ACME, leaves, {1: log.records[0]})
+    assert view.audited == 0
+    view.audit(b"acme", ACME, leaves, {1: log.records[1]})
+    assert view.audited == 2

@@ -53,6 +53,9 @@ _CORRUPTIBLE = [
     ("attachment.json", "released_sha256", {"name": "open/bitflip/chunk1"}),
     ("attachment.json", "released_sha256", {"name": "open/intact"}),
     ("attachment.json", "encoding", {"name": "pointer/thumbnail and caption"}),
+    ("ecvrf.json", "pi", {"name": "RFC 9381 B.3 Example 17"}),
+    ("ecvrf.json", "beta", {"name": "RFC 9381 B.3 Example 16"}),
+    ("ecvrf.json", "h", {"name": "RFC 9381 B.3 Example 18"}),
 ]
 
 

@@ -27,6 +27,7 @@ from e2e.clock import ManualClock
 from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.adservice import AdService
+from e2e.platform.directory import DeviceCertificate, SignedDeviceList
 from e2e.platform.policy import PolicyConfig
 from e2e.relay.app import RelayApp, create_app
 from e2e.relay.backends import open_store
@@ -92,6 +93,15 @@ async def open_raw(dev: Client, raw: bytes) -> state.Message:
     """The device's own receive step on one delivery, as a malicious relay or network hands
     it over (:func:`e2e.client.inbox.open_delivery`, one store transaction)."""
     return await dev._tx(lambda tx: inbox.open_delivery(tx, dev.profile, raw))
+
+
+def rogue(account: bytes) -> tuple[bytes, list[bytes], bytes]:
+    """What a relay can make up for ``account``: an account key it holds, one device that
+    key certified and the device list it signed -- as ``fetch_devices`` answers."""
+    eve, dev = KeyPair.generate(), KeyPair.generate()
+    cert = DeviceCertificate.issue(eve, account, 1, dev.public).to_bytes()
+    signed = SignedDeviceList.sign(eve, account, 1, [cert]).to_bytes()
+    return eve.public, [cert], signed
 
 
 def run(fn: Callable[[], Awaitable[_T]]) -> _T:

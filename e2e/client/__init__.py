@@ -11,6 +11,9 @@
 * :class:`Transport` (:mod:`e2e.client.transport`): the relay as a device sees it;
   :class:`~e2e.client.http.RelayClient` (:mod:`e2e.client.http`, the ``client`` extra:
   httpx) reaches the relay service over HTTP, or runs it in this process.
+* :func:`~e2e.client.joining.begin_link`, :func:`~e2e.client.joining.recover_account`
+  (:mod:`e2e.client.joining`): a device that joins an existing account, linked from one of
+  its devices or recovering it with its recovery key (SPEC §10.1).
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ from e2e.client.records import Message, Profile, ReceiptStatus
 from e2e.client.state import DeviceListHook, Outgoing
 from e2e.client.transport import Connector, Transport
 from e2e.client.trust import KeyChange, safety_number
+from e2e.platform.directory import ADMIN, AGENT
 
 if TYPE_CHECKING:
     from e2e.client.http import HttpTransport, RelayClient
+    from e2e.client.joining import LinkRequest, begin_link, recover_account
 
 __all__ = [
     "Client",
@@ -58,13 +63,23 @@ __all__ = [
     "Transport",
     "RelayClient",
     "HttpTransport",
+    "LinkRequest",
+    "begin_link",
+    "recover_account",
+    "ADMIN",
+    "AGENT",
 ]
 
 
 def __getattr__(name: str) -> object:
-    """The HTTP transport, imported on first use (it needs httpx, the ``client`` extra)."""
+    """The HTTP transport and the joining of devices, imported on first use (they need
+    httpx, the ``client`` extra)."""
     if name in ("RelayClient", "HttpTransport"):
         from e2e.client import http
 
         return getattr(http, name)
+    if name in ("LinkRequest", "begin_link", "recover_account"):
+        from e2e.client import joining
+
+        return getattr(joining, name)
     raise AttributeError(f"module 'e2e.client' has no attribute {name!r}")

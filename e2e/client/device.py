@@ -27,12 +27,13 @@ from typing import TypeVar
 
 from e2e.attachment.pointer import Pointer
 from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, download, upload
-from e2e.client import inbox, state
+from e2e.client import contacts, inbox, state
+from e2e.client.controls import Controls
 from e2e.client.receiver import Receiver
 from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
 from e2e.client.state import DeviceListHook, Outgoing
 from e2e.client.transport import Connector, Transport
-from e2e.client.trust import GOSSIP, Trust
+from e2e.client.trust import GOSSIP
 from e2e.errors import (
     DecodeError,
     DuplicateSubmission,
@@ -40,29 +41,34 @@ from e2e.errors import (
     KeyChangePending,
     LogForked,
     PolicyError,
-    ReportRejected,
     StaleDeviceList,
     StateError,
+    WireFailure,
 )
 from e2e.keys import KeyPair, Rng
-from e2e.platform.directory import DeviceCertificate
+from e2e.platform.directory import ADMIN, AGENT, DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN
-from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
+from e2e.platform.names import check_account_name
 from e2e.platform.policy import MessageClass
-from e2e.platform.wire import BillLines, Receipt, ReportVerdict
+from e2e.platform.wire import Receipt
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
 __all__ = ["Client", "StoreOpener"]
 
 _T = TypeVar("_T")
+#: Default age after which a cached device list is checked again (a day).
+RECHECK_SECONDS = 24 * 3600
+#: Default pace and bound of the monitor sync runs (an hour; 4 pages of entries).
+MONITOR_SECONDS = 3600
+MONITOR_BUDGET = 1024
 
 
 #: A store, or a function that opens one (run off the event loop: scrypt is slow).
 StoreOpener = Store | Callable[[], Store]
 
 
-class Client(Trust, Receiver):
+class Client(Controls, Receiver):
     """One device (a customer's phone, a business agent) on its own store.
 
     Make one with :meth:`create_account` (a new account and its first device),
@@ -104,6 +110,16 @@ class Client(Trust, Receiver):
         self.classify: Callable[[bytes], MessageClass | None] | None = None
         #: Errors of deliveries that could not be accepted, by error name.
         self.errors: dict[str, int] = {}
+        #: The recovery key :meth:`create_account` made, to show the user once (never
+        #: stored; None on a device opened or linked later).
+        self.recovery_key: str | None = None
+        #: Seconds after which a cached device list is fetched and proven again before a
+        #: send (SPEC §10.10); an account's message announcing a newer list does it at once.
+        self.recheck_seconds = RECHECK_SECONDS
+        #: With a log key pinned, :meth:`sync` audits the log for this account's entries
+        #: once every this many seconds, at most :attr:`monitor_budget` entries a time.
+        self.monitor_seconds = MONITOR_SECONDS
+        self.monitor_budget = MONITOR_BUDGET
 
     def __repr__(self) -> str:
         return f"Client({self.profile.account}/{self.profile.device})"
@@ -153,10 +169,17 @@ class Client(Trust, Receiver):
         rng: Rng = os.urandom,
         hook: DeviceListHook | None = None,
         auto_receipts: bool = True,
+        recovery: bool = True,
     ) -> Client:
         """A new account ``name`` (``customer`` or ``business``, billing ``tier`` 0 free or
         1 API) with this store as its first device (device 1), which keeps the account key
-        and certifies later devices."""
+        and certifies later devices. ``name`` must be in its one visible form
+        (:func:`~e2e.platform.names.check_account_name`: NFC, nothing invisible, one
+        script), else :class:`~e2e.errors.InvalidName` before anything is made. With
+        ``recovery`` (the default) it also makes the account's recovery key
+        (:meth:`setup_recovery`): :attr:`recovery_key` holds its text, to show the user once
+        (it is kept nowhere)."""
+        check_account_name(name.encode())
         pool = cls._new_pool()
         st = await cls._open_store(pool, store)
 
@@ -164,8 +187,10 @@ class Client(Trust, Receiver):
             ident = upkeep.ensure_identity(tx, rng)
             account = KeyPair.generate(rng)
             profile = Profile(name, 1, kind, suite, tier)
-            cert = DeviceCertificate.issue(account, name.encode(), 1, ident.public, rng)
-            state.create_profile(tx, profile, account.public, cert)
+            cert = DeviceCertificate.issue(account, name.encode(), 1, ident.public, 1, ADMIN,
+                                           rng)  # fmt: skip
+            first = SignedDeviceList.sign(account, name.encode(), 1, [cert.to_bytes()], rng=rng)
+            state.create_profile(tx, profile, account.public, cert, first.to_bytes())
             state.store_account_key(tx, account, 2)
             return profile, ident
 
@@ -177,6 +202,8 @@ class Client(Trust, Receiver):
         client = cls(st, connect(profile.addr, ident), profile, pool, rng=rng, hook=hook,
                      auto_receipts=auto_receipts)  # fmt: skip
         await client.resume(prekeys=prekeys)
+        if recovery:
+            client.recovery_key = await client.setup_recovery()
         return client
 
     async def add_device(
@@ -184,12 +211,15 @@ class Client(Trust, Receiver):
         store: StoreOpener,
         connect: Connector,
         *,
+        role: int = AGENT,
         prekeys: int = 20,
         hook: DeviceListHook | None = None,
         auto_receipts: bool = True,
     ) -> Client:
         """A new device of this account on ``store``, certified by this device's account
-        key (this must be the device holding it)."""
+        key (this must be an admin device, holding it) with ``role`` (:data:`AGENT`, or
+        :data:`ADMIN`: it gets the account key too), and the account's next device list
+        carrying it, which its registration publishes (SPEC §10.1)."""
         pool = self._new_pool()
         st = await self._open_store(pool, store)
 
@@ -198,26 +228,17 @@ class Client(Trust, Receiver):
                 return upkeep.ensure_identity(tx, self.rng).public
 
         ident_pub = await asyncio.get_running_loop().run_in_executor(pool, new_identity)
-
-        def certify(tx: StoreTransaction) -> tuple[bytes, int, bytes]:
-            acct = state.account_key(tx)
-            if acct is None:
-                raise StateError("this device does not hold the account key")
-            device_id = state.allocate_device_id(tx)
-            cert = DeviceCertificate.issue(
-                acct, self.profile.account.encode(), device_id, ident_pub, self.rng
-            )
-            return acct.public, device_id, cert.to_bytes()
-
-        acct_pub, device_id, cert_raw = await self._tx(certify)
+        grant = await self._certify(ident_pub, role)
         p = self.profile
-        profile = Profile(p.account, device_id, p.kind, p.suite, p.tier)
+        profile = Profile(p.account, grant.device_id, p.kind, p.suite, p.tier)
 
         def adopt() -> KeyPair:
             with st.transaction() as tx:
-                cert = DeviceCertificate.from_bytes(cert_raw)
-                state.create_profile(tx, profile, acct_pub, cert)
+                cert = DeviceCertificate.from_bytes(grant.certificate)
+                state.create_profile(tx, profile, grant.account_identity, cert, grant.device_list)
                 state.mark_registered(tx, "account")
+                if grant.account_key is not None:
+                    state.store_account_key(tx, grant.account_key, grant.device_id + 1)
                 return tx.local_identity()
 
         ident = await asyncio.get_running_loop().run_in_executor(pool, adopt)
@@ -237,8 +258,11 @@ class Client(Trust, Receiver):
         auto_receipts: bool = True,
         prekeys: int = 20,
     ) -> Client:
-        """Reopen the device a client set up in ``store``: finish any registration or
-        prekey upload that was cut short and resubmit the outbox."""
+        """Reopen the device a client set up in ``store`` (the load step), then
+        :meth:`resume`: finish any registration or prekey upload that was cut short,
+        resubmit the outbox and do the work the delivery contract left due (SPEC §10.11).
+        Without the relay it opens all the same: its history reads and that work stays due
+        for the next :meth:`resume`, :meth:`sync`, :meth:`flush` or send (SPEC §10.10)."""
         pool = cls._new_pool()
         st = await cls._open_store(pool, store)
 
@@ -258,8 +282,20 @@ class Client(Trust, Receiver):
     async def resume(self, *, prekeys: int = 20) -> None:
         """Register what the relay has not acknowledged, top up prekeys, flush the outbox,
         and finish what the delivery contract left due (SPEC §10.11: receipts, retry
-        requests, resends; after a restore from a backup, the recovery)."""
+        requests, resends; after a restore from a backup, the recovery). If the relay cannot
+        be reached (a retryable error) what is left waits: the device works offline -- its
+        history reads, and sends are sealed into the outbox when they can be -- and the next
+        :meth:`resume`, :meth:`flush`, :meth:`sync` or send finishes it."""
         await self._tx(inbox.note_open)
+        try:
+            await self._resume(prekeys)
+        except E2EError as exc:
+            if not exc.retryable or not await self._tx(
+                lambda tx: state.registered(tx, "device")
+            ):  # fmt: skip
+                raise
+
+    async def _resume(self, prekeys: int) -> None:
 
         def todo(tx: StoreTransaction) -> tuple[bool, bool, bytes, KeyPair | None]:
             return (
@@ -276,12 +312,17 @@ class Client(Trust, Receiver):
             await self.transport.register_account(self.profile.kind, acct, self.profile.tier)
             await self._tx(lambda tx: state.mark_registered(tx, "account"))
         if not has_device:
-            await self.transport.register_device(cert)
+            signed = await self._tx(lambda tx: tx.app_get(state.REG_LIST))
+            await self.transport.register_device(cert, signed)
             await self._tx(lambda tx: state.mark_registered(tx, "device"))
         await self.upkeep(low=prekeys, target=prekeys)
-        for out in await self._tx(state.outbox):
-            await self._deliver(out)
+        await self.flush()
         await self._follow_up()
+
+    async def flush(self) -> list[Message]:
+        """Submit what the outbox holds, in order (sealed while the relay was unreachable,
+        or left by a send that failed); returns the messages the relay accepted."""
+        return [await self._deliver(out) for out in await self._tx(state.outbox)]
 
     async def aclose(self) -> None:
         """Close the transport, the worker thread and the store."""
@@ -316,6 +357,17 @@ class Client(Trust, Receiver):
 
     async def _destinations(self, to: str) -> list[Address]:
         me = self.profile.account
+        now = int(time.time())
+
+        def due(tx: StoreTransaction) -> list[str]:
+            return [a for a in dict.fromkeys((to, me))
+                    if contacts.needs_recheck(tx, a, now, self.recheck_seconds)]  # fmt: skip
+
+        for account in await self._tx(due):
+            # A cached list the account said changed, or not checked for a while: fetched
+            # and proven again (full list, then the chat's routes) before anything is sealed.
+            await self.refresh(account)
+            await self._tx(functools.partial(contacts.forget_routes, account=account))
 
         def cached(tx: StoreTransaction) -> tuple[list[int] | None, list[int] | None]:
             return state.route(tx, to, me), state.route(tx, me, to)
@@ -347,10 +399,13 @@ class Client(Trust, Receiver):
         refusal (a :class:`~e2e.errors.PolicyError`); the message is then not kept, and the
         refusal is also a :class:`~e2e.client.events.SendRefused` event. A business device
         asks the relay first (precheck), so a policy refusal spends no message key. If the
-        relay cannot be reached the message stays in the outbox (:meth:`pending`) and is
-        submitted again by the next send or :meth:`open`; its fate arrives as an event
-        (:class:`~e2e.client.events.MessageSent` or ``SendRefused``). Message keys spent on a
-        refused batch are never used again.
+        relay cannot be reached the message stays in the outbox (:meth:`pending`;
+        :class:`~e2e.errors.WireFailure` is raised) and is submitted by the next send,
+        :meth:`flush`, :meth:`sync` or :meth:`open`: offline, a message is sealed whenever its
+        destinations and sessions are cached (a business device then seals without the
+        relay's precheck); its fate arrives as an event
+        (:class:`~e2e.client.events.MessageSent` or ``SendRefused``). Message keys spent on
+        a refused batch are never used again.
 
         ``message_id`` (16 bytes, chosen by the application, e.g. stored with its own record
         of the message before calling) makes the send idempotent across crashes: a message
@@ -368,8 +423,13 @@ class Client(Trust, Receiver):
                 return await self._sent_message(to, mid)
             if queued is not None:
                 return await self._deliver(queued)
-        for earlier in await self._tx(state.outbox):  # left by a failed send: keep the order
-            await self._deliver(earlier)
+        offline: WireFailure | None = None
+        try:
+            await self.flush()  # left by a failed send: keep the order
+        except E2EError as exc:
+            if not exc.retryable:
+                raise
+            offline = WireFailure(f"the relay cannot be reached ({type(exc).__name__})")
         message_id = message_id or self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
         try:
@@ -377,6 +437,8 @@ class Client(Trust, Receiver):
         except PolicyError as exc:  # the precheck refused it: nothing was sealed
             await self._refused(to, cls, message_id, exc)
             raise
+        if offline is not None:
+            raise offline  # sealed after the earlier ones, in the outbox: flushed in order
         return await self._deliver(out)
 
     async def send_attachment(
@@ -463,7 +525,7 @@ class Client(Trust, Receiver):
         if view is not None and view.forked:
             raise LogForked("the relay was caught showing a split view of the key log")
         gossip = b"" if view is None else view.gossip()
-        if await self._tx(lambda tx: state.pending_key_change(tx, to)) is not None:
+        if await self._tx(lambda tx: contacts.pending_key_change(tx, to)) is not None:
             raise KeyChangePending(f"the account key of {to} changed; accept it first")
         dests = await self._checked_destinations(to, cls, template_id)
         await self._ensure_sessions(dests, renew=[d for d in renew if d in dests])
@@ -502,6 +564,10 @@ class Client(Trust, Receiver):
                 if attempt == 2:
                     raise
                 await self._follow(stale, to)
+            except E2EError as exc:
+                if exc.retryable:
+                    return dests  # offline: sealed into the outbox unasked
+                raise
         raise StateError("unreachable")  # pragma: no cover
 
     async def _follow(self, stale: StaleDeviceList, to: str) -> None:
@@ -573,100 +639,13 @@ class Client(Trust, Receiver):
         await self._tx(functools.partial(state.refused, to=to, cls=cls, message_id=message_id,
                                          error=exc))  # fmt: skip
 
+    def _count_error(self, exc: E2EError) -> None:
+        name = type(exc).__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
+
     async def mark_read(self, conversation: str, message_ids: list[bytes]) -> None:
         """Send a read receipt for these messages of ``conversation``."""
         await self.send(
             conversation, receipt_body(ReceiptStatus.READ, message_ids),
             MessageClass.RECEIPT,
         )  # fmt: skip
-
-    # -- reading state --------------------------------------------------------------------------
-
-    async def history(self, conversation: str) -> list[Message]:
-        """The stored messages of a conversation, oldest first."""
-        return await self._tx(lambda tx: state.history(tx, conversation))
-
-    async def conversations(self) -> list[str]:
-        """The accounts this device has messages with."""
-        return await self._tx(state.conversations)
-
-    async def bill(self) -> BillLines:
-        """(Business) this account's billing summary, as the relay keeps it."""
-        return await self.transport.bill()
-
-    async def window_open(self, peer: str) -> bool:
-        """Is the 24 h window of this account's chat with ``peer`` open (SPEC §10.3)?"""
-        return await self.transport.window_open(peer)
-
-    async def receipt_status(self, message_id: bytes) -> dict[str, int]:
-        """{account: :class:`~e2e.client.state.ReceiptStatus`} of one of our messages."""
-        return await self._tx(lambda tx: inbox.receipt_status(tx, message_id))
-
-    async def pending(self) -> list[Outgoing]:
-        """Sealed messages the relay has not acknowledged yet."""
-        return await self._tx(state.outbox)
-
-    # -- business: routing ----------------------------------------------------------------------
-
-    async def assign(self, customer: str, devices: list[int]) -> None:
-        """(Business) route the chat with ``customer`` to these agent devices (plus the
-        designated ones); an empty list routes it to every device again."""
-        await self.transport.set_route(customer, devices)
-
-    async def designate(self, devices: list[int]) -> None:
-        """(Business) devices that receive every routed chat, e.g. an archive."""
-        await self.transport.set_designated(devices)
-
-    # -- customer: controls ---------------------------------------------------------------------
-
-    async def block(self, business: str, on: bool = True) -> None:
-        """(Customer) block ``business``."""
-        await self.transport.control("block", business, on)
-
-    async def limit(self, business: str, on: bool = True) -> None:
-        """(Customer) limit ``business`` to important messages."""
-        await self.transport.control("limit", business, on)
-
-    async def opt_in(self, business: str, on: bool = True) -> None:
-        """(Customer) opt in to ``business``'s marketing."""
-        await self.transport.control("opt_in", business, on)
-
-    async def report_spam(self, business: str, block: bool = True) -> int:
-        """(Customer) reveal the last (at most 5) messages ``business`` sent and report
-        them; returns how many the relay verified (:meth:`report` for the whole verdict)."""
-        return len((await self.report(business, block=block)).message_ids)
-
-    async def report(self, business: str, *, block: bool = True) -> ReportVerdict:
-        """(Customer) :meth:`report_spam`, answering the relay's verdict: the messages it
-        verified, and the revealed attachments whose stored blob is the one the business
-        franked (SPEC §10.4, §16.4)."""
-        received = [m for m in await self.history(business) if not m.outgoing and m.delivery][
-            -MAX_REPORTED:
-        ]
-        items = tuple(
-            ReportItem(m.delivery, m.franking_key, m.body, m.attachment) for m in received
-        )
-        report = Report(self.profile.account.encode(), business.encode(), items)
-        return await self.transport.report_verdict(report.to_bytes(), block)
-
-    async def register_template(
-        self, template_id: bytes, cls: MessageClass, text: str | bytes
-    ) -> None:
-        """(Business) register a template (TEMPLATE or MARKETING) with the relay."""
-        body = text.encode() if isinstance(text, str) else text
-        await self.transport.register_template(template_id, cls, body)
-
-    async def report_class(self, business: str, message_id: bytes) -> MessageClass:
-        """(Customer) report that the message ``message_id`` from ``business`` does not fit
-        its declared class, revealing that one message; returns the class the relay
-        confirmed (it bills the business a penalty). A message whose content fits its class
-        is refused with :class:`~e2e.platform.policy.ReportRejected`."""
-        found = [
-            m for m in await self.history(business)
-            if not m.outgoing and m.delivery and m.message_id == message_id
-        ]  # fmt: skip
-        if not found:
-            raise ReportRejected("no such received message to report")
-        m = found[0]
-        item = ReportItem(m.delivery, m.franking_key, m.body, m.attachment)
-        return await self.transport.report_class(item.to_bytes())

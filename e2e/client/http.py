@@ -112,6 +112,24 @@ class RelayClient:
                 await made.aclose()
         return self._http
 
+    async def provision_fetch(self, provisioning_id: bytes) -> bytes:
+        """(A new device, no account yet) the sealed grant waiting under the id, or empty
+        (SPEC §10.1, linking)."""
+        req = wire.ProvisionFetch(provisioning_id)
+        return (await self._open(Path.PROVISION_FETCH, req, wire.Provisioned)).sealed
+
+    async def recovery_fetch(self, account: str, proof: Callable[[int, bytes], bytes]
+                             ) -> wire.Recovered:  # fmt: skip
+        """(A new device, every device of the account lost) the sealed account key, for
+        ``proof(time, nonce)``: the recovery key's signature (SPEC §10.1, recovery)."""
+        now, nonce = self.clock(), self.rng(16)
+        req = wire.RecoveryFetch(account.encode(), now, nonce, proof(now, nonce))
+        return await self._open(Path.RECOVERY_FETCH, req, wire.Recovered)
+
+    async def _open(self, path: str, body: Any, resp: type[_B]) -> _B:
+        nobody = HttpTransport(self, Address("-", 0), KeyPair.from_stored(bytes(32), bytes(32)))
+        return await nobody._post(path, body, resp, auth=False)
+
     def connect(self, addr: Address, identity: KeyPair) -> Transport:
         """The transport of device ``addr`` signing with ``identity``."""
         return HttpTransport(self, addr, identity)
@@ -168,11 +186,21 @@ class HttpTransport(Transport):
         )
         await self._post(Path.ACCOUNT_REGISTER, req, wire.Ok, auth=False)
 
-    async def register_device(self, certificate: bytes) -> None:
-        await self._post(Path.DEVICE_REGISTER, wire.RegisterDevice(certificate), wire.Ok)
+    async def register_device(self, certificate: bytes, device_list: bytes | None = None) -> None:
+        req = wire.RegisterDevice(certificate, device_list)
+        await self._post(Path.DEVICE_REGISTER, req, wire.Ok)
 
-    async def remove_device(self, device_id: int) -> None:
-        await self._post(Path.DEVICE_REMOVE, wire.RemoveDevice(device_id), wire.Ok)
+    async def publish_devices(self, device_list: bytes) -> None:
+        await self._post(Path.DEVICE_PUBLISH, wire.PublishDevices(device_list), wire.Ok)
+
+    async def provision_send(self, provisioning_id: bytes, sealed: bytes) -> None:
+        await self._post(Path.PROVISION_SEND, wire.ProvisionSend(provisioning_id, sealed), wire.Ok)
+
+    async def set_recovery(self, auth_key: bytes, sealed: bytes) -> None:
+        await self._post(Path.RECOVERY_SET, wire.SetRecovery(auth_key, sealed), wire.Ok)
+
+    async def delete_account(self, device_list: bytes) -> None:
+        await self._post(Path.ACCOUNT_DELETE, wire.DeleteAccount(device_list), wire.Ok)
 
     async def upload_prekeys(self, one_time: list[bytes], last_resort: bytes) -> int:
         count = 0
@@ -187,10 +215,10 @@ class HttpTransport(Transport):
 
     async def fetch_devices(
         self, account: str, chat: str | None = None
-    ) -> tuple[bytes, list[bytes]]:
+    ) -> tuple[bytes, list[bytes], bytes]:
         req = wire.ListDevices(account.encode(), None if chat is None else chat.encode())
         got = await self._post(Path.DEVICE_LIST, req, wire.DeviceList)
-        return got.identity, list(got.certificates)
+        return got.identity, list(got.certificates), got.device_list
 
     async def fetch_bundle(self, device: Address) -> bytes:
         req = wire.ClaimPrekey(device.account, device.device)
@@ -198,6 +226,14 @@ class HttpTransport(Transport):
 
     async def log_head(self) -> bytes:
         return (await self._post(Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)).head
+
+    async def log_vrf_key(self) -> tuple[bytes, bytes]:
+        got = await self._post(Path.LOG_HEAD, wire.LogHeadQuery(), wire.LogHead)
+        return got.vrf_key, got.vrf_signature
+
+    async def log_open(self, index: int, size: int) -> tuple[bytes, bytes]:
+        got = await self._post(Path.LOG_OPEN, wire.LogOpen(index, size), wire.LogEntry)
+        return got.entry, got.proof
 
     async def business_certificate(self, account: str) -> bytes | None:
         req = wire.BusinessCertQuery(account.encode())

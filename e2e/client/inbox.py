@@ -38,6 +38,12 @@ from typing import Final
 from urllib.parse import unquote
 
 from e2e.client import events
+from e2e.client.contacts import (
+    certified_devices,
+    device_key,
+    note_list_version,
+    pending_key_change,
+)
 from e2e.client.records import (
     MAX_RECEIPT_IDS,
     Message,
@@ -48,15 +54,7 @@ from e2e.client.records import (
     parse_receipt,
     q,
 )
-from e2e.client.state import (
-    PEER_HEADS,
-    _msg_key,
-    certified_devices,
-    conversations,
-    device_key,
-    history,
-    pending_key_change,
-)
+from e2e.client.state import PEER_HEADS, _msg_key, conversations, history
 from e2e.errors import (
     DecryptError,
     DuplicateMessage,
@@ -174,8 +172,9 @@ def open_event(
         raise FrankingMismatch("franking commitment does not match the message")
     tx.app_put(seen_key, b"")
     tx.app_delete(_retry_key(sender, env.message_id))  # it arrived after all
+    note_list_version(tx, sender.name, inner.list_version)  # a newer list: re-check it
     if inner.log_head:  # the sender's key-log head: checked after this batch (SPEC §13.4)
-        tx.app_put(PEER_HEADS + inner.log_head.hex(), b"")
+        tx.app_put(PEER_HEADS + hashlib.sha256(inner.log_head).hexdigest(), inner.log_head)
     own = inner.from_account == profile.account.encode()
     conversation = (inner.to_account if own else inner.from_account).decode()
     _restored_meets(tx, conversation)

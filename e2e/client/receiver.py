@@ -64,6 +64,8 @@ class Receiver:
     auto_receipts: bool
     classify: Callable[[bytes], MessageClass | None] | None
     errors: dict[str, int]
+    monitor_seconds: int
+    monitor_budget: int
 
     async def _tx(self, fn: Callable[[StoreTransaction], _T]) -> _T:
         raise NotImplementedError
@@ -88,6 +90,12 @@ class Receiver:
         raise NotImplementedError
 
     async def _check_peer_heads(self) -> None:
+        raise NotImplementedError
+
+    async def _auto_monitor(self, every: int, budget: int) -> None:
+        raise NotImplementedError
+
+    def _count_error(self, exc: E2EError) -> None:
         raise NotImplementedError
 
     # -- the events API (SPEC §10.11) --------------------------------------------------------
@@ -153,14 +161,18 @@ class Receiver:
         event (:meth:`events`), which is what an application relies on: a failure after the
         batch is opened cannot take them back. With ``wait_ms`` and nothing waiting, the
         relay holds the fetch until mail arrives (push by long-poll) or the wait ends.
-        Redelivered messages are acknowledged and skipped. A delivery that cannot be
+        With a log key pinned it then audits the key log for this account's entries, once
+        every :attr:`monitor_seconds` (SPEC §13.4). Redelivered messages are acknowledged and
+        skipped. A delivery that cannot be
         accepted is kept as an :class:`~e2e.client.events.Undecryptable` event, counted in
         :attr:`errors`, passed to ``on_error`` and acknowledged; one that failed only
         because the relay could not be reached stays in the mailbox."""
         raws = await self.transport.fetch(wait_ms)
         opened = await self._take(raws, on_error)
         opened += await self._follow_up()
-        return await self._check_classes(opened)
+        checked = await self._check_classes(opened)  # flags kept with the events first
+        await self._auto_monitor(self.monitor_seconds, self.monitor_budget)
+        return checked
 
     async def _take(
         self, raws: Sequence[bytes], on_error: Callable[[bytes, E2EError], None] | None
@@ -219,8 +231,7 @@ class Receiver:
         kept = await self._tx(lambda tx: inbox.undecryptable(tx, self.profile, raw, exc))
         if kept is None:
             return  # kept before
-        name = type(exc).__name__
-        self.errors[name] = self.errors.get(name, 0) + 1
+        self._count_error(exc)
         if on_error is not None:
             on_error(raw, exc)
 

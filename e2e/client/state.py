@@ -21,6 +21,7 @@ key                             value
                                 key than the pinned one; sending waits until accepted
 ``c/platform-key``              32 bytes: the pinned platform key (business certificates)
 ``c/devices/<account>``         {device id: identity key} of certified devices
+``c/devlist/<account>``         the newest signed device list of ``account`` accepted
 ``c/route/<account>/<chat>``    [device ids]: the devices of a business that receive ``chat``
 ``c/pub/<prekey id>``           empty: this one-time (X25519 or KEM) prekey was accepted by the
                                 relay, never uploaded again
@@ -53,12 +54,21 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 from urllib.parse import unquote
 
 from e2e.client import events
+from e2e.client.contacts import (
+    DeviceListHook,
+    accept_device_list,
+    certified_devices,
+    device_key,
+    device_list,
+    pin,
+    pinned,
+    route,
+)
 from e2e.client.records import Message, Profile, ReceiptStatus, dump, load, q
 from e2e.errors import (
     DecodeError,
@@ -68,7 +78,7 @@ from e2e.errors import (
     UntrustedDevice,
 )
 from e2e.keys import KeyPair, Rng
-from e2e.platform.directory import DeviceCertificate
+from e2e.platform.directory import DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import Envelope, Inner
 from e2e.platform.franking import commit_inner
 from e2e.platform.policy import MessageClass
@@ -101,7 +111,6 @@ _KINDS: Final = ("customer", "business")
 _ACCOUNT_KEY: Final = "c/account-key"
 
 
-_KEYCHANGE: Final = "c/keychange/"
 PLATFORM_KEY: Final = "c/platform-key"
 
 
@@ -110,11 +119,6 @@ def _msg_key(tx: StoreTransaction, conversation: str, time: int, message_id: byt
     seq = 0 if raw is None else int.from_bytes(raw, "big")
     tx.app_put("c/seq", (seq + 1).to_bytes(8, "big"))
     return f"c/msg/{q(conversation)}/{time:012d}/{seq:012d}/{message_id.hex()}"
-
-
-#: Called with (account, account identity key, certificates) before a fetched device list is
-#: accepted; raise an :class:`~e2e.errors.E2EError` to refuse it (key transparency hooks here).
-DeviceListHook = Callable[[str, bytes, list[bytes]], None]
 
 
 # -- profile and identity ------------------------------------------------------------------
@@ -137,8 +141,10 @@ def create_profile(
     profile: Profile,
     account_identity: bytes,
     certificate: DeviceCertificate,
+    device_list: bytes,
 ) -> None:
-    """Record who this device is, its certificate, and pin its own account key."""
+    """Record who this device is, its certificate and the signed device list that carries
+    it (sent along with its registration, ``c/reg/list``), and pin its own account key."""
     if profile.kind not in _KINDS:
         raise StateError("an account is a customer or a business")
     if load_profile(tx) is not None:
@@ -150,10 +156,20 @@ def create_profile(
     tx.app_put("c/profile", dump({0: profile.account, 1: profile.device, 2: profile.kind,
                                     3: profile.suite.id, 4: profile.tier}))  # fmt: skip
     tx.app_put("c/cert", certificate.to_bytes())
-    pin(tx, profile.account, account_identity)
-    devices = certified_devices(tx, profile.account)
-    devices[profile.device] = ident.public
-    _put_devices(tx, profile.account, devices)
+    tx.app_put(REG_LIST, device_list)
+    accept_device_list(
+        tx,
+        profile.account,
+        account_identity,
+        list(SignedDeviceList.from_bytes(device_list).certificates),
+        device_list,
+    )
+    if device_key(tx, profile.addr) is None:
+        raise StateError("the device list does not carry this device")
+
+
+#: The signed device list a device's registration carries.
+REG_LIST: Final = "c/reg/list"
 
 
 def store_account_key(tx: StoreTransaction, pair: KeyPair, next_device: int) -> None:
@@ -198,189 +214,6 @@ def registered(tx: StoreTransaction, what: str) -> bool:
 def mark_registered(tx: StoreTransaction, what: str) -> None:
     """Record that the relay acknowledged registering ``what``."""
     tx.app_put(f"c/reg/{what}", b"")
-
-
-# -- trust: pins and certified device lists ---------------------------------------------------
-
-
-def pinned(tx: StoreTransaction, account: str) -> bytes | None:
-    """The pinned identity key of ``account``, if any."""
-    raw = tx.app_get(f"c/pin/{q(account)}")
-    if raw is not None and len(raw) != 32:
-        raise StoreError("malformed record", f"app/c/pin/{q(account)}")
-    return raw
-
-
-def pin(tx: StoreTransaction, account: str, identity: bytes) -> None:
-    """Pin ``account``'s identity key (verified out of band, or on first use).
-
-    A different key than the one pinned raises :class:`UntrustedDevice`; re-pinning to a new
-    key is a deliberate act: :func:`unpin` first."""
-    if type(identity) is not bytes or len(identity) != 32:
-        raise StoreError("an account identity key is 32 bytes")
-    found = pinned(tx, account)
-    if found is not None:
-        if not hmac.compare_digest(found, identity):
-            raise UntrustedDevice("account identity key differs from the pinned one")
-        return
-    tx.app_put(f"c/pin/{q(account)}", identity)
-
-
-def note_key_change(tx: StoreTransaction, account: str, identity: bytes) -> bool:
-    """Record that the relay serves ``identity`` for ``account`` (SPEC §13.3). True (and a
-    pending change ``c/keychange/<account>`` kept, the newest served key) if another key is
-    pinned; False if it is the pinned key or nothing is pinned yet (first use). A change
-    not seen before (or to yet another key) is a :class:`~e2e.client.events.KeyChanged`
-    event."""
-    found = pinned(tx, account)
-    if found is None or hmac.compare_digest(found, identity):
-        return False
-    before = pending_key_change(tx, account)
-    if before is None or not hmac.compare_digest(before[1], identity):
-        tx.app_put(f"{_KEYCHANGE}{q(account)}", dump({0: found, 1: identity}))
-        events.append(tx, events.KeyChanged(0, account, found, identity))
-    return True
-
-
-def pending_key_change(tx: StoreTransaction, account: str) -> tuple[bytes, bytes] | None:
-    """(old key, new key) of ``account``'s key change the application has not accepted."""
-    key = f"{_KEYCHANGE}{q(account)}"
-    raw = tx.app_get(key)
-    if raw is None:
-        return None
-    obj = load(raw, "app/" + key)
-    try:
-        old, new = obj[0], obj[1]
-    except (KeyError, TypeError):
-        raise StoreError("malformed record", "app/" + key) from None
-    if type(old) is not bytes or type(new) is not bytes or len(old) != 32 or len(new) != 32:
-        raise StoreError("malformed record", "app/" + key)
-    return old, new
-
-
-def key_changes(tx: StoreTransaction) -> dict[str, tuple[bytes, bytes]]:
-    """{account: (old key, new key)} of every pending key change."""
-    out: dict[str, tuple[bytes, bytes]] = {}
-    for key in tx.app_keys(_KEYCHANGE):
-        account = unquote(key[len(_KEYCHANGE) :])
-        found = pending_key_change(tx, account)
-        if found is not None:
-            out[account] = found
-    return out
-
-
-def accept_key_change(tx: StoreTransaction, account: str, new: bytes) -> None:
-    """The application accepts ``account``'s new key ``new`` (the one it was shown): the
-    pin moves to it, the old certified devices and cached routes are forgotten (fetched
-    again, under the new key, by the next send). :class:`StateError` if no change is
-    pending or the pending one is for another key (the relay changed it again)."""
-    found = pending_key_change(tx, account)
-    if found is None:
-        raise StateError("no key change pending for this account")
-    if not hmac.compare_digest(found[1], new):
-        raise StateError("the pending key change is for another key")
-    for device_id in certified_devices(tx, account):
-        tx.delete_session(Address(account, device_id))  # sessions under the old key are void
-    unpin(tx, account)
-    for key in tx.app_keys(f"c/route/{q(account)}/"):
-        tx.app_delete(key)
-    tx.app_delete(f"{_KEYCHANGE}{q(account)}")
-    pin(tx, account, new)
-
-
-def unpin(tx: StoreTransaction, account: str) -> None:
-    """Forget ``account``'s pin and certified devices (before trusting a new account key)."""
-    tx.app_delete(f"c/pin/{q(account)}")
-    tx.app_delete(f"c/devices/{q(account)}")
-
-
-def certified_devices(tx: StoreTransaction, account: str) -> dict[int, bytes]:
-    """The certified devices of ``account`` this device knows: {device id: identity key}."""
-    raw = tx.app_get(f"c/devices/{q(account)}")
-    if raw is None:
-        return {}
-    obj = load(raw, f"app/c/devices/{q(account)}")
-    if not isinstance(obj, dict):
-        raise StoreError("malformed record", f"app/c/devices/{q(account)}")
-    return dict(obj)
-
-
-def _put_devices(tx: StoreTransaction, account: str, devices: dict[int, bytes]) -> None:
-    tx.app_put(f"c/devices/{q(account)}", dump(devices))
-
-
-def route(tx: StoreTransaction, account: str, chat: str) -> list[int] | None:
-    """The cached devices of business ``account`` that receive ``chat``, if fetched."""
-    raw = tx.app_get(f"c/route/{q(account)}/{q(chat)}")
-    if raw is None:
-        return None
-    obj = load(raw, f"app/c/route/{q(account)}/{q(chat)}")
-    if not isinstance(obj, list):
-        raise StoreError("malformed record", f"app/c/route/{q(account)}/{q(chat)}")
-    return list(obj)
-
-
-def accept_device_list(
-    tx: StoreTransaction,
-    account: str,
-    identity: bytes,
-    certificates: list[bytes],
-    *,
-    chat: str | None = None,
-    hook: DeviceListHook | None = None,
-) -> dict[int, bytes]:
-    """THE place a device list fetched from the relay is accepted. Returns {id: key}.
-
-    ``identity`` must equal the pinned account key (pinned here on first use); every
-    certificate must name ``account`` and verify under it. ``hook`` (key transparency) may
-    refuse the list first. A full list (``chat`` None) replaces the certified devices and
-    deletes the sessions of devices no longer in it; a chat's list (a business's routing for
-    ``chat``) adds its devices and records them as that chat's route. Each certified device
-    key becomes the store's approved identity for its address. A change of a list this
-    device knew before (devices added, re-keyed or removed) is a
-    :class:`~e2e.client.events.DevicesChanged` event.
-    """
-    if hook is not None:
-        hook(account, identity, list(certificates))
-    pin(tx, account, identity)
-    listed: dict[int, bytes] = {}
-    for raw in certificates:
-        cert = DeviceCertificate.from_bytes(raw)
-        if cert.account != account.encode():
-            raise UntrustedDevice("certificate of another account")
-        cert.verify(identity)
-        if cert.device_id in listed:
-            raise UntrustedDevice("device listed twice")
-        listed[cert.device_id] = cert.identity
-    known = certified_devices(tx, account)
-    removed: list[int] = []
-    if chat is None:
-        removed = sorted(set(known) - set(listed))
-        for gone in removed:
-            tx.delete_session(Address(account, gone))
-        devices = listed
-    else:
-        devices = {**known, **listed}
-        tx.app_put(f"c/route/{q(account)}/{q(chat)}", dump(sorted(listed)))
-    added: list[int] = []
-    for device_id, key in sorted(listed.items()):
-        addr = Address(account, device_id)
-        old = known.get(device_id)
-        if old is None:
-            added.append(device_id)
-        elif not hmac.compare_digest(old, key):
-            tx.delete_session(addr)  # a re-installed device: its old sessions are void
-            added.append(device_id)
-        tx.approve_identity(addr, key)
-    _put_devices(tx, account, devices)
-    if known and (added or removed):
-        events.append(tx, events.DevicesChanged(0, account, tuple(added), tuple(removed)))
-    return listed
-
-
-def device_key(tx: StoreTransaction, addr: Address) -> bytes | None:
-    """The certified identity key of ``addr``, if known."""
-    return certified_devices(tx, addr.name).get(addr.device)
 
 
 # -- prekeys -------------------------------------------------------------------------------
@@ -549,8 +382,10 @@ def seal_copies(
     current session of its device (saved in ``tx``); the caller keeps them in a record of
     the same transaction before any leaves."""
     me = profile.account.encode()
+    own = device_list(tx, profile.account)
     inner = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head,
-                  template_id=template_id, attachment=attachment)  # fmt: skip
+                  template_id=template_id, attachment=attachment,
+                  list_version=0 if own is None else own.version)  # fmt: skip
     padded = inner.to_padded()
     commitment = commit_inner(inner)
     envs: list[bytes] = []

@@ -37,12 +37,26 @@ class Transport(Protocol):
         with it (idempotent for the same key). ``tier``: 0 free, 1 API (businesses)."""
         ...
 
-    async def register_device(self, certificate: bytes) -> None:
-        """Register a device certificate of this account (idempotent)."""
+    async def register_device(self, certificate: bytes, device_list: bytes | None = None) -> None:
+        """Register this device's certificate, which the account's device list in force (or
+        ``device_list``, a newer one the account key signed) must carry (idempotent)."""
         ...
 
-    async def remove_device(self, device_id: int) -> None:
-        """Remove a device of this account (its mailbox and prekeys go; logged, SPEC §13.4)."""
+    async def publish_devices(self, device_list: bytes) -> None:
+        """(Admin) publish the account's next signed device list: the devices it drops are
+        revoked, their mailboxes and prekeys go (logged, SPEC §10.1, §13.4)."""
+        ...
+
+    async def provision_send(self, provisioning_id: bytes, sealed: bytes) -> None:
+        """(Admin) send a new device its sealed grant (SPEC §10.1, linking)."""
+        ...
+
+    async def set_recovery(self, auth_key: bytes, sealed: bytes) -> None:
+        """(Admin) set the account's recovery data (SPEC §10.1, recovery)."""
+        ...
+
+    async def delete_account(self, device_list: bytes) -> None:
+        """(Admin) delete this account with its last, deleted device list (SPEC §10.1)."""
         ...
 
     async def upload_prekeys(self, one_time: list[bytes], last_resort: bytes) -> int:
@@ -56,9 +70,9 @@ class Transport(Protocol):
 
     async def fetch_devices(
         self, account: str, chat: str | None = None
-    ) -> tuple[bytes, list[bytes]]:
-        """``account``'s identity key and device certificates (with ``chat``: only the
-        business devices routed that chat)."""
+    ) -> tuple[bytes, list[bytes], bytes]:
+        """``account``'s identity key, device certificates (with ``chat``: only the business
+        devices routed that chat) and its signed device list."""
         ...
 
     async def fetch_bundle(self, device: Address) -> bytes:
@@ -147,6 +161,16 @@ class Transport(Protocol):
 
     async def log_head(self) -> bytes:
         """The key log's newest signed tree head (wire bytes)."""
+        ...
+
+    async def log_vrf_key(self) -> tuple[bytes, bytes]:
+        """The relay's VRF public key and the log key's signature vouching for it (SPEC
+        §13.5)."""
+        ...
+
+    async def log_open(self, index: int, size: int) -> tuple[bytes, bytes]:
+        """The opening record of a leaf of this account, and its inclusion proof in the
+        tree of ``size`` (the monitor, SPEC §13.5)."""
         ...
 
     async def log_lookup(self, account: str, size: int) -> tuple[bytes, bytes]:

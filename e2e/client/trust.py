@@ -13,22 +13,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from e2e.client import state
+from e2e.client import contacts, state
 from e2e.client.state import DeviceListHook, Profile
 from e2e.client.transport import Transport
 from e2e.errors import (
     CertificateError,
     DecodeError,
+    E2EError,
     InvalidProof,
     KeyChangePending,
-    KeyMismatch,
     KeyTransparencyError,
+    LogForked,
     StateError,
 )
 from e2e.fingerprint import displayable, logical_fingerprint
 from e2e.platform.certificates import BusinessIdentity, verify_business
-from e2e.platform.merkle import ConsistencyProof, InclusionProof, SignedTreeHead
-from e2e.platform.transparency import LogView
+from e2e.platform.merkle import ConsistencyFetcher, ConsistencyProof, InclusionProof, SignedTreeHead
+from e2e.platform.transparency import ForkEvidence, LogView
 from e2e.store import StoreTransaction
 
 __all__ = ["Trust", "KeyChange", "safety_number", "LOG", "GOSSIP"]
@@ -38,6 +39,12 @@ _T = TypeVar("_T")
 LOG = "c/keylog"
 #: Store records of the log head last carried to each account.
 GOSSIP = "c/gossip/"
+#: Store records of the fork evidence of each log key given up (SPEC §13.4).
+FORKS = "c/forks/"
+#: When this device last audited the log for its account (u64 Unix seconds), and what an
+#: audit found (text), if anything.
+MONITORED = "c/monitored-at"
+ALARM = "c/monitor-alarm"
 
 
 def safety_number(me: str, my_key: bytes, peer: str, peer_key: bytes) -> str:
@@ -96,7 +103,7 @@ class Trust:
         (and the key log, when pinned) now gives differs from the pinned one. Sending to it
         raises :class:`~e2e.errors.KeyChangePending` until :meth:`accept_key_change`."""
         me, my_key = self.profile.account, await self.account_identity()
-        found = await self._tx(state.key_changes)
+        found = await self._tx(contacts.key_changes)
         return [
             KeyChange(name, old, new, safety_number(me, my_key, name, new))
             for name, (old, new) in sorted(found.items())
@@ -108,10 +115,10 @@ class Trust:
         send fetches the devices certified under the new key."""
 
         def run(tx: StoreTransaction) -> None:
-            found = state.pending_key_change(tx, account)
+            found = contacts.pending_key_change(tx, account)
             if found is None:
                 raise StateError("no key change pending for this account")
-            state.accept_key_change(tx, account, found[1] if new is None else new)
+            contacts.accept_key_change(tx, account, found[1] if new is None else new)
 
         await self._tx(run)
 
@@ -149,17 +156,30 @@ class Trust:
 
     # -- key directory (SPEC §13.4) ------------------------------------------------------------
 
-    async def pin_log_key(self, log_key: bytes) -> None:
+    async def pin_log_key(self, log_key: bytes, *, replace: bool = False) -> None:
         """Pin the relay's key-log key (shipped with the application). From then on every
         device list is proven against the log before it is used, and the view of the log
-        (every head seen) is kept in this device's store."""
+        (every head seen) is kept in this device's store.
+
+        ``replace`` is how an application update ships the operator's new log key, and the
+        way out of a proven fork (SPEC §13.4): once this device holds
+        :meth:`fork_evidence`, the log key it pinned is burnt; the new key is pinned here,
+        the evidence kept (record ``c/forks/<old key hex>``), and every device list cached
+        from the old log is dropped, to be fetched and proven again under the new one.
+        Without ``replace`` another key is refused
+        (:class:`~e2e.errors.KeyTransparencyError`)."""
 
         def run(tx: StoreTransaction) -> None:
             raw = tx.app_get(LOG)
             if raw is not None:
-                if not hmac.compare_digest(LogView.from_bytes(raw).log_key, log_key):
+                view = LogView.from_bytes(raw)
+                if hmac.compare_digest(view.log_key, log_key):
+                    return
+                if not replace:
                     raise KeyTransparencyError("another log key is pinned on this device")
-                return
+                if view.evidence is not None:
+                    tx.app_put(FORKS + view.log_key.hex(), view.evidence.to_bytes())
+                contacts.forget_lists(tx, keep=self.profile.account)
             tx.app_put(LOG, LogView(log_key).to_bytes())
 
         await self._tx(run)
@@ -173,15 +193,19 @@ class Trust:
         raw = view.to_bytes()
         await self._tx(lambda tx: tx.app_put(LOG, raw))
 
-    async def _accept_head(self, view: LogView) -> SignedTreeHead:
-        head = SignedTreeHead.from_bytes(await self.transport.log_head())
+    async def _proofs(self, view: LogView, size: int) -> ConsistencyFetcher:
+        """The consistency proofs the view needs to join a head of ``size``, fetched; a
+        proof the relay refuses is missing (the view then finds the fork). A retryable
+        failure (the relay unreachable or busy) is raised: it proves nothing."""
         proofs: dict[tuple[int, int], ConsistencyProof] = {}
-        for a, b in view.proofs_needed(head.size):
+        for a, b in view.proofs_needed(size):
             try:
                 raw = await self.transport.log_consistency(a, b)
                 proofs[(a, b)] = ConsistencyProof.from_bytes(raw)
-            except (DecodeError, KeyTransparencyError):
-                pass  # the relay cannot join the heads: check_head decides (rolled back, forked)
+            except E2EError as exc:
+                if exc.retryable:
+                    raise
+                # the relay cannot join the heads: the view decides (rolled back, forked)
 
         def prove(a: int, b: int) -> ConsistencyProof:
             got = proofs.get((a, b))
@@ -189,13 +213,19 @@ class Trust:
                 raise InvalidProof("consistency proof not available")
             return got
 
-        view.check_head(head, prove)
+        return prove
+
+    async def _learn_vrf_key(self, view: LogView) -> None:
+        if not view.vrf_key:
+            view.learn_vrf_key(*await self.transport.log_vrf_key())
+
+    async def _accept_head(self, view: LogView) -> SignedTreeHead:
+        head = SignedTreeHead.from_bytes(await self.transport.log_head())
+        view.check_head(head, await self._proofs(view, head.size))
         return head
 
-    async def verify_directory(
-        self, account: str, identity: bytes, certificates: list[bytes]
-    ) -> None:
-        """Prove ``account``'s key and full device list (as the relay served them) in the
+    async def verify_directory(self, account: str, identity: bytes, device_list: bytes) -> None:
+        """Prove ``account``'s key and signed device list (as the relay served them) in the
         key log; a :class:`~e2e.errors.KeyTransparencyError` before anything is encrypted
         to them. Does nothing while no log key is pinned."""
         view = await self.log_view()
@@ -203,55 +233,104 @@ class Trust:
             return
         try:
             head = await self._accept_head(view)
+            await self._learn_vrf_key(view)
             raw, proof = await self.transport.log_lookup(account, head.size)
             view.check_served(
-                account.encode(), identity, certificates, raw,
+                account.encode(), identity, device_list, raw,
                 InclusionProof.from_bytes(proof), head,
             )  # fmt: skip
         finally:
             await self._save_view(view)  # accepted heads, and a proven fork, are kept
 
-    async def monitor(self) -> int:
-        """Audit every key-log entry since the last audit: one under our account with
-        another account key raises :class:`~e2e.errors.KeyMismatch`. Returns the number of
-        entries audited."""
+    async def monitor(self, budget: int | None = None) -> int:
+        """Audit every key-log entry since the last audit (at most ``budget`` of them: the
+        rest at the next call): one under our account with another account key, a device
+        list our account key did not sign, or an older device list logged again (a removed
+        device brought back) raises :class:`~e2e.errors.KeyMismatch`. Returns the number of
+        entries audited. :meth:`~e2e.client.device.Client.sync` runs it by itself (SPEC
+        §13.4)."""
         view = await self.log_view()
         if view is None:
             raise KeyTransparencyError("no log key pinned")
         me = await self.account_identity()
+        account = self.profile.account.encode()
         try:
             head = await self._accept_head(view)
+            await self._learn_vrf_key(view)
+            if not view.own_label:  # our label: from our own entry's proof (SPEC §13.5)
+                raw, _ = await self.transport.log_lookup(self.profile.account, head.size)
+                view.learn_own_label(account, raw)
             got: list[tuple[bytes, InclusionProof]] = []
-            while view.audited + len(got) < head.size:
+            while view.audited + len(got) < head.size and (budget is None or len(got) < budget):
                 page = await self.transport.log_entries(view.audited + len(got), head.size)
                 if not page:
                     raise InvalidProof("the relay returned no entries")
                 got += [(e, InclusionProof.from_bytes(p)) for e, p in page]
+            got = got if budget is None else got[:budget]
+            openings: dict[int, bytes] = {}
+            for index in view.own_leaves(got):
+                try:
+                    openings[index] = (await self.transport.log_open(index, head.size))[0]
+                except E2EError as exc:
+                    if exc.retryable:
+                        raise
+                    # not opened: the audit finds an entry under our label it cannot check
             before = view.audited
-            view.audit(self.profile.account.encode(), me, None, got)
+            view.audit(account, me, got, openings, partial=budget is not None)
             return view.audited - before
         finally:
             await self._save_view(view)
+
+    async def _auto_monitor(self, every: int, budget: int) -> None:
+        """(From each sync) audit the log for this account's entries once ``every`` seconds,
+        at most ``budget`` entries a time. A finding is kept (:meth:`monitor_alarm`) and
+        raised once; the relay unreachable defers the audit."""
+        now = int(time.time())
+
+        def due(tx: StoreTransaction) -> bool:
+            if tx.app_get(LOG) is None or tx.app_get(ALARM) is not None:
+                return False
+            at = tx.app_get(MONITORED)
+            return at is None or now - int.from_bytes(at, "big") >= every
+
+        if not await self._tx(due):
+            return
+        try:
+            await self.monitor(budget)
+        except LogForked:
+            raise
+        except KeyTransparencyError as exc:
+            why = str(exc).encode()
+            await self._tx(lambda tx: tx.app_put(ALARM, why))
+            raise
+        except E2EError as exc:
+            if exc.retryable:
+                return
+            raise
+        await self._tx(lambda tx: tx.app_put(MONITORED, now.to_bytes(8, "big")))
+
+    async def monitor_alarm(self) -> str | None:
+        """What this account's own monitor found in the key log (a key or device list it
+        never published), or None. Kept until the application deals with it: sync no longer
+        monitors meanwhile; :meth:`monitor` still can."""
+        raw = await self._tx(lambda tx: tx.app_get(ALARM))
+        return None if raw is None else raw.decode(errors="replace")
 
     async def refresh(self, account: str, chat: str | None = None) -> dict[int, bytes]:
         """Fetch ``account``'s device list (with ``chat``: the devices routed that chat),
         prove it in the key log when a log key is pinned, and accept it through
         :func:`~e2e.client.state.accept_device_list`."""
-        identity, certs = await self.transport.fetch_devices(account, chat)
-        if chat is None:
-            await self.verify_directory(account, identity, certs)
-        elif await self.log_view() is not None:
-            # A chat's routed devices must be a part of the account's proven full list.
-            full_identity, full = await self.transport.fetch_devices(account, None)
-            await self.verify_directory(account, full_identity, full)
-            if not hmac.compare_digest(full_identity, identity) or not set(certs) <= set(full):
-                raise KeyMismatch("routed devices are not in the account's logged device list")
+        identity, certs, signed = await self.transport.fetch_devices(account, chat)
+        # The signed device list comes whole with a chat's devices too: it is what is proven,
+        # and the chat's devices must be some of its devices (accept_device_list).
+        await self.verify_directory(account, identity, signed)
 
         def accept(tx: StoreTransaction) -> dict[int, bytes] | None:
-            if state.note_key_change(tx, account, identity):
+            if contacts.note_key_change(tx, account, identity):
                 return None  # kept (committed) as a pending change: nothing is accepted
             return state.accept_device_list(
-                tx, account, identity, certs, chat=chat, hook=self.hook
+                tx, account, identity, certs, signed, chat=chat, hook=self.hook,
+                now=int(time.time()),
             )  # fmt: skip
 
         listed = await self._tx(accept)
@@ -260,48 +339,52 @@ class Trust:
         return listed
 
     async def _check_peer_heads(self) -> None:
-        """Compare the log heads received messages carried with our view of the log;
-        :class:`~e2e.errors.LogForked` (kept in the store) if the relay showed us and a
-        peer different logs."""
+        """Compare the log heads received messages carried with our view of the log
+        (SPEC §13.4). A head not signed by the pinned log key proves nothing: it is dropped
+        and counted in :attr:`errors`. A signed head the relay cannot show consistent with
+        ours is a proven fork: :class:`~e2e.errors.LogForked`, the two heads kept in the
+        store as the evidence (:meth:`fork_evidence`). A head that cannot be checked now
+        (the relay unreachable) waits for the next sync."""
         keys = await self._tx(lambda tx: tx.app_keys(state.PEER_HEADS))
         if not keys:
             return
         view = await self.log_view()
         try:
             for key in keys:
-                gossip = bytes.fromhex(key[len(state.PEER_HEADS) :])
-                if view is not None:
-                    await self._check_peer(view, gossip)
+                raw = await self._tx(lambda tx, k=key: tx.app_get(k))  # type: ignore[misc]
+                if view is not None and raw:
+                    try:
+                        head = view.peer_head(raw)
+                    except (DecodeError, InvalidProof) as exc:
+                        self._count_error(exc)
+                    else:
+                        try:
+                            await self._check_peer(view, head)
+                        except E2EError as exc:
+                            if not exc.retryable:
+                                raise
+                            return  # checked at a later sync
                 await self._tx(functools.partial(_forget, key=key))
         finally:
             if view is not None:
                 await self._save_view(view)
 
-    async def _check_peer(self, view: LogView, gossip: bytes) -> None:
-        if len(gossip) != 40:
-            raise InvalidProof("a peer's log head must be 40 bytes")
-        size = int.from_bytes(gossip[:8], "big")
+    def _count_error(self, exc: E2EError) -> None:
+        raise NotImplementedError  # the client's
+
+    async def _check_peer(self, view: LogView, head: SignedTreeHead) -> None:
         latest = view.latest
-        if latest is None or size > latest.size:
+        if latest is None or head.size > latest.size:
             await self._accept_head(view)
-            latest = view.latest
-        proofs: dict[tuple[int, int], ConsistencyProof] = {}
-        if latest is not None and size != latest.size and size > 0:
-            pair = (size, latest.size) if size < latest.size else (latest.size, size)
-            if not any(h.size == size for h in view.heads):
-                try:
-                    raw = await self.transport.log_consistency(*pair)
-                    proofs[pair] = ConsistencyProof.from_bytes(raw)
-                except (DecodeError, KeyTransparencyError):
-                    pass  # the relay cannot join the two heads: check_peer finds the fork
+        view.check_peer(head, await self._proofs(view, head.size))
 
-        def prove(a: int, b: int) -> ConsistencyProof:
-            got = proofs.get((a, b))
-            if got is None:
-                raise InvalidProof("consistency proof not available")
-            return got
-
-        view.check_peer(gossip, prove, lambda: None)
+    async def fork_evidence(self) -> ForkEvidence | None:
+        """The proof that the relay showed this device a split view of its key log (two
+        tree heads signed by its log key that one log cannot both have produced), or None.
+        Anyone with the log key can check it (:meth:`ForkEvidence.verify`): the application
+        shows it to the user and reports it (SPEC §13.4, the way out)."""
+        view = await self.log_view()
+        return None if view is None else view.evidence
 
 
 def _forget(tx: StoreTransaction, key: str) -> None:

@@ -34,6 +34,7 @@ from e2e.frame import Field, decode_map, encode_map
 from e2e.keys import X25519_LEN
 from e2e.platform.envelope import check_account
 from e2e.platform.merkle import Ed25519Signer
+from e2e.platform.names import check_display_name
 
 __all__ = [
     "BUSINESS_LABEL",
@@ -62,13 +63,7 @@ _SCHEMA: Final = {
 def _check_display(name: bytes) -> str:
     if not 1 <= len(name) <= MAX_DISPLAY_NAME:
         raise DecodeError("display name must be 1 to 128 bytes")
-    try:
-        text = name.decode("utf-8")
-    except UnicodeDecodeError:
-        raise DecodeError("display name is not UTF-8") from None
-    if not text.isprintable():
-        raise DecodeError("display name holds control characters")
-    return text
+    return check_display_name(name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,8 +54,8 @@ MAX_ACCOUNT_LEN: Final = 64
 MESSAGE_ID_LEN: Final = 16
 FRANKING_KEY_LEN: Final = 32
 TAG_LEN: Final = 32
-#: Length of the optional log head an inner message carries: u64 size | 32-byte root.
-LOG_HEAD_LEN: Final = 40
+#: Longest log head an inner message carries: a signed tree head (SPEC §13.2, §13.4).
+MAX_LOG_HEAD: Final = 256
 #: Padded plaintext sizes: powers of two from 128 bytes to MAX_PLAINTEXT_BYTES.
 PAD_BUCKETS: Final = tuple(128 << i for i in range(12) if 128 << i <= MAX_PLAINTEXT_BYTES)
 #: Largest text an inner message carries (its encoding and padding must fit the top bucket).
@@ -270,6 +270,7 @@ class _I:
     LOG_HEAD = 7
     TEMPLATE_ID = 8
     ATTACHMENT = 9
+    LIST_VERSION = 10
 
 
 _INNER_SCHEMA: Final = {
@@ -280,9 +281,10 @@ _INNER_SCHEMA: Final = {
     _I.MESSAGE_ID: Field(bytes, MESSAGE_ID_LEN),
     _I.FRANKING_KEY: Field(bytes, FRANKING_KEY_LEN),
     _I.BODY: Field(bytes),
-    _I.LOG_HEAD: Field(bytes, LOG_HEAD_LEN, required=False),
+    _I.LOG_HEAD: Field(bytes, required=False),
     _I.TEMPLATE_ID: Field(bytes, required=False),
     _I.ATTACHMENT: Field(bytes, required=False),
+    _I.LIST_VERSION: Field(int, required=False, max_int=2**63 - 1),
 }
 
 
@@ -296,12 +298,17 @@ class Inner:
     message_id: bytes
     franking_key: bytes
     body: bytes
-    #: The sender's newest key-transparency log head, ``u64(size) | root`` (SPEC §13.4),
-    #: or empty; omitted from the encoding when empty.
+    #: The sender's newest key-transparency log head as the log key signed it (SPEC
+    #: §13.4), or empty; omitted from the encoding when empty. Opaque here: the receiver
+    #: checks the signature and drops a head that is not the log's.
     log_head: bytes = b""
     template_id: bytes | None = None
     #: The attachment's pointer (SPEC §16.5), encoded; None for a message without one.
     attachment: bytes | None = None
+    #: The version of the sender account's signed device list the sender holds (SPEC
+    #: §10.1, §10.10), 0 if unknown: a peer holding an older one re-checks it before its
+    #: next send. Omitted when 0.
+    list_version: int = 0
 
     def __repr__(self) -> str:
         return f"Inner(cls={self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
@@ -324,11 +331,17 @@ class Inner:
             fields[_I.TEMPLATE_ID] = check_template_id(self.template_id) or b""
         if self.attachment is not None:
             fields[_I.ATTACHMENT] = self.attachment
+        if self.list_version:
+            fields[_I.LIST_VERSION] = self.list_version
         return pad(encode_map(fields))
 
     @classmethod
     def from_padded(cls, data: bytes) -> Inner:
         obj = decode_map(unpad(data), _INNER_SCHEMA, "inner message", MAX_PLAINTEXT_BYTES)
+        if not 0 < len(obj.get(_I.LOG_HEAD, b"-")) <= MAX_LOG_HEAD:
+            raise DecodeError("inner message: log head of 1 to 256 bytes")
+        if obj.get(_I.LIST_VERSION) == 0:
+            raise DecodeError("inner message: a device list version of 0 is absent")
         return cls(
             parse_class(obj[_I.CLASS]),
             check_account(obj[_I.FROM_ACCOUNT]),
@@ -339,6 +352,7 @@ class Inner:
             obj.get(_I.LOG_HEAD, b""),
             check_template_id(obj.get(_I.TEMPLATE_ID)),
             check_attachment(obj.get(_I.ATTACHMENT)),
+            obj.get(_I.LIST_VERSION, 0),
         )
 
     @property

@@ -361,6 +361,13 @@ class LogSigner(Ed25519Signer):
     def sign(self, head: TreeHead) -> SignedTreeHead:
         return SignedTreeHead(head, self._key.sign(head.signed_bytes()))
 
+    def vouch(self, statement: bytes) -> bytes:
+        """Sign a statement that is not a tree head (its own label keeps it apart from the
+        heads' ``"E2E_TREE_HEAD_v1"``)."""
+        if statement.startswith(HEAD_LABEL):
+            raise InvalidKey("a statement must not look like a tree head")
+        return self._key.sign(statement)
+
 
 # -- proofs on the wire ---------------------------------------------------------------------
 

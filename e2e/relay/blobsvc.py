@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from e2e.attachment.pointer import Pointer
-from e2e.errors import E2EError
+from e2e.errors import E2EError, NoSuchEndpoint
 from e2e.platform.envelope import Envelope
 from e2e.platform.franking import Report
 from e2e.platform.wire import (
@@ -58,6 +58,16 @@ class BlobHandlers:
         """The caller's upload's durable offset (404 unless it is the caller account's)."""
         info = self.blobs.status(req.blob_id, caller[0])
         return BlobState(info.offset, info.complete, info.length or 0)
+
+    def forget_blobs(self, caller: Caller, _req: object, result: Ok) -> Ok:
+        """After an account's deletion committed (SPEC §10.1): the blobs it uploaded and the
+        grants it held go. (A relay stopped in between leaves them to the expiry of §10.12.)"""
+        try:
+            blobs = self.blobs
+        except NoSuchEndpoint:  # a relay without a blob store
+            return result
+        blobs.forget(caller[0])
+        return result
 
     def reference_blob(self, env: Envelope, now: int) -> None:
         """Inside a submission's transaction, once the policy accepted it: the message's blob

@@ -9,16 +9,18 @@ transaction like every other.
 from __future__ import annotations
 
 import hmac
+import os
 import threading
 from collections.abc import Callable
 
 from e2e.errors import (
     CertificateError,
     DecodeError,
+    Forbidden,
 )
 from e2e.platform.certificates import BusinessCertificate
-from e2e.platform.merkle import LogSigner, TreeHead
-from e2e.platform.transparency import DirectoryEntry, KeyLog, devices_hash
+from e2e.platform.merkle import TreeHead
+from e2e.platform.transparency import KeyLog
 from e2e.platform.wire import (
     MAX_LOG_ENTRIES,
     BusinessCert,
@@ -30,6 +32,7 @@ from e2e.platform.wire import (
     LogEntry,
     LogHead,
     LogLookup,
+    LogOpen,
 )
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import (
@@ -55,21 +58,22 @@ class KeyDirectory:
 
     # -- key directory (SPEC §13.4) ------------------------------------------------------
 
-    def _log_secret(self, given: bytes | None) -> bytes:
-        """The log key: ``given``, else the stored one, else a new one (stored)."""
+    def _log_secret(self, given: bytes | None, slot: int = 1, kind: bytes = b"log") -> bytes:
+        """A key of the key directory (slot 1: the log key; 2: the VRF key, SPEC §13.5):
+        ``given``, else the stored one, else a new one (stored, sealed as ``kind``)."""
         if given is not None:
             return given
 
         def step(tx: Tx) -> bytes:
-            stored = tx.log_secret()
+            stored = tx.log_secret(slot)
             if stored is None:
-                secret = LogSigner().private_bytes()
-                tx.set_log_secret(self._sealer.seal(b"log", 1, secret))
-                stored = tx.log_secret()
+                secret = os.urandom(32)
+                tx.set_log_secret(self._sealer.seal(kind, slot, secret), slot)
+                stored = tx.log_secret(slot)
             assert stored is not None  # noqa: S101 - just written in this transaction
-            secret = self._sealer.open(b"log", 1, stored)
+            secret = self._sealer.open(kind, slot, stored)
             if self._sealer.sealing and not self._sealer.is_sealed(stored):
-                tx.replace_log_secret(self._sealer.seal(b"log", 1, secret))
+                tx.replace_log_secret(self._sealer.seal(kind, slot, secret), slot)
             return secret
 
         return self.store.run(step)
@@ -80,17 +84,18 @@ class KeyDirectory:
         return self._log.signer.public
 
     def _log_account(self, tx: Tx, name: bytes, identity: bytes) -> None:
-        """Append the account's current key and device list to the key log (same tx)."""
-        certs = [c for c, _ in tx.devices(name).values()]
+        """Append the account's current key and signed device list to the key log (same
+        tx)."""
         version = tx.log_version(name) + 1
-        entry = DirectoryEntry(name, version, identity, devices_hash(certs), len(certs))
-        tx.append_log(name, version, entry.to_bytes())
+        record = self._log.record(name, version, identity, tx.device_list(name) or b"",
+                                  os.urandom(32))  # fmt: skip
+        tx.append_log(name, version, record)
 
     def _synced_log(self, tx: Tx) -> tuple[KeyLog, int]:
         """The cached log, caught up with this transaction's view, and that view's size.
         Call with ``_log_lock`` held; only committed entries ever reach the cache."""
         size = tx.log_size()
-        have = len(self._log.entries)
+        have = len(self._log.records)
         if have < size:
             self._log.extend(tx.log_entries(have, size))
         return self._log, size
@@ -99,7 +104,8 @@ class KeyDirectory:
         with self._log_lock:
             log, size = self._synced_log(tx)
             head = log.signer.sign(TreeHead(size, log.tree.root(size), self.clock()))
-        return LogHead(head.to_bytes(), self.log_public_key)
+            vouched = log.vrf_statement()
+        return LogHead(head.to_bytes(), self.log_public_key, log.vrf.public, vouched)
 
     def log_lookup(self, tx: Tx, caller: Caller, req: LogLookup) -> LogEntry:
         with self._log_lock:
@@ -123,8 +129,21 @@ class KeyDirectory:
             if not 0 <= req.start <= req.size <= size:
                 raise DecodeError("entries outside the log")
             end = min(req.size, req.start + MAX_LOG_ENTRIES)
-            got = log.entries_since(req.start, req.size, end)
+            got = log.leaves_since(req.start, req.size, end)
         return LogEntries(tuple(r for r, _ in got), tuple(p.to_bytes() for _, p in got))
+
+    def log_open(self, tx: Tx, caller: Caller, req: LogOpen) -> LogEntry:
+        """The opening record of a leaf of the caller's own account (its monitor); any
+        other account's is :class:`~e2e.errors.Forbidden`, so the log cannot be read out
+        (SPEC §13.5)."""
+        with self._log_lock:
+            log, size = self._synced_log(tx)
+            if not 0 <= req.index < req.size <= size:
+                raise DecodeError("leaf outside the log")
+            account, raw, proof = log.open(req.index, req.size)
+        if account != caller[0]:
+            raise Forbidden("a leaf of another account")
+        return LogEntry(raw, proof.to_bytes())
 
     # -- verified businesses (SPEC §13.3) ----------------------------------------------------
 

@@ -22,7 +22,9 @@ For an authenticated request (every endpoint but account registration):
    that the committed transaction admitted (the blob store's, SPEC §10.12: it runs once, never
    again with a retried transaction).
 
-Account registration runs steps 3 and 6 (its body carries its own proof of possession).
+Account registration, and the provisioning and recovery fetches of a device that has no
+account yet, run steps 3 and 6 (a registration carries its own proof of possession, a
+recovery fetch a proof of the recovery key, a provisioning id is a random capability).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Final
 from e2e.errors import E2EError, RateLimited, Unauthenticated
 from e2e.platform import wire
 from e2e.platform.wire import AuthToken, Path, parse_auth
+from e2e.relay.lifecycle import Refusal
 from e2e.relay.ratelimit import RateLimit
 from e2e.relay.service import RelayService
 from e2e.relay.store import Caller, Tx
@@ -71,7 +74,12 @@ ROUTES: Final = dict(
     (
         _route(Path.ACCOUNT_REGISTER, "register_account"),
         _route(Path.DEVICE_REGISTER, "register_device"),
-        _route(Path.DEVICE_REMOVE, "remove_device"),
+        _route(Path.DEVICE_PUBLISH, "publish_devices"),
+        _route(Path.ACCOUNT_DELETE, "delete_account", after="forget_blobs"),
+        _route(Path.PROVISION_SEND, "provision_send"),
+        _route(Path.PROVISION_FETCH, "provision_fetch"),
+        _route(Path.RECOVERY_SET, "set_recovery"),
+        _route(Path.RECOVERY_FETCH, "recovery_fetch"),
         _route(Path.DEVICE_LIST, "list_devices"),
         _route(Path.CHAT_ROUTE, "set_route"),
         _route(Path.DEVICE_DESIGNATE, "designate"),
@@ -94,6 +102,7 @@ ROUTES: Final = dict(
         _route(Path.LOG_LOOKUP, "log_lookup"),
         _route(Path.LOG_CONSISTENCY, "log_consistency"),
         _route(Path.LOG_ENTRIES, "log_entries"),
+        _route(Path.LOG_OPEN, "log_open"),
         _route(Path.BUSINESS_CERT, "business_certificate"),
         _route(Path.BLOB_CREATE, "blob_admitted", after="create_blob"),
         _route(Path.BLOB_STATUS, "blob_admitted", after="blob_status"),
@@ -202,8 +211,10 @@ class Pipeline:
         service = self.service
         handler = getattr(service, c.route.handler)
         req = c.request
-        if c.token is None:  # account registration
+        if c.token is None:  # account registration, provisioning and recovery fetches
             c.result = await self.store.run_async(lambda tx: handler(tx, req), self.executor)
+            if isinstance(c.result, Refusal):
+                raise c.result.error  # refused, with what the refusal records committed
             return
         token, caller, identity = c.token, c.caller, c.identity
         limit = self.limit

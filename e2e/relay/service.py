@@ -14,7 +14,7 @@ import hmac
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,12 +34,12 @@ from e2e.errors import (
 )
 from e2e.keys import check_x25519_public
 from e2e.platform.adservice import ChatView
-from e2e.platform.directory import DeviceCertificate
 from e2e.platform.envelope import Delivery, Envelope, check_account
 from e2e.platform.franking import (
     relay_tag,
 )
 from e2e.platform.merkle import LogSigner
+from e2e.platform.names import check_account_name
 from e2e.platform.policy import (
     ChatState,
     MessageClass,
@@ -51,6 +51,7 @@ from e2e.platform.policy import (
     parse_class,
 )
 from e2e.platform.transparency import KeyLog
+from e2e.platform.vrf import VrfKey
 from e2e.platform.wire import (
     AUTH_SKEW,
     Ack,
@@ -58,20 +59,14 @@ from e2e.platform.wire import (
     ClaimedPrekey,
     ClaimPrekey,
     Control,
-    Designate,
-    DeviceList,
     Fetch,
-    ListDevices,
     Mailbox,
     Ok,
     Precheck,
     PrekeyCount,
     Receipt,
     RegisterAccount,
-    RegisterDevice,
-    RemoveDevice,
     Resend,
-    Route,
     Submit,
     UploadPrekeys,
     WindowQuery,
@@ -80,7 +75,9 @@ from e2e.platform.wire import (
 from e2e.prekeys import PrekeyBundle
 from e2e.relay.blobs import BlobStore
 from e2e.relay.blobsvc import BlobHandlers
+from e2e.relay.devices import Devices, chat_devices
 from e2e.relay.keydir import KeyDirectory
+from e2e.relay.lifecycle import Lifecycle
 from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import (
@@ -115,11 +112,13 @@ DEDUP_SECONDS: Final = 7 * 24 * 3600
 IDENTITY_CACHE: Final = 100_000
 
 
-class RelayService(KeyDirectory, Reports, BlobHandlers):
+class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
     """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
 
-    Here: authentication and admission, accounts, devices and routing, prekeys, messages and
-    mailboxes, customer controls. The key directory's handlers are
+    Here: authentication and admission, accounts, prekeys, messages and mailboxes, customer
+    controls. Devices, device lists, roles and routing are
+    :class:`~e2e.relay.devices.Devices`', linking and recovery
+    :class:`~e2e.relay.lifecycle.Lifecycle`'s; the key directory's handlers are
     :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
     the bill's :class:`~e2e.relay.reports.Reports`', the blob store's
     :class:`~e2e.relay.blobsvc.BlobHandlers`' (over ``blobs``; a relay without one refuses
@@ -149,7 +148,8 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
         self._keys: list[FrankingKey] = []
         self._keys_lock = threading.Lock()
         self.refresh_franking_keys()
-        self._log = KeyLog(LogSigner(self._log_secret(log_key)))
+        self._vrf = VrfKey(self._log_secret(None, 2, b"vrf"))
+        self._log = KeyLog(LogSigner(self._log_secret(log_key)), self._vrf)
         self._log_lock = threading.Lock()
 
     # -- authentication ------------------------------------------------------------------
@@ -207,7 +207,7 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
     # -- handlers (each runs inside one transaction) -------------------------------------
 
     def register_account(self, tx: Tx, req: RegisterAccount) -> Ok:
-        check_account(req.name)
+        check_account_name(check_account(req.name))
         check_x25519_public(req.identity)
         if req.kind == CUSTOMER and req.tier != Tier.FREE:
             raise DecodeError("a customer account has no billing tier")
@@ -221,68 +221,6 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
             raise Conflict("account name already taken")
         tx.insert_account(Account(req.name, req.kind, req.tier, req.identity))
         self._log_account(tx, req.name, req.identity)
-        return Ok()
-
-    @staticmethod
-    def certificate_of(req: RegisterDevice) -> DeviceCertificate:
-        return DeviceCertificate.from_bytes(req.certificate)
-
-    def register_device(self, tx: Tx, caller: Caller, req: RegisterDevice) -> Ok:
-        cert = DeviceCertificate.from_bytes(req.certificate)
-        if (cert.account, cert.device_id) != caller:
-            raise Forbidden("certificate of another device")
-        acct = account_of(tx, cert.account)
-        cert.verify(acct.identity)
-        held = tx.devices(cert.account).get(cert.device_id)
-        if held is not None and held[0] == req.certificate:
-            return Ok()  # a retried registration: nothing changed, nothing to log
-        tx.put_device(cert.account, cert.device_id, req.certificate, cert.identity)
-        self._log_account(tx, cert.account, acct.identity)
-        return Ok()
-
-    def remove_device(self, tx: Tx, caller: Caller, req: RemoveDevice) -> Ok:
-        if tx.device_identity(caller[0], req.device_id) is None:
-            raise UnknownAccount("unknown device")
-        tx.delete_device(caller[0], req.device_id)
-        self._log_account(tx, caller[0], account_of(tx, caller[0]).identity)
-        return Ok()
-
-    def list_devices(self, tx: Tx, caller: Caller, req: ListDevices) -> DeviceList:
-        acct = account_of(tx, req.account)
-        devices = tx.devices(req.account)
-        if req.chat is not None and acct.kind == BUSINESS:
-            keep = self._chat_devices(tx, req.account, req.chat, set(devices))
-            devices = {d: v for d, v in devices.items() if d in keep}
-        certs = tuple(c for c, _ in devices.values())
-        return DeviceList(acct.identity, acct.kind, certs)
-
-    @staticmethod
-    def _chat_devices(tx: Tx, business: bytes, customer: bytes, devices: set[int]) -> set[int]:
-        """The business side of a chat: its route plus the designated devices (every
-        device if the chat has no route), registered devices only."""
-        route = tx.route(business, customer)
-        if not route:
-            return devices
-        return (route | tx.designated(business)) & devices
-
-    def _business_caller(self, tx: Tx, caller: Caller, devices: Sequence[int]) -> None:
-        if account_of(tx, caller[0]).kind != BUSINESS:
-            raise NotAllowed("only a business routes its chats")
-        registered = tx.devices(caller[0])
-        for d in devices:
-            if d not in registered:  # registered = certified by the account key
-                raise UnknownAccount("unknown device")
-
-    def set_route(self, tx: Tx, caller: Caller, req: Route) -> Ok:
-        self._business_caller(tx, caller, req.devices)
-        if account_of(tx, check_account(req.customer)).kind != CUSTOMER:
-            raise NotAllowed("a business routes chats with customers")
-        tx.set_route(caller[0], req.customer, req.devices)
-        return Ok()
-
-    def designate(self, tx: Tx, caller: Caller, req: Designate) -> Ok:
-        self._business_caller(tx, caller, req.devices)
-        tx.set_designated(caller[0], req.devices)
         return Ok()
 
     def upload_prekeys(self, tx: Tx, caller: Caller, req: UploadPrekeys) -> PrekeyCount:
@@ -346,13 +284,13 @@ class RelayService(KeyDirectory, Reports, BlobHandlers):
         if src.kind == CUSTOMER and cls not in (MessageClass.SERVICE, MessageClass.RECEIPT):
             raise NotAllowed("customers send service messages and receipts only")
         if src.kind == BUSINESS:
-            own = self._chat_devices(tx, sender[0], to_account, ids[sender[0]])
+            own = chat_devices(tx, sender[0], to_account, ids[sender[0]])
             if sender[1] not in own:
                 raise NotAllowed("this device is not assigned to the chat")
             peer = ids[to_account]
         else:
             own = ids[sender[0]]
-            peer = self._chat_devices(tx, to_account, sender[0], ids[to_account])
+            peer = chat_devices(tx, to_account, sender[0], ids[to_account])
         want = {(to_account, d) for d in peer} | {(sender[0], d) for d in own if d != sender[1]}
         return src, want
 

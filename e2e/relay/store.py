@@ -57,6 +57,13 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS devices (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, certificate BLOB NOT NULL,
     identity BLOB NOT NULL, PRIMARY KEY (account, device_id));
+CREATE TABLE IF NOT EXISTS device_lists (
+    account BLOB PRIMARY KEY, version BIGINT NOT NULL, list BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS provisioning (
+    id BLOB PRIMARY KEY, sealed BLOB NOT NULL, expires BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS recovery (
+    account BLOB PRIMARY KEY, auth_key BLOB NOT NULL, sealed BLOB NOT NULL,
+    failures INTEGER NOT NULL, window_start BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS prekeys (
     account BLOB NOT NULL, device_id BIGINT NOT NULL, prekey_id BIGINT NOT NULL,
     bundle BLOB NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
@@ -289,6 +296,27 @@ class Tx(abc.ABC):
                 f"DELETE FROM {table} WHERE business = ? AND device_id = ?",  # noqa: S608
                 (account, device_id),
             )
+
+    def device_list(self, account: bytes) -> bytes | None:
+        """The account's signed device list in force (SPEC §10.1), if it has one."""
+        row = self.fetchone("SELECT list FROM device_lists WHERE account = ?", (account,))
+        return None if row is None else bytes(row[0])
+
+    def put_device_list(self, account: bytes, version: int, raw: bytes) -> None:
+        """Make ``raw`` (version ``version``) the account's device list in force."""
+        self.execute(
+            "INSERT INTO device_lists (account, version, list) VALUES (?, ?, ?)"
+            " ON CONFLICT (account) DO UPDATE SET version = excluded.version,"
+            " list = excluded.list",
+            (account, version, raw),
+        )
+
+    def forget_account(self, account: bytes) -> None:
+        """What a deleted account leaves besides its devices: routes and designations on
+        either side, its recovery data."""
+        self.execute("DELETE FROM routes WHERE business = ? OR customer = ?", (account, account))
+        self.execute("DELETE FROM designated WHERE business = ?", (account,))
+        self.execute("DELETE FROM recovery WHERE account = ?", (account,))
 
     # -- business routing (SPEC §10.10) --------------------------------------------------
 
@@ -606,24 +634,26 @@ class Tx(abc.ABC):
             (account, certificate),
         )
 
-    def log_secret(self) -> bytes | None:
-        row = self.fetchone("SELECT secret FROM log_keys WHERE id = 1")
+    def log_secret(self, slot: int = 1) -> bytes | None:
+        """A key of the key directory as stored (slot 1: the log key, 2: the VRF key)."""
+        row = self.fetchone("SELECT secret FROM log_keys WHERE id = ?", (slot,))
         return None if row is None else bytes(row[0])
 
-    def replace_log_secret(self, stored: bytes) -> None:
-        """Replace the stored log key by ``stored`` (the same key, now sealed)."""
-        self.execute("UPDATE log_keys SET secret = ? WHERE id = 1", (stored,))
+    def replace_log_secret(self, stored: bytes, slot: int = 1) -> None:
+        """Replace a stored key by ``stored`` (the same key, now sealed)."""
+        self.execute("UPDATE log_keys SET secret = ? WHERE id = ?", (stored, slot))
 
-    def set_log_secret(self, secret: bytes) -> None:
+    def set_log_secret(self, secret: bytes, slot: int = 1) -> None:
         self.execute(
-            "INSERT INTO log_keys (id, secret) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
-            (secret,),
+            "INSERT INTO log_keys (id, secret) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            (slot, secret),
         )
 
     def purge(self, now: int) -> None:
-        """Drop expired nonces and de-duplication records."""
+        """Drop expired nonces, de-duplication records and provisioning grants."""
         self.execute("DELETE FROM auth_nonces WHERE expires < ?", (now,))
         self.execute("DELETE FROM submissions WHERE expires < ?", (now,))
+        self.execute("DELETE FROM provisioning WHERE expires < ?", (now,))
 
 
 #: Record a request's nonce; a row back unless it was used before (a replay).

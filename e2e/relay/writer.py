@@ -119,6 +119,10 @@ class CachedDirectory(Tx):
         self.cache.forget_devices()
         super().delete_device(account, device_id)
 
+    def forget_account(self, account: bytes) -> None:
+        self.cache.forget_devices()
+        super().forget_account(account)
+
     def route(self, business: bytes, customer: bytes) -> set[int]:
         routes = self.cache.routes
         key = (business, customer)

@@ -42,6 +42,7 @@ def _load_verifiers() -> None:
     # Imported for their @verifier registrations.
     from e2e.vectors import (  # noqa: F401
         attachment_vectors,
+        ecvrf_vectors,
         fingerprint_vectors,
         libsignal_spqr_vectors,
         libsignal_vectors,

@@ -130,7 +130,8 @@ def test_a_message_under_a_changed_account_key_waits_for_the_application(
         [carol] = await svc.account("carol", "customer")
         await carol.send("shop", "hi")
         await shop.sync()
-        for table, column in [("devices", "account"), ("prekeys", "account"),
+        for table, column in [("devices", "account"), ("device_lists", "account"),
+                              ("prekeys", "account"),
                               ("last_resort", "account"), ("accounts", "name")]:  # fmt: skip
             svc.operator().run(
                 lambda tx, t=table, c=column: tx.execute(f"DELETE FROM {t} WHERE {c} = ?",

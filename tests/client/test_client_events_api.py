@@ -112,7 +112,8 @@ def test_a_key_change_is_an_event(fast_tmp: Path) -> None:
         await carol.send("shop", "hi")
         old = await shop.account_identity()
         # The operator resets the shop's account; it comes back under a new account key.
-        for table, column in [("devices", "account"), ("prekeys", "account"),
+        for table, column in [("devices", "account"), ("device_lists", "account"),
+                              ("prekeys", "account"),
                               ("last_resort", "account"), ("accounts", "name")]:  # fmt: skip
             svc.operator().run(
                 lambda tx, t=table, c=column: tx.execute(f"DELETE FROM {t} WHERE {c} = ?",

@@ -72,7 +72,8 @@ def test_key_change_waits_until_accepted_across_a_restart(
         old = await admin.account_identity()
         assert await phone.key_changes() == []
         # acme's account is reset and set up again with a new account key.
-        for table, column in [("devices", "account"), ("prekeys", "account"),
+        for table, column in [("devices", "account"), ("device_lists", "account"),
+                              ("prekeys", "account"),
                               ("last_resort", "account"), ("accounts", "name")]:  # fmt: skip
             _sql(relay.db, f"DELETE FROM {table} WHERE {column} = ?", (b"acme",))
         await admin.aclose()

@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from world import Service, run
+from world import Service, rogue, run
 
 from e2e.client import Client
 from e2e.errors import KeyMismatch, LogRolledBack
-from e2e.keys import KeyPair
 from e2e.platform import wire
-from e2e.platform.directory import DeviceCertificate
 from e2e.platform.transparency import KeyLog
 
 SECRET = b"my card number is 4111 1111 1111 1111"
@@ -85,13 +83,12 @@ def test_substituted_key_refused_before_encryption(
     async def go() -> None:
         svc = Service(tmp_path, db=relay_db)
         phone, admin, agent = await _world(svc, stores)
-        eve, dev = KeyPair.generate(), KeyPair.generate()
-        fake = DeviceCertificate.issue(eve, b"acme", 1, dev.public).to_bytes()
+        served = rogue(b"acme")
         honest = phone.transport
 
-        async def substituted(account: str, chat: Any = None) -> tuple[bytes, list[bytes]]:
+        async def substituted(account: str, chat: Any = None) -> Any:
             if account == "acme":
-                return eve.public, [fake]
+                return served
             return await honest.fetch_devices(account, chat)
 
         phone.transport = Serving(honest, fetch_devices=substituted)  # type: ignore[assignment]
@@ -104,8 +101,8 @@ def test_substituted_key_refused_before_encryption(
         phone.transport = honest
 
         def substitute(tx: Any) -> None:
-            tx.execute("UPDATE accounts SET identity = ? WHERE name = ?", (eve.public, b"acme"))
-            svc.service._log_account(tx, b"acme", eve.public)
+            tx.execute("UPDATE accounts SET identity = ? WHERE name = ?", (served[0], b"acme"))
+            svc.service._log_account(tx, b"acme", served[0])
 
         svc.operator().run(substitute)
         with pytest.raises(KeyMismatch):
@@ -180,10 +177,9 @@ def test_split_view_caught_through_a_peer_head(
         await bank.pin_log_key(svc.service.log_public_key)
         await phone.send("bank", "hi")  # carol accepts a head of the honest log
         await bank.sync()
-        fork = KeyLog(svc.service._log.signer, _log(svc))
-        eve, dev = KeyPair.generate(), KeyPair.generate()
-        fake = DeviceCertificate.issue(eve, b"acme", 1, dev.public).to_bytes()
-        fork.publish(b"acme", eve.public, [fake])
+        fork = KeyLog(svc.service._log.signer, svc.service._vrf, _log(svc))
+        served = rogue(b"acme")
+        fork.publish(b"acme", served[0], served[2])
         honest = phone.transport
 
         async def log_head() -> bytes:
@@ -198,7 +194,7 @@ def test_split_view_caught_through_a_peer_head(
 
         async def fetch_devices(account: str, chat: Any = None) -> Any:
             if account == "acme":
-                return eve.public, [fake]
+                return served
             return await honest.fetch_devices(account, chat)
 
         phone.transport = Serving(  # type: ignore[assignment]

@@ -46,7 +46,7 @@ from typing import Any
 
 from proxy import FaultProxy, Faults
 
-from e2e.client import Client, MessageReceived, MessageSent, SendRefused, Undecryptable
+from e2e.client import Client, MessageReceived, MessageSent, SendRefused, Undecryptable, state
 from e2e.client.http import RelayClient
 from e2e.errors import E2EError
 from e2e.keys import KeyPair
@@ -352,6 +352,16 @@ class Fleet:
         return int(rows[0][0])
 
 
+def _has_profile(dev: Device) -> bool:
+    """Whether the device's store holds its profile (a linking got that far)."""
+    store = SqliteStore(dev.path, dev.key, accept_restore=dev.restored)
+    try:
+        with store.transaction() as tx:
+            return state.load_profile(tx) is not None
+    finally:
+        store.close()
+
+
 class World:
     """One schedule's parties: a customer with two devices and a business with two, talking
     through a fault proxy of their own to the fleet's relay processes."""
@@ -387,15 +397,32 @@ class World:
             except E2EError:
                 await self.reopen(first)  # the store holds the device: open registers it
             assert first.client is not None
-            try:
-                second.client = await first.client.add_device(
-                    self._opener(second), self._connect(second), prekeys=PREKEYS
-                )
-            except E2EError:
-                await self.reopen(second)
+            await self._add_device(first.client, second)
             out.append([first, second])
         self.devices = out[0] + out[1]
         return out[0], out[1]
+
+    async def _add_device(self, admin: Client, dev: Device) -> None:
+        """Link ``dev`` from the admin device. Certifying it reads the account's device list
+        from the relay first, so a cut there leaves ``dev``'s store without a profile: the
+        linking is done again. A cut after the store holds its profile leaves the rest to
+        its next open (which registers it with the signed list it was given)."""
+        for attempt in range(100):
+            try:
+                dev.client = await admin.add_device(
+                    self._opener(dev), self._connect(dev), prekeys=PREKEYS
+                )
+                return
+            except E2EError as exc:
+                self.figures.failed_ops[f"add_device:{type(exc).__name__}"] += 1
+                if dev.inner is not None:
+                    dev.inner.close()
+                    dev.inner = None
+                if _has_profile(dev):
+                    await self.reopen(dev)
+                    return
+                await asyncio.sleep(0.02 * min(attempt + 1, 10))
+        raise AssertionError(f"{dev.name} could not be linked")
 
     async def aclose(self) -> None:
         for dev in self.devices:

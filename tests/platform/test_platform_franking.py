@@ -15,6 +15,7 @@ from e2e.client import Client, Undecryptable
 from e2e.errors import (
     E2EError,
     EnvelopeMismatch,
+    Forbidden,
     InvalidSignature,
     KeyChangePending,
     KeyMismatch,
@@ -22,7 +23,7 @@ from e2e.errors import (
 )
 from e2e.keys import KeyPair
 from e2e.platform import Delivery, Inner, MessageClass
-from e2e.platform.directory import DeviceCertificate
+from e2e.platform.directory import DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import Envelope
 from e2e.platform.franking import Report, ReportItem, commit
 from e2e.store import Address
@@ -150,16 +151,21 @@ def test_rogue_device_and_changed_identity_are_refused(fast_tmp: Path) -> None:
         await alice.pin_log_key(svc.service.log_public_key)
         shop_key = await shop.account_identity()
         rogue = KeyPair.generate()
-        fake = DeviceCertificate.issue(KeyPair.generate(), b"shop", 9, rogue.public)
-        with pytest.raises(InvalidSignature):  # not certified by the account key
-            await svc.relay.connect(Address("shop", 9), rogue).register_device(fake.to_bytes())
-        # A relay that inserts the rogue device anyway is caught by the key directory (the
-        # served list is not the logged one) and, if it logs it too, by the pinned identity.
+        other = KeyPair.generate()
+        fake = DeviceCertificate.issue(other, b"shop", 9, rogue.public)
+        forged = SignedDeviceList.sign(other, b"shop", 99, [fake.to_bytes()]).to_bytes()
+        dev = svc.relay.connect(Address("shop", 9), rogue)
+        with pytest.raises(InvalidSignature):  # not signed by the account key
+            await dev.register_device(fake.to_bytes(), forged)
+        with pytest.raises(Forbidden):  # not in the account's device list
+            await dev.register_device(fake.to_bytes())
+        # A relay that inserts the rogue device anyway is caught: the served certificates are
+        # not the account's signed device list, logged or not.
         svc.operator().run(lambda tx: tx.put_device(b"shop", 9, fake.to_bytes(), rogue.public))
         with pytest.raises(KeyMismatch):
             await alice.refresh("shop")
         svc.operator().run(lambda tx: svc.service._log_account(tx, b"shop", shop_key))
-        with pytest.raises(InvalidSignature):
+        with pytest.raises(KeyMismatch):
             await alice.refresh("shop")
         eve = KeyPair.generate().public
 

@@ -221,7 +221,7 @@ def test_device_list_changes_are_followed(fast_tmp: Path) -> None:
         assert svc.receipts[two.message_id].copies == 3  # alice 1, alice 2 (new), agent 2
         assert [m.body for m in await tablet.sync()] == [b"two"]
         assert [m.body for m in await alice[0].sync()] == [b"one", b"two"]
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         after = await alice[0].send("shop", "after removal")
         assert svc.receipts[after.message_id].copies == 2  # agent 1 + tablet
         with alice[0].store.transaction() as tx:

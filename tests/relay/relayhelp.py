@@ -21,7 +21,7 @@ import httpx
 
 from e2e.keys import KeyPair
 from e2e.platform import wire
-from e2e.platform.directory import DeviceCertificate
+from e2e.platform.directory import ADMIN, DeviceCertificate, SignedDeviceList
 from e2e.platform.envelope import Envelope
 from e2e.platform.franking import Report, ReportItem, commit
 from e2e.platform.policy import MessageClass
@@ -112,19 +112,52 @@ class Refused(Exception):
 
 @dataclass
 class Acct:
+    """An account and what its account key signed: the devices it lists, the tombstones of
+    those it revoked, and its newest device list (SPEC §10.1)."""
+
     name: bytes
     kind: int
     tier: int = 0
     identity: KeyPair = field(default_factory=KeyPair.generate)
+    version: int = 0
+    serial: int = 0
+    listed: dict[int, bytes] = field(default_factory=dict)
+    tombstones: list[int] = field(default_factory=list)
+
+    def next_serial(self) -> int:
+        self.serial += 1
+        return self.serial
+
+    def sign_list(self) -> bytes:
+        """The account's next device list, signed."""
+        self.version += 1
+        return SignedDeviceList.sign(self.identity, self.name, self.version,
+                                     self.listed.values(), self.tombstones).to_bytes()  # fmt: skip
+
+    def put(self, device_id: int, cert: bytes) -> bytes:
+        """The next list, carrying ``cert`` (a certificate it replaces is revoked)."""
+        old = self.listed.get(device_id)
+        if old is not None:
+            self.tombstones.append(DeviceCertificate.from_bytes(old).serial)
+        self.listed[device_id] = cert
+        return self.sign_list()
+
+    def drop(self, device_id: int) -> bytes:
+        """The next list, without device ``device_id`` (revoked)."""
+        self.tombstones.append(DeviceCertificate.from_bytes(self.listed.pop(device_id)).serial)
+        return self.sign_list()
 
 
 class Dev:
     """One device speaking the wire API."""
 
-    def __init__(self, client: httpx.Client, acct: Acct, device_id: int, one_time: int = 4) -> None:
+    def __init__(self, client: httpx.Client, acct: Acct, device_id: int, one_time: int = 4,
+                 role: int = ADMIN) -> None:  # fmt: skip
         self.http = client
         self.acct = acct
         self.device_id = device_id
+        self.role = role
+        self._cert: bytes | None = None
         self.identity = KeyPair.generate()
         self.prekeys = LocalPrekeys.generate(self.identity, DEFAULT, one_time)
         self.clock_skew = 0
@@ -135,9 +168,13 @@ class Dev:
         return (self.acct.name, self.device_id)
 
     def certificate(self) -> bytes:
-        return DeviceCertificate.issue(
-            self.acct.identity, self.acct.name, self.device_id, self.identity.public
-        ).to_bytes()
+        """This device's certificate (made once, with the account's next serial)."""
+        if self._cert is None:
+            self._cert = DeviceCertificate.issue(
+                self.acct.identity, self.acct.name, self.device_id, self.identity.public,
+                self.acct.next_serial(), self.role,
+            ).to_bytes()  # fmt: skip
+        return self._cert
 
     def sign(self, path: str, body: bytes, timestamp: int | None = None) -> str:
         ts = int(time.time()) + self.clock_skew if timestamp is None else timestamp
@@ -172,7 +209,16 @@ class Dev:
         )
 
     def register(self) -> None:
-        self.call(wire.Path.DEVICE_REGISTER, wire.RegisterDevice(self.certificate()))
+        """Register this device with the account's next device list carrying it (or the
+        list in force, if it carries it already)."""
+        cert = self.certificate()
+        signed = None if self.acct.listed.get(self.device_id) == cert else self.acct.put(
+            self.device_id, cert)  # fmt: skip
+        self.call(wire.Path.DEVICE_REGISTER, wire.RegisterDevice(cert, signed))
+
+    def remove(self, device_id: int) -> None:
+        """(Admin) revoke device ``device_id`` of this account: its next device list."""
+        self.call(wire.Path.DEVICE_PUBLISH, wire.PublishDevices(self.acct.drop(device_id)))
 
     def bundles(self) -> tuple[list[bytes], bytes]:
         pk = self.prekeys

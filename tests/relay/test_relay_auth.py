@@ -140,7 +140,7 @@ def test_a_device_rekeyed_or_removed_through_another_process(relay_db: str) -> N
                 dev.call(wire.Path.PREKEY_COUNT, wire.CountPrekeys(), wire.PrekeyCount)
             rekeyed = Dev(ca, cust.acct, 1)  # device 1 again, with a new identity key
             rekeyed.register()
-            rekeyed.call(wire.Path.DEVICE_REMOVE, wire.RemoveDevice(2))
+            rekeyed.remove(2)
             rekeyed.http = cb
 
             with pytest.raises(Refused) as old:

@@ -298,7 +298,7 @@ async def remove_customer_device(world: World) -> None:
     c, _ = world.customers[4]  # a two-device customer
     gone = c.pop()
     world.removed.add(gone.addr.wire)
-    await c[0].transport.remove_device(gone.addr.device)
+    await c[0].revoke_device(gone.addr.device)
     await gone.aclose()
     world.svc.clients.remove(gone)
 

@@ -11,12 +11,13 @@ answers (a forked log, a stale proof).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from world import Service, run
+from world import Service, rogue, run
 
 from e2e.client import Client
 from e2e.errors import (
@@ -32,9 +33,8 @@ from e2e.fingerprint import safety_number
 from e2e.keys import KeyPair
 from e2e.platform import wire
 from e2e.platform.certificates import PlatformSigner
-from e2e.platform.directory import DeviceCertificate
 from e2e.platform.merkle import InclusionProof
-from e2e.platform.transparency import DirectoryEntry, KeyLog, devices_hash
+from e2e.platform.transparency import KeyLog
 
 SECRET = b"my card number is 4111 1111 1111 1111"
 
@@ -67,13 +67,7 @@ def log_entries(svc: Service) -> list[bytes]:
     return [bytes(r[0]) for r in svc.rows("SELECT entry FROM key_log ORDER BY idx")]
 
 
-def rogue(account: bytes) -> tuple[bytes, list[bytes]]:
-    """An account key the relay holds and one device it certified itself."""
-    eve, eve_dev = KeyPair.generate(), KeyPair.generate()
-    return eve.public, [DeviceCertificate.issue(eve, account, 1, eve_dev.public).to_bytes()]
-
-
-def substitute(dev: Client, account: str, served: tuple[bytes, list[bytes]]) -> None:
+def substitute(dev: Client, account: str, served: tuple[bytes, list[bytes], bytes]) -> None:
     """The relay serves ``dev`` another key and device list for ``account`` (to every other
     device, and to the account's own devices, it answers honestly)."""
     honest = dev.transport
@@ -84,14 +78,13 @@ def substitute(dev: Client, account: str, served: tuple[bytes, list[bytes]]) -> 
     dev.transport = Serving(honest, fetch_devices=fetch_devices)  # type: ignore[assignment]
 
 
-def log_it(svc: Service, account: bytes, served: tuple[bytes, list[bytes]]) -> None:
-    """The relay logs the served key and device list as the account's newest entry."""
-    identity, certs = served
+def log_it(svc: Service, account: bytes, identity: bytes, signed: bytes) -> None:
+    """The relay logs a key and signed device list as the account's newest entry."""
 
     def log(tx: Any) -> None:
         version = tx.log_version(account) + 1
-        entry = DirectoryEntry(account, version, identity, devices_hash(certs), len(certs))
-        tx.append_log(account, version, entry.to_bytes())
+        record = svc.service._log.record(account, version, identity, signed, os.urandom(32))
+        tx.append_log(account, version, record)
 
     svc.operator().run(log)
 
@@ -141,7 +134,7 @@ def test_substituted_account_key_on_first_contact(tmp_path: Path) -> None:
             await alice.send("shop", SECRET)
         await assert_nothing_encrypted(svc, before, alice)
         # Logging the substitution does not help the relay: the victim's monitor finds it.
-        log_it(svc, b"shop", served)
+        log_it(svc, b"shop", served[0], served[2])
         with pytest.raises(KeyMismatch):
             await shop[0].monitor()
         await svc.aclose()
@@ -156,7 +149,7 @@ def test_substituted_key_of_a_known_contact_waits_for_the_application(tmp_path: 
         await shop[0].sync()
         served = rogue(b"shop")
         substitute(alice, "shop", served)
-        log_it(svc, b"shop", served)  # even a logged new key is a change to accept
+        log_it(svc, b"shop", served[0], served[2])  # even a logged new key is a change to accept
         forget_lists(alice, "shop")
         before = submissions(svc)
         with pytest.raises(KeyChangePending):
@@ -181,7 +174,7 @@ def test_rogue_device_added_by_the_relay(tmp_path: Path) -> None:
         [(old_cert, old_key)] = svc.rows(
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         svc.operator().run(lambda tx: tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key)))
         before = submissions(svc)
         with pytest.raises(KeyMismatch):
@@ -192,27 +185,29 @@ def test_rogue_device_added_by_the_relay(tmp_path: Path) -> None:
     run(go)
 
 
-@pytest.mark.xfail(strict=True, reason="e2e.client's monitor checks the account key of each "
-                   "entry, not its device list (SPEC §13.4): a device list with certificates "
-                   "the account signed but removed is not its to refuse yet; signed device "
-                   "lists with tombstones (issue 25) make it so")  # fmt: skip
 def test_rogue_device_logged_by_the_relay_is_found_by_the_owners_monitor(tmp_path: Path) -> None:
-    """The second half of the simulation's rogue-device attack, which its in-memory roles
-    caught by recording each device-list version the relay returned."""
+    """The relay brings a removed device back with the account's own older device list,
+    which the account did sign, and logs it as the newest entry: the owner's monitor finds
+    a device list older than one it audited (issue 25 item 1)."""
 
     async def go() -> None:
         svc, shop, _ = await world(tmp_path)
         [(old_cert, old_key)] = svc.rows(
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
+        [(old_list,)] = svc.rows("SELECT list FROM device_lists WHERE account = X'73686f70'")
         await shop[0].monitor()
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         await shop[0].monitor()
-        svc.operator().run(lambda tx: tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key)))
+
+        def bring_back(tx: Any) -> None:
+            tx.put_device(b"shop", 2, bytes(old_cert), bytes(old_key))
+            tx.execute("UPDATE device_lists SET list = ? WHERE account = ?",
+                       (bytes(old_list), b"shop"))  # fmt: skip
+
+        svc.operator().run(bring_back)
         shop_key = await shop[0].account_identity()
-        certs = [bytes(c) for (c,) in svc.rows("SELECT certificate FROM devices"
-                                               " ORDER BY device_id")]  # fmt: skip
-        log_it(svc, b"shop", (shop_key, certs))  # logged too: the business's monitor must catch it
+        log_it(svc, b"shop", shop_key, bytes(old_list))  # logged: the monitor must catch it
         try:
             with pytest.raises(KeyMismatch):
                 await shop[0].monitor()
@@ -232,10 +227,9 @@ def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> N
         await bank.sync()
         # Now the relay shows alice a forked log in which shop has the relay's key, while
         # everyone else (shop, bank) keeps seeing the honest log, which moves on.
-        fork = KeyLog(svc.service._log.signer, log_entries(svc))
-        eve, eve_dev = KeyPair.generate(), KeyPair.generate()
-        cert = DeviceCertificate.issue(eve, b"shop", 1, eve_dev.public).to_bytes()
-        fork.publish(b"shop", eve.public, [cert])
+        fork = KeyLog(svc.service._log.signer, svc.service._vrf, log_entries(svc))
+        served = rogue(b"shop")
+        fork.publish(b"shop", served[0], served[2])
         await svc.account("carol", "customer")
         await bank.refresh("alice")  # the bank accepts the honest log's newest head ...
         await bank.send("alice", "your statement is ready")  # ... and carries it
@@ -253,7 +247,7 @@ def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> N
 
         async def fetch_devices(account: str, chat: Any = None) -> Any:
             if account == "shop":
-                return eve.public, [cert]
+                return served
             return await honest.fetch_devices(account, chat)
 
         alice.transport = Serving(  # type: ignore[assignment]
@@ -263,10 +257,10 @@ def test_split_view_for_one_victim_is_caught_by_a_peer_head(tmp_path: Path) -> N
         view = await alice.log_view()
         assert view is not None
         await alice._accept_head(view)  # alice's own view is consistent: the fork extends it
-        n = len(fork.entries)
+        n = len(fork.records)
         honest_entries = log_entries(svc)
         assert len(honest_entries) > n
-        assert KeyLog(fork.signer, honest_entries).tree.root(n) != fork.tree.root(n)
+        assert KeyLog(fork.signer, fork.vrf, honest_entries).tree.root(n) != fork.tree.root(n)
         with pytest.raises(LogForked):
             await alice.sync()  # the bank's message carries a head of the honest log
         before = submissions(svc)
@@ -286,7 +280,7 @@ def test_rollback_to_an_older_log(tmp_path: Path) -> None:
         [(old_cert, old_key)] = svc.rows(
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         await alice.send("shop", "hello")  # alice has seen the log without device 2
         await shop[0].sync()
 
@@ -313,12 +307,13 @@ def test_stale_inclusion_proof(tmp_path: Path) -> None:
             "SELECT certificate, identity FROM devices WHERE device_id = 2"
         )
         await alice.refresh("shop")  # alice saw version 3 (two agents)
-        await shop[0].transport.remove_device(2)
+        await shop[0].revoke_device(2)
         await alice.refresh("shop")  # ... and version 4 (one agent)
         entries = log_entries(svc)
-        v3 = next(i for i, raw in enumerate(entries)
-                  if DirectoryEntry.from_bytes(raw).account == b"shop"
-                  and DirectoryEntry.from_bytes(raw).version == 3)  # fmt: skip
+        directory = KeyLog(svc.service._log.signer, svc.service._vrf, entries)
+        v3 = next(i for i in range(len(entries))
+                  if (directory.entry(i).account, directory.entry(i).version)
+                  == (b"shop", 3))  # fmt: skip
         honest = alice.transport
 
         # The relay serves the older entry (device 2 still listed) with a proof that is
@@ -326,7 +321,7 @@ def test_stale_inclusion_proof(tmp_path: Path) -> None:
         async def stale_entry(account: str, size: int) -> tuple[bytes, bytes]:
             if account != "shop":
                 return await honest.log_lookup(account, size)
-            tree = KeyLog(svc.service._log.signer, log_entries(svc)).tree
+            tree = KeyLog(svc.service._log.signer, svc.service._vrf, log_entries(svc)).tree
             path = tuple(tree.inclusion_proof(v3, size))
             return entries[v3], InclusionProof(v3, size, path).to_bytes()
 

@@ -74,8 +74,19 @@ class Path:
     blobs' bytes, ``PATCH`` and ``GET`` on :func:`~e2e.platform.wire.blobs.blob_path`)."""
 
     ACCOUNT_REGISTER: Final = "/v1/accounts/register"
+    #: (Admin) delete the caller's account with its last, deleted device list.
+    ACCOUNT_DELETE: Final = "/v1/accounts/delete"
+    #: Linking a new device (SPEC §10.1): an admin device sends the sealed grant, the new
+    #: device (no account yet, unauthenticated) fetches it.
+    PROVISION_SEND: Final = "/v1/provision/send"
+    PROVISION_FETCH: Final = "/v1/provision/fetch"
+    #: Account recovery (SPEC §10.1): an admin device sets it, a new device (unauthenticated,
+    #: proving the recovery key) fetches the sealed account key.
+    RECOVERY_SET: Final = "/v1/recovery/set"
+    RECOVERY_FETCH: Final = "/v1/recovery/fetch"
     DEVICE_REGISTER: Final = "/v1/devices/register"
-    DEVICE_REMOVE: Final = "/v1/devices/remove"
+    #: (Admin) the account's next signed device list (SPEC §10.1).
+    DEVICE_PUBLISH: Final = "/v1/devices/publish"
     DEVICE_LIST: Final = "/v1/devices/list"
     #: (Business) the devices that receive one customer's chat (SPEC §10.10).
     CHAT_ROUTE: Final = "/v1/chats/route"
@@ -104,6 +115,8 @@ class Path:
     LOG_LOOKUP: Final = "/v1/log/lookup"
     LOG_CONSISTENCY: Final = "/v1/log/consistency"
     LOG_ENTRIES: Final = "/v1/log/entries"
+    #: The opening record of a leaf of the caller's own account (its monitor, SPEC §13.5).
+    LOG_OPEN: Final = "/v1/log/open"
     BUSINESS_CERT: Final = "/v1/business/certificate"
     #: Open an upload of a blob (SPEC §10.12); its bytes go to ``blob_path(id)``.
     BLOB_CREATE: Final = "/v1/blobs/create"
@@ -137,7 +150,12 @@ class Endpoint:
 ENDPOINTS: Final = (
     Endpoint(Path.ACCOUNT_REGISTER, accounts.RegisterAccount, codec.Ok, NO_AUTH),
     Endpoint(Path.DEVICE_REGISTER, accounts.RegisterDevice, codec.Ok, CERTIFIED),
-    Endpoint(Path.DEVICE_REMOVE, accounts.RemoveDevice, codec.Ok),
+    Endpoint(Path.DEVICE_PUBLISH, accounts.PublishDevices, codec.Ok),
+    Endpoint(Path.ACCOUNT_DELETE, accounts.DeleteAccount, codec.Ok),
+    Endpoint(Path.PROVISION_SEND, accounts.ProvisionSend, codec.Ok),
+    Endpoint(Path.PROVISION_FETCH, accounts.ProvisionFetch, accounts.Provisioned, NO_AUTH),
+    Endpoint(Path.RECOVERY_SET, accounts.SetRecovery, codec.Ok),
+    Endpoint(Path.RECOVERY_FETCH, accounts.RecoveryFetch, accounts.Recovered, NO_AUTH),
     Endpoint(Path.DEVICE_LIST, accounts.ListDevices, accounts.DeviceList),
     Endpoint(Path.CHAT_ROUTE, accounts.Route, codec.Ok),
     Endpoint(Path.DEVICE_DESIGNATE, accounts.Designate, codec.Ok),
@@ -160,6 +178,7 @@ ENDPOINTS: Final = (
     Endpoint(Path.LOG_LOOKUP, keylog.LogLookup, keylog.LogEntry),
     Endpoint(Path.LOG_CONSISTENCY, keylog.LogConsistencyQuery, keylog.LogConsistency),
     Endpoint(Path.LOG_ENTRIES, keylog.LogEntriesQuery, keylog.LogEntries),
+    Endpoint(Path.LOG_OPEN, keylog.LogOpen, keylog.LogEntry),
     Endpoint(Path.BUSINESS_CERT, keylog.BusinessCertQuery, keylog.BusinessCert),
     Endpoint(Path.BLOB_CREATE, blobs.CreateBlob, blobs.BlobCreated),
     Endpoint(Path.BLOB_STATUS, blobs.BlobStatusQuery, blobs.BlobState),

@@ -9,12 +9,13 @@ from typing import Final
 
 from e2e import xeddsa
 from e2e.keys import X25519_LEN, KeyPair
+from e2e.platform.directory import MAX_CERT_BYTES, MAX_LIST_BYTES
+from e2e.platform.provisioning import ID_LEN, MAX_SEALED
 from e2e.platform.wire.codec import (
     MAX_BATCH,
     Body,
     F,
     account_field,
-    device_field,
     encode_body,
     key,
 )
@@ -24,7 +25,14 @@ __all__ = [
     "account_signature_message",
     "RegisterAccount",
     "RegisterDevice",
-    "RemoveDevice",
+    "PublishDevices",
+    "DeleteAccount",
+    "ProvisionSend",
+    "ProvisionFetch",
+    "Provisioned",
+    "SetRecovery",
+    "RecoveryFetch",
+    "Recovered",
     "ListDevices",
     "DeviceList",
     "Route",
@@ -35,7 +43,8 @@ ACCOUNT_LABEL: Final = b"E2E_RELAY_ACCOUNT_v1"
 _KEY: Final = F(bytes, X25519_LEN, X25519_LEN)
 _KIND: Final = F(int, max_int=1)
 _DEVICES: Final = F(int, array=True, count=MAX_BATCH, max_int=2**32 - 1)
-_CERTIFICATE: Final = F(bytes, 1, 1024)
+_CERTIFICATE: Final = F(bytes, 1, MAX_CERT_BYTES)
+_LIST: Final = F(bytes, 1, MAX_LIST_BYTES)
 
 
 def account_signature_message(name: bytes, kind: int, identity: bytes, tier: int) -> bytes:
@@ -72,16 +81,29 @@ class RegisterAccount(Body):
 
 @dataclass(frozen=True, slots=True)
 class RegisterDevice(Body):
-    """``{1: device certificate}`` (SPEC §10.1); authenticated as the certified device."""
+    """``{1: device certificate, 2?: signed device list}`` (SPEC §10.1); authenticated as the
+    certified device. The certificate must be in the account's device list in force (with
+    ``2``, a newer list the account key signed, adopted first)."""
 
     certificate: bytes = key(1, _CERTIFICATE)
+    device_list: bytes | None = key(2, F(bytes, 1, MAX_LIST_BYTES, required=False), None)
 
 
 @dataclass(frozen=True, slots=True)
-class RemoveDevice(Body):
-    """``{1: device id}``: remove a device of the caller's own account."""
+class PublishDevices(Body):
+    """``{1: signed device list}``: (an admin device) the account's next device list; the
+    devices it drops are revoked (SPEC §10.1)."""
 
-    device_id: int = device_field(1)
+    device_list: bytes = key(1, _LIST)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAccount(Body):
+    """``{1: the account's last signed device list}`` (deleted, no device): (an admin
+    device) delete the caller's account; its devices, mailboxes, prekeys and routes go, the
+    list is logged as the account's tombstone and the name stays taken (SPEC §10.1)."""
+
+    device_list: bytes = key(1, _LIST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +118,15 @@ class ListDevices(Body):
 
 @dataclass(frozen=True, slots=True)
 class DeviceList(Body):
-    """``{1: account identity key, 2: kind, 3: [device certificates, by device id]}``."""
+    """``{1: account identity key, 2: kind, 3: [device certificates, by device id],
+    4: the account's signed device list (empty: none yet)}``."""
 
     identity: bytes = key(1, _KEY)
     kind: int = key(2, _KIND)
-    certificates: tuple[bytes, ...] = key(3, F(bytes, 1, 1024, array=True, count=MAX_BATCH))
+    certificates: tuple[bytes, ...] = key(
+        3, F(bytes, 1, MAX_CERT_BYTES, array=True, count=MAX_BATCH)
+    )
+    device_list: bytes = key(4, F(bytes, 0, MAX_LIST_BYTES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +144,58 @@ class Designate(Body):
     receive every routed chat (an archive, a supervisor); replaces the previous set."""
 
     devices: tuple[int, ...] = key(1, _DEVICES)
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionSend(Body):
+    """``{1: provisioning id (16), 2: sealed grant}``: (an admin device) the grant for the
+    new device that showed this id (SPEC §10.1, linking); one per id, kept 10 minutes."""
+
+    provisioning_id: bytes = key(1, F(bytes, ID_LEN, ID_LEN))
+    sealed: bytes = key(2, F(bytes, 1, MAX_SEALED))
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionFetch(Body):
+    """``{1: provisioning id}`` (unauthenticated: the new device has no account yet)."""
+
+    provisioning_id: bytes = key(1, F(bytes, ID_LEN, ID_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned(Body):
+    """``{1: sealed grant, or empty: none yet}``; a grant is handed out once."""
+
+    sealed: bytes = key(1, F(bytes, 0, MAX_SEALED))
+
+
+@dataclass(frozen=True, slots=True)
+class SetRecovery(Body):
+    """``{1: recovery auth key (Ed25519, 32), 2: the account key sealed under the recovery
+    key}``: (an admin device) what recovers the account (SPEC §10.1, recovery)."""
+
+    auth_key: bytes = key(1, F(bytes, 32, 32))
+    sealed: bytes = key(2, F(bytes, 92, 92))
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFetch(Body):
+    """``{1: account, 2: time, 3: nonce (16), 4: Ed25519 signature by the recovery auth key
+    over fetch_message}`` (unauthenticated: every device of the account is lost)."""
+
+    account: bytes = account_field(1)
+    time: int = key(2, F(int, max_int=2**63 - 1))
+    nonce: bytes = key(3, F(bytes, 16, 16))
+    signature: bytes = key(4, F(bytes, 64, 64))
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered(Body):
+    """``{1: sealed account key, 2: account identity key, 3: kind, 4: tier, 5: the signed
+    device list in force (empty: none)}``."""
+
+    sealed: bytes = key(1, F(bytes, 92, 92))
+    identity: bytes = key(2, _KEY)
+    kind: int = key(3, _KIND)
+    tier: int = key(4, F(int, max_int=1))
+    device_list: bytes = key(5, F(bytes, 0, MAX_LIST_BYTES))

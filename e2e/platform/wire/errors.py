@@ -30,6 +30,7 @@ from e2e.errors import (
     QuotaExceeded,
     RateLimited,
     ReportRejected,
+    Revoked,
     StaleDeviceList,
     StoreError,
     StoreUnavailable,
@@ -47,6 +48,7 @@ __all__ = ["ERRORS", "error_status", "error_for", "WireError"]
 #: type of a code's first row.
 ERRORS: Final[tuple[tuple[str, int, type[E2EError]], ...]] = (
     ("unauthenticated", 401, Unauthenticated),
+    ("revoked", 403, Revoked),
     ("forbidden", 403, Forbidden),
     ("rate_limited", 429, RateLimited),
     ("no_such_endpoint", 404, NoSuchEndpoint),

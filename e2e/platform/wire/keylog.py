@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from e2e.errors import DecodeError
+from e2e.platform.leaves import MAX_LEAF_BYTES
+from e2e.platform.transparency import MAX_OPENING_BYTES
 from e2e.platform.wire.codec import Body, F, account_field, key
 
 __all__ = [
@@ -17,16 +19,17 @@ __all__ = [
     "LogConsistencyQuery",
     "LogConsistency",
     "LogEntriesQuery",
+    "LogOpen",
     "LogEntries",
     "BusinessCertQuery",
     "BusinessCert",
 ]
 
-#: Most key-log entries one /v1/log/entries answer carries (a monitor pages through).
+#: Most key-log leaves one /v1/log/entries answer carries (a monitor pages through).
 MAX_LOG_ENTRIES: Final = 256
 #: Largest signed tree head, directory entry, proof and business certificate.
 _HEAD: Final = F(bytes, 1, 256)
-_ENTRY: Final = F(bytes, 1, 512)
+_ENTRY: Final = F(bytes, 1, MAX_OPENING_BYTES)
 _PROOF: Final = F(bytes, 1, 8192)
 _BUSINESS_CERT: Final = F(bytes, 0, 512)
 _SIZE: Final = F(int)
@@ -39,12 +42,15 @@ class LogHeadQuery(Body):
 
 @dataclass(frozen=True, slots=True)
 class LogHead(Body):
-    """``{1: signed tree head (SPEC §13.2 wire form), 2: the log's Ed25519 public key}``.
-    The key is informational: a client checks heads against the key it pinned, never
-    against this field."""
+    """``{1: signed tree head (SPEC §13.2 wire form), 2: the log's Ed25519 public key,
+    3: the relay's VRF public key, 4: the log key's signature vouching for it (SPEC
+    §13.5)}``. The log key is informational: a client checks heads against the key it
+    pinned, never against this field; it learns the VRF key through the signature."""
 
     head: bytes = key(1, _HEAD)
     log_key: bytes = key(2, F(bytes, 32, 32))
+    vrf_key: bytes = key(3, F(bytes, 32, 32))
+    vrf_signature: bytes = key(4, F(bytes, 64, 64))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +63,8 @@ class LogLookup(Body):
 
 @dataclass(frozen=True, slots=True)
 class LogEntry(Body):
-    """``{1: directory entry, 2: inclusion proof}``."""
+    """``{1: the opening record of the entry (SPEC §13.4: the entry, its commitment's
+    opening, the VRF proof of the account's label), 2: its leaf's inclusion proof}``."""
 
     entry: bytes = key(1, _ENTRY)
     proof: bytes = key(2, _PROOF)
@@ -88,10 +95,22 @@ class LogEntriesQuery(Body):
 
 
 @dataclass(frozen=True, slots=True)
-class LogEntries(Body):
-    """``{1: [entries], 2: [inclusion proofs]}``, equally long, in log order."""
+class LogOpen(Body):
+    """``{1: leaf index, 2: tree size}``: the opening record of a leaf of the caller's own
+    account (its monitor; any other account's is ``forbidden``)."""
 
-    entries: tuple[bytes, ...] = key(1, F(bytes, 1, 512, array=True, count=MAX_LOG_ENTRIES))
+    index: int = key(1, _SIZE)
+    size: int = key(2, _SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntries(Body):
+    """``{1: [leaves: label and commitment, no name], 2: [inclusion proofs]}``, equally
+    long, in log order."""
+
+    entries: tuple[bytes, ...] = key(
+        1, F(bytes, 1, MAX_LEAF_BYTES, array=True, count=MAX_LOG_ENTRIES)
+    )
     proofs: tuple[bytes, ...] = key(2, F(bytes, 1, 8192, array=True, count=MAX_LOG_ENTRIES))
 
     @classmethod

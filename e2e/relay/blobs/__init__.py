@@ -378,7 +378,19 @@ class BlobStore(ABC):
             " OR created < ?",
             (now - lim.upload_ttl, now - lim.unreferenced_ttl, now - lim.max_age),
         )
-        ids = [bytes(r[0]) for r in rows]
+        return self._delete([bytes(r[0]) for r in rows])
+
+    def forget(self, owner: bytes) -> int:
+        """A deleted account (SPEC.md §10.1): every blob it uploaded goes, and every grant
+        it held; the number of blobs deleted."""
+        ids = [bytes(r[0]) for r in self._query("SELECT id FROM relay_blobs WHERE owner = ?",
+                                                (owner,))]  # fmt: skip
+        self._transaction(
+            lambda execute: execute("DELETE FROM relay_blob_grants WHERE account = ?", (owner,))
+        )
+        return self._delete(ids)
+
+    def _delete(self, ids: list[bytes]) -> int:
         for at in range(0, len(ids), 500):
             batch = ids[at : at + 500]
             self._transaction(functools.partial(_delete_rows, blob_ids=batch))
