@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "relay"))
 sys.path.insert(0, str(ROOT / "benches"))
 
-from relayhelp import Dev, RelayProcess, fresh_pg_db, new_device  # noqa: E402
+from relayhelp import Dev, RelayProcess, fresh_pg_db, new_device, relay_metrics  # noqa: E402
 
 from e2e.platform import wire  # noqa: E402
 from e2e.platform.policy import MessageClass  # noqa: E402
@@ -235,7 +235,7 @@ def run_case(
                 out[f"open{rate:g}_{name}_p50"] = _pct(lat, 50)
                 out[f"open{rate:g}_{name}_p99"] = _pct(lat, 99)
                 out[f"open{rate:g}_{name}_bad"] = bad
-        metrics = httpx.get(urls[0] + wire.Path.METRICS).text
+        metrics = relay_metrics(urls[0])
         served = 1.0
         for line in metrics.splitlines():
             if line.startswith('e2e_relay_requests_total{endpoint="submit"}'):

@@ -77,7 +77,9 @@ __all__ = [
     "Forbidden",
     "Revoked",
     "RateLimited",
+    "MailboxFull",
     "NoSuchEndpoint",
+    "Overloaded",
     "WireFailure",
     "FingerprintVersionMismatch",
     "KeyTransparencyError",
@@ -88,6 +90,7 @@ __all__ = [
     "KeyMismatch",
     "CertificateError",
     "KeyChangePending",
+    "ConfigError",
 ]
 
 
@@ -393,8 +396,20 @@ class RateLimited(RelayError):
     retryable: ClassVar[bool] = True
 
 
+class MailboxFull(RateLimited):
+    """A recipient device's mailbox holds as much as its quota allows, in all or from this
+    sender (429, SPEC §10.13); accepted once the recipient has fetched its mail."""
+
+
 class NoSuchEndpoint(RelayError):
     """A path or method the API does not have (404/405)."""
+
+
+class Overloaded(RelayError):
+    """The relay is at one of its edge limits (request bodies in flight, shutting down) and
+    did not read the request (503 with ``Retry-After``); nothing was recorded."""
+
+    retryable: ClassVar[bool] = True
 
 
 class WireFailure(RelayError):
@@ -488,3 +503,9 @@ class CertificateError(E2EError):
 class KeyChangePending(E2EError):
     """A send to an account whose key changed and whose change the application has not
     accepted yet."""
+
+
+class ConfigError(E2EError):
+    """A relay configuration (file or environment variable) that names a setting that does
+    not exist, or gives one a value of the wrong type or out of its range; the message names
+    the setting (``edge.header_timeout: ...``)."""

@@ -43,7 +43,10 @@ def test_retryable_is_a_class_level_bool_true_for_exactly_the_transient_ones() -
     for cls in ERROR_CLASSES:
         assert type(cls.retryable) is bool, cls
     retryable = {c.__name__ for c in ERROR_CLASSES if c.retryable}
-    assert retryable == {"WireFailure", "RateLimited", "StoreUnavailable", "TransferInterrupted"}
+    assert retryable == {
+        "WireFailure", "RateLimited", "MailboxFull", "StoreUnavailable", "TransferInterrupted",
+        "Overloaded",
+    }  # fmt: skip
     # a subclass inherits its parent's answer unless it says otherwise
     assert not StoreError("x").retryable and StoreUnavailable("x").retryable
     assert not StaleDeviceList([], []).retryable

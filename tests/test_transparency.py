@@ -321,6 +321,25 @@ def test_log_restores_from_its_leaves() -> None:
     assert again.lookup(b"acme", 2) == log.lookup(b"acme", 2)
 
 
+def test_a_lookup_at_an_older_size_answers_the_entry_of_then() -> None:
+    """The latest entry of an account within the first ``size`` leaves, for every size: the
+    bisection of its own leaf indices picks what a walk of the log would."""
+    log, _ = _log()  # alice at 0, acme at 1
+    log.publish(b"bob", EVE, b"")  # 2
+    log.publish(b"acme", ACME, _signed(ACME_K, b"acme", 2, 1))  # 3
+    log.publish(b"bob", EVE, b"")  # 4
+    log.publish(b"acme", ACME, _signed(ACME_K, b"acme", 3, 1))  # 5
+    for size in range(1, 7):
+        for name in (b"alice", b"acme", b"bob", b"nobody"):
+            walked = [i for i in range(size) if log.accounts[i] == name]
+            if not walked:
+                with pytest.raises(KeyMismatch):
+                    log.lookup(name, size)
+                continue
+            raw, proof = log.lookup(name, size)
+            assert (raw, proof.index, proof.size) == (log.records[walked[-1]], walked[-1], size)
+
+
 def test_served_state_must_equal_the_logged_state() -> None:
     log, view = _log()
     head = _fresh(view, log)
@@ -428,6 +447,26 @@ def test_a_larger_head_from_the_past_is_a_rollback_beyond_the_skew() -> None:
     with pytest.raises(LogRolledBack):
         view.check_head(log.head(10_000 - 301), log.consistency)
     view.check_head(log.head(10_000 - 300), log.consistency)  # within the skew: accepted
+
+
+def test_the_view_keeps_a_bounded_number_of_heads_and_still_catches_forks() -> None:
+    """A client that saw the log grow 100 times keeps its 64 newest heads (on main, all of
+    them, for ever); a fork at a size whose head it dropped is still caught."""
+    from e2e.platform.transparency import MAX_VIEW_HEADS
+
+    log, view = _log()
+    sizes = []
+    for i in range(100):
+        log.publish(b"u%d" % i, EVE, b"")
+        sizes.append(_fresh(view, log, 100 + i).size)
+    assert len(view.heads) == MAX_VIEW_HEADS == 64
+    assert [h.size for h in view.heads] == sizes[-64:]
+    assert LogView.from_bytes(view.to_bytes()).heads == view.heads
+    # A relay showing another log at a size the view dropped (the 10th) is caught.
+    fork = KeyLog(log.signer, VRF, log.records[: sizes[9] - 1])
+    fork.publish(b"mallory", EVE, b"")
+    with pytest.raises(LogForked):
+        view.check_head(fork.head(400), fork.consistency, allow_older=True)
 
 
 def test_leaves_name_no_account_and_every_own_leaf_must_open() -> None:

@@ -18,7 +18,7 @@ import collections
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from e2e.client import Client, inbox, state
 from e2e.client.http import RelayClient
@@ -31,6 +31,7 @@ from e2e.platform.directory import DeviceCertificate, SignedDeviceList
 from e2e.platform.policy import PolicyConfig
 from e2e.relay.app import RelayApp, create_app
 from e2e.relay.backends import open_store
+from e2e.relay.config import RelayConfig
 from e2e.relay.ratelimit import RateLimit
 from e2e.relay.service import RelayService
 from e2e.relay.store import RelayStore
@@ -39,6 +40,15 @@ from e2e.store import Address, MemoryStore, Store
 from e2e.store.sqlite import SqliteStore
 
 _T = TypeVar("_T")
+
+
+#: The relay's settings here: its registration, device and claim limits (SPEC §10.13) out of
+#: the way of scenarios that make many accounts and devices from one address.
+GENEROUS: Final = (
+    RelayConfig()
+    .replace("admission", address_burst=1_000_000, burst=10**9, business_tier=-1)
+    .replace("limits", devices_per_account=1000, claim_burst=100_000, device_claim_burst=100_000)
+)
 
 
 class _Receipts:
@@ -149,6 +159,7 @@ class Service:
         self.app: RelayApp = create_app(
             self.db, config=config, clock=self.clock, share=self.ads.receive, tap=self.tap,
             rate_limit=RateLimit(1e9, 1e9), secret_key=secret_key or os.urandom(32),
+            settings=GENEROUS,
         )  # fmt: skip
         self.relay = RelayClient.serving(self.app, clock=self.clock)
         self.stores = stores

@@ -59,9 +59,10 @@ class Controls(Lifecycle):
 
     # -- customer: controls ---------------------------------------------------------------------
 
-    async def block(self, business: str, on: bool = True) -> None:
-        """(Customer) block ``business``."""
-        await self.transport.control("block", business, on)
+    async def block(self, peer: str, on: bool = True) -> None:
+        """Block ``peer``: a customer blocks a business (its messages are refused), a
+        business blocks a customer (that customer's messages to it are refused)."""
+        await self.transport.control("block", peer, on)
 
     async def limit(self, business: str, on: bool = True) -> None:
         """(Customer) limit ``business`` to important messages."""

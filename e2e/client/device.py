@@ -30,7 +30,7 @@ from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, downlo
 from e2e.client import contacts, inbox, state
 from e2e.client.controls import Controls
 from e2e.client.receiver import Receiver
-from e2e.client.records import Message, Profile, ReceiptStatus, receipt_body
+from e2e.client.records import MAX_RECEIPT_IDS, Message, Profile, ReceiptStatus, receipt_body
 from e2e.client.state import DeviceListHook, Outgoing
 from e2e.client.transport import Connector, Transport
 from e2e.client.trust import GOSSIP
@@ -644,8 +644,9 @@ class Client(Controls, Receiver):
         self.errors[name] = self.errors.get(name, 0) + 1
 
     async def mark_read(self, conversation: str, message_ids: list[bytes]) -> None:
-        """Send a read receipt for these messages of ``conversation``."""
-        await self.send(
-            conversation, receipt_body(ReceiptStatus.READ, message_ids),
-            MessageClass.RECEIPT,
-        )  # fmt: skip
+        """Send read receipts for these messages of ``conversation`` (one per
+        :data:`~e2e.client.records.MAX_RECEIPT_IDS` ids)."""
+        step = MAX_RECEIPT_IDS
+        for i in range(0, len(message_ids), step):
+            body = receipt_body(ReceiptStatus.READ, message_ids[i : i + step])
+            await self.send(conversation, body, MessageClass.RECEIPT)

@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 #: Most message ids one receipt (or retry request) names.
-MAX_RECEIPT_IDS: Final = 1000
+#: Most message ids one receipt carries (a receipt's envelope is small: SPEC §10.13).
+MAX_RECEIPT_IDS: Final = 100
 
 
 class ReceiptStatus:
@@ -207,7 +208,9 @@ class Receipt:
 
 
 def receipt_body(kind: int, message_ids: list[bytes]) -> bytes:
-    """The body of a receipt message: {0: kind, 1: [message ids]}."""
+    """The body of a receipt message: {0: kind, 1: [message ids, at most MAX_RECEIPT_IDS]}."""
+    if len(message_ids) > MAX_RECEIPT_IDS:
+        raise DecodeError("a receipt carries at most MAX_RECEIPT_IDS message ids")
     return dump({0: kind, 1: list(message_ids)})
 
 

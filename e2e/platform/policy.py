@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from e2e.errors import Blocked, DecodeError, Limited, NoPriorContact, NotOptedIn, WindowClosed
+from e2e.errors import (
+    Blocked,
+    DecodeError,
+    Limited,
+    NoPriorContact,
+    NotAllowed,
+    NotOptedIn,
+    WindowClosed,
+)
 
 __all__ = [
     "MessageClass",
@@ -22,6 +30,7 @@ __all__ = [
     "opens_window",
     "billable",
     "WINDOW_SECONDS",
+    "RECEIPT_SLACK",
     "PriceTable",
     "PolicyConfig",
     "Tier",
@@ -34,6 +43,8 @@ __all__ = [
 
 #: A customer message opens (or resets) a service window of this many seconds.
 WINDOW_SECONDS: Final = 24 * 3600
+#: Receipts a party may send in a chat beyond two per message it received there.
+RECEIPT_SLACK: Final = 4
 
 
 class MessageClass(IntEnum):
@@ -198,15 +209,43 @@ class PolicyConfig:
 
 @dataclass(slots=True)
 class ChatState:
-    """What the relay keeps per (business, customer) chat: metadata only."""
+    """What the relay keeps per (business, customer) chat: metadata only.
+
+    ``counts`` holds the messages each side sent (``"customer"``, ``"business"``, receipts
+    included) and, of those, its receipts (``"customer_receipts"``, ``"business_receipts"``).
+    """
 
     last_customer_message: int | None = None
+    #: The customer blocked the business.
     blocked: bool = False
     limited: bool = False
     opted_in: bool = False
     template_times: list[int] = field(default_factory=list)
     spam_reports: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    #: The business blocked the customer.
+    blocked_customer: bool = False
+
+    def check_customer_send(self) -> None:
+        """Raise the refusal for any message of the customer: the business blocked it."""
+        if self.blocked_customer:
+            raise Blocked("the business blocked this customer")
+
+    def check_receipt(self, side: str) -> None:
+        """A receipt from ``side`` ("customer" or "business") answers messages: at most two
+        (delivered, read) per message the other side sent, plus :data:`RECEIPT_SLACK`; else
+        :class:`~e2e.errors.NotAllowed` (receipts are free, so they are not a channel)."""
+        other = "business" if side == "customer" else "customer"
+        received = self.counts.get(other, 0) - self.counts.get(f"{other}_receipts", 0)
+        if self.counts.get(f"{side}_receipts", 0) >= 2 * received + RECEIPT_SLACK:
+            raise NotAllowed("receipts answer messages: more than two per message received")
+
+    def count(self, side: str, cls: MessageClass) -> None:
+        """Count an accepted message of ``side``."""
+        self.counts[side] = self.counts.get(side, 0) + 1
+        if cls is MessageClass.RECEIPT:
+            key = f"{side}_receipts"
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def window_open(self, now: int, config: PolicyConfig) -> bool:
         last = self.last_customer_message

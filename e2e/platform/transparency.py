@@ -10,6 +10,7 @@ publish (:meth:`LogView.audit`).
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "ENTRY_LABEL",
     "MAX_ENTRY_BYTES",
     "MAX_OPENING_BYTES",
+    "MAX_VIEW_HEADS",
     "DirectoryEntry",
     "KeyLog",
     "ForkEvidence",
@@ -126,7 +128,9 @@ class KeyLog:
         self.records: list[bytes] = []
         self.leaves: list[bytes] = []
         self.accounts: list[bytes] = []
-        self.latest: dict[bytes, int] = {}
+        #: Each account's leaf indices, ascending: a lookup at any tree size is a bisection
+        #: of its own leaves, never a walk of the log (SPEC §10.13).
+        self.indices: dict[bytes, list[int]] = {}
         self._proofs: dict[bytes, bytes] = {}
         #: account -> (VRF proof, label) last seen in a record: every record of an account
         #: carries the same proof (ECVRF is deterministic), so a restore hashes it once.
@@ -152,7 +156,7 @@ class KeyLog:
         self.records.append(raw)
         self.leaves.append(leaf)
         self.accounts.append(account)
-        self.latest[account] = index
+        self.indices.setdefault(account, []).append(index)
         return index
 
     def vrf_statement(self) -> bytes:
@@ -172,8 +176,8 @@ class KeyLog:
     def publish(self, account: bytes, identity: bytes, device_list: bytes,
                 opening: bytes | None = None) -> int:  # fmt: skip
         """Append the new state of ``account``; returns the leaf index."""
-        prev = self.latest.get(account)
-        version = 1 if prev is None else self.entry(prev).version + 1
+        held = self.indices.get(account)
+        version = 1 if not held else self.entry(held[-1]).version + 1
         opening = os.urandom(32) if opening is None else opening
         return self._add(self.record(account, version, identity, device_list, opening))
 
@@ -189,13 +193,13 @@ class KeyLog:
 
     def lookup(self, account: bytes, size: int) -> tuple[bytes, InclusionProof]:
         """The opening record of the latest entry of ``account`` within the first ``size``
-        leaves, and its leaf's inclusion proof."""
-        index = self.latest.get(account)
-        if index is None or index >= size:
-            index = next((i for i in range(min(size, len(self.records)) - 1, -1, -1)
-                          if self.accounts[i] == account), None)  # fmt: skip
-        if index is None:
+        leaves, and its leaf's inclusion proof (a bisection of the account's own leaf
+        indices: a missing account costs nothing)."""
+        held = self.indices.get(account, [])
+        at = bisect.bisect_left(held, min(size, len(self.records)))
+        if at == 0:
             raise KeyMismatch("account has no entry in the log")
+        index = held[at - 1]
         return self.records[index], self._proof(index, size)
 
     def open(self, index: int, size: int) -> tuple[bytes, bytes, InclusionProof]:
@@ -259,12 +263,16 @@ class ForkEvidence:
         return cls(heads[0], heads[1])
 
 
+#: Most tree heads a client's view keeps (the newest).
+MAX_VIEW_HEADS: Final = 64
+
+
 @dataclass(slots=True)
 class LogView:
-    """A client's view of the log: the pinned log key, every head it has accepted (sorted by
-    size), the highest entry version seen per account, and how far its own account's
-    entries have been audited. Serialise with :meth:`to_bytes` and keep it in the client
-    store; a rejected head or proof leaves it unchanged."""
+    """A client's view of the log: the pinned log key, the newest :data:`MAX_VIEW_HEADS`
+    heads it has accepted (sorted by size), the highest entry version seen per account, and
+    how far its own account's entries have been audited. Serialise with :meth:`to_bytes` and
+    keep it in the client store; a rejected head or proof leaves it unchanged."""
 
     log_key: bytes
     heads: list[SignedTreeHead] = field(default_factory=list)
@@ -357,6 +365,10 @@ class LogView:
                 raise self._fork(f"tree heads are not consistent: {exc}", a, b) from None
         self.heads.append(head)
         self.heads.sort(key=lambda h: h.size)
+        # Bounded (SPEC §13.4): the oldest heads go. Nothing is lost for fork detection: a
+        # head is accepted only consistent with the next larger one kept, and a consistency
+        # proof to a kept head fixes the root of every smaller size.
+        del self.heads[:-MAX_VIEW_HEADS]
 
     def gossip(self) -> bytes:
         """What our messages carry (SPEC §13.4): the newest head we accepted, as signed by

@@ -84,7 +84,7 @@ class Host(Protocol):
 
     async def _run(self, fn: Callable[[], Any]) -> Any: ...
 
-    def _refused(self, exc: E2EError, path: str) -> tuple[int, bytes, str]: ...
+    def _refused(self, exc: E2EError) -> tuple[int, bytes, str, list[tuple[bytes, bytes]]]: ...
 
 
 class BlobIO:
@@ -99,6 +99,9 @@ class BlobIO:
             started = time.perf_counter()
             await getattr(self.pipeline, step)(c)
             self.app.timers[step] += time.perf_counter() - started
+            if step == "signature":  # the signed digest is the descriptor's (or the empty body's)
+                assert c.token is not None  # noqa: S101 - set by header()
+                c.token.check_digest(wire.body_digest(c.body))
 
     async def serve(
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send, method: str,
@@ -108,7 +111,7 @@ class BlobIO:
         try:
             blob_id = parse_blob_path(path)
         except DecodeError:
-            await self._answer(send, *self.app._refused(NoSuchEndpoint("no such blob path"), path))
+            await self._answer(send, *self.app._refused(NoSuchEndpoint("no such blob path")))
             return
         try:
             if method == "PATCH":
@@ -119,7 +122,7 @@ class BlobIO:
             else:
                 raise NoSuchEndpoint("method not allowed")
         except E2EError as exc:
-            await self._answer(send, *self.app._refused(exc, path))
+            await self._answer(send, *self.app._refused(exc))
         except _Gone:
             pass
         except Exception:
@@ -128,10 +131,12 @@ class BlobIO:
             await self._answer(send, 500, WireError("internal", "internal error").to_bytes(),
                                CONTENT_TYPE)  # fmt: skip
 
-    async def _answer(self, send: Send, status: int, body: bytes, ctype: str) -> None:
+    async def _answer(self, send: Send, status: int, body: bytes, ctype: str,
+                      extra: list[tuple[bytes, bytes]] | None = None) -> None:  # fmt: skip
         try:
             await send({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()),
+                *(extra or []),
             ]})  # fmt: skip
             await send({"type": "http.response.body", "body": body})
         except OSError:
@@ -147,8 +152,8 @@ class BlobIO:
         length = _int_header(scope, b"upload-length", 0)
         if count > MAX_PATCH_BYTES:
             raise LimitExceeded("upload request larger than MAX_PATCH_BYTES")
-        c = Call(_ROUTE, "PATCH", path, patch_descriptor(blob_id, offset, count, length),
-                 _header(scope, b"authorization"))  # fmt: skip
+        c = Call(_ROUTE, "PATCH", path, _header(scope, b"authorization"),
+                 body=patch_descriptor(blob_id, offset, count, length))  # fmt: skip
         await self._admit(c)
         account = c.caller[0]
         blobs = self.app.service.blobs
@@ -197,7 +202,7 @@ class BlobIO:
         self, scope: MutableMapping[str, Any], receive: Receive, send: Send, blob_id: bytes,
         path: str,
     ) -> None:  # fmt: skip
-        c = Call(_ROUTE, "GET", path, b"", _header(scope, b"authorization"))
+        c = Call(_ROUTE, "GET", path, _header(scope, b"authorization"))
         await self._admit(c)
         account = c.caller[0]
         blobs = self.app.service.blobs

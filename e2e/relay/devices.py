@@ -4,7 +4,8 @@ routed), device roles, and routing.
 
 The relay never makes a device list: the account key signs each one, and the relay only
 adopts a list that follows the one in force (a higher version, every tombstone kept, every
-dropped device tombstoned, an admin left). Adopting a list deletes every device it drops
+dropped device tombstoned, an admin left, at most ``limits.devices_per_account`` devices unless
+it adds none, SPEC §10.13). Adopting a list deletes every device it drops
 (certificate, prekeys, mailbox, routes) and logs the account's new state in the key log in
 the same transaction. A certificate the list does not carry is refused everywhere: at
 registration (:class:`~e2e.errors.Revoked` for a tombstoned one), and by authentication,
@@ -39,6 +40,7 @@ from e2e.platform.wire import (
     RegisterDevice,
     Route,
 )
+from e2e.relay.config import RelayConfig
 from e2e.relay.store import BUSINESS, CUSTOMER, Account, Caller, Tx, account_of
 
 __all__ = ["Devices", "chat_devices"]
@@ -58,6 +60,8 @@ class Devices:
 
     #: Appends the account's new state to the key log (:class:`~e2e.relay.keydir.KeyDirectory`).
     _log_account: Callable[[Tx, bytes, bytes], None]
+    #: The relay's settings (:class:`~e2e.relay.service.RelayService`'s).
+    settings: RelayConfig
 
     @staticmethod
     def certificate_of(req: RegisterDevice) -> DeviceCertificate:
@@ -120,8 +124,10 @@ class Devices:
                 new.check_admin()
         except KeyMismatch as exc:
             raise NotAllowed(str(exc)) from None
-        listed = dict(zip((c.device_id for c in new.certs), new.certificates, strict=True))
         held = tx.devices(acct.name)
+        if len(new.certs) > max(self.settings.limits.devices_per_account, len(held)):
+            raise NotAllowed("the account has as many devices as it may")
+        listed = dict(zip((c.device_id for c in new.certs), new.certificates, strict=True))
         for device_id, (cert, _) in held.items():
             if listed.get(device_id) != cert:
                 tx.delete_device(acct.name, device_id)  # revoked, or re-keyed

@@ -42,16 +42,15 @@ from psycopg import pq
 from psycopg_pool import ConnectionPool
 
 from e2e.errors import StoreError, StoreUnavailable
-from e2e.relay.store import (
+from e2e.relay.schema import (
+    ADDED_COLUMNS,
     BUCKET_COLUMNS,
     SCHEMA,
     TAKE_TOKEN,
-    UPGRADES,
     USE_NONCE,
-    RelayStore,
-    Tx,
     bucket_params,
 )
+from e2e.relay.store import RelayStore, Tx
 from e2e.relay.writer import (
     DIRECTORY_GENERATION,
     DIRECTORY_TABLES,
@@ -324,7 +323,7 @@ class _PgTx(SqlTx):
 
 
 def _bucket_key(account: bytes, device_id: int) -> int:
-    return _lock_key(b"rate\x00" + account + b"\x00" + device_id.to_bytes(8, "big"))
+    return _lock_key(b"rate\x00" + account + b"\x00" + device_id.to_bytes(8, "big", signed=True))
 
 
 def _lock_key(name: bytes) -> int:
@@ -401,9 +400,11 @@ class PostgresRelayStore(RelayStore):
                 for stmt in SCHEMA.format(serial="BIGSERIAL PRIMARY KEY").split(";"):
                     if stmt.strip():
                         conn.execute(stmt.replace("BLOB", "BYTEA"))
-                for table, column, kind in UPGRADES:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} "
-                                 f"{kind.replace('BLOB', 'BYTEA')}")  # fmt: skip
+                for table, column, decl in ADDED_COLUMNS:
+                    conn.execute(
+                        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column}"
+                        f" {decl.replace('BLOB', 'BYTEA')}"
+                    )
                 conn.execute(_DIRECTORY_FUNCTION)
                 for table in DIRECTORY_TABLES:
                     conn.execute(_DIRECTORY_TRIGGER.replace("{table}", table))

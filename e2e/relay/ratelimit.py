@@ -46,8 +46,9 @@ class RateLimit:
             self._buckets[key] = (tokens, now)
             return False
         self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > 100_000:  # bounded: forget idle devices
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 60}
+        if len(self._buckets) > 100_000:  # bounded: forget buckets that have refilled
+            full = self.burst / self.rate
+            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < full}
         return True
 
     def spend(self, key: tuple[bytes, int]) -> bool:

@@ -151,11 +151,15 @@ class Reports:
         now = self.clock()
         tx.lock_chat(parsed.business, caller[0])
         chat = tx.chat(parsed.business, caller[0]) or ChatState()
-        chat.spam_reports += 1
+        # A report counts once per message: one that names only messages the customer has
+        # reported before changes nothing but the block (SPEC §10.4).
+        fresh = tx.mark_reported(parsed.business, caller[0], [v.message_id for v in verified])
+        if fresh:
+            chat.spam_reports += 1
+            tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
         if req.block:
             chat.blocked = True
         tx.put_chat(parsed.business, caller[0], chat)
-        tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
         self._share(parsed.business, caller[0], chat, now)
         return ReportVerdict(
             tuple(v.message_id for v in verified),
@@ -194,7 +198,8 @@ class Reports:
         held = self._templates(tx, caller[0])
         if tpl.template_id not in held and len(held) >= MAX_TEMPLATES:
             raise NotAllowed("too many templates")
-        if not tx.insert_template(caller[0], tpl.template_id, int(cls), tpl.text_hash):
+        if not tx.insert_template(caller[0], tpl.template_id, int(cls), tpl.text_hash,
+                                  self.clock()):  # fmt: skip
             found = self._templates(tx, caller[0]).get(tpl.template_id)
             if found != tpl:
                 raise NotAllowed("template id already registered")
@@ -223,21 +228,24 @@ class Reports:
             raise MisdeclaredClass("template registered as another class")
 
     @staticmethod
-    def _templates(tx: Tx, business: bytes) -> dict[bytes, Template]:
+    def _templates(tx: Tx, business: bytes, at: int | None = None) -> dict[bytes, Template]:
+        """The business's templates (those registered by time ``at``, if given)."""
         return {
             tid: Template(tid, parse_class(cls), digest)
-            for tid, cls, digest in tx.templates(business)
+            for tid, cls, digest in tx.templates(business, at)
         }
 
     def report_class(self, tx: Tx, caller: Caller, req: SubmitClassReport) -> ClassVerdict:
         """Verify a customer's report that one message's content does not fit its declared
         class (:func:`~e2e.platform.franking.verify_class_report` with the business's
-        registered templates) and bill the business one penalty line at the outside-window
-        price of the class it should have declared. Once per message: a second report of it
-        is refused and adds nothing. Call :meth:`refresh_franking_keys` before."""
+        templates registered by the message's receive time) and bill the business one
+        penalty line at the outside-window price of the class it should have declared. Once
+        per message: a second report of it is refused and adds nothing. Call
+        :meth:`refresh_franking_keys` before."""
         try:
             item = ReportItem.from_bytes(req.item)
-            business = Delivery.from_bytes(item.delivery).open_envelope().from_account
+            delivery = Delivery.from_bytes(item.delivery)
+            business = delivery.open_envelope().from_account
         except ReportRejected:
             raise
         except E2EError:
@@ -246,8 +254,11 @@ class Reports:
         if customer.kind != CUSTOMER or account_of(tx, business).kind != BUSINESS:
             raise NotAllowed("reports are a customer's, over a business")
         key, _ = self._verify_key(item, caller[0], business)
+        # Judged by the templates as they were when the message was sent (its receive time is
+        # under the tag that verify_class_report checks): one registered later changes nothing.
+        at = delivery.received_at
         verified, verdict = verify_class_report(
-            key, item, caller[0], business, self._templates(tx, business)
+            key, item, caller[0], business, self._templates(tx, business, at)
         )
         price = self.config.prices.price(verdict.content, False)
         now = self.clock()

@@ -1,5 +1,7 @@
-"""``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--host H] [--port N]``, and
-the operator's ``rotate-franking-key`` and ``certify-business`` (SPEC.md §10.9)."""
+"""``python -m e2e relay serve --db <sqlite path | postgresql DSN> [--config FILE] [--host H]
+[--port N]``, and the operator's ``rotate-franking-key``, ``set-tier`` and
+``certify-business`` (SPEC.md §10.9). The server is uvicorn with the relay's edge limits
+around its HTTP protocol (SPEC §10.13)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import TYPE_CHECKING
 from e2e.relay.blobs import BlobLimits
 
 if TYPE_CHECKING:
+    from e2e.relay.config import RelayConfig
     from e2e.relay.service import RelayService
 
 __all__ = ["main"]
@@ -26,16 +29,23 @@ def main(argv: list[str]) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument(
-        "--rate", type=float, default=200.0,
-        help="requests/s per device, over all relay processes on the database",
+        "--config", default=None,
+        help="TOML configuration file (default: $E2E_RELAY_CONFIG; E2E_RELAY_<SECTION>_<NAME>"
+        " variables override it)",
     )  # fmt: skip
-    serve.add_argument("--burst", type=float, default=400.0, help="burst per device")
+    serve.add_argument(
+        "--rate", type=float, default=None,
+        help="requests/s per device, over all relay processes on the database (rate.rate)",
+    )  # fmt: skip
+    serve.add_argument("--burst", type=float, default=None, help="burst per device (rate.burst)")
     serve.add_argument(
         "--rate-lease", type=int, default=None,
         help="tokens a process takes from a device's bucket at once (default burst/8, at most"
-        " rate/10, at least 1)",
+        " rate/10, at least 1) (rate.lease)",
     )  # fmt: skip
-    serve.add_argument("--workers", type=int, default=8, help="store worker threads")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="store worker threads (ops.workers)"
+    )
     serve.add_argument(
         "--blob-max-bytes", type=int, default=_DEFAULT.max_blob_bytes,
         help="largest blob (attachment ciphertext) the relay keeps: 413 beyond",
@@ -58,6 +68,10 @@ def main(argv: list[str]) -> int:
     )
     rotate = sub.add_parser("rotate-franking-key", help="make a new current franking key")
     rotate.add_argument("--db", required=True)
+    tier = sub.add_parser("set-tier", help="set a business account's billing tier")
+    tier.add_argument("--db", required=True)
+    tier.add_argument("--account", required=True)
+    tier.add_argument("--tier", required=True, choices=["free", "api"])
     certify = sub.add_parser(
         "certify-business",
         help="certify a business's display name and account key with the platform key",
@@ -69,7 +83,7 @@ def main(argv: list[str]) -> int:
     certify.add_argument("--account", required=True)
     certify.add_argument("--display-name", required=True)
     certify.add_argument("--days", type=int, default=365, help="validity in days")
-    for sp in (serve, rotate, certify):
+    for sp in (serve, rotate, certify, tier):
         sp.add_argument(
             "--secret-key-file",
             default=None,
@@ -78,23 +92,31 @@ def main(argv: list[str]) -> int:
         )
     ns = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=ns.log_level.upper() if ns.action == "serve" else "INFO",
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    from e2e.errors import E2EError
+    if ns.action == "serve":  # JSON lines, uvicorn's own records included (SPEC §10.9)
+        from e2e.relay.observe import JsonFormatter
+
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=ns.log_level.upper(), handlers=[handler])
+    else:
+        logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from e2e.errors import ConfigError, E2EError
     from e2e.relay.app import RelayApp
     from e2e.relay.backends import open_blob_store, open_store
+    from e2e.relay.config import RelayConfig
     from e2e.relay.ratelimit import RateLimit
     from e2e.relay.service import RelayService
     from e2e.relay.tap import FileTap
 
+    config = RelayConfig()
     if ns.action == "serve":
         try:
-            limit = RateLimit(ns.rate, ns.burst, lease=ns.rate_lease)
-        except ValueError as exc:
-            print(f"bad rate limit: {exc}", file=sys.stderr)
+            config = _config(ns)
+        except ConfigError as exc:
+            print(f"bad configuration: {exc}", file=sys.stderr)
             return 2
+        r = config.rate
+        limit = RateLimit(r.rate, r.burst, lease=r.lease or None)
     secret_key = None
     if ns.secret_key_file:
         try:
@@ -111,7 +133,8 @@ def main(argv: list[str]) -> int:
                 max_age=ns.blob_days * 86_400,
             )  # fmt: skip
             blobs = open_blob_store(ns.db, limits)
-        service = RelayService(open_store(ns.db), secret_key=secret_key, blobs=blobs)
+        service = RelayService(open_store(ns.db), settings=config, secret_key=secret_key,
+                               blobs=blobs)  # fmt: skip
     except E2EError as exc:
         print(f"cannot open the relay store: {exc}", file=sys.stderr)
         return 2
@@ -121,6 +144,15 @@ def main(argv: list[str]) -> int:
         )
     if ns.action == "certify-business":
         return _certify(service, ns)
+    if ns.action == "set-tier":
+        account, level = ns.account.encode(), 0 if ns.tier == "free" else 1
+        done = service.store.run(lambda tx: tx.set_tier(account, level))
+        service.store.close()
+        if not done:
+            print("no such business account", file=sys.stderr)
+            return 2
+        print(f"{ns.account} is on the {ns.tier} tier")
+        return 0
     if ns.action == "rotate-franking-key":
         key_id = service.rotate_franking_key()
         service.store.close()
@@ -129,13 +161,22 @@ def main(argv: list[str]) -> int:
 
     import uvicorn
 
+    from e2e.relay.edge import EdgeState, protocol_class
+
+    _raise_open_files()
     tap_file = open(ns.tap, "ab") if ns.tap else None  # noqa: SIM115 - lives as long as the server
     app = RelayApp(
         service,
+        edge=config.edge,
         rate_limit=limit,
         tap=FileTap(tap_file) if tap_file else None,
-        workers=ns.workers,
+        workers=config.ops.workers,
+        purge_seconds=config.ops.upkeep_seconds,
+        metrics_token=config.ops.metrics_token,
     )
+    edge = EdgeState(config.edge)
+    edge.on_shutdown(app.drain)
+    app.edge_state = edge
     http, loop = "h11", "asyncio"
     if ns.http != "h11":
         import importlib.util
@@ -146,20 +187,54 @@ def main(argv: list[str]) -> int:
         elif ns.http == "httptools":
             print("--http httptools needs httptools and uvloop installed", file=sys.stderr)
             return 2
-    config = uvicorn.Config(
+    server = uvicorn.Config(
         app,
         host=ns.host,
         port=ns.port,
         log_level=ns.log_level,
+        log_config=None,
         access_log=False,
         lifespan="on",
-        http=http,
+        http=protocol_class(http, edge),
         loop=loop,
+        backlog=config.edge.backlog,
+        timeout_keep_alive=config.edge.keep_alive,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=config.edge.shutdown_seconds,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=config.edge.max_header_bytes,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(server).run()
     if tap_file is not None:
         tap_file.close()
     return 0
+
+
+def _config(ns: argparse.Namespace) -> RelayConfig:
+    """The configuration file and environment, then the command line's own flags."""
+    import os
+
+    from e2e.relay.config import load
+
+    config = load(ns.config or os.environ.get("E2E_RELAY_CONFIG"))
+    flags = {"rate": ns.rate, "burst": ns.burst, "lease": ns.rate_lease}
+    given = {k: v for k, v in flags.items() if v is not None}
+    if given:
+        config = config.replace("rate", **given)
+    if ns.workers is not None:
+        config = config.replace("ops", workers=ns.workers)
+    return config
+
+
+def _raise_open_files() -> None:
+    """Each connection is a file descriptor: raise the soft limit to the hard one, so the
+    edge's connection caps (SPEC §10.13), not the process's limit, decide who is refused."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not POSIX, or not allowed
+        pass
 
 
 def _certify(service: RelayService, ns: argparse.Namespace) -> int:

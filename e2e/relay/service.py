@@ -24,7 +24,8 @@ from e2e.errors import (
     DecodeError,
     DuplicateSubmission,
     Forbidden,
-    InvalidSignature,
+    LimitExceeded,
+    MailboxFull,
     NoSuchEndpoint,
     NotAllowed,
     RateLimited,
@@ -56,28 +57,25 @@ from e2e.platform.wire import (
     AUTH_SKEW,
     Ack,
     AuthToken,
-    ClaimedPrekey,
-    ClaimPrekey,
     Control,
     Fetch,
     Mailbox,
     Ok,
     Precheck,
-    PrekeyCount,
     Receipt,
     RegisterAccount,
     Resend,
     Submit,
-    UploadPrekeys,
     WindowQuery,
     WindowState,
 )
-from e2e.prekeys import PrekeyBundle
 from e2e.relay.blobs import BlobStore
 from e2e.relay.blobsvc import BlobHandlers
+from e2e.relay.config import RelayConfig
 from e2e.relay.devices import Devices, chat_devices
 from e2e.relay.keydir import KeyDirectory
 from e2e.relay.lifecycle import Lifecycle
+from e2e.relay.prekeys import Prekeys
 from e2e.relay.reports import Reports
 from e2e.relay.secrets import SecretSealer
 from e2e.relay.store import (
@@ -110,9 +108,18 @@ class PreparedSubmit:
 DEDUP_SECONDS: Final = 7 * 24 * 3600
 #: Most device identity keys remembered per process (the cache is emptied when full).
 IDENTITY_CACHE: Final = 100_000
+#: Bytes a fetch answer spends on each delivery besides its envelope (the delivery record's
+#: other fields and its array item head), and on the answer itself.
+DELIVERY_OVERHEAD: Final = 80
+MAILBOX_OVERHEAD: Final = 32
+#: Seconds a nonce is kept beyond the skew: a relay process whose clock is up to this far
+#: behind the one that purges nonces still refuses a replay (SPEC §10.7).
+CLOCK_MARGIN: Final = 120
+#: The rate bucket of account registrations in all (SPEC §10.13), with device id -1.
+REGISTRATIONS: Final = b""
 
 
-class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
+class RelayService(Devices, Lifecycle, KeyDirectory, Reports, Prekeys, BlobHandlers):
     """The relay's request handlers over one :class:`RelayStore`. Thread-safe.
 
     Here: authentication and admission, accounts, prekeys, messages and mailboxes, customer
@@ -120,7 +127,8 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
     :class:`~e2e.relay.devices.Devices`', linking and recovery
     :class:`~e2e.relay.lifecycle.Lifecycle`'s; the key directory's handlers are
     :class:`~e2e.relay.keydir.KeyDirectory`'s, the franking keys', reports', templates' and
-    the bill's :class:`~e2e.relay.reports.Reports`', the blob store's
+    the bill's :class:`~e2e.relay.reports.Reports`', the prekey directory's
+    :class:`~e2e.relay.prekeys.Prekeys`', the blob store's
     :class:`~e2e.relay.blobsvc.BlobHandlers`' (over ``blobs``; a relay without one refuses
     attachments)."""
 
@@ -135,16 +143,20 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
         log_key: bytes | None = None,
         secret_key: bytes | None = None,
         blobs: BlobStore | None = None,
+        settings: RelayConfig | None = None,
     ) -> None:
         self.store = store
         self._blobs = blobs
         self._sealer = SecretSealer(secret_key)
-        self.config = config or PolicyConfig()
+        #: The relay's settings (SPEC §10.9); the policy's are ``config`` if given.
+        self.settings = settings or RelayConfig()
+        self.config = config or self.settings.policy_config()
         self.clock = clock
         self.rng = rng
         self.share = share
         self.dedup_seconds = dedup_seconds
         self._identities: dict[Caller, bytes] = {}
+        self._init_prekeys()
         self._keys: list[FrankingKey] = []
         self._keys_lock = threading.Lock()
         self.refresh_franking_keys()
@@ -195,7 +207,8 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
                 self.forget_identity((token.account, token.device_id))
                 raise Unauthenticated("device changed during the request")
         taken, fresh = tx.admit(
-            token.account, token.device_id, token.nonce, token.timestamp + AUTH_SKEW + 1,
+            token.account, token.device_id, token.nonce,
+            token.timestamp + AUTH_SKEW + CLOCK_MARGIN,
             now, rate, burst, want,
         )  # fmt: skip
         if want and not taken:
@@ -214,56 +227,19 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
         req.verify()
         acct = tx.account(req.name)
         if acct is not None:
-            if (acct.kind, acct.tier) == (req.kind, req.tier) and hmac.compare_digest(
-                acct.identity, req.identity
-            ):
+            if acct.kind == req.kind and hmac.compare_digest(acct.identity, req.identity):
                 return Ok()  # a retried registration
             raise Conflict("account name already taken")
-        tx.insert_account(Account(req.name, req.kind, req.tier, req.identity))
+        # The billing tier is the operator's (SPEC §10.3), whatever the registration declares.
+        tier = self.settings.admission.business_tier
+        if req.kind == CUSTOMER or tier < 0:
+            tier = req.tier
+        a = self.settings.admission
+        if not tx.take_token(REGISTRATIONS, -1, self.clock(), a.per_hour / 3600, a.burst):
+            raise RateLimited("too many accounts registered; try later")
+        tx.insert_account(Account(req.name, req.kind, tier, req.identity))
         self._log_account(tx, req.name, req.identity)
         return Ok()
-
-    def upload_prekeys(self, tx: Tx, caller: Caller, req: UploadPrekeys) -> PrekeyCount:
-        identity = tx.device_identity(*caller)
-        if identity is None:
-            raise Unauthenticated("unknown device")
-        parsed: list[tuple[int, bytes]] = []
-        for raw in req.one_time:
-            bundle = self._bundle(raw, identity)
-            if bundle.opk_id is None:
-                raise DecodeError("a one-time bundle without a one-time prekey id")
-            parsed.append((bundle.opk_id, raw))
-        if len({i for i, _ in parsed}) != len(parsed):
-            raise DecodeError("one-time prekey id uploaded twice in one request")
-        if req.last_resort is not None:
-            if self._bundle(req.last_resort, identity).opk_id is not None:
-                raise DecodeError("a last-resort bundle carries a one-time prekey")
-        tx.insert_prekeys(caller[0], caller[1], parsed)
-        if req.last_resort is not None:
-            tx.set_last_resort(caller[0], caller[1], req.last_resort)
-        return self.count_prekeys(tx, caller)
-
-    @staticmethod
-    def _bundle(raw: bytes, identity: bytes) -> PrekeyBundle:
-        bundle = PrekeyBundle.from_bytes(raw)
-        if not hmac.compare_digest(bundle.identity_key, identity):
-            raise InvalidSignature("bundle identity differs from the certified device key")
-        bundle.verify()
-        return bundle
-
-    def count_prekeys(self, tx: Tx, caller: Caller, req: object = None) -> PrekeyCount:
-        return PrekeyCount(tx.count_prekeys(*caller), tx.last_resort(*caller) is not None)
-
-    def claim_prekey(self, tx: Tx, caller: Caller, req: ClaimPrekey) -> ClaimedPrekey:
-        if tx.device_identity(req.account, req.device_id) is None:
-            raise UnknownAccount("unknown device")
-        bundle = tx.claim_prekey(req.account, req.device_id)
-        if bundle is not None:
-            return ClaimedPrekey(bundle, True)
-        last = tx.last_resort(req.account, req.device_id)
-        if last is None:
-            raise UnknownAccount("device has not published prekeys")
-        return ClaimedPrekey(last, False)
 
     def _chat_set(
         self, tx: Tx, sender: Caller, cls: MessageClass, to_account: bytes
@@ -311,6 +287,10 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
         in_window = False
         if src.kind == BUSINESS:
             in_window = chat.check_business_send(cls, now, self.config)
+        else:
+            chat.check_customer_send()
+        if cls is MessageClass.RECEIPT:
+            chat.check_receipt("business" if src.kind == BUSINESS else "customer")
         return src, business, customer, chat, in_window, now
 
     def precheck(self, tx: Tx, caller: Caller, req: Precheck) -> Ok:
@@ -320,18 +300,26 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
             self._check_template(tx, src, req.template_id, cls)
         return Ok()
 
-    @staticmethod
     def prepare_submit(
-        caller: Caller, req: Submit | Resend, body: bytes | None = None
+        self, caller: Caller, req: Submit | Resend, body: bytes | None = None
     ) -> PreparedSubmit:
-        """The checks of a submission that need no store: its copies decoded, from the
-        authenticated device, agreeing on their metadata. ``body``, if given, is the
+        """The checks of a submission that need no store: each copy small enough to be
+        fetched (``mailbox.fetch_bytes``), decoded, from the authenticated device, agreeing
+        on their metadata. ``body``, if given, is the
         request's canonical encoding (it is hashed instead of encoding ``req`` again). Run
         before the transaction, so the store's writer does only what needs the store."""
         if not req.envelopes:
             raise DecodeError("empty batch")
+        fetch_bytes = self.settings.mailbox.fetch_bytes
+        for raw in req.envelopes:
+            if len(raw) + DELIVERY_OVERHEAD + MAILBOX_OVERHEAD > fetch_bytes:
+                raise LimitExceeded("envelope larger than a recipient's fetch answer can carry")
         envs = tuple(Envelope.from_bytes(raw) for raw in req.envelopes)
         first = envs[0]
+        if first.cls is MessageClass.RECEIPT:
+            cap = self.settings.limits.receipt_bytes
+            if any(len(raw) > cap for raw in req.envelopes):
+                raise LimitExceeded("a receipt larger than limits.receipt_bytes")
         for env in envs:
             if env.sender != caller:
                 raise Forbidden("envelope sender differs from the authenticated device")
@@ -366,15 +354,22 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
                 chat.template_times = [
                     t for t in chat.template_times if now - t < self.config.window_seconds
                 ] + [now]
-            chat.counts["business"] = chat.counts.get("business", 0) + 1
+            chat.count("business", first.cls)
         else:
             if opens_window(first.cls):
                 chat.last_customer_message = now
-            chat.counts["customer"] = chat.counts.get("customer", 0) + 1
+            chat.count("customer", first.cls)
+        copies = [
+            (env.dest_account, env.dest_device, len(raw))
+            for env, raw in zip(envs, prep.raw, strict=True)
+        ]
+        if not tx.reserve_mail(caller[0], copies, self.settings.mailbox.quota()):
+            raise MailboxFull("a recipient's mailbox is full")
         tx.put_chat(business, customer, chat)
         key = self._current_key()
         for env, raw in zip(envs, prep.raw, strict=True):
-            tx.insert_mail(env.dest_account, env.dest_device, raw, now, relay_tag(key, env, now))
+            tx.insert_mail(env.dest_account, env.dest_device, raw, now, relay_tag(key, env, now),
+                           caller[0])  # fmt: skip
             tx.notify(env.dest_account, env.dest_device)
         tx.insert_seen(
             caller[0],
@@ -412,21 +407,31 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
             chat = tx.chat(caller[0], first.to_account)
             if chat is not None and chat.blocked:
                 raise Blocked("the customer blocked this business")
+        copies = [
+            (env.dest_account, env.dest_device, len(raw))
+            for env, raw in zip(prep.envs, prep.raw, strict=True)
+        ]
+        if not tx.reserve_mail(caller[0], copies, self.settings.mailbox.quota()):
+            raise MailboxFull("a recipient's mailbox is full")  # the quota holds for resends too
         at = seen.received_at
         key = self._current_key()
         for env, raw in zip(prep.envs, prep.raw, strict=True):
-            tx.insert_mail(env.dest_account, env.dest_device, raw, at, relay_tag(key, env, at))
+            tx.insert_mail(env.dest_account, env.dest_device, raw, at, relay_tag(key, env, at),
+                           caller[0])  # fmt: skip
             tx.notify(env.dest_account, env.dest_device)
         return Receipt(first.message_id, at, len(prep.envs), 0)
 
     def fetch(self, tx: Tx, caller: Caller, req: Fetch) -> Mailbox:
+        """The caller's oldest deliveries, at most ``req.limit`` and at most
+        ``mailbox.fetch_bytes`` of answer, but always the oldest one (which fits: a submission
+        is refused if one of its copies could not, :meth:`prepare_submit`), so every fetch
+        makes progress and a mailbox can always be emptied (SPEC §10.13)."""
         if (req.account, req.device_id) != caller:
             raise Forbidden("another device's mailbox")
-        mail = tx.fetch_mail(req.account, req.device_id, req.limit)
+        budget = self.settings.mailbox.fetch_bytes - MAILBOX_OVERHEAD
+        mail, cut = tx.fetch_mail(req.account, req.device_id, req.limit, budget, DELIVERY_OVERHEAD)
         out = tuple(Delivery(m.envelope, m.received_at, m.tag, m.seq).to_bytes() for m in mail)
-        more = 0
-        if len(mail) == req.limit:
-            more = tx.count_mail(req.account, req.device_id) - len(mail)
+        more = tx.count_mail(req.account, req.device_id) - len(mail) if cut else 0
         return Mailbox(out, more)
 
     def ack(self, tx: Tx, caller: Caller, req: Ack) -> Ok:
@@ -436,20 +441,31 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
         return Ok()
 
     def control(self, tx: Tx, caller: Caller, req: Control) -> Ok:
-        customer = account_of(tx, caller[0])
-        business = account_of(tx, req.business)
-        if customer.kind != CUSTOMER or business.kind != BUSINESS:
-            raise NotAllowed("controls are a customer's, over a business")
-        tx.lock_chat(req.business, caller[0])
-        chat = tx.chat(req.business, caller[0]) or ChatState()
-        if req.op == Control.BLOCK:
+        """A customer blocks, limits or opts in to a business (``req.business``); a business
+        blocks a customer (``req.business`` names the customer then): that customer's
+        messages to it are refused (``Blocked``)."""
+        me = account_of(tx, caller[0])
+        peer = account_of(tx, req.business)
+        if me.kind == BUSINESS and peer.kind == CUSTOMER:
+            if req.op != Control.BLOCK:
+                raise NotAllowed("a business only blocks a customer")
+            business, customer = caller[0], req.business
+        elif me.kind == CUSTOMER and peer.kind == BUSINESS:
+            business, customer = req.business, caller[0]
+        else:
+            raise NotAllowed("controls are between a customer and a business")
+        tx.lock_chat(business, customer)
+        chat = tx.chat(business, customer) or ChatState()
+        if me.kind == BUSINESS:
+            chat.blocked_customer = req.on
+        elif req.op == Control.BLOCK:
             chat.blocked = req.on
         elif req.op == Control.LIMIT:
             chat.limited = req.on
         else:
             chat.opted_in = req.on
-        tx.put_chat(req.business, caller[0], chat)
-        self._share(req.business, caller[0], chat, self.clock())
+        tx.put_chat(business, customer, chat)
+        self._share(business, customer, chat, self.clock())
         return Ok()
 
     def window(self, tx: Tx, caller: Caller, req: WindowQuery) -> WindowState:
@@ -472,10 +488,15 @@ class RelayService(Devices, Lifecycle, KeyDirectory, Reports, BlobHandlers):
         return self._blobs
 
     def purge(self) -> None:
+        """Drop expired nonces and de-duplication records, and deliveries older than
+        ``mailbox.retention_seconds`` (a thousand per transaction)."""
         now = self.clock()
         self.store.run(lambda tx: tx.purge(now))
         if self._blobs is not None:
             self._blobs.expire(now)
+        before = now - self.settings.mailbox.retention_seconds
+        while self.store.run(lambda tx: tx.expire_mail(before)) == 1000:
+            pass
 
     def close(self) -> None:
         """Close the relay store and the blob store."""

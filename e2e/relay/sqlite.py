@@ -30,7 +30,8 @@ from typing import Any, Final, TypeVar
 
 from e2e.errors import StoreError, StoreUnavailable
 from e2e.platform.policy import ChatState
-from e2e.relay.store import SCHEMA, UPGRADES, RelayStore, Tx
+from e2e.relay.schema import ADDED_COLUMNS, SCHEMA
+from e2e.relay.store import RelayStore, Tx
 from e2e.relay.writer import (
     CACHE_ENTRIES,
     DIRECTORY_GENERATION,
@@ -55,6 +56,8 @@ _DIRECTORY_TRIGGER: Final = (
 )
 #: Most requests committed together.
 MAX_GROUP: Final = 64
+#: The chat counts the chats table stores.
+_COUNTS: Final = ("customer", "business", "customer_receipts", "business_receipts")
 
 
 class _Cache(DirectoryCache):
@@ -90,12 +93,12 @@ class _Cache(DirectoryCache):
 
 
 def _copy_chat(c: ChatState) -> ChatState:
-    """A copy of ``c`` as reading it back from the chats table gives it (only the two
-    counts are stored), sharing nothing mutable with it."""
-    counts = {"customer": c.counts.get("customer", 0), "business": c.counts.get("business", 0)}
+    """A copy of ``c`` as reading it back from the chats table gives it (only the counts of
+    :data:`_COUNTS` are stored), sharing nothing mutable with it."""
+    counts = {k: c.counts.get(k, 0) for k in _COUNTS}
     return ChatState(c.last_customer_message, bool(c.blocked), bool(c.limited),
                      bool(c.opted_in), list(c.template_times), c.spam_reports,
-                     counts)  # fmt: skip
+                     counts, bool(c.blocked_customer))  # fmt: skip
 
 
 class _SqliteTx(CachedDirectory, SqlTx):
@@ -149,10 +152,10 @@ class SqliteRelayStore(RelayStore):
             for stmt in SCHEMA.format(serial="INTEGER PRIMARY KEY AUTOINCREMENT").split(";"):
                 if stmt.strip():
                     self._conn.execute(stmt)
-            for table, column, kind in UPGRADES:
+            for table, column, decl in ADDED_COLUMNS:
                 have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
-                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             for table in DIRECTORY_TABLES:
                 for op in ("INSERT", "UPDATE", "DELETE"):
                     trigger = _DIRECTORY_TRIGGER.replace("{op}", op).replace("{table}", table)

@@ -7,7 +7,8 @@ the relay serves runs its decision and its writes inside one transaction, so a r
 processes share one database without lost updates (per-chat decision locks and unique keys,
 retried on conflict).
 
-The SQL is shared by both backends (:mod:`e2e.relay.sqlite`, :mod:`e2e.relay.postgres`); a
+The tables and the statements that are more than one line are :mod:`e2e.relay.schema`. The SQL
+is shared by both backends (:mod:`e2e.relay.sqlite`, :mod:`e2e.relay.postgres`); a
 backend supplies connections, the placeholder style and the one-time prekey claim statement.
 What their writers share besides is :mod:`e2e.relay.writer`; :func:`e2e.relay.backends.open_store`
 picks a backend. This module imports neither.
@@ -25,112 +26,30 @@ from typing import Any, Final, TypeAlias, TypeVar
 
 from e2e.errors import UnknownAccount
 from e2e.platform.policy import ChatState
+from e2e.relay.schema import (
+    BUCKET_VALUES,
+    RESERVE_MAIL,
+    RESERVE_ROW,
+    TAKE_TOKEN,
+    USE_NONCE,
+    bucket_params,
+)
 
 __all__ = [
     "CUSTOMER",
     "BUSINESS",
     "Caller",
     "account_of",
-    "SCHEMA",
-    "UPGRADES",
+    "Quota",
     "Account",
     "Mail",
     "SeenSubmission",
     "FrankingKey",
     "Tx",
     "RelayStore",
-    "USE_NONCE",
-    "TAKE_TOKEN",
-    "BUCKET_COLUMNS",
-    "bucket_params",
 ]
 
 T = TypeVar("T")
-
-#: The relay's tables (portable SQL: SQLite 3.35+ and PostgreSQL 13+). BLOB is BYTEA on PG.
-SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS relay_meta (
-    key TEXT PRIMARY KEY, value BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS accounts (
-    name BLOB PRIMARY KEY, kind INTEGER NOT NULL, tier INTEGER NOT NULL,
-    identity BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS devices (
-    account BLOB NOT NULL, device_id BIGINT NOT NULL, certificate BLOB NOT NULL,
-    identity BLOB NOT NULL, PRIMARY KEY (account, device_id));
-CREATE TABLE IF NOT EXISTS device_lists (
-    account BLOB PRIMARY KEY, version BIGINT NOT NULL, list BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS provisioning (
-    id BLOB PRIMARY KEY, sealed BLOB NOT NULL, expires BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS recovery (
-    account BLOB PRIMARY KEY, auth_key BLOB NOT NULL, sealed BLOB NOT NULL,
-    failures INTEGER NOT NULL, window_start BIGINT NOT NULL);
-CREATE TABLE IF NOT EXISTS prekeys (
-    account BLOB NOT NULL, device_id BIGINT NOT NULL, prekey_id BIGINT NOT NULL,
-    bundle BLOB NOT NULL, claimed INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (account, device_id, prekey_id));
-CREATE TABLE IF NOT EXISTS last_resort (
-    account BLOB NOT NULL, device_id BIGINT NOT NULL, bundle BLOB NOT NULL,
-    PRIMARY KEY (account, device_id));
-CREATE TABLE IF NOT EXISTS mailbox (
-    seq {serial}, account BLOB NOT NULL, device_id BIGINT NOT NULL,
-    envelope BLOB NOT NULL, received_at BIGINT NOT NULL, tag BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS mailbox_by_device ON mailbox (account, device_id, seq);
-CREATE TABLE IF NOT EXISTS submissions (
-    sender BLOB NOT NULL, message_id BLOB NOT NULL, digest BLOB NOT NULL,
-    received_at BIGINT NOT NULL, copies INTEGER NOT NULL, price BIGINT NOT NULL,
-    expires BIGINT NOT NULL, commitment BLOB, PRIMARY KEY (sender, message_id));
-CREATE INDEX IF NOT EXISTS submissions_by_expiry ON submissions (expires);
-CREATE TABLE IF NOT EXISTS chats (
-    business BLOB NOT NULL, customer BLOB NOT NULL, last_customer_message BIGINT,
-    blocked INTEGER NOT NULL, limited INTEGER NOT NULL, opted_in INTEGER NOT NULL,
-    template_times TEXT NOT NULL, spam_reports BIGINT NOT NULL,
-    customer_count BIGINT NOT NULL, business_count BIGINT NOT NULL,
-    PRIMARY KEY (business, customer));
-CREATE TABLE IF NOT EXISTS billing (
-    line {serial}, business BLOB NOT NULL, message_id BLOB NOT NULL, cls INTEGER NOT NULL,
-    in_window INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,
-    UNIQUE (business, message_id));
-CREATE TABLE IF NOT EXISTS reports (
-    id {serial}, reporter BLOB NOT NULL, business BLOB NOT NULL, at BIGINT NOT NULL,
-    messages INTEGER NOT NULL, report BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS templates (
-    business BLOB NOT NULL, template_id BLOB NOT NULL, cls INTEGER NOT NULL,
-    text_hash BLOB NOT NULL, PRIMARY KEY (business, template_id));
-CREATE TABLE IF NOT EXISTS penalties (
-    business BLOB NOT NULL, message_id BLOB NOT NULL, declared INTEGER NOT NULL,
-    content INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,
-    reporter BLOB NOT NULL, PRIMARY KEY (business, message_id));
-CREATE TABLE IF NOT EXISTS routes (
-    business BLOB NOT NULL, customer BLOB NOT NULL, device_id BIGINT NOT NULL,
-    PRIMARY KEY (business, customer, device_id));
-CREATE TABLE IF NOT EXISTS designated (
-    business BLOB NOT NULL, device_id BIGINT NOT NULL, PRIMARY KEY (business, device_id));
-CREATE TABLE IF NOT EXISTS franking_keys (
-    key_id BIGINT PRIMARY KEY, secret BLOB, created BIGINT NOT NULL, retired BIGINT);
-CREATE TABLE IF NOT EXISTS key_log (
-    idx BIGINT PRIMARY KEY, account BLOB NOT NULL, version BIGINT NOT NULL,
-    entry BLOB NOT NULL, UNIQUE (account, version));
-CREATE TABLE IF NOT EXISTS business_certs (
-    account BLOB PRIMARY KEY, certificate BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS log_keys (
-    id INTEGER PRIMARY KEY, secret BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS auth_nonces (
-    account BLOB NOT NULL, device_id BIGINT NOT NULL, nonce BLOB NOT NULL,
-    expires BIGINT NOT NULL, PRIMARY KEY (account, device_id, nonce));
-CREATE INDEX IF NOT EXISTS auth_nonces_by_expiry ON auth_nonces (expires);
-CREATE TABLE IF NOT EXISTS rate_buckets (
-    account BLOB NOT NULL, device_id BIGINT NOT NULL, tokens DOUBLE PRECISION NOT NULL,
-    at DOUBLE PRECISION NOT NULL, rate DOUBLE PRECISION NOT NULL,
-    burst DOUBLE PRECISION NOT NULL, taken DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (account, device_id));
-INSERT INTO relay_meta (key, value) VALUES ('directory', 0) ON CONFLICT (key) DO NOTHING;
-"""
-
-
-#: Columns added to a table after it was first released: (table, column, type). A backend
-#: opening a database made before adds the missing ones (their old rows hold NULL).
-UPGRADES: Final = (("submissions", "commitment", "BLOB"),)
-
 
 #: An account's kind (``Account.kind``, wire ``RegisterAccount.kind``).
 CUSTOMER: Final = 0
@@ -153,6 +72,16 @@ class Mail:
     envelope: bytes
     received_at: int
     tag: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one device's mailbox may hold: in all, and from one sender account."""
+
+    messages: int
+    bytes: int
+    sender_messages: int
+    sender_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,13 +137,60 @@ class Tx(abc.ABC):
         self.execute(sql, params)
 
     def insert_mail(self, account: bytes, device_id: int, envelope: bytes, received_at: int,
-                    tag: bytes) -> None:  # fmt: skip
-        """Append a delivery (its sequence number increases per store)."""
+                    tag: bytes, sender: bytes | None = None) -> None:  # fmt: skip
+        """Append a delivery (its sequence number increases per store) from ``sender``'s
+        account, which :meth:`reserve_mail` counted."""
         self.write(
-            "INSERT INTO mailbox (account, device_id, envelope, received_at, tag)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (account, device_id, envelope, received_at, tag),
+            "INSERT INTO mailbox (account, device_id, envelope, received_at, tag, sender, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (account, device_id, envelope, received_at, tag, sender, len(envelope)),
         )
+
+    def reserve_mail(self, sender: bytes, copies: Sequence[tuple[bytes, int, int]],
+                     quota: Quota) -> bool:  # fmt: skip
+        """Count ``copies`` ((account, device, bytes) each) from ``sender``'s account into
+        their mailboxes' usage, in all and from that sender: True if each stays within
+        ``quota``; False if one would not (the caller refuses the request, and its rollback
+        undoes the counts). One statement, its rows in key order."""
+        rows = sorted((a, d, who, n) for a, d, n in copies for who in (b"", sender))
+        got = self.fetchall(
+            RESERVE_MAIL.format(values=", ".join([RESERVE_ROW] * len(rows))),
+            [v for r in rows for v in r]
+            + [quota.messages, quota.sender_messages, quota.bytes, quota.sender_bytes],
+        )
+        return len(got) == len(rows)
+
+    def _release_mail(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Uncount deleted deliveries, given as (account, device, sender, size) rows (rows
+        stored before mailboxes were counted have no sender, and were never counted)."""
+        totals: dict[tuple[bytes, int, bytes], list[int]] = {}
+        for account, device_id, sender, size in rows:
+            if sender is None:
+                continue
+            for who in (b"", bytes(sender)):
+                t = totals.setdefault((bytes(account), device_id, who), [0, 0])
+                t[0] += 1
+                t[1] += int(size or 0)
+        for (account, device_id, who), (n, size) in sorted(totals.items()):
+            self.execute(
+                "UPDATE mailbox_usage SET messages = messages - ?, bytes = bytes - ?"
+                " WHERE account = ? AND device_id = ? AND sender = ?",
+                (n, size, account, device_id, who),
+            )
+        for account, device_id in sorted({(a, d) for a, d, _ in totals}):
+            self.execute(
+                "DELETE FROM mailbox_usage WHERE account = ? AND device_id = ? AND messages <= 0",
+                (account, device_id),
+            )
+
+    def mailbox_usage(self, account: bytes, device_id: int) -> tuple[int, int]:
+        """(deliveries, bytes) counted in the device's mailbox."""
+        row = self.fetchone(
+            "SELECT messages, bytes FROM mailbox_usage WHERE account = ? AND device_id = ?"
+            " AND sender = ?",
+            (account, device_id, b""),
+        )
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def lock_chat(self, business: bytes, customer: bytes) -> None:  # noqa: B027 - optional
         """Hold the chat's decision lock until the transaction ends (every decision on a chat
@@ -239,6 +215,12 @@ class Tx(abc.ABC):
             "INSERT INTO accounts (name, kind, tier, identity) VALUES (?, ?, ?, ?)",
             (acct.name, acct.kind, acct.tier, acct.identity),
         )
+
+    def set_tier(self, name: bytes, tier: int) -> bool:
+        """Set a business account's billing tier (the operator's); False if there is none."""
+        row = self.fetchone("UPDATE accounts SET tier = ? WHERE name = ? AND kind = 1"
+                            " RETURNING 1", (tier, name))  # fmt: skip
+        return row is not None
 
     def accounts(self, *names: bytes) -> dict[bytes, Account]:
         """The named accounts that exist (one statement)."""
@@ -286,7 +268,7 @@ class Tx(abc.ABC):
         )
 
     def delete_device(self, account: bytes, device_id: int) -> None:
-        for table in ("devices", "prekeys", "last_resort", "mailbox"):
+        for table in ("devices", "prekeys", "last_resort", "mailbox", "mailbox_usage"):
             self.execute(
                 f"DELETE FROM {table} WHERE account = ? AND device_id = ?",  # noqa: S608
                 (account, device_id),
@@ -350,13 +332,20 @@ class Tx(abc.ABC):
     # -- prekeys -------------------------------------------------------------------------
 
     def insert_prekeys(self, account: bytes, device_id: int,
-                       bundles: Iterable[tuple[int, bytes]]) -> None:  # fmt: skip
-        for prekey_id, bundle in bundles:
-            self.execute(
-                "INSERT INTO prekeys (account, device_id, prekey_id, bundle) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (account, device_id, prekey_id) DO NOTHING",
-                (account, device_id, prekey_id, bundle),
+                       bundles: Sequence[tuple[int, bytes]]) -> int:  # fmt: skip
+        """Pool one-time bundles, by prekey id; ids the device had before (claimed or not)
+        are ignored. How many were new (one statement per hundred)."""
+        added = 0
+        for i in range(0, len(bundles), 100):
+            part = bundles[i : i + 100]
+            rows = self.fetchall(
+                "INSERT INTO prekeys (account, device_id, prekey_id, bundle) VALUES "  # noqa: S608
+                + ", ".join(["(?, ?, ?, ?)"] * len(part))
+                + " ON CONFLICT (account, device_id, prekey_id) DO NOTHING RETURNING prekey_id",
+                [v for prekey_id, bundle in part for v in (account, device_id, prekey_id, bundle)],
             )
+            added += len(rows)
+        return added
 
     def set_last_resort(self, account: bytes, device_id: int, bundle: bytes) -> None:
         self.execute(
@@ -401,13 +390,33 @@ class Tx(abc.ABC):
              seen.commitment),
         )  # fmt: skip
 
-    def fetch_mail(self, account: bytes, device_id: int, limit: int) -> list[Mail]:
-        rows = self.fetchall(
-            "SELECT seq, envelope, received_at, tag FROM mailbox WHERE account = ?"
-            " AND device_id = ? ORDER BY seq LIMIT ?",
+    def fetch_mail(self, account: bytes, device_id: int, limit: int, budget: int,
+                   each: int = 0) -> tuple[list[Mail], bool]:  # fmt: skip
+        """The device's oldest deliveries: at most ``limit``, and as many as fit in ``budget``
+        bytes counting ``each`` bytes besides each envelope, but always the first one; and
+        whether more are waiting than these. The sizes are read first (``LENGTH`` of a stored
+        blob reads no blob), then only the envelopes that fit."""
+        sizes = self.fetchall(
+            "SELECT seq, LENGTH(envelope) FROM mailbox WHERE account = ? AND device_id = ?"
+            " ORDER BY seq LIMIT ?",
             (account, device_id, limit),
         )
-        return [Mail(r[0], bytes(r[1]), r[2], bytes(r[3])) for r in rows]
+        seqs: list[int] = []
+        used = 0
+        for seq, size in sizes:
+            used += int(size) + each
+            if seqs and used > budget:
+                break
+            seqs.append(seq)
+        if not seqs:
+            return [], False
+        rows = self.fetchall(
+            "SELECT seq, envelope, received_at, tag FROM mailbox WHERE account = ?"  # noqa: S608
+            f" AND device_id = ? AND seq IN ({', '.join('?' * len(seqs))}) ORDER BY seq",
+            (account, device_id, *seqs),
+        )
+        mail = [Mail(r[0], bytes(r[1]), r[2], bytes(r[3])) for r in rows]
+        return mail, len(sizes) == limit or len(seqs) < len(sizes)
 
     def count_mail(self, account: bytes | None = None, device_id: int = 0) -> int:
         if account is None:
@@ -420,18 +429,43 @@ class Tx(abc.ABC):
         return int(row[0]) if row else 0
 
     def ack(self, account: bytes, device_id: int, seqs: Sequence[int]) -> None:
-        for seq in seqs:
-            self.execute(
-                "DELETE FROM mailbox WHERE account = ? AND device_id = ? AND seq = ?",
-                (account, device_id, seq),
-            )
+        """Delete these deliveries of the device (unknown numbers are ignored) and uncount
+        them (one statement, and one per sender of what was deleted)."""
+        if not seqs:
+            return
+        rows = self.fetchall(
+            "DELETE FROM mailbox WHERE account = ? AND device_id = ? AND seq IN"  # noqa: S608
+            f" ({', '.join('?' * len(seqs))}) RETURNING account, device_id, sender, size",
+            (account, device_id, *seqs),
+        )
+        self._release_mail(rows)
+
+    def expire_mail(self, before: int, most: int = 1000) -> int:
+        """Delete the oldest deliveries received before ``before`` (in sequence order, up to
+        ``most``, stopping at the first newer one) and uncount them; how many."""
+        rows = self.fetchall("SELECT seq, received_at FROM mailbox ORDER BY seq LIMIT ?", (most,))
+        seqs = []
+        for seq, received_at in rows:
+            if received_at >= before:
+                break
+            seqs.append(seq)
+        if not seqs:
+            return 0
+        gone = self.fetchall(
+            "DELETE FROM mailbox WHERE seq IN"  # noqa: S608
+            f" ({', '.join('?' * len(seqs))}) RETURNING account, device_id, sender, size",
+            seqs,
+        )
+        self._release_mail(gone)
+        return len(gone)
 
     # -- chats, billing, reports ---------------------------------------------------------
 
     def chat(self, business: bytes, customer: bytes) -> ChatState | None:
         row = self.fetchone(
             "SELECT last_customer_message, blocked, limited, opted_in, template_times,"
-            " spam_reports, customer_count, business_count FROM chats"
+            " spam_reports, customer_count, business_count, blocked_customer,"
+            " customer_receipts, business_receipts FROM chats"
             " WHERE business = ? AND customer = ?",
             (business, customer),
         )
@@ -444,19 +478,30 @@ class Tx(abc.ABC):
             opted_in=bool(row[3]),
             template_times=_times(row[4]),
             spam_reports=row[5],
-            counts={"customer": row[6], "business": row[7]},
+            counts={
+                "customer": row[6],
+                "business": row[7],
+                "customer_receipts": row[9],
+                "business_receipts": row[10],
+            },  # fmt: skip
+            blocked_customer=bool(row[8]),
         )
 
     def put_chat(self, business: bytes, customer: bytes, chat: ChatState) -> None:
         self.write(
             "INSERT INTO chats (business, customer, last_customer_message, blocked, limited,"
-            " opted_in, template_times, spam_reports, customer_count, business_count)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (business, customer) DO UPDATE"
+            " opted_in, template_times, spam_reports, customer_count, business_count,"
+            " blocked_customer, customer_receipts, business_receipts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (business, customer) DO UPDATE"
             " SET last_customer_message = excluded.last_customer_message,"
             " blocked = excluded.blocked, limited = excluded.limited,"
             " opted_in = excluded.opted_in, template_times = excluded.template_times,"
             " spam_reports = excluded.spam_reports, customer_count = excluded.customer_count,"
-            " business_count = excluded.business_count",
+            " business_count = excluded.business_count,"
+            " blocked_customer = excluded.blocked_customer,"
+            " customer_receipts = excluded.customer_receipts,"
+            " business_receipts = excluded.business_receipts",
             (
                 business,
                 customer,
@@ -468,6 +513,9 @@ class Tx(abc.ABC):
                 chat.spam_reports,
                 chat.counts.get("customer", 0),
                 chat.counts.get("business", 0),
+                int(chat.blocked_customer),
+                chat.counts.get("customer_receipts", 0),
+                chat.counts.get("business_receipts", 0),
             ),
         )
 
@@ -501,21 +549,37 @@ class Tx(abc.ABC):
             (reporter, business, at, messages, report),
         )
 
+    def mark_reported(self, business: bytes, customer: bytes, ids: Sequence[bytes]) -> int:
+        """Record that the customer reported these messages of the business; how many it had
+        not reported before."""
+        new = 0
+        for message_id in ids:
+            row = self.fetchone(
+                "INSERT INTO reported (business, customer, message_id) VALUES (?, ?, ?)"
+                " ON CONFLICT (business, customer, message_id) DO NOTHING RETURNING 1",
+                (business, customer, message_id),
+            )
+            new += row is not None
+        return new
+
     def insert_template(self, business: bytes, template_id: bytes, cls: int,
-                        text_hash: bytes) -> bool:  # fmt: skip
-        """Register a template; False (nothing written) if the id is already registered."""
+                        text_hash: bytes, at: int = 0) -> bool:  # fmt: skip
+        """Register a template at time ``at``; False (nothing written) if the id is already
+        registered."""
         cur = self.execute(
-            "INSERT INTO templates (business, template_id, cls, text_hash) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT DO NOTHING",
-            (business, template_id, cls, text_hash),
+            "INSERT INTO templates (business, template_id, cls, text_hash, registered_at)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (business, template_id, cls, text_hash, at),
         )
         return bool(cur.rowcount == 1)
 
-    def templates(self, business: bytes) -> list[tuple[bytes, int, bytes]]:
-        """(template id, class, text hash) of ``business``'s registered templates."""
-        rows = self.fetchall(
-            "SELECT template_id, cls, text_hash FROM templates WHERE business = ?", (business,)
-        )
+    def templates(self, business: bytes, at: int | None = None) -> list[tuple[bytes, int, bytes]]:
+        """(template id, class, text hash) of ``business``'s registered templates (only those
+        registered at or before time ``at``, if given)."""
+        sql = "SELECT template_id, cls, text_hash FROM templates WHERE business = ?"
+        if at is not None:
+            sql += " AND registered_at <= ?"
+        rows = self.fetchall(sql, (business,) if at is None else (business, at))
         return [(bytes(r[0]), r[1], bytes(r[2])) for r in rows]
 
     def insert_penalty(self, business: bytes, message_id: bytes, declared: int, content: int,
@@ -575,7 +639,7 @@ class Tx(abc.ABC):
         to ``now``, Unix seconds); how many were taken. The bucket is a row, so every relay
         process on the database shares it. 0, and nothing changed, if it holds less than one
         request; else ``want`` if it holds that many, else 1."""
-        row = self.fetchone(TAKE_TOKEN.format(source=_BUCKET_VALUES),
+        row = self.fetchone(TAKE_TOKEN.format(source=BUCKET_VALUES),
                             bucket_params(account, device_id, now, rate, burst, want))  # fmt: skip
         return 0 if row is None else int(row[0])
 
@@ -654,50 +718,6 @@ class Tx(abc.ABC):
         self.execute("DELETE FROM auth_nonces WHERE expires < ?", (now,))
         self.execute("DELETE FROM submissions WHERE expires < ?", (now,))
         self.execute("DELETE FROM provisioning WHERE expires < ?", (now,))
-
-
-#: Record a request's nonce; a row back unless it was used before (a replay).
-USE_NONCE: Final = (
-    "INSERT INTO auth_nonces (account, device_id, nonce, expires) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (account, device_id, nonce) DO NOTHING RETURNING 1"
-)
-
-#: The token bucket of a device (:meth:`Tx.take_token`): a new row starts full less the take;
-#: an existing one is refilled for the time since its last take (never for time going back),
-#: capped at its burst, and, if that leaves at least one token, the wanted number of tokens
-#: is taken if it holds them, else one; the row keeps the size of that take.
-#: Rate and burst are stored with it, so the purge needs no configuration. ``{source}`` gives
-#: the new row's values, in the order of :func:`bucket_params`; ``excluded.taken`` is the
-#: number wanted.
-_ELAPSED: Final = (
-    "(CASE WHEN excluded.at > rate_buckets.at THEN excluded.at - rate_buckets.at ELSE 0 END)"
-)
-_FILLED: Final = f"(rate_buckets.tokens + {_ELAPSED} * excluded.rate)"
-_LEVEL: Final = f"(CASE WHEN {_FILLED} > excluded.burst THEN excluded.burst ELSE {_FILLED} END)"
-_TAKE: Final = f"(CASE WHEN {_LEVEL} >= excluded.taken THEN excluded.taken ELSE 1 END)"
-TAKE_TOKEN: Final = (
-    "INSERT INTO rate_buckets (account, device_id, tokens, at, rate, burst, taken) {source}"
-    f" ON CONFLICT (account, device_id) DO UPDATE SET tokens = {_LEVEL} - {_TAKE},"
-    f" taken = {_TAKE},"
-    " at = CASE WHEN excluded.at > rate_buckets.at THEN excluded.at ELSE rate_buckets.at END,"
-    " rate = excluded.rate, burst = excluded.burst"
-    f" WHERE {_LEVEL} >= 1 RETURNING taken"
-)
-#: The typed values of a new bucket row (typed, so PostgreSQL infers nothing from context).
-BUCKET_COLUMNS: Final = (
-    "CAST(? AS BLOB), CAST(? AS BIGINT), CAST(? AS DOUBLE PRECISION),"
-    " CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION), CAST(? AS DOUBLE PRECISION),"
-    " CAST(? AS DOUBLE PRECISION)"
-)
-_BUCKET_VALUES: Final = f"VALUES ({BUCKET_COLUMNS})"
-
-
-def bucket_params(account: bytes, device_id: int, now: float, rate: float, burst: float,
-                  want: int) -> tuple[Any, ...]:  # fmt: skip
-    """A new row's values: full (``burst``) less ``want`` (at most ``burst``) tokens."""
-    first = float(min(want, int(burst)))
-    return (account, device_id, float(burst) - first, float(now), float(rate), float(burst),
-            first)  # fmt: skip
 
 
 class RelayStore(abc.ABC):

@@ -178,7 +178,8 @@ def test_roles_that_may_not_talk(fast_tmp: Path) -> None:
         with pytest.raises(NotAllowed):
             await alice[0].send("shop", "hi", T)
         with pytest.raises(NotAllowed):
-            await shop[0].block("alice")  # a control is a customer's, over a business
+            await shop[0].limit("alice")  # limits and opt-ins are a customer's (blocking is
+            # both sides': a business blocks a customer, SPEC §10.13)
         assert other and svc.pending() == 0
         await svc.aclose()
 

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+#: Settings every test relay starts with unless it sets them: the registration and claim
+#: limits of SPEC §10.13 loose enough for tests that make many accounts from one address
+#: (tests/relay/test_relay_admission.py runs them tight).
+GENEROUS: dict[str, str] = {
+    "E2E_RELAY_ADMISSION_ADDRESS_BURST": "100000",
+    "E2E_RELAY_ADMISSION_BURST": "100000",
+    "E2E_RELAY_LIMITS_CLAIM_BURST": "100000",
+    "E2E_RELAY_LIMITS_DEVICE_CLAIM_BURST": "100000",
+    "E2E_RELAY_OPS_METRICS_TOKEN": "operator-metrics-token",
+    "E2E_RELAY_ADMISSION_BUSINESS_TIER": "-1",
+}
+
+
+@contextmanager
+def relay_with(db: str, log: Path, env: dict[str, str]) -> Iterator[RelayProcess]:
+    """A relay process on ``db`` with these settings (``E2E_RELAY_...`` variables), stopped
+    afterwards."""
+    proc = RelayProcess(db, log_path=log, env=env).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def relay_metrics(url: str) -> str:
+    """A test relay's metrics, asked with its operator token."""
+    token = GENEROUS["E2E_RELAY_OPS_METRICS_TOKEN"]
+    r = httpx.get(url + wire.Path.METRICS, headers={"authorization": f"Bearer {token}"})
+    r.raise_for_status()
+    return r.text
+
+
 @dataclass
 class RelayProcess:
     """One relay server process on a loopback port."""
@@ -48,6 +82,8 @@ class RelayProcess:
     proc: subprocess.Popen[bytes] | None = None
     #: What runs ``relay serve ...``: ``python -m e2e`` (a bench may put a wrapper there).
     launcher: list[str] = field(default_factory=lambda: ["-m", "e2e"])
+    #: Environment variables added to this process's (``E2E_RELAY_CONFIG``, settings).
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -70,7 +106,8 @@ class RelayProcess:
             *self.extra,
         ]
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        env = {**os.environ, **GENEROUS, **self.env}
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -93,6 +130,18 @@ class RelayProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+
+    def cpu_seconds(self) -> float:
+        """CPU time the relay process has used so far, all its threads (Linux: the
+        nanosecond counters of /proc/<pid>/task/*/schedstat)."""
+        assert self.proc is not None
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        return total / 1e9
 
     def kill(self) -> None:
         """kill -9: no shutdown of any kind."""
@@ -263,9 +312,11 @@ class Dev:
         message_id: bytes | None = None,
         body: bytes = b"hi",
         template_id: bytes | None = None,
+        frame_size: int = 37,
     ) -> list[bytes]:
-        """Envelopes of one message around opaque frames; its franking key and text are kept
-        in ``self.sent`` (the relay never sees them) so a receiver can report it."""
+        """Envelopes of one message around opaque frames (of ``frame_size`` bytes); its
+        franking key and text are kept in ``self.sent`` (the relay never sees them) so a
+        receiver can report it."""
         mid = message_id or os.urandom(16)
         fk = os.urandom(32)
         c = commit(fk, cls, self.acct.name, to, mid, body)
@@ -280,7 +331,7 @@ class Dev:
                 d[1],
                 mid,
                 c,
-                b"opaque-frame:" + os.urandom(24),
+                b"opaque-frame:" + os.urandom(frame_size - 13),
                 template_id,
             ).to_bytes()  # fmt: skip
             for d in dests

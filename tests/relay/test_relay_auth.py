@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from relayhelp import Dev, Refused, RelayProcess, new_device
+from relayhelp import Dev, Refused, RelayProcess, new_device, relay_metrics
 
 from e2e.keys import KeyPair
 from e2e.platform import wire
@@ -113,7 +113,10 @@ def test_rate_limit(relay_db: str, tmp_path: object) -> None:
                 except Refused as exc:
                     codes.append(exc.status)
             assert 429 in codes and codes[0] == 200
-            metrics = c.get(wire.Path.METRICS).text
+            body = wire.CountPrekeys().to_bytes()
+            r = dev.raw(wire.Path.PREKEY_COUNT, body)
+            assert r.status_code == 429 and r.headers["retry-after"] == "1"  # SPEC §10.7
+            metrics = relay_metrics(proc.url)
             assert 'e2e_relay_refused_total{code="rate_limited"}' in metrics
     finally:
         proc.stop()

@@ -4,13 +4,14 @@ default and records traffic when on; metrics count accepted, refused and queued.
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 import struct
 from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Refused, RelayProcess, new_device
+from relayhelp import Refused, RelayProcess, new_device, relay_metrics
 
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery, Envelope
@@ -62,9 +63,38 @@ def test_logs_hold_no_secret_and_tap_is_optional(relay_db: str, tmp_path: Path) 
             box = cust.fetch().deliveries
             fk, text = biz.sent[r.message_id]
             cust.report(b"shop", [(box[0], fk, text)])
-            metrics = c.get(wire.Path.METRICS).text
+            metrics = relay_metrics(proc.url)
+            bad = {"authorization": "garbage", "x-request-id": "mine"}
+            refused = c.post(wire.Path.MESSAGE_SUBMIT, content=b"\xa0", headers=bad)
+            blob = c.get(wire.BLOB_PATH + "ab" * 16)  # the blob data plane: no signature
+            wrong = {"authorization": "Bearer wrong"}
+            asked = {c.get(wire.Path.METRICS).status_code,
+                     c.get(wire.Path.METRICS, headers=wrong).status_code}  # fmt: skip
     finally:
         proc.stop()
+    assert asked == {401}  # metrics only with the operator's token
+    assert "# HELP e2e_relay_request_seconds " in metrics
+    assert "# TYPE e2e_relay_request_seconds histogram" in metrics
+    assert 'e2e_relay_request_seconds_bucket{endpoint="submit",le="+Inf"} 3' in metrics
+    for line in metrics.splitlines():  # every metric has its HELP and TYPE
+        if not line.startswith("#"):
+            name = line.split("{")[0].split()[0]
+            base = name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+            assert f"# HELP {base} " in metrics and f"# TYPE {base} " in metrics
+    # Logs: one JSON object a line, each refused request with the id it was answered with
+    # (the relay's own, never the client's), and no account, header value or address.
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    rid = refused.headers["x-request-id"]
+    assert len(rid) == 16 and rid != "mine"
+    mine = [r for r in records if r.get("request_id") == rid]
+    assert len(mine) == 1 and mine[0]["status"] == 401 and mine[0]["code"] == "unauthenticated"
+    assert mine[0]["path"] == "/v1/messages/submit" and mine[0]["level"] == "info"
+    assert blob.status_code == 401
+    (blob_record,) = [r for r in records if r.get("request_id") == blob.headers["x-request-id"]]
+    assert blob_record["path"] == "/v1/blobs/(blob)" and blob_record["status"] == 401
+    assert "ab" * 16 not in log.read_text()  # nor a blob id
+    requests = [r for r in records if "request_id" in r]
+    assert len({r["request_id"] for r in requests}) == len(requests) > 5
     assert 'e2e_relay_refused_total{code="not_opted_in"} 1' in metrics
     assert "e2e_relay_messages_accepted_total 2" in metrics
     assert "e2e_relay_queue_depth 2" in metrics
@@ -76,7 +106,11 @@ def test_logs_hold_no_secret_and_tap_is_optional(relay_db: str, tmp_path: Path) 
         secrets += [bytes(s) for (s,) in db.execute("SELECT secret FROM franking_keys")]
     frames = [Envelope.from_bytes(Delivery.from_bytes(d).envelope).frame for d in box]
     logged = log.read_bytes()
-    assert b"refused" in logged and b"/v1/messages/submit" in logged  # it does log
+    for word in (b"alice", b"shop", b"garbage", b"operator-metrics-token"):
+        assert word not in logged
+    served = [r for r in records if "127.0.0.1" in r["message"]]  # the server's own address
+    assert all(r["message"].startswith("Uvicorn running on") for r in served)
+    assert b'"code":"not_opted_in"' in logged and b"/v1/messages/submit" in logged  # it logs
     for secret in secrets + frames:
         for form in _forms(secret):
             assert form not in logged

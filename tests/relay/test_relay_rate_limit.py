@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from relayhelp import Refused, RelayProcess, new_device
+from relayhelp import Refused, RelayProcess, new_device, relay_metrics
 
 from e2e.errors import DecodeError
 from e2e.platform import wire
@@ -135,7 +135,7 @@ def test_the_writer_groups_take_without_waiting_for_a_held_bucket(relay_db: str)
 def _accepted(url: str) -> float:
     """Authenticated requests a relay process accepted (account registration has no auth)."""
     total = 0.0
-    for line in httpx.get(url + wire.Path.METRICS).text.splitlines():
+    for line in relay_metrics(url).splitlines():
         if line.startswith("e2e_relay_requests_total{") and "register_account" not in line:
             total += float(line.split()[-1])
     return total

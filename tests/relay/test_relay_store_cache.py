@@ -20,8 +20,9 @@ BIZ, CUST = b"biz", b"cust"
 
 
 def _state(**kw: object) -> ChatState:
-    """A chat as the table gives it back (both counts stored)."""
-    return ChatState(counts={"customer": 0, "business": 0}, **kw)  # type: ignore[arg-type]
+    """A chat as the table gives it back (every count stored)."""
+    counts = {"customer": 0, "business": 0, "customer_receipts": 0, "business_receipts": 0}
+    return ChatState(counts=counts, **kw)  # type: ignore[arg-type]
 
 
 def _chat(store: RelayStore) -> ChatState | None:

@@ -1,5 +1,5 @@
-"""A relay database made before a column was added (``store.UPGRADES``) opens and gains it: the
-submissions' franking commitment, which a resend must match (SPEC §10.8, §10.11). A message
+"""A relay database made before a column was added (``schema.ADDED_COLUMNS``) opens and gains
+it: the submissions' franking commitment, which a resend must match (SPEC §10.8, §10.11). A message
 accepted before has no commitment and cannot be resent; a new one can."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlite3
 
 from e2e.relay.backends import open_store
-from e2e.relay.store import SCHEMA, UPGRADES, SeenSubmission
+from e2e.relay.schema import ADDED_COLUMNS, SCHEMA
+from e2e.relay.store import SeenSubmission
 
 
 def _old_schema() -> str:
@@ -15,7 +16,7 @@ def _old_schema() -> str:
 
 
 def test_an_old_database_gains_the_new_columns(relay_db: str) -> None:
-    assert UPGRADES == (("submissions", "commitment", "BLOB"),)
+    assert ("submissions", "commitment", "BLOB") in ADDED_COLUMNS
     if relay_db.startswith("postgres") or "dbname=" in relay_db:
         import psycopg
 

@@ -41,6 +41,7 @@ __all__ = [
     "addresses",
     "decode_body",
     "encode_body",
+    "max_body_size",
 ]
 
 WIRE_VERSION: Final = 1
@@ -77,6 +78,17 @@ def key(n: int, spec: F, default: Any = dataclasses.MISSING) -> Any:
     if not spec.required and default is dataclasses.MISSING:
         raise TypeError("an optional body field needs a default")
     return dataclasses.field(default=default, metadata={"wire": (n, spec)})
+
+
+def max_body_size(schema: Mapping[int, F]) -> int:
+    """An upper bound of the encoding of a body of ``schema``: the map head and version,
+    then per field its key and, at most, a 9-byte head and ``hi`` bytes per item (arrays at
+    most ``count`` items); capped at MAX_REQUEST_BYTES."""
+    total = 1 + 2
+    for spec in schema.values():
+        item = 9 + (spec.hi if spec.kind is bytes else 0)
+        total += 1 + (9 + spec.count * item if spec.array else item)
+    return min(total, MAX_REQUEST_BYTES)
 
 
 def account_field(n: int, *, required: bool = True) -> Any:
@@ -264,6 +276,13 @@ class Body:
     @classmethod
     def check(cls, obj: dict[int, Any]) -> None:
         """Rules across fields of a decoded map (equal array lengths...): DecodeError."""
+
+    @classmethod
+    def max_size(cls) -> int:
+        """The largest encoding a body of this class can have (at most MAX_REQUEST_BYTES):
+        what the relay reads of a request before refusing it (413), so an endpoint whose
+        bodies are small never buffers a large one (SPEC §10.7)."""
+        return max_body_size(cls.schema())
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,66 @@
+"""The relay's configuration (SPEC §10.9): a TOML file and E2E_RELAY_<SECTION>_<NAME>
+variables, checked at start: a relay given a setting that does not exist, of the wrong type or
+out of range does not start (exit status 2) and says which setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from relayhelp import ROOT
+
+from e2e.errors import ConfigError
+from e2e.relay.config import RelayConfig, load
+
+
+def _serve(tmp_path: Path, text: str | None, env: dict[str, str] | None = None) -> tuple[int, str]:
+    args = [sys.executable, "-m", "e2e", "relay", "serve", "--db", str(tmp_path / "r.db"),
+            "--port", "1"]  # fmt: skip
+    if text is not None:
+        conf = tmp_path / "relay.toml"
+        conf.write_text(text)
+        args += ["--config", str(conf)]
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=60,
+                       env={**os.environ, **(env or {})})  # fmt: skip
+    return r.returncode, r.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "named"),
+    [
+        ("[edge]\nheader_timeout = 0\n", {}, "edge.header_timeout: must be at least"),
+        ("[edge]\nheader_timeout = 'soon'\n", {}, "edge.header_timeout: must be a float"),
+        ("[edge]\nheadr_timeout = 1\n", {}, "edge.headr_timeout: no such setting"),
+        ("[egde]\n", {}, "egde: no such section"),
+        ("[edge\n", {}, "not TOML"),
+        (None, {"E2E_RELAY_RATE_BURST": "lots"}, "rate.burst: not a float"),
+        (None, {"E2E_RELAY_EDGE_MAX_BODY": "1"}, "edge.max_body: must be at least 4096"),
+        ("[rate]\nburst = 10\nlease = 20\n", {}, "rate.lease: must be at most rate.burst"),
+    ],
+)
+def test_a_bad_setting_stops_the_relay_naming_it(
+    tmp_path: Path, text: str | None, env: dict[str, str], named: str
+) -> None:
+    code, err = _serve(tmp_path, text, env)
+    assert code == 2 and named in err, err
+
+
+def test_file_then_environment_then_flags() -> None:
+    environ = {"E2E_RELAY_EDGE_HEADER_TIMEOUT": "2.5", "E2E_RELAY_CRASH_ITERS": "50"}
+    assert load(None, environ).edge.header_timeout == 2.5  # other sections' names are ignored
+    assert load(None, {}) == RelayConfig()
+    c = RelayConfig().replace("rate", rate=5.0)
+    assert c.rate.rate == 5.0 and c.rate.burst == 400.0
+    with pytest.raises(ConfigError, match="rate.rate: must be at least"):
+        RelayConfig().replace("rate", rate=0.0)
+
+
+def test_the_file_sets_the_policy(tmp_path: Path) -> None:
+    conf = tmp_path / "relay.toml"
+    conf.write_text("[policy]\nwindow_seconds = 3600\n[prices]\nmarketing = 95\n")
+    c = load(str(conf), {"E2E_RELAY_PRICES_TEMPLATE": "50"})
+    p = c.policy_config()
+    assert (p.window_seconds, p.prices.marketing, p.prices.template) == (3600, 95, 50)
