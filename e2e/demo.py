@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from e2e.attachment.pointer import Pointer
-from e2e.client import Client, ReceiptStatus, state
+from e2e.client import Client, ReceiptStatus, inbox, state
 from e2e.clock import ManualClock
 from e2e.demo_media import invoice_pdf, parcel_photo, parcel_thumbnail
 from e2e.errors import DuplicateMessage, E2EError, KeyTransparencyError, PolicyError
@@ -546,7 +546,7 @@ class _Demo:
 
 
 def _open(profile: state.Profile, raw: bytes, tx: Any) -> state.Message:
-    return state.open_delivery(tx, profile, raw)
+    return inbox.open_delivery(tx, profile, raw)
 
 
 def _status(status: dict[str, int]) -> str:

@@ -258,7 +258,6 @@ class Session:
             _S.LOCAL_IDENTITY: self.local_identity,
             _S.REMOTE_IDENTITY: self.remote_identity,
             _S.BASE_KEY: self.base_key,
-            _S.MUST_RATCHET: 1 if r.must_ratchet else None,
         }
         p = self.pending
         if p is not None:
@@ -266,6 +265,7 @@ class Session:
             f[_S.PENDING_OPK_ID] = p.opk_id
             f[_S.PENDING_KEM_ID] = p.kem_id
             f[_S.PENDING_KEM_CT] = p.kem_ciphertext
+        f[_S.MUST_RATCHET] = 1 if r.must_ratchet else None  # after the pending fields: in order
         return encode_map({k: v for k, v in f.items() if v is not None})
 
     @classmethod

@@ -36,7 +36,7 @@ def test_every_error_is_defined_in_e2e_errors_and_exported() -> None:
             private = m.group(1).startswith("_")
             if not private and (m.group(2) in errors.__all__ or m.group(2) == "Exception"):
                 found.append((path.relative_to(ROOT).as_posix(), m.group(1)))
-    assert found == [("e2e/client/state.py", "NeedDevices")]
+    assert found == [("e2e/client/inbox.py", "NeedDevices")]
 
 
 def test_retryable_is_a_class_level_bool_true_for_exactly_the_transient_ones() -> None:

@@ -89,6 +89,21 @@ def test_round_trip_with_skipped_keys_and_old_chains(suite: Suite) -> None:
         expect_unchanged(restored, lambda f=frame: restored.decrypt(f), E2EError)
 
 
+def test_a_restored_session_with_pending_prekey_fields_round_trips(suite: Suite) -> None:
+    """An initiator's session not yet answered, marked as restored (must ratchet before it
+    sends, SPEC.md §6.5), saves and loads like any other: its encoding is canonical (found
+    by the fault suite, tests/fault: such a state in a store restored from a backup failed to
+    load again as "not canonical CBOR", so every message of that peer failed to open)."""
+    pair = setup(suite)
+    pair.alice.encrypt(b"first")
+    pair.alice.require_ratchet_step()
+    raw = pair.alice.to_bytes()
+    assert raw == cbor2.dumps(dict(sorted(cbor2.loads(raw).items())))
+    alice = Session.from_bytes(raw)
+    assert alice.pending is not None and alice.ratchet.must_ratchet
+    assert alice.to_bytes() == raw
+
+
 @given(data=st.data())
 def test_round_trip_at_random_points(suite: Suite, data: st.DataObject) -> None:
     pair = handshake(suite)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from e2e.client import Client, state
+from e2e.client import Client, inbox, state
 from e2e.client.http import RelayClient
 from e2e.client.transport import Transport
 from e2e.clock import ManualClock
@@ -101,8 +101,8 @@ def watch(client: Client) -> Watched:
 
 async def open_raw(dev: Client, raw: bytes) -> state.Message:
     """The device's own receive step on one delivery, as a malicious relay or network hands
-    it over (:func:`e2e.client.state.open_delivery`, one store transaction)."""
-    return await dev._tx(lambda tx: state.open_delivery(tx, dev.profile, raw))
+    it over (:func:`e2e.client.inbox.open_delivery`, one store transaction)."""
+    return await dev._tx(lambda tx: inbox.open_delivery(tx, dev.profile, raw))
 
 
 def rogue(account: bytes) -> tuple[bytes, list[bytes], bytes]:
@@ -202,6 +202,15 @@ class Service:
         for _ in range(devices - 1):
             out.append(await self.add_device(first, **kw))
         return out
+
+    async def chat(self, business: str, customer: str) -> tuple[Client, Client]:
+        """A business and a customer of one device each (no automatic receipts), the
+        customer's first message ("hi") read by the business: (business, customer)."""
+        [biz] = await self.account(business, "business", auto_receipts=False)
+        [cust] = await self.account(customer, "customer", auto_receipts=False)
+        await cust.send(business, "hi")
+        await biz.sync()
+        return biz, cust
 
     async def add_device(self, first: Client, **kw: Any) -> Client:
         """Another device of ``first``'s account, certified by it."""

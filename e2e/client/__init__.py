@@ -5,8 +5,9 @@
   :mod:`e2e.store`; async send / sync / receipts / routing.
 * :mod:`e2e.client.events`: the typed events a device hands its application, from a durable
   cursor the application advances (SPEC §10.11).
-* :mod:`e2e.client.state`, :mod:`e2e.client.records`: those records and the synchronous steps
-  over one transaction.
+* :mod:`e2e.client.state`, :mod:`e2e.client.inbox`, :mod:`e2e.client.records`: those records
+  and the synchronous steps over one transaction (sending; receiving, the delivery contract
+  and the retry protocol).
 * :class:`Transport` (:mod:`e2e.client.transport`): the relay as a device sees it;
   :class:`~e2e.client.http.RelayClient` (:mod:`e2e.client.http`, the ``client`` extra:
   httpx) reaches the relay service over HTTP, or runs it in this process.

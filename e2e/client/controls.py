@@ -5,7 +5,7 @@ controls and reports. A part of :class:`~e2e.client.device.Client`.
 
 from __future__ import annotations
 
-from e2e.client import state
+from e2e.client import inbox, state
 from e2e.client.lifecycle import Lifecycle
 from e2e.client.records import Message
 from e2e.client.state import Outgoing
@@ -40,7 +40,7 @@ class Controls(Lifecycle):
 
     async def receipt_status(self, message_id: bytes) -> dict[str, int]:
         """{account: :class:`~e2e.client.state.ReceiptStatus`} of one of our messages."""
-        return await self._tx(lambda tx: state.receipt_status(tx, message_id))
+        return await self._tx(lambda tx: inbox.receipt_status(tx, message_id))
 
     async def pending(self) -> list[Outgoing]:
         """Sealed messages the relay has not acknowledged yet."""

@@ -18,27 +18,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import functools
 import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from e2e.attachment.pointer import Pointer
 from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, download, upload
-from e2e.client import contacts, events, state
+from e2e.client import contacts, inbox, state
 from e2e.client.catalogue import Catalogue
 from e2e.client.controls import Controls
-from e2e.client.events import Event
+from e2e.client.receiver import Receiver
 from e2e.client.records import MAX_RECEIPT_IDS, Message, Profile, ReceiptStatus, receipt_body
-from e2e.client.state import DeviceListHook, NeedDevices, Outgoing
+from e2e.client.state import DeviceListHook, Outgoing
 from e2e.client.transport import Connector, Transport
 from e2e.client.trust import GOSSIP
 from e2e.errors import (
     DecodeError,
-    DuplicateMessage,
     DuplicateSubmission,
     E2EError,
     KeyChangePending,
@@ -50,11 +48,10 @@ from e2e.errors import (
 )
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import ADMIN, AGENT, DeviceCertificate, SignedDeviceList
-from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN, Delivery
+from e2e.platform.envelope import FRANKING_KEY_LEN, MESSAGE_ID_LEN
 from e2e.platform.names import check_account_name
-from e2e.platform.policy import MessageClass, Template, check_class
-from e2e.platform.templates import parse_ref
-from e2e.platform.wire import MAX_WAIT_MS, Receipt
+from e2e.platform.policy import MessageClass
+from e2e.platform.wire import Receipt
 from e2e.store import Address, Store, StoreTransaction, upkeep
 from e2e.suite import DEFAULT, Suite
 
@@ -72,7 +69,7 @@ MONITOR_BUDGET = 1024
 StoreOpener = Store | Callable[[], Store]
 
 
-class Client(Controls, Catalogue):
+class Client(Controls, Receiver, Catalogue):
     """One device (a customer's phone, a business agent) on its own store.
 
     Make one with :meth:`create_account` (a new account and its first device),
@@ -262,8 +259,11 @@ class Client(Controls, Catalogue):
         auto_receipts: bool = True,
         prekeys: int = 20,
     ) -> Client:
-        """Reopen the device a client set up in ``store``: finish any registration or
-        prekey upload that was cut short and resubmit the outbox."""
+        """Reopen the device a client set up in ``store`` (the load step), then
+        :meth:`resume`: finish any registration or prekey upload that was cut short,
+        resubmit the outbox and do the work the delivery contract left due (SPEC §10.11).
+        Without the relay it opens all the same: its history reads and that work stays due
+        for the next :meth:`resume`, :meth:`sync`, :meth:`flush` or send (SPEC §10.10)."""
         pool = cls._new_pool()
         st = await cls._open_store(pool, store)
 
@@ -281,10 +281,13 @@ class Client(Controls, Catalogue):
         return client
 
     async def resume(self, *, prekeys: int = 20) -> None:
-        """Register what the relay has not acknowledged, top up prekeys, flush the outbox.
-        If the relay cannot be reached (a retryable error) what is left waits: the device
-        works offline -- its history reads, and sends are sealed into the outbox when they
-        can be -- and the next :meth:`resume`, :meth:`flush` or send finishes it."""
+        """Register what the relay has not acknowledged, top up prekeys, flush the outbox,
+        and finish what the delivery contract left due (SPEC §10.11: receipts, retry
+        requests, resends; after a restore from a backup, the recovery). If the relay cannot
+        be reached (a retryable error) what is left waits: the device works offline -- its
+        history reads, and sends are sealed into the outbox when they can be -- and the next
+        :meth:`resume`, :meth:`flush`, :meth:`sync` or send finishes it."""
+        await self._tx(inbox.note_open)
         try:
             await self._resume(prekeys)
         except E2EError as exc:
@@ -315,6 +318,7 @@ class Client(Controls, Catalogue):
             await self._tx(lambda tx: state.mark_registered(tx, "device"))
         await self.upkeep(low=prekeys, target=prekeys)
         await self.flush()
+        await self._follow_up()
 
     async def flush(self) -> list[Message]:
         """Submit what the outbox holds, in order (sealed while the relay was unreachable,
@@ -400,12 +404,28 @@ class Client(Controls, Catalogue):
         asks the relay first (precheck), so a policy refusal spends no message key. If the
         relay cannot be reached the message stays in the outbox (:meth:`pending`;
         :class:`~e2e.errors.WireFailure` is raised) and is submitted by the next send,
-        :meth:`flush` or :meth:`open`: offline, a message is sealed whenever its
+        :meth:`flush`, :meth:`sync` or :meth:`open`: offline, a message is sealed whenever its
         destinations and sessions are cached (a business device then seals without the
         relay's precheck); its fate arrives as an event
         (:class:`~e2e.client.events.MessageSent` or ``SendRefused``). Message keys spent on
-        a refused batch are never used again."""
+        a refused batch are never used again.
+
+        ``message_id`` (16 bytes, chosen by the application, e.g. stored with its own record
+        of the message before calling) makes the send idempotent across crashes: a message
+        this account already sent under that id is returned as it was, one still in the
+        outbox is submitted, and only an unknown id is sealed."""
         body = text.encode() if isinstance(text, str) else text
+        if message_id is not None:
+            if type(message_id) is not bytes or len(message_id) != MESSAGE_ID_LEN:
+                raise StateError("a message id is 16 bytes")
+            mid = message_id
+            done, queued = await self._tx(
+                lambda tx: (state.was_sent(tx, self.profile, mid), state.pending(tx, mid))
+            )
+            if done:
+                return await self._sent_message(to, mid)
+            if queued is not None:
+                return await self._deliver(queued)
         offline: WireFailure | None = None
         try:
             await self.flush()  # left by a failed send: keep the order
@@ -413,10 +433,7 @@ class Client(Controls, Catalogue):
             if not exc.retryable:
                 raise
             offline = WireFailure(f"the relay cannot be reached ({type(exc).__name__})")
-        if message_id is None:
-            message_id = self.rng(MESSAGE_ID_LEN)
-        elif len(message_id) != MESSAGE_ID_LEN:
-            raise DecodeError(f"a message id is {MESSAGE_ID_LEN} bytes")
+        message_id = message_id or self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
         try:
             out = await self._seal(to, cls, message_id, fk, body, template_id)
@@ -491,10 +508,22 @@ class Client(Controls, Catalogue):
         target = dest if callable(dest) else Path(dest)
         return await download(self.transport.blobs(), pointer, target, progress=progress)
 
+    async def _sent_message(self, to: str, message_id: bytes) -> Message:
+        """Our message ``message_id`` to ``to`` as the history holds it."""
+        for m in await self.history(to):
+            if m.outgoing and m.message_id == message_id:
+                return m
+        raise StateError("this account sent that message id in another conversation")
+
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
-        template_id: bytes | None = None, attachment: bytes | None = None,
+        template_id: bytes | None = None, attachment: bytes | None = None, *,
+        renew: Sequence[Address] = (),
+        also: Callable[[StoreTransaction], None] | None = None,
     ) -> Outgoing:  # fmt: skip
+        """Seal a message for the chat's devices into the outbox. ``renew``: devices to start
+        a new session with first (a retry request, SPEC §10.11); ``also`` runs in the sealing
+        transaction (what the message settles, e.g. the receipts it carries)."""
         view = await self.log_view()
         if view is not None and view.forked:
             raise LogForked("the relay was caught showing a split view of the key log")
@@ -502,7 +531,7 @@ class Client(Controls, Catalogue):
         if await self._tx(lambda tx: contacts.pending_key_change(tx, to)) is not None:
             raise KeyChangePending(f"the account key of {to} changed; accept it first")
         dests = await self._checked_destinations(to, cls, template_id)
-        await self._ensure_sessions(dests)
+        await self._ensure_sessions(dests, renew=[d for d in renew if d in dests])
         mark = f"{GOSSIP}{to}"
 
         def seal(tx: StoreTransaction) -> Outgoing:
@@ -511,6 +540,8 @@ class Client(Controls, Catalogue):
             carry = b"" if tx.app_get(mark) == gossip else gossip
             if carry:
                 tx.app_put(mark, carry)
+            if also is not None:
+                also(tx)
             return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry,
                               template_id, attachment)  # fmt: skip
 
@@ -555,8 +586,23 @@ class Client(Controls, Catalogue):
         await self.refresh(to, me)
         await self.refresh(me, to)
 
-    async def _ensure_sessions(self, dests: list[Address]) -> None:
-        missing = await self._tx(lambda tx: state.needs_session(tx, dests))
+    async def _ensure_sessions(
+        self, dests: list[Address], *, renew: Sequence[Address] = ()
+    ) -> None:
+        """A session with every destination that may send (a new one from a claimed bundle
+        where there is none, or only a restored one, SPEC §6.5); with each of ``renew`` a new
+        one unless the current one is ours and still unanswered (its first message carries
+        the key agreement, so the peer can set it up)."""
+
+        def todo(tx: StoreTransaction) -> list[Address]:
+            missing = state.needs_session(tx, dests)
+            for d in renew:
+                current = tx.load_session(d)
+                if d not in missing and (current is None or current.pending is None):
+                    missing.append(d)
+            return missing
+
+        missing = await self._tx(todo)
         if not missing:
             return
         bundles = await asyncio.gather(*(self.transport.fetch_bundle(d) for d in missing))
@@ -602,157 +648,9 @@ class Client(Controls, Catalogue):
         such as the business gateway's (SPEC §17.2)."""
         return await self._tx(fn)
 
-    # -- the events API (SPEC §10.11) -----------------------------------------------------------
-
-    async def read_events(self, after: int | None = None, limit: int = 256) -> list[Event]:
-        """Up to ``limit`` stored events after position ``after`` (default: the acknowledged
-        cursor), oldest first. Reads the store only."""
-        return await self._tx(lambda tx: events.read(tx, after, limit))
-
-    async def cursor(self) -> int:
-        """The position the application acknowledged last (0: none)."""
-        return await self._tx(events.cursor)
-
-    async def ack(self, upto: int | Event) -> int:
-        """Acknowledge every event up to ``upto`` (a position or an event): the durable
-        cursor moves there (never back) and those events are deleted. Returns the cursor."""
-        seq = upto.seq if isinstance(upto, Event) else upto
-        return await self._tx(lambda tx: events.ack(tx, seq))
-
-    async def events(
-        self, *, after: int | None = None, wait_ms: int = MAX_WAIT_MS
-    ) -> AsyncIterator[Event]:
-        """Every event after position ``after`` (default: the acknowledged cursor), oldest
-        first, for ever: when none is left it syncs, the relay holding the fetch up to
-        ``wait_ms`` until mail arrives. Retryable failures (the relay unreachable) are
-        waited out with a growing pause; anything else is raised.
-
-        It does not acknowledge: the application calls :meth:`ack` once it has done what an
-        event asks (or keeps the position in its own database, with what it did, and passes
-        it as ``after`` when it starts again), so a crash in between neither loses nor
-        repeats an event."""
-        position = await self.cursor() if after is None else after
-        pause = 0.05
-        while True:
-            batch = await self.read_events(after=position)
-            for event in batch:
-                position = event.seq
-                yield event
-            if batch:
-                continue
-            try:
-                await self.sync(wait_ms=wait_ms)
-                pause = 0.05
-            except E2EError as exc:
-                if not exc.retryable:
-                    raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-
-    # -- receiving ----------------------------------------------------------------------------
-
-    async def sync(
-        self,
-        *,
-        wait_ms: int = 0,
-        on_error: Callable[[bytes, E2EError], None] | None = None,
-    ) -> list[Message]:
-        """Fetch, open and acknowledge everything waiting; send delivered receipts.
-
-        With ``wait_ms`` and nothing waiting, the relay service holds the fetch until mail
-        arrives (push by long-poll) or the wait ends. Redelivered messages are acknowledged
-        and skipped. A delivery that cannot be accepted is acknowledged, counted in
-        :attr:`errors` and passed to ``on_error``."""
-        raws = await self.transport.fetch(wait_ms)
-        out: list[Message] = []
-        acks: list[int] = []
-        for raw in raws:
-            try:
-                seq = Delivery.from_bytes(raw).seq
-            except E2EError as exc:
-                self._count(exc, raw, on_error)
-                continue
-            try:
-                out.append(await self._open(raw))
-            except DuplicateMessage:
-                pass
-            except E2EError as exc:
-                self._count(exc, raw, on_error)
-            acks.append(seq)
-        if acks:
-            await self.transport.ack(acks)
-        if self.profile.kind == "customer":
-            out = await self._check_classes(out)
-        await self._check_peer_heads()
-        await self._auto_monitor(self.monitor_seconds, self.monitor_budget)
-        if self.auto_receipts:
-            await self._receipts(out, ReceiptStatus.DELIVERED)
-        return out
-
-    async def _check_classes(self, messages: list[Message]) -> list[Message]:
-        """Check each business message's content against its declared class with the
-        business's registered templates (fetched once per business and sync, again if a
-        template id is not among them): a mismatch is flagged, not refused (SPEC §10.2)."""
-        held: dict[str, dict[bytes, Template]] = {}
-        out = []
-        for m in messages:
-            if m.outgoing or m.cls is MessageClass.RECEIPT:
-                out.append(m)
-                continue
-            templates = held.get(m.conversation)
-            if templates is None or (m.template_id is not None and m.template_id not in templates):
-                try:
-                    templates = await self.transport.templates(m.conversation)
-                    if m.template_id is not None and parse_ref(m.template_id) is not None:
-                        templates = templates | {
-                            e.ref: Template(e.ref, e.spec.category.cls, e.text_hash, e.spec)
-                            for e in await self.transport.catalogue(m.conversation)
-                        }
-                except E2EError:
-                    out.append(m)  # unchecked for now: the relay could not say
-                    continue
-                held[m.conversation] = templates
-            check = check_class(m.cls, m.template_id, m.body, templates, self.classify)
-            out.append(dataclasses.replace(m, class_check=check))
-        return out
-
-    def _count(
-        self, exc: E2EError, raw: bytes, on_error: Callable[[bytes, E2EError], None] | None
-    ) -> None:
-        self._count_error(exc)
-        if on_error is not None:
-            on_error(raw, exc)
-
     def _count_error(self, exc: E2EError) -> None:
         name = type(exc).__name__
         self.errors[name] = self.errors.get(name, 0) + 1
-
-    async def _open(self, raw: bytes) -> Message:
-        for attempt in range(3):
-            try:
-                return await self._tx(lambda tx: state.open_delivery(tx, self.profile, raw))
-            except NeedDevices as need:
-                if attempt == 0:
-                    await self.refresh(need.account, self.profile.account)
-                elif attempt == 1:
-                    await self.refresh(need.account)
-                else:
-                    raise
-        raise StateError("unreachable")  # pragma: no cover
-
-    async def _receipts(self, messages: Sequence[Message], kind: int) -> None:
-        by_peer: dict[str, list[bytes]] = {}
-        for m in messages:
-            if not m.outgoing and m.cls is not MessageClass.RECEIPT:
-                by_peer.setdefault(m.conversation, []).append(m.message_id)
-        step = MAX_RECEIPT_IDS
-        for peer, ids in by_peer.items():
-            for i in range(0, len(ids), step):
-                try:
-                    await self.send(peer, receipt_body(kind, ids[i : i + step]),
-                                    MessageClass.RECEIPT)  # fmt: skip
-                except PolicyError:
-                    break  # refused (blocked, or receipts beyond their limit): nothing to tell
 
     async def mark_read(self, conversation: str, message_ids: list[bytes]) -> None:
         """Send read receipts for these messages of ``conversation`` (one per

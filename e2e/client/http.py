@@ -263,6 +263,9 @@ class HttpTransport(Transport):
     async def submit(self, envelopes: list[bytes]) -> wire.Receipt:
         return await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
 
+    async def resend(self, envelopes: list[bytes]) -> wire.Receipt:
+        return await self._post(Path.MESSAGE_RESEND, wire.Resend(tuple(envelopes)), wire.Receipt)
+
     async def fetch(self, wait_ms: int = 0) -> list[bytes]:
         req = wire.Fetch(self.addr.account, self.addr.device, min(wait_ms, wire.MAX_WAIT_MS))
         return list((await self._post(Path.MAILBOX_FETCH, req, wire.Mailbox)).deliveries)

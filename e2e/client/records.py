@@ -29,6 +29,7 @@ __all__ = [
     "load",
     "q",
     "receipt_body",
+    "retry_body",
     "parse_receipt",
     "check_to_obj",
     "check_from_obj",
@@ -41,11 +42,13 @@ MAX_RECEIPT_IDS: Final = 100
 
 
 class ReceiptStatus:
-    """Receipt kinds, carried in a receipt's body and kept per message (higher wins)."""
+    """Receipt kinds, carried in a receipt's body and kept per message (higher wins).
+    ``RETRY`` is not a status: a receipt of that kind is a retry request (SPEC §10.11)."""
 
     SENT: Final = 0
     DELIVERED: Final = 1
     READ: Final = 2
+    RETRY: Final = 3
 
 
 def dump(obj: object) -> bytes:
@@ -101,7 +104,8 @@ class Message:
 
     ``conversation`` is the other account; ``outgoing`` is True for messages of our own
     account (sent here or on another of our devices). ``delivery`` and ``franking_key`` are
-    what a spam report reveals (received messages only)."""
+    what a spam report reveals (received messages; a message this device sent keeps its
+    franking key too, to send it again to a device that asks, SPEC §10.11)."""
 
     conversation: str
     sender: Address
@@ -211,10 +215,13 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """A receipt's body: ``kind`` (:class:`ReceiptStatus`) and the message ids it is about."""
+    """A receipt's body: ``kind`` (:class:`ReceiptStatus`) and the message ids it is about;
+    a retry request (``RETRY``) may add ``since``: also every message sent since that relay
+    time."""
 
     kind: int
     message_ids: tuple[bytes, ...]
+    since: int | None = None
 
 
 def receipt_body(kind: int, message_ids: list[bytes]) -> bytes:
@@ -224,17 +231,28 @@ def receipt_body(kind: int, message_ids: list[bytes]) -> bytes:
     return dump({0: kind, 1: list(message_ids)})
 
 
+def retry_body(message_ids: list[bytes], since: int | None = None) -> bytes:
+    """The body of a retry request: {0: 3, 1: [message ids], 2?: since (relay time)}."""
+    obj: dict[int, Any] = {0: ReceiptStatus.RETRY, 1: list(message_ids)}
+    if since is not None:
+        obj[2] = since
+    return dump(obj)
+
+
 def parse_receipt(body: bytes) -> Receipt:
-    """A receipt's body; :class:`DecodeError` if malformed."""
+    """A receipt's or retry request's body; :class:`DecodeError` if malformed."""
     try:
         obj = cbor2.loads(body)
-        kind, ids = obj[0], obj[1]
+        kind, ids, since = obj[0], obj[1], obj.get(2)
     except Exception:
         raise DecodeError("malformed receipt") from None
-    if kind not in (ReceiptStatus.DELIVERED, ReceiptStatus.READ) or not isinstance(ids, list):
-        raise DecodeError("malformed receipt")
-    if len(ids) > MAX_RECEIPT_IDS:
+    kinds = (ReceiptStatus.DELIVERED, ReceiptStatus.READ, ReceiptStatus.RETRY)
+    if kind not in kinds or not isinstance(ids, list) or len(ids) > MAX_RECEIPT_IDS:
         raise DecodeError("malformed receipt")
     if not all(type(i) is bytes and len(i) == MESSAGE_ID_LEN for i in ids):
         raise DecodeError("malformed receipt")
-    return Receipt(kind, tuple(ids))
+    if since is not None and (kind != ReceiptStatus.RETRY or type(since) is not int or since < 0):
+        raise DecodeError("malformed receipt")
+    if set(obj) - {0, 1, 2}:
+        raise DecodeError("malformed receipt")
+    return Receipt(kind, tuple(ids), since)

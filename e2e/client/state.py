@@ -35,10 +35,9 @@ key                             value
 ``c/status/<id hex>``           {account: receipt status} for one of our messages
 ==============================  ===============================================================
 
-The values are :mod:`e2e.client.records`' and the event log :mod:`e2e.client.events`' (every
-step that changes what the application must learn writes its event in its transaction).
-Account names in keys are percent-encoded (:func:`~e2e.client.records.q`), so no name can
-reach into another's records.
+The receiving side's records are :mod:`e2e.client.inbox`'s, the event log
+:mod:`e2e.client.events`'; account names in keys are percent-encoded
+(:func:`~e2e.client.records.q`), so no name can reach into another's records.
 
 One trust model: an account identity key is pinned (on first use, or out of band with
 :func:`pin`); a device is trusted only with a certificate that verifies under its account's
@@ -53,7 +52,6 @@ certificates.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 from dataclasses import dataclass, replace
@@ -67,26 +65,21 @@ from e2e.client.contacts import (
     certified_devices,
     device_key,
     device_list,
-    note_list_version,
     pin,
     pinned,
     route,
 )
-from e2e.client.records import Message, Profile, ReceiptStatus, dump, load, parse_receipt, q
+from e2e.client.records import Message, Profile, ReceiptStatus, dump, load, q
 from e2e.errors import (
     DecodeError,
-    DuplicateMessage,
     E2EError,
-    EnvelopeMismatch,
-    FrankingMismatch,
     StateError,
     StoreError,
     UntrustedDevice,
 )
-from e2e.frame import decode_message
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import DeviceCertificate, SignedDeviceList
-from e2e.platform.envelope import Delivery, Envelope, Inner
+from e2e.platform.envelope import Envelope, Inner
 from e2e.platform.franking import commit_inner
 from e2e.platform.policy import MessageClass
 from e2e.prekeys import PrekeyBundle
@@ -111,9 +104,7 @@ __all__ = [
     "seal",
     "sent",
     "refused",
-    "open_delivery",
     "history",
-    "receipt_status",
 ]
 
 _KINDS: Final = ("customer", "business")
@@ -367,6 +358,29 @@ def seal(
     message key for good: a refused send is sealed again, never rolled back.
     """
     tx.app_lock(f"c/out/{message_id.hex()}")
+    envs = seal_copies(tx, profile, to, cls, message_id, franking_key, body, dests, log_head,
+                       template_id, attachment)  # fmt: skip
+    out = Outgoing(to, cls, message_id, franking_key, body, envs, template_id, attachment)
+    tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
+    return out
+
+
+def seal_copies(
+    tx: StoreTransaction,
+    profile: Profile,
+    to: str,
+    cls: MessageClass,
+    message_id: bytes,
+    franking_key: bytes,
+    body: bytes,
+    dests: list[Address],
+    log_head: bytes = b"",
+    template_id: bytes | None = None,
+    attachment: bytes | None = None,
+) -> tuple[bytes, ...]:
+    """The envelopes of one logical message for ``dests``, each frame encrypted with the
+    current session of its device (saved in ``tx``); the caller keeps them in a record of
+    the same transaction before any leaves."""
     me = profile.account.encode()
     own = device_list(tx, profile.account)
     inner = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head,
@@ -380,15 +394,19 @@ def seal(
         env = Envelope(cls, me, profile.device, to.encode(), dest.account, dest.device,
                        message_id, commitment, frame, template_id, inner.blob_id)  # fmt: skip
         envs.append(env.to_bytes())
-    out = Outgoing(to, cls, message_id, franking_key, body, tuple(envs), template_id,
-                   attachment)  # fmt: skip
-    tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
-    return out
+    return tuple(envs)
 
 
 def needs_session(tx: StoreTransaction, dests: list[Address]) -> list[Address]:
-    """The destinations without a current session."""
-    return [d for d in dests if tx.load_session(d) is None]
+    """The destinations without a current session that may send: none at all, or one loaded
+    from a restored store that has not taken a fresh ratchet step (SPEC §6.5). Each gets a
+    new session from a claimed bundle, so no message key of an older state is used again."""
+    out = []
+    for d in dests:
+        session = tx.load_session(d)
+        if session is None or session.needs_ratchet_step:
+            out.append(d)
+    return out
 
 
 def start_session(
@@ -404,13 +422,15 @@ def start_session(
 
 
 def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int) -> Message:
-    """The relay accepted ``out``: drop it from the outbox, add it to the history and write a
+    """The relay accepted ``out``: drop it from the outbox, add it to the history (with its
+    franking key, to send it again to a device that asks, SPEC §10.11) and write a
     :class:`~e2e.client.events.MessageSent` event -- once, even if another process sharing
     this store submitted the same outbox entry."""
     tx.app_lock(f"c/out/{out.message_id.hex()}")
     seen = f"c/seen/{q(profile.account)}/{out.message_id.hex()}"
     msg = Message(out.to, profile.addr, out.cls, out.message_id, out.body, received_at, True,
-                  template_id=out.template_id, attachment=out.attachment)  # fmt: skip
+                  franking_key=out.franking_key, template_id=out.template_id,
+                  attachment=out.attachment)  # fmt: skip
     if tx.app_get(seen) is not None:
         return msg  # recorded already
     tx.app_delete(f"c/out/{out.message_id.hex()}")
@@ -419,6 +439,18 @@ def sent(tx: StoreTransaction, profile: Profile, out: Outgoing, received_at: int
         tx.app_put(_msg_key(tx, out.to, received_at, out.message_id), msg.to_record())
         events.append(tx, events.MessageSent(0, msg))
     return msg
+
+
+def was_sent(tx: StoreTransaction, profile: Profile, message_id: bytes) -> bool:
+    """True if this account recorded ``message_id`` as sent (here or on another device)."""
+    return tx.app_get(f"c/seen/{q(profile.account)}/{message_id.hex()}") is not None
+
+
+def pending(tx: StoreTransaction, message_id: bytes) -> Outgoing | None:
+    """The outbox entry of ``message_id``, if it is still waiting for the relay."""
+    key = f"c/out/{message_id.hex()}"
+    raw = tx.app_get(key)
+    return None if raw is None else Outgoing.from_record(raw, "app/" + key)
 
 
 def refused(
@@ -434,88 +466,7 @@ def refused(
                                              str(error)[:512]))  # fmt: skip
 
 
-# -- receiving -----------------------------------------------------------------------------
-
-
-class NeedDevices(StateError):
-    """The sender's device is not (yet) in this device's certified list: refresh it."""
-
-    def __init__(self, account: str) -> None:
-        super().__init__("sender device not in the certified device list")
-        self.account = account
-
-
-def open_delivery(tx: StoreTransaction, profile: Profile, raw: bytes) -> Message:
-    """Open one delivery: decrypt, check it against its envelope and franking commitment,
-    record it (history or receipt status), its id and its event
-    (:class:`~e2e.client.events.MessageReceived`, or ``ReceiptReceived`` for a receipt from
-    the other party), all in this transaction.
-
-    Raises (and, the transaction rolling back, changes nothing): :class:`NeedDevices` if
-    the sender is not a known certified device, :class:`DuplicateMessage` if already
-    processed, or the E2EError that makes it unacceptable.
-    """
-    delivery = Delivery.from_bytes(raw)
-    env = delivery.open_envelope()
-    if env.dest != profile.addr.wire:
-        raise EnvelopeMismatch("delivery addressed to another device")
-    sender = Address.from_wire(*env.sender)
-    identity = device_key(tx, sender)
-    if identity is None:
-        raise NeedDevices(sender.name)
-    seen_key = f"c/seen/{q(sender.name)}/{env.message_id.hex()}"
-    tx.app_lock(seen_key)  # another process opening the same delivery waits, then sees it
-    if tx.app_get(seen_key) is not None:
-        raise DuplicateMessage("message id already received")
-    parsed = decode_message(env.frame)
-    if parsed.prekey is not None and not hmac.compare_digest(parsed.prekey.identity_key, identity):
-        raise UntrustedDevice("prekey message identity is not the sender's device key")
-    plaintext = tx.decrypt(sender, env.frame, allowed_suites=(profile.suite,))
-    current = tx.load_session(sender)
-    if current is None or not hmac.compare_digest(current.remote_identity, identity):
-        raise UntrustedDevice("session is not with the sender's certified device key")
-    inner = Inner.from_padded(plaintext)
-    if not inner.matches(env):
-        raise EnvelopeMismatch("envelope metadata differs from the sealed metadata")
-    expected = commit_inner(inner)
-    if not hmac.compare_digest(expected, env.commitment):
-        raise FrankingMismatch("franking commitment does not match the message")
-    tx.app_put(seen_key, b"")
-    note_list_version(tx, sender.name, inner.list_version)  # a newer list: re-check it
-    if inner.log_head:  # the sender's key-log head: checked after this batch (SPEC §13.4)
-        tx.app_put(PEER_HEADS + hashlib.sha256(inner.log_head).hexdigest(), inner.log_head)
-    own = inner.from_account == profile.account.encode()
-    conversation = (inner.to_account if own else inner.from_account).decode()
-    msg = Message(conversation, sender, inner.cls, inner.message_id, inner.body,
-                  delivery.received_at, own, raw, inner.franking_key,
-                  inner.template_id, attachment=inner.attachment)  # fmt: skip
-    if inner.cls is MessageClass.RECEIPT:
-        receipt = parse_receipt(inner.body)
-        if not own:
-            for mid in receipt.message_ids:
-                _raise_status(tx, mid, sender.name, receipt.kind)
-            events.append(tx, events.ReceiptReceived(
-                0, sender, receipt.kind, receipt.message_ids, delivery.received_at))  # fmt: skip
-    else:
-        key = _msg_key(tx, conversation, delivery.received_at, inner.message_id)
-        tx.app_put(key, msg.to_record())
-        events.append(tx, events.MessageReceived(0, msg))
-    return msg
-
-
-def _raise_status(tx: StoreTransaction, message_id: bytes, by: str, kind: int) -> None:
-    key = f"c/status/{message_id.hex()}"
-    raw = tx.app_get(key)
-    status: dict[str, int] = {} if raw is None else dict(load(raw, "app/" + key))
-    if status.get(by, ReceiptStatus.SENT) < kind:
-        status[by] = kind
-        tx.app_put(key, dump(status))
-
-
-def receipt_status(tx: StoreTransaction, message_id: bytes) -> dict[str, int]:
-    """{account: highest receipt kind} for one of our messages."""
-    raw = tx.app_get(f"c/status/{message_id.hex()}")
-    return {} if raw is None else dict(load(raw, f"app/c/status/{message_id.hex()}"))
+# -- history -------------------------------------------------------------------------------
 
 
 def history(tx: StoreTransaction, conversation: str) -> list[Message]:

@@ -91,6 +91,13 @@ class Transport(Protocol):
         """Hand one logical message (all its device copies) to the relay."""
         ...
 
+    async def resend(self, envelopes: list[bytes]) -> Receipt:
+        """Hand the relay copies of a message it accepted before from this device, for
+        devices of the chat that ask for it again (SPEC §10.11): not billed, no policy
+        applied again; the relay checks the message id and its commitment against the
+        accepted one and the devices against the chat."""
+        ...
+
     async def fetch(self, wait_ms: int = 0) -> list[bytes]:
         """Every delivery waiting for this device, oldest first; with ``wait_ms``, a relay
         that can push holds the request until mail arrives or the wait ends."""

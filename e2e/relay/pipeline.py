@@ -110,6 +110,7 @@ ROUTES: Final = dict(
         _route(Path.PREKEY_CLAIM, "claim_prekey"),
         _route(Path.MESSAGE_PRECHECK, "precheck"),
         _route(Path.MESSAGE_SUBMIT, "submit", prepare="prepare_submit"),
+        _route(Path.MESSAGE_RESEND, "resend", prepare="prepare_resend"),
         _route(Path.MAILBOX_FETCH, "fetch"),
         _route(Path.MAILBOX_ACK, "ack"),
         _route(Path.CHAT_CONTROL, "control"),

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS mailbox_usage (
 CREATE TABLE IF NOT EXISTS submissions (
     sender BLOB NOT NULL, message_id BLOB NOT NULL, digest BLOB NOT NULL,
     received_at BIGINT NOT NULL, copies INTEGER NOT NULL, price BIGINT NOT NULL,
-    expires BIGINT NOT NULL, PRIMARY KEY (sender, message_id));
+    expires BIGINT NOT NULL, commitment BLOB, PRIMARY KEY (sender, message_id));
 CREATE INDEX IF NOT EXISTS submissions_by_expiry ON submissions (expires);
 CREATE TABLE IF NOT EXISTS chats (
     business BLOB NOT NULL, customer BLOB NOT NULL, last_customer_message BIGINT,
@@ -127,6 +127,7 @@ INSERT INTO relay_meta (key, value) VALUES ('directory', 0) ON CONFLICT (key) DO
 #: Columns added since the tables were first made: (table, column, declaration). A backend
 #: adds each one missing from a database made before (SPEC §10.8).
 ADDED_COLUMNS: Final = (
+    ("submissions", "commitment", "BLOB"),
     ("mailbox", "sender", "BLOB"),
     ("mailbox", "size", "BIGINT"),
     ("chats", "blocked_customer", "INTEGER NOT NULL DEFAULT 0"),

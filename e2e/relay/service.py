@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from e2e.errors import (
+    Blocked,
     Conflict,
     DecodeError,
     DuplicateSubmission,
@@ -63,6 +64,7 @@ from e2e.platform.wire import (
     Precheck,
     Receipt,
     RegisterAccount,
+    Resend,
     Submit,
     WindowQuery,
     WindowState,
@@ -251,10 +253,12 @@ class RelayService(
         self._log_account(tx, req.name, req.identity)
         return Ok()
 
-    def _check(
-        self, tx: Tx, sender: Caller, cls: MessageClass, to_account: bytes,
-        given: list[tuple[bytes, int]],
-    ) -> tuple[Account, bytes, bytes, ChatState, bool, int]:  # fmt: skip
+    def _chat_set(
+        self, tx: Tx, sender: Caller, cls: MessageClass, to_account: bytes
+    ) -> tuple[Account, set[tuple[bytes, int]]]:
+        """The sending account and the devices a message from ``sender`` to ``to_account``
+        goes to (the recipient's devices of the chat and the sender's other devices, SPEC
+        §10.10), after the role checks: ``UnknownAccount``, ``NotAllowed``."""
         accounts = tx.accounts(sender[0], to_account)
         ids = tx.device_ids(sender[0], to_account)
         if sender[1] not in ids[sender[0]]:
@@ -276,6 +280,13 @@ class RelayService(
             own = ids[sender[0]]
             peer = chat_devices(tx, to_account, sender[0], ids[to_account])
         want = {(to_account, d) for d in peer} | {(sender[0], d) for d in own if d != sender[1]}
+        return src, want
+
+    def _check(
+        self, tx: Tx, sender: Caller, cls: MessageClass, to_account: bytes,
+        given: list[tuple[bytes, int]],
+    ) -> tuple[Account, bytes, bytes, ChatState, bool, int]:  # fmt: skip
+        src, want = self._chat_set(tx, sender, cls, to_account)
         if len(set(given)) != len(given) or set(given) != want:
             raise StaleDeviceList(sorted(want - set(given)), sorted(set(given) - want))
         now = self.clock()
@@ -306,7 +317,7 @@ class RelayService(
         return Ok()
 
     def prepare_submit(
-        self, caller: Caller, req: Submit, body: bytes | None = None
+        self, caller: Caller, req: Submit | Resend, body: bytes | None = None
     ) -> PreparedSubmit:
         """The checks of a submission that need no store: each copy small enough to be
         fetched (``mailbox.fetch_bytes``), decoded, from the authenticated device, agreeing
@@ -385,11 +396,52 @@ class RelayService(
         tx.insert_seen(
             caller[0],
             first.message_id,
-            SeenSubmission(digest, now, len(envs), price),
+            SeenSubmission(digest, now, len(envs), price, first.commitment),
             now + self.dedup_seconds,
         )
         self._share(business, customer, chat, now)
         return Receipt(first.message_id, now, len(envs), price)
+
+    prepare_resend = prepare_submit
+
+    def resend(self, tx: Tx, caller: Caller, req: Resend | PreparedSubmit) -> Receipt:
+        """Copies of a message this sender's account had accepted, for devices of the chat
+        that ask for it again (SPEC §10.11): the same message id and franking commitment as
+        the accepted message (so only the content accepted then can be delivered again),
+        destinations among the chat's current devices, a business sender not blocked.
+        Nothing is billed and no window or count changes; each copy gets the accepted
+        message's receive time and a franking tag over it. ``NotAllowed`` for a message not
+        accepted (or no longer remembered), ``StaleDeviceList`` for a device outside the
+        chat, ``Blocked``."""
+        prep = req if isinstance(req, PreparedSubmit) else self.prepare_resend(caller, req)
+        first = prep.envs[0]
+        seen = tx.seen(caller[0], first.message_id)
+        if (
+            seen is None or seen.commitment is None
+            or not hmac.compare_digest(seen.commitment, first.commitment)
+        ):  # fmt: skip
+            raise NotAllowed("no accepted message of this sender with this id and content")
+        src, want = self._chat_set(tx, caller, first.cls, first.to_account)
+        given = [env.dest for env in prep.envs]
+        if len(set(given)) != len(given) or not set(given) <= want:
+            raise StaleDeviceList([], sorted(set(given) - want))
+        if src.kind == BUSINESS:
+            chat = tx.chat(caller[0], first.to_account)
+            if chat is not None and chat.blocked:
+                raise Blocked("the customer blocked this business")
+        copies = [
+            (env.dest_account, env.dest_device, len(raw))
+            for env, raw in zip(prep.envs, prep.raw, strict=True)
+        ]
+        if not tx.reserve_mail(caller[0], copies, self.settings.mailbox.quota()):
+            raise MailboxFull("a recipient's mailbox is full")  # the quota holds for resends too
+        at = seen.received_at
+        key = self._current_key()
+        for env, raw in zip(prep.envs, prep.raw, strict=True):
+            tx.insert_mail(env.dest_account, env.dest_device, raw, at, relay_tag(key, env, at),
+                           caller[0])  # fmt: skip
+            tx.notify(env.dest_account, env.dest_device)
+        return Receipt(first.message_id, at, len(prep.envs), 0)
 
     def fetch(self, tx: Tx, caller: Caller, req: Fetch) -> Mailbox:
         """The caller's oldest deliveries, at most ``req.limit`` and at most

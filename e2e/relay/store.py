@@ -91,6 +91,9 @@ class SeenSubmission:
     received_at: int
     copies: int
     price: int
+    #: The accepted message's franking commitment (what a resend must carry, SPEC §10.11;
+    #: None for a row written before the column existed).
+    commitment: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -370,19 +373,23 @@ class Tx(BusinessRecords, abc.ABC):
 
     def seen(self, sender: bytes, message_id: bytes) -> SeenSubmission | None:
         row = self.fetchone(
-            "SELECT digest, received_at, copies, price FROM submissions"
+            "SELECT digest, received_at, copies, price, commitment FROM submissions"
             " WHERE sender = ? AND message_id = ?",
             (sender, message_id),
         )
-        return None if row is None else SeenSubmission(bytes(row[0]), row[1], row[2], row[3])
+        if row is None:
+            return None
+        commitment = None if row[4] is None else bytes(row[4])
+        return SeenSubmission(bytes(row[0]), row[1], row[2], row[3], commitment)
 
     def insert_seen(self, sender: bytes, message_id: bytes, seen: SeenSubmission,
                     expires: int) -> None:  # fmt: skip
         self.write(
             "INSERT INTO submissions (sender, message_id, digest, received_at, copies, price,"
-            " expires) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (sender, message_id, seen.digest, seen.received_at, seen.copies, seen.price, expires),
-        )
+            " expires, commitment) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (sender, message_id, seen.digest, seen.received_at, seen.copies, seen.price, expires,
+             seen.commitment),
+        )  # fmt: skip
 
     def fetch_mail(self, account: bytes, device_id: int, limit: int, budget: int,
                    each: int = 0) -> tuple[list[Mail], bool]:  # fmt: skip

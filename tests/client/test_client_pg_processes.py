@@ -11,7 +11,7 @@ import uuid
 import pytest
 from world import Service
 
-from e2e.client import Client, state
+from e2e.client import Client, inbox, state
 from e2e.platform.envelope import Delivery, Envelope
 from e2e.store import Address, MemoryStore, upkeep
 
@@ -84,7 +84,7 @@ def test_two_processes_on_one_agent_store_never_reuse_a_message_key(tmp_path) ->
         assert profile is not None
         for seq, raw in enumerate(envelopes, 1):
             delivery = Delivery(raw, 1_767_225_600, b"\0" * 32, seq).to_bytes()
-            msg = state.open_delivery(tx, profile, delivery)  # a reused key would fail here
+            msg = inbox.open_delivery(tx, profile, delivery)  # a reused key would fail here
             bodies.add(msg.body)
         assert Envelope.from_bytes(envelopes[0]).dest == Address("carol", 1).wire
     assert len(bodies) == 2 * n

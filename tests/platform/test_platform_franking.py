@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from world import Service, open_raw, run
 
-from e2e.client import Client
+from e2e.client import Client, Undecryptable
 from e2e.errors import (
     E2EError,
     EnvelopeMismatch,
@@ -39,9 +39,11 @@ async def chat(d: Path, alice_devices: int = 1) -> tuple[Service, Client, list[C
 
 
 def rows(svc: Service, dev: Client) -> list[tuple[Any, ...]]:
-    """Every record of the device's store as stored (sealed: any write changes them)."""
+    """Every record of the device's store as stored (sealed: any write changes them) but its
+    event log and the store's epoch, which keeping a refused delivery writes (SPEC §10.11)."""
     with sqlite3.connect(svc.dir / f"{dev.profile.account}-{dev.profile.device}.db") as c:
-        return c.execute("SELECT kind, id, value FROM records ORDER BY kind, id").fetchall()
+        got = c.execute("SELECT kind, id, value FROM records ORDER BY kind, id").fetchall()
+    return [r for r in got if not r[1].startswith("c/ev") and r[:2] != ("meta", "epoch")]
 
 
 async def forge(shop: Client, *, env_cls: MessageClass, inner_cls: MessageClass,
@@ -115,8 +117,12 @@ def test_device_refuses_a_bad_commitment_state_unchanged(fast_tmp: Path) -> None
                     commitment=bytes(32))  # fmt: skip
         before = rows(svc, alice)
         assert await alice.sync() == []
-        assert rows(svc, alice) == before
+        assert rows(svc, alice) == before  # sessions, history, seen ids: as they were
         assert alice.errors == {"FrankingMismatch": 1}
+        # kept, with its reason, before it was acknowledged
+        [kept] = [e for e in await alice.read_events() if isinstance(e, Undecryptable)]
+        assert kept.error == "FrankingMismatch"
+        assert kept.sender == Address("shop", 1) and kept.delivery
         assert svc.pending() == 0  # refused and acknowledged: not delivered again
         await svc.aclose()
 

@@ -101,6 +101,8 @@ class Path:
     PREKEY_CLAIM: Final = "/v1/prekeys/claim"
     MESSAGE_PRECHECK: Final = "/v1/messages/precheck"
     MESSAGE_SUBMIT: Final = "/v1/messages/submit"
+    #: A message accepted before, again for devices that ask for it (SPEC §10.11).
+    MESSAGE_RESEND: Final = "/v1/messages/resend"
     MAILBOX_FETCH: Final = "/v1/mailbox/fetch"
     MAILBOX_ACK: Final = "/v1/mailbox/ack"
     CHAT_CONTROL: Final = "/v1/chats/control"
@@ -171,6 +173,7 @@ ENDPOINTS: Final = (
     Endpoint(Path.PREKEY_CLAIM, prekeys.ClaimPrekey, prekeys.ClaimedPrekey),
     Endpoint(Path.MESSAGE_PRECHECK, messages.Precheck, codec.Ok),
     Endpoint(Path.MESSAGE_SUBMIT, messages.Submit, messages.Receipt),
+    Endpoint(Path.MESSAGE_RESEND, messages.Resend, messages.Receipt),
     Endpoint(Path.MAILBOX_FETCH, messages.Fetch, messages.Mailbox),
     Endpoint(Path.MAILBOX_ACK, messages.Ack, codec.Ok),
     Endpoint(Path.CHAT_CONTROL, chats.Control, codec.Ok),

@@ -14,6 +14,7 @@ __all__ = [
     "MAX_WAIT_MS",
     "Precheck",
     "Submit",
+    "Resend",
     "Receipt",
     "Fetch",
     "Mailbox",
@@ -59,6 +60,18 @@ class Submit(Body):
     Accepted or refused whole. Submitting the same batch again (a retry) returns the first
     receipt and stores nothing; the same message id with other content is DuplicateSubmission.
     """
+
+    envelopes: tuple[bytes, ...] = key(
+        1, F(bytes, 1, MAX_ENVELOPE_BYTES, array=True, count=MAX_BATCH)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Resend(Body):
+    """``{1: [envelopes]}``: copies of a message the relay accepted before from this sender,
+    for devices of the chat that asked for it again (SPEC §10.11): same message id and
+    commitment as the accepted one, destinations devices of the chat. Not billed; the
+    policy is not applied again."""
 
     envelopes: tuple[bytes, ...] = key(
         1, F(bytes, 1, MAX_ENVELOPE_BYTES, array=True, count=MAX_BATCH)
