@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from relayhelp import free_port
 
 from e2e.client import Client
 from e2e.client.http import RelayClient
@@ -22,7 +23,7 @@ StoreFactory = Callable[[str], Any]
 
 def test_every_party_restarts_over_http(stores: StoreFactory, relay_db: str) -> None:
     async def run() -> None:
-        server = RelayServer(relay_db).start()
+        server = RelayServer(relay_db, port=free_port()).start()
         net = RelayClient(server.url)
         c = net.connect
         clients: dict[str, Client] = {}
@@ -70,7 +71,7 @@ def test_routing_over_http(tmp_path: Path) -> None:
     from e2e.store import MemoryStore
 
     async def run() -> None:
-        server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+        server = RelayServer(str(tmp_path / "relay.sqlite"), port=free_port()).start()
         net = RelayClient(server.url)
         c = net.connect
         admin = await Client.create_account(MemoryStore(), c, "acme", "business")
@@ -120,7 +121,7 @@ def test_lost_prekey_upload_answer_over_http_loses_nothing(tmp_path: Path) -> No
             return response
 
     async def run() -> None:
-        server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+        server = RelayServer(str(tmp_path / "relay.sqlite"), port=free_port()).start()
         lossy = LoseOneUploadAnswer()
         net = RelayClient(server.url, transport=lossy, retries=0)
         plain = RelayClient(server.url)
@@ -160,7 +161,7 @@ def test_sync_with_a_wait_is_pushed_the_message(tmp_path: Path) -> None:
     from e2e.store import MemoryStore
 
     async def run() -> None:
-        server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+        server = RelayServer(str(tmp_path / "relay.sqlite"), port=free_port()).start()
         net = RelayClient(server.url)
         agent = await Client.create_account(MemoryStore(), net.connect, "acme", "business")
         carol = await Client.create_account(MemoryStore(), net.connect, "carol", "customer")

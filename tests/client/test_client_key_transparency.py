@@ -134,11 +134,13 @@ def test_rollback_caught_after_a_restart(relay_db: str, tmp_path: Path, stores: 
 
 
 def test_over_http_against_the_relay_service(tmp_path: Path, stores: Any) -> None:
+    from relayhelp import free_port
+
     from e2e.client.http import RelayClient
     from e2e.demo import RelayServer
 
     async def go() -> None:
-        server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+        server = RelayServer(str(tmp_path / "relay.sqlite"), port=free_port()).start()
         net = RelayClient(server.url)
         try:
             c = net.connect

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from relayhelp import free_port
 
 from e2e.client import Client
 from e2e.client.http import RelayClient
@@ -85,7 +86,7 @@ def test_agent_killed_twice_mid_conversation_loses_and_repeats_nothing(
 ) -> None:
     total = 40
     key = os.urandom(32)
-    server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+    server = RelayServer(str(tmp_path / "relay.sqlite"), port=free_port()).start()
 
     async def setup() -> None:
         net = RelayClient(server.url)

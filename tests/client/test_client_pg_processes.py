@@ -132,6 +132,8 @@ def test_two_client_processes_share_one_agent_store(tmp_path) -> None:  # type: 
         if os.environ.get("CI") == "true":
             pytest.fail("E2E_PG_DSN not set under CI")
         pytest.skip("E2E_PG_DSN not set (source .ci/postgres.sh)")
+    from relayhelp import free_port
+
     from e2e.client.http import RelayClient
     from e2e.demo import RelayServer
     from e2e.platform.policy import MessageClass
@@ -139,7 +141,7 @@ def test_two_client_processes_share_one_agent_store(tmp_path) -> None:  # type: 
 
     key = os.urandom(32)
     schema = f"client_two_{uuid.uuid4().hex[:8]}"
-    server = RelayServer(str(tmp_path / "relay.sqlite")).start()
+    server = RelayServer(str(tmp_path / "relay.sqlite"), port=free_port()).start()
     stop = tmp_path / "stop"
     questions = 30
 

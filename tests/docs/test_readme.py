@@ -24,3 +24,14 @@ def test_readme_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     code = compile(BLOCKS[index], f"README.md block {index}", "exec")
     exec(code, {"__name__": f"readme_block_{index}"})  # noqa: S102 - the README's own code
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run calls exactly the test command README.md's second set-up line gives."""
+    commands = re.search(r"^```sh\n(.*?)^```", README.read_text(), re.S | re.M)
+    assert commands is not None
+    setup = commands.group(1).splitlines()
+    assert len(setup) == 2 and "e2e demo" in setup[0] and "pytest" in setup[1]
+    test_command = setup[1].split(" && ")[-1]
+    ci = (README.parent / ".ci" / "run").read_text().splitlines()
+    assert test_command in ci

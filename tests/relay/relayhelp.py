@@ -8,6 +8,7 @@ tests need no sessions (the proof suite in tests/security does the end-to-end pa
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,10 +34,31 @@ from e2e.suite import DEFAULT
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Test relays listen on ports below the kernel's ephemeral range (32768 and up on Linux), so
+#: an outgoing connection never takes a port a stopped relay is about to be restarted on; each
+#: pytest-xdist worker has its own block of them, so two workers never pick the same port.
+_PORT_BLOCK = 2000
+_PORT_BASE = 12000
+_next_port: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, unique within this test process."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = _PORT_BASE + (index % 10) * _PORT_BLOCK
+    if not _next_port:
+        _next_port.append(low + random.randrange(_PORT_BLOCK))
+    for _ in range(_PORT_BLOCK):
+        port = low + (_next_port[0] - low) % _PORT_BLOCK
+        _next_port[0] = port + 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in this worker's block")
 
 
 #: Settings every test relay starts with unless it sets them: the registration and claim
