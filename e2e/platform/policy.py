@@ -265,6 +265,15 @@ class ChatState:
         if self.blocked_customer:
             raise Blocked("the business blocked this customer")
 
+    def check_not_blocked(self, business: bool) -> None:
+        """Raise :class:`~e2e.errors.Blocked` if the other side blocked the sender (the
+        business if ``business``, else the customer): the check a submission and a resend
+        share (a resend is refused past a block exactly like a submission)."""
+        if not business:
+            self.check_customer_send()
+        elif self.blocked:
+            raise Blocked("the customer blocked this business")
+
     def check_receipt(self, side: str) -> None:
         """A receipt from ``side`` ("customer" or "business") answers messages: at most two
         (delivered, read) per message the other side sent, plus :data:`RECEIPT_SLACK`; else
@@ -289,8 +298,7 @@ class ChatState:
         """Raise the refusal for a business message of class ``cls``; else return in_window."""
         if self.last_customer_message is None:
             raise NoPriorContact("the customer has not written to this business")
-        if self.blocked:
-            raise Blocked("the customer blocked this business")
+        self.check_not_blocked(True)
         in_window = self.window_open(now, config)
         if cls is MessageClass.RECEIPT:
             return in_window  # receipts are never refused by the window

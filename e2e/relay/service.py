@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from e2e.errors import (
-    Blocked,
     Conflict,
     DecodeError,
     DuplicateSubmission,
@@ -408,11 +407,12 @@ class RelayService(
         """Copies of a message this sender's account had accepted, for devices of the chat
         that ask for it again (SPEC §10.11): the same message id and franking commitment as
         the accepted message (so only the content accepted then can be delivered again),
-        destinations among the chat's current devices, a business sender not blocked.
+        destinations among the chat's current devices, the sender not blocked by the other side.
         Nothing is billed and no window or count changes; each copy gets the accepted
         message's receive time and a franking tag over it. ``NotAllowed`` for a message not
         accepted (or no longer remembered), ``StaleDeviceList`` for a device outside the
-        chat, ``Blocked``."""
+        chat, ``Blocked`` past either side's block and ``MailboxFull`` past a recipient's
+        quota, each exactly as a submission is refused."""
         prep = req if isinstance(req, PreparedSubmit) else self.prepare_resend(caller, req)
         first = prep.envs[0]
         seen = tx.seen(caller[0], first.message_id)
@@ -425,10 +425,11 @@ class RelayService(
         given = [env.dest for env in prep.envs]
         if len(set(given)) != len(given) or not set(given) <= want:
             raise StaleDeviceList([], sorted(set(given) - want))
-        if src.kind == BUSINESS:
-            chat = tx.chat(caller[0], first.to_account)
-            if chat is not None and chat.blocked:
-                raise Blocked("the customer blocked this business")
+        business, customer = (caller[0], first.to_account) if src.kind == BUSINESS else (
+            first.to_account, caller[0])  # fmt: skip
+        chat = tx.chat(business, customer)
+        if chat is not None:
+            chat.check_not_blocked(src.kind == BUSINESS)
         copies = [
             (env.dest_account, env.dest_device, len(raw))
             for env, raw in zip(prep.envs, prep.raw, strict=True)
