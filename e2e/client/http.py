@@ -260,8 +260,9 @@ class HttpTransport(Transport):
         req = wire.Precheck.of(int(cls), to.encode(), [d.wire for d in dests], template_id)
         await self._post(Path.MESSAGE_PRECHECK, req, wire.Ok)
 
-    async def submit(self, envelopes: list[bytes]) -> wire.Receipt:
-        return await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
+    async def submit(self, envelopes: list[bytes], entry: bytes | None = None) -> wire.Receipt:
+        req = wire.Submit(tuple(envelopes), entry)
+        return await self._post(Path.MESSAGE_SUBMIT, req, wire.Receipt)
 
     async def resend(self, envelopes: list[bytes]) -> wire.Receipt:
         return await self._post(Path.MESSAGE_RESEND, wire.Resend(tuple(envelopes)), wire.Receipt)

@@ -87,8 +87,9 @@ class Transport(Protocol):
         nothing at the relay."""
         ...
 
-    async def submit(self, envelopes: list[bytes]) -> Receipt:
-        """Hand one logical message (all its device copies) to the relay."""
+    async def submit(self, envelopes: list[bytes], entry: bytes | None = None) -> Receipt:
+        """Hand one logical message (all its device copies) to the relay, with an ad's
+        entry token (SPEC §17.4) if ``entry``."""
         ...
 
     async def resend(self, envelopes: list[bytes]) -> Receipt:

@@ -259,6 +259,8 @@ class ChatState:
     counts: dict[str, int] = field(default_factory=dict)
     #: The business blocked the customer.
     blocked_customer: bool = False
+    #: Until when an ad's entry window (SPEC §17.4) is open (None: none is).
+    entry_until: int | None = None
 
     def check_customer_send(self) -> None:
         """Raise the refusal for any message of the customer: the business blocked it."""
@@ -290,9 +292,15 @@ class ChatState:
             key = f"{side}_receipts"
             self.counts[key] = self.counts.get(key, 0) + 1
 
+    def in_entry(self, now: int) -> bool:
+        """An ad's entry window is open at ``now``: the business's messages are free."""
+        return self.entry_until is not None and now < self.entry_until
+
     def window_open(self, now: int, config: PolicyConfig) -> bool:
+        """The business may answer freely at ``now``: within ``config.window_seconds`` of the
+        customer's last message, or in an ad's entry window."""
         last = self.last_customer_message
-        return last is not None and now - last < config.window_seconds
+        return (last is not None and now - last < config.window_seconds) or self.in_entry(now)
 
     def check_business_send(self, cls: MessageClass, now: int, config: PolicyConfig) -> bool:
         """Raise the refusal for a business message of class ``cls``; else return in_window."""

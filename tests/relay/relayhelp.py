@@ -337,8 +337,8 @@ class Dev:
             for d in dests
         ]
 
-    def submit(self, envs: list[bytes]) -> wire.Receipt:
-        return self.call(wire.Path.MESSAGE_SUBMIT, wire.Submit(tuple(envs)), wire.Receipt)
+    def submit(self, envs: list[bytes], entry: bytes | None = None) -> wire.Receipt:
+        return self.call(wire.Path.MESSAGE_SUBMIT, wire.Submit(tuple(envs), entry), wire.Receipt)
 
     def fetch(self, wait_ms: int = 0) -> wire.Mailbox:
         return self.call(

@@ -136,6 +136,9 @@ class Path:
     METRICS: Final = "/v1/metrics"
     #: POST, unauthenticated: answers Ok doing nothing (the load bench's baseline).
     NOOP: Final = "/v1/noop"
+    #: GET ``?after=<cursor>``, with ``authorization: Bearer <ads.report_token>``: the ad
+    #: service's conversions (SPEC §17.4), a :class:`~e2e.platform.adentry.Conversions`.
+    AD_CONVERSIONS: Final = "/v1/ads/conversions"
 
 
 #: Who may call an endpoint: anyone (account registration), a registered device (its
