@@ -66,6 +66,8 @@ log = logging.getLogger("e2e.business")
 
 #: Largest API request body.
 MAX_BODY: Final = 64 * 1024
+#: Seconds between two requests for the relay's notices (SPEC §17.2).
+NOTICE_SECONDS: Final = 2.0
 #: Idempotency records (``g/idem/<SHA-256 of the key>``), kept for this many seconds.
 _IDEM: Final = "g/idem/"
 IDEM_SECONDS: Final = 7 * 24 * 3600
@@ -103,10 +105,14 @@ class Gateway:
     """One business device (``client``) served to the business's systems: :meth:`app` is the
     ASGI application of the API, :meth:`pump` turns the device's events into webhooks."""
 
-    def __init__(self, client: Client, token: str, deliverer: Deliverer | None) -> None:
+    def __init__(self, client: Client, token: str, deliverer: Deliverer | None,
+                 notice_seconds: float = NOTICE_SECONDS) -> None:  # fmt: skip
         self.client = client
         self._token = token.encode()
         self.deliverer = deliverer
+        #: How often the relay is asked for customers' controls and reports (and the
+        #: longest a long-poll for messages waits, so those events go out as soon).
+        self.notice_seconds = notice_seconds
         self._send_lock = asyncio.Lock()
         self._sends = 0
 
@@ -114,13 +120,28 @@ class Gateway:
 
     async def pump(self) -> None:
         """For ever: each device event, in order, as a webhook; the event is acknowledged
-        (the durable cursor moves) only after the receiver answered 2xx."""
+        (the durable cursor moves) only after the receiver answered 2xx. Beside it, every
+        :attr:`notice_seconds`, the relay's notices of customers' blocks, limits, opt-ins
+        and spam reports become events too (:meth:`~e2e.client.Client.sync_notices`)."""
         if self.deliverer is None:
             return
+        notices = asyncio.create_task(self._poll_notices())
         prefix = f"{self.client.profile.account}/{self.client.profile.device}/"
-        async for event in self.client.events(wait_ms=20_000):
-            await self.deliverer.deliver(prefix + str(event.seq), payload(event))
-            await self.client.ack(event)
+        try:
+            async for event in self.client.events(wait_ms=int(self.notice_seconds * 1000)):
+                await self.deliverer.deliver(prefix + str(event.seq), payload(event))
+                await self.client.ack(event)
+        finally:
+            notices.cancel()
+            await asyncio.gather(notices, return_exceptions=True)
+
+    async def _poll_notices(self) -> None:
+        while True:
+            try:
+                await self.client.sync_notices()
+            except E2EError as exc:  # the relay unreachable: asked again next time
+                log.info("notices failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.notice_seconds)
 
     # -- sending with idempotency keys -----------------------------------------------------
 

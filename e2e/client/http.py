@@ -337,6 +337,9 @@ class HttpTransport(Transport):
     async def tier(self) -> wire.TierInfo:
         return await self._post(Path.BUSINESS_TIER, wire.TierQuery(), wire.TierInfo)
 
+    async def notices(self, after: int) -> wire.Notices:
+        return await self._post(Path.BUSINESS_NOTICES, wire.NoticeQuery(after), wire.Notices)
+
     async def report_class(self, item: bytes) -> MessageClass:
         got = await self._post(Path.CLASS_REPORT, wire.SubmitClassReport(item), wire.ClassVerdict)
         return MessageClass(got.content)

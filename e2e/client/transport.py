@@ -24,7 +24,7 @@ from e2e.attachment.transfer import BlobTransport
 from e2e.keys import KeyPair
 from e2e.platform.policy import MessageClass, Template
 from e2e.platform.templates import CatalogueEntry, TemplateSpec
-from e2e.platform.wire import BillLines, Receipt, ReportVerdict, TierInfo
+from e2e.platform.wire import BillLines, Notices, Receipt, ReportVerdict, TierInfo
 from e2e.store import Address
 
 __all__ = ["Transport", "Connector"]
@@ -152,6 +152,11 @@ class Transport(Protocol):
 
     async def tier(self) -> TierInfo:
         """(Business) its messaging tier and quality (SPEC §17.3)."""
+        ...
+
+    async def notices(self, after: int) -> Notices:
+        """(Business) its customers' controls and spam reports after position ``after``
+        (SPEC §17.2), oldest first."""
         ...
 
     async def report_class(self, item: bytes) -> MessageClass:

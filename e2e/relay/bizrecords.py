@@ -165,3 +165,24 @@ class BusinessRecords:
             (after, limit),
         )
         return [(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+
+    # -- notices to a business of its customers' controls and reports (SPEC §17.2) --------
+
+    def insert_notice(self, business: bytes, customer: bytes, kind: int, value: int,
+                      at: int) -> None:  # fmt: skip
+        self.write(
+            "INSERT INTO business_notices (business, customer, kind, value, at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (business, customer, kind, value, at),
+        )
+
+    def notices_after(self, business: bytes, after: int,
+                      limit: int) -> list[tuple[int, bytes, int, int, int]]:  # fmt: skip
+        """(position, customer, kind, value, time) of ``business``'s notices after position
+        ``after``, oldest first, at most ``limit``."""
+        rows = self.fetchall(
+            "SELECT seq, customer, kind, value, at FROM business_notices"
+            " WHERE business = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (business, after, limit),
+        )
+        return [(int(r[0]), bytes(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]

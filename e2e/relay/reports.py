@@ -41,6 +41,7 @@ from e2e.platform.wire import (
     BillLines,
     ClassVerdict,
     ListTemplates,
+    Notices,
     Ok,
     RegisterTemplate,
     ReportVerdict,
@@ -165,8 +166,12 @@ class Reports:
             chat.spam_reports += 1
             tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
             self.negative(tx, parsed.business, caller[0], SPAM_REPORT, now)
+            tx.insert_notice(parsed.business, caller[0], Notices.SPAM_REPORT, fresh, now)
         if req.block:
+            if not chat.blocked:
+                tx.insert_notice(parsed.business, caller[0], Notices.BLOCK, 1, now)
             chat.blocked = True
+            chat.entry_until = None
         tx.put_chat(parsed.business, caller[0], chat)
         self._share(parsed.business, caller[0], chat, now)
         return ReportVerdict(

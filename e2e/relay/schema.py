@@ -97,6 +97,10 @@ CREATE TABLE IF NOT EXISTS ad_entries (
     seq {serial}, token_id BLOB NOT NULL UNIQUE, business BLOB NOT NULL, ad_id BLOB NOT NULL,
     bucket BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS ad_entries_by_business ON ad_entries (business);
+CREATE TABLE IF NOT EXISTS business_notices (
+    seq {serial}, business BLOB NOT NULL, customer BLOB NOT NULL, kind INTEGER NOT NULL,
+    value BIGINT NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS business_notices_by_business ON business_notices (business, seq);
 CREATE TABLE IF NOT EXISTS penalties (
     business BLOB NOT NULL, message_id BLOB NOT NULL, declared INTEGER NOT NULL,
     content INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,

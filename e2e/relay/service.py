@@ -549,20 +549,25 @@ class RelayService(
             raise NotAllowed("controls are between a customer and a business")
         tx.lock_chat(business, customer)
         chat = tx.chat(business, customer) or ChatState()
+        now = self.clock()
         if me.kind == BUSINESS:
             chat.blocked_customer = req.on
-        elif req.op == Control.BLOCK:
-            if req.on and not chat.blocked:
-                self.negative(tx, business, customer, BLOCK, self.clock())
-            chat.blocked = req.on
-            if req.on:
-                chat.entry_until = None  # a block closes an ad's entry window for good
-        elif req.op == Control.LIMIT:
-            chat.limited = req.on
         else:
-            chat.opted_in = req.on
+            was = (chat.blocked, chat.limited, chat.opted_in)[req.op - 1]
+            if req.op == Control.BLOCK:
+                if req.on and not chat.blocked:
+                    self.negative(tx, business, customer, BLOCK, now)
+                chat.blocked = req.on
+                if req.on:
+                    chat.entry_until = None  # a block closes an ad's entry window for good
+            elif req.op == Control.LIMIT:
+                chat.limited = req.on
+            else:
+                chat.opted_in = req.on
+            if was != req.on:  # the business is told of each change (SPEC §17.2)
+                tx.insert_notice(business, customer, req.op, int(req.on), now)
         tx.put_chat(business, customer, chat)
-        self._share(business, customer, chat, self.clock())
+        self._share(business, customer, chat, now)
         return Ok()
 
     def window(self, tx: Tx, caller: Caller, req: WindowQuery) -> WindowState:

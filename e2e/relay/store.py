@@ -725,6 +725,7 @@ class Tx(BusinessRecords, abc.ABC):
         week = now - 7 * 24 * 3600  # what messaging tiers look back on (SPEC §17.3)
         self.execute("DELETE FROM initiations WHERE at < ?", (week,))
         self.execute("DELETE FROM quality_events WHERE at < ?", (week,))
+        self.execute("DELETE FROM business_notices WHERE at < ?", (week,))
 
 
 class RelayStore(abc.ABC):

@@ -315,3 +315,55 @@ def test_idempotency_records_are_kept_a_week(tmp_path: Path) -> None:
             await net.aclose()
 
     asyncio.run(run())
+
+
+def test_customers_controls_and_reports_reach_the_crm(relay: RelayProcess, tmp_path: Path) -> None:
+    """A customer limits the business, opts in, blocks and unblocks it, and reports its
+    messages as spam (which blocks it again): each reaches the CRM as a signed webhook, in
+    order, once (customer.limit, customer.opt_in, customer.block, spam_report); a control
+    that changes nothing (limiting twice) is not a webhook."""
+    crm = Crm()
+    gw = GatewayProcess(relay.url, str(tmp_path / "gateway.db"), crm.url,
+                        tmp_path / "gateway.log").start()  # fmt: skip
+    key = os.urandom(32)
+
+    async def scenario() -> None:
+        net = RelayClient(relay.url)
+        ann = await Client.create_account(lambda: SqliteStore(tmp_path / "ann.db", key),
+                                          net.connect, "ann", "customer")  # fmt: skip
+        try:
+            await ann.send("bigshop", "hello")
+            wait_for(lambda: len(crm.messages()) == 1, "the message webhook")
+            r = api(gw, "POST", "/v1/messages", {"to": "ann", "text": "hi, how can we help?"})
+            assert r.status_code == 200, r.text
+            await ann.sync()
+            await ann.limit("bigshop")
+            await ann.limit("bigshop")  # no change: no notice
+            await ann.opt_in("bigshop")
+            await ann.block("bigshop")
+            await ann.block("bigshop", on=False)
+            assert await ann.report_spam("bigshop") == 1  # and blocks it
+        finally:
+            await ann.aclose()
+            await net.aclose()
+
+    try:
+        asyncio.run(scenario())
+        want = [("customer.limit", True), ("customer.opt_in", True), ("customer.block", True),
+                ("customer.block", False), ("spam_report", 1), ("customer.block", True)]
+
+        def notices() -> list[tuple[str, Any]]:
+            with crm.lock:
+                hooks = [h for h in crm.accepted if h["type"].startswith(("customer.", "spam"))]
+            return [(h["type"], h.get("on", h.get("messages"))) for h in hooks]
+
+        wait_for(lambda: len(notices()) >= len(want), "the notice webhooks")
+        time.sleep(2.5)  # one more poll of the relay's notices: nothing repeated
+        assert notices() == want
+        with crm.lock:
+            hooks = [h for h in crm.accepted if h["type"].startswith(("customer.", "spam"))]
+        assert all(h["customer"] == "ann" and h["time"] > 0 for h in hooks)
+        assert crm.forged == 0
+    finally:
+        gw.stop()
+        crm.server.shutdown()
