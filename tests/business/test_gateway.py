@@ -6,6 +6,7 @@ its signed webhooks -- across a kill -9 of the gateway: nothing lost, nothing re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -367,3 +368,45 @@ def test_customers_controls_and_reports_reach_the_crm(relay: RelayProcess, tmp_p
     finally:
         gw.stop()
         crm.server.shutdown()
+
+
+def test_a_send_claimed_before_a_crash_is_sent_once(tmp_path: Path) -> None:
+    """The gateway crashed after claiming an idempotency key and sealing its message but
+    before recording the answer (simulated: the claim, then the client's send under the
+    claimed id, then nothing). The repeated request answers that message id, and the
+    customer gets the message once: the client's idempotent send is what makes it so (the
+    gateway no longer scans the outbox and every history for the id)."""
+    from e2e.business.gateway import Gateway
+
+    key = os.urandom(32)
+
+    async def scenario() -> None:
+        relay = RelayClient.in_process(str(tmp_path / "relay.db"))
+        def store(name: str) -> Any:
+            return lambda: SqliteStore(tmp_path / f"{name}.db", key)
+
+        shop = await Client.create_account(store("shop"), relay.connect, "bigshop", "business",
+                                           tier=1)  # fmt: skip
+        ann = await Client.create_account(store("ann"), relay.connect, "ann", "customer")
+        try:
+            await ann.send("bigshop", "hello?")
+            await shop.sync()
+            gw = Gateway(shop, TOKEN, None)
+            req = {"to": "ann", "text": "sent once"}
+            digest = hashlib.sha256(json.dumps(req, sort_keys=True).encode())
+            claimed = await gw._claim("k-1", digest.hexdigest())
+            assert isinstance(claimed, bytes)
+            await shop.send("ann", "sent once", message_id=claimed)  # ... then the crash
+            answer = await gw.send(req, "k-1")  # the CRM repeats its request
+            assert answer == {"message_id": claimed.hex()}
+            assert await gw.send(req, "k-1") == answer
+            got = [m.text for m in await ann.sync() if m.cls is not MessageClass.RECEIPT]
+            assert got == ["sent once"]
+            hist = [m.text for m in await shop.history("ann") if m.outgoing]
+            assert hist == ["sent once"]
+        finally:
+            for c in (shop, ann):
+                await c.aclose()
+            await relay.aclose()
+
+    asyncio.run(scenario())
