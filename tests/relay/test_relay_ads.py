@@ -7,14 +7,13 @@ its request signatures are checked against, so it cannot be wound."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Dev, Refused, RelayProcess, new_device, relay_with
+from relayhelp import Dev, Refused, RelayProcess, new_device, relay_with, run_earlier
 
 from e2e.platform import wire
 from e2e.platform.adentry import Conversion, EntryKey
@@ -30,19 +29,8 @@ PRICES = PriceTable()
 
 def shift(db: str, seconds: int) -> None:
     """Everything the windows and conversions look at happened ``seconds`` earlier."""
-    stmts = [f"UPDATE {t} SET {c} = {c} - {int(seconds)}" for t, c in (
-        ("chats", "last_customer_message"), ("chats", "entry_until"), ("ad_entries", "bucket"),
-        ("initiations", "at"))]  # fmt: skip
-    if db.endswith(".db"):
-        with sqlite3.connect(db) as conn:
-            for s in stmts:
-                conn.execute(s)
-        return
-    import psycopg
-
-    with psycopg.connect(db, autocommit=True) as conn:
-        for s in stmts:
-            conn.execute(s)  # type: ignore[call-overload]
+    run_earlier(db, seconds, [("chats", "last_customer_message"), ("chats", "entry_until"),
+                              ("ad_entries", "bucket"), ("initiations", "at")])
 
 
 @pytest.fixture

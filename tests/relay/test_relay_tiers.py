@@ -6,12 +6,11 @@ the level. Time passing is written into the relay's database, as its clock canno
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Dev, Refused, new_device, relay_with
+from relayhelp import Dev, Refused, new_device, relay_with, run_earlier
 
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery
@@ -24,19 +23,8 @@ LIMIT = TierConfig().limits[0]
 
 def earlier(db: str, seconds: int) -> None:
     """Everything the tiers look at happened ``seconds`` earlier."""
-    stmts = [f"UPDATE {t} SET {c} = {c} - {int(seconds)}" for t, c in (
-        ("chats", "last_customer_message"), ("initiations", "at"), ("quality_events", "at"),
-        ("messaging_tiers", "evaluated"))]  # fmt: skip
-    if db.endswith(".db"):
-        with sqlite3.connect(db) as conn:
-            for s in stmts:
-                conn.execute(s)
-        return
-    import psycopg
-
-    with psycopg.connect(db, autocommit=True) as conn:
-        for s in stmts:
-            conn.execute(s)  # type: ignore[call-overload]
+    run_earlier(db, seconds, [("chats", "last_customer_message"), ("initiations", "at"),
+                              ("quality_events", "at"), ("messaging_tiers", "evaluated")])
 
 
 def tier(biz: Dev) -> wire.TierInfo:
