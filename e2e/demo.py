@@ -72,6 +72,7 @@ class RelayServer:
         share: Callable[[bytes], None] | None = None,
         port: int = 0,
         secret_key: bytes | None = None,
+        settings: Any = None,
     ) -> None:
         import uvicorn
 
@@ -83,6 +84,8 @@ class RelayServer:
         extra: dict[str, Any] = {} if clock is None else {"clock": clock}
         if secret_key is not None:
             extra["secret_key"] = secret_key
+        if settings is not None:
+            extra["settings"] = settings
         self.app = create_app(db, share=share, tap=self.tap,
                               rate_limit=RateLimit(10_000.0, 10_000.0), **extra)  # fmt: skip
         self.port = port or _free_port()
@@ -258,8 +261,13 @@ class _Demo:
 
     async def run(self) -> int:
         started = time.monotonic()
+        from e2e.relay.config import RelayConfig
+
+        # The relay takes the ad service's entry tokens (SPEC §17.4).
+        settings = RelayConfig().replace("ads", entry_key=self.ads.entry_key.public.hex())
         relay = RelayServer(os.path.join(self.tmp, "relay.sqlite"), self.clock,
-                            self.ads.receive, secret_key=os.urandom(32)).start()  # fmt: skip
+                            self.ads.receive, secret_key=os.urandom(32),
+                            settings=settings).start()  # fmt: skip
         from e2e.client.http import RelayClient
 
         net = RelayClient(relay.url, clock=self.clock)
@@ -350,6 +358,8 @@ class _Demo:
         await self.send(d["shop3"], _ALICE, "Please come back!", MessageClass.TEMPLATE)
         revealed = [m.body for m in await d["phone"].history(_SHOP) if not m.outgoing][-verified:]
 
+        await self._ad_entry(relay, c)
+
         from e2e.business.demo import gateway_scene
 
         self.texts += await gateway_scene(self.store, c, self.clock, d["phone"], self.check)
@@ -360,6 +370,36 @@ class _Demo:
         print(f"\nran in {time.monotonic() - started:.1f} s")
         print("\nall checks passed" if self.failures == 0 else f"\n{self.failures} checks FAILED")
         return 0 if self.failures == 0 else 1
+
+    async def _ad_entry(self, relay: RelayServer, connect: Any) -> None:
+        """An ad's entry point (SPEC §17.4): carol taps acme-shop's ad and writes; a day and
+        more later the shop still answers, free; the ad service learns the ad and the hour."""
+        print("\n   carol taps an acme-shop ad and writes (the entry token rides beside her"
+              " message):")  # fmt: skip
+        d = self.devices
+        d["carol"] = carol = await Client.create_account(self.store("carol"), connect, "carol",
+                                                         "customer")  # fmt: skip
+        await carol.pin_log_key(relay.app.service.log_public_key)
+        token = self.ads.issue_entry(b"winter-sale", _SHOP.encode(), self.clock())
+        text = "Saw your winter sale ad: do you ship to Oslo?"
+        await carol.send(_SHOP, text, entry=token)
+        self.texts.append(text.encode())
+        print(f"-- carol/1        [service] {text!r} (entry token of ad 'winter-sale')")
+        await self.pump("shop3")
+        self.clock.advance(30 * _HOUR)
+        print("   30 hours later (past 24 h, inside the 72 h entry window):")
+        await self.send(d["shop3"], "carol", "Yes, 3 days to Oslo, free shipping.")
+        await self.pump("carol")
+        self.clock.advance(_HOUR)
+        self.ads.receive_conversions(relay.app.service.ad_conversions(0).to_bytes())
+        converted = self.ads.conversions(_SHOP.encode())
+        print(
+            f"   the ad service's conversions for acme-shop: "
+            f"{ {k.decode(): v for k, v in converted.items()} } (ad and hour; no customer)"
+        )
+        self.check(converted == {b"winter-sale": 1}
+                   and all(b"carol" not in r for r in self.ads.conversion_records),
+                   "the ad's conversion reached the ad service without the customer")  # fmt: skip
 
     async def _keys(self, relay: RelayServer, net: RelayClient) -> None:
         """Safety numbers and the key directory (SPEC §13)."""
@@ -458,6 +498,9 @@ class _Demo:
                                           bill.unit_prices, strict=True):  # fmt: skip
             name = MessageClass(cls).name.lower() + (" (in window)" if inw else "")
             print(f"   {name:<28} {count:>3} x {price:>3} = {count * price:>5}")
+        for ad, count in zip(bill.entry_ads, bill.entry_counts, strict=True):
+            name = f"entry point (ad {ad.decode(errors='replace')})"
+            print(f"   {name:<28} {count:>3} x {0:>3} = {0:>5}")
         print(f"   {'total':<28} {bill.total:>17}")
 
     async def _proof(self, relay: RelayServer, before: list[bytes], after: list[bytes],
@@ -465,7 +508,7 @@ class _Demo:
         print("\nProof summary (checked now, on this run):")
         d = self.devices
         recs = [b for _, b in relay.tap.records] + relay.stored_bytes()
-        ad_recs = list(self.ads.records)
+        ad_recs = list(self.ads.records) + list(self.ads.conversion_records)
         shown = set().union(*(_windows(t) for t in revealed)) if revealed else set()
         private = set().union(*(_windows(t) for t in self.texts if t not in revealed)) - shown
         hits = _hits(recs, private) + _hits(ad_recs, private)

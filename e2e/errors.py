@@ -72,6 +72,7 @@ __all__ = [
     "MisdeclaredClass",
     "UnapprovedTemplate",
     "TierLimitReached",
+    "EntryRefused",
     "UntrustedIdentity",
     "Conflict",
     "RelayError",
@@ -369,6 +370,13 @@ class UnapprovedTemplate(PolicyError):
 class TierLimitReached(PolicyError):
     """A business starting a conversation (a template or marketing message outside the window)
     with one more customer than its messaging tier allows per 24 h (SPEC §17.3)."""
+
+
+class EntryRefused(PolicyError):
+    """An ad's entry token (SPEC §17.4) the relay does not take: not signed by the ad
+    service, for another business, expired, already used, or presented where no entry can
+    open (a business's message, a receipt, a relay without an ad service key). The message
+    it came with is refused whole; sent again without the token it is an ordinary message."""
 
 
 class UntrustedIdentity(PolicyError):

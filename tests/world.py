@@ -58,8 +58,8 @@ class _Receipts:
         self.inner = inner
         self.receipts = receipts
 
-    async def submit(self, envelopes: list[bytes]) -> wire.Receipt:
-        got = await self.inner.submit(envelopes)
+    async def submit(self, envelopes: list[bytes], entry: bytes | None = None) -> wire.Receipt:
+        got = await self.inner.submit(envelopes, entry)
         self.receipts[got.message_id] = got
         return got
 

@@ -66,6 +66,8 @@ log = logging.getLogger("e2e.business")
 
 #: Largest API request body.
 MAX_BODY: Final = 64 * 1024
+#: Seconds between two requests for the relay's notices (SPEC §17.2).
+NOTICE_SECONDS: Final = 2.0
 #: Idempotency records (``g/idem/<SHA-256 of the key>``), kept for this many seconds.
 _IDEM: Final = "g/idem/"
 IDEM_SECONDS: Final = 7 * 24 * 3600
@@ -103,10 +105,14 @@ class Gateway:
     """One business device (``client``) served to the business's systems: :meth:`app` is the
     ASGI application of the API, :meth:`pump` turns the device's events into webhooks."""
 
-    def __init__(self, client: Client, token: str, deliverer: Deliverer | None) -> None:
+    def __init__(self, client: Client, token: str, deliverer: Deliverer | None,
+                 notice_seconds: float = NOTICE_SECONDS) -> None:  # fmt: skip
         self.client = client
         self._token = token.encode()
         self.deliverer = deliverer
+        #: How often the relay is asked for customers' controls and reports (and the
+        #: longest a long-poll for messages waits, so those events go out as soon).
+        self.notice_seconds = notice_seconds
         self._send_lock = asyncio.Lock()
         self._sends = 0
 
@@ -114,13 +120,28 @@ class Gateway:
 
     async def pump(self) -> None:
         """For ever: each device event, in order, as a webhook; the event is acknowledged
-        (the durable cursor moves) only after the receiver answered 2xx."""
+        (the durable cursor moves) only after the receiver answered 2xx. Beside it, every
+        :attr:`notice_seconds`, the relay's notices of customers' blocks, limits, opt-ins
+        and spam reports become events too (:meth:`~e2e.client.Client.sync_notices`)."""
         if self.deliverer is None:
             return
+        notices = asyncio.create_task(self._poll_notices())
         prefix = f"{self.client.profile.account}/{self.client.profile.device}/"
-        async for event in self.client.events(wait_ms=20_000):
-            await self.deliverer.deliver(prefix + str(event.seq), payload(event))
-            await self.client.ack(event)
+        try:
+            async for event in self.client.events(wait_ms=int(self.notice_seconds * 1000)):
+                await self.deliverer.deliver(prefix + str(event.seq), payload(event))
+                await self.client.ack(event)
+        finally:
+            notices.cancel()
+            await asyncio.gather(notices, return_exceptions=True)
+
+    async def _poll_notices(self) -> None:
+        while True:
+            try:
+                await self.client.sync_notices()
+            except E2EError as exc:  # the relay unreachable: asked again next time
+                log.info("notices failed: %s", type(exc).__name__)
+            await asyncio.sleep(self.notice_seconds)
 
     # -- sending with idempotency keys -----------------------------------------------------
 
@@ -161,8 +182,8 @@ class Gateway:
             return answer
 
     async def _claim(self, key: str | None, digest: str) -> bytes | dict[str, Any]:
-        """The message id to send under (the key's, if the key was seen with this request and
-        its message was not sealed), or the answer the key already has."""
+        """The message id to send under (the key's, if the key was seen with this request),
+        or the answer the key already has."""
         if key is None:
             return os.urandom(MESSAGE_ID_LEN)
         if not 0 < len(key) <= MAX_KEY:
@@ -187,14 +208,10 @@ class Gateway:
             if "error" in answer:
                 raise error_for(answer["error"], answer["message"])
             return answer
-        message_id = bytes.fromhex(held["message_id"])
-        if await self._sealed(message_id):
-            # Sealed before a crash: the outbox delivers it (the client resubmits it when it
-            # opens and before each send); sending it again would be a second message.
-            answer = {"message_id": message_id.hex()}
-            await self._answer(key, digest, answer)
-            return answer
-        return message_id
+        # Claimed but not answered (a crash in between): the send under the same message id
+        # is the client's idempotent send, which returns a message already sent, submits one
+        # still in the outbox and seals only an unknown id, so nothing is sent twice.
+        return bytes.fromhex(held["message_id"])
 
     async def prune(self, now: int | None = None) -> int:
         """Delete the idempotency records older than :data:`IDEM_SECONDS` (a key is only
@@ -212,14 +229,6 @@ class Gateway:
             return gone
 
         return await self.client.transaction(prune)
-
-    async def _sealed(self, message_id: bytes) -> bool:
-        if any(o.message_id == message_id for o in await self.client.pending()):
-            return True
-        for peer in await self.client.conversations():
-            if any(m.message_id == message_id for m in await self.client.history(peer)):
-                return True
-        return False
 
     async def _answer(self, key: str | None, digest: str, answer: dict[str, Any]) -> None:
         if key is None:

@@ -20,11 +20,13 @@ import hmac
 import json
 import logging
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 import httpx
 
 from e2e.client.events import (
+    CustomerNotice,
     DevicesChanged,
     Event,
     KeyChanged,
@@ -33,6 +35,7 @@ from e2e.client.events import (
     ReceiptReceived,
     SendRefused,
     Undecryptable,
+    event_types,
 )
 from e2e.client.records import Message, ReceiptStatus
 from e2e.errors import DecodeError
@@ -67,33 +70,82 @@ def message_json(m: Message) -> dict[str, Any]:
     return out
 
 
+_E = TypeVar("_E", bound=Event)
+_Payload = Callable[[Any], dict[str, Any]]
+#: Event type -> its webhook body; checked below to cover every event type there is
+#: (:func:`~e2e.client.events.event_types`), so a new event cannot be left without one.
+_PAYLOADS: dict[type[Event], _Payload] = {}
+
+
+def _webhook(kind: type[_E]) -> Callable[[Callable[[_E], dict[str, Any]]], _Payload]:
+    def register(fn: Callable[[_E], dict[str, Any]]) -> _Payload:
+        _PAYLOADS[kind] = fn
+        return fn
+
+    return register
+
+
+@_webhook(MessageReceived)
+def _message(event: MessageReceived) -> dict[str, Any]:
+    kind = "message.echo" if event.message.outgoing else "message"
+    return {"type": kind, "message": message_json(event.message)}
+
+
+@_webhook(ReceiptReceived)
+def _receipt(event: ReceiptReceived) -> dict[str, Any]:
+    status = "read" if event.status == ReceiptStatus.READ else "delivered"
+    ids = [i.hex() for i in event.message_ids]
+    return {"type": "status", "status": status, "from": event.sender.name,
+            "message_ids": ids, "time": event.time}  # fmt: skip
+
+
+@_webhook(MessageSent)
+def _sent(event: MessageSent) -> dict[str, Any]:
+    m = event.message
+    return {"type": "status", "status": "sent", "to": m.conversation,
+            "message_ids": [m.message_id.hex()], "time": m.time}  # fmt: skip
+
+
+@_webhook(SendRefused)
+def _refused(event: SendRefused) -> dict[str, Any]:
+    return {"type": "refused", "to": event.to, "message_id": event.message_id.hex(),
+            "class": event.cls.name.lower(), "error": event.error,
+            "reason": event.reason}  # fmt: skip
+
+
+@_webhook(KeyChanged)
+def _key_change(event: KeyChanged) -> dict[str, Any]:
+    return {"type": "key_change", "account": event.account}
+
+
+@_webhook(DevicesChanged)
+def _devices(event: DevicesChanged) -> dict[str, Any]:
+    return {"type": "devices", "account": event.account, "added": list(event.added),
+            "removed": list(event.removed)}  # fmt: skip
+
+
+@_webhook(Undecryptable)
+def _undecryptable(event: Undecryptable) -> dict[str, Any]:
+    return {"type": "undecryptable", "error": event.error, "reason": event.reason,
+            "from": event.sender.name if event.sender else None}  # fmt: skip
+
+
+@_webhook(CustomerNotice)
+def _notice(event: CustomerNotice) -> dict[str, Any]:
+    if event.kind == "spam_report":
+        return {"type": "spam_report", "customer": event.customer, "messages": event.value,
+                "time": event.time}  # fmt: skip
+    return {"type": f"customer.{event.kind}", "customer": event.customer,
+            "on": bool(event.value), "time": event.time}  # fmt: skip
+
+
+if set(_PAYLOADS) != set(event_types()):  # pragma: no cover - a programming error
+    raise RuntimeError("an event type has no webhook")
+
+
 def payload(event: Event) -> dict[str, Any]:
     """The webhook body of one device event: ``{"type": ..., ...}``."""
-    if isinstance(event, MessageReceived):
-        kind = "message.echo" if event.message.outgoing else "message"
-        return {"type": kind, "message": message_json(event.message)}
-    if isinstance(event, ReceiptReceived):
-        status = "read" if event.status == ReceiptStatus.READ else "delivered"
-        ids = [i.hex() for i in event.message_ids]
-        return {"type": "status", "status": status, "from": event.sender.name,
-                "message_ids": ids, "time": event.time}  # fmt: skip
-    if isinstance(event, MessageSent):
-        m = event.message
-        return {"type": "status", "status": "sent", "to": m.conversation,
-                "message_ids": [m.message_id.hex()], "time": m.time}  # fmt: skip
-    if isinstance(event, SendRefused):
-        return {"type": "refused", "to": event.to, "message_id": event.message_id.hex(),
-                "class": event.cls.name.lower(), "error": event.error,
-                "reason": event.reason}  # fmt: skip
-    if isinstance(event, KeyChanged):
-        return {"type": "key_change", "account": event.account}
-    if isinstance(event, DevicesChanged):
-        return {"type": "devices", "account": event.account, "added": list(event.added),
-                "removed": list(event.removed)}  # fmt: skip
-    if isinstance(event, Undecryptable):
-        return {"type": "undecryptable", "error": event.error, "reason": event.reason,
-                "from": event.sender.name if event.sender else None}  # fmt: skip
-    return {"type": "other"}  # pragma: no cover - every event type is above
+    return _PAYLOADS[type(event)](event)
 
 
 def sign(secret: bytes, body: bytes, now: int) -> str:

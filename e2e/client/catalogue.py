@@ -34,6 +34,7 @@ class Catalogue:
     async def send(
         self, to: str, text: str | bytes, cls: MessageClass = MessageClass.SERVICE, *,
         template_id: bytes | None = None, message_id: bytes | None = None,
+        entry: bytes | None = None,
     ) -> Message:  # fmt: skip
         raise NotImplementedError  # pragma: no cover - Client's
 

@@ -5,7 +5,10 @@ controls and reports. A part of :class:`~e2e.client.device.Client`.
 
 from __future__ import annotations
 
-from e2e.client import inbox, state
+import functools
+
+from e2e.client import events, inbox, state
+from e2e.client.events import CustomerNotice
 from e2e.client.lifecycle import Lifecycle
 from e2e.client.records import Message
 from e2e.client.state import Outgoing
@@ -13,8 +16,12 @@ from e2e.errors import ReportRejected
 from e2e.platform.franking import MAX_REPORTED, Report, ReportItem
 from e2e.platform.policy import MessageClass
 from e2e.platform.wire import BillLines, ReportVerdict
+from e2e.store import StoreTransaction
 
 __all__ = ["Controls"]
+
+#: The position of the relay's notices this device has turned into events (u64).
+_NOTICE_CURSOR = "c/notice-cursor"
 
 
 class Controls(Lifecycle):
@@ -45,6 +52,21 @@ class Controls(Lifecycle):
     async def pending(self) -> list[Outgoing]:
         """Sealed messages the relay has not acknowledged yet."""
         return await self._tx(state.outbox)
+
+    async def sync_notices(self) -> list[CustomerNotice]:
+        """(Business) fetch what customers did about this business since the last call --
+        blocks, limits and opt-ins turned on or off, spam reports (SPEC §17.2) -- and write
+        each as a :class:`~e2e.client.events.CustomerNotice` event, in one transaction with
+        the position read up to (so a crash neither loses nor repeats one); the new events."""
+        out: list[CustomerNotice] = []
+        while True:
+            after = await self._tx(_notice_cursor)
+            got = await self.transport.notices(after)
+            if not got.seqs:
+                return out
+            rows = list(zip(got.seqs, got.customers, got.kinds, got.values, got.times,
+                            strict=True))  # fmt: skip
+            out += await self._tx(functools.partial(_write_notices, after=after, rows=rows))
 
     # -- business: routing ----------------------------------------------------------------------
 
@@ -111,3 +133,24 @@ class Controls(Lifecycle):
         m = found[0]
         item = ReportItem(m.delivery, m.franking_key, m.body, m.attachment)
         return await self.transport.report_class(item.to_bytes())
+
+
+def _notice_cursor(tx: StoreTransaction) -> int:
+    raw = tx.app_get(_NOTICE_CURSOR)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def _write_notices(
+    tx: StoreTransaction, after: int, rows: list[tuple[int, bytes, int, int, int]]
+) -> list[CustomerNotice]:
+    """The relay's notices ``rows`` (read after position ``after``) as events, and the
+    cursor past them; nothing if another process sharing the store moved the cursor."""
+    if _notice_cursor(tx) != after:
+        return []
+    written = []
+    for _seq, customer, kind, value, at in rows:
+        name = customer.decode("utf-8", errors="replace")
+        notice = CustomerNotice(0, name, CustomerNotice.KINDS[kind - 1], value, at)
+        written.append(events.append(tx, notice))
+    tx.app_put(_NOTICE_CURSOR, max(r[0] for r in rows).to_bytes(8, "big"))
+    return written

@@ -392,6 +392,7 @@ class Client(Controls, Receiver, Catalogue):
         *,
         template_id: bytes | None = None,
         message_id: bytes | None = None,
+        entry: bytes | None = None,
     ) -> Message:
         """Send one message to ``to``'s devices for this chat and our other devices;
         ``template_id`` names a template the business registered for ``cls`` (SPEC §10.4).
@@ -413,7 +414,12 @@ class Client(Controls, Receiver, Catalogue):
         ``message_id`` (16 bytes, chosen by the application, e.g. stored with its own record
         of the message before calling) makes the send idempotent across crashes: a message
         this account already sent under that id is returned as it was, one still in the
-        outbox is submitted, and only an unknown id is sealed."""
+        outbox is submitted, and only an unknown id is sealed.
+
+        ``entry`` (a customer's): the entry token of the ad the customer tapped (SPEC §17.4),
+        kept with the message in the outbox and presented beside its envelopes, never inside
+        them; the relay refuses the message whole if it does not take the token
+        (:class:`~e2e.errors.EntryRefused`)."""
         body = text.encode() if isinstance(text, str) else text
         if message_id is not None:
             if type(message_id) is not bytes or len(message_id) != MESSAGE_ID_LEN:
@@ -436,7 +442,7 @@ class Client(Controls, Receiver, Catalogue):
         message_id = message_id or self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
         try:
-            out = await self._seal(to, cls, message_id, fk, body, template_id)
+            out = await self._seal(to, cls, message_id, fk, body, template_id, entry=entry)
         except PolicyError as exc:  # the precheck refused it: nothing was sealed
             await self._refused(to, cls, message_id, exc)
             raise
@@ -518,7 +524,7 @@ class Client(Controls, Receiver, Catalogue):
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
         template_id: bytes | None = None, attachment: bytes | None = None, *,
-        renew: Sequence[Address] = (),
+        entry: bytes | None = None, renew: Sequence[Address] = (),
         also: Callable[[StoreTransaction], None] | None = None,
     ) -> Outgoing:  # fmt: skip
         """Seal a message for the chat's devices into the outbox. ``renew``: devices to start
@@ -543,7 +549,7 @@ class Client(Controls, Receiver, Catalogue):
             if also is not None:
                 also(tx)
             return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry,
-                              template_id, attachment)  # fmt: skip
+                              template_id, attachment, entry)  # fmt: skip
 
         return await self._tx(seal)
 
@@ -616,7 +622,10 @@ class Client(Controls, Receiver, Catalogue):
     async def _deliver(self, out: Outgoing) -> Message:
         for attempt in range(4):
             try:
-                accepted = await self.transport.submit(list(out.envelopes))
+                if out.entry is None:
+                    accepted = await self.transport.submit(list(out.envelopes))
+                else:
+                    accepted = await self.transport.submit(list(out.envelopes), out.entry)
             except DuplicateSubmission:
                 accepted = Receipt(out.message_id, int(time.time()), len(out.envelopes), 0)
             except StaleDeviceList as stale:
@@ -625,7 +634,8 @@ class Client(Controls, Receiver, Catalogue):
                     raise
                 await self._follow(stale, out.to)
                 out = await self._seal(out.to, out.cls, out.message_id, out.franking_key,
-                                       out.body, out.template_id, out.attachment)  # fmt: skip
+                                       out.body, out.template_id, out.attachment,
+                                       entry=out.entry)  # fmt: skip
                 continue
             except (PolicyError, DecodeError) as exc:
                 # refused for good: forget it. Anything else (the relay unreachable, a rate

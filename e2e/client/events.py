@@ -14,7 +14,9 @@ a crash:
   to that account waits until the application accepts it, SPEC §13.3);
 * :class:`DevicesChanged` -- a peer's certified device list gained or lost devices;
 * :class:`Undecryptable` -- a delivery that could not be accepted, kept with its reason and
-  its raw bytes (never dropped); a retry request asks its sender to send it again.
+  its raw bytes (never dropped); a retry request asks its sender to send it again;
+* :class:`CustomerNotice` -- (a business device) a customer blocked, limited or opted in to
+  the business, or turned that off, or reported it for spam (the relay's notices, SPEC §17.2).
 
 Each event has a position, ``seq``: positions increase in the order events are written, also
 across a restore of the store from a backup (a position is never below the wall clock in
@@ -48,12 +50,14 @@ __all__ = [
     "KeyChanged",
     "DevicesChanged",
     "Undecryptable",
+    "CustomerNotice",
     "append",
     "read",
     "cursor",
     "ack",
     "rewrite",
     "EVENTS",
+    "event_types",
 ]
 
 #: Prefix of the event records.
@@ -254,18 +258,42 @@ class Undecryptable(Event):
         )  # fmt: skip
 
 
-_KINDS: Final[dict[int, type[Event]]] = {
-    t.KIND: t
-    for t in (
-        MessageReceived,
-        ReceiptReceived,
-        MessageSent,
-        SendRefused,
-        KeyChanged,
-        DevicesChanged,
-        Undecryptable,
-    )  # fmt: skip
-}
+@dataclass(frozen=True, slots=True)
+class CustomerNotice(Event):
+    """(A business device) what ``customer`` did about this business at ``time`` (the relay's
+    time): ``kind`` is ``"block"``, ``"limit"`` or ``"opt_in"`` with ``value`` 1 (turned on)
+    or 0 (off), or ``"spam_report"`` with ``value`` the messages it newly reported."""
+
+    KIND: ClassVar[int] = 8
+    #: The relay's notice kinds (:class:`~e2e.platform.wire.Notices`) by name.
+    KINDS: ClassVar[tuple[str, ...]] = ("block", "limit", "opt_in", "spam_report")
+    customer: str
+    kind: str
+    value: int
+    time: int
+
+    def _obj(self) -> dict[int, Any]:
+        return {1: self.customer, 2: self.kind, 3: self.value, 4: self.time}
+
+    @classmethod
+    def _parse(cls, seq: int, obj: dict[int, Any], what: str) -> Event:
+        kind = _text(obj[2])
+        if kind not in cls.KINDS or type(obj[3]) is not int or type(obj[4]) is not int:
+            raise ValueError("a customer notice")
+        return cls(seq, _text(obj[1]), kind, obj[3], obj[4])
+
+
+def event_types() -> tuple[type[Event], ...]:
+    """Every event type, in the order of their record kinds: the subclasses of
+    :class:`Event` defined here (a slots dataclass replaces its class, so each name's
+    class in this module is the one in use)."""
+    found = {globals()[c.__name__] for c in Event.__subclasses__()}
+    return tuple(sorted(found, key=lambda t: t.KIND))
+
+
+_KINDS: Final[dict[int, type[Event]]] = {t.KIND: t for t in event_types()}
+if len(_KINDS) != len(event_types()):  # pragma: no cover - a programming error
+    raise RuntimeError("two event types share a record kind")
 
 
 def _key(seq: int) -> str:

@@ -260,8 +260,9 @@ class HttpTransport(Transport):
         req = wire.Precheck.of(int(cls), to.encode(), [d.wire for d in dests], template_id)
         await self._post(Path.MESSAGE_PRECHECK, req, wire.Ok)
 
-    async def submit(self, envelopes: list[bytes]) -> wire.Receipt:
-        return await self._post(Path.MESSAGE_SUBMIT, wire.Submit(tuple(envelopes)), wire.Receipt)
+    async def submit(self, envelopes: list[bytes], entry: bytes | None = None) -> wire.Receipt:
+        req = wire.Submit(tuple(envelopes), entry)
+        return await self._post(Path.MESSAGE_SUBMIT, req, wire.Receipt)
 
     async def resend(self, envelopes: list[bytes]) -> wire.Receipt:
         return await self._post(Path.MESSAGE_RESEND, wire.Resend(tuple(envelopes)), wire.Receipt)
@@ -335,6 +336,9 @@ class HttpTransport(Transport):
 
     async def tier(self) -> wire.TierInfo:
         return await self._post(Path.BUSINESS_TIER, wire.TierQuery(), wire.TierInfo)
+
+    async def notices(self, after: int) -> wire.Notices:
+        return await self._post(Path.BUSINESS_NOTICES, wire.NoticeQuery(after), wire.Notices)
 
     async def report_class(self, item: bytes) -> MessageClass:
         got = await self._post(Path.CLASS_REPORT, wire.SubmitClassReport(item), wire.ClassVerdict)

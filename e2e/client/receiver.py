@@ -74,7 +74,7 @@ class Receiver:
     async def _seal(
         self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
         template_id: bytes | None = None, attachment: bytes | None = None, *,
-        renew: Sequence[Address] = (),
+        entry: bytes | None = None, renew: Sequence[Address] = (),
         also: Callable[[StoreTransaction], None] | None = None,
     ) -> Outgoing:  # fmt: skip
         raise NotImplementedError

@@ -300,13 +300,16 @@ class Outgoing:
     envelopes: tuple[bytes, ...]
     template_id: bytes | None = None
     attachment: bytes | None = None
+    #: An ad's entry token presented with the message (SPEC §17.4), beside the envelopes.
+    entry: bytes | None = None
 
     def __repr__(self) -> str:
         return f"Outgoing({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.envelopes)})"
 
     def to_record(self) -> bytes:
         """The ``c/out/...`` record value."""
-        opt = {k: v for k, v in ((6, self.template_id), (7, self.attachment)) if v is not None}
+        opt = {k: v for k, v in ((6, self.template_id), (7, self.attachment), (8, self.entry))
+               if v is not None}  # fmt: skip
         return dump({0: self.to, 1: int(self.cls), 2: self.franking_key, 3: self.body,
                       4: list(self.envelopes), 5: self.message_id, **opt})  # fmt: skip
 
@@ -316,7 +319,7 @@ class Outgoing:
         obj = load(raw, what)
         try:
             return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]),
-                       obj.get(6), obj.get(7))  # fmt: skip
+                       obj.get(6), obj.get(7), obj.get(8))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             raise StoreError("malformed record", what) from None
 
@@ -348,6 +351,7 @@ def seal(
     log_head: bytes = b"",
     template_id: bytes | None = None,
     attachment: bytes | None = None,
+    entry: bytes | None = None,
 ) -> Outgoing:
     """Encrypt one logical message for every destination and commit the advanced sessions
     together with the outbox entry, before any byte leaves (SPEC.md §9.4). ``template_id``
@@ -360,7 +364,7 @@ def seal(
     tx.app_lock(f"c/out/{message_id.hex()}")
     envs = seal_copies(tx, profile, to, cls, message_id, franking_key, body, dests, log_head,
                        template_id, attachment)  # fmt: skip
-    out = Outgoing(to, cls, message_id, franking_key, body, envs, template_id, attachment)
+    out = Outgoing(to, cls, message_id, franking_key, body, envs, template_id, attachment, entry)
     tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
     return out
 

@@ -24,7 +24,7 @@ from e2e.attachment.transfer import BlobTransport
 from e2e.keys import KeyPair
 from e2e.platform.policy import MessageClass, Template
 from e2e.platform.templates import CatalogueEntry, TemplateSpec
-from e2e.platform.wire import BillLines, Receipt, ReportVerdict, TierInfo
+from e2e.platform.wire import BillLines, Notices, Receipt, ReportVerdict, TierInfo
 from e2e.store import Address
 
 __all__ = ["Transport", "Connector"]
@@ -87,8 +87,9 @@ class Transport(Protocol):
         nothing at the relay."""
         ...
 
-    async def submit(self, envelopes: list[bytes]) -> Receipt:
-        """Hand one logical message (all its device copies) to the relay."""
+    async def submit(self, envelopes: list[bytes], entry: bytes | None = None) -> Receipt:
+        """Hand one logical message (all its device copies) to the relay, with an ad's
+        entry token (SPEC §17.4) if ``entry``."""
         ...
 
     async def resend(self, envelopes: list[bytes]) -> Receipt:
@@ -151,6 +152,11 @@ class Transport(Protocol):
 
     async def tier(self) -> TierInfo:
         """(Business) its messaging tier and quality (SPEC §17.3)."""
+        ...
+
+    async def notices(self, after: int) -> Notices:
+        """(Business) its customers' controls and spam reports after position ``after``
+        (SPEC §17.2), oldest first."""
         ...
 
     async def report_class(self, item: bytes) -> MessageClass:

@@ -259,11 +259,22 @@ class ChatState:
     counts: dict[str, int] = field(default_factory=dict)
     #: The business blocked the customer.
     blocked_customer: bool = False
+    #: Until when an ad's entry window (SPEC §17.4) is open (None: none is).
+    entry_until: int | None = None
 
     def check_customer_send(self) -> None:
         """Raise the refusal for any message of the customer: the business blocked it."""
         if self.blocked_customer:
             raise Blocked("the business blocked this customer")
+
+    def check_not_blocked(self, business: bool) -> None:
+        """Raise :class:`~e2e.errors.Blocked` if the other side blocked the sender (the
+        business if ``business``, else the customer): the check a submission and a resend
+        share (a resend is refused past a block exactly like a submission)."""
+        if not business:
+            self.check_customer_send()
+        elif self.blocked:
+            raise Blocked("the customer blocked this business")
 
     def check_receipt(self, side: str) -> None:
         """A receipt from ``side`` ("customer" or "business") answers messages: at most two
@@ -281,16 +292,21 @@ class ChatState:
             key = f"{side}_receipts"
             self.counts[key] = self.counts.get(key, 0) + 1
 
+    def in_entry(self, now: int) -> bool:
+        """An ad's entry window is open at ``now``: the business's messages are free."""
+        return self.entry_until is not None and now < self.entry_until
+
     def window_open(self, now: int, config: PolicyConfig) -> bool:
+        """The business may answer freely at ``now``: within ``config.window_seconds`` of the
+        customer's last message, or in an ad's entry window."""
         last = self.last_customer_message
-        return last is not None and now - last < config.window_seconds
+        return (last is not None and now - last < config.window_seconds) or self.in_entry(now)
 
     def check_business_send(self, cls: MessageClass, now: int, config: PolicyConfig) -> bool:
         """Raise the refusal for a business message of class ``cls``; else return in_window."""
         if self.last_customer_message is None:
             raise NoPriorContact("the customer has not written to this business")
-        if self.blocked:
-            raise Blocked("the customer blocked this business")
+        self.check_not_blocked(True)
         in_window = self.window_open(now, config)
         if cls is MessageClass.RECEIPT:
             return in_window  # receipts are never refused by the window

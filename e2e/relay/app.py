@@ -267,7 +267,8 @@ class RelayApp:
         route = ROUTES.get(path)
         self.metrics.observe(route.handler if route is not None else "other",
                              time.perf_counter() - started)  # fmt: skip
-        known = route is not None or path in (Path.HEALTH, Path.METRICS, Path.NOOP)
+        known = route is not None or path in (Path.HEALTH, Path.METRICS, Path.NOOP,
+                                              Path.AD_CONVERSIONS)  # fmt: skip
         self._log_request(request_id, method, path if known else "(other)", status, started,
                           incoming.code)  # fmt: skip
 
@@ -355,6 +356,8 @@ class RelayApp:
                     raise Unauthenticated("metrics need the operator's token")
                 text = await self._run(self.metrics_text)
                 return 200, text.encode(), "text/plain; version=0.0.4", []
+            if method == "GET" and path == Path.AD_CONVERSIONS:
+                return await self._conversions(req)
             if self.stopping:
                 raise Overloaded("the relay is stopping")
             if method == "POST" and path == Path.NOOP:
@@ -389,6 +392,23 @@ class RelayApp:
             req.code = "internal"
             log.exception("internal error")
             return 500, WireError("internal", "internal error").to_bytes(), CONTENT_TYPE, []
+
+    async def _conversions(self, req: _Incoming) -> tuple[int, bytes, str, list[Header]]:
+        """``GET /v1/ads/conversions?after=N`` (SPEC §17.4): the ad service's conversions,
+        only with ``ads.report_token`` as the bearer token (401 otherwise, and always on a
+        relay without one)."""
+        token = self.service.settings.ads.report_token
+        if not metrics_allowed(token, req.scope.get("headers", [])):
+            raise Unauthenticated("conversions need the ad service's token")
+        query = req.scope.get("query_string", b"").decode("latin-1")
+        after = 0
+        if query:
+            name, _, value = query.partition("=")
+            if name != "after" or not (value.isascii() and value.isdigit()) or len(value) > 18:
+                raise DecodeError("the query is after=<cursor>")
+            after = int(value)
+        answer = await self._run(lambda: self.service.ad_conversions(after))
+        return 200, answer.to_bytes(), CONTENT_TYPE, []
 
     async def _dispatch(self, call: Call) -> bytes:
         """Run the request's steps (:mod:`e2e.relay.pipeline`, in SPEC §10.7's order), timing

@@ -1,5 +1,5 @@
 """The relay store's records of the business platform (SPEC.md §17): catalogue templates,
-the bill's categories, messaging tiers and quality events. A mixin of
+the bill's categories, messaging tiers and quality events, ad entries. A mixin of
 :class:`~e2e.relay.store.Tx`: the same SQL on both backends (the schema is the store's)."""
 
 from __future__ import annotations
@@ -134,3 +134,55 @@ class BusinessRecords:
             " evaluated = excluded.evaluated",
             (business, level, evaluated),
         )
+
+    # -- ad entry points (SPEC §17.4) -----------------------------------------------------
+
+    def use_entry(self, token_id: bytes, business: bytes, ad_id: bytes, bucket: int) -> bool:
+        """Record an entry token used for ``business``'s ad ``ad_id`` in time bucket
+        ``bucket`` (no customer); False if the token was used before (a replay)."""
+        row = self.fetchone(
+            "INSERT INTO ad_entries (token_id, business, ad_id, bucket) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (token_id) DO NOTHING RETURNING 1",
+            (token_id, business, ad_id, bucket),
+        )
+        return row is not None
+
+    def entry_lines(self, business: bytes, limit: int) -> list[tuple[bytes, int]]:
+        """(ad id, entries) of ``business``, by ad id, the first ``limit`` ads."""
+        rows = self.fetchall(
+            "SELECT ad_id, COUNT(*) FROM ad_entries WHERE business = ? GROUP BY ad_id"
+            " ORDER BY ad_id LIMIT ?",
+            (business, limit),
+        )
+        return [(bytes(r[0]), int(r[1])) for r in rows]
+
+    def entries_after(self, after: int, limit: int) -> list[tuple[int, bytes, bytes, int]]:
+        """(position, ad id, business, bucket) of the entries after position ``after``,
+        oldest first, at most ``limit``."""
+        rows = self.fetchall(
+            "SELECT seq, ad_id, business, bucket FROM ad_entries WHERE seq > ? ORDER BY seq"
+            " LIMIT ?",
+            (after, limit),
+        )
+        return [(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+
+    # -- notices to a business of its customers' controls and reports (SPEC §17.2) --------
+
+    def insert_notice(self, business: bytes, customer: bytes, kind: int, value: int,
+                      at: int) -> None:  # fmt: skip
+        self.write(
+            "INSERT INTO business_notices (business, customer, kind, value, at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (business, customer, kind, value, at),
+        )
+
+    def notices_after(self, business: bytes, after: int,
+                      limit: int) -> list[tuple[int, bytes, int, int, int]]:  # fmt: skip
+        """(position, customer, kind, value, time) of ``business``'s notices after position
+        ``after``, oldest first, at most ``limit``."""
+        rows = self.fetchall(
+            "SELECT seq, customer, kind, value, at FROM business_notices"
+            " WHERE business = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (business, after, limit),
+        )
+        return [(int(r[0]), bytes(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]

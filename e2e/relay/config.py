@@ -3,8 +3,8 @@ at start.
 
 One :class:`RelayConfig` of sections (:class:`Edge`, :class:`Rate`, :class:`Policy`,
 :class:`Prices`, :class:`Tiers`, :class:`Mailbox`, :class:`Admission`, :class:`Limits`,
-:class:`Ops`), each a frozen dataclass whose fields carry their default, unit and allowed
-range. :func:`load` reads
+:class:`Ops`, :class:`Ads`), each a frozen dataclass whose fields carry their default, unit
+and allowed range. :func:`load` reads
 ``[section] name = value`` from the file, then ``E2E_RELAY_<SECTION>_<NAME>`` from the
 environment (which wins; a list such as ``tiers.limits`` is written ``250,1000`` there), and
 refuses anything it does not know or cannot use with a
@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from e2e.errors import ConfigError
+from e2e.errors import ConfigError, InvalidKey
+from e2e.platform.adentry import entry_verifier
 from e2e.platform.policy import WINDOW_SECONDS, PolicyConfig, PriceTable
 from e2e.platform.tiers import TierConfig
 from e2e.platform.wire import MAX_REQUEST_BYTES, MAX_WAIT_MS
@@ -39,6 +40,7 @@ __all__ = [
     "Admission",
     "Limits",
     "Ops",
+    "Ads",
     "RelayConfig",
     "load",
 ]
@@ -193,6 +195,21 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Ads:
+    """Ad entry points (SPEC §17.4)."""
+
+    entry_key: str = setting("", doc="the ad service's Ed25519 public key, hex (none: entry"
+                             " tokens are refused)")  # fmt: skip
+    entry_window_seconds: int = setting(72 * 3600, 60, 366 * 86_400,
+                                        "free window an ad's entry opens, s")  # fmt: skip
+    token_seconds: int = setting(7 * 86_400, 60, 366 * 86_400,
+                                 "most an entry token may still live when shown, s")  # fmt: skip
+    bucket_seconds: int = setting(3600, 60, 7 * 86_400, "time bucket of a reported conversion, s")
+    report_token: str = setting("", doc="bearer token GET /v1/ads/conversions asks for (none:"
+                                " not served)")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
 class Ops:
     """Operations."""
 
@@ -214,6 +231,7 @@ class RelayConfig:
     admission: Admission = field(default_factory=Admission)
     limits: Limits = field(default_factory=Limits)
     ops: Ops = field(default_factory=Ops)
+    ads: Ads = field(default_factory=Ads)
 
     def policy_config(self) -> PolicyConfig:
         """The policy rules' configuration (:class:`~e2e.platform.policy.PolicyConfig`)."""
@@ -308,9 +326,19 @@ def _checked(config: RelayConfig) -> RelayConfig:
         raise ConfigError("rate.lease: must be at most rate.burst")
     if config.edge.max_body > config.edge.max_inflight_bytes:
         raise ConfigError("edge.max_inflight_bytes: must be at least edge.max_body")
-    token = config.ops.metrics_token
-    if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
-        raise ConfigError("ops.metrics_token: must be at least 16 printable ASCII characters")
+    for name, token in (("ops.metrics_token", config.ops.metrics_token),
+                        ("ads.report_token", config.ads.report_token)):  # fmt: skip
+        if token and (len(token) < 16 or not token.isascii() or not token.isprintable()):
+            raise ConfigError(f"{name}: must be at least 16 printable ASCII characters")
+    ads = config.ads
+    if ads.entry_key:
+        try:
+            entry_verifier(bytes.fromhex(ads.entry_key))
+        except (ValueError, InvalidKey):
+            raise ConfigError("ads.entry_key: must be an Ed25519 public key in hex (64 digits)"
+                              ) from None  # fmt: skip
+    if ads.entry_window_seconds <= config.policy.window_seconds:
+        raise ConfigError("ads.entry_window_seconds: must be longer than policy.window_seconds")
     t = config.tiers
     if any(a >= b for a, b in zip(t.limits, t.limits[1:], strict=False)):
         raise ConfigError("tiers.limits: must be ascending, each level above the one before")
@@ -325,7 +353,7 @@ def _checked(config: RelayConfig) -> RelayConfig:
 _SECTIONS: Final[dict[str, type]] = {
     "edge": Edge, "rate": Rate, "policy": Policy, "prices": Prices, "tiers": Tiers,
     "mailbox": Mailbox,
-    "admission": Admission, "limits": Limits, "ops": Ops,
+    "admission": Admission, "limits": Limits, "ops": Ops, "ads": Ads,
 }  # fmt: skip
 
 

@@ -131,6 +131,7 @@ ROUTES: Final = dict(
         _route(Path.CATALOGUE_REGISTER, "register_catalogue"),
         _route(Path.CATALOGUE_LIST, "list_catalogue"),
         _route(Path.BUSINESS_TIER, "business_tier"),
+        _route(Path.BUSINESS_NOTICES, "business_notices"),
     )
 )
 

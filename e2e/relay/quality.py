@@ -14,7 +14,7 @@ from typing import Final
 from e2e.errors import NotAllowed, TierLimitReached
 from e2e.platform.policy import MessageClass, PolicyConfig
 from e2e.platform.tiers import DAY, WEEK, TierState, next_level, quality_of
-from e2e.platform.wire import TierInfo, TierQuery
+from e2e.platform.wire import MAX_NOTICES, NoticeQuery, Notices, TierInfo, TierQuery
 from e2e.relay.store import BUSINESS, Caller, Tx, account_of
 
 __all__ = ["QualityHandlers", "BLOCK", "SPAM_REPORT"]
@@ -66,6 +66,16 @@ class QualityHandlers:
     def negative(self, tx: Tx, business: bytes, customer: bytes, kind: int, now: int) -> None:
         """Record a block or spam report against ``business`` (its quality, §17.3)."""
         tx.insert_quality_event(business, customer, kind, now)
+
+    def business_notices(self, tx: Tx, caller: Caller, req: NoticeQuery) -> Notices:
+        """(Business) what its customers did about it after position ``req.after``: blocks,
+        limits and opt-ins turned on or off, spam reports (SPEC §17.2), kept 7 days."""
+        if account_of(tx, caller[0]).kind != BUSINESS:
+            raise NotAllowed("only businesses have notices")
+        rows = tx.notices_after(caller[0], req.after, MAX_NOTICES)
+        return Notices(tuple(r[0] for r in rows), tuple(r[1] for r in rows),
+                       tuple(r[2] for r in rows), tuple(r[3] for r in rows),
+                       tuple(r[4] for r in rows))  # fmt: skip
 
     def business_tier(self, tx: Tx, caller: Caller, req: TierQuery) -> TierInfo:
         """(Business) the caller's messaging tier and quality."""

@@ -36,10 +36,12 @@ from e2e.platform.policy import (
 )
 from e2e.platform.templates import TemplateSpec
 from e2e.platform.wire import (
+    MAX_ENTRY_LINES,
     MAX_TEMPLATES,
     BillLines,
     ClassVerdict,
     ListTemplates,
+    Notices,
     Ok,
     RegisterTemplate,
     ReportVerdict,
@@ -164,8 +166,12 @@ class Reports:
             chat.spam_reports += 1
             tx.insert_report(caller[0], parsed.business, now, len(verified), req.report)
             self.negative(tx, parsed.business, caller[0], SPAM_REPORT, now)
+            tx.insert_notice(parsed.business, caller[0], Notices.SPAM_REPORT, fresh, now)
         if req.block:
+            if not chat.blocked:
+                tx.insert_notice(parsed.business, caller[0], Notices.BLOCK, 1, now)
             chat.blocked = True
+            chat.entry_until = None
         tx.put_chat(parsed.business, caller[0], chat)
         self._share(parsed.business, caller[0], chat, now)
         return ReportVerdict(
@@ -291,12 +297,14 @@ class Reports:
         lines = tx.bill(caller[0])
         pen = tx.penalties(caller[0])
         cat = tx.bill_categories(caller[0])
+        entries = tx.entry_lines(caller[0], MAX_ENTRY_LINES)
+
+        def col(rows: list[tuple[int, int, int, int]], i: int) -> tuple[int, ...]:
+            return tuple(r[i] for r in rows)
+
         return BillLines(
-            acct.tier,
-            tuple(r[0] for r in lines),
-            tuple(r[1] for r in lines),
-            tuple(r[2] for r in lines),
-            tuple(r[3] for r in lines),
-            *(tuple(r[i] for r in pen) for i in range(4)),
-            *(tuple(r[i] for r in cat) for i in range(4)),
-        )
+            acct.tier, col(lines, 0), col(lines, 1), col(lines, 2), col(lines, 3),
+            col(pen, 0), col(pen, 1), col(pen, 2), col(pen, 3),
+            col(cat, 0), col(cat, 1), col(cat, 2), col(cat, 3),
+            tuple(r[0] for r in entries), tuple(r[1] for r in entries),
+        )  # fmt: skip

@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS chats (
     template_times TEXT NOT NULL, spam_reports BIGINT NOT NULL,
     customer_count BIGINT NOT NULL, business_count BIGINT NOT NULL,
     blocked_customer INTEGER NOT NULL DEFAULT 0, customer_receipts BIGINT NOT NULL DEFAULT 0,
-    business_receipts BIGINT NOT NULL DEFAULT 0,
+    business_receipts BIGINT NOT NULL DEFAULT 0, entry_until BIGINT,
     PRIMARY KEY (business, customer));
 CREATE TABLE IF NOT EXISTS billing (
     line {serial}, business BLOB NOT NULL, message_id BLOB NOT NULL, cls INTEGER NOT NULL,
@@ -93,6 +93,14 @@ CREATE TABLE IF NOT EXISTS quality_events (
 CREATE INDEX IF NOT EXISTS quality_events_by_business ON quality_events (business, at);
 CREATE TABLE IF NOT EXISTS messaging_tiers (
     business BLOB PRIMARY KEY, level INTEGER NOT NULL, evaluated BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS ad_entries (
+    seq {serial}, token_id BLOB NOT NULL UNIQUE, business BLOB NOT NULL, ad_id BLOB NOT NULL,
+    bucket BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS ad_entries_by_business ON ad_entries (business);
+CREATE TABLE IF NOT EXISTS business_notices (
+    seq {serial}, business BLOB NOT NULL, customer BLOB NOT NULL, kind INTEGER NOT NULL,
+    value BIGINT NOT NULL, at BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS business_notices_by_business ON business_notices (business, seq);
 CREATE TABLE IF NOT EXISTS penalties (
     business BLOB NOT NULL, message_id BLOB NOT NULL, declared INTEGER NOT NULL,
     content INTEGER NOT NULL, price BIGINT NOT NULL, at BIGINT NOT NULL,
@@ -134,6 +142,7 @@ ADDED_COLUMNS: Final = (
     ("chats", "customer_receipts", "BIGINT NOT NULL DEFAULT 0"),
     ("chats", "business_receipts", "BIGINT NOT NULL DEFAULT 0"),
     ("templates", "registered_at", "BIGINT NOT NULL DEFAULT 0"),
+    ("chats", "entry_until", "BIGINT"),
 )
 
 #: Record a request's nonce; a row back unless it was used before (a replay).

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from e2e.errors import (
-    Blocked,
     Conflict,
     DecodeError,
     DuplicateSubmission,
+    EntryRefused,
     Forbidden,
     LimitExceeded,
     MailboxFull,
@@ -34,6 +34,7 @@ from e2e.errors import (
     UnknownAccount,
 )
 from e2e.keys import check_x25519_public
+from e2e.platform.adentry import Conversion, Conversions, EntryToken, bucket_of, entry_verifier
 from e2e.platform.adservice import ChatView
 from e2e.platform.envelope import Delivery, Envelope, check_account
 from e2e.platform.franking import (
@@ -104,6 +105,9 @@ class PreparedSubmit:
     raw: tuple[bytes, ...]
     envs: tuple[Envelope, ...]
     digest: bytes
+    #: An ad's entry token the customer presented (SPEC §17.4), its signature, business and
+    #: time already checked.
+    entry: EntryToken | None = None
 
 
 #: How long a message id is remembered for de-duplication (bounded retention).
@@ -119,6 +123,11 @@ MAILBOX_OVERHEAD: Final = 32
 CLOCK_MARGIN: Final = 120
 #: The rate bucket of account registrations in all (SPEC §10.13), with device id -1.
 REGISTRATIONS: Final = b""
+#: Seconds after its time bucket ends before an ad conversion is reported (SPEC §17.4): a
+#: transaction that recorded one in the bucket has committed by then.
+CONVERSION_MARGIN: Final = 60
+#: Most conversions in one answer to the ad service.
+CONVERSIONS_PER_ANSWER: Final = 1000
 
 
 class RelayService(
@@ -175,6 +184,8 @@ class RelayService(
         self._vrf = VrfKey(self._log_secret(None, 2, b"vrf"))
         self._log = KeyLog(LogSigner(self._log_secret(log_key)), self._vrf)
         self._log_lock = threading.Lock()
+        ads = self.settings.ads
+        self._entry_verify = entry_verifier(bytes.fromhex(ads.entry_key)) if ads.entry_key else None
 
     # -- authentication ------------------------------------------------------------------
 
@@ -344,7 +355,26 @@ class RelayService(
             ) or env.commitment != first.commitment:  # fmt: skip
                 raise DecodeError("batch copies disagree on their message metadata")
         digest = hashlib.sha256(req.to_bytes() if body is None else body).digest()
-        return PreparedSubmit(req.envelopes, envs, digest)
+        entry = None
+        if isinstance(req, Submit) and req.entry is not None:
+            entry = self._entry_token(req.entry, first)
+        return PreparedSubmit(req.envelopes, envs, digest, entry)
+
+    def _entry_token(self, raw: bytes, first: Envelope) -> EntryToken:
+        """An entry token presented with ``first`` (SPEC §17.4), decoded and checked as far
+        as it can be without the store: the ad service's signature, the business the
+        message goes to, its time; else :class:`~e2e.errors.EntryRefused`."""
+        if self._entry_verify is None:
+            raise EntryRefused("this relay takes no entry tokens (no ads.entry_key)")
+        if first.cls is not MessageClass.SERVICE:
+            raise EntryRefused("an entry token comes with a customer's message, not a receipt")
+        try:
+            token = EntryToken.from_bytes(raw)
+        except DecodeError:
+            raise EntryRefused("not an entry token") from None
+        token.check(self._entry_verify, first.to_account, self.clock(),
+                    self.settings.ads.token_seconds)  # fmt: skip
+        return token
 
     def submit(self, tx: Tx, caller: Caller, req: Submit | PreparedSubmit) -> Receipt:
         prep = req if isinstance(req, PreparedSubmit) else self.prepare_submit(caller, req)
@@ -358,6 +388,8 @@ class RelayService(
         src, business, customer, chat, in_window, now = self._check(
             tx, caller, first.cls, first.to_account, [env.dest for env in envs]
         )
+        if prep.entry is not None:
+            self._open_entry(tx, src, prep.entry, business, chat, now)
         category = self.template_gate(tx, src, first.template_id, first.cls, in_window)
         if first.template_id is not None and category is None:
             self._check_template(tx, src, first.template_id, first.cls)
@@ -368,6 +400,8 @@ class RelayService(
             price = billed_price(self.config.prices, Tier(src.tier), first.cls, in_window)
             if category is not None and src.tier != Tier.FREE:
                 price = self.config.prices.category_price(category, in_window)
+            if chat.in_entry(now):
+                price = 0  # an ad's entry window is free (SPEC §17.4)
             if billable(first.cls):
                 tx.insert_bill(business, first.message_id, int(first.cls), in_window, price, now)
                 if category is not None:
@@ -402,17 +436,52 @@ class RelayService(
         self._share(business, customer, chat, now)
         return Receipt(first.message_id, now, len(envs), price)
 
+    def _open_entry(self, tx: Tx, src: Account, token: EntryToken, business: bytes,
+                    chat: ChatState, now: int) -> None:  # fmt: skip
+        """Open the entry window of an ad for this chat: the token is used once (recorded
+        with its ad, business and time bucket, never the customer), the chat's entry window
+        runs ``ads.entry_window_seconds`` from now. :class:`~e2e.errors.EntryRefused` for a
+        business's message, a chat whose customer blocked the business, a token used
+        before."""
+        if src.kind == BUSINESS:
+            raise EntryRefused("only a customer's message opens an entry window")
+        if chat.blocked:
+            raise EntryRefused("the customer blocked this business")
+        ads = self.settings.ads
+        if not tx.use_entry(token.token_id, business, token.ad_id,
+                            bucket_of(now, ads.bucket_seconds)):  # fmt: skip
+            raise EntryRefused("the entry token was used before")
+        chat.entry_until = now + ads.entry_window_seconds
+
+    def ad_conversions(self, after: int) -> Conversions:
+        """The ad service's conversions after position ``after`` (SPEC §17.4): (ad, business,
+        time bucket) of each entry, oldest first, only up to the first whose bucket has not
+        ended :data:`CONVERSION_MARGIN` seconds ago (so the cursor never passes one that is
+        still to come)."""
+        ready = self.clock() - CONVERSION_MARGIN
+        seconds = self.settings.ads.bucket_seconds
+        rows = self.store.read(lambda tx: tx.entries_after(after, CONVERSIONS_PER_ANSWER))
+        out: list[bytes] = []
+        cursor = after
+        for seq, ad_id, business, bucket in rows:
+            if bucket + seconds > ready:
+                break
+            out.append(Conversion(ad_id, business, bucket).to_bytes())
+            cursor = seq
+        return Conversions(tuple(out), cursor)
+
     prepare_resend = prepare_submit
 
     def resend(self, tx: Tx, caller: Caller, req: Resend | PreparedSubmit) -> Receipt:
         """Copies of a message this sender's account had accepted, for devices of the chat
         that ask for it again (SPEC §10.11): the same message id and franking commitment as
         the accepted message (so only the content accepted then can be delivered again),
-        destinations among the chat's current devices, a business sender not blocked.
+        destinations among the chat's current devices, the sender not blocked by the other side.
         Nothing is billed and no window or count changes; each copy gets the accepted
         message's receive time and a franking tag over it. ``NotAllowed`` for a message not
         accepted (or no longer remembered), ``StaleDeviceList`` for a device outside the
-        chat, ``Blocked``."""
+        chat, ``Blocked`` past either side's block and ``MailboxFull`` past a recipient's
+        quota, each exactly as a submission is refused."""
         prep = req if isinstance(req, PreparedSubmit) else self.prepare_resend(caller, req)
         first = prep.envs[0]
         seen = tx.seen(caller[0], first.message_id)
@@ -425,10 +494,11 @@ class RelayService(
         given = [env.dest for env in prep.envs]
         if len(set(given)) != len(given) or not set(given) <= want:
             raise StaleDeviceList([], sorted(set(given) - want))
-        if src.kind == BUSINESS:
-            chat = tx.chat(caller[0], first.to_account)
-            if chat is not None and chat.blocked:
-                raise Blocked("the customer blocked this business")
+        business, customer = (caller[0], first.to_account) if src.kind == BUSINESS else (
+            first.to_account, caller[0])  # fmt: skip
+        chat = tx.chat(business, customer)
+        if chat is not None:
+            chat.check_not_blocked(src.kind == BUSINESS)
         copies = [
             (env.dest_account, env.dest_device, len(raw))
             for env, raw in zip(prep.envs, prep.raw, strict=True)
@@ -479,18 +549,25 @@ class RelayService(
             raise NotAllowed("controls are between a customer and a business")
         tx.lock_chat(business, customer)
         chat = tx.chat(business, customer) or ChatState()
+        now = self.clock()
         if me.kind == BUSINESS:
             chat.blocked_customer = req.on
-        elif req.op == Control.BLOCK:
-            if req.on and not chat.blocked:
-                self.negative(tx, business, customer, BLOCK, self.clock())
-            chat.blocked = req.on
-        elif req.op == Control.LIMIT:
-            chat.limited = req.on
         else:
-            chat.opted_in = req.on
+            was = (chat.blocked, chat.limited, chat.opted_in)[req.op - 1]
+            if req.op == Control.BLOCK:
+                if req.on and not chat.blocked:
+                    self.negative(tx, business, customer, BLOCK, now)
+                chat.blocked = req.on
+                if req.on:
+                    chat.entry_until = None  # a block closes an ad's entry window for good
+            elif req.op == Control.LIMIT:
+                chat.limited = req.on
+            else:
+                chat.opted_in = req.on
+            if was != req.on:  # the business is told of each change (SPEC §17.2)
+                tx.insert_notice(business, customer, req.op, int(req.on), now)
         tx.put_chat(business, customer, chat)
-        self._share(business, customer, chat, self.clock())
+        self._share(business, customer, chat, now)
         return Ok()
 
     def window(self, tx: Tx, caller: Caller, req: WindowQuery) -> WindowState:

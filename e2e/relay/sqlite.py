@@ -98,7 +98,7 @@ def _copy_chat(c: ChatState) -> ChatState:
     counts = {k: c.counts.get(k, 0) for k in _COUNTS}
     return ChatState(c.last_customer_message, bool(c.blocked), bool(c.limited),
                      bool(c.opted_in), list(c.template_times), c.spam_reports,
-                     counts, bool(c.blocked_customer))  # fmt: skip
+                     counts, bool(c.blocked_customer), c.entry_until)  # fmt: skip
 
 
 class _SqliteTx(CachedDirectory, SqlTx):

@@ -466,7 +466,7 @@ class Tx(BusinessRecords, abc.ABC):
         row = self.fetchone(
             "SELECT last_customer_message, blocked, limited, opted_in, template_times,"
             " spam_reports, customer_count, business_count, blocked_customer,"
-            " customer_receipts, business_receipts FROM chats"
+            " customer_receipts, business_receipts, entry_until FROM chats"
             " WHERE business = ? AND customer = ?",
             (business, customer),
         )
@@ -486,14 +486,15 @@ class Tx(BusinessRecords, abc.ABC):
                 "business_receipts": row[10],
             },  # fmt: skip
             blocked_customer=bool(row[8]),
+            entry_until=row[11],
         )
 
     def put_chat(self, business: bytes, customer: bytes, chat: ChatState) -> None:
         self.write(
             "INSERT INTO chats (business, customer, last_customer_message, blocked, limited,"
             " opted_in, template_times, spam_reports, customer_count, business_count,"
-            " blocked_customer, customer_receipts, business_receipts)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " blocked_customer, customer_receipts, business_receipts, entry_until)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (business, customer) DO UPDATE"
             " SET last_customer_message = excluded.last_customer_message,"
             " blocked = excluded.blocked, limited = excluded.limited,"
@@ -502,7 +503,8 @@ class Tx(BusinessRecords, abc.ABC):
             " business_count = excluded.business_count,"
             " blocked_customer = excluded.blocked_customer,"
             " customer_receipts = excluded.customer_receipts,"
-            " business_receipts = excluded.business_receipts",
+            " business_receipts = excluded.business_receipts,"
+            " entry_until = excluded.entry_until",
             (
                 business,
                 customer,
@@ -517,6 +519,7 @@ class Tx(BusinessRecords, abc.ABC):
                 int(chat.blocked_customer),
                 chat.counts.get("customer_receipts", 0),
                 chat.counts.get("business_receipts", 0),
+                chat.entry_until,
             ),
         )
 
@@ -722,6 +725,7 @@ class Tx(BusinessRecords, abc.ABC):
         week = now - 7 * 24 * 3600  # what messaging tiers look back on (SPEC §17.3)
         self.execute("DELETE FROM initiations WHERE at < ?", (week,))
         self.execute("DELETE FROM quality_events WHERE at < ?", (week,))
+        self.execute("DELETE FROM business_notices WHERE at < ?", (week,))
 
 
 class RelayStore(abc.ABC):

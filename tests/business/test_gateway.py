@@ -6,6 +6,7 @@ its signed webhooks -- across a kill -9 of the gateway: nothing lost, nothing re
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -315,3 +316,97 @@ def test_idempotency_records_are_kept_a_week(tmp_path: Path) -> None:
             await net.aclose()
 
     asyncio.run(run())
+
+
+def test_customers_controls_and_reports_reach_the_crm(relay: RelayProcess, tmp_path: Path) -> None:
+    """A customer limits the business, opts in, blocks and unblocks it, and reports its
+    messages as spam (which blocks it again): each reaches the CRM as a signed webhook, in
+    order, once (customer.limit, customer.opt_in, customer.block, spam_report); a control
+    that changes nothing (limiting twice) is not a webhook."""
+    crm = Crm()
+    gw = GatewayProcess(relay.url, str(tmp_path / "gateway.db"), crm.url,
+                        tmp_path / "gateway.log").start()  # fmt: skip
+    key = os.urandom(32)
+
+    async def scenario() -> None:
+        net = RelayClient(relay.url)
+        ann = await Client.create_account(lambda: SqliteStore(tmp_path / "ann.db", key),
+                                          net.connect, "ann", "customer")  # fmt: skip
+        try:
+            await ann.send("bigshop", "hello")
+            wait_for(lambda: len(crm.messages()) == 1, "the message webhook")
+            r = api(gw, "POST", "/v1/messages", {"to": "ann", "text": "hi, how can we help?"})
+            assert r.status_code == 200, r.text
+            await ann.sync()
+            await ann.limit("bigshop")
+            await ann.limit("bigshop")  # no change: no notice
+            await ann.opt_in("bigshop")
+            await ann.block("bigshop")
+            await ann.block("bigshop", on=False)
+            assert await ann.report_spam("bigshop") == 1  # and blocks it
+        finally:
+            await ann.aclose()
+            await net.aclose()
+
+    try:
+        asyncio.run(scenario())
+        want = [("customer.limit", True), ("customer.opt_in", True), ("customer.block", True),
+                ("customer.block", False), ("spam_report", 1), ("customer.block", True)]
+
+        def notices() -> list[tuple[str, Any]]:
+            with crm.lock:
+                hooks = [h for h in crm.accepted if h["type"].startswith(("customer.", "spam"))]
+            return [(h["type"], h.get("on", h.get("messages"))) for h in hooks]
+
+        wait_for(lambda: len(notices()) >= len(want), "the notice webhooks")
+        time.sleep(2.5)  # one more poll of the relay's notices: nothing repeated
+        assert notices() == want
+        with crm.lock:
+            hooks = [h for h in crm.accepted if h["type"].startswith(("customer.", "spam"))]
+        assert all(h["customer"] == "ann" and h["time"] > 0 for h in hooks)
+        assert crm.forged == 0
+    finally:
+        gw.stop()
+        crm.server.shutdown()
+
+
+def test_a_send_claimed_before_a_crash_is_sent_once(tmp_path: Path) -> None:
+    """The gateway crashed after claiming an idempotency key and sealing its message but
+    before recording the answer (simulated: the claim, then the client's send under the
+    claimed id, then nothing). The repeated request answers that message id, and the
+    customer gets the message once: the client's idempotent send is what makes it so (the
+    gateway no longer scans the outbox and every history for the id)."""
+    from e2e.business.gateway import Gateway
+
+    key = os.urandom(32)
+
+    async def scenario() -> None:
+        relay = RelayClient.in_process(str(tmp_path / "relay.db"))
+        def store(name: str) -> Any:
+            return lambda: SqliteStore(tmp_path / f"{name}.db", key)
+
+        shop = await Client.create_account(store("shop"), relay.connect, "bigshop", "business",
+                                           tier=1)  # fmt: skip
+        ann = await Client.create_account(store("ann"), relay.connect, "ann", "customer")
+        try:
+            await ann.send("bigshop", "hello?")
+            await shop.sync()
+            gw = Gateway(shop, TOKEN, None)
+            req = {"to": "ann", "text": "sent once"}
+            digest = hashlib.sha256(json.dumps(req, sort_keys=True).encode())
+            claimed = await gw._claim("k-1", digest.hexdigest())
+            assert isinstance(claimed, bytes)
+            await shop.send("ann", "sent once", message_id=claimed)  # ... then the crash
+            answer = await gw.send(req, "k-1")  # the CRM repeats its request
+            assert answer == {"message_id": claimed.hex()}
+            assert await gw.send(req, "k-1") == answer
+            got = [m.text for m in await ann.sync() if m.cls is not MessageClass.RECEIPT]
+            assert got == ["sent once"]
+            hist = [m.text for m in await shop.history("ann") if m.outgoing]
+            assert hist == ["sent once"]
+        finally:
+            for c in (shop, ann):
+                await c.aclose()
+            await relay.aclose()
+
+    asyncio.run(scenario())

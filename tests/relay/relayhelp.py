@@ -359,8 +359,8 @@ class Dev:
             for d in dests
         ]
 
-    def submit(self, envs: list[bytes]) -> wire.Receipt:
-        return self.call(wire.Path.MESSAGE_SUBMIT, wire.Submit(tuple(envs)), wire.Receipt)
+    def submit(self, envs: list[bytes], entry: bytes | None = None) -> wire.Receipt:
+        return self.call(wire.Path.MESSAGE_SUBMIT, wire.Submit(tuple(envs), entry), wire.Receipt)
 
     def fetch(self, wait_ms: int = 0) -> wire.Mailbox:
         return self.call(
@@ -464,3 +464,22 @@ def relay_bytes(db: str) -> bytes:
                 for v in row:
                     out.append(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode())
     return b"\x00".join(out)
+
+
+def run_earlier(db: str, seconds: int, columns: list[tuple[str, str]]) -> None:
+    """Make what a relay database records in these (table, column)s ``seconds`` earlier: how
+    tests let time pass for a relay process, whose clock is the wall clock its request
+    signatures are checked against and so cannot be wound."""
+    stmts = [f"UPDATE {t} SET {c} = {c} - {int(seconds)}" for t, c in columns]
+    if not db.startswith("postgresql://") and "dbname=" not in db:
+        import sqlite3
+
+        with sqlite3.connect(db) as conn:
+            for s in stmts:
+                conn.execute(s)
+        return
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        for s in stmts:
+            conn.execute(s)  # type: ignore[call-overload]

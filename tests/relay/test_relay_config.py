@@ -51,6 +51,15 @@ def _serve(tmp_path: Path, text: str | None, env: dict[str, str] | None = None) 
         (None, {"E2E_RELAY_TIERS_MEDIUM": "0.5"}, "tiers.medium: must be at most tiers.low"),
         (None, {"E2E_RELAY_TIERS_LOW": "nan"}, "tiers.low: not a number"),
         ("[tiers]\nmin_negatives = 0\n", {}, "tiers.min_negatives: must be at least 1"),
+        # ad entry points (SPEC §17.4)
+        (None, {"E2E_RELAY_ADS_ENTRY_KEY": "ab" * 31}, "ads.entry_key: must be an Ed25519"),
+        ("[ads]\nentry_key = 'not hex at all'\n", {}, "ads.entry_key: must be an Ed25519"),
+        (None, {"E2E_RELAY_ADS_ENTRY_WINDOW_SECONDS": "86400"},
+         "ads.entry_window_seconds: must be longer than policy.window_seconds"),
+        ("[policy]\nwindow_seconds = 7200\n[ads]\nentry_window_seconds = 3600\n", {},
+         "ads.entry_window_seconds: must be longer than policy.window_seconds"),
+        (None, {"E2E_RELAY_ADS_REPORT_TOKEN": "short"}, "ads.report_token: must be at least 16"),
+        (None, {"E2E_RELAY_ADS_BUCKET_SECONDS": "1"}, "ads.bucket_seconds: must be at least 60"),
     ],
 )
 def test_a_bad_setting_stops_the_relay_naming_it(

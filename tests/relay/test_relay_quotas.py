@@ -206,3 +206,63 @@ def test_a_database_made_before_gets_the_new_columns(relay_db: str) -> None:
         assert store.read(lambda tx: tx.count_mail()) == 0
     finally:
         store.close()
+
+
+def _resend(dev: object, envs: list[bytes]) -> wire.Receipt:
+    """Resend copies of an accepted message (the very envelopes it was submitted as)."""
+    return dev.call(wire.Path.MESSAGE_RESEND, wire.Resend(tuple(envs)),  # type: ignore[attr-defined]
+                    wire.Receipt)  # fmt: skip
+
+
+def test_a_resend_is_refused_past_the_quota_as_a_submit_is(small: RelayProcess) -> None:
+    """A customer that filled its share of a business device's mailbox is refused a resend
+    of an accepted message with the very error a submission gets (429 mailbox_full, with a
+    retry-after): a resend is no way around the quota."""
+    with httpx.Client(base_url=small.url, timeout=30) as c:
+        shop = new_device(c, b"shop", BUSINESS)
+        ann = new_device(c, b"ann", CUSTOMER)
+        first = ann.envelopes(b"shop", [shop.addr], MessageClass.SERVICE)
+        ann.submit(first)
+        _service(ann, b"shop", [shop.addr])
+        _resend(ann, first)  # the third delivery from ann: within its share
+        with pytest.raises(Refused) as by_submit:
+            _service(ann, b"shop", [shop.addr])
+        with pytest.raises(Refused) as by_resend:
+            _resend(ann, first)
+        assert (by_resend.value.status, by_resend.value.code) == (
+            by_submit.value.status, by_submit.value.code) == (429, "mailbox_full")  # fmt: skip
+        r = ann.raw(wire.Path.MESSAGE_RESEND, wire.Resend(tuple(first)).to_bytes())
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert _drain(shop) == 3  # nothing of the refused ones was stored
+
+
+def test_a_resend_is_refused_past_either_sides_block(relay: RelayProcess) -> None:
+    """A resend is refused ``blocked`` exactly where a submission is: a customer's resend
+    once the business blocked it (accepted on main: only a business's resend was checked),
+    and a business's once the customer blocked it; unblocked, both go through again."""
+    with httpx.Client(base_url=relay.url, timeout=30) as c:
+        shop = new_device(c, b"shop", BUSINESS)
+        ann = new_device(c, b"ann", CUSTOMER)
+        asked = ann.envelopes(b"shop", [shop.addr], MessageClass.SERVICE)
+        ann.submit(asked)
+        answer = shop.envelopes(b"ann", [ann.addr], MessageClass.SERVICE)
+        shop.submit(answer)
+        shop.control(wire.Control.BLOCK, b"ann")
+        for sender, envs in ((ann, asked), (ann, None)):
+            with pytest.raises(Refused) as blocked:
+                if envs is None:
+                    _service(sender, b"shop", [shop.addr])
+                else:
+                    _resend(sender, envs)
+            assert (blocked.value.status, blocked.value.code) == (422, "blocked")
+        shop.control(wire.Control.BLOCK, b"ann", on=False)
+        ann.control(wire.Control.BLOCK, b"shop")
+        with pytest.raises(Refused) as by_resend:
+            _resend(shop, answer)
+        with pytest.raises(Refused) as by_submit:
+            _service(shop, b"ann", [ann.addr])
+        assert by_resend.value.code == by_submit.value.code == "blocked"
+        ann.control(wire.Control.BLOCK, b"shop", on=False)
+        _resend(ann, asked)
+        _resend(shop, answer)
+        assert _drain(shop) == 2 and _drain(ann) == 2

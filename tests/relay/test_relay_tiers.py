@@ -6,12 +6,11 @@ the level. Time passing is written into the relay's database, as its clock canno
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Dev, Refused, new_device, relay_with
+from relayhelp import Dev, Refused, new_device, relay_with, run_earlier
 
 from e2e.platform import wire
 from e2e.platform.envelope import Delivery
@@ -24,19 +23,8 @@ LIMIT = TierConfig().limits[0]
 
 def earlier(db: str, seconds: int) -> None:
     """Everything the tiers look at happened ``seconds`` earlier."""
-    stmts = [f"UPDATE {t} SET {c} = {c} - {int(seconds)}" for t, c in (
-        ("chats", "last_customer_message"), ("initiations", "at"), ("quality_events", "at"),
-        ("messaging_tiers", "evaluated"))]  # fmt: skip
-    if db.endswith(".db"):
-        with sqlite3.connect(db) as conn:
-            for s in stmts:
-                conn.execute(s)
-        return
-    import psycopg
-
-    with psycopg.connect(db, autocommit=True) as conn:
-        for s in stmts:
-            conn.execute(s)  # type: ignore[call-overload]
+    run_earlier(db, seconds, [("chats", "last_customer_message"), ("initiations", "at"),
+                              ("quality_events", "at"), ("messaging_tiers", "evaluated")])
 
 
 def tier(biz: Dev) -> wire.TierInfo:
@@ -132,3 +120,33 @@ def test_the_relay_configuration_sets_tiers_and_prices(relay_db: str, tmp_path: 
         assert (info.level, info.limit, info.used) == (0, 2, 2)
         bill = biz.bill()
         assert (bill.category_prices, bill.total) == ((13,), 26)  # the configured utility price
+
+
+def test_a_business_reads_its_customers_notices(client: httpx.Client) -> None:
+    """The relay tells a business what its customers did about it (SPEC §17.2): each change
+    of a block, limit or opt-in, and each spam report with the messages it newly reported,
+    in order, after a position; nothing for a control that changed nothing; only to the
+    business."""
+    biz = new_device(client, b"shop", BUSINESS, tier=1)
+    ann = new_device(client, b"ann", CUSTOMER)
+    ann.submit(ann.envelopes(b"shop", [biz.addr], MessageClass.SERVICE))
+    biz.submit(biz.envelopes(b"ann", [ann.addr], MessageClass.SERVICE))
+    ann.control(wire.Control.LIMIT, b"shop")
+    ann.control(wire.Control.LIMIT, b"shop")  # already on: no notice
+    ann.control(wire.Control.LIMIT, b"shop", on=False)
+    delivery = ann.fetch().deliveries[-1]
+    mid = Delivery.from_bytes(delivery).open_envelope().message_id
+    fk, text = biz.sent[mid]
+    ann.report(b"shop", [(delivery, fk, text)], block=True)
+    ann.report(b"shop", [(delivery, fk, text)], block=True)  # nothing new: no notice
+    got = biz.call(wire.Path.BUSINESS_NOTICES, wire.NoticeQuery(0), wire.Notices)
+    N = wire.Notices
+    assert list(zip(got.customers, got.kinds, got.values, strict=True)) == [
+        (b"ann", N.LIMIT, 1), (b"ann", N.LIMIT, 0), (b"ann", N.SPAM_REPORT, 1),
+        (b"ann", N.BLOCK, 1)]  # fmt: skip
+    assert list(got.seqs) == sorted(got.seqs)
+    later = biz.call(wire.Path.BUSINESS_NOTICES, wire.NoticeQuery(got.seqs[1]), wire.Notices)
+    assert later.seqs == got.seqs[2:]
+    with pytest.raises(Refused) as exc:
+        ann.call(wire.Path.BUSINESS_NOTICES, wire.NoticeQuery(0), wire.Notices)
+    assert exc.value.code == "not_allowed"

@@ -212,8 +212,8 @@ class Faulty:
                 out.append(raw)  # handed over again after it was processed
         return out
 
-    async def submit(self, envelopes: list[bytes]) -> Any:
-        receipt = await self.inner.submit(envelopes)
+    async def submit(self, envelopes: list[bytes], entry: bytes | None = None) -> Any:
+        receipt = await self.inner.submit(envelopes, entry)
         envs = [Envelope.from_bytes(e) for e in envelopes]
         self.world.dests[envs[0].message_id] = {e.dest for e in envs}
         return receipt

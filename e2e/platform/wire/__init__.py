@@ -127,6 +127,8 @@ class Path:
     CATALOGUE_LIST: Final = "/v1/catalogue/list"
     #: (Business) its messaging tier and quality (SPEC §17.3).
     BUSINESS_TIER: Final = "/v1/business/tier"
+    #: (Business) its customers' blocks, limits, opt-ins and spam reports (SPEC §17.2).
+    BUSINESS_NOTICES: Final = "/v1/business/notices"
     #: Open an upload of a blob (SPEC §10.12); its bytes go to ``blob_path(id)``.
     BLOB_CREATE: Final = "/v1/blobs/create"
     BLOB_STATUS: Final = "/v1/blobs/status"
@@ -136,6 +138,9 @@ class Path:
     METRICS: Final = "/v1/metrics"
     #: POST, unauthenticated: answers Ok doing nothing (the load bench's baseline).
     NOOP: Final = "/v1/noop"
+    #: GET ``?after=<cursor>``, with ``authorization: Bearer <ads.report_token>``: the ad
+    #: service's conversions (SPEC §17.4), a :class:`~e2e.platform.adentry.Conversions`.
+    AD_CONVERSIONS: Final = "/v1/ads/conversions"
 
 
 #: Who may call an endpoint: anyone (account registration), a registered device (its
@@ -194,6 +199,7 @@ ENDPOINTS: Final = (
     Endpoint(Path.CATALOGUE_REGISTER, catalogue.RegisterCatalogue, catalogue.CatalogueAnswer),
     Endpoint(Path.CATALOGUE_LIST, catalogue.ListCatalogue, catalogue.Catalogue),
     Endpoint(Path.BUSINESS_TIER, catalogue.TierQuery, catalogue.TierInfo),
+    Endpoint(Path.BUSINESS_NOTICES, catalogue.NoticeQuery, catalogue.Notices),
 )
 BY_PATH: Final = {e.path: e for e in ENDPOINTS}
 BY_REQUEST: Final = {e.request: e for e in ENDPOINTS}

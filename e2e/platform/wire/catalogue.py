@@ -1,11 +1,11 @@
 """Wire bodies of the business platform (SPEC.md §17): the template catalogue (a business
 registers a template by name and language, anyone reads a business's catalogue, public like
-its devices) and the messaging tier (§17.3)."""
+its devices), the messaging tier (§17.3) and the notices of customers' controls (§17.2)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from e2e.errors import DecodeError
 from e2e.platform.wire.codec import Body, F, account_field, key
@@ -18,6 +18,9 @@ __all__ = [
     "Catalogue",
     "TierQuery",
     "TierInfo",
+    "MAX_NOTICES",
+    "NoticeQuery",
+    "Notices",
 ]
 
 #: Most template versions one business keeps (a catalogue answers with all of them).
@@ -95,3 +98,40 @@ class TierInfo(Body):
     quality: int = key(4, F(int, max_int=2))
     negatives: int = key(5, F(int))
     started_week: int = key(6, F(int))
+
+
+#: Most notices in one answer.
+MAX_NOTICES: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeQuery(Body):
+    """``{1: position}``: (a business device) what its customers did about it after that
+    position (SPEC §17.2)."""
+
+    after: int = key(1, F(int))
+
+
+@dataclass(frozen=True, slots=True)
+class Notices(Body):
+    """``{1: [positions], 2: [customers], 3: [kinds], 4: [values], 5: [times]}``: what
+    customers did about the business, oldest first, at most :data:`MAX_NOTICES`. A kind is
+    :attr:`BLOCK`, :attr:`LIMIT` or :attr:`OPT_IN` (value 1 on, 0 off; the numbers of
+    :class:`~e2e.platform.wire.Control`) or :attr:`SPAM_REPORT` (value: the messages it
+    newly reported)."""
+
+    BLOCK: ClassVar[int] = 1
+    LIMIT: ClassVar[int] = 2
+    OPT_IN: ClassVar[int] = 3
+    SPAM_REPORT: ClassVar[int] = 4
+
+    seqs: tuple[int, ...] = key(1, F(int, array=True, count=MAX_NOTICES))
+    customers: tuple[bytes, ...] = key(2, F(bytes, 1, 64, array=True, count=MAX_NOTICES))
+    kinds: tuple[int, ...] = key(3, F(int, 1, max_int=4, array=True, count=MAX_NOTICES))
+    values: tuple[int, ...] = key(4, F(int, array=True, count=MAX_NOTICES))
+    times: tuple[int, ...] = key(5, F(int, array=True, count=MAX_NOTICES))
+
+    @classmethod
+    def check(cls, obj: dict[int, Any]) -> None:
+        if not len(obj[1]) == len(obj[2]) == len(obj[3]) == len(obj[4]) == len(obj[5]):
+            raise DecodeError("notice columns differ in length")

@@ -12,6 +12,7 @@ from e2e.platform.wire.codec import Body, F, account_field, key
 
 __all__ = [
     "MAX_TEMPLATES",
+    "MAX_ENTRY_LINES",
     "Control",
     "WindowQuery",
     "WindowState",
@@ -98,6 +99,10 @@ def _column(n: int, required: bool = True, max_int: int = 2**63 - 1) -> Any:
     return key(n, spec) if required else key(n, spec, ())
 
 
+#: Most ads a bill lists entry points of (the relay lists the first by ad id).
+MAX_ENTRY_LINES: Final = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class BillLines(Body):
     """``{1: tier, 2: [classes], 3: [in window 0/1], 4: [message counts], 5: [unit prices]}``:
@@ -107,7 +112,8 @@ class BillLines(Body):
     6 to 9 absent when there are none); then, of the lines above, the catalogue templates by
     category (SPEC §17.1): ``{10: [categories], 11: [in window 0/1], 12: [counts], 13: [unit
     prices]}`` (absent when there are none; counted in the lines above, not again in
-    :attr:`total`)."""
+    :attr:`total`); then the ad entry points (SPEC §17.4), free, by ad: ``{14: [ad ids],
+    15: [entries]}`` (absent when there are none)."""
 
     tier: int = key(1, F(int, max_int=1))
     classes: tuple[int, ...] = _column(2, max_int=255)
@@ -122,6 +128,10 @@ class BillLines(Body):
     category_in_window: tuple[int, ...] = _column(11, False, 1)
     category_counts: tuple[int, ...] = _column(12, False)
     category_prices: tuple[int, ...] = _column(13, False)
+    entry_ads: tuple[bytes, ...] = key(14, F(bytes, 1, 32, required=False, array=True,
+                                             count=MAX_ENTRY_LINES), ())  # fmt: skip
+    entry_counts: tuple[int, ...] = key(15, F(int, required=False, array=True,
+                                              count=MAX_ENTRY_LINES), ())  # fmt: skip
 
     @property
     def total(self) -> int:
@@ -137,3 +147,5 @@ class BillLines(Body):
             raise DecodeError("bill penalty arrays differ in length")
         if len({len(obj.get(k, ())) for k in (10, 11, 12, 13)}) != 1:
             raise DecodeError("bill category arrays differ in length")
+        if len(obj.get(14, ())) != len(obj.get(15, ())):
+            raise DecodeError("bill entry arrays differ in length")

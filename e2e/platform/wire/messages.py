@@ -55,7 +55,9 @@ class Precheck(Body):
 
 @dataclass(frozen=True, slots=True)
 class Submit(Body):
-    """``{1: [envelopes]}``: one logical message as its device copies (SPEC §10.2).
+    """``{1: [envelopes], 2?: entry token}``: one logical message as its device copies
+    (SPEC §10.2); a customer's message may carry an ad's entry token (SPEC §17.4), which the
+    relay checks and keeps to itself (it is never delivered).
 
     Accepted or refused whole. Submitting the same batch again (a retry) returns the first
     receipt and stores nothing; the same message id with other content is DuplicateSubmission.
@@ -64,6 +66,7 @@ class Submit(Body):
     envelopes: tuple[bytes, ...] = key(
         1, F(bytes, 1, MAX_ENVELOPE_BYTES, array=True, count=MAX_BATCH)
     )
+    entry: bytes | None = key(2, F(bytes, 1, 256, required=False), None)
 
 
 @dataclass(frozen=True, slots=True)
