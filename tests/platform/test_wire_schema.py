@@ -259,6 +259,38 @@ def test_each_broken_constraint_is_refused(rule: str) -> None:
             DECODERS[rule](raw)
 
 
+def test_every_rule_across_fields_is_a_comment() -> None:
+    """A body whose decoder checks a rule across its fields says so in its rule's comment."""
+    across = {c.__name__ for c in schema.BODIES if "check" in vars(c) or c is wire.WireError}
+    assert across == set(schema.ACROSS_FIELDS)
+    prose = " ".join(TEXT.replace("\n;", " ").split())
+    for name in across:
+        assert f"Across fields: {schema.ACROSS_FIELDS[name]}" in prose
+
+
+@pytest.mark.parametrize(
+    ("cls", "change"),
+    [
+        (wire.TemplateList, {2: [0, 0]}),
+        (wire.LogEntries, {2: [b"p", b"p"]}),
+        (wire.Catalogue, {7: [b"", b""]}),
+        (wire.BillLines, {5: [0, 0]}),
+        (wire.BillLines, {6: [1], 7: [1], 8: [1]}),
+        (wire.BillLines, {10: [1], 11: [1], 12: [1], 13: [1, 1]}),
+        (wire.WireError, {5: [b"a"], 6: [1]}),
+        (wire.WireError, {3: [b"a"], 4: [1, 2], 5: [b"a"], 6: [1]}),
+    ],
+)
+def test_rules_across_fields_are_the_decoders(cls: type[wire.Body], change: dict) -> None:  # type: ignore[type-arg]
+    """What only the comment says binds too: CDDL takes the body, the decoder refuses it."""
+    rule = schema.rule_name(cls.__name__)
+    every = cddlmodel.valid(MODEL.maps[rule], {})["required"]
+    raw = _encode({**every, **change})
+    assert valid_cddl(rule, raw)
+    with pytest.raises(DecodeError):
+        cls.from_bytes(raw)
+
+
 def test_non_canonical_bytes_are_refused_though_cddl_cannot_say_so() -> None:
     """Canonical encoding is a rule of SPEC §5.1 stated in the schema's header comment: the
     same map with a long integer head validates as CDDL and is refused as a body."""

@@ -28,11 +28,20 @@ from e2e.platform.wire.auth import AUTH_TOKEN_SCHEMA
 from e2e.platform.wire.codec import WIRE_VERSION, Body, F
 from e2e.platform.wire.errors import WireError
 
-__all__ = ["BODIES", "body_rule", "declared", "endpoint_rule", "field_type", "render", "rule_name"]
+__all__ = [
+    "ACROSS_FIELDS",
+    "BODIES",
+    "body_rule",
+    "declared",
+    "endpoint_rule",
+    "field_type",
+    "render",
+    "rule_name",
+]
 
 _CALLER: Final = {NO_AUTH: "anyone", CERTIFIED: "the device its certificate certifies"}
 #: Rules across fields that CDDL cannot express, by body class name.
-_ACROSS: Final = {
+ACROSS_FIELDS: Final = {
     "TemplateList": "keys 1, 2 and 3 hold equally many items",
     "LogEntries": "keys 1 and 2 hold equally many items",
     "Catalogue": "keys 1 to 7 hold equally many items",
@@ -112,7 +121,7 @@ def _map_rule(name: str, doc: str, entries: list[tuple[int, str, str, bool]]) ->
 def body_rule(cls: type[Body]) -> list[str]:
     """The lines of one body class's rule: its docstring as a comment, then its map."""
     doc = (cls.__doc__ or "").strip()
-    across = _ACROSS.get(cls.__name__)
+    across = ACROSS_FIELDS.get(cls.__name__)
     if across:
         doc += f" Across fields: {across}."
     entries = [(n, attr, field_type(spec, default), spec.required)
@@ -165,7 +174,9 @@ def render() -> str:
         "; deterministic encoding: shortest heads, keys ascending, definite lengths, no tags).",
         "",
         "; ---- Endpoints: every POST with a CBOR body, in SPEC §10.7's order. Any answer other",
-        "; than 200 has the body wire-error.",
+        "; than 200 has the body wire-error. Not here: GET /v1/health (answers ok), GET",
+        "; /v1/metrics (text), POST /v1/noop (answers ok), and a blob's bytes, raw on",
+        "; /v1/blobs/<blob id in hex> (PATCH answers blob-state; SPEC §10.12).",
         "",
     ]
     for e in ENDPOINTS:
