@@ -157,7 +157,7 @@ def _expected(spec: F, default: object) -> Shape:
     else:
         lo, hi = spec.lo, spec.hi
     least = 0
-    if not spec.required and spec.array:
+    if not spec.required and spec.array and default == ():
         least = 1  # an empty array is the default
     elif not spec.required and spec.kind is int and default == lo:
         lo += 1
@@ -279,6 +279,7 @@ def test_every_rule_across_fields_is_a_comment() -> None:
         (wire.BillLines, {10: [1], 11: [1], 12: [1], 13: [1, 1]}),
         (wire.WireError, {5: [b"a"], 6: [1]}),
         (wire.WireError, {3: [b"a"], 4: [1, 2], 5: [b"a"], 6: [1]}),
+        (wire.WireError, {3: [], 4: [], 5: [], 6: []}),
     ],
 )
 def test_rules_across_fields_are_the_decoders(cls: type[wire.Body], change: dict) -> None:  # type: ignore[type-arg]
@@ -377,7 +378,8 @@ def test_frames_and_signed_inputs_from_their_encoders_validate() -> None:
     reg = wire.RegisterAccount.create(b"shop", 1, ident, 1)
     assert valid_cddl("register-account", reg.to_bytes())
     stale = StaleDeviceList([(b"a", 1)], [(b"b", 2), (b"c", 3)])
-    for exc in (stale, Unauthenticated("no"), DecodeError("bad")):
+    extra_only = StaleDeviceList([], [(b"b", 2)])
+    for exc in (stale, extra_only, Unauthenticated("no"), DecodeError("bad")):
         assert valid_cddl("wire-error", wire.WireError.of(exc)[1].to_bytes())
     header = wire.sign_request(ident, b"shop", 7, "POST", "/v1/mailbox/fetch", b"\xa1\x00\x01", 1)
     token = header.split(" ", 1)[1]

@@ -91,8 +91,8 @@ def declared(cls: type[Body]) -> Iterator[tuple[int, str, F, Any]]:
     if cls is WireError:
         names = {1: "code", 2: "message", 3: "missing accounts", 4: "missing devices",
                  5: "extra accounts", 6: "extra devices"}  # fmt: skip
-        for n, spec in WireError.schema().items():
-            yield n, names[n], spec, () if spec.array else dataclasses.MISSING
+        for n, spec in WireError.schema().items():  # its own codec: no default refused
+            yield n, names[n], spec, dataclasses.MISSING
         return
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         n, spec = f.metadata["wire"]
