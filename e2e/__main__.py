@@ -1,5 +1,7 @@
 """Command line: ``python -m e2e [--version] demo | vectors verify [DIR] | bench [--peers] |
-relay serve | business gateway``.
+relay serve | business gateway | wire schema``.
+
+``wire schema`` prints the CDDL schema of the relay's wire API (``SPEC-wire.cddl``).
 
 ``vectors verify`` without DIR checks the vectors of a source checkout (``vectors/`` beside the
 package) when there is one, else the copy packaged in the wheel (``e2e/_vectors``).
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("relay", help="serve the relay (relay serve --db ...)", add_help=False)
     sub.add_parser("business", help="the business API gateway (business gateway ...)",
                    add_help=False)  # fmt: skip
+    wire = sub.add_parser("wire", help="the relay's wire API")
+    wire_sub = wire.add_subparsers(dest="action", required=True)
+    wire_sub.add_parser("schema", help="print its CDDL schema (RFC 8610)")
     ns, rest = parser.parse_known_args(args)
 
     if ns.command == "demo":
@@ -59,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if ns.command == "wire":
+        from e2e.platform.wire.schema import render
+
+        sys.stdout.write(render())
+        return 0
     from e2e.vectors import verify_dir
 
     directory = ns.dir or default_vectors_dir()

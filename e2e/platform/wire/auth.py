@@ -44,6 +44,7 @@ __all__ = [
     "body_digest",
     "sign_request",
     "parse_auth",
+    "AUTH_TOKEN_SCHEMA",
 ]
 
 AUTH_SCHEME: Final = "E2E-Device"
@@ -67,7 +68,8 @@ def auth_message(method: str, path: str, digest: bytes, account: bytes, device_i
                                      7: nonce})  # fmt: skip
 
 
-_AUTH_SCHEMA: Final = {
+#: The token's map (its CDDL rule is auth-token in SPEC-wire.cddl).
+AUTH_TOKEN_SCHEMA: Final = {
     1: F(bytes, 1, 64),
     2: F(int, max_int=2**32 - 1),
     3: F(int),
@@ -134,7 +136,7 @@ def parse_auth(header: str | None) -> AuthToken:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != value:
             raise DecodeError("non-canonical base64")
-        obj = decode_body(raw, _AUTH_SCHEMA, "authorization", _MAX_HEADER)
+        obj = decode_body(raw, AUTH_TOKEN_SCHEMA, "authorization", _MAX_HEADER)
     except (E2EError, ValueError):
         raise Unauthenticated("malformed authorization header") from None
     return AuthToken(obj[1], obj[2], obj[3], obj[4], obj[5], obj[6])
