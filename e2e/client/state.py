@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import unquote
 
@@ -319,24 +319,18 @@ class Draft:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class Outgoing:
-    """A sealed outgoing message, kept in ``c/out/`` until the relay acknowledges it."""
+class Outgoing(Draft):
+    """A sealed outgoing message, kept in ``c/out/`` until the relay acknowledges it: the
+    draft it was sealed from (its log head is not kept) and its envelopes."""
 
-    to: str
-    cls: MessageClass
-    message_id: bytes
-    franking_key: bytes
-    body: bytes
-    envelopes: tuple[bytes, ...]
-    template_id: bytes | None = None
-    attachment: bytes | None = None
+    envelopes: tuple[bytes, ...] = field(kw_only=True)
 
     def __repr__(self) -> str:
         return f"Outgoing({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.envelopes)})"
 
     @property
     def draft(self) -> Draft:
-        """What this entry seals: sealed again, for devices that changed (no log head)."""
+        """The draft to seal this message again (for devices that changed)."""
         return Draft(self.to, self.cls, self.message_id, self.franking_key, self.body,
                      self.template_id, self.attachment)  # fmt: skip
 
@@ -351,8 +345,8 @@ class Outgoing:
         """Inverse of :meth:`to_record`."""
         obj = load(raw, what)
         try:
-            return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]),
-                       obj.get(6), obj.get(7))  # fmt: skip
+            return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], obj.get(6),
+                       obj.get(7), envelopes=tuple(obj[4]))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             raise StoreError("malformed record", what) from None
 
@@ -384,8 +378,8 @@ def seal(tx: StoreTransaction, profile: Profile, draft: Draft, dests: list[Addre
     d = draft
     tx.app_lock(f"c/out/{d.message_id.hex()}")
     envs = seal_copies(tx, profile, d, dests)
-    out = Outgoing(d.to, d.cls, d.message_id, d.franking_key, d.body, envs, d.template_id,
-                   d.attachment)  # fmt: skip
+    out = Outgoing(d.to, d.cls, d.message_id, d.franking_key, d.body, d.template_id,
+                   d.attachment, envelopes=envs)  # fmt: skip
     tx.app_put(f"c/out/{d.message_id.hex()}", out.to_record())
     return out
 
