@@ -137,6 +137,18 @@ def fast_dir(fallback: Path) -> Path:
     return fallback
 
 
+class Serving:
+    """What one device's connection to a malicious relay shows it: the ``overrides`` (async
+    functions) instead of the honest connection's answers."""
+
+    def __init__(self, honest: Any, **overrides: Any) -> None:
+        self.honest = honest
+        self.overrides = overrides
+
+    def __getattr__(self, name: str) -> Any:
+        return self.overrides.get(name) or getattr(self.honest, name)
+
+
 class Service:
     """The relay service in this process and the devices made on it.
 

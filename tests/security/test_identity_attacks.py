@@ -33,7 +33,7 @@ from relayhelp import (  # noqa: E402
     new_device,
     pg_or_skip,
 )
-from world import rogue, run  # noqa: E402
+from world import Serving, rogue, run  # noqa: E402
 
 from e2e.client import ADMIN, Client, state  # noqa: E402
 from e2e.client.http import RelayClient  # noqa: E402
@@ -399,15 +399,6 @@ def _directory(db: str) -> KeyLog:
     return KeyLog(LogSigner(log_key), VrfKey(vrf_key), records)
 
 
-class _Serving:
-    def __init__(self, honest: object, **overrides: object) -> None:
-        self.honest = honest
-        self.overrides = overrides
-
-    def __getattr__(self, name: str) -> object:
-        return self.overrides.get(name) or getattr(self.honest, name)
-
-
 def test_a_fork_is_proven_by_two_signed_heads_and_the_user_has_a_way_out(
     own_relay: RelayProcess,
 ) -> None:
@@ -453,7 +444,7 @@ def test_a_fork_is_proven_by_two_signed_heads_and_the_user_has_a_way_out(
         async def fetch_devices(account: str, chat: object = None) -> object:
             return served if account == "shop" else await honest.fetch_devices(account, chat)
 
-        alice.transport = _Serving(honest, log_head=log_head, log_lookup=log_lookup,  # type: ignore[assignment]
+        alice.transport = Serving(honest, log_head=log_head, log_lookup=log_lookup,  # type: ignore[assignment]
                                    log_consistency=log_consistency,
                                    fetch_devices=fetch_devices)  # fmt: skip
         await alice.refresh("shop")  # alice now trusts the relay's key for shop
@@ -652,7 +643,7 @@ def test_a_new_device_is_linked_through_the_relay_which_learns_nothing(net: Net)
             sent.append(sealed)
             await honest.provision_send(pid, sealed)
 
-        shop.transport = _Serving(honest, provision_send=provision_send)  # type: ignore[assignment]
+        shop.transport = Serving(honest, provision_send=provision_send)  # type: ignore[assignment]
         device = await shop.link_device(request.text, role=ADMIN)
         linked = await request.finish(timeout=30, poll=0.05, prekeys=4, auto_receipts=False)
         w.clients.append(linked)
