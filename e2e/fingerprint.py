@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from e2e.errors import DecodeError, FingerprintVersionMismatch, InvalidKey
+from e2e.varint import encode_varint, read_varint
 
 __all__ = [
     "DJB_TYPE",
@@ -88,33 +89,14 @@ def displayable(local: bytes, remote: bytes) -> str:
     return a + b if a < b else b + a
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 35:
-            raise DecodeError("truncated or overlong varint in scanned code")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, pos
+    # As libsignal reads it: up to 6 bytes, padded encodings accepted (the whole code is
+    # compared with the one computed here anyway).
+    return read_varint(buf, pos, 6, 2**42, False, "scanned code")
 
 
 def _logical(content: bytes) -> bytes:
-    return b"\x0a" + _varint(len(content)) + content
+    return b"\x0a" + encode_varint(len(content)) + content
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +111,9 @@ class ScannableFingerprint:
         """The protobuf ``CombinedFingerprints`` serialisation libsignal produces."""
         lo, re_ = _logical(self.local), _logical(self.remote)
         return (
-            b"\x08" + _varint(self.version)
-            + b"\x12" + _varint(len(lo)) + lo
-            + b"\x1a" + _varint(len(re_)) + re_
+            b"\x08" + encode_varint(self.version)
+            + b"\x12" + encode_varint(len(lo)) + lo
+            + b"\x1a" + encode_varint(len(re_)) + re_
         )  # fmt: skip
 
     @classmethod

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import ClassVar, Final, Protocol
 
 from e2e import xeddsa
 from e2e.constants import FRAME_VERSION, MAX_BUNDLE_BYTES
@@ -32,6 +32,7 @@ __all__ = [
     "OneTimePrekey",
     "KemPrekey",
     "PrekeySource",
+    "PrekeyTable",
     "LocalPrekeys",
 ]
 
@@ -208,22 +209,80 @@ class PrekeySource(Protocol):
 
 
 @dataclass(slots=True, repr=False)
-class LocalPrekeys:
-    """An in-memory :class:`PrekeySource` with generation of fresh prekeys."""
+class PrekeyTable:
+    """An in-memory :class:`PrekeySource`: an identity and its prekeys by id, with the
+    lookups and the spending rules every in-memory key set shares.
+
+    Lookups never consume; :meth:`mark_used` removes a one-time prekey and retires a
+    one-time KEM prekey (a last-resort KEM prekey is only refused again with the same base
+    key). Subclasses add generation and their bundle format.
+    """
+
+    #: The KEM's name in error messages.
+    KEM_NAME: ClassVar[str] = "KEM"
 
     identity: KeyPair
-    suite: Suite = DEFAULT
-    signed: dict[int, SignedPrekey] = field(default_factory=dict)
-    one_time: dict[int, OneTimePrekey] = field(default_factory=dict)
-    kem: dict[int, KemPrekey] = field(default_factory=dict)
-    used_one_time: set[int] = field(default_factory=set)
-    used_kem: set[int] = field(default_factory=set)
-    last_resort_uses: set[tuple[int, bytes]] = field(default_factory=set)
-    next_id: int = 1
+    signed: dict[int, SignedPrekey] = field(default_factory=dict, kw_only=True)
+    one_time: dict[int, OneTimePrekey] = field(default_factory=dict, kw_only=True)
+    kem: dict[int, KemPrekey] = field(default_factory=dict, kw_only=True)
+    used_one_time: set[int] = field(default_factory=set, kw_only=True)
+    used_kem: set[int] = field(default_factory=set, kw_only=True)
+    last_resort_uses: set[tuple[int, bytes]] = field(default_factory=set, kw_only=True)
+    next_id: int = field(default=1, kw_only=True)
 
     def _id(self) -> int:
         self.next_id += 1
         return self.next_id - 1
+
+    def _pick_kem(self, use_one_time: bool) -> KemPrekey | None:
+        """The KEM prekey for a bundle: an unused one-time one (with ``use_one_time``), else
+        the last-resort one, else any one-time one; None without any."""
+        fresh = [k for k in self.kem.values() if not k.last_resort]
+        resort = [k for k in self.kem.values() if k.last_resort]
+        pool = (fresh if use_one_time else []) + resort + fresh
+        return pool[0] if pool else None
+
+    # PrekeySource
+    def signed_prekey(self, spk_id: int) -> KeyPair:
+        spk = self.signed.get(spk_id)
+        if spk is None:
+            raise UnknownPrekey("unknown signed prekey id")
+        return spk.pair
+
+    def one_time_prekey(self, opk_id: int) -> KeyPair:
+        if opk_id in self.used_one_time:
+            raise PrekeyReused("one-time prekey already used")
+        opk = self.one_time.get(opk_id)
+        if opk is None:
+            raise UnknownPrekey("unknown one-time prekey id")
+        return opk.pair
+
+    def kem_prekey(self, kem_id: int, base_key: bytes) -> KemKeyPair:
+        if kem_id in self.used_kem or (kem_id, base_key) in self.last_resort_uses:
+            raise PrekeyReused(f"{self.KEM_NAME} prekey already used")
+        kem = self.kem.get(kem_id)
+        if kem is None:
+            raise UnknownPrekey(f"unknown {self.KEM_NAME} prekey id")
+        return kem.pair
+
+    def mark_used(self, opk_id: int | None, kem_id: int | None, base_key: bytes) -> None:
+        if opk_id is not None:
+            self.used_one_time.add(opk_id)
+            self.one_time.pop(opk_id, None)
+        if kem_id is not None:
+            kem = self.kem.get(kem_id)
+            if kem is not None and kem.last_resort:
+                self.last_resort_uses.add((kem_id, base_key))
+            else:
+                self.used_kem.add(kem_id)
+                self.kem.pop(kem_id, None)
+
+
+@dataclass(slots=True, repr=False)
+class LocalPrekeys(PrekeyTable):
+    """An in-memory :class:`PrekeySource` of e2e prekeys, with generation of fresh ones."""
+
+    suite: Suite = DEFAULT
 
     def add_signed_prekey(self, rng: Rng = os.urandom) -> SignedPrekey:
         pair = KeyPair.generate(rng)
@@ -269,46 +328,8 @@ class LocalPrekeys:
             (p for i, p in self.one_time.items() if use_one_time and i not in self.used_one_time),
             None,
         )
-        fresh = [k for k in self.kem.values() if not k.last_resort]
-        resort = [k for k in self.kem.values() if k.last_resort]
-        pool = (fresh if use_one_time else []) + resort + fresh
-        kem = pool[0] if pool else None
+        kem = self._pick_kem(use_one_time)
         return PrekeyBundle.from_keys(self.suite, self.identity.public, spk, opk, kem)
-
-    # PrekeySource
-    def signed_prekey(self, spk_id: int) -> KeyPair:
-        spk = self.signed.get(spk_id)
-        if spk is None:
-            raise UnknownPrekey("unknown signed prekey id")
-        return spk.pair
-
-    def one_time_prekey(self, opk_id: int) -> KeyPair:
-        if opk_id in self.used_one_time:
-            raise PrekeyReused("one-time prekey already used")
-        opk = self.one_time.get(opk_id)
-        if opk is None:
-            raise UnknownPrekey("unknown one-time prekey id")
-        return opk.pair
-
-    def kem_prekey(self, kem_id: int, base_key: bytes) -> KemKeyPair:
-        kem = self.kem.get(kem_id)
-        if kem_id in self.used_kem or (kem_id, base_key) in self.last_resort_uses:
-            raise PrekeyReused("KEM prekey already used")
-        if kem is None:
-            raise UnknownPrekey("unknown KEM prekey id")
-        return kem.pair
-
-    def mark_used(self, opk_id: int | None, kem_id: int | None, base_key: bytes) -> None:
-        if opk_id is not None:
-            self.used_one_time.add(opk_id)
-            self.one_time.pop(opk_id, None)
-        if kem_id is not None:
-            kem = self.kem.get(kem_id)
-            if kem is not None and kem.last_resort:
-                self.last_resort_uses.add((kem_id, base_key))
-            else:
-                self.used_kem.add(kem_id)
-                self.kem.pop(kem_id, None)
 
     def used_ids(self) -> Iterable[int]:
         return sorted(self.used_one_time | self.used_kem)

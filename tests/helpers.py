@@ -116,13 +116,13 @@ def clone_prekeys(keys: LocalPrekeys) -> LocalPrekeys:
     return LocalPrekeys(
         keys.identity,
         keys.suite,
-        dict(keys.signed),
-        dict(keys.one_time),
-        dict(keys.kem),
-        set(keys.used_one_time),
-        set(keys.used_kem),
-        set(keys.last_resort_uses),
-        keys.next_id,
+        signed=dict(keys.signed),
+        one_time=dict(keys.one_time),
+        kem=dict(keys.kem),
+        used_one_time=set(keys.used_one_time),
+        used_kem=set(keys.used_kem),
+        last_resort_uses=set(keys.last_resort_uses),
+        next_id=keys.next_id,
     )
 
 

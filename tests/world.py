@@ -16,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import shutil
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from e2e.client import Client, inbox, state
 from e2e.client.http import RelayClient
-from e2e.client.transport import Transport
+from e2e.client.transport import Connector, Transport
 from e2e.clock import ManualClock
 from e2e.keys import KeyPair
 from e2e.platform import wire
@@ -133,6 +135,18 @@ def fast_dir(fallback: Path) -> Path:
 
         return Path(tempfile.mkdtemp(prefix="e2e-world-", dir=shm))
     return fallback
+
+
+class Serving:
+    """What one device's connection to a malicious relay shows it: the ``overrides`` (async
+    functions) instead of the honest connection's answers."""
+
+    def __init__(self, honest: Any, **overrides: Any) -> None:
+        self.honest = honest
+        self.overrides = overrides
+
+    def __getattr__(self, name: str) -> Any:
+        return self.overrides.get(name) or getattr(self.honest, name)
 
 
 class Service:
@@ -262,3 +276,34 @@ class Service:
     def rows(self, sql: str) -> list[tuple[Any, ...]]:
         """Rows of a query on the relay's store."""
         return list(self.store.read(lambda tx: tx.fetchall(sql)))
+
+
+class Backup:
+    """One backup of a device's SQLite store, as an operator takes and restores it: the
+    client is closed first (the closed file is the whole store), and a restore puts the copy
+    back without the live store's WAL files and reopens it with ``accept_restore`` (its
+    epoch keeper file stays newer, so the store would refuse it otherwise)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.copy = directory / f"backup-{uuid.uuid4().hex[:8]}.db"
+
+    async def take(
+        self, client: Client, path: Path, key: bytes, connect: Connector, **kw: Any
+    ) -> Client:
+        """Close ``client``, copy its store at ``path``, and open the device again."""
+        await client.aclose()
+        shutil.copyfile(path, self.copy)
+        return await Client.open(lambda: SqliteStore(path, key), connect, **kw)
+
+    async def restore(
+        self, client: Client, path: Path, key: bytes, connect: Connector, **kw: Any
+    ) -> Client:
+        """Close ``client`` (its disk is lost), put the backup back at ``path`` and open the
+        restored device."""
+        await client.aclose()
+        shutil.copyfile(self.copy, path)
+        for suffix in ("-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        return await Client.open(lambda: SqliteStore(path, key, accept_restore=True), connect,
+                                 **kw)  # fmt: skip
+

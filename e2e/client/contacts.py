@@ -21,6 +21,7 @@ from urllib.parse import unquote
 from e2e.client import events
 from e2e.client.records import dump as _dump
 from e2e.client.records import load as _load
+from e2e.client.records import load_fields
 from e2e.client.records import q as _q
 from e2e.errors import (
     DecodeError,
@@ -141,14 +142,10 @@ def note_key_change(tx: StoreTransaction, account: str, identity: bytes) -> bool
 def pending_key_change(tx: StoreTransaction, account: str) -> tuple[bytes, bytes] | None:
     """(old key, new key) of ``account``'s key change the application has not accepted."""
     key = f"{_KEYCHANGE}{_q(account)}"
-    raw = tx.app_get(key)
-    if raw is None:
+    fields = load_fields(tx, key, 2)
+    if fields is None:
         return None
-    obj = _load(raw, "app/" + key)
-    try:
-        old, new = obj[0], obj[1]
-    except (KeyError, TypeError):
-        raise StoreError("malformed record", "app/" + key) from None
+    old, new = fields
     if type(old) is not bytes or type(new) is not bytes or len(old) != 32 or len(new) != 32:
         raise StoreError("malformed record", "app/" + key)
     return old, new

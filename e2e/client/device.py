@@ -22,6 +22,7 @@ import functools
 import os
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -442,7 +443,8 @@ class Client(Controls, Receiver, Catalogue):
         message_id = message_id or self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
         try:
-            out = await self._seal(to, cls, message_id, fk, body, template_id, entry=entry)
+            draft = state.Draft(to, cls, message_id, fk, body, template_id, entry=entry)
+            out = await self._seal(draft)
         except PolicyError as exc:  # the precheck refused it: nothing was sealed
             await self._refused(to, cls, message_id, exc)
             raise
@@ -490,7 +492,7 @@ class Client(Controls, Receiver, Catalogue):
             await self._deliver(earlier)
         message_id = self.rng(MESSAGE_ID_LEN)
         fk = self.rng(FRANKING_KEY_LEN)
-        out = await self._seal(to, cls, message_id, fk, body, None, pointer.to_bytes())
+        out = await self._seal(state.Draft(to, cls, message_id, fk, body, None, pointer.to_bytes()))
         return await self._deliver(out)
 
     async def download(
@@ -522,21 +524,24 @@ class Client(Controls, Receiver, Catalogue):
         raise StateError("this account sent that message id in another conversation")
 
     async def _seal(
-        self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
-        template_id: bytes | None = None, attachment: bytes | None = None, *,
-        entry: bytes | None = None, renew: Sequence[Address] = (),
+        self,
+        draft: state.Draft,
+        *,
+        renew: Sequence[Address] = (),
         also: Callable[[StoreTransaction], None] | None = None,
-    ) -> Outgoing:  # fmt: skip
-        """Seal a message for the chat's devices into the outbox. ``renew``: devices to start
-        a new session with first (a retry request, SPEC §10.11); ``also`` runs in the sealing
-        transaction (what the message settles, e.g. the receipts it carries)."""
+    ) -> Outgoing:
+        """Seal ``draft`` for the chat's devices into the outbox, with our newest log head
+        where the peer has not seen it (in place of the draft's own). ``renew``: devices to
+        start a new session with first (a retry request, SPEC §10.11); ``also`` runs in the
+        sealing transaction (what the message settles, e.g. the receipts it carries)."""
+        to = draft.to
         view = await self.log_view()
         if view is not None and view.forked:
             raise LogForked("the relay was caught showing a split view of the key log")
         gossip = b"" if view is None else view.gossip()
         if await self._tx(lambda tx: contacts.pending_key_change(tx, to)) is not None:
             raise KeyChangePending(f"the account key of {to} changed; accept it first")
-        dests = await self._checked_destinations(to, cls, template_id)
+        dests = await self._checked_destinations(to, draft.cls, draft.template_id)
         await self._ensure_sessions(dests, renew=[d for d in renew if d in dests])
         mark = f"{GOSSIP}{to}"
 
@@ -548,8 +553,7 @@ class Client(Controls, Receiver, Catalogue):
                 tx.app_put(mark, carry)
             if also is not None:
                 also(tx)
-            return state.seal(tx, self.profile, to, cls, message_id, fk, body, dests, carry,
-                              template_id, attachment, entry)  # fmt: skip
+            return state.seal(tx, self.profile, replace(draft, log_head=carry), dests)
 
         return await self._tx(seal)
 
@@ -633,9 +637,7 @@ class Client(Controls, Receiver, Catalogue):
                     await self._refused(out.to, out.cls, out.message_id, stale)
                     raise
                 await self._follow(stale, out.to)
-                out = await self._seal(out.to, out.cls, out.message_id, out.franking_key,
-                                       out.body, out.template_id, out.attachment,
-                                       entry=out.entry)  # fmt: skip
+                out = await self._seal(out.draft)
                 continue
             except (PolicyError, DecodeError) as exc:
                 # refused for good: forget it. Anything else (the relay unreachable, a rate

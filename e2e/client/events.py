@@ -110,11 +110,9 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class MessageReceived(Event):
-    """A message opened and stored in the history (its ``class_check`` set for a business's
-    message to a customer once checked)."""
+class _MessageEvent(Event):
+    """An event that carries one message of the history, and nothing else."""
 
-    KIND: ClassVar[int] = 1
     message: Message
 
     def _obj(self) -> dict[int, Any]:
@@ -123,6 +121,14 @@ class MessageReceived(Event):
     @classmethod
     def _parse(cls, seq: int, obj: dict[int, Any], what: str) -> Event:
         return cls(seq, Message.from_obj(obj[1], what))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived(_MessageEvent):
+    """A message opened and stored in the history (its ``class_check`` set for a business's
+    message to a customer once checked)."""
+
+    KIND: ClassVar[int] = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,18 +152,10 @@ class ReceiptReceived(Event):
 
 
 @dataclass(frozen=True, slots=True)
-class MessageSent(Event):
+class MessageSent(_MessageEvent):
     """The relay accepted our message (``message.time`` is the relay's time)."""
 
     KIND: ClassVar[int] = 3
-    message: Message
-
-    def _obj(self) -> dict[int, Any]:
-        return {1: self.message.to_obj()}
-
-    @classmethod
-    def _parse(cls, seq: int, obj: dict[int, Any], what: str) -> Event:
-        return cls(seq, Message.from_obj(obj[1], what))
 
 
 @dataclass(frozen=True, slots=True)

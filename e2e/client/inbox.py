@@ -51,6 +51,7 @@ from e2e.client.records import (
     ReceiptStatus,
     dump,
     load,
+    load_fields,
     parse_receipt,
     q,
 )
@@ -311,11 +312,17 @@ def held(tx: StoreTransaction) -> list[tuple[str, bytes]]:
     return out
 
 
+def _forget(tx: StoreTransaction, key: str, prefix: str, what: str) -> None:
+    """Delete the record ``key``, which must be one under ``prefix`` (a ``what``): a key
+    handed back by the application never reaches another kind of record."""
+    if not key.startswith(prefix):
+        raise StoreError(f"not a {what}", "app/" + key)
+    tx.app_delete(key)
+
+
 def release(tx: StoreTransaction, key: str) -> None:
     """Forget a held delivery (opened, or judged)."""
-    if not key.startswith(_HELD):
-        raise StoreError("not a held delivery", "app/" + key)
-    tx.app_delete(key)
+    _forget(tx, key, _HELD, "held delivery")
 
 
 # -- delivered receipts due ----------------------------------------------------------------------
@@ -344,14 +351,10 @@ def _retry_key(sender: Address, message_id: bytes) -> str:
 
 
 def _retry_state(tx: StoreTransaction, key: str) -> tuple[int, bool, str]:
-    raw = tx.app_get(key)
-    if raw is None:
+    fields = load_fields(tx, key, 3)
+    if fields is None:
         return 0, False, ""
-    obj = load(raw, "app/" + key)
-    try:
-        count, due, conv = obj[0], obj[1], obj[2]
-    except (KeyError, TypeError):
-        raise StoreError("malformed record", "app/" + key) from None
+    count, due, conv = fields
     if type(count) is not int or type(due) is not bool or type(conv) is not str:
         raise StoreError("malformed record", "app/" + key)
     return count, due, conv
@@ -370,14 +373,10 @@ class RetryDue:
 
 
 def _restored(tx: StoreTransaction) -> tuple[int, list[str]] | None:
-    raw = tx.app_get(_RESTORED)
-    if raw is None:
+    fields = load_fields(tx, _RESTORED, 2)
+    if fields is None:
         return None
-    obj = load(raw, "app/" + _RESTORED)
-    try:
-        since, asked = obj[0], obj[1]
-    except (KeyError, TypeError):
-        raise StoreError("malformed record", "app/" + _RESTORED) from None
+    since, asked = fields
     if type(since) is not int or not isinstance(asked, list):
         raise StoreError("malformed record", "app/" + _RESTORED)
     return since, asked
@@ -529,9 +528,7 @@ def resends_pending(tx: StoreTransaction) -> list[tuple[str, list[bytes]]]:
 
 def resend_done(tx: StoreTransaction, key: str) -> None:
     """The relay accepted (or refused for good) the resend kept under ``key``."""
-    if not key.startswith(_REOUT):
-        raise StoreError("not a resend", "app/" + key)
-    tx.app_delete(key)
+    _forget(tx, key, _REOUT, "resend")
 
 
 # -- what is due -----------------------------------------------------------------------------

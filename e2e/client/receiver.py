@@ -72,11 +72,12 @@ class Receiver:
         raise NotImplementedError
 
     async def _seal(
-        self, to: str, cls: MessageClass, message_id: bytes, fk: bytes, body: bytes,
-        template_id: bytes | None = None, attachment: bytes | None = None, *,
-        entry: bytes | None = None, renew: Sequence[Address] = (),
+        self,
+        draft: state.Draft,
+        *,
+        renew: Sequence[Address] = (),
         also: Callable[[StoreTransaction], None] | None = None,
-    ) -> Outgoing:  # fmt: skip
+    ) -> Outgoing:
         raise NotImplementedError
 
     async def _deliver(self, out: Outgoing) -> Message:
@@ -346,9 +347,9 @@ class Receiver:
         also: Callable[[StoreTransaction], None] | None = None,
     ) -> None:  # fmt: skip
         """Seal and submit a message of class RECEIPT (``renew``, ``also``: as ``_seal``)."""
-        out = await self._seal(to, MessageClass.RECEIPT, self.rng(MESSAGE_ID_LEN),
-                               self.rng(FRANKING_KEY_LEN), body, renew=renew,
-                               also=also)  # fmt: skip
+        draft = state.Draft(to, MessageClass.RECEIPT, self.rng(MESSAGE_ID_LEN),
+                            self.rng(FRANKING_KEY_LEN), body)  # fmt: skip
+        out = await self._seal(draft, renew=renew, also=also)
         await self._deliver(out)
 
     async def _send_receipts(self, due: dict[str, list[bytes]]) -> None:
@@ -401,10 +402,8 @@ class Receiver:
                      plan: list[Message] = plan) -> None:  # fmt: skip
                 sealed = []
                 for m in plan:
-                    [env] = state.seal_copies(tx, self.profile, m.conversation, m.cls,
-                                              m.message_id, m.franking_key, m.body,
-                                              [ask.requester], b"", m.template_id,
-                                              m.attachment)  # fmt: skip
+                    [env] = state.seal_copies(tx, self.profile, state.Draft.of(m),
+                                              [ask.requester])  # fmt: skip
                     sealed.append((m, env))
                 inbox.resend_sealed(tx, ask, sealed)
 

@@ -17,7 +17,7 @@ from e2e.errors import DecodeError, StoreError
 from e2e.platform.envelope import MESSAGE_ID_LEN
 from e2e.platform.policy import ClassCheck, MessageClass
 from e2e.platform.templates import TemplateContent, parse_ref
-from e2e.store import Address
+from e2e.store import Address, StoreTransaction
 from e2e.suite import DEFAULT, Suite
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Receipt",
     "dump",
     "load",
+    "load_fields",
     "q",
     "receipt_body",
     "retry_body",
@@ -62,6 +63,19 @@ def load(raw: bytes, what: str) -> Any:
         return cbor2.loads(raw)
     except Exception:  # any decoder failure is a malformed record
         raise StoreError("malformed record", what) from None
+
+
+def load_fields(tx: StoreTransaction, key: str, count: int) -> tuple[Any, ...] | None:
+    """Fields 0 to ``count - 1`` of the map in the application record ``key`` (the caller
+    checks their types); None without the record, :class:`StoreError` if it is no such map."""
+    raw = tx.app_get(key)
+    if raw is None:
+        return None
+    obj = load(raw, "app/" + key)
+    try:
+        return tuple(obj[i] for i in range(count))
+    except (KeyError, TypeError, IndexError):
+        raise StoreError("malformed record", "app/" + key) from None
 
 
 def q(name: str) -> str:

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 from urllib.parse import unquote
 
@@ -91,6 +91,7 @@ __all__ = [
     "Message",
     "ReceiptStatus",
     "DeviceListHook",
+    "Draft",
     "Outgoing",
     "load_profile",
     "create_profile",
@@ -289,22 +290,51 @@ def forget_published(tx: StoreTransaction) -> int:
 
 
 @dataclass(frozen=True, slots=True, repr=False)
-class Outgoing:
-    """A sealed outgoing message, kept in ``c/out/`` until the relay acknowledges it."""
+class Draft:
+    """One logical message to seal, everything of it but the devices it goes to: what
+    :func:`seal` and :func:`seal_copies` put into the inner message, the franking commitment
+    and the envelopes. ``log_head`` is the signed log head it carries (SPEC §13.4; empty:
+    none), ``template_id`` the registered template a business sends (SPEC §10.2),
+    ``attachment`` an attachment's pointer encoding (SPEC §16.5), ``entry`` an ad's entry
+    token the relay sees beside the envelopes (SPEC §17.4; never sealed)."""
 
     to: str
     cls: MessageClass
     message_id: bytes
     franking_key: bytes
     body: bytes
-    envelopes: tuple[bytes, ...]
     template_id: bytes | None = None
     attachment: bytes | None = None
-    #: An ad's entry token presented with the message (SPEC §17.4), beside the envelopes.
     entry: bytes | None = None
+    log_head: bytes = b""
+
+    def __repr__(self) -> str:
+        return f"Draft({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.body)} B)"
+
+    @classmethod
+    def of(cls, message: Message) -> Draft:
+        """The draft that seals ``message`` of the history again, unchanged (its own id,
+        franking key and body, no log head)."""
+        return cls(message.conversation, message.cls, message.message_id,
+                   message.franking_key, message.body, message.template_id,
+                   message.attachment)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Outgoing(Draft):
+    """A sealed outgoing message, kept in ``c/out/`` until the relay acknowledges it: the
+    draft it was sealed from (its log head is not kept) and its envelopes."""
+
+    envelopes: tuple[bytes, ...] = field(kw_only=True)
 
     def __repr__(self) -> str:
         return f"Outgoing({self.cls.name}, id={self.message_id.hex()[:8]}, {len(self.envelopes)})"
+
+    @property
+    def draft(self) -> Draft:
+        """The draft to seal this message again (for devices that changed)."""
+        return Draft(self.to, self.cls, self.message_id, self.franking_key, self.body,
+                     self.template_id, self.attachment, self.entry)  # fmt: skip
 
     def to_record(self) -> bytes:
         """The ``c/out/...`` record value."""
@@ -318,8 +348,8 @@ class Outgoing:
         """Inverse of :meth:`to_record`."""
         obj = load(raw, what)
         try:
-            return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], tuple(obj[4]),
-                       obj.get(6), obj.get(7), obj.get(8))  # fmt: skip
+            return cls(obj[0], MessageClass(obj[1]), obj[5], obj[2], obj[3], obj.get(6),
+                       obj.get(7), obj.get(8), envelopes=tuple(obj[4]))  # fmt: skip
         except (KeyError, TypeError, ValueError):
             raise StoreError("malformed record", what) from None
 
@@ -339,64 +369,44 @@ def outbox(tx: StoreTransaction) -> list[Outgoing]:
 PEER_HEADS = "c/peerhead/"
 
 
-def seal(
-    tx: StoreTransaction,
-    profile: Profile,
-    to: str,
-    cls: MessageClass,
-    message_id: bytes,
-    franking_key: bytes,
-    body: bytes,
-    dests: list[Address],
-    log_head: bytes = b"",
-    template_id: bytes | None = None,
-    attachment: bytes | None = None,
-    entry: bytes | None = None,
-) -> Outgoing:
+def seal(tx: StoreTransaction, profile: Profile, draft: Draft, dests: list[Address]) -> Outgoing:
     """Encrypt one logical message for every destination and commit the advanced sessions
-    together with the outbox entry, before any byte leaves (SPEC.md §9.4). ``template_id``
-    names the registered template a business sends (SPEC §10.2); it travels inside the frame,
-    in the franking commitment and on every envelope; so does an ``attachment`` (SPEC §16.5).
+    together with the outbox entry, before any byte leaves (SPEC.md §9.4). The draft's
+    template id travels inside the frame, in the franking commitment and on every envelope;
+    so does its attachment (SPEC §16.5).
 
     Every destination must have a session (:func:`needs_session`). Each frame spends a
     message key for good: a refused send is sealed again, never rolled back.
     """
-    tx.app_lock(f"c/out/{message_id.hex()}")
-    envs = seal_copies(tx, profile, to, cls, message_id, franking_key, body, dests, log_head,
-                       template_id, attachment)  # fmt: skip
-    out = Outgoing(to, cls, message_id, franking_key, body, envs, template_id, attachment, entry)
-    tx.app_put(f"c/out/{message_id.hex()}", out.to_record())
+    d = draft
+    tx.app_lock(f"c/out/{d.message_id.hex()}")
+    envs = seal_copies(tx, profile, d, dests)
+    out = Outgoing(d.to, d.cls, d.message_id, d.franking_key, d.body, d.template_id,
+                   d.attachment, d.entry, envelopes=envs)  # fmt: skip
+    tx.app_put(f"c/out/{d.message_id.hex()}", out.to_record())
     return out
 
 
 def seal_copies(
-    tx: StoreTransaction,
-    profile: Profile,
-    to: str,
-    cls: MessageClass,
-    message_id: bytes,
-    franking_key: bytes,
-    body: bytes,
-    dests: list[Address],
-    log_head: bytes = b"",
-    template_id: bytes | None = None,
-    attachment: bytes | None = None,
+    tx: StoreTransaction, profile: Profile, draft: Draft, dests: list[Address]
 ) -> tuple[bytes, ...]:
     """The envelopes of one logical message for ``dests``, each frame encrypted with the
     current session of its device (saved in ``tx``); the caller keeps them in a record of
     the same transaction before any leaves."""
+    d = draft
     me = profile.account.encode()
+    to = d.to.encode()
     own = device_list(tx, profile.account)
-    inner = Inner(cls, me, to.encode(), message_id, franking_key, body, log_head,
-                  template_id=template_id, attachment=attachment,
+    inner = Inner(d.cls, me, to, d.message_id, d.franking_key, d.body, d.log_head,
+                  template_id=d.template_id, attachment=d.attachment,
                   list_version=0 if own is None else own.version)  # fmt: skip
     padded = inner.to_padded()
     commitment = commit_inner(inner)
     envs: list[bytes] = []
     for dest in dests:
         frame = tx.encrypt(dest, padded)
-        env = Envelope(cls, me, profile.device, to.encode(), dest.account, dest.device,
-                       message_id, commitment, frame, template_id, inner.blob_id)  # fmt: skip
+        env = Envelope(d.cls, me, profile.device, to, dest.account, dest.device,
+                       d.message_id, commitment, frame, d.template_id, inner.blob_id)  # fmt: skip
         envs.append(env.to_bytes())
     return tuple(envs)
 

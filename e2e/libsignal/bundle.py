@@ -11,14 +11,15 @@ that makes such bundles from e2e key pairs (Kyber keys are generated as ML-KEM-1
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 from e2e import xeddsa
-from e2e.errors import DecodeError, InvalidKey, PrekeyReused, UnknownPrekey
+from e2e.errors import DecodeError, InvalidKey
 from e2e.keys import KemKeyPair, KeyPair, Rng
 from e2e.libsignal.kyber import parse_public, serialize_public
 from e2e.libsignal.wire import parse_ec, serialize_ec
-from e2e.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
+from e2e.prekeys import KemPrekey, OneTimePrekey, PrekeyTable, SignedPrekey
 
 __all__ = ["LibsignalBundle", "LibsignalPrekeys", "check_uint32"]
 
@@ -101,29 +102,16 @@ class LibsignalBundle:
 
 
 @dataclass(slots=True, repr=False)
-class LibsignalPrekeys:
-    """An in-memory responder key set: identity, registration id and prekeys by id.
+class LibsignalPrekeys(PrekeyTable):
+    """An in-memory responder key set: identity, registration id and prekeys by id, with
+    :class:`~e2e.prekeys.PrekeyTable`'s lookups and spending rules."""
 
-    Lookups never consume; :meth:`mark_used` removes a one-time prekey and retires a one-time
-    Kyber prekey (a last-resort Kyber prekey is only refused again with the same base key).
-    """
+    KEM_NAME: ClassVar[str] = "Kyber"
 
-    identity: KeyPair
     registration_id: int
-    signed: dict[int, SignedPrekey] = field(default_factory=dict)
-    one_time: dict[int, OneTimePrekey] = field(default_factory=dict)
-    kem: dict[int, KemPrekey] = field(default_factory=dict)
-    used_one_time: set[int] = field(default_factory=set)
-    used_kem: set[int] = field(default_factory=set)
-    last_resort_uses: set[tuple[int, bytes]] = field(default_factory=set)
-    next_id: int = 1
 
     def __repr__(self) -> str:
         return f"LibsignalPrekeys(registration_id={self.registration_id})"
-
-    def _id(self) -> int:
-        self.next_id += 1
-        return self.next_id - 1
 
     @classmethod
     def generate(
@@ -173,12 +161,9 @@ class LibsignalPrekeys:
         opk = next(iter(self.one_time.values()), None) if use_one_time else None
         kem: KemPrekey | None = None
         if kyber:
-            fresh = [k for k in self.kem.values() if not k.last_resort]
-            resort = [k for k in self.kem.values() if k.last_resort]
-            pool = (fresh if use_one_time else []) + resort + fresh
-            if not pool:
+            kem = self._pick_kem(use_one_time)
+            if kem is None:
                 raise InvalidKey("no Kyber prekey left")
-            kem = pool[0]
         return LibsignalBundle(
             registration_id=self.registration_id,
             device_id=1,
@@ -192,38 +177,3 @@ class LibsignalPrekeys:
             kyber_prekey=serialize_public(kem.pair.public) if kem else None,
             kyber_prekey_signature=kem.signature if kem else None,
         )
-
-    # e2e.prekeys.PrekeySource
-    def signed_prekey(self, spk_id: int) -> KeyPair:
-        spk = self.signed.get(spk_id)
-        if spk is None:
-            raise UnknownPrekey("unknown signed prekey id")
-        return spk.pair
-
-    def one_time_prekey(self, opk_id: int) -> KeyPair:
-        if opk_id in self.used_one_time:
-            raise PrekeyReused("one-time prekey already used")
-        opk = self.one_time.get(opk_id)
-        if opk is None:
-            raise UnknownPrekey("unknown one-time prekey id")
-        return opk.pair
-
-    def kem_prekey(self, kem_id: int, base_key: bytes) -> KemKeyPair:
-        if kem_id in self.used_kem or (kem_id, base_key) in self.last_resort_uses:
-            raise PrekeyReused("Kyber prekey already used")
-        kem = self.kem.get(kem_id)
-        if kem is None:
-            raise UnknownPrekey("unknown Kyber prekey id")
-        return kem.pair
-
-    def mark_used(self, opk_id: int | None, kem_id: int | None, base_key: bytes) -> None:
-        if opk_id is not None:
-            self.used_one_time.add(opk_id)
-            self.one_time.pop(opk_id, None)
-        if kem_id is not None:
-            kem = self.kem.get(kem_id)
-            if kem is not None and kem.last_resort:
-                self.last_resort_uses.add((kem_id, base_key))
-            else:
-                self.used_kem.add(kem_id)
-                self.kem.pop(kem_id, None)

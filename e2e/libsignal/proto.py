@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 
 from e2e.errors import DecodeError
+from e2e.varint import encode_varint, read_varint
 
 __all__ = ["UINT32", "BYTES", "Kind", "Value", "encode", "decode", "encode_varint"]
 
@@ -31,16 +32,6 @@ Kind = Literal["uint32", "bytes"]
 Value = int | bytes
 _WIRE: Final = {UINT32: 0, BYTES: 2}
 _MAX_U32: Final = 2**32 - 1
-
-
-def encode_varint(value: int) -> bytes:
-    """The minimal base-128 varint of a non-negative ``value``."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def encode(schema: Sequence[tuple[int, Kind]], values: Mapping[int, Value | None]) -> bytes:
@@ -61,24 +52,6 @@ def encode(schema: Sequence[tuple[int, Kind]], values: Mapping[int, Value | None
     return bytes(out)
 
 
-def _varint(data: bytes, pos: int, limit: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    while True:
-        if pos >= len(data) or shift > 28:
-            raise DecodeError("protobuf varint is truncated or longer than 32 bits")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if byte == 0 and shift:
-                raise DecodeError("protobuf varint is not minimal")
-            if value > limit:
-                raise DecodeError("protobuf varint out of range")
-            return value, pos
-        shift += 7
-
-
 def decode(data: bytes, schema: Sequence[tuple[int, Kind]]) -> dict[int, Value]:
     """Decode ``data`` strictly against ``schema``: {field number: value} of those present."""
     kinds = dict(schema)
@@ -86,7 +59,7 @@ def decode(data: bytes, schema: Sequence[tuple[int, Kind]]) -> dict[int, Value]:
     pos = 0
     end = len(data)
     while pos < end:
-        key, pos = _varint(data, pos, _MAX_U32)
+        key, pos = read_varint(data, pos, 5, _MAX_U32, True, "protobuf")
         number, wire = key >> 3, key & 7
         kind = kinds.get(number)
         if kind is None or _WIRE[kind] != wire:
@@ -94,9 +67,9 @@ def decode(data: bytes, schema: Sequence[tuple[int, Kind]]) -> dict[int, Value]:
         if number in out:
             raise DecodeError("protobuf field repeated")
         if kind == UINT32:
-            out[number], pos = _varint(data, pos, _MAX_U32)
+            out[number], pos = read_varint(data, pos, 5, _MAX_U32, True, "protobuf")
         else:
-            length, pos = _varint(data, pos, _MAX_U32)
+            length, pos = read_varint(data, pos, 5, _MAX_U32, True, "protobuf")
             if length > end - pos:
                 raise DecodeError("protobuf length runs past the end")
             out[number] = data[pos : pos + length]

@@ -3,7 +3,9 @@ shared formats and its pure rules. Nothing here keeps state, reaches the network
 store; the relay service is :mod:`e2e.relay`, a device :mod:`e2e.client`.
 
 * :mod:`~e2e.platform.envelope` - envelope, delivery record, inner message, padding (§10.2);
-* :mod:`~e2e.platform.directory` - device certificates (§10.1);
+* :mod:`~e2e.platform.directory` - device certificates (§10.1); linking and recovery
+  (:mod:`~e2e.platform.provisioning`, :mod:`~e2e.platform.recovery`) with the codes a
+  person types (:mod:`~e2e.platform.codes`) (§10.1);
 * :mod:`~e2e.platform.policy` - message classes, prices, the chat policy, the class check
   (§10.2, §10.3);
 * :mod:`~e2e.platform.franking` - franking commitments and tags, spam and class reports

@@ -19,8 +19,6 @@ is signed by the account key).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Final
@@ -30,8 +28,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from e2e.errors import AuthenticationFailed, DecodeError
+from e2e.errors import AuthenticationFailed
 from e2e.keys import X25519_LEN, KeyPair, Rng, check_x25519_public
+from e2e.platform.codes import decode_code, encode_code
 
 __all__ = ["LABEL", "ID_LEN", "MAX_SEALED", "LinkCode", "seal_grant", "open_grant"]
 
@@ -54,27 +53,14 @@ class LinkCode:
     def text(self) -> str:
         """``E2ELINK1`` and the base32 of id | ephemeral key | identity key | 4 check bytes
         (SHA-256), so a mistyped code is refused before anything is sent."""
-        raw = self.provisioning_id + self.ephemeral + self.identity
-        raw += hashlib.sha256(raw).digest()[:_CHECK]
-        return _PREFIX + base64.b32encode(raw).decode().rstrip("=")
+        return _PREFIX + encode_code(self.provisioning_id + self.ephemeral + self.identity, _CHECK)
 
     @classmethod
     def parse(cls, text: str) -> LinkCode:
         """Inverse of :meth:`text` (spaces and case ignored); :class:`DecodeError`."""
-        body = "".join(text.split()).upper()
-        if not body.startswith(_PREFIX):
-            raise DecodeError("not a link code")
-        body = body[len(_PREFIX) :]
-        try:
-            raw = base64.b32decode(body + "=" * (-len(body) % 8))
-        except ValueError:
-            raise DecodeError("a link code is base32") from None
-        if len(raw) != ID_LEN + 2 * X25519_LEN + _CHECK:
-            raise DecodeError("a link code has the wrong length")
-        if hashlib.sha256(raw[:-_CHECK]).digest()[:_CHECK] != raw[-_CHECK:]:
-            raise DecodeError("a link code's check bytes do not match: mistyped?")
+        raw = decode_code(text, _PREFIX, ID_LEN + 2 * X25519_LEN, _CHECK, "link code")
         pid, eph = raw[:ID_LEN], raw[ID_LEN : ID_LEN + X25519_LEN]
-        ident = raw[ID_LEN + X25519_LEN : -_CHECK]
+        ident = raw[ID_LEN + X25519_LEN :]
         return cls(pid, check_x25519_public(eph), check_x25519_public(ident))
 
 

@@ -18,8 +18,6 @@ failed proofs and refuses more than :data:`MAX_FAILURES` an hour for an account.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Final
@@ -35,9 +33,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from e2e.errors import AuthenticationFailed, DecodeError, InvalidSignature
+from e2e.errors import AuthenticationFailed, InvalidSignature
 from e2e.frame import encode_map
 from e2e.keys import KeyPair, Rng
+from e2e.platform.codes import decode_code, encode_code
 
 __all__ = [
     "MAX_FAILURES",
@@ -54,6 +53,7 @@ _LABEL: Final = b"E2E_RECOVERY_v1"
 _BLOB: Final = b"E2E_RECOVERY_BLOB_v1"
 _FETCH: Final = b"E2E_RECOVERY_FETCH_v1"
 _PREFIX: Final = "E2EREC1"
+_CHECK: Final = 2
 
 
 def fetch_message(account: bytes, time: int, nonce: bytes) -> bytes:
@@ -86,25 +86,14 @@ class RecoveryKey:
     def text(self) -> str:
         """What the user writes down: ``E2EREC1`` then base32 of the key and 2 check bytes
         (SHA-256), in groups of five."""
-        raw = self.secret + hashlib.sha256(self.secret).digest()[:2]
-        body = base64.b32encode(raw).decode().rstrip("=")
+        body = encode_code(self.secret, _CHECK)
         return " ".join([_PREFIX, *(body[i : i + 5] for i in range(0, len(body), 5))])
 
     @classmethod
     def parse(cls, text: str) -> RecoveryKey:
         """Inverse of :meth:`text` (spaces and case ignored); :class:`DecodeError` for a
         mistyped key, before anything is sent to the relay."""
-        body = "".join(text.split()).upper()
-        if not body.startswith(_PREFIX):
-            raise DecodeError("not a recovery key")
-        body = body[len(_PREFIX) :]
-        try:
-            raw = base64.b32decode(body + "=" * (-len(body) % 8))
-        except ValueError:
-            raise DecodeError("a recovery key is base32") from None
-        if len(raw) != 34 or hashlib.sha256(raw[:32]).digest()[:2] != raw[32:]:
-            raise DecodeError("the recovery key's check letters do not match: mistyped?")
-        return cls(raw[:32])
+        return cls(decode_code(text, _PREFIX, 32, _CHECK, "recovery key"))
 
     def _keys(self, account: bytes) -> tuple[Ed25519PrivateKey, bytes]:
         out = HKDF(hashes.SHA256(), 64, b"", _LABEL + account).derive(self.secret)

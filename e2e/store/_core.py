@@ -43,8 +43,10 @@ from __future__ import annotations
 
 import hmac
 import struct
-from collections.abc import Collection
-from typing import Final
+import threading
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import Final, TypeVar
 
 from e2e.errors import (
     DecryptError,
@@ -61,8 +63,8 @@ from e2e.frame import decode_message
 from e2e.keys import KemKeyPair, KeyPair
 from e2e.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, SignedPrekey
 from e2e.session import Session
-from e2e.store.atrest import StorageKey, record_header
-from e2e.store.freshness import EPOCH_RECORD, Freshness
+from e2e.store.atrest import KdfParams, StorageKey, record_header
+from e2e.store.freshness import EPOCH_RECORD, EpochKeeper, Freshness
 from e2e.store.interface import (
     Address,
     Dated,
@@ -75,6 +77,9 @@ from e2e.suite import DEFAULT, Suite
 
 __all__ = [
     "BaseTransaction",
+    "DatabaseStore",
+    "overlay",
+    "record_bytes",
     "StorePrekeys",
     "KEYCHECK",
     "SKIPPED_PER_RECORD",
@@ -89,6 +94,33 @@ _APPROVED: Final = 1
 _LAST_RESORT: Final = 1
 _USED: Final = 2
 _MAX_APP_KEY: Final = 1024
+
+
+_V = TypeVar("_V")
+
+
+def overlay(
+    rows: dict[str, _V], writes: Mapping[tuple[str, str], _V | None], kind: str, prefix: str
+) -> dict[str, _V]:
+    """``rows`` (ids of ``kind`` starting with ``prefix``) as a transaction sees them: its
+    buffered ``writes`` of that kind and prefix applied (None: deleted). Updates ``rows``."""
+    for (k, i), v in writes.items():
+        if k == kind and i.startswith(prefix):
+            if v is None:
+                rows.pop(i, None)
+            else:
+                rows[i] = v
+    return rows
+
+
+def record_bytes(value: object, kind: str, record_id: str) -> bytes:
+    """A row's value as the database driver returned it, as bytes; :class:`StoreError`
+    for anything else (a row a foreign writer put there)."""
+    if isinstance(value, memoryview | bytearray):
+        value = bytes(value)
+    if not isinstance(value, bytes):
+        raise StoreError("record value is not bytes", f"{kind}/{record_id}")
+    return value
 
 
 def _prekey_id(prekey_id: object) -> str:
@@ -206,14 +238,8 @@ class BaseTransaction(SessionRecords):
         return True
 
     def _ids(self, kind: str, prefix: str = "") -> list[str]:
-        found = {i for i, _ in self._scan(kind, prefix)}
-        for (k, i), v in self._pending.items():
-            if k == kind and i.startswith(prefix):
-                if v is None:
-                    found.discard(i)
-                else:
-                    found.add(i)
-        return sorted(found)
+        found = {i: raw for i, raw in self._scan(kind, prefix)}
+        return sorted(overlay(found, self._pending, kind, prefix))
 
     def _read_all(self, kind: str, prefix: str = "") -> list[tuple[str, bytes]]:
         out: dict[str, bytes] = {}
@@ -221,13 +247,7 @@ class BaseTransaction(SessionRecords):
             version, plain = self._key.open_versioned(kind, i, raw)
             self._fresh.check(kind, i, version, self._epoch_now)
             out[i] = plain
-        for (k, i), v in self._pending.items():
-            if k == kind and i.startswith(prefix):
-                if v is None:
-                    out.pop(i, None)
-                else:
-                    out[i] = v
-        return sorted(out.items())
+        return sorted(overlay(out, self._pending, kind, prefix).items())
 
     # -- commit ------------------------------------------------------------------------
 
@@ -693,3 +713,60 @@ def check_key(tx: BaseTransaction) -> None:
         raise StoreError("wrong storage key or passphrase", "meta/keycheck") from None
     if value is None or not hmac.compare_digest(value, KEYCHECK):
         raise StoreError("wrong storage key or passphrase", "meta/keycheck")
+
+
+class DatabaseStore:
+    """What the database backends share: opening (schema, storage key, the open checks)
+    and one transaction at a time per store object. A backend sets ``keeper`` and a
+    connection, then calls :meth:`_open`; it supplies ``_setup``, ``_kdf_params``,
+    ``_locked_begin`` and ``close``."""
+
+    keeper: EpochKeeper
+    _key: StorageKey
+    _fresh: Freshness
+
+    def __init__(self) -> None:
+        self._owner: int | None = None
+        self._mutex = threading.Lock()
+
+    def _open(
+        self,
+        key: StorageKey | bytes | None,
+        passphrase: str | bytes | None,
+        scrypt_n: int,
+        accept_restore: bool,
+    ) -> None:
+        """Create the schema, resolve the storage key and run :func:`open_checks`; closes
+        the store if any of it fails."""
+        try:
+            self._setup()
+            self._key = StorageKey.resolve(key, passphrase, lambda: self._kdf_params(scrypt_n))
+            self._fresh = Freshness(self._key, self.keeper)
+            with self._begin() as tx:
+                open_checks(tx, accept_restore=accept_restore)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def _kdf_params(self, scrypt_n: int) -> KdfParams:
+        raise NotImplementedError
+
+    def _locked_begin(self) -> Iterator[BaseTransaction]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @contextmanager
+    def _begin(self) -> Iterator[BaseTransaction]:
+        if self._owner == threading.get_ident():
+            raise StoreError("nested transaction")
+        with self._mutex:
+            yield from self._locked_begin()
+
+    def transaction(self) -> AbstractContextManager[StoreTransaction]:
+        """Open a transaction: it commits when the block exits, and rolls back if it raises."""
+        return self._begin()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 from e2e.errors import StoreError
-from e2e.store._core import BaseTransaction, open_checks
+from e2e.store._core import BaseTransaction, open_checks, overlay
 from e2e.store.atrest import StorageKey
 from e2e.store.freshness import EpochKeeper, Freshness, MemoryEpochKeeper
 from e2e.store.interface import StoreTransaction
@@ -41,14 +41,8 @@ class _MemoryTransaction(BaseTransaction):
         self._writes[(kind, record_id)] = None
 
     def _scan(self, kind: str, prefix: str = "") -> list[tuple[str, bytes]]:
-        merged = {i: v for (k, i), v in self._rows.items() if k == kind and i.startswith(prefix)}
-        for (k, i), v in self._writes.items():
-            if k == kind and i.startswith(prefix):
-                if v is None:
-                    merged.pop(i, None)
-                else:
-                    merged[i] = v
-        return sorted(merged.items())
+        rows = {i: v for (k, i), v in self._rows.items() if k == kind and i.startswith(prefix)}
+        return sorted(overlay(rows, self._writes, kind, prefix).items())
 
     def _lock(self, kind: str, record_id: str) -> None:
         pass  # the whole store is locked for the transaction

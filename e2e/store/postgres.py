@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from e2e.errors import StoreError
-from e2e.store._core import BaseTransaction, open_checks
+from e2e.store._core import BaseTransaction, DatabaseStore, record_bytes
 from e2e.store.atrest import SCRYPT_N, KdfParams, StorageKey
 from e2e.store.freshness import EpochKeeper, Freshness, NoEpochKeeper
-from e2e.store.interface import StoreTransaction, fault_point
+from e2e.store.interface import fault_point
 from e2e.store.sqlite import prefix_range
 
 try:
@@ -53,7 +52,7 @@ class _PgTransaction(BaseTransaction):
         if (kind, record_id) in self._locked:
             q = q + sql.SQL(" FOR UPDATE")
         row = self.connection.execute(q, (kind, record_id)).fetchone()
-        return None if row is None else _blob(row[0], kind, record_id)
+        return None if row is None else record_bytes(row[0], kind, record_id)
 
     def _put(self, kind: str, record_id: str, value: bytes) -> None:
         self.connection.execute(
@@ -86,7 +85,7 @@ class _PgTransaction(BaseTransaction):
                 ).format(self._t),
                 (kind, lo, hi),
             ).fetchall()
-        return [(i, _blob(v, kind, i)) for i, v in rows if i.startswith(prefix)]
+        return [(i, record_bytes(v, kind, i)) for i, v in rows if i.startswith(prefix)]
 
     def _insert_new(self, kind: str, record_id: str, value: bytes) -> bool:
         row = self.connection.execute(
@@ -108,7 +107,7 @@ class _PgTransaction(BaseTransaction):
                 "WHERE NOT (kind = 'meta' AND id IN ('kdf', 'epoch'))"
             ).format(self._t)
         ).fetchall()
-        return [(k, i, _blob(v, k, i)) for k, i, v in rows]
+        return [(k, i, record_bytes(v, k, i)) for k, i, v in rows]
 
     def _lock(self, kind: str, record_id: str) -> None:
         if (kind, record_id) in self._locked:
@@ -119,15 +118,7 @@ class _PgTransaction(BaseTransaction):
         self._locked.add((kind, record_id))
 
 
-def _blob(value: object, kind: str, record_id: str) -> bytes:
-    if isinstance(value, memoryview | bytearray):
-        value = bytes(value)
-    if not isinstance(value, bytes):
-        raise StoreError("record value is not bytes", f"{kind}/{record_id}")
-    return value
-
-
-class PostgresStore:
+class PostgresStore(DatabaseStore):
     """A store in one PostgreSQL table, sealed under ``key`` or a passphrase-derived key."""
 
     def __init__(
@@ -151,24 +142,15 @@ class PostgresStore:
             raise StoreError("psycopg 3 is not installed (pip install 'e2e[pg]')")
         if (key is None) == (passphrase is None):
             raise StoreError("give exactly one of a storage key and a passphrase")
+        super().__init__()
         self.schema = schema
-        self.keeper: EpochKeeper = NoEpochKeeper() if keeper is None else keeper
-        self._owner: int | None = None
-        self._mutex = threading.Lock()
+        self.keeper = NoEpochKeeper() if keeper is None else keeper
         self._table = sql.Identifier(schema, "e2e_records")
         try:
             self._conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect: {type(exc).__name__}", "postgres") from None
-        try:
-            self._setup()
-            self._key = StorageKey.resolve(key, passphrase, lambda: self._kdf_params(scrypt_n))
-            self._fresh = Freshness(self._key, self.keeper)
-            with self._begin() as tx:
-                open_checks(tx, accept_restore=accept_restore)
-        except BaseException:
-            self._conn.close()
-            raise
+        self._open(key, passphrase, scrypt_n, accept_restore)
 
     def __repr__(self) -> str:
         return f"PostgresStore(schema={self.schema!r})"
@@ -204,7 +186,7 @@ class PostgresStore:
                     )
                 ).fetchone()
                 if row is not None:
-                    return KdfParams.from_bytes(_blob(row[0], "meta", "kdf"))
+                    return KdfParams.from_bytes(record_bytes(row[0], "meta", "kdf"))
                 params = KdfParams.generate(scrypt_n)
                 self._conn.execute(
                     sql.SQL("INSERT INTO {} (kind, id, value) VALUES ('meta', 'kdf', %s)").format(
@@ -215,13 +197,6 @@ class PostgresStore:
                 return params
         except psycopg.Error as exc:
             raise StoreError(f"database error: {type(exc).__name__}", "meta/kdf") from None
-
-    @contextmanager
-    def _begin(self) -> Iterator[_PgTransaction]:
-        if self._owner == threading.get_ident():
-            raise StoreError("nested transaction")
-        with self._mutex:
-            yield from self._locked_begin()
 
     def _locked_begin(self) -> Iterator[_PgTransaction]:
         self._owner = threading.get_ident()
@@ -236,10 +211,6 @@ class PostgresStore:
             raise StoreError(f"database error: {type(exc).__name__}", "postgres") from None
         finally:
             self._owner = None
-
-    def transaction(self) -> AbstractContextManager[StoreTransaction]:
-        """BEGIN; commits when the block exits, rolls back if it raises."""
-        return self._begin()
 
     def close(self) -> None:
         self._conn.close()

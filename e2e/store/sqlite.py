@@ -18,14 +18,14 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Final
 
 from e2e.errors import StoreError
-from e2e.store._core import BaseTransaction, open_checks
+from e2e.store._core import BaseTransaction, DatabaseStore, record_bytes
 from e2e.store.atrest import SCRYPT_N, KdfParams, StorageKey
 from e2e.store.freshness import EpochKeeper, FileEpochKeeper, Freshness
-from e2e.store.interface import StoreTransaction, fault_point
+from e2e.store.interface import fault_point
 
 __all__ = ["SqliteStore", "SCHEMA_VERSION"]
 
@@ -60,7 +60,7 @@ class _SqliteTransaction(BaseTransaction):
         row = self.connection.execute(
             "SELECT value FROM records WHERE kind = ? AND id = ?", (kind, record_id)
         ).fetchone()
-        return None if row is None else _blob(row[0], kind, record_id)
+        return None if row is None else record_bytes(row[0], kind, record_id)
 
     def _put(self, kind: str, record_id: str, value: bytes) -> None:
         self.connection.execute(
@@ -83,7 +83,7 @@ class _SqliteTransaction(BaseTransaction):
                 (kind, lo, hi),
             ).fetchall()
         return [
-            (str(i), _blob(v, kind, str(i)))
+            (str(i), record_bytes(v, kind, str(i)))
             for i, v in rows
             if isinstance(i, str) and i.startswith(prefix)
         ]
@@ -99,7 +99,7 @@ class _SqliteTransaction(BaseTransaction):
             "SELECT kind, id, substr(value, 1, 25) FROM records "
             "WHERE NOT (kind = 'meta' AND id IN ('kdf', 'epoch'))"
         ).fetchall()
-        return [(str(k), str(i), _blob(v, str(k), str(i))) for k, i, v in rows]
+        return [(str(k), str(i), record_bytes(v, str(k), str(i))) for k, i, v in rows]
 
     def _insert_new(self, kind: str, record_id: str, value: bytes) -> bool:
         cur = self.connection.execute(
@@ -109,13 +109,7 @@ class _SqliteTransaction(BaseTransaction):
         return cur.rowcount == 1
 
 
-def _blob(value: object, kind: str, record_id: str) -> bytes:
-    if not isinstance(value, bytes):
-        raise StoreError("record value is not a blob", f"{kind}/{record_id}")
-    return value
-
-
-class SqliteStore:
+class SqliteStore(DatabaseStore):
     """A store in one SQLite file, sealed under ``key`` or a key derived from ``passphrase``."""
 
     def __init__(
@@ -136,27 +130,16 @@ class SqliteStore:
         purpose: its sessions must then take a fresh ratchet step before they send)."""
         if (key is None) == (passphrase is None):
             raise StoreError("give exactly one of a storage key and a passphrase")
+        super().__init__()
         self.path = os.fspath(path)
-        self.keeper: EpochKeeper = (
-            FileEpochKeeper(self.path + "-epoch") if keeper is None else keeper
-        )
-        self._owner: int | None = None
-        self._mutex = threading.Lock()
+        self.keeper = FileEpochKeeper(self.path + "-epoch") if keeper is None else keeper
         try:
             self._conn = sqlite3.connect(
                 self.path, timeout=timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database: {type(exc).__name__}", "sqlite") from None
-        try:
-            self._setup()
-            self._key = StorageKey.resolve(key, passphrase, lambda: self._kdf_params(scrypt_n))
-            self._fresh = Freshness(self._key, self.keeper)
-            with self._begin() as tx:
-                open_checks(tx, accept_restore=accept_restore)
-        except BaseException:
-            self.close()
-            raise
+        self._open(key, passphrase, scrypt_n, accept_restore)
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
@@ -170,22 +153,16 @@ class SqliteStore:
             if version > SCHEMA_VERSION:
                 raise StoreError(f"store schema {version} is newer than this code", "sqlite")
             if version == 0:
-                c.execute("BEGIN IMMEDIATE")
-                try:
+                with _immediate(c):
                     c.execute(_SCHEMA)
                     c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    c.execute("COMMIT")
-                except BaseException:
-                    c.execute("ROLLBACK")
-                    raise
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database: {type(exc).__name__}", "sqlite") from None
 
     def _kdf_params(self, scrypt_n: int) -> KdfParams:
         c = self._conn
         try:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(c):
                 row = c.execute(
                     "SELECT value FROM records WHERE kind = 'meta' AND id = 'kdf'"
                 ).fetchone()
@@ -196,21 +173,10 @@ class SqliteStore:
                         (params.to_bytes(),),
                     )
                 else:
-                    params = KdfParams.from_bytes(_blob(row[0], "meta", "kdf"))
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+                    params = KdfParams.from_bytes(record_bytes(row[0], "meta", "kdf"))
         except sqlite3.Error as exc:
             raise StoreError(f"database error: {type(exc).__name__}", "meta/kdf") from None
         return params
-
-    @contextmanager
-    def _begin(self) -> Iterator[_SqliteTransaction]:
-        if self._owner == threading.get_ident():
-            raise StoreError("nested transaction")
-        with self._mutex:
-            yield from self._locked_begin()
 
     def _locked_begin(self) -> Iterator[_SqliteTransaction]:
         c = self._conn
@@ -236,10 +202,6 @@ class SqliteStore:
         finally:
             self._owner = None
 
-    def transaction(self) -> AbstractContextManager[StoreTransaction]:
-        """``BEGIN IMMEDIATE``; commits when the block exits, rolls back if it raises."""
-        return self._begin()
-
     def close(self) -> None:
         self._conn.close()
         if isinstance(self.keeper, FileEpochKeeper):
@@ -252,3 +214,15 @@ def _rollback(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` around the block: COMMIT when it exits, ROLLBACK if it raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -1,5 +1,5 @@
-"""Fixtures for the client tests: stores on SQLite or PostgreSQL, and the relay service's
-database on the same engine."""
+"""Fixtures for the client tests: stores on SQLite or PostgreSQL, the relay service's
+database on the same engine, and a device store's backup."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
 from relayhelp import drop_pg_db, fresh_pg_db  # noqa: E402
+from world import Backup  # noqa: E402
 
 from e2e.store import Store
 
@@ -68,3 +69,9 @@ def relay_db(stores: StoreFactory, tmp_path: Path, request: pytest.FixtureReques
     db = fresh_pg_db(dsn)
     yield db
     drop_pg_db(dsn, db)
+
+
+@pytest.fixture
+def backup(fast_tmp: Path) -> Backup:
+    """A :class:`Backup` kept in the test's scratch directory."""
+    return Backup(fast_tmp)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from world import Service, rogue, run
+from world import Service, Serving, rogue, run
 
 from e2e.client import Client
 from e2e.errors import KeyMismatch, LogRolledBack
@@ -63,18 +63,6 @@ def test_proven_conversation_and_persisted_view(
         await _close(svc, phone, admin, agent)
 
     run(go)
-
-
-class Serving:
-    """What one device's connection to a malicious relay shows it: ``fetch_devices`` and
-    the key-log answers of ``overrides`` (async functions) instead of the honest ones."""
-
-    def __init__(self, honest: Any, **overrides: Any) -> None:
-        self.honest = honest
-        self.overrides = overrides
-
-    def __getattr__(self, name: str) -> Any:
-        return self.overrides.get(name) or getattr(self.honest, name)
 
 
 def test_substituted_key_refused_before_encryption(

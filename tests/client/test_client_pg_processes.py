@@ -29,8 +29,9 @@ with store.transaction() as tx:
     profile = state.load_profile(tx)
 for i in range(int(sys.argv[3])):
     with store.transaction() as tx:
-        out = state.seal(tx, profile, "carol", MessageClass.SERVICE, os.urandom(16),
-                         os.urandom(32), f"{sys.argv[4]}-{i}".encode(), [Address("carol", 1)])
+        draft = state.Draft("carol", MessageClass.SERVICE, os.urandom(16), os.urandom(32),
+                            f"{sys.argv[4]}-{i}".encode())
+        out = state.seal(tx, profile, draft, [Address("carol", 1)])
     sys.stdout.write(out.envelopes[0].hex() + "\n")
     sys.stdout.flush()
 store.close()

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from world import Service, run
+from world import Backup, Service, run
 
 from e2e.client import Client, MessageReceived, Undecryptable, inbox
 from e2e.frame import decode_message
@@ -42,7 +41,7 @@ def bodies(msgs: list[Any]) -> list[bytes]:
     return [m.body for m in msgs]
 
 
-def test_an_agent_restored_from_a_backup_recovers_by_itself(fast_tmp: Path) -> None:
+def test_an_agent_restored_from_a_backup_recovers_by_itself(fast_tmp: Path, backup: Backup) -> None:
     """The agent's store is backed up; the conversation goes on (both sides ratchet); the
     agent's disk is lost and the backup restored. Reopened, the agent recovers without help:
     its peers are asked to re-key and send again what it lost, it sends on new sessions only,
@@ -62,9 +61,7 @@ def test_an_agent_restored_from_a_backup_recovers_by_itself(fast_tmp: Path) -> N
         await agent.sync()
         await agent.send("carol", "r1 let me check")
         await carol.sync()
-        await agent.aclose()
-        shutil.copyfile(path, fast_tmp / "backup.db")  # closed: the file is the whole store
-        agent = await Client.open(agent_store, svc.connect)
+        agent = await backup.take(agent, path, key, svc.connect)
         for i in (2, 3):
             svc.clock.advance(60)  # resent messages keep their time: the history sorts by it
             await carol.send("acme", f"m{i} any news?")
@@ -73,14 +70,7 @@ def test_an_agent_restored_from_a_backup_recovers_by_itself(fast_tmp: Path) -> N
             await carol.sync()
         svc.clock.advance(60)
         await carol.send("acme", "m4 thanks")  # in the mailbox when the agent's disk dies
-        await agent.aclose()
-        # The disk is lost: the backup goes back (its epoch keeper file stays newer, so the
-        # store refuses it unless the restore is accepted).
-        shutil.copyfile(fast_tmp / "backup.db", path)
-        for suffix in ("-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-        agent = await Client.open(lambda: SqliteStore(path, key, accept_restore=True),
-                                  svc.connect)  # fmt: skip
+        agent = await backup.restore(agent, path, key, svc.connect)  # the disk is lost
         for _ in range(3):
             await carol.sync()
             await agent.sync()
@@ -106,7 +96,7 @@ def test_an_agent_restored_from_a_backup_recovers_by_itself(fast_tmp: Path) -> N
 
 
 def test_no_message_key_of_the_older_state_is_used_again(
-    fast_tmp: Path, chain_keys: list[bytes]
+    fast_tmp: Path, chain_keys: list[bytes], backup: Backup
 ) -> None:
     """The restored agent's sends use new sessions only: no sending chain key it used after
     the backup is used again after the restore, and its first frame to each device is the
@@ -121,20 +111,13 @@ def test_no_message_key_of_the_older_state_is_used_again(
         [carol] = await svc.account("carol", "customer", auto_receipts=False)
         await carol.send("acme", "hi")
         await agent.sync()
-        await agent.aclose()
-        shutil.copyfile(path, fast_tmp / "backup.db")
-        agent = await Client.open(lambda: SqliteStore(path, key), svc.connect,
-                                  auto_receipts=False)  # fmt: skip
+        agent = await backup.take(agent, path, key, svc.connect, auto_receipts=False)
         mark = len(chain_keys)
         for i in range(3):
             await agent.send("carol", f"after the backup {i}")
         after_backup = set(chain_keys[mark:])
         await carol.sync()
-        await agent.aclose()
-        shutil.copyfile(fast_tmp / "backup.db", path)
-        Path(str(path) + "-wal").unlink(missing_ok=True)
-        agent = await Client.open(lambda: SqliteStore(path, key, accept_restore=True),
-                                  svc.connect, auto_receipts=False)  # fmt: skip
+        agent = await backup.restore(agent, path, key, svc.connect, auto_receipts=False)
         mark = len(chain_keys)
         submitted: list[bytes] = []
         submit = agent.transport.submit
@@ -158,7 +141,9 @@ def test_no_message_key_of_the_older_state_is_used_again(
     run(go)
 
 
-def test_a_conversation_the_backup_did_not_know_is_asked_for_in_full(fast_tmp: Path) -> None:
+def test_a_conversation_the_backup_did_not_know_is_asked_for_in_full(
+    fast_tmp: Path, backup: Backup
+) -> None:
     """Carol's second phone is backed up before she ever wrote to the shop; her first phone
     writes (the second reads its copies), then the second phone's store is restored. Its
     backup knows no conversation to ask, so nothing is asked until the first phone's next
@@ -171,10 +156,8 @@ def test_a_conversation_the_backup_did_not_know_is_asked_for_in_full(fast_tmp: P
         svc = Service(fast_tmp, stores="sqlite")
         [shop] = await svc.account("shop", "business", auto_receipts=False)
         phone, tablet = await svc.account("carol", "customer", devices=2, auto_receipts=False)
-        path = svc.dir / "carol-2.db"
-        await tablet.aclose()
-        shutil.copyfile(path, fast_tmp / "backup.db")
-        tablet = await Client.open(svc.opener("carol-2"), svc.connect, auto_receipts=False)
+        path, key = svc.dir / "carol-2.db", svc.keys["carol-2"]
+        tablet = await backup.take(tablet, path, key, svc.connect, auto_receipts=False)
         for text in ("m1", "m2"):
             svc.clock.advance(60)  # resent messages keep their time: the history sorts by it
             await phone.send("shop", text)
@@ -182,14 +165,7 @@ def test_a_conversation_the_backup_did_not_know_is_asked_for_in_full(fast_tmp: P
         await tablet.send("shop", "t1")  # the phone's session with the tablet is answered
         await phone.sync()
         await shop.sync()
-        await tablet.aclose()
-        shutil.copyfile(fast_tmp / "backup.db", path)
-        for suffix in ("-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-        tablet = await Client.open(
-            lambda: SqliteStore(path, svc.keys["carol-2"], accept_restore=True), svc.connect,
-            auto_receipts=False,
-        )  # fmt: skip
+        tablet = await backup.restore(tablet, path, key, svc.connect, auto_receipts=False)
         svc.clock.advance(60)
         await phone.send("shop", "m3")
         assert await tablet.sync() == []  # no session: kept, a retry request sent
@@ -204,7 +180,7 @@ def test_a_conversation_the_backup_did_not_know_is_asked_for_in_full(fast_tmp: P
 
 
 def test_a_conversation_the_backup_did_not_know_is_asked_for_when_it_opens(
-    fast_tmp: Path,
+    fast_tmp: Path, backup: Backup
 ) -> None:
     """The shop's second device is backed up before carol ever wrote; it opens (and
     acknowledges) her first message, then its store is restored. Her next message still
@@ -216,21 +192,12 @@ def test_a_conversation_the_backup_did_not_know_is_asked_for_when_it_opens(
         svc = Service(fast_tmp, stores="sqlite")
         shop, desk = await svc.account("shop", "business", devices=2, auto_receipts=False)
         [carol] = await svc.account("carol", "customer", auto_receipts=False)
-        path = svc.dir / "shop-2.db"
-        await desk.aclose()
-        shutil.copyfile(path, fast_tmp / "backup.db")
-        desk = await Client.open(svc.opener("shop-2"), svc.connect, auto_receipts=False)
+        path, key = svc.dir / "shop-2.db", svc.keys["shop-2"]
+        desk = await backup.take(desk, path, key, svc.connect, auto_receipts=False)
         svc.clock.advance(60)
         await carol.send("shop", "m1")
         assert bodies(await desk.sync()) == [b"m1"]
-        await desk.aclose()
-        shutil.copyfile(fast_tmp / "backup.db", path)
-        for suffix in ("-wal", "-shm"):
-            Path(str(path) + suffix).unlink(missing_ok=True)
-        desk = await Client.open(
-            lambda: SqliteStore(path, svc.keys["shop-2"], accept_restore=True), svc.connect,
-            auto_receipts=False,
-        )  # fmt: skip
+        desk = await backup.restore(desk, path, key, svc.connect, auto_receipts=False)
         svc.clock.advance(60)
         await carol.send("shop", "m2")
         assert bodies(await desk.sync()) == [b"m2"]  # opens: the conversation is asked

@@ -34,8 +34,7 @@ async def copies(dev: Client, msg: Any, to: list[Address], **change: Any) -> lis
     """``dev``'s message sealed again for ``to`` (its fields changed as asked)."""
 
     def seal(tx: Any) -> tuple[bytes, ...]:
-        return state.seal_copies(tx, dev.profile, msg.conversation, msg.cls, msg.message_id,
-                                 msg.franking_key, msg.body, to, b"", msg.template_id)  # fmt: skip
+        return state.seal_copies(tx, dev.profile, state.Draft.of(msg), to)
 
     envs = [Envelope.from_bytes(e) for e in await dev._tx(seal)]
     if change:

@@ -8,12 +8,11 @@ One relay process per backend serves the module; each test makes accounts of fre
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -34,7 +33,7 @@ from relayhelp import (  # noqa: E402
     new_device,
     pg_or_skip,
 )
-from world import rogue  # noqa: E402
+from world import Serving, rogue, run  # noqa: E402
 
 from e2e.client import ADMIN, Client, state  # noqa: E402
 from e2e.client.http import RelayClient  # noqa: E402
@@ -96,13 +95,6 @@ def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         proc.stop()
 
 
-def run(coro: Callable[[], Awaitable[_T]]) -> _T:
-    async def main() -> _T:
-        return await coro()
-
-    return asyncio.run(main())
-
-
 def fresh(prefix: str) -> str:
     return f"{prefix}{os.urandom(4).hex()}"
 
@@ -121,6 +113,18 @@ class World:
                                           prekeys=4, auto_receipts=False, **kw)  # type: ignore[arg-type]  # fmt: skip
         self.clients.append(dev)
         return dev
+
+    async def agent(self, shop: Client) -> Client:
+        """A new agent device of the business ``shop`` (a member, on its own memory store)."""
+        dev = await shop.add_device(MemoryStore(), self.http.connect, prekeys=4,
+                                    auto_receipts=False)  # fmt: skip
+        self.clients.append(dev)
+        return dev
+
+    async def shop_with_agent(self) -> tuple[Client, Client]:
+        """A business of a fresh name (tier 1) and one agent device of it."""
+        shop = await self.account(fresh("shop"), "business", tier=1)
+        return shop, await self.agent(shop)
 
     async def close(self) -> None:
         for c in self.clients:
@@ -222,10 +226,7 @@ def test_a_removed_device_cannot_come_back(net: Net) -> None:
 
     async def go() -> None:
         w = World(net)
-        shop = await w.account(fresh("shop"), "business", tier=1)
-        agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
-                                      auto_receipts=False)  # fmt: skip
-        w.clients.append(agent)
+        shop, agent = await w.shop_with_agent()
         cust = await w.account(fresh("cust"), "customer")
         name = shop.profile.account
         await cust.send(name, "hello")
@@ -289,9 +290,7 @@ def test_an_agent_cannot_reroute_designate_or_remove(net: Net) -> None:
     async def go() -> None:
         w = World(net)
         shop = await w.account(fresh("shop"), "business", tier=1)
-        agents = [await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
-                                        auto_receipts=False) for _ in range(2)]  # fmt: skip
-        w.clients += agents
+        agents = [await w.agent(shop) for _ in range(2)]
         cust = await w.account(fresh("cust"), "customer")
         name, cname = shop.profile.account, cust.profile.account
         await shop.assign(cname, [agents[0].profile.device])
@@ -400,15 +399,6 @@ def _directory(db: str) -> KeyLog:
     return KeyLog(LogSigner(log_key), VrfKey(vrf_key), records)
 
 
-class _Serving:
-    def __init__(self, honest: object, **overrides: object) -> None:
-        self.honest = honest
-        self.overrides = overrides
-
-    def __getattr__(self, name: str) -> object:
-        return self.overrides.get(name) or getattr(self.honest, name)
-
-
 def test_a_fork_is_proven_by_two_signed_heads_and_the_user_has_a_way_out(
     own_relay: RelayProcess,
 ) -> None:
@@ -454,7 +444,7 @@ def test_a_fork_is_proven_by_two_signed_heads_and_the_user_has_a_way_out(
         async def fetch_devices(account: str, chat: object = None) -> object:
             return served if account == "shop" else await honest.fetch_devices(account, chat)
 
-        alice.transport = _Serving(honest, log_head=log_head, log_lookup=log_lookup,  # type: ignore[assignment]
+        alice.transport = Serving(honest, log_head=log_head, log_lookup=log_lookup,  # type: ignore[assignment]
                                    log_consistency=log_consistency,
                                    fetch_devices=fetch_devices)  # fmt: skip
         await alice.refresh("shop")  # alice now trusts the relay's key for shop
@@ -514,9 +504,7 @@ def _operator(net: Net, fn: Callable[[object], object]) -> object:
 
 
 async def _shop_with_agent(w: World) -> tuple[Client, Client, Client]:
-    shop = await w.account(fresh("shop"), "business", tier=1)
-    agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4, auto_receipts=False)
-    w.clients.append(agent)
+    shop, agent = await w.shop_with_agent()
     alice = await w.account(fresh("alice"), "customer")
     await alice.send(shop.profile.account, "hello")
     assert [m.body for m in await agent.sync()] == [b"hello"]
@@ -655,7 +643,7 @@ def test_a_new_device_is_linked_through_the_relay_which_learns_nothing(net: Net)
             sent.append(sealed)
             await honest.provision_send(pid, sealed)
 
-        shop.transport = _Serving(honest, provision_send=provision_send)  # type: ignore[assignment]
+        shop.transport = Serving(honest, provision_send=provision_send)  # type: ignore[assignment]
         device = await shop.link_device(request.text, role=ADMIN)
         linked = await request.finish(timeout=30, poll=0.05, prekeys=4, auto_receipts=False)
         w.clients.append(linked)
@@ -750,10 +738,7 @@ class _Sink:
 def test_a_deleted_account_is_gone_and_its_name_stays_taken(net: Net) -> None:
     async def go() -> None:
         w = World(net)
-        shop = await w.account(fresh("shop"), "business", tier=1)
-        agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
-                                      auto_receipts=False)  # fmt: skip
-        w.clients.append(agent)
+        shop, agent = await w.shop_with_agent()
         alice = await w.account(fresh("alice"), "customer")
         name = shop.profile.account
         await shop.assign(alice.profile.account, [agent.profile.device])
@@ -896,10 +881,7 @@ def test_who_serves_whom_is_not_another_devices_to_see(net: Net) -> None:
 
     async def go() -> None:
         w = World(net)
-        shop = await w.account(fresh("shop"), "business", tier=1)
-        agent = await shop.add_device(MemoryStore(), w.http.connect, prekeys=4,
-                                      auto_receipts=False)  # fmt: skip
-        w.clients.append(agent)
+        shop, agent = await w.shop_with_agent()
         alice = await w.account(fresh("alice"), "customer")
         bob = await w.account(fresh("bob"), "customer")
         name, a = shop.profile.account, alice.profile.account

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from world import Service, rogue, run
+from world import Service, Serving, rogue, run
 
 from e2e.client import Client
 from e2e.errors import (
@@ -94,18 +94,6 @@ def forget_lists(dev: Client, account: str) -> None:
     with dev.store.transaction() as tx:
         for key in tx.app_keys(f"c/route/{account}/") + tx.app_keys(f"c/devices/{account}"):
             tx.app_delete(key)
-
-
-class Serving:
-    """What one device's connection to a malicious relay shows it: the ``overrides`` (async
-    functions) instead of the honest answers."""
-
-    def __init__(self, honest: Any, **overrides: Any) -> None:
-        self.honest = honest
-        self.overrides = overrides
-
-    def __getattr__(self, name: str) -> Any:
-        return self.overrides.get(name) or getattr(self.honest, name)
 
 
 def test_baseline_first_contact_is_proven_and_delivered(tmp_path: Path) -> None:

@@ -12,13 +12,12 @@ One relay process per backend serves the whole module; each test uses fresh acco
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +30,7 @@ import secworld as sw
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
 
 from relayhelp import RelayProcess, fresh_pg_db, pg_or_skip  # noqa: E402
-from world import open_raw  # noqa: E402
+from world import open_raw, run  # noqa: E402
 
 from e2e import PQ, PrekeyBundle, Session  # noqa: E402
 from e2e.client import Client  # noqa: E402
@@ -125,13 +124,6 @@ def net(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         yield Net(proc, tap, d, {})
     finally:
         proc.stop()
-
-
-def run(coro: Callable[[], Awaitable[_T]]) -> _T:
-    async def main() -> _T:
-        return await coro()
-
-    return asyncio.run(main())
 
 
 def rows(path: Path) -> list[tuple[Any, ...]]:

@@ -20,6 +20,7 @@ from enum import IntEnum
 from typing import Final
 
 from e2e.errors import DecodeError
+from e2e.varint import encode_varint, read_varint
 
 __all__ = ["V0", "V1", "MsgType", "CHUNK_TYPES", "Message", "Unknown", "encode", "parse"]
 
@@ -77,38 +78,16 @@ class Unknown:
     index: int
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode(msg: Message) -> bytes:
     """The version-1 encoding of ``msg``."""
-    out = bytes((V1,)) + _varint(msg.epoch) + _varint(msg.index) + bytes((msg.type,))
+    out = bytes((V1,)) + encode_varint(msg.epoch) + encode_varint(msg.index) + bytes((msg.type,))
     if msg.chunk is not None:
-        out += _varint(msg.chunk[0]) + msg.chunk[1]
+        out += encode_varint(msg.chunk[0]) + msg.chunk[1]
     return out
 
 
 def _read(data: bytes, pos: int, limit: int) -> tuple[int, int]:
-    value = shift = 0
-    for n in range(10):
-        if pos + n >= len(data):
-            break
-        byte = data[pos + n]
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            if byte == 0 and n:
-                raise DecodeError("SPQR varint is not minimal")
-            if value > limit:
-                raise DecodeError("SPQR varint out of range")
-            return value, pos + n + 1
-        shift += 7
-    raise DecodeError("SPQR varint is truncated or too long")
+    return read_varint(data, pos, 10, limit, True, "SPQR")
 
 
 def parse(data: bytes) -> Message | Unknown | None:
