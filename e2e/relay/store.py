@@ -152,7 +152,9 @@ class Tx(BusinessRecords, abc.ABC):
         """Count ``copies`` ((account, device, bytes) each) from ``sender``'s account into
         their mailboxes' usage, in all and from that sender: True if each stays within
         ``quota``; False if one would not (the caller refuses the request, and its rollback
-        undoes the counts). One statement, its rows in key order."""
+        undoes the counts). One statement, its rows in key order. A backend may instead
+        answer True at once and check later in the same request, before it ends, refusing it
+        then with :class:`~e2e.errors.MailboxFull` (the caller's refusal) and undoing it."""
         rows = sorted((a, d, who, n) for a, d, n in copies for who in (b"", sender))
         got = self.fetchall(
             RESERVE_MAIL.format(values=", ".join([RESERVE_ROW] * len(rows))),
@@ -649,7 +651,9 @@ class Tx(BusinessRecords, abc.ABC):
         """:meth:`take_token` (none if ``want`` is 0: the request spends a token its relay
         process took before), then :meth:`use_nonce`: (tokens taken, nonce fresh). The
         caller refuses the request (rolls back) if ``want`` was not 0 and none was taken, or
-        the nonce is not fresh."""
+        the nonce is not fresh. A backend may answer the nonce fresh at once and check it
+        later in the same request, refusing it then with :class:`~e2e.errors.Unauthenticated`
+        (the caller's refusal of a replay) and undoing it."""
         taken = self.take_token(account, device_id, now, rate, burst, want) if want else 0
         if want and not taken:
             return 0, True
