@@ -54,7 +54,7 @@ from e2e.relay.schema import (
     USE_NONCE,
     bucket_params,
 )
-from e2e.relay.store import Quota, RelayStore, Tx
+from e2e.relay.store import CHAT_ROW, Quota, RelayStore, Tx
 from e2e.relay.writer import (
     DIRECTORY_GENERATION,
     DIRECTORY_TABLES,
@@ -224,9 +224,9 @@ class _Raw:
         statements: Sequence[tuple[str, Sequence[Any]]],
         commands: Sequence[bytes] = (),
         checks: Mapping[int, BaseException] | None = None,
-    ) -> pq.abc.PGresult | None:
+    ) -> list[pq.abc.PGresult | None]:
         """Run ``statements``, then ``commands`` (no parameters), in one round trip (libpq's
-        pipeline mode); the last statement's result. The server runs them in order, each
+        pipeline mode); the statements' results. The server runs them in order, each
         with a snapshot of its own (READ COMMITTED), and skips the rest of the pipeline
         after an error: the first failure is raised (``checks[i]`` if statement ``i`` failed
         in :data:`CHECK` (see :data:`_CHECK_FUNCTION`), else the database's error), and what
@@ -234,7 +234,7 @@ class _Raw:
         pg = self.pg
         prepared = [(self._prepared(sql), self._params(params)) for sql, params in statements]
         pg.enter_pipeline_mode()
-        last: pq.abc.PGresult | None = None
+        results: list[pq.abc.PGresult | None] = []
         try:
             for name, (values, formats) in prepared:
                 pg.send_query_prepared(name, values, formats)
@@ -249,8 +249,8 @@ class _Raw:
                     pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK,
                 ):  # fmt: skip
                     failed = (i, res)
-                if i == len(prepared) - 1:
-                    last = res
+                if i < len(prepared):
+                    results.append(res)
                 self._wait()
                 pg.get_result()  # the None that ends each statement's results
             self._wait()
@@ -264,7 +264,7 @@ class _Raw:
             if checks is not None and i in checks and state == CHECK_FAILED:
                 raise checks[i]
             self._check(res)
-        return last
+        return results
 
     def _wait(self) -> None:
         """Until a result can be read without blocking, waiting in ``select`` (which does
@@ -420,15 +420,27 @@ class _WriterTx(CachedDirectory, _PgTx):
         self.cache = cache
         self.later: list[tuple[str, Sequence[Any]]] = []
         self.checks: dict[int, BaseException] = {}
+        #: Held reads (by their place in :attr:`later`), and the rows of those sent since.
+        self.reads: dict[int, tuple[str, tuple[Any, ...]]] = {}
+        self.rows_read: dict[tuple[str, tuple[Any, ...]], list[tuple[Any, ...]]] = {}
+        self.locked: set[tuple[bytes, bytes]] = set()
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Held until the next statement or the request's end, and sent with it."""
+        self.rows_read.clear()  # rows read before a write may be older than it
+        self.reads.clear()
         self.later.append((sql, params))
 
     def check(self, sql: str, params: Sequence[Any], error: BaseException) -> None:
         """Hold ``sql`` (a statement calling ``e2e_check``), as :meth:`write` does; the
         request fails with ``error`` if its check fails."""
         self.checks[len(self.later)] = error
+        self.write(sql, params)
+
+    def read_ahead(self, sql: str, params: Sequence[Any]) -> None:
+        """Hold a read, sent with the next statement; :meth:`fetchall` of the same statement
+        answers from its rows unless a write was held or sent after it."""
+        self.reads[len(self.later)] = (sql, tuple(params))
         self.later.append((sql, params))
 
     def _send(self, sql: str | None = None, params: Sequence[Any] = (),
@@ -437,30 +449,46 @@ class _WriterTx(CachedDirectory, _PgTx):
         result (None without it)."""
         later, self.later = self.later, []
         checks, self.checks = self.checks, {}
+        reads, self.reads = self.reads, {}
         if sql is not None:
             later.append((sql, params))
         if not later and not commands:
             return None
-        if len(later) == 1 and not commands and not checks:
+        if len(later) == 1 and not commands and not checks and not reads:
             return self.raw.run(*later[0])
-        return self.raw.pipeline(later, commands, checks)
+        results = self.raw.pipeline(later, commands, checks)
+        for i, key in reads.items():
+            res = results[i]
+            if res is not None:
+                self.rows_read[key] = _Raw.rows(res)
+        return results[-1] if sql is not None else None
 
     def flush(self, commands: Sequence[bytes] = ()) -> None:
         """Send the held statements, then ``commands``, in one round trip."""
         self._send(None, (), commands)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.rows_read.clear()
         res = self._send(sql, params)
         assert res is not None
         return _Raw.rowcount(res)
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        key = (sql, tuple(params))
+        if key in self.rows_read and not self.later:
+            return self.rows_read.pop(key)
         res = self._send(sql, params)
         assert res is not None
         return _Raw.rows(res)
 
     def lock_chat(self, business: bytes, customer: bytes) -> None:
+        """Tried, as a check held with the chat's row read after it (a snapshot taken once
+        the lock is held): both go with the request's next statement."""
+        if (business, customer) in self.locked:
+            return
+        self.locked.add((business, customer))
         self.check(_TRY_LOCK, (_lock_key(business + b"\x00" + customer),), _Busy())
+        self.read_ahead(CHAT_ROW, (business, customer))
 
     def admit(self, account: bytes, device_id: int, nonce: bytes, expires: int, now: float,
               rate: float, burst: float, want: int) -> tuple[int, bool]:  # fmt: skip

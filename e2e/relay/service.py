@@ -349,6 +349,15 @@ class RelayService(
     def submit(self, tx: Tx, caller: Caller, req: Submit | PreparedSubmit) -> Receipt:
         prep = req if isinstance(req, PreparedSubmit) else self.prepare_submit(caller, req)
         envs, first, digest = prep.envs, prep.envs[0], prep.digest
+        # The chat's lock first (a backend may send it, and read the chat, with the lookup
+        # below: one round trip less); the decision below takes it again, a no-op then.
+        accounts = tx.accounts(caller[0], first.to_account)
+        src = accounts.get(caller[0])
+        if src is not None:
+            if src.kind == BUSINESS:
+                tx.lock_chat(caller[0], first.to_account)
+            else:
+                tx.lock_chat(first.to_account, caller[0])
         seen = tx.seen(caller[0], first.message_id)
         if seen is not None:
             if hmac.compare_digest(seen.digest, digest):

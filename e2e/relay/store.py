@@ -37,6 +37,7 @@ from e2e.relay.schema import (
 )
 
 __all__ = [
+    "CHAT_ROW",
     "CUSTOMER",
     "BUSINESS",
     "Caller",
@@ -104,6 +105,14 @@ class FrankingKey:
 
     def __repr__(self) -> str:
         return f"FrankingKey(id={self.key_id})"
+
+
+#: A chat's row (:meth:`Tx.chat`): (business, customer).
+CHAT_ROW: Final = (
+    "SELECT last_customer_message, blocked, limited, opted_in, template_times,"
+    " spam_reports, customer_count, business_count, blocked_customer,"
+    " customer_receipts, business_receipts FROM chats WHERE business = ? AND customer = ?"
+)
 
 
 def _times(text: str) -> list[int]:
@@ -465,13 +474,7 @@ class Tx(BusinessRecords, abc.ABC):
     # -- chats, billing, reports ---------------------------------------------------------
 
     def chat(self, business: bytes, customer: bytes) -> ChatState | None:
-        row = self.fetchone(
-            "SELECT last_customer_message, blocked, limited, opted_in, template_times,"
-            " spam_reports, customer_count, business_count, blocked_customer,"
-            " customer_receipts, business_receipts FROM chats"
-            " WHERE business = ? AND customer = ?",
-            (business, customer),
-        )
+        row = self.fetchone(CHAT_ROW, (business, customer))
         if row is None:
             return None
         return ChatState(
