@@ -408,9 +408,10 @@ class _WriterTx(CachedDirectory, _PgTx):
     exactly as the caller's own refusal would. Held as checks: a chat's decision lock (the
     chat's row, read in the same pipeline after the lock's statement, is read with a snapshot
     taken once the lock is held), a request's nonce when its process holds a rate-limit token,
-    and a submission's mailbox quota. A customer's submission then takes three round trips:
-    the nonce with the de-duplication lookup, the chat's lock with its row, and the writes
-    with the release of the request's savepoint and the next one."""
+    and a submission's mailbox quota. Reads can be held too (:meth:`read_ahead`: the chat's
+    row, with its lock). A submission takes its chat's lock before its de-duplication lookup,
+    so a customer's submission takes two round trips: the nonce, the chat's lock and row and
+    the lookup; the writes with the release of the request's savepoint and the next one."""
 
     grouped = True
 

@@ -462,7 +462,15 @@ class RelayService(
         budget = self.settings.mailbox.fetch_bytes - MAILBOX_OVERHEAD
         mail, cut = tx.fetch_mail(req.account, req.device_id, req.limit, budget, DELIVERY_OVERHEAD)
         out = tuple(Delivery(m.envelope, m.received_at, m.tag, m.seq).to_bytes() for m in mail)
-        more = tx.count_mail(req.account, req.device_id) - len(mail) if cut else 0
+        more = 0
+        if cut:
+            # The mailbox's counter (one row, whatever the mailbox holds); a count of the rows
+            # (as many as the device holds) only if it counts fewer than this answer carries:
+            # deliveries stored before mailboxes were counted are in no counter.
+            total = tx.mailbox_usage(req.account, req.device_id)[0]
+            if total <= len(mail):
+                total = tx.count_mail(req.account, req.device_id)
+            more = max(0, total - len(mail))
         return Mailbox(out, more)
 
     def ack(self, tx: Tx, caller: Caller, req: Ack) -> Ok:
