@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "tests" / "relay"))
 sys.path.insert(0, str(ROOT / "benches"))
 
 from relay_load import _exchange  # noqa: E402
-from relayhelp import RelayProcess, fresh_pg_db, new_device, relay_metrics  # noqa: E402
+from relayhelp import GENEROUS, RelayProcess, fresh_pg_db, new_device  # noqa: E402
 
 from e2e.keys import KeyPair  # noqa: E402
 from e2e.platform import wire  # noqa: E402
@@ -89,7 +89,13 @@ def _rss(pid: int) -> int:
 
 
 def _gauge(url: str, name: str) -> float:
-    for line in relay_metrics(url).splitlines():
+    token = GENEROUS["E2E_RELAY_OPS_METRICS_TOKEN"]
+    try:
+        r = httpx.get(url + wire.Path.METRICS, headers={"authorization": f"Bearer {token}"},
+                      timeout=60)  # fmt: skip
+    except httpx.HTTPError:
+        return 0.0  # the relay is busy taking the polls in: ask again
+    for line in r.text.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[-1])
     return 0.0
@@ -120,7 +126,7 @@ async def run(url: str, pid: int, polls: int, wakes: int, rate: float, key: KeyP
 
     t0 = time.perf_counter()
     tasks = [asyncio.create_task(hold(i)) for i in range(polls)]
-    while time.perf_counter() - t0 < 20:
+    while time.perf_counter() - t0 < 22:
         await asyncio.sleep(0.5)
         held = await asyncio.to_thread(_gauge, url, "e2e_relay_long_polls")
         if held >= polls:
@@ -150,15 +156,18 @@ async def run(url: str, pid: int, polls: int, wakes: int, rate: float, key: KeyP
     deadline = time.perf_counter() + 10
     while time.perf_counter() < deadline and not all(i in arrived for i in chosen):
         await asyncio.sleep(0.05)
-    lat = sorted((arrived[i] - sent[i]) * 1000 for i in chosen if i in arrived)
+    # A poll answered before its submission was sent (its wait ran out first) is no wake-up.
+    lat = sorted((arrived[i] - sent[i]) * 1000 for i in chosen if arrived.get(i, 0) > sent[i])
     missing = sum(1 for i in chosen if i not in arrived)
-    early = sum(1 for i in range(polls) if i in arrived and i not in sent)
+    early = sum(1 for i in chosen if i in arrived and arrived[i] <= sent[i])
     q = [float("nan")] * 99
+    worst = max(lat, default=float("nan"))
     if len(lat) > 1:
         q = statistics.quantiles(lat, n=100, method="inclusive")
     print(f"wake-up latency over {len(lat)} wakes at {rate:g}/s: p50 {q[49]:.1f} ms,"
-          f" p99 {q[98]:.1f} ms, max {lat[-1]:.1f} ms; not woken {missing}, submissions"
-          f" refused {refused}, other polls answered early {early}", flush=True)  # fmt: skip
+          f" p99 {q[98]:.1f} ms, max {worst:.1f} ms; not woken {missing}, submissions"
+          f" refused {refused}, answered before their wake-up (wait ran out) {early}",
+          flush=True)  # fmt: skip
     for t in tasks:
         t.cancel()
     for _, w in conns:
