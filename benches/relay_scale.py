@@ -45,13 +45,15 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "relay"))
+
+from relayhelp import fresh_pg_db  # noqa: E402
 
 from e2e.platform.envelope import Envelope  # noqa: E402
 from e2e.platform.policy import MessageClass  # noqa: E402
@@ -155,23 +157,11 @@ class Case:
         return self.accounts - max(1, self.accounts // PER_BUSINESS)
 
 
-def _pg_database(dsn: str) -> str:
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = "relay_scale_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    params = conninfo_to_dict(dsn)
-    params["dbname"] = name
-    return make_conninfo(**params)  # type: ignore[arg-type]
-
-
 def make_case(accounts: int, queued: int, pg_dsn: str | None, tmp: Path) -> Case:
     from e2e.relay.backends import open_store
 
     pg = pg_dsn is not None
-    db = _pg_database(pg_dsn) if pg_dsn else str(tmp / f"scale-{accounts}-{queued}.db")
+    db = fresh_pg_db(pg_dsn) if pg_dsn else str(tmp / f"scale-{accounts}-{queued}.db")
     open_store(db).close()  # the schema
     t = time.perf_counter()
     if pg:
