@@ -6,7 +6,9 @@ statements; see :class:`_Raw`), and answers them once it commits. Reads that dec
 use a connection pool. Transactions run at READ COMMITTED. Round trips are merged: the group's
 ``BEGIN`` with the first savepoint and the directory's generation (the writer caches the
 directory, see :class:`~e2e.relay.store.DirectoryCache`); a request's writes whose outcome it
-does not need with the release of its savepoint and the next one (libpq pipeline mode).
+does not need, and the checks it needs to hold (its chat's lock, its nonce, its mailbox quota:
+statements that fail on the server, see :class:`_WriterTx`), with its next statement or with
+the release of its savepoint and the next one (libpq pipeline mode).
 
 Every decision on a chat (a submission's policy check, a control, a report) first takes a
 transaction-scoped advisory lock on that chat (the first 8 bytes of SHA-256(business | 0x00 |
@@ -31,7 +33,7 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
@@ -41,16 +43,18 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
-from e2e.errors import StoreError, StoreUnavailable
+from e2e.errors import MailboxFull, StoreError, StoreUnavailable, Unauthenticated
 from e2e.relay.schema import (
     ADDED_COLUMNS,
     BUCKET_COLUMNS,
+    RESERVE_MAIL,
+    RESERVE_ROW,
     SCHEMA,
     TAKE_TOKEN,
     USE_NONCE,
     bucket_params,
 )
-from e2e.relay.store import RelayStore, Tx
+from e2e.relay.store import CHAT_ROW, Quota, RelayStore, Tx
 from e2e.relay.writer import (
     DIRECTORY_GENERATION,
     DIRECTORY_TABLES,
@@ -95,6 +99,26 @@ DO $$ BEGIN
     END IF;
 END $$"""
 
+
+#: A condition a held statement checks (see :meth:`_WriterTx.check`): false raises, so the
+#: server skips the rest of the pipeline, and the request is rolled back to its savepoint.
+_CHECK_FUNCTION: Final = """
+CREATE OR REPLACE FUNCTION e2e_check(ok boolean) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF ok IS NOT TRUE THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0E2E', MESSAGE = 'e2e check failed';
+    END IF;
+    RETURN true;
+END $$"""
+#: The SQLSTATE of a failed :data:`_CHECK_FUNCTION` (a class of its own: no statement of
+#: PostgreSQL's raises it).
+CHECK_FAILED: Final = b"P0E2E"
+#: A chat's (or any) decision lock, tried: fails the check if another transaction holds it.
+_TRY_LOCK: Final = "SELECT e2e_check(pg_try_advisory_xact_lock(?))"
+#: A nonce recorded, checked fresh.
+_CHECK_NONCE: Final = (
+    "WITH n AS (" + USE_NONCE + ") SELECT e2e_check(EXISTS (SELECT 1 FROM n))"  # noqa: S608
+)
 
 #: After a request: release its savepoint and set the next request's.
 _NEXT_SAVEPOINT: Final = (b"RELEASE SAVEPOINT req", b"SAVEPOINT req")
@@ -195,28 +219,38 @@ class _Raw:
         # libpq takes NULL for None (the stub says otherwise).
         return self._check(self.pg.exec_prepared(name, values, formats))  # type: ignore[arg-type]
 
-    def pipeline(self, statements: Sequence[tuple[str, Sequence[Any]]],
-                 commands: Sequence[bytes] = ()) -> None:  # fmt: skip
-        """Run ``statements`` (results unused), then ``commands`` (no parameters), in one
-        round trip (libpq's pipeline mode). The first failure is raised; what followed it
-        did not run (the server skips the rest of a pipeline after an error)."""
+    def pipeline(
+        self,
+        statements: Sequence[tuple[str, Sequence[Any]]],
+        commands: Sequence[bytes] = (),
+        checks: Mapping[int, BaseException] | None = None,
+    ) -> list[pq.abc.PGresult | None]:
+        """Run ``statements``, then ``commands`` (no parameters), in one round trip (libpq's
+        pipeline mode); the statements' results. The server runs them in order, each
+        with a snapshot of its own (READ COMMITTED), and skips the rest of the pipeline
+        after an error: the first failure is raised (``checks[i]`` if statement ``i`` failed
+        in :data:`CHECK` (see :data:`_CHECK_FUNCTION`), else the database's error), and what
+        followed it did not run."""
         pg = self.pg
         prepared = [(self._prepared(sql), self._params(params)) for sql, params in statements]
         pg.enter_pipeline_mode()
+        results: list[pq.abc.PGresult | None] = []
         try:
             for name, (values, formats) in prepared:
                 pg.send_query_prepared(name, values, formats)
             for command in commands:
                 pg.send_query_params(command, None)
             pg.pipeline_sync()
-            failed: pq.abc.PGresult | None = None
-            for _ in range(len(prepared) + len(commands)):
+            failed: tuple[int, pq.abc.PGresult] | None = None
+            for i in range(len(prepared) + len(commands)):
                 self._wait()
                 res = pg.get_result()
                 if res is not None and failed is None and res.status not in (
                     pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK,
                 ):  # fmt: skip
-                    failed = res
+                    failed = (i, res)
+                if i < len(prepared):
+                    results.append(res)
                 self._wait()
                 pg.get_result()  # the None that ends each statement's results
             self._wait()
@@ -225,7 +259,12 @@ class _Raw:
             if pg.status == pq.ConnStatus.OK:
                 pg.exit_pipeline_mode()
         if failed is not None:
-            self._check(failed)
+            i, res = failed
+            state = res.error_field(pq.DiagnosticField.SQLSTATE)
+            if checks is not None and i in checks and state == CHECK_FAILED:
+                raise checks[i]
+            self._check(res)
+        return results
 
     def _wait(self) -> None:
         """Until a result can be read without blocking, waiting in ``select`` (which does
@@ -239,13 +278,14 @@ class _Raw:
             raise psycopg.OperationalError("relay database connection lost") from None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
-        res = self.run(sql, params)
-        status = res.command_status or b""
-        tail = status.rsplit(b" ", 1)[-1]
-        return _Rows(int(tail) if tail.isdigit() else -1)
+        return self.rowcount(self.run(sql, params))
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        res = self.run(sql, params)
+        return self.rows(self.run(sql, params))
+
+    @staticmethod
+    def rows(res: pq.abc.PGresult) -> list[tuple[Any, ...]]:
+        """``res``'s rows, decoded by column type."""
         cols = range(res.nfields)
         decode = [_DECODE.get(res.ftype(c), bytes.decode) for c in cols]
         rows = []
@@ -256,6 +296,12 @@ class _Raw:
                 row.append(None if v is None else decode[c](v))
             rows.append(tuple(row))
         return rows
+
+    @staticmethod
+    def rowcount(res: pq.abc.PGresult) -> _Rows:
+        status = res.command_status or b""
+        tail = status.rsplit(b" ", 1)[-1]
+        return _Rows(int(tail) if tail.isdigit() else -1)
 
 
 class _PgTx(SqlTx):
@@ -352,7 +398,20 @@ _TRY_ADMIT: Final = (
 
 class _WriterTx(CachedDirectory, _PgTx):
     """The writer's transactions: :class:`_PgTx` over :class:`_Raw`, chat locks only tried,
-    the directory read through the writer's :class:`DirectoryCache`."""
+    the directory read through the writer's :class:`DirectoryCache`.
+
+    Statements whose rows the request does not need are held and sent in one pipeline with
+    the next statement whose rows it needs (or with the request's end): writes, and *checks*,
+    statements that fail on the server when their condition is false (:data:`_CHECK_FUNCTION`)
+    and then raise the error they were held with. The server skips what follows a failed
+    check, and the request rolls back to its savepoint, so a check refuses the request
+    exactly as the caller's own refusal would. Held as checks: a chat's decision lock (the
+    chat's row, read in the same pipeline after the lock's statement, is read with a snapshot
+    taken once the lock is held), a request's nonce when its process holds a rate-limit token,
+    and a submission's mailbox quota. Reads can be held too (:meth:`read_ahead`: the chat's
+    row, with its lock). A submission takes its chat's lock before its de-duplication lookup,
+    so a customer's submission takes two round trips: the nonce, the chat's lock and row and
+    the lookup; the writes with the release of the request's savepoint and the next one."""
 
     grouped = True
 
@@ -361,26 +420,97 @@ class _WriterTx(CachedDirectory, _PgTx):
         self.raw = raw
         self.cache = cache
         self.later: list[tuple[str, Sequence[Any]]] = []
+        self.checks: dict[int, BaseException] = {}
+        #: Held reads (by their place in :attr:`later`), and the rows of those sent since.
+        self.reads: dict[int, tuple[str, tuple[Any, ...]]] = {}
+        self.rows_read: dict[tuple[str, tuple[Any, ...]], list[tuple[Any, ...]]] = {}
+        self.locked: set[tuple[bytes, bytes]] = set()
 
     def write(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Held until the next statement or the request's end, and sent with it."""
+        self.rows_read.clear()  # rows read before a write may be older than it
+        self.reads.clear()
         self.later.append((sql, params))
 
-    def flush(self, commands: Sequence[bytes] = ()) -> None:
-        """Send the held writes, then ``commands``, in one round trip."""
+    def check(self, sql: str, params: Sequence[Any], error: BaseException) -> None:
+        """Hold ``sql`` (a statement calling ``e2e_check``), as :meth:`write` does; the
+        request fails with ``error`` if its check fails."""
+        self.checks[len(self.later)] = error
+        self.write(sql, params)
+
+    def read_ahead(self, sql: str, params: Sequence[Any]) -> None:
+        """Hold a read, sent with the next statement; :meth:`fetchall` of the same statement
+        answers from its rows unless a write was held or sent after it."""
+        self.reads[len(self.later)] = (sql, tuple(params))
+        self.later.append((sql, params))
+
+    def _send(self, sql: str | None = None, params: Sequence[Any] = (),
+              commands: Sequence[bytes] = ()) -> pq.abc.PGresult | None:  # fmt: skip
+        """The held statements, then ``sql``, then ``commands``, in one round trip; ``sql``'s
+        result (None without it)."""
         later, self.later = self.later, []
-        if later or commands:
-            self.raw.pipeline(later, commands)
+        checks, self.checks = self.checks, {}
+        reads, self.reads = self.reads, {}
+        if sql is not None:
+            later.append((sql, params))
+        if not later and not commands:
+            return None
+        if len(later) == 1 and not commands and not checks and not reads:
+            return self.raw.run(*later[0])
+        results = self.raw.pipeline(later, commands, checks)
+        for i, key in reads.items():
+            res = results[i]
+            if res is not None:
+                self.rows_read[key] = _Raw.rows(res)
+        return results[-1] if sql is not None else None
+
+    def flush(self, commands: Sequence[bytes] = ()) -> None:
+        """Send the held statements, then ``commands``, in one round trip."""
+        self._send(None, (), commands)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        if self.later:
-            self.flush()
-        return self.raw.execute(sql, params)
+        self.rows_read.clear()
+        res = self._send(sql, params)
+        assert res is not None
+        return _Raw.rowcount(res)
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if self.later:
-            self.flush()
-        return self.raw.fetchall(sql, params)
+        key = (sql, tuple(params))
+        if key in self.rows_read and not self.later:
+            return self.rows_read.pop(key)
+        res = self._send(sql, params)
+        assert res is not None
+        return _Raw.rows(res)
+
+    def lock_chat(self, business: bytes, customer: bytes) -> None:
+        """Tried, as a check held with the chat's row read after it (a snapshot taken once
+        the lock is held): both go with the request's next statement."""
+        if (business, customer) in self.locked:
+            return
+        self.locked.add((business, customer))
+        self.check(_TRY_LOCK, (_lock_key(business + b"\x00" + customer),), _Busy())
+        self.read_ahead(CHAT_ROW, (business, customer))
+
+    def admit(self, account: bytes, device_id: int, nonce: bytes, expires: int, now: float,
+              rate: float, burst: float, want: int) -> tuple[int, bool]:  # fmt: skip
+        if want:
+            return super().admit(account, device_id, nonce, expires, now, rate, burst, want)
+        # The same refusal as the caller's for a nonce that is not fresh (SPEC §10.9).
+        self.check(_CHECK_NONCE, (account, device_id, nonce, expires),
+                   Unauthenticated("request replayed"))  # fmt: skip
+        return 0, True
+
+    def reserve_mail(self, sender: bytes, copies: Sequence[tuple[bytes, int, int]],
+                     quota: Quota) -> bool:  # fmt: skip
+        rows = sorted((a, d, who, n) for a, d, n in copies for who in (b"", sender))
+        reserve = RESERVE_MAIL.format(values=", ".join([RESERVE_ROW] * len(rows)))
+        self.check(
+            f"WITH r AS ({reserve}) SELECT e2e_check(COUNT(*) = ?) FROM r",  # noqa: S608
+            [v for r in rows for v in r]
+            + [quota.messages, quota.sender_messages, quota.bytes, quota.sender_bytes, len(rows)],
+            MailboxFull("a recipient's mailbox is full"),
+        )
+        return True
 
 
 class PostgresRelayStore(RelayStore):
@@ -406,6 +536,7 @@ class PostgresRelayStore(RelayStore):
                         f" {decl.replace('BLOB', 'BYTEA')}"
                     )
                 conn.execute(_DIRECTORY_FUNCTION)
+                conn.execute(_CHECK_FUNCTION)
                 for table in DIRECTORY_TABLES:
                     conn.execute(_DIRECTORY_TRIGGER.replace("{table}", table))
         except psycopg.Error as exc:

@@ -379,6 +379,15 @@ class RelayService(
     def submit(self, tx: Tx, caller: Caller, req: Submit | PreparedSubmit) -> Receipt:
         prep = req if isinstance(req, PreparedSubmit) else self.prepare_submit(caller, req)
         envs, first, digest = prep.envs, prep.envs[0], prep.digest
+        # The chat's lock first (a backend may send it, and read the chat, with the lookup
+        # below: one round trip less); the decision below takes it again, a no-op then.
+        accounts = tx.accounts(caller[0], first.to_account)
+        src = accounts.get(caller[0])
+        if src is not None:
+            if src.kind == BUSINESS:
+                tx.lock_chat(caller[0], first.to_account)
+            else:
+                tx.lock_chat(first.to_account, caller[0])
         seen = tx.seen(caller[0], first.message_id)
         if seen is not None:
             if hmac.compare_digest(seen.digest, digest):
@@ -523,7 +532,15 @@ class RelayService(
         budget = self.settings.mailbox.fetch_bytes - MAILBOX_OVERHEAD
         mail, cut = tx.fetch_mail(req.account, req.device_id, req.limit, budget, DELIVERY_OVERHEAD)
         out = tuple(Delivery(m.envelope, m.received_at, m.tag, m.seq).to_bytes() for m in mail)
-        more = tx.count_mail(req.account, req.device_id) - len(mail) if cut else 0
+        more = 0
+        if cut:
+            # The mailbox's counter (one row, whatever the mailbox holds); a count of the rows
+            # (as many as the device holds) only if it counts fewer than this answer carries:
+            # deliveries stored before mailboxes were counted are in no counter.
+            total = tx.mailbox_usage(req.account, req.device_id)[0]
+            if total <= len(mail):
+                total = tx.count_mail(req.account, req.device_id)
+            more = max(0, total - len(mail))
         return Mailbox(out, more)
 
     def ack(self, tx: Tx, caller: Caller, req: Ack) -> Ok:

@@ -37,6 +37,7 @@ from e2e.relay.schema import (
 )
 
 __all__ = [
+    "CHAT_ROW",
     "CUSTOMER",
     "BUSINESS",
     "Caller",
@@ -106,6 +107,15 @@ class FrankingKey:
         return f"FrankingKey(id={self.key_id})"
 
 
+#: A chat's row (:meth:`Tx.chat`): (business, customer).
+CHAT_ROW: Final = (
+    "SELECT last_customer_message, blocked, limited, opted_in, template_times,"
+    " spam_reports, customer_count, business_count, blocked_customer,"
+    " customer_receipts, business_receipts, entry_until FROM chats"
+    " WHERE business = ? AND customer = ?"
+)
+
+
 def _times(text: str) -> list[int]:
     return [int(t) for t in text.split(",") if t]
 
@@ -152,7 +162,9 @@ class Tx(BusinessRecords, abc.ABC):
         """Count ``copies`` ((account, device, bytes) each) from ``sender``'s account into
         their mailboxes' usage, in all and from that sender: True if each stays within
         ``quota``; False if one would not (the caller refuses the request, and its rollback
-        undoes the counts). One statement, its rows in key order."""
+        undoes the counts). One statement, its rows in key order. A backend may instead
+        answer True at once and check later in the same request, before it ends, refusing it
+        then with :class:`~e2e.errors.MailboxFull` (the caller's refusal) and undoing it."""
         rows = sorted((a, d, who, n) for a, d, n in copies for who in (b"", sender))
         got = self.fetchall(
             RESERVE_MAIL.format(values=", ".join([RESERVE_ROW] * len(rows))),
@@ -463,13 +475,7 @@ class Tx(BusinessRecords, abc.ABC):
     # -- chats, billing, reports ---------------------------------------------------------
 
     def chat(self, business: bytes, customer: bytes) -> ChatState | None:
-        row = self.fetchone(
-            "SELECT last_customer_message, blocked, limited, opted_in, template_times,"
-            " spam_reports, customer_count, business_count, blocked_customer,"
-            " customer_receipts, business_receipts, entry_until FROM chats"
-            " WHERE business = ? AND customer = ?",
-            (business, customer),
-        )
+        row = self.fetchone(CHAT_ROW, (business, customer))
         if row is None:
             return None
         return ChatState(
@@ -652,7 +658,9 @@ class Tx(BusinessRecords, abc.ABC):
         """:meth:`take_token` (none if ``want`` is 0: the request spends a token its relay
         process took before), then :meth:`use_nonce`: (tokens taken, nonce fresh). The
         caller refuses the request (rolls back) if ``want`` was not 0 and none was taken, or
-        the nonce is not fresh."""
+        the nonce is not fresh. A backend may answer the nonce fresh at once and check it
+        later in the same request, refusing it then with :class:`~e2e.errors.Unauthenticated`
+        (the caller's refusal of a replay) and undoing it."""
         taken = self.take_token(account, device_id, now, rate, burst, want) if want else 0
         if want and not taken:
             return 0, True

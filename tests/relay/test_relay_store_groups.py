@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from e2e.errors import DecodeError, StoreError
+from e2e.errors import DecodeError, MailboxFull, StoreError, Unauthenticated
 from e2e.relay.backends import open_store
 from e2e.relay.sqlite import SqliteRelayStore
-from e2e.relay.store import RelayStore, Tx
+from e2e.relay.store import Quota, RelayStore, Tx
 
 
 def _put(key: str) -> Callable[[Tx], str]:
@@ -138,6 +138,56 @@ def test_held_writes_are_read_back_and_fail_their_request(relay_db: str) -> None
         keys = _keys(store)
         assert {"held", "a", "b"} <= keys
         assert not {"before-bad", "bad"} & keys
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("relay_db", ["sqlite", pytest.param("pg", marks=pytest.mark.pg)],
+                         indirect=True)  # fmt: skip
+def test_a_replayed_nonce_or_a_full_mailbox_refuses_only_its_request(relay_db: str) -> None:
+    """A request's nonce and a submission's mailbox quota (checked later, in the pipeline of
+    the request's next statement, by PostgreSQL's writer) refuse the request as the service
+    does (a replay, a full mailbox) and undo everything it wrote, before and after the
+    check, while the requests grouped with it commit; whether the requests share a group or
+    not, the outcome is the same."""
+    store = open_store(relay_db)
+    quota = Quota(messages=2, bytes=1 << 20, sender_messages=2, sender_bytes=1 << 20)
+
+    def request(key: str, nonce: bytes, mail: int = 0) -> Callable[[Tx], str]:
+        def step(tx: Tx) -> str:
+            tx.execute("INSERT INTO relay_meta (key, value) VALUES (?, ?)", (key + "-before", 1))
+            _, fresh = tx.admit(b"dev", 1, nonce, 2**40, 1000.0, 100.0, 100.0, 0)
+            if not fresh:
+                raise Unauthenticated("request replayed")
+            if mail and not tx.reserve_mail(b"src", [(b"dst", 1, mail)], quota):
+                raise MailboxFull("a recipient's mailbox is full")
+            tx.write("INSERT INTO relay_meta (key, value) VALUES (?, ?)", (key, 1))
+            return key
+
+        return step
+
+    try:
+        assert store.run(request("first", b"n-first", 10)) == "first"
+        jobs: list[Callable[[Tx], Any]] = [
+            request("a", b"n-a", 10),  # the mailbox's second delivery: within the quota
+            request("replay", b"n-first"),  # the nonce of an accepted request
+            request("full", b"n-full", 10),  # a third delivery: over the quota
+            request("b", b"n-b"),
+        ]
+        outcomes: list[str] = []
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for fut in [pool.submit(store.run, job) for job in jobs]:
+                try:
+                    outcomes.append(fut.result(timeout=60))
+                except (Unauthenticated, MailboxFull) as exc:
+                    outcomes.append(type(exc).__name__)
+        assert outcomes == ["a", "Unauthenticated", "MailboxFull", "b"]
+        keys = _keys(store)
+        assert {"first", "a", "b", "first-before", "a-before", "b-before"} <= keys
+        assert not {"replay", "replay-before", "full", "full-before"} & keys
+        # The refused request's nonce was not recorded, nor its delivery counted.
+        assert store.run(request("again", b"n-full")) == "again"
+        assert store.read(lambda tx: tx.mailbox_usage(b"dst", 1)) == (2, 20)
     finally:
         store.close()
 
