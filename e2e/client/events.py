@@ -282,10 +282,17 @@ class CustomerNotice(Event):
 
 
 def event_types() -> tuple[type[Event], ...]:
-    """Every event type, in the order of their record kinds: the subclasses of
-    :class:`Event` defined here (a slots dataclass replaces its class, so each name's
-    class in this module is the one in use)."""
-    found = {globals()[c.__name__] for c in Event.__subclasses__()}
+    """Every event type, in the order of their record kinds: the classes below
+    :class:`Event` defined here that have a record kind of their own (a base such as
+    ``_MessageEvent`` has none; a slots dataclass replaces its class, so each name's class in
+    this module is the one in use)."""
+    found: set[type[Event]] = set()
+    below: list[type[Event]] = [Event]
+    while below:
+        for c in below.pop().__subclasses__():
+            below.append(c)
+            if c.KIND:
+                found.add(globals()[c.__name__])
     return tuple(sorted(found, key=lambda t: t.KIND))
 
 
