@@ -130,8 +130,15 @@ def _worker(
 ) -> None:  # fmt: skip
     pmap = PlacementMap.from_json(pmap_json)
     router = open_router(pmap, dsns, QUOTA)
-    for name in pmap.clusters:
-        router.store(name)
+    for name in pmap.clusters:  # opened before the timed part (a busy machine: try again)
+        for attempt in range(5):
+            try:
+                router.store(name)
+                break
+            except StoreUnavailable:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
     n_biz = businesses or threads
     stop = threading.Event()
     lat: list[float] = []

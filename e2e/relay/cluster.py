@@ -168,6 +168,7 @@ class ClusterRouter:
         self.clock = clock
         self._stores: dict[str, RelayStore] = {}
         self._lock = threading.Lock()
+        self._opening: dict[str, threading.Lock] = {}
 
     # -- placement ------------------------------------------------------------------------
 
@@ -193,9 +194,17 @@ class ClusterRouter:
     # -- stores ---------------------------------------------------------------------------
 
     def store(self, name: str) -> RelayStore:
-        """The store of cluster ``name``, opened (with the cluster tables) if it is not."""
+        """The store of cluster ``name``, opened (with the cluster tables) if it is not. A
+        cluster being opened (which may wait for its connection timeout if it is down) holds
+        up only the requests that need it."""
         with self._lock:
             store = self._stores.get(name)
+            if store is not None:
+                return store
+            opening = self._opening.setdefault(name, threading.Lock())
+        with opening:
+            with self._lock:
+                store = self._stores.get(name)
             if store is not None:
                 return store
             try:
@@ -210,7 +219,8 @@ class ClusterRouter:
             except StoreError:
                 store.close()
                 raise StoreUnavailable(f"cluster {name} unavailable") from None
-            self._stores[name] = store
+            with self._lock:
+                self._stores[name] = store
             return store
 
     def run(self, name: str, fn: Callable[[Tx], T]) -> T:
@@ -428,46 +438,3 @@ class OutboxRelay:
             sql += " AND outbox_id < ?"
             params.append(floor)
         return int(self.router.run(dest, lambda tx: tx.execute(sql, params)).rowcount)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m e2e.relay.cluster outbox --placement MAP.json --cluster NAME=DSN ...
-    --origin NAME``: run one origin's outbox relay until killed (SIGTERM or SIGKILL: a
-    killed relay loses nothing, the next one delivers what is left)."""
-    import argparse
-    import signal
-    from pathlib import Path
-
-    from e2e.relay.backends import open_store
-    from e2e.relay.config import Mailbox
-
-    parser = argparse.ArgumentParser(prog="python -m e2e.relay.cluster")
-    sub = parser.add_subparsers(dest="command", required=True)
-    outbox = sub.add_parser("outbox", help="move one cluster's outbox to the other clusters")
-    outbox.add_argument("--placement", required=True, help="the placement map (JSON)")
-    outbox.add_argument("--cluster", action="append", default=[], help="NAME=DSN, per cluster")
-    outbox.add_argument("--origin", required=True, help="the cluster whose outbox to move")
-    outbox.add_argument("--batch", type=int, default=256)
-    outbox.add_argument("--idle", type=float, default=0.05, help="s to wait when it is empty")
-    args = parser.parse_args(argv)
-    pmap = PlacementMap.from_json(Path(args.placement).read_bytes())
-    dsns = dict(item.split("=", 1) for item in args.cluster)
-    router = ClusterRouter(pmap, dsns, open_store, Mailbox().quota())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    relay = OutboxRelay(router, args.origin, args.batch)
-    try:
-        while not stop.is_set():
-            try:
-                moved = relay.pump()
-            except StoreUnavailable:
-                moved = 0
-            if not moved:
-                stop.wait(args.idle)
-    finally:
-        router.close()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -127,7 +127,7 @@ def test_a_cross_cluster_submission_is_applied_once_however_the_relay_dies(
 
 
 def _pump_process(map_path: Path, dbs: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "e2e.relay.cluster", "outbox", "--placement", str(map_path),
+    args = [sys.executable, "-m", "e2e.relay.cluster_serve", "outbox", "--placement", str(map_path),
             "--origin", "a", "--batch", "7", "--idle", "0.01"]  # fmt: skip
     for name, dsn in dbs.items():
         args += ["--cluster", f"{name}={dsn}"]
