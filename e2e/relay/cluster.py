@@ -249,7 +249,8 @@ class ClusterRouter:
         (``Blocked``) and a full mailbox on the home (``MailboxFull``). Copies for mailboxes
         elsewhere (or in a slot being moved) go to the home's outbox in the same
         transaction. ``StoreUnavailable`` if the home is down or being moved: nothing was
-        stored."""
+        stored, unless the commit went through and only its answer was lost, which the
+        sender's retry (the same submission) learns from the de-duplication record."""
         business, customer = sub.chat
         home = self._writable(customer)
         local: list[Copy] = []

@@ -19,21 +19,23 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from relayhelp import ROOT, drop_pg_db, fresh_pg_db, pg_or_skip
 
-from e2e.errors import DuplicateSubmission, StoreUnavailable
+from e2e.errors import DecodeError, DuplicateSubmission, StoreUnavailable
 from e2e.platform.policy import MessageClass
 from e2e.relay.backends import open_router
 from e2e.relay.cluster import ClusterRouter, Copy, OutboxRelay, Submission, submission_digest
-from e2e.relay.placement import PlacementMap, begin_move, cluster_of, initial
+from e2e.relay.placement import PlacementMap, begin_move, cluster_of, initial, slot_of
 from e2e.relay.store import BUSINESS, CUSTOMER, Quota
 
 pytestmark = pytest.mark.pg
+T = TypeVar("T")
 
 SEED = b"cluster-test-sd!"
 QUOTA = Quota(10_000, 1 << 30, 10_000, 1 << 30)
@@ -244,63 +246,70 @@ class Gate:
         self.sock.close()
 
 
-def test_a_cluster_down_refuses_only_what_needs_it_and_loses_nothing_acknowledged(
-    dbs: dict[str, str],
-) -> None:
+@pytest.fixture
+def gated(dbs: dict[str, str]) -> Iterator[tuple[ClusterRouter, Gate]]:
+    """A router over clusters a and b, b reached through a :class:`Gate`."""
     params = conninfo_to_dict(dbs["b"])
     gate = Gate(int(params.get("port") or 5432))
     params.update(host="127.0.0.1", port=str(gate.listen_port), connect_timeout="5")
     dsns = {"a": dbs["a"], "b": make_conninfo(**params)}  # type: ignore[arg-type]
-    pmap = initial(["a", "b"], SEED)
-    router = open_router(pmap, dsns, QUOTA)
+    router = open_router(initial(["a", "b"], SEED), dsns, QUOTA)
     try:
-        cust_a, cust_b = name_on(pmap, "a", b"ca"), name_on(pmap, "b", b"cb")
-        biz_a, biz_b = name_on(pmap, "a", b"ba"), name_on(pmap, "b", b"bb")
         router.store("b")  # opened while up (opening waits for a pooled connection)
-        acked: list[tuple[bytes, int, bytes]] = []
-
-        def send(sub: Submission) -> None:
-            router.submit(sub)
-            acked.extend((c.account, c.device_id, c.envelope) for c in sub.copies)
-
-        send(message(cust_b, CUSTOMER, biz_a, 0, [(biz_a, 1)]))  # home b, while up
-        gate.down()
-        # Needs only a: accepted, copies for b wait in a's outbox.
-        send(message(cust_a, CUSTOMER, biz_b, 1, [(biz_b, 1)]))
-        send(message(biz_b, BUSINESS, cust_a, 2, [(cust_a, 1), (biz_b, 2)]))
-        send(message(cust_a, CUSTOMER, biz_a, 3, [(biz_a, 1)]))
-        assert mailbox(router, biz_a, 1)[-1].startswith(b"env:")
-        # Needs b (the chat's home, or the mailbox read): refused, typed and retryable.
-        blocked = message(cust_b, CUSTOMER, biz_a, 4, [(biz_a, 1)])
-        for attempt in (lambda: router.submit(blocked), lambda: router.fetch(biz_b, 1)):
-            with pytest.raises(StoreUnavailable) as err:
-                attempt()
-            assert err.value.retryable and "cluster b" in str(err.value)
-        # The outbox relay cannot deliver to b: its rows stay; b's own relay cannot run.
-        assert OutboxRelay(router, "a").pump() == 0
-        assert router.outbox_size("a") == 2
-        with pytest.raises(StoreUnavailable):
-            OutboxRelay(router, "b").pump()
-        gate.up()
-        deadline = time.monotonic() + 20
-        while True:  # the refused submission, sent again once b is back
-            try:
-                send(blocked)
-                break
-            except StoreUnavailable:
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
-        assert OutboxRelay(router, "a").pump() == 2
-        assert OutboxRelay(router, "b").pump() == 2  # b's customer's messages to biz_a
-        stored = Counter(
-            (account, device, env)
-            for account, device in {(a, d) for a, d, _ in acked}
-            for env in mailbox(router, account, device)
-        )
-        assert stored == Counter(acked)  # everything acknowledged, each once
+        yield router, gate
     finally:
         router.close()
         gate.close()
+
+
+def test_a_cluster_down_refuses_only_what_needs_it_and_loses_nothing_acknowledged(
+    gated: tuple[ClusterRouter, Gate],
+) -> None:
+    router, gate = gated
+    pmap = router.pmap
+    cust_a, cust_b = name_on(pmap, "a", b"ca"), name_on(pmap, "b", b"cb")
+    biz_a, biz_b = name_on(pmap, "a", b"ba"), name_on(pmap, "b", b"bb")
+    acked: list[tuple[bytes, int, bytes]] = []
+
+    def send(sub: Submission) -> None:
+        router.submit(sub)
+        acked.extend((c.account, c.device_id, c.envelope) for c in sub.copies)
+
+    send(message(cust_b, CUSTOMER, biz_a, 0, [(biz_a, 1)]))  # home b, while up
+    gate.down()
+    # Needs only a: accepted, copies for b wait in a's outbox.
+    send(message(cust_a, CUSTOMER, biz_b, 1, [(biz_b, 1)]))
+    send(message(biz_b, BUSINESS, cust_a, 2, [(cust_a, 1), (biz_b, 2)]))
+    send(message(cust_a, CUSTOMER, biz_a, 3, [(biz_a, 1)]))
+    assert mailbox(router, biz_a, 1)[-1].startswith(b"env:")
+    # Needs b (the chat's home, or the mailbox read): refused, typed and retryable.
+    blocked = message(cust_b, CUSTOMER, biz_a, 4, [(biz_a, 1)])
+    for attempt in (lambda: router.submit(blocked), lambda: router.fetch(biz_b, 1)):
+        with pytest.raises(StoreUnavailable) as err:
+            attempt()
+        assert err.value.retryable and "cluster b" in str(err.value)
+    # The outbox relay cannot deliver to b: its rows stay; b's own relay cannot run.
+    assert OutboxRelay(router, "a").pump() == 0
+    assert router.outbox_size("a") == 2
+    with pytest.raises(StoreUnavailable):
+        OutboxRelay(router, "b").pump()
+    gate.up()
+    deadline = time.monotonic() + 20
+    while True:  # the refused submission, sent again once b is back
+        try:
+            send(blocked)
+            break
+        except StoreUnavailable:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert OutboxRelay(router, "a").pump() == 2
+    assert OutboxRelay(router, "b").pump() == 2  # b's customer's messages to biz_a
+    stored = Counter(
+        (account, device, env)
+        for account, device in {(a, d) for a, d, _ in acked}
+        for env in mailbox(router, account, device)
+    )
+    assert stored == Counter(acked)  # everything acknowledged, each once
 
 
 def test_an_account_being_moved_refuses_writes_retryably(dbs: dict[str, str]) -> None:
@@ -309,91 +318,82 @@ def test_an_account_being_moved_refuses_writes_retryably(dbs: dict[str, str]) ->
     try:
         cust, other = name_on(pmap, "a", b"c"), name_on(pmap, "a", b"d")
         biz = name_on(pmap, "a", b"b")
-        from e2e.relay.placement import slot_of
-
-        moving = begin_move(pmap, [slot_of(SEED, cust)])
-        router.set_map(moving)
-        with pytest.raises(StoreUnavailable, match="moved"):
+        assert len({slot_of(SEED, n) for n in (cust, other, biz)}) == 3
+        router.set_map(begin_move(pmap, [slot_of(SEED, cust)]))
+        with pytest.raises(StoreUnavailable, match="moved") as err:
             router.submit(message(cust, CUSTOMER, biz, 1, [(biz, 1)]))
-        if slot_of(SEED, other) != slot_of(SEED, cust):
-            assert router.submit(message(other, CUSTOMER, biz, 1, [(biz, 1)])).home == "a"
+        assert err.value.retryable
+        assert router.submit(message(other, CUSTOMER, biz, 1, [(biz, 1)])).home == "a"
         # A copy for an account being moved waits in the outbox, even on its own cluster.
         sub = message(biz, BUSINESS, other, 2, [(other, 1), (cust, 1)])
-        if slot_of(SEED, other) != slot_of(SEED, cust):
-            assert router.submit(sub).forwarded == 1
-            assert OutboxRelay(router, "a").pump() == 0  # held until the move ends
-        with pytest.raises(Exception, match="not newer"):
+        assert router.submit(sub).forwarded == 1
+        assert OutboxRelay(router, "a").pump() == 0  # held until the move ends
+        assert router.outbox_size("a") == 1
+        with pytest.raises(DecodeError, match="not newer"):
             router.set_map(pmap)
     finally:
         router.close()
 
 
-def test_submissions_in_flight_when_a_cluster_fails_are_acknowledged_only_if_kept(
-    dbs: dict[str, str],
+def test_submissions_in_flight_when_a_cluster_fails_are_delivered_once_when_retried(
+    gated: tuple[ClusterRouter, Gate],
 ) -> None:
-    """Submitters keep sending while cluster b goes down and comes back (twice): every
-    submission either got a receipt or was refused whole, and after recovery each copy of
-    each acknowledged one is in its mailbox exactly once, and nothing refused is anywhere."""
-    params = conninfo_to_dict(dbs["b"])
-    gate = Gate(int(params.get("port") or 5432))
-    params.update(host="127.0.0.1", port=str(gate.listen_port), connect_timeout="5")
-    dsns = {"a": dbs["a"], "b": make_conninfo(**params)}  # type: ignore[arg-type]
-    pmap = initial(["a", "b"], SEED)
-    router = open_router(pmap, dsns, QUOTA)
-    try:
-        router.store("b")
-        custs = [name_on(pmap, c, b"c%d" % i) for i, c in enumerate("abab")]
-        bizs = [name_on(pmap, c, b"b%d" % i) for i, c in enumerate("baba")]
-        acked: list[Copy] = []
-        refused: list[Copy] = []
-        stop = threading.Event()
+    """Submitters keep sending while cluster b goes down and comes back (twice), and send
+    each refused submission again once b is back, as a client does. A refused submission may
+    have been committed (its answer lost with the connection): its retry gets the original
+    receipt. In the end every copy of every submission is in its mailbox exactly once."""
+    router, gate = gated
+    pmap = router.pmap
+    custs = [name_on(pmap, c, b"c%d" % i) for i, c in enumerate("abab")]
+    bizs = [name_on(pmap, c, b"b%d" % i) for i, c in enumerate("baba")]
+    acked: list[Submission] = []
+    refused: list[Submission] = []
+    stop = threading.Event()
 
-        def submitter(i: int) -> None:
-            n = 0
-            while not stop.is_set():
-                n += 1
-                sub = message(custs[i], CUSTOMER, bizs[i], n, [(bizs[i], 1), (custs[i], 2)])
-                try:
-                    router.submit(sub)
-                except StoreUnavailable:
-                    refused.extend(sub.copies)
-                    continue
-                acked.extend(sub.copies)
+    def submitter(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            sub = message(custs[i], CUSTOMER, bizs[i], n, [(bizs[i], 1), (custs[i], 2)])
+            try:
+                router.submit(sub)
+            except StoreUnavailable:
+                refused.append(sub)
+                continue
+            acked.append(sub)
 
-        threads = [threading.Thread(target=submitter, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for _ in range(2):
-            time.sleep(0.4)
-            gate.down()
-            time.sleep(0.4)
-            gate.up()
+    threads = [threading.Thread(target=submitter, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(2):
         time.sleep(0.4)
-        stop.set()
-        for t in threads:
-            t.join(30)
-        assert refused, "b's failure should have refused some submissions"
-        assert len(acked) > 20
-        deadline = time.monotonic() + 30
-        for origin in ("a", "b"):
-            while True:
-                try:
-                    OutboxRelay(router, origin).pump()
-                    if router.outbox_size(origin) == 0:
-                        break
-                except StoreUnavailable:  # b's first statements after the outage
-                    pass
+        gate.down()
+        time.sleep(0.4)
+        gate.up()
+    time.sleep(0.4)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert refused, "b's failure should have refused some submissions"
+    assert len(acked) > 20
+    deadline = time.monotonic() + 30
+
+    def until_up(fn: Callable[[], T]) -> T:
+        while True:
+            try:
+                return fn()
+            except StoreUnavailable:  # b's first statements after the outage
                 assert time.monotonic() < deadline
-        stored: Counter[tuple[bytes, int, bytes]] = Counter()
-        for account, device in {(c.account, c.device_id) for c in acked + refused}:
-            for _ in range(100):
-                try:
-                    got = mailbox(router, account, device)
-                    break
-                except StoreUnavailable:
-                    time.sleep(0.05)
-            stored.update((account, device, env) for env in got)
-        assert stored == Counter((c.account, c.device_id, c.envelope) for c in acked)
-    finally:
-        router.close()
-        gate.close()
+                time.sleep(0.05)
+
+    for sub in refused:
+        until_up(lambda sub=sub: router.submit(sub))
+    for origin in ("a", "b"):
+        while until_up(lambda origin=origin: router.outbox_size(origin)):
+            until_up(lambda origin=origin: OutboxRelay(router, origin).pump())
+    sent = [c for sub in acked + refused for c in sub.copies]
+    stored: Counter[tuple[bytes, int, bytes]] = Counter()
+    for account, device in {(c.account, c.device_id) for c in sent}:
+        got = until_up(lambda a=account, d=device: mailbox(router, a, d))
+        stored.update((account, device, env) for env in got)
+    assert stored == Counter((c.account, c.device_id, c.envelope) for c in sent)
