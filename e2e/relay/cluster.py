@@ -147,8 +147,7 @@ class ClusterRouter:
 
     ``opener`` makes a store from a cluster's DSN (:func:`e2e.relay.backends.open_store`).
     Every error of a cluster's store becomes :class:`~e2e.errors.StoreUnavailable`
-    (retryable: nothing of the request was applied) naming the cluster; a refusal of the
-    request itself passes through."""
+    (retryable) naming the cluster; a refusal of the request itself passes through."""
 
     def __init__(
         self,
