@@ -8,10 +8,17 @@ for, so a SQLite relay needs no psycopg.
 
 from __future__ import annotations
 
-from e2e.relay.blobs import BlobLimits, BlobStore
-from e2e.relay.store import RelayStore
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-__all__ = ["open_store", "open_blob_store", "blob_dir_for"]
+from e2e.relay.blobs import BlobLimits, BlobStore
+from e2e.relay.store import Quota, RelayStore
+
+if TYPE_CHECKING:
+    from e2e.relay.cluster import ClusterRouter
+    from e2e.relay.placement import PlacementMap
+
+__all__ = ["open_store", "open_router", "open_blob_store", "blob_dir_for"]
 
 
 def _is_pg(db: str) -> bool:
@@ -27,6 +34,15 @@ def open_store(db: str) -> RelayStore:
     from e2e.relay.sqlite import SqliteRelayStore
 
     return SqliteRelayStore(db)
+
+
+def open_router(pmap: PlacementMap, dsns: Mapping[str, str], quota: Quota) -> ClusterRouter:
+    """A router over several PostgreSQL clusters (SPEC §10.14): one :func:`open_store`
+    store per cluster of ``pmap`` (``dsns`` maps each cluster's name to its DSN), opened when
+    first needed."""
+    from e2e.relay.cluster import ClusterRouter
+
+    return ClusterRouter(pmap, dsns, open_store, quota)
 
 
 def blob_dir_for(db: str) -> str:
