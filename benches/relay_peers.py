@@ -1,7 +1,7 @@
 """e2e's relay against Matrix Synapse and ejabberd, driven by one load generator in one run.
 
     python benches/relay_peers.py [--clients 100] [--seconds 8] [--rounds 2]
-                                  [--rates 200 400 800 1600] [--only e2e ejabberd ...]
+                                  [--rates 250 750 1500] [--only e2e ejabberd ...]
                                   [--tools DIR] [--pg-dsn DSN]
 
 Run by hand, never by CI: it installs the peers. Synapse (``matrix-synapse`` from PyPI) goes
@@ -89,12 +89,9 @@ HERE = Path(__file__).resolve()
 NOFSYNC = "--serve-nofsync"
 
 
-def _serve_nofsync() -> int:
-    """``relay_peers.py --serve-nofsync relay serve ...``: the relay with its SQLite write
-    connection at ``synchronous=NORMAL`` (WAL: a commit is not flushed; a checkpoint is). A
-    bench-only launcher, as relay_ceiling.py is: the relay itself has no such setting."""
-    sys.path.insert(0, str(ROOT))
-    from e2e.__main__ import main
+def nofsync_patch() -> None:
+    """Open the relay's SQLite write connections at ``synchronous=NORMAL`` (WAL: a commit is
+    not flushed; a checkpoint is). Bench-only: the relay itself has no such setting."""
     from e2e.relay.sqlite import SqliteRelayStore
 
     original = SqliteRelayStore.__init__
@@ -104,6 +101,15 @@ def _serve_nofsync() -> int:
         self._conn.execute("PRAGMA synchronous = NORMAL")
 
     SqliteRelayStore.__init__ = init  # type: ignore[method-assign]
+
+
+def _serve_nofsync() -> int:
+    """``relay_peers.py --serve-nofsync relay serve ...``: the relay after
+    :func:`nofsync_patch`, a bench-only launcher as relay_ceiling.py is."""
+    sys.path.insert(0, str(ROOT))
+    from e2e.__main__ import main
+
+    nofsync_patch()
     sys.argv = [sys.argv[0], *sys.argv[2:]]
     return main()
 
@@ -287,7 +293,9 @@ class PgCluster:
 class Conn:
     """One client connection with one request in flight at a time."""
 
-    async def send(self) -> bool:
+    async def send(self) -> bool | None:
+        """Send one message and wait for its answer: accepted or not; None if this client
+        has nothing left to send (e2e's signed submissions are made beforehand)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -301,10 +309,10 @@ class HttpConn(Conn):
                  make: Any) -> None:  # fmt: skip
         self.reader, self.writer, self.make = reader, writer, make
 
-    async def send(self) -> bool:
+    async def send(self) -> bool | None:
         request = self.make()
         if request is None:
-            return False
+            return None
         self.writer.write(request)
         status_line = await self.reader.readline()
         length, chunked = 0, False
@@ -386,6 +394,8 @@ async def closed_loop(conns: list[Conn], seconds: float) -> tuple[int, list[floa
                 accepted = await c.send()
             except (OSError, asyncio.IncompleteReadError):
                 accepted = False
+            if accepted is None:
+                return
             lat.append(time.perf_counter() - t)
             ok += accepted
             bad += not accepted
@@ -420,6 +430,8 @@ async def open_loop(
                 accepted = await c.send()
             except (OSError, asyncio.IncompleteReadError):
                 accepted = False
+            if accepted is None:
+                return
             lat.append(time.perf_counter() - due)
             ok += accepted
             bad += not accepted
@@ -461,6 +473,17 @@ class Server:
         raise NotImplementedError
 
 
+#: The business's mailbox takes every message of a run, as ejabberd's offline store does with
+#: ``max_user_offline_messages: infinity`` (the relay's defaults, 10,000 deliveries per device
+#: and 2,000 per sender, would refuse the rest of a long run).
+UNCAPPED_MAILBOX = {
+    "E2E_RELAY_MAILBOX_MAX_MESSAGES": str(10**9),
+    "E2E_RELAY_MAILBOX_SENDER_MESSAGES": str(10**9),
+    "E2E_RELAY_MAILBOX_MAX_BYTES": str(2**40),
+    "E2E_RELAY_MAILBOX_SENDER_BYTES": str(2**40),
+}
+
+
 @dataclass
 class E2eServer(Server):
     fsync: bool = True
@@ -480,7 +503,8 @@ class E2eServer(Server):
             self.durability = "WAL, synchronous=" + ("FULL" if self.fsync else "NORMAL")
         launcher = ["-m", "e2e"] if self.fsync or self.pg else [str(HERE), NOFSYNC]
         self.relay = RelayProcess(self.db, extra=["--log-level", "warning"], launcher=launcher,
-                                  log_path=self.workdir / f"{self.name}.log")  # fmt: skip
+                                  log_path=self.workdir / f"{self.name}.log",
+                                  env=UNCAPPED_MAILBOX)  # fmt: skip
         self.relay.start(60)
         with httpx.Client(base_url=self.relay.url, timeout=60) as c:
             self.biz = new_device(c, b"shop", 1)
@@ -912,8 +936,10 @@ class Phase:
 
 
 def run_phase(server: Server, kind: str, clients: int, seconds: float, rnd: int,
-              pg: PgCluster | None, rate: float = 0.0) -> Phase:  # fmt: skip
-    expect = int((rate or 3000) * seconds * 1.3) + clients
+              pg: PgCluster | None, rate: float = 0.0, cap: float = 3000.0) -> Phase:  # fmt: skip
+    """One phase: closed loop (``rate`` 0; a server is prepared for ``cap`` messages/s: e2e's
+    signed submissions are made before the clock starts) or open loop at ``rate``."""
+    expect = int((rate or cap) * seconds * 1.3) + clients
 
     async def phase() -> tuple[int, list[float], int, float, float, float, float]:
         conns = await server.connect(clients, expect)
@@ -954,7 +980,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--rates", type=float, nargs="*", default=[200.0, 400.0, 800.0, 1600.0])
+    ap.add_argument("--rates", type=float, nargs="*", default=[250.0, 750.0, 1500.0])
     ap.add_argument(
         "--only",
         nargs="*",
@@ -969,9 +995,18 @@ def main() -> int:
     )
     ap.add_argument("--pg-dsn", default="", help="a durable cluster to use instead of our own")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument(
+        "--closed-cap",
+        type=float,
+        default=3000.0,
+        help="most messages/s a closed phase is prepared for (e2e signs beforehand)",
+    )
     ap.add_argument("--workdir", type=Path, default=None, help="where the temp dir goes")
     ns = ap.parse_args()
 
+    # Stopped by a signal, the servers are stopped too (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     work = Path(tempfile.mkdtemp(prefix="relay-peers-", dir=ns.workdir))
     os.chmod(work, 0o755)
     tools = ns.tools or work
@@ -1024,7 +1059,9 @@ def main() -> int:
         for rnd in range(ns.rounds):
             order = servers if rnd % 2 == 0 else servers[::-1]
             for s in order:
-                phases.append(run_phase(s, "closed", ns.clients, ns.seconds, rnd, pg))
+                phases.append(
+                    run_phase(s, "closed", ns.clients, ns.seconds, rnd, pg, cap=ns.closed_cap)
+                )
                 _print(phases[-1])
             for rate in ns.rates:
                 for s in order:
