@@ -79,6 +79,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -291,7 +292,10 @@ class PgCluster:
 
 
 class Conn:
-    """One client connection with one request in flight at a time."""
+    """One client connection with one request in flight at a time; ``why`` counts the
+    reasons its requests were not accepted (an HTTP status, ``stream-error``, ...)."""
+
+    why: Counter[str]
 
     async def send(self) -> bool | None:
         """Send one message and wait for its answer: accepted or not; None if this client
@@ -308,6 +312,7 @@ class HttpConn(Conn):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  make: Any) -> None:  # fmt: skip
         self.reader, self.writer, self.make = reader, writer, make
+        self.why = Counter()
 
     async def send(self) -> bool | None:
         request = self.make()
@@ -332,7 +337,10 @@ class HttpConn(Conn):
             await self.reader.readline()
         else:
             await self.reader.readexactly(length)
-        return status_line[9:12] == b"200"
+        if status_line[9:12] == b"200":
+            return True
+        self.why[status_line[9:12].decode(errors="replace") or "closed"] += 1
+        return False
 
     def close(self) -> None:
         self.writer.close()
@@ -355,6 +363,7 @@ class XmppConn(Conn):
                  buf: bytearray, to: bytes, body: bytes) -> None:  # fmt: skip
         self.reader, self.writer, self.buf = reader, writer, buf
         self.to, self.body, self.sent = to, body, 0
+        self.why = Counter()
 
     async def send(self) -> bool:
         self.sent += 1
@@ -371,9 +380,11 @@ class XmppConn(Conn):
                     return True
                 continue
             if b"<stream:error" in self.buf or b"</stream:stream>" in self.buf:
+                self.why["stream-error"] += 1
                 return False
             data = await self.reader.read(65536)
             if not data:
+                self.why["closed"] += 1
                 return False
             self.buf += data
 
@@ -392,7 +403,8 @@ async def closed_loop(conns: list[Conn], seconds: float) -> tuple[int, list[floa
             t = time.perf_counter()
             try:
                 accepted = await c.send()
-            except (OSError, asyncio.IncompleteReadError):
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                c.why[type(exc).__name__] += 1
                 accepted = False
             if accepted is None:
                 return
@@ -428,7 +440,8 @@ async def open_loop(
                 await asyncio.sleep(wait)
             try:
                 accepted = await c.send()
-            except (OSError, asyncio.IncompleteReadError):
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                c.why[type(exc).__name__] += 1
                 accepted = False
             if accepted is None:
                 return
@@ -818,7 +831,15 @@ class EjabberdServer(Server):
                 raise RuntimeError("ejabberd: stream management refused")
             return XmppConn(reader, writer, buf, b"shop@localhost", self._payload())
 
-        return list(await asyncio.gather(*(login(k) for k in range(clients))))
+        # Ten logins at a time: a burst of a hundred connects can overflow a listen queue
+        # and stall in SYN retries.
+        gate = asyncio.Semaphore(10)
+
+        async def gated(k: int) -> Conn:
+            async with gate:
+                return await login(k)
+
+        return list(await asyncio.gather(*(gated(k) for k in range(clients))))
 
     def _payload(self) -> bytes:
         """The message body, padded so that the whole stanza (with its ``<r/>``) is as long
@@ -870,7 +891,7 @@ async def _read_until(reader: asyncio.StreamReader, buf: bytearray, pattern: byt
         if m is not None:
             del buf[: m.end()]
             return m
-        data = await asyncio.wait_for(reader.read(65536), 30)
+        data = await asyncio.wait_for(reader.read(65536), 120)
         if not data:
             raise RuntimeError(f"ejabberd closed the stream: {bytes(buf)[-300:]!r}")
         buf += data
@@ -889,6 +910,7 @@ loglevel: warning
     module: ejabberd_c2s
     max_stanza_size: 262144
     starttls: false
+    backlog: 1024
 auth_method: internal
 auth_password_format: plain
 registration_timeout: infinity
@@ -929,6 +951,7 @@ class Phase:
     p50: float
     p99: float
     bad: int
+    why: str  # the reasons of the refusals
     cpu_ms: float  # server CPU per accepted message
     db_cpu_ms: float
     gen_cpu: float  # generator CPU share of one core
@@ -941,7 +964,7 @@ def run_phase(server: Server, kind: str, clients: int, seconds: float, rnd: int,
     signed submissions are made before the clock starts) or open loop at ``rate``."""
     expect = int((rate or cap) * seconds * 1.3) + clients
 
-    async def phase() -> tuple[int, list[float], int, float, float, float, float]:
+    async def phase() -> tuple[int, list[float], int, float, float, float, float, Counter[str]]:
         conns = await server.connect(clients, expect)
         c0, d0 = server.cpu(), (pg.cpu() if server.pg is not None and pg else 0.0)
         g0, t0 = time.process_time(), time.perf_counter()
@@ -952,15 +975,18 @@ def run_phase(server: Server, kind: str, clients: int, seconds: float, rnd: int,
         elapsed = time.perf_counter() - t0
         gen = time.process_time() - g0
         c1, d1 = server.cpu(), (pg.cpu() if server.pg is not None and pg else 0.0)
+        why: Counter[str] = Counter()
         for c in conns:
+            why.update(c.why)
             c.close()
         await asyncio.sleep(0.1)
-        return ok, lat, bad, elapsed, gen, c1 - c0, d1 - d0
+        return ok, lat, bad, elapsed, gen, c1 - c0, d1 - d0, why
 
-    ok, lat, bad, elapsed, gen, cpu, db_cpu = asyncio.run(phase())
+    ok, lat, bad, elapsed, gen, cpu, db_cpu, why = asyncio.run(phase())
     server.acked += ok
     return Phase(
         server.name, kind, rnd, ok / elapsed, _pct(lat, 50), _pct(lat, 99), bad,
+        ", ".join(f"{k}: {n}" for k, n in sorted(why.items())),
         cpu / max(ok, 1) * 1000, db_cpu / max(ok, 1) * 1000, gen / elapsed,
         os.getloadavg()[0],
     )  # fmt: skip
@@ -970,7 +996,7 @@ def _print(p: Phase) -> None:
     print(
         f"{p.round:>2} {p.server:<20} {p.kind:<10} {p.rate:>8.0f} {p.p50:>7.1f} {p.p99:>7.1f}"
         f" {p.bad:>5} {p.cpu_ms:>8.3f} {p.db_cpu_ms:>7.3f} {p.gen_cpu * 100:>5.0f}% "
-        f"{p.load:>5.2f}",
+        f"{p.load:>5.2f}" + (f"  (refused: {p.why})" if p.why else ""),
         flush=True,
     )
 

@@ -112,6 +112,7 @@ def test_http_client_reads_chunked_and_sized_answers(peers: Any) -> None:
         request = peers.http_request("PUT", "127.0.0.1", "/x", b"{}", {})
         conn = peers.HttpConn(reader, writer, lambda: request)
         got = [await conn.send() for _ in answers]
+        assert conn.why == {"429": 1}  # the refusal's reason, as printed
         conn.close()
         server.close()
         return got
@@ -133,6 +134,7 @@ def test_xmpp_client_waits_for_the_ack_that_counts_its_message(peers: Any) -> No
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         conn = peers.XmppConn(reader, writer, bytearray(), b"shop@localhost", b"x" * 10)
         got = [await asyncio.wait_for(conn.send(), 5) for _ in answers]
+        assert conn.why == {"stream-error": 1}
         conn.close()
         server.close()
         return got
