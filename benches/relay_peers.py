@@ -34,8 +34,13 @@ connected, acknowledged to its sender only once the server has stored it):
 * **ejabberd** (Debian's 23.01): a ``type='chat'`` message to an offline user, stored by
   ``mod_offline``, followed by a XEP-0198 ``<r/>``; accepted = the server's ``<a h='n'/>``
   counting it (ejabberd's session process handles the message, and so stores it, before it
-  answers the ``<r/>``). Users register in-band (XEP-0077, not timed). Backends: mnesia (the
-  default: a disc_copies transaction log written without an fsync per message), SQLite
+  answers the ``<r/>``). Client k writes to offline user ``shop<k>``: mod_offline's default
+  store is a dets bag keyed by recipient, whose insert slows as that one recipient's queue
+  grows (one recipient for all measured 755 then 199 messages/s in two rounds), where e2e's
+  and Synapse's B-tree indexes do not care; e2e keeps one business device as recipient, its
+  harder case (one quota row takes every submission). Users register in-band (XEP-0077, not
+  timed). Backends: mnesia (the default: ``offline_msg`` is a ``disc_only_copies`` table, a
+  dets file written without an fsync per message), SQLite
   (``db_type: sql``, ejabberd's sqlite driver with SQLite's defaults: rollback journal,
   ``synchronous=FULL``) and PostgreSQL (``synchronous_commit=on``). The client is raw XML on
   asyncio streams, as the HTTP client is raw HTTP/1.1: a general-purpose library would cost
@@ -775,7 +780,7 @@ class EjabberdServer(Server):
             )
             self.durability = "synchronous_commit=on"
         else:
-            self.durability = "mnesia disc_copies: log written, no fsync per message"
+            self.durability = "mnesia: offline_msg a dets bag, no fsync per message"
         (d / "ejabberd.yml").write_text(EJABBERD_YML.format(port=self.port, sql=sql))
         (d / "ejabberdctl.cfg").write_text("")
         if os.getuid() == 0:  # ejabberdctl runs the node as the ejabberd user
@@ -791,7 +796,8 @@ class EjabberdServer(Server):
                 "-f", str(d / "ejabberd.yml"), "-c", str(d / "ejabberdctl.cfg")]  # fmt: skip
 
     async def _register_all(self, clients: int) -> None:
-        for user in [b"shop", *(b"c%d" % i for i in range(clients))]:
+        users = [b"%s%d" % (who, i) for i in range(clients) for who in (b"shop", b"c")]
+        for user in users:
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
             buf = bytearray()
             writer.write(XMPP_OPEN)
@@ -829,7 +835,7 @@ class EjabberdServer(Server):
             m = await _read_until(reader, buf, rb"<(enabled|failed)[^>]*>")
             if m.group(1) != b"enabled":
                 raise RuntimeError("ejabberd: stream management refused")
-            return XmppConn(reader, writer, buf, b"shop@localhost", self._payload())
+            return XmppConn(reader, writer, buf, b"shop%d@localhost" % k, self._payload())
 
         # Ten logins at a time: a burst of a hundred connects can overflow a listen queue
         # and stall in SYN retries.
@@ -844,7 +850,7 @@ class EjabberdServer(Server):
     def _payload(self) -> bytes:
         """The message body, padded so that the whole stanza (with its ``<r/>``) is as long
         as the e2e request."""
-        frame = b"<message to='shop@localhost' type='chat' id='m100000'><body></body></message>"
+        frame = b"<message to='shop10@localhost' type='chat' id='m100000'><body></body></message>"
         frame += b"<r xmlns='urn:xmpp:sm:3'/>"
         return b"x" * max(self.size - len(frame), 16)
 
@@ -864,9 +870,13 @@ class EjabberdServer(Server):
             with psycopg.connect(self.pg.db_dsn(self.dbname)) as conn:
                 got = conn.execute("SELECT count(*) FROM spool").fetchone()  # type: ignore[arg-type]
             return int(got[0]) if got else 0
-        out = subprocess.run([*self._ctl(), "get_offline_count", "shop", "localhost"],
-                             capture_output=True, text=True)  # fmt: skip
-        return int(out.stdout.strip() or -1)
+        dump = self._dir() / "offline.dump"
+        subprocess.run([*self._ctl(), "dump_table", str(dump), "offline_msg"],
+                       capture_output=True, timeout=300)  # fmt: skip
+        if not dump.exists():
+            return -1
+        with open(dump, "rb") as f:
+            return sum(line.startswith(b"{offline_msg,") for line in f)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
