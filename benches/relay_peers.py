@@ -397,35 +397,14 @@ class XmppConn(Conn):
         self.writer.close()
 
 
-async def closed_loop(conns: list[Conn], seconds: float) -> tuple[int, list[float], int]:
-    lat: list[float] = []
-    ok = bad = 0
-    deadline = time.perf_counter() + seconds
-
-    async def worker(c: Conn) -> None:
-        nonlocal ok, bad
-        while time.perf_counter() < deadline:
-            t = time.perf_counter()
-            try:
-                accepted = await c.send()
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                c.why[type(exc).__name__] += 1
-                accepted = False
-            if accepted is None:
-                return
-            lat.append(time.perf_counter() - t)
-            ok += accepted
-            bad += not accepted
-            if not accepted:
-                return
-
-    await asyncio.gather(*(worker(c) for c in conns))
-    return ok, lat, bad
-
-
-async def open_loop(
-    conns: list[Conn], rate: float, seconds: float, seed: int
+async def drive(
+    conns: list[Conn], seconds: float, rate: float = 0.0, seed: int = 0
 ) -> tuple[int, list[float], int]:
+    """Closed loop (``rate`` 0: each connection sends its next message when the last is
+    answered) or open loop (each sends at random, exponential, intervals that together offer
+    ``rate`` messages/s; latency counts from when a message was due, so a late answer delays
+    that connection's next message and the wait counts). (accepted, latencies, refused); a
+    connection stops at its first refusal."""
     lat: list[float] = []
     ok = bad = 0
     rng = random.Random(seed)
@@ -435,13 +414,14 @@ async def open_loop(
 
     async def worker(c: Conn) -> None:
         nonlocal ok, bad
-        due = start + rng.expovariate(each)
-        # A request still unsent when time is up is not sent (a server that cannot carry
+        due = start + rng.expovariate(each) if rate else start
+        # A message still unsent when time is up is not sent (a server that cannot carry
         # the rate would otherwise stretch the phase by its backlog); its lateness shows in
-        # the latencies of the requests before it.
+        # the latencies of the messages before it.
         while due < deadline and time.perf_counter() < deadline:
-            wait = due - time.perf_counter()
-            if wait > 0:
+            if not rate:
+                due = time.perf_counter()
+            elif (wait := due - time.perf_counter()) > 0:
                 await asyncio.sleep(wait)
             try:
                 accepted = await c.send()
@@ -455,7 +435,8 @@ async def open_loop(
             bad += not accepted
             if not accepted:
                 return
-            due += rng.expovariate(each)
+            if rate:
+                due += rng.expovariate(each)
 
     await asyncio.gather(*(worker(c) for c in conns))
     return ok, lat, bad
@@ -978,10 +959,7 @@ def run_phase(server: Server, kind: str, clients: int, seconds: float, rnd: int,
         conns = await server.connect(clients, expect)
         c0, d0 = server.cpu(), (pg.cpu() if server.pg is not None and pg else 0.0)
         g0, t0 = time.process_time(), time.perf_counter()
-        if kind == "closed":
-            ok, lat, bad = await closed_loop(conns, seconds)
-        else:
-            ok, lat, bad = await open_loop(conns, rate, seconds, rnd)
+        ok, lat, bad = await drive(conns, seconds, rate if kind != "closed" else 0.0, rnd)
         elapsed = time.perf_counter() - t0
         gen = time.process_time() - g0
         c1, d1 = server.cpu(), (pg.cpu() if server.pg is not None and pg else 0.0)
