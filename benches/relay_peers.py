@@ -486,7 +486,8 @@ UNCAPPED_MAILBOX = {
 @dataclass
 class E2eServer(Server):
     fsync: bool = True
-    relay: RelayProcess | None = None
+    procs: int = 1  # relay processes on the database; connection k talks to process k % procs
+    relays: list[RelayProcess] = field(default_factory=list)
     db: str = ""
     custs: list[Any] = field(default_factory=list)
     biz: Any = None
@@ -501,11 +502,13 @@ class E2eServer(Server):
             self.db = str(self.workdir / f"{self.name}.db")
             self.durability = "WAL, synchronous=" + ("FULL" if self.fsync else "NORMAL")
         launcher = ["-m", "e2e"] if self.fsync or self.pg else [str(HERE), NOFSYNC]
-        self.relay = RelayProcess(self.db, extra=["--log-level", "warning"], launcher=launcher,
-                                  log_path=self.workdir / f"{self.name}.log",
-                                  env=UNCAPPED_MAILBOX)  # fmt: skip
-        self.relay.start(60)
-        with httpx.Client(base_url=self.relay.url, timeout=60) as c:
+        for _ in range(self.procs):
+            relay = RelayProcess(self.db, extra=["--log-level", "warning"], launcher=launcher,
+                                 log_path=self.workdir / f"{self.name}.log",
+                                 env=UNCAPPED_MAILBOX)  # fmt: skip
+            self.relays.append(relay)
+            relay.start(60)
+        with httpx.Client(base_url=self.relays[0].url, timeout=60) as c:
             self.biz = new_device(c, b"shop", 1)
             self.custs = [new_device(c, b"c%d" % i, 0, one_time=1) for i in range(clients)]
 
@@ -514,7 +517,6 @@ class E2eServer(Server):
         return len(self._submit(0).partition(b"\r\n\r\n")[2])
 
     def _submit(self, i: int) -> bytes:
-        assert self.relay is not None
         cust = self.custs[i % len(self.custs)]
         envs = cust.envelopes(b"shop", [self.biz.addr], MessageClass.SERVICE, body=b"x" * 100)
         body = wire.Submit(tuple(envs)).to_bytes()
@@ -524,18 +526,17 @@ class E2eServer(Server):
 
     async def connect(self, clients: int, n: int) -> list[Conn]:
         # Signed submissions are made before the clock starts (each is accepted once).
-        assert self.relay is not None
         per = -(-n // clients)
         conns: list[Conn] = []
         for k in range(clients):
             jobs = iter([self._submit(k) for _ in range(per)])
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.relay.port)
+            port = self.relays[k % len(self.relays)].port
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
             conns.append(HttpConn(reader, writer, lambda jobs=jobs: next(jobs, None)))
         return conns
 
     def cpu(self) -> float:
-        assert self.relay is not None and self.relay.proc is not None
-        return tree_cpu(self.relay.proc.pid)
+        return sum(tree_cpu(r.proc.pid) for r in self.relays if r.proc is not None)
 
     def stored(self) -> int:
         sql = "SELECT count(*) FROM mailbox"
@@ -550,8 +551,8 @@ class E2eServer(Server):
         return int(row[0]) if row else 0
 
     def stop(self) -> None:
-        if self.relay is not None:
-            self.relay.stop()
+        for relay in self.relays:
+            relay.stop()
 
 
 def synapse_venv(tools: Path) -> Path:
@@ -999,7 +1000,7 @@ def main() -> int:
         "--only",
         nargs="*",
         default=[],
-        help="server names to run (prefixes: e2e, synapse, ejabberd, ...-pg)",
+        help="server names (e2e-sqlite, ejabberd-pg, ...) or families (e2e, synapse, ejabberd)",
     )
     ap.add_argument(
         "--tools",
@@ -1009,6 +1010,12 @@ def main() -> int:
     )
     ap.add_argument("--pg-dsn", default="", help="a durable cluster to use instead of our own")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    ap.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="relay processes per e2e server (ejabberd's VM uses every core)",
+    )
     ap.add_argument(
         "--closed-cap",
         type=float,
@@ -1028,18 +1035,20 @@ def main() -> int:
     pg = PgCluster(work / "pgroot", dsn=ns.pg_dsn)
     (work / "pgroot").mkdir()
     candidates: list[Server] = [
-        E2eServer("e2e-sqlite", work),
-        E2eServer("e2e-sqlite-nofsync", work, fsync=False),
-        E2eServer("e2e-pg", work, pg=pg),
-        E2eServer("e2e-pg-nofsync", work, pg=pg, fsync=False),
+        E2eServer("e2e-sqlite", work, procs=ns.procs),
+        E2eServer("e2e-sqlite-nofsync", work, fsync=False, procs=ns.procs),
+        E2eServer("e2e-pg", work, pg=pg, procs=ns.procs),
+        E2eServer("e2e-pg-nofsync", work, pg=pg, fsync=False, procs=ns.procs),
         SynapseServer("synapse-sqlite", work),
         SynapseServer("synapse-pg", work, pg=pg),
         EjabberdServer("ejabberd-mnesia", work),
         EjabberdServer("ejabberd-sqlite", work, backend="sqlite"),
         EjabberdServer("ejabberd-pg", work, pg=pg, backend="pgsql"),
     ]
-    servers = [s for s in candidates
-               if not ns.only or any(s.name.startswith(o) for o in ns.only)]  # fmt: skip
+    # A name, or a family: e2e, synapse, ejabberd.
+    families = {"e2e", "synapse", "ejabberd"}
+    servers = [s for s in candidates if not ns.only or any(
+        s.name == o or (o in families and s.name.startswith(o)) for o in ns.only)]  # fmt: skip
     started: list[Server] = []
     epmd_was_up = True
     try:
@@ -1066,7 +1075,8 @@ def main() -> int:
         print(f"# message size {size} bytes (the e2e submit body); {ns.clients} clients, "
               f"{ns.seconds:g} s phases; load {os.getloadavg()[0]:.2f}")  # fmt: skip
         for s in servers:
-            print(f"# {s.name}: {s.durability}")
+            procs = f"; {s.procs} relay processes" if isinstance(s, E2eServer) else ""
+            print(f"# {s.name}: {s.durability}{procs}")
         print(f"{'rd':>2} {'server':<20} {'phase':<10} {'acc/s':>8} {'p50':>7} {'p99':>7}"
               f" {'bad':>5} {'cpu ms':>8} {'db ms':>7} {'gen':>6} {'load':>5}")  # fmt: skip
         phases: list[Phase] = []
