@@ -526,13 +526,15 @@ class E2eServer(Server):
 
     async def connect(self, clients: int, n: int) -> list[Conn]:
         # Signed submissions are made before the clock starts (each is accepted once).
+        # All of them before any connection opens: a connection left idle longer than the
+        # relay's header timeout (10 s) would be answered 408.
         per = -(-n // clients)
+        jobs = [iter([self._submit(k) for _ in range(per)]) for k in range(clients)]
         conns: list[Conn] = []
         for k in range(clients):
-            jobs = iter([self._submit(k) for _ in range(per)])
             port = self.relays[k % len(self.relays)].port
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            conns.append(HttpConn(reader, writer, lambda jobs=jobs: next(jobs, None)))
+            conns.append(HttpConn(reader, writer, lambda it=jobs[k]: next(it, None)))
         return conns
 
     def cpu(self) -> float:
