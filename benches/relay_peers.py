@@ -1,8 +1,8 @@
 """e2e's relay against Matrix Synapse and ejabberd, driven by one load generator in one run.
 
     python benches/relay_peers.py [--clients 100] [--seconds 8] [--rounds 2]
-                                  [--rates 250 750 1500] [--only e2e ejabberd ...]
-                                  [--tools DIR] [--pg-dsn DSN]
+                                  [--rates 250 750 1500] [--procs 1] [--closed-cap 3000]
+                                  [--only e2e ejabberd-pg ...] [--tools DIR] [--pg-dsn DSN]
 
 Run by hand, never by CI: it installs the peers. Synapse (``matrix-synapse`` from PyPI) goes
 into a venv of its own under ``--tools`` (a temporary directory unless given; pass the same
@@ -17,7 +17,8 @@ The servers and what "accepted" means for each (a message stored for a recipient
 connected, acknowledged to its sender only once the server has stored it):
 
 * **e2e**: ``POST /v1/messages/submit`` of one signed 100-byte service message from one of
-  ``clients`` customers to one business device (as ``relay_load.py``); accepted = ``200``.
+  ``clients`` customers to one business device (as ``relay_load.py``); accepted = ``200``;
+  ``--procs`` relay processes on the database (ejabberd's VM schedules on every core).
   Backends: SQLite (WAL, ``synchronous=FULL``: fsync per group commit) and PostgreSQL
   (``synchronous_commit=on``), each also *without* the per-commit flush (``-nofsync`` rows):
   SQLite with ``synchronous=NORMAL`` (set by this script's launcher, a bench-only patch of the
