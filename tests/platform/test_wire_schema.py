@@ -277,6 +277,8 @@ def test_every_rule_across_fields_is_a_comment() -> None:
         (wire.BillLines, {5: [0, 0]}),
         (wire.BillLines, {6: [1], 7: [1], 8: [1]}),
         (wire.BillLines, {10: [1], 11: [1], 12: [1], 13: [1, 1]}),
+        (wire.BillLines, {14: [b"ad", b"bd"], 15: [1]}),
+        (wire.Notices, {5: [0, 0]}),
         (wire.WireError, {5: [b"a"], 6: [1]}),
         (wire.WireError, {3: [b"a"], 4: [1, 2], 5: [b"a"], 6: [1]}),
         (wire.WireError, {3: [], 4: [], 5: [], 6: []}),

@@ -46,7 +46,8 @@ ACROSS_FIELDS: Final = {
     "LogEntries": "keys 1 and 2 hold equally many items",
     "Catalogue": "keys 1 to 7 hold equally many items",
     "BillLines": "keys 2 to 5 hold equally many items; keys 6 to 9 are all absent or all "
-    "present, equally long; so are keys 10 to 13",
+    "present, equally long; so are keys 10 to 13, and keys 14 and 15",
+    "Notices": "keys 1 to 5 hold equally many items",
     "WireError": "keys 3 to 6 are all absent or all present (only for stale_device_list), "
     "3 and 4 equally long, 5 and 6 equally long, not all four empty; 1 is ASCII, 2 UTF-8",
 }
