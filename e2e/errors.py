@@ -292,8 +292,11 @@ class RollbackDetected(StoreError):
 
 
 class StoreUnavailable(StoreError):
-    """The relay's database did not complete a transaction (busy, conflicting, connection
-    lost, commit failed): nothing of the request was applied (HTTP 503, SPEC §10.8)."""
+    """The relay's database did not confirm a transaction (busy, conflicting, connection
+    lost, commit failed): as far as the relay knows nothing of the request was applied, but a
+    connection lost after the server committed leaves it applied, so a retry must repeat the
+    same body (every request is idempotent for a repeated body) and then sees the first
+    outcome (HTTP 503, SPEC §10.8)."""
 
     retryable: ClassVar[bool] = True
 
