@@ -103,7 +103,7 @@ def encode_kem(public: bytes) -> bytes:
     return KEM_TYPE + public
 
 
-@dataclass(frozen=True, slots=True, repr=False, eq=False)
+@dataclass(frozen=True, slots=True, eq=False)
 class KeyPair:
     """An X25519 key pair. ``public`` is the raw u-coordinate.
 
@@ -112,7 +112,7 @@ class KeyPair:
     multiplication.
     """
 
-    _secret: bytes
+    _secret: bytes = field(repr=False)
     public: bytes
 
     @classmethod
@@ -144,9 +144,6 @@ class KeyPair:
             return _nacl.crypto_scalarmult(self._secret, public)
         except _CryptoError:  # libsodium refuses an all-zero result (a low-order point)
             raise NonContributory("X25519 output is all zeros (low-order public key)") from None
-
-    def __repr__(self) -> str:
-        return f"KeyPair(public={self.public.hex()[:16]}...)"
 
 
 def dh(pair: KeyPair, public: bytes) -> bytes:

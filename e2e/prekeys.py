@@ -162,34 +162,25 @@ class PrekeyBundle:
         )
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class SignedPrekey:
     id: int
-    pair: KeyPair
+    pair: KeyPair = field(repr=False)
     signature: bytes
 
-    def __repr__(self) -> str:
-        return f"SignedPrekey(id={self.id})"
 
-
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class OneTimePrekey:
     id: int
-    pair: KeyPair
-
-    def __repr__(self) -> str:
-        return f"OneTimePrekey(id={self.id})"
+    pair: KeyPair = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class KemPrekey:
     id: int
-    pair: KemKeyPair
+    pair: KemKeyPair = field(repr=False)
     signature: bytes
     last_resort: bool
-
-    def __repr__(self) -> str:
-        return f"KemPrekey(id={self.id}, last_resort={self.last_resort})"
 
 
 class PrekeySource(Protocol):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -45,22 +45,19 @@ _F = b"\xff" * 32
 _SALT = bytes(32)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Agreement:
     """The outcome of PQXDH: secrets for the Double Ratchet plus what goes on the wire."""
 
     suite: Suite
-    root_key: bytes
+    root_key: bytes = field(repr=False)
     #: The initiator's first sending header key and the responder's first
     #: next-sending header key (the Double Ratchet spec's shared_hka and shared_nhkb).
-    header_key_a: bytes | None
-    header_key_b: bytes | None
+    header_key_a: bytes | None = field(repr=False)
+    header_key_b: bytes | None = field(repr=False)
     ad: bytes
     prekey: PrekeyFields
     remote_identity: bytes
-
-    def __repr__(self) -> str:
-        return f"Agreement(suite={self.suite.id})"
 
 
 def associated_data(initiator_identity: bytes, responder_identity: bytes) -> bytes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from e2e.attachment.stream import DIGEST_LEN, KEY_LEN, Layout
@@ -138,13 +138,13 @@ class Pointer:
     """
 
     blob_id: bytes
-    key: bytes
+    key: bytes = field(repr=False)
     digest: bytes
     size: int
     content_type: str
-    file_name: str
-    thumbnail: bytes | None = None
-    caption: str | None = None
+    file_name: str = field(repr=False)
+    thumbnail: bytes | None = field(default=None, repr=False)
+    caption: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name, value, length in (
@@ -164,12 +164,6 @@ class Pointer:
                 raise LimitExceeded(f"thumbnail larger than {MAX_THUMBNAIL_BYTES} bytes")
         if self.caption is not None:
             check_caption(self.caption)
-
-    def __repr__(self) -> str:
-        return (
-            f"Pointer(blob_id={self.blob_id.hex()}, size={self.size}, "
-            f"content_type={self.content_type!r}, file_name={self.file_name!r}, key=<secret>)"
-        )
 
     @property
     def layout(self) -> Layout:

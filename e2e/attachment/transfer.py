@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -84,13 +84,10 @@ class UploadState:
     and modification time (a changed file starts over). Holds the key: keep it sealed."""
 
     blob_id: bytes
-    key: bytes
+    key: bytes = field(repr=False)
     header: bytes
     size: int
     mtime_ns: int
-
-    def __repr__(self) -> str:
-        return f"UploadState(blob_id={self.blob_id.hex()}, size={self.size}, key=<secret>)"
 
 
 async def _retry(

@@ -31,6 +31,7 @@ from e2e.attachment.transfer import REQUEST_BYTES, Progress, UploadState, downlo
 from e2e.client import contacts, inbox, state
 from e2e.client.catalogue import Catalogue
 from e2e.client.controls import Controls
+from e2e.client.lifecycle import Grant
 from e2e.client.receiver import Receiver
 from e2e.client.records import MAX_RECEIPT_IDS, Message, Profile, ReceiptStatus, receipt_body
 from e2e.client.state import DeviceListHook, Outgoing
@@ -41,6 +42,7 @@ from e2e.errors import (
     DuplicateSubmission,
     E2EError,
     KeyChangePending,
+    KeyMismatch,
     LogForked,
     PolicyError,
     StaleDeviceList,
@@ -221,31 +223,65 @@ class Client(Controls, Receiver, Catalogue):
         """A new device of this account on ``store``, certified by this device's account
         key (this must be an admin device, holding it) with ``role`` (:data:`AGENT`, or
         :data:`ADMIN`: it gets the account key too), and the account's next device list
-        carrying it, which its registration publishes (SPEC §10.1)."""
+        carrying it, which its registration publishes (SPEC §10.1). A ``store`` that
+        already belongs to a device is refused (:class:`StateError`) before anything is
+        certified."""
         pool = self._new_pool()
         st = await self._open_store(pool, store)
-
-        def new_identity() -> bytes:
-            with st.transaction() as tx:
-                return upkeep.ensure_identity(tx, self.rng).public
-
-        ident_pub = await asyncio.get_running_loop().run_in_executor(pool, new_identity)
-        grant = await self._certify(ident_pub, role)
+        grant = await self._certify(await self._new_identity(pool, st, self.rng), role)
         p = self.profile
         profile = Profile(p.account, grant.device_id, p.kind, p.suite, p.tier)
+        return await self._adopt(pool, st, connect, replace(grant, profile=profile),
+                                 prekeys=prekeys, hook=hook, auto_receipts=auto_receipts,
+                                 rng=self.rng)  # fmt: skip
+
+    @staticmethod
+    async def _new_identity(
+        pool: concurrent.futures.ThreadPoolExecutor, st: Store, rng: Rng
+    ) -> bytes:
+        """The public identity key of a new device on ``st``, made now; :class:`StateError`
+        if the store already belongs to a device."""
+
+        def make() -> bytes:
+            with st.transaction() as tx:
+                if state.load_profile(tx) is not None:
+                    raise StateError("this store already belongs to a device")
+                return upkeep.ensure_identity(tx, rng).public
+
+        return await asyncio.get_running_loop().run_in_executor(pool, make)
+
+    @classmethod
+    async def _adopt(
+        cls, pool: concurrent.futures.ThreadPoolExecutor, st: Store, connect: Connector,
+        grant: Grant, *, prekeys: int, hook: DeviceListHook | None, auto_receipts: bool,
+        rng: Rng,
+    ) -> Client:  # fmt: skip
+        """Make the device ``grant`` describes (its profile names the account and this
+        device) on ``st``, after checking the grant is for it, and register it: linked,
+        added by an admin device of this process, or recovering its account."""
+        profile = grant.profile
+        if profile is None:
+            raise StateError("a grant names its account")
 
         def adopt() -> KeyPair:
             with st.transaction() as tx:
                 cert = DeviceCertificate.from_bytes(grant.certificate)
+                ident = tx.local_identity()
+                if (cert.account, cert.device_id) != (profile.account.encode(), profile.device):
+                    raise KeyMismatch("the grant's certificate is for another device")
+                if cert.identity != ident.public:
+                    raise KeyMismatch("the grant certifies another device key")
                 state.create_profile(tx, profile, grant.account_identity, cert, grant.device_list)
                 state.mark_registered(tx, "account")
                 if grant.account_key is not None:
-                    state.store_account_key(tx, grant.account_key, grant.device_id + 1)
-                return tx.local_identity()
+                    if grant.account_key.public != grant.account_identity:
+                        raise KeyMismatch("the grant's account key is not the account's")
+                    state.store_account_key(tx, grant.account_key, profile.device + 1)
+                return ident
 
         ident = await asyncio.get_running_loop().run_in_executor(pool, adopt)
-        client = Client(st, connect(profile.addr, ident), profile, pool, rng=self.rng,
-                        hook=hook, auto_receipts=auto_receipts)  # fmt: skip
+        client = cls(st, connect(profile.addr, ident), profile, pool, rng=rng, hook=hook,
+                     auto_receipts=auto_receipts)  # fmt: skip
         await client.resume(prekeys=prekeys)
         return client
 

@@ -33,7 +33,7 @@ are deleted).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Final, TypeVar
 
 from e2e.client.records import Message, dump, load
@@ -216,7 +216,7 @@ class DevicesChanged(Event):
         return cls(seq, _text(obj[1]), _ints(obj[2]), _ints(obj[3]))
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Undecryptable(Event):
     """A delivery this device could not accept: ``error`` names the :mod:`e2e.errors` class
     that refused it and ``reason`` is its text; ``sender`` and ``message_id`` are what its
@@ -229,12 +229,8 @@ class Undecryptable(Event):
     message_id: bytes | None
     error: str
     reason: str
-    delivery: bytes
+    delivery: bytes = field(repr=False)
     time: int
-
-    def __repr__(self) -> str:
-        mid = None if self.message_id is None else self.message_id.hex()[:8]
-        return f"Undecryptable({self.error}, from={self.sender}, id={mid})"
 
     def _obj(self) -> dict[int, Any]:
         obj: dict[int, Any] = {3: self.error, 4: self.reason, 5: self.delivery, 6: self.time}

@@ -21,65 +21,21 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from e2e.client import state
 from e2e.client.device import Client, StoreOpener
 from e2e.client.http import RelayClient
 from e2e.client.lifecycle import Grant
 from e2e.client.state import DeviceListHook, Profile
-from e2e.errors import KeyMismatch, StateError, WireFailure
+from e2e.errors import KeyMismatch, WireFailure
 from e2e.keys import KeyPair, Rng
 from e2e.platform.directory import ADMIN, DeviceCertificate, SignedDeviceList, check_signed
 from e2e.platform.provisioning import ID_LEN, LinkCode, open_grant
 from e2e.platform.recovery import RecoveryKey
-from e2e.store import Store, upkeep
+from e2e.store import Store
 from e2e.suite import DEFAULT, Suite
 
 __all__ = ["LinkRequest", "begin_link", "recover_account"]
 
 _KINDS = ("customer", "business")
-
-
-async def _identity(pool: concurrent.futures.ThreadPoolExecutor, st: Store, rng: Rng) -> bytes:
-    def make() -> bytes:
-        with st.transaction() as tx:
-            if state.load_profile(tx) is not None:
-                raise StateError("this store already belongs to a device")
-            return upkeep.ensure_identity(tx, rng).public
-
-    return await asyncio.get_running_loop().run_in_executor(pool, make)
-
-
-async def _adopt(
-    pool: concurrent.futures.ThreadPoolExecutor, st: Store, relay: RelayClient,
-    grant: Grant, *, prekeys: int, hook: DeviceListHook | None, auto_receipts: bool,
-    rng: Rng,
-) -> Client:  # fmt: skip
-    """Make the device the grant describes on ``st`` and register it."""
-    profile = grant.profile
-    if profile is None or profile.kind not in _KINDS:
-        raise StateError("a grant names its account")
-
-    def adopt() -> KeyPair:
-        with st.transaction() as tx:
-            cert = DeviceCertificate.from_bytes(grant.certificate)
-            ident = tx.local_identity()
-            if (cert.account, cert.device_id) != (profile.account.encode(), profile.device):
-                raise KeyMismatch("the grant's certificate is for another device")
-            if cert.identity != ident.public:
-                raise KeyMismatch("the grant certifies another device key")
-            state.create_profile(tx, profile, grant.account_identity, cert, grant.device_list)
-            state.mark_registered(tx, "account")
-            if grant.account_key is not None:
-                if grant.account_key.public != grant.account_identity:
-                    raise KeyMismatch("the grant's account key is not the account's")
-                state.store_account_key(tx, grant.account_key, profile.device + 1)
-            return ident
-
-    ident = await asyncio.get_running_loop().run_in_executor(pool, adopt)
-    client = Client(st, relay.connect(profile.addr, ident), profile, pool, rng=rng, hook=hook,
-                    auto_receipts=auto_receipts)  # fmt: skip
-    await client.resume(prekeys=prekeys)
-    return client
 
 
 @dataclass
@@ -120,8 +76,9 @@ class LinkRequest:
                 raise WireFailure("no grant arrived for this link code")
             await asyncio.sleep(poll)
         grant = Grant.from_bytes(open_grant(self.code, self.ephemeral, sealed))
-        return await _adopt(self.pool, self.store, self.relay, grant, prekeys=prekeys,
-                            hook=hook, auto_receipts=auto_receipts, rng=self.rng)  # fmt: skip
+        return await Client._adopt(self.pool, self.store, self.relay.connect, grant,
+                                   prekeys=prekeys, hook=hook, auto_receipts=auto_receipts,
+                                   rng=self.rng)  # fmt: skip
 
 
 async def begin_link(store: StoreOpener, relay: RelayClient, *, rng: Rng = os.urandom
@@ -130,7 +87,7 @@ async def begin_link(store: StoreOpener, relay: RelayClient, *, rng: Rng = os.ur
     key and a link code (SPEC §10.1). Nothing is sent to the relay yet."""
     pool = Client._new_pool()
     st = await Client._open_store(pool, store)
-    ident = await _identity(pool, st, rng)
+    ident = await Client._new_identity(pool, st, rng)
     eph = KeyPair.generate(rng)
     return LinkRequest(relay, st, LinkCode(rng(ID_LEN), eph.public, ident), eph, pool, rng)
 
@@ -162,7 +119,7 @@ async def recover_account(
     current = check_signed(got.device_list, account, got.identity) if got.device_list else None
     pool = Client._new_pool()
     st = await Client._open_store(pool, store)
-    ident = await _identity(pool, st, rng)
+    ident = await Client._new_identity(pool, st, rng)
     device_id = 1 if current is None else max([*current.devices(), 0]) + 1
     serial = 1 if current is None else current.next_serial()
     cert = DeviceCertificate.issue(acct, account, device_id, ident, serial, ADMIN, rng)
@@ -171,5 +128,5 @@ async def recover_account(
     only = SignedDeviceList.sign(acct, account, version, [cert.to_bytes()], stones, rng=rng)
     profile = Profile(name, device_id, _KINDS[got.kind], suite, got.tier)
     grant = Grant(device_id, cert.to_bytes(), only.to_bytes(), acct.public, acct, profile)
-    return await _adopt(pool, st, relay, grant, prekeys=prekeys, hook=hook,
-                        auto_receipts=auto_receipts, rng=rng)  # fmt: skip
+    return await Client._adopt(pool, st, relay.connect, grant, prekeys=prekeys, hook=hook,
+                               auto_receipts=auto_receipts, rng=rng)  # fmt: skip

@@ -5,7 +5,7 @@ devices holding the account key). A part of :class:`~e2e.client.device.Client`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import cbor2
@@ -27,7 +27,7 @@ __all__ = ["Lifecycle", "Grant"]
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Grant:
     """What an admin device gives a new device of its account: its id and certificate, the
     account's next device list (carrying it, signed, not yet published: the new device's
@@ -39,11 +39,8 @@ class Grant:
     certificate: bytes
     device_list: bytes
     account_identity: bytes
-    account_key: KeyPair | None
+    account_key: KeyPair | None = field(repr=False)
     profile: Profile | None = None
-
-    def __repr__(self) -> str:
-        return f"Grant(device {self.device_id})"
 
     def to_bytes(self) -> bytes:
         """``{0: 1, 1: account, 2: device id, 3: kind, 4: tier, 5: suite, 6: certificate,

@@ -65,9 +65,6 @@ class KeyChange:
     new: bytes
     safety_number: str
 
-    def __repr__(self) -> str:
-        return f"KeyChange({self.account})"
-
 
 class Trust:
     """Pins, key changes, verified businesses and the key directory, for

@@ -26,7 +26,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives import hashes
 
-from e2e.errors import DecodeError, InvalidKey
+from e2e.errors import DecodeError, E2EError, InvalidKey
 from e2e.keys import KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KemKeyPair, kem_encapsulate
 
 __all__ = [
@@ -61,26 +61,22 @@ def serialize_public(raw_public: bytes) -> bytes:
     return bytes((KYBER_TYPE,)) + raw_public
 
 
+def _unwrap(serialized: object, length: int, what: str, error: type[E2EError]) -> bytes:
+    """The bytes after the type byte of a serialized Kyber-1024 ``what`` of ``length`` bytes
+    (type byte included), else ``error``."""
+    if type(serialized) is not bytes or len(serialized) != length or serialized[0] != KYBER_TYPE:
+        raise error(f"not a serialized Kyber-1024 {what}")
+    return serialized[1:]
+
+
 def parse_public(serialized: object) -> bytes:
     """The raw 1568-byte key of a serialized Kyber-1024 public key, else :class:`InvalidKey`."""
-    if (
-        type(serialized) is not bytes
-        or len(serialized) != KYBER1024_PUBLIC_LEN
-        or serialized[0] != KYBER_TYPE
-    ):
-        raise InvalidKey("not a serialized Kyber-1024 public key")
-    return serialized[1:]
+    return _unwrap(serialized, KYBER1024_PUBLIC_LEN, "public key", InvalidKey)
 
 
 def parse_ciphertext(serialized: object) -> bytes:
     """The raw 1568-byte ciphertext of a serialized Kyber-1024 ciphertext."""
-    if (
-        type(serialized) is not bytes
-        or len(serialized) != KYBER1024_CIPHERTEXT_LEN
-        or serialized[0] != KYBER_TYPE
-    ):
-        raise DecodeError("not a serialized Kyber-1024 ciphertext")
-    return serialized[1:]
+    return _unwrap(serialized, KYBER1024_CIPHERTEXT_LEN, "ciphertext", DecodeError)
 
 
 def encapsulate(serialized_public: bytes) -> tuple[bytes, bytes]:

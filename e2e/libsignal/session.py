@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import cbor2
@@ -167,15 +167,12 @@ class PrekeysUsed:
     base_key: bytes
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Decrypted:
     """A decrypted message: plaintext and, for a new session, the prekeys it consumed."""
 
-    plaintext: bytes
+    plaintext: bytes = field(repr=False)
     prekeys_used: PrekeysUsed | None
-
-    def __repr__(self) -> str:
-        return "Decrypted(<plaintext>)"
 
 
 @dataclass(slots=True, repr=False, eq=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cryptography.exceptions import InvalidSignature
@@ -120,14 +120,11 @@ class EntryToken:
 class EntryKey:
     """The ad service's token signing key (Ed25519, from a 32-byte seed). Never logged."""
 
-    seed: bytes
+    seed: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
         if type(self.seed) is not bytes or len(self.seed) != 32:
             raise InvalidKey("an entry signing key is a 32-byte seed")
-
-    def __repr__(self) -> str:
-        return "EntryKey(<secret>)"
 
     @classmethod
     def generate(cls) -> EntryKey:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Final
 
@@ -220,10 +220,10 @@ class VerifiedMessage:
     cls: MessageClass
     received_at: int
     message_id: bytes
-    body: bytes
+    body: bytes = field(repr=False)
     template_id: bytes | None = None
     #: The attachment's pointer, franked with the message (None: no attachment).
-    attachment: Pointer | None = None
+    attachment: Pointer | None = field(default=None, repr=False)
 
 
 def verify_item(key: bytes, item: ReportItem, reporter: bytes, business: bytes) -> VerifiedMessage:

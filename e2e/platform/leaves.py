@@ -18,7 +18,7 @@ commitment.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from e2e.errors import InvalidProof
@@ -88,17 +88,14 @@ class Leaf:
         return cls(obj[1], obj[2])
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Opening:
     """What opens one leaf: its directory entry, the commitment's opening and the VRF proof
     of the account's label."""
 
     entry: bytes
-    opening: bytes
+    opening: bytes = field(repr=False)
     proof: bytes
-
-    def __repr__(self) -> str:
-        return f"Opening({len(self.entry)} B)"
 
     @classmethod
     def make(cls, vrf: VrfKey, account: bytes, entry: bytes, opening: bytes) -> Opening:

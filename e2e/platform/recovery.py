@@ -19,7 +19,7 @@ failed proofs and refuses more than :data:`MAX_FAILURES` an hour for an account.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
@@ -70,14 +70,11 @@ def verify_fetch(auth_key: bytes, account: bytes, time: int, nonce: bytes, sig: 
         raise InvalidSignature("recovery proof does not verify") from None
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class RecoveryKey:
     """The user's recovery key for one account. Its ``repr`` shows no key material."""
 
-    secret: bytes
-
-    def __repr__(self) -> str:
-        return "RecoveryKey(...)"
+    secret: bytes = field(repr=False)
 
     @classmethod
     def generate(cls, rng: Rng = os.urandom) -> RecoveryKey:

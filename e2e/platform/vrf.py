@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from nacl import bindings as _na
@@ -172,18 +172,15 @@ def verify(public: bytes, pi: bytes, alpha: bytes) -> bytes:
     return _output(gamma)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class VrfKey:
     """A VRF secret key (a 32-byte Ed25519 seed, RFC 8032 section 5.1.5). ``repr`` shows no key."""
 
-    seed: bytes
+    seed: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
         if type(self.seed) is not bytes or len(self.seed) != 32:
             raise InvalidKey("a VRF secret key is 32 bytes")
-
-    def __repr__(self) -> str:
-        return "VrfKey(...)"
 
     def _expanded(self) -> tuple[int, bytes]:
         h = hashlib.sha512(self.seed).digest()

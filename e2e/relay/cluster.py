@@ -26,7 +26,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -82,17 +82,14 @@ _ADD_USAGE: Final = (
 )
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Copy:
     """One copy of a submission: for one device's mailbox."""
 
     account: bytes
     device_id: int
-    envelope: bytes
+    envelope: bytes = field(repr=False)
     tag: bytes
-
-    def __repr__(self) -> str:
-        return f"Copy({self.account.hex()}:{self.device_id}, {len(self.envelope)} bytes)"
 
 
 @dataclass(frozen=True, slots=True)

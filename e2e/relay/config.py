@@ -53,9 +53,10 @@ _MIB: Final = 1024 * 1024
 
 
 def setting(default: Any, lo: float | None = None, hi: float | None = None,
-            doc: str = "") -> Any:  # fmt: skip
-    """A configuration field: its default, its allowed range (inclusive) and what it is."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc})
+            doc: str = "", *, secret: bool = False) -> Any:  # fmt: skip
+    """A configuration field: its default, its allowed range (inclusive) and what it is;
+    a ``secret`` one (a bearer token) stays out of the config's repr."""
+    return field(default=default, repr=not secret, metadata={"lo": lo, "hi": hi, "doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,7 @@ class Ads:
                                  "most an entry token may still live when shown, s")  # fmt: skip
     bucket_seconds: int = setting(3600, 60, 7 * 86_400, "time bucket of a reported conversion, s")
     report_token: str = setting("", doc="bearer token GET /v1/ads/conversions asks for (none:"
-                                " not served)")  # fmt: skip
+                                " not served)", secret=True)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +216,8 @@ class Ops:
 
     workers: int = setting(8, 1, 256, "store worker threads")
     upkeep_seconds: float = setting(60.0, 0.05, 3600, "s between purges of expired records")
-    metrics_token: str = setting("", doc="bearer token /v1/metrics asks for (none: no metrics)")
+    metrics_token: str = setting("", doc="bearer token /v1/metrics asks for (none: no metrics)",
+                                 secret=True)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ import ipaddress
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from e2e.errors import E2EError, RateLimited, Unauthenticated
@@ -155,7 +155,7 @@ class Call:
     header: str | None
     #: How the body is read (by :meth:`Pipeline.read`, once the caller is known).
     reader: Reader = _no_body
-    body: bytes = b""
+    body: bytes = field(default=b"", repr=False)
     token: AuthToken | None = None
     caller: Caller = (b"", 0)
     #: The key the signature verified under, compared with the stored one in the request's

@@ -47,16 +47,16 @@ _NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 MAX_CLUSTERS: Final = 256
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class PlacementMap:
     """One version of the placement: cluster names (an index is a cluster's number), the
     cluster of each slot, and the slots being moved. Checked when made: a map that is not
     whole (a slot without a valid cluster, a bad seed) cannot exist."""
 
     version: int
-    seed: bytes
+    seed: bytes = field(repr=False)
     clusters: tuple[str, ...]
-    slots: tuple[int, ...]
+    slots: tuple[int, ...] = field(repr=False)
     moving: frozenset[int] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -76,9 +76,6 @@ class PlacementMap:
             raise DecodeError("placement must assign every slot to a named cluster")
         if not all(type(s) is int and 0 <= s < SLOTS for s in self.moving):
             raise DecodeError("placement moving slot out of range")
-
-    def __repr__(self) -> str:  # the seed is the operator's: not in logs
-        return f"PlacementMap(version={self.version}, clusters={self.clusters})"
 
     def share(self) -> dict[str, int]:
         """Slots per cluster."""

@@ -151,35 +151,8 @@ def main(argv: list[str]) -> int:
         logging.getLogger("e2e.relay").warning(
             "no --secret-key-file: franking and log keys are stored unsealed in the database"
         )
-    if ns.action == "certify-business":
-        return _certify(service, ns)
-    if ns.action == "review-template":
-        from e2e.platform.templates import TemplateState
-
-        try:
-            state = TemplateState[ns.state.upper()]
-            service.set_template_state(ns.account.encode(), ns.template.encode(), state, ns.reason)
-        except E2EError as exc:
-            print(f"not changed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            service.store.close()
-        print(f"{ns.account} {ns.template}: {ns.state}")
-        return 0
-    if ns.action == "set-tier":
-        account, level = ns.account.encode(), 0 if ns.tier == "free" else 1
-        done = service.store.run(lambda tx: tx.set_tier(account, level))
-        service.store.close()
-        if not done:
-            print("no such business account", file=sys.stderr)
-            return 2
-        print(f"{ns.account} is on the {ns.tier} tier")
-        return 0
-    if ns.action == "rotate-franking-key":
-        key_id = service.rotate_franking_key()
-        service.store.close()
-        print(f"franking key {key_id} is now current")
-        return 0
+    if ns.action != "serve":
+        return _operate(service, ns)
 
     import uvicorn
 
@@ -259,31 +232,69 @@ def _raise_open_files() -> None:
         pass
 
 
-def _certify(service: RelayService, ns: argparse.Namespace) -> int:
+def _operate(service: RelayService, ns: argparse.Namespace) -> int:
+    """Run the operator command ``ns.action`` on the relay store: print what it did (exit
+    0), or why it was refused (exit 2). The store is closed either way."""
+    from e2e.errors import E2EError
+
+    command = {
+        "certify-business": _certify,
+        "review-template": _review_template,
+        "set-tier": _set_tier,
+        "rotate-franking-key": _rotate_franking_key,
+    }[ns.action]
+    try:
+        done = command(service, ns)
+    except (E2EError, OSError) as exc:
+        print(f"{ns.action} refused: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        service.store.close()
+    print(done)
+    return 0
+
+
+def _certify(service: RelayService, ns: argparse.Namespace) -> str:
     """Sign a business certificate (SPEC §13.3) for the account's current key with the
     platform key read from a file, and store it for the relay to serve. The platform key
     is only ever read by this command, never by the serving relay."""
     import time
 
-    from e2e.errors import E2EError
+    from e2e.errors import UnknownAccount
     from e2e.platform.certificates import PlatformSigner
 
-    try:
-        with open(ns.platform_key, "rb") as fh:
-            signer = PlatformSigner(fh.read())
-        account = ns.account.encode()
-        acct = service.store.read(lambda tx: tx.account(account))
-        if acct is None:
-            print("no such account", file=sys.stderr)
-            return 2
-        cert = signer.certify(
-            account, ns.display_name, acct.identity, int(time.time()), ns.days * 86_400
-        )
-        service.store_business_certificate(cert.to_bytes())
-    except (E2EError, OSError) as exc:
-        print(f"not certified: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        service.store.close()
-    print(f"certified {ns.account} as {ns.display_name!r}")
-    return 0
+    with open(ns.platform_key, "rb") as fh:
+        signer = PlatformSigner(fh.read())
+    account = ns.account.encode()
+    acct = service.store.read(lambda tx: tx.account(account))
+    if acct is None:
+        raise UnknownAccount("no such account")
+    cert = signer.certify(
+        account, ns.display_name, acct.identity, int(time.time()), ns.days * 86_400
+    )
+    service.store_business_certificate(cert.to_bytes())
+    return f"certified {ns.account} as {ns.display_name!r}"
+
+
+def _review_template(service: RelayService, ns: argparse.Namespace) -> str:
+    """Approve or reject one template version by hand (SPEC §17.1)."""
+    from e2e.platform.templates import TemplateState
+
+    state = TemplateState[ns.state.upper()]
+    service.set_template_state(ns.account.encode(), ns.template.encode(), state, ns.reason)
+    return f"{ns.account} {ns.template}: {ns.state}"
+
+
+def _set_tier(service: RelayService, ns: argparse.Namespace) -> str:
+    """Put a business account on the free or the API billing tier."""
+    from e2e.errors import UnknownAccount
+
+    account, level = ns.account.encode(), 0 if ns.tier == "free" else 1
+    if not service.store.run(lambda tx: tx.set_tier(account, level)):
+        raise UnknownAccount("no such business account")
+    return f"{ns.account} is on the {ns.tier} tier"
+
+
+def _rotate_franking_key(service: RelayService, ns: argparse.Namespace) -> str:
+    """Make a new current franking key now."""
+    return f"franking key {service.rotate_franking_key()} is now current"

@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias, TypeVar
 
 from e2e.errors import UnknownAccount
@@ -97,14 +97,11 @@ class SeenSubmission:
     commitment: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class FrankingKey:
     key_id: int
-    secret: bytes
+    secret: bytes = field(repr=False)
     created: int
-
-    def __repr__(self) -> str:
-        return f"FrankingKey(id={self.key_id})"
 
 
 #: A chat's row (:meth:`Tx.chat`): (business, customer).

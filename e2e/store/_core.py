@@ -378,12 +378,24 @@ class BaseTransaction(SessionRecords):
             raise StoreError("malformed record", f"opk/{rid}")
         return OneTimePrekey(int(rid), KeyPair.from_stored(raw[1:33], raw[33:]))
 
+    def _prekey_record(self, kind: str, rid: str, what: str) -> bytes:
+        """The stored record ``kind/rid`` of a prekey; :class:`UnknownPrekey` if there is none."""
+        raw = self._read(kind, rid)
+        if raw is None:
+            raise UnknownPrekey(f"unknown {what} id")
+        return raw
+
+    def _remove_prekey(self, kind: str, uses: str, prekey_id: int) -> None:
+        """Remove prekey ``prekey_id`` of ``kind`` and its records of the base keys it was
+        used with (``uses``)."""
+        rid = _prekey_id(prekey_id)
+        self._remove(kind, rid)
+        for use in self._ids(uses, rid + "|"):
+            self._remove(uses, use)
+
     def load_one_time_prekey(self, prekey_id: int) -> OneTimePrekey:
         rid = _prekey_id(prekey_id)
-        raw = self._read("opk", rid)
-        if raw is None:
-            raise UnknownPrekey("unknown one-time prekey id")
-        opk = self._opk(rid, raw)
+        opk = self._opk(rid, self._prekey_record("opk", rid, "one-time prekey"))
         if opk is None:
             raise PrekeyReused("one-time prekey already used")
         return opk
@@ -420,10 +432,7 @@ class BaseTransaction(SessionRecords):
 
     def load_signed_prekey(self, prekey_id: int) -> Dated[SignedPrekey]:
         rid = _prekey_id(prekey_id)
-        raw = self._read("spk", rid)
-        if raw is None:
-            raise UnknownPrekey("unknown signed prekey id")
-        return self._spk(rid, raw)
+        return self._spk(rid, self._prekey_record("spk", rid, "signed prekey"))
 
     def signed_prekeys(self) -> list[Dated[SignedPrekey]]:
         return sorted(
@@ -431,10 +440,7 @@ class BaseTransaction(SessionRecords):
         )
 
     def remove_signed_prekey(self, prekey_id: int) -> None:
-        rid = _prekey_id(prekey_id)
-        self._remove("spk", rid)
-        for use in self._ids("spkuse", rid + "|"):
-            self._remove("spkuse", use)
+        self._remove_prekey("spk", "spkuse", prekey_id)
 
     # -- KEM prekeys -----------------------------------------------------------------------
 
@@ -467,10 +473,7 @@ class BaseTransaction(SessionRecords):
         rid = _prekey_id(prekey_id)
         if base_key is not None:
             _check_key32(base_key, "base key")
-        raw = self._read("kem", rid)
-        if raw is None:
-            raise UnknownPrekey("unknown KEM prekey id")
-        found = self._kem(rid, raw)
+        found = self._kem(rid, self._prekey_record("kem", rid, "KEM prekey"))
         if found is None:
             raise PrekeyReused("KEM prekey already used")
         if (
@@ -494,10 +497,7 @@ class BaseTransaction(SessionRecords):
         return sorted((k for k in found if k is not None), key=lambda d: d.item.id)
 
     def remove_kem_prekey(self, prekey_id: int) -> None:
-        rid = _prekey_id(prekey_id)
-        self._remove("kem", rid)
-        for use in self._ids("kemuse", rid + "|"):
-            self._remove("kemuse", use)
+        self._remove_prekey("kem", "kemuse", prekey_id)
 
     # -- application data ------------------------------------------------------------------
 

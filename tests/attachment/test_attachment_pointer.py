@@ -136,6 +136,9 @@ def test_limits() -> None:
         Pointer.from_bytes(b"\xa7" + bytes(80_000))
 
 
-def test_repr_hides_the_key() -> None:
-    p = pointer()
-    assert p.key.hex() not in repr(p) and "secret" in repr(p)
+def test_repr_hides_the_key_and_the_plaintext() -> None:
+    p = pointer(thumbnail=b"thumbnail-bytes", caption="a caption")
+    text = repr(p)
+    assert p.key.hex() not in text and repr(p.key) not in text
+    assert "thumbnail-bytes" not in text and "a caption" not in text
+    assert p.file_name not in text and f"size={p.size}" in text

@@ -11,7 +11,7 @@ import pytest
 from world import Service, run, watch
 
 from e2e.client import Client, ReceiptStatus
-from e2e.errors import NotAllowed, StoreError, WindowClosed
+from e2e.errors import NotAllowed, StateError, StoreError, WindowClosed
 from e2e.platform.policy import MessageClass
 from e2e.relay.store import Tx
 from e2e.store import MemoryStore, Store, StoreTransaction
@@ -260,6 +260,25 @@ def test_a_store_of_another_device_is_refused(tmp_path: Path) -> None:
             await Client.create_account(store, svc.connect, "other", "business")
         assert "already belongs" in str(info.value) or isinstance(info.value, StoreError)
         await c.aclose()
+        await svc.aclose()
+
+    run(go)
+
+
+def test_adding_a_device_on_a_store_of_another_device_spends_nothing(tmp_path: Path) -> None:
+    """The store is checked before the admin certifies a device: the refusal spends no
+    device id, so the next device added is device 2."""
+
+    async def go() -> None:
+        svc = Service(tmp_path)
+        taken = MemoryStore()
+        admin = await Client.create_account(taken, svc.connect, "acme", "business")
+        with pytest.raises(StateError, match="already belongs"):
+            await admin.add_device(taken, svc.connect)
+        second = await admin.add_device(MemoryStore(), svc.connect)
+        assert second.profile.device == 2
+        await second.aclose()
+        await admin.aclose()
         await svc.aclose()
 
     run(go)

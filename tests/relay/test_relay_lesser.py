@@ -98,3 +98,33 @@ def test_a_class_is_judged_by_the_templates_of_its_send_time(relay: RelayProcess
         after = send(biz, cust, MessageClass.SERVICE, SALE)
         verdict = class_report(cust, *after)
         assert (verdict.declared, verdict.content) == (MessageClass.SERVICE, MessageClass.MARKETING)
+
+
+def test_operator_commands_say_why_they_refuse(tmp_path: Path) -> None:
+    """The relay's operator commands, as an operator runs them: each prints what it did and
+    exits 0, or prints the typed reason it refused and exits 2 (never a traceback)."""
+    db = str(tmp_path / "relay.db")
+    key_file = tmp_path / "platform.key"
+    key_file.write_bytes(bytes(range(32)))
+
+    def relay(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "e2e", "relay", *args, "--db", db],
+                              capture_output=True, cwd=ROOT, text=True, timeout=60,
+                              check=False)  # fmt: skip
+
+    done = relay("rotate-franking-key")
+    assert done.returncode == 0 and "is now current" in done.stdout, done.stderr
+    for args, reason in (
+        (("certify-business", "--platform-key", str(key_file), "--account", "nobody",
+          "--display-name", "Nobody Inc"), "UnknownAccount: no such account"),
+        (("certify-business", "--platform-key", str(tmp_path / "absent"), "--account",
+          "nobody", "--display-name", "Nobody Inc"), "FileNotFoundError"),
+        (("set-tier", "--account", "nobody", "--tier", "free"),
+         "UnknownAccount: no such business account"),
+        (("review-template", "--account", "nobody", "--template", "order.en.1", "--state",
+          "approved"), "refused: "),
+    ):  # fmt: skip
+        refused = relay(*args)
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        assert f"{args[0]} refused: " in refused.stderr and reason in refused.stderr
+        assert "Traceback" not in refused.stderr

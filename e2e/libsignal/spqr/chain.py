@@ -17,7 +17,7 @@ only after the message it served has been accepted.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from e2e.errors import PqRatchetError, TooManySkipped
@@ -69,26 +69,20 @@ def step(key: bytes, counter: int) -> tuple[bytes, bytes]:
     return t1, opad.digest()
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Half:
     """One direction of one epoch: keys given out so far, the next chain key (None once
     forgotten) and, for receiving, the keys of skipped indices (oldest first)."""
 
     counter: int
-    key: bytes | None
-    skipped: tuple[tuple[int, bytes], ...] = ()
-
-    def __repr__(self) -> str:
-        return f"Half(counter={self.counter})"
+    key: bytes | None = field(repr=False)
+    skipped: tuple[tuple[int, bytes], ...] = field(default=(), repr=False)
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Epoch:
     send: Half
     recv: Half
-
-    def __repr__(self) -> str:
-        return f"Epoch({self.send!r}, {self.recv!r})"
 
 
 def _epoch(material: bytes, direction: int) -> tuple[bytes, Epoch]:
@@ -97,7 +91,7 @@ def _epoch(material: bytes, direction: int) -> tuple[bytes, Epoch]:
     return material[:32], pair
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True)
 class Chain:
     """The chain state: epochs ``current - len(epochs) + 1 .. current`` and the root the next
     epoch is derived from."""
@@ -105,10 +99,7 @@ class Chain:
     direction: int
     current: int
     epochs: tuple[Epoch, ...]
-    next_root: bytes
-
-    def __repr__(self) -> str:
-        return f"Chain(direction={self.direction}, current={self.current})"
+    next_root: bytes = field(repr=False)
 
     @classmethod
     def start(cls, auth_key: bytes, direction: int) -> Chain:
