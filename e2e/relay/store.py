@@ -441,6 +441,21 @@ class Tx(BusinessRecords, abc.ABC):
             )
         return int(row[0]) if row else 0
 
+    def mail_since(self, seq: int | None) -> tuple[int, list[tuple[bytes, int]]]:
+        """The highest delivery number now, and the devices with deliveries numbered above
+        ``seq`` (none asked for when ``seq`` is None). Numbers only grow (SQLite's
+        ``AUTOINCREMENT``, PostgreSQL's sequence), so a caller that keeps the highest number it
+        was told misses no delivery committed after it asked."""
+        row = self.fetchone("SELECT MAX(seq) FROM mailbox")
+        top = int(row[0]) if row and row[0] is not None else 0
+        if seq is None or top <= seq:
+            return top, []
+        rows = self.fetchall(
+            "SELECT DISTINCT account, device_id FROM mailbox WHERE seq > ? AND seq <= ?",
+            (seq, top),
+        )
+        return top, [(bytes(r[0]), int(r[1])) for r in rows]
+
     def ack(self, account: bytes, device_id: int, seqs: Sequence[int]) -> None:
         """Delete these deliveries of the device (unknown numbers are ignored) and uncount
         them (one statement, and one per sender of what was deleted)."""
