@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from relayhelp import Dev, RelayProcess, new_device, relay_metrics
+from relayhelp import Dev, RelayProcess, new_device, relay_metrics, relay_with
 
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass
@@ -86,14 +86,8 @@ def test_second_poll_of_a_device_is_woken_after_the_first_ends(
 @pytest.fixture
 def two_sqlite_relays(tmp_path: Path) -> Iterator[list[RelayProcess]]:
     db = str(tmp_path / "relay.db")
-    procs = [RelayProcess(db, log_path=tmp_path / f"relay{i}.log") for i in range(2)]
-    try:
-        for p in procs:
-            p.start()
-        yield procs
-    finally:
-        for p in procs:
-            p.stop()
+    with relay_with(db, tmp_path / "a.log", {}) as a, relay_with(db, tmp_path / "b.log", {}) as b:
+        yield [a, b]
 
 
 def test_mail_from_another_sqlite_process_wakes_a_held_poll(
