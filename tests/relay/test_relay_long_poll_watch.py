@@ -107,3 +107,34 @@ def test_mail_from_another_sqlite_process_wakes_a_held_poll(
         t.join(30)
     assert got and got[0][1] == 1
     assert got[0][0] - sent < 3
+
+
+def test_mail_since_lists_new_deliveries_and_never_goes_back(tmp_path: Path) -> None:
+    """The mail watch's query (SQLite): the devices with deliveries above a number, and a
+    highest number that does not fall when the highest delivery is acknowledged (a fall would
+    show the deliveries below it as new again)."""
+    from e2e.relay.backends import open_store
+
+    store = open_store(str(tmp_path / "relay.db"))
+    insert = ("INSERT INTO mailbox (account, device_id, envelope, received_at, tag)"
+              " VALUES (?, ?, ?, 0, ?)")  # fmt: skip
+
+    def deliver(account: bytes, device: int) -> None:
+        store.run(lambda tx: tx.execute(insert, (account, device, b"e", b"t")))
+
+    try:
+        assert store.read(lambda tx: tx.mail_since(None)) == (0, [])
+        deliver(b"ann", 1)
+        deliver(b"bob", 2)
+        top, woken = store.read(lambda tx: tx.mail_since(None))
+        assert woken == []  # nobody asked about devices
+        deliver(b"cat", 1)
+        deliver(b"cat", 1)
+        newer, woken = store.read(lambda tx: tx.mail_since(top))
+        assert newer == top + 2 and woken == [(b"cat", 1)]
+        store.run(lambda tx: tx.execute("DELETE FROM mailbox WHERE seq = ?", (newer,)))
+        assert store.read(lambda tx: tx.mail_since(newer)) == (newer, [])
+        deliver(b"dan", 3)
+        assert store.read(lambda tx: tx.mail_since(newer)) == (newer + 1, [(b"dan", 3)])
+    finally:
+        store.close()
