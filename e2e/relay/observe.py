@@ -125,6 +125,9 @@ class Metrics:
         head("e2e_relay_long_polls_refused_total", "counter",
              "Fetches answered at once because the long-poll caps were reached.")  # fmt: skip
         lines.append(f"e2e_relay_long_polls_refused_total {c['long_poll_refused']}")
+        head("e2e_relay_long_poll_fetches_total", "counter",
+             "Mailbox reads by held long-polls after their first fetch.")  # fmt: skip
+        lines.append(f"e2e_relay_long_poll_fetches_total {c['long_poll_fetches']}")
         head("e2e_relay_seconds_total", "counter",
              "Seconds spent in each step of the request path, summed over requests.")  # fmt: skip
         for phase, seconds in sorted(timers.items()):

@@ -12,7 +12,8 @@ refused request rolls back to it and leaves no trace), committed together with o
 then does any of them get its answer. Requests awaited on an event loop form their groups on
 that loop (:meth:`SqliteRelayStore.run_async`); requests from other threads go to a writer
 thread. The writer's connection caches the directory and chats (:class:`_Cache`). Mail
-wake-ups do not cross processes here; waiters in other processes see new mail at their next poll.
+wake-ups do not cross processes here; each process's mail watch (:meth:`RelayApp._watch_mail`)
+finds other processes' deliveries.
 """
 
 from __future__ import annotations

@@ -438,6 +438,24 @@ class Tx(BusinessRecords, abc.ABC):
             )
         return int(row[0]) if row else 0
 
+    def mail_since(self, seq: int | None) -> tuple[int, list[tuple[bytes, int]]]:
+        """The highest delivery number now (never below ``seq``), and the devices with
+        deliveries numbered above ``seq`` (none asked for when ``seq`` is None). On SQLite
+        numbers only grow (``AUTOINCREMENT``) and commit in their order (writers take turns),
+        so a caller that keeps the number it was told misses no delivery committed after it
+        asked. Not so on PostgreSQL (a sequence's numbers commit in any order): it notifies."""
+        row = self.fetchone("SELECT MAX(seq) FROM mailbox")
+        top = int(row[0]) if row and row[0] is not None else 0
+        if seq is not None and top <= seq:
+            return seq, []  # nothing new (the highest may have been acknowledged since)
+        if seq is None:
+            return top, []
+        rows = self.fetchall(
+            "SELECT DISTINCT account, device_id FROM mailbox WHERE seq > ? AND seq <= ?",
+            (seq, top),
+        )
+        return top, [(bytes(r[0]), int(r[1])) for r in rows]
+
     def ack(self, account: bytes, device_id: int, seqs: Sequence[int]) -> None:
         """Delete these deliveries of the device (unknown numbers are ignored) and uncount
         them (one statement, and one per sender of what was deleted)."""
