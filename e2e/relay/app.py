@@ -472,11 +472,11 @@ class RelayApp:
         result = first
         self._polls += 1
         self._polls_by[caller] += 1
-        # Without cross-process notifications, mail committed by another process between the
-        # first fetch and the registration above may predate the mail watch's next look:
-        # the first wait ends at the watch's next tick and fetches again; later waits end on
-        # a wake-up or at the deadline, and a held poll costs no reads.
-        first_tick = not self.store.cross_process_wakeups
+        # Mail committed between the first fetch and the registration above woke nobody (a
+        # notification from another process found no waiter; on SQLite it may predate the
+        # mail watch's next look): so the first wait ends at the next tick and fetches again;
+        # later waits end on a wake-up or at the deadline, and a held poll costs no reads.
+        first_tick = True
         try:
             while True:
                 left = deadline - time.monotonic()
