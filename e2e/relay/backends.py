@@ -25,12 +25,18 @@ def _is_pg(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://")) or "dbname=" in db
 
 
-def open_store(db: str) -> RelayStore:
-    """A SQLite store for a path, a PostgreSQL store for a ``postgresql://`` DSN."""
+def open_store(
+    db: str, pg_writers: int | None = None, pg_timeout: float | None = None
+) -> RelayStore:
+    """A SQLite store for a path, a PostgreSQL store for a ``postgresql://`` DSN (with
+    ``pg_writers`` writer connections and ``pg_timeout`` seconds a database operation may
+    take, the store's defaults unless given; SQLite has one writer per process)."""
     if _is_pg(db):
-        from e2e.relay.postgres import PostgresRelayStore
+        from e2e.relay.postgres import DEFAULT_WRITERS, IO_SECONDS, PostgresRelayStore
 
-        return PostgresRelayStore(db)
+        return PostgresRelayStore(
+            db, writers=pg_writers or DEFAULT_WRITERS, timeout=pg_timeout or IO_SECONDS
+        )
     from e2e.relay.sqlite import SqliteRelayStore
 
     return SqliteRelayStore(db)

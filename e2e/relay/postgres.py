@@ -1,8 +1,10 @@
 """PostgreSQL relay store: several relay processes on one database (SPEC.md §10.8).
 
-Group commit: one writer thread per process runs the queued requests, each in its own
-``SAVEPOINT``, in one transaction on a connection of its own, through libpq directly (prepared
-statements; see :class:`_Raw`), and answers them once it commits. Reads that decide nothing
+Group commit: a writer thread runs the queued requests, each in its own ``SAVEPOINT``, in one
+transaction on a connection of its own, through libpq directly (prepared statements; see
+:class:`_Raw`), and answers them once it commits. A process has one writer by default, or
+several (``writers``), each with its own connection and group transaction, taking requests
+from one queue; they meet each other as writers of different processes do. Reads that decide nothing
 use a connection pool. Transactions run at READ COMMITTED. Round trips are merged: the group's
 ``BEGIN`` with the first savepoint and the directory's generation (the writer caches the
 directory, see :class:`~e2e.relay.store.DirectoryCache`); a request's writes whose outcome it
@@ -22,6 +24,10 @@ WHERE ... = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so concurrent claim
 different prekeys. New mail is announced with ``NOTIFY e2e_mail`` after the delivering
 transaction commits, by a notifier thread that sends whatever is pending in one statement;
 each relay process ``LISTEN``s on one connection and wakes its waiting fetches.
+
+No wait is unbounded: every connection has TCP keepalives, ``tcp_user_timeout`` and a connect
+timeout (:func:`with_timeouts`), and every operation a time limit after which its connection is
+shut down (:class:`_Watchdog`), so a silent network answers 503, not never.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import binascii
 import hashlib
+import os
 import queue
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +49,7 @@ from typing import Any, Final, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from e2e.errors import MailboxFull, StoreError, StoreUnavailable, Unauthenticated
@@ -66,7 +75,7 @@ from e2e.relay.writer import (
     finish_jobs,
 )
 
-__all__ = ["PostgresRelayStore"]
+__all__ = ["PostgresRelayStore", "DEFAULT_WRITERS", "MAX_WRITERS", "IO_SECONDS", "with_timeouts"]
 
 T = TypeVar("T")
 CHANNEL: Final = "e2e_mail"
@@ -79,7 +88,108 @@ _CONFLICTS = (
     pg_errors.SerializationFailure,
     pg_errors.DeadlockDetected,
     pg_errors.UniqueViolation,
+    pg_errors.LockNotAvailable,
 )
+#: Writer connections (and group transactions at a time) per relay process, by default and
+#: at most (the relay setting ``ops.pg_writers``).
+DEFAULT_WRITERS: Final = 1
+MAX_WRITERS: Final = 32
+#: Longest a writer's statement waits for a row lock (a unique key another writer is
+#: inserting, a mailbox's usage row another group updated) before its request is run again
+#: in a later group: two groups that wait for each other's rows give up within this, not
+#: after the server's deadlock check (``deadlock_timeout``, 1 s by default).
+_LOCK_TIMEOUT: Final = b"SET lock_timeout = '200ms'"
+#: Longest one store operation (a writer's group transaction, a read, a maintenance
+#: transaction, a notification) may take on its connection by default, in seconds (the relay
+#: setting ``ops.pg_timeout``): past it the connection is cut, and its requests answer
+#: StoreUnavailable (503). A network that drops packets silently would otherwise leave it
+#: waiting forever (see :class:`_Watchdog`).
+IO_SECONDS: Final = 10.0
+#: The ``application_name`` of the writer connections (``pg_stat_activity`` shows it) unless
+#: the DSN names one.
+WRITER_NAME: Final = "e2e-relay-writer"
+#: What every connection the store opens uses unless the operator's DSN says otherwise: TCP
+#: keepalives (a silent peer is given up after about 10 + 3 x 3 s idle), ``tcp_user_timeout``
+#: (sent data unacknowledged for 10 s drops the connection) and a bounded connect.
+CONNECTION_DEFAULTS: Final = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "3",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "10000",
+    "connect_timeout": "5",
+}
+
+
+def with_timeouts(dsn: str) -> str:
+    """``dsn`` with :data:`CONNECTION_DEFAULTS` added where it sets none of its own."""
+    params = conninfo_to_dict(dsn)
+    for key, value in CONNECTION_DEFAULTS.items():
+        params.setdefault(key, value)
+    return make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def _cut(fd: int) -> None:
+    """Shut the TCP connection on ``fd`` down (both ways), leaving the descriptor to its
+    owner: a wait on it returns at once, and libpq reports the connection lost."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+class _Watchdog:
+    """Bounds the time a connection spends in one operation (:meth:`bound`): a thread cuts
+    (:func:`_cut`) the connection of an operation still running past its deadline. Keepalives
+    and ``tcp_user_timeout`` notice a dead peer only if the kernel does; a connection through
+    something that still acknowledges (a proxy, a stalled server) needs this."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: dict[int, tuple[float, int]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def bound(self, pg: pq.abc.PGconn, seconds: float) -> Iterator[None]:
+        """Cut ``pg``'s connection if the block is still running after ``seconds``."""
+        try:
+            fd = pg.socket
+        except psycopg.Error:  # not connected: the block fails on its own
+            yield
+            return
+        with self._lock:
+            token = self._next
+            self._next += 1
+            self._armed[token] = (time.monotonic() + seconds, fd)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="relay-pg-watch",
+                                                daemon=True)  # fmt: skip
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._armed.pop(token, None)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(0.25)
+            now = time.monotonic()
+            with self._lock:  # the owner of an armed fd is still in its block: it is open
+                for token, (due, fd) in list(self._armed.items()):
+                    if due <= now:
+                        del self._armed[token]
+                        _cut(fd)
+
+
+_WATCHDOG: Final = _Watchdog()
 
 
 #: Counts changes of the directory (see :class:`~e2e.relay.store.DirectoryCache`).
@@ -514,15 +624,31 @@ class _WriterTx(CachedDirectory, _PgTx):
 
 
 class PostgresRelayStore(RelayStore):
-    """Relay state in PostgreSQL, through a connection pool."""
+    """Relay state in PostgreSQL: ``writers`` writer connections (each running one group
+    transaction at a time, :data:`DEFAULT_WRITERS` unless given, at most
+    :data:`MAX_WRITERS`) and a pool for reads. Every connection has TCP timeouts
+    (:func:`with_timeouts`) and every operation a bound (:data:`IO_SECONDS`)."""
 
     cross_process_wakeups = True
 
-    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8, writers: int = 1) -> None:
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8,
+                 writers: int = DEFAULT_WRITERS, timeout: float = IO_SECONDS) -> None:  # fmt: skip
+        if not 1 <= writers <= MAX_WRITERS:
+            raise StoreError(f"writers must be 1 to {MAX_WRITERS}")
+        if not timeout > 0:
+            raise StoreError("timeout must be positive")
+        try:
+            dsn = with_timeouts(dsn)
+            params = conninfo_to_dict(dsn)
+        except psycopg.Error:
+            raise StoreError("cannot open relay database: bad connection string") from None
         self.dsn = dsn
+        self.timeout = timeout
+        params.setdefault("application_name", WRITER_NAME)
+        self._writer_dsn = make_conninfo(**params)  # type: ignore[arg-type]
         try:
             self.pool = ConnectionPool(
-                dsn, min_size=min_size, max_size=max_size, open=True, timeout=30,
+                dsn, min_size=min_size, max_size=max_size, open=True, timeout=timeout,
                 kwargs={"autocommit": False},
             )  # fmt: skip
             with self.pool.connection() as conn:
@@ -578,7 +704,7 @@ class PostgresRelayStore(RelayStore):
         """A read-only ``fn`` on a pooled connection (it sees committed data only)."""
         try:
             with self.pool.connection() as conn:
-                with conn.cursor() as cur:
+                with _WATCHDOG.bound(conn.pgconn, self.timeout), conn.cursor() as cur:
                     result = fn(_PgTx(cur, "%s"))
                 conn.rollback()
                 return result
@@ -607,11 +733,15 @@ class PostgresRelayStore(RelayStore):
             drain(self._queue, group, MAX_GROUP)
             try:
                 if conn is None or raw is None or conn.closed:
-                    conn = psycopg.connect(self.dsn, autocommit=True)
+                    conn = psycopg.connect(self._writer_dsn, autocommit=True)
                     raw = _Raw(conn)
-                for job, tries in self._run_group(raw, cache, group):
+                    raw.command(_LOCK_TIMEOUT)
+                with _WATCHDOG.bound(raw.pg, self.timeout):
+                    again = self._run_group(raw, cache, group)
+                for job, tries in again:
                     # Again after a short, growing pause: a busy chat's lock is held by
-                    # another process's group, which commits within milliseconds.
+                    # another writer's group (this process's or another's), which commits
+                    # within milliseconds.
                     parked.append((time.monotonic() + min(0.05, 0.001 * 2**tries), job, tries))
             except psycopg.Error as exc:
                 # The group's transaction failed as a whole (connection lost, commit failed):
@@ -681,10 +811,11 @@ class PostgresRelayStore(RelayStore):
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
         with self.pool.connection() as conn:
-            with conn.cursor() as cur:
-                tx = _PgTx(cur, "%s")
-                yield tx
-            conn.commit()
+            with _WATCHDOG.bound(conn.pgconn, self.timeout):
+                with conn.cursor() as cur:
+                    tx = _PgTx(cur, "%s")
+                    yield tx
+                conn.commit()
         if tx.woken:
             # After the commit: a waiter woken now finds the mail. (A crash before the
             # notifier sends it only delays it: the long-poll ends, the next fetch finds it.)
@@ -706,7 +837,10 @@ class PostgresRelayStore(RelayStore):
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.dsn, autocommit=True)
-                conn.execute("SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(pending)))
+                with _WATCHDOG.bound(conn.pgconn, self.timeout):
+                    conn.execute(
+                        "SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(pending))
+                    )
             except psycopg.Error:
                 conn = None  # the waiters' long-polls end and they fetch again
                 self._stop.wait(0.5)

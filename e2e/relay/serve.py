@@ -142,7 +142,8 @@ def main(argv: list[str]) -> int:
                 max_age=ns.blob_days * 86_400,
             )  # fmt: skip
             blobs = open_blob_store(ns.db, limits)
-        service = RelayService(open_store(ns.db), settings=config, secret_key=secret_key,
+        store = open_store(ns.db, config.ops.pg_writers, config.ops.pg_timeout)
+        service = RelayService(store, settings=config, secret_key=secret_key,
                                blobs=blobs)  # fmt: skip
     except E2EError as exc:
         print(f"cannot open the relay store: {exc}", file=sys.stderr)
