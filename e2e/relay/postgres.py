@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import hashlib
+import itertools
 import os
 import queue
 import select
@@ -627,12 +628,16 @@ class PostgresRelayStore(RelayStore):
     """Relay state in PostgreSQL: ``writers`` writer connections (each running one group
     transaction at a time, :data:`DEFAULT_WRITERS` unless given, at most
     :data:`MAX_WRITERS`) and a pool for reads. Every connection has TCP timeouts
-    (:func:`with_timeouts`) and every operation a bound (:data:`IO_SECONDS`)."""
+    (:func:`with_timeouts`) and every operation a bound (``timeout``, :data:`IO_SECONDS` by
+    default). With ``affinity`` a request given a key (:meth:`run_async`) runs on the writer
+    its key hashes to; requests without one, or all without ``affinity``, go round the
+    writers in turn."""
 
     cross_process_wakeups = True
 
     def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8,
-                 writers: int = DEFAULT_WRITERS, timeout: float = IO_SECONDS) -> None:  # fmt: skip
+                 writers: int = DEFAULT_WRITERS, timeout: float = IO_SECONDS,
+                 affinity: bool = True) -> None:  # fmt: skip
         if not 1 <= writers <= MAX_WRITERS:
             raise StoreError(f"writers must be 1 to {MAX_WRITERS}")
         if not timeout > 0:
@@ -676,10 +681,19 @@ class PostgresRelayStore(RelayStore):
             target=self._notifier, name="relay-notify", daemon=True
         )
         self._notify_thread.start()
-        self._queue: queue.SimpleQueue[tuple[Job, int] | None] = queue.SimpleQueue()
+        # A queue per writer: a request with a key goes to the writer its key hashes to, so
+        # the requests that update one row (a recipient's mailbox usage) are not spread over
+        # groups that would wait for each other's commits; others go round the writers.
+        self._queues: list[queue.SimpleQueue[tuple[Job, int] | None]] = [
+            queue.SimpleQueue() for _ in range(writers)
+        ]
+        self._turn = itertools.count()
+        self._affinity = affinity
         self._writers = [
-            threading.Thread(target=self._write_loop, name=f"relay-pg-{i}", daemon=True)
-            for i in range(writers)
+            threading.Thread(
+                target=self._write_loop, args=(q,), name=f"relay-pg-{i}", daemon=True
+            )  # fmt: skip
+            for i, q in enumerate(self._queues)
         ]
         for writer in self._writers:
             writer.start()
@@ -690,15 +704,25 @@ class PostgresRelayStore(RelayStore):
         """Run ``fn`` in its own savepoint of the writer's next group transaction; its result
         once that transaction is committed (or its error, having changed nothing)."""
         fut: Future[Any] = Future()
-        self._queue.put(((fn, fut), 0))
+        self._queue(None).put(((fn, fut), 0))
         result: T = fut.result()
         return result
 
-    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
+    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None,
+                        key: bytes | None = None) -> T:  # fmt: skip
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(((fn, (loop, fut)), 0))
+        self._queue(key).put(((fn, (loop, fut)), 0))
         return await fut
+
+    def _queue(self, key: bytes | None) -> queue.SimpleQueue[tuple[Job, int] | None]:
+        """The queue of the writer that runs a request with ``key`` (None: the next one)."""
+        queues = self._queues
+        if len(queues) == 1:
+            return queues[0]
+        if key is None or not self._affinity:
+            return queues[next(self._turn) % len(queues)]
+        return queues[hash(key) % len(queues)]
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """A read-only ``fn`` on a pooled connection (it sees committed data only)."""
@@ -711,7 +735,7 @@ class PostgresRelayStore(RelayStore):
         except psycopg.Error as exc:
             raise StoreUnavailable(f"relay database error: {type(exc).__name__}") from None
 
-    def _write_loop(self) -> None:
+    def _write_loop(self, jobs: queue.SimpleQueue[tuple[Job, int] | None]) -> None:
         conn: psycopg.Connection[Any] | None = None
         raw: _Raw | None = None
         cache = DirectoryCache()
@@ -723,14 +747,13 @@ class PostgresRelayStore(RelayStore):
             if not group:
                 wait = min(p[0] for p in parked) - now if parked else None
                 try:
-                    first = self._queue.get(timeout=wait)
+                    first = jobs.get(timeout=wait)
                 except queue.Empty:
                     continue
                 if first is None:
-                    self._queue.put(None)  # for the other writers
                     break
                 group = [first]
-            drain(self._queue, group, MAX_GROUP)
+            drain(jobs, group, MAX_GROUP)
             try:
                 if conn is None or raw is None or conn.closed:
                     conn = psycopg.connect(self._writer_dsn, autocommit=True)
@@ -874,7 +897,8 @@ class PostgresRelayStore(RelayStore):
         self._listener.start()
 
     def close(self) -> None:
-        self._queue.put(None)  # each writer puts it back for the next one
+        for jobs in self._queues:
+            jobs.put(None)
         for writer in self._writers:
             writer.join(timeout=10)
         self._stop.set()

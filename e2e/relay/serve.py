@@ -142,7 +142,8 @@ def main(argv: list[str]) -> int:
                 max_age=ns.blob_days * 86_400,
             )  # fmt: skip
             blobs = open_blob_store(ns.db, limits)
-        store = open_store(ns.db, config.ops.pg_writers, config.ops.pg_timeout)
+        ops = config.ops
+        store = open_store(ns.db, ops.pg_writers, ops.pg_timeout, ops.pg_affinity)
         service = RelayService(store, settings=config, secret_key=secret_key,
                                blobs=blobs)  # fmt: skip
     except E2EError as exc:

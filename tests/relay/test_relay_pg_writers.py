@@ -63,7 +63,10 @@ def writers_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Re
 
     dsn = pg_or_skip()
     db = fresh_pg_db(dsn)
-    env = {"E2E_RELAY_OPS_PG_WRITERS": str(WRITERS), "E2E_RELAY_MAILBOX_MAX_MESSAGES": str(QUOTA),
+    # Without affinity racing requests go round the writers in turn: twelve of them land on
+    # all four writers, whatever their keys (with it, one recipient's would share one).
+    env = {"E2E_RELAY_OPS_PG_WRITERS": str(WRITERS), "E2E_RELAY_OPS_PG_AFFINITY": "0",
+           "E2E_RELAY_MAILBOX_MAX_MESSAGES": str(QUOTA),
            "E2E_RELAY_MAILBOX_SENDER_MESSAGES": str(QUOTA),
            "E2E_RELAY_RATE_RATE": "10000", "E2E_RELAY_RATE_BURST": "10000"}  # fmt: skip
     log = tmp_path_factory.mktemp("writers") / "relay.log"
@@ -179,6 +182,20 @@ def test_one_nonce_is_used_once(writers_relay: tuple[RelayProcess, str]) -> None
     codes = _race(8, send)
     assert sorted(codes) == [200] + [401] * 7, codes
     assert len(_stored(db, b"shop-nonce")) == 1
+
+
+def test_a_key_keeps_its_writer_and_the_rest_go_round(pg_db: str) -> None:
+    from e2e.relay.postgres import PostgresRelayStore
+
+    for affinity in (True, False):
+        store = PostgresRelayStore(pg_db, writers=WRITERS, affinity=affinity)
+        try:
+            keyed = {id(store._queue(b"shop")) for _ in range(2 * WRITERS)}
+            turns = {id(store._queue(None)) for _ in range(WRITERS)}
+            assert len(turns) == WRITERS  # one of each, in turn
+            assert len(keyed) == (1 if affinity else WRITERS)
+        finally:
+            store.close()
 
 
 def test_connections_get_tcp_timeouts_unless_the_dsn_sets_them() -> None:
