@@ -32,7 +32,8 @@ def open_store(db: str, pg_writers: int | None = None, pg_timeout: float | None 
     take, the store's defaults unless given, and ``pg_affinity``: see
     :class:`~e2e.relay.postgres.PostgresRelayStore`; SQLite has one writer per process)."""
     if _is_pg(db):
-        from e2e.relay.postgres import DEFAULT_WRITERS, IO_SECONDS, PostgresRelayStore
+        from e2e.relay.pglink import IO_SECONDS
+        from e2e.relay.postgres import DEFAULT_WRITERS, PostgresRelayStore
 
         return PostgresRelayStore(db, writers=pg_writers or DEFAULT_WRITERS,
                                   timeout=pg_timeout or IO_SECONDS,

@@ -6,48 +6,26 @@ answers again, losing nothing it acknowledged."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
 from cutproxy import CutProxy
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from relayhelp import Dev, Refused, RelayProcess, new_device, relay_with
+from relayhelp import Dev, Refused, RelayProcess, new_device, race, relay_with
 
 from e2e.platform import wire
 from e2e.platform.envelope import Envelope
 from e2e.platform.policy import MessageClass, PolicyConfig
-from e2e.relay.postgres import CONNECTION_DEFAULTS, WRITER_NAME, with_timeouts
+from e2e.relay.pglink import CONNECTION_DEFAULTS, WRITER_NAME, with_timeouts
 
 CUSTOMER, BUSINESS = 0, 1
 WRITERS = 4
 QUOTA = 5
 pytestmark = pytest.mark.pg
-
-
-def _race(n: int, fn: Callable[[int], Any]) -> list[Any]:
-    """fn(0..n-1) on n threads released together; their results or exceptions."""
-    out: list[Any] = [None] * n
-    gate = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        gate.wait()
-        try:
-            out[i] = fn(i)
-        except Exception as exc:  # asserted on by the caller
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return out
 
 
 def _stored(db: str, account: bytes) -> list[bytes]:
@@ -116,7 +94,7 @@ def test_one_chat_is_decided_once_across_writers(writers_relay: tuple[RelayProce
             dev = _as(relay.url, biz)(c)
             return dev.submit(dev.envelopes(b"cust-chat", [cust.addr], MessageClass.TEMPLATE))
 
-    results = _race(12, send)
+    results = race(12, send)
     accepted = [r for r in results if isinstance(r, wire.Receipt)]
     assert len(accepted) == PolicyConfig().limited_templates
     assert {r.code for r in results if isinstance(r, Refused)} == {"limited"}, results
@@ -135,7 +113,7 @@ def test_one_mailbox_quota_is_never_exceeded(writers_relay: tuple[RelayProcess, 
             dev = _as(relay.url, custs[i])(c)
             return dev.submit(dev.envelopes(b"shop-quota", [biz.addr], MessageClass.SERVICE))
 
-    results = _race(12, send)
+    results = race(12, send)
     accepted = [r for r in results if isinstance(r, wire.Receipt)]
     assert len(accepted) == QUOTA
     assert {(r.status, r.code) for r in results if isinstance(r, Refused)} == {
@@ -157,7 +135,7 @@ def test_one_message_id_is_accepted_once(writers_relay: tuple[RelayProcess, str]
         with httpx.Client(base_url=relay.url, timeout=30) as c:
             return _as(relay.url, cust)(c).submit(envs)
 
-    results = _race(8, send)
+    results = race(8, send)
     assert all(isinstance(r, wire.Receipt) for r in results), results
     assert len(set(results)) == 1
     assert _stored(db, b"shop-idem") == [results[0].message_id]
@@ -179,7 +157,7 @@ def test_one_nonce_is_used_once(writers_relay: tuple[RelayProcess, str]) -> None
             r = _as(relay.url, cust)(c).raw(wire.Path.MESSAGE_SUBMIT, body, auth)
             return r.status_code
 
-    codes = _race(8, send)
+    codes = race(8, send)
     assert sorted(codes) == [200] + [401] * 7, codes
     assert len(_stored(db, b"shop-nonce")) == 1
 
