@@ -83,6 +83,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -488,10 +489,13 @@ UNCAPPED_MAILBOX = {
 class E2eServer(Server):
     fsync: bool = True
     procs: int = 1  # relay processes on the database; connection k talks to process k % procs
+    writers: int = 0  # PostgreSQL writer connections per process (0: the relay's default)
+    base: str = ""  # the name without the -p/-w variant suffix (what --only matches)
+    recipients: int = 1  # business devices written to: client k writes to business k % this
     relays: list[RelayProcess] = field(default_factory=list)
     db: str = ""
     custs: list[Any] = field(default_factory=list)
-    biz: Any = None
+    bizs: list[Any] = field(default_factory=list)
 
     def start(self, clients: int) -> None:
         if self.pg is not None:
@@ -503,14 +507,19 @@ class E2eServer(Server):
             self.db = str(self.workdir / f"{self.name}.db")
             self.durability = "WAL, synchronous=" + ("FULL" if self.fsync else "NORMAL")
         launcher = ["-m", "e2e"] if self.fsync or self.pg else [str(HERE), NOFSYNC]
+        env = dict(UNCAPPED_MAILBOX)
+        if self.writers:
+            env["E2E_RELAY_OPS_PG_WRITERS"] = str(self.writers)
         for _ in range(self.procs):
             relay = RelayProcess(self.db, extra=["--log-level", "warning"], launcher=launcher,
                                  log_path=self.workdir / f"{self.name}.log",
-                                 env=UNCAPPED_MAILBOX)  # fmt: skip
+                                 env=env)  # fmt: skip
             self.relays.append(relay)
             relay.start(60)
         with httpx.Client(base_url=self.relays[0].url, timeout=60) as c:
-            self.biz = new_device(c, b"shop", 1)
+            names = [b"shop"] if self.recipients == 1 else [
+                b"shop%d" % k for k in range(self.recipients)]  # fmt: skip
+            self.bizs = [new_device(c, n, 1) for n in names]
             self.custs = [new_device(c, b"c%d" % i, 0, one_time=1) for i in range(clients)]
 
     def request_size(self) -> int:
@@ -519,7 +528,8 @@ class E2eServer(Server):
 
     def _submit(self, i: int) -> bytes:
         cust = self.custs[i % len(self.custs)]
-        envs = cust.envelopes(b"shop", [self.biz.addr], MessageClass.SERVICE, body=b"x" * 100)
+        biz = self.bizs[i % len(self.bizs)]
+        envs = cust.envelopes(biz.acct.name, [biz.addr], MessageClass.SERVICE, body=b"x" * 100)
         body = wire.Submit(tuple(envs)).to_bytes()
         path = wire.Path.MESSAGE_SUBMIT
         headers = {"content-type": wire.CONTENT_TYPE, "authorization": cust.sign(path, body)}
@@ -951,6 +961,7 @@ class Phase:
     db_cpu_ms: float
     gen_cpu: float  # generator CPU share of one core
     load: float
+    waits: str = ""  # PostgreSQL: what the server's backends were doing, sampled
 
 
 def run_phase(server: Server, kind: str, clients: int, seconds: float, rnd: int,
@@ -959,11 +970,17 @@ def run_phase(server: Server, kind: str, clients: int, seconds: float, rnd: int,
     signed submissions are made before the clock starts) or open loop at ``rate``."""
     expect = int((rate or cap) * seconds * 1.3) + clients
 
+    sampler = WaitSampler(server) if isinstance(server, E2eServer) and server.pg else None
+
     async def phase() -> tuple[int, list[float], int, float, float, float, float, Counter[str]]:
         conns = await server.connect(clients, expect)
         c0, d0 = server.cpu(), (pg.cpu() if server.pg is not None and pg else 0.0)
         g0, t0 = time.process_time(), time.perf_counter()
+        if sampler is not None:
+            sampler.start()
         ok, lat, bad = await drive(conns, seconds, rate if kind != "closed" else 0.0, rnd)
+        if sampler is not None:
+            sampler.stop()
         elapsed = time.perf_counter() - t0
         gen = time.process_time() - g0
         c1, d1 = server.cpu(), (pg.cpu() if server.pg is not None and pg else 0.0)
@@ -980,15 +997,67 @@ def run_phase(server: Server, kind: str, clients: int, seconds: float, rnd: int,
         server.name, kind, rnd, ok / elapsed, _pct(lat, 50), _pct(lat, 99), bad,
         ", ".join(f"{k}: {n}" for k, n in sorted(why.items())),
         cpu / max(ok, 1) * 1000, db_cpu / max(ok, 1) * 1000, gen / elapsed,
-        os.getloadavg()[0],
+        os.getloadavg()[0], sampler.summary() if sampler is not None else "",
     )  # fmt: skip
+
+
+class WaitSampler:
+    """Samples ``pg_stat_activity`` of an e2e server's database every 20 ms during a phase:
+    how many of its backends were in each state (``CPU`` for active without a wait event,
+    else the wait event, e.g. ``Client:ClientRead`` waiting for the relay, ``IO:WALSync``,
+    ``Lock:transactionid``), averaged over the samples. The witness of what limits a run."""
+
+    def __init__(self, server: E2eServer) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        self.dsn = server.db
+        self.dbname = str(conninfo_to_dict(server.db).get("dbname", ""))
+        self.counts: Counter[str] = Counter()
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        sql = (
+            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            while not self._stop.wait(0.02):
+                rows = conn.execute(sql, (self.dbname,)).fetchall()
+                self.samples += 1
+                for state, kind, event in rows:
+                    if state == "idle":
+                        continue  # the pool's idle connections, the listener
+                    label = "CPU" if kind is None else f"{kind}:{event}"
+                    if state == "idle in transaction":
+                        label = "idle-in-tx" if kind in (None, "Client") else label
+                    self.counts[label] += 1
+
+    def summary(self) -> str:
+        n = max(self.samples, 1)
+        top = self.counts.most_common(4)
+        return " ".join(f"{k}={v / n:.2f}" for k, v in top)
 
 
 def _print(p: Phase) -> None:
     print(
         f"{p.round:>2} {p.server:<20} {p.kind:<10} {p.rate:>8.0f} {p.p50:>7.1f} {p.p99:>7.1f}"
         f" {p.bad:>5} {p.cpu_ms:>8.3f} {p.db_cpu_ms:>7.3f} {p.gen_cpu * 100:>5.0f}% "
-        f"{p.load:>5.2f}" + (f"  (refused: {p.why})" if p.why else ""),
+        f"{p.load:>5.2f}"
+        + (f"  (refused: {p.why})" if p.why else "")
+        + (f"  [pg: {p.waits}]" if p.waits else ""),
         flush=True,
     )
 
@@ -1016,8 +1085,25 @@ def main() -> int:
     ap.add_argument(
         "--procs",
         type=int,
+        nargs="+",
+        default=[1],
+        help="relay processes per e2e server (ejabberd's VM uses every core); several values:"
+        " one server of each (named -p1, -p2, ...)",
+    )
+    ap.add_argument(
+        "--recipients",
+        type=int,
         default=1,
-        help="relay processes per e2e server (ejabberd's VM uses every core)",
+        help="e2e: business devices the clients write to (client k to business k %% N; default"
+        " one, every submission then counts into one mailbox's usage row)",
+    )
+    ap.add_argument(
+        "--pg-writers",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="writer connections per e2e PostgreSQL process (0: the relay's default); several"
+        " values: one server of each (named -w1, -w2, ...)",
     )
     ap.add_argument(
         "--closed-cap",
@@ -1037,11 +1123,24 @@ def main() -> int:
     tools.mkdir(parents=True, exist_ok=True)
     pg = PgCluster(work / "pgroot", dsn=ns.pg_dsn)
     (work / "pgroot").mkdir()
+
+    def e2e(name: str, **kw: Any) -> list[Server]:
+        """One e2e server per --procs value (and per --pg-writers value on PostgreSQL)."""
+        writers = ns.pg_writers if "pg" in kw else [0]
+        out: list[Server] = []
+        for procs in ns.procs:
+            for w in writers:
+                suffix = (f"-p{procs}" if len(ns.procs) > 1 else "") + (
+                    f"-w{w}" if len(writers) > 1 else "")  # fmt: skip
+                out.append(E2eServer(name + suffix, work, procs=procs, writers=w, base=name,
+                                     recipients=ns.recipients, **kw))  # fmt: skip
+        return out
+
     candidates: list[Server] = [
-        E2eServer("e2e-sqlite", work, procs=ns.procs),
-        E2eServer("e2e-sqlite-nofsync", work, fsync=False, procs=ns.procs),
-        E2eServer("e2e-pg", work, pg=pg, procs=ns.procs),
-        E2eServer("e2e-pg-nofsync", work, pg=pg, fsync=False, procs=ns.procs),
+        *e2e("e2e-sqlite"),
+        *e2e("e2e-sqlite-nofsync", fsync=False),
+        *e2e("e2e-pg", pg=pg),
+        *e2e("e2e-pg-nofsync", pg=pg, fsync=False),
         SynapseServer("synapse-sqlite", work),
         SynapseServer("synapse-pg", work, pg=pg),
         EjabberdServer("ejabberd-mnesia", work),
@@ -1051,7 +1150,8 @@ def main() -> int:
     # A name, or a family: e2e, synapse, ejabberd.
     families = {"e2e", "synapse", "ejabberd"}
     servers = [s for s in candidates if not ns.only or any(
-        s.name == o or (o in families and s.name.startswith(o)) for o in ns.only)]  # fmt: skip
+        o in (s.name, getattr(s, "base", "")) or (o in families and s.name.startswith(o))
+        for o in ns.only)]  # fmt: skip
     started: list[Server] = []
     epmd_was_up = True
     try:
@@ -1079,6 +1179,10 @@ def main() -> int:
               f"{ns.seconds:g} s phases; load {os.getloadavg()[0]:.2f}")  # fmt: skip
         for s in servers:
             procs = f"; {s.procs} relay processes" if isinstance(s, E2eServer) else ""
+            if isinstance(s, E2eServer) and s.pg is not None:
+                procs += f", {s.writers or 'default'} writer connections each"
+            if isinstance(s, E2eServer):
+                procs += f"; {s.recipients} recipient device(s)"
             print(f"# {s.name}: {s.durability}{procs}")
         print(f"{'rd':>2} {'server':<20} {'phase':<10} {'acc/s':>8} {'p50':>7} {'p99':>7}"
               f" {'bad':>5} {'cpu ms':>8} {'db ms':>7} {'gen':>6} {'load':>5}")  # fmt: skip

@@ -11,7 +11,8 @@ From the request down:
   reports, templates, bills);
 * :mod:`e2e.relay.store` - the relay-store interface and its SQL; :mod:`e2e.relay.writer` -
   what the backends' writers share; :mod:`e2e.relay.sqlite`, :mod:`e2e.relay.postgres` - the
-  backends; :mod:`e2e.relay.backends` - :func:`open_store`, which picks one;
+  backends (:mod:`e2e.relay.pglink` - the PostgreSQL one's connections: timeouts, the
+  watchdog, libpq); :mod:`e2e.relay.backends` - :func:`open_store`, which picks one;
   :mod:`e2e.relay.secrets` - the relay's secrets sealed at rest;
 * :mod:`e2e.relay.serve` - the command line; :mod:`e2e.relay.tap` - the traffic tap.
 

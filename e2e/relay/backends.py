@@ -25,12 +25,19 @@ def _is_pg(db: str) -> bool:
     return db.startswith(("postgresql://", "postgres://")) or "dbname=" in db
 
 
-def open_store(db: str) -> RelayStore:
-    """A SQLite store for a path, a PostgreSQL store for a ``postgresql://`` DSN."""
+def open_store(db: str, pg_writers: int | None = None, pg_timeout: float | None = None,
+               pg_affinity: bool = True) -> RelayStore:  # fmt: skip
+    """A SQLite store for a path, a PostgreSQL store for a ``postgresql://`` DSN (with
+    ``pg_writers`` writer connections and ``pg_timeout`` seconds a database operation may
+    take, the store's defaults unless given, and ``pg_affinity``: see
+    :class:`~e2e.relay.postgres.PostgresRelayStore`; SQLite has one writer per process)."""
     if _is_pg(db):
-        from e2e.relay.postgres import PostgresRelayStore
+        from e2e.relay.pglink import IO_SECONDS
+        from e2e.relay.postgres import DEFAULT_WRITERS, PostgresRelayStore
 
-        return PostgresRelayStore(db)
+        return PostgresRelayStore(db, writers=pg_writers or DEFAULT_WRITERS,
+                                  timeout=pg_timeout or IO_SECONDS,
+                                  affinity=pg_affinity)  # fmt: skip
     from e2e.relay.sqlite import SqliteRelayStore
 
     return SqliteRelayStore(db)

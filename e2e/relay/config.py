@@ -215,6 +215,10 @@ class Ops:
     """Operations."""
 
     workers: int = setting(8, 1, 256, "store worker threads")
+    pg_writers: int = setting(4, 1, 32, "PostgreSQL writer connections per relay process")
+    pg_timeout: float = setting(10.0, 0.5, 600, "s a PostgreSQL operation may take (then 503)")
+    pg_affinity: bool = setting(True, doc="a submission runs on its recipient's PostgreSQL writer"
+                                " (false: requests go round the writers)")  # fmt: skip
     upkeep_seconds: float = setting(60.0, 0.05, 3600, "s between purges of expired records")
     metrics_token: str = setting("", doc="bearer token /v1/metrics asks for (none: no metrics)",
                                  secret=True)  # fmt: skip

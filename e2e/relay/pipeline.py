@@ -312,8 +312,10 @@ class Pipeline:
             taken = service.admit(tx, token, identity, now, limit.rate, limit.burst, want)
             return handler(tx, caller, req)
 
+        envs = getattr(req, "envs", None)  # a submission: its recipient's writer (see run_async)
+        key = envs[0].to_account if envs else None
         try:
-            c.result = await self.store.run_async(step, self.executor)
+            c.result = await self.store.run_async(step, self.executor, key)
         except E2EError:
             # Refused, or the group failed: nothing was applied, the token was not used. (Not
             # on cancellation, when the transaction may still commit: then it counts as used.)

@@ -1,14 +1,17 @@
 """PostgreSQL relay store: several relay processes on one database (SPEC.md §10.8).
 
-Group commit: one writer thread per process runs the queued requests, each in its own
-``SAVEPOINT``, in one transaction on a connection of its own, through libpq directly (prepared
-statements; see :class:`_Raw`), and answers them once it commits. Reads that decide nothing
-use a connection pool. Transactions run at READ COMMITTED. Round trips are merged: the group's
-``BEGIN`` with the first savepoint and the directory's generation (the writer caches the
-directory, see :class:`~e2e.relay.store.DirectoryCache`); a request's writes whose outcome it
-does not need, and the checks it needs to hold (its chat's lock, its nonce, its mailbox quota:
-statements that fail on the server, see :class:`_WriterTx`), with its next statement or with
-the release of its savepoint and the next one (libpq pipeline mode).
+Group commit: a writer thread runs the queued requests, each in its own ``SAVEPOINT``, in one
+transaction on a connection of its own, through libpq directly (prepared statements; see
+:class:`Raw`), and answers them once it commits. A process has several writers (``writers``,
+:data:`DEFAULT_WRITERS` by default), each with its own connection, group transaction and queue;
+a submission goes to its recipient's writer, so the groups that update one mailbox's usage row
+do not wait for each other; writers meet each other as writers of different processes do. Reads
+that decide nothing use a connection pool. Transactions run at READ COMMITTED. Round trips are
+merged: the group's ``BEGIN`` with the first savepoint and the directory's generation (the
+writer caches the directory, see :class:`~e2e.relay.store.DirectoryCache`); a request's writes
+whose outcome it does not need, and the checks it needs to hold (its chat's lock, its nonce,
+its mailbox quota: statements that fail on the server, see :class:`_WriterTx`), with its next
+statement or with the release of its savepoint and the next one (libpq pipeline mode).
 
 Every decision on a chat (a submission's policy check, a control, a report) first takes a
 transaction-scoped advisory lock on that chat (the first 8 bytes of SHA-256(business | 0x00 |
@@ -22,18 +25,21 @@ WHERE ... = (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``, so concurrent claim
 different prekeys. New mail is announced with ``NOTIFY e2e_mail`` after the delivering
 transaction commits, by a notifier thread that sends whatever is pending in one statement;
 each relay process ``LISTEN``s on one connection and wakes its waiting fetches.
+
+No wait is unbounded: every connection has TCP keepalives, ``tcp_user_timeout`` and a connect
+timeout (:func:`with_timeouts`), and every operation a time limit after which its connection is
+shut down (:class:`~e2e.relay.pglink.Watchdog`), so a silent network answers 503, not never.
 """
 
 from __future__ import annotations
 
 import asyncio
-import binascii
 import hashlib
+import itertools
 import queue
-import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from typing import Any, Final, TypeVar
@@ -41,9 +47,17 @@ from typing import Any, Final, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from e2e.errors import MailboxFull, StoreError, StoreUnavailable, Unauthenticated
+from e2e.relay.pglink import (
+    IO_SECONDS,
+    WATCHDOG,
+    WRITER_NAME,
+    Raw,
+    with_timeouts,
+)
 from e2e.relay.schema import (
     ADDED_COLUMNS,
     BUCKET_COLUMNS,
@@ -66,7 +80,7 @@ from e2e.relay.writer import (
     finish_jobs,
 )
 
-__all__ = ["PostgresRelayStore"]
+__all__ = ["PostgresRelayStore", "DEFAULT_WRITERS", "MAX_WRITERS"]
 
 T = TypeVar("T")
 CHANNEL: Final = "e2e_mail"
@@ -79,8 +93,17 @@ _CONFLICTS = (
     pg_errors.SerializationFailure,
     pg_errors.DeadlockDetected,
     pg_errors.UniqueViolation,
+    pg_errors.LockNotAvailable,
 )
-
+#: Writer connections (and group transactions at a time) per relay process, by default and
+#: at most (the relay setting ``ops.pg_writers``).
+DEFAULT_WRITERS: Final = 4
+MAX_WRITERS: Final = 32
+#: Longest a writer's statement waits for a row lock (a unique key another writer is
+#: inserting, a mailbox's usage row another group updated) before its request is run again
+#: in a later group: two groups that wait for each other's rows give up within this, not
+#: after the server's deadlock check (``deadlock_timeout``, 1 s by default).
+_LOCK_TIMEOUT: Final = b"SET lock_timeout = '200ms'"
 
 #: Counts changes of the directory (see :class:`~e2e.relay.store.DirectoryCache`).
 _DIRECTORY_FUNCTION: Final = """
@@ -110,9 +133,6 @@ BEGIN
     END IF;
     RETURN true;
 END $$"""
-#: The SQLSTATE of a failed :data:`_CHECK_FUNCTION` (a class of its own: no statement of
-#: PostgreSQL's raises it).
-CHECK_FAILED: Final = b"P0E2E"
 #: A chat's (or any) decision lock, tried: fails the check if another transaction holds it.
 _TRY_LOCK: Final = "SELECT e2e_check(pg_try_advisory_xact_lock(?))"
 #: A nonce recorded, checked fresh.
@@ -129,179 +149,6 @@ class _Busy(Exception):
     roll the request back to its savepoint and run it again in a later group. The writer never
     waits for such a lock while its group holds others, so two relay processes cannot
     deadlock on them."""
-
-
-def _hex(v: bytes) -> bytes:
-    return binascii.unhexlify(v[2:])
-
-
-def _bool(v: bytes) -> bool:
-    return v == b"t"
-
-
-#: Text-format result decoders by type oid (bytea, integers, numeric, bool); others are text.
-_DECODE: Final[dict[int, Callable[[bytes], Any]]] = {
-    17: _hex, 20: int, 21: int, 23: int, 26: int, 1700: int, 16: _bool, 701: float,
-}  # fmt: skip
-
-
-class _Rows:
-    """What :meth:`_Raw.execute` returns: the affected row count, like a cursor's."""
-
-    __slots__ = ("rowcount",)
-
-    def __init__(self, rowcount: int) -> None:
-        self.rowcount = rowcount
-
-
-class _Raw:
-    """Statements on one connection straight through libpq (psycopg's ``pq`` layer): each
-    distinct statement prepared once, parameters sent as they are (bytes in binary, numbers
-    and text as text), results decoded by column type. The writer runs every statement of
-    every request; this costs about half the CPU of the general cursor path, and libpq
-    waits for the server without holding the GIL."""
-
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.pg = conn.pgconn
-        self.names: dict[str, bytes] = {}
-
-    def command(self, sql: bytes) -> None:
-        """Run ``sql`` (one or more statements, no parameters) in one round trip."""
-        self._check(self.pg.exec_(sql))
-
-    def query(self, sql: bytes) -> list[tuple[bytes | None, ...]]:
-        """:meth:`command`, and the last statement's rows, as text."""
-        res = self._check(self.pg.exec_(sql))
-        cols = range(res.nfields)
-        return [tuple(res.get_value(r, c) for c in cols) for r in range(res.ntuples)]
-
-    def _check(self, res: pq.abc.PGresult) -> pq.abc.PGresult:
-        if res.status in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-            return res
-        if self.pg.status != pq.ConnStatus.OK:
-            raise psycopg.OperationalError("relay database connection lost")
-        state = res.error_field(pq.DiagnosticField.SQLSTATE) or b""
-        raise pg_errors.lookup(state.decode())("statement failed")
-
-    def _prepared(self, sql: str) -> bytes:
-        """The name of ``sql`` (``?`` placeholders) prepared on this connection."""
-        name = self.names.get(sql)
-        if name is None:
-            parts = sql.split("?")
-            text = parts[0] + "".join(f"${i}{p}" for i, p in enumerate(parts[1:], 1))
-            name = b"e2e_%d" % len(self.names)
-            self._check(self.pg.prepare(name, text.replace("BLOB", "BYTEA").encode()))
-            self.names[sql] = name
-        return name
-
-    @staticmethod
-    def _params(params: Sequence[Any]) -> tuple[list[bytes | None], list[int]]:
-        values: list[bytes | None] = []
-        formats: list[int] = []
-        for v in params:
-            if isinstance(v, bytes | bytearray | memoryview):
-                values.append(bytes(v))
-                formats.append(1)
-            elif isinstance(v, int):
-                values.append(b"%d" % v)
-                formats.append(0)
-            elif v is None:
-                values.append(None)
-                formats.append(0)
-            else:
-                values.append(str(v).encode())
-                formats.append(0)
-        return values, formats
-
-    def run(self, sql: str, params: Sequence[Any]) -> pq.abc.PGresult:
-        name = self._prepared(sql)
-        values, formats = self._params(params)
-        # libpq takes NULL for None (the stub says otherwise).
-        return self._check(self.pg.exec_prepared(name, values, formats))  # type: ignore[arg-type]
-
-    def pipeline(
-        self,
-        statements: Sequence[tuple[str, Sequence[Any]]],
-        commands: Sequence[bytes] = (),
-        checks: Mapping[int, BaseException] | None = None,
-    ) -> list[pq.abc.PGresult | None]:
-        """Run ``statements``, then ``commands`` (no parameters), in one round trip (libpq's
-        pipeline mode); the statements' results. The server runs them in order, each
-        with a snapshot of its own (READ COMMITTED), and skips the rest of the pipeline
-        after an error: the first failure is raised (``checks[i]`` if statement ``i`` failed
-        in :data:`CHECK` (see :data:`_CHECK_FUNCTION`), else the database's error), and what
-        followed it did not run."""
-        pg = self.pg
-        prepared = [(self._prepared(sql), self._params(params)) for sql, params in statements]
-        pg.enter_pipeline_mode()
-        results: list[pq.abc.PGresult | None] = []
-        try:
-            for name, (values, formats) in prepared:
-                pg.send_query_prepared(name, values, formats)
-            for command in commands:
-                pg.send_query_params(command, None)
-            pg.pipeline_sync()
-            failed: tuple[int, pq.abc.PGresult] | None = None
-            for i in range(len(prepared) + len(commands)):
-                self._wait()
-                res = pg.get_result()
-                if res is not None and failed is None and res.status not in (
-                    pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK,
-                ):  # fmt: skip
-                    failed = (i, res)
-                if i < len(prepared):
-                    results.append(res)
-                self._wait()
-                pg.get_result()  # the None that ends each statement's results
-            self._wait()
-            pg.get_result()  # the pipeline's sync
-        finally:
-            if pg.status == pq.ConnStatus.OK:
-                pg.exit_pipeline_mode()
-        if failed is not None:
-            i, res = failed
-            state = res.error_field(pq.DiagnosticField.SQLSTATE)
-            if checks is not None and i in checks and state == CHECK_FAILED:
-                raise checks[i]
-            self._check(res)
-        return results
-
-    def _wait(self) -> None:
-        """Until a result can be read without blocking, waiting in ``select`` (which does
-        not hold the GIL)."""
-        pg = self.pg
-        try:
-            while pg.is_busy():
-                select.select([pg.socket], [], [])
-                pg.consume_input()
-        except (OSError, ValueError):
-            raise psycopg.OperationalError("relay database connection lost") from None
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:
-        return self.rowcount(self.run(sql, params))
-
-    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self.rows(self.run(sql, params))
-
-    @staticmethod
-    def rows(res: pq.abc.PGresult) -> list[tuple[Any, ...]]:
-        """``res``'s rows, decoded by column type."""
-        cols = range(res.nfields)
-        decode = [_DECODE.get(res.ftype(c), bytes.decode) for c in cols]
-        rows = []
-        for r in range(res.ntuples):
-            row = []
-            for c in cols:
-                v = res.get_value(r, c)
-                row.append(None if v is None else decode[c](v))
-            rows.append(tuple(row))
-        return rows
-
-    @staticmethod
-    def rowcount(res: pq.abc.PGresult) -> _Rows:
-        status = res.command_status or b""
-        tail = status.rsplit(b" ", 1)[-1]
-        return _Rows(int(tail) if tail.isdigit() else -1)
 
 
 class _PgTx(SqlTx):
@@ -397,7 +244,7 @@ _TRY_ADMIT: Final = (
 
 
 class _WriterTx(CachedDirectory, _PgTx):
-    """The writer's transactions: :class:`_PgTx` over :class:`_Raw`, chat locks only tried,
+    """The writer's transactions: :class:`_PgTx` over :class:`Raw`, chat locks only tried,
     the directory read through the writer's :class:`DirectoryCache`.
 
     Statements whose rows the request does not need are held and sent in one pipeline with
@@ -415,7 +262,7 @@ class _WriterTx(CachedDirectory, _PgTx):
 
     grouped = True
 
-    def __init__(self, raw: _Raw, cache: DirectoryCache) -> None:
+    def __init__(self, raw: Raw, cache: DirectoryCache) -> None:
         super().__init__(None, "?")
         self.raw = raw
         self.cache = cache
@@ -461,7 +308,7 @@ class _WriterTx(CachedDirectory, _PgTx):
         for i, key in reads.items():
             res = results[i]
             if res is not None:
-                self.rows_read[key] = _Raw.rows(res)
+                self.rows_read[key] = Raw.rows(res)
         return results[-1] if sql is not None else None
 
     def flush(self, commands: Sequence[bytes] = ()) -> None:
@@ -472,7 +319,7 @@ class _WriterTx(CachedDirectory, _PgTx):
         self.rows_read.clear()
         res = self._send(sql, params)
         assert res is not None
-        return _Raw.rowcount(res)
+        return Raw.rowcount(res)
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         key = (sql, tuple(params))
@@ -480,7 +327,7 @@ class _WriterTx(CachedDirectory, _PgTx):
             return self.rows_read.pop(key)
         res = self._send(sql, params)
         assert res is not None
-        return _Raw.rows(res)
+        return Raw.rows(res)
 
     def lock_chat(self, business: bytes, customer: bytes) -> None:
         """Tried, as a check held with the chat's row read after it (a snapshot taken once
@@ -514,15 +361,35 @@ class _WriterTx(CachedDirectory, _PgTx):
 
 
 class PostgresRelayStore(RelayStore):
-    """Relay state in PostgreSQL, through a connection pool."""
+    """Relay state in PostgreSQL: ``writers`` writer connections (each running one group
+    transaction at a time, :data:`DEFAULT_WRITERS` unless given, at most
+    :data:`MAX_WRITERS`) and a pool for reads. Every connection has TCP timeouts
+    (:func:`with_timeouts`) and every operation a bound (``timeout``, :data:`IO_SECONDS` by
+    default). With ``affinity`` a request given a key (:meth:`run_async`) runs on the writer
+    its key hashes to; requests without one, or all without ``affinity``, go round the
+    writers in turn."""
 
     cross_process_wakeups = True
 
-    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8, writers: int = 1) -> None:
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 8,
+                 writers: int = DEFAULT_WRITERS, timeout: float = IO_SECONDS,
+                 affinity: bool = True) -> None:  # fmt: skip
+        if not 1 <= writers <= MAX_WRITERS:
+            raise StoreError(f"writers must be 1 to {MAX_WRITERS}")
+        if not timeout > 0:
+            raise StoreError("timeout must be positive")
+        try:
+            dsn = with_timeouts(dsn)
+            params = conninfo_to_dict(dsn)
+        except psycopg.Error:
+            raise StoreError("cannot open relay database: bad connection string") from None
         self.dsn = dsn
+        self.timeout = timeout
+        params.setdefault("application_name", WRITER_NAME)
+        self._writer_dsn = make_conninfo(**params)  # type: ignore[arg-type]
         try:
             self.pool = ConnectionPool(
-                dsn, min_size=min_size, max_size=max_size, open=True, timeout=30,
+                dsn, min_size=min_size, max_size=max_size, open=True, timeout=timeout,
                 kwargs={"autocommit": False},
             )  # fmt: skip
             with self.pool.connection() as conn:
@@ -550,10 +417,19 @@ class PostgresRelayStore(RelayStore):
             target=self._notifier, name="relay-notify", daemon=True
         )
         self._notify_thread.start()
-        self._queue: queue.SimpleQueue[tuple[Job, int] | None] = queue.SimpleQueue()
+        # A queue per writer: a request with a key goes to the writer its key hashes to, so
+        # the requests that update one row (a recipient's mailbox usage) are not spread over
+        # groups that would wait for each other's commits; others go round the writers.
+        self._queues: list[queue.SimpleQueue[tuple[Job, int] | None]] = [
+            queue.SimpleQueue() for _ in range(writers)
+        ]
+        self._turn = itertools.count()
+        self._affinity = affinity
         self._writers = [
-            threading.Thread(target=self._write_loop, name=f"relay-pg-{i}", daemon=True)
-            for i in range(writers)
+            threading.Thread(
+                target=self._write_loop, args=(q,), name=f"relay-pg-{i}", daemon=True
+            )  # fmt: skip
+            for i, q in enumerate(self._queues)
         ]
         for writer in self._writers:
             writer.start()
@@ -564,30 +440,40 @@ class PostgresRelayStore(RelayStore):
         """Run ``fn`` in its own savepoint of the writer's next group transaction; its result
         once that transaction is committed (or its error, having changed nothing)."""
         fut: Future[Any] = Future()
-        self._queue.put(((fn, fut), 0))
+        self._queue(None).put(((fn, fut), 0))
         result: T = fut.result()
         return result
 
-    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
+    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None,
+                        key: bytes | None = None) -> T:  # fmt: skip
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(((fn, (loop, fut)), 0))
+        self._queue(key).put(((fn, (loop, fut)), 0))
         return await fut
+
+    def _queue(self, key: bytes | None) -> queue.SimpleQueue[tuple[Job, int] | None]:
+        """The queue of the writer that runs a request with ``key`` (None: the next one)."""
+        queues = self._queues
+        if len(queues) == 1:
+            return queues[0]
+        if key is None or not self._affinity:
+            return queues[next(self._turn) % len(queues)]
+        return queues[hash(key) % len(queues)]
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """A read-only ``fn`` on a pooled connection (it sees committed data only)."""
         try:
             with self.pool.connection() as conn:
-                with conn.cursor() as cur:
+                with WATCHDOG.bound(conn.pgconn, self.timeout), conn.cursor() as cur:
                     result = fn(_PgTx(cur, "%s"))
                 conn.rollback()
                 return result
         except psycopg.Error as exc:
             raise StoreUnavailable(f"relay database error: {type(exc).__name__}") from None
 
-    def _write_loop(self) -> None:
+    def _write_loop(self, jobs: queue.SimpleQueue[tuple[Job, int] | None]) -> None:
         conn: psycopg.Connection[Any] | None = None
-        raw: _Raw | None = None
+        raw: Raw | None = None
         cache = DirectoryCache()
         parked: list[tuple[float, Job, int]] = []  # (when to run again, job, tries)
         while True:
@@ -597,21 +483,24 @@ class PostgresRelayStore(RelayStore):
             if not group:
                 wait = min(p[0] for p in parked) - now if parked else None
                 try:
-                    first = self._queue.get(timeout=wait)
+                    first = jobs.get(timeout=wait)
                 except queue.Empty:
                     continue
                 if first is None:
-                    self._queue.put(None)  # for the other writers
                     break
                 group = [first]
-            drain(self._queue, group, MAX_GROUP)
+            drain(jobs, group, MAX_GROUP)
             try:
                 if conn is None or raw is None or conn.closed:
-                    conn = psycopg.connect(self.dsn, autocommit=True)
-                    raw = _Raw(conn)
-                for job, tries in self._run_group(raw, cache, group):
+                    conn = psycopg.connect(self._writer_dsn, autocommit=True)
+                    raw = Raw(conn)
+                    raw.command(_LOCK_TIMEOUT)
+                with WATCHDOG.bound(raw.pg, self.timeout):
+                    again = self._run_group(raw, cache, group)
+                for job, tries in again:
                     # Again after a short, growing pause: a busy chat's lock is held by
-                    # another process's group, which commits within milliseconds.
+                    # another writer's group (this process's or another's), which commits
+                    # within milliseconds.
                     parked.append((time.monotonic() + min(0.05, 0.001 * 2**tries), job, tries))
             except psycopg.Error as exc:
                 # The group's transaction failed as a whole (connection lost, commit failed):
@@ -626,7 +515,7 @@ class PostgresRelayStore(RelayStore):
             conn.close()
 
     def _run_group(
-        self, raw: _Raw, cache: DirectoryCache, group: list[tuple[Job, int]]
+        self, raw: Raw, cache: DirectoryCache, group: list[tuple[Job, int]]
     ) -> list[tuple[Job, int]]:
         """Run the group in one transaction, a savepoint each; commit; answer the requests
         that ran. The ones to run again (a conflict, or a busy chat) are returned.
@@ -681,10 +570,11 @@ class PostgresRelayStore(RelayStore):
     @contextmanager
     def _tx(self) -> Iterator[Tx]:
         with self.pool.connection() as conn:
-            with conn.cursor() as cur:
-                tx = _PgTx(cur, "%s")
-                yield tx
-            conn.commit()
+            with WATCHDOG.bound(conn.pgconn, self.timeout):
+                with conn.cursor() as cur:
+                    tx = _PgTx(cur, "%s")
+                    yield tx
+                conn.commit()
         if tx.woken:
             # After the commit: a waiter woken now finds the mail. (A crash before the
             # notifier sends it only delays it: the long-poll ends, the next fetch finds it.)
@@ -706,7 +596,10 @@ class PostgresRelayStore(RelayStore):
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self.dsn, autocommit=True)
-                conn.execute("SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(pending)))
+                with WATCHDOG.bound(conn.pgconn, self.timeout):
+                    conn.execute(
+                        "SELECT pg_notify(%s, unnest(%s::text[]))", (CHANNEL, sorted(pending))
+                    )
             except psycopg.Error:
                 conn = None  # the waiters' long-polls end and they fetch again
                 self._stop.wait(0.5)
@@ -740,7 +633,8 @@ class PostgresRelayStore(RelayStore):
         self._listener.start()
 
     def close(self) -> None:
-        self._queue.put(None)  # each writer puts it back for the next one
+        for jobs in self._queues:
+            jobs.put(None)
         for writer in self._writers:
             writer.join(timeout=10)
         self._stop.set()

@@ -142,7 +142,9 @@ def main(argv: list[str]) -> int:
                 max_age=ns.blob_days * 86_400,
             )  # fmt: skip
             blobs = open_blob_store(ns.db, limits)
-        service = RelayService(open_store(ns.db), settings=config, secret_key=secret_key,
+        ops = config.ops
+        store = open_store(ns.db, ops.pg_writers, ops.pg_timeout, ops.pg_affinity)
+        service = RelayService(store, settings=config, secret_key=secret_key,
                                blobs=blobs)  # fmt: skip
     except E2EError as exc:
         print(f"cannot open the relay store: {exc}", file=sys.stderr)

@@ -278,11 +278,13 @@ class SqliteRelayStore(RelayStore):
         result: T = fut.result()
         return result
 
-    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
-        """As :meth:`run`, awaited. The coroutines of one event loop form their own groups,
-        which run on the loop itself: only taking the write turn and the commit (the fsync)
-        go to a thread. A group's statements then cost no hand-offs of the interpreter lock
-        between threads, which cost more than the statements themselves."""
+    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None,
+                        key: bytes | None = None) -> T:  # fmt: skip
+        """As :meth:`run`, awaited (one writer per process: ``key`` changes nothing). The
+        coroutines of one event loop form their own groups, which run on the loop itself:
+        only taking the write turn and the commit (the fsync) go to a thread. A group's
+        statements then cost no hand-offs of the interpreter lock between threads, which
+        cost more than the statements themselves."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         pending = self._on_loop.get(loop)

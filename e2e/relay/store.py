@@ -766,9 +766,12 @@ class RelayStore(abc.ABC):
         with self.transaction() as tx:
             return fn(tx)
 
-    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None) -> T:
+    async def run_async(self, fn: Callable[[Tx], T], executor: Executor | None = None,
+                        key: bytes | None = None) -> T:  # fmt: skip
         """:meth:`run` for a coroutine: by default on a thread of ``executor``. A backend
-        with a writer thread of its own hands ``fn`` to it and blocks no thread."""
+        with a writer thread of its own hands ``fn`` to it and blocks no thread. ``key`` is a
+        hint: a backend with several writers runs requests of one key on one writer (a
+        submission's is its recipient account, whose mailbox counts every copy)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(executor, self.run, fn)
 

@@ -7,6 +7,11 @@ uploads, relay to client for downloads) gets a byte budget drawn from ``budget()
 from there; when the bytes forwarded that way reach it, the proxy forwards exactly the bytes
 up to the budget, then resets both sockets and counts one cut. With ``cuts`` at zero it
 forwards everything.
+
+While ``held`` is true the proxy forwards nothing, either way, on any connection (a network
+that silently stops delivering: both ends' sends are still acknowledged, by the proxy's
+kernel), and new connections are accepted but get nothing through; the held bytes go on once
+``held`` is false again, as TCP would retransmit them after a partition heals.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class CutProxy:
     budget: Callable[[], int] = field(default_factory=lambda: lambda: 1 << 20)
     port: int = 0
     done: int = 0
+    held: bool = False
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
     _server: asyncio.base_events.Server | None = None
@@ -95,6 +101,8 @@ class CutProxy:
             try:
                 while True:
                     data = await src.read(65536)
+                    while self.held:
+                        await asyncio.sleep(0.02)
                     if not data:
                         break
                     left = state["left"]

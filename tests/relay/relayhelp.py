@@ -13,8 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,6 +395,26 @@ def new_device(
     dev.register()
     dev.upload()
     return dev
+
+
+def race(n: int, fn: Callable[[int], Any]) -> list[Any]:
+    """Run fn(0..n-1) on n threads released together; their results or exceptions."""
+    out: list[Any] = [None] * n
+    gate = threading.Barrier(n)
+
+    def run(i: int) -> None:
+        gate.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as exc:  # collected and asserted on by the caller
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return out
 
 
 def pg_dsn() -> str | None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from relayhelp import Dev, Refused, RelayProcess, new_device
+from relayhelp import Dev, Refused, RelayProcess, new_device, race
 
 from e2e.platform import wire
 from e2e.platform.policy import MessageClass, PolicyConfig
@@ -34,26 +34,6 @@ def two_relays(pg_db: str, tmp_path: Path) -> Iterator[list[RelayProcess]]:
     finally:
         for p in procs:
             p.stop()
-
-
-def _race(n: int, fn: Callable[[int], Any]) -> list[Any]:
-    """Run fn(0..n-1) on n threads started together; their results or exceptions."""
-    out: list[Any] = [None] * n
-    gate = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        gate.wait()
-        try:
-            out[i] = fn(i)
-        except Exception as exc:  # collected and asserted on below
-            out[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return out
 
 
 def test_policy_prekeys_and_ledger_across_processes(
@@ -85,11 +65,11 @@ def test_policy_prekeys_and_ledger_across_processes(
 
         n = 12
         results: dict[str, list[Any]] = {
-            "window": _race(n, send(c_window, MessageClass.SERVICE)),
-            "limited_templates": _race(n, send(c_limited, MessageClass.TEMPLATE)),
-            "limited_marketing": _race(n, send(c_limited, MessageClass.MARKETING)),
-            "optin_marketing": _race(n, send(c_optin, MessageClass.MARKETING)),
-            "blocked": _race(n, send(c_blocked, MessageClass.TEMPLATE)),
+            "window": race(n, send(c_window, MessageClass.SERVICE)),
+            "limited_templates": race(n, send(c_limited, MessageClass.TEMPLATE)),
+            "limited_marketing": race(n, send(c_limited, MessageClass.MARKETING)),
+            "optin_marketing": race(n, send(c_optin, MessageClass.MARKETING)),
+            "blocked": race(n, send(c_blocked, MessageClass.TEMPLATE)),
         }
 
         def ok(rs: list[Any]) -> list[wire.Receipt]:
@@ -125,7 +105,7 @@ def test_policy_prekeys_and_ledger_across_processes(
                 dev.identity = biz.identity
                 return dev.claim(c_window.acct.name, 1)
 
-        claims = _race(16, claim)
+        claims = race(16, claim)
         assert all(isinstance(c, wire.ClaimedPrekey) for c in claims), claims
         one_time = [c.bundle for c in claims if c.one_time]
         assert len(one_time) == 6 and len(set(one_time)) == 6

@@ -60,6 +60,10 @@ def _serve(tmp_path: Path, text: str | None, env: dict[str, str] | None = None) 
          "ads.entry_window_seconds: must be longer than policy.window_seconds"),
         (None, {"E2E_RELAY_ADS_REPORT_TOKEN": "short"}, "ads.report_token: must be at least 16"),
         (None, {"E2E_RELAY_ADS_BUCKET_SECONDS": "1"}, "ads.bucket_seconds: must be at least 60"),
+        # the PostgreSQL store's writers and bound (SPEC §10.8)
+        (None, {"E2E_RELAY_OPS_PG_WRITERS": "0"}, "ops.pg_writers: must be at least 1"),
+        (None, {"E2E_RELAY_OPS_PG_WRITERS": "33"}, "ops.pg_writers: must be at most 32"),
+        (None, {"E2E_RELAY_OPS_PG_TIMEOUT": "0"}, "ops.pg_timeout: must be at least 0.5"),
     ],
 )
 def test_a_bad_setting_stops_the_relay_naming_it(
