@@ -215,7 +215,7 @@ class Ops:
     """Operations."""
 
     workers: int = setting(8, 1, 256, "store worker threads")
-    pg_writers: int = setting(4, 1, 32, "PostgreSQL writer connections per relay process")
+    pg_writers: int = setting(2, 1, 32, "PostgreSQL writer connections per relay process")
     pg_timeout: float = setting(10.0, 0.5, 600, "s a PostgreSQL operation may take (then 503)")
     pg_affinity: bool = setting(True, doc="a submission runs on its recipient's PostgreSQL writer"
                                 " (false: requests go round the writers)")  # fmt: skip

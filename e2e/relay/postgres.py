@@ -97,7 +97,7 @@ _CONFLICTS = (
 )
 #: Writer connections (and group transactions at a time) per relay process, by default and
 #: at most (the relay setting ``ops.pg_writers``).
-DEFAULT_WRITERS: Final = 4
+DEFAULT_WRITERS: Final = 2
 MAX_WRITERS: Final = 32
 #: Longest a writer's statement waits for a row lock (a unique key another writer is
 #: inserting, a mailbox's usage row another group updated) before its request is run again
