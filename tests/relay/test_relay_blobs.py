@@ -239,3 +239,20 @@ def test_files_are_private(tmp_path: Path) -> None:
         assert (tmp_path / "relay.db.blobs").stat().st_mode & 0o777 == 0o700
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("relay_db", ["pg"], indirect=True)
+def test_postgres_blob_connections_have_tcp_timeouts(store: BlobStore) -> None:
+    """A database that silently stops answering must fail a blob request, not hold it: the
+    blob store's connections carry the relay store's keepalives, ``tcp_user_timeout`` and
+    ``connect_timeout`` (SPEC §10.8), as the server sees them."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from e2e.relay.blobs.postgres import PostgresBlobStore
+    from e2e.relay.pglink import CONNECTION_DEFAULTS
+
+    assert isinstance(store, PostgresBlobStore)
+    with store.pool.connection() as conn:
+        used = conninfo_to_dict(conn.info.dsn)
+    for key, value in CONNECTION_DEFAULTS.items():
+        assert str(used.get(key)) == value, (key, used.get(key))

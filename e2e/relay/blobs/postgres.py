@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from e2e.errors import OffsetConflict, StoreError
 from e2e.relay.blobs import PIECE, SCHEMA, BlobInfo, BlobLimits, BlobStore, BlobWriter, Exec
+from e2e.relay.pglink import with_timeouts
 
 __all__ = ["PostgresBlobStore"]
 
@@ -47,13 +48,20 @@ def _lock_key(label: bytes, value: bytes) -> int:
 
 
 class PostgresBlobStore(BlobStore):
-    """Blob rows and bytes in tables of the PostgreSQL database at ``dsn``."""
+    """Blob rows and bytes in tables of the PostgreSQL database at ``dsn``. Its connections
+    get the relay store's keepalives, ``tcp_user_timeout`` and ``connect_timeout`` unless
+    ``dsn`` sets them (:func:`~e2e.relay.pglink.with_timeouts`): a database that silently
+    stops answering fails a blob request instead of holding it forever."""
 
     def __init__(self, dsn: str, limits: BlobLimits | None = None, max_connections: int = 8):
         self.limits = limits or BlobLimits()
         try:
             self.pool = ConnectionPool(
-                dsn, min_size=1, max_size=max_connections, open=True, name="e2e-blobs"
+                with_timeouts(dsn),
+                min_size=1,
+                max_size=max_connections,
+                open=True,
+                name="e2e-blobs",
             )
             with self.pool.connection() as conn, conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
