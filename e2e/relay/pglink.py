@@ -130,8 +130,8 @@ class Watchdog:
 WATCHDOG: Final = Watchdog()
 
 
-#: The SQLSTATE of a failed the store's ``e2e_check`` function (a class of its own: no statement of
-#: PostgreSQL's raises it).
+#: The SQLSTATE the store's ``e2e_check`` function raises when its check fails (a class of
+#: its own: no statement of PostgreSQL's raises it).
 CHECK_FAILED: Final = b"P0E2E"
 
 
